@@ -1,0 +1,2 @@
+"""modalsurv: multimodal deep survival analysis."""
+__version__ = "0.1.0"

@@ -1,0 +1,263 @@
+"""Cohort: the one currency passed between layers.
+
+A cohort holds, for N patients, an id, a follow-up time, an event flag and, per modality,
+a float32 feature array: ``N x D`` for vectors, ``N x K x D`` for bags (e.g. WSI tiles)
+with a boolean ``N x K`` tile mask in ``bag_mask``. A missing modality is ``False`` in
+``present[m]``; the feature rows of absent patients are not trusted and are zeroed here so
+that no NaN can leak from them. Within present rows, NaN marks a missing *value* (e.g. an
+unrecorded clinical variable) that a preprocessing step fitted on training data imputes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from modalsurv.errors import DataError, LabelError
+
+_EVENT_TOKENS = {"0": False, "1": True, "0.0": False, "1.0": True, "false": False, "true": True}
+
+
+def coerce_events(event: Sequence | np.ndarray, ids: Sequence[str] | None = None) -> np.ndarray:
+    """Coerce 0/1, bool or the strings "0", "1", "0.0", "1.0" to a bool array; else raise."""
+    raw = np.asarray(event, dtype=object).ravel()
+    out = np.empty(raw.shape[0], dtype=bool)
+    for i, v in enumerate(raw):
+        if isinstance(v, bool | np.bool_):
+            out[i] = bool(v)
+            continue
+        if isinstance(v, str):
+            key = v.strip().lower()
+            if key in _EVENT_TOKENS:
+                out[i] = _EVENT_TOKENS[key]
+                continue
+        elif isinstance(v, int | float | np.integer | np.floating) and v in (0, 1):
+            out[i] = bool(v)
+            continue
+        who = None if ids is None else str(ids[i])
+        raise LabelError(
+            f"event must be 0/1, a bool or one of '0', '1', '0.0', '1.0'; found {v!r}",
+            patient=who,
+            field="event",
+        )
+    return out
+
+
+class Cohort:
+    """Patients, survival labels and per-modality features (see module docstring)."""
+
+    def __init__(
+        self,
+        ids: Sequence[str] | np.ndarray,
+        time: Sequence[float] | np.ndarray,
+        event: Sequence | np.ndarray,
+        features: Mapping[str, np.ndarray] | None = None,
+        present: Mapping[str, np.ndarray] | None = None,
+        meta: pd.DataFrame | None = None,
+        bag_mask: Mapping[str, np.ndarray] | None = None,
+        feature_names: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
+        self.ids = np.asarray([str(i) for i in ids], dtype=object)
+        n = self.ids.shape[0]
+        uniq, counts = np.unique(self.ids.astype(str), return_counts=True)
+        if (counts > 1).any():
+            dup = ", ".join(map(str, uniq[counts > 1][:5]))
+            raise DataError(f"patient ids must be unique; duplicated: {dup}", field="id")
+
+        t = np.asarray(time, dtype=np.float64).ravel()
+        if t.shape[0] != n:
+            raise LabelError(f"time has {t.shape[0]} values for {n} patients", field="time")
+        bad = ~np.isfinite(t) | (t <= 0)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise LabelError(
+                f"follow-up time must be finite and > 0; found {t[i]!r}",
+                patient=self.ids[i],
+                field="time",
+            )
+        self.time = t
+        ev = coerce_events(event, self.ids)
+        if ev.shape[0] != n:
+            raise LabelError(f"event has {ev.shape[0]} values for {n} patients", field="event")
+        self.event = ev
+
+        self.features: dict[str, np.ndarray] = {}
+        self.present: dict[str, np.ndarray] = {}
+        self.bag_mask: dict[str, np.ndarray] = {}
+        self.feature_names: dict[str, list[str]] = {}
+        present = dict(present or {})
+        bag_mask = dict(bag_mask or {})
+        feature_names = dict(feature_names or {})
+        for m, x in (features or {}).items():
+            self._add(m, x, present.get(m), bag_mask.get(m), feature_names.get(m))
+        for extra in set(present) - set(self.features):
+            raise DataError(f"present mask given for unknown modality {extra!r}", field=extra)
+
+        if meta is None:
+            meta = pd.DataFrame(index=pd.Index(self.ids, name="patient"))
+        else:
+            meta = meta.copy()
+            if len(meta) != n:
+                raise DataError(f"meta has {len(meta)} rows for {n} patients", field="meta")
+            meta.index = pd.Index(self.ids, name="patient")
+        self.meta = meta
+
+    # ------------------------------------------------------------------ building
+    def _add(
+        self,
+        m: str,
+        x: np.ndarray,
+        present: np.ndarray | None,
+        mask: np.ndarray | None,
+        names: Sequence[str] | None,
+    ) -> None:
+        n = len(self.ids)
+        x = np.array(x, dtype=np.float32, copy=True)
+        if x.ndim not in (2, 3) or x.shape[0] != n:
+            raise DataError(
+                f"features must be N x D or N x K x D with N={n}; found shape {x.shape}",
+                field=m,
+            )
+        if present is None:
+            p = np.ones(n, dtype=bool)
+        else:
+            p = np.asarray(present).astype(bool).ravel()
+            if p.shape[0] != n:
+                raise DataError(f"present mask has {p.shape[0]} entries for {n} patients", field=m)
+        if x.ndim == 3:
+            if mask is None:
+                mk = np.ones(x.shape[:2], dtype=bool)
+            else:
+                mk = np.asarray(mask).astype(bool)
+                if mk.shape != x.shape[:2]:
+                    raise DataError(
+                        f"bag mask must have shape {x.shape[:2]}; found {mk.shape}", field=m
+                    )
+            mk = mk & p[:, None]
+            empty = p & ~mk.any(axis=1)
+            if empty.any():
+                i = int(np.flatnonzero(empty)[0])
+                raise DataError(
+                    "a present bag needs at least one valid instance (or mark the modality"
+                    " absent for this patient)",
+                    patient=self.ids[i],
+                    field=m,
+                )
+            x[~mk] = 0.0
+            self.bag_mask[m] = mk
+        elif mask is not None:
+            raise DataError("bag_mask given for a vector modality", field=m)
+        x[~p] = 0.0
+        if np.isinf(x).any():
+            i = int(np.flatnonzero(np.isinf(x).reshape(n, -1).any(axis=1))[0])
+            raise DataError("features contain +/-inf", patient=self.ids[i], field=m)
+        if names is not None:
+            names = [str(s) for s in names]
+            if len(names) != x.shape[-1]:
+                raise DataError(
+                    f"{len(names)} feature names for {x.shape[-1]} feature columns", field=m
+                )
+            self.feature_names[m] = names
+        self.features[m] = x
+        self.present[m] = p
+
+    # ------------------------------------------------------------------ views
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.features)
+
+    @property
+    def n_events(self) -> int:
+        return int(self.event.sum())
+
+    def is_bag(self, modality: str) -> bool:
+        return self.features[modality].ndim == 3
+
+    def dim(self, modality: str) -> int:
+        return int(self.features[modality].shape[-1])
+
+    def index_of(self, ids: Iterable[str]) -> np.ndarray:
+        """Positions of the given patient ids (raises naming the first unknown id)."""
+        pos = {p: i for i, p in enumerate(self.ids)}
+        out = []
+        for p in ids:
+            if str(p) not in pos:
+                raise DataError("unknown patient id", patient=str(p))
+            out.append(pos[str(p)])
+        return np.asarray(out, dtype=np.int64)
+
+    def subset(self, idx: Sequence[int] | np.ndarray) -> Cohort:
+        """Rows ``idx`` (integer positions or a boolean mask) as a new cohort."""
+        idx = np.asarray(idx)
+        if idx.dtype == bool:
+            idx = np.flatnonzero(idx)
+        return Cohort(
+            self.ids[idx],
+            self.time[idx],
+            self.event[idx],
+            features={m: x[idx] for m, x in self.features.items()},
+            present={m: p[idx] for m, p in self.present.items()},
+            meta=self.meta.iloc[idx],
+            bag_mask={m: k[idx] for m, k in self.bag_mask.items()},
+            feature_names=self.feature_names,
+        )
+
+    def select(self, modalities: Iterable[str]) -> Cohort:
+        """Keep only the named modalities (in that order)."""
+        mods = list(modalities)
+        missing = [m for m in mods if m not in self.features]
+        if missing:
+            raise DataError(
+                f"modalities {missing} not in cohort; available: {self.modalities}",
+                field="modalities",
+            )
+        return Cohort(
+            self.ids,
+            self.time,
+            self.event,
+            features={m: self.features[m] for m in mods},
+            present={m: self.present[m] for m in mods},
+            meta=self.meta,
+            bag_mask={m: self.bag_mask[m] for m in mods if m in self.bag_mask},
+            feature_names={m: self.feature_names[m] for m in mods if m in self.feature_names},
+        )
+
+    def with_modality(
+        self,
+        name: str,
+        x: np.ndarray,
+        present: np.ndarray | None = None,
+        bag_mask: np.ndarray | None = None,
+        feature_names: Sequence[str] | None = None,
+    ) -> Cohort:
+        """A copy with one modality added or replaced."""
+        out = self.subset(np.arange(len(self)))
+        out._add(name, x, present, bag_mask, feature_names)
+        if bag_mask is None and x.ndim == 2:
+            out.bag_mask.pop(name, None)
+        return out
+
+    def missingness(self) -> dict[str, float]:
+        """Fraction of patients missing each modality."""
+        return {m: float(1.0 - p.mean()) if len(p) else 0.0 for m, p in self.present.items()}
+
+    def survival_array(self) -> np.ndarray:
+        """Structured (event, time) array as scikit-survival expects."""
+        y = np.empty(len(self), dtype=[("event", bool), ("time", np.float64)])
+        y["event"] = self.event
+        y["time"] = self.time
+        return y
+
+    def __repr__(self) -> str:
+        parts = []
+        for m, x in self.features.items():
+            shape = "x".join(map(str, x.shape[1:]))
+            miss = 1.0 - self.present[m].mean() if len(self) else 0.0
+            parts.append(f"{m}[{shape}, {miss:.0%} missing]")
+        mods = ", ".join(parts) if parts else "no modalities"
+        return f"Cohort(N={len(self)}, events={self.n_events}, modalities: {mods})"

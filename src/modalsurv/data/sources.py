@@ -1,0 +1,92 @@
+"""Turn a data description (config or a short spec string) into a Cohort.
+
+This is the single place that knows every kind of cohort source, so the CLI, the
+experiment runner and the benchmarks all load data the same way.
+
+Spec strings (for ``--data`` on the command line):
+  ``synthetic[:N[:SEED]]``, ``synthetic-external[:N[:SEED]]``, ``public:NAME``,
+  ``chimera-task1:ROOT``, ``chimera-task3:ROOT``, ``manifest:CSV``, or a YAML file holding a
+  ``data:`` section (or a bare DataConfig mapping).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from modalsurv.cohort import Cohort
+from modalsurv.config import DataConfig
+from modalsurv.errors import ConfigError
+
+
+def parse_data_spec(spec: str) -> DataConfig:
+    """Parse a ``--data`` spec string (see module docstring) into a DataConfig."""
+    path = Path(spec)
+    if path.suffix in {".yaml", ".yml"}:
+        if not path.exists():
+            raise ConfigError(f"data config {path} does not exist")
+        raw = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"data config {path}: top level must be a mapping")
+        raw = raw.get("data", raw)
+        try:
+            return DataConfig.model_validate(raw)
+        except Exception as err:  # pydantic ValidationError -> readable ConfigError
+            raise ConfigError(f"data config {path}: {err}") from None
+    kind, _, rest = spec.partition(":")
+    if kind in {"synthetic", "synthetic-external"}:
+        params: dict[str, Any] = {"external": kind == "synthetic-external"}
+        parts = [p for p in rest.split(":") if p]
+        if parts:
+            params["n"] = int(parts[0])
+        if len(parts) > 1:
+            params["seed"] = int(parts[1])
+        return DataConfig(source="synthetic", params=params)
+    if kind == "public":
+        if not rest:
+            raise ConfigError("data spec 'public:NAME' needs a cohort name")
+        return DataConfig(source="public", name=rest)
+    if kind in {"chimera-task1", "chimera-task3"}:
+        return DataConfig(source="chimera", name=kind.split("-")[1], path=rest)
+    if kind in {"manifest", "store"}:
+        return DataConfig(source=kind, path=rest)
+    raise ConfigError(
+        f"unknown data spec {spec!r}; expected synthetic[:N[:SEED]], synthetic-external, "
+        "public:NAME, chimera-task1:ROOT, chimera-task3:ROOT, manifest:CSV or a YAML file"
+    )
+
+
+def load_cohort(data: DataConfig | str, seed: int = 0) -> Cohort:
+    """Load the cohort a DataConfig (or spec string) describes."""
+    if isinstance(data, str):
+        data = parse_data_spec(data)
+    params = dict(data.params)
+    if data.source == "synthetic":
+        from modalsurv.data.synthetic import make_cohort
+
+        params.setdefault("seed", seed)
+        params.setdefault("n", 300)
+        cohort, _ = make_cohort(**params)
+        return cohort
+    if data.source == "public":
+        from modalsurv.data.public import load
+
+        if not data.name:
+            raise ConfigError("data.name: a public cohort name is required")
+        return load(data.name, **params)
+    if data.path is None:
+        raise ConfigError(f"data.path: required for source {data.source!r}")
+    if data.source == "chimera":
+        from modalsurv.io.chimera import read_chimera
+
+        task = (data.name or "task1").replace("task", "")
+        return read_chimera(data.path, task=int(task), **params).cohort
+    if data.source == "manifest":
+        from modalsurv.io.manifest import manifest_to_cohort, read_manifest
+
+        return manifest_to_cohort(read_manifest(data.path), **params)
+    from modalsurv.io.store import FeatureStore
+
+    return FeatureStore(data.path).load_labelled_cohort(**params)
