@@ -1,0 +1,373 @@
+"""Tabular preprocessing (clinical, RNA-seq, embedding vectors) as scikit-learn transformers.
+
+Everything here is *learned*, so everything is fitted on the training rows of a fold only:
+``fit(X_train, present=...)`` then ``transform(X_any, present=...)``. ``present`` is the
+Cohort's modality mask: absent patients are ignored by ``fit`` and get zero rows from
+``transform`` (the network masks them out anyway). NaN inside present rows is a missing
+value, imputed with training statistics.
+
+A fitted transformer is saved without pickle: ``get_state()`` returns plain arrays,
+lists, numbers and strings (arrays → safetensors, the rest → JSON) and
+``from_state(state)`` rebuilds it with identical output.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.decomposition import PCA
+from sklearn.utils.validation import check_is_fitted
+
+from modalsurv.errors import DataError
+
+State = dict[str, np.ndarray | list | float | int | str]
+
+
+# ---------------------------------------------------------------------------- helpers
+def _matrix(X: Any, name: str) -> np.ndarray:
+    arr = X.to_numpy(dtype=np.float64) if isinstance(X, pd.DataFrame) else np.asarray(X)
+    try:
+        arr = np.array(arr, dtype=np.float64)  # a copy: callers' arrays are never touched
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"features must be numeric: {exc}", field=name) from None
+    if arr.ndim != 2:
+        raise DataError(f"features must be N x D; found shape {arr.shape}", field=name)
+    if np.isinf(arr).any():
+        r, c = np.argwhere(np.isinf(arr))[0]
+        raise DataError(f"+/-inf at row {r}, column {c}", field=name)
+    return arr
+
+
+def _present(present: Any, n: int, name: str) -> np.ndarray:
+    if present is None:
+        return np.ones(n, dtype=bool)
+    p = np.asarray(present).astype(bool).ravel()
+    if p.shape[0] != n:
+        raise DataError(f"present mask has {p.shape[0]} entries for {n} rows", field=name)
+    return p
+
+
+def _train_rows(X: np.ndarray, p: np.ndarray, name: str, need: int = 1) -> np.ndarray:
+    Xt = X[p]
+    if Xt.shape[0] < need:
+        raise DataError(
+            f"need at least {need} present training rows to fit; found {Xt.shape[0]}", field=name
+        )
+    return Xt
+
+
+def _nanmedian(X: np.ndarray) -> np.ndarray:
+    """Column medians ignoring NaN; an all-NaN column gets 0 (nothing to learn from)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(X, axis=0) if X.shape[0] else np.full(X.shape[1], np.nan)
+    return np.where(np.isnan(med), 0.0, med)
+
+
+def _fill(X: np.ndarray, values: np.ndarray) -> np.ndarray:
+    nan = np.isnan(X)
+    if nan.any():
+        X = np.where(nan, values[None, :], X)
+    return X
+
+
+def _scale(Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std (ddof=0); a (near-)constant column gets scale 1, never a 0 divisor
+    (the same rule as scikit-learn's StandardScaler)."""
+    mean = Z.mean(axis=0)
+    std = Z.std(axis=0)
+    std = np.where(std < 10 * np.finfo(np.float64).eps, 1.0, std)
+    return mean, std
+
+
+def _fit_pca(Z: np.ndarray, n_components: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, components k×G) of a full-SVD PCA, k capped at min(n-1, G); deterministic
+    (exact LAPACK SVD + scikit-learn's sign convention)."""
+    k = min(int(n_components or 0), Z.shape[0] - 1, Z.shape[1])
+    if k < 1:
+        raise DataError(
+            f"PCA needs at least 2 training rows and 1 feature; found shape {Z.shape}",
+            field="pca",
+        )
+    pca = PCA(n_components=k, svd_solver="full", random_state=0).fit(Z)
+    return pca.mean_.astype(np.float64), pca.components_.astype(np.float64)
+
+
+def _output(Z: np.ndarray, p: np.ndarray) -> np.ndarray:
+    out = np.asarray(Z, dtype=np.float32)
+    out[~p] = 0.0
+    return np.ascontiguousarray(out)
+
+
+class _Stateful(TransformerMixin, BaseEstimator):
+    """get_state / from_state for transformers whose fitted attributes are arrays."""
+
+    _arrays: ClassVar[tuple[str, ...]] = ()
+    _lists: ClassVar[tuple[str, ...]] = ("feature_names_in_",)
+
+    def get_state(self) -> State:
+        check_is_fitted(self)
+        state: State = {
+            "type": type(self).__name__,
+            "params": json.dumps(self.get_params()),
+            "n_features_in_": int(self.n_features_in_),
+        }
+        for a in self._arrays:
+            state[a] = np.ascontiguousarray(getattr(self, a))
+        for a in self._lists:
+            state[a] = [str(v) for v in getattr(self, a)]
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> _Stateful:
+        if state.get("type") != cls.__name__:
+            raise DataError(
+                f"state is for {state.get('type')!r}, not {cls.__name__}", field="type"
+            )
+        obj = cls(**json.loads(str(state["params"])))
+        obj.n_features_in_ = int(state["n_features_in_"])
+        for a in cls._arrays:
+            setattr(obj, a, np.asarray(state[a]))
+        for a in cls._lists:
+            setattr(obj, a, [str(v) for v in state[a]])
+        return obj
+
+    def _names(self, X: Any, feature_names: Sequence[str] | None, d: int) -> list[str]:
+        if feature_names is not None:
+            names = [str(s) for s in feature_names]
+        elif isinstance(X, pd.DataFrame):
+            names = [str(s) for s in X.columns]
+        else:
+            names = [f"x{j}" for j in range(d)]
+        if len(names) != d:
+            raise DataError(f"{len(names)} feature names for {d} columns", field="feature_names")
+        return names
+
+    def _check_width(self, X: np.ndarray) -> None:
+        check_is_fitted(self)
+        if X.shape[1] != self.n_features_in_:
+            raise DataError(
+                f"fitted on {self.n_features_in_} features; transform got {X.shape[1]}",
+                field=type(self).__name__,
+            )
+
+
+# ---------------------------------------------------------------------------- clinical
+class ClinicalEncoder(_Stateful):
+    """Median imputation + missing-indicator columns + standard scaling.
+
+    Equivalent to ``SimpleImputer(strategy="median", add_indicator=True,
+    keep_empty_features=True)`` followed by ``StandardScaler()``: indicators are added
+    for the columns that had NaN in the training rows, and the indicators are scaled
+    like every other column. Input columns are already numeric (one-hot ``name=category``
+    columns expanded by io/clinical.py).
+    """
+
+    _arrays = ("median_", "indicator_", "mean_", "scale_")
+
+    def __init__(self, add_indicator: bool = True, standardize: bool = True) -> None:
+        self.add_indicator = add_indicator
+        self.standardize = standardize
+
+    def fit(
+        self,
+        X: Any,
+        y: Any = None,
+        present: Any = None,
+        feature_names: Sequence[str] | None = None,
+    ) -> ClinicalEncoder:
+        A = _matrix(X, "clinical")
+        Xt = _train_rows(A, _present(present, A.shape[0], "clinical"), "clinical")
+        self.n_features_in_ = A.shape[1]
+        self.feature_names_in_ = self._names(X, feature_names, A.shape[1])
+        self.median_ = _nanmedian(Xt)
+        had_nan = np.isnan(Xt).any(axis=0)
+        self.indicator_ = (
+            np.flatnonzero(had_nan).astype(np.int64)
+            if self.add_indicator
+            else np.zeros(0, dtype=np.int64)
+        )
+        Z = self._encode(Xt)
+        if self.standardize:
+            self.mean_, self.scale_ = _scale(Z)
+        else:
+            self.mean_, self.scale_ = np.zeros(Z.shape[1]), np.ones(Z.shape[1])
+        return self
+
+    def _encode(self, A: np.ndarray) -> np.ndarray:
+        ind = np.isnan(A[:, self.indicator_]).astype(np.float64)
+        return np.hstack([_fill(A, self.median_), ind])
+
+    def transform(self, X: Any, present: Any = None) -> np.ndarray:
+        A = _matrix(X, "clinical")
+        self._check_width(A)
+        p = _present(present, A.shape[0], "clinical")
+        return _output((self._encode(A) - self.mean_) / self.scale_, p)
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        check_is_fitted(self)
+        names = list(self.feature_names_in_)
+        return np.array(names + [f"{names[j]}__missing" for j in self.indicator_], dtype=object)
+
+
+# ---------------------------------------------------------------------------- RNA-seq
+class RnaTransform(_Stateful):
+    """log1p → median imputation → top-k genes by training variance → scaling → PCA.
+
+    ``top_variance_genes`` / ``pca`` may be None (off). PCA components are capped at
+    min(n_train - 1, genes kept). ``log1p`` rejects negative values: they mean the data
+    are already log-scaled or centred (set ``log1p=False`` then).
+    """
+
+    _arrays = ("median_", "genes_", "mean_", "scale_", "pca_mean_", "components_")
+
+    def __init__(
+        self,
+        log1p: bool = True,
+        top_variance_genes: int | None = 2000,
+        pca: int | None = 64,
+        standardize: bool = True,
+    ) -> None:
+        self.log1p = log1p
+        self.top_variance_genes = top_variance_genes
+        self.pca = pca
+        self.standardize = standardize
+
+    def _log(self, A: np.ndarray, p: np.ndarray) -> np.ndarray:
+        if not self.log1p:
+            return A
+        neg = (A < 0) & p[:, None]
+        if neg.any():
+            r, c = np.argwhere(neg)[0]
+            gene = self.feature_names_in_[c] if hasattr(self, "feature_names_in_") else c
+            raise DataError(
+                f"negative expression value {A[r, c]!r} at row {r}: log1p needs raw"
+                " non-negative values (counts/TPM); set log1p=False for data that are"
+                " already log-scaled",
+                field=str(gene),
+            )
+        return np.log1p(A)
+
+    def fit(
+        self,
+        X: Any,
+        y: Any = None,
+        present: Any = None,
+        feature_names: Sequence[str] | None = None,
+    ) -> RnaTransform:
+        A = _matrix(X, "rna")
+        p = _present(present, A.shape[0], "rna")
+        self.n_features_in_ = A.shape[1]
+        self.feature_names_in_ = self._names(X, feature_names, A.shape[1])
+        Xt = self._log(_train_rows(A, p, "rna", need=2 if self.pca else 1), p[p])
+        self.median_ = _nanmedian(Xt)
+        Xt = _fill(Xt, self.median_)
+        k = self.top_variance_genes
+        if k is None or k >= Xt.shape[1]:
+            genes = np.arange(Xt.shape[1])
+        else:
+            order = np.argsort(-Xt.var(axis=0), kind="stable")  # ties: lower index first
+            genes = np.sort(order[:k])
+        self.genes_ = genes.astype(np.int64)
+        Z = Xt[:, self.genes_]
+        if self.standardize:
+            self.mean_, self.scale_ = _scale(Z)
+        else:
+            self.mean_, self.scale_ = np.zeros(Z.shape[1]), np.ones(Z.shape[1])
+        Z = (Z - self.mean_) / self.scale_
+        if self.pca:
+            self.pca_mean_, self.components_ = _fit_pca(Z, self.pca)
+        else:
+            self.pca_mean_ = np.zeros(0)
+            self.components_ = np.zeros((0, Z.shape[1]))
+        return self
+
+    def transform(self, X: Any, present: Any = None) -> np.ndarray:
+        A = _matrix(X, "rna")
+        self._check_width(A)
+        p = _present(present, A.shape[0], "rna")
+        A = np.where(p[:, None], A, 0.0)  # absent rows: ignore whatever they hold
+        Z = _fill(self._log(A, p), self.median_)[:, self.genes_]
+        Z = (Z - self.mean_) / self.scale_
+        if self.components_.shape[0]:
+            Z = (Z - self.pca_mean_) @ self.components_.T
+        return _output(Z, p)
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        check_is_fitted(self)
+        if self.components_.shape[0]:
+            return np.array([f"pc{i + 1}" for i in range(self.components_.shape[0])], dtype=object)
+        return np.array([self.feature_names_in_[j] for j in self.genes_], dtype=object)
+
+
+# ---------------------------------------------------------------------------- vectors
+class VectorScaler(_Stateful):
+    """Embedding vectors: mean imputation of NaN, standardisation, optional PCA."""
+
+    _arrays = ("fill_", "mean_", "scale_", "pca_mean_", "components_")
+
+    def __init__(self, pca: int | None = None, standardize: bool = True) -> None:
+        self.pca = pca
+        self.standardize = standardize
+
+    def fit(
+        self,
+        X: Any,
+        y: Any = None,
+        present: Any = None,
+        feature_names: Sequence[str] | None = None,
+    ) -> VectorScaler:
+        A = _matrix(X, "vector")
+        p = _present(present, A.shape[0], "vector")
+        Xt = _train_rows(A, p, "vector", need=2 if self.pca else 1)
+        self.n_features_in_ = A.shape[1]
+        self.feature_names_in_ = self._names(X, feature_names, A.shape[1])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            fill = np.nanmean(Xt, axis=0)
+        self.fill_ = np.where(np.isnan(fill), 0.0, fill)
+        Z = _fill(Xt, self.fill_)
+        if self.standardize:
+            self.mean_, self.scale_ = _scale(Z)
+        else:
+            self.mean_, self.scale_ = np.zeros(Z.shape[1]), np.ones(Z.shape[1])
+        if self.pca:
+            self.pca_mean_, self.components_ = _fit_pca((Z - self.mean_) / self.scale_, self.pca)
+        else:
+            self.pca_mean_ = np.zeros(0)
+            self.components_ = np.zeros((0, Z.shape[1]))
+        return self
+
+    def transform(self, X: Any, present: Any = None) -> np.ndarray:
+        A = _matrix(X, "vector")
+        self._check_width(A)
+        p = _present(present, A.shape[0], "vector")
+        Z = (_fill(A, self.fill_) - self.mean_) / self.scale_
+        if self.components_.shape[0]:
+            Z = (Z - self.pca_mean_) @ self.components_.T
+        return _output(Z, p)
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        check_is_fitted(self)
+        if self.components_.shape[0]:
+            return np.array([f"pc{i + 1}" for i in range(self.components_.shape[0])], dtype=object)
+        return np.array(self.feature_names_in_, dtype=object)
+
+
+TRANSFORMERS: dict[str, type[_Stateful]] = {
+    c.__name__: c for c in (ClinicalEncoder, RnaTransform, VectorScaler)
+}
+
+
+def transformer_from_state(state: dict[str, Any]) -> _Stateful:
+    """Rebuild any fitted transformer of this module from its ``get_state()``."""
+    cls = TRANSFORMERS.get(str(state.get("type")))
+    if cls is None:
+        raise DataError(f"unknown transformer type {state.get('type')!r}", field="type")
+    return cls.from_state(state)

@@ -1,0 +1,388 @@
+"""CHIMERA task layouts on disk → a Cohort, the raw-image paths and every problem found.
+
+Task 1 (prostate; layout as published by the organisers and used by public baselines)::
+
+    clinical_data/{case}.json
+    pathology/images/{case}/{case}_{n}.tif            (+ {case}_{n}_tissue.tif)
+    pathology/features/embeddings/{case}_{n}.pt       organiser tile features, K × D
+    pathology/features/coordinates/{case}_{n}.npy     optional tile coordinates
+    radiology/mpMRI/{case}/{case}_0001_{t2w,adc,hbv}.mha
+    radiology/prostate_mask_t2w/{case}_0001_mask.mha
+    rna/{case}_RNA.json                               optional (not part of task 1)
+
+Task 3 (bladder)::
+
+    data/{pid}/{pid}_CD.json, {pid}_HE.tif, {pid}_HE_mask.tif, {pid}_RNA.json
+    features/embeddings/{pid}_HE.pt (+ features/coordinates/{pid}_HE.npy)
+
+All patterns live in ``Layout`` (``TASK1_LAYOUT`` / ``TASK3_LAYOUT``) so they are easy to
+adjust; where a pattern has alternatives the first is the one ``write_chimera`` uses.
+Reading never skips silently: a patient dropped (no labels, corrupt JSON, duplicate id)
+or a file ignored (wrong-shape ``.pt``, missing mask) is listed in ``.problems``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from modalsurv.cohort import Cohort
+from modalsurv.errors import DataError, FeatureError, Problem
+from modalsurv.io import clinical as clin
+from modalsurv.io.rnaseq import align_genes, read_rna_json, to_features
+from modalsurv.io.store import load_feature_file, tile_subset
+
+SlidePolicy = Literal["first", "mean", "bag"]
+MRI_SEQUENCES: tuple[str, ...] = ("t2w", "adc", "hbv")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """File patterns of one task. ``{case}`` is the patient id, ``{slide}`` a slide stem;
+    ``slides`` is a glob (relative to the root) whose matches exclude mask files."""
+
+    task: int
+    clinical: str
+    clinical_glob: str  # discovery (recursive, so a case id found twice is reported)
+    clinical_suffix: str  # file name = {case}{clinical_suffix}
+    slides: str
+    slide_mask_suffixes: tuple[str, ...]  # a slide's mask: {slide}{suffix}, same folder
+    features: tuple[str, ...]
+    coords: tuple[str, ...]
+    rna: tuple[str, ...]
+    mri: tuple[str, ...] = ()  # with {seq}
+    mri_mask: tuple[str, ...] = ()
+
+    def first(self, patterns: tuple[str, ...], **kw: str) -> str:
+        return patterns[0].format(**kw)
+
+
+TASK1_LAYOUT = Layout(
+    task=1,
+    clinical="clinical_data/{case}.json",
+    clinical_glob="clinical_data/**/*.json",
+    clinical_suffix=".json",
+    slides="pathology/images/{case}/{case}_*.tif",
+    slide_mask_suffixes=("_tissue.tif",),
+    features=("pathology/features/embeddings/{slide}.pt", "pathology/features/features/{slide}.pt"),
+    coords=("pathology/features/coordinates/{slide}.npy",),
+    rna=("rna/{case}_RNA.json",),
+    mri=("radiology/mpMRI/{case}/{case}_0001_{seq}.mha",
+         "radiology/images/{case}/{case}_0001_{seq}.mha"),  # fmt: skip
+    mri_mask=("radiology/prostate_mask_t2w/{case}_0001_mask.mha",
+              "radiology/images/{case}/{case}_0001_mask.mha"),  # fmt: skip
+)
+TASK3_LAYOUT = Layout(
+    task=3,
+    clinical="data/{case}/{case}_CD.json",
+    clinical_glob="data/**/*_CD.json",
+    clinical_suffix="_CD.json",
+    slides="data/{case}/{case}_HE*.tif",
+    slide_mask_suffixes=("_mask.tif",),
+    features=("features/embeddings/{slide}.pt", "data/{case}/{slide}.pt"),
+    coords=("features/coordinates/{slide}.npy",),
+    rna=("data/{case}/{case}_RNA.json",),
+)
+LAYOUTS = {1: TASK1_LAYOUT, 3: TASK3_LAYOUT}
+_SITE = re.compile(r"^(\d[A-Z])_")
+
+
+def _natural(s: str) -> list[int | str]:
+    """Sort key putting ``case_2`` before ``case_10``."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
+
+
+def _existing(root: Path, patterns: Sequence[str], **kw: str) -> Path | None:
+    for p in patterns:
+        path = root / p.format(**kw)
+        if path.is_file():
+            return path
+    return None
+
+
+@dataclass
+class ChimeraCohort:
+    """What reading a CHIMERA folder gives: the Cohort, the raw files, the problems."""
+
+    cohort: Cohort
+    paths: pd.DataFrame  # index patient; slides, masks, features, coords, mri_*, rna
+    problems: list[Problem] = field(default_factory=list)
+    clinical: pd.DataFrame | None = None  # typed clinical table (io.clinical)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+
+# ---------------------------------------------------------------------------- discovery
+def discover(root: str | Path, layout: Layout, problems: list[Problem]) -> pd.DataFrame:
+    """Find every case's files. Cases come from clinical files *and* slide folders, so a
+    case with images but no clinical file is reported, not lost."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError("CHIMERA root folder does not exist", path=root)
+    found: dict[str, Path] = {}
+    for p in sorted(root.glob(layout.clinical_glob)):
+        if p.name.endswith("_RNA.json"):
+            continue
+        case = p.name[: -len(layout.clinical_suffix)]
+        if case in found:
+            problems.append(Problem("error", f"duplicate case id (also {found[case]}); case"
+                                    " dropped", str(p), case, "id"))  # fmt: skip
+            found[case] = Path("")  # mark ambiguous
+            continue
+        found[case] = p
+    dup = {c for c, p in found.items() if p == Path("")}
+    # the slide glob's first directory level below the case placeholder names the cases
+    slide_root = layout.slides.split("{case}")[0]
+    image_cases = {d.name for d in (root / slide_root).glob("*") if d.is_dir()}
+    rows = []
+    for case in sorted(set(found) | image_cases, key=_natural):
+        if case in dup:
+            continue
+        cpath = found.get(case)
+        if cpath is None:
+            problems.append(Problem("error", "clinical file missing; case has no labels and"
+                                    " is dropped", str(root / layout.clinical.format(case=case)),
+                                    case, "clinical"))  # fmt: skip
+            continue
+        slides = sorted(
+            (p for p in root.glob(layout.slides.format(case=case))
+             if not any(p.name.endswith(s) for s in layout.slide_mask_suffixes)),
+            key=lambda p: _natural(p.stem),
+        )  # fmt: skip
+        masks, feats, coords = [], [], []
+        for s in slides:
+            mask = next((s.with_name(s.stem + suf) for suf in layout.slide_mask_suffixes
+                         if s.with_name(s.stem + suf).is_file()), None)  # fmt: skip
+            if mask is None:
+                problems.append(Problem("warning", "tissue mask missing for slide", str(s),
+                                        case, "mask"))  # fmt: skip
+            masks.append(None if mask is None else str(mask))
+            f = _existing(root, layout.features, case=case, slide=s.stem)
+            feats.append(None if f is None else str(f))
+            c = _existing(root, layout.coords, case=case, slide=s.stem)
+            coords.append(None if c is None else str(c))
+        # feature files without an image (organisers may ship features only)
+        for pat in layout.features:
+            for f in sorted(root.glob(pat.format(case=case, slide=f"{case}_*"))):
+                if str(f) not in feats:
+                    slides.append(Path(""))
+                    masks.append(None)
+                    feats.append(str(f))
+                    c = _existing(root, layout.coords, case=case, slide=f.stem)
+                    coords.append(None if c is None else str(c))
+        for s, f in zip(slides, feats):
+            if s != Path("") and f is None:
+                problems.append(Problem("warning", "no feature file for slide (extract"
+                                        " features first); slide not in the wsi bag", str(s),
+                                        case, "wsi"))  # fmt: skip
+        row: dict[str, object] = {
+            "patient": case,
+            "clinical": str(cpath),
+            "slides": [str(s) for s in slides if s != Path("")],
+            "masks": [m for s, m in zip(slides, masks) if s != Path("")],
+            "features": [f for f in feats if f is not None],
+            "coords": [c for f, c in zip(feats, coords) if f is not None],
+        }
+        rna = _existing(root, layout.rna, case=case)
+        row["rna"] = None if rna is None else str(rna)
+        if layout.mri:
+            seqs = {q: _existing(root, layout.mri, case=case, seq=q) for q in MRI_SEQUENCES}
+            have = [q for q, p in seqs.items() if p is not None]
+            if have and len(have) < len(MRI_SEQUENCES):
+                for q in MRI_SEQUENCES:
+                    if seqs[q] is None:
+                        problems.append(Problem("warning", "MRI sequence missing",
+                                                str(root / layout.mri[0].format(case=case,
+                                                                               seq=q)),
+                                                case, f"mri_{q}"))  # fmt: skip
+            for q, p in seqs.items():
+                row[f"mri_{q}"] = None if p is None else str(p)
+            m = _existing(root, layout.mri_mask, case=case)
+            if have and m is None:
+                problems.append(Problem("warning", "prostate mask missing",
+                                        str(root / layout.mri_mask[0].format(case=case)),
+                                        case, "mri_mask"))  # fmt: skip
+            row["mri_mask"] = None if m is None else str(m)
+        rows.append(row)
+    cols = ["clinical", "slides", "masks", "features", "coords", "rna"]
+    if layout.mri:
+        cols += [f"mri_{q}" for q in MRI_SEQUENCES] + ["mri_mask"]
+    if not rows:
+        return pd.DataFrame(columns=cols, index=pd.Index([], name="patient"))
+    return pd.DataFrame(rows).set_index("patient")[cols]
+
+
+# ---------------------------------------------------------------------------- features
+def _read_bag(case: str, files: Sequence[str], problems: list[Problem], dim: int | None
+              ) -> list[np.ndarray]:  # fmt: skip
+    out = []
+    for f in files:
+        try:
+            x, _ = load_feature_file(f, case)
+            if x.ndim != 2 or x.shape[0] == 0:
+                raise FeatureError(f"expected tile features of shape (K, D) with K >= 1;"
+                                   f" found {x.shape}", path=f, patient=case)  # fmt: skip
+            if dim is not None and x.shape[1] != dim:
+                raise FeatureError(f"tile feature dim {x.shape[1]} differs from the cohort's"
+                                   f" {dim}", path=f, patient=case)  # fmt: skip
+            if not np.isfinite(x).all():
+                raise FeatureError("features contain NaN or inf", path=f, patient=case)
+        except FeatureError as exc:
+            problems.append(Problem("error", f"{exc.reason}; slide ignored", exc.path, case,
+                                    "wsi"))  # fmt: skip
+            continue
+        out.append(np.asarray(x, dtype=np.float32))
+    return out
+
+
+def _common_dim(paths: pd.DataFrame) -> int | None:
+    """The tile dim most feature files have (so one odd file is the one reported)."""
+    dims: dict[int, int] = {}
+    for files in paths["features"]:
+        for f in files[:1]:
+            try:
+                x, _ = load_feature_file(f)
+            except FeatureError:
+                continue
+            if x.ndim == 2:
+                dims[x.shape[1]] = dims.get(x.shape[1], 0) + 1
+    return max(dims, key=lambda d: dims[d]) if dims else None
+
+
+def wsi_features(
+    paths: pd.DataFrame,
+    problems: list[Problem],
+    policy: SlidePolicy = "bag",
+    max_tiles: int | None = None,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(x, present, mask) of the wsi modality for the patients in ``paths``.
+
+    ``bag``: tiles of all slides concatenated (slide order), N × K × D with a mask;
+    ``first``: the first slide's tiles only; ``mean``: one vector per patient, the mean
+    tile over all slides (N × D). Bags longer than ``max_tiles`` keep a seed- and
+    patient-determined subset (``store.tile_subset``)."""
+    if policy not in ("first", "mean", "bag"):
+        raise DataError(f"slide policy must be first, mean or bag; found {policy!r}",
+                        field="slide_policy")  # fmt: skip
+    dim = _common_dim(paths)
+    bags: list[np.ndarray | None] = []
+    for case, files in zip(paths.index, paths["features"]):
+        parts = _read_bag(str(case), files[:1] if policy == "first" else files, problems, dim)
+        if not parts:
+            bags.append(None)
+            continue
+        bag = np.concatenate(parts, axis=0)
+        if max_tiles is not None and bag.shape[0] > max_tiles:
+            bag = bag[tile_subset(str(case), bag.shape[0], max_tiles, seed)]
+        bags.append(bag)
+    n, d = len(bags), dim or 1
+    present = np.array([b is not None for b in bags], dtype=bool)
+    if policy == "mean":
+        x = np.zeros((n, d), dtype=np.float32)
+        for i, b in enumerate(bags):
+            if b is not None:
+                x[i] = b.mean(axis=0)
+        return x, present, None
+    k = max([b.shape[0] for b in bags if b is not None], default=1)
+    x = np.zeros((n, k, d), dtype=np.float32)
+    mask = np.zeros((n, k), dtype=bool)
+    for i, b in enumerate(bags):
+        if b is not None:
+            x[i, : b.shape[0]] = b
+            mask[i, : b.shape[0]] = True
+    return x, present, mask
+
+
+def rna_features(paths: pd.DataFrame, problems: list[Problem]
+                 ) -> tuple[np.ndarray, np.ndarray, list[str]] | None:  # fmt: skip
+    """Aligned RNA (intersection of genes) for the patients in ``paths``, or None."""
+    series = []
+    for case, f in zip(paths.index, paths["rna"]):
+        if f is None:
+            continue
+        try:
+            series.append(read_rna_json(f, patient=str(case)))
+        except DataError as exc:
+            problems.append(Problem("error", f"{exc.reason}; RNA ignored", exc.path, str(case),
+                                    exc.field or "rna"))  # fmt: skip
+    if not series:
+        return None
+    matrix, report = align_genes(series)
+    for pid, k in report.dropped.items():
+        if k:
+            problems.append(Problem("warning", f"{k} genes not shared by all patients dropped",
+                                    paths.loc[pid, "rna"], pid, "rna"))  # fmt: skip
+    return to_features(matrix, [str(i) for i in paths.index])
+
+
+# ---------------------------------------------------------------------------- reading
+def read_chimera(
+    root: str | Path,
+    task: int = 1,
+    slide_policy: SlidePolicy = "bag",
+    max_tiles: int | None = None,
+    seed: int = 0,
+    event: str | None = None,
+    strict: bool = False,
+    layout: Layout | None = None,
+) -> ChimeraCohort:
+    """Read a CHIMERA task folder into a Cohort with modalities ``clinical``, ``wsi``
+    (organiser/extracted ``.pt`` tile features) and ``rna`` (when any patient has one).
+
+    Patients without usable labels, with corrupt clinical JSON or a duplicated id are
+    dropped and listed in ``.problems``; files that cannot be used are listed too.
+    ``strict=True`` raises one DataError listing every problem (warnings included).
+    ``event`` selects task 3's endpoint (``progression`` or ``HG_recur``).
+    """
+    if task not in LAYOUTS and layout is None:
+        raise DataError(f"CHIMERA task must be 1 or 3; found {task!r}", field="task")
+    layout = layout or LAYOUTS[task]
+    problems: list[Problem] = []
+    paths = discover(root, layout, problems)
+    schema = clin.TASK1 if layout.task == 1 else clin.task3_schema(event or "progression")
+    files = {str(c): Path(p) for c, p in zip(paths.index, paths["clinical"])}
+    records = clin._json_records(files, problems, collect=True)
+    table = clin.coerce_records(records, schema, problems, files, collect_errors=True)
+    keep = [str(c) for c in paths.index if str(c) in table.index]
+    paths, table = paths.loc[keep], table.loc[keep]
+    if strict and problems:
+        raise_problems(problems, root)
+    if not keep:
+        raise DataError("no usable patient in the CHIMERA folder (see problems above)" if
+                        problems else "no patient found", path=root)  # fmt: skip
+    x_clin, names = clin.clinical_to_matrix(table, schema, problems)
+    feats: dict[str, np.ndarray] = {"clinical": x_clin}
+    present: dict[str, np.ndarray] = {}
+    masks: dict[str, np.ndarray] = {}
+    fnames: dict[str, list[str]] = {"clinical": names}
+    if any(len(f) for f in paths["features"]):
+        x, p, m = wsi_features(paths, problems, slide_policy, max_tiles, seed)
+        feats["wsi"], present["wsi"] = x, p
+        if m is not None:
+            masks["wsi"] = m
+    rna = rna_features(paths, problems)
+    if rna is not None:
+        feats["rna"], present["rna"], fnames["rna"] = rna
+    if strict and problems:
+        raise_problems(problems, root)
+    meta = pd.DataFrame(index=pd.Index(keep, name="patient"))
+    if layout.task == 3:
+        meta["site"] = [(_SITE.match(c).group(1) if _SITE.match(c) else "unknown") for c in keep]
+    cohort = Cohort(keep, table["time"].to_numpy(), table["event"].to_numpy(), features=feats,
+                    present=present, meta=meta, bag_mask=masks, feature_names=fnames)  # fmt: skip
+    return ChimeraCohort(cohort, paths, problems, table)
+
+
+def raise_problems(problems: Sequence[Problem], root: str | Path | None = None) -> None:
+    """One DataError listing every problem (used by strict modes)."""
+    lines = "\n".join(f"  {p}" for p in problems)
+    raise DataError(f"{len(problems)} problem(s) found:\n{lines}", path=root)

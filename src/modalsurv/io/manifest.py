@@ -1,0 +1,346 @@
+"""A generic cohort manifest (CSV) for data that does not follow the CHIMERA layout.
+
+One row per patient. Required columns: ``patient``, ``time`` (> 0), ``event`` (0/1).
+Path columns, one per modality, are named ``{modality}_path`` (e.g. ``wsi_path``,
+``mri_path``, ``rna_path``), or named explicitly with ``modalities=[...]``; an empty cell
+means the modality is absent for that patient. Relative paths are resolved against the
+manifest's folder. Optional ``site``; every other column is an extra clinical variable
+(numeric as is; text one-hot encoded as ``name=category``).
+
+Feature files: ``.h5`` (TRIDENT/CLAM ``features`` [+ ``coords``]), ``.pt`` / ``.npy``
+embeddings, or ``{pid}_RNA.json`` gene → value profiles.
+
+Validation looks at every row and reports *all* problems at once (``scan_manifest``), so
+a user fixes the file in one go instead of one error per run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from modalsurv.cohort import Cohort, coerce_events
+from modalsurv.errors import FeatureError, LabelError, LayoutError, Problem
+from modalsurv.io import rnaseq
+from modalsurv.io.store import FeatureStore, load_feature_file, tile_subset
+
+REQUIRED = ("patient", "time", "event")
+RESERVED = (*REQUIRED, "site")
+PATH_SUFFIX = "_path"
+FEATURE_SUFFIXES = (".h5", ".hdf5", ".pt", ".pth", ".npy")
+RNA_SUFFIXES = (".json",)
+
+
+@dataclass
+class Manifest:
+    """A validated manifest: labels + extras (``table``) and resolved ``paths``."""
+
+    path: Path
+    table: pd.DataFrame  # index patient; time, event, [site], extra clinical columns
+    paths: pd.DataFrame  # index patient; one column per modality; Path or None
+    clinical_columns: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)  # warnings only
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.paths.columns)
+
+    @property
+    def patients(self) -> list[str]:
+        return [str(p) for p in self.table.index]
+
+    def labels(self) -> pd.DataFrame:
+        """patient-indexed ``time``, ``event`` [, ``site``] as FeatureStore.to_cohort takes."""
+        cols = [c for c in ("time", "event", "site") if c in self.table.columns]
+        return self.table[cols]
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+
+
+def _path_columns(columns: Sequence[str], modalities: Sequence[str] | None) -> dict[str, str]:
+    """modality → column name."""
+    if modalities is None:
+        return {
+            c[: -len(PATH_SUFFIX)]: c
+            for c in columns
+            if c.endswith(PATH_SUFFIX) and len(c) > len(PATH_SUFFIX)
+        }
+    out = {}
+    for m in modalities:
+        out[m] = f"{m}{PATH_SUFFIX}" if f"{m}{PATH_SUFFIX}" in columns else m
+    return out
+
+
+def _resolve(base: Path, cell: str) -> Path:
+    p = Path(cell).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def scan_manifest(path: str | Path, modalities: Sequence[str] | None = None) -> list[Problem]:
+    """Every problem in the manifest (errors and warnings), each naming path/patient/field."""
+    return _scan(Path(path), modalities)[0]
+
+
+def _scan(
+    path: Path, modalities: Sequence[str] | None
+) -> tuple[list[Problem], pd.DataFrame | None, dict[str, str]]:
+    problems: list[Problem] = []
+
+    def err(reason: str, patient: str | None = None, fld: str | None = None) -> None:
+        problems.append(Problem("error", reason, str(path), patient, fld))
+
+    if not path.is_file():
+        err("manifest file not found")
+        return problems, None, {}
+    try:
+        df = _read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        err(f"cannot parse the CSV: {exc}")
+        return problems, None, {}
+    df.columns = [str(c).strip() for c in df.columns]
+    for col in REQUIRED:
+        if col not in df.columns:
+            err(f"missing required column {col!r} (columns: {list(df.columns)})", fld=col)
+    cols = _path_columns(list(df.columns), modalities)
+    for m, c in cols.items():
+        if c not in df.columns:
+            err(f"no path column for modality {m!r} (expected {c!r})", fld=m)
+    cols = {m: c for m, c in cols.items() if c in df.columns}
+    if "patient" not in df.columns:
+        return problems, None, cols
+    if not cols:
+        problems.append(
+            Problem(
+                "warning",
+                f"no modality path columns (named '*{PATH_SUFFIX}'); only extra columns"
+                " will be used",
+                str(path),
+            )
+        )
+    base = path.parent
+    seen: dict[str, int] = {}
+    for i, row in df.iterrows():
+        line = int(i) + 2  # 1-based, after the header
+        pid = str(row["patient"]).strip()
+        if not pid:
+            err(f"row {line}: empty patient id", fld="patient")
+            continue
+        if pid in seen:
+            err(f"row {line}: duplicate patient (first on row {seen[pid]})", pid, "patient")
+        else:
+            seen[pid] = line
+        if "time" in df.columns:
+            raw = str(row["time"]).strip()
+            try:
+                t = float(raw)
+            except ValueError:
+                t = math.nan
+            if not raw:
+                err(f"row {line}: missing follow-up time", pid, "time")
+            elif not math.isfinite(t) or t <= 0:
+                err(f"row {line}: time must be a number > 0; found {raw!r}", pid, "time")
+        if "event" in df.columns:
+            raw = str(row["event"]).strip()
+            if not raw:
+                err(f"row {line}: missing event", pid, "event")
+            else:
+                try:
+                    coerce_events([raw], [pid])
+                except LabelError as exc:
+                    err(f"row {line}: {exc.reason}", pid, "event")
+        n_files = 0
+        for m, c in cols.items():
+            cell = str(row[c]).strip()
+            if not cell:
+                continue
+            n_files += 1
+            p = _resolve(base, cell)
+            if p.suffix.lower() not in FEATURE_SUFFIXES + RNA_SUFFIXES:
+                err(
+                    f"row {line}: unsupported file type {p.suffix!r} ({p}); expected one of"
+                    f" {FEATURE_SUFFIXES + RNA_SUFFIXES}",
+                    pid,
+                    m,
+                )
+            elif not p.is_file():
+                err(f"row {line}: file not found: {p}", pid, m)
+        if cols and n_files == 0:
+            problems.append(
+                Problem("warning", f"row {line}: no modality file", str(path), pid, "paths")
+            )
+    return problems, df, cols
+
+
+def read_manifest(path: str | Path, modalities: Sequence[str] | None = None) -> Manifest:
+    """Read and validate a manifest; raise LayoutError listing *every* error found."""
+    path = Path(path).resolve()
+    problems, df, cols = _scan(path, modalities)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors or df is None:
+        lines = "\n".join(f"  - {p.to_error()}" for p in errors)
+        raise LayoutError(f"{len(errors)} problem(s) in the manifest:\n{lines}", path=path)
+    df = df.copy()
+    df["patient"] = df["patient"].str.strip()
+    df = df.set_index("patient")
+    table = pd.DataFrame(index=df.index)
+    table["time"] = df["time"].astype(float)
+    table["event"] = coerce_events(df["event"].str.strip().to_list(), df.index.to_list())
+    if "site" in df.columns:
+        table["site"] = df["site"].str.strip()
+    extra = [c for c in df.columns if c not in RESERVED and c not in cols.values()]
+    for c in extra:
+        table[c] = df[c].str.strip().replace("", np.nan)
+    base = path.parent
+    paths = pd.DataFrame(
+        {
+            m: [_resolve(base, v.strip()) if v.strip() else None for v in df[c]]
+            for m, c in cols.items()
+        },
+        index=df.index,
+        dtype=object,
+    )
+    return Manifest(path, table, paths, extra, [p for p in problems if p.severity != "error"])
+
+
+# ---------------------------------------------------------------------------- cohort
+def clinical_matrix(table: pd.DataFrame, columns: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """Extra columns → float32 matrix with NaN; numeric columns as is, text columns one-hot
+    (``name=category``, categories sorted; NaN where the value is missing)."""
+    blocks: list[np.ndarray] = []
+    names: list[str] = []
+    for c in columns:
+        col = table[c]
+        num = pd.to_numeric(col, errors="coerce")
+        if (num.notna() | col.isna()).all():
+            blocks.append(num.to_numpy(dtype=np.float32)[:, None])
+            names.append(c)
+            continue
+        cats = sorted(col.dropna().unique())
+        onehot = np.stack([(col == v).to_numpy(dtype=np.float32) for v in cats], axis=1)
+        onehot[col.isna().to_numpy()] = np.nan
+        blocks.append(onehot)
+        names.extend(f"{c}={v}" for v in cats)
+    n = len(table)
+    x = np.hstack(blocks) if blocks else np.zeros((n, 0), dtype=np.float32)
+    return x.astype(np.float32), names
+
+
+def _load_direct(
+    ids: Sequence[str], files: Sequence[Path | None], modality: str, max_tiles: int | None, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Load per-patient files into dense arrays without a store."""
+    loaded: list[np.ndarray | None] = []
+    kind, dim, first = None, None, None
+    for pid, f in zip(ids, files):
+        if f is None:
+            loaded.append(None)
+            continue
+        x, _ = load_feature_file(f, pid)
+        this = "vector" if x.ndim == 1 else "bag"
+        if kind is None:
+            kind, dim, first = this, x.shape[-1], f
+        if this != kind or x.shape[-1] != dim:
+            raise FeatureError(
+                f"shape {x.shape} does not match {first} (a {kind} of dim {dim})",
+                path=f,
+                patient=pid,
+                field=modality,
+            )
+        if this == "bag" and max_tiles is not None and x.shape[0] > max_tiles:
+            x = x[tile_subset(pid, x.shape[0], max_tiles, seed)]
+        loaded.append(x)
+    present = np.array([x is not None for x in loaded], dtype=bool)
+    n, d = len(ids), int(dim or 0)
+    if kind != "bag":
+        out = np.zeros((n, d), dtype=np.float32)
+        for i, x in enumerate(loaded):
+            if x is not None:
+                out[i] = x
+        return out, present, None
+    k = max(x.shape[0] for x in loaded if x is not None)
+    out = np.zeros((n, k, d), dtype=np.float32)
+    mask = np.zeros((n, k), dtype=bool)
+    for i, x in enumerate(loaded):
+        if x is not None:
+            out[i, : x.shape[0]] = x
+            mask[i, : x.shape[0]] = True
+    return out, present, mask
+
+
+def manifest_to_cohort(
+    manifest: Manifest,
+    store: FeatureStore | None = None,
+    modalities: Sequence[str] | None = None,
+    max_tiles: int | None = None,
+    seed: int = 0,
+    rna_how: str = "intersection",
+    clinical: bool = True,
+) -> Cohort:
+    """Build a Cohort from a manifest.
+
+    Embedding files are loaded directly, or, with a ``store``, imported into it first
+    (only patients the store does not have yet, in one batch per modality) and read back
+    from it, so the next run reads the fast store instead of thousands of small files.
+    RNA JSON profiles are aligned with ``rnaseq.align_genes``. Extra manifest columns
+    become the ``clinical`` modality (when ``clinical`` is true); ``site`` goes to meta.
+    """
+    ids = manifest.patients
+    mods = list(modalities) if modalities is not None else manifest.modalities
+    feats, present, masks, names = {}, {}, {}, {}
+    for m in mods:
+        if m not in manifest.paths.columns:
+            raise LayoutError(
+                f"modality {m!r} has no path column; available: {manifest.modalities}",
+                path=manifest.path,
+                field=m,
+            )
+        files = list(manifest.paths[m])
+        given = [(pid, f) for pid, f in zip(ids, files) if f is not None]
+        if given and all(f.suffix.lower() in RNA_SUFFIXES for _, f in given):
+            frame, _ = rnaseq.align_genes(
+                [rnaseq.read_rna_json(f, pid) for pid, f in given], how=rna_how
+            )
+            feats[m], present[m], names[m] = rnaseq.to_features(frame, ids)
+            continue
+        if store is not None:
+            todo = {pid: f for pid, f in given if not store.has(m, pid)}
+            if todo:
+                store.import_files(m, todo)
+            lm = store.load(m, ids, max_tiles=max_tiles, seed=seed)
+            # the store may hold patients the manifest leaves empty: the manifest decides
+            listed = np.array([f is not None for f in files], dtype=bool)
+            feats[m], present[m] = lm.x, lm.present & listed
+            if lm.mask is not None:
+                masks[m] = lm.mask & listed[:, None]
+        else:
+            feats[m], present[m], mk = _load_direct(ids, files, m, max_tiles, seed)
+            if mk is not None:
+                masks[m] = mk
+    if clinical and manifest.clinical_columns:
+        if "clinical" in feats:
+            raise LayoutError(
+                "both a 'clinical' path column and extra clinical columns; rename one",
+                path=manifest.path,
+                field="clinical",
+            )
+        x, cn = clinical_matrix(manifest.table, manifest.clinical_columns)
+        feats["clinical"], names["clinical"] = x, cn
+        present["clinical"] = ~np.isnan(x).all(axis=1)
+    table = manifest.table
+    return Cohort(
+        ids,
+        table["time"].to_numpy(),
+        table["event"].to_numpy(),
+        features=feats,
+        present=present,
+        meta=table.drop(columns=["time", "event"]),
+        bag_mask=masks,
+        feature_names=names,
+    )

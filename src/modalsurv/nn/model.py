@@ -1,0 +1,113 @@
+"""ModalSurvNet: per-modality projections → fusion → survival head, built from ModelConfig."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from modalsurv.config import ModelConfig
+from modalsurv.nn.fusion import get_fusion
+from modalsurv.nn.heads import get_head
+from modalsurv.nn.projection import BagProjection, VectorProjection
+
+
+class ModalSurvNet(nn.Module):
+    """Multimodal survival network.
+
+    ``dims``: modality → input feature dimension D (its order fixes ``self.modalities``, the
+    column order of ``weights``); ``bag``: modality → True for bags of tiles (B×K×D + B×K
+    mask), missing entries mean vector. The fusion and head are looked up by name in
+    ``FUSIONS`` / ``HEADS``.
+
+    A bag modality with no valid tile counts as absent for that sample, whatever ``present``
+    says: there is nothing to pool. Inputs of absent samples are zeroed before projection, so
+    padding values (even NaN) never reach outputs or gradients.
+    """
+
+    def __init__(self, dims: dict[str, int], bag: dict[str, bool], model_cfg: ModelConfig) -> None:
+        super().__init__()
+        if not dims:
+            raise ValueError("ModalSurvNet needs at least one modality in dims")
+        extra = sorted(set(bag) - set(dims))
+        if extra:
+            raise ValueError(f"bag names modalities not in dims: {extra}; dims has {list(dims)}")
+        bad = [m for m in dims if not m or "." in m]
+        if bad:
+            raise ValueError(f"modality names must be non-empty and contain no '.': {bad}")
+        fusion_cls = get_fusion(model_cfg.fusion)
+        head_cls = get_head(model_cfg.head)
+
+        self.cfg = model_cfg
+        self.modalities: list[str] = list(dims)
+        self.is_bag: dict[str, bool] = {m: bool(bag.get(m, False)) for m in self.modalities}
+        self.dims = dict(dims)
+        self.projections = nn.ModuleDict(
+            {
+                m: (BagProjection if self.is_bag[m] else VectorProjection)(dims[m], model_cfg)
+                for m in self.modalities
+            }
+        )
+        h = model_cfg.latent_dim
+        self.fusion = fusion_cls(len(self.modalities), h, model_cfg)
+        n_heads = len(self.modalities) if fusion_cls.per_modality_heads else 1
+        self.heads = nn.ModuleList([head_cls(h, model_cfg) for _ in range(n_heads)])
+
+    def _project(
+        self, m: str, x: dict[str, Tensor], present: dict[str, Tensor], mask: dict[str, Tensor]
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """One modality → (B×H embedding, effective presence B, tile attention B×K or None)."""
+        if m not in x or m not in present:
+            raise ValueError(f"modality {m!r}: missing from {'x' if m not in x else 'present'}")
+        xm, pm = x[m], present[m].bool()
+        if xm.shape[-1] != self.dims[m] or xm.dim() != (3 if self.is_bag[m] else 2):
+            kind = "B×K×D bag" if self.is_bag[m] else "B×D vector"
+            raise ValueError(
+                f"modality {m!r}: expected a {kind} with D={self.dims[m]}, got {tuple(xm.shape)}"
+            )
+        if pm.shape != xm.shape[:1]:
+            raise ValueError(
+                f"modality {m!r}: present has shape {tuple(pm.shape)}, expected ({xm.shape[0]},)"
+            )
+        if not self.is_bag[m]:
+            xm = torch.where(pm.unsqueeze(-1), xm, torch.zeros_like(xm))
+            return self.projections[m](xm), pm, None
+        if m not in mask:
+            raise ValueError(f"bag modality {m!r}: no tile mask given")
+        mk = mask[m].bool() & pm.unsqueeze(-1)
+        pm = pm & mk.any(dim=-1)
+        zm, attention = self.projections[m](xm, mk)
+        return zm, pm, attention
+
+    def forward(
+        self, x: dict[str, Tensor], present: dict[str, Tensor], mask: dict[str, Tensor]
+    ) -> dict[str, Any]:
+        """Returns ``logits`` (B×K deephit, B×1 cox), ``fused`` (B×H), ``weights`` (B×M or
+        None; ``gates`` is the same tensor), ``attention`` (B×M×M or None),
+        ``tile_attention`` (bag modality → B×K) and ``present`` (B×M effective presence)."""
+        zs, ps, tile_attention = [], [], {}
+        for m in self.modalities:
+            zm, pm, att = self._project(m, x, present, mask)
+            zs.append(zm)
+            ps.append(pm)
+            if att is not None:
+                tile_attention[m] = att
+        z, p = torch.stack(zs, dim=1), torch.stack(ps, dim=1)
+        out = self.fusion(z, p)
+        if out.per_modality is not None:
+            per = torch.stack(
+                [head(out.per_modality[:, i]) for i, head in enumerate(self.heads)], 1
+            )
+            logits = self.heads[0].combine(per, p)
+        else:
+            logits = self.heads[0](out.fused)
+        return {
+            "logits": logits,
+            "fused": out.fused,
+            "weights": out.weights,
+            "gates": out.weights,
+            "attention": out.attention,
+            "tile_attention": tile_attention,
+            "present": p,
+        }

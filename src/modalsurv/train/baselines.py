@@ -1,0 +1,235 @@
+"""Reference models from scikit-survival, run by ``cross_validate`` on the very same folds.
+
+Every baseline is an estimator with ``fit(cohort)``, ``predict_risk(cohort)`` and
+``predict_survival(cohort, times)``, and, like ModalSurv, fits its preprocessing on the
+training part only (a :class:`~modalsurv.train.preprocess.Preprocessor` built from the
+run's ``config.preprocess``, so wide modalities such as RNA are reduced exactly as for
+ModalSurv).
+
+* ``coxph_clinical``: Cox proportional hazards on the encoded clinical modality, with a
+  small ridge penalty (``alpha=0.1``) so one-hot columns and rare categories cannot make
+  the fit diverge.
+* ``coxnet``: elastic-net Cox (``l1_ratio=0.5``) on all features; bags are mean-pooled
+  over their valid tiles and each modality with missing patients gets a 0/1 indicator
+  column. The penalty is chosen by an inner 3-fold CV (Harrell C) over a 30-point path
+  computed on the training part only; the model is then refitted on the whole training
+  part and evaluated at the chosen path point.
+* ``rsf``: random survival forest (100 trees, ``min_samples_leaf=10``) on the same
+  features as coxnet.
+* ``modalsurv_clinical``: ModalSurv with the run's config restricted to the clinical
+  modality.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+from sklearn.model_selection import StratifiedKFold
+
+from modalsurv.cohort import Cohort
+from modalsurv.config import RunConfig
+from modalsurv.survival.metrics import concordance_index
+from modalsurv.train.estimator import ModalSurv
+from modalsurv.train.preprocess import Preprocessor
+
+COXPH_ALPHA = 0.1
+COXNET_L1_RATIO = 0.5
+COXNET_N_ALPHAS = 30
+COXNET_INNER_FOLDS = 3
+
+
+class SurvivalModel(Protocol):
+    def fit(self, cohort: Cohort) -> Any: ...
+    def predict_risk(self, cohort: Cohort) -> np.ndarray: ...
+    def predict_survival(self, cohort: Cohort, times: np.ndarray) -> np.ndarray: ...
+
+
+def step_survival(unique_times: np.ndarray, surv: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Evaluate right-continuous step curves (``N x U`` at ``unique_times``) at ``times``."""
+    pos = np.searchsorted(unique_times, np.asarray(times, dtype=np.float64), side="right") - 1
+    out = surv[:, np.clip(pos, 0, None)]
+    out[:, pos < 0] = 1.0
+    return out
+
+
+class FeatureMatrix:
+    """Train-fitted preprocessing → one flat matrix (bags mean-pooled, missing indicators)."""
+
+    def __init__(self, config: RunConfig, modalities: list[str] | None = None) -> None:
+        self.config = config
+        self.modalities = modalities
+        self.pre: Preprocessor | None = None
+        self.indicators: list[str] = []
+
+    def fit(self, cohort: Cohort) -> FeatureMatrix:
+        mods = [m for m in (self.modalities or cohort.modalities) if m in cohort.features]
+        if not mods:
+            raise ValueError(f"none of the modalities {self.modalities} is in the cohort")
+        cohort = cohort.select(mods)
+        self.pre = Preprocessor(self.config.preprocess).fit(cohort)
+        self.indicators = [m for m in mods if not cohort.present[m].all()]
+        return self
+
+    def transform(self, cohort: Cohort) -> np.ndarray:
+        assert self.pre is not None, "FeatureMatrix is not fitted"
+        done = self.pre.transform(cohort)
+        cols = []
+        for m in self.pre.modalities:
+            if m not in done.features:
+                cols.append(np.zeros((len(cohort), self.pre.dims[m])))
+                continue
+            x = done.features[m].astype(np.float64)
+            if self.pre.kinds[m] == "bag":
+                mk = done.bag_mask[m]
+                x = x.sum(axis=1) / np.maximum(mk.sum(axis=1, keepdims=True), 1)
+            cols.append(x)
+        for m in self.indicators:
+            p = done.present.get(m, np.zeros(len(cohort), dtype=bool))
+            cols.append((~p).astype(np.float64)[:, None])
+        return np.concatenate(cols, axis=1)
+
+
+class CoxPHClinical:
+    """Ridge-penalised CoxPH on the clinical modality (ClinicalEncoder output)."""
+
+    def __init__(self, config: RunConfig, seed: int = 0) -> None:
+        self.features = FeatureMatrix(config, list(config.preprocess.clinical_modalities))
+        self.model: Any = None
+
+    def fit(self, cohort: Cohort) -> CoxPHClinical:
+        from sksurv.linear_model import CoxPHSurvivalAnalysis
+
+        x = self.features.fit(cohort).transform(cohort)
+        self.model = CoxPHSurvivalAnalysis(alpha=COXPH_ALPHA, ties="efron")
+        self.model.fit(x, cohort.survival_array())
+        return self
+
+    def predict_risk(self, cohort: Cohort) -> np.ndarray:
+        return np.asarray(self.model.predict(self.features.transform(cohort)), dtype=np.float64)
+
+    def predict_survival(self, cohort: Cohort, times: np.ndarray) -> np.ndarray:
+        surv = self.model.predict_survival_function(
+            self.features.transform(cohort), return_array=True
+        )
+        return step_survival(self.model.unique_times_, surv, times)
+
+
+class Coxnet:
+    """Elastic-net Cox on all features; penalty chosen by inner CV on the training part."""
+
+    def __init__(self, config: RunConfig, seed: int = 0) -> None:
+        self.features = FeatureMatrix(config)
+        self.seed = seed
+        self.model: Any = None
+        self.alpha_: float | None = None
+
+    def _new(self, alphas: np.ndarray | None = None, baseline: bool = False) -> Any:
+        from sksurv.linear_model import CoxnetSurvivalAnalysis
+
+        return CoxnetSurvivalAnalysis(
+            l1_ratio=COXNET_L1_RATIO,
+            n_alphas=COXNET_N_ALPHAS,
+            alphas=alphas,
+            alpha_min_ratio=0.01,
+            fit_baseline_model=baseline,
+            max_iter=100_000,
+        )
+
+    def fit(self, cohort: Cohort) -> Coxnet:
+        x = self.features.fit(cohort).transform(cohort)
+        y = cohort.survival_array()
+        path = self._new(baseline=True).fit(x, y)
+        alphas = np.asarray(path.alphas_)
+        scores = np.full((COXNET_INNER_FOLDS, len(alphas)), np.nan)
+        skf = StratifiedKFold(COXNET_INNER_FOLDS, shuffle=True, random_state=self.seed)
+        for i, (tr, va) in enumerate(skf.split(x, cohort.event)):
+            if not cohort.event[va].any():
+                continue
+            try:
+                inner = self._new(alphas=alphas).fit(x[tr], y[tr])
+            except ArithmeticError:
+                continue  # a failed inner fit leaves its row NaN
+            for j, a in enumerate(inner.alphas_):
+                risk = inner.predict(x[va], alpha=a)
+                scores[i, j] = concordance_index(cohort.time[va], cohort.event[va], risk)
+        mean = np.nanmean(np.where(np.isnan(scores).all(axis=0), -np.inf, scores), axis=0)
+        self.alpha_ = float(alphas[int(np.argmax(mean))])
+        self.model = path
+        return self
+
+    def predict_risk(self, cohort: Cohort) -> np.ndarray:
+        x = self.features.transform(cohort)
+        return np.asarray(self.model.predict(x, alpha=self.alpha_), dtype=np.float64)
+
+    def predict_survival(self, cohort: Cohort, times: np.ndarray) -> np.ndarray:
+        x = self.features.transform(cohort)
+        fns = self.model.predict_survival_function(x, alpha=self.alpha_)
+        grid = fns[0].x
+        surv = np.stack([f(grid) for f in fns])
+        return step_survival(grid, surv, times)
+
+
+class RSF:
+    """Random survival forest on the coxnet feature matrix."""
+
+    def __init__(self, config: RunConfig, seed: int = 0) -> None:
+        self.features = FeatureMatrix(config)
+        self.seed = seed
+        self.model: Any = None
+
+    def fit(self, cohort: Cohort) -> RSF:
+        from sksurv.ensemble import RandomSurvivalForest
+
+        x = self.features.fit(cohort).transform(cohort)
+        self.model = RandomSurvivalForest(
+            n_estimators=100, min_samples_leaf=10, n_jobs=2, random_state=self.seed
+        )
+        self.model.fit(x, cohort.survival_array())
+        return self
+
+    def predict_risk(self, cohort: Cohort) -> np.ndarray:
+        return np.asarray(self.model.predict(self.features.transform(cohort)), dtype=np.float64)
+
+    def predict_survival(self, cohort: Cohort, times: np.ndarray) -> np.ndarray:
+        surv = self.model.predict_survival_function(
+            self.features.transform(cohort), return_array=True
+        )
+        return step_survival(self.model.unique_times_, surv, times)
+
+
+class ModalSurvClinical(ModalSurv):
+    """ModalSurv restricted to the clinical modality (same config otherwise)."""
+
+    def __init__(self, config: RunConfig, seed: int = 0) -> None:
+        mods = list(config.preprocess.clinical_modalities)
+        cfg = config.model_copy(deep=True)
+        cfg.model = cfg.model.model_copy(update={"modalities": mods})
+        cfg.seed = seed
+        super().__init__(cfg)
+
+    def fit(
+        self, cohort: Cohort, val_cohort: Cohort | None = None, progress: Any = None
+    ) -> ModalSurvClinical:
+        wanted = list(self.config.preprocess.clinical_modalities)
+        mods = [m for m in wanted if m in cohort.features]
+        if not mods:
+            raise ValueError(f"no clinical modality {wanted} in the cohort")
+        self.config.model = self.config.model.model_copy(update={"modalities": mods})
+        super().fit(cohort, val_cohort, progress)
+        return self
+
+
+BASELINES: dict[str, type] = {
+    "coxph_clinical": CoxPHClinical,
+    "coxnet": Coxnet,
+    "rsf": RSF,
+    "modalsurv_clinical": ModalSurvClinical,
+}
+
+
+def make_baseline(name: str, config: RunConfig, seed: int) -> SurvivalModel:
+    """A fresh, unfitted baseline from the registry."""
+    if name not in BASELINES:
+        raise ValueError(f"unknown baseline {name!r}; known: {sorted(BASELINES)}")
+    return BASELINES[name](config, seed)

@@ -1,0 +1,407 @@
+"""Cross-validation: outer stratified folds, nested inner validation, out-of-fold results.
+
+Protocol (``config.cv.selection="inner"``, the default): for each repeat and outer fold,
+ModalSurv is fitted on the other folds, carving its early-stopping split from them; the
+outer fold is only predicted and scored. ``selection="outer_fold"`` replicates the
+original ModalSurv protocol (early stopping on the very fold that is reported): its
+numbers are optimistic, and are labelled so in :class:`CVResult` (``optimistic=True``),
+in every per-fold row and in ``metrics.json``.
+
+Folds are stratified on event × follow-up-time tercile (falling back to halves, then to
+the event alone, then to plain shuffled K-fold when a stratum is smaller than the number
+of folds). The baselines are fitted and scored on exactly the same folds.
+
+Per fold: Harrell's C, Uno's C (censoring distribution from the training part) and the
+integrated Brier score on 50 times between the 10th and 90th percentile of the test
+fold's follow-up (kept below the largest training time). A metric that cannot be computed
+(e.g. no event in a test fold) is NaN with its reason in ``note``; a baseline that fails
+on a fold is NaN with the exception's message, and the run goes on.
+
+``resume_dir``: each finished fold is written there (model, predictions, metrics; a
+``done.json`` written last marks it complete), so an interrupted run restarts from the
+folds that finished and gives the same final numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import KFold, StratifiedKFold
+
+from modalsurv.cohort import Cohort
+from modalsurv.config import RunConfig, dump_config
+from modalsurv.survival import metrics as sm
+from modalsurv.train.baselines import make_baseline
+from modalsurv.train.ensemble import FoldEnsemble
+from modalsurv.train.estimator import ModalSurv
+from modalsurv.utils import atomic_path, atomic_write_text
+
+Progress = Callable[..., None]
+METRICS = ("harrell_c", "uno_c", "ibs")
+MAIN = "modalsurv"
+_NEURAL = {MAIN, "modalsurv_clinical"}
+
+
+# ---------------------------------------------------------------------- folds
+def stratification_labels(time: np.ndarray, event: np.ndarray, folds: int) -> tuple[np.ndarray | None, str]:
+    """Labels for StratifiedKFold: event × time quantile group, coarsened until it fits."""
+    event = np.asarray(event, dtype=int)
+    for q in (3, 2):
+        group = pd.qcut(pd.Series(time).rank(method="first"), q, labels=False).to_numpy()
+        label = event * q + group
+        if np.bincount(label).min() >= folds and len(np.unique(label)) == 2 * q:
+            return label, f"event x time-{q}-quantile"
+    if np.bincount(event, minlength=2).min() >= folds:
+        return event, "event"
+    return None, "none (too few events to stratify)"
+
+
+def make_folds(cohort: Cohort, folds: int, repeats: int, seed: int) -> pd.DataFrame:
+    """Fold assignment as a DataFrame ``patient, repeat, fold`` (``attrs['stratify']``)."""
+    n = len(cohort)
+    if folds > n:
+        raise ValueError(f"{folds} folds need at least {folds} patients; the cohort has {n}")
+    labels, how = stratification_labels(cohort.time, cohort.event, folds)
+    frames = []
+    for r in range(repeats):
+        fold = np.empty(n, dtype=np.int64)
+        rs = seed + r
+        if labels is not None:
+            splits = StratifiedKFold(folds, shuffle=True, random_state=rs).split(np.zeros(n), labels)
+        else:
+            splits = KFold(folds, shuffle=True, random_state=rs).split(np.zeros(n))
+        for f, (_, test) in enumerate(splits):
+            fold[test] = f
+        frames.append(pd.DataFrame({"patient": cohort.ids.astype(str), "repeat": r, "fold": fold}))
+    out = pd.concat(frames, ignore_index=True)
+    out.attrs["stratify"] = how
+    return out
+
+
+# ---------------------------------------------------------------------- scoring
+def ibs_grid(train: Cohort, test: Cohort, n: int = 50) -> np.ndarray:
+    """Times inside the test fold's follow-up (10th–90th pct), below the last training time."""
+    lo, hi = np.quantile(test.time, [0.1, 0.9])
+    hi = min(hi, np.nextafter(test.time.max(), 0), np.nextafter(train.time.max(), 0))
+    if not hi > lo:
+        return np.empty(0)
+    return np.linspace(lo, hi, n)
+
+
+def score_fold(
+    train: Cohort, test: Cohort, risk: np.ndarray, surv: np.ndarray | None, grid: np.ndarray
+) -> tuple[dict[str, float], list[str]]:
+    """Harrell C, Uno C and IBS for one fold; NaN plus a reason for what cannot be computed."""
+    out = dict.fromkeys(METRICS, float("nan"))
+    notes: list[str] = []
+    calls: dict[str, Callable[[], float]] = {
+        "harrell_c": lambda: sm.concordance_index(test.time, test.event, risk),
+        "uno_c": lambda: sm.uno_concordance(
+            train.time, train.event, test.time, test.event, risk
+        ),
+    }
+    if surv is not None and len(grid) >= 2:
+        calls["ibs"] = lambda: sm.integrated_brier_score(
+            train.time, train.event, test.time, test.event, surv, grid
+        )
+    elif surv is not None:
+        notes.append("ibs: test fold follow-up too short for a time grid")
+    if not test.event.any():
+        notes.append("no event in the test fold: concordance undefined")
+        calls.pop("harrell_c")
+        calls.pop("uno_c")
+    for name, fn in calls.items():
+        try:
+            out[name] = float(fn())
+        except Exception as err:  # a metric failing must be visible, not fatal
+            notes.append(f"{name}: {type(err).__name__}: {err}")
+    return out, notes
+
+
+# ---------------------------------------------------------------------- result
+@dataclass
+class CVResult:
+    """Everything a cross-validation run produced (see module docstring)."""
+
+    folds: pd.DataFrame
+    predictions: pd.DataFrame
+    metrics: pd.DataFrame
+    summary: dict[str, Any]
+    models: list[list[ModalSurv]]
+    baseline_predictions: pd.DataFrame
+    optimistic: bool
+    config: RunConfig
+    notes: list[str] = field(default_factory=list)
+
+    def ensemble(self, repeat: int = 0) -> FoldEnsemble:
+        """The fold models of one repeat as a single predictor."""
+        return FoldEnsemble(self.models[repeat])
+
+    def table(self) -> pd.DataFrame:
+        """One row per model: mean ± std of each metric, and the ``optimistic`` flag."""
+        rows = []
+        for model, stats in self.summary["models"].items():
+            row: dict[str, Any] = {"model": model}
+            for m in METRICS:
+                row[m] = f"{stats[m]['mean']:.3f} ± {stats[m]['std']:.3f}"
+            row["n_failed_folds"] = stats["n_failed_folds"]
+            row["optimistic"] = stats["optimistic"]
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def save(self, directory: str | Path) -> Path:
+        """Write folds.csv, predictions.csv, baseline_predictions.csv, metrics.csv,
+        metrics.json, config.yaml and models/repeat_<r>/ (each file atomically)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        _write_csv(directory / "folds.csv", self.folds)
+        _write_csv(directory / "predictions.csv", self.predictions)
+        _write_csv(directory / "baseline_predictions.csv", self.baseline_predictions)
+        _write_csv(directory / "metrics.csv", self.metrics)
+        atomic_write_text(directory / "metrics.json", json.dumps(self.summary, indent=1))
+        atomic_write_text(directory / "config.yaml", dump_config(self.config))
+        for r in range(len(self.models)):
+            self.ensemble(r).save(directory / "models" / f"repeat_{r}")
+        return directory
+
+
+def _write_csv(path: Path, df: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.17g")
+
+
+def summarize(metrics: pd.DataFrame, optimistic: bool, stratify: str) -> dict[str, Any]:
+    """Mean ± std (over folds and repeats) per model; JSON-friendly."""
+    out: dict[str, Any] = {
+        "optimistic": optimistic,
+        "selection": "outer_fold" if optimistic else "inner",
+        "stratify": stratify,
+        "models": {},
+    }
+    for model, df in metrics.groupby("model", sort=False):
+        stats: dict[str, Any] = {}
+        for m in METRICS:
+            v = df[m].to_numpy(dtype=float)
+            ok = v[np.isfinite(v)]
+            stats[m] = {
+                "mean": float(ok.mean()) if len(ok) else float("nan"),
+                "std": float(ok.std(ddof=1)) if len(ok) > 1 else float("nan"),
+                "n": len(ok),
+            }
+        stats["n_failed_folds"] = int(df["failed"].sum())
+        stats["optimistic"] = bool(df["optimistic"].iloc[0])
+        out["models"][str(model)] = stats
+    return out
+
+
+# ---------------------------------------------------------------------- one fold
+def _fold_config(config: RunConfig, seed: int) -> RunConfig:
+    cfg = config.model_copy(deep=True)
+    cfg.seed = seed
+    return cfg
+
+
+def _run_fold(
+    cohort: Cohort,
+    train_idx: np.ndarray,
+    test_idx: np.ndarray,
+    config: RunConfig,
+    baselines: list[str],
+    repeat: int,
+    fold: int,
+    fold_seed: int,
+    progress: Progress | None,
+) -> tuple[ModalSurv, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Fit and score ModalSurv and the baselines on one outer fold."""
+    train, test = cohort.subset(train_idx), cohort.subset(test_idx)
+    outer = config.cv.selection == "outer_fold"
+    grid = ibs_grid(train, test)
+    cb = None
+    if progress is not None:
+
+        def cb(event: str, **info: Any) -> None:
+            progress(event, repeat=repeat, fold=fold, **info)
+
+    model = ModalSurv(_fold_config(config, fold_seed))
+    model.fit(train, val_cohort=test if outer else None, progress=cb)
+    risk = model.predict_risk(test)
+    preds = pd.DataFrame(
+        {
+            "patient": test.ids.astype(str),
+            "repeat": repeat,
+            "fold": fold,
+            "risk": risk,
+            "expected_time": model.predict_expected_time(test),
+            "time": test.time,
+            "event": test.event.astype(int),
+        }
+    )
+    surv = model.predict_survival(test, grid) if len(grid) else None
+    scores, notes = score_fold(train, test, risk, surv, grid)
+    base = {"repeat": repeat, "fold": fold, "n_train": len(train), "n_test": len(test),
+            "n_events_test": test.n_events}
+    rows = [{"model": MAIN, **base, **scores, "failed": False, "optimistic": outer,
+             "note": "; ".join(notes)}]
+    bpreds = []
+    for name in baselines:
+        try:
+            est = make_baseline(name, _fold_config(config, fold_seed), fold_seed)
+            if name == "modalsurv_clinical":
+                est.fit(train, val_cohort=test if outer else None)
+            else:
+                est.fit(train)
+            brisk = np.asarray(est.predict_risk(test), dtype=np.float64)
+            bsurv = est.predict_survival(test, grid) if len(grid) else None
+            bscores, bnotes = score_fold(train, test, brisk, bsurv, grid)
+            failed = False
+        except Exception as err:  # recorded per fold, never silent, never fatal
+            brisk = np.full(len(test), np.nan)
+            bscores = dict.fromkeys(METRICS, float("nan"))
+            bnotes = [f"failed: {type(err).__name__}: {err}"]
+            failed = True
+            if progress is not None:
+                progress("baseline_failed", repeat=repeat, fold=fold, model=name,
+                         reason=bnotes[0])
+        rows.append({"model": name, **base, **bscores, "failed": failed,
+                     "optimistic": outer and name in _NEURAL, "note": "; ".join(bnotes)})
+        bpreds.append(pd.DataFrame({"model": name, "patient": test.ids.astype(str),
+                                    "repeat": repeat, "fold": fold, "risk": brisk}))
+    bp = pd.concat(bpreds, ignore_index=True) if bpreds else _empty_baseline_preds()
+    return model, preds, pd.DataFrame(rows), bp
+
+
+def _empty_baseline_preds() -> pd.DataFrame:
+    return pd.DataFrame({"model": [], "patient": [], "repeat": [], "fold": [], "risk": []})
+
+
+# ---------------------------------------------------------------------- resume
+def _fold_dir(root: Path, repeat: int, fold: int) -> Path:
+    return root / f"repeat_{repeat}" / f"fold_{fold}"
+
+
+def _save_fold(d: Path, model: ModalSurv, preds: pd.DataFrame, rows: pd.DataFrame,
+               bpreds: pd.DataFrame) -> None:
+    model.save(d / "model")
+    _write_csv(d / "predictions.csv", preds)
+    _write_csv(d / "baseline_predictions.csv", bpreds)
+    _write_csv(d / "metrics.csv", rows)
+    atomic_write_text(d / "done.json", json.dumps({"complete": True}))
+
+
+def _load_fold(d: Path) -> tuple[ModalSurv, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    model = ModalSurv.load(d / "model")
+    preds = pd.read_csv(d / "predictions.csv", dtype={"patient": str})
+    rows = pd.read_csv(d / "metrics.csv", keep_default_na=False, na_values=[""])
+    rows["note"] = rows["note"].fillna("").astype(str)
+    bpreds = pd.read_csv(d / "baseline_predictions.csv", dtype={"patient": str})
+    return model, preds, rows, bpreds
+
+
+def _check_resume(root: Path, folds: pd.DataFrame, config: RunConfig, baselines: list[str]) -> None:
+    """Refuse to mix folds of a different run into this one."""
+    spec = {"config": config.model_dump(mode="json"), "baselines": baselines}
+    spec_path, folds_path = root / "cv_spec.json", root / "folds.csv"
+    if spec_path.exists() and folds_path.exists():
+        old_spec = json.loads(spec_path.read_text())
+        old_folds = pd.read_csv(folds_path, dtype={"patient": str})
+        same = old_spec == json.loads(json.dumps(spec)) and old_folds.equals(
+            folds.reset_index(drop=True)
+        )
+        if not same:
+            raise ValueError(
+                f"resume directory {root} holds a different run (config, baselines or "
+                "folds differ); use a new directory"
+            )
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    _write_csv(folds_path, folds)
+    atomic_write_text(spec_path, json.dumps(spec, indent=1))
+
+
+# ---------------------------------------------------------------------- driver
+def cross_validate(
+    cohort: Cohort,
+    config: RunConfig | None = None,
+    folds: int | None = None,
+    repeats: int | None = None,
+    seed: int | None = None,
+    progress: Progress | None = None,
+    baselines: list[str] | None = None,
+    resume_dir: str | Path | None = None,
+) -> CVResult:
+    """Repeated stratified k-fold CV of ModalSurv (and baselines on the same folds).
+
+    ``folds``, ``repeats``, ``seed`` and ``baselines`` default to ``config.cv.folds``,
+    ``config.cv.repeats``, ``config.seed`` and ``config.baselines`` (pass ``[]`` for no
+    baselines). Fold ``f`` of repeat ``r`` trains with seed ``seed + 1000 r + f``.
+    """
+    config = config or RunConfig()
+    folds = config.cv.folds if folds is None else folds
+    repeats = config.cv.repeats if repeats is None else repeats
+    seed = config.seed if seed is None else seed
+    baselines = list(config.baselines if baselines is None else baselines)
+    for name in baselines:
+        make_baseline(name, config, 0)  # fail fast on an unknown name
+    assignment = make_folds(cohort, folds, repeats, seed)
+    root = None if resume_dir is None else Path(resume_dir)
+    if root is not None:
+        _check_resume(root, assignment, config, baselines)
+
+    models: list[list[ModalSurv]] = []
+    preds, rows, bpreds = [], [], []
+    for r in range(repeats):
+        fold_of = assignment.loc[assignment["repeat"] == r, "fold"].to_numpy()
+        models.append([])
+        for f in range(folds):
+            d = None if root is None else _fold_dir(root, r, f)
+            if d is not None and (d / "done.json").exists():
+                model, p, m, b = _load_fold(d)
+                if progress is not None:
+                    progress("fold_resumed", repeat=r, fold=f)
+            else:
+                if progress is not None:
+                    progress("fold_start", repeat=r, fold=f, n_folds=folds, n_repeats=repeats)
+                model, p, m, b = _run_fold(
+                    cohort, np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f),
+                    config, baselines, r, f, seed + 1000 * r + f, progress,
+                )
+                if d is not None:
+                    _save_fold(d, model, p, m, b)
+            if progress is not None:
+                progress("fold_end", repeat=r, fold=f,
+                         **{k: float(v) for k, v in m.iloc[0][list(METRICS)].items()})
+            models[r].append(model)
+            preds.append(p)
+            rows.append(m)
+            bpreds.append(b)
+
+    optimistic = config.cv.selection == "outer_fold"
+    metrics = pd.concat(rows, ignore_index=True)
+    metrics["failed"] = metrics["failed"].astype(bool)
+    metrics["optimistic"] = metrics["optimistic"].astype(bool)
+    predictions = pd.concat(preds, ignore_index=True)
+    bp = pd.concat(bpreds, ignore_index=True) if bpreds else _empty_baseline_preds()
+    summary = summarize(metrics, optimistic, assignment.attrs.get("stratify", ""))
+    summary["n_folds"], summary["n_repeats"], summary["seed"] = folds, repeats, seed
+    summary["oof_harrell_c"] = [
+        float(sm.concordance_index(g["time"].to_numpy(float), g["event"].to_numpy(bool),
+                                   g["risk"].to_numpy(float)))
+        for _, g in predictions.groupby("repeat")
+    ]
+    summary["folds"] = json.loads(metrics.to_json(orient="records"))
+    return CVResult(
+        folds=assignment,
+        predictions=predictions,
+        metrics=metrics,
+        summary=summary,
+        models=models,
+        baseline_predictions=bp,
+        optimistic=optimistic,
+        config=config,
+    )

@@ -1,0 +1,357 @@
+"""ModalSurv: the scikit-learn-style estimator around ModalSurvNet.
+
+A fitted ModalSurv owns everything that was learned from its training data: the
+per-modality preprocessors, the time bins, the reference time of the risk score, the
+network weights and (for the Cox head) a Breslow baseline hazard. All of them are fitted
+on the training rows only; when no validation cohort is given, an inner validation split
+(stratified on the event) is carved from the training cohort for early stopping and is
+excluded from fitting the preprocessors and the bins as well.
+
+Risk score (used for every C-index in this package):
+
+* DeepHit head: ``risk = 1 - S(t_ref)``, with ``t_ref`` a training-set reference time
+  (``config.train.risk_reference``: the median training follow-up time by default, or the
+  maximum) and ``S`` evaluated between bin edges by linear interpolation. Expected time
+  over a long-tailed 30-bin grid can reverse rankings when much probability mass sits
+  beyond the last cut, which is why it is not used as the ranking score.
+* Cox head: ``risk = log-risk`` (the network output); survival curves come from a Breslow
+  baseline cumulative hazard fitted on the training rows (a step function).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.model_selection import train_test_split
+
+from modalsurv.cohort import Cohort
+from modalsurv.config import RunConfig
+from modalsurv.survival import curves
+from modalsurv.survival.bins import TimeBins
+from modalsurv.train.preprocess import Preprocessor, join_arrays, split_arrays
+from modalsurv.train.trainer import (
+    FitResult,
+    Tensors,
+    fit_network,
+    forward,
+    resolve_device,
+    to_tensors,
+)
+from modalsurv.utils import atomic_path, atomic_write_text, set_seed
+
+Progress = Callable[..., None]
+FORMAT_VERSION = 1
+
+
+# ---------------------------------------------------------------------- helpers
+def inner_split(
+    event: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Train/validation positions, stratified on the event when both classes allow it."""
+    n = len(event)
+    idx = np.arange(n)
+    n_val = min(max(1, round(n * fraction)), n - 1)
+    counts = np.bincount(event.astype(int), minlength=2)
+    stratify = event if counts.min() >= 2 and n_val >= 2 else None
+    tr, va = train_test_split(idx, test_size=n_val, random_state=seed, stratify=stratify)
+    return np.sort(tr), np.sort(va)
+
+
+def breslow(time: np.ndarray, event: np.ndarray, log_risk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Breslow baseline cumulative hazard at the distinct event times.
+
+    ``H0(t) = sum_{t_j <= t} d_j / sum_{i: T_i >= t_j} exp(eta_i)``.
+    """
+    time = np.asarray(time, dtype=np.float64)
+    event = np.asarray(event, dtype=bool)
+    w = np.exp(np.asarray(log_risk, dtype=np.float64))
+    uniq = np.unique(time[event])
+    order = np.argsort(time)
+    t_sorted, w_sorted = time[order], w[order]
+    at_risk = np.cumsum(w_sorted[::-1])[::-1]  # sum of w over T_i >= t_sorted[k]
+    first = np.searchsorted(t_sorted, uniq, side="left")
+    deaths = np.array([np.sum(event & (time == t)) for t in uniq], dtype=np.float64)
+    return uniq, np.cumsum(deaths / at_risk[first])
+
+
+def breslow_survival(
+    base_time: np.ndarray, base_cumhaz: np.ndarray, log_risk: np.ndarray, times: np.ndarray
+) -> np.ndarray:
+    """``S(t | x) = exp(-H0(t) exp(eta))`` as an ``N x T`` array (step function in t)."""
+    pos = np.searchsorted(base_time, np.asarray(times, dtype=np.float64), side="right") - 1
+    h0 = np.where(pos >= 0, base_cumhaz[np.clip(pos, 0, None)], 0.0) if len(base_time) else (
+        np.zeros(len(times))
+    )
+    return np.exp(-np.outer(np.exp(np.asarray(log_risk, dtype=np.float64)), h0))
+
+
+def pmf_from_survival(surv_at_cuts: np.ndarray) -> np.ndarray:
+    """PMF over the bins (plus the mass beyond the last cut) from ``S`` at cuts[0..K]."""
+    s = np.asarray(surv_at_cuts, dtype=np.float64)
+    pmf = np.concatenate([s[:, :-1] - s[:, 1:], s[:, -1:]], axis=1)
+    return np.clip(pmf, 0.0, None)
+
+
+def library_versions() -> dict[str, str]:
+    out = {}
+    for name in ("torch", "numpy", "scikit-learn", "scikit-survival", "modalsurv"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "unknown"
+    return out
+
+
+def _build_net(dims: dict[str, int], bag: dict[str, bool], config: RunConfig, n_bins: int):
+    from modalsurv.nn.model import ModalSurvNet  # deferred: nn is a heavier import
+
+    model_cfg = config.model.model_copy(update={"n_bins": n_bins})
+    return ModalSurvNet(dims, bag, model_cfg)
+
+
+# ---------------------------------------------------------------------- estimator
+class ModalSurv:
+    """Multimodal survival estimator: ``fit`` / ``predict_*`` / ``save`` / ``load``."""
+
+    def __init__(self, config: RunConfig | None = None) -> None:
+        self.config = config or RunConfig()
+        self.preprocessor: Preprocessor | None = None
+        self.bins: TimeBins | None = None
+        self.t_ref: float | None = None
+        self.net: torch.nn.Module | None = None
+        self.modalities: list[str] = []
+        self.fit_result: FitResult | None = None
+        self.baseline_: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def head(self) -> str:
+        return self.config.model.head
+
+    # -------------------------------------------------------------- fitting
+    def fit(
+        self,
+        cohort: Cohort,
+        val_cohort: Cohort | None = None,
+        progress: Progress | None = None,
+    ) -> ModalSurv:
+        """Fit on ``cohort``; early stopping on ``val_cohort`` or on an inner split of it.
+
+        With ``val_cohort`` given (e.g. the ``outer_fold`` replication protocol), every
+        row of ``cohort`` is used for training and fitting the preprocessors and bins.
+        """
+        cfg = self.config
+        mods = list(cfg.model.modalities or cohort.modalities)
+        cohort = cohort.select(mods)
+        if val_cohort is None:
+            tr, va = inner_split(cohort.event, cfg.train.val_fraction, cfg.seed)
+            train, val = cohort.subset(tr), cohort.subset(va)
+        else:
+            train, val = cohort, val_cohort.select([m for m in mods if m in val_cohort.features])
+        if train.n_events == 0:
+            raise ValueError("the training cohort has no events: nothing to learn from")
+
+        self.modalities = mods
+        self.preprocessor = Preprocessor(cfg.preprocess).fit(train)
+        self.bins = TimeBins(n_bins=cfg.model.n_bins, scheme=cfg.model.bin_scheme).fit(
+            train.time, train.event
+        )
+        ref = cfg.train.risk_reference
+        self.t_ref = float(np.median(train.time) if ref == "median" else np.max(train.time))
+
+        set_seed(cfg.seed)
+        pp = self.preprocessor
+        self.net = _build_net(pp.dims, pp.bag, cfg, self.bins.n_bins)
+        train_t = self._tensors(pp.transform(train), with_bins=True)
+        val_t = self._tensors(pp.transform(val), with_bins=True) if len(val) else None
+        self.fit_result = fit_network(
+            self.net, train_t, val_t, cfg, self.cuts, self.t_ref, cfg.seed, progress
+        )
+        self.net.to("cpu").eval()
+        if self.head == "cox":
+            self.baseline_ = breslow(train.time, train.event, self._logits(train)[:, 0])
+        return self
+
+    # -------------------------------------------------------------- internals
+    @property
+    def cuts(self) -> np.ndarray:
+        self._check_fitted()
+        return np.asarray(self.bins.cuts, dtype=np.float64)
+
+    def _check_fitted(self) -> None:
+        if self.bins is None or self.preprocessor is None:
+            raise RuntimeError("this ModalSurv is not fitted yet: call fit() or load()")
+
+    def _tensors(self, processed: Cohort, with_bins: bool = False) -> Tensors:
+        pp = self.preprocessor
+        bin_index = None
+        if with_bins:
+            bin_index, _ = self.bins.transform(processed.time, processed.event)
+        return to_tensors(processed, pp.modalities, pp.dims, pp.bag, bin_index)
+
+    def _outputs(self, cohort: Cohort, key: str) -> np.ndarray:
+        self._check_fitted()
+        data = self._tensors(self.preprocessor.transform(cohort))
+        device = resolve_device(self.config.train.device)
+        self.net.to(device).eval()
+        outs = []
+        with torch.no_grad():
+            for start in range(0, len(data), 512):
+                idx = torch.arange(start, min(start + 512, len(data)))
+                out = forward(self.net, data.take(idx).to(device))
+                val = out.get(key)
+                if val is None and key == "weights":
+                    val = out.get("gates")
+                if val is None:
+                    raise ValueError(
+                        f"fusion {self.config.model.fusion!r} produces no modality weights"
+                    )
+                outs.append(val.detach().float().cpu())
+        self.net.to("cpu")
+        return torch.cat(outs).numpy().astype(np.float64)
+
+    def _logits(self, cohort: Cohort) -> np.ndarray:
+        return self._outputs(cohort, "logits")
+
+    # -------------------------------------------------------------- predictions
+    def predict_pmf(self, cohort: Cohort) -> np.ndarray:
+        """``N x (K+1)`` probabilities: K bins plus the mass beyond the last cut.
+
+        For the Cox head the PMF is derived from the Breslow survival at the bin cuts.
+        """
+        if self.head == "cox":
+            return pmf_from_survival(self.predict_survival(cohort, self.cuts))
+        return np.asarray(curves.pmf_from_logits(self._logits(cohort)), dtype=np.float64)
+
+    def predict_risk(self, cohort: Cohort) -> np.ndarray:
+        """Higher = worse prognosis: ``1 - S(t_ref)`` (DeepHit) or the log-risk (Cox)."""
+        if self.head == "cox":
+            return self._logits(cohort)[:, 0]
+        return np.asarray(curves.risk_at(self.predict_pmf(cohort), self.cuts, self.t_ref),
+                          dtype=np.float64).reshape(-1)
+
+    def predict_survival(self, cohort: Cohort, times: np.ndarray) -> np.ndarray:
+        """``N x T`` survival probabilities at ``times`` (linear between cuts; Cox: step)."""
+        times = np.asarray(times, dtype=np.float64).reshape(-1)
+        if self.head == "cox":
+            base_t, base_h = self.baseline_
+            return breslow_survival(base_t, base_h, self._logits(cohort)[:, 0], times)
+        return np.asarray(
+            curves.survival_at(self.predict_pmf(cohort), self.cuts, times, interpolation="linear"),
+            dtype=np.float64,
+        )
+
+    def predict_expected_time(self, cohort: Cohort) -> np.ndarray:
+        """Expected survival time on the bin grid (not used for ranking: see module doc)."""
+        return np.asarray(curves.expected_time(self.predict_pmf(cohort), self.cuts),
+                          dtype=np.float64).reshape(-1)
+
+    def gate_weights(self, cohort: Cohort) -> pd.DataFrame:
+        """Per-patient modality weights of the gated fusion (rows: patients)."""
+        w = self._outputs(cohort, "weights")
+        mods = list(getattr(self.net, "modalities", self.preprocessor.modalities))
+        return pd.DataFrame(w, index=pd.Index(cohort.ids, name="patient"), columns=mods)
+
+    # -------------------------------------------------------------- persistence
+    def export_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, np.ndarray]]:
+        """(weights, JSON metadata, arrays): everything needed to rebuild, no pickle."""
+        self._check_fitted()
+        pp_meta, arrays = self.preprocessor.get_state()
+        arrays = {f"preprocess/{k}": v for k, v in arrays.items()}
+        bins_meta = split_arrays(self.bins.to_dict(), arrays, "bins/")
+        meta: dict[str, Any] = {
+            "format": FORMAT_VERSION,
+            "config": self.config.model_dump(mode="json"),
+            "modalities": self.modalities,
+            "t_ref": self.t_ref,
+            "bins": bins_meta,
+            "preprocess": pp_meta,
+            "versions": library_versions(),
+        }
+        if self.fit_result is not None:
+            meta["training"] = {
+                "best_epoch": self.fit_result.best_epoch,
+                "monitor": self.fit_result.monitor,
+                "best_score": self.fit_result.best_score,
+                "epochs_run": len(self.fit_result.history),
+            }
+        if self.baseline_ is not None:
+            arrays["breslow/time"], arrays["breslow/cumhaz"] = self.baseline_
+        weights = {k: v.detach().cpu().clone().contiguous() for k, v in self.net.state_dict().items()}
+        return weights, meta, arrays
+
+    @classmethod
+    def from_state(
+        cls, weights: dict[str, torch.Tensor], meta: dict[str, Any], arrays: dict[str, np.ndarray]
+    ) -> ModalSurv:
+        if meta.get("format") != FORMAT_VERSION:
+            raise ValueError(f"unsupported model format {meta.get('format')!r}")
+        out = cls(RunConfig.model_validate(meta["config"]))
+        out.modalities = list(meta["modalities"])
+        out.t_ref = float(meta["t_ref"])
+        pp_arrays = {k[len("preprocess/"):]: v for k, v in arrays.items()
+                     if k.startswith("preprocess/")}
+        out.preprocessor = Preprocessor.from_state(meta["preprocess"], pp_arrays)
+        out.bins = TimeBins.from_dict(join_arrays(meta["bins"], arrays))
+        if "breslow/time" in arrays:
+            out.baseline_ = (np.asarray(arrays["breslow/time"]), np.asarray(arrays["breslow/cumhaz"]))
+        pp = out.preprocessor
+        out.net = _build_net(pp.dims, pp.bag, out.config, out.bins.n_bins)
+        out.net.load_state_dict(weights)
+        out.net.eval()
+        return out
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``model.safetensors``, ``state.json`` and ``state.npz`` (each atomically).
+
+        ``state.json`` is written last, so a directory with it holds a complete model.
+        """
+        directory = Path(directory)
+        write_state(directory, "model", "state", *self.export_state())
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> ModalSurv:
+        """Rebuild a saved ModalSurv; never unpickles (safetensors + JSON + plain npz)."""
+        return cls.from_state(*read_state(Path(directory), "model", "state"))
+
+
+def write_state(
+    directory: Path,
+    model_stem: str,
+    state_stem: str,
+    weights: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    arrays: dict[str, np.ndarray],
+) -> None:
+    """Weights as safetensors, arrays as a pickle-free npz, metadata as JSON (last)."""
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic_path(directory / f"{model_stem}.safetensors") as tmp:
+        save_file(weights, str(tmp))
+    with atomic_path(directory / f"{state_stem}.npz") as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
+    atomic_write_text(directory / f"{state_stem}.json", json.dumps(meta, indent=1))
+
+
+def read_state(
+    directory: Path, model_stem: str, state_stem: str
+) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, np.ndarray]]:
+    """Inverse of :func:`write_state` (``np.load(allow_pickle=False)``, safetensors)."""
+    from safetensors.torch import load_file
+
+    path = directory / f"{state_stem}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no saved model state {path}")
+    meta = json.loads(path.read_text())
+    weights = load_file(str(directory / f"{model_stem}.safetensors"))
+    with np.load(directory / f"{state_stem}.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    return weights, meta, arrays

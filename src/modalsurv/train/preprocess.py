@@ -1,0 +1,225 @@
+"""Per-modality preprocessing, fitted on training rows only.
+
+The pipeline for each modality follows ``config.preprocess``: modalities named in
+``clinical_modalities`` get ``features.tabular.ClinicalEncoder`` (imputation, scaling),
+those in ``rna_modalities`` get ``RnaTransform`` (log1p, variance filter, PCA), every
+other vector gets ``VectorScaler`` (standardisation, optional PCA for wide embeddings),
+and bags of tiles get :class:`BagScaler` (per-dimension standardisation over the valid
+tiles of present training patients). Only present rows are used to fit, and rows of
+absent patients stay zero after transforming, so a missing modality never turns into a
+fake measurement.
+
+The fitted state is exported as JSON-able metadata plus named numpy arrays
+(:meth:`Preprocessor.get_state`), so a saved model never needs pickle.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from modalsurv.cohort import Cohort
+from modalsurv.config import PreprocessConfig
+from modalsurv.features.tabular import ClinicalEncoder, RnaTransform, VectorScaler
+
+
+class BagScaler:
+    """Standardise each tile dimension with mean/std of the valid training tiles."""
+
+    def __init__(self) -> None:
+        self.mean_: np.ndarray | None = None
+        self.scale_: np.ndarray | None = None
+
+    def fit(self, x: np.ndarray, mask: np.ndarray, present: np.ndarray) -> BagScaler:
+        tiles = x[mask & present[:, None]].astype(np.float64)
+        if tiles.shape[0] == 0:
+            raise ValueError("cannot fit a bag scaler without a single valid training tile")
+        self.mean_ = np.nanmean(tiles, axis=0)
+        std = np.nanstd(tiles, axis=0)
+        self.scale_ = np.where(std > 1e-8, std, 1.0)
+        self.mean_ = np.nan_to_num(self.mean_)
+        return self
+
+    def transform(self, x: np.ndarray, mask: np.ndarray, present: np.ndarray) -> np.ndarray:
+        assert self.mean_ is not None and self.scale_ is not None, "BagScaler is not fitted"
+        out = ((x - self.mean_) / self.scale_).astype(np.float32)
+        out = np.nan_to_num(out, nan=0.0)
+        out[~(mask & present[:, None])] = 0.0
+        return out
+
+    def get_state(self) -> dict[str, Any]:
+        return {"mean": self.mean_, "scale": self.scale_}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> BagScaler:
+        out = cls()
+        out.mean_ = np.asarray(state["mean"], dtype=np.float64)
+        out.scale_ = np.asarray(state["scale"], dtype=np.float64)
+        return out
+
+
+_KINDS = {
+    "clinical": ClinicalEncoder,
+    "rna": RnaTransform,
+    "vector": VectorScaler,
+    "bag": BagScaler,
+}
+
+
+def _make(kind: str, cfg: PreprocessConfig, dim: int) -> Any:
+    if kind == "clinical":
+        return ClinicalEncoder(standardize=cfg.standardize)
+    if kind == "rna":
+        return RnaTransform(
+            log1p=cfg.rna_log1p,
+            top_variance_genes=cfg.rna_top_variance_genes,
+            pca=cfg.rna_pca,
+            standardize=cfg.standardize,
+        )
+    if kind == "vector":
+        wide = cfg.vector_pca is not None and dim > cfg.vector_pca_min_dim
+        return VectorScaler(pca=cfg.vector_pca if wide else None, standardize=cfg.standardize)
+    return BagScaler()
+
+
+class Preprocessor:
+    """Fits one transformer per modality on a training cohort and applies them."""
+
+    def __init__(self, config: PreprocessConfig | None = None) -> None:
+        self.config = config or PreprocessConfig()
+        self.kinds: dict[str, str] = {}
+        self.steps: dict[str, Any] = {}
+        self.dims: dict[str, int] = {}
+        self.in_dims: dict[str, int] = {}
+
+    def kind_of(self, cohort: Cohort, modality: str) -> str:
+        if cohort.is_bag(modality):
+            return "bag"
+        if modality in self.config.clinical_modalities:
+            return "clinical"
+        if modality in self.config.rna_modalities:
+            return "rna"
+        return "vector"
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.steps)
+
+    @property
+    def bag(self) -> dict[str, bool]:
+        return {m: k == "bag" for m, k in self.kinds.items()}
+
+    def fit(self, cohort: Cohort) -> Preprocessor:
+        """Fit on ``cohort`` (training rows only: the caller's responsibility)."""
+        self.kinds, self.steps, self.dims, self.in_dims = {}, {}, {}, {}
+        for m in cohort.modalities:
+            kind = self.kind_of(cohort, m)
+            x, p = cohort.features[m], cohort.present[m]
+            step = _make(kind, self.config, int(x.shape[-1]))
+            if not p.any():
+                raise ValueError(f"modality {m!r} is absent for every training patient")
+            if kind == "bag":
+                step.fit(x, cohort.bag_mask[m], p)
+                self.dims[m] = int(x.shape[-1])
+            else:
+                step.fit(x, present=p, feature_names=cohort.feature_names.get(m))
+                self.dims[m] = int(step.transform(x[p][:1], present=p[p][:1]).shape[1])
+            self.kinds[m], self.steps[m] = kind, step
+            self.in_dims[m] = int(x.shape[-1])
+        return self
+
+    def transform(self, cohort: Cohort) -> Cohort:
+        """The cohort with every fitted modality transformed; others are dropped.
+
+        A fitted modality the cohort lacks is simply left out (the model treats it as
+        absent for every patient).
+        """
+        feats: dict[str, np.ndarray] = {}
+        present: dict[str, np.ndarray] = {}
+        masks: dict[str, np.ndarray] = {}
+        for m, step in self.steps.items():
+            if m not in cohort.features:
+                continue
+            x, p = cohort.features[m], cohort.present[m]
+            if x.shape[-1] != self.in_dims[m]:
+                raise ValueError(
+                    f"modality {m!r} has {x.shape[-1]} features; the preprocessor was "
+                    f"fitted on {self.in_dims[m]}"
+                )
+            if self.kinds[m] == "bag":
+                feats[m] = step.transform(x, cohort.bag_mask[m], p)
+                masks[m] = cohort.bag_mask[m]
+            else:
+                out = np.asarray(step.transform(x, present=p), dtype=np.float32)
+                feats[m] = np.nan_to_num(out, nan=0.0)
+            present[m] = p
+        return Cohort(
+            cohort.ids,
+            cohort.time,
+            cohort.event,
+            features=feats,
+            present=present,
+            meta=cohort.meta,
+            bag_mask=masks,
+        )
+
+    # ------------------------------------------------------------------ state
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """(JSON-able metadata, named arrays) describing every fitted step."""
+        meta: dict[str, Any] = {
+            "config": self.config.model_dump(mode="json"),
+            "kinds": dict(self.kinds),
+            "dims": dict(self.dims),
+            "in_dims": dict(self.in_dims),
+            "steps": {},
+        }
+        arrays: dict[str, np.ndarray] = {}
+        for m, step in self.steps.items():
+            meta["steps"][m] = split_arrays(step.get_state(), arrays, prefix=f"{m}/")
+        return meta, arrays
+
+    @classmethod
+    def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Preprocessor:
+        out = cls(PreprocessConfig.model_validate(meta["config"]))
+        out.kinds = dict(meta["kinds"])
+        out.dims = {m: int(d) for m, d in meta["dims"].items()}
+        out.in_dims = {m: int(d) for m, d in meta["in_dims"].items()}
+        for m, kind in out.kinds.items():
+            state = join_arrays(meta["steps"][m], arrays)
+            out.steps[m] = _KINDS[kind].from_state(state)
+        return out
+
+
+_ARRAY_TAG = "__array__"
+
+
+def split_arrays(obj: Any, arrays: dict[str, np.ndarray], prefix: str) -> Any:
+    """Move every numpy array of a nested state into ``arrays``; leave a tag in its place."""
+    if isinstance(obj, np.ndarray):
+        if obj.dtype == object:
+            return {"__list__": [split_arrays(v, arrays, f"{prefix}{i}/") for i, v in
+                                 enumerate(obj.tolist())]}
+        key = prefix.rstrip("/")
+        arrays[key] = obj
+        return {_ARRAY_TAG: key}
+    if isinstance(obj, dict):
+        return {str(k): split_arrays(v, arrays, f"{prefix}{k}/") for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [split_arrays(v, arrays, f"{prefix}{i}/") for i, v in enumerate(obj)]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def join_arrays(obj: Any, arrays: dict[str, np.ndarray]) -> Any:
+    """Inverse of :func:`split_arrays`."""
+    if isinstance(obj, dict):
+        if set(obj) == {_ARRAY_TAG}:
+            return np.asarray(arrays[obj[_ARRAY_TAG]])
+        if set(obj) == {"__list__"}:
+            return np.asarray([join_arrays(v, arrays) for v in obj["__list__"]], dtype=object)
+        return {k: join_arrays(v, arrays) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [join_arrays(v, arrays) for v in obj]
+    return obj

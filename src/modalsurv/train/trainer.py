@@ -1,0 +1,316 @@
+"""Fit one ModalSurvNet: mini-batches, early stopping on an inner validation split.
+
+The trainer knows tensors, not cohorts: :func:`to_tensors` turns an already preprocessed
+cohort into a :class:`Tensors` bundle (features, presence, tile masks, labels), and
+:func:`fit_network` runs the optimisation loop.
+
+Early stopping monitors the validation C-index of the risk score (higher is better). When
+the validation split has no events (or no comparable pair) the C-index is undefined; the
+trainer then monitors the validation loss (lower is better), and if that is not finite
+either (Cox partial likelihood without events) the training loss. The criterion that was
+actually used is returned in :class:`FitResult.monitor`, never silently switched per epoch.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from modalsurv.cohort import Cohort
+from modalsurv.config import RunConfig
+from modalsurv.survival import curves, losses, metrics
+
+Progress = Callable[..., None]
+
+
+@dataclass
+class Tensors:
+    """A preprocessed cohort as tensors (modality order = ``modalities``)."""
+
+    x: dict[str, torch.Tensor]
+    present: dict[str, torch.Tensor]
+    mask: dict[str, torch.Tensor]
+    time: torch.Tensor
+    event: torch.Tensor
+    bin_index: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.time.shape[0])
+
+    def take(self, idx: torch.Tensor) -> Tensors:
+        return Tensors(
+            x={m: v[idx] for m, v in self.x.items()},
+            present={m: v[idx] for m, v in self.present.items()},
+            mask={m: v[idx] for m, v in self.mask.items()},
+            time=self.time[idx],
+            event=self.event[idx],
+            bin_index=None if self.bin_index is None else self.bin_index[idx],
+        )
+
+    def to(self, device: torch.device) -> Tensors:
+        return Tensors(
+            x={m: v.to(device) for m, v in self.x.items()},
+            present={m: v.to(device) for m, v in self.present.items()},
+            mask={m: v.to(device) for m, v in self.mask.items()},
+            time=self.time.to(device),
+            event=self.event.to(device),
+            bin_index=None if self.bin_index is None else self.bin_index.to(device),
+        )
+
+
+def to_tensors(
+    cohort: Cohort,
+    modalities: list[str],
+    dims: dict[str, int],
+    bag: dict[str, bool],
+    bin_index: np.ndarray | None = None,
+) -> Tensors:
+    """Tensors for ``modalities``; a modality the cohort lacks is absent for everyone."""
+    n = len(cohort)
+    x: dict[str, torch.Tensor] = {}
+    present: dict[str, torch.Tensor] = {}
+    mask: dict[str, torch.Tensor] = {}
+    for m in modalities:
+        if m in cohort.features:
+            x[m] = torch.from_numpy(np.ascontiguousarray(cohort.features[m], dtype=np.float32))
+            present[m] = torch.from_numpy(cohort.present[m].copy())
+            if bag[m]:
+                mask[m] = torch.from_numpy(cohort.bag_mask[m].copy())
+        else:
+            shape = (n, 1, dims[m]) if bag[m] else (n, dims[m])
+            x[m] = torch.zeros(shape, dtype=torch.float32)
+            present[m] = torch.zeros(n, dtype=torch.bool)
+            if bag[m]:
+                mask[m] = torch.zeros((n, 1), dtype=torch.bool)
+    return Tensors(
+        x=x,
+        present=present,
+        mask=mask,
+        time=torch.from_numpy(cohort.time.astype(np.float32)),
+        event=torch.from_numpy(cohort.event.copy()),
+        bin_index=None if bin_index is None else torch.from_numpy(bin_index.astype(np.int64)),
+    )
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"``: CUDA when available, else CPU; anything else is passed to torch."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def forward(net: torch.nn.Module, batch: Tensors) -> dict[str, Any]:
+    return net(batch.x, batch.present, batch.mask)
+
+
+def batch_loss(logits: torch.Tensor, batch: Tensors, config: RunConfig) -> torch.Tensor:
+    """DeepHit loss (likelihood + ranking) or Cox partial likelihood, per ``model.head``."""
+    if config.model.head == "cox":
+        return losses.cox_loss(
+            logits.reshape(-1), batch.time, batch.event, ties=config.loss.cox_ties
+        )
+    assert batch.bin_index is not None, "DeepHit training needs bin indices"
+    return losses.deephit_loss(
+        logits, batch.bin_index, batch.event, alpha=config.loss.alpha, sigma=config.loss.sigma
+    )
+
+
+def risk_from_logits(
+    logits: torch.Tensor, head: str, cuts: np.ndarray, t_ref: float
+) -> np.ndarray:
+    """The documented risk score: Cox log-risk, or DeepHit ``1 - S(t_ref)`` (linear interp.)."""
+    out = logits.detach().float().cpu().numpy()
+    if head == "cox":
+        return out.reshape(-1).astype(np.float64)
+    pmf = curves.pmf_from_logits(out)
+    return np.asarray(curves.risk_at(pmf, cuts, t_ref), dtype=np.float64).reshape(-1)
+
+
+def batches(
+    n: int,
+    batch_size: int,
+    generator: torch.Generator,
+    event: torch.Tensor | None = None,
+) -> list[torch.Tensor]:
+    """One epoch of index batches.
+
+    Shuffled without replacement, or, when ``event`` is given (event-balanced sampler),
+    ``n`` draws with replacement where events and censored patients are equally likely as
+    a group. The last batch is dropped only when it would hold a single patient (a batch
+    of one has no pair to rank and no risk set), and only if there is another batch.
+    """
+    if event is not None and 0 < int(event.sum()) < n:
+        ev = event.cpu().to(torch.float64)
+        w = torch.where(ev > 0, 0.5 / ev.sum(), 0.5 / (n - ev.sum()))
+        order = torch.multinomial(w, n, replacement=True, generator=generator)
+    else:
+        order = torch.randperm(n, generator=generator)
+    out = list(torch.split(order, batch_size))
+    if len(out) > 1 and out[-1].numel() == 1:
+        out.pop()
+    return out
+
+
+def drop_modalities(
+    present: dict[str, torch.Tensor], p: float, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """Mark present modalities absent with probability ``p`` per sample, never all of them.
+
+    A sample whose every present modality was drawn for dropping keeps one of them, chosen
+    uniformly. Samples with no modality present stay as they are.
+    """
+    if p <= 0 or not present:
+        return present
+    mods = list(present)
+    pres = torch.stack([present[m].cpu() for m in mods], dim=1)  # B x M
+    drop = torch.rand(pres.shape, generator=generator) < p
+    kept = pres & ~drop
+    lost_all = pres.any(dim=1) & ~kept.any(dim=1)
+    if lost_all.any():
+        # pick one originally present modality per such row
+        score = torch.rand(pres.shape, generator=generator) + pres.float()
+        choice = score.argmax(dim=1)
+        rows = torch.flatnonzero(lost_all)
+        kept[rows, choice[rows]] = True
+    device = next(iter(present.values())).device
+    return {m: kept[:, j].to(device) for j, m in enumerate(mods)}
+
+
+@dataclass
+class FitResult:
+    """What training produced: the best-epoch weights (in memory) and the history."""
+
+    state_dict: dict[str, torch.Tensor]
+    best_epoch: int
+    best_score: float
+    monitor: str  # "val_cindex" | "val_loss" | "train_loss"
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _evaluate(
+    net: torch.nn.Module,
+    data: Tensors,
+    config: RunConfig,
+    cuts: np.ndarray,
+    t_ref: float,
+    batch_size: int,
+) -> tuple[float, float]:
+    """(loss, C-index) on ``data``; C-index is NaN when no pair is comparable."""
+    net.eval()
+    logits = []
+    with torch.no_grad():
+        for start in range(0, len(data), max(batch_size, 256)):
+            idx = torch.arange(start, min(start + max(batch_size, 256), len(data)))
+            logits.append(forward(net, data.take(idx))["logits"])
+        all_logits = torch.cat(logits)
+        loss = float(batch_loss(all_logits, data, config))
+    risk = risk_from_logits(all_logits, config.model.head, cuts, t_ref)
+    time = data.time.cpu().numpy().astype(np.float64)
+    event = data.event.cpu().numpy()
+    cidx = float("nan")
+    if event.any():
+        try:
+            cidx = float(metrics.concordance_index(time, event, risk))
+        except (ValueError, ZeroDivisionError):
+            cidx = float("nan")
+    return loss, cidx
+
+
+def choose_monitor(val: Tensors | None, head: str) -> str:
+    """Pick the early-stopping criterion once, before training (see module docstring)."""
+    if val is None:
+        return "train_loss"
+    time = val.time.cpu().numpy()
+    event = val.event.cpu().numpy()
+    # a comparable pair needs an event strictly before some other follow-up time
+    if event.any() and (time[event].min() < time.max()):
+        return "val_cindex"
+    # DeepHit's censored likelihood is defined without events; Cox's is not
+    return "val_loss" if head != "cox" else "train_loss"
+
+
+def fit_network(
+    net: torch.nn.Module,
+    train: Tensors,
+    val: Tensors | None,
+    config: RunConfig,
+    cuts: np.ndarray,
+    t_ref: float,
+    seed: int,
+    progress: Progress | None = None,
+) -> FitResult:
+    """Train ``net`` in place; return the best epoch's state_dict (copied to CPU).
+
+    ``val=None`` trains for ``config.train.epochs`` and keeps the last epoch. Otherwise the
+    monitored score is checked after each epoch (see module docstring) and training stops
+    after ``config.train.patience`` epochs without improvement.
+    """
+    tc = config.train
+    device = resolve_device(tc.device)
+    net.to(device)
+    train_d = train.to(device)
+    val_d = None if val is None or len(val) == 0 else val.to(device)
+    gen = torch.Generator().manual_seed(int(seed))
+    opt_cls = torch.optim.AdamW if tc.optimizer == "adamw" else torch.optim.Adam
+    opt = opt_cls(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+
+    monitor = choose_monitor(val_d, config.model.head)
+    best_score, best_epoch = -math.inf, -1
+    best_state = copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
+    history: list[dict[str, float]] = []
+    stale = 0
+    for epoch in range(tc.epochs):
+        net.train()
+        total, count = 0.0, 0
+        sampler_event = train_d.event if tc.balanced_sampler else None
+        for idx in batches(len(train_d), tc.batch_size, gen, sampler_event):
+            batch = train_d.take(idx.to(device))
+            if tc.modality_dropout > 0:
+                batch.present = drop_modalities(batch.present, tc.modality_dropout, gen)
+            out = forward(net, batch)
+            loss = batch_loss(out["logits"], batch, config)
+            if not torch.isfinite(loss):
+                continue  # e.g. a Cox batch without events: nothing to learn from it
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if tc.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
+            opt.step()
+            total += float(loss) * len(idx)
+            count += len(idx)
+        train_loss = total / count if count else float("nan")
+        record: dict[str, float] = {"epoch": float(epoch), "train_loss": train_loss}
+        if val_d is not None:
+            val_loss, val_c = _evaluate(net, val_d, config, cuts, t_ref, tc.batch_size)
+            record.update(val_loss=val_loss, val_cindex=val_c)
+        score = {
+            "val_cindex": record.get("val_cindex", math.nan),
+            "val_loss": -record.get("val_loss", math.nan),
+            "train_loss": -train_loss,
+        }[monitor]
+        history.append(record)
+        if progress is not None:
+            progress("epoch_end", **record, monitor=monitor)
+        improved = math.isfinite(score) and score > best_score
+        if val_d is None or improved:
+            best_score = score if math.isfinite(score) else best_score
+            best_epoch = epoch
+            best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+            stale = 0
+        else:
+            stale += 1
+            if stale >= tc.patience:
+                break
+    if best_epoch < 0:  # nothing finite was ever seen: keep the last weights
+        best_epoch = len(history) - 1
+        best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+    net.load_state_dict(best_state)
+    if progress is not None:
+        progress("fit_end", best_epoch=best_epoch, best_score=best_score, monitor=monitor)
+    return FitResult(best_state, best_epoch, float(best_score), monitor, history)

@@ -1,0 +1,106 @@
+import pytest
+import torch
+from torch import nn
+
+from modalsurv.config import ModelConfig
+from modalsurv.nn.projection import BagProjection, GatedAttentionPool, VectorProjection
+
+
+def _cfg(**kw) -> ModelConfig:
+    base = dict(latent_dim=8, hidden_dim=12, attention_pool_dim=6, n_heads=2, n_bins=5)
+    return ModelConfig(**(base | kw))
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+@pytest.mark.parametrize("layer_norm", [True, False])
+def test_vector_projection_architecture(layers, layer_norm):
+    proj = VectorProjection(5, _cfg(projection_layers=layers, layer_norm=layer_norm, dropout=0.3))
+    linears = [m for m in proj.net if isinstance(m, nn.Linear)]
+    assert [(lin.in_features, lin.out_features) for lin in linears] == (
+        [(5, 8)] if layers == 1 else [(5, 12), (12, 12), (12, 8)]
+    )
+    assert sum(isinstance(m, nn.LayerNorm) for m in proj.net) == (layers if layer_norm else 0)
+    assert sum(isinstance(m, nn.Dropout) and m.p == 0.3 for m in proj.net) == layers
+    out = proj.eval()(torch.randn(4, 5))
+    assert out.shape == (4, 8)
+    assert (out >= 0).all()  # ends in ReLU
+
+
+def _reference_pool(pool: GatedAttentionPool, h: torch.Tensor, mask: torch.Tensor):
+    """Ilse et al. formula evaluated on the valid tiles of each bag alone."""
+    pooled, weights = [], []
+    for b in range(h.shape[0]):
+        hv = h[b][mask[b]]
+        w = torch.zeros(h.shape[1])
+        if len(hv) == 0:
+            pooled.append(torch.zeros(h.shape[2]))
+        else:
+            a = pool.w(torch.tanh(pool.V(hv)) * torch.sigmoid(pool.U(hv))).squeeze(-1)
+            a = torch.softmax(a, 0)
+            w[mask[b]] = a
+            pooled.append(a @ hv)
+        weights.append(w)
+    return torch.stack(pooled), torch.stack(weights)
+
+
+def test_gated_attention_pool_matches_reference_and_masks_exactly():
+    torch.manual_seed(0)
+    pool = GatedAttentionPool(4, 6)
+    h = torch.randn(4, 7, 4)
+    mask = torch.rand(4, 7) > 0.4
+    mask[0] = True
+    mask[2] = False
+    mask[3] = False
+    mask[3, 5] = True
+    pooled, weights = pool(h, mask)
+    ref_pooled, ref_weights = _reference_pool(pool, h, mask)
+    torch.testing.assert_close(pooled, ref_pooled)
+    torch.testing.assert_close(weights, ref_weights)
+    assert torch.equal(weights[~mask], torch.zeros(int((~mask).sum())))
+    torch.testing.assert_close(weights.sum(1), mask.any(1).float())
+    assert torch.equal(pooled[2], torch.zeros(4))  # empty bag
+    torch.testing.assert_close(pooled[3], h[3, 5])  # one valid tile gets all the weight
+
+
+def test_masked_tile_features_never_reach_output_or_gradients():
+    torch.manual_seed(1)
+    proj = BagProjection(4, _cfg()).eval()
+    h = torch.randn(3, 6, 4)
+    mask = torch.rand(3, 6) > 0.5
+    mask[:, 0] = True
+    mask[2] = False  # absent slide
+    out, att = proj(h, mask)
+    h2 = h.clone()
+    h2[~mask] = torch.randn(int((~mask).sum()), 4) * 100
+    out2, att2 = proj(h2, mask)
+    torch.testing.assert_close(out, out2)
+    torch.testing.assert_close(att, att2)
+    h3 = h.clone()
+    h3[~mask] = float("nan")
+    h3.requires_grad_(True)
+    out3, att3 = proj(h3, mask)
+    assert torch.isfinite(out3).all() and torch.isfinite(att3).all()
+    out3.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in proj.parameters() if p.grad is not None)
+    assert torch.equal(att3[2], torch.zeros(6))
+
+
+def test_bag_projection_changes_when_valid_tile_changes():
+    torch.manual_seed(2)
+    proj = BagProjection(4, _cfg()).eval()
+    h = torch.randn(2, 5, 4)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    out, _ = proj(h, mask)
+    h2 = h.clone()
+    h2[0, 1] += 3.0
+    out2, _ = proj(h2, mask)
+    assert not torch.allclose(out[0], out2[0])
+    torch.testing.assert_close(out[1], out2[1])
+
+
+def test_bag_projection_rejects_bad_shapes():
+    proj = BagProjection(4, _cfg())
+    with pytest.raises(ValueError, match="B×K×D"):
+        proj(torch.randn(2, 4), torch.ones(2, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="mask"):
+        proj(torch.randn(2, 3, 4), torch.ones(2, 4, dtype=torch.bool))

@@ -1,0 +1,121 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from modalsurv.cohort import Cohort, coerce_events
+from modalsurv.errors import DataError, LabelError
+
+
+def _cohort(n=6, seed=0):
+    rng = np.random.default_rng(seed)
+    present = np.array([True, False, True, True, True, False])[:n]
+    bag_mask = np.ones((n, 4), dtype=bool)
+    bag_mask[0, 2:] = False
+    return Cohort(
+        ids=[f"p{i}" for i in range(n)],
+        time=rng.uniform(1, 50, n),
+        event=rng.integers(0, 2, n),
+        features={
+            "clinical": rng.normal(size=(n, 3)),
+            "wsi": rng.normal(size=(n, 4, 5)),
+        },
+        present={"wsi": present},
+        bag_mask={"wsi": bag_mask},
+        meta=pd.DataFrame({"site": list("aabbcc")[:n]}),
+        feature_names={"clinical": ["age", "psa", "isup"]},
+    )
+
+
+def test_basic_views():
+    c = _cohort()
+    assert len(c) == 6
+    assert c.modalities == ["clinical", "wsi"]
+    assert c.is_bag("wsi") and not c.is_bag("clinical")
+    assert c.dim("wsi") == 5
+    assert c.features["clinical"].dtype == np.float32
+    assert c.present["clinical"].all()
+    assert c.n_events == int(c.event.sum())
+    r = repr(c)
+    assert "N=6" in r and "wsi[4x5, 33% missing]" in r and "events=" in r
+
+
+def test_absent_rows_and_masked_tiles_are_zeroed():
+    c = _cohort()
+    assert np.all(c.features["wsi"][1] == 0)
+    assert np.all(c.features["wsi"][0, 2:] == 0)
+    assert not c.bag_mask["wsi"][1].any()  # absent patient: no valid tiles
+
+
+def test_subset_and_select_keep_alignment():
+    c = _cohort()
+    s = c.subset([4, 0])
+    assert list(s.ids) == ["p4", "p0"]
+    np.testing.assert_array_equal(s.features["clinical"], c.features["clinical"][[4, 0]])
+    assert list(s.meta["site"]) == ["c", "a"]
+    np.testing.assert_array_equal(s.bag_mask["wsi"], c.bag_mask["wsi"][[4, 0]])
+    b = c.subset(np.array([True, False, False, False, False, True]))
+    assert list(b.ids) == ["p0", "p5"]
+    only = c.select(["wsi"])
+    assert only.modalities == ["wsi"] and "clinical" not in only.feature_names
+    with pytest.raises(DataError, match="rna"):
+        c.select(["rna"])
+
+
+def test_with_modality_and_index_of():
+    c = _cohort()
+    c2 = c.with_modality("mri", np.ones((6, 2)), present=np.array([1, 1, 0, 1, 1, 1]))
+    assert "mri" not in c.features
+    assert c2.missingness()["mri"] == pytest.approx(1 / 6)
+    np.testing.assert_array_equal(c.index_of(["p3", "p1"]), [3, 1])
+    with pytest.raises(DataError, match="p9"):
+        c.index_of(["p9"])
+
+
+def test_survival_array_for_sksurv():
+    c = _cohort()
+    y = c.survival_array()
+    assert y.dtype.names == ("event", "time")
+    np.testing.assert_array_equal(y["event"], c.event)
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [([0, 1], [False, True]), ([True, False], [True, False]), (["0", "1.0", "0.0", "1"], [0, 1, 0, 1]),
+     (np.array([0.0, 1.0]), [False, True])],
+)
+def test_event_coercion(raw, expected):
+    np.testing.assert_array_equal(coerce_events(raw), np.asarray(expected, dtype=bool))
+
+
+@pytest.mark.parametrize("bad", [[2], ["yes"], [0.5], [None]])
+def test_bad_events_name_the_patient(bad):
+    with pytest.raises(LabelError, match="patient 'x'.*event"):
+        Cohort(["x"], [1.0], bad)
+
+
+@pytest.mark.parametrize("t", [0.0, -1.0, np.nan, np.inf])
+def test_bad_times(t):
+    with pytest.raises(LabelError, match="patient 'b'"):
+        Cohort(["a", "b"], [1.0, t], [0, 1])
+
+
+def test_validation_errors():
+    with pytest.raises(DataError, match="unique"):
+        Cohort(["a", "a"], [1, 2], [0, 1])
+    with pytest.raises(LabelError, match="time has 1 values for 2"):
+        Cohort(["a", "b"], [1], [0, 1])
+    with pytest.raises(DataError, match="shape"):
+        Cohort(["a", "b"], [1, 2], [0, 1], features={"x": np.ones((3, 2))})
+    with pytest.raises(DataError, match="present mask"):
+        Cohort(["a", "b"], [1, 2], [0, 1], features={"x": np.ones((2, 2))}, present={"x": [1]})
+    with pytest.raises(DataError, match="inf"):
+        Cohort(["a", "b"], [1, 2], [0, 1], features={"x": np.array([[1, np.inf], [0, 0]])})
+    with pytest.raises(DataError, match="at least one valid instance"):
+        Cohort(["a"], [1], [0], features={"w": np.ones((1, 2, 3))}, bag_mask={"w": np.zeros((1, 2))})
+    with pytest.raises(DataError, match="feature names"):
+        Cohort(["a"], [1], [0], features={"x": np.ones((1, 2))}, feature_names={"x": ["one"]})
+
+
+def test_nan_values_kept_in_present_rows():
+    c = Cohort(["a", "b"], [1, 2], [0, 1], features={"x": np.array([[np.nan, 1.0], [2.0, 3.0]])})
+    assert np.isnan(c.features["x"][0, 0])

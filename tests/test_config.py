@@ -1,0 +1,39 @@
+import pytest
+
+from modalsurv.config import RunConfig, dump_config, load_config, parse_config
+from modalsurv.errors import ConfigError
+
+
+def test_defaults_are_the_paper_setup():
+    cfg = RunConfig()
+    assert cfg.model.fusion == "cross_attention_gated"
+    assert cfg.model.n_bins == 30 and cfg.model.latent_dim == 128
+    assert cfg.cv.folds == 5 and cfg.cv.selection == "inner"
+
+
+def test_unknown_key_is_named_with_its_path(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("model:\n  fusoin: concat\ntrain:\n  lr: -1\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    msg = str(err.value)
+    assert "model.fusoin: unknown key" in msg
+    assert "train.lr" in msg and str(p) in msg
+
+
+def test_round_trip_resolved_yaml(tmp_path):
+    cfg = parse_config({"seed": 7, "model": {"fusion": "concat"}})
+    p = tmp_path / "resolved.yaml"
+    p.write_text(dump_config(cfg))
+    assert load_config(p) == cfg
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="baselines"):
+        parse_config({"baselines": ["magic"]})

@@ -1,0 +1,48 @@
+import numpy as np
+import pytest
+from modalsurv.survival.metrics import concordance_index
+
+from modalsurv.train.baselines import BASELINES, FeatureMatrix, make_baseline, step_survival
+
+
+def test_step_survival_right_continuous():
+    ut = np.array([1.0, 2.0, 4.0])
+    surv = np.array([[0.9, 0.5, 0.2]])
+    out = step_survival(ut, surv, np.array([0.5, 1.0, 1.5, 2.0, 3.9, 4.0, 10.0]))
+    np.testing.assert_allclose(out, [[1.0, 0.9, 0.9, 0.5, 0.5, 0.2, 0.2]])
+
+
+def test_feature_matrix_pools_bags_and_flags_missing(cohort, make_config):
+    fm = FeatureMatrix(make_config()).fit(cohort)
+    x = fm.transform(cohort)
+    dims = fm.pre.dims
+    assert x.shape == (len(cohort), sum(dims.values()) + len(fm.indicators))
+    assert set(fm.indicators) == {"rna", "slide", "wsi"}
+    # bag column block = mean of standardised valid tiles
+    start = sum(d for m, d in dims.items() if list(dims).index(m) < list(dims).index("wsi"))
+    done = fm.pre.transform(cohort)
+    i = int(np.flatnonzero(cohort.present["wsi"])[0])
+    mk = cohort.bag_mask["wsi"][i]
+    np.testing.assert_allclose(x[i, start:start + dims["wsi"]], done.features["wsi"][i][mk].mean(0), rtol=1e-5)
+    assert np.isfinite(x).all()
+
+
+@pytest.mark.parametrize("name", ["coxph_clinical", "coxnet", "rsf"])
+def test_baselines_learn_the_signal(name, make_cohort, make_config):
+    train, test = make_cohort(n=150, seed=1), make_cohort(n=100, seed=2)
+    est = make_baseline(name, make_config(), 0).fit(train)
+    risk = est.predict_risk(test)
+    assert concordance_index(test.time, test.event, risk) > 0.6
+    surv = est.predict_survival(test, np.array([0.0, 1.0, 5.0]))
+    assert surv.shape == (100, 3) and np.all(np.diff(surv, axis=1) <= 1e-12)
+    np.testing.assert_allclose(surv[:, 0], 1.0)
+
+
+def test_registry_matches_config_names():
+    from modalsurv.config import RunConfig
+
+    with pytest.raises(ValueError):
+        RunConfig(baselines=["nope"])
+    assert set(BASELINES) == {"coxph_clinical", "coxnet", "rsf", "modalsurv_clinical"}
+    with pytest.raises(ValueError, match="unknown baseline"):
+        make_baseline("nope", RunConfig(), 0)

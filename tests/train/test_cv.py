@@ -1,0 +1,154 @@
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from modalsurv.cohort import Cohort
+from modalsurv.train.cv import cross_validate, make_folds, stratification_labels
+
+
+def test_folds_partition_and_stratify(cohort):
+    f = make_folds(cohort, 4, 2, seed=0)
+    assert list(f.columns) == ["patient", "repeat", "fold"]
+    for r in range(2):
+        part = f[f["repeat"] == r]
+        assert sorted(part["patient"]) == sorted(cohort.ids)
+        rates = [cohort.event[part["fold"].to_numpy() == k].mean() for k in range(4)]
+        assert max(rates) - min(rates) < 0.15
+    assert not (f[f.repeat == 0].fold.to_numpy() == f[f.repeat == 1].fold.to_numpy()).all()
+    assert f.attrs["stratify"].startswith("event x time")
+
+
+def test_stratification_falls_back_when_strata_are_small():
+    time = np.arange(1, 21, dtype=float)
+    event = np.zeros(20, dtype=bool)
+    event[:3] = True
+    label, how = stratification_labels(time, event, 5)
+    assert label is None and "none" in how
+    event[:6] = True
+    label, how = stratification_labels(time, event, 5)
+    assert how == "event"
+
+
+@pytest.fixture(scope="module")
+def cv_run(cohort, make_config):
+    cfg = make_config()
+    return cross_validate(cohort, cfg, folds=3, baselines=["coxph_clinical", "coxnet", "rsf"])
+
+
+def test_cv_with_missing_modalities_and_baselines_on_same_folds(cv_run, cohort):
+    res = cv_run
+    assert not res.optimistic and not res.summary["optimistic"]
+    p = res.predictions
+    assert sorted(p["patient"]) == sorted(cohort.ids)  # every patient predicted once
+    assert np.isfinite(p["risk"]).all() and np.isfinite(p["expected_time"]).all()
+    merged = p.merge(res.folds, on=["patient", "repeat"], suffixes=("", "_assigned"))
+    assert (merged["fold"] == merged["fold_assigned"]).all()
+    for name in ("coxph_clinical", "coxnet", "rsf"):
+        b = res.baseline_predictions[res.baseline_predictions.model == name]
+        key = ["patient", "repeat", "fold"]
+        pd.testing.assert_frame_equal(
+            b[key].sort_values(key).reset_index(drop=True),
+            p[key].sort_values(key).reset_index(drop=True),
+        )
+    m = res.metrics
+    assert set(m["model"]) == {"modalsurv", "coxph_clinical", "coxnet", "rsf"}
+    assert m[["harrell_c", "uno_c", "ibs"]].notna().all().all(), m["note"].tolist()
+    assert not m["failed"].any()
+    stats = res.summary["models"]["modalsurv"]["harrell_c"]
+    assert stats["n"] == 3 and 0 < stats["mean"] < 1
+    assert len(res.models) == 1 and len(res.models[0]) == 3
+    table = res.table()
+    assert table["model"].iloc[0] == "modalsurv" and "±" in table.loc[0, "harrell_c"]
+    ens = res.ensemble(0)
+    assert ens.predict_risk(cohort).shape == (len(cohort),)
+
+
+def test_same_seed_same_numbers(cv_run, cohort, make_config):
+    again = cross_validate(cohort, make_config(), folds=3, baselines=["coxph_clinical", "coxnet", "rsf"])
+    pd.testing.assert_frame_equal(again.metrics, cv_run.metrics)
+    pd.testing.assert_frame_equal(again.predictions, cv_run.predictions)
+
+
+def test_outer_fold_selection_is_labelled_optimistic(tmp_path, cohort, make_config):
+    cfg = make_config(cv={"folds": 2, "selection": "outer_fold"}, train__epochs=2)
+    res = cross_validate(cohort, cfg, baselines=["coxph_clinical"])
+    assert res.optimistic and res.summary["optimistic"]
+    m = res.metrics.set_index("model")
+    assert m.loc["modalsurv", "optimistic"].all()
+    assert not m.loc["coxph_clinical", "optimistic"].any()  # no early stopping there
+    table = res.table().set_index("model")
+    assert table.loc["modalsurv", "optimistic"] and not table.loc["coxph_clinical", "optimistic"]
+    res.save(tmp_path)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["optimistic"] is True and saved["selection"] == "outer_fold"
+    assert saved["models"]["modalsurv"]["optimistic"] is True
+    for name in ("folds.csv", "predictions.csv", "metrics.csv", "config.yaml"):
+        assert (tmp_path / name).exists()
+    assert (tmp_path / "models" / "repeat_0" / "bundle.json").exists()
+
+
+def test_failing_baseline_is_recorded_not_fatal(cohort, make_config):
+    no_clin = cohort.select(["rna", "slide"])
+    events = []
+    res = cross_validate(no_clin, make_config(train__epochs=1), folds=2,
+                         baselines=["coxph_clinical"],
+                         progress=lambda e, **kw: events.append((e, kw)))
+    m = res.metrics[res.metrics.model == "coxph_clinical"]
+    assert m["failed"].all() and m["harrell_c"].isna().all()
+    assert all("clinical" in note for note in m["note"])
+    assert sum(e == "baseline_failed" for e, _ in events) == 2
+    assert res.summary["models"]["coxph_clinical"]["n_failed_folds"] == 2
+    assert res.metrics[res.metrics.model == "modalsurv"]["harrell_c"].notna().all()
+
+
+def test_resume_continues_from_finished_folds(tmp_path, cohort, make_config):
+    cfg = make_config(train__epochs=2)
+    full = cross_validate(cohort, cfg, folds=2, baselines=["coxph_clinical"])
+    first = cross_validate(cohort, cfg, folds=2, baselines=["coxph_clinical"], resume_dir=tmp_path)
+    pd.testing.assert_frame_equal(first.metrics, full.metrics)
+    # interruption: fold 1 never finished (its folder half written, no done.json)
+    (tmp_path / "repeat_0" / "fold_1" / "done.json").unlink()
+    (tmp_path / "repeat_0" / "fold_1" / "metrics.csv").unlink()
+    events = []
+    resumed = cross_validate(cohort, cfg, folds=2, baselines=["coxph_clinical"],
+                             resume_dir=tmp_path, progress=lambda e, **kw: events.append((e, kw)))
+    assert ("fold_resumed", {"repeat": 0, "fold": 0}) in events
+    assert sum(e == "fold_start" for e, _ in events) == 1
+    pd.testing.assert_frame_equal(resumed.metrics, full.metrics)
+    pd.testing.assert_frame_equal(resumed.predictions, full.predictions)
+    pd.testing.assert_frame_equal(resumed.baseline_predictions, full.baseline_predictions)
+    np.testing.assert_array_equal(resumed.ensemble().predict_risk(cohort),
+                                  full.ensemble().predict_risk(cohort))
+    # a different run refuses the same directory
+    with pytest.raises(ValueError, match="different run"):
+        cross_validate(cohort, make_config(train__epochs=3), folds=2,
+                       baselines=["coxph_clinical"], resume_dir=tmp_path)
+    shutil.rmtree(tmp_path)
+
+
+def test_no_leakage_across_folds(cohort, make_config):
+    """Changing only fold-0 test rows (extreme canary values) leaves fold 0's fitted state unchanged."""
+    cfg = make_config(train__epochs=1)
+    base = cross_validate(cohort, cfg, folds=3, baselines=[])
+    test0 = (base.folds.query("repeat == 0").set_index("patient").loc[cohort.ids, "fold"] == 0).to_numpy()
+    slide = cohort.features["slide"].copy()
+    slide[test0, 0] = 1e6
+    clin = cohort.features["clinical"].copy()
+    clin[test0, 1] = -1e6
+    feats = dict(cohort.features, slide=slide, clinical=clin)
+    # (times stay: changing them would change the time-stratified folds themselves)
+    canary = Cohort(cohort.ids, cohort.time, cohort.event, feats, cohort.present,
+                    bag_mask=cohort.bag_mask)
+    res = cross_validate(canary, cfg, folds=3, baselines=[])
+    pd.testing.assert_frame_equal(res.folds, base.folds)
+    a, b = base.models[0][0], res.models[0][0]
+    np.testing.assert_array_equal(a.cuts, b.cuts)
+    assert a.t_ref == b.t_ref
+    (ma, aa), (mb, ab) = a.preprocessor.get_state(), b.preprocessor.get_state()
+    assert ma == mb
+    for k in aa:
+        np.testing.assert_array_equal(aa[k], ab[k])
+    np.testing.assert_array_equal(a.predict_risk(cohort), b.predict_risk(cohort))

@@ -1,0 +1,57 @@
+import json
+
+import numpy as np
+import pytest
+
+from modalsurv.train.ensemble import FoldEnsemble
+from modalsurv.train.estimator import ModalSurv
+
+
+@pytest.fixture(scope="module")
+def members(cohort, make_config):
+    idx = np.arange(len(cohort))
+    return [
+        ModalSurv(make_config(seed=s)).fit(cohort.subset(idx[idx % 3 != s]))
+        for s in range(2)
+    ]
+
+
+def test_mixture_of_members(members, cohort):
+    ens = FoldEnsemble(members)
+    times = np.array([1.0, 4.0, 9.0])
+    expect = np.mean([m.predict_survival(cohort, times) for m in members], axis=0)
+    np.testing.assert_allclose(ens.predict_survival(cohort, times), expect)
+    np.testing.assert_allclose(ens.predict_pmf(cohort).sum(1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(
+        ens.predict_risk(cohort), 1 - ens.predict_survival(cohort, [ens.t_ref])[:, 0]
+    )
+    # one member, twice: the ensemble is that member
+    solo = FoldEnsemble([members[0], members[0]])
+    np.testing.assert_allclose(solo.predict_pmf(cohort), members[0].predict_pmf(cohort), atol=1e-9)
+    np.testing.assert_allclose(solo.predict_risk(cohort), members[0].predict_risk(cohort))
+
+
+def test_save_load_identical(tmp_path, members, cohort):
+    ens = FoldEnsemble(members)
+    ens.save(tmp_path)
+    names = {p.name for p in tmp_path.iterdir()}
+    assert names == {"bundle.json", "model_0.safetensors", "model_1.safetensors",
+                     "state_0.json", "state_1.json", "state_0.npz", "state_1.npz"}
+    bundle = json.loads((tmp_path / "bundle.json").read_text())
+    assert bundle["n_members"] == 2 and "torch" in bundle["versions"]
+    back = FoldEnsemble.load(tmp_path)
+    for fn in ("predict_pmf", "predict_risk", "predict_expected_time"):
+        np.testing.assert_array_equal(getattr(back, fn)(cohort), getattr(ens, fn)(cohort))
+    np.testing.assert_array_equal(back.gate_weights(cohort), ens.gate_weights(cohort))
+
+
+def test_cox_ensemble_mean_log_risk(cohort, make_config):
+    ms = [ModalSurv(make_config(seed=s, model__head="cox")).fit(cohort) for s in range(2)]
+    ens = FoldEnsemble(ms)
+    np.testing.assert_allclose(ens.predict_risk(cohort), (ms[0].predict_risk(cohort) + ms[1].predict_risk(cohort)) / 2)
+
+
+def test_rejects_mixed_heads(members, cohort, make_config):
+    cox = ModalSurv(make_config(model__head="cox")).fit(cohort)
+    with pytest.raises(ValueError, match="head"):
+        FoldEnsemble([members[0], cox])

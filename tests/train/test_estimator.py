@@ -1,0 +1,139 @@
+import json
+
+import numpy as np
+import pytest
+
+from modalsurv.train.estimator import ModalSurv, breslow, breslow_survival, inner_split
+
+
+@pytest.fixture(scope="module")
+def fitted(cohort, make_config):
+    events = []
+    model = ModalSurv(make_config()).fit(cohort, progress=lambda e, **kw: events.append(e))
+    return model, events
+
+
+def test_fit_predict_shapes_and_documented_risk(fitted, cohort):
+    model, events = fitted
+    assert "epoch_end" in events and events[-1] == "fit_end"
+    n, k = len(cohort), model.bins.n_bins
+    pmf = model.predict_pmf(cohort)
+    assert pmf.shape == (n, k + 1)
+    np.testing.assert_allclose(pmf.sum(1), 1.0, atol=1e-5)
+    risk = model.predict_risk(cohort)
+    s_ref = model.predict_survival(cohort, np.array([model.t_ref]))[:, 0]
+    np.testing.assert_allclose(risk, 1.0 - s_ref, atol=1e-9)
+    surv = model.predict_survival(cohort, np.linspace(0, cohort.time.max(), 20))
+    assert np.all(np.diff(surv, axis=1) <= 1e-9)
+    assert np.all(np.isfinite(model.predict_expected_time(cohort)))
+
+
+def test_t_ref_is_median_of_inner_training_part(cohort, fitted):
+    model, _ = fitted
+    tr, _ = inner_split(cohort.event, model.config.train.val_fraction, model.config.seed)
+    assert model.t_ref == pytest.approx(np.median(cohort.time[tr]))
+
+
+def test_inner_split_is_stratified_and_disjoint(cohort):
+    tr, va = inner_split(cohort.event, 0.25, 3)
+    assert len(np.intersect1d(tr, va)) == 0 and len(tr) + len(va) == len(cohort)
+    assert abs(cohort.event[va].mean() - cohort.event.mean()) < 0.1
+
+
+def test_same_seed_same_predictions(cohort, make_config, fitted):
+    again = ModalSurv(make_config()).fit(cohort)
+    np.testing.assert_array_equal(again.predict_risk(cohort), fitted[0].predict_risk(cohort))
+
+
+def test_save_load_identical_and_pickle_free(tmp_path, cohort, fitted):
+    model, _ = fitted
+    model.save(tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} == {"model.safetensors", "state.json", "state.npz"}
+    meta = json.loads((tmp_path / "state.json").read_text())
+    assert set(meta["versions"]) >= {"torch", "numpy", "scikit-learn", "modalsurv"}
+    back = ModalSurv.load(tmp_path)
+    np.testing.assert_array_equal(back.predict_pmf(cohort), model.predict_pmf(cohort))
+    np.testing.assert_array_equal(back.predict_risk(cohort), model.predict_risk(cohort))
+
+
+def test_gate_weights_per_patient(fitted, cohort):
+    w = fitted[0].gate_weights(cohort)
+    assert list(w.index) == list(cohort.ids) and w.shape[1] == 4
+    assert np.isfinite(w.to_numpy()).all()
+
+
+def test_predict_on_cohort_lacking_a_modality(fitted, cohort):
+    part = cohort.select(["clinical", "rna"])
+    risk = fitted[0].predict_risk(part)
+    assert risk.shape == (len(cohort),) and np.isfinite(risk).all()
+
+
+def test_cox_head_breslow_survival_and_round_trip(tmp_path, cohort, make_config):
+    model = ModalSurv(make_config(model__head="cox")).fit(cohort)
+    risk = model.predict_risk(cohort)
+    surv = model.predict_survival(cohort, np.array([1.0, 5.0, 20.0]))
+    assert np.all(np.diff(surv, axis=1) <= 0)
+    # higher log-risk -> lower survival at any fixed time
+    order = np.argsort(risk)
+    assert np.all(np.diff(surv[order, 1]) <= 1e-12)
+    pmf = model.predict_pmf(cohort)
+    np.testing.assert_allclose(pmf.sum(1), 1.0, atol=1e-9)
+    model.save(tmp_path)
+    back = ModalSurv.load(tmp_path)
+    np.testing.assert_array_equal(back.predict_survival(cohort, [5.0]), model.predict_survival(cohort, [5.0]))
+
+
+def test_breslow_matches_scikit_survival():
+    from sksurv.linear_model.coxph import BreslowEstimator
+
+    rng = np.random.default_rng(0)
+    n = 60
+    time = np.round(rng.exponential(5, n), 1) + 0.1  # ties on purpose
+    event = rng.random(n) < 0.6
+    eta = rng.normal(size=n)
+    ref = BreslowEstimator().fit(eta, event, time)
+    bt, bh = breslow(time, event, eta)
+    grid = np.linspace(0.1, time.max(), 37)
+    ours = breslow_survival(bt, bh, eta[:5], grid)
+    theirs = np.stack([f(grid) for f in ref.get_survival_function(eta[:5])])
+    np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12)
+
+
+def test_no_leakage_from_validation_cohort(cohort, make_config):
+    """Preprocessors and bins never see validation rows (outer_fold replication path)."""
+    idx = np.arange(len(cohort))
+    train, val = cohort.subset(idx[:60]), cohort.subset(idx[60:])
+    canary_x = val.features["slide"].copy()
+    canary_x[:, 0] = 1e6
+    canary = val.with_modality("slide", canary_x, val.present["slide"])
+    from modalsurv.cohort import Cohort
+
+    canary = Cohort(canary.ids, canary.time * 50, canary.event, canary.features,
+                    canary.present, bag_mask=canary.bag_mask)
+    cfg = make_config(train__epochs=2)
+    a = ModalSurv(cfg).fit(train, val_cohort=val)
+    b = ModalSurv(cfg).fit(train, val_cohort=canary)
+    np.testing.assert_array_equal(a.cuts, b.cuts)
+    assert a.t_ref == b.t_ref
+    ma, aa = a.preprocessor.get_state()
+    mb, ab = b.preprocessor.get_state()
+    assert ma == mb and aa.keys() == ab.keys()
+    for key in aa:
+        np.testing.assert_array_equal(aa[key], ab[key])
+
+
+def test_validation_without_events_falls_back_to_loss(cohort, make_config):
+    idx = np.arange(len(cohort))
+    censored = idx[~cohort.event]
+    val = cohort.subset(censored[:10])
+    train = cohort.subset(np.setdiff1d(idx, censored[:10]))
+    model = ModalSurv(make_config()).fit(train, val_cohort=val)
+    assert model.fit_result.monitor == "val_loss"
+    assert np.isfinite(model.predict_risk(val)).all()
+
+
+def test_last_batch_of_one_and_balanced_sampler_and_modality_dropout(make_cohort, make_config):
+    c = make_cohort(n=42, seed=3)  # inner train part of 33 -> batches 16, 16 (+1 dropped)
+    cfg = make_config(train__balanced_sampler=True, train__modality_dropout=0.3)
+    model = ModalSurv(cfg).fit(c)
+    assert np.isfinite(model.predict_risk(c)).all()
