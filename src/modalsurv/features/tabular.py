@@ -127,9 +127,7 @@ class _Stateful(TransformerMixin, BaseEstimator):
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> _Stateful:
         if state.get("type") != cls.__name__:
-            raise DataError(
-                f"state is for {state.get('type')!r}, not {cls.__name__}", field="type"
-            )
+            raise DataError(f"state is for {state.get('type')!r}, not {cls.__name__}", field="type")
         obj = cls(**json.loads(str(state["params"])))
         obj.n_features_in_ = int(state["n_features_in_"])
         for a in cls._arrays:

@@ -73,10 +73,14 @@ TASK1_LAYOUT = Layout(
     features=("pathology/features/embeddings/{slide}.pt", "pathology/features/features/{slide}.pt"),
     coords=("pathology/features/coordinates/{slide}.npy",),
     rna=("rna/{case}_RNA.json",),
-    mri=("radiology/mpMRI/{case}/{case}_0001_{seq}.mha",
-         "radiology/images/{case}/{case}_0001_{seq}.mha"),  # fmt: skip
-    mri_mask=("radiology/prostate_mask_t2w/{case}_0001_mask.mha",
-              "radiology/images/{case}/{case}_0001_mask.mha"),  # fmt: skip
+    mri=(
+        "radiology/mpMRI/{case}/{case}_0001_{seq}.mha",
+        "radiology/images/{case}/{case}_0001_{seq}.mha",
+    ),
+    mri_mask=(
+        "radiology/prostate_mask_t2w/{case}_0001_mask.mha",
+        "radiology/images/{case}/{case}_0001_mask.mha",
+    ),
 )
 TASK3_LAYOUT = Layout(
     task=3,
@@ -343,10 +347,31 @@ def read_chimera(
     ``strict=True`` raises one DataError listing every problem (warnings included).
     ``event`` selects task 3's endpoint (``progression`` or ``HG_recur``).
     """
+    problems: list[Problem] = []
+    out = _read(root, task, problems, slide_policy, max_tiles, seed, event, layout)
+    if strict and problems:
+        raise_problems(problems, root)
+    if out is None:
+        if problems:
+            raise_problems(problems, root)
+        raise DataError("no patient found", path=root)
+    return out
+
+
+def _read(
+    root: str | Path,
+    task: int,
+    problems: list[Problem],
+    slide_policy: SlidePolicy = "bag",
+    max_tiles: int | None = None,
+    seed: int = 0,
+    event: str | None = None,
+    layout: Layout | None = None,
+) -> ChimeraCohort | None:
+    """read_chimera's body: fills ``problems``; None when no patient is usable."""
     if task not in LAYOUTS and layout is None:
         raise DataError(f"CHIMERA task must be 1 or 3; found {task!r}", field="task")
     layout = layout or LAYOUTS[task]
-    problems: list[Problem] = []
     paths = discover(root, layout, problems)
     schema = clin.TASK1 if layout.task == 1 else clin.task3_schema(event or "progression")
     files = {str(c): Path(p) for c, p in zip(paths.index, paths["clinical"])}
@@ -354,11 +379,8 @@ def read_chimera(
     table = clin.coerce_records(records, schema, problems, files, collect_errors=True)
     keep = [str(c) for c in paths.index if str(c) in table.index]
     paths, table = paths.loc[keep], table.loc[keep]
-    if strict and problems:
-        raise_problems(problems, root)
     if not keep:
-        raise DataError("no usable patient in the CHIMERA folder (see problems above)" if
-                        problems else "no patient found", path=root)  # fmt: skip
+        return None
     x_clin, names = clin.clinical_to_matrix(table, schema, problems)
     feats: dict[str, np.ndarray] = {"clinical": x_clin}
     present: dict[str, np.ndarray] = {}
@@ -372,8 +394,6 @@ def read_chimera(
     rna = rna_features(paths, problems)
     if rna is not None:
         feats["rna"], present["rna"], fnames["rna"] = rna
-    if strict and problems:
-        raise_problems(problems, root)
     meta = pd.DataFrame(index=pd.Index(keep, name="patient"))
     if layout.task == 3:
         meta["site"] = [(_SITE.match(c).group(1) if _SITE.match(c) else "unknown") for c in keep]

@@ -157,8 +157,14 @@ TASK1 = Schema(
         Column(
             "earlier_therapy",
             "categorical",
-            categories=("none", "radiotherapy", "hormones", "radiotherapy + hormones",
-                        "cryotherapy", "unknown"),  # fmt: skip
+            categories=(
+                "none",
+                "radiotherapy",
+                "hormones",
+                "radiotherapy + hormones",
+                "cryotherapy",
+                "unknown",
+            ),
         ),
     ),
     time="time_to_follow-up/BCR",
@@ -212,6 +218,9 @@ def schema_from_dict(d: Mapping[str, Any]) -> Schema:
             spec = {"kind": spec}
         if not isinstance(spec, Mapping):
             raise ConfigError(f"schema: columns.{name} must be a kind or a mapping")
+        # YAML 1.1 reads the keys true/false as booleans
+        spec = {({True: "true", False: "false"}.get(k, k) if isinstance(k, bool) else k): v
+                for k, v in spec.items()}  # fmt: skip
         unknown = set(spec) - {"kind", "order", "categories", "true", "false", "missing"}
         if unknown:
             raise ConfigError(f"schema: columns.{name}: unknown keys {sorted(unknown)}")
@@ -242,18 +251,18 @@ def schema_from_dict(d: Mapping[str, Any]) -> Schema:
 def load_schema(path: str | Path) -> Schema:
     """Read a YAML schema, e.g.::
 
-        name: my_cohort
-        id: patient
-        time: {column: os_days, unit: days}
-        event: os_event
-        output_unit: months
-        missing: ["", "NA", "unknown"]
-        leak: [relapse_psa]
-        columns:
-          age: numeric
-          er: {kind: binary, true: [positive], false: [negative]}
-          grade: {kind: ordinal, order: [1, 2, 3]}
-          histology: {kind: categorical, categories: [ductal, lobular]}
+    name: my_cohort
+    id: patient
+    time: {column: os_days, unit: days}
+    event: os_event
+    output_unit: months
+    missing: ["", "NA", "unknown"]
+    leak: [relapse_psa]
+    columns:
+      age: numeric
+      er: {kind: binary, true: [positive], false: [negative]}
+      grade: {kind: ordinal, order: [1, 2, 3]}
+      histology: {kind: categorical, categories: [ductal, lobular]}
     """
     path = Path(path)
     try:
@@ -281,9 +290,7 @@ class _Ctx:
 
     def error(self, exc: DataError) -> None:
         if self.collect_errors and self.problems is not None:
-            self.problems.append(
-                Problem("error", exc.reason, exc.path, exc.patient, exc.field)
-            )
+            self.problems.append(Problem("error", exc.reason, exc.path, exc.patient, exc.field))
             return
         raise exc
 
@@ -318,6 +325,8 @@ def _coerce(col: Column, value: Any, missing: set[str]) -> tuple[Any, bool]:
         return out, True
     key = _key(value)
     if col.kind == "binary":
+        if not isinstance(value, str) and key in ("0", "1"):  # typed 0/1 (or bool)
+            return float(key), True
         if key in {_key(t) for t in col.true}:
             return 1.0, True
         if key in {_key(t) for t in col.false}:
@@ -589,28 +598,9 @@ def clinical_to_matrix(
     return x.astype(np.float32), schema.feature_names()
 
 
-def labels_of(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(time float64, event bool) columns of a typed clinical table."""
-    if "time" not in df.columns or "event" not in df.columns:
-        raise LabelError("the clinical table has no time/event labels", field="time")
-    return df["time"].to_numpy(np.float64), df["event"].to_numpy(bool)
-
-
-def raw_record(df: pd.DataFrame, patient: str, schema: Schema) -> dict[str, Any]:
-    """One typed row back to JSON-ready raw values (used to write CHIMERA-like files)."""
-    row = df.loc[patient]
-    out: dict[str, Any] = {}
-    for col in schema.columns:
-        v = row[col.name]
-        if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
-            continue
-        out[col.name] = float(v) if col.kind in ("numeric", "binary") else str(v)
-    return out
-
-
 __all__: Sequence[str] = (
     "TASK1", "TASK3", "TASK3_LABELS", "Column", "Schema", "clinical_to_matrix",
-    "coerce_records", "labels_of", "load_schema", "raw_record", "read_generic",
+    "coerce_records", "load_schema", "read_generic",
     "read_json_file", "read_task1", "read_task3", "schema_from_dict", "task3_schema",
     "time_factor",
 )  # fmt: skip

@@ -233,7 +233,11 @@ def clinical_matrix(table: pd.DataFrame, columns: Sequence[str]) -> tuple[np.nda
 
 
 def _load_direct(
-    ids: Sequence[str], files: Sequence[Path | None], modality: str, max_tiles: int | None, seed: int
+    ids: Sequence[str],
+    files: Sequence[Path | None],
+    modality: str,
+    max_tiles: int | None,
+    seed: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Load per-patient files into dense arrays without a store."""
     loaded: list[np.ndarray | None] = []
@@ -303,6 +307,10 @@ def manifest_to_cohort(
             )
         files = list(manifest.paths[m])
         given = [(pid, f) for pid, f in zip(ids, files) if f is not None]
+        if not given:
+            raise LayoutError(
+                f"modality {m!r} has no file for any patient", path=manifest.path, field=m
+            )
         if given and all(f.suffix.lower() in RNA_SUFFIXES for _, f in given):
             frame, _ = rnaseq.align_genes(
                 [rnaseq.read_rna_json(f, pid) for pid, f in given], how=rna_how

@@ -455,7 +455,8 @@ class FeatureStore:
                 )
             if store_dtype is None:
                 store_dtype = "float16" if x.dtype == np.float16 else "float32"
-            xs = np.ascontiguousarray(x, dtype=_DTYPES[store_dtype])
+            with np.errstate(over="ignore"):  # overflow → inf, reported just below
+                xs = np.ascontiguousarray(x, dtype=_DTYPES[store_dtype])
             if not np.isfinite(xs).all():
                 raise FeatureError(
                     f"features contain NaN or inf (stored as {store_dtype}; float16 overflows"

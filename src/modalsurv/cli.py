@@ -1,0 +1,244 @@
+"""The `modalsurv` command line: demo, train, evaluate, predict, extract, scan.
+
+This is the only module that prints. Library code reports progress through a callback
+``progress(event, **info)``; :class:`RichProgress` renders those events as progress bars.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from modalsurv.errors import ConfigError, DataError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Multimodal deep survival analysis (ModalSurv).")
+console = Console()
+
+
+class RichProgress:
+    """Turns library progress events into rich progress bars (folds, epochs, slides)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.p = progress
+        self.tasks: dict[str, Any] = {}
+        self.last_line = ""
+
+    def _task(self, key: str, label: str, total: float | None) -> Any:
+        if key not in self.tasks:
+            self.tasks[key] = self.p.add_task(label, total=total)
+        return self.tasks[key]
+
+    def __call__(self, event: str, **info: Any) -> None:
+        if event in {"fold_start", "fold_resumed"}:
+            total = info.get("n_folds", 1) * info.get("n_repeats", 1)
+            t = self._task("folds", "outer folds", total)
+            if event == "fold_resumed":
+                self.p.advance(t)
+            self._epochs_reset()
+        elif event == "fold_end":
+            self.p.advance(self._task("folds", "outer folds", None))
+        elif event == "epoch_end":
+            t = self._task("epochs", "epochs", info.get("epochs"))
+            score = info.get("val_cindex", info.get("monitor_value"))
+            desc = f"epochs (loss {info.get('loss', float('nan')):.3f}"
+            if isinstance(score, float):
+                desc += f", val C {score:.3f}"
+            self.p.update(t, completed=info.get("epoch", 0) + 1, total=info.get("epochs"),
+                          description=desc + ")")
+        elif event in {"patient_start", "patient_end", "patient_failed", "patient_skipped"}:
+            t = self._task("patients", "patients", info.get("total"))
+            if event != "patient_start":
+                self.p.advance(t)
+            rate = info.get("tiles_per_s")
+            if rate:
+                self.p.update(t, description=f"patients ({rate:.0f} tiles/s)")
+        elif event == "baseline_failed":
+            self.p.console.print(f"[yellow]baseline {info.get('model')} failed on fold "
+                                 f"{info.get('fold')}: {info.get('reason')}[/]")
+        elif event == "stage":
+            self.p.console.print(f"[bold cyan]>> {info.get('message')}[/]")
+
+    def _epochs_reset(self) -> None:
+        if "epochs" in self.tasks:
+            self.p.update(self.tasks["epochs"], completed=0)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=False)
+
+
+def _print_table(df: pd.DataFrame, title: str) -> None:
+    table = Table(title=title)
+    for col in df.columns:
+        table.add_column(str(col), justify="left" if df[col].dtype == object else "right")
+    for _, row in df.iterrows():
+        table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row])
+    console.print(table)
+
+
+def _fail(err: Exception) -> None:
+    console.print(f"[bold red]error:[/] {err}")
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), help="run folder to write"),
+    quick: bool = typer.Option(False, help="smaller cohorts and fewer epochs (smoke run)"),
+    seed: int = typer.Option(0, help="the one seed for everything"),
+) -> None:
+    """Synthetic CHIMERA-like cohort (+ shifted external cohort) and the real breast_cancer
+    cohort: extraction, 5-fold CV of ModalSurv next to baselines, external evaluation."""
+    from modalsurv.experiments.demo import run_demo
+
+    start = time.perf_counter()
+    try:
+        with _progress() as p:
+            result = run_demo(out, progress=RichProgress(p), quick=quick, seed=seed)
+    except (DataError, ConfigError) as err:
+        _fail(err)
+    _print_table(result.table, "modalsurv demo: C-index (mean ± std over 5 outer folds)")
+    for line in result.notes:
+        console.print(line)
+    console.print(f"run folder: [bold]{out}[/]  (wall time {time.perf_counter() - start:.0f} s)")
+
+
+@app.command()
+def train(
+    config: Path = typer.Argument(..., help="YAML config (see configs/ for examples)"),
+    out: Path = typer.Option(Path("runs/train"), help="run folder"),
+    resume: bool = typer.Option(False, help="continue an interrupted run from its finished folds"),
+) -> None:
+    """Cross-validate ModalSurv and baselines on the same folds; write a run folder."""
+    from modalsurv.config import load_config
+    from modalsurv.experiments.runner import train_run
+
+    try:
+        cfg = load_config(config)
+        with _progress() as p:
+            result = train_run(cfg, out, resume=resume, progress=RichProgress(p))
+    except (DataError, ConfigError) as err:
+        _fail(err)
+    title = "C-index and IBS over outer folds"
+    if result.optimistic:
+        title += " (OPTIMISTIC: selection on the reported fold)"
+    _print_table(result.table(), title)
+    console.print(f"run folder: [bold]{out}[/]")
+
+
+@app.command()
+def evaluate(
+    run: Path = typer.Argument(..., help="a finished run folder"),
+    data: str = typer.Option(..., help="cohort spec, e.g. synthetic-external, public:breast_cancer, "
+                             "chimera-task1:ROOT, manifest:CSV, or a YAML file"),
+    name: str = typer.Option("external", help="name for evaluation_<name>.json"),
+    n_boot: int = typer.Option(200, help="bootstrap resamples for the 95% CI"),
+) -> None:
+    """Score the run's fold ensemble on another cohort."""
+    from modalsurv.data.sources import load_cohort
+    from modalsurv.experiments.runner import evaluate_run
+
+    try:
+        res = evaluate_run(run, load_cohort(data), n_boot=n_boot, name=name)
+    except (DataError, ConfigError) as err:
+        _fail(err)
+    console.print_json(json.dumps(res))
+
+
+@app.command()
+def predict(
+    run: Path = typer.Argument(..., help="a finished run folder"),
+    data: str = typer.Option(..., help="cohort spec (see `evaluate`)"),
+    out: Path = typer.Option(Path("predictions.csv"), help="CSV to write"),
+    times: str = typer.Option("", help="comma-separated times for survival probabilities"),
+) -> None:
+    """Per-patient risk, expected time and survival at chosen times."""
+    from modalsurv.data.sources import load_cohort
+    from modalsurv.experiments.runner import predict_run
+
+    try:
+        grid = [float(t) for t in times.split(",") if t.strip()]
+        df = predict_run(run, load_cohort(data), out, grid)
+    except ValueError as err:  # DataError and ConfigError are ValueErrors too
+        _fail(err)
+    console.print(f"wrote {len(df)} predictions to [bold]{out}[/]")
+
+
+@app.command()
+def scan(
+    root: Path = typer.Argument(..., help="cohort root folder (or manifest CSV)"),
+    layout: str = typer.Option("chimera-task1", help="chimera-task1 | chimera-task3 | manifest"),
+    strict: bool = typer.Option(False, help="treat warnings as errors"),
+) -> None:
+    """List every problem in a cohort (missing files, bad labels, leaks) in one report."""
+    from modalsurv.io.scan import scan as scan_cohort
+
+    try:
+        problems = scan_cohort(root, layout=layout, strict=strict)
+    except DataError as err:
+        _fail(err)
+    if not problems:
+        console.print("[green]no problems found[/]")
+        return
+    for p in problems:
+        colour = "red" if p.severity == "error" else "yellow"
+        console.print(f"[{colour}]{p}[/]")
+    if any(p.severity == "error" for p in problems):
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def extract(
+    root: Path = typer.Argument(..., help="cohort root folder (or manifest CSV)"),
+    layout: str = typer.Option("chimera-task1", help="chimera-task1 | chimera-task3 | manifest"),
+    out: Path = typer.Option(..., help="FeatureStore folder to write"),
+    tile_encoder: str = typer.Option("efficientnet_lite0", help="tile encoder registry name"),
+    tile_weights: Path | None = typer.Option(None, help="local checkpoint for the tile encoder"),
+    slide_encoder: str = typer.Option("mean", help="mean | titan"),
+    slide_weights: Path | None = typer.Option(None, help="local TITAN snapshot folder"),
+    volume_encoder: str | None = typer.Option(None, help="e.g. medicalnet_resnet10"),
+    volume_weights: Path | None = typer.Option(None, help="local MedicalNet .pth"),
+    mpp: float = typer.Option(0.5, help="target resolution in µm per pixel"),
+    tile_size: int = typer.Option(224, help="tile size in pixels at the target resolution"),
+    max_tiles: int = typer.Option(500, help="at most this many tiles per slide"),
+    batch_size: int = typer.Option(32),
+    workers: int = typer.Option(2, help="parallel tile-reading workers"),
+    limit: int | None = typer.Option(None, help="only the first N patients (dry run)"),
+    device: str = typer.Option("auto", help="cpu | cuda | auto"),
+) -> None:
+    """Embed slides (tiles + slide vector), MRI and RNA with frozen encoders into a store."""
+    from modalsurv.features.extract import run_extract
+
+    kwargs: dict[str, Any] = dict(
+        tile_encoder=tile_encoder, tile_weights=tile_weights, slide_encoder=slide_encoder,
+        volume_encoder=volume_encoder, volume_weights=volume_weights, mpp=mpp,
+        tile_size=tile_size, max_tiles=max_tiles, batch_size=batch_size, workers=workers,
+        limit=limit, device=device,
+    )
+    if slide_weights is not None:
+        kwargs["slide_weights"] = slide_weights
+    try:
+        with _progress() as p:
+            report = run_extract(layout, root, out, progress=RichProgress(p), **kwargs)
+    except (DataError, ConfigError) as err:
+        _fail(err)
+    console.print(f"store: [bold]{out}[/]  done {len(report.done)}, skipped "
+                  f"{len(report.skipped)}, failed {len(report.failures)}")
+    for f in report.failures:
+        console.print(f"[red]failed[/] {f}")
+    if report.failures:
+        raise typer.Exit(code=1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

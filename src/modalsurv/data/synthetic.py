@@ -1,0 +1,451 @@
+"""CHIMERA-like synthetic cohorts with a known true risk (and a shifted external cohort).
+
+Why: a multimodal survival model can only be checked end to end against a truth. Here
+every modality carries a tunable share of the true log-risk, one term is an interaction
+between modalities (WSI × RNA), an unobserved frailty adds noise, modalities go missing
+at chosen rates and censoring (administrative + random) is calibrated to a target rate.
+
+Modalities (defaults): ``clinical`` (CHIMERA task 1 fields, typed and encoded by
+``io.clinical``; raw JSON-ready values are kept in ``meta`` columns ``clinical:<field>``
+so ``write_chimera`` can write the real files), ``wsi`` (bags of K ≤ ``max_tiles`` tile
+embeddings; the signal lives in a few "aggressive" tiles), ``slide`` (768-d), ``mri``
+(2048-d), ``rna`` (``n_genes`` count-like values with a low-rank structure).
+
+The world (tile prototype, embedding directions, gene loadings) is drawn from
+``world_seed`` and the patients from ``seed``: an ``external=True`` cohort shares the
+same truth but has a site/batch shift (feature offsets and scales, an RNA batch factor,
+older patients, shorter follow-up and more censoring). All deterministic in the seeds.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from modalsurv.cohort import Cohort
+from modalsurv.errors import DataError
+from modalsurv.io import clinical as clin
+from modalsurv.io.chimera import MRI_SEQUENCES, TASK1_LAYOUT, TASK3_LAYOUT, Layout
+from modalsurv.utils import atomic_path, atomic_write_text
+
+DEFAULT_WEIGHTS = {"clinical": 0.8, "wsi": 0.8, "slide": 0.4, "mri": 0.4, "rna": 0.8,
+                   "interaction": 0.5}  # fmt: skip
+DEFAULT_MISSING = {"clinical": 0.0, "wsi": 0.1, "slide": 0.1, "mri": 0.15, "rna": 0.2}
+RAW_PREFIX = "clinical:"
+
+
+def _std(x: np.ndarray) -> np.ndarray:
+    sd = x.std()
+    return (x - x.mean()) / (sd if sd > 0 else 1.0)
+
+
+def _choice(rng: np.random.Generator, levels: list[Any], p: list[float], n: int) -> list[Any]:
+    idx = rng.choice(len(levels), size=n, p=np.asarray(p) / np.sum(p))
+    return [levels[i] for i in idx]
+
+
+def _with_missing(rng: np.random.Generator, values: list[Any], rate: float, token: Any
+                  ) -> list[Any]:  # fmt: skip
+    miss = rng.random(len(values)) < rate
+    return [token if m else v for v, m in zip(values, miss)]
+
+
+# ---------------------------------------------------------------------------- clinical
+def _clinical_task1(rng: np.random.Generator, z: np.ndarray, external: bool
+                    ) -> tuple[pd.DataFrame, np.ndarray]:  # fmt: skip
+    """Raw task 1 fields (strings/ints as in the CHIMERA JSON) driven by latent ``z``."""
+    n = len(z)
+    age = np.clip(np.round(rng.normal(67 if external else 64, 6, n)), 45, 80).astype(int)
+    grade = z + rng.normal(0, 0.5, n)
+    isup = np.digitize(grade, np.quantile(grade, [0.25, 0.6, 0.8, 0.9])) + 1
+    pairs = {1: [(3, 3)], 2: [(3, 4)], 3: [(4, 3)], 4: [(4, 4), (3, 5), (5, 3)],
+             5: [(4, 5), (5, 4), (5, 5)]}  # fmt: skip
+    prim, sec = [], []
+    for g in isup:
+        a, b = pairs[int(g)][rng.integers(len(pairs[int(g)]))]
+        prim.append(a)
+        sec.append(b)
+    tert = [int(min(5, s + 1)) if rng.random() < 0.35 else None for s in sec]
+    psa = np.round(np.exp(rng.normal(np.log(8.0) + 0.35 * z, 0.6)) * (1.3 if external else 1),
+                   2)  # fmt: skip
+    stages = ["2", "2a", "2b", "2c", "3", "3a", "3b", "4"]
+    st = np.clip(np.round(2 + 1.6 * (z + rng.normal(0, 0.8, n)) + 1.5), 0, 7).astype(int)
+    margins = (rng.random(n) < 1 / (1 + np.exp(-(z - 0.8)))).astype(int)
+
+    def flag(p_one: np.ndarray, miss: float, tokens: tuple[str, str]) -> list[str]:
+        vals = [tokens[1] if r < p else tokens[0] for r, p in zip(rng.random(n), p_one)]
+        return _with_missing(rng, vals, miss, "x")
+
+    sig = 1 / (1 + np.exp(-(z - 0.5)))
+    raw = pd.DataFrame({
+        "age_at_prostatectomy": age,
+        "primary_gleason": prim,
+        "secondary_gleason": sec,
+        "tertiary_gleason": tert,
+        "ISUP": isup.astype(int),
+        "pre_operative_PSA": psa,
+        "pT_stage": [stages[i] for i in st],
+        "positive_lymph_nodes": flag(0.3 * sig, 0.3, ("0", "1")),
+        "capsular_penetration": flag(sig, 0.05, ("0.0", "1.0")),
+        "positive_surgical_margins": margins,
+        "invasion_seminal_vesicles": flag(0.5 * sig, 0.05, ("0.0", "1.0")),
+        "lymphovascular_invasion": flag(0.4 * sig, 0.1, ("0.0", "1.0")),
+        "earlier_therapy": _choice(rng, ["none", "unknown", "radiotherapy", "hormones",
+                                         "radiotherapy + hormones"], [80, 8, 4, 5, 3], n),
+    })  # fmt: skip
+    signal = _std(0.8 * isup + 0.5 * np.log(psa) + 0.3 * st + 0.3 * margins)
+    return raw, signal
+
+
+def _clinical_task3(rng: np.random.Generator, z: np.ndarray, external: bool
+                    ) -> tuple[pd.DataFrame, np.ndarray]:  # fmt: skip
+    """Raw task 3 (bladder) fields driven by latent ``z``."""
+    n = len(z)
+    t1 = rng.random(n) < 1 / (1 + np.exp(-(z + 0.3)))
+    g3 = rng.random(n) < 1 / (1 + np.exp(-(z + 1.0)))
+    lvi = rng.random(n) < 0.15 / (1 + np.exp(-z)) * 2
+    highest = rng.random(n) < 1 / (1 + np.exp(-(z - 0.5)))
+    ext = rng.random(n) < 1 / (1 + np.exp(-z))
+    sub = [("T1e" if x else "T1m") if t else None for t, x in zip(t1, ext)]
+    inst = rng.integers(0, 30, n)
+    raw = pd.DataFrame({
+        "age": np.clip(np.round(rng.normal(73 if external else 70, 9, n)), 35, 95).astype(int),
+        "sex": _choice(rng, ["Male", "Female"], [80, 20], n),
+        "smoking": _with_missing(rng, list(rng.integers(0, 3, n)), 0.1, -1),
+        "tumor": _choice(rng, ["Primary", "Recurrent"], [85, 15], n),
+        "stage": ["T1HG" if t else "TaHG" for t in t1],
+        "substage": sub,
+        "grade": ["G3" if g else "G2" for g in g3],
+        "reTUR": _choice(rng, ["Yes", "No"], [60, 40], n),
+        "LVI": _with_missing(rng, ["Yes" if v else "No" for v in lvi], 0.15, -1),
+        "variant": _choice(rng, ["UCC", "UCC + Variant"], [88, 12], n),
+        "EORTC": ["Highest risk" if h else "High risk" for h in highest],
+        "no_instillations": _with_missing(rng, [int(v) for v in inst], 0.1, -1),
+        "BRS": _choice(rng, ["BRS1", "BRS2", "BRS3"], [35, 35, 30], n),
+    })  # fmt: skip
+    signal = _std(0.8 * t1 + 0.6 * g3 + 0.5 * lvi + 0.4 * highest
+                  + 0.3 * np.array([s == "T1e" for s in sub]))  # fmt: skip
+    return raw, signal
+
+
+# ---------------------------------------------------------------------------- times
+def _calibrated_censoring(t: np.ndarray, e1: np.ndarray, target: float, admin: float
+                          ) -> np.ndarray:  # fmt: skip
+    """Censoring times min(admin, E/rate) with ``rate`` found by bisection so that the
+    censored fraction is ``target`` (admin censoring alone may already exceed it)."""
+
+    def frac(rate: float) -> float:
+        c = np.minimum(admin, e1 / rate) if rate > 0 else np.full_like(t, admin)
+        return float(np.mean(c < t))
+
+    if frac(0.0) >= target:
+        return np.full_like(t, admin)
+    lo, hi = 0.0, 1.0
+    while frac(hi) < target and hi < 1e6:
+        hi *= 2
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if frac(mid) < target else (lo, mid)
+    return np.minimum(admin, e1 / hi)
+
+
+# ---------------------------------------------------------------------------- cohort
+def make_cohort(
+    n: int = 200,
+    seed: int = 0,
+    *,
+    weights: Mapping[str, float] | None = None,
+    noise: float = 0.5,
+    missing: Mapping[str, float] | None = None,
+    censoring: float = 0.6,
+    max_tiles: int = 64,
+    tile_dim: int = 512,
+    slide_dim: int = 768,
+    mri_dim: int = 2048,
+    n_genes: int = 2000,
+    rna_rank: int = 8,
+    follow_up: float = 120.0,
+    external: bool = False,
+    task: int = 1,
+    world_seed: int = 0,
+    modalities: tuple[str, ...] = ("clinical", "wsi", "slide", "mri", "rna"),
+) -> tuple[Cohort, np.ndarray]:
+    """A synthetic cohort and its true log-risk (systematic part, without the frailty).
+
+    ``weights``: modality → share of the log-risk (plus ``interaction`` for WSI × RNA);
+    ``missing``: modality → fraction of patients without it; ``censoring``: target
+    censored fraction; times are in months, administrative censoring at ``follow_up``.
+    ``task=3`` gives bladder (CHIMERA task 3) clinical fields and ids ``3A_###``
+    (``3B_###`` when external).
+    """
+    if task not in (1, 3):
+        raise DataError(f"task must be 1 or 3; found {task!r}", field="task")
+    if n < 2 or max_tiles < 1:
+        raise DataError("need n >= 2 patients and max_tiles >= 1", field="n")
+    w = {**DEFAULT_WEIGHTS, **(weights or {})}
+    miss = {**DEFAULT_MISSING, **(missing or {})}
+    world = np.random.default_rng([world_seed, 7919])
+    rng = np.random.default_rng([seed, 1 if external else 0, task])
+    proto = world.normal(size=tile_dim)
+    proto /= np.linalg.norm(proto)
+    v_slide = world.normal(size=slide_dim) / np.sqrt(slide_dim)
+    v_mri = world.normal(size=mri_dim) / np.sqrt(mri_dim)
+    loadings = world.normal(0, 0.35, (rna_rank, n_genes))
+    base = world.normal(np.log(50), 1.5, n_genes)
+
+    lat = {m: rng.normal(size=n) for m in ("clinical", "wsi", "slide", "mri", "rna")}
+    raw, s_clin = (_clinical_task1 if task == 1 else _clinical_task3)(rng, lat["clinical"],
+                                                                      external)  # fmt: skip
+    sig = {"clinical": s_clin, "wsi": lat["wsi"], "slide": lat["slide"], "mri": lat["mri"],
+           "rna": lat["rna"]}  # fmt: skip
+    log_risk = sum(w.get(m, 0.0) * sig[m] for m in sig)
+    log_risk = log_risk + w.get("interaction", 0.0) * lat["wsi"] * lat["rna"]
+    log_risk = np.asarray(log_risk, dtype=np.float64) - np.mean(log_risk)
+
+    # --- features
+    feats: dict[str, np.ndarray] = {}
+    present: dict[str, np.ndarray] = {}
+    masks: dict[str, np.ndarray] = {}
+    names: dict[str, list[str]] = {}
+    shift = np.random.default_rng([world_seed, 104729])  # the external site's batch effect
+    schema = clin.TASK1 if task == 1 else clin.TASK3
+    if "clinical" in modalities:
+        feats["clinical"], names["clinical"] = clin.clinical_to_matrix(raw, schema, [])
+    if "wsi" in modalities:
+        k = rng.integers(max(1, max_tiles // 4), max_tiles + 1, n)
+        x = rng.normal(size=(n, max_tiles, tile_dim)).astype(np.float32)
+        frac = 1 / (1 + np.exp(-(1.2 * lat["wsi"] - 2.0)))
+        mk = np.arange(max_tiles)[None, :] < k[:, None]
+        hot = (rng.random((n, max_tiles)) < frac[:, None]) & mk
+        x += (3.0 * hot)[..., None].astype(np.float32) * proto.astype(np.float32)
+        if external:
+            x = x * 1.1 + 0.3 * shift.normal(size=tile_dim).astype(np.float32)
+        x[~mk] = 0.0
+        feats["wsi"], masks["wsi"] = x, mk
+    if "slide" in modalities:
+        x = rng.normal(size=(n, slide_dim)) + 3.0 * np.outer(lat["slide"], v_slide)
+        if external:
+            x = x * 1.2 + 0.5 * shift.normal(size=slide_dim)
+        feats["slide"] = x.astype(np.float32)
+    if "mri" in modalities:
+        x = rng.normal(size=(n, mri_dim)) + 3.0 * np.outer(lat["mri"], v_mri)
+        if external:
+            x = x * 0.9 + 0.5 * shift.normal(size=mri_dim)
+        feats["mri"] = x.astype(np.float32)
+    if "rna" in modalities:
+        factors = rng.normal(size=(n, rna_rank))
+        factors[:, 0] = lat["rna"]
+        mean = np.exp(base[None, :] + factors @ loadings)
+        if external:
+            mean = mean * np.exp(shift.normal(0, 0.3, n_genes))[None, :]
+        feats["rna"] = rng.poisson(np.minimum(mean, 1e7)).astype(np.float32)
+        names["rna"] = [f"G{i:05d}" for i in range(n_genes)]
+    for m in feats:
+        rate = float(miss.get(m, 0.0))
+        present[m] = rng.random(n) >= rate
+
+    # --- times (Weibull PH, months) and calibrated censoring
+    t_event = 60.0 * (rng.exponential(size=n) / np.exp(log_risk + noise * rng.normal(size=n))
+                      ) ** (1 / 1.3)  # fmt: skip
+    target = min(0.95, censoring + (0.1 if external else 0.0))
+    admin = follow_up * (0.7 if external else 1.0)
+    cens = _calibrated_censoring(t_event, rng.exponential(size=n), target, admin)
+    time = np.maximum(np.minimum(t_event, cens), 0.1)
+    event = t_event <= cens
+
+    if task == 1:
+        ids = [str(1000 + i) for i in range(n)]
+        site = np.full(n, "external" if external else "internal", dtype=object)
+    else:
+        prefix = "3B" if external else "3A"
+        ids = [f"{prefix}_{i:03d}" for i in range(n)]
+        site = np.full(n, prefix, dtype=object)
+    meta = pd.DataFrame({"site": site}, index=pd.Index(ids, name="patient"))
+    for col in raw.columns:
+        meta[RAW_PREFIX + col] = [None if _absent(v) else _plain(v) for v in raw[col]]
+    cohort = Cohort(ids, time, event, features=feats, present=present, meta=meta,
+                    bag_mask=masks, feature_names=names)  # fmt: skip
+    return cohort, log_risk
+
+
+def _absent(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and np.isnan(v))
+
+
+def _plain(v: Any) -> Any:
+    """numpy scalars → Python (JSON-serialisable)."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def oracle_cindex(cohort: Cohort, true_log_risk: np.ndarray) -> float:
+    """Harrell's C of the true log-risk: the ceiling a model can reach on this cohort."""
+    try:
+        from modalsurv.survival.metrics import concordance_index
+    except ImportError:
+        from sksurv.metrics import concordance_index_censored
+
+        return float(concordance_index_censored(cohort.event, cohort.time, true_log_risk)[0])
+    return float(concordance_index(cohort.time, cohort.event, true_log_risk))
+
+
+# ---------------------------------------------------------------------------- writing
+def _json(obj: Any) -> str:
+    import json
+
+    return json.dumps(obj, indent=1)
+
+
+def _slide_image(rng: np.random.Generator, px: int) -> tuple[np.ndarray, np.ndarray]:
+    """A white slide with the scikit-image IHC tissue (flipped/placed per slide) and its
+    tissue mask."""
+    from skimage import data
+
+    tissue = data.immunohistochemistry()
+    size = min(px // 2, tissue.shape[0])
+    tissue = tissue[:size, :size]
+    if rng.random() < 0.5:
+        tissue = tissue[::-1]
+    if rng.random() < 0.5:
+        tissue = tissue[:, ::-1]
+    img = np.full((px, px, 3), 255, dtype=np.uint8)
+    y, x = rng.integers(0, px - size + 1, 2)
+    img[y : y + size, x : x + size] = tissue
+    mask = np.zeros((px, px), dtype=np.uint8)
+    darkest = np.minimum(np.minimum(tissue[..., 0], tissue[..., 1]), tissue[..., 2])
+    mask[y : y + size, x : x + size] = darkest < 220
+    return img, mask
+
+
+def _write_tiff(path: Path, img: np.ndarray, mpp: float, levels: int) -> None:
+    """A tiled pyramidal TIFF (levels as SubIFDs) with µm/pixel in the resolution tags."""
+    import tifffile
+
+    rgb = img.ndim == 3
+    opts = {"tile": (256, 256), "photometric": "rgb" if rgb else "minisblack",
+            "compression": "jpeg" if rgb else "zlib", "resolutionunit": "CENTIMETER"}  # fmt: skip
+    with atomic_path(path) as tmp, tifffile.TiffWriter(tmp) as tif:
+        tif.write(img, subifds=levels - 1, resolution=(1e4 / mpp, 1e4 / mpp), **opts)
+        for lv in range(1, levels):
+            f = 2**lv
+            tif.write(img[::f, ::f], subfiletype=1,
+                      resolution=(1e4 / (mpp * f), 1e4 / (mpp * f)), **opts)  # fmt: skip
+
+
+def _write_mri(paths: dict[str, Path], level: float, rng: np.random.Generator,
+               shape: tuple[int, int, int]) -> None:  # fmt: skip
+    """Small mpMRI volumes with an ellipsoid "prostate" (intensity set by ``level``)."""
+    import SimpleITK as sitk
+
+    zz, yy, xx = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
+    r = rng.uniform(0.45, 0.7, 3)
+    inside = (zz / r[0]) ** 2 + (yy / r[1]) ** 2 + (xx / r[2]) ** 2 <= 1.0
+    scales = {"t2w": 400.0, "adc": 1200.0, "hbv": 20.0}
+    for seq in MRI_SEQUENCES:
+        vol = rng.normal(0.2, 0.05, shape) * scales[seq]
+        vol[inside] += scales[seq] * (1.0 + 0.5 * np.tanh(level))
+        img = sitk.GetImageFromArray(vol.astype(np.float32))
+        img.SetSpacing((0.5, 0.5, 3.0))
+        with atomic_path(paths[seq]) as tmp:
+            sitk.WriteImage(img, str(tmp.with_suffix(".mha")), True)
+            tmp.with_suffix(".mha").replace(tmp)
+    m = sitk.GetImageFromArray(inside.astype(np.uint8))
+    m.SetSpacing((0.5, 0.5, 3.0))
+    with atomic_path(paths["mask"]) as tmp:
+        sitk.WriteImage(m, str(tmp.with_suffix(".mha")), True)
+        tmp.with_suffix(".mha").replace(tmp)
+
+
+def write_chimera(
+    cohort_or_bundle: Cohort | tuple[Cohort, Any],
+    root: str | Path,
+    task: int = 1,
+    images: bool = True,
+    slide_px: int = 1024,
+    mpp: float = 0.5,
+    mri_shape: tuple[int, int, int] = (12, 48, 48),
+    max_slides: int = 3,
+    seed: int = 0,
+) -> Path:
+    """Write a (synthetic) cohort in the real CHIMERA task layout (``io.chimera``).
+
+    Needs the raw clinical values in ``meta`` columns ``clinical:<field>`` (as
+    ``make_cohort`` stores them). Writes clinical JSON with labels (task 1: ``BCR`` as
+    "0.0"/"1.0" and a leaking ``BCR_PSA`` for events, as in the real data), tile features
+    as ``.pt`` (a patient's bag split over 1–``max_slides`` slides; task 3: one slide),
+    coordinates ``.npy``, RNA JSON, and with ``images=True`` small pyramidal ``.tif``
+    slides + tissue masks and ``.mha`` mpMRI volumes + prostate mask (task 1).
+    Reading the folder back with ``io.chimera.read_chimera`` gives the same cohort.
+    """
+    import torch
+
+    cohort = cohort_or_bundle[0] if isinstance(cohort_or_bundle, tuple) else cohort_or_bundle
+    layout: Layout = TASK1_LAYOUT if task == 1 else TASK3_LAYOUT
+    root = Path(root)
+    raw_cols = [c for c in cohort.meta.columns if str(c).startswith(RAW_PREFIX)]
+    if not raw_cols:
+        raise DataError("write_chimera needs raw clinical values in meta columns"
+                        f" '{RAW_PREFIX}<field>' (as make_cohort stores them)",
+                        field="meta")  # fmt: skip
+    schema = clin.TASK1 if task == 1 else clin.TASK3
+    fields = {c[len(RAW_PREFIX) :] for c in raw_cols}
+    if not set(schema.names) & fields:
+        raise DataError(f"the cohort's clinical fields do not match task {task}",
+                        field="clinical")  # fmt: skip
+    has_wsi = "wsi" in cohort.features and cohort.is_bag("wsi")
+    for i, pid in enumerate(cohort.ids):
+        pid = str(pid)
+        rng = np.random.default_rng([seed, zlib.crc32(pid.encode())])
+        rec = {c[len(RAW_PREFIX):]: _plain(v) for c, v in cohort.meta.iloc[i][raw_cols].items()
+               if not _absent(v)}  # fmt: skip
+        t, e = float(cohort.time[i]), bool(cohort.event[i])
+        if task == 1:
+            rec["BCR"] = "1.0" if e else "0.0"
+            rec["time_to_follow-up/BCR"] = t
+            if e:
+                rec["BCR_PSA"] = round(0.2 + float(rng.exponential(0.5)), 2)
+        else:
+            rec["progression"] = int(e)
+            rec["Time_to_prog_or_FUend"] = t
+            hg = e or bool(rng.random() < 0.2)
+            rec["HG_recur"] = int(hg)
+            rec["Time_to_HG_recur_or_FUend"] = (
+                t if e or not hg else round(t * rng.uniform(0.3, 1), 3)
+            )
+        atomic_write_text(root / layout.clinical.format(case=pid), _json(rec))
+
+        if "rna" in cohort.features and cohort.present["rna"][i]:
+            genes = cohort.feature_names.get("rna") or [f"G{j:05d}" for j in
+                                                       range(cohort.dim("rna"))]  # fmt: skip
+            vals = {g: float(v) for g, v in zip(genes, cohort.features["rna"][i])}
+            atomic_write_text(root / layout.rna[0].format(case=pid), _json(vals))
+
+        if has_wsi and cohort.present["wsi"][i]:
+            bag = cohort.features["wsi"][i][cohort.bag_mask["wsi"][i]]
+            n_sl = 1 if task == 3 else int(rng.integers(1, min(max_slides, len(bag)) + 1))
+            for j, part in enumerate(np.array_split(bag, n_sl)):
+                slide = f"{pid}_HE" if task == 3 else f"{pid}_{j}"
+                with atomic_path(root / layout.features[0].format(case=pid, slide=slide)) as tmp:
+                    torch.save(torch.from_numpy(np.ascontiguousarray(part)), tmp)
+                side = int(np.ceil(np.sqrt(len(part))))
+                grid = np.stack(np.divmod(np.arange(len(part)), side), 1)[:, ::-1] * 224
+                with atomic_path(root / layout.coords[0].format(case=pid, slide=slide)) as tmp:
+                    with open(tmp, "wb") as fh:
+                        np.save(fh, grid.astype(np.int64))
+                if images:
+                    img, mask = _slide_image(rng, slide_px)
+                    folder = root / Path(layout.slides.format(case=pid)).parent
+                    _write_tiff(folder / f"{slide}.tif", img, mpp, 3)
+                    _write_tiff(folder / f"{slide}{layout.slide_mask_suffixes[0]}",
+                                mask[::4, ::4], mpp * 4, 1)  # fmt: skip
+
+        if images and task == 1 and "mri" in cohort.features and cohort.present["mri"][i]:
+            level = float(cohort.features["mri"][i][:8].mean())
+            paths = {q: root / layout.mri[0].format(case=pid, seq=q) for q in MRI_SEQUENCES}
+            paths["mask"] = root / layout.mri_mask[0].format(case=pid)
+            _write_mri(paths, level, rng, mri_shape)
+    return root

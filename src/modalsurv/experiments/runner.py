@@ -1,0 +1,168 @@
+"""Run folders: one `train` run = one folder with everything needed to trust and reuse it.
+
+Layout (DESIGN.md "Runs are folders"): ``config.yaml`` (resolved), ``folds.csv``,
+``predictions.csv`` (out-of-fold), ``metrics.csv`` / ``metrics.json``, ``models/`` (the fold
+ensemble), ``checkpoints/`` (per-fold state for ``--resume``) and ``report.html``. Every
+file is written to a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from modalsurv.cohort import Cohort
+from modalsurv.config import RunConfig, dump_config
+from modalsurv.data.sources import load_cohort
+from modalsurv.errors import ConfigError
+from modalsurv.survival import metrics as M
+from modalsurv.utils import atomic_path, atomic_write_text
+
+Progress = Callable[..., None]
+
+
+def train_run(
+    config: RunConfig,
+    out: str | Path,
+    resume: bool = False,
+    progress: Progress | None = None,
+    cohort: Cohort | None = None,
+    title: str = "modalsurv run",
+) -> Any:
+    """Cross-validate ModalSurv and the baselines on the same folds; write the run folder."""
+    from modalsurv.train.cv import cross_validate
+
+    out = Path(out)
+    checkpoints = out / "checkpoints"
+    if checkpoints.exists() and any(checkpoints.iterdir()) and not resume:
+        raise ConfigError(
+            f"run folder {out} already holds fold checkpoints: pass --resume to continue it, "
+            "or choose another --out"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", dump_config(config))
+    if cohort is None:
+        cohort = load_cohort(config.data, seed=config.seed)
+    result = cross_validate(cohort, config, progress=progress, resume_dir=checkpoints)
+    result.save(out)
+    write_run_report(out, result, cohort, title=title)
+    return result
+
+
+def write_run_report(out: Path, result: Any, cohort: Cohort, title: str) -> Path:
+    """report.html: summary table, per-fold scores, KM by risk group, gate weights."""
+    from modalsurv.report.html import render_report
+    from modalsurv.report.plots import fold_scores, gate_weights, km_by_risk_group
+
+    preds = result.predictions
+    first = preds[preds["repeat"] == 0]
+    sections: list[tuple[str, Any]] = [("Cohort", repr(cohort))]
+    if result.optimistic:
+        sections.append(
+            ("Warning", "selection=outer_fold: early stopping used the reported fold, as in the "
+             "original protocol. These numbers are OPTIMISTIC.")
+        )
+    sections += [
+        ("Mean ± std over outer folds", result.table()),
+        ("Per-fold scores", fold_scores(result.metrics)),
+        ("Out-of-fold risk groups (ModalSurv)",
+         km_by_risk_group(first["time"].to_numpy(), first["event"].to_numpy(), first["risk"].to_numpy())),
+    ]
+    try:
+        weights = result.ensemble(0).gate_weights(cohort)
+    except (AttributeError, ValueError, NotImplementedError):
+        weights = None
+    if weights is not None and len(weights.columns) > 1:
+        sections.append(
+            ("Gating weights (fold ensemble, all patients; in-sample for the ensemble)",
+             gate_weights(weights))
+        )
+    for note in getattr(result, "notes", []):
+        sections.append(("Note", note))
+    path = out / "report.html"
+    render_report(title, sections, path)
+    return path
+
+
+def _align_modalities(ensemble: Any, cohort: Cohort) -> Cohort:
+    """Give an external cohort every modality the model knows (absent where it has none)."""
+    dims: dict[str, tuple[int, ...]] = getattr(ensemble, "input_shapes", {}) or {}
+    for m, shape in dims.items():
+        if m not in cohort.features:
+            x = np.zeros((len(cohort), *shape), dtype=np.float32)
+            mask = np.zeros(x.shape[:2], dtype=bool) if len(shape) == 2 else None
+            cohort = cohort.with_modality(m, x, present=np.zeros(len(cohort), bool), bag_mask=mask)
+    return cohort
+
+
+def load_ensemble(run: str | Path, repeat: int = 0) -> Any:
+    """The fold ensemble a run folder saved (weights only, no pickled code)."""
+    from modalsurv.train.ensemble import FoldEnsemble
+
+    path = Path(run) / "models" / f"repeat_{repeat}"
+    if not path.exists():
+        raise ConfigError(f"{run} is not a finished run folder: {path} is missing")
+    return FoldEnsemble.load(path)
+
+
+def evaluate_run(
+    run: str | Path,
+    cohort: Cohort,
+    n_boot: int = 200,
+    seed: int = 0,
+    name: str = "external",
+) -> dict[str, Any]:
+    """Score the run's fold ensemble on another cohort (Harrell C, Uno C, IBS, 95% CIs)."""
+    run = Path(run)
+    ens = load_ensemble(run)
+    cohort = _align_modalities(ens, cohort)
+    train = pd.read_csv(run / "predictions.csv")
+    train = train[train["repeat"] == 0]
+    tr_time, tr_event = train["time"].to_numpy(float), train["event"].to_numpy(bool)
+    risk = ens.predict_risk(cohort)
+    c, lo, hi = M.bootstrap_ci(M.concordance_index, cohort.time, cohort.event, risk, n=n_boot, seed=seed)
+    out: dict[str, Any] = {
+        "cohort": name,
+        "n": len(cohort),
+        "events": cohort.n_events,
+        "harrell_c": c,
+        "harrell_c_ci95": [lo, hi],
+    }
+    tau = float(min(tr_time.max(), np.quantile(cohort.time, 0.9)))
+    try:
+        out["uno_c"] = M.uno_concordance(tr_time, tr_event, cohort.time, cohort.event, risk, tau=tau)
+    except ValueError as err:
+        out["uno_c"] = float("nan")
+        out["uno_c_error"] = str(err)
+    lo_t = np.quantile(cohort.time, 0.1)
+    grid = np.linspace(lo_t, tau, 30, endpoint=False)
+    try:
+        surv = ens.predict_survival(cohort, grid)
+        out["ibs"] = M.integrated_brier_score(tr_time, tr_event, cohort.time, cohort.event, surv, grid)
+    except ValueError as err:
+        out["ibs"] = float("nan")
+        out["ibs_error"] = str(err)
+    atomic_write_text(run / f"evaluation_{name}.json", json.dumps(out, indent=1))
+    return out
+
+
+def predict_run(
+    run: str | Path, cohort: Cohort, out: str | Path, times: list[float] | None = None
+) -> pd.DataFrame:
+    """Write per-patient risk, expected time and survival at chosen times to a CSV."""
+    ens = load_ensemble(run)
+    cohort = _align_modalities(ens, cohort)
+    df = pd.DataFrame({"patient": cohort.ids, "risk": ens.predict_risk(cohort),
+                       "expected_time": ens.predict_expected_time(cohort)})
+    if times:
+        surv = ens.predict_survival(cohort, np.asarray(times, float))
+        for j, t in enumerate(times):
+            df[f"survival_at_{t:g}"] = surv[:, j]
+    with atomic_path(out) as tmp:
+        df.to_csv(tmp, index=False)
+    return df

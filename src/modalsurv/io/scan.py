@@ -1,0 +1,53 @@
+"""Full cohort scan: every problem in one list, so a user fixes the data in one go.
+
+A scan reads everything a run would read (clinical JSON, labels, every ``.pt`` tile
+feature file, RNA profiles, the manifest's paths) and reports, each with path, patient
+and field: missing files, corrupt JSON, wrong-shape features, duplicate case ids,
+patients without labels, label-leak columns, unknown categories. Nothing is skipped
+silently. ``strict=True`` turns warnings into errors: any problem raises one DataError
+that lists them all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from modalsurv.errors import DataError, Problem
+from modalsurv.io import chimera
+
+ScanLayout = Literal["chimera-task1", "chimera-task3", "manifest"]
+
+
+def scan(
+    root: str | Path,
+    layout: ScanLayout = "chimera-task1",
+    strict: bool = False,
+    event: str | None = None,
+) -> list[Problem]:
+    """All problems of the cohort at ``root`` (a CHIMERA folder or a manifest CSV).
+
+    Returns errors first, then warnings. ``strict=True`` raises a DataError listing every
+    problem when there is any (warnings included)."""
+    if layout in ("chimera-task1", "chimera-task3"):
+        problems: list[Problem] = []
+        try:
+            out = chimera._read(root, int(layout[-1]), problems, event=event)
+        except DataError as exc:  # e.g. the root folder itself is missing
+            problems.append(Problem("error", exc.reason, exc.path, exc.patient, exc.field))
+            out = None
+        if out is None and not any(p.severity == "error" for p in problems):
+            problems.append(Problem("error", "no patient found", str(root)))
+    elif layout == "manifest":
+        from modalsurv.io.manifest import scan_manifest
+
+        problems = list(scan_manifest(root))
+    else:
+        raise DataError(
+            f"unknown layout {layout!r}; expected chimera-task1, chimera-task3 or manifest",
+            field="layout",
+        )
+    problems.sort(key=lambda p: p.severity != "error")
+    if strict and problems:
+        chimera.raise_problems(problems, root)
+    return problems

@@ -1,0 +1,43 @@
+import numpy as np
+import pytest
+
+from modalsurv.data.public import available, load
+from modalsurv.errors import DataError
+
+
+def test_breast_cancer():
+    c = load("breast_cancer")
+    assert len(c) == 198 and c.n_events == 51
+    assert c.modalities == ["clinical", "rna"] and c.dim("rna") == 76
+    assert c.feature_names["clinical"] == ["age", "size", "er", "grade"]
+    grade = c.features["clinical"][:, 3]
+    assert np.isnan(grade).any() and set(np.unique(grade[~np.isnan(grade)])) == {0, 1, 2}
+    assert (c.time > 0).all()
+    with pytest.raises(DataError, match="unknown public cohort"):
+        load("nope")
+
+
+@pytest.mark.parametrize(
+    ("name", "n", "other", "dim"),
+    [("nki70", 144, "rna", 70), ("dataOvarian1", 912, "rna", 158), ("wpbc", 198, "image", 30)],
+)
+def test_survset_cohorts(name, n, other, dim):
+    pytest.importorskip("SurvSet")
+    c = load(name)
+    assert len(c) == n and c.dim(other) == dim and (c.time > 0).all()
+    assert all("=" in f or not f.startswith("fac_") for f in c.feature_names["clinical"])
+    if name == "dataOvarian1":
+        assert c.meta["site"].nunique() == 4
+    if name == "nki70":
+        assert "ER=Positive" in c.feature_names["clinical"]
+
+
+def test_large_survset_and_available():
+    pytest.importorskip("SurvSet")
+    c = load("gse4335")
+    assert c.dim("rna") > 12000
+    tab = available()
+    assert {"breast_cancer", "nki70", "gse1992", "gse4335", "dataOvarian1", "wpbc"} <= set(
+        tab.index
+    )
+    assert tab.loc["dataOvarian1", "shifted_times"] == 2

@@ -1,0 +1,192 @@
+"""Tabular transformers: agreement with scikit-learn, masks, state round trip, no leakage."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+from sklearn.decomposition import PCA
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from modalsurv.errors import DataError
+from modalsurv.features.tabular import (
+    ClinicalEncoder,
+    RnaTransform,
+    VectorScaler,
+    transformer_from_state,
+)
+
+
+def _clinical(rng, n=40):
+    x = rng.normal(size=(n, 5))
+    x[:, 3] = 2.0  # constant in training
+    x[rng.random(n) < 0.3, 0] = np.nan
+    x[rng.random(n) < 0.2, 2] = np.nan
+    x[:, 4] = (rng.random(n) < 0.5).astype(float)  # a one-hot column
+    return x
+
+
+def _rna(rng, n=30, g=50):
+    return rng.gamma(2.0, 50.0, size=(n, g)) * rng.uniform(0.1, 5, size=g)
+
+
+def test_clinical_matches_sklearn_pipeline():
+    rng = np.random.default_rng(0)
+    x = _clinical(rng)
+    ref = make_pipeline(
+        SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+        StandardScaler(),
+    ).fit(x[:30])
+    enc = ClinicalEncoder().fit(x[:30], feature_names=["age", "psa", "grade", "c", "t=1"])
+    out = enc.transform(x[30:])
+    np.testing.assert_allclose(out, ref.transform(x[30:]), rtol=1e-5, atol=1e-5)
+    assert out.dtype == np.float32 and np.isfinite(out).all()
+    assert list(enc.get_feature_names_out()) == [
+        "age", "psa", "grade", "c", "t=1", "age__missing", "grade__missing"
+    ]  # fmt: skip
+    # the constant column maps to 0, not NaN/inf
+    assert np.all(out[:, 3] == 0)
+
+
+def test_clinical_all_nan_column_and_width_check():
+    x = np.array([[1.0, np.nan], [2.0, np.nan], [3.0, np.nan]])
+    enc = ClinicalEncoder().fit(x)
+    out = enc.transform(np.array([[2.0, 5.0]]))
+    assert out.shape == (1, 3) and np.isfinite(out).all()
+    with pytest.raises(DataError, match="fitted on 2 features"):
+        enc.transform(np.ones((1, 3)))
+
+
+def test_present_mask_fit_and_zero_rows():
+    rng = np.random.default_rng(1)
+    x = _clinical(rng)
+    present = rng.random(len(x)) < 0.7
+    x[~present] = 1e9  # garbage in absent rows must be ignored
+    for t in (ClinicalEncoder(), VectorScaler(pca=3), RnaTransform(top_variance_genes=3, pca=2)):
+        xx = np.abs(x) if isinstance(t, RnaTransform) else x
+        a = t.fit(xx, present=present).get_state()
+        b = type(t)(**t.get_params()).fit(xx[present]).get_state()
+        for k, v in a.items():
+            np.testing.assert_array_equal(np.asarray(v), np.asarray(b[k]), err_msg=k)
+        out = t.transform(xx, present=present)
+        assert not out[~present].any() and np.isfinite(out).all()
+
+
+def test_rna_matches_manual_sklearn():
+    rng = np.random.default_rng(2)
+    x = _rna(rng)
+    x[3, 7] = np.nan
+    tr, te = x[:24], x[24:]
+    t = RnaTransform(top_variance_genes=10, pca=4).fit(tr)
+    # reference: log1p, median impute, top-10 variance, StandardScaler, PCA
+    lt = np.log1p(tr)
+    med = np.nanmedian(lt, axis=0)
+    lt = np.where(np.isnan(lt), med, lt)
+    genes = np.sort(np.argsort(-lt.var(axis=0))[:10])
+    sc = StandardScaler().fit(lt[:, genes])
+    pca = PCA(4, svd_solver="full").fit(sc.transform(lt[:, genes]))
+    ref = pca.transform(sc.transform(np.log1p(te)[:, genes]))
+    np.testing.assert_array_equal(t.genes_, genes)
+    np.testing.assert_allclose(t.transform(te), ref, rtol=1e-4, atol=1e-4)
+    assert list(t.get_feature_names_out()) == ["pc1", "pc2", "pc3", "pc4"]
+
+
+def test_rna_pca_cap_and_no_pca():
+    rng = np.random.default_rng(3)
+    x = _rna(rng, n=6, g=20)
+    t = RnaTransform(top_variance_genes=2000, pca=64).fit(x)
+    assert t.components_.shape == (5, 20)  # min(n_train - 1, genes)
+    assert t.transform(x).shape == (6, 5)
+    t = RnaTransform(top_variance_genes=4, pca=None).fit(x, feature_names=[f"g{i}" for i in range(20)])
+    assert t.transform(x).shape == (6, 4)
+    assert len(t.get_feature_names_out()) == 4
+    with pytest.raises(DataError, match="at least 2"):
+        RnaTransform(pca=4).fit(x[:1])
+
+
+def test_rna_rejects_negative_values_with_log1p():
+    x = np.abs(_rna(np.random.default_rng(4), n=5, g=4))
+    x[2, 1] = -0.5
+    with pytest.raises(DataError, match="negative") as e:
+        RnaTransform(pca=None).fit(x, feature_names=["A", "B", "C", "D"])
+    assert e.value.field == "B"
+    RnaTransform(log1p=False, pca=None).fit(x)  # already log-scaled data: fine
+    t = RnaTransform(pca=None).fit(np.abs(x))
+    with pytest.raises(DataError, match="negative"):
+        t.transform(x)
+
+
+def test_vector_scaler_imputes_and_standardises():
+    rng = np.random.default_rng(5)
+    x = rng.normal(3.0, 2.0, size=(50, 6))
+    x[0, 0] = np.nan
+    out = VectorScaler().fit(x).transform(x)
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(out[1:, 1:].std(0), 1, atol=0.05)
+    assert VectorScaler(pca=3).fit(x).transform(x).shape == (50, 3)
+
+
+def _round_trip(state, tmp_path):
+    arrays = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
+    rest = {k: v for k, v in state.items() if not isinstance(v, np.ndarray)}
+    save_file(arrays, str(tmp_path / "state.safetensors"))
+    (tmp_path / "state.json").write_text(json.dumps(rest))
+    return {**load_file(str(tmp_path / "state.safetensors")), **json.loads((tmp_path / "state.json").read_text())}
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: ClinicalEncoder(),
+        lambda: ClinicalEncoder(add_indicator=False),
+        lambda: RnaTransform(top_variance_genes=8, pca=3),
+        lambda: RnaTransform(pca=None),
+        lambda: VectorScaler(),
+        lambda: VectorScaler(pca=2),
+    ],
+)
+def test_state_round_trip_without_pickle(make, tmp_path):
+    rng = np.random.default_rng(6)
+    x = np.abs(_clinical(rng))
+    t = make().fit(x[:30])
+    back = transformer_from_state(_round_trip(t.get_state(), tmp_path))
+    assert type(back) is type(t) and back.get_params() == t.get_params()
+    np.testing.assert_array_equal(back.transform(x[30:]), t.transform(x[30:]))
+    with pytest.raises(DataError, match="state is for"):
+        VectorScaler.from_state(ClinicalEncoder().fit(x).get_state())
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: ClinicalEncoder(), lambda: RnaTransform(top_variance_genes=5, pca=3),
+     lambda: VectorScaler(pca=2)],
+)  # fmt: skip
+def test_leakage_guard_canary_in_test_rows(make):
+    """Extreme canary values only in test rows never reach the fitted parameters."""
+    rng = np.random.default_rng(7)
+    x = np.abs(_rna(rng, n=40, g=12))
+    train, test = x[:30].copy(), x[30:].copy()
+    test[:, :] = 1e12  # canary
+    test[0, 2] = np.nan
+    alone = make().fit(train).get_state()
+
+    t = make().fit(train)
+    out = t.transform(test)  # transforming extreme rows must not update anything
+    assert np.isfinite(out).all()
+    after = t.get_state()
+    # fitting on all rows with the test rows masked out equals fitting on train alone
+    masked = make().fit(np.vstack([train, test]), present=np.r_[np.ones(30), np.zeros(10)]).get_state()
+    for k, v in alone.items():
+        np.testing.assert_array_equal(np.asarray(after[k]), np.asarray(v), err_msg=k)
+        np.testing.assert_array_equal(np.asarray(masked[k]), np.asarray(v), err_msg=k)
+    # and a fit that *does* see the canary differs (the test can fail)
+    leaky = make().fit(np.vstack([train, test])).get_state()
+    assert any(
+        isinstance(v, np.ndarray) and v.shape == leaky[k].shape and not np.allclose(v, leaky[k])
+        for k, v in alone.items()
+    )

@@ -1,0 +1,158 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from modalsurv.errors import ConfigError, DataError, LabelError, SchemaError
+from modalsurv.io.clinical import (
+    TASK1,
+    clinical_to_matrix,
+    load_schema,
+    read_generic,
+    read_task1,
+    read_task3,
+)
+
+REC = {
+    "age_at_prostatectomy": 63, "primary_gleason": "4", "secondary_gleason": 3,
+    "ISUP": "3", "pre_operative_PSA": 7.5, "pT_stage": "3a", "positive_lymph_nodes": "x",
+    "capsular_penetration": "1.0", "positive_surgical_margins": 0,
+    "invasion_seminal_vesicles": "0.0", "lymphovascular_invasion": "x",
+    "earlier_therapy": "none", "BCR": "1.0", "time_to_follow-up/BCR": 14.5,
+}  # fmt: skip
+
+
+def _write(tmp_path, name, rec):
+    d = tmp_path / "clinical_data"
+    d.mkdir(exist_ok=True)
+    (d / f"{name}.json").write_text(json.dumps(rec))
+    return d / f"{name}.json"
+
+
+def test_task1_coercions_and_matrix(tmp_path):
+    _write(tmp_path, "1001", REC)
+    _write(tmp_path, "1002", {**REC, "pT_stage": "2", "BCR": "0.0", "tertiary_gleason": 5,
+                              "earlier_therapy": "radiotherapy + hormones"})  # fmt: skip
+    problems = []
+    df = read_task1(tmp_path, problems)
+    assert list(df.index) == ["1001", "1002"] and problems == []
+    assert df.loc["1001", "capsular_penetration"] == 1.0
+    assert df.loc["1001", "invasion_seminal_vesicles"] == 0.0
+    assert np.isnan(df.loc["1001", "positive_lymph_nodes"])  # "x" -> missing
+    assert pd.isna(df.loc["1001", "tertiary_gleason"])  # absent -> missing
+    assert df["event"].tolist() == [True, False] and df["time"].tolist() == [14.5, 14.5]
+    x, names = clinical_to_matrix(df, TASK1)
+    assert x.dtype == np.float32 and x.shape == (2, len(names))
+    row = dict(zip(names, x[0]))
+    assert row["pT_stage"] > dict(zip(names, x[1]))["pT_stage"]  # 3a ranks above 2
+    assert row["pT_stage"] == TASK1.column("pT_stage").order.index("3a")
+    assert row["primary_gleason"] == 3 and row["ISUP"] == 2  # 0-based ranks of "4", "3"
+    assert row["earlier_therapy=none"] == 1 and row["earlier_therapy=unknown"] == 0
+    assert dict(zip(names, x[1]))["earlier_therapy=radiotherapy + hormones"] == 1
+
+
+def test_pt_stage_order_is_monotone():
+    order = TASK1.column("pT_stage").order
+    raw = pd.DataFrame({"pT_stage": list(order)})
+    x, names = clinical_to_matrix(raw, TASK1, problems=[])
+    col = x[:, names.index("pT_stage")]
+    assert (np.diff(col) > 0).all()
+
+
+def test_unknown_category_is_a_warning_and_nan(tmp_path):
+    _write(tmp_path, "1001", {**REC, "earlier_therapy": "chemotherapy"})
+    problems = []
+    df = read_task1(tmp_path, problems)
+    assert [p.severity for p in problems] == ["warning"]
+    assert problems[0].field == "earlier_therapy" and problems[0].patient == "1001"
+    x, names = clinical_to_matrix(df, TASK1)
+    cols = [i for i, n in enumerate(names) if n.startswith("earlier_therapy=")]
+    assert np.isnan(x[0, cols]).all()
+    with pytest.warns(UserWarning, match="unknown category"):
+        clinical_to_matrix(pd.DataFrame({"earlier_therapy": ["laser"]}), TASK1)
+
+
+def test_uncoercible_value_names_file_patient_field(tmp_path):
+    path = _write(tmp_path, "1001", {**REC, "capsular_penetration": "maybe"})
+    with pytest.raises(SchemaError) as exc:
+        read_task1(tmp_path)
+    e = exc.value
+    assert e.path == str(path) and e.patient == "1001" and e.field == "capsular_penetration"
+    assert "maybe" in str(e) and "expected" in str(e)
+
+
+def test_corrupt_json_and_missing_label(tmp_path):
+    path = _write(tmp_path, "1001", REC)
+    path.write_text("{not json")
+    with pytest.raises(DataError, match="corrupt JSON") as exc:
+        read_task1(tmp_path)
+    assert exc.value.path == str(path)
+    _write(tmp_path, "1001", {k: v for k, v in REC.items() if k != "BCR"})
+    with pytest.raises(LabelError, match="without label"):
+        read_task1(tmp_path)
+
+
+def test_leak_column_warned_never_a_feature(tmp_path):
+    _write(tmp_path, "1001", {**REC, "BCR_PSA": 0.4})
+    problems = []
+    df = read_task1(tmp_path, problems)
+    assert [(p.severity, p.reason, p.field) for p in problems] == [
+        ("warning", "label leak column ignored", "BCR_PSA")
+    ]
+    assert "BCR_PSA" not in df.columns
+    assert not any("BCR" in n for n in clinical_to_matrix(df, TASK1)[1])
+
+
+def test_task3_labels_configurable_and_minus_one_missing(tmp_path):
+    rec = {
+        "age": 70,
+        "sex": "Male",
+        "smoking": 1,
+        "tumor": "Primary",
+        "stage": "T1HG",
+        "substage": "T1e",
+        "grade": "G3",
+        "reTUR": "Yes",
+        "LVI": -1,
+        "variant": "UCC",
+        "EORTC": "High risk",
+        "no_instillations": -1,
+        "BRS": "BRS2",
+        "progression": 0,
+        "Time_to_prog_or_FUend": 30.0,
+        "HG_recur": 1,
+        "Time_to_HG_recur_or_FUend": 12.0,
+    }
+    d = tmp_path / "data" / "3A_001"
+    d.mkdir(parents=True)
+    (d / "3A_001_CD.json").write_text(json.dumps(rec))
+    problems = []
+    df = read_task3(tmp_path, problems)
+    assert df.loc["3A_001", "time"] == 30.0 and not df.loc["3A_001", "event"]
+    assert np.isnan(df.loc["3A_001", "LVI"]) and np.isnan(df.loc["3A_001", "no_instillations"])
+    assert {p.field for p in problems} == {"HG_recur", "Time_to_HG_recur_or_FUend"}
+    hg = read_task3(tmp_path, [], event="HG_recur")
+    assert hg.loc["3A_001", "time"] == 12.0 and hg.loc["3A_001", "event"]
+
+
+def test_generic_csv_with_yaml_schema_and_time_unit(tmp_path):
+    (tmp_path / "s.yaml").write_text(
+        "name: t\nid: pid\ntime: {column: days, unit: days}\nevent: dead\n"
+        "output_unit: years\nmissing: ['', NA]\ncolumns:\n  age: numeric\n"
+        "  er: {kind: binary, true: [pos], false: [neg]}\n"
+        "  grade: {kind: ordinal, order: [1, 2, 3]}\n"
+        "  hist: {kind: categorical, categories: [ductal, lobular]}\n"
+    )
+    (tmp_path / "c.csv").write_text(
+        "pid,age,er,grade,hist,days,dead\na,50,pos,3,ductal,365.25,1\nb,NA,neg,1,,730.5,0\n"
+    )
+    df = read_generic(tmp_path / "c.csv", tmp_path / "s.yaml")
+    assert df["time"].tolist() == [1.0, 2.0]
+    x, names = clinical_to_matrix(df, load_schema(tmp_path / "s.yaml"))
+    assert names == ["age", "er", "grade", "hist=ductal", "hist=lobular"]
+    np.testing.assert_array_equal(x[0], [50, 1, 2, 1, 0])
+    assert np.isnan(x[1, [0, 3, 4]]).all() and x[1, 2] == 0
+    (tmp_path / "bad.yaml").write_text("columns:\n  g: {kind: ordinal}\n")
+    with pytest.raises(ConfigError, match="order"):
+        load_schema(tmp_path / "bad.yaml")

@@ -1,0 +1,113 @@
+"""Generic CSV manifest: every problem listed at once; cohort from files or via a store."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from modalsurv.errors import LayoutError
+from modalsurv.io.manifest import manifest_to_cohort, read_manifest, scan_manifest
+from modalsurv.io.store import FeatureStore
+
+
+@pytest.fixture
+def cohort_dir(tmp_path):
+    rng = np.random.default_rng(0)
+    (tmp_path / "feats").mkdir()
+    torch.save(torch.from_numpy(rng.standard_normal((3, 4)).astype(np.float32)), tmp_path / "feats/a.pt")
+    torch.save(torch.from_numpy(rng.standard_normal((5, 4)).astype(np.float32)), tmp_path / "feats/b.pt")
+    np.save(tmp_path / "feats/a_mri.npy", rng.standard_normal(6))
+    np.save(tmp_path / "feats/c_mri.npy", rng.standard_normal(6))
+    (tmp_path / "a_RNA.json").write_text(json.dumps({"G1": 1, "G2": "2", "G3": 3}))
+    (tmp_path / "c_RNA.json").write_text(json.dumps({"G2": 5, "G3": 6}))
+    (tmp_path / "m.csv").write_text(
+        "patient,time,event,site,age,stage,wsi_path,mri_path,rna_path\n"
+        "a,10.5,1,s1,60,II,feats/a.pt,feats/a_mri.npy,a_RNA.json\n"
+        "b,3,0,s2,,I,feats/b.pt,,\n"
+        f"c,7,1.0,s1,71,,,{tmp_path}/feats/c_mri.npy,c_RNA.json\n"
+    )
+    return tmp_path
+
+
+def test_read_manifest(cohort_dir):
+    m = read_manifest(cohort_dir / "m.csv")
+    assert m.patients == ["a", "b", "c"]
+    assert m.modalities == ["wsi", "mri", "rna"]
+    assert m.clinical_columns == ["age", "stage"]
+    assert m.paths.loc["a", "wsi"] == cohort_dir / "feats/a.pt"  # relative to the manifest
+    assert m.paths.loc["b", "mri"] is None
+    assert list(m.table["event"]) == [True, False, True]
+    assert list(m.labels().columns) == ["time", "event", "site"]
+
+
+def test_problems_listed_all_at_once(tmp_path):
+    (tmp_path / "x.pt").write_bytes(b"")
+    (tmp_path / "m.csv").write_text(
+        "patient,time,event,wsi_path\n"
+        "a,10,1,x.pt\n"
+        "a,5,0,x.pt\n"  # duplicate
+        "b,,1,x.pt\n"  # missing time
+        "c,-2,1,x.pt\n"  # invalid time
+        "d,4,2,x.pt\n"  # invalid event
+        "e,4,1,missing.pt\n"  # missing file
+        "f,4,1,x.txt\n"  # unsupported type
+        "g,4,1,\n"  # no file at all: a warning
+    )
+    problems = scan_manifest(tmp_path / "m.csv")
+    errors = [(p.patient, p.field) for p in problems if p.severity == "error"]
+    assert errors == [
+        ("a", "patient"), ("b", "time"), ("c", "time"), ("d", "event"), ("e", "wsi"), ("f", "wsi")
+    ]  # fmt: skip
+    assert all(p.path == str(tmp_path / "m.csv") for p in problems)
+    assert [(p.severity, p.patient) for p in problems if p.severity == "warning"] == [("warning", "g")]
+    with pytest.raises(LayoutError, match="6 problem") as e:
+        read_manifest(tmp_path / "m.csv")
+    assert "missing.pt" in str(e.value) and "duplicate" in str(e.value)
+
+
+def test_missing_columns_and_explicit_modalities(tmp_path):
+    (tmp_path / "m.csv").write_text("id,time,slides\np1,3,\n")
+    problems = scan_manifest(tmp_path / "m.csv", modalities=["slides"])
+    fields = {p.field for p in problems if p.severity == "error"}
+    assert fields == {"patient", "event"}
+    assert scan_manifest(tmp_path / "none.csv")[0].reason == "manifest file not found"
+
+
+def test_manifest_to_cohort_direct(cohort_dir):
+    m = read_manifest(cohort_dir / "m.csv")
+    co = manifest_to_cohort(m)
+    assert co.features["wsi"].shape == (3, 5, 4)
+    np.testing.assert_array_equal(co.bag_mask["wsi"].sum(1), [3, 5, 0])
+    np.testing.assert_array_equal(co.present["wsi"], [True, True, False])
+    np.testing.assert_array_equal(co.present["mri"], [True, False, True])
+    np.testing.assert_array_equal(co.features["mri"][2], np.load(cohort_dir / "feats/c_mri.npy").astype(np.float32))
+    # RNA: intersection of genes, feature names kept
+    assert co.feature_names["rna"] == ["G2", "G3"]
+    np.testing.assert_array_equal(co.features["rna"][[0, 2]], [[2, 3], [5, 6]])
+    np.testing.assert_array_equal(co.present["rna"], [True, False, True])
+    # extra columns: numeric as is, text one-hot with NaN for missing
+    assert co.feature_names["clinical"] == ["age", "stage=I", "stage=II"]
+    clin = co.features["clinical"]
+    assert np.isnan(clin[1, 0]) and np.isnan(clin[2, 1:]).all()
+    np.testing.assert_array_equal(clin[0], [60, 0, 1])
+    assert list(co.meta["site"]) == ["s1", "s2", "s1"]
+
+
+def test_manifest_to_cohort_via_store_matches_direct(cohort_dir):
+    m = read_manifest(cohort_dir / "m.csv")
+    store = FeatureStore(cohort_dir / "store")
+    via = manifest_to_cohort(m, store=store, modalities=["wsi", "mri"], max_tiles=4, seed=1)
+    direct = manifest_to_cohort(m, modalities=["wsi", "mri"], max_tiles=4, seed=1)
+    assert store.patients("wsi") == ["a", "b"] and store.patients("mri") == ["a", "c"]
+    for mod in ("wsi", "mri"):
+        np.testing.assert_array_equal(via.features[mod], direct.features[mod])
+        np.testing.assert_array_equal(via.present[mod], direct.present[mod])
+    np.testing.assert_array_equal(via.bag_mask["wsi"], direct.bag_mask["wsi"])
+    assert via.features["wsi"].shape == (3, 4, 4)
+    # second call reads from the store without re-importing
+    (cohort_dir / "feats/a.pt").unlink()
+    again = manifest_to_cohort(m, store=store, modalities=["wsi"], max_tiles=4, seed=1)
+    np.testing.assert_array_equal(again.features["wsi"], via.features["wsi"])

@@ -1,0 +1,129 @@
+"""RNA-seq reading and explicit gene alignment."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from modalsurv.errors import DataError
+from modalsurv.io.rnaseq import align_genes, read_matrix, read_rna_json, to_features
+
+
+def _write(path, obj):
+    path.write_text(json.dumps(obj) if not isinstance(obj, str) else obj)
+    return path
+
+
+def test_read_json_numbers_and_numeric_strings(tmp_path):
+    p = _write(tmp_path / "2A_001_RNA.json", {"TP53": 3, "BRCA1": "4.5", " EGFR ": " 1e2", "X": None})
+    s = read_rna_json(p)
+    assert s.name == "2A_001"
+    assert s.dtype == np.float64
+    assert s["TP53"] == 3.0 and s["BRCA1"] == 4.5 and s["EGFR"] == 100.0
+    assert np.isnan(s["X"])
+    assert read_rna_json(p, patient="other").name == "other"
+
+
+@pytest.mark.parametrize("bad", ["high", True, [1, 2], "inf", ""])
+def test_non_numeric_value_names_file_patient_gene(tmp_path, bad):
+    p = _write(tmp_path / "p9_RNA.json", {"TP53": 1, "KRAS": bad})
+    with pytest.raises(DataError) as e:
+        read_rna_json(p)
+    assert e.value.patient == "p9" and e.value.field == "KRAS"
+    assert e.value.path == str(p)
+
+
+def test_json_structure_errors(tmp_path):
+    with pytest.raises(DataError, match="JSON object"):
+        read_rna_json(_write(tmp_path / "a_RNA.json", [1, 2]))
+    with pytest.raises(DataError, match="invalid JSON"):
+        read_rna_json(_write(tmp_path / "b_RNA.json", "{not json"))
+    with pytest.raises(DataError, match="no genes"):
+        read_rna_json(_write(tmp_path / "c_RNA.json", {}))
+    with pytest.raises(DataError, match="not found"):
+        read_rna_json(tmp_path / "missing_RNA.json")
+
+
+def test_duplicate_gene_keys_kept_for_alignment(tmp_path):
+    p = _write(tmp_path / "d_RNA.json", '{"A": 1, "B": 2, "A": 3}')
+    s = read_rna_json(p)
+    assert list(s.index) == ["A", "B", "A"]
+    frame, rep = align_genes([s])
+    assert frame.loc["A", "d"] == 2.0  # mean of the two entries
+    assert rep.duplicates == {"d": 1}
+    frame, _ = align_genes([s], duplicates="first")
+    assert frame.loc["A", "d"] == 1.0
+    with pytest.raises(DataError, match="duplicated gene"):
+        align_genes([s], duplicates="error")
+
+
+def test_alignment_counts_intersection_and_union():
+    a = pd.Series({"G1": 1.0, "G2": 2.0, "G3": 3.0}, name="a")
+    b = pd.Series({"G2": 5.0, "G3": 6.0, "G4": 7.0, "G5": 8.0}, name="b")
+    frame, rep = align_genes([b, a], how="intersection")
+    assert list(frame.index) == ["G2", "G3"] and list(frame.columns) == ["b", "a"]
+    assert rep.n_genes == 2 and rep.n_genes_union == 5
+    assert rep.dropped == {"a": 1, "b": 2}
+    assert rep.filled == {"a": 0, "b": 0}
+    assert "2 genes kept" in rep.summary()
+
+    frame, rep = align_genes({"a": a, "b": b}, how="union")
+    assert list(frame.index) == ["G1", "G2", "G3", "G4", "G5"]
+    assert rep.filled == {"a": 2, "b": 1} and rep.dropped == {"a": 0, "b": 0}
+    assert np.isnan(frame.loc["G4", "a"]) and frame.loc["G4", "b"] == 7.0
+
+
+def test_alignment_errors():
+    a = pd.Series({"G1": 1.0}, name="a")
+    with pytest.raises(DataError, match="twice"):
+        align_genes([a, a])
+    with pytest.raises(DataError, match="share no gene"):
+        align_genes([a, pd.Series({"ENSG1": 1.0}, name="b")])
+    with pytest.raises(DataError, match="how"):
+        align_genes([a], how="outer")
+
+
+def test_read_matrix_orientation(tmp_path):
+    genes_rows = tmp_path / "m.tsv"
+    genes_rows.write_text("gene\tp1\tp2\nA\t1\t2\nB\t3\t4\n")
+    m = read_matrix(genes_rows)
+    assert list(m.index) == ["A", "B"] and list(m.columns) == ["p1", "p2"]
+    assert m.loc["B", "p2"] == 4.0
+
+    patients_rows = tmp_path / "m.csv"
+    patients_rows.write_text("sample,A,B,C\np1,1,2,3\np2,4,5,6\n")
+    m = read_matrix(patients_rows)
+    assert list(m.index) == ["A", "B", "C"] and m.loc["C", "p2"] == 6.0
+
+    by_shape = tmp_path / "s.csv"  # unnamed header: 3 rows x 2 columns -> genes are rows
+    by_shape.write_text(",p1,p2\nA,1,2\nB,3,NA\nC,5,6\n")
+    m = read_matrix(by_shape)
+    assert m.shape == (3, 2) and np.isnan(m.loc["B", "p2"])
+
+    square = tmp_path / "q.csv"
+    square.write_text(",x,y\na,1,2\nb,3,4\n")
+    with pytest.raises(DataError, match="square"):
+        read_matrix(square)
+    assert read_matrix(square, orientation="patients_rows").loc["y", "b"] == 4.0
+
+
+def test_read_matrix_non_numeric_cell(tmp_path):
+    p = tmp_path / "m.tsv"
+    p.write_text("gene\tp1\tp2\nA\t1\t2\nB\t3\tlots\n")
+    with pytest.raises(DataError) as e:
+        read_matrix(p)
+    assert e.value.patient == "p2" and e.value.field == "B" and "lots" in str(e.value)
+
+
+def test_to_features_absent_patients():
+    frame = pd.DataFrame({"a": [1.0, np.nan], "b": [3.0, 4.0]}, index=["G1", "G2"])
+    x, present, names = to_features(frame, ["b", "zz", "a"])
+    assert x.dtype == np.float32 and x.shape == (3, 2)
+    np.testing.assert_array_equal(present, [True, False, True])
+    np.testing.assert_array_equal(x[0], [3.0, 4.0])
+    assert not x[1].any()
+    assert np.isnan(x[2, 1])  # a missing value in a present row stays NaN
+    assert names == ["G1", "G2"]

@@ -1,0 +1,69 @@
+import json
+
+import pytest
+import torch
+
+from modalsurv.data.synthetic import make_cohort, write_chimera
+from modalsurv.errors import DataError
+from modalsurv.io.scan import scan
+
+
+@pytest.fixture
+def root(tmp_path):
+    cohort = make_cohort(
+        8,
+        1,
+        max_tiles=8,
+        tile_dim=8,
+        slide_dim=4,
+        mri_dim=4,
+        n_genes=10,
+        missing={"wsi": 0.0, "rna": 0.0},
+    )[0]
+    write_chimera(cohort, tmp_path, images=False)
+    return tmp_path, list(cohort.ids)
+
+
+def test_scan_lists_every_problem(root):
+    path, ids = root
+    clin = path / "clinical_data"
+    (clin / f"{ids[0]}.json").write_text("[1, 2")  # corrupt
+    rec = json.loads((clin / f"{ids[1]}.json").read_text())
+    del rec["BCR"]
+    (clin / f"{ids[1]}.json").write_text(json.dumps(rec))  # no label
+    (clin / "nested").mkdir()
+    (clin / "nested" / f"{ids[2]}.json").write_text("{}")  # duplicate case id
+    pt = sorted((path / "pathology/features/embeddings").glob(f"{ids[3]}_*.pt"))[0]
+    torch.save(torch.zeros(5), pt)  # wrong shape
+    (path / "rna" / f"{ids[4]}_RNA.json").unlink()  # missing file -> absent, not an error
+    (path / "pathology/images/7777").mkdir(parents=True)  # case without clinical file
+    problems = scan(path, "chimera-task1")
+    by = {(p.patient, p.field): p for p in problems}
+    assert "corrupt JSON" in by[(ids[0], None)].reason
+    assert by[(ids[1], "BCR")].reason == "patient without label"
+    assert "duplicate case id" in by[(ids[2], "id")].reason
+    assert "shape" in by[(ids[3], "wsi")].reason and by[(ids[3], "wsi")].path == str(pt)
+    assert "clinical file missing" in by[("7777", "clinical")].reason
+    assert any(
+        p.reason == "label leak column ignored" and p.severity == "warning" for p in problems
+    )
+    sev = [p.severity for p in problems]
+    assert sev == sorted(sev)  # errors first
+    with pytest.raises(DataError) as exc:
+        scan(path, "chimera-task1", strict=True)
+    assert str(len(problems)) in str(exc.value)
+
+
+def test_strict_turns_warnings_into_errors(root):
+    path, _ = root
+    problems = scan(path, "chimera-task1")
+    assert problems and all(p.severity == "warning" for p in problems)  # BCR_PSA leaks
+    with pytest.raises(DataError, match="label leak"):
+        scan(path, "chimera-task1", strict=True)
+
+
+def test_scan_missing_root_and_manifest(tmp_path):
+    assert scan(tmp_path / "nope", "chimera-task3")[0].severity == "error"
+    (tmp_path / "m.csv").write_text("patient,time,event\na,1.0,1\na,2.0,0\nb,,1\n")
+    problems = scan(tmp_path / "m.csv", "manifest")
+    assert {p.patient for p in problems if p.severity == "error"} >= {"a", "b"}

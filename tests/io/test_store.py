@@ -1,0 +1,232 @@
+"""FeatureStore: round trips, append, atomicity, provenance, importers, to_cohort."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from modalsurv.errors import DataError, FeatureError
+from modalsurv.io.store import FeatureStore, load_feature_file, tile_subset
+
+
+@pytest.fixture
+def store(tmp_path):
+    return FeatureStore(tmp_path / "store")
+
+
+def _bag(rng, k, d=8, dtype=np.float32):
+    return rng.standard_normal((k, d)).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_round_trip_bag_with_coords(store, dtype):
+    rng = np.random.default_rng(0)
+    x = _bag(rng, 5, dtype=dtype)
+    c = rng.integers(0, 10_000, size=(5, 2))
+    store.write("wsi", "p/1", x, coords=c)  # a '/' in an id must not become an h5 path
+    got, gc = store.read("wsi", "p/1")
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, x)
+    np.testing.assert_array_equal(gc, c)
+    assert gc.dtype == np.int64
+    assert store.patients("wsi") == ["p/1"]
+    meta = store.meta("wsi")
+    assert meta["dtype"] == np.dtype(dtype).name
+    assert meta["kind"] == "bag" and meta["dim"] == 8 and meta["n_patients"] == 1
+
+
+def test_round_trip_vector_and_configured_dtype(store):
+    rng = np.random.default_rng(1)
+    v = rng.standard_normal(16)
+    store.set_meta("slide", encoder="titan", checksum="abc", dim=16, dtype="float16")
+    store.write("slide", ".hidden", v)
+    got, coords = store.read("slide", ".hidden")
+    assert coords is None and got.dtype == np.float16 and got.shape == (16,)
+    np.testing.assert_array_equal(got, v.astype(np.float16))
+    assert store.meta("slide")["encoder"] == "titan"
+
+
+def test_append_keeps_previous_patients(store):
+    rng = np.random.default_rng(2)
+    a = {f"a{i}": _bag(rng, 3 + i) for i in range(3)}
+    b = {f"b{i}": _bag(rng, 2) for i in range(2)}
+    store.write_many("wsi", a)
+    store.write_many("wsi", b)
+    assert store.patients("wsi") == sorted([*a, *b])
+    for pid, x in {**a, **b}.items():
+        np.testing.assert_array_equal(store.read("wsi", pid)[0], x)
+    # overwrite replaces one patient only
+    new = _bag(rng, 4)
+    store.write("wsi", "a0", new)
+    np.testing.assert_array_equal(store.read("wsi", "a0")[0], new)
+    with pytest.raises(FeatureError, match="already stored"):
+        store.write("wsi", "a1", new, overwrite=False)
+
+
+def test_crash_mid_write_leaves_previous_file_and_no_temp(store, monkeypatch):
+    rng = np.random.default_rng(3)
+    first = {"p1": _bag(rng, 3)}
+    store.write_many("wsi", first)
+    before = store.path("wsi").read_bytes()
+
+    calls = {"n": 0}
+    real = h5py.Group.create_dataset
+
+    def flaky(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("simulated crash")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", flaky)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        store.write_many("wsi", {"p2": _bag(rng, 3), "p3": _bag(rng, 3)})
+    monkeypatch.undo()
+    assert calls["n"] == 2
+    assert store.path("wsi").read_bytes() == before
+    assert store.patients("wsi") == ["p1"]
+    leftovers = [p.name for p in store.root.iterdir() if p.suffix == ".tmp"]
+    assert leftovers == []
+
+
+def test_incomplete_patient_is_not_counted(store):
+    store.write("wsi", "p1", np.ones((2, 8), np.float32))
+    with h5py.File(store.path("wsi"), "a") as f:  # e.g. a foreign tool's half-written entry
+        f["patients/p1"].attrs["complete"] = False
+    assert store.patients("wsi") == []
+    assert not store.has("wsi", "p1")
+    with pytest.raises(FeatureError, match="no complete features"):
+        store.read("wsi", "p1")
+
+
+def test_encoder_mixing_refused(store):
+    x = np.ones((2, 8), np.float32)
+    store.write("wsi", "p1", x, encoder="uni", checksum="aaa")
+    with pytest.raises(FeatureError, match="encoder"):
+        store.write("wsi", "p2", x, encoder="conch")
+    with pytest.raises(FeatureError, match="checksum"):
+        store.write("wsi", "p2", x, encoder="uni", checksum="bbb")
+    with pytest.raises(FeatureError, match="encoder"):
+        store.set_meta("wsi", encoder="conch")
+    with pytest.raises(FeatureError, match="dim"):
+        store.write("wsi", "p2", np.ones((2, 9), np.float32), encoder="uni")
+    with pytest.raises(FeatureError, match="bag"):
+        store.write("wsi", "p2", np.ones(8, np.float32))
+    store.write("wsi", "p2", x, encoder="uni", checksum="aaa")  # same provenance: fine
+    assert store.patients("wsi") == ["p1", "p2"]
+
+
+def test_write_rejects_bad_values(store):
+    with pytest.raises(FeatureError, match="NaN or inf") as e:
+        store.write("wsi", "p1", np.array([[1e6, 0.0]]), dtype="float16")  # fp16 overflow
+    assert e.value.patient == "p1"
+    with pytest.raises(FeatureError, match="coords"):
+        store.write("wsi", "p1", np.ones((3, 2)), coords=np.ones((2, 2), int))
+    with pytest.raises(FeatureError, match="at least one tile"):
+        store.write("wsi", "p1", np.ones((0, 2)))
+    assert not store.exists("wsi")
+
+
+def test_import_h5_trident_and_clam(store, tmp_path):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((1, 6, 8)).astype(np.float32)  # TRIDENT-style 1 x K x D
+    c = rng.integers(0, 100, (6, 2))
+    with h5py.File(tmp_path / "s1.h5", "w") as f:
+        f["features"] = x
+        f["coords"] = c
+    with h5py.File(tmp_path / "s2.h5", "w") as f:  # CLAM-style K x D
+        f["features"] = x[0, :4]
+        f["coords"] = c[:4]
+    store.import_h5("wsi", "p1", tmp_path / "s1.h5")
+    store.import_h5("wsi", "p2", tmp_path / "s2.h5")
+    got, gc = store.read("wsi", "p1")
+    np.testing.assert_array_equal(got, x[0])
+    np.testing.assert_array_equal(gc, c)
+    assert store.read("wsi", "p2")[0].shape == (4, 8)
+
+    with h5py.File(tmp_path / "bad.h5", "w") as f:
+        f["feats"] = x
+    with pytest.raises(FeatureError, match="'features'") as e:
+        store.import_h5("wsi", "p3", tmp_path / "bad.h5")
+    assert e.value.path.endswith("bad.h5") and e.value.patient == "p3"
+
+
+def test_import_pt_good_and_bad(store, tmp_path):
+    good = torch.randn(5, 8, dtype=torch.float16)
+    torch.save(good, tmp_path / "p1.pt")
+    store.import_pt("wsi", "p1", tmp_path / "p1.pt")
+    np.testing.assert_array_equal(store.read("wsi", "p1")[0], good.numpy())
+    assert store.meta("wsi")["dtype"] == "float16"
+
+    torch.save(torch.randn(5, 7), tmp_path / "wrong_dim.pt")
+    with pytest.raises(FeatureError) as e:
+        store.import_pt("wsi", "p2", tmp_path / "wrong_dim.pt")
+    assert e.value.patient == "p2" and e.value.path.endswith("wrong_dim.pt")
+    assert "dim must be 8" in str(e.value)
+
+    torch.save(torch.randn(2, 5, 8), tmp_path / "wrong_ndim.pt")
+    with pytest.raises(FeatureError) as e:
+        store.import_pt("wsi", "p3", tmp_path / "wrong_ndim.pt")
+    assert e.value.patient == "p3" and "wrong_ndim.pt" in str(e.value)
+
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(FeatureError, match="cannot read") as e:
+        store.import_pt("wsi", "p4", tmp_path / "junk.pt")
+    assert e.value.patient == "p4"
+    assert store.patients("wsi") == ["p1"]
+
+
+def test_pt_dict_and_npy_files(tmp_path):
+    torch.save({"features": torch.ones(3, 4), "coords": torch.zeros(3, 2)}, tmp_path / "d.pt")
+    x, c = load_feature_file(tmp_path / "d.pt", "p")
+    assert x.shape == (3, 4) and c.shape == (3, 2)
+    np.save(tmp_path / "v.npy", np.arange(4.0))
+    x, c = load_feature_file(tmp_path / "v.npy", "p")
+    assert x.shape == (4,) and c is None
+    with pytest.raises(FeatureError, match="not found"):
+        load_feature_file(tmp_path / "none.pt", "p")
+
+
+def test_to_cohort_padding_masks_absent(store):
+    rng = np.random.default_rng(5)
+    bags = {"a": _bag(rng, 3, dtype=np.float16), "b": _bag(rng, 5, dtype=np.float16)}
+    store.write_many("wsi", bags)
+    store.write_many("mri", {"a": rng.standard_normal(4), "c": rng.standard_normal(4)})
+    labels = pd.DataFrame(
+        {"time": [1.0, 2.0, 3.0], "event": [1, 0, 1], "site": ["x", "y", "x"]},
+        index=pd.Index(["a", "b", "c"], name="patient"),
+    )
+    co = store.to_cohort(labels, ["wsi", "mri"])
+    assert co.features["wsi"].shape == (3, 5, 8) and co.features["wsi"].dtype == np.float32
+    np.testing.assert_array_equal(co.bag_mask["wsi"].sum(1), [3, 5, 0])
+    np.testing.assert_array_equal(co.present["wsi"], [True, True, False])
+    np.testing.assert_array_equal(co.present["mri"], [True, False, True])
+    np.testing.assert_array_equal(co.features["wsi"][0, :3], bags["a"].astype(np.float32))
+    assert not co.features["wsi"][0, 3:].any() and not co.features["wsi"][2].any()
+    assert not co.features["mri"][1].any()
+    assert list(co.meta["site"]) == ["x", "y", "x"]
+
+    with pytest.raises(FeatureError, match="no features stored"):
+        store.to_cohort(labels, ["rna"])
+
+
+def test_max_tiles_subsampling_is_deterministic(store):
+    rng = np.random.default_rng(6)
+    x = _bag(rng, 20)
+    c = np.arange(40).reshape(20, 2)
+    store.write_many("wsi", {"a": x, "b": x[:2]}, coords={"a": c})
+    one = store.load("wsi", ["a", "b"], max_tiles=7, seed=3, with_coords=True)
+    two = store.load("wsi", ["b", "a"], max_tiles=7, seed=3)
+    other = store.load("wsi", ["a"], max_tiles=7, seed=4)
+    assert one.x.shape == (2, 7, 8)
+    np.testing.assert_array_equal(one.mask.sum(1), [7, 2])
+    np.testing.assert_array_equal(one.x[0], two.x[1])  # order-independent per patient
+    idx = tile_subset("a", 20, 7, 3)
+    np.testing.assert_array_equal(one.x[0], x[idx])
+    np.testing.assert_array_equal(one.coords[0], c[idx])
+    assert not np.array_equal(other.x[0], one.x[0])
+    with pytest.raises(DataError):
+        store.load("wsi", ["a"], max_tiles=0)
