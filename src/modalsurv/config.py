@@ -83,6 +83,13 @@ class CVConfig(Strict):
         description="'outer_fold' replicates the original protocol (early stopping on the "
         "reported fold): its numbers are optimistic and labelled so",
     )
+    train_fraction: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="share of each outer fold's training part used (stratified on event; "
+        "the test folds do not change): data-scaling curves",
+    )
 
 
 class DataConfig(Strict):

@@ -230,3 +230,17 @@ def test_max_tiles_subsampling_is_deterministic(store):
     assert not np.array_equal(other.x[0], one.x[0])
     with pytest.raises(DataError):
         store.load("wsi", ["a"], max_tiles=0)
+
+
+def test_load_into_existing_buffer(store):
+    rng = np.random.default_rng(7)
+    store.write_many("wsi", {"a": _bag(rng, 3, dtype=np.float16), "b": _bag(rng, 2, dtype=np.float16)})
+    fresh = store.load("wsi", ["b", "zz", "a"])
+    buf = np.full((3, 6, 8), 7.0, dtype=np.float32)  # stale content everywhere
+    got = store.load("wsi", ["b", "zz", "a"], out=buf)
+    assert got.x is buf and got.mask.shape == (3, 6)
+    np.testing.assert_array_equal(buf[:, :3], fresh.x)
+    assert not buf[:, 3:].any()
+    np.testing.assert_array_equal(got.mask[:, :3], fresh.mask)
+    with pytest.raises(FeatureError, match="out must be"):
+        store.load("wsi", ["a"], out=np.zeros((1, 2, 8), np.float32))  # K too small

@@ -318,7 +318,8 @@ def manifest_to_cohort(
             feats[m], present[m], names[m] = rnaseq.to_features(frame, ids)
             continue
         if store is not None:
-            todo = {pid: f for pid, f in given if not store.has(m, pid)}
+            done = set(store.patients(m))  # one file open, not one per patient
+            todo = {pid: f for pid, f in given if pid not in done}
             if todo:
                 store.import_files(m, todo)
             lm = store.load(m, ids, max_tiles=max_tiles, seed=seed)

@@ -84,6 +84,25 @@ def make_folds(cohort: Cohort, folds: int, repeats: int, seed: int) -> pd.DataFr
     return out
 
 
+def subsample_train(train_idx: np.ndarray, event: np.ndarray, fraction: float, seed: int
+                    ) -> np.ndarray:  # fmt: skip
+    """Keep ``fraction`` of an outer fold's training rows, stratified on event.
+
+    Why: data-scaling curves must shrink only the training part, so every fraction is
+    scored on the same test folds. A seeded shuffle per event stratum is cut at the
+    fraction, so a smaller fraction's rows are a subset of a larger one's.
+    """
+    if fraction >= 1.0:
+        return train_idx
+    rng = np.random.default_rng([seed, 2718])
+    keep = []
+    for e in (False, True):
+        rows = train_idx[np.asarray(event, dtype=bool)[train_idx] == e]
+        rows = rows[rng.permutation(len(rows))]
+        keep.append(rows[: max(1, int(fraction * len(rows) + 0.5))])
+    return np.sort(np.concatenate(keep))
+
+
 # ---------------------------------------------------------------------- scoring
 def ibs_grid(train: Cohort, test: Cohort, n: int = 50) -> np.ndarray:
     """Times inside the test fold's follow-up (10th–90th pct), below the last training time."""
@@ -368,7 +387,10 @@ def cross_validate(
                 if progress is not None:
                     progress("fold_start", repeat=r, fold=f, n_folds=folds, n_repeats=repeats)
                 model, p, m, b = _run_fold(
-                    cohort, np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f),
+                    cohort,
+                    subsample_train(np.flatnonzero(fold_of != f), cohort.event,
+                                    config.cv.train_fraction, seed + 1000 * r + f),
+                    np.flatnonzero(fold_of == f),
                     config, baselines, r, f, seed + 1000 * r + f, progress,
                 )
                 if d is not None:

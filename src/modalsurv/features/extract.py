@@ -1,0 +1,408 @@
+"""The ``extract`` step: raw patient files → frozen embeddings in a FeatureStore.
+
+Modalities written to the store at ``out``:
+
+- ``wsi``: per patient, the bag of tile embeddings of all its slides (K × D, slides in
+  order, at most ``max_tiles`` tiles per slide) with level-0 tile coordinates (K × 2);
+- ``slide``: the slide-level vector (``mean`` of the tiles, or TITAN per slide averaged
+  over the patient's slides);
+- ``mri``: the mpMRI vector (``features.mri``), when a ``volume_encoder`` is given;
+- ``rna``: the raw gene matrix aligned over patients (intersection of genes; the gene
+  order is saved in ``out/rna_genes.txt``). Every *learned* transform (scaling, gene
+  selection, PCA) stays in the training pipeline, fitted on training folds only.
+
+Robustness: a patient is written only when all its modalities are encoded, and only
+patients flagged complete in the store count as done, so a killed run resumes where it
+stopped; one patient's failure (corrupt slide, unreadable volume) is recorded in the
+report with its file and reason and the rest continue. Writes are batched
+(``flush_every`` patients per store write) because each store write copies the file.
+
+Progress callback: ``progress(event, **info)`` (nothing below cli.py prints):
+
+- ``"start"``: ``total`` (patients to process), ``skipped`` (already complete);
+- ``"patient"``: ``patient``, ``index`` (1-based), ``total`` (a patient begins);
+- ``"slide"``: ``patient``, ``path``, ``tiles``, ``seconds``, ``tiles_per_s``;
+- ``"batch"``: ``patient``, ``path``, ``tiles_done``, ``tiles_total`` (each tile batch);
+- ``"done"``: ``patient``, ``done``, ``total``, ``seconds``;
+- ``"failed"``: ``patient``, ``path``, ``reason``;
+- ``"finish"``: ``report`` (the ExtractReport).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from modalsurv.errors import DataError, LayoutError, Problem
+from modalsurv.features import encoders as enc
+from modalsurv.features import wsi
+from modalsurv.features.mri import SEQUENCES, MriConfig, embed_mri, mri_dim, prepare_mri
+from modalsurv.io.store import FeatureStore
+from modalsurv.utils import atomic_write_text
+
+LayoutName = Literal["chimera-task1", "chimera-task3", "manifest"]
+Progress = Callable[..., None]
+
+
+@dataclass
+class PatientFiles:
+    """One patient's raw files, whatever the layout."""
+
+    patient: str
+    slides: list[Path] = field(default_factory=list)
+    masks: list[Path | None] = field(default_factory=list)
+    mri: dict[str, Path | None] = field(default_factory=dict)
+    mri_mask: Path | None = None
+    rna: Path | None = None
+
+
+@dataclass
+class Failure:
+    """A patient that could not be extracted: which file, and why."""
+
+    patient: str
+    path: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        return f"patient {self.patient!r}; file {self.path}: {self.reason}"
+
+
+@dataclass
+class ExtractReport:
+    """What a run did: patients done, skipped (already complete), failed (with reason)."""
+
+    out: Path
+    total: int = 0
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)  # from layout discovery
+    n_tiles: int = 0
+    tile_seconds: float = 0.0
+    seconds: float = 0.0
+    modalities: list[str] = field(default_factory=list)
+
+    @property
+    def tiles_per_s(self) -> float:
+        return self.n_tiles / self.tile_seconds if self.tile_seconds > 0 else 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+# ---------------------------------------------------------------------------- discovery
+def _opt(p: Any) -> Path | None:
+    if p is None or (isinstance(p, float) and np.isnan(p)) or str(p).strip() == "":
+        return None
+    return Path(str(p))
+
+
+def _chimera_patients(root: Path, task: int, problems: list[Problem]) -> list[PatientFiles]:
+    from modalsurv.io.chimera import LAYOUTS, MRI_SEQUENCES, discover
+
+    paths = discover(root, LAYOUTS[task], problems)
+    out = []
+    for pid, row in paths.iterrows():
+        pf = PatientFiles(str(pid), [Path(s) for s in row["slides"]],
+                          [_opt(m) for m in row["masks"]], rna=_opt(row["rna"]))  # fmt: skip
+        if f"mri_{MRI_SEQUENCES[0]}" in row.index:
+            pf.mri = {q: _opt(row[f"mri_{q}"]) for q in MRI_SEQUENCES}
+            pf.mri_mask = _opt(row["mri_mask"])
+        out.append(pf)
+    return out
+
+
+def _manifest_patients(path: Path) -> list[PatientFiles]:
+    """Raw-file columns of a manifest CSV: ``patient``, ``wsi_path`` (slides, ``;``
+    separated), ``wsi_mask_path`` (same order), ``mri_t2w_path`` / ``mri_adc_path`` /
+    ``mri_hbv_path``, ``mri_mask_path``, ``rna_path``; relative paths are resolved against
+    the manifest's folder. (io.manifest validates *feature* files and rejects raw images,
+    so raw paths are read here.)"""
+    if not path.is_file():
+        raise LayoutError("manifest file not found", path=path)
+    df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    df.columns = [str(c).strip() for c in df.columns]
+    if "patient" not in df.columns:
+        raise LayoutError(f"manifest needs a 'patient' column; found {list(df.columns)}",
+                          path=path, field="patient")  # fmt: skip
+
+    def res(cell: str) -> Path | None:
+        cell = cell.strip()
+        if not cell:
+            return None
+        p = Path(cell).expanduser()
+        return p if p.is_absolute() else path.parent / p
+
+    out = []
+    for _, row in df.iterrows():
+        get = lambda c: str(row[c]) if c in df.columns else ""  # noqa: E731
+        slides = [p for p in (res(c) for c in get("wsi_path").split(";")) if p is not None]
+        masks = [res(c) for c in get("wsi_mask_path").split(";")] if get("wsi_mask_path") else []
+        masks = (masks + [None] * len(slides))[: len(slides)]
+        mri = {q: res(get(f"mri_{q}_path")) for q in SEQUENCES}
+        out.append(PatientFiles(str(row["patient"]).strip(), slides, masks,
+                                mri if any(mri.values()) else {}, res(get("mri_mask_path")),
+                                res(get("rna_path"))))  # fmt: skip
+    return out
+
+
+def discover_patients(layout: LayoutName | str, root: str | Path,
+                      problems: list[Problem] | None = None) -> list[PatientFiles]:  # fmt: skip
+    """The raw files of every patient in ``root`` for a layout name."""
+    problems = problems if problems is not None else []
+    root = Path(root)
+    if layout == "chimera-task1":
+        return _chimera_patients(root, 1, problems)
+    if layout == "chimera-task3":
+        return _chimera_patients(root, 3, problems)
+    if layout == "manifest":
+        return _manifest_patients(root)
+    raise LayoutError(f"layout must be chimera-task1, chimera-task3 or manifest; found"
+                      f" {layout!r}", field="layout")  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- slides
+@dataclass
+class SlideSettings:
+    mpp: float = 0.5
+    tile_size: int = 224
+    max_tiles: int | None = 500
+    min_tissue: float = 0.5
+    sampling: wsi.Sampling = "uniform"
+    seed: int = 0
+    batch_size: int = 32
+    workers: int = 2
+    mpp_override: float | None = None
+    backend: str = "auto"
+
+
+def encode_slide(path: Path, mask: Path | None, tile_encoder: enc.TileEncoder,
+                 s: SlideSettings, on_batch: Callable[[int, int], None] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, wsi.TilePlan]:  # fmt: skip
+    """Tile embeddings (K × D float32) and level-0 coords (K × 2) of one slide, streamed
+    batch by batch (memory: the K × D result plus two tile batches)."""
+    with wsi.Slide(path, mpp_override=s.mpp_override, backend=s.backend) as slide:
+        tm = wsi.tissue_mask(slide, mask)
+        plan = wsi.plan_tiles(slide, tm, s.mpp, s.tile_size, s.max_tiles, s.min_tissue,
+                              s.sampling, s.seed)  # fmt: skip
+        k = len(plan.coords)
+        feats = np.empty((k, tile_encoder.dim), dtype=np.float32)
+        i = 0
+        for tiles, _ in wsi.iter_tile_batches(slide, plan, s.batch_size, s.workers):
+            feats[i : i + len(tiles)] = tile_encoder.encode(tiles)
+            i += len(tiles)
+            if on_batch is not None:
+                on_batch(i, k)
+    return feats, plan.coords.copy(), plan
+
+
+# ---------------------------------------------------------------------------- writer
+class _Buffer:
+    """Encoded patients waiting to be written, one store write per modality per flush."""
+
+    def __init__(self, store: FeatureStore, provenance: dict[str, tuple[str, str]]) -> None:
+        self.store = store
+        self.prov = provenance  # modality → (encoder, checksum)
+        self.feats: dict[str, dict[str, np.ndarray]] = {}
+        self.coords: dict[str, dict[str, np.ndarray]] = {}
+        self.patients: list[str] = []
+
+    def add(self, patient: str, results: dict[str, tuple[np.ndarray, np.ndarray | None]]
+            ) -> None:  # fmt: skip
+        for m, (x, c) in results.items():
+            self.feats.setdefault(m, {})[patient] = x
+            if c is not None:
+                self.coords.setdefault(m, {})[patient] = c
+        self.patients.append(patient)
+
+    def flush(self) -> list[str]:
+        for m, feats in self.feats.items():
+            encoder, checksum = self.prov[m]
+            self.store.write_many(m, feats, self.coords.get(m), encoder=encoder,
+                                  checksum=checksum, dtype="float32")  # fmt: skip
+        written = self.patients
+        self.feats, self.coords, self.patients = {}, {}, []
+        return written
+
+
+# ---------------------------------------------------------------------------- run
+def _needs(pf: PatientFiles, volume: bool) -> list[str]:
+    mods = ["wsi", "slide"] if pf.slides else []
+    if volume and any(pf.mri.values()):
+        mods.append("mri")
+    return mods
+
+
+def run_extract(
+    layout: LayoutName | str,
+    root: str | Path,
+    out: str | Path,
+    *,
+    tile_encoder: str,
+    tile_weights: str | Path | None = None,
+    slide_encoder: str = "mean",
+    slide_weights: str | Path | None = None,
+    volume_encoder: str | None = None,
+    volume_weights: str | Path | None = None,
+    mpp: float = 0.5,
+    tile_size: int = 224,
+    max_tiles: int | None = 500,
+    min_tissue: float = 0.5,
+    sampling: wsi.Sampling = "uniform",
+    seed: int = 0,
+    mpp_override: float | None = None,
+    batch_size: int = 32,
+    workers: int = 2,
+    limit: int | None = None,
+    device: str = "cpu",
+    mri: MriConfig | None = None,
+    rna: bool = True,
+    flush_every: int = 8,
+    progress: Progress | None = None,
+    patients: Sequence[PatientFiles] | None = None,
+) -> ExtractReport:
+    """Extract every patient's embeddings from ``root`` (a CHIMERA task folder or a
+    manifest CSV) into the FeatureStore at ``out``; see the module docstring.
+
+    Raises (before any work) when the configuration is wrong: unknown encoder, weights
+    that do not load, TITAN inputs that do not match, or a store that already holds
+    another encoder's features for a modality. Per-patient problems never raise.
+    """
+    t_start = time.perf_counter()
+    emit = progress or (lambda event, **info: None)
+    store = FeatureStore(out)
+    report = ExtractReport(Path(out))
+    todo = list(patients) if patients is not None else discover_patients(layout, root,
+                                                                        report.problems)  # fmt: skip
+    if limit is not None:
+        todo = todo[: max(int(limit), 0)]
+    mri_cfg = mri or MriConfig()
+    settings = SlideSettings(mpp, tile_size, max_tiles, min_tissue, sampling, seed, batch_size,
+                             workers, mpp_override)  # fmt: skip
+
+    # encoders and provenance: all configuration errors surface here, before any work
+    prov: dict[str, tuple[str, str]] = {}
+    tile = slide_enc = vol = None
+    if any(pf.slides for pf in todo):
+        tile = enc.get_tile_encoder(tile_encoder, tile_weights, device=device)
+        if slide_encoder == "titan":
+            enc.validate_titan_inputs(tile.dim, tile_size, mpp, tile.name)
+        slide_enc = enc.get_slide_encoder(slide_encoder, tile.dim, slide_weights, device)
+        prov["wsi"] = (tile.name, tile.checksum)
+        slide_sum = (tile.checksum if slide_encoder == "mean"
+                     else f"{slide_enc.checksum}+{tile.checksum}")  # fmt: skip
+        prov["slide"] = (f"{slide_enc.name}[{tile.name}]", slide_sum)
+        store.set_meta("wsi", tile.name, tile.checksum, tile.dim, "float32")
+        store.set_meta("slide", prov["slide"][0], slide_sum, slide_enc.dim, "float32")
+    if volume_encoder is not None and any(any(pf.mri.values()) for pf in todo):
+        vol = enc.get_volume_encoder(volume_encoder, volume_weights, device=device)
+        name = f"{vol.name}[{'+'.join(mri_cfg.sequences)},{mri_cfg.combine}]"
+        prov["mri"] = (name, vol.checksum)
+        store.set_meta("mri", name, vol.checksum, mri_dim(vol.dim, mri_cfg), "float32")
+
+    # resume: a patient is done when every modality it needs is complete in the store
+    stored = {m: set(store.patients(m)) for m in ("wsi", "slide", "mri")}
+    pending = []
+    for pf in todo:
+        needs = _needs(pf, vol is not None)
+        if needs and all(pf.patient in stored[m] for m in needs):
+            report.skipped.append(pf.patient)
+        elif needs:
+            pending.append(pf)
+    report.total = len(pending)
+    emit("start", total=len(pending), skipped=len(report.skipped))
+
+    buf = _Buffer(store, prov)
+    for i, pf in enumerate(pending, 1):
+        emit("patient", patient=pf.patient, index=i, total=len(pending))
+        t0 = time.perf_counter()
+        current: Path | None = None
+        try:
+            results: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
+            if pf.slides and tile is not None and slide_enc is not None:
+                bags, crds, slide_vecs = [], [], []
+                for sp, mp in zip(pf.slides, pf.masks or [None] * len(pf.slides)):
+                    current = sp
+                    ts = time.perf_counter()
+                    f, c, plan = encode_slide(
+                        sp, mp, tile, settings,
+                        lambda done, tot, sp=sp: emit("batch", patient=pf.patient, path=str(sp),
+                                                      tiles_done=done, tiles_total=tot))  # fmt: skip
+                    dt = time.perf_counter() - ts
+                    if len(f) == 0:  # no tissue at this grid: the slide adds nothing
+                        report.problems.append(Problem(
+                            "warning", f"no tile with ≥ {min_tissue:.0%} tissue at {mpp} µm/px;"
+                            " slide skipped", str(sp), pf.patient, "wsi"))  # fmt: skip
+                        continue
+                    report.n_tiles += len(f)
+                    report.tile_seconds += dt
+                    emit("slide", patient=pf.patient, path=str(sp), tiles=len(f), seconds=dt,
+                         tiles_per_s=len(f) / dt if dt > 0 else 0.0)  # fmt: skip
+                    bags.append(f)
+                    crds.append(c)
+                    slide_vecs.append(slide_enc.encode(f, c, plan.tile_size_lv0))
+                if not bags:
+                    raise DataError(f"no slide has a tile with ≥ {min_tissue:.0%} tissue at"
+                                    f" {mpp} µm/px", path=current, patient=pf.patient,
+                                    field="wsi")  # fmt: skip
+                results["wsi"] = (np.concatenate(bags), np.concatenate(crds))
+                results["slide"] = (np.mean(slide_vecs, axis=0).astype(np.float32), None)
+            if vol is not None and any(pf.mri.values()):
+                current = pf.mri.get(mri_cfg.sequences[0]) or pf.mri_mask
+                vols = prepare_mri(pf.mri, pf.mri_mask, mri_cfg, pf.patient)
+                results["mri"] = (embed_mri(vols, vol, mri_cfg.combine), None)
+        except Exception as exc:  # one patient's failure never stops the batch
+            path = getattr(exc, "path", None) or (None if current is None else str(current))
+            reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+            report.failures.append(Failure(pf.patient, path, reason))
+            emit("failed", patient=pf.patient, path=path, reason=reason)
+            continue
+        buf.add(pf.patient, results)
+        if len(buf.patients) >= max(flush_every, 1):
+            report.done.extend(buf.flush())
+        emit("done", patient=pf.patient, done=len(report.done) + len(buf.patients),
+             total=len(pending), seconds=time.perf_counter() - t0)  # fmt: skip
+    report.done.extend(buf.flush())
+
+    if rna:
+        _extract_rna(todo, store, report)
+    report.modalities = store.modalities()
+    report.seconds = time.perf_counter() - t_start
+    emit("finish", report=report)
+    return report
+
+
+def _extract_rna(todo: Sequence[PatientFiles], store: FeatureStore,
+                 report: ExtractReport) -> None:  # fmt: skip
+    """Align genes over every patient with an RNA file and store the raw matrix."""
+    from modalsurv.io.rnaseq import align_genes, read_rna_json
+
+    have = [pf for pf in todo if pf.rna is not None]
+    if not have or all(store.has("rna", pf.patient) for pf in have):
+        return
+    series = []
+    for pf in have:
+        try:
+            series.append(read_rna_json(pf.rna, pf.patient))  # type: ignore[arg-type]
+        except DataError as exc:
+            report.failures.append(Failure(pf.patient, exc.path, f"RNA: {exc.reason}"))
+    if not series:
+        return
+    try:
+        matrix, _ = align_genes(series)
+        genes = [str(g) for g in matrix.index]
+        checksum = hashlib.sha256("\n".join(genes).encode()).hexdigest()
+        store.write_many("rna", {str(p): matrix[p].to_numpy(np.float32) for p in matrix.columns},
+                         encoder="raw:genes", checksum=checksum, dtype="float32")  # fmt: skip
+        atomic_write_text(Path(report.out) / "rna_genes.txt", "\n".join(genes) + "\n")
+    except DataError as exc:
+        report.failures.append(Failure("*", exc.path or str(report.out), f"RNA: {exc.reason}"))

@@ -1,0 +1,197 @@
+"""mpMRI volumes → fixed-size normalised arrays → one embedding per patient.
+
+SimpleITK reads ``.mha``/``.nii(.gz)``/``.nrrd`` files and DICOM series (a folder).
+Sequences (T2W, ADC, HBV) are resampled onto one grid (the T2W grid, or a given
+spacing on the T2W extent) so voxels correspond; the prostate mask (when given) bounds a
+crop with a margin in millimetres; intensities are normalised per sequence (z-score
+inside the mask or body, or a percentile clip); every crop is resampled to a fixed shape
+so a 3-D CNN sees the same geometry for every patient. Each sequence is embedded alone
+(MedicalNet is single-channel) and the embeddings are concatenated or averaged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from modalsurv.errors import DataError
+
+Norm = Literal["zscore", "percentile"]
+Combine = Literal["concat", "mean"]
+SEQUENCES = ("t2w", "adc", "hbv")
+
+
+def read_image(path: str | Path, patient: str | None = None) -> Any:
+    """A SimpleITK image from a file, or from the DICOM series in a folder."""
+    import SimpleITK as sitk
+
+    path = Path(path)
+    try:
+        if path.is_dir():
+            reader = sitk.ImageSeriesReader()
+            ids = reader.GetGDCMSeriesIDs(str(path))
+            if not ids:
+                raise DataError("no DICOM series in folder", path=path, patient=patient,
+                                field="mri")  # fmt: skip
+            reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path), ids[0]))
+            img = reader.Execute()
+        elif path.is_file():
+            img = sitk.ReadImage(str(path))
+        else:
+            raise DataError("MRI file not found", path=path, patient=patient, field="mri")
+    except DataError:
+        raise
+    except Exception as exc:  # SimpleITK raises RuntimeError with a long ITK trace
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"cannot read image: {first}", path=path, patient=patient,
+                        field="mri") from exc  # fmt: skip
+    if img.GetDimension() != 3:
+        raise DataError(f"expected a 3-D volume; found {img.GetDimension()}-D", path=path,
+                        patient=patient, field="mri")  # fmt: skip
+    if img.GetNumberOfComponentsPerPixel() != 1:
+        img = sitk.VectorIndexSelectionCast(img, 0)
+    return sitk.Cast(img, sitk.sitkFloat32)
+
+
+def reference_grid(image: Any, spacing: Sequence[float] | None = None) -> Any:
+    """The grid to resample onto: ``image``'s own, or its extent at ``spacing`` (x, y, z mm)."""
+    import SimpleITK as sitk
+
+    if spacing is None:
+        return image
+    spacing = [float(s) for s in spacing]
+    size = [max(1, round(n * s / t)) for n, s, t in
+            zip(image.GetSize(), image.GetSpacing(), spacing)]  # fmt: skip
+    ref = sitk.Image(size, sitk.sitkFloat32)
+    ref.SetSpacing(spacing)
+    ref.SetOrigin(image.GetOrigin())
+    ref.SetDirection(image.GetDirection())
+    return ref
+
+
+def resample_like(image: Any, reference: Any, label: bool = False) -> Any:
+    """``image`` on ``reference``'s grid (linear; nearest neighbour for label masks)."""
+    import SimpleITK as sitk
+
+    interp = sitk.sitkNearestNeighbor if label else sitk.sitkLinear
+    return sitk.Resample(image, reference, sitk.Transform(), interp, 0.0,
+                         sitk.sitkUInt8 if label else sitk.sitkFloat32)  # fmt: skip
+
+
+def mask_bbox(mask: np.ndarray, spacing_zyx: Sequence[float], margin_mm: float
+              ) -> tuple[slice, slice, slice]:  # fmt: skip
+    """The bounding box of ``mask`` (z, y, x array) grown by ``margin_mm`` on each side."""
+    idx = np.argwhere(mask)
+    if idx.size == 0:
+        raise DataError("the prostate mask is empty", field="mri_mask")
+    lo, hi = idx.min(0), idx.max(0) + 1
+    pad = np.ceil(margin_mm / np.asarray(spacing_zyx, dtype=float)).astype(int)
+    lo = np.maximum(lo - pad, 0)
+    hi = np.minimum(hi + pad, mask.shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))  # type: ignore[return-value]
+
+
+def normalize(arr: np.ndarray, region: np.ndarray | None = None, method: Norm = "zscore",
+              percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:  # fmt: skip
+    """Intensity normalisation whose statistics come from ``region`` (mask or body).
+
+    ``zscore``: (x - mean) / std inside the region; ``percentile``: clip to the region's
+    percentiles and scale to [0, 1]. MRI intensities have no absolute scale, so this is
+    what makes patients comparable.
+    """
+    vals = arr[region] if region is not None and region.any() else arr.ravel()
+    if method == "zscore":
+        mu, sd = float(vals.mean()), float(vals.std())
+        return ((arr - mu) / (sd if sd > 1e-6 else 1.0)).astype(np.float32)
+    if method == "percentile":
+        lo, hi = np.percentile(vals, percentiles)
+        return ((np.clip(arr, lo, hi) - lo) / (hi - lo if hi > lo else 1.0)).astype(np.float32)
+    raise DataError(f"normalisation must be 'zscore' or 'percentile'; found {method!r}",
+                    field="mri_norm")  # fmt: skip
+
+
+def body_region(arr: np.ndarray) -> np.ndarray:
+    """Voxels brighter than the Otsu threshold: the body, without the air around it."""
+    from skimage.filters import threshold_otsu
+
+    return arr > threshold_otsu(arr) if np.ptp(arr) > 0 else np.ones(arr.shape, bool)
+
+
+def resize_volume(arr: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """(z, y, x) array → ``shape`` by linear interpolation (anti-aliased when shrinking)."""
+    from skimage.transform import resize
+
+    if tuple(arr.shape) == tuple(shape):
+        return arr.astype(np.float32)
+    shrink = any(s < a for s, a in zip(shape, arr.shape))
+    return resize(arr, tuple(shape), order=1, anti_aliasing=shrink,
+                  preserve_range=True).astype(np.float32)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class MriConfig:
+    """How volumes are prepared. ``size`` is (z, y, x) voxels; ``spacing`` (x, y, z) mm or
+    None for the T2W grid."""
+
+    size: tuple[int, int, int] = (32, 64, 64)
+    spacing: tuple[float, float, float] | None = None
+    margin_mm: float = 10.0
+    norm: Norm = "zscore"
+    combine: Combine = "concat"
+    sequences: tuple[str, ...] = SEQUENCES
+
+
+def prepare_mri(paths: Mapping[str, str | Path], mask: str | Path | None = None,
+                cfg: MriConfig | None = None, patient: str | None = None
+                ) -> dict[str, np.ndarray]:  # fmt: skip
+    """Read, co-register (resample onto the first sequence's grid), crop, normalise and
+    resize each sequence. Returns ``{sequence: (z, y, x) float32}`` in ``cfg.sequences``
+    order; sequences missing from ``paths`` raise (a partial embedding is not comparable)."""
+    import SimpleITK as sitk
+
+    cfg = cfg or MriConfig()
+    missing = [q for q in cfg.sequences if paths.get(q) is None]
+    if missing:
+        raise DataError(f"MRI sequences missing: {missing} (have {sorted(k for k, v in paths.items() if v)})",
+                        patient=patient, field="mri")  # fmt: skip
+    images = {q: read_image(paths[q], patient) for q in cfg.sequences}
+    ref = reference_grid(images[cfg.sequences[0]], cfg.spacing)
+    arrays = {q: sitk.GetArrayFromImage(resample_like(img, ref)) for q, img in images.items()}
+    region = None
+    crop: tuple[slice, ...] = (slice(None),) * 3
+    if mask is not None:
+        m = resample_like(read_image(mask, patient), ref, label=True)
+        region = sitk.GetArrayFromImage(m) > 0
+        try:
+            crop = mask_bbox(region, ref.GetSpacing()[::-1], cfg.margin_mm)
+        except DataError as exc:
+            raise DataError(exc.reason, path=mask, patient=patient, field="mri_mask") from exc
+        region = region[crop]
+    out = {}
+    for q, arr in arrays.items():
+        a = arr[crop]
+        reg = region if region is not None else body_region(a)
+        out[q] = resize_volume(normalize(a, reg, cfg.norm), cfg.size)
+    return out
+
+
+def embed_mri(volumes: Mapping[str, np.ndarray], encoder: Any, combine: Combine = "concat"
+              ) -> np.ndarray:  # fmt: skip
+    """One vector per patient: each sequence through the (single-channel) volume encoder,
+    then concatenated (dim × n_sequences) or averaged (dim)."""
+    batch = np.stack([v[None] for v in volumes.values()])  # (S, 1, z, y, x)
+    feats = encoder.encode(batch)
+    if combine == "concat":
+        return feats.reshape(-1).astype(np.float32)
+    if combine == "mean":
+        return feats.mean(axis=0).astype(np.float32)
+    raise DataError(f"combine must be 'concat' or 'mean'; found {combine!r}", field="mri_combine")
+
+
+def mri_dim(encoder_dim: int, cfg: MriConfig) -> int:
+    """Output dimension of ``embed_mri`` for this encoder and configuration."""
+    return encoder_dim * len(cfg.sequences) if cfg.combine == "concat" else encoder_dim

@@ -1,0 +1,380 @@
+"""Whole-slide images: open a pyramid, find tissue, lay a tile grid, stream tile batches.
+
+The steps are separate so each can be checked on its own and so planning (cheap: a
+thumbnail and a grid) is apart from reading (expensive: decoding tiles):
+
+1. ``Slide``: a pyramidal ``.tif``/``.svs`` opened with tiffslide (or OpenSlide when it is
+   importable and asked for), with its level-0 resolution (µm per pixel) from the file's
+   metadata or ``mpp_override``.
+2. ``tissue_mask``: the provided tissue mask (any scale) or Otsu on a thumbnail.
+3. ``plan_tiles``: a grid at the target resolution, tiles with enough tissue, at most
+   ``max_tiles`` of them (uniformly spread or seeded-random), in level-0 coordinates.
+4. ``iter_tile_batches``: decode tiles in a thread pool and yield fixed-size batches, so
+   memory is bounded by a couple of batches, whatever the slide's size.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from modalsurv.errors import DataError
+
+Sampling = Literal["uniform", "random"]
+SLIDE_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".scn", ".bif")
+MPP_TOLERANCE = 0.1  # a level within 10 % of the target resolution is read as is
+
+
+# ---------------------------------------------------------------------------- slide
+def _backend(name: str) -> str:
+    if name == "auto":
+        return "tiffslide"
+    if name not in ("tiffslide", "openslide"):
+        raise DataError(f"slide backend must be auto, tiffslide or openslide; found {name!r}",
+                        field="backend")  # fmt: skip
+    return name
+
+
+def _open_handle(path: Path, backend: str) -> Any:
+    if backend == "openslide":
+        try:
+            import openslide
+        except ImportError as exc:
+            raise DataError("backend 'openslide' asked for but the openslide package is not"
+                            " installed (pip install openslide-python openslide-bin)",
+                            path=path, field="backend") from exc  # fmt: skip
+        return openslide.OpenSlide(str(path))
+    import tiffslide
+
+    return tiffslide.TiffSlide(str(path))
+
+
+class Slide:
+    """A pyramidal slide: level geometry, level-0 µm/px, and region reads as uint8 RGB.
+
+    ``mpp_override`` replaces (or supplies) the level-0 resolution when the file's metadata
+    lacks it or is wrong. Each thread gets its own file handle (``read_region`` is called
+    from a thread pool), so reads never share decoder state.
+    """
+
+    def __init__(self, path: str | Path, mpp_override: float | None = None,
+                 backend: str = "auto") -> None:  # fmt: skip
+        self.path = Path(path)
+        self.backend = _backend(backend)
+        if not self.path.is_file():
+            raise DataError("slide file not found", path=self.path, field="slide")
+        try:
+            handle = _open_handle(self.path, self.backend)
+            self.level_dimensions: tuple[tuple[int, int], ...] = tuple(
+                (int(w), int(h)) for w, h in handle.level_dimensions
+            )
+            self.level_downsamples: tuple[float, ...] = tuple(
+                float(d) for d in handle.level_downsamples
+            )
+            props = dict(handle.properties)
+        except DataError:
+            raise
+        except Exception as exc:  # corrupt / not a slide: say which file
+            raise DataError(f"cannot open slide: {type(exc).__name__}: {exc}", path=self.path,
+                            field="slide") from exc  # fmt: skip
+        self._local = threading.local()
+        self._local.handle = handle
+        self._handles = [handle]
+        self._lock = threading.Lock()
+        self.mpp = self._resolve_mpp(props, mpp_override)
+
+    def _resolve_mpp(self, props: dict[str, Any], override: float | None) -> float:
+        if override is not None:
+            if not override > 0:
+                raise DataError(f"mpp_override must be > 0; found {override}", path=self.path,
+                                field="mpp_override")  # fmt: skip
+            return float(override)
+        for key in ("tiffslide.mpp-x", "openslide.mpp-x", "aperio.MPP"):
+            val = props.get(key)
+            try:
+                if val is not None and float(val) > 0:
+                    return float(val)
+            except (TypeError, ValueError):
+                continue
+        raise DataError("the slide has no resolution (µm per pixel) in its metadata; give it"
+                        " with mpp_override (e.g. 0.25 for 40x, 0.5 for 20x)", path=self.path,
+                        field="mpp")  # fmt: skip
+
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        """Level-0 (width, height)."""
+        return self.level_dimensions[0]
+
+    def _handle(self) -> Any:
+        h = getattr(self._local, "handle", None)
+        if h is None:
+            h = _open_handle(self.path, self.backend)
+            self._local.handle = h
+            with self._lock:
+                self._handles.append(h)
+        return h
+
+    def best_level(self, target_mpp: float) -> int:
+        """The coarsest level still at least as fine as ``target_mpp`` (within tolerance):
+        reading it and downscaling loses nothing and decodes the fewest pixels."""
+        if not target_mpp > 0:
+            raise DataError(f"target mpp must be > 0; found {target_mpp}", field="mpp")
+        best = 0
+        for lv, ds in enumerate(self.level_downsamples):
+            if self.mpp * ds <= target_mpp * (1 + MPP_TOLERANCE):
+                best = lv
+        return best
+
+    def read_region(self, x: int, y: int, level: int, size: tuple[int, int]) -> np.ndarray:
+        """(h, w, 3) uint8 RGB; ``x, y`` in level-0 pixels, ``size`` = (w, h) at ``level``."""
+        region = self._handle().read_region((int(x), int(y)), int(level), size)
+        arr = np.asarray(region)
+        if arr.ndim == 3 and arr.shape[2] == 4:  # RGBA (OpenSlide): white where transparent
+            alpha = arr[..., 3:4].astype(np.float32) / 255.0
+            arr = (arr[..., :3] * alpha + 255.0 * (1 - alpha)).astype(np.uint8)
+        elif arr.ndim == 2:
+            arr = np.repeat(arr[..., None], 3, axis=2)
+        return np.ascontiguousarray(arr[..., :3], dtype=np.uint8)
+
+    def thumbnail(self, max_px: int = 1024) -> np.ndarray:
+        """An RGB overview whose longer side is at most ``max_px`` pixels."""
+        lv = len(self.level_dimensions) - 1
+        for i, (w, h) in enumerate(self.level_dimensions):
+            if max(w, h) <= 4 * max_px:  # the finest level that is cheap to read whole
+                lv = i
+                break
+        w, h = self.level_dimensions[lv]
+        img = self.read_region(0, 0, lv, (w, h))
+        scale = max(w, h) / max_px
+        if scale > 1:
+            from skimage.transform import resize
+
+            shape = (max(1, round(h / scale)), max(1, round(w / scale)))
+            img = (resize(img, shape, anti_aliasing=True, preserve_range=True)
+                   .round().astype(np.uint8))  # fmt: skip
+        return img
+
+    def close(self) -> None:
+        with self._lock:
+            for h in self._handles:
+                try:
+                    h.close()
+                except Exception:  # pragma: no cover - closing must not mask the real error
+                    pass
+            self._handles.clear()
+
+    def __enter__(self) -> Slide:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------------- tissue
+@dataclass(frozen=True)
+class TissueMask:
+    """A boolean tissue map and its scale: level-0 pixels per mask pixel, per axis."""
+
+    mask: np.ndarray  # (h, w) bool
+    scale_x: float
+    scale_y: float
+    source: str  # "file" | "otsu"
+
+
+def _read_mask_file(path: Path, max_px: int) -> np.ndarray:
+    """The smallest pyramid level of a mask TIFF with a side ≥ ``max_px`` (or the largest
+    one available); non-zero = tissue."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            levels = list(series.levels)
+            pick = levels[0]
+            for lv in levels:
+                if max(lv.shape[:2]) >= max_px:
+                    pick = lv
+            arr = np.asarray(pick.asarray())
+    except Exception as exc:
+        raise DataError(f"cannot read tissue mask: {type(exc).__name__}: {exc}", path=path,
+                        field="mask") from exc  # fmt: skip
+    if arr.ndim == 3:  # (h, w, c): tissue where any channel is set
+        arr = arr.max(axis=2)
+    if arr.ndim != 2:
+        raise DataError(f"tissue mask must be a 2-D image; found shape {arr.shape}", path=path,
+                        field="mask")  # fmt: skip
+    return arr > 0
+
+
+def otsu_tissue(rgb: np.ndarray, min_object_frac: float = 1e-3) -> np.ndarray:
+    """Tissue by Otsu on saturation (stain is coloured, glass is grey), falling back to
+    darkness on grey when saturation has no contrast; holes and specks removed."""
+    from skimage.color import rgb2gray, rgb2hsv
+    from skimage.filters import threshold_otsu
+    from skimage.morphology import remove_small_holes, remove_small_objects
+
+    sat = rgb2hsv(rgb)[..., 1]
+    if np.ptp(sat) > 0.05:
+        mask = sat > threshold_otsu(sat)
+    else:
+        grey = rgb2gray(rgb)
+        mask = grey < threshold_otsu(grey) if np.ptp(grey) > 0.02 else np.zeros(grey.shape, bool)
+    area = max(int(min_object_frac * mask.size), 1)
+    mask = remove_small_objects(mask, max_size=area)
+    return remove_small_holes(mask, max_size=area)
+
+
+def tissue_mask(slide: Slide, mask_path: str | Path | None = None,
+                thumb_px: int = 1024) -> TissueMask:  # fmt: skip
+    """The provided mask (any level or scale; mapped onto level 0 by the size ratio) when
+    given, else Otsu on a ``thumb_px`` thumbnail."""
+    w0, h0 = slide.dimensions
+    if mask_path is not None:
+        m = _read_mask_file(Path(mask_path), thumb_px)
+        source = "file"
+    else:
+        m = otsu_tissue(slide.thumbnail(thumb_px))
+        source = "otsu"
+    return TissueMask(m, w0 / m.shape[1], h0 / m.shape[0], source)
+
+
+# ---------------------------------------------------------------------------- grid
+@dataclass(frozen=True)
+class TilePlan:
+    """Where to read a slide's tiles: level-0 top-left corners and how to read them."""
+
+    path: Path
+    coords: np.ndarray  # (K, 2) int64 level-0 (x, y)
+    level: int  # pyramid level read
+    read_size: int  # tile side in pixels at ``level`` (resized to ``tile_size``)
+    tile_size: int  # output tile side in pixels
+    tile_size_lv0: int  # tile side in level-0 pixels (TITAN's patch_size_lv0)
+    mpp: float  # target µm per pixel
+    slide_mpp: float  # level-0 µm per pixel
+    n_candidates: int  # tiles with enough tissue before sampling
+
+
+def sample_indices(n: int, k: int, sampling: Sampling = "uniform", seed: int = 0) -> np.ndarray:
+    """Sorted indices of ``min(n, k)`` of ``n`` grid tiles: evenly spread over the grid's
+    row-major order ("uniform", deterministic) or a seeded random subset ("random")."""
+    if k <= 0:
+        raise DataError(f"max_tiles must be >= 1; found {k}", field="max_tiles")
+    if n <= k:
+        return np.arange(n)
+    if sampling == "uniform":
+        return np.unique(np.floor(np.arange(k) * (n / k) + (n / k) / 2).astype(np.int64))
+    if sampling == "random":
+        return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
+    raise DataError(f"sampling must be 'uniform' or 'random'; found {sampling!r}",
+                    field="sampling")  # fmt: skip
+
+
+def tissue_fractions(tm: TissueMask, xs: np.ndarray, ys: np.ndarray, side: int) -> np.ndarray:
+    """Fraction of tissue under each level-0 square (x, y, side), from an integral image of
+    the mask (each mask pixel counts wholly, so a tile smaller than a mask pixel still
+    gets that pixel's value)."""
+    m = tm.mask.astype(np.float64)
+    ii = np.zeros((m.shape[0] + 1, m.shape[1] + 1))
+    ii[1:, 1:] = m.cumsum(0).cumsum(1)
+    h, w = m.shape
+    x0 = np.clip(np.floor(xs / tm.scale_x).astype(np.int64), 0, w - 1)
+    y0 = np.clip(np.floor(ys / tm.scale_y).astype(np.int64), 0, h - 1)
+    x1 = np.clip(np.ceil((xs + side) / tm.scale_x).astype(np.int64), x0 + 1, w)
+    y1 = np.clip(np.ceil((ys + side) / tm.scale_y).astype(np.int64), y0 + 1, h)
+    total = ii[y1, x1] - ii[y0, x1] - ii[y1, x0] + ii[y0, x0]
+    return total / ((x1 - x0) * (y1 - y0))
+
+
+def plan_tiles(
+    slide: Slide,
+    mask: TissueMask,
+    mpp: float = 0.5,
+    tile_size: int = 224,
+    max_tiles: int | None = 500,
+    min_tissue: float = 0.5,
+    sampling: Sampling = "uniform",
+    seed: int = 0,
+) -> TilePlan:
+    """A non-overlapping grid at ``mpp`` µm/px with ``tile_size``-px tiles; tiles with at
+    least ``min_tissue`` tissue kept, then at most ``max_tiles`` of them sampled."""
+    if tile_size < 16:
+        raise DataError(f"tile_size must be >= 16 px; found {tile_size}", field="tile_size")
+    if not 0.0 <= min_tissue <= 1.0:
+        raise DataError(f"min_tissue must be in [0, 1]; found {min_tissue}", field="min_tissue")
+    level = slide.best_level(mpp)
+    side0 = max(1, round(tile_size * mpp / slide.mpp))
+    read_size = max(1, round(side0 / slide.level_downsamples[level]))
+    w0, h0 = slide.dimensions
+    gx = np.arange(0, w0 - side0 + 1, side0, dtype=np.int64)
+    gy = np.arange(0, h0 - side0 + 1, side0, dtype=np.int64)
+    ys, xs = (a.ravel() for a in np.meshgrid(gy, gx, indexing="ij"))  # row-major
+    keep = tissue_fractions(mask, xs, ys, side0) >= min_tissue if len(xs) else np.zeros(0, bool)
+    xs, ys = xs[keep], ys[keep]
+    n = len(xs)
+    if max_tiles is not None and n:
+        idx = sample_indices(n, max_tiles, sampling, seed)
+        xs, ys = xs[idx], ys[idx]
+    coords = np.stack([xs, ys], axis=1).astype(np.int64) if len(xs) else np.zeros((0, 2), np.int64)
+    return TilePlan(slide.path, coords, level, read_size, tile_size, side0, float(mpp),
+                    slide.mpp, n)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- reading
+def read_tile(slide: Slide, plan: TilePlan, x: int, y: int) -> np.ndarray:
+    """One (tile_size, tile_size, 3) uint8 tile at level-0 (x, y)."""
+    img = slide.read_region(x, y, plan.level, (plan.read_size, plan.read_size))
+    if img.shape[0] != plan.tile_size or img.shape[1] != plan.tile_size:
+        from skimage.transform import resize
+
+        img = (resize(img, (plan.tile_size, plan.tile_size), anti_aliasing=True,
+                      preserve_range=True).round().astype(np.uint8))  # fmt: skip
+    return img
+
+
+def iter_tile_batches(
+    slide: Slide, plan: TilePlan, batch_size: int = 32, workers: int = 2
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield ``(tiles (B, S, S, 3) uint8, coords (B, 2) int64)`` in plan order.
+
+    Tiles are decoded by ``workers`` threads (tiffslide's decoders release the GIL); at
+    most two batches are in flight (the one being yielded and the next), so memory does
+    not grow with the number of tiles.
+    """
+    if batch_size < 1:
+        raise DataError(f"batch_size must be >= 1; found {batch_size}", field="batch_size")
+    n = len(plan.coords)
+    starts = list(range(0, n, batch_size))
+    if not starts:
+        return
+
+    def load(start: int) -> np.ndarray:
+        c = plan.coords[start : start + batch_size]
+        out = np.empty((len(c), plan.tile_size, plan.tile_size, 3), dtype=np.uint8)
+        if pool is None:
+            for i, (x, y) in enumerate(c):
+                out[i] = read_tile(slide, plan, int(x), int(y))
+        else:
+            for i, t in enumerate(pool.map(lambda xy: read_tile(slide, plan, *map(int, xy)), c)):
+                out[i] = t
+        return out
+
+    pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
+    # one extra thread prefetches the next batch while the caller encodes this one
+    prefetch = ThreadPoolExecutor(max_workers=1)
+    try:
+        nxt = prefetch.submit(load, starts[0])
+        for i, start in enumerate(starts):
+            tiles = nxt.result()
+            if i + 1 < len(starts):
+                nxt = prefetch.submit(load, starts[i + 1])
+            yield tiles, plan.coords[start : start + batch_size]
+    finally:
+        prefetch.shutdown(wait=True, cancel_futures=True)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)

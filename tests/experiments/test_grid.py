@@ -1,0 +1,150 @@
+from pathlib import Path
+
+import pytest
+
+from modalsurv.config import RunConfig
+from modalsurv.errors import ConfigError
+from modalsurv.experiments.grid import (
+    ExperimentGrid,
+    load_grid,
+    modality_sets,
+    parse_grid,
+    trial_id,
+)
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "experiments"
+
+
+def grid_dict(**over):
+    data = {
+        "name": "t",
+        "base": {"cv": {"folds": 2}, "baselines": []},
+        "modalities": [["clinical"], ["clinical", "wsi"]],
+        "encoder": ["frozen", "finetuned"],
+        "encoders": {"frozen": {}, "finetuned": {"wsi": "wsi_ft", "rna": "rna_v2"}},
+        "fusion": ["concat", "cross_attention", "cross_attention_gated"],
+        "data_fraction": [0.5, 1.0],
+        "seed": [0, 1],
+    }
+    data.update(over)
+    return data
+
+
+def test_expand_counts_settings_and_resolved_configs():
+    trials = parse_grid(grid_dict()).expand()
+    # [clinical] is the same run under both encoder labels: kept once
+    assert len(trials) == (1 + 2) * 3 * 2 * 2
+    assert len({t.id for t in trials}) == len(trials)
+    by = {(t.settings["encoder"], tuple(t.settings["modalities"]), t.settings["fusion"],
+           t.settings["data_fraction"], t.settings["seed"]): t for t in trials}  # fmt: skip
+    t = by[("finetuned", ("clinical", "wsi"), "concat", 0.5, 1)]
+    assert t.config.model.modalities == ["clinical", "wsi_ft"]
+    assert t.config.model.fusion == "concat"
+    assert t.config.cv.train_fraction == 0.5 and t.config.seed == 1
+    assert t.config.cv.folds == 2 and t.config.baselines == []
+    assert "rna_v2" in t.config.preprocess.rna_modalities  # a renamed slot keeps its transform
+    assert t.label == "clinical+wsi | finetuned | concat | 50% | seed 1"
+    assert t.row()["modalities"] == "clinical+wsi" and t.row()["trial"] == t.id
+    f = by[("frozen", ("clinical", "wsi"), "concat", 0.5, 1)]
+    assert f.config.model.modalities == ["clinical", "wsi"] and f.id != t.id
+    assert ("finetuned", ("clinical",), "concat", 0.5, 1) not in by
+
+
+def test_missing_axes_take_the_base_value():
+    g = parse_grid({"base": {"seed": 7, "model": {"fusion": "concat"}}})
+    (t,) = g.expand()
+    assert t.settings == {"modalities": None, "encoder": "default", "fusion": "concat",
+                          "data_fraction": 1.0, "seed": 7}  # fmt: skip
+    assert t.config == RunConfig.model_validate({"seed": 7, "model": {"fusion": "concat"}})
+    assert t.label.startswith("all | concat | 100%")
+
+
+def test_ids_are_stable_and_depend_only_on_the_resolved_config():
+    a = parse_grid(grid_dict()).expand()
+    b = parse_grid(grid_dict()).expand()
+    assert [t.id for t in a] == [t.id for t in b]
+    reordered = grid_dict(fusion=["cross_attention_gated", "concat", "cross_attention"],
+                          seed=[1, 0])  # fmt: skip
+    assert {t.id for t in parse_grid(reordered).expand()} == {t.id for t in a}
+    other_base = grid_dict(base={"cv": {"folds": 3}, "baselines": []})
+    assert not {t.id for t in parse_grid(other_base).expand()} & {t.id for t in a}
+    assert len(a[0].id) == 12 and int(a[0].id, 16) >= 0
+    assert trial_id(a[0].config) == a[0].id
+    assert trial_id(a[0].config.model_copy(deep=True)) == a[0].id
+
+
+def test_modality_set_generators():
+    mods = ["clinical", "wsi", "rna"]
+    assert modality_sets(mods, ["single"]) == [["clinical"], ["wsi"], ["rna"]]
+    assert modality_sets(mods, ["leave_one_out"]) == [["wsi", "rna"], ["clinical", "rna"],
+                                                      ["clinical", "wsi"]]  # fmt: skip
+    assert modality_sets(mods, ["all", "pairs"]) == [mods, ["clinical", "wsi"],
+                                                     ["clinical", "rna"], ["wsi", "rna"]]  # fmt: skip
+    assert modality_sets(mods, ["single", "all"], always=["clinical"]) == [
+        ["clinical", "wsi"], ["clinical", "rna"], ["clinical", "wsi", "rna"]]  # fmt: skip
+    g = parse_grid({"modalities": {"generate": ["single", "all"], "from": mods}})
+    assert g.modalities == [["clinical"], ["wsi"], ["rna"], mods]
+    with pytest.raises(ValueError, match="unknown generator"):
+        modality_sets(mods, ["triples"])
+
+
+@pytest.mark.parametrize(
+    ("over", "needle"),
+    [
+        ({"fusion": ["concat", "concatt"]}, "fusion: fusion[1] = 'concatt' is unknown"),
+        ({"data_fraction": [0.0]}, "data_fraction: data_fraction[0] = 0.0 must be in (0, 1]"),
+        ({"data_fraction": [0.5, 1.5]}, "data_fraction[1] = 1.5"),
+        ({"seed": [0, 0]}, "seed[1] = 0 repeats seed[0]"),
+        ({"seed": []}, "seed: must list at least one value"),
+        ({"modalities": [["clinical"], []]}, "modalities[1] is empty"),
+        ({"modalities": [["wsi", "clinical"], ["clinical", "wsi"]]}, "modalities[1]"),
+        ({"modalities": [["wsi", "wsi"]]}, "modalities[0][1] = 'wsi' repeats"),
+        ({"modalities": {"generate": ["single"]}}, "'from' must list"),
+        ({"modalities": {"from": ["wsi"], "genrate": ["all"]}}, "unknown key(s) ['genrate']"),
+        ({"encoder": ["frozen", "tuned"]}, "encoder[1] = 'tuned' is not defined under 'encoders'"),
+        ({"fusoin": ["concat"]}, "fusoin: unknown key"),
+        ({"base": {"model": {"fusoin": "concat"}}}, "base.model.fusoin: unknown key"),
+        ({"base": {"cv": {"train_fraction": 2}}}, "base.cv.train_fraction:"),
+    ],
+)
+def test_validation_errors_name_the_key(over, needle):
+    with pytest.raises(ConfigError) as err:
+        parse_grid(grid_dict(**over), source="g.yaml")
+    assert "invalid experiment grid g.yaml" in str(err.value)
+    assert needle in str(err.value)
+
+
+def test_load_grid_with_base_path_and_cohort_check(tmp_path):
+    (tmp_path / "base.yaml").write_text("seed: 3\ncv: {folds: 4}\n")
+    (tmp_path / "g.yaml").write_text(
+        "base: base.yaml\nmodalities: [[clinical, mri]]\nfusion: [concat]\n"
+    )
+    g = load_grid(tmp_path / "g.yaml")
+    (t,) = g.expand()
+    assert t.config.seed == 3 and t.config.cv.folds == 4
+    g.check_cohort(["clinical", "mri", "wsi"])
+    with pytest.raises(ConfigError, match=r"needs modalities \['mri'\] that the cohort lacks"):
+        g.check_cohort(["clinical", "wsi"])
+    (tmp_path / "bad.yaml").write_text("base: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match="base: file .*nowhere.yaml does not exist"):
+        load_grid(tmp_path / "bad.yaml")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_grid(tmp_path / "missing.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_grid(tmp_path / "list.yaml")
+
+
+@pytest.mark.parametrize(
+    ("name", "n_trials"),
+    [("ablation.yaml", 11 * 2), ("fusion.yaml", 4 * 3), ("scaling.yaml", 4 * 3),
+     ("clinical_baseline.yaml", 2 * 3)],  # fmt: skip
+)
+def test_example_grids_load_and_expand(name, n_trials):
+    g = load_grid(CONFIGS / name)
+    assert isinstance(g, ExperimentGrid)
+    trials = g.expand()
+    assert len(trials) == n_trials
+    from modalsurv.data.sources import load_cohort  # noqa: F401 - data section must be loadable
+
+    assert g.base.data.source == "synthetic"

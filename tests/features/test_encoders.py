@@ -1,0 +1,175 @@
+"""Encoders: registries, strict checkpoint loading, real EfficientNet-Lite0 weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from modalsurv.errors import DataError, FeatureError, WeightsError
+from modalsurv.features import encoders as enc
+
+
+def tiles(n: int = 2, size: int = 64, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+# ---------------------------------------------------------------------------- timm
+def test_timm_random_init_shapes_and_provenance() -> None:
+    e = enc.get_tile_encoder("timm:resnet10t")
+    out = e.encode(tiles(3))
+    assert out.shape == (3, 512) and out.dtype == np.float32 and e.dim == 512
+    assert e.name == "timm:resnet10t" and e.checksum == enc.RANDOM_INIT
+    assert e.mean.flatten().tolist() == pytest.approx(list(enc.IMAGENET_MEAN))
+
+
+def test_timm_local_checkpoint_loads_and_is_checksummed(tmp_path: Path) -> None:
+    import timm
+
+    torch.manual_seed(3)
+    src = timm.create_model("resnet10t", pretrained=False, num_classes=7)  # with a head
+    src.eval()
+    p = tmp_path / "w.safetensors"
+    save_file(src.state_dict(), str(p))
+    e = enc.get_tile_encoder("timm:resnet10t", weights=p)
+    x = tiles(2)
+    ref = src.forward_head(src.forward_features(e.preprocess(x)), pre_logits=True)
+    np.testing.assert_allclose(e.encode(x), ref.detach().numpy(), rtol=1e-5, atol=1e-5)
+    assert e.checksum == enc.sha256_file(p) and len(e.checksum) == 64
+    # the same weights as a DataParallel-style .pth give the same encoder
+    p2 = tmp_path / "w.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in src.state_dict().items()}}, p2)
+    np.testing.assert_allclose(enc.get_tile_encoder("timm:resnet10t", weights=p2).encode(x),
+                               e.encode(x), rtol=1e-6)  # fmt: skip
+
+
+def test_wrong_checkpoint_gives_a_readable_key_report(tmp_path: Path) -> None:
+    import timm
+
+    p = tmp_path / "resnet18.pth"
+    torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), p)
+    with pytest.raises(WeightsError) as exc:
+        enc.get_tile_encoder("timm:resnet10t", weights=p)
+    msg = str(exc.value)
+    assert str(p) in msg and "shape mismatches" in msg and "missing" in msg
+    assert "conv1.0.weight" in msg  # resnet10t's deep stem is not in resnet18
+
+
+def test_checkpoint_must_hold_tensors(tmp_path: Path) -> None:
+    p = tmp_path / "junk.pth"
+    torch.save({"epoch": 3}, p)
+    with pytest.raises(WeightsError, match="not a mapping"):
+        enc.load_state_dict(p)
+    with pytest.raises(WeightsError, match="not found"):
+        enc.load_state_dict(tmp_path / "nope.pth")
+
+
+def test_unknown_encoder_names_are_listed() -> None:
+    with pytest.raises(DataError, match="efficientnet_lite0"):
+        enc.get_tile_encoder("resnet")
+    with pytest.raises(DataError, match="medicalnet_resnet50"):
+        enc.get_volume_encoder("resnet3d")
+    with pytest.raises(DataError, match="titan"):
+        enc.get_slide_encoder("attention", 16)
+
+
+# ---------------------------------------------------------------------------- efficientnet
+def test_efficientnet_lite0_packaged_weights_are_genuine_imagenet() -> None:
+    from skimage import data
+    from skimage.transform import resize
+
+    e = enc.efficientnet_lite0_encoder(classifier=True)
+    imgs = np.stack([
+        (resize(im, (224, 224), anti_aliasing=True) * 255).round().astype(np.uint8)
+        for im in (data.chelsea(), data.coffee())
+    ])  # fmt: skip
+    top = e.encode(imgs).argmax(axis=1)
+    assert 281 <= top[0] <= 285  # a domestic cat (285 = Egyptian cat)
+    assert top[1] == 967  # espresso
+    feat = enc.get_tile_encoder("efficientnet_lite0")
+    assert feat.dim == 1280 and feat.encode(imgs).shape == (2, 1280)
+    assert feat.checksum == enc.sha256_file(enc.efficientnet_lite0_weights())
+
+
+# ---------------------------------------------------------------------------- conch
+def test_conch_via_open_clip_with_a_tiny_local_checkpoint(tmp_path: Path) -> None:
+    import open_clip
+
+    cfg = {"embed_dim": 16,
+           "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16,
+                          "head_width": 16},
+           "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2,
+                        "layers": 1}}  # fmt: skip
+    cdir = tmp_path / "cfg"
+    cdir.mkdir()
+    (cdir / "tiny-conch-test.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(cdir)
+    torch.manual_seed(0)
+    src = open_clip.create_model("tiny-conch-test")
+    p = tmp_path / "conch_tiny.bin"
+    torch.save(src.state_dict(), p)
+    e = enc.get_tile_encoder("conch:tiny-conch-test", weights=p)
+    x = tiles(2, 48)
+    out = e.encode(x)
+    assert out.shape == (2, 16) and e.input_size == 32 and e.checksum == enc.sha256_file(p)
+    ref = src.eval().encode_image(e.preprocess(x))
+    np.testing.assert_allclose(out, ref.detach().numpy(), rtol=1e-4, atol=1e-5)
+    # CONCH v1 itself needs MahmoodLab's package or at least a local checkpoint
+    with pytest.raises(WeightsError, match="local checkpoint"):
+        enc.get_tile_encoder("conch")
+
+
+# ---------------------------------------------------------------------------- slides
+def test_mean_slide_encoder() -> None:
+    f = np.arange(12, dtype=np.float32).reshape(4, 3)
+    s = enc.get_slide_encoder("mean", 3)
+    np.testing.assert_allclose(s.encode(f), f.mean(0))
+
+
+def test_titan_input_validation_and_missing_folder(tmp_path: Path) -> None:
+    enc.validate_titan_inputs(768, 512, 0.5)  # what TITAN expects: fine
+    with pytest.raises(FeatureError, match="768"):
+        enc.validate_titan_inputs(512, 512, 0.5, "timm:resnet10t")
+    with pytest.raises(FeatureError, match="512 px"):
+        enc.validate_titan_inputs(768, 224, 0.5)
+    with pytest.raises(FeatureError, match="20x"):
+        enc.validate_titan_inputs(768, 512, 0.25)
+    with pytest.raises(WeightsError, match="snapshot folder") as exc:
+        enc.get_slide_encoder("titan", 768, tmp_path / "TITAN")
+    assert str(tmp_path / "TITAN") in str(exc.value)
+
+
+# ---------------------------------------------------------------------------- volumes
+def _medicalnet_ckpt(model: torch.nn.Module, path: Path, extra_seg: bool = True) -> Path:
+    sd = {f"module.{k}": v for k, v in model.state_dict().items()}
+    if extra_seg:  # MedicalNet's segmentation head: ignored
+        sd["module.conv_seg.0.weight"] = torch.zeros(32, 512, 3, 3, 3)
+    torch.save({"state_dict": sd}, path)
+    return path
+
+
+def test_medicalnet_layout_loads_and_wrong_depth_is_reported(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    src = enc.medicalnet_encoder(10)
+    assert src.dim == 512
+    p = _medicalnet_ckpt(src.model, tmp_path / "resnet_10.pth")
+    e = enc.get_volume_encoder("medicalnet_resnet10", weights=p)
+    vol = np.random.default_rng(0).normal(size=(2, 1, 16, 24, 24)).astype(np.float32)
+    out = e.encode(vol)
+    assert out.shape == (2, 512) and e.checksum == enc.sha256_file(p)
+    np.testing.assert_allclose(out, src.encode(vol), rtol=1e-5, atol=1e-6)
+    assert e.encode(vol[0]).shape == (512,)
+    with pytest.raises(WeightsError) as exc:
+        enc.get_volume_encoder("medicalnet_resnet18", weights=p)
+    msg = str(exc.value)
+    assert str(p) in msg and "missing" in msg and "layer1.1.conv1.weight" in msg
+    assert "unexpected" in msg and "downsample" in msg  # resnet10 uses shortcut B
+
+
+def test_medicalnet_resnet50_dim() -> None:
+    e = enc.get_volume_encoder("medicalnet_resnet50")
+    assert e.encode(np.zeros((1, 1, 8, 16, 16), np.float32)).shape == (1, 2048)

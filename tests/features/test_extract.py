@@ -1,0 +1,137 @@
+"""Extraction end to end on a CHIMERA-layout folder of real-format files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modalsurv.data.synthetic import make_cohort, write_chimera
+from modalsurv.errors import FeatureError
+from modalsurv.features.extract import run_extract
+from modalsurv.features.mri import MriConfig
+from modalsurv.io.store import FeatureStore
+
+FAST = {"tile_encoder": "timm:resnet10t", "tile_size": 64, "max_tiles": 6, "batch_size": 4,
+        "workers": 2, "mri": MriConfig(size=(8, 16, 16))}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def chimera(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cohort, _ = make_cohort(n=3, seed=0, max_tiles=4, tile_dim=8, slide_dim=8, mri_dim=8,
+                            n_genes=12, missing={m: 0.0 for m in ("wsi", "slide", "mri", "rna")})  # fmt: skip
+    return write_chimera(cohort, tmp_path_factory.mktemp("chimera"), task=1, slide_px=1024,
+                         mpp=0.5, mri_shape=(8, 24, 24), max_slides=1)  # fmt: skip
+
+
+def test_extract_writes_every_modality_with_provenance(chimera: Path, tmp_path: Path) -> None:
+    events: list[str] = []
+    rep = run_extract("chimera-task1", chimera, tmp_path / "store", **FAST,
+                      volume_encoder="medicalnet_resnet10",
+                      progress=lambda e, **kw: events.append(e))  # fmt: skip
+    assert rep.ok and len(rep.done) == 3 and rep.n_tiles > 0 and rep.tiles_per_s > 0
+    store = FeatureStore(tmp_path / "store")
+    assert store.modalities() == ["mri", "rna", "slide", "wsi"]
+    meta = store.meta("wsi")
+    assert (meta["encoder"], meta["checksum"], meta["dim"]) == ("timm:resnet10t", "random-init", 512)
+    assert store.meta("mri")["dim"] == 1536 and store.meta("rna")["dim"] == 12
+    for pid in rep.done:
+        x, c = store.read("wsi", pid)
+        assert x.shape[1] == 512 and 1 <= len(x) <= 6 and c.shape == (len(x), 2)
+        assert np.all(c >= 0) and np.all(c + 64 <= 1024)  # 64-px tiles inside the 1024-px slide
+        s, _ = store.read("slide", pid)
+        np.testing.assert_allclose(s, x.mean(0), rtol=1e-5)
+    assert (tmp_path / "store" / "rna_genes.txt").read_text().count("\n") == 12
+    assert events[0] == "start" and events[-1] == "finish" and "slide" in events
+    # a second run finds everything complete and does nothing
+    again = run_extract("chimera-task1", chimera, tmp_path / "store", **FAST,
+                        volume_encoder="medicalnet_resnet10")  # fmt: skip
+    assert sorted(again.skipped) == sorted(rep.done) and again.done == []
+
+
+def test_mixing_encoders_in_one_store_is_refused(chimera: Path, tmp_path: Path) -> None:
+    run_extract("chimera-task1", chimera, tmp_path / "s", **FAST, limit=1)
+    other = {**FAST, "tile_encoder": "timm:resnet14t"}
+    with pytest.raises(FeatureError, match="refusing to mix"):
+        run_extract("chimera-task1", chimera, tmp_path / "s", **other)
+    assert FeatureStore(tmp_path / "s").patients("wsi") == ["1000"]
+
+
+def test_corrupt_slide_is_reported_and_the_rest_finish(chimera: Path, tmp_path: Path) -> None:
+    root = tmp_path / "c"
+    shutil.copytree(chimera, root)
+    bad = sorted((root / "pathology/images/1001").glob("1001_*.tif"))[0]
+    bad = bad if not bad.name.endswith("_tissue.tif") else bad.with_name("1001_0.tif")
+    bad.write_bytes(b"II*\x00garbage" * 10)
+    failed: list[dict] = []
+    rep = run_extract("chimera-task1", root, tmp_path / "s", **FAST, rna=False,
+                      progress=lambda e, **kw: failed.append(kw) if e == "failed" else None)  # fmt: skip
+    assert sorted(rep.done) == ["1000", "1002"]
+    assert len(rep.failures) == 1 and rep.failures[0].patient == "1001"
+    assert rep.failures[0].path == str(bad) and "cannot open slide" in rep.failures[0].reason
+    assert failed and failed[0]["path"] == str(bad)
+
+
+def test_resume_after_a_crash_inside_the_writer(chimera: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    out = tmp_path / "s"
+    real = FeatureStore.write_many
+    calls = {"n": 0}
+
+    def crashing(self, modality, *a, **kw):  # noqa: ANN001, ANN202
+        calls["n"] += 1
+        if calls["n"] == 4:  # patient 2: its wsi bag written, crash before its slide vector
+            raise KeyboardInterrupt("killed")
+        return real(self, modality, *a, **kw)
+
+    monkeypatch.setattr(FeatureStore, "write_many", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        run_extract("chimera-task1", chimera, out, **FAST, flush_every=1, rna=False)
+    monkeypatch.setattr(FeatureStore, "write_many", real)
+    store = FeatureStore(out)
+    assert store.patients("slide") == ["1000"] and store.patients("wsi") == ["1000", "1001"]
+    rep = run_extract("chimera-task1", chimera, out, **FAST, rna=False)
+    assert rep.skipped == ["1000"] and sorted(rep.done) == ["1001", "1002"]
+    assert store.patients("slide") == ["1000", "1001", "1002"]
+
+
+def test_resume_after_sigkill(chimera: Path, tmp_path: Path) -> None:
+    out = tmp_path / "s"
+    script = textwrap.dedent(f"""
+        import os, signal
+        from modalsurv.features.extract import run_extract
+        from modalsurv.features.mri import MriConfig
+        def progress(event, **kw):
+            if event == "batch" and kw["patient"] == "1001":
+                os.kill(os.getpid(), signal.SIGKILL)  # mid-patient, after patient 1 was written
+        run_extract("chimera-task1", {str(chimera)!r}, {str(out)!r}, tile_encoder="timm:resnet10t",
+                    tile_size=64, max_tiles=6, batch_size=4, flush_every=1, rna=False,
+                    progress=progress)
+    """)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    assert FeatureStore(out).patients("wsi") == ["1000"]
+    rep = run_extract("chimera-task1", chimera, out, **FAST, rna=False)
+    assert rep.skipped == ["1000"] and sorted(rep.done) == ["1001", "1002"]
+
+
+def test_limit_titan_check_and_manifest_layout(chimera: Path, tmp_path: Path) -> None:
+    with pytest.raises(FeatureError, match="CONCH v1.5"):
+        run_extract("chimera-task1", chimera, tmp_path / "t", **FAST, slide_encoder="titan")
+    slides = sorted(p for p in (chimera / "pathology/images").rglob("*.tif")
+                    if not p.name.endswith("_tissue.tif"))  # fmt: skip
+    lines = ["patient,wsi_path,wsi_mask_path"]
+    for s in slides[:2]:
+        lines.append(f"{s.parent.name},{s},{s.with_name(s.stem + '_tissue.tif')}")
+    man = tmp_path / "manifest.csv"
+    man.write_text("\n".join(lines) + "\n")
+    rep = run_extract("manifest", man, tmp_path / "m", **FAST, limit=1)
+    assert rep.done == [slides[0].parent.name] and rep.ok

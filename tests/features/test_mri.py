@@ -1,0 +1,123 @@
+"""MRI: real .mha / .nii.gz / DICOM volumes written with SimpleITK."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from modalsurv.errors import DataError
+from modalsurv.features import encoders as enc
+from modalsurv.features import mri
+
+SHAPE = (12, 40, 40)  # z, y, x at spacing (0.5, 0.5, 3.0) mm
+
+
+def ellipsoid(shape: tuple[int, int, int] = SHAPE) -> np.ndarray:
+    zz, yy, xx = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
+    return (zz / 0.5) ** 2 + ((yy - 0.2) / 0.4) ** 2 + (xx / 0.3) ** 2 <= 1.0
+
+
+def write(arr: np.ndarray, path: Path, spacing: tuple[float, ...] = (0.5, 0.5, 3.0)) -> Path:
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing(spacing)
+    sitk.WriteImage(img, str(path), True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("mri")
+    rng = np.random.default_rng(0)
+    inside = ellipsoid()
+    out = {}
+    for q, scale in (("t2w", 400.0), ("adc", 1200.0), ("hbv", 20.0)):
+        vol = rng.normal(0.3, 0.05, SHAPE) * scale
+        vol[inside] += scale
+        out[q] = write(vol.astype(np.float32), d / f"p_{q}.mha")
+    # ADC at half the in-plane resolution: must be resampled onto the T2W grid
+    adc = sitk.ReadImage(str(out["adc"]))
+    small = sitk.Resample(adc, [20, 20, 12], sitk.Transform(), sitk.sitkLinear, adc.GetOrigin(),
+                          (1.0, 1.0, 3.0), adc.GetDirection())  # fmt: skip
+    sitk.WriteImage(small, str(d / "p_adc_lowres.mha"))
+    out["adc"] = d / "p_adc_lowres.mha"
+    out["mask"] = write(inside.astype(np.uint8), d / "p_mask.mha")
+    return out
+
+
+def test_prepare_resamples_crops_normalises_and_resizes(case: dict[str, Path]) -> None:
+    cfg = mri.MriConfig(size=(8, 16, 16), margin_mm=3.0)
+    vols = mri.prepare_mri(case, case["mask"], cfg)
+    assert list(vols) == ["t2w", "adc", "hbv"]
+    for v in vols.values():
+        assert v.shape == (8, 16, 16) and v.dtype == np.float32 and np.isfinite(v).all()
+    # z-scored inside the mask: the prostate (bright) is around 0, surroundings negative
+    assert abs(float(vols["t2w"][4, 8, 8])) < 1.5
+    assert float(vols["t2w"][0, 0, 0]) < -1.0
+
+
+def test_crop_box_follows_the_mask_and_margin() -> None:
+    m = np.zeros((10, 50, 50), bool)
+    m[4:6, 20:30, 10:20] = True
+    box = mri.mask_bbox(m, (3.0, 0.5, 0.5), margin_mm=2.0)
+    assert box == (slice(3, 7), slice(16, 34), slice(6, 24))
+    with pytest.raises(DataError, match="empty"):
+        mri.mask_bbox(np.zeros((4, 4, 4), bool), (1, 1, 1), 1.0)
+
+
+def test_normalisation_methods() -> None:
+    a = np.random.default_rng(1).normal(5, 2, (6, 8, 8)).astype(np.float32)
+    region = np.zeros(a.shape, bool)
+    region[2:4] = True
+    z = mri.normalize(a, region, "zscore")
+    assert z[region].mean() == pytest.approx(0, abs=1e-5) and z[region].std() == pytest.approx(1, abs=1e-4)
+    p = mri.normalize(a, None, "percentile")
+    assert p.min() == 0.0 and p.max() == 1.0
+    with pytest.raises(DataError, match="zscore"):
+        mri.normalize(a, None, "minmax")  # type: ignore[arg-type]
+
+
+def test_nifti_and_dicom_series_are_read(tmp_path: Path, case: dict[str, Path]) -> None:
+    t2 = sitk.ReadImage(str(case["t2w"]))
+    nii = tmp_path / "t2w.nii.gz"
+    sitk.WriteImage(t2, str(nii))
+    assert mri.read_image(nii).GetSize() == t2.GetSize()
+    dcm = tmp_path / "dicom"
+    dcm.mkdir()
+    img16 = sitk.Cast(sitk.RescaleIntensity(t2, 0, 1000), sitk.sitkInt16)
+    w = sitk.ImageFileWriter()
+    w.KeepOriginalImageUIDOn()
+    for k in range(img16.GetDepth()):
+        sl = img16[:, :, k]
+        sl.SetMetaData("0020|000e", "1.2.826.0.1.3680043.2.1125.1")  # one series
+        sl.SetMetaData("0020|0032", "\\".join(map(str, img16.TransformIndexToPhysicalPoint((0, 0, k)))))
+        sl.SetMetaData("0020|0013", str(k))
+        w.SetFileName(str(dcm / f"{k:03d}.dcm"))
+        w.Execute(sl)
+    vol = mri.read_image(dcm)
+    assert vol.GetSize() == t2.GetSize()
+    assert vol.GetSpacing()[2] == pytest.approx(3.0, rel=1e-3)
+    with pytest.raises(DataError, match="no DICOM series"):
+        mri.read_image(tmp_path)  # a folder without DICOM
+
+
+def test_unreadable_and_missing_sequences_name_the_file(tmp_path: Path, case: dict[str, Path]) -> None:
+    bad = tmp_path / "bad.mha"
+    bad.write_text("not an image")
+    with pytest.raises(DataError, match="cannot read image") as exc:
+        mri.read_image(bad, "p1")
+    assert exc.value.path == str(bad) and exc.value.patient == "p1"
+    with pytest.raises(DataError, match="hbv"):
+        mri.prepare_mri({"t2w": case["t2w"], "adc": case["adc"]}, None, patient="p1")
+
+
+def test_embedding_concat_or_mean(case: dict[str, Path]) -> None:
+    e = enc.get_volume_encoder("medicalnet_resnet10")
+    cfg = mri.MriConfig(size=(8, 16, 16))
+    vols = mri.prepare_mri(case, None, cfg)  # no mask: body region from Otsu
+    cat = mri.embed_mri(vols, e, "concat")
+    mean = mri.embed_mri(vols, e, "mean")
+    assert cat.shape == (mri.mri_dim(512, cfg),) == (1536,)
+    np.testing.assert_allclose(mean, cat.reshape(3, 512).mean(0), rtol=1e-5, atol=1e-6)

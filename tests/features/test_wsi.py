@@ -1,0 +1,156 @@
+"""Slides: real pyramidal tiled TIFFs written with tifffile from scikit-image's IHC tissue."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from skimage import data
+
+from modalsurv.errors import DataError
+from modalsurv.features import wsi
+
+TISSUE_Y, TISSUE_X = 100, 300  # where the 512 × 512 tissue patch sits on the 1024 slide
+
+
+def write_pyramid(path: Path, img: np.ndarray, mpp: float | None, levels: int = 3) -> Path:
+    opts = {"tile": (256, 256), "photometric": "rgb" if img.ndim == 3 else "minisblack",
+            "compression": "jpeg" if img.ndim == 3 else "zlib"}  # fmt: skip
+    res = {} if mpp is None else {"resolution": (1e4 / mpp, 1e4 / mpp),
+                                  "resolutionunit": "CENTIMETER"}  # fmt: skip
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(img, subifds=levels - 1, **opts, **res)
+        for lv in range(1, levels):
+            f = 2**lv
+            r = {} if mpp is None else {"resolution": (1e4 / (mpp * f),) * 2,
+                                        "resolutionunit": "CENTIMETER"}  # fmt: skip
+            tif.write(img[::f, ::f], subfiletype=1, **opts, **r)
+    return path
+
+
+def slide_image() -> np.ndarray:
+    img = np.full((1024, 1024, 3), 245, dtype=np.uint8)
+    img[TISSUE_Y : TISSUE_Y + 512, TISSUE_X : TISSUE_X + 512] = data.immunohistochemistry()
+    return img
+
+
+@pytest.fixture(scope="module")
+def slide_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_pyramid(tmp_path_factory.mktemp("wsi") / "s.tif", slide_image(), mpp=0.25)
+
+
+def test_level_selection_from_metadata(slide_path: Path) -> None:
+    with wsi.Slide(slide_path) as s:
+        assert s.mpp == pytest.approx(0.25)
+        assert s.level_downsamples == (1.0, 2.0, 4.0)
+        assert s.best_level(0.25) == 0
+        assert s.best_level(0.5) == 1
+        assert s.best_level(1.0) == 2
+        assert s.best_level(0.4) == 0  # level 1 (0.5) would be coarser than asked
+        assert s.best_level(4.0) == 2  # coarser than any level: the coarsest
+
+
+def test_missing_mpp_names_the_file_and_override_fixes_it(tmp_path: Path) -> None:
+    p = write_pyramid(tmp_path / "nompp.tif", slide_image(), mpp=None, levels=2)
+    with pytest.raises(DataError, match="mpp_override") as exc:
+        wsi.Slide(p)
+    assert str(p) in str(exc.value)
+    with wsi.Slide(p, mpp_override=0.5) as s:
+        assert s.mpp == 0.5 and s.best_level(1.0) == 1
+
+
+def test_corrupt_slide_names_the_file(tmp_path: Path) -> None:
+    p = tmp_path / "broken.tif"
+    p.write_bytes(b"II*\x00" + b"\x00" * 100)
+    with pytest.raises(DataError, match="cannot open slide") as exc:
+        wsi.Slide(p)
+    assert exc.value.path == str(p)
+
+
+def test_otsu_tiles_lie_inside_the_tissue(slide_path: Path) -> None:
+    with wsi.Slide(slide_path) as s:
+        tm = wsi.tissue_mask(s)
+        assert tm.source == "otsu"
+        plan = wsi.plan_tiles(s, tm, mpp=0.5, tile_size=64, max_tiles=None, min_tissue=0.5)
+    assert plan.level == 1 and plan.read_size == 64 and plan.tile_size_lv0 == 128
+    assert len(plan.coords) > 0
+    cx = plan.coords[:, 0] + 64
+    cy = plan.coords[:, 1] + 64
+    assert np.all((cx > TISSUE_X) & (cx < TISSUE_X + 512))
+    assert np.all((cy > TISSUE_Y) & (cy < TISSUE_Y + 512))
+
+
+def test_provided_mask_at_another_scale_is_used(slide_path: Path, tmp_path: Path) -> None:
+    # a mask at 1/8 scale marking only the top-left quarter of the tissue patch
+    m = np.zeros((128, 128), dtype=np.uint8)
+    m[TISSUE_Y // 8 : (TISSUE_Y + 256) // 8, TISSUE_X // 8 : (TISSUE_X + 256) // 8] = 1
+    mask_path = write_pyramid(tmp_path / "s_tissue.tif", m, mpp=2.0, levels=1)
+    with wsi.Slide(slide_path) as s:
+        tm = wsi.tissue_mask(s, mask_path)
+        assert tm.source == "file" and tm.scale_x == 8.0 and tm.scale_y == 8.0
+        plan = wsi.plan_tiles(s, tm, mpp=0.25, tile_size=32, max_tiles=None, min_tissue=1.0)
+    x, y = plan.coords[:, 0], plan.coords[:, 1]
+    # the marked region in level-0 pixels (mask pixels are 8 × 8 level-0 pixels)
+    y0, y1 = TISSUE_Y // 8 * 8, (TISSUE_Y + 256) // 8 * 8
+    x0, x1 = TISSUE_X // 8 * 8, (TISSUE_X + 256) // 8 * 8
+    assert np.all((x >= x0) & (x + 32 <= x1))
+    assert np.all((y >= y0) & (y + 32 <= y1))
+    # the whole marked region is covered by the grid tiles that fit in it
+    assert len(x) == len(range(-(-x0 // 32) * 32, x1 - 31, 32)) * len(range(-(-y0 // 32) * 32, y1 - 31, 32))
+
+
+def test_tile_limit_and_sampling(slide_path: Path) -> None:
+    with wsi.Slide(slide_path) as s:
+        tm = wsi.tissue_mask(s)
+        full = wsi.plan_tiles(s, tm, mpp=0.25, tile_size=32, max_tiles=None)
+        uni = wsi.plan_tiles(s, tm, mpp=0.25, tile_size=32, max_tiles=10)
+        uni2 = wsi.plan_tiles(s, tm, mpp=0.25, tile_size=32, max_tiles=10)
+        r1 = wsi.plan_tiles(s, tm, mpp=0.25, tile_size=32, max_tiles=10, sampling="random", seed=1)
+        r1b = wsi.plan_tiles(s, tm, mpp=0.25, tile_size=32, max_tiles=10, sampling="random", seed=1)
+        r2 = wsi.plan_tiles(s, tm, mpp=0.25, tile_size=32, max_tiles=10, sampling="random", seed=2)
+    assert full.n_candidates == len(full.coords) > 10
+    assert len(uni.coords) == 10 and uni.n_candidates == full.n_candidates
+    np.testing.assert_array_equal(uni.coords, uni2.coords)
+    np.testing.assert_array_equal(r1.coords, r1b.coords)
+    assert not np.array_equal(r1.coords, r2.coords)
+    # every sampled tile is a grid tile; uniform spans the grid (first and last rows)
+    grid = {tuple(c) for c in full.coords}
+    assert all(tuple(c) in grid for c in np.vstack([uni.coords, r1.coords]))
+    assert uni.coords[:, 1].min() - full.coords[:, 1].min() < 64
+    assert full.coords[:, 1].max() - uni.coords[:, 1].max() < 64
+
+
+def test_sample_indices_uniform_is_spread_and_sorted() -> None:
+    idx = wsi.sample_indices(1000, 10)
+    assert len(idx) == 10 and np.all(np.diff(idx) == 100)
+    assert list(wsi.sample_indices(5, 10)) == [0, 1, 2, 3, 4]
+    with pytest.raises(DataError, match="sampling"):
+        wsi.sample_indices(100, 10, sampling="grid")  # type: ignore[arg-type]
+
+
+def test_batches_stream_the_planned_tiles(slide_path: Path) -> None:
+    with wsi.Slide(slide_path) as s:
+        plan = wsi.plan_tiles(s, wsi.tissue_mask(s), mpp=0.5, tile_size=64, max_tiles=7)
+        batches = list(wsi.iter_tile_batches(s, plan, batch_size=3, workers=2))
+        serial = list(wsi.iter_tile_batches(s, plan, batch_size=3, workers=1))
+        x, y = plan.coords[4]
+        direct = s.read_region(int(x), int(y), 1, (64, 64))
+    assert [len(b) for b, _ in batches] == [3, 3, 1]
+    tiles = np.concatenate([b for b, _ in batches])
+    assert tiles.shape == (7, 64, 64, 3) and tiles.dtype == np.uint8
+    np.testing.assert_array_equal(np.concatenate([c for _, c in batches]), plan.coords)
+    np.testing.assert_array_equal(tiles, np.concatenate([b for b, _ in serial]))
+    np.testing.assert_array_equal(tiles[4], direct)
+    # tissue tiles are stained, not background
+    assert tiles.mean() < 230
+
+
+def test_reading_between_levels_resizes_to_tile_size(slide_path: Path) -> None:
+    # 0.75 µm/px lies between levels 1 (0.5) and 2 (1.0): read level 1, downscale
+    with wsi.Slide(slide_path) as s:
+        plan = wsi.plan_tiles(s, wsi.tissue_mask(s), mpp=0.75, tile_size=32, max_tiles=2)
+        tiles = np.concatenate([b for b, _ in wsi.iter_tile_batches(s, plan, batch_size=2)])
+    assert plan.level == 1 and plan.read_size == 48 and plan.tile_size_lv0 == 96
+    assert tiles.shape == (2, 32, 32, 3)
