@@ -40,6 +40,8 @@ class RichProgress:
     def __call__(self, event: str, **info: Any) -> None:
         if event in {"fold_start", "fold_resumed"}:
             total = info.get("n_folds", 1) * info.get("n_repeats", 1)
+            if info.get("repeat") == 0 and info.get("fold") == 0 and "folds" in self.tasks:
+                self.p.remove_task(self.tasks.pop("folds"))  # a new run starts
             t = self._task("folds", "outer folds", total)
             if event == "fold_resumed":
                 self.p.advance(t)
@@ -49,7 +51,7 @@ class RichProgress:
         elif event == "epoch_end":
             t = self._task("epochs", "epochs", info.get("epochs"))
             score = info.get("val_cindex", info.get("monitor_value"))
-            desc = f"epochs (loss {info.get('loss', float('nan')):.3f}"
+            desc = f"epochs (train loss {info.get('train_loss', float('nan')):.3f}"
             if isinstance(score, float):
                 desc += f", val C {score:.3f}"
             self.p.update(t, completed=info.get("epoch", 0) + 1, total=info.get("epochs"),

@@ -23,7 +23,11 @@ class Strict(BaseModel):
 class PreprocessConfig(Strict):
     """Per-modality preprocessing, always fitted on the training part of a fold only."""
 
-    rna_log1p: bool = True
+    rna_log1p: bool | Literal["auto"] = Field(
+        "auto",
+        description="log1p on RNA; 'auto': only when the training values look raw (all >= 0,"
+        " max > 50, i.e. counts/TPM), not for data already log-scaled",
+    )
     rna_top_variance_genes: int | None = Field(2000, ge=1)
     rna_pca: int | None = Field(64, ge=1)
     vector_pca: int | None = Field(None, ge=1, description="PCA for wide embeddings (None: off)")

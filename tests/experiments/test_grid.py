@@ -19,7 +19,7 @@ def grid_dict(**over):
     data = {
         "name": "t",
         "base": {"cv": {"folds": 2}, "baselines": []},
-        "modalities": [["clinical"], ["clinical", "wsi"]],
+        "modalities": [["clinical"], ["clinical", "wsi", "rna"]],
         "encoder": ["frozen", "finetuned"],
         "encoders": {"frozen": {}, "finetuned": {"wsi": "wsi_ft", "rna": "rna_v2"}},
         "fusion": ["concat", "cross_attention", "cross_attention_gated"],
@@ -37,16 +37,19 @@ def test_expand_counts_settings_and_resolved_configs():
     assert len({t.id for t in trials}) == len(trials)
     by = {(t.settings["encoder"], tuple(t.settings["modalities"]), t.settings["fusion"],
            t.settings["data_fraction"], t.settings["seed"]): t for t in trials}  # fmt: skip
-    t = by[("finetuned", ("clinical", "wsi"), "concat", 0.5, 1)]
-    assert t.config.model.modalities == ["clinical", "wsi_ft"]
+    t = by[("finetuned", ("clinical", "wsi", "rna"), "concat", 0.5, 1)]
+    assert t.config.model.modalities == ["clinical", "wsi_ft", "rna_v2"]
     assert t.config.model.fusion == "concat"
     assert t.config.cv.train_fraction == 0.5 and t.config.seed == 1
     assert t.config.cv.folds == 2 and t.config.baselines == []
     assert "rna_v2" in t.config.preprocess.rna_modalities  # a renamed slot keeps its transform
-    assert t.label == "clinical+wsi | finetuned | concat | 50% | seed 1"
-    assert t.row()["modalities"] == "clinical+wsi" and t.row()["trial"] == t.id
-    f = by[("frozen", ("clinical", "wsi"), "concat", 0.5, 1)]
-    assert f.config.model.modalities == ["clinical", "wsi"] and f.id != t.id
+    assert t.label == "clinical+wsi+rna | finetuned | concat | 50% | seed 1"
+    assert t.row()["modalities"] == "clinical+wsi+rna" and t.row()["trial"] == t.id
+    f = by[("frozen", ("clinical", "wsi", "rna"), "concat", 0.5, 1)]
+    assert f.config.model.modalities == ["clinical", "wsi", "rna"] and f.id != t.id
+    assert f.config.preprocess.rna_modalities == ["rna"]
+    c = by[("frozen", ("clinical",), "concat", 0.5, 1)]
+    assert c.config.preprocess == f.config.preprocess  # renames only touch the sets they hit
     assert ("finetuned", ("clinical",), "concat", 0.5, 1) not in by
 
 
@@ -138,7 +141,7 @@ def test_load_grid_with_base_path_and_cohort_check(tmp_path):
 @pytest.mark.parametrize(
     ("name", "n_trials"),
     [("ablation.yaml", 11 * 2), ("fusion.yaml", 4 * 3), ("scaling.yaml", 4 * 3),
-     ("clinical_baseline.yaml", 2 * 3)],  # fmt: skip
+     ("clinical_baseline.yaml", 2 * 3)],
 )
 def test_example_grids_load_and_expand(name, n_trials):
     g = load_grid(CONFIGS / name)

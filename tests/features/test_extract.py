@@ -85,7 +85,7 @@ def test_resume_after_a_crash_inside_the_writer(chimera: Path, tmp_path: Path,
     real = FeatureStore.write_many
     calls = {"n": 0}
 
-    def crashing(self, modality, *a, **kw):  # noqa: ANN001, ANN202
+    def crashing(self, modality, *a, **kw):
         calls["n"] += 1
         if calls["n"] == 4:  # patient 2: its wsi bag written, crash before its slide vector
             raise KeyboardInterrupt("killed")

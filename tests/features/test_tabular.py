@@ -101,7 +101,9 @@ def test_rna_pca_cap_and_no_pca():
     t = RnaTransform(top_variance_genes=2000, pca=64).fit(x)
     assert t.components_.shape == (5, 20)  # min(n_train - 1, genes)
     assert t.transform(x).shape == (6, 5)
-    t = RnaTransform(top_variance_genes=4, pca=None).fit(x, feature_names=[f"g{i}" for i in range(20)])
+    t = RnaTransform(top_variance_genes=4, pca=None).fit(
+        x, feature_names=[f"g{i}" for i in range(20)]
+    )
     assert t.transform(x).shape == (6, 4)
     assert len(t.get_feature_names_out()) == 4
     with pytest.raises(DataError, match="at least 2"):
@@ -136,7 +138,10 @@ def _round_trip(state, tmp_path):
     rest = {k: v for k, v in state.items() if not isinstance(v, np.ndarray)}
     save_file(arrays, str(tmp_path / "state.safetensors"))
     (tmp_path / "state.json").write_text(json.dumps(rest))
-    return {**load_file(str(tmp_path / "state.safetensors")), **json.loads((tmp_path / "state.json").read_text())}
+    return {
+        **load_file(str(tmp_path / "state.safetensors")),
+        **json.loads((tmp_path / "state.json").read_text()),
+    }
 
 
 @pytest.mark.parametrize(
@@ -180,7 +185,9 @@ def test_leakage_guard_canary_in_test_rows(make):
     assert np.isfinite(out).all()
     after = t.get_state()
     # fitting on all rows with the test rows masked out equals fitting on train alone
-    masked = make().fit(np.vstack([train, test]), present=np.r_[np.ones(30), np.zeros(10)]).get_state()
+    masked = (
+        make().fit(np.vstack([train, test]), present=np.r_[np.ones(30), np.zeros(10)]).get_state()
+    )
     for k, v in alone.items():
         np.testing.assert_array_equal(np.asarray(after[k]), np.asarray(v), err_msg=k)
         np.testing.assert_array_equal(np.asarray(masked[k]), np.asarray(v), err_msg=k)

@@ -17,8 +17,12 @@ from modalsurv.io.store import FeatureStore
 def cohort_dir(tmp_path):
     rng = np.random.default_rng(0)
     (tmp_path / "feats").mkdir()
-    torch.save(torch.from_numpy(rng.standard_normal((3, 4)).astype(np.float32)), tmp_path / "feats/a.pt")
-    torch.save(torch.from_numpy(rng.standard_normal((5, 4)).astype(np.float32)), tmp_path / "feats/b.pt")
+    torch.save(
+        torch.from_numpy(rng.standard_normal((3, 4)).astype(np.float32)), tmp_path / "feats/a.pt"
+    )
+    torch.save(
+        torch.from_numpy(rng.standard_normal((5, 4)).astype(np.float32)), tmp_path / "feats/b.pt"
+    )
     np.save(tmp_path / "feats/a_mri.npy", rng.standard_normal(6))
     np.save(tmp_path / "feats/c_mri.npy", rng.standard_normal(6))
     (tmp_path / "a_RNA.json").write_text(json.dumps({"G1": 1, "G2": "2", "G3": 3}))
@@ -62,7 +66,9 @@ def test_problems_listed_all_at_once(tmp_path):
         ("a", "patient"), ("b", "time"), ("c", "time"), ("d", "event"), ("e", "wsi"), ("f", "wsi")
     ]  # fmt: skip
     assert all(p.path == str(tmp_path / "m.csv") for p in problems)
-    assert [(p.severity, p.patient) for p in problems if p.severity == "warning"] == [("warning", "g")]
+    assert [(p.severity, p.patient) for p in problems if p.severity == "warning"] == [
+        ("warning", "g")
+    ]
     with pytest.raises(LayoutError, match="6 problem") as e:
         read_manifest(tmp_path / "m.csv")
     assert "missing.pt" in str(e.value) and "duplicate" in str(e.value)
@@ -83,7 +89,9 @@ def test_manifest_to_cohort_direct(cohort_dir):
     np.testing.assert_array_equal(co.bag_mask["wsi"].sum(1), [3, 5, 0])
     np.testing.assert_array_equal(co.present["wsi"], [True, True, False])
     np.testing.assert_array_equal(co.present["mri"], [True, False, True])
-    np.testing.assert_array_equal(co.features["mri"][2], np.load(cohort_dir / "feats/c_mri.npy").astype(np.float32))
+    np.testing.assert_array_equal(
+        co.features["mri"][2], np.load(cohort_dir / "feats/c_mri.npy").astype(np.float32)
+    )
     # RNA: intersection of genes, feature names kept
     assert co.feature_names["rna"] == ["G2", "G3"]
     np.testing.assert_array_equal(co.features["rna"][[0, 2]], [[2, 3], [5, 6]])

@@ -18,7 +18,9 @@ def _write(path, obj):
 
 
 def test_read_json_numbers_and_numeric_strings(tmp_path):
-    p = _write(tmp_path / "2A_001_RNA.json", {"TP53": 3, "BRCA1": "4.5", " EGFR ": " 1e2", "X": None})
+    p = _write(
+        tmp_path / "2A_001_RNA.json", {"TP53": 3, "BRCA1": "4.5", " EGFR ": " 1e2", "X": None}
+    )
     s = read_rna_json(p)
     assert s.name == "2A_001"
     assert s.dtype == np.float64

@@ -234,7 +234,9 @@ def test_max_tiles_subsampling_is_deterministic(store):
 
 def test_load_into_existing_buffer(store):
     rng = np.random.default_rng(7)
-    store.write_many("wsi", {"a": _bag(rng, 3, dtype=np.float16), "b": _bag(rng, 2, dtype=np.float16)})
+    store.write_many(
+        "wsi", {"a": _bag(rng, 3, dtype=np.float16), "b": _bag(rng, 2, dtype=np.float16)}
+    )
     fresh = store.load("wsi", ["b", "zz", "a"])
     buf = np.full((3, 6, 8), 7.0, dtype=np.float32)  # stale content everywhere
     got = store.load("wsi", ["b", "zz", "a"], out=buf)
@@ -244,3 +246,14 @@ def test_load_into_existing_buffer(store):
     np.testing.assert_array_equal(got.mask[:, :3], fresh.mask)
     with pytest.raises(FeatureError, match="out must be"):
         store.load("wsi", ["a"], out=np.zeros((1, 2, 8), np.float32))  # K too small
+
+
+def test_declared_provenance_binds_even_before_first_patient(store):
+    store.set_meta("mri", encoder="medicalnet", dim=4, dtype="float32")
+    with pytest.raises(FeatureError, match="encoder"):
+        store.write("mri", "p1", np.ones(4), encoder="other")
+    with pytest.raises(FeatureError, match="dim"):
+        store.write("mri", "p1", np.ones(5))
+    store.set_meta("mri", encoder="resnet3d", dim=4)  # nothing stored yet: relabel is fine
+    store.write("mri", "p1", np.ones(4), encoder="resnet3d")
+    assert store.meta("mri")["encoder"] == "resnet3d"

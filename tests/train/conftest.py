@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from modalsurv.cohort import Cohort
 from modalsurv.config import RunConfig, parse_config
@@ -13,13 +14,13 @@ def build_cohort(n: int = 80, seed: int = 0, missing: float = 0.2) -> Cohort:
     """Clinical (with NaN), RNA counts, a slide vector and a WSI bag; risk from all four."""
     rng = np.random.default_rng(seed)
     clin = rng.normal(size=(n, 4))
-    rna = rng.gamma(2.0, 5.0, size=(n, 30))
+    rna = rng.gamma(2.0, 20.0, size=(n, 30))
     slide = rng.normal(size=(n, 12))
     k = 6
     wsi = rng.normal(size=(n, k, 8)).astype(np.float32)
     mask = rng.random((n, k)) < 0.8
     mask[:, 0] = True
-    log_risk = clin[:, 0] + 0.8 * np.log1p(rna[:, 0]) - 2.0 + 0.5 * slide[:, 0]
+    log_risk = clin[:, 0] + 0.8 * np.log1p(rna[:, 0]) - 3.0 + 0.5 * slide[:, 0]
     log_risk += 0.5 * (wsi[:, :, 0] * mask).sum(1) / mask.sum(1)
     t_event = rng.exponential(10.0 * np.exp(-log_risk))
     t_cens = rng.uniform(1.0, 30.0, size=n)
@@ -65,6 +66,15 @@ def tiny_config(**over: object) -> RunConfig:
         else:
             data[section] = value
     return parse_config(data)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny networks: OpenMP threads on a shared 2-core box cost ~10x; restore afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -70,3 +70,13 @@ def test_split_join_arrays_nested():
     np.testing.assert_array_equal(back["a"], state["a"])
     np.testing.assert_array_equal(back["b"][0], np.ones(2))
     assert back["b"][1] == "x" and back["c"] == {"d": 1.5, "e": 2.0}
+
+
+def test_auto_log1p_only_for_raw_scale_training_data(cohort):
+    raw = Preprocessor(PreprocessConfig(rna_top_variance_genes=20, rna_pca=4)).fit(cohort)
+    assert raw.steps["rna"].log1p is True  # gamma counts, max > 50
+    logged = cohort.with_modality("rna", np.log2(cohort.features["rna"] + 1) - 3,
+                                  cohort.present["rna"])
+    pp = Preprocessor(PreprocessConfig(rna_top_variance_genes=20, rna_pca=4)).fit(logged)
+    assert pp.steps["rna"].log1p is False
+    assert np.isfinite(pp.transform(logged).features["rna"]).all()

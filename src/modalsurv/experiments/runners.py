@@ -102,25 +102,39 @@ class LocalRunner:
             on_done(trial, execute_trial(cohort, trial.config, ckpt, cb))
 
 
-def _ray_execute(cohort: Cohort, config: dict[str, Any]) -> TrialOutcome:
+def _ray_execute(cohort: Cohort, config: dict[str, Any], threads: int | None) -> TrialOutcome:
+    if threads is not None:  # inside the Ray worker process only
+        import torch
+
+        torch.set_num_threads(threads)
     return execute_trial(cohort, RunConfig.model_validate(config))
 
 
 class RayRunner:
     """Trials as Ray tasks. ``address=None`` starts a local Ray with ``num_cpus`` CPUs
     (and shuts it down afterwards); an address (``"auto"``, ``"ray://host:10001"``)
-    joins an existing cluster. Each task takes ``cpus_per_trial`` CPUs."""
+    joins an existing cluster. Each task takes ``cpus_per_trial`` CPUs.
+
+    ``torch_threads``: torch threads inside each task. Float reductions depend on the
+    thread count, so by default (local Ray) tasks use the driver's count and the numbers
+    are bit-identical to a LocalRunner run; on a cluster (``address`` given) the default
+    leaves Ray's setting alone."""
 
     def __init__(self, address: str | None = None, num_cpus: int = 2,
-                 cpus_per_trial: float = 1.0) -> None:  # fmt: skip
+                 cpus_per_trial: float = 1.0, torch_threads: int | None = None) -> None:  # fmt: skip
         self.address = address
         self.num_cpus = num_cpus
         self.cpus_per_trial = cpus_per_trial
+        self.torch_threads = torch_threads
 
     def run(self, cohort: Cohort, trials: list[Trial], out: Path, on_done: OnDone,
             progress: Progress | None) -> None:  # fmt: skip
         import ray
+        import torch
 
+        threads = self.torch_threads
+        if threads is None and self.address is None:
+            threads = torch.get_num_threads()
         started = not ray.is_initialized()
         if started:
             kw: dict[str, Any] = {"include_dashboard": False, "ignore_reinit_error": True,
@@ -132,7 +146,8 @@ class RayRunner:
         try:
             task = ray.remote(num_cpus=self.cpus_per_trial)(_ray_execute)
             ref = ray.put(cohort)
-            pending = {task.remote(ref, t.config.model_dump(mode="json")): t for t in trials}
+            pending = {task.remote(ref, t.config.model_dump(mode="json"), threads): t
+                       for t in trials}  # fmt: skip
             for t in trials:
                 if progress is not None:
                     progress("trial_submitted", trial=t.id, label=t.label)

@@ -480,11 +480,16 @@ def medicalnet_encoder(depth: int = 50, weights: str | Path | None = None,
     return VolumeEncoder(f"medicalnet_resnet{depth}", model, dim, checksum, device)
 
 
+def _medicalnet(depth: int) -> Callable[..., VolumeEncoder]:
+    def build(weights: str | Path | None = None, device: str = "cpu", **kw: Any) -> VolumeEncoder:
+        return medicalnet_encoder(depth, weights, device, **kw)
+
+    return build
+
+
 VOLUME_ENCODERS: dict[str, Callable[..., VolumeEncoder]] = {
-    f"medicalnet_resnet{d}": (lambda d: lambda weights=None, device="cpu", **kw:
-                              medicalnet_encoder(d, weights, device, **kw))(d)
-    for d in _MEDICALNET
-}  # fmt: skip
+    f"medicalnet_resnet{d}": _medicalnet(d) for d in _MEDICALNET
+}
 
 
 def get_volume_encoder(name: str, weights: str | Path | None = None, device: str = "cpu",

@@ -144,7 +144,9 @@ def _manifest_patients(path: Path) -> list[PatientFiles]:
 
     out = []
     for _, row in df.iterrows():
-        get = lambda c: str(row[c]) if c in df.columns else ""  # noqa: E731
+        def get(c: str, row: pd.Series = row) -> str:
+            return str(row[c]) if c in df.columns else ""
+
         slides = [p for p in (res(c) for c in get("wsi_path").split(";")) if p is not None]
         masks = [res(c) for c in get("wsi_mask_path").split(";")] if get("wsi_mask_path") else []
         masks = (masks + [None] * len(slides))[: len(slides)]
@@ -335,7 +337,7 @@ def run_extract(
                     ts = time.perf_counter()
                     f, c, plan = encode_slide(
                         sp, mp, tile, settings,
-                        lambda done, tot, sp=sp: emit("batch", patient=pf.patient, path=str(sp),
+                        lambda done, tot, sp=sp, pid=pf.patient: emit("batch", patient=pid, path=str(sp),
                                                       tiles_done=done, tiles_total=tot))  # fmt: skip
                     dt = time.perf_counter() - ts
                     if len(f) == 0:  # no tissue at this grid: the slide adds nothing

@@ -144,11 +144,11 @@ class Slide:
 
     def thumbnail(self, max_px: int = 1024) -> np.ndarray:
         """An RGB overview whose longer side is at most ``max_px`` pixels."""
+        # the coarsest level still at least max_px wide (the coarsest level if none is)
         lv = len(self.level_dimensions) - 1
         for i, (w, h) in enumerate(self.level_dimensions):
-            if max(w, h) <= 4 * max_px:  # the finest level that is cheap to read whole
+            if max(w, h) >= max_px:
                 lv = i
-                break
         w, h = self.level_dimensions[lv]
         img = self.read_region(0, 0, lv, (w, h))
         scale = max(w, h) / max_px

@@ -18,8 +18,10 @@ time: writes hold an advisory lock (``root/.{modality}.lock``) so two processes 
 lose each other's patients.
 
 Reading (``load``/``to_cohort``) opens each file once and reads each patient's dataset
-with one ``read_direct`` into a preallocated padded array: no per-patient allocation or
-deserialisation (see benchmarks/bench_store.py).
+with one low-level HDF5 read straight into a preallocated padded array (or into a small
+scratch buffer, then a vectorised torch cast when float16 is loaded as float32): no
+per-patient allocation or deserialisation. ``load(out=...)`` fills a caller's buffer
+(e.g. a reused or pinned one). See benchmarks/bench_store.py for figures.
 """
 
 from __future__ import annotations
@@ -346,9 +348,12 @@ class FeatureStore:
         return out
 
     def _check_compatible(
-        self, modality: str, cur: Mapping[str, Any], new: Mapping[str, Any]
+        self, modality: str, cur: Mapping[str, Any], new: Mapping[str, Any], strict: bool = False
     ) -> None:
-        if not cur.get("n_patients"):
+        """Refuse a provenance change. ``strict`` (writes): also when no patient is stored
+        yet, since the recorded provenance was declared on purpose; ``set_meta`` may
+        relabel an empty modality."""
+        if not strict and not cur.get("n_patients"):
             return
         for k in ("encoder", "checksum", "dim", "dtype"):
             have, want = cur.get(k), new.get(k)
@@ -391,15 +396,15 @@ class FeatureStore:
 
         ``features[p]``: (D,) vector or (K, D) bag; ``coords[p]``: (K, 2) ints. ``encoder``
         / ``checksum`` are checked against (or, for a new modality, recorded as) the
-        provenance. ``dtype`` (float16 | float32) is fixed by the first write; default
-        float16 when the input is float16, else float32. ``sources`` names the file each
-        patient came from, for error messages.
+        provenance (``None``: not checked). ``dtype`` (float16 | float32) is fixed by the
+        first write (or ``set_meta``); default float16 when the input is float16, else
+        float32. ``sources`` names the file each patient came from, for error messages.
         """
         coords = dict(coords or {})
         sources = dict(sources or {})
         cur = self._current_meta(modality)
         self._check_compatible(
-            modality, cur, {"encoder": encoder, "checksum": checksum, "dtype": dtype}
+            modality, cur, {"encoder": encoder, "checksum": checksum, "dtype": dtype}, strict=True
         )
         if dtype is not None and dtype not in _DTYPES:
             raise FeatureError(
@@ -487,6 +492,7 @@ class FeatureStore:
                 modality,
                 have,
                 {"encoder": encoder, "checksum": checksum, "dim": dim, "dtype": store_dtype},
+                strict=True,
             )
             if have.get("kind") not in (None, kind):
                 raise FeatureError(f"modality holds {have['kind']}s, not {kind}s", field=modality)

@@ -202,6 +202,8 @@ def _concordance(time: np.ndarray, event: np.ndarray, risk: np.ndarray,
     ro = np.argsort(risk)
     gap = np.diff(risk[ro]) > tied_tol
     risk_ties = not gap.all()
+    rank = np.empty(n, dtype=np.int64)
+    rank[ro] = np.arange(n)
     if risk_ties:
         cluster_sorted = np.zeros(n, dtype=np.int64)
         np.cumsum(gap, out=cluster_sorted[1:])
@@ -211,8 +213,6 @@ def _concordance(time: np.ndarray, event: np.ndarray, risk: np.ndarray,
     else:
         n_clusters = n
         cluster = None
-        rank = np.empty(n, dtype=np.int64)
-        rank[ro] = np.arange(n)
 
     order = np.argsort(time)
     ts = time[order]
@@ -230,11 +230,14 @@ def _concordance(time: np.ndarray, event: np.ndarray, risk: np.ndarray,
     ev = event[order]
 
     if cluster is not None:
-        # break ties inside a risk cluster by position, so later tied patients rank higher
+        # inside a risk cluster, re-deal its rank slots by position, so later tied patients
+        # rank higher; only members of clusters with more than one patient move
         pos = np.empty(n, dtype=np.int64)
         pos[order] = np.arange(n)
-        rank = np.empty(n, dtype=np.int64)
-        rank[np.argsort(cluster * n + pos)] = np.arange(n)
+        size = np.bincount(cluster_sorted, minlength=n_clusters)
+        slots = np.flatnonzero(size[cluster_sorted] > 1)
+        members = ro[slots]
+        rank[members[np.lexsort((pos[members], cluster_sorted[slots]))]] = slots
     seq = rank[order]
     idx = np.flatnonzero(ev)
     score = _later_smaller(seq)[idx].astype(np.float64)

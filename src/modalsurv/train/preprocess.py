@@ -2,7 +2,8 @@
 
 The pipeline for each modality follows ``config.preprocess``: modalities named in
 ``clinical_modalities`` get ``features.tabular.ClinicalEncoder`` (imputation, scaling),
-those in ``rna_modalities`` get ``RnaTransform`` (log1p, variance filter, PCA), every
+those in ``rna_modalities`` get ``RnaTransform`` (log1p — with ``rna_log1p="auto"`` only
+for raw-scale training data, see :func:`looks_raw` — variance filter, PCA), every
 other vector gets ``VectorScaler`` (standardisation, optional PCA for wide embeddings),
 and bags of tiles get :class:`BagScaler` (per-dimension standardisation over the valid
 tiles of present training patients). Only present rows are used to fit, and rows of
@@ -67,18 +68,34 @@ _KINDS = {
 }
 
 
-def _make(kind: str, cfg: PreprocessConfig, dim: int) -> Any:
+RAW_SCALE_MIN_MAX = 50.0
+
+
+def looks_raw(x: np.ndarray, present: np.ndarray) -> bool:
+    """True when expression values look unlogged (counts/TPM): none < 0 and max > 50.
+
+    Log2 microarray or log-TPM data stay below ~20 and may be negative; raw counts reach
+    the thousands. Decided on the training rows only, like everything else here.
+    """
+    vals = x[present]
+    if vals.size == 0 or np.isnan(vals).all():
+        return False
+    return bool(np.nanmin(vals) >= 0 and np.nanmax(vals) > RAW_SCALE_MIN_MAX)
+
+
+def _make(kind: str, cfg: PreprocessConfig, x: np.ndarray, present: np.ndarray) -> Any:
     if kind == "clinical":
         return ClinicalEncoder(standardize=cfg.standardize)
     if kind == "rna":
+        log1p = cfg.rna_log1p
         return RnaTransform(
-            log1p=cfg.rna_log1p,
+            log1p=looks_raw(x, present) if log1p == "auto" else bool(log1p),
             top_variance_genes=cfg.rna_top_variance_genes,
             pca=cfg.rna_pca,
             standardize=cfg.standardize,
         )
     if kind == "vector":
-        wide = cfg.vector_pca is not None and dim > cfg.vector_pca_min_dim
+        wide = cfg.vector_pca is not None and x.shape[-1] > cfg.vector_pca_min_dim
         return VectorScaler(pca=cfg.vector_pca if wide else None, standardize=cfg.standardize)
     return BagScaler()
 
@@ -116,7 +133,7 @@ class Preprocessor:
         for m in cohort.modalities:
             kind = self.kind_of(cohort, m)
             x, p = cohort.features[m], cohort.present[m]
-            step = _make(kind, self.config, int(x.shape[-1]))
+            step = _make(kind, self.config, x, p)
             if not p.any():
                 raise ValueError(f"modality {m!r} is absent for every training patient")
             if kind == "bag":

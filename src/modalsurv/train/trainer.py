@@ -176,7 +176,7 @@ def drop_modalities(
         # pick one originally present modality per such row
         score = torch.rand(pres.shape, generator=generator) + pres.float()
         choice = score.argmax(dim=1)
-        rows = torch.flatnonzero(lost_all)
+        rows = torch.nonzero(lost_all).flatten()
         kept[rows, choice[rows]] = True
     device = next(iter(present.values())).device
     return {m: kept[:, j].to(device) for j, m in enumerate(mods)}
@@ -282,7 +282,7 @@ def fit_network(
             if tc.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
             opt.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
             count += len(idx)
         train_loss = total / count if count else float("nan")
         record: dict[str, float] = {"epoch": float(epoch), "train_loss": train_loss}

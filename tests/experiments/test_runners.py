@@ -1,0 +1,226 @@
+import json
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from modalsurv.data.synthetic import make_cohort
+from modalsurv.experiments.grid import parse_grid
+from modalsurv.experiments.runners import (
+    LocalRunner,
+    ablation_table,
+    run_grid,
+    scaling_curve,
+)
+from modalsurv.train import cv as cv_module
+from modalsurv.train.cv import subsample_train
+
+TINY_BASE = {
+    "preprocess": {"rna_top_variance_genes": 10, "rna_pca": 3},
+    "model": {"latent_dim": 8, "hidden_dim": 8, "attention_pool_dim": 8, "n_heads": 2,
+              "n_bins": 5},
+    "train": {"epochs": 2, "patience": 2, "batch_size": 16, "device": "cpu"},
+    "cv": {"folds": 2},
+    "baselines": [],
+}
+
+
+def tiny_grid(**axes):
+    return parse_grid({"name": "tiny", "base": TINY_BASE, **axes})
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny networks on a shared 2-core machine: threads only contend (~7x slower)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def cohort():
+    c, _ = make_cohort(n=48, seed=0, max_tiles=4, tile_dim=8, slide_dim=8, mri_dim=8,
+                       n_genes=20)  # fmt: skip
+    return c
+
+
+class Events:
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, event, **info):
+        self.seen.append((event, info))
+
+    def trials(self, event):
+        return [i["trial"] for e, i in self.seen if e == event]
+
+
+def test_subsample_train_is_stratified_nested_and_deterministic():
+    event = np.zeros(200, dtype=bool)
+    event[::4] = True  # 25 % events
+    idx = np.arange(10, 190)
+    half = subsample_train(idx, event, 0.5, seed=3)
+    quarter = subsample_train(idx, event, 0.25, seed=3)
+    assert np.array_equal(subsample_train(idx, event, 0.5, seed=3), half)
+    assert not np.array_equal(subsample_train(idx, event, 0.5, seed=4), half)
+    assert np.isin(half, idx).all() and len(np.unique(half)) == len(half)
+    n_ev, n_cens = event[idx].sum(), (~event[idx]).sum()
+    assert event[half].sum() == int(n_ev / 2 + 0.5) and (~event[half]).sum() == n_cens // 2
+    assert event[quarter].sum() == int(n_ev / 4 + 0.5)
+    assert np.isin(quarter, half).all()  # a smaller fraction is a subset of a larger one
+    assert subsample_train(idx, event, 1.0, seed=3) is idx
+
+
+def test_data_fraction_keeps_test_folds_and_shrinks_training(tmp_path, cohort):
+    grid = tiny_grid(data_fraction=[0.5, 1.0], modalities=[["clinical", "slide"]])
+    res = run_grid(grid, cohort, tmp_path)
+    assert list(res["data_fraction"]) == [0.5, 1.0] and (res["status"] == "ok").all()
+    half, full = res["trial"]
+    p_half = pd.read_csv(tmp_path / "trials" / half / "predictions.csv", dtype={"patient": str})
+    p_full = pd.read_csv(tmp_path / "trials" / full / "predictions.csv", dtype={"patient": str})
+    key = ["patient", "repeat", "fold"]
+    pd.testing.assert_frame_equal(p_half[key].sort_values(key).reset_index(drop=True),
+                                  p_full[key].sort_values(key).reset_index(drop=True))  # fmt: skip
+    m_half = pd.read_csv(tmp_path / "trials" / half / "metrics.csv")
+    m_full = pd.read_csv(tmp_path / "trials" / full / "metrics.csv")
+    assert list(m_half["n_test"]) == list(m_full["n_test"])
+    for f, n_train in enumerate(m_full["n_train"]):
+        test = set(p_full.loc[p_full["fold"] == f, "patient"])
+        train_event = cohort.event[[i not in test for i in cohort.ids]]
+        expected = sum(max(1, int(0.5 * k + 0.5)) for k in (train_event.sum(),
+                                                               (~train_event).sum()))  # fmt: skip
+        assert n_train == len(train_event)
+        assert m_half["n_train"].iloc[f] == expected
+        assert abs(expected - n_train / 2) <= 1
+
+
+def test_resume_skips_finished_trials_and_extends_the_grid(tmp_path, cohort):
+    grid = tiny_grid(fusion=["concat", "mean"])
+    first = run_grid(grid, cohort, tmp_path)
+    summary = tmp_path / "trials" / first["trial"].iloc[0] / "summary.json"
+    stamp = summary.stat().st_mtime_ns
+    for t in first["trial"]:
+        d = tmp_path / "trials" / t
+        assert {p.name for p in d.iterdir()} == {"config.yaml", "metrics.csv",
+                                                 "predictions.csv", "summary.json"}  # fmt: skip
+        assert json.loads((d / "summary.json").read_text())["status"] == "ok"
+    on_disk = pd.read_csv(tmp_path / "results.csv")
+    assert len(on_disk) == 2 and list(on_disk["trial"]) == list(first["trial"])
+
+    events = Events()
+    bigger = tiny_grid(fusion=["concat", "mean", "gated"])
+    again = run_grid(bigger, cohort, tmp_path, progress=events)
+    assert sorted(events.trials("trial_skipped")) == sorted(first["trial"])
+    assert len(events.trials("trial_end")) == 1
+    assert summary.stat().st_mtime_ns == stamp
+    pd.testing.assert_frame_equal(again.iloc[:2].reset_index(drop=True), first)
+    assert list(again["fusion"]) == ["concat", "mean", "gated"]
+
+    events = Events()
+    run_grid(grid, cohort, tmp_path, resume=False, progress=events)
+    assert not events.trials("trial_skipped") and len(events.trials("trial_end")) == 2
+
+
+def test_failing_trial_is_recorded_and_retried_on_resume(tmp_path, cohort, monkeypatch):
+    real = cv_module.cross_validate
+
+    def flaky(cohort, config, **kw):
+        if config.model.fusion == "concat":
+            raise RuntimeError("boom on concat")
+        return real(cohort, config, **kw)
+
+    monkeypatch.setattr(cv_module, "cross_validate", flaky)
+    events = Events()
+    res = run_grid(tiny_grid(fusion=["concat", "mean"]), cohort, tmp_path, progress=events)
+    bad, good = res.iloc[0], res.iloc[1]
+    assert bad["status"] == "failed" and bad["error"] == "RuntimeError: boom on concat"
+    assert np.isnan(bad["harrell_c_mean"])
+    assert good["status"] == "ok" and 0 <= good["harrell_c_mean"] <= 1
+    err = json.loads((tmp_path / "trials" / bad["trial"] / "error.json").read_text())
+    assert err["error"] == "RuntimeError: boom on concat" and "Traceback" in err["traceback"]
+    assert not (tmp_path / "trials" / bad["trial"] / "summary.json").exists()
+    assert events.trials("trial_failed") == [bad["trial"]]
+    assert len(pd.read_csv(tmp_path / "results.csv")) == 2
+
+    monkeypatch.setattr(cv_module, "cross_validate", real)
+    events = Events()
+    fixed = run_grid(tiny_grid(fusion=["concat", "mean"]), cohort, tmp_path, progress=events)
+    assert events.trials("trial_skipped") == [good["trial"]]
+    assert (fixed["status"] == "ok").all()
+    assert not (tmp_path / "trials" / bad["trial"] / "error.json").exists()
+
+
+def test_resume_onto_another_cohort_is_refused(tmp_path, cohort):
+    grid = tiny_grid(modalities=[["clinical"]])
+    run_grid(grid, cohort, tmp_path)
+    other = cohort.subset(np.arange(40))
+    with pytest.raises(ValueError, match="different cohort"):
+        run_grid(grid, other, tmp_path)
+    assert len(run_grid(grid, other, tmp_path, resume=False)) == 1
+
+
+def test_unknown_runner_and_missing_modality_fail_before_training(tmp_path, cohort):
+    with pytest.raises(ValueError, match="unknown runner 'dask'"):
+        run_grid(tiny_grid(modalities=[["clinical"]]), cohort, tmp_path, runner="dask")
+    from modalsurv.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="lacks"):
+        run_grid(tiny_grid(modalities=[["clinical", "ct"]]), cohort, tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_scaling_curve_and_ablation_pool_folds_over_seeds(tmp_path, cohort):
+    grid = tiny_grid(modalities=[["clinical"], ["clinical", "rna"]], seed=[0, 1],
+                     data_fraction=[1.0, 0.5])  # fmt: skip
+    res = run_grid(grid, cohort, tmp_path, runner=LocalRunner())
+    assert len(res) == 8 and (res["status"] == "ok").all()
+    folds = pd.concat(
+        [pd.read_csv(tmp_path / "trials" / t / "metrics.csv").assign(trial=t) for t in res["trial"]]
+    ).merge(res[["trial", "modalities", "data_fraction", "seed"]], on="trial")
+
+    curve = scaling_curve(res)
+    assert list(curve.columns[:5]) == ["model", "modalities", "encoder", "fusion", "data_fraction"]
+    assert list(curve["data_fraction"]) == [0.5, 1.0, 0.5, 1.0]
+    assert (curve["n_trials"] == 2).all() and (curve["harrell_c_n"] == 4).all()
+    for _, row in curve.iterrows():
+        sel = folds[(folds["modalities"] == row["modalities"])
+                    & (folds["data_fraction"] == row["data_fraction"])]  # fmt: skip
+        for m in ("harrell_c", "uno_c", "ibs"):
+            assert row[f"{m}_mean"] == pytest.approx(sel[m].mean(), rel=1e-12)
+            assert row[f"{m}_std"] == pytest.approx(sel[m].std(ddof=1), rel=1e-10)
+
+    table = ablation_table(res)
+    assert list(table["modalities"]) == ["clinical", "clinical+rna"] * 2
+    sel = folds[(folds["modalities"] == "clinical+rna") & (folds["data_fraction"] == 1.0)]
+    row = table[(table["modalities"] == "clinical+rna") & (table["data_fraction"] == 1.0)].iloc[0]
+    assert row["harrell_c_mean"] == pytest.approx(sel["harrell_c"].mean(), rel=1e-12)
+    failed = res.assign(status=["failed"] + ["ok"] * 7)
+    assert scaling_curve(failed)["n_trials"].sum() == 7
+
+
+def test_local_and_ray_give_identical_results(tmp_path, cohort):
+    ray = pytest.importorskip("ray")
+    start = time.perf_counter()
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True,
+                 log_to_driver=False)  # fmt: skip
+    except Exception as err:  # sandboxes without shared memory / sockets
+        pytest.skip(f"ray cannot start here: {type(err).__name__}: {err}")
+    try:
+        if time.perf_counter() - start > 30:
+            pytest.skip("ray started too slowly for a unit test on this machine")
+        grid = tiny_grid(fusion=["concat", "cross_attention_gated"])
+        ray_res = run_grid(grid, cohort, tmp_path / "ray", runner="ray")
+    finally:
+        ray.shutdown()
+    local = run_grid(grid, cohort, tmp_path / "local", runner="local")
+    assert (local["status"] == "ok").all()
+    pd.testing.assert_frame_equal(ray_res, local)
+    for t in local["trial"]:
+        for name in ("metrics.csv", "predictions.csv"):
+            a = (tmp_path / "ray" / "trials" / t / name).read_text()
+            assert a == (tmp_path / "local" / "trials" / t / name).read_text()

@@ -1,0 +1,99 @@
+"""End-to-end CLI runs on a tiny synthetic cohort: train -> run folder -> resume ->
+evaluate -> predict; plus scan and config errors. Small on purpose (CI has 2 cores)."""
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from modalsurv.cli import app
+
+runner = CliRunner()
+TINY = {"n": 60, "max_tiles": 6, "tile_dim": 8, "slide_dim": 8, "mri_dim": 8, "n_genes": 40}
+
+
+def _config(tmp_path, **data_params):
+    cfg = {
+        "seed": 1,
+        "data": {"source": "synthetic", "params": {**TINY, **data_params}},
+        "model": {"hidden_dim": 16, "latent_dim": 16, "n_bins": 8, "attention_pool_dim": 8},
+        "preprocess": {"rna_pca": 4, "rna_top_variance_genes": 20},
+        "train": {"epochs": 2, "patience": 2, "batch_size": 16},
+        "cv": {"folds": 2},
+        "baselines": ["coxph_clinical"],
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    out = tmp / "run"
+    res = runner.invoke(app, ["train", str(_config(tmp)), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_train_writes_a_complete_run_folder(run_dir):
+    for name in ["config.yaml", "folds.csv", "predictions.csv", "metrics.json", "report.html"]:
+        assert (run_dir / name).is_file(), name
+    assert (run_dir / "models" / "repeat_0").is_dir()
+    preds = pd.read_csv(run_dir / "predictions.csv")
+    assert len(preds) == 60 and preds["risk"].notna().all()
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    assert set(summary["models"]) == {"modalsurv", "coxph_clinical"}
+    assert not summary["optimistic"]
+    assert not list(run_dir.rglob("*.tmp"))  # atomic writes leave no temp files
+
+
+def test_rerun_needs_resume_and_resume_reproduces(run_dir):
+    cfg = run_dir / "config.yaml"
+    res = runner.invoke(app, ["train", str(cfg), "--out", str(run_dir)])
+    assert res.exit_code == 2 and "--resume" in res.output
+    before = pd.read_csv(run_dir / "metrics.csv")
+    res = runner.invoke(app, ["train", str(cfg), "--out", str(run_dir), "--resume"])
+    assert res.exit_code == 0, res.output
+    after = pd.read_csv(run_dir / "metrics.csv")
+    pd.testing.assert_frame_equal(before, after)
+
+
+def test_evaluate_and_predict(run_dir, tmp_path):
+    ext = tmp_path / "external.yaml"
+    ext.write_text(yaml.safe_dump({"data": {"source": "synthetic",
+                                            "params": {**TINY, "n": 40, "seed": 5, "external": True}}}))
+    res = runner.invoke(app, ["evaluate", str(run_dir), "--data", str(ext), "--n-boot", "20"])
+    assert res.exit_code == 0, res.output
+    scores = json.loads((run_dir / "evaluation_external.json").read_text())
+    assert 0.0 <= scores["harrell_c"] <= 1.0 and scores["n"] == 40
+    lo, hi = scores["harrell_c_ci95"]
+    assert lo <= scores["harrell_c"] <= hi
+    out = tmp_path / "p.csv"
+    res = runner.invoke(app, ["predict", str(run_dir), "--data", str(ext), "--out", str(out),
+                              "--times", "12,24"])
+    assert res.exit_code == 0, res.output
+    df = pd.read_csv(out)
+    assert list(df.columns) == ["patient", "risk", "expected_time", "survival_at_12", "survival_at_24"]
+    assert (df["survival_at_12"] >= df["survival_at_24"] - 1e-9).all()
+
+
+def test_config_error_names_the_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  fusoin: concat\n")
+    res = runner.invoke(app, ["train", str(bad), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2
+    assert "model.fusoin" in res.output
+
+
+def test_scan_reports_problems(tmp_path):
+    from modalsurv.data.synthetic import make_cohort, write_chimera
+
+    cohort, _ = make_cohort(n=4, seed=0, **{k: v for k, v in TINY.items() if k != "n"})
+    root = write_chimera(cohort, tmp_path / "c", task=1, images=False)
+    (root / "clinical_data" / f"{cohort.ids[0]}.json").write_text("{not json")
+    res = runner.invoke(app, ["scan", str(root), "--layout", "chimera-task1"])
+    assert res.exit_code == 1
+    assert cohort.ids[0] in res.output
