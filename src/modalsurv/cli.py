@@ -56,13 +56,17 @@ class RichProgress:
                 desc += f", val C {score:.3f}"
             self.p.update(t, completed=info.get("epoch", 0) + 1, total=info.get("epochs"),
                           description=desc + ")")
-        elif event in {"patient_start", "patient_end", "patient_failed", "patient_skipped"}:
+        elif event == "start":  # extraction: run_extract's callback events
             t = self._task("patients", "patients", info.get("total"))
-            if event != "patient_start":
-                self.p.advance(t)
-            rate = info.get("tiles_per_s")
-            if rate:
-                self.p.update(t, description=f"patients ({rate:.0f} tiles/s)")
+            self.p.update(t, completed=info.get("skipped", 0))
+        elif event in {"done", "failed"}:
+            self.p.advance(self._task("patients", "patients", None))
+            if event == "failed":
+                self.p.console.print(f"[red]failed[/] {info.get('patient')} "
+                                     f"{info.get('path')}: {info.get('reason')}")
+        elif event == "slide" and info.get("tiles_per_s"):
+            self.p.update(self._task("patients", "patients", None),
+                          description=f"patients ({info['tiles_per_s']:.0f} tiles/s)")
         elif event == "baseline_failed":
             self.p.console.print(f"[yellow]baseline {info.get('model')} failed on fold "
                                  f"{info.get('fold')}: {info.get('reason')}[/]")

@@ -69,7 +69,7 @@ def test_subsample_train_is_stratified_nested_and_deterministic():
     assert not np.array_equal(subsample_train(idx, event, 0.5, seed=4), half)
     assert np.isin(half, idx).all() and len(np.unique(half)) == len(half)
     n_ev, n_cens = event[idx].sum(), (~event[idx]).sum()
-    assert event[half].sum() == int(n_ev / 2 + 0.5) and (~event[half]).sum() == n_cens // 2
+    assert event[half].sum() == int(n_ev / 2 + 0.5) and (~event[half]).sum() == int(n_cens / 2 + 0.5)
     assert event[quarter].sum() == int(n_ev / 4 + 0.5)
     assert np.isin(quarter, half).all()  # a smaller fraction is a subset of a larger one
     assert subsample_train(idx, event, 1.0, seed=3) is idx

@@ -257,3 +257,14 @@ def test_declared_provenance_binds_even_before_first_patient(store):
     store.set_meta("mri", encoder="resnet3d", dim=4)  # nothing stored yet: relabel is fine
     store.write("mri", "p1", np.ones(4), encoder="resnet3d")
     assert store.meta("mri")["encoder"] == "resnet3d"
+
+
+def test_load_labelled_cohort_reads_labels_csv(store):
+    store.write_many("slide", {"001": np.ones(4), "002": np.zeros(4)})
+    with pytest.raises(DataError, match="labels CSV not found"):
+        store.load_labelled_cohort()
+    (store.root / "labels.csv").write_text("patient,time,event,site\n001,5,1,a\n003,2,0,b\n")
+    co = store.load_labelled_cohort()
+    assert list(co.ids) == ["001", "003"]  # ids stay strings: leading zeros kept
+    np.testing.assert_array_equal(co.present["slide"], [True, False])
+    assert list(co.meta["site"]) == ["a", "b"]

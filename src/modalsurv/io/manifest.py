@@ -280,7 +280,7 @@ def _load_direct(
 
 def manifest_to_cohort(
     manifest: Manifest,
-    store: FeatureStore | None = None,
+    store: FeatureStore | str | Path | None = None,
     modalities: Sequence[str] | None = None,
     max_tiles: int | None = None,
     seed: int = 0,
@@ -295,6 +295,8 @@ def manifest_to_cohort(
     RNA JSON profiles are aligned with ``rnaseq.align_genes``. Extra manifest columns
     become the ``clinical`` modality (when ``clinical`` is true); ``site`` goes to meta.
     """
+    if isinstance(store, str | Path):
+        store = FeatureStore(store)
     ids = manifest.patients
     mods = list(modalities) if modalities is not None else manifest.modalities
     feats, present, masks, names = {}, {}, {}, {}

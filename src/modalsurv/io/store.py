@@ -693,3 +693,30 @@ class FeatureStore:
             meta=meta,
             bag_mask=masks,
         )
+
+    def load_labelled_cohort(
+        self,
+        labels: str | Path | pd.DataFrame | None = None,
+        modalities: Sequence[str] | None = None,
+        max_tiles: int | None = None,
+        seed: int = 0,
+    ) -> Cohort:
+        """``to_cohort`` for a store used as a data source: ``labels`` is a DataFrame or a
+        CSV (``patient``, ``time``, ``event`` [, ``site``, ...]; default
+        ``root/labels.csv``); ``modalities`` defaults to every stored modality."""
+        if not isinstance(labels, pd.DataFrame):
+            path = Path(labels) if labels is not None else self.root / "labels.csv"
+            if not path.is_file():
+                raise LabelError(
+                    "labels CSV not found (patient, time, event[, site]); pass labels=PATH",
+                    path=path,
+                )
+            labels = pd.read_csv(path, dtype={"patient": str})
+            if "patient" not in labels.columns:
+                raise LabelError(
+                    f"labels need a 'patient' column; found {list(labels.columns)}",
+                    path=path,
+                    field="patient",
+                )
+        mods = list(modalities) if modalities is not None else self.modalities()
+        return self.to_cohort(labels, mods, max_tiles=max_tiles, seed=seed)

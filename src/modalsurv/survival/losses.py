@@ -86,7 +86,10 @@ def deephit_loss(logits: Tensor, bin_index: Tensor, event: Tensor, alpha: float 
     col_sum = expo.sum(dim=0)  # per bin k: sum_j outlives_j(k) exp((F_j(k) - shift_k)/sigma)
     log_col = col_sum.clamp_min(torch.finfo(cdf.dtype).tiny).log()
     f_own = cdf.gather(1, col).view(-1)
-    rank_i = ev * ((shift[idx] - f_own) / sigma + log_col[idx]).exp() * (col_sum[idx] > 0)
+    # masked in the exponent (not by multiplying), so a censored row never yields 0 * inf
+    valid = (ev > 0) & (col_sum[idx] > 0)
+    expnt = (shift[idx] - f_own) / sigma + log_col[idx]
+    rank_i = torch.where(valid, expnt, torch.full_like(expnt, -torch.inf)).exp()
     rank_row = rank_i / b
 
     if reduction == "none":
