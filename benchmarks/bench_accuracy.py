@@ -63,12 +63,21 @@ class PycoxDeepHit:
         yt = lab.fit_transform(train.time, train.event.astype("float32"))
         yv = lab.transform(val.time, val.event.astype("float32"))
         torch.manual_seed(self.seed)
-        net = tt.practical.MLPVanilla(xt.shape[1], [128, 128], lab.out_features,
-                                      batch_norm=True, dropout=0.2)
-        self.model = DeepHitSingle(net, tt.optim.Adam(lr=1e-3), alpha=0.2, sigma=0.1,
-                                   duration_index=lab.cuts, device="cpu")
-        self.model.fit(xt, yt, batch_size=32, epochs=100, val_data=(xv, yv), verbose=False,
-                       callbacks=[tt.callbacks.EarlyStopping(patience=10)])
+        net = tt.practical.MLPVanilla(
+            xt.shape[1], [128, 128], lab.out_features, batch_norm=True, dropout=0.2
+        )
+        self.model = DeepHitSingle(
+            net, tt.optim.Adam(lr=1e-3), alpha=0.2, sigma=0.1, duration_index=lab.cuts, device="cpu"
+        )
+        self.model.fit(
+            xt,
+            yt,
+            batch_size=32,
+            epochs=100,
+            val_data=(xv, yv),
+            verbose=False,
+            callbacks=[tt.callbacks.EarlyStopping(patience=10)],
+        )
         self.t_ref = float(np.median(train.time))
         return self
 
@@ -81,8 +90,9 @@ class PycoxDeepHit:
 def pycox_on_folds(cohort: Cohort, folds: pd.DataFrame, config: RunConfig) -> list[float]:
     out = []
     for (r, f), _ in folds.groupby(["repeat", "fold"]):
-        in_test = (folds[(folds.repeat == r)].set_index("patient").loc[cohort.ids, "fold"]
-                   == f).to_numpy()
+        in_test = (
+            folds[(folds.repeat == r)].set_index("patient").loc[cohort.ids, "fold"] == f
+        ).to_numpy()
         train, test = cohort.subset(~in_test), cohort.subset(in_test)
         try:
             model = PycoxDeepHit(config, seed=1000 * r + f).fit(train)
@@ -149,13 +159,18 @@ def main() -> None:
     for name in args.datasets:
         t0 = time.perf_counter()
         cohort, oracle = load(name, args.synthetic_n)
-        res = cross_validate(cohort, config, folds=args.folds, repeats=args.repeats, seed=0,
-                             baselines=BASELINES)
+        res = cross_validate(
+            cohort, config, folds=args.folds, repeats=args.repeats, seed=0, baselines=BASELINES
+        )
         per = {m: g["harrell_c"].to_numpy() for m, g in res.metrics.groupby("model")}
         if not args.no_pycox:
             per["pycox_deephit"] = np.asarray(pycox_on_folds(cohort, res.folds, config))
-        row = {"dataset": name, "N": len(cohort), "events": cohort.n_events,
-               "modalities": "+".join(cohort.modalities)}
+        row = {
+            "dataset": name,
+            "N": len(cohort),
+            "events": cohort.n_events,
+            "modalities": "+".join(cohort.modalities),
+        }
         row.update({m: fmt(v) for m, v in per.items()})
         means = {m: np.nanmean(v) for m, v in per.items()}
         best_base = max(v for m, v in means.items() if m != "modalsurv")
@@ -175,8 +190,10 @@ def main() -> None:
                 print(loso.groupby("model")["harrell_c"].agg(fmt).to_string(), flush=True)
 
     table = pd.DataFrame(rows)
-    print("\nHarrell C-index, mean ± std over folds x repeats "
-          f"({args.folds} folds x {args.repeats} repeats, identical folds for all models)")
+    print(
+        "\nHarrell C-index, mean ± std over folds x repeats "
+        f"({args.folds} folds x {args.repeats} repeats, identical folds for all models)"
+    )
     print(table.to_string(index=False))
 
 

@@ -38,8 +38,12 @@ def time_modalsurv(cohort, epochs: int, batch: int, device: str) -> list[float]:
     cfg = RunConfig.model_validate(
         {
             "model": {"fusion": "cross_attention_gated"},
-            "train": {"epochs": epochs, "patience": epochs + 1, "batch_size": batch,
-                      "device": device},
+            "train": {
+                "epochs": epochs,
+                "patience": epochs + 1,
+                "batch_size": batch,
+                "device": device,
+            },
         }
     )
     stamps: list[float] = []
@@ -68,10 +72,17 @@ def time_pycox(cohort, epochs: int, batch: int, device: str) -> list[float]:
     yt = labtrans.fit_transform(train.time, train.event.astype("float32"))
     yv = labtrans.transform(val.time, val.event.astype("float32"))
     torch.manual_seed(0)
-    net = tt.practical.MLPVanilla(xt.shape[1], [256, 256], labtrans.out_features,
-                                  batch_norm=True, dropout=0.2)
-    model = DeepHitSingle(net, tt.optim.AdamW(lr=1e-3), alpha=0.2, sigma=0.1,
-                          duration_index=labtrans.cuts, device=resolve_device(device))
+    net = tt.practical.MLPVanilla(
+        xt.shape[1], [256, 256], labtrans.out_features, batch_norm=True, dropout=0.2
+    )
+    model = DeepHitSingle(
+        net,
+        tt.optim.AdamW(lr=1e-3),
+        alpha=0.2,
+        sigma=0.1,
+        duration_index=labtrans.cuts,
+        device=resolve_device(device),
+    )
     stamps: list[float] = []
 
     class Stamp(tt.callbacks.Callback):
@@ -79,8 +90,15 @@ def time_pycox(cohort, epochs: int, batch: int, device: str) -> list[float]:
             stamps.append(time.perf_counter())
 
     start = time.perf_counter()
-    model.fit(xt, yt, batch_size=batch, epochs=epochs, val_data=(xv, yv), verbose=False,
-              callbacks=[Stamp()])
+    model.fit(
+        xt,
+        yt,
+        batch_size=batch,
+        epochs=epochs,
+        val_data=(xv, yv),
+        verbose=False,
+        callbacks=[Stamp()],
+    )
     return list(np.diff([start, *stamps]))
 
 
@@ -101,8 +119,10 @@ def main() -> None:
     ms = time_modalsurv(cohort, args.epochs, args.batch, args.device)[1:]
     pc = time_pycox(cohort, args.epochs, args.batch, args.device)[1:]
     m_ms, m_pc = statistics.median(ms), statistics.median(pc)
-    print(f"N={args.n}, batch={args.batch}, epochs={args.epochs}, threads={args.threads}, "
-          f"device={args.device}; modalities: {shapes}")
+    print(
+        f"N={args.n}, batch={args.batch}, epochs={args.epochs}, threads={args.threads}, "
+        f"device={args.device}; modalities: {shapes}"
+    )
     print(f"{'model':<42}{'s/epoch (median)':>18}{'ratio':>8}")
     print(f"{'ModalSurv cross_attention_gated':<42}{m_ms:>18.4f}{m_ms / m_pc:>8.2f}")
     print(f"{'pycox DeepHitSingle MLP (concat features)':<42}{m_pc:>18.4f}{1.0:>8.2f}")

@@ -97,3 +97,20 @@ def test_scan_reports_problems(tmp_path):
     res = runner.invoke(app, ["scan", str(root), "--layout", "chimera-task1"])
     assert res.exit_code == 1
     assert cohort.ids[0] in res.output
+
+
+def test_experiment_grid_runs_and_resumes(tmp_path):
+    base = yaml.safe_load(_config(tmp_path).read_text())
+    base["baselines"] = []
+    base["train"]["epochs"] = 1
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({"name": "fusions", "base": base, "fusion": ["concat", "mean"]}))
+    out = tmp_path / "g"
+    res = runner.invoke(app, ["experiment", str(grid), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    results = pd.read_csv(out / "results.csv")
+    assert len(results) == 2 and set(results["fusion"]) == {"concat", "mean"}
+    assert (results["status"] == "ok").all()
+    res = runner.invoke(app, ["experiment", str(grid), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    pd.testing.assert_frame_equal(results, pd.read_csv(out / "results.csv"))

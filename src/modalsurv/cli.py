@@ -181,6 +181,33 @@ def predict(
 
 
 @app.command()
+def experiment(
+    grid: Path = typer.Argument(..., help="grid YAML (see configs/experiments/)"),
+    out: Path = typer.Option(Path("runs/grid"), help="grid folder (trials/<id>/, results.csv)"),
+    runner: str = typer.Option("local", help="local | ray"),
+    data: str | None = typer.Option(None, help="cohort spec; default: the grid's base data"),
+    resume: bool = typer.Option(True, help="skip finished trials"),
+) -> None:
+    """Run a declarative grid: modality ablations, fusions, data fractions, seeds, encoders."""
+    from modalsurv.data.sources import load_cohort
+    from modalsurv.experiments.grid import load_grid
+    from modalsurv.experiments.runners import run_grid
+
+    try:
+        g = load_grid(grid)
+        cohort = load_cohort(data) if data else None
+        with _progress() as p:
+            results = run_grid(g, cohort=cohort, out=out, runner=runner, resume=resume,
+                               progress=RichProgress(p))
+    except (DataError, ConfigError) as err:
+        _fail(err)
+    cols = [c for c in ["label", "model", "status", "harrell_c_mean", "harrell_c_std", "ibs_mean"]
+            if c in results.columns]
+    _print_table(results[cols], f"grid {g.name}: C-index per trial")
+    console.print(f"results: [bold]{out / 'results.csv'}[/]")
+
+
+@app.command()
 def scan(
     root: Path = typer.Argument(..., help="cohort root folder (or manifest CSV)"),
     layout: str = typer.Option("chimera-task1", help="chimera-task1 | chimera-task3 | manifest"),

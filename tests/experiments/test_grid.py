@@ -105,6 +105,7 @@ def test_modality_set_generators():
         ({"modalities": {"generate": ["single"]}}, "'from' must list"),
         ({"modalities": {"from": ["wsi"], "genrate": ["all"]}}, "unknown key(s) ['genrate']"),
         ({"encoder": ["frozen", "tuned"]}, "encoder[1] = 'tuned' is not defined under 'encoders'"),
+        ({"modalities": None}, "encoder[1] = 'finetuned' renames ['rna', 'wsi'], which needs"),
         ({"fusoin": ["concat"]}, "fusoin: unknown key"),
         ({"base": {"model": {"fusoin": "concat"}}}, "base.model.fusoin: unknown key"),
         ({"base": {"cv": {"train_fraction": 2}}}, "base.cv.train_fraction:"),

@@ -224,3 +224,18 @@ def test_local_and_ray_give_identical_results(tmp_path, cohort):
         for name in ("metrics.csv", "predictions.csv"):
             a = (tmp_path / "ray" / "trials" / t / name).read_text()
             assert a == (tmp_path / "local" / "trials" / t / name).read_text()
+
+
+def test_local_runner_resumes_inside_a_trial_fold_by_fold(tmp_path, cohort):
+    grid = tiny_grid(modalities=[["clinical", "wsi"]])
+    (trial,) = grid.expand()
+    fresh = run_grid(grid, cohort, tmp_path / "fresh")
+    # an interrupted earlier run left its finished folds in the trial's checkpoints/
+    ckpt = tmp_path / "resumed" / "trials" / trial.id / "checkpoints"
+    cv_module.cross_validate(cohort, trial.config, resume_dir=ckpt)
+    events = Events()
+    resumed = run_grid(grid, cohort, tmp_path / "resumed", progress=events)
+    assert events.trials("fold_resumed") == [trial.id, trial.id]
+    assert not events.trials("fold_start")
+    assert not ckpt.exists()  # removed once the trial is recorded
+    pd.testing.assert_frame_equal(resumed, fresh)

@@ -98,6 +98,7 @@ def test_incomplete_patient_is_not_counted(store):
         f["patients/p1"].attrs["complete"] = False
     assert store.patients("wsi") == []
     assert not store.has("wsi", "p1")
+    assert not store.load("wsi", ["p1"]).present.any()
     with pytest.raises(FeatureError, match="no complete features"):
         store.read("wsi", "p1")
 

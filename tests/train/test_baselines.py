@@ -23,7 +23,9 @@ def test_feature_matrix_pools_bags_and_flags_missing(cohort, make_config):
     done = fm.pre.transform(cohort)
     i = int(np.flatnonzero(cohort.present["wsi"])[0])
     mk = cohort.bag_mask["wsi"][i]
-    np.testing.assert_allclose(x[i, start:start + dims["wsi"]], done.features["wsi"][i][mk].mean(0), rtol=1e-5)
+    np.testing.assert_allclose(
+        x[i, start : start + dims["wsi"]], done.features["wsi"][i][mk].mean(0), rtol=1e-5
+    )
     assert np.isfinite(x).all()
 
 

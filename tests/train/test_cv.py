@@ -67,7 +67,9 @@ def test_cv_with_missing_modalities_and_baselines_on_same_folds(cv_run, cohort):
 
 
 def test_same_seed_same_numbers(cv_run, cohort, make_config):
-    again = cross_validate(cohort, make_config(), folds=3, baselines=["coxph_clinical", "coxnet", "rsf"])
+    again = cross_validate(
+        cohort, make_config(), folds=3, baselines=["coxph_clinical", "coxnet", "rsf"]
+    )
     pd.testing.assert_frame_equal(again.metrics, cv_run.metrics)
     pd.testing.assert_frame_equal(again.predictions, cv_run.predictions)
 
@@ -93,9 +95,13 @@ def test_outer_fold_selection_is_labelled_optimistic(tmp_path, cohort, make_conf
 def test_failing_baseline_is_recorded_not_fatal(cohort, make_config):
     no_clin = cohort.select(["rna", "slide"])
     events = []
-    res = cross_validate(no_clin, make_config(train__epochs=1), folds=2,
-                         baselines=["coxph_clinical"],
-                         progress=lambda e, **kw: events.append((e, kw)))
+    res = cross_validate(
+        no_clin,
+        make_config(train__epochs=1),
+        folds=2,
+        baselines=["coxph_clinical"],
+        progress=lambda e, **kw: events.append((e, kw)),
+    )
     m = res.metrics[res.metrics.model == "coxph_clinical"]
     assert m["failed"].all() and m["harrell_c"].isna().all()
     assert all("clinical" in note for note in m["note"])
@@ -113,19 +119,31 @@ def test_resume_continues_from_finished_folds(tmp_path, cohort, make_config):
     (tmp_path / "repeat_0" / "fold_1" / "done.json").unlink()
     (tmp_path / "repeat_0" / "fold_1" / "metrics.csv").unlink()
     events = []
-    resumed = cross_validate(cohort, cfg, folds=2, baselines=["coxph_clinical"],
-                             resume_dir=tmp_path, progress=lambda e, **kw: events.append((e, kw)))
+    resumed = cross_validate(
+        cohort,
+        cfg,
+        folds=2,
+        baselines=["coxph_clinical"],
+        resume_dir=tmp_path,
+        progress=lambda e, **kw: events.append((e, kw)),
+    )
     assert ("fold_resumed", {"repeat": 0, "fold": 0}) in events
     assert sum(e == "fold_start" for e, _ in events) == 1
     pd.testing.assert_frame_equal(resumed.metrics, full.metrics)
     pd.testing.assert_frame_equal(resumed.predictions, full.predictions)
     pd.testing.assert_frame_equal(resumed.baseline_predictions, full.baseline_predictions)
-    np.testing.assert_array_equal(resumed.ensemble().predict_risk(cohort),
-                                  full.ensemble().predict_risk(cohort))
+    np.testing.assert_array_equal(
+        resumed.ensemble().predict_risk(cohort), full.ensemble().predict_risk(cohort)
+    )
     # a different run refuses the same directory
     with pytest.raises(ValueError, match="different run"):
-        cross_validate(cohort, make_config(train__epochs=3), folds=2,
-                       baselines=["coxph_clinical"], resume_dir=tmp_path)
+        cross_validate(
+            cohort,
+            make_config(train__epochs=3),
+            folds=2,
+            baselines=["coxph_clinical"],
+            resume_dir=tmp_path,
+        )
     shutil.rmtree(tmp_path)
 
 
@@ -133,15 +151,18 @@ def test_no_leakage_across_folds(cohort, make_config):
     """Changing only fold-0 test rows (extreme canary values) leaves fold 0's fitted state unchanged."""
     cfg = make_config(train__epochs=1)
     base = cross_validate(cohort, cfg, folds=3, baselines=[])
-    test0 = (base.folds.query("repeat == 0").set_index("patient").loc[cohort.ids, "fold"] == 0).to_numpy()
+    test0 = (
+        base.folds.query("repeat == 0").set_index("patient").loc[cohort.ids, "fold"] == 0
+    ).to_numpy()
     slide = cohort.features["slide"].copy()
     slide[test0, 0] = 1e6
     clin = cohort.features["clinical"].copy()
     clin[test0, 1] = -1e6
     feats = dict(cohort.features, slide=slide, clinical=clin)
     # (times stay: changing them would change the time-stratified folds themselves)
-    canary = Cohort(cohort.ids, cohort.time, cohort.event, feats, cohort.present,
-                    bag_mask=cohort.bag_mask)
+    canary = Cohort(
+        cohort.ids, cohort.time, cohort.event, feats, cohort.present, bag_mask=cohort.bag_mask
+    )
     res = cross_validate(canary, cfg, folds=3, baselines=[])
     pd.testing.assert_frame_equal(res.folds, base.folds)
     a, b = base.models[0][0], res.models[0][0]

@@ -10,10 +10,7 @@ from modalsurv.train.estimator import ModalSurv
 @pytest.fixture(scope="module")
 def members(cohort, make_config):
     idx = np.arange(len(cohort))
-    return [
-        ModalSurv(make_config(seed=s)).fit(cohort.subset(idx[idx % 3 != s]))
-        for s in range(2)
-    ]
+    return [ModalSurv(make_config(seed=s)).fit(cohort.subset(idx[idx % 3 != s])) for s in range(2)]
 
 
 def test_mixture_of_members(members, cohort):
@@ -35,8 +32,15 @@ def test_save_load_identical(tmp_path, members, cohort):
     ens = FoldEnsemble(members)
     ens.save(tmp_path)
     names = {p.name for p in tmp_path.iterdir()}
-    assert names == {"bundle.json", "model_0.safetensors", "model_1.safetensors",
-                     "state_0.json", "state_1.json", "state_0.npz", "state_1.npz"}
+    assert names == {
+        "bundle.json",
+        "model_0.safetensors",
+        "model_1.safetensors",
+        "state_0.json",
+        "state_1.json",
+        "state_0.npz",
+        "state_1.npz",
+    }
     bundle = json.loads((tmp_path / "bundle.json").read_text())
     assert bundle["n_members"] == 2 and "torch" in bundle["versions"]
     back = FoldEnsemble.load(tmp_path)
@@ -48,7 +52,9 @@ def test_save_load_identical(tmp_path, members, cohort):
 def test_cox_ensemble_mean_log_risk(cohort, make_config):
     ms = [ModalSurv(make_config(seed=s, model__head="cox")).fit(cohort) for s in range(2)]
     ens = FoldEnsemble(ms)
-    np.testing.assert_allclose(ens.predict_risk(cohort), (ms[0].predict_risk(cohort) + ms[1].predict_risk(cohort)) / 2)
+    np.testing.assert_allclose(
+        ens.predict_risk(cohort), (ms[0].predict_risk(cohort) + ms[1].predict_risk(cohort)) / 2
+    )
 
 
 def test_rejects_mixed_heads(members, cohort, make_config):

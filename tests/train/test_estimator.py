@@ -80,7 +80,9 @@ def test_cox_head_breslow_survival_and_round_trip(tmp_path, cohort, make_config)
     np.testing.assert_allclose(pmf.sum(1), 1.0, atol=1e-9)
     model.save(tmp_path)
     back = ModalSurv.load(tmp_path)
-    np.testing.assert_array_equal(back.predict_survival(cohort, [5.0]), model.predict_survival(cohort, [5.0]))
+    np.testing.assert_array_equal(
+        back.predict_survival(cohort, [5.0]), model.predict_survival(cohort, [5.0])
+    )
 
 
 def test_breslow_matches_scikit_survival():
@@ -108,8 +110,14 @@ def test_no_leakage_from_validation_cohort(cohort, make_config):
     canary = val.with_modality("slide", canary_x, val.present["slide"])
     from modalsurv.cohort import Cohort
 
-    canary = Cohort(canary.ids, canary.time * 50, canary.event, canary.features,
-                    canary.present, bag_mask=canary.bag_mask)
+    canary = Cohort(
+        canary.ids,
+        canary.time * 50,
+        canary.event,
+        canary.features,
+        canary.present,
+        bag_mask=canary.bag_mask,
+    )
     cfg = make_config(train__epochs=2)
     a = ModalSurv(cfg).fit(train, val_cohort=val)
     b = ModalSurv(cfg).fit(train, val_cohort=canary)

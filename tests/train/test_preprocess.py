@@ -21,9 +21,13 @@ def test_pipeline_per_modality_and_absent_rows_stay_zero(cohort):
 
 
 def test_vector_pca_only_above_min_dim(cohort):
-    cfg = PreprocessConfig(rna_pca=4, rna_top_variance_genes=20, vector_pca=3, vector_pca_min_dim=10)
+    cfg = PreprocessConfig(
+        rna_pca=4, rna_top_variance_genes=20, vector_pca=3, vector_pca_min_dim=10
+    )
     assert Preprocessor(cfg).fit(cohort).dims["slide"] == 3  # slide is 12-d > 10
-    cfg = PreprocessConfig(rna_pca=4, rna_top_variance_genes=20, vector_pca=3, vector_pca_min_dim=12)
+    cfg = PreprocessConfig(
+        rna_pca=4, rna_top_variance_genes=20, vector_pca=3, vector_pca_min_dim=12
+    )
     assert Preprocessor(cfg).fit(cohort).dims["slide"] == 12
 
 
@@ -75,8 +79,9 @@ def test_split_join_arrays_nested():
 def test_auto_log1p_only_for_raw_scale_training_data(cohort):
     raw = Preprocessor(PreprocessConfig(rna_top_variance_genes=20, rna_pca=4)).fit(cohort)
     assert raw.steps["rna"].log1p is True  # gamma counts, max > 50
-    logged = cohort.with_modality("rna", np.log2(cohort.features["rna"] + 1) - 3,
-                                  cohort.present["rna"])
+    logged = cohort.with_modality(
+        "rna", np.log2(cohort.features["rna"] + 1) - 3, cohort.present["rna"]
+    )
     pp = Preprocessor(PreprocessConfig(rna_top_variance_genes=20, rna_pca=4)).fit(logged)
     assert pp.steps["rna"].log1p is False
     assert np.isfinite(pp.transform(logged).features["rna"]).all()

@@ -169,6 +169,12 @@ class ExperimentGrid(BaseModel):
                     f"encoder[{i}] = {label!r} is not defined under 'encoders' "
                     f"(defined: {sorted(self.encoders)})"
                 )
+            renames = self.encoders.get(label)
+            if renames and self.modalities is None and self.base.model.modalities is None:
+                raise ValueError(
+                    f"encoder[{i}] = {label!r} renames {sorted(renames)}, which needs explicit "
+                    "modality sets: set 'modalities' (or base.model.modalities)"
+                )
         return self
 
     # ------------------------------------------------------------------ expansion
@@ -204,7 +210,7 @@ class ExperimentGrid(BaseModel):
         data = self.base.model_dump(mode="json")
         mods = s["modalities"]
         rename = {src: dst for src, dst in self.encoders.get(s["encoder"], {}).items()
-                  if mods is None or src in mods}  # fmt: skip
+                  if mods is not None and src in mods}  # fmt: skip
         data["model"]["modalities"] = None if mods is None else [rename.get(m, m) for m in mods]
         for key in ("clinical_modalities", "rna_modalities"):  # a renamed slot keeps its transform
             listed = data["preprocess"][key]

@@ -98,6 +98,7 @@ class LocalRunner:
                 def cb(event: str, _t: str = trial.id, **info: Any) -> None:
                     progress(event, trial=_t, **info)
 
+                progress("trial_start", trial=trial.id, label=trial.label)
             ckpt = _trial_dir(out, trial) / "checkpoints"
             on_done(trial, execute_trial(cohort, trial.config, ckpt, cb))
 
@@ -154,7 +155,12 @@ class RayRunner:
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 trial = pending.pop(done[0])
-                on_done(trial, ray.get(done[0]))
+                try:
+                    outcome = ray.get(done[0])
+                except Exception as err:  # the worker itself died (memory, signal)
+                    outcome = TrialOutcome(error=f"{type(err).__name__}: {err}",
+                                           traceback=traceback.format_exc())  # fmt: skip
+                on_done(trial, outcome)
         finally:
             if started:
                 ray.shutdown()

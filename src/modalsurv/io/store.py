@@ -83,6 +83,20 @@ def tile_subset(patient: str, n: int, max_tiles: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(n, size=max_tiles, replace=False))
 
 
+def _open_complete(patients_gid: h5py.h5g.GroupID, patient: str) -> h5py.h5g.GroupID | None:
+    """The low-level group of a completely written patient, else None (cheap: no
+    high-level h5py objects, which cost more than reading the data of a bag)."""
+    name = _key(patient).encode()
+    if not patients_gid.links.exists(name):
+        return None
+    gid = h5py.h5o.open(patients_gid, name)
+    if not h5py.h5a.exists(gid, b"complete"):
+        return None
+    flag = np.zeros((), dtype=bool)
+    h5py.h5a.open(gid, b"complete").read(flag)
+    return gid if bool(flag) else None
+
+
 @dataclass
 class LoadedModality:
     """One modality for a list of patients, as dense arrays."""
@@ -585,18 +599,23 @@ class FeatureStore:
         n = len(ids)
         with self._open(modality) as f:
             kind, dim = _attr(f.attrs.get("kind", "bag")), f.attrs.get("dim")
-            grp = f.get("patients")
-            dsets: list[h5py.Dataset | None] = []
-            for pid in ids:
-                g = None if grp is None else grp.get(_key(pid))
-                ok = g is not None and bool(g.attrs.get("complete", False))
-                dsets.append(g["features"] if ok else None)
-            present = np.array([d is not None for d in dsets], dtype=bool)
             dim = int(dim) if dim is not None else 0
+            # every dataset of a modality has the recorded dtype (write_many casts to it)
+            stored = np.dtype(_attr(f.attrs["dtype"])) if "dtype" in f.attrs else None
+            grp = f.get("patients")
+            objs = [None if grp is None else _open_complete(grp.id, pid) for pid in ids]
+            dsets = [None if o is None else h5py.h5d.open(o, b"features") for o in objs]
+            present = np.array([d is not None for d in dsets], dtype=bool)
+
+            def whole(d: h5py.h5d.DatasetID) -> np.ndarray:
+                arr = np.empty(d.shape, dtype=stored or d.dtype)
+                d.read(h5py.h5s.ALL, h5py.h5s.ALL, arr)
+                return arr
+
             if kind == "vector":
                 x = self._out(out, (n, dim), dtype, modality)
                 for i, d in enumerate(dsets):
-                    x[i] = 0 if d is None else d[()]
+                    x[i] = 0 if d is None else whole(d)
                 return LoadedModality(x, present, None, None)
             sizes = np.array([0 if d is None else d.shape[0] for d in dsets], dtype=np.int64)
             kept = sizes if max_tiles is None else np.minimum(sizes, max_tiles)
@@ -605,35 +624,32 @@ class FeatureStore:
             k_max = x.shape[1]
             mask = np.zeros((n, k_max), dtype=bool)
             coords = np.zeros((n, k_max, 2), dtype=np.int64) if with_coords else None
-            # Read the stored bytes as they are into a scratch buffer and cast with torch:
-            # HDF5's own float16 conversion and numpy's cast are both ~5x slower than
-            # torch's vectorised one, and the cast is most of the cost of a warm load.
-            scratch: dict[np.dtype, np.ndarray] = {}
+            # Whole-dataset reads through h5py's low-level API (its high-level objects and
+            # selections cost more than the read itself), straight into the output when
+            # the dtypes match, else into a scratch buffer followed by a torch cast (HDF5's
+            # own float16 conversion and numpy's cast are both ~5x slower than torch's).
+            scratch: np.ndarray | None = None
             xt = torch.from_numpy(x)
             for i, d in enumerate(dsets):
                 if d is None:
                     x[i] = 0
                     continue
                 k, m = int(sizes[i]), int(kept[i])
+                idx = None
                 if m < k:
                     idx = tile_subset(ids[i], k, m, seed)
-                    x[i, :m] = d[()][idx]
+                    x[i, :m] = whole(d)[idx]
+                elif (stored or d.dtype) == x.dtype:
+                    d.read(h5py.h5s.ALL, h5py.h5s.ALL, x[i, :k])  # a contiguous view
                 else:
-                    idx = None
-                    # whole-dataset reads through the low-level API: h5py's selection
-                    # machinery would cost more than the read itself
-                    if d.dtype == x.dtype:
-                        d.id.read(h5py.h5s.ALL, h5py.h5s.ALL, x[i, :k])  # contiguous view
-                    else:
-                        buf = scratch.get(d.dtype)
-                        if buf is None:
-                            buf = scratch[d.dtype] = np.empty((int(sizes.max()), dim), d.dtype)
-                        d.id.read(h5py.h5s.ALL, h5py.h5s.ALL, buf[:k])
-                        xt[i, :k].copy_(torch.from_numpy(buf[:k]))
+                    if scratch is None:
+                        scratch = np.empty((int(sizes.max()), dim), stored or d.dtype)
+                    d.read(h5py.h5s.ALL, h5py.h5s.ALL, scratch[:k])
+                    xt[i, :k].copy_(torch.from_numpy(scratch[:k]))
                 x[i, m:] = 0
                 mask[i, :m] = True
-                if coords is not None and "coords" in d.parent:
-                    c = d.parent["coords"][()]
+                if coords is not None and objs[i].links.exists(b"coords"):
+                    c = h5py.Dataset(h5py.h5d.open(objs[i], b"coords"))[()]
                     coords[i, :m] = c if idx is None else c[idx]
             return LoadedModality(x, present, mask, coords)
 

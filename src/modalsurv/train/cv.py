@@ -49,7 +49,9 @@ _NEURAL = {MAIN, "modalsurv_clinical"}
 
 
 # ---------------------------------------------------------------------- folds
-def stratification_labels(time: np.ndarray, event: np.ndarray, folds: int) -> tuple[np.ndarray | None, str]:
+def stratification_labels(
+    time: np.ndarray, event: np.ndarray, folds: int
+) -> tuple[np.ndarray | None, str]:
     """Labels for StratifiedKFold: event × time quantile group, coarsened until it fits."""
     event = np.asarray(event, dtype=int)
     for q in (3, 2):
@@ -73,7 +75,9 @@ def make_folds(cohort: Cohort, folds: int, repeats: int, seed: int) -> pd.DataFr
         fold = np.empty(n, dtype=np.int64)
         rs = seed + r
         if labels is not None:
-            splits = StratifiedKFold(folds, shuffle=True, random_state=rs).split(np.zeros(n), labels)
+            splits = StratifiedKFold(folds, shuffle=True, random_state=rs).split(
+                np.zeros(n), labels
+            )
         else:
             splits = KFold(folds, shuffle=True, random_state=rs).split(np.zeros(n))
         for f, (_, test) in enumerate(splits):
@@ -121,9 +125,7 @@ def score_fold(
     notes: list[str] = []
     calls: dict[str, Callable[[], float]] = {
         "harrell_c": lambda: sm.concordance_index(test.time, test.event, risk),
-        "uno_c": lambda: sm.uno_concordance(
-            train.time, train.event, test.time, test.event, risk
-        ),
+        "uno_c": lambda: sm.uno_concordance(train.time, train.event, test.time, test.event, risk),
     }
     if surv is not None and len(grid) >= 2:
         calls["ibs"] = lambda: sm.integrated_brier_score(
@@ -263,10 +265,23 @@ def _run_fold(
     )
     surv = model.predict_survival(test, grid) if len(grid) else None
     scores, notes = score_fold(train, test, risk, surv, grid)
-    base = {"repeat": repeat, "fold": fold, "n_train": len(train), "n_test": len(test),
-            "n_events_test": test.n_events}
-    rows = [{"model": MAIN, **base, **scores, "failed": False, "optimistic": outer,
-             "note": "; ".join(notes)}]
+    base = {
+        "repeat": repeat,
+        "fold": fold,
+        "n_train": len(train),
+        "n_test": len(test),
+        "n_events_test": test.n_events,
+    }
+    rows = [
+        {
+            "model": MAIN,
+            **base,
+            **scores,
+            "failed": False,
+            "optimistic": outer,
+            "note": "; ".join(notes),
+        }
+    ]
     bpreds = []
     for name in baselines:
         try:
@@ -285,12 +300,28 @@ def _run_fold(
             bnotes = [f"failed: {type(err).__name__}: {err}"]
             failed = True
             if progress is not None:
-                progress("baseline_failed", repeat=repeat, fold=fold, model=name,
-                         reason=bnotes[0])
-        rows.append({"model": name, **base, **bscores, "failed": failed,
-                     "optimistic": outer and name in _NEURAL, "note": "; ".join(bnotes)})
-        bpreds.append(pd.DataFrame({"model": name, "patient": test.ids.astype(str),
-                                    "repeat": repeat, "fold": fold, "risk": brisk}))
+                progress("baseline_failed", repeat=repeat, fold=fold, model=name, reason=bnotes[0])
+        rows.append(
+            {
+                "model": name,
+                **base,
+                **bscores,
+                "failed": failed,
+                "optimistic": outer and name in _NEURAL,
+                "note": "; ".join(bnotes),
+            }
+        )
+        bpreds.append(
+            pd.DataFrame(
+                {
+                    "model": name,
+                    "patient": test.ids.astype(str),
+                    "repeat": repeat,
+                    "fold": fold,
+                    "risk": brisk,
+                }
+            )
+        )
     bp = pd.concat(bpreds, ignore_index=True) if bpreds else _empty_baseline_preds()
     return model, preds, pd.DataFrame(rows), bp
 
@@ -304,8 +335,9 @@ def _fold_dir(root: Path, repeat: int, fold: int) -> Path:
     return root / f"repeat_{repeat}" / f"fold_{fold}"
 
 
-def _save_fold(d: Path, model: ModalSurv, preds: pd.DataFrame, rows: pd.DataFrame,
-               bpreds: pd.DataFrame) -> None:
+def _save_fold(
+    d: Path, model: ModalSurv, preds: pd.DataFrame, rows: pd.DataFrame, bpreds: pd.DataFrame
+) -> None:
     model.save(d / "model")
     _write_csv(d / "predictions.csv", preds)
     _write_csv(d / "baseline_predictions.csv", bpreds)
@@ -388,16 +420,29 @@ def cross_validate(
                     progress("fold_start", repeat=r, fold=f, n_folds=folds, n_repeats=repeats)
                 model, p, m, b = _run_fold(
                     cohort,
-                    subsample_train(np.flatnonzero(fold_of != f), cohort.event,
-                                    config.cv.train_fraction, seed + 1000 * r + f),
+                    subsample_train(
+                        np.flatnonzero(fold_of != f),
+                        cohort.event,
+                        config.cv.train_fraction,
+                        seed + 1000 * r + f,
+                    ),
                     np.flatnonzero(fold_of == f),
-                    config, baselines, r, f, seed + 1000 * r + f, progress,
+                    config,
+                    baselines,
+                    r,
+                    f,
+                    seed + 1000 * r + f,
+                    progress,
                 )
                 if d is not None:
                     _save_fold(d, model, p, m, b)
             if progress is not None:
-                progress("fold_end", repeat=r, fold=f,
-                         **{k: float(v) for k, v in m.iloc[0][list(METRICS)].items()})
+                progress(
+                    "fold_end",
+                    repeat=r,
+                    fold=f,
+                    **{k: float(v) for k, v in m.iloc[0][list(METRICS)].items()},
+                )
             models[r].append(model)
             preds.append(p)
             rows.append(m)
@@ -412,8 +457,11 @@ def cross_validate(
     summary = summarize(metrics, optimistic, assignment.attrs.get("stratify", ""))
     summary["n_folds"], summary["n_repeats"], summary["seed"] = folds, repeats, seed
     summary["oof_harrell_c"] = [
-        float(sm.concordance_index(g["time"].to_numpy(float), g["event"].to_numpy(bool),
-                                   g["risk"].to_numpy(float)))
+        float(
+            sm.concordance_index(
+                g["time"].to_numpy(float), g["event"].to_numpy(bool), g["risk"].to_numpy(float)
+            )
+        )
         for _, g in predictions.groupby("repeat")
     ]
     summary["folds"] = json.loads(metrics.to_json(orient="records"))

@@ -51,9 +51,7 @@ FORMAT_VERSION = 1
 
 
 # ---------------------------------------------------------------------- helpers
-def inner_split(
-    event: np.ndarray, fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
+def inner_split(event: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Train/validation positions, stratified on the event when both classes allow it."""
     n = len(event)
     idx = np.arange(n)
@@ -64,7 +62,9 @@ def inner_split(
     return np.sort(tr), np.sort(va)
 
 
-def breslow(time: np.ndarray, event: np.ndarray, log_risk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def breslow(
+    time: np.ndarray, event: np.ndarray, log_risk: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Breslow baseline cumulative hazard at the distinct event times.
 
     ``H0(t) = sum_{t_j <= t} d_j / sum_{i: T_i >= t_j} exp(eta_i)``.
@@ -86,8 +86,10 @@ def breslow_survival(
 ) -> np.ndarray:
     """``S(t | x) = exp(-H0(t) exp(eta))`` as an ``N x T`` array (step function in t)."""
     pos = np.searchsorted(base_time, np.asarray(times, dtype=np.float64), side="right") - 1
-    h0 = np.where(pos >= 0, base_cumhaz[np.clip(pos, 0, None)], 0.0) if len(base_time) else (
-        np.zeros(len(times))
+    h0 = (
+        np.where(pos >= 0, base_cumhaz[np.clip(pos, 0, None)], 0.0)
+        if len(base_time)
+        else (np.zeros(len(times)))
     )
     return np.exp(-np.outer(np.exp(np.asarray(log_risk, dtype=np.float64)), h0))
 
@@ -233,8 +235,9 @@ class ModalSurv:
         """Higher = worse prognosis: ``1 - S(t_ref)`` (DeepHit) or the log-risk (Cox)."""
         if self.head == "cox":
             return self._logits(cohort)[:, 0]
-        return np.asarray(curves.risk_at(self.predict_pmf(cohort), self.cuts, self.t_ref),
-                          dtype=np.float64).reshape(-1)
+        return np.asarray(
+            curves.risk_at(self.predict_pmf(cohort), self.cuts, self.t_ref), dtype=np.float64
+        ).reshape(-1)
 
     def predict_survival(self, cohort: Cohort, times: np.ndarray) -> np.ndarray:
         """``N x T`` survival probabilities at ``times`` (linear between cuts; Cox: step)."""
@@ -249,8 +252,9 @@ class ModalSurv:
 
     def predict_expected_time(self, cohort: Cohort) -> np.ndarray:
         """Expected survival time on the bin grid (not used for ranking: see module doc)."""
-        return np.asarray(curves.expected_time(self.predict_pmf(cohort), self.cuts),
-                          dtype=np.float64).reshape(-1)
+        return np.asarray(
+            curves.expected_time(self.predict_pmf(cohort), self.cuts), dtype=np.float64
+        ).reshape(-1)
 
     def gate_weights(self, cohort: Cohort) -> pd.DataFrame:
         """Per-patient modality weights of the gated fusion (rows: patients)."""
@@ -283,7 +287,9 @@ class ModalSurv:
             }
         if self.baseline_ is not None:
             arrays["breslow/time"], arrays["breslow/cumhaz"] = self.baseline_
-        weights = {k: v.detach().cpu().clone().contiguous() for k, v in self.net.state_dict().items()}
+        weights = {
+            k: v.detach().cpu().clone().contiguous() for k, v in self.net.state_dict().items()
+        }
         return weights, meta, arrays
 
     @classmethod
@@ -295,12 +301,16 @@ class ModalSurv:
         out = cls(RunConfig.model_validate(meta["config"]))
         out.modalities = list(meta["modalities"])
         out.t_ref = float(meta["t_ref"])
-        pp_arrays = {k[len("preprocess/"):]: v for k, v in arrays.items()
-                     if k.startswith("preprocess/")}
+        pp_arrays = {
+            k[len("preprocess/") :]: v for k, v in arrays.items() if k.startswith("preprocess/")
+        }
         out.preprocessor = Preprocessor.from_state(meta["preprocess"], pp_arrays)
         out.bins = TimeBins.from_dict(join_arrays(meta["bins"], arrays))
         if "breslow/time" in arrays:
-            out.baseline_ = (np.asarray(arrays["breslow/time"]), np.asarray(arrays["breslow/cumhaz"]))
+            out.baseline_ = (
+                np.asarray(arrays["breslow/time"]),
+                np.asarray(arrays["breslow/cumhaz"]),
+            )
         pp = out.preprocessor
         out.net = _build_net(pp.dims, pp.bag, out.config, out.bins.n_bins)
         out.net.load_state_dict(weights)

@@ -215,8 +215,11 @@ def split_arrays(obj: Any, arrays: dict[str, np.ndarray], prefix: str) -> Any:
     """Move every numpy array of a nested state into ``arrays``; leave a tag in its place."""
     if isinstance(obj, np.ndarray):
         if obj.dtype == object:
-            return {"__list__": [split_arrays(v, arrays, f"{prefix}{i}/") for i, v in
-                                 enumerate(obj.tolist())]}
+            return {
+                "__list__": [
+                    split_arrays(v, arrays, f"{prefix}{i}/") for i, v in enumerate(obj.tolist())
+                ]
+            }
         key = prefix.rstrip("/")
         arrays[key] = obj
         return {_ARRAY_TAG: key}
