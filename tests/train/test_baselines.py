@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-from modalsurv.survival.metrics import concordance_index
 
+from modalsurv.survival.metrics import concordance_index
 from modalsurv.train.baselines import BASELINES, FeatureMatrix, make_baseline, step_survival
 
 

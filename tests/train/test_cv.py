@@ -44,6 +44,8 @@ def test_cv_with_missing_modalities_and_baselines_on_same_folds(cv_run, cohort):
     p = res.predictions
     assert sorted(p["patient"]) == sorted(cohort.ids)  # every patient predicted once
     assert np.isfinite(p["risk"]).all() and np.isfinite(p["expected_time"]).all()
+    pmf = p.filter(like="pmf_").to_numpy()
+    assert pmf.shape[1] == 9 and np.allclose(pmf.sum(1), 1.0, atol=1e-6)
     merged = p.merge(res.folds, on=["patient", "repeat"], suffixes=("", "_assigned"))
     assert (merged["fold"] == merged["fold_assigned"]).all()
     for name in ("coxph_clinical", "coxnet", "rsf"):

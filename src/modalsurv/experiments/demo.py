@@ -116,7 +116,7 @@ def _extraction_stage(root: Path, progress: Progress | None, quick: bool, seed: 
     problems = scan(files, layout="chimera-task1")
     store = root / "store"
     report = run_extract("chimera-task1", files, store, tile_encoder="efficientnet_lite0",
-                         max_tiles=16 if quick else 48, mpp=1.0, tile_size=224,
+                         max_tiles=16 if quick else 32, mpp=0.5, tile_size=224, min_tissue=0.25,
                          batch_size=16, progress=progress)
     return (f"extraction: {n} patients written as CHIMERA task-1 files in {files}; scan found "
             f"{len(problems)} problem(s) ({sum(p.severity == 'error' for p in problems)} errors); "

@@ -148,7 +148,13 @@ def score_fold(
 # ---------------------------------------------------------------------- result
 @dataclass
 class CVResult:
-    """Everything a cross-validation run produced (see module docstring)."""
+    """Everything a cross-validation run produced (see module docstring).
+
+    ``predictions``: one out-of-fold row per patient and repeat: ``patient, repeat, fold,
+    risk, expected_time, time, event, pmf_0..pmf_K`` (the PMF over that fold model's bins,
+    whose edges are ``models[repeat][fold].cuts``). ``metrics``: one row per model, repeat
+    and fold (``failed``, ``optimistic`` and a ``note`` with reasons for any NaN).
+    """
 
     folds: pd.DataFrame
     predictions: pd.DataFrame
@@ -262,6 +268,10 @@ def _run_fold(
             "time": test.time,
             "event": test.event.astype(int),
         }
+    )
+    pmf = model.predict_pmf(test)
+    preds = pd.concat(
+        [preds, pd.DataFrame(pmf, columns=[f"pmf_{k}" for k in range(pmf.shape[1])])], axis=1
     )
     surv = model.predict_survival(test, grid) if len(grid) else None
     scores, notes = score_fold(train, test, risk, surv, grid)
