@@ -150,7 +150,7 @@ def load_config(path: str | Path) -> RunConfig:
     """Read a YAML file into a RunConfig."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except yaml.YAMLError as err:

@@ -27,7 +27,7 @@ def parse_data_spec(spec: str) -> DataConfig:
     if path.suffix in {".yaml", ".yml"}:
         if not path.exists():
             raise ConfigError(f"data config {path} does not exist")
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"data config {path}: top level must be a mapping")
         raw = raw.get("data", raw)

@@ -288,7 +288,7 @@ def parse_grid(data: dict[str, Any], source: str = "<dict>", root: Path | None =
         path = Path(data["base"])
         path = path if path.is_absolute() or root is None else root / path
         try:
-            data["base"] = yaml.safe_load(path.read_text()) or {}
+            data["base"] = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except FileNotFoundError:
             raise ConfigError(f"experiment grid {source}: base: file {path} does not exist") from None
     try:
@@ -301,7 +301,7 @@ def load_grid(path: str | Path) -> ExperimentGrid:
     """Read an experiment grid from YAML."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"experiment grid {path} does not exist") from None
     except yaml.YAMLError as err:

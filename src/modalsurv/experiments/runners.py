@@ -206,7 +206,7 @@ def _check_cohort(out: Path, cohort: Cohort, resume: bool) -> None:
     info = {"fingerprint": cohort_fingerprint(cohort), "n": len(cohort),
             "modalities": cohort.modalities}  # fmt: skip
     if resume and path.exists():
-        old = json.loads(path.read_text())
+        old = json.loads(path.read_text(encoding="utf-8"))
         if old.get("fingerprint") != info["fingerprint"]:
             raise ValueError(
                 f"{path}: this grid folder holds results for a different cohort "
@@ -287,7 +287,7 @@ def run_grid(
     for t in trials:
         d = _trial_dir(out, t)
         if resume and (d / "summary.json").exists():
-            rows[t.id] = _rows(t, json.loads((d / "summary.json").read_text())["cv"], None)
+            rows[t.id] = _rows(t, json.loads((d / "summary.json").read_text(encoding="utf-8"))["cv"], None)
             say("trial_skipped", trial=t.id, label=t.label)
             continue
         if not resume:

@@ -266,7 +266,7 @@ def load_schema(path: str | Path) -> Schema:
     """
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"schema file {path} does not exist") from None
     except yaml.YAMLError as exc:
@@ -437,7 +437,7 @@ def read_json_file(path: str | Path, patient: str | None = None) -> Any:
     """json.load with a DataError naming the file on absence or corruption."""
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError("file not found", path=path, patient=patient) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -369,7 +369,7 @@ def _check_resume(root: Path, folds: pd.DataFrame, config: RunConfig, baselines:
     spec = {"config": config.model_dump(mode="json"), "baselines": baselines}
     spec_path, folds_path = root / "cv_spec.json", root / "folds.csv"
     if spec_path.exists() and folds_path.exists():
-        old_spec = json.loads(spec_path.read_text())
+        old_spec = json.loads(spec_path.read_text(encoding="utf-8"))
         old_folds = pd.read_csv(folds_path, dtype={"patient": str})
         same = old_spec == json.loads(json.dumps(spec)) and old_folds.equals(
             folds.reset_index(drop=True)

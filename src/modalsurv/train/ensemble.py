@@ -105,7 +105,7 @@ class FoldEnsemble:
         path = directory / "bundle.json"
         if not path.exists():
             raise FileNotFoundError(f"no ensemble bundle {path}")
-        bundle = json.loads(path.read_text())
+        bundle = json.loads(path.read_text(encoding="utf-8"))
         if bundle.get("kind") != "FoldEnsemble":
             raise ValueError(f"{path} does not describe a FoldEnsemble")
         members = [

@@ -360,7 +360,7 @@ def read_state(
     path = directory / f"{state_stem}.json"
     if not path.exists():
         raise FileNotFoundError(f"no saved model state {path}")
-    meta = json.loads(path.read_text())
+    meta = json.loads(path.read_text(encoding="utf-8"))
     weights = load_file(str(directory / f"{model_stem}.safetensors"))
     with np.load(directory / f"{state_stem}.npz", allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
