@@ -114,3 +114,24 @@ def test_experiment_grid_runs_and_resumes(tmp_path):
     res = runner.invoke(app, ["experiment", str(grid), "--out", str(out)])
     assert res.exit_code == 0, res.output
     pd.testing.assert_frame_equal(results, pd.read_csv(out / "results.csv"))
+
+
+def test_extract_command_then_resume(tmp_path):
+    from modalsurv.data.synthetic import make_cohort, write_chimera
+    from modalsurv.io.store import FeatureStore
+
+    cohort, _ = make_cohort(n=2, seed=3, **{k: v for k, v in TINY.items() if k != "n"},
+                            missing={m: 0.0 for m in ("wsi", "slide", "mri", "rna")})
+    root = write_chimera(cohort, tmp_path / "c", task=1, slide_px=1024, mpp=0.5,
+                         mri_shape=(8, 24, 24), max_slides=1)
+    args = ["extract", str(root), "--layout", "chimera-task1", "--out", str(tmp_path / "s"),
+            "--tile-encoder", "timm:resnet10t", "--tile-size", "64", "--max-tiles", "4",
+            "--batch-size", "4"]  # device: auto
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "done 2" in res.output
+    store = FeatureStore(tmp_path / "s")
+    assert set(store.patients("wsi")) == set(cohort.ids)
+    assert store.meta("wsi")["encoder"] == "timm:resnet10t"
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0 and "skipped 2" in res.output

@@ -39,6 +39,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import torch
 
 from modalsurv.errors import DataError, LayoutError, Problem
 from modalsurv.features import encoders as enc
@@ -288,6 +289,8 @@ def run_extract(
     if limit is not None:
         todo = todo[: max(int(limit), 0)]
     mri_cfg = mri or MriConfig()
+    if device == "auto":  # CUDA where present, else the CPU
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     settings = SlideSettings(mpp, tile_size, max_tiles, min_tissue, sampling, seed, batch_size,
                              workers, mpp_override)  # fmt: skip
 
