@@ -135,3 +135,11 @@ def test_extract_command_then_resume(tmp_path):
     assert store.meta("wsi")["encoder"] == "timm:resnet10t"
     res = runner.invoke(app, args)
     assert res.exit_code == 0 and "skipped 2" in res.output
+
+
+def test_run_folder_has_out_of_fold_gate_weights(run_dir):
+    w = pd.read_csv(run_dir / "gate_weights.csv", index_col="patient")
+    assert len(w) == 60 and {"clinical", "wsi", "rna"} <= set(w.columns)
+    sums = w.fillna(0).sum(axis=1)
+    assert ((sums - 1).abs() < 1e-4).all()  # weights over present modalities sum to one
+    assert w.isna().any().any()  # absent modalities are left out, not counted as 0

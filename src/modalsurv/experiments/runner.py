@@ -73,20 +73,42 @@ def write_run_report(out: Path, result: Any, cohort: Cohort, title: str) -> Path
         ("Out-of-fold risk groups (ModalSurv)",
          km_by_risk_group(first["time"].to_numpy(), first["event"].to_numpy(), first["risk"].to_numpy())),
     ]
-    try:
-        weights = result.ensemble(0).gate_weights(cohort)
-    except (AttributeError, ValueError, NotImplementedError):
-        weights = None
+    weights = out_of_fold_gate_weights(result, cohort)
     if weights is not None and len(weights.columns) > 1:
-        sections.append(
-            ("Gating weights (fold ensemble, all patients; in-sample for the ensemble)",
-             gate_weights(weights))
-        )
+        with atomic_path(out / "gate_weights.csv") as tmp:
+            weights.to_csv(tmp)
+        sections.append(("Gating weights (out-of-fold; absent modalities left out)",
+                         gate_weights(weights)))
     for note in getattr(result, "notes", []):
         sections.append(("Note", note))
     path = out / "report.html"
     render_report(title, sections, path)
     return path
+
+
+def out_of_fold_gate_weights(result: Any, cohort: Cohort, repeat: int = 0) -> pd.DataFrame | None:
+    """Each patient's modality weights from the fold model that did *not* train on them.
+
+    Absent modalities (weight 0 by construction) are NaN so summaries describe only the
+    modalities a patient actually had. None when the fusion has no per-sample weights.
+    """
+    folds = result.folds[result.folds["repeat"] == repeat]
+    frames = []
+    for f, model in enumerate(result.models[repeat]):
+        ids = folds.loc[folds["fold"] == f, "patient"].astype(str)
+        idx = cohort.index_of(ids)
+        try:
+            w = model.gate_weights(cohort.subset(idx))
+        except (AttributeError, ValueError, NotImplementedError):
+            return None
+        if w is None or w.isna().all().all():
+            return None
+        frames.append(w)
+    weights = pd.concat(frames).reindex(pd.Index(cohort.ids, name="patient"))
+    for m in weights.columns:
+        if m in cohort.present:
+            weights.loc[~cohort.present[m], m] = np.nan
+    return weights
 
 
 def _align_modalities(ensemble: Any, cohort: Cohort) -> Cohort:
