@@ -127,7 +127,7 @@ def train(
 ) -> None:
     """Cross-validate ModalSurv and baselines on the same folds; write a run folder."""
     from modalsurv.config import load_config
-    from modalsurv.experiments.runner import train_run
+    from modalsurv.experiments.run_folder import train_run
 
     try:
         cfg = load_config(config)
@@ -152,7 +152,7 @@ def evaluate(
 ) -> None:
     """Score the run's fold ensemble on another cohort."""
     from modalsurv.data.sources import load_cohort
-    from modalsurv.experiments.runner import evaluate_run
+    from modalsurv.experiments.run_folder import evaluate_run
 
     try:
         res = evaluate_run(run, load_cohort(data), n_boot=n_boot, name=name)
@@ -170,7 +170,7 @@ def predict(
 ) -> None:
     """Per-patient risk, expected time and survival at chosen times."""
     from modalsurv.data.sources import load_cohort
-    from modalsurv.experiments.runner import predict_run
+    from modalsurv.experiments.run_folder import predict_run
 
     try:
         grid = [float(t) for t in times.split(",") if t.strip()]

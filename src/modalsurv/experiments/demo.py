@@ -61,7 +61,7 @@ def run_demo(
     """Run the three demo stages; write everything under ``out``; return the summary table."""
     from modalsurv.data.public import load as load_public
     from modalsurv.data.synthetic import make_cohort, oracle_cindex
-    from modalsurv.experiments.runner import evaluate_run, train_run
+    from modalsurv.experiments.run_folder import evaluate_run, train_run
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
