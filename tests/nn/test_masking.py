@@ -42,3 +42,13 @@ def test_normalise_over_and_weighted_sum():
     torch.testing.assert_close(n, torch.tensor([[0.4, 0.0, 0.6], [0.0, 0.0, 0.0]]))
     z = torch.arange(12.0).view(2, 3, 2)
     torch.testing.assert_close(weighted_sum(z, n)[0], 0.4 * z[0, 0] + 0.6 * z[0, 2])
+
+
+def test_masked_softmax_ignores_non_finite_scores_in_masked_entries():
+    scores = torch.tensor([[float("nan"), 1.0, float("inf")], [float("nan")] * 3])
+    scores.requires_grad_(True)
+    mask = torch.tensor([[False, True, False], [False, False, False]])
+    w = masked_softmax(scores, mask)
+    assert torch.equal(w, torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0]]))
+    w.sum().backward()
+    assert torch.equal(scores.grad, torch.zeros(2, 3))

@@ -27,18 +27,21 @@ def test_vector_projection_architecture(layers, layer_norm):
 
 
 def _reference_pool(pool: GatedAttentionPool, h: torch.Tensor, mask: torch.Tensor):
-    """Ilse et al. formula evaluated on the valid tiles of each bag alone."""
+    """Ilse et al. formula on the embedded valid tiles of each bag alone, V and U written out."""
+    d = pool.out_dim
+    emb, vu = pool.embed, pool.VU
+    wv, bv, wu, bu = vu.weight[:d], vu.bias[:d], vu.weight[d:], vu.bias[d:]
     pooled, weights = [], []
     for b in range(h.shape[0]):
-        hv = h[b][mask[b]]
+        z = h[b][mask[b]] @ emb.weight.T + emb.bias
         w = torch.zeros(h.shape[1])
-        if len(hv) == 0:
-            pooled.append(torch.zeros(h.shape[2]))
+        if len(z) == 0:
+            pooled.append(torch.zeros(d))
         else:
-            a = pool.w(torch.tanh(pool.V(hv)) * torch.sigmoid(pool.U(hv))).squeeze(-1)
-            a = torch.softmax(a, 0)
+            gate = torch.tanh(z @ wv.T + bv) * torch.sigmoid(z @ wu.T + bu)
+            a = torch.softmax((gate @ pool.w.weight.T + pool.w.bias).squeeze(-1), 0)
             w[mask[b]] = a
-            pooled.append(a @ hv)
+            pooled.append(a @ z)
         weights.append(w)
     return torch.stack(pooled), torch.stack(weights)
 
@@ -53,13 +56,36 @@ def test_gated_attention_pool_matches_reference_and_masks_exactly():
     mask[3] = False
     mask[3, 5] = True
     pooled, weights = pool(h, mask)
+    assert pooled.shape == (4, 6)
     ref_pooled, ref_weights = _reference_pool(pool, h, mask)
     torch.testing.assert_close(pooled, ref_pooled)
     torch.testing.assert_close(weights, ref_weights)
     assert torch.equal(weights[~mask], torch.zeros(int((~mask).sum())))
     torch.testing.assert_close(weights.sum(1), mask.any(1).float())
-    assert torch.equal(pooled[2], torch.zeros(4))  # empty bag
-    torch.testing.assert_close(pooled[3], h[3, 5])  # one valid tile gets all the weight
+    assert torch.equal(pooled[2], torch.zeros(6))  # empty bag
+    # one valid tile gets all the weight: the output is that tile's embedding
+    torch.testing.assert_close(pooled[3], pool.embed(h[3, 5]))
+    # the pooled embedding is the embedding of the attention-weighted mean tile
+    mean_tile = torch.einsum("bk,bkd->bd", weights, h.nan_to_num())
+    torch.testing.assert_close(pooled[[0, 1, 3]], pool.embed(mean_tile)[[0, 1, 3]])
+
+
+def test_gated_attention_pool_full_and_padded_bags_agree():
+    """All-valid batches skip the gather; appending padded tiles must change nothing."""
+    torch.manual_seed(3)
+    pool = GatedAttentionPool(5, 4)
+    h = torch.randn(3, 6, 5)
+    full = torch.ones(3, 6, dtype=torch.bool)
+    pooled, weights = pool(h, full)
+    ref_pooled, ref_weights = _reference_pool(pool, h, full)
+    torch.testing.assert_close(pooled, ref_pooled)
+    torch.testing.assert_close(weights, ref_weights)
+    padded = torch.cat([h, torch.full((3, 2, 5), float("nan"))], dim=1)
+    mask = torch.cat([full, torch.zeros(3, 2, dtype=torch.bool)], dim=1)
+    pooled2, weights2 = pool(padded, mask)
+    torch.testing.assert_close(pooled2, pooled)
+    torch.testing.assert_close(weights2[:, :6], weights)
+    assert torch.equal(weights2[:, 6:], torch.zeros(3, 2))
 
 
 def test_masked_tile_features_never_reach_output_or_gradients():
@@ -99,7 +125,10 @@ def test_bag_projection_changes_when_valid_tile_changes():
 
 
 def test_bag_projection_rejects_bad_shapes():
+    with pytest.raises(ValueError, match=">= 1"):
+        BagProjection(0, _cfg())
     proj = BagProjection(4, _cfg())
+    assert proj.project.in_dim == 6  # the MLP reads the pooled attention_pool_dim embedding
     with pytest.raises(ValueError, match="B×K×D"):
         proj(torch.randn(2, 4), torch.ones(2, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match="mask"):

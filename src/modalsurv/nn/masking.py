@@ -2,7 +2,8 @@
 
 A missing modality or a padded tile is a ``False`` in a mask. Plain ``softmax`` over a row
 whose entries are all ``-inf`` returns NaN, and ``0 * NaN`` is NaN, so every helper here
-zeroes with ``torch.where`` (never by multiplication) and gives an all-masked row exact zeros.
+zeroes by selection (``masked_fill``, never by multiplication) and gives an all-masked row
+exact zeros.
 """
 
 from __future__ import annotations
@@ -17,18 +18,16 @@ def masked_softmax(scores: Tensor, mask: Tensor, dim: int = -1) -> Tensor:
     Masked entries get exactly zero weight; a row with no ``True`` entry is all zeros (not
     NaN), and its gradient is zero. ``mask`` must broadcast to ``scores``.
     """
-    mask = mask.expand_as(scores)
-    filled = scores.masked_fill(~mask, float("-inf"))
-    has_any = mask.any(dim=dim, keepdim=True)
+    hidden = ~mask.expand_as(scores)
     # rows with nothing valid: softmax over finite zeros, then zeroed below
-    filled = torch.where(has_any, filled, torch.zeros_like(filled))
-    weights = torch.softmax(filled, dim=dim)
-    return torch.where(mask, weights, torch.zeros_like(weights))
+    empty = hidden.all(dim=dim, keepdim=True)
+    filled = scores.masked_fill(hidden, float("-inf")).masked_fill(empty, 0.0)
+    return torch.softmax(filled, dim=dim).masked_fill(hidden, 0.0)
 
 
 def masked_mean(z: Tensor, mask: Tensor) -> Tensor:
     """Mean of ``z`` (B×M×H) over the ``True`` slots of ``mask`` (B×M); zeros if none."""
-    zeroed = torch.where(mask.unsqueeze(-1), z, torch.zeros_like(z))
+    zeroed = z.masked_fill(~mask.unsqueeze(-1), 0.0)
     count = mask.sum(dim=1, keepdim=True).clamp_min(1).to(z.dtype)
     return zeroed.sum(dim=1) / count
 
@@ -43,7 +42,6 @@ def normalise_over(weights: Tensor, mask: Tensor) -> Tensor:
 
     Rows with no ``True`` entry (or zero total weight) stay all zeros.
     """
-    kept = torch.where(mask, weights, torch.zeros_like(weights))
+    kept = weights.masked_fill(~mask, 0.0)
     total = kept.sum(dim=-1, keepdim=True)
-    safe = torch.where(total > 0, total, torch.ones_like(total))
-    return kept / safe
+    return kept / total.masked_fill(total <= 0, 1.0)

@@ -2,8 +2,9 @@
 
 Every modality, whatever its encoder width, is mapped to ``latent_dim`` (128) so that the
 fusion layer can treat modalities as tokens of one size. Vector modalities go through a
-small MLP; bags of tile embeddings (WSI) are first pooled by gated attention (Ilse et al.,
-2018), whose per-tile weights are returned so reports can show which tiles mattered.
+small MLP; bags of tile embeddings (WSI) are first embedded and pooled by gated attention
+(Ilse et al., 2018), whose per-tile weights are returned so reports can show which tiles
+mattered.
 """
 
 from __future__ import annotations
@@ -44,35 +45,65 @@ class VectorProjection(nn.Module):
 
 
 class GatedAttentionPool(nn.Module):
-    """Gated attention MIL pooling: ``a_k = w^T (tanh(V h_k) ⊙ sigmoid(U h_k))``.
+    """Gated attention MIL pooling (Ilse et al., 2018) over linearly embedded tiles.
 
-    The softmax runs over valid tiles only: masked tiles get exactly zero weight and their
-    features never reach the output (they are zeroed first, so even NaN padding is safe).
-    A bag with no valid tile (an absent slide) pools to zeros with all-zero weights.
+    Each tile is first embedded, ``z_k = E h_k`` (``in_dim`` → ``attn_dim``, one Linear as
+    in CLAM/ABMIL), then scored ``a_k = w^T (tanh(V z_k) ⊙ sigmoid(U z_k))``; the output is
+    ``sum_k softmax(a)_k z_k``. Embedding first makes the costly pass over all tiles one
+    ``attn_dim``-wide matmul instead of two (V and U on raw features). ``E`` is linear on
+    purpose: ``V E`` and ``U E`` are the original gates restricted to one shared
+    ``attn_dim``-d subspace, and since the weights sum to one the pooled output is ``E``
+    applied to the attention-weighted mean tile, so the model keeps its meaning. V and U
+    share one Linear (their outputs are the two halves).
+
+    Only valid tiles are computed at all (they are gathered before the embedding): masked
+    tiles get exactly zero weight and their features — even NaN padding — never reach the
+    output or the gradients. A bag with no valid tile pools to zeros with all-zero weights.
     """
 
     def __init__(self, in_dim: int, attn_dim: int) -> None:
         super().__init__()
-        self.V = nn.Linear(in_dim, attn_dim)
-        self.U = nn.Linear(in_dim, attn_dim)
+        self.embed = nn.Linear(in_dim, attn_dim)
+        self.VU = nn.Linear(attn_dim, 2 * attn_dim)
         self.w = nn.Linear(attn_dim, 1)
+        self.in_dim = in_dim
+        self.out_dim = attn_dim
+
+    def score(self, z: Tensor) -> Tensor:
+        """Gated attention logits ``w^T (tanh(V z) ⊙ sigmoid(U z))`` for N×attn_dim → N."""
+        v, u = self.VU(z).chunk(2, dim=-1)
+        return self.w(torch.tanh(v) * torch.sigmoid(u)).squeeze(-1)
 
     def forward(self, h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """``h``: B×K×D, ``mask``: B×K bool → (pooled B×D, weights B×K)."""
-        h = torch.where(mask.unsqueeze(-1), h, torch.zeros_like(h))
-        scores = self.w(torch.tanh(self.V(h)) * torch.sigmoid(self.U(h))).squeeze(-1)
-        weights = masked_softmax(scores, mask, dim=-1)
-        pooled = torch.einsum("bk,bkd->bd", weights, h)
+        """``h``: B×K×D, ``mask``: B×K bool → (pooled B×attn_dim, weights B×K)."""
+        b, k, d = h.shape
+        flat = h.reshape(b * k, d)
+        if bool(mask.all()):  # nothing to hide: no gather, plain softmax
+            z = self.embed(flat)
+            weights = torch.softmax(self.score(z).view(b, k), dim=-1)
+        else:
+            idx = mask.reshape(-1).nonzero().squeeze(1)
+            z_valid = self.embed(flat.index_select(0, idx))
+            z = z_valid.new_zeros(b * k, self.out_dim).index_copy(0, idx, z_valid)
+            scores = self.score(z_valid)
+            logits = scores.new_full((b * k,), float("-inf")).index_copy(0, idx, scores)
+            weights = masked_softmax(logits.view(b, k), mask, dim=-1)
+        pooled = torch.bmm(weights.unsqueeze(1), z.view(b, k, self.out_dim)).squeeze(1)
         return pooled, weights
 
 
 class BagProjection(nn.Module):
-    """Gated attention pooling over tiles, then the same MLP as a vector modality."""
+    """Gated attention pooling over tiles, then the same MLP as a vector modality.
+
+    The MLP's input is the pooled tile embedding (``attention_pool_dim`` wide).
+    """
 
     def __init__(self, in_dim: int, cfg: ModelConfig) -> None:
         super().__init__()
+        if in_dim < 1:
+            raise ValueError(f"input dimension must be >= 1, got {in_dim}")
         self.pool = GatedAttentionPool(in_dim, cfg.attention_pool_dim)
-        self.project = VectorProjection(in_dim, cfg)
+        self.project = VectorProjection(cfg.attention_pool_dim, cfg)
         self.in_dim = in_dim
         self.out_dim = cfg.latent_dim
 
