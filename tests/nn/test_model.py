@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 import torch
 
@@ -216,3 +218,49 @@ def test_runs_on_cuda(name):
     torch.testing.assert_close(
         net.eval()(move(x), move(present), move(mask))["logits"].cpu(), cpu, atol=1e-4, rtol=1e-4
     )
+
+
+@pytest.mark.parametrize("head", ["deephit", "cox"])
+def test_linear_skip_adds_masked_linear_term_to_every_logit(head):
+    skip = _net(head=head, linear_skip=True).eval()
+    assert set(skip.linear) == {"clinical", "rna"}  # vectors only, not the wsi bag
+    x, present, mask = _batch()
+    base = skip(x, present, mask)["logits"]  # zero-initialised: the deep model alone
+    plain = _net(head=head, linear_skip=False).eval()
+    torch.testing.assert_close(base, plain(x, present, mask)["logits"])
+    with torch.no_grad():
+        for m, layer in skip.linear.items():
+            layer.weight.copy_(torch.arange(1.0, DIMS[m] + 1).unsqueeze(0))
+    shift = sum(
+        torch.where(present[m].unsqueeze(-1), x[m], 0.0) @ torch.arange(1.0, DIMS[m] + 1)
+        for m in skip.linear
+    )
+    out = skip(x, present, mask)["logits"]
+    torch.testing.assert_close(out - base, shift.unsqueeze(-1).expand_as(out))
+    # an absent modality's values (even NaN) never reach the output
+    x2 = {m: v.clone() for m, v in x.items()}
+    x2["rna"][~present["rna"]] = float("nan")
+    torch.testing.assert_close(skip(x2, present, mask)["logits"], out)
+
+
+def test_linear_skip_shift_raises_deephit_risk_monotonically():
+    logits = torch.randn(1, 5)
+    cdf = [pmf_from_logits(logits + s)[0, :3].sum() for s in (-1.0, 0.0, 1.0, 2.0)]
+    assert all(a < b for a, b in itertools.pairwise(cdf))
+
+
+def test_seed_ensemble_mixes_pmfs_and_means_weights():
+    from modalsurv.nn.model import SeedEnsemble
+
+    torch.manual_seed(1)
+    nets = [_net(), ModalSurvNet(DIMS, BAG, _cfg())]  # _net seeds 0; the second differs
+    ens = SeedEnsemble(nets).eval()
+    x, present, mask = _batch()
+    outs = [n.eval()(x, present, mask) for n in nets]
+    out = ens(x, present, mask)
+    want = (pmf_from_logits(outs[0]["logits"]) + pmf_from_logits(outs[1]["logits"])) / 2
+    torch.testing.assert_close(pmf_from_logits(out["logits"]), want, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(out["weights"], (outs[0]["weights"] + outs[1]["weights"]) / 2)
+    assert out["gates"] is out["weights"] and ens.modalities == list(DIMS)
+    with pytest.raises(ValueError, match="at least one"):
+        SeedEnsemble([])

@@ -55,7 +55,16 @@ def tiny_config(**over: object) -> RunConfig:
             "n_bins": 8,
             "dropout": 0.1,
         },
-        "train": {"epochs": 4, "patience": 2, "batch_size": 16, "device": "cpu"},
+        "train": {
+            "epochs": 4,
+            "patience": 2,
+            "batch_size": 16,
+            "device": "cpu",
+            # one network, C-index monitor: existing tests pin those paths; the seed
+            # ensemble and the loss monitor have their own tests
+            "n_init": 1,
+            "monitor": "cindex",
+        },
         "cv": {"folds": 3},
         "baselines": [],
     }

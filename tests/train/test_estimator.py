@@ -145,3 +145,57 @@ def test_last_batch_of_one_and_balanced_sampler_and_modality_dropout(make_cohort
     cfg = make_config(train__balanced_sampler=True, train__modality_dropout=0.3)
     model = ModalSurv(cfg).fit(c)
     assert np.isfinite(model.predict_risk(c)).all()
+
+
+@pytest.fixture(scope="module")
+def seed_ensemble(cohort, make_config):
+    cfg = make_config(train__n_init=2, train__monitor="loss")
+    return ModalSurv(cfg).fit(cohort)
+
+
+def test_seed_ensemble_averages_member_pmfs(cohort, seed_ensemble):
+    import torch
+
+    from modalsurv.nn.model import SeedEnsemble
+
+    model = seed_ensemble
+    assert isinstance(model.net, SeedEnsemble) and len(model.net.members) == 2
+    assert [r.monitor for r in model.fit_results] == ["val_loss", "val_loss"]
+    pmf = model.predict_pmf(cohort)
+    members = []
+    for net in model.net.members:
+        single = ModalSurv(model.config)
+        single.__dict__.update({k: v for k, v in model.__dict__.items() if k != "net"})
+        single.net = net
+        members.append(single.predict_pmf(cohort))
+    np.testing.assert_allclose(pmf, np.mean(members, axis=0), atol=1e-5)
+    assert not np.allclose(members[0], members[1])  # different seeds, different members
+    assert isinstance(model.net.members[0].linear["clinical"], torch.nn.Linear)
+
+
+def test_seed_ensemble_deterministic_and_round_trips(tmp_path, cohort, make_config, seed_ensemble):
+    again = ModalSurv(make_config(train__n_init=2, train__monitor="loss")).fit(cohort)
+    np.testing.assert_array_equal(again.predict_risk(cohort), seed_ensemble.predict_risk(cohort))
+    seed_ensemble.save(tmp_path)
+    meta = json.loads((tmp_path / "state.json").read_text())
+    assert len(meta["training"]["member_best_epochs"]) == 2
+    back = ModalSurv.load(tmp_path)
+    np.testing.assert_array_equal(back.predict_pmf(cohort), seed_ensemble.predict_pmf(cohort))
+    w = back.gate_weights(cohort)
+    np.testing.assert_allclose(w.to_numpy().sum(1), 1.0, atol=1e-5)
+
+
+def test_seed_ensemble_cox_head_round_trip(tmp_path, cohort, make_config):
+    model = ModalSurv(make_config(model__head="cox", train__n_init=2)).fit(cohort)
+    logits = [
+        m(*_net_inputs(model, cohort))["logits"][:, 0].detach().numpy() for m in model.net.members
+    ]
+    np.testing.assert_allclose(model.predict_risk(cohort), np.mean(logits, axis=0), atol=1e-5)
+    model.save(tmp_path)
+    back = ModalSurv.load(tmp_path)
+    np.testing.assert_array_equal(back.predict_risk(cohort), model.predict_risk(cohort))
+
+
+def _net_inputs(model, cohort):
+    data = model._tensors(model.preprocessor.transform(cohort))
+    return data.x, data.present, data.mask

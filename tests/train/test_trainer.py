@@ -60,3 +60,12 @@ def test_monitor_falls_back_without_events():
     assert choose_monitor(_tensors([1.0, 2.0], [False, False]), "cox") == "train_loss"
     # an event only at the last time: no comparable pair
     assert choose_monitor(_tensors([1.0, 2.0], [False, True]), "deephit") == "val_loss"
+
+
+def test_monitor_prefers_loss_when_asked():
+    with_events = _tensors([1.0, 2.0], [True, False])
+    assert choose_monitor(with_events, "deephit", "loss") == "val_loss"
+    assert choose_monitor(with_events, "cox", "loss") == "val_loss"
+    # Cox partial likelihood without events is undefined: fall back as documented
+    assert choose_monitor(_tensors([1.0, 2.0], [False, False]), "cox", "loss") == "train_loss"
+    assert choose_monitor(None, "deephit", "loss") == "train_loss"

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from modalsurv.config import ModelConfig
 from modalsurv.nn.fusion import get_fusion
-from modalsurv.nn.heads import get_head
+from modalsurv.nn.heads import get_head, logits_from_pmf, pmf_from_logits
 from modalsurv.nn.projection import BagProjection, VectorProjection
 
 
@@ -24,6 +24,9 @@ class ModalSurvNet(nn.Module):
     A bag modality with no valid tile counts as absent for that sample, whatever ``present``
     says: there is nothing to pool. Inputs of absent samples are zeroed before projection, so
     padding values (even NaN) never reach outputs or gradients.
+
+    With ``model_cfg.linear_skip`` each vector modality also feeds a linear term (no bias)
+    that is added to every output logit; an absent modality contributes 0.
     """
 
     def __init__(self, dims: dict[str, int], bag: dict[str, bool], model_cfg: ModelConfig) -> None:
@@ -53,6 +56,14 @@ class ModalSurvNet(nn.Module):
         self.fusion = fusion_cls(len(self.modalities), h, model_cfg)
         n_heads = len(self.modalities) if fusion_cls.per_modality_heads else 1
         self.heads = nn.ModuleList([head_cls(h, model_cfg) for _ in range(n_heads)])
+        # "wide" path: one scalar per vector modality, zero-initialised so training starts
+        # from the deep model alone (bags have no fixed-length input to be linear in)
+        self.linear = nn.ModuleDict()
+        if model_cfg.linear_skip:
+            for m in self.modalities:
+                if not self.is_bag[m]:
+                    self.linear[m] = nn.Linear(dims[m], 1, bias=False)
+                    nn.init.zeros_(self.linear[m].weight)
 
     def _project(
         self, m: str, x: dict[str, Tensor], present: dict[str, Tensor], mask: dict[str, Tensor]
@@ -87,12 +98,17 @@ class ModalSurvNet(nn.Module):
         None; ``gates`` is the same tensor), ``attention`` (B×M×M or None),
         ``tile_attention`` (bag modality → B×K) and ``present`` (B×M effective presence)."""
         zs, ps, tile_attention = [], [], {}
+        shift: Tensor | None = None
         for m in self.modalities:
             zm, pm, att = self._project(m, x, present, mask)
             zs.append(zm)
             ps.append(pm)
             if att is not None:
                 tile_attention[m] = att
+            if m in self.linear:
+                xm = torch.where(pm.unsqueeze(-1), x[m], torch.zeros_like(x[m]))
+                term = self.linear[m](xm)
+                shift = term if shift is None else shift + term
         z, p = torch.stack(zs, dim=1), torch.stack(ps, dim=1)
         out = self.fusion(z, p)
         if out.per_modality is not None:
@@ -102,6 +118,10 @@ class ModalSurvNet(nn.Module):
             logits = self.heads[0].combine(per, p)
         else:
             logits = self.heads[0](out.fused)
+        if shift is not None:
+            # adding one scalar to all DeepHit logits moves mass between the bins and the
+            # beyond-last-bin slot: 1 - S(t) increases monotonically with it, like a Cox term
+            logits = logits + shift
         return {
             "logits": logits,
             "fused": out.fused,
@@ -110,4 +130,51 @@ class ModalSurvNet(nn.Module):
             "attention": out.attention,
             "tile_attention": tile_attention,
             "present": p,
+        }
+
+
+class SeedEnsemble(nn.Module):
+    """Several ModalSurvNets (same architecture, different initial seeds) predicting as one.
+
+    Why: small-cohort deep survival models vary a lot with the initial weights and batch
+    order; averaging a few members removes much of that variance. DeepHit members are
+    averaged in PMF space (a mixture; logits of the mean PMF are returned so every consumer
+    of ``logits`` works unchanged), Cox members by their mean log-risk. Weights, attention
+    and fused representations are member means; ``present`` is the same for all members.
+    """
+
+    def __init__(self, members: list[ModalSurvNet]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("a SeedEnsemble needs at least one member")
+        self.members = nn.ModuleList(members)
+        self.cfg = members[0].cfg
+        self.modalities = list(members[0].modalities)
+
+    def forward(
+        self, x: dict[str, Tensor], present: dict[str, Tensor], mask: dict[str, Tensor]
+    ) -> dict[str, Any]:
+        outs = [member(x, present, mask) for member in self.members]
+        stacked = torch.stack([o["logits"] for o in outs])
+        if self.cfg.head == "deephit":
+            logits = logits_from_pmf(pmf_from_logits(stacked).mean(dim=0))
+        else:
+            logits = stacked.mean(dim=0)
+
+        def mean_of(key: str) -> Tensor | None:
+            vals = [o[key] for o in outs]
+            return None if vals[0] is None else torch.stack(vals).mean(dim=0)
+
+        weights = mean_of("weights")
+        return {
+            "logits": logits,
+            "fused": mean_of("fused"),
+            "weights": weights,
+            "gates": weights,
+            "attention": mean_of("attention"),
+            "tile_attention": {
+                m: torch.stack([o["tile_attention"][m] for o in outs]).mean(dim=0)
+                for m in outs[0]["tile_attention"]
+            },
+            "present": outs[0]["present"],
         }

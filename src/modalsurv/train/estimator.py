@@ -5,7 +5,9 @@ per-modality preprocessors, the time bins, the reference time of the risk score,
 network weights and (for the Cox head) a Breslow baseline hazard. All of them are fitted
 on the training rows only; when no validation cohort is given, an inner validation split
 (stratified on the event) is carved from the training cohort for early stopping and is
-excluded from fitting the preprocessors and the bins as well.
+excluded from fitting the preprocessors and the bins as well. With ``train.n_init > 1``
+the network is a :class:`~modalsurv.nn.model.SeedEnsemble` of members trained on the same
+split from seeds :func:`member_seed` (saved as one state dict, ``members.<k>.*``).
 
 Risk score (used for every C-index in this package):
 
@@ -118,6 +120,18 @@ def _build_net(dims: dict[str, int], bag: dict[str, bool], config: RunConfig, n_
     return ModalSurvNet(dims, bag, model_cfg)
 
 
+def _ensemble(nets: list[torch.nn.Module]) -> torch.nn.Module:
+    from modalsurv.nn.model import SeedEnsemble
+
+    return SeedEnsemble(nets)
+
+
+def member_seed(seed: int, k: int) -> int:
+    """Seed of ensemble member ``k``: member 0 uses ``seed`` itself (``n_init=1`` unchanged);
+    the large odd stride keeps members clear of the neighbouring folds' seeds."""
+    return int(seed) + 100_003 * k
+
+
 # ---------------------------------------------------------------------- estimator
 class ModalSurv:
     """Multimodal survival estimator: ``fit`` / ``predict_*`` / ``save`` / ``load``."""
@@ -129,7 +143,8 @@ class ModalSurv:
         self.t_ref: float | None = None
         self.net: torch.nn.Module | None = None
         self.modalities: list[str] = []
-        self.fit_result: FitResult | None = None
+        self.fit_result: FitResult | None = None  # member 0's; all in fit_results
+        self.fit_results: list[FitResult] = []
         self.baseline_: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
@@ -167,15 +182,21 @@ class ModalSurv:
         ref = cfg.train.risk_reference
         self.t_ref = float(np.median(train.time) if ref == "median" else np.max(train.time))
 
-        set_seed(cfg.seed)
         pp = self.preprocessor
-        self.net = _build_net(pp.dims, pp.bag, cfg, self.bins.n_bins)
         train_t = self._tensors(pp.transform(train), with_bins=True)
         val_t = self._tensors(pp.transform(val), with_bins=True) if len(val) else None
-        self.fit_result = fit_network(
-            self.net, train_t, val_t, cfg, self.cuts, self.t_ref, cfg.seed, progress
-        )
-        self.net.to("cpu").eval()
+        nets, self.fit_results = [], []
+        for k in range(cfg.train.n_init):
+            seed_k = member_seed(cfg.seed, k)
+            set_seed(seed_k)
+            net = _build_net(pp.dims, pp.bag, cfg, self.bins.n_bins)
+            self.fit_results.append(
+                fit_network(net, train_t, val_t, cfg, self.cuts, self.t_ref, seed_k, progress)
+            )
+            nets.append(net.to("cpu").eval())
+        self.fit_result = self.fit_results[0]
+        self.net = nets[0] if len(nets) == 1 else _ensemble(nets)
+        self.net.eval()
         if self.head == "cox":
             self.baseline_ = breslow(train.time, train.event, self._logits(train)[:, 0])
         return self
@@ -284,6 +305,7 @@ class ModalSurv:
                 "monitor": self.fit_result.monitor,
                 "best_score": self.fit_result.best_score,
                 "epochs_run": len(self.fit_result.history),
+                "member_best_epochs": [r.best_epoch for r in self.fit_results],
             }
         if self.baseline_ is not None:
             arrays["breslow/time"], arrays["breslow/cumhaz"] = self.baseline_
@@ -312,7 +334,11 @@ class ModalSurv:
                 np.asarray(arrays["breslow/cumhaz"]),
             )
         pp = out.preprocessor
-        out.net = _build_net(pp.dims, pp.bag, out.config, out.bins.n_bins)
+        nets = [
+            _build_net(pp.dims, pp.bag, out.config, out.bins.n_bins)
+            for _ in range(out.config.train.n_init)
+        ]
+        out.net = nets[0] if len(nets) == 1 else _ensemble(nets)
         out.net.load_state_dict(weights)
         out.net.eval()
         return out

@@ -4,7 +4,8 @@ The trainer knows tensors, not cohorts: :func:`to_tensors` turns an already prep
 cohort into a :class:`Tensors` bundle (features, presence, tile masks, labels), and
 :func:`fit_network` runs the optimisation loop.
 
-Early stopping monitors the validation C-index of the risk score (higher is better). When
+Early stopping monitors the validation C-index of the risk score (higher is better), or
+with ``train.monitor="loss"`` the validation loss (lower is better). When
 the validation split has no events (or no comparable pair) the C-index is undefined; the
 trainer then monitors the validation loss (lower is better), and if that is not finite
 either (Cox partial likelihood without events) the training loss. The criterion that was
@@ -220,12 +221,17 @@ def _evaluate(
     return loss, cidx
 
 
-def choose_monitor(val: Tensors | None, head: str) -> str:
-    """Pick the early-stopping criterion once, before training (see module docstring)."""
+def choose_monitor(val: Tensors | None, head: str, prefer: str = "cindex") -> str:
+    """Pick the early-stopping criterion once, before training (see module docstring).
+
+    ``prefer="loss"`` monitors the validation loss whenever it is defined.
+    """
     if val is None:
         return "train_loss"
     time = val.time.cpu().numpy()
     event = val.event.cpu().numpy()
+    if prefer == "loss" and (head != "cox" or event.any()):
+        return "val_loss"
     # a comparable pair needs an event strictly before some other follow-up time
     if event.any() and (time[event].min() < time.max()):
         return "val_cindex"
@@ -259,7 +265,7 @@ def fit_network(
     # foreach: one fused kernel per step instead of one per parameter (CPU default is off)
     opt = opt_cls(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, foreach=True)
 
-    monitor = choose_monitor(val_d, config.model.head)
+    monitor = choose_monitor(val_d, config.model.head, tc.monitor)
     best_score, best_epoch = -math.inf, -1
     best_state = copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
     history: list[dict[str, float]] = []
