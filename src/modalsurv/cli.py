@@ -113,7 +113,7 @@ def demo(
             result = run_demo(out, progress=RichProgress(p), quick=quick, seed=seed)
     except (DataError, ConfigError) as err:
         _fail(err)
-    _print_table(result.table, "modalsurv demo: C-index (mean ± std over 5 outer folds)")
+    _print_table(result.table, "modalsurv demo: C-index (mean ± std over outer folds)")
     for line in result.notes:
         console.print(line)
     console.print(f"run folder: [bold]{out}[/]  (wall time {time.perf_counter() - start:.0f} s)")
