@@ -111,17 +111,6 @@ def out_of_fold_gate_weights(result: Any, cohort: Cohort, repeat: int = 0) -> pd
     return weights
 
 
-def _align_modalities(ensemble: Any, cohort: Cohort) -> Cohort:
-    """Give an external cohort every modality the model knows (absent where it has none)."""
-    dims: dict[str, tuple[int, ...]] = getattr(ensemble, "input_shapes", {}) or {}
-    for m, shape in dims.items():
-        if m not in cohort.features:
-            x = np.zeros((len(cohort), *shape), dtype=np.float32)
-            mask = np.zeros(x.shape[:2], dtype=bool) if len(shape) == 2 else None
-            cohort = cohort.with_modality(m, x, present=np.zeros(len(cohort), bool), bag_mask=mask)
-    return cohort
-
-
 def load_ensemble(run: str | Path, repeat: int = 0) -> Any:
     """The fold ensemble a run folder saved (weights only, no pickled code)."""
     from modalsurv.train.ensemble import FoldEnsemble
@@ -142,7 +131,6 @@ def evaluate_run(
     """Score the run's fold ensemble on another cohort (Harrell C, Uno C, IBS, 95% CIs)."""
     run = Path(run)
     ens = load_ensemble(run)
-    cohort = _align_modalities(ens, cohort)
     train = pd.read_csv(run / "predictions.csv")
     train = train[train["repeat"] == 0]
     tr_time, tr_event = train["time"].to_numpy(float), train["event"].to_numpy(bool)
@@ -178,7 +166,6 @@ def predict_run(
 ) -> pd.DataFrame:
     """Write per-patient risk, expected time and survival at chosen times to a CSV."""
     ens = load_ensemble(run)
-    cohort = _align_modalities(ens, cohort)
     df = pd.DataFrame({"patient": cohort.ids, "risk": ens.predict_risk(cohort),
                        "expected_time": ens.predict_expected_time(cohort)})
     if times:
