@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from modalsurv.errors import ConfigError
+from modalsurv.utils import read_yaml_mapping
 
 
 class Strict(BaseModel):
@@ -161,15 +162,17 @@ class RunConfig(Strict):
         return v
 
 
-def _format_validation(err: ValidationError, source: str) -> str:
+def format_validation_error(err: ValidationError, what: str, source: str) -> str:
+    """One line per offending key path (``model.fusoin: unknown key``)."""
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "<root>"
         if e["type"] == "extra_forbidden":
             lines.append(f"{key}: unknown key")
         else:
-            lines.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
-    return f"invalid config {source}:\n  " + "\n  ".join(lines)
+            msg = str(e["msg"]).removeprefix("Value error, ")
+            lines.append(f"{key}: {msg} (got {e.get('input')!r})")
+    return f"invalid {what} {source}:\n  " + "\n  ".join(lines)
 
 
 def parse_config(data: dict[str, Any] | None, source: str = "<dict>") -> RunConfig:
@@ -177,21 +180,12 @@ def parse_config(data: dict[str, Any] | None, source: str = "<dict>") -> RunConf
     try:
         return RunConfig.model_validate(data or {})
     except ValidationError as err:
-        raise ConfigError(_format_validation(err, source)) from None
+        raise ConfigError(format_validation_error(err, "config", source)) from None
 
 
 def load_config(path: str | Path) -> RunConfig:
     """Read a YAML file into a RunConfig."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
-    if data is not None and not isinstance(data, dict):
-        raise ConfigError(f"config file {path}: top level must be a mapping")
-    return parse_config(data, str(path))
+    return parse_config(read_yaml_mapping(path, "config file"), str(path))
 
 
 def dump_config(config: RunConfig) -> str:

@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic file writes and the one seed that controls everything."""
+"""Small shared helpers: atomic file writes, YAML reading and the one seed for everything."""
 
 from __future__ import annotations
 
@@ -8,8 +8,12 @@ import random
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import yaml
+
+from modalsurv.errors import ConfigError
 
 
 @contextlib.contextmanager
@@ -56,3 +60,23 @@ def set_seed(seed: int) -> np.random.Generator:
     except ImportError:  # pragma: no cover - torch is a hard dependency
         pass
     return np.random.default_rng(seed)
+
+
+def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """Read a YAML file whose top level is a mapping (empty file -> {}).
+
+    Every YAML the project reads goes through here, so a missing file, broken YAML or a
+    list at the top level gives the same readable ConfigError naming ``what`` and the path.
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} does not exist") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{what} {path} is not valid YAML: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {path}: top level must be a mapping")
+    return data

@@ -14,27 +14,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
+from pydantic import ValidationError
 
 from modalsurv.cohort import Cohort
-from modalsurv.config import DataConfig
+from modalsurv.config import DataConfig, format_validation_error
 from modalsurv.errors import ConfigError
+from modalsurv.utils import read_yaml_mapping
 
 
 def parse_data_spec(spec: str) -> DataConfig:
     """Parse a ``--data`` spec string (see module docstring) into a DataConfig."""
     path = Path(spec)
     if path.suffix in {".yaml", ".yml"}:
-        if not path.exists():
-            raise ConfigError(f"data config {path} does not exist")
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"data config {path}: top level must be a mapping")
-        raw = raw.get("data", raw)
+        raw = read_yaml_mapping(path, "data config")
         try:
-            return DataConfig.model_validate(raw)
-        except Exception as err:  # pydantic ValidationError -> readable ConfigError
-            raise ConfigError(f"data config {path}: {err}") from None
+            return DataConfig.model_validate(raw.get("data", raw))
+        except ValidationError as err:
+            raise ConfigError(format_validation_error(err, "data config", str(path))) from None
     kind, _, rest = spec.partition(":")
     if kind in {"synthetic", "synthetic-external"}:
         params: dict[str, Any] = {"external": kind == "synthetic-external"}

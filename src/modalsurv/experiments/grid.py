@@ -35,8 +35,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from modalsurv.config import RunConfig
+from modalsurv.config import RunConfig, format_validation_error
 from modalsurv.errors import ConfigError
+from modalsurv.utils import read_yaml_mapping
 
 GENERATORS = ("all", "single", "leave_one_out", "pairs")
 DEFAULT_ENCODER = "default"
@@ -263,18 +264,6 @@ def trial_id(config: RunConfig) -> str:
 
 
 # ---------------------------------------------------------------------- loading
-def _format(err: ValidationError, source: str) -> str:
-    lines = []
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "<root>"
-        if e["type"] == "extra_forbidden":
-            lines.append(f"{key}: unknown key")
-        else:
-            msg = str(e["msg"]).removeprefix("Value error, ")
-            lines.append(f"{key}: {msg}")
-    return f"invalid experiment grid {source}:\n  " + "\n  ".join(lines)
-
-
 def parse_grid(data: dict[str, Any], source: str = "<dict>", root: Path | None = None
                ) -> ExperimentGrid:  # fmt: skip
     """Validate a mapping into an ExperimentGrid; errors name every offending key.
@@ -287,26 +276,17 @@ def parse_grid(data: dict[str, Any], source: str = "<dict>", root: Path | None =
     if isinstance(data.get("base"), str):
         path = Path(data["base"])
         path = path if path.is_absolute() or root is None else root / path
-        try:
-            data["base"] = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"experiment grid {source}: base: file {path} does not exist") from None
+        data["base"] = read_yaml_mapping(path, f"experiment grid {source}: base: file")
     try:
         return ExperimentGrid.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format(err, source)) from None
+        raise ConfigError(format_validation_error(err, "experiment grid", source)) from None
 
 
 def load_grid(path: str | Path) -> ExperimentGrid:
     """Read an experiment grid from YAML."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"experiment grid {path} does not exist") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"experiment grid {path} is not valid YAML: {err}") from None
-    return parse_grid(data or {}, str(path), root=path.parent)
+    return parse_grid(read_yaml_mapping(path, "experiment grid"), str(path), root=path.parent)
 
 
 def dump_grid(grid: ExperimentGrid) -> str:

@@ -34,10 +34,10 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from modalsurv.cohort import coerce_events
 from modalsurv.errors import ConfigError, DataError, LabelError, Problem, SchemaError
+from modalsurv.utils import read_yaml_mapping
 
 Kind = Literal["numeric", "binary", "ordinal", "categorical"]
 KINDS: tuple[str, ...] = ("numeric", "binary", "ordinal", "categorical")
@@ -265,14 +265,7 @@ def load_schema(path: str | Path) -> Schema:
       histology: {kind: categorical, categories: [ductal, lobular]}
     """
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"schema file {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"schema file {path}: invalid YAML: {exc}") from None
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"schema file {path}: top level must be a mapping")
+    raw = read_yaml_mapping(path, "schema file")
     try:
         return schema_from_dict(raw)
     except ConfigError as exc:
