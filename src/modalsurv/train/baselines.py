@@ -90,19 +90,19 @@ class FeatureMatrix:
         return np.concatenate(cols, axis=1)
 
 
-class CoxPHClinical:
-    """Ridge-penalised CoxPH on the clinical modality (ClinicalEncoder output)."""
+class _SksurvOnFeatures:
+    """A scikit-survival estimator on a train-fitted FeatureMatrix (shared predict code)."""
 
-    def __init__(self, config: RunConfig, seed: int = 0) -> None:
-        self.features = FeatureMatrix(config, list(config.preprocess.clinical_modalities))
+    def __init__(self, features: FeatureMatrix) -> None:
+        self.features = features
         self.model: Any = None
 
-    def fit(self, cohort: Cohort) -> CoxPHClinical:
-        from sksurv.linear_model import CoxPHSurvivalAnalysis
+    def _new_model(self) -> Any:
+        raise NotImplementedError
 
+    def fit(self, cohort: Cohort) -> _SksurvOnFeatures:
         x = self.features.fit(cohort).transform(cohort)
-        self.model = CoxPHSurvivalAnalysis(alpha=COXPH_ALPHA, ties="efron")
-        self.model.fit(x, cohort.survival_array())
+        self.model = self._new_model().fit(x, cohort.survival_array())
         return self
 
     def predict_risk(self, cohort: Cohort) -> np.ndarray:
@@ -113,6 +113,18 @@ class CoxPHClinical:
             self.features.transform(cohort), return_array=True
         )
         return step_survival(self.model.unique_times_, surv, times)
+
+
+class CoxPHClinical(_SksurvOnFeatures):
+    """Ridge-penalised CoxPH on the clinical modality (ClinicalEncoder output)."""
+
+    def __init__(self, config: RunConfig, seed: int = 0) -> None:
+        super().__init__(FeatureMatrix(config, list(config.preprocess.clinical_modalities)))
+
+    def _new_model(self) -> Any:
+        from sksurv.linear_model import CoxPHSurvivalAnalysis
+
+        return CoxPHSurvivalAnalysis(alpha=COXPH_ALPHA, ties="efron")
 
 
 class Coxnet:
@@ -170,32 +182,19 @@ class Coxnet:
         return step_survival(grid, surv, times)
 
 
-class RSF:
+class RSF(_SksurvOnFeatures):
     """Random survival forest on the coxnet feature matrix."""
 
     def __init__(self, config: RunConfig, seed: int = 0) -> None:
-        self.features = FeatureMatrix(config)
+        super().__init__(FeatureMatrix(config))
         self.seed = seed
-        self.model: Any = None
 
-    def fit(self, cohort: Cohort) -> RSF:
+    def _new_model(self) -> Any:
         from sksurv.ensemble import RandomSurvivalForest
 
-        x = self.features.fit(cohort).transform(cohort)
-        self.model = RandomSurvivalForest(
+        return RandomSurvivalForest(
             n_estimators=100, min_samples_leaf=10, n_jobs=2, random_state=self.seed
         )
-        self.model.fit(x, cohort.survival_array())
-        return self
-
-    def predict_risk(self, cohort: Cohort) -> np.ndarray:
-        return np.asarray(self.model.predict(self.features.transform(cohort)), dtype=np.float64)
-
-    def predict_survival(self, cohort: Cohort, times: np.ndarray) -> np.ndarray:
-        surv = self.model.predict_survival_function(
-            self.features.transform(cohort), return_array=True
-        )
-        return step_survival(self.model.unique_times_, surv, times)
 
 
 class ModalSurvClinical(ModalSurv):
