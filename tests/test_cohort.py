@@ -119,3 +119,18 @@ def test_validation_errors():
 def test_nan_values_kept_in_present_rows():
     c = Cohort(["a", "b"], [1, 2], [0, 1], features={"x": np.array([[np.nan, 1.0], [2.0, 3.0]])})
     assert np.isnan(c.features["x"][0, 0])
+
+
+def test_stack_patients_vectors_and_padded_bags():
+    from modalsurv.cohort import stack_patients
+
+    x, present, mask = stack_patients([np.ones(3), None], 3)
+    assert x.shape == (2, 3) and mask is None
+    np.testing.assert_array_equal(present, [True, False])
+    assert not x[1].any()
+    x, present, mask = stack_patients([np.ones((2, 3)), None, np.ones((4, 3))], 3)
+    assert x.shape == (3, 4, 3)
+    np.testing.assert_array_equal(mask.sum(axis=1), [2, 0, 4])
+    assert not x[0, 2:].any()
+    x, present, mask = stack_patients([None, None], 3, bag=True)
+    assert x.shape == (2, 1, 3) and not mask.any() and not present.any()

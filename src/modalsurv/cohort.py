@@ -45,6 +45,36 @@ def coerce_events(event: Sequence | np.ndarray, ids: Sequence[str] | None = None
     return out
 
 
+def stack_patients(
+    items: Sequence[np.ndarray | None], dim: int, bag: bool | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Per-patient arrays (None = modality absent) -> Cohort layout ``(x, present, mask)``.
+
+    1-d items become an ``N x D`` matrix (mask None); 2-d items (bags of instances) are
+    zero-padded to the longest bag, ``N x K x D``, with an ``N x K`` mask of real rows.
+    ``bag=None`` infers the kind from the items (a modality absent for everyone needs it
+    said). Every reader that assembles a modality patient by patient goes through here.
+    """
+    present = np.array([x is not None for x in items], dtype=bool)
+    n = len(items)
+    if bag is None:
+        bag = any(x is not None and x.ndim == 2 for x in items)
+    if not bag:
+        out = np.zeros((n, dim), dtype=np.float32)
+        for i, x in enumerate(items):
+            if x is not None:
+                out[i] = x
+        return out, present, None
+    k = max([x.shape[0] for x in items if x is not None], default=1)
+    out = np.zeros((n, k, dim), dtype=np.float32)
+    mask = np.zeros((n, k), dtype=bool)
+    for i, x in enumerate(items):
+        if x is not None:
+            out[i, : x.shape[0]] = x
+            mask[i, : x.shape[0]] = True
+    return out, present, mask
+
+
 class Cohort:
     """Patients, survival labels and per-modality features (see module docstring)."""
 

@@ -32,7 +32,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from modalsurv.cohort import Cohort
+from modalsurv.cohort import Cohort, stack_patients
 from modalsurv.errors import DataError, FeatureError, Problem
 from modalsurv.io import clinical as clin
 from modalsurv.io.rnaseq import align_genes, read_rna_json, to_features
@@ -288,22 +288,10 @@ def wsi_features(
         if max_tiles is not None and bag.shape[0] > max_tiles:
             bag = bag[tile_subset(str(case), bag.shape[0], max_tiles, seed)]
         bags.append(bag)
-    n, d = len(bags), dim or 1
-    present = np.array([b is not None for b in bags], dtype=bool)
+    d = dim or 1
     if policy == "mean":
-        x = np.zeros((n, d), dtype=np.float32)
-        for i, b in enumerate(bags):
-            if b is not None:
-                x[i] = b.mean(axis=0)
-        return x, present, None
-    k = max([b.shape[0] for b in bags if b is not None], default=1)
-    x = np.zeros((n, k, d), dtype=np.float32)
-    mask = np.zeros((n, k), dtype=bool)
-    for i, b in enumerate(bags):
-        if b is not None:
-            x[i, : b.shape[0]] = b
-            mask[i, : b.shape[0]] = True
-    return x, present, mask
+        return stack_patients([None if b is None else b.mean(axis=0) for b in bags], d, bag=False)
+    return stack_patients(bags, d, bag=True)
 
 
 def rna_features(paths: pd.DataFrame, problems: list[Problem]

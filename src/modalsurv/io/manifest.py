@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from modalsurv.cohort import Cohort, coerce_events
+from modalsurv.cohort import Cohort, coerce_events, stack_patients
 from modalsurv.errors import FeatureError, LabelError, LayoutError, Problem
 from modalsurv.io import rnaseq
 from modalsurv.io.store import FeatureStore, load_feature_file, tile_subset
@@ -260,22 +260,7 @@ def _load_direct(
         if this == "bag" and max_tiles is not None and x.shape[0] > max_tiles:
             x = x[tile_subset(pid, x.shape[0], max_tiles, seed)]
         loaded.append(x)
-    present = np.array([x is not None for x in loaded], dtype=bool)
-    n, d = len(ids), int(dim or 0)
-    if kind != "bag":
-        out = np.zeros((n, d), dtype=np.float32)
-        for i, x in enumerate(loaded):
-            if x is not None:
-                out[i] = x
-        return out, present, None
-    k = max(x.shape[0] for x in loaded if x is not None)
-    out = np.zeros((n, k, d), dtype=np.float32)
-    mask = np.zeros((n, k), dtype=bool)
-    for i, x in enumerate(loaded):
-        if x is not None:
-            out[i, : x.shape[0]] = x
-            mask[i, : x.shape[0]] = True
-    return out, present, mask
+    return stack_patients(loaded, int(dim or 0), bag=kind == "bag")
 
 
 def manifest_to_cohort(
