@@ -136,6 +136,18 @@ class _Stateful(TransformerMixin, BaseEstimator):
             setattr(obj, a, [str(v) for v in state[a]])
         return obj
 
+    def _start_fit(
+        self, X: Any, present: Any, feature_names: Sequence[str] | None, what: str, need: int = 1
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Shared start of every fit: (all rows, present mask, training rows); sets the
+        input width and feature names."""
+        A = _matrix(X, what)
+        p = _present(present, A.shape[0], what)
+        Xt = _train_rows(A, p, what, need=need)
+        self.n_features_in_ = A.shape[1]
+        self.feature_names_in_ = self._names(X, feature_names, A.shape[1])
+        return A, p, Xt
+
     def _names(self, X: Any, feature_names: Sequence[str] | None, d: int) -> list[str]:
         if feature_names is not None:
             names = [str(s) for s in feature_names]
@@ -146,6 +158,12 @@ class _Stateful(TransformerMixin, BaseEstimator):
         if len(names) != d:
             raise DataError(f"{len(names)} feature names for {d} columns", field="feature_names")
         return names
+
+    def _start_transform(self, X: Any, present: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
+        """Shared start of every transform: (rows as float64, present mask), width checked."""
+        A = _matrix(X, what)
+        self._check_width(A)
+        return A, _present(present, A.shape[0], what)
 
     def _check_width(self, X: np.ndarray) -> None:
         check_is_fitted(self)
@@ -180,10 +198,7 @@ class ClinicalEncoder(_Stateful):
         present: Any = None,
         feature_names: Sequence[str] | None = None,
     ) -> ClinicalEncoder:
-        A = _matrix(X, "clinical")
-        Xt = _train_rows(A, _present(present, A.shape[0], "clinical"), "clinical")
-        self.n_features_in_ = A.shape[1]
-        self.feature_names_in_ = self._names(X, feature_names, A.shape[1])
+        _, _, Xt = self._start_fit(X, present, feature_names, "clinical")
         self.median_ = _nanmedian(Xt)
         had_nan = np.isnan(Xt).any(axis=0)
         self.indicator_ = (
@@ -203,9 +218,7 @@ class ClinicalEncoder(_Stateful):
         return np.hstack([_fill(A, self.median_), ind])
 
     def transform(self, X: Any, present: Any = None) -> np.ndarray:
-        A = _matrix(X, "clinical")
-        self._check_width(A)
-        p = _present(present, A.shape[0], "clinical")
+        A, p = self._start_transform(X, present, "clinical")
         return _output((self._encode(A) - self.mean_) / self.scale_, p)
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
@@ -259,11 +272,8 @@ class RnaTransform(_Stateful):
         present: Any = None,
         feature_names: Sequence[str] | None = None,
     ) -> RnaTransform:
-        A = _matrix(X, "rna")
-        p = _present(present, A.shape[0], "rna")
-        self.n_features_in_ = A.shape[1]
-        self.feature_names_in_ = self._names(X, feature_names, A.shape[1])
-        Xt = self._log(_train_rows(A, p, "rna", need=2 if self.pca else 1), p[p])
+        _, p, Xt = self._start_fit(X, present, feature_names, "rna", need=2 if self.pca else 1)
+        Xt = self._log(Xt, p[p])
         self.median_ = _nanmedian(Xt)
         Xt = _fill(Xt, self.median_)
         k = self.top_variance_genes
@@ -287,9 +297,7 @@ class RnaTransform(_Stateful):
         return self
 
     def transform(self, X: Any, present: Any = None) -> np.ndarray:
-        A = _matrix(X, "rna")
-        self._check_width(A)
-        p = _present(present, A.shape[0], "rna")
+        A, p = self._start_transform(X, present, "rna")
         A = np.where(p[:, None], A, 0.0)  # absent rows: ignore whatever they hold
         Z = _fill(self._log(A, p), self.median_)[:, self.genes_]
         Z = (Z - self.mean_) / self.scale_
@@ -321,11 +329,7 @@ class VectorScaler(_Stateful):
         present: Any = None,
         feature_names: Sequence[str] | None = None,
     ) -> VectorScaler:
-        A = _matrix(X, "vector")
-        p = _present(present, A.shape[0], "vector")
-        Xt = _train_rows(A, p, "vector", need=2 if self.pca else 1)
-        self.n_features_in_ = A.shape[1]
-        self.feature_names_in_ = self._names(X, feature_names, A.shape[1])
+        _, _, Xt = self._start_fit(X, present, feature_names, "vector", need=2 if self.pca else 1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             fill = np.nanmean(Xt, axis=0)
@@ -343,9 +347,7 @@ class VectorScaler(_Stateful):
         return self
 
     def transform(self, X: Any, present: Any = None) -> np.ndarray:
-        A = _matrix(X, "vector")
-        self._check_width(A)
-        p = _present(present, A.shape[0], "vector")
+        A, p = self._start_transform(X, present, "vector")
         Z = (_fill(A, self.fill_) - self.mean_) / self.scale_
         if self.components_.shape[0]:
             Z = (Z - self.pca_mean_) @ self.components_.T

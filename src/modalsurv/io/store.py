@@ -127,15 +127,11 @@ def _as_array(value: Any, path: str | Path | None, patient: str | None, what: st
     return arr
 
 
-def _squeeze_leading(x: np.ndarray, path: Path, patient: str | None, what: str) -> np.ndarray:
-    if x.ndim == 3:
-        if x.shape[0] != 1:
-            raise FeatureError(
-                f"expected {what} of shape (D,), (K, D) or (1, K, D); found {x.shape}",
-                path=path,
-                patient=patient,
-                field=what,
-            )
+def _squeeze_leading(
+    x: np.ndarray, path: Path | None, patient: str | None, what: str
+) -> np.ndarray:
+    """A vector (D,) or bag (K, D); a leading batch axis of 1 (TRIDENT/CLAM) is dropped."""
+    if x.ndim == 3 and x.shape[0] == 1:
         x = x[0]
     if x.ndim not in (1, 2):
         raise FeatureError(
@@ -434,16 +430,7 @@ class FeatureStore:
         prepared: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
         for pid, raw in features.items():
             src = sources.get(pid)
-            x = _as_array(raw, src, pid, "features")
-            if x.ndim == 3 and x.shape[0] == 1:
-                x = x[0]
-            if x.ndim not in (1, 2):
-                raise FeatureError(
-                    f"features must be (D,) or (K, D); found shape {x.shape}",
-                    path=src,
-                    patient=pid,
-                    field=modality,
-                )
+            x = _squeeze_leading(_as_array(raw, src, pid, "features"), src, pid, modality)
             this_kind = "vector" if x.ndim == 1 else "bag"
             kind = kind or this_kind
             if this_kind != kind:
