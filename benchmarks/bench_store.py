@@ -1,17 +1,18 @@
-"""FeatureStore (one HDF5 file per modality) vs one ``torch.load`` per patient ``.pt``.
+"""FeatureStore (one packed HDF5 file per modality) vs one ``torch.load`` per patient ``.pt``.
 
 The CHIMERA/TRIDENT habit is a ``.pt`` (or ``.h5``) file per slide, loaded one by one.
 This script writes the same bags both ways (default: 1,000 patients × 400–500 tiles ×
-768-d float16, ~0.7 GB each way) into a temporary folder, then loads all of them into
-the same padded N × K × D array (+ N × K mask), each loader in its own fresh subprocess
-so that peak memory (ru_maxrss) is its own.
+768-d float16, ~0.7 GB each way) into a temporary folder, packs the store
+(``FeatureStore.pack``, as extraction does at its end; its time is printed as a one-off
+cost), then loads all of them as a padded N × K × D array (+ N × K mask), each loader in
+its own fresh subprocess so that its peak memory (VmHWM) is its own.
 
-Fairness: both loaders fill one preallocated, already-touched output array (allocating
-a fresh 1.5 GB array costs the same for both and, on a VM, page faults dominate it) and
-both cast float16 → float32 with torch. Each loader runs three times: the first after
-evicting its files from the page cache (``posix_fadvise(DONTNEED)`` on our own files
-only: a cold read), then twice warm. Also shown, for information: ``FeatureStore.load``
-allocating its own array, and ``to_cohort`` including the Cohort constructor's copy.
+Fairness: the buffer loaders fill one preallocated, already-touched output array
+(allocating a fresh 1.5 GB array costs the same for every loader and, on a VM, page faults
+dominate it), and every cast float16 → float32 is done by torch. Every timed section ends
+by touching every 4 KiB page of the result, so a lazy memory map cannot win by not
+reading. Each loader runs three times: the first after evicting its files from the page
+cache (``posix_fadvise(DONTNEED)`` on our own files only: a cold read), then twice warm.
 
     python benchmarks/bench_store.py [--patients 1000] [--tiles 500] [--dim 768]
 """
@@ -21,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -31,14 +31,15 @@ from pathlib import Path
 
 import numpy as np
 
-LABELS = {
-    "store": "FeatureStore.load(out=buffer)",
-    "pt": "torch.load per .pt into buffer",
-    "store_f16": "FeatureStore.load(out=float16 buffer)",
-    "pt_f16": "torch.load per .pt into float16 buffer",
-    "floor": "floor: copy+cast from RAM into buffer",
-    "store_alloc": "FeatureStore.load (allocates)",
-    "to_cohort": "FeatureStore.to_cohort (+Cohort copy)",
+# loader → (label, the torch.load row it is compared with)
+ROWS = {
+    "store_view": ("FeatureStore.load (memmap view, float16)", "pt_f16"),
+    "store_f16": ("FeatureStore.load(out=float16 buffer)", "pt_f16"),
+    "store": ("FeatureStore.load(out=float32 buffer)", "pt"),
+    "pt_f16": ("torch.load per .pt into float16 buffer", None),
+    "pt": ("torch.load per .pt into float32 buffer", None),
+    "floor": ("floor: copy+cast from RAM, float32 buffer", "pt"),
+    "to_cohort": ("FeatureStore.to_cohort (+Cohort copy)", "pt"),
 }
 
 
@@ -46,7 +47,8 @@ def _sizes(n: int, k: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(int(k * 0.8), k + 1, size=n)
 
 
-def create(root: Path, n: int, k: int, d: int) -> float:
+def create(root: Path, n: int, k: int, d: int) -> tuple[float, float, float]:
+    """Write the .pt files and the store; return (write s, store MiB before pack, pack s)."""
     import torch
 
     from modalsurv.io.store import FeatureStore
@@ -60,8 +62,13 @@ def create(root: Path, n: int, k: int, d: int) -> float:
         pid = f"P{i:05d}"
         torch.save(torch.from_numpy(x), root / "pt" / f"{pid}.pt")
         bags[pid] = x
-    FeatureStore(root / "store").write_many("wsi", bags, encoder="bench", dtype="float16")
-    return time.perf_counter() - t0
+    store = FeatureStore(root / "store")
+    store.write_many("wsi", bags, encoder="bench", dtype="float16")
+    secs = time.perf_counter() - t0
+    mib = store.path("wsi").stat().st_size / 2**20
+    t0 = time.perf_counter()
+    store.pack("wsi")
+    return secs, mib, time.perf_counter() - t0
 
 
 def load_pt(root: Path, ids: list[str], out: np.ndarray) -> np.ndarray:
@@ -79,6 +86,12 @@ def load_pt(root: Path, ids: list[str], out: np.ndarray) -> np.ndarray:
     return mask
 
 
+def touch(x: np.ndarray) -> float:
+    """Read one element of every 4 KiB page of ``x`` (C-contiguous): forces a lazy map
+    to actually read the data, at the same (small) cost for every loader."""
+    return float(x.reshape(-1)[:: 4096 // x.itemsize].sum(dtype=np.float64))
+
+
 def evict(paths: list[Path]) -> None:
     """Drop these files (ours only) from the page cache, so the next read hits the disk."""
     for p in paths:
@@ -90,6 +103,15 @@ def evict(paths: list[Path]) -> None:
             os.close(fd)
 
 
+def vm_hwm_mib() -> float:
+    """Peak resident set of this process (includes mapped file pages it touched)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def worker(root: Path, how: str, n: int, k: int, d: int) -> dict:
     import pandas as pd
     import torch
@@ -99,15 +121,16 @@ def worker(root: Path, how: str, n: int, k: int, d: int) -> dict:
     torch.set_num_threads(1)
     ids = [f"P{i:05d}" for i in range(n)]
     kmax = int(_sizes(n, k).max())
-    dtype = np.float16 if how.endswith("f16") else np.float32
+    dtype = np.float16 if how.endswith("f16") or how == "store_view" else np.float32
     buf = None
     if how in ("store", "pt", "store_f16", "pt_f16", "floor"):
         buf = np.ones((n, kmax, d), dtype=dtype)  # allocated and touched, outside timing
     store = FeatureStore(root / "store")
     uses_pt = how.startswith("pt")
-    evict(sorted((root / "pt").iterdir()) if uses_pt else [store.path("wsi")])
     in_ram = [torch.from_numpy(store.read("wsi", p)[0]) for p in ids] if how == "floor" else []
-    times, check = [], 0.0
+    evict(sorted((root / "pt").iterdir()) if uses_pt else [store.path("wsi")])
+    base = vm_hwm_mib()
+    times, check, touched = [], 0.0, 0.0
     for _ in range(3):
         t0 = time.perf_counter()
         if uses_pt:
@@ -128,13 +151,20 @@ def worker(root: Path, how: str, n: int, k: int, d: int) -> dict:
         else:
             lm = store.load("wsi", ids, out=buf, dtype=dtype)
             x, mask = lm.x, lm.mask
+            assert (how == "store_view") == (not x.flags.writeable), "not the intended path"
+        touched = touch(x)
         times.append(time.perf_counter() - t0)
         check = float(
             x[:, :4, :4].astype(np.float64).sum() + mask.sum() + x[:, -1].astype(np.float64).sum()
         )
-        x = mask = lm = co = None  # free before the next run
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"times": times, "peak_mb": peak, "check": round(check, 3)}
+        x = mask = lm = co = None  # free (or unmap) before the next run
+    return {
+        "times": times,
+        "peak_mb": vm_hwm_mib(),
+        "base_mb": base,
+        "check": round(check, 3),
+        "touched": touched,
+    }
 
 
 def main() -> None:
@@ -152,36 +182,48 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_store_"))
     try:
-        secs = create(tmp, *size)
+        secs, mib_unpacked, pack_s = create(tmp, *size)
         mib_store = (tmp / "store" / "wsi.h5").stat().st_size / 2**20
         mib_pt = sum(p.stat().st_size for p in (tmp / "pt").iterdir()) / 2**20
         print(
             f"data: {args.patients} patients x {int(args.tiles * 0.8)}-{args.tiles} tiles x"
-            f" {args.dim} float16; written in {secs:.1f} s;"
-            f" store {mib_store:.0f} MiB in 1 file, .pt {mib_pt:.0f} MiB in"
-            f" {args.patients} files"
+            f" {args.dim} float16; written in {secs:.1f} s; .pt {mib_pt:.0f} MiB in"
+            f" {args.patients} files; store {mib_unpacked:.0f} MiB in 1 file, packed in"
+            f" {pack_s:.1f} s (one-off, at the end of extraction) to {mib_store:.0f} MiB"
         )
         res = {}
-        for how in LABELS:
+        for how in ROWS:
             cmd = [sys.executable, __file__, "--worker", how, "--root", str(tmp)]
             cmd += ["--patients", str(args.patients), "--tiles", str(args.tiles)]
             cmd += ["--dim", str(args.dim)]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             res[how] = json.loads(out.strip().splitlines()[-1])
         assert len({r["check"] for r in res.values()}) == 1, f"loaders disagree: {res}"
-        print(f"\n{'loader':<42}{'cold s':>8}{'warm s':>8}{'peak MiB':>10}{'pt/store':>10}")
-        for how, r in res.items():
+        print(
+            f"\n{'loader':<43}{'cold s':>8}{'warm s':>8}{'peak MiB':>10}{'+load MiB':>11}"
+            f"{'torch.load/this':>17}"
+        )
+        for how, (label, ref_how) in ROWS.items():
+            r = res[how]
             cold, warm = r["times"][0], min(r["times"][1:])
             ratio = ""
-            if how.startswith("pt"):
-                ref = res[how.replace("pt", "store")]["times"]
-                ratio = f"{cold / ref[0]:.1f}x/{warm / min(ref[1:]):.1f}x"
-            print(f"{LABELS[how]:<42}{cold:>8.2f}{warm:>8.2f}{r['peak_mb']:>10.0f}{ratio:>10}")
+            if ref_how is not None:
+                ref = res[ref_how]["times"]
+                ratio = f"{ref[0] / cold:.1f}x / {min(ref[1:]) / warm:.1f}x"
+            grow = r["peak_mb"] - r["base_mb"]
+            row = f"{label:<43}{cold:>8.2f}{warm:>8.2f}{r['peak_mb']:>10.0f}{grow:>11.0f}"
+            print(f"{row}{ratio:>17}".rstrip())
         print(
             "\ncold: first run, files evicted from the page cache; warm: best of 2 more runs."
-            "\npt/store: torch.load time divided by FeatureStore time, cold/warm, same output."
+            " Every timed run ends by touching every 4 KiB page of the result."
+            "\ntorch.load/this: time of the matching torch.load row (same output dtype) divided"
+            " by this row's, cold / warm (floor and to_cohort: vs the float32 row)."
             "\nfloor: the same padded copy and cast from bags already in RAM (no I/O, no parsing)."
-            "\npeak: ru_maxrss of the loader's own subprocess (includes ~640 MiB of imports)."
+            "\npeak: VmHWM of the loader's own subprocess (imports, the preallocated buffer and"
+            " touched pages of a memory map included); +load: peak minus VmHWM just before"
+            " the first load."
+            "\nto_cohort allocates its arrays (float32, then the Cohort's copy): on a VM the first"
+            " touch of fresh memory in a new process dominates its cold time."
         )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -10,6 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -40,7 +41,11 @@ def test_extract_writes_every_modality_with_provenance(chimera: Path, tmp_path: 
     store = FeatureStore(tmp_path / "store")
     assert store.modalities() == ["mri", "rna", "slide", "wsi"]
     meta = store.meta("wsi")
-    assert (meta["encoder"], meta["checksum"], meta["dim"]) == ("timm:resnet10t", "random-init", 512)
+    assert (meta["encoder"], meta["checksum"], meta["dim"]) == (
+        "timm:resnet10t",
+        "random-init",
+        512,
+    )
     assert store.meta("mri")["dim"] == 1536 and store.meta("rna")["dim"] == 12
     for pid in rep.done:
         x, c = store.read("wsi", pid)
@@ -50,10 +55,15 @@ def test_extract_writes_every_modality_with_provenance(chimera: Path, tmp_path: 
         np.testing.assert_allclose(s, x.mean(0), rtol=1e-5)
     assert (tmp_path / "store" / "rna_genes.txt").read_text().count("\n") == 12
     assert events[0] == "start" and events[-1] == "finish" and "slide" in events
-    # a second run finds everything complete and does nothing
+    for m in store.modalities():  # packed at the end: one memory-mappable dataset each
+        with h5py.File(store.path(m), "r") as f:
+            assert f["packed/features"].shape[0] == 3 and f["packed"].attrs["exact"]
+    inodes = {m: store.path(m).stat().st_ino for m in store.modalities()}
+    # a second run finds everything complete and does nothing (no repack either)
     again = run_extract("chimera-task1", chimera, tmp_path / "store", **FAST,
                         volume_encoder="medicalnet_resnet10")  # fmt: skip
     assert sorted(again.skipped) == sorted(rep.done) and again.done == []
+    assert {m: store.path(m).stat().st_ino for m in store.modalities()} == inodes
 
 
 def test_mixing_encoders_in_one_store_is_refused(chimera: Path, tmp_path: Path) -> None:
@@ -100,6 +110,8 @@ def test_resume_after_a_crash_inside_the_writer(chimera: Path, tmp_path: Path,
     rep = run_extract("chimera-task1", chimera, out, **FAST, rna=False)
     assert rep.skipped == ["1000"] and sorted(rep.done) == ["1001", "1002"]
     assert store.patients("slide") == ["1000", "1001", "1002"]
+    with h5py.File(store.path("wsi"), "r") as f:  # the resumed run packed everyone
+        assert list(f["packed/patients"].asstr()[()]) == ["1000", "1001", "1002"]
 
 
 def test_resume_after_sigkill(chimera: Path, tmp_path: Path) -> None:

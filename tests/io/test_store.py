@@ -269,3 +269,183 @@ def test_load_labelled_cohort_reads_labels_csv(store):
     assert list(co.ids) == ["001", "003"]  # ids stay strings: leading zeros kept
     np.testing.assert_array_equal(co.present["slide"], [True, False])
     assert list(co.meta["site"]) == ["a", "b"]
+
+
+# ---------------------------------------------------------------------------- packed layout
+def _twins(tmp_path, kind, dtype, n=7, d=8):
+    """Two stores with the same patients: ``plain`` (per-patient datasets) and ``packed``."""
+    rng = np.random.default_rng(11)
+    if kind == "bag":
+        feats = {f"p{i}": _bag(rng, int(k), d, dtype) for i, k in enumerate(rng.integers(1, 12, n))}
+        coords = {p: rng.integers(0, 999, (len(x), 2)) for p, x in feats.items() if p != "p2"}
+    else:
+        feats = {f"p{i}": rng.standard_normal(d).astype(dtype) for i in range(n)}
+        coords = {}
+    plain, packed = FeatureStore(tmp_path / "plain"), FeatureStore(tmp_path / "packed")
+    for s in (plain, packed):
+        s.write_many(
+            "m", dict(list(feats.items())[:4]), {p: c for p, c in coords.items() if p < "p4"}
+        )
+        s.write_many(
+            "m", dict(list(feats.items())[4:]), {p: c for p, c in coords.items() if p >= "p4"}
+        )
+    packed.pack("m")
+    return plain, packed, feats, coords
+
+
+_QUERIES = [
+    {"ids": ["p0", "p1", "p2", "p3", "p4", "p5", "p6"]},  # the whole pack, in order
+    {"ids": ["p5", "p1", "zz", "p0", "p6"]},  # reordered, with an absent patient
+    {"ids": ["p6", "p5", "p4", "p3", "p2", "p1", "p0"]},  # every row, reversed
+    {"ids": ["p0", "p1", "p2", "p3", "p4", "p5", "p6", "zz"]},  # one run, then an absent one
+    {"ids": ["p3", "p4"], "with_coords": True},
+    {"ids": ["p6", "p0", "p1", "p2", "zz"], "max_tiles": 4, "seed": 3, "with_coords": True},
+    {"ids": ["p0", "p1", "p2", "p3", "p4", "p5", "p6"], "max_tiles": 5, "seed": 1},
+    {"ids": []},
+]
+
+
+def _same(a, b):
+    for field in ("x", "present", "mask", "coords"):
+        u, v = getattr(a, field), getattr(b, field)
+        assert (u is None) == (v is None), field
+        if u is not None:
+            assert u.dtype == v.dtype and u.shape == v.shape, field
+            np.testing.assert_array_equal(u, v, err_msg=field)
+
+
+@pytest.mark.parametrize("kind", ["bag", "vector"])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_pack_loads_bit_identical_to_plain(tmp_path, kind, dtype):
+    plain, packed, feats, coords = _twins(tmp_path, kind, dtype)
+    with h5py.File(packed.path("m"), "r") as f:
+        assert f["packed/features"].chunks is None and f["packed/features"].id.get_offset()
+        assert list(f["packed/patients"].asstr()[()]) == sorted(feats)
+        assert all("features" not in g and "packed_row" in g.attrs for g in f["patients"].values())
+        assert ("packed/coords" in f) == (kind == "bag")
+    assert packed.patients("m") == plain.patients("m") and packed.meta("m") == plain.meta("m")
+    assert packed.has("m", "p3") and not packed.has("m", "zz")
+    for pid, x in feats.items():
+        got, c = packed.read("m", pid)
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got, x)
+        if pid in coords:
+            np.testing.assert_array_equal(c, coords[pid])
+        else:
+            assert c is None
+    for q in _QUERIES:
+        kw = {k: v for k, v in q.items() if k != "ids"}
+        if kind == "vector" and ("max_tiles" in kw or "with_coords" in kw):
+            continue
+        for want in (np.float16, np.float32):
+            _same(
+                packed.load("m", q["ids"], dtype=want, **kw),
+                plain.load("m", q["ids"], dtype=want, **kw),
+            )
+        shape = (len(q["ids"]), 13, 8) if kind == "bag" else (len(q["ids"]), 8)
+        for buf_dtype in (np.float16, np.float32):
+            ref = plain.load("m", q["ids"], out=np.full(shape, 5, buf_dtype), **kw)
+            got = packed.load("m", q["ids"], out=np.full(shape, 5, buf_dtype), **kw)
+            _same(got, ref)
+
+
+def test_pack_memmap_view_is_read_only_and_survives_replacement(tmp_path):
+    plain, packed, _, _ = _twins(tmp_path, "bag", np.float16)
+    ids = packed.patients("m")
+    view = packed.load("m", ids, dtype=np.float16, with_coords=True)
+    assert not view.x.flags.writeable and not view.x.flags.owndata  # a map, not a copy
+    with pytest.raises(ValueError, match="read-only"):
+        view.x[0, 0, 0] = 1
+    _same(view, plain.load("m", ids, dtype=np.float16, with_coords=True))
+    before = np.array(view.x)
+    packed.write("m", "p0", np.zeros((3, 8), np.float16))  # renames a new file over the path
+    packed.pack("m")
+    np.testing.assert_array_equal(view.x, before)  # the old inode lives while mapped
+    # other dtype or a subset: a fresh, writable array
+    cast = packed.load("m", ids, dtype=np.float32)
+    assert cast.x.flags.writeable and cast.x.flags.owndata
+
+
+def test_write_after_pack_then_repack(tmp_path):
+    plain, packed, _, _ = _twins(tmp_path, "bag", np.float32)
+    rng = np.random.default_rng(12)
+    new = {"p3": _bag(rng, 15), "q9": _bag(rng, 2)}  # overwrite one (longer than Kmax), add one
+    new_coords = {"q9": np.array([[1, 2], [3, 4]])}
+    for s in (plain, packed):
+        s.write_many("m", new, new_coords)
+    with h5py.File(packed.path("m"), "r") as f:
+        assert "exact" not in f["packed"].attrs
+        assert "packed_row" not in f["patients/p3"].attrs and "features" in f["patients/p3"]
+    ids = ["q9", "p3", "p0", "zz", "p1", "p2"]
+    assert packed.patients("m") == plain.patients("m")
+    np.testing.assert_array_equal(packed.read("m", "p3")[0], new["p3"])
+    for kw in ({}, {"with_coords": True}, {"max_tiles": 3, "seed": 2, "with_coords": True}):
+        for want in (np.float16, np.float32):
+            _same(packed.load("m", ids, dtype=want, **kw), plain.load("m", ids, dtype=want, **kw))
+    all_ids = packed.patients("m")
+    _same(packed.load("m", all_ids, dtype=np.float32), plain.load("m", all_ids, dtype=np.float32))
+    packed.pack("m")  # the new patients join the pack, the stale row goes
+    with h5py.File(packed.path("m"), "r") as f:
+        assert f["packed/features"].shape == (8, 15, 8) and f["packed"].attrs["exact"]
+        assert "features" not in f["patients/p3"] and "features" not in f["patients/q9"]
+    got = packed.load("m", all_ids, dtype=np.float32, with_coords=True)
+    assert not got.x.flags.writeable  # the whole new pack in order: the map itself
+    _same(got, plain.load("m", all_ids, dtype=np.float32, with_coords=True))
+
+
+def test_pack_is_idempotent_and_reclaims_space(tmp_path):
+    store = FeatureStore(tmp_path / "s")
+    rng = np.random.default_rng(13)
+
+    def bags():
+        return {f"p{i}": _bag(rng, 200, 16) for i in range(10)}  # equal sizes: no padding
+
+    store.write_many("m", bags())
+    unpacked = store.path("m").stat().st_size
+    store.pack("m")
+    fresh = store.path("m").stat().st_size
+    assert fresh <= 1.05 * unpacked  # no second copy of the data kept
+    ident = store.path("m").stat().st_ino, store.path("m").read_bytes()
+    store.pack("m")  # nothing changed: the file is not rewritten
+    assert (store.path("m").stat().st_ino, store.path("m").read_bytes()) == ident
+    for _ in range(2):  # each overwrite leaves the old datasets' space behind
+        store.write_many("m", bags())
+    grown = store.path("m").stat().st_size
+    assert grown > 1.5 * fresh
+    store.pack("m")
+    assert store.path("m").stat().st_size <= 1.05 * fresh
+
+
+def test_crash_during_pack_leaves_previous_file(store, monkeypatch):
+    rng = np.random.default_rng(14)
+    store.write_many("wsi", {"a": _bag(rng, 3), "b": _bag(rng, 5)}, {"a": np.ones((3, 2), int)})
+    before = store.path("wsi").read_bytes()
+    real = h5py.Group.create_dataset
+
+    def flaky(self, name, *args, **kwargs):
+        if name == "lengths":  # after the big datasets were created
+            raise RuntimeError("simulated crash")
+        return real(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", flaky)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        store.pack("wsi")
+    monkeypatch.undo()
+    assert store.path("wsi").read_bytes() == before
+    assert [p.name for p in store.root.iterdir() if p.suffix == ".tmp"] == []
+    store.pack("wsi")  # and a later pack works
+    np.testing.assert_array_equal(store.load("wsi", ["a", "b"]).mask.sum(1), [3, 5])
+
+
+def test_pack_drops_incomplete_groups_and_keeps_attrs(store):
+    store.write_many("wsi", {"a": np.ones((2, 8), np.float32), "b": np.ones((3, 8), np.float32)},
+                     encoder="uni", checksum="abc")  # fmt: skip
+    with h5py.File(store.path("wsi"), "a") as f:
+        f["patients/b"].attrs["complete"] = False
+    store.pack("wsi")
+    with h5py.File(store.path("wsi"), "r") as f:
+        assert list(f["patients"]) == ["a"] and f["packed/features"].shape == (1, 2, 8)
+        assert f.attrs["format"] == "modalsurv.featurestore" and f.attrs["modality"] == "wsi"
+    meta = store.meta("wsi")
+    assert (meta["encoder"], meta["checksum"], meta["n_patients"]) == ("uni", "abc", 1)
+    assert store.patients("wsi") == ["a"] and not store.load("wsi", ["b"]).present.any()

@@ -15,7 +15,9 @@ Robustness: a patient is written only when all its modalities are encoded, and o
 patients flagged complete in the store count as done, so a killed run resumes where it
 stopped; one patient's failure (corrupt slide, unreadable volume) is recorded in the
 report with its file and reason and the rest continue. Writes are batched
-(``flush_every`` patients per store write) because each store write copies the file.
+(``flush_every`` patients per store write) because each store write copies the file. At
+the end each modality is packed (``FeatureStore.pack``: one memory-mappable dataset, so
+loading all patients is one contiguous read).
 
 Progress callback: ``progress(event, **info)`` (nothing below cli.py prints):
 
@@ -145,6 +147,7 @@ def _manifest_patients(path: Path) -> list[PatientFiles]:
 
     out = []
     for _, row in df.iterrows():
+
         def get(c: str, row: pd.Series = row) -> str:
             return str(row[c]) if c in df.columns else ""
 
@@ -380,6 +383,12 @@ def run_extract(
 
     if rna:
         _extract_rna(todo, store, report)
+    # one contiguous, memory-mappable dataset per modality for fast loading; a no-op when
+    # nothing was written since the last pack. Every feature is already stored safely
+    # here, so if packing fails (disk full) a rerun only retries the pack.
+    for m in [*prov, *(["rna"] if rna else [])]:
+        if store.exists(m):
+            store.pack(m)
     report.modalities = store.modalities()
     report.seconds = time.perf_counter() - t_start
     emit("finish", report=report)
