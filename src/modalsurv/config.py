@@ -92,6 +92,14 @@ class TrainConfig(Strict):
         " .689/.762/.649",
     )
     val_fraction: float = Field(0.2, gt=0.0, lt=0.9)
+    member_splits: Literal["shared", "rotate"] = Field(
+        "rotate",
+        description="inner validation of the seed-ensemble members: 'shared' (one split, the"
+        " validation rows never train any member) or 'rotate' (member k validates on fold k"
+        " of a stratified round(1 / val_fraction)-fold split of the training cohort, so every"
+        " row trains most members; preprocessors and bins are then fitted on the whole"
+        " training cohort, the outer test rows stay untouched)",
+    )
     monitor: Literal["cindex", "loss"] = Field(
         "cindex",
         description="early stopping on the validation C-index (the method's protocol, default) or"

@@ -3,7 +3,14 @@ import json
 import numpy as np
 import pytest
 
-from modalsurv.train.estimator import ModalSurv, breslow, breslow_survival, inner_split
+from modalsurv.survival.bins import TimeBins
+from modalsurv.train.estimator import (
+    ModalSurv,
+    breslow,
+    breslow_survival,
+    inner_split,
+    member_splits,
+)
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +45,50 @@ def test_inner_split_is_stratified_and_disjoint(cohort):
     tr, va = inner_split(cohort.event, 0.25, 3)
     assert len(np.intersect1d(tr, va)) == 0 and len(tr) + len(va) == len(cohort)
     assert abs(cohort.event[va].mean() - cohort.event.mean()) < 0.1
+
+
+def test_member_splits_rotate_through_stratified_folds(cohort):
+    splits = member_splits(cohort.event, 0.2, seed=4, n_members=7)
+    assert len(splits) == 7
+    first = [va for _, va in splits[:5]]
+    np.testing.assert_array_equal(np.sort(np.concatenate(first)), np.arange(len(cohort)))
+    for tr, va in splits:
+        assert len(np.intersect1d(tr, va)) == 0 and len(tr) + len(va) == len(cohort)
+        assert abs(cohort.event[va].mean() - cohort.event.mean()) < 0.1
+    # members past the fifth validate on a reshuffled split, not a repeat of the first
+    assert not np.array_equal(splits[5][1], splits[0][1])
+    again = member_splits(cohort.event, 0.2, seed=4, n_members=7)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(splits, again, strict=True))
+
+
+def test_member_splits_without_enough_events_for_stratification():
+    event = np.zeros(12, dtype=bool)
+    event[:2] = True  # fewer events than folds: plain k-fold
+    splits = member_splits(event, 0.25, seed=0, n_members=4)
+    np.testing.assert_array_equal(np.sort(np.concatenate([v for _, v in splits])), np.arange(12))
+
+
+def test_rotating_members_validate_on_their_own_fold(cohort, make_config, monkeypatch):
+    from modalsurv.train import estimator
+
+    seen = []
+    real = estimator.fit_network
+
+    def spy(net, train, val, *args, **kwargs):
+        seen.append((len(train), len(val), float(val.time.sum())))
+        return real(net, train, val, *args, **kwargs)
+
+    monkeypatch.setattr(estimator, "fit_network", spy)
+    model = ModalSurv(make_config(train__n_init=3, train__member_splits="rotate")).fit(cohort)
+    assert len(seen) == 3 and len({s[2] for s in seen}) == 3  # three different folds
+    assert all(tr + va == len(cohort) for tr, va, _ in seen)
+    # with rotation no row is held out of fitting: bins and t_ref come from every row
+    bins = TimeBins(n_bins=model.bins.n_bins, scheme=model.config.model.bin_scheme)
+    np.testing.assert_allclose(model.cuts, bins.fit(cohort.time, cohort.event).cuts)
+    assert model.t_ref == pytest.approx(np.median(cohort.time))
+    seen.clear()
+    ModalSurv(make_config(train__n_init=3, train__member_splits="shared")).fit(cohort)
+    assert len({s[2] for s in seen}) == 1 and seen[0][0] + seen[0][1] == len(cohort)
 
 
 def test_same_seed_same_predictions(cohort, make_config, fitted):

@@ -6,8 +6,11 @@ network weights and (for the Cox head) a Breslow baseline hazard. All of them ar
 on the training rows only; when no validation cohort is given, an inner validation split
 (stratified on the event) is carved from the training cohort for early stopping and is
 excluded from fitting the preprocessors and the bins as well. With ``train.n_init > 1``
-the network is a :class:`~modalsurv.nn.model.SeedEnsemble` of members trained on the same
-split from seeds :func:`member_seed` (saved as one state dict, ``members.<k>.*``).
+the network is a :class:`~modalsurv.nn.model.SeedEnsemble` of members trained from seeds
+:func:`member_seed` (saved as one state dict, ``members.<k>.*``), by default each with its
+own validation fold (:func:`member_splits`, ``train.member_splits="rotate"``; the
+preprocessors and bins are then fitted on the whole training cohort), or all on one
+shared split (``"shared"``).
 
 Risk score (used for every C-index in this package):
 
@@ -31,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from modalsurv.cohort import Cohort
 from modalsurv.config import RunConfig
@@ -62,6 +65,32 @@ def inner_split(event: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarr
     stratify = event if counts.min() >= 2 and n_val >= 2 else None
     tr, va = train_test_split(idx, test_size=n_val, random_state=seed, stratify=stratify)
     return np.sort(tr), np.sort(va)
+
+
+def member_splits(
+    event: np.ndarray, fraction: float, seed: int, n_members: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Rotating inner validation splits, one per seed-ensemble member.
+
+    Member ``k`` validates on fold ``k mod F`` of a stratified (on the event) ``F``-fold
+    split with ``F = round(1 / fraction)``; members past ``F`` use a reshuffled split.
+    Every row trains ``F - 1`` of every ``F`` members, instead of no member at all when
+    the validation rows are shared: on a small cohort a fifth of the data is too much to
+    give up for early stopping alone.
+    """
+    n = len(event)
+    folds = int(min(max(2, round(1.0 / fraction)), n))
+    counts = np.bincount(np.asarray(event).astype(int), minlength=2)
+    out: list[tuple[np.ndarray, np.ndarray]] = []
+    for rnd in range((n_members + folds - 1) // folds):
+        rs = int(seed) + 7919 * rnd
+        if counts.min() >= folds:
+            splitter = StratifiedKFold(folds, shuffle=True, random_state=rs)
+            parts = splitter.split(np.zeros(n), event)
+        else:
+            parts = KFold(folds, shuffle=True, random_state=rs).split(np.zeros(n))
+        out.extend((np.sort(tr), np.sort(va)) for tr, va in parts)
+    return out[:n_members]
 
 
 def breslow(
@@ -166,7 +195,10 @@ class ModalSurv:
         cfg = self.config
         mods = list(cfg.model.modalities or cohort.modalities)
         cohort = cohort.select(mods)
-        if val_cohort is None:
+        rotate = val_cohort is None and cfg.train.member_splits == "rotate" and cfg.train.n_init > 1
+        if rotate:  # every member its own validation fold; fitting sees the whole cohort
+            train, val = cohort, None
+        elif val_cohort is None:
             tr, va = inner_split(cohort.event, cfg.train.val_fraction, cfg.seed)
             train, val = cohort.subset(tr), cohort.subset(va)
         else:
@@ -184,14 +216,22 @@ class ModalSurv:
 
         pp = self.preprocessor
         train_t = self._tensors(pp.transform(train), with_bins=True)
-        val_t = self._tensors(pp.transform(val), with_bins=True) if len(val) else None
+        val_t = None
+        if val is not None and len(val):
+            val_t = self._tensors(pp.transform(val), with_bins=True)
+        splits = []
+        if rotate:
+            splits = member_splits(train.event, cfg.train.val_fraction, cfg.seed, cfg.train.n_init)
         nets, self.fit_results = [], []
         for k in range(cfg.train.n_init):
             seed_k = member_seed(cfg.seed, k)
             set_seed(seed_k)
             net = _build_net(pp.dims, pp.bag, cfg, self.bins.n_bins)
+            tr_k, va_k = train_t, val_t
+            if splits:
+                tr_k, va_k = (train_t.take(torch.from_numpy(i)) for i in splits[k])
             self.fit_results.append(
-                fit_network(net, train_t, val_t, cfg, self.cuts, self.t_ref, seed_k, progress)
+                fit_network(net, tr_k, va_k, cfg, self.cuts, self.t_ref, seed_k, progress)
             )
             nets.append(net.to("cpu").eval())
         self.fit_result = self.fit_results[0]

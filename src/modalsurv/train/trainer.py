@@ -45,13 +45,19 @@ class Tensors:
         return int(self.time.shape[0])
 
     def take(self, idx: torch.Tensor) -> Tensors:
+        """Rows ``idx`` (1-D int64): ``index_select`` is a plain row gather, cheaper on the
+        CPU than advanced indexing for the bags that dominate a batch's bytes."""
+
+        def rows(v: torch.Tensor) -> torch.Tensor:
+            return v.index_select(0, idx)
+
         return Tensors(
-            x={m: v[idx] for m, v in self.x.items()},
-            present={m: v[idx] for m, v in self.present.items()},
-            mask={m: v[idx] for m, v in self.mask.items()},
-            time=self.time[idx],
-            event=self.event[idx],
-            bin_index=None if self.bin_index is None else self.bin_index[idx],
+            x={m: rows(v) for m, v in self.x.items()},
+            present={m: rows(v) for m, v in self.present.items()},
+            mask={m: rows(v) for m, v in self.mask.items()},
+            time=rows(self.time),
+            event=rows(self.event),
+            bin_index=None if self.bin_index is None else rows(self.bin_index),
         )
 
     def to(self, device: torch.device) -> Tensors:
@@ -239,6 +245,19 @@ def choose_monitor(val: Tensors | None, head: str, prefer: str = "cindex") -> st
     return "val_loss" if head != "cox" else "train_loss"
 
 
+def make_optimizer(
+    opt_cls: type[torch.optim.Optimizer], net: torch.nn.Module, lr: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    """Adam(W) with the fused kernel (one pass over all parameters per step: ~4x faster
+    than ``foreach`` on the CPU for these small networks, the same update rule), falling
+    back to ``foreach`` where the fused kernel is unsupported."""
+    params = list(net.parameters())
+    try:
+        return opt_cls(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, ValueError):
+        return opt_cls(params, lr=lr, weight_decay=weight_decay, foreach=True)
+
+
 def fit_network(
     net: torch.nn.Module,
     train: Tensors,
@@ -262,8 +281,7 @@ def fit_network(
     val_d = None if val is None or len(val) == 0 else val.to(device)
     gen = torch.Generator().manual_seed(int(seed))
     opt_cls = torch.optim.AdamW if tc.optimizer == "adamw" else torch.optim.Adam
-    # foreach: one fused kernel per step instead of one per parameter (CPU default is off)
-    opt = opt_cls(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, foreach=True)
+    opt = make_optimizer(opt_cls, net, tc.lr, tc.weight_decay)
 
     monitor = choose_monitor(val_d, config.model.head, tc.monitor)
     best_score, best_epoch = -math.inf, -1
@@ -285,7 +303,7 @@ def fit_network(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if tc.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
+                torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip, foreach=True)
             opt.step()
             total += float(loss.detach()) * len(idx)
             count += len(idx)
