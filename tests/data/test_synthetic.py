@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from modalsurv.data.synthetic import make_cohort, oracle_cindex
+from modalsurv.data.synthetic import make_cohort, observable_oracle_cindex, oracle_cindex
 
 SMALL = {"max_tiles": 16, "tile_dim": 32, "slide_dim": 32, "mri_dim": 32, "n_genes": 200}
 
@@ -72,3 +72,16 @@ def test_task3_fields():
     assert cohort.ids[0] == "3A_000"
     assert "stage" in cohort.feature_names["clinical"]
     assert make_cohort(10, 0, task=3, external=True, **SMALL)[0].ids[0] == "3B_000"
+
+
+def test_observable_oracle_drops_the_risk_of_missing_modalities():
+    none_missing = dict.fromkeys(["clinical", "wsi", "slide", "mri", "rna"], 0.0)
+    full, risk = make_cohort(n=300, seed=5, missing=none_missing, max_tiles=4, n_genes=50)
+    # nothing missing: the observable oracle is the oracle itself
+    assert observable_oracle_cindex(full, seed=5) == oracle_cindex(full, risk)
+    lots = {"wsi": 0.5, "slide": 0.5, "mri": 0.5, "rna": 0.5}
+    holey, risk = make_cohort(n=300, seed=5, missing=lots, max_tiles=4, n_genes=50)
+    np.testing.assert_array_equal(holey.time, full.time)  # same patients, same truth
+    assert observable_oracle_cindex(holey, seed=5) < oracle_cindex(holey, risk) - 0.02
+    # a wrong seed regenerates other latents: the bound collapses towards chance
+    assert abs(observable_oracle_cindex(holey, seed=6) - 0.5) < 0.1

@@ -198,14 +198,8 @@ def make_cohort(
     loadings = world.normal(0, 0.35, (rna_rank, n_genes))
     base = world.normal(np.log(50), 1.5, n_genes)
 
-    lat = {m: rng.normal(size=n) for m in ("clinical", "wsi", "slide", "mri", "rna")}
-    raw, s_clin = (_clinical_task1 if task == 1 else _clinical_task3)(rng, lat["clinical"],
-                                                                      external)  # fmt: skip
-    sig = {"clinical": s_clin, "wsi": lat["wsi"], "slide": lat["slide"], "mri": lat["mri"],
-           "rna": lat["rna"]}  # fmt: skip
-    log_risk = sum(w.get(m, 0.0) * sig[m] for m in sig)
-    log_risk = log_risk + w.get("interaction", 0.0) * lat["wsi"] * lat["rna"]
-    log_risk = np.asarray(log_risk, dtype=np.float64) - np.mean(log_risk)
+    lat, raw, sig = _latents(rng, n, external, task)
+    log_risk = _log_risk(sig, lat, w, dict.fromkeys(sig, np.ones(n, dtype=bool)))
 
     # --- features
     feats: dict[str, np.ndarray] = {}
@@ -271,6 +265,51 @@ def make_cohort(
     cohort = Cohort(ids, time, event, features=feats, present=present, meta=meta,
                     bag_mask=masks, feature_names=names)  # fmt: skip
     return cohort, log_risk
+
+
+def _latents(rng: np.random.Generator, n: int, external: bool, task: int
+             ) -> tuple[dict[str, np.ndarray], pd.DataFrame, dict[str, np.ndarray]]:  # fmt: skip
+    """The patients' latent factors, raw clinical fields and per-modality risk signals:
+    the first draws of a cohort's generator (shared with ``observable_oracle_cindex``)."""
+    lat = {m: rng.normal(size=n) for m in ("clinical", "wsi", "slide", "mri", "rna")}
+    raw, s_clin = (_clinical_task1 if task == 1 else _clinical_task3)(rng, lat["clinical"],
+                                                                      external)  # fmt: skip
+    sig = {"clinical": s_clin, "wsi": lat["wsi"], "slide": lat["slide"], "mri": lat["mri"],
+           "rna": lat["rna"]}  # fmt: skip
+    return lat, raw, sig
+
+
+def _log_risk(sig: dict[str, np.ndarray], lat: dict[str, np.ndarray], w: Mapping[str, float],
+              seen: Mapping[str, np.ndarray]) -> np.ndarray:  # fmt: skip
+    """Centred log-risk from the signals of the modalities ``seen`` per patient."""
+    log_risk = sum(w.get(m, 0.0) * sig[m] * seen[m] for m in sig)
+    both = seen["wsi"] & seen["rna"]
+    log_risk = log_risk + w.get("interaction", 0.0) * lat["wsi"] * lat["rna"] * both
+    return np.asarray(log_risk, dtype=np.float64) - np.mean(log_risk)
+
+
+def observable_oracle_cindex(
+    cohort: Cohort,
+    seed: int = 0,
+    *,
+    weights: Mapping[str, float] | None = None,
+    external: bool = False,
+    task: int = 1,
+) -> float:
+    """Harrell's C of the true log-risk *without the terms of each patient's missing
+    modalities* (made by ``make_cohort(len(cohort), seed, ...)`` with the same arguments).
+
+    Why: the plain oracle also knows the risk carried by modalities a patient does not
+    have, which no model can see; this is the tighter ceiling (still optimistic: it uses
+    the exact latent factors, not their noisy measurements).
+    """
+    n = len(cohort)
+    rng = np.random.default_rng([seed, 1 if external else 0, task])
+    lat, _, sig = _latents(rng, n, external, task)
+    seen = {m: (cohort.present[m] if m in cohort.present else np.zeros(n, dtype=bool))
+            for m in sig}  # fmt: skip
+    w = {**DEFAULT_WEIGHTS, **(weights or {})}
+    return oracle_cindex(cohort, _log_risk(sig, lat, w, seen))
 
 
 def _absent(v: Any) -> bool:
