@@ -117,6 +117,14 @@ class TrainConfig(Strict):
         description="per-sample chance to hide a present modality in training (never all);"
         " 0.2 tuned on wpbc, gse1992 and a held-out synthetic cohort",
     )
+    tile_dropout: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="per-step chance to hide each valid tile of a bag in training (at least"
+        " one kept): instance dropout against attention pooling memorising patients by"
+        " their tiles",
+    )
     risk_reference: Literal["median", "max"] = Field(
         "median", description="reference time for risk = 1 - S(t_ref): training time quantile"
     )

@@ -1,7 +1,13 @@
 import numpy as np
 import torch
 
-from modalsurv.train.trainer import Tensors, batches, choose_monitor, drop_modalities
+from modalsurv.train.trainer import (
+    Tensors,
+    batches,
+    choose_monitor,
+    drop_modalities,
+    drop_tiles,
+)
 
 
 def test_batches_cover_each_index_once_and_drop_only_a_singleton():
@@ -40,6 +46,47 @@ def test_modality_dropout_never_drops_all_and_never_adds():
     assert not stacked[:10].any()
     kept = stacked.sum().item() / stacked_in.sum().item()
     assert 0.5 < kept < 0.8  # p=0.5 plus the rescued ones
+
+
+def test_tile_dropout_hides_only_valid_tiles_and_keeps_one_per_bag():
+    g = torch.Generator().manual_seed(0)
+    rng = np.random.default_rng(1)
+    mask = torch.from_numpy(rng.random((500, 40)) < 0.6)
+    mask[:5] = False  # empty bags (absent samples) stay empty
+    mask[5:50] = False
+    mask[5:50, 3] = True  # single-tile bags always keep their tile
+    out = drop_tiles(mask, 0.7, g)
+    assert out.shape == mask.shape and out.dtype == torch.bool
+    assert not (out & ~mask).any()
+    assert not out[:5].any()
+    assert out[5:50, 3].all()
+    assert out[mask.any(1)].any(1).all()
+    kept = out[50:].sum().item() / mask[50:].sum().item()
+    assert 0.28 < kept < 0.33  # 1 - p, plus the few rescued bags
+    assert drop_tiles(mask, 0.0, g) is mask
+    again = drop_tiles(mask, 0.7, torch.Generator().manual_seed(0))
+    assert torch.equal(again, out)  # seeded
+
+
+def test_tile_dropout_reaches_the_pooling_in_training(make_cohort, make_config, monkeypatch):
+    from modalsurv.nn import projection
+    from modalsurv.train.estimator import ModalSurv
+
+    seen = []
+    real = projection.GatedAttentionPool.forward
+
+    def spy(self, h, mask):
+        if self.training:
+            seen.append(mask.sum().item() / mask.numel())
+        return real(self, h, mask)
+
+    monkeypatch.setattr(projection.GatedAttentionPool, "forward", spy)
+    cohort = make_cohort(n=60, seed=2)
+    ModalSurv(make_config(train__tile_dropout=0.0, train__epochs=1)).fit(cohort)
+    full = np.mean(seen)
+    seen.clear()
+    ModalSurv(make_config(train__tile_dropout=0.5, train__epochs=1)).fit(cohort)
+    assert np.mean(seen) < 0.7 * full
 
 
 def _tensors(time, event):

@@ -187,6 +187,27 @@ def drop_modalities(
     return {m: kept[:, j].to(device) for j, m in enumerate(mods)}
 
 
+def drop_tiles(mask: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    """Hide each valid tile with probability ``p`` (B×K mask), keeping at least one per bag.
+
+    Why: a bag of hundreds of tile embeddings lets attention pooling memorise patients by
+    their tiles within an epoch or two; seeing a different random subset at every step
+    (instance dropout) removes that shortcut, and hidden tiles are never computed (the
+    pooling gathers valid tiles only), so training gets cheaper too. A bag whose tiles
+    were all drawn keeps one of its valid tiles, chosen uniformly.
+    """
+    if p <= 0 or mask.numel() == 0:
+        return mask
+    valid = mask.cpu()
+    kept = valid & (torch.rand(valid.shape, generator=generator) >= p)
+    lost = valid.any(dim=1) & ~kept.any(dim=1)
+    if lost.any():
+        score = torch.rand(valid.shape, generator=generator) + valid.float()
+        rows = torch.nonzero(lost).flatten()
+        kept[rows, score[rows].argmax(dim=1)] = True
+    return kept.to(mask.device)
+
+
 @dataclass
 class FitResult:
     """What training produced: the best-epoch weights (in memory) and the history."""
@@ -296,6 +317,8 @@ def fit_network(
             batch = train_d.take(idx.to(device))
             if tc.modality_dropout > 0:
                 batch.present = drop_modalities(batch.present, tc.modality_dropout, gen)
+            if tc.tile_dropout > 0:
+                batch.mask = {m: drop_tiles(k, tc.tile_dropout, gen) for m, k in batch.mask.items()}
             out = forward(net, batch)
             loss = batch_loss(out["logits"], batch, config)
             if not torch.isfinite(loss):
