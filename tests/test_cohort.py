@@ -134,3 +134,35 @@ def test_stack_patients_vectors_and_padded_bags():
     assert not x[0, 2:].any()
     x, present, mask = stack_patients([None, None], 3, bag=True)
     assert x.shape == (2, 1, 3) and not mask.any() and not present.any()
+
+
+def test_copy_false_adopts_fresh_arrays_and_default_copies():
+    x = np.ones((3, 2, 4), dtype=np.float32)
+    mask = np.array([[True, False], [True, True], [True, True]])
+    present = np.array([True, True, False])
+    kept = Cohort(["a", "b", "c"], [1, 2, 3], [1, 0, 1], features={"w": x}, present={"w": present},
+                  bag_mask={"w": mask})  # fmt: skip
+    assert not np.shares_memory(kept.features["w"], x) and x.min() == 1.0  # caller's array intact
+    adopted = Cohort(["a", "b", "c"], [1, 2, 3], [1, 0, 1], features={"w": x},
+                     present={"w": present}, bag_mask={"w": mask}, copy=False)  # fmt: skip
+    assert np.shares_memory(adopted.features["w"], x)
+    np.testing.assert_array_equal(adopted.features["w"], kept.features["w"])
+    assert x[0, 1].max() == 0.0 and x[2].max() == 0.0  # zeroed in place
+    frozen = np.ones((2, 3), dtype=np.float32)
+    frozen.flags.writeable = False  # e.g. a read-only memory map: copied, never written
+    co = Cohort(["a", "b"], [1, 2], [1, 0], features={"v": frozen},
+                present={"v": np.array([True, False])}, copy=False)  # fmt: skip
+    assert not np.shares_memory(co.features["v"], frozen) and frozen.min() == 1.0
+    sub = kept.subset([2, 0])
+    assert not np.shares_memory(sub.features["w"], kept.features["w"])
+    np.testing.assert_array_equal(sub.features["w"], kept.features["w"][[2, 0]])
+
+
+def test_inf_found_in_a_later_chunk_names_its_patient():
+    d = 1 << 21  # 8 MiB rows: the inf scan works in chunks of 8 rows
+    x = np.zeros((11, d), dtype=np.float32)
+    x[9, 5] = -np.inf
+    ids = [f"P{i}" for i in range(11)]
+    with pytest.raises(DataError, match="inf") as err:
+        Cohort(ids, np.ones(11), np.zeros(11), features={"big": x}, copy=False)
+    assert err.value.patient == "P9"

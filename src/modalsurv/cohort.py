@@ -88,7 +88,12 @@ class Cohort:
         meta: pd.DataFrame | None = None,
         bag_mask: Mapping[str, np.ndarray] | None = None,
         feature_names: Mapping[str, Sequence[str]] | None = None,
+        copy: bool = True,
     ) -> None:
+        """``copy=False``: adopt the given float32 feature arrays instead of copying them
+        (they are zeroed in place where absent or masked); for callers that just built
+        them, e.g. ``subset`` and the feature store, so a large bag is not copied twice."""
+        self._copy = copy
         self.ids = np.asarray([str(i) for i in ids], dtype=object)
         n = self.ids.shape[0]
         uniq, counts = np.unique(self.ids.astype(str), return_counts=True)
@@ -144,7 +149,8 @@ class Cohort:
         names: Sequence[str] | None,
     ) -> None:
         n = len(self.ids)
-        x = np.array(x, dtype=np.float32, copy=True)
+        adopt = not self._copy and isinstance(x, np.ndarray) and x.flags.writeable
+        x = np.asarray(x, dtype=np.float32) if adopt else np.array(x, dtype=np.float32)
         if x.ndim not in (2, 3) or x.shape[0] != n:
             raise DataError(
                 f"features must be N x D or N x K x D with N={n}; found shape {x.shape}",
@@ -180,9 +186,13 @@ class Cohort:
         elif mask is not None:
             raise DataError("bag_mask given for a vector modality", field=m)
         x[~p] = 0.0
-        if np.isinf(x).any():
-            i = int(np.flatnonzero(np.isinf(x).reshape(n, -1).any(axis=1))[0])
-            raise DataError("features contain +/-inf", patient=self.ids[i], field=m)
+        step = max(1, (1 << 24) // max(1, x[:1].size))  # ~16 M values: no full-size temporary
+        for start in range(0, n, step):
+            block = x[start : start + step]
+            rows = np.isinf(block).reshape(block.shape[0], -1).any(axis=1)
+            if rows.any():
+                i = start + int(np.flatnonzero(rows)[0])
+                raise DataError("features contain +/-inf", patient=self.ids[i], field=m)
         if names is not None:
             names = [str(s) for s in names]
             if len(names) != x.shape[-1]:
@@ -235,6 +245,7 @@ class Cohort:
             meta=self.meta.iloc[idx],
             bag_mask={m: k[idx] for m, k in self.bag_mask.items()},
             feature_names=self.feature_names,
+            copy=False,  # x[idx] above is already a fresh copy
         )
 
     def select(self, modalities: Iterable[str]) -> Cohort:

@@ -1091,6 +1091,7 @@ class FeatureStore:
             present=present,
             meta=meta,
             bag_mask=masks,
+            copy=False,  # freshly loaded arrays (a read-only map is still copied)
         )
 
     def load_labelled_cohort(
