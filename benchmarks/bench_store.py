@@ -39,7 +39,7 @@ ROWS = {
     "pt_f16": ("torch.load per .pt into float16 buffer", None),
     "pt": ("torch.load per .pt into float32 buffer", None),
     "floor": ("floor: copy+cast from RAM, float32 buffer", "pt"),
-    "to_cohort": ("FeatureStore.to_cohort (+Cohort copy)", "pt"),
+    "to_cohort": ("FeatureStore.to_cohort (+Cohort checks)", "pt"),
 }
 
 
@@ -222,8 +222,8 @@ def main() -> None:
             "\npeak: VmHWM of the loader's own subprocess (imports, the preallocated buffer and"
             " touched pages of a memory map included); +load: peak minus VmHWM just before"
             " the first load."
-            "\nto_cohort allocates its arrays (float32, then the Cohort's copy): on a VM the first"
-            " touch of fresh memory in a new process dominates its cold time."
+            "\nto_cohort allocates its float32 arrays (the Cohort adopts them, no second copy): on a"
+            " VM the first touch of fresh memory in a new process dominates its cold time."
         )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
