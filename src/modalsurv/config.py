@@ -99,7 +99,8 @@ class TrainConfig(Strict):
         " validation rows never train any member) or 'rotate' (member k validates on fold k"
         " of a stratified round(1 / val_fraction)-fold split of the training cohort, so every"
         " row trains most members; preprocessors and bins are then fitted on the whole"
-        " training cohort, the outer test rows stay untouched)",
+        " training cohort, the outer test rows stay untouched). With n_init=1 there is one"
+        " inner split either way",
     )
     monitor: Literal["cindex", "loss"] = Field(
         "cindex",
