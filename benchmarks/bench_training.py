@@ -74,7 +74,7 @@ def timed_validation(spent: list[float]) -> Iterator[None]:
         trainer._evaluate = original
 
 
-def time_modalsurv(cohort, epochs: int, batch: int, device: str) -> Times:
+def time_modalsurv(cohort, epochs: int, batch: int, device: str, tile_dropout: float = 0.0) -> Times:
     cfg = RunConfig.model_validate(
         {
             "model": {"fusion": "cross_attention_gated"},
@@ -84,6 +84,7 @@ def time_modalsurv(cohort, epochs: int, batch: int, device: str) -> Times:
                 "batch_size": batch,
                 "device": device,
                 "n_init": 1,  # one network: epochs of different members would interleave
+                "tile_dropout": tile_dropout,
             },
         }
     )
@@ -192,6 +193,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--tile-dropout", type=float, default=0.0, help="train.tile_dropout")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -202,14 +204,19 @@ def main() -> None:
     ms: Times = ([], [])
     pc: Times = ([], [])
     for _ in range(args.repeats):
-        for timer, acc in ((time_modalsurv, ms), (time_pycox, pc)):
-            for kind, secs in zip(acc, timer(cohort, args.epochs, args.batch, args.device)):
+        runs = (
+            (ms, time_modalsurv(cohort, args.epochs, args.batch, args.device, args.tile_dropout)),
+            (pc, time_pycox(cohort, args.epochs, args.batch, args.device)),
+        )
+        for acc, timed in runs:
+            for kind, secs in zip(acc, timed):
                 kind.extend(secs[1:])
     floor = statistics.median(time_tile_embedding(cohort, args.epochs, args.batch, args.device)[1:])
     med = {name: [statistics.median(s) for s in t] for name, t in (("ms", ms), ("pc", pc))}
     print(
         f"N={args.n}, batch={args.batch}, epochs={args.epochs} x {args.repeats} runs, "
-        f"threads={args.threads}, device={args.device}; modalities: {shapes}"
+        f"threads={args.threads}, device={args.device}, tile_dropout={args.tile_dropout};"
+        f" modalities: {shapes}"
     )
     print(f"{'model':<42}{'train s/ep':>12}{'ratio':>7}{'train+val s/ep':>16}{'ratio':>7}")
     rows = (
