@@ -93,7 +93,6 @@ class Cohort:
         """``copy=False``: adopt the given float32 feature arrays instead of copying them
         (they are zeroed in place where absent or masked); for callers that just built
         them, e.g. ``subset`` and the feature store, so a large bag is not copied twice."""
-        self._copy = copy
         self.ids = np.asarray([str(i) for i in ids], dtype=object)
         n = self.ids.shape[0]
         uniq, counts = np.unique(self.ids.astype(str), return_counts=True)
@@ -126,7 +125,7 @@ class Cohort:
         bag_mask = dict(bag_mask or {})
         feature_names = dict(feature_names or {})
         for m, x in (features or {}).items():
-            self._add(m, x, present.get(m), bag_mask.get(m), feature_names.get(m))
+            self._add(m, x, present.get(m), bag_mask.get(m), feature_names.get(m), copy)
         for extra in set(present) - set(self.features):
             raise DataError(f"present mask given for unknown modality {extra!r}", field=extra)
 
@@ -147,9 +146,10 @@ class Cohort:
         present: np.ndarray | None,
         mask: np.ndarray | None,
         names: Sequence[str] | None,
+        copy: bool = True,
     ) -> None:
         n = len(self.ids)
-        adopt = not self._copy and isinstance(x, np.ndarray) and x.flags.writeable
+        adopt = not copy and isinstance(x, np.ndarray) and x.flags.writeable
         x = np.asarray(x, dtype=np.float32) if adopt else np.array(x, dtype=np.float32)
         if x.ndim not in (2, 3) or x.shape[0] != n:
             raise DataError(

@@ -30,17 +30,6 @@ def tiny_grid(**axes):
     return parse_grid({"name": "tiny", "base": TINY_BASE, **axes})
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny networks on a shared 2-core machine: threads only contend (~7x slower)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def cohort():
     c, _ = make_cohort(n=48, seed=0, max_tiles=4, tile_dim=8, slide_dim=8, mri_dim=8,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from modalsurv.cohort import Cohort
 from modalsurv.config import RunConfig, parse_config
@@ -75,15 +74,6 @@ def tiny_config(**over: object) -> RunConfig:
         else:
             data[section] = value
     return parse_config(data)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny networks: OpenMP threads on a shared 2-core box cost ~10x; restore afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -186,6 +186,13 @@ class _Pack:
         return x, c
 
 
+def _read_only(arr: np.ndarray) -> np.ndarray:
+    """A read-only view (the caller's copy-on-write map stays untouched)."""
+    view = arr.view()
+    view.flags.writeable = False
+    return view
+
+
 def _no_data(path: Path, patient: str) -> FeatureError:
     return FeatureError(
         "patient group holds neither features nor a packed row (damaged file?)",
@@ -196,7 +203,7 @@ def _no_data(path: Path, patient: str) -> FeatureError:
 
 
 def _read_group(
-    f: h5py.File, g: h5py.Group, pack: _Pack | None, path: Path, patient: str
+    g: h5py.Group, pack: _Pack | None, path: Path, patient: str
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """A complete patient's features and coords, from its own datasets or its pack row."""
     if "features" in g:
@@ -287,7 +294,7 @@ def _copy_rows(
     brk = np.flatnonzero((np.diff(pos) != 1) | (np.diff(rows) != 1)) + 1
     for s, e in zip(np.r_[0, brk], np.r_[brk, len(pos)]):
         p, r, m = int(pos[s]), int(rows[s]), int(e - s)
-        if fd is not None and offset is not None:
+        if fd is not None:
             _pread(fd, x[p : p + m], offset + r * row_bytes)
         else:
             xt[p : p + m].copy_(pt[r : r + m])
@@ -475,7 +482,7 @@ class FeatureStore:
                     field=modality,
                 )
             pack = _Pack.open(f, writable=False) if "packed" in f else None
-            return _read_group(f, g, pack, self.path(modality), patient)
+            return _read_group(g, pack, self.path(modality), patient)
 
     # ------------------------------------------------------------------ writing
     @contextlib.contextmanager
@@ -569,7 +576,7 @@ class FeatureStore:
             (k for k, g in sgrp.items() if bool(g.attrs.get("complete", False))), key=_patient
         )
         old = _Pack.open(src, writable=False) if "packed" in src else None
-        x0, _ = _read_group(src, sgrp[keys[0]], old, path, _patient(keys[0]))
+        x0, _ = _read_group(sgrp[keys[0]], old, path, _patient(keys[0]))
         bag, dim = x0.ndim == 2, int(x0.shape[-1])
         dtype = np.dtype(_attr(src.attrs["dtype"])) if "dtype" in src.attrs else x0.dtype
         # pass 1: bag sizes and who has coords, without reading feature data
@@ -610,7 +617,7 @@ class FeatureStore:
             if cbuf is not None:
                 cbuf[: len(batch)] = 0
             for j, key in enumerate(batch):
-                x, c = _read_group(src, sgrp[key], old, path, _patient(key))
+                x, c = _read_group(sgrp[key], old, path, _patient(key))
                 if bag:
                     buf[j, : len(x)] = x
                 else:
@@ -927,7 +934,7 @@ class FeatureStore:
             packed = rows >= 0
             present = packed | np.array([d is not None for d in dsets], dtype=bool)
             pf: h5py.Dataset | None = None
-            pack_len = np.zeros(0, dtype=np.int64)
+            pack: _Pack | None = None
             if packed.any():
                 if "packed/features" not in f or "packed/lengths" not in f:
                     raise FeatureError(
@@ -938,7 +945,9 @@ class FeatureStore:
                         field=modality,
                     )
                 pf = f["packed/features"]
-                pack_len = np.asarray(f["packed/lengths"][()], dtype=np.int64)
+                # copy-on-write map (torch wraps only writable arrays; the file is never
+                # written); what is handed out uncopied is a read-only view of it
+                pack = _Pack.open(f, writable=True)
             # the pack itself is the answer: every row, in order, stored dtype
             whole_pack = (
                 pf is not None
@@ -956,26 +965,25 @@ class FeatureStore:
             if pf is not None:
                 _prefetch(pf, rows[packed])
             if kind == "vector":
-                if whole_pack:
-                    return LoadedModality(_Pack.open(f, writable=False).x, present, None, None)
+                if whole_pack and pack is not None:
+                    return LoadedModality(_read_only(pack.x), present, None, None)
                 x = self._out(out, (n, dim), dtype, modality)
                 x[~present] = 0
-                if pf is not None:
-                    pack = _Pack.open(f, writable=True)
+                if pf is not None and pack is not None:
                     _copy_rows(x, pf, pack.x, np.flatnonzero(packed), rows[packed])
                 for i, d in enumerate(dsets):
                     if d is not None:
                         x[i] = whole(d)
                 return LoadedModality(x, present, None, None)
             sizes = np.zeros(n, dtype=np.int64)
-            sizes[packed] = pack_len[rows[packed]]
+            if pack is not None:
+                sizes[packed] = pack.lengths[rows[packed]]
             for i, d in enumerate(dsets):
                 if d is not None:
                     sizes[i] = d.shape[0]
             kept = sizes if max_tiles is None else np.minimum(sizes, max_tiles)
             k_max = max(int(kept.max()) if n else 0, 1)
-            if whole_pack and pf is not None and (kept == sizes).all() and pf.shape[1] == k_max:
-                pack = _Pack.open(f, writable=False)
+            if whole_pack and pack is not None and (kept == sizes).all() and pf.shape[1] == k_max:
                 mask = np.arange(k_max)[None, :] < sizes[:, None]
                 coords = None
                 if with_coords:
@@ -984,15 +992,14 @@ class FeatureStore:
                         if pack.coords is None
                         else np.array(pack.coords)  # zero where a patient has none
                     )
-                return LoadedModality(pack.x, present, mask, coords)
+                return LoadedModality(_read_only(pack.x), present, mask, coords)
             x = self._out(out, (n, k_max, dim), dtype, modality)
             k_max = x.shape[1]
             mask = np.arange(k_max)[None, :] < kept[:, None]
             coords = np.zeros((n, k_max, 2), dtype=np.int64) if with_coords else None
             x[~present] = 0
             xt = torch.from_numpy(x)
-            if pf is not None:
-                pack = _Pack.open(f, writable=True)
+            if pf is not None and pack is not None:
                 # whole bags: straight from the map, padding included (zero in the pack)
                 kc = min(pack.x.shape[1], k_max)
                 full = packed & (kept == sizes)

@@ -67,8 +67,9 @@ class ModalSurvNet(nn.Module):
 
     def _project(
         self, m: str, x: dict[str, Tensor], present: dict[str, Tensor], mask: dict[str, Tensor]
-    ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """One modality → (B×H embedding, effective presence B, tile attention B×K or None)."""
+    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """One modality → (B×H embedding, effective presence B, tile attention B×K or None,
+        linear-skip term B×1 or None), from the input zeroed once for absent samples."""
         if m not in x or m not in present:
             raise ValueError(f"modality {m!r}: missing from {'x' if m not in x else 'present'}")
         xm, pm = x[m], present[m].bool()
@@ -83,13 +84,14 @@ class ModalSurvNet(nn.Module):
             )
         if not self.is_bag[m]:
             xm = torch.where(pm.unsqueeze(-1), xm, torch.zeros_like(xm))
-            return self.projections[m](xm), pm, None
+            skip = self.linear[m](xm) if m in self.linear else None
+            return self.projections[m](xm), pm, None, skip
         if m not in mask:
             raise ValueError(f"bag modality {m!r}: no tile mask given")
         mk = mask[m].bool() & pm.unsqueeze(-1)
         pm = pm & mk.any(dim=-1)
         zm, attention = self.projections[m](xm, mk)
-        return zm, pm, attention
+        return zm, pm, attention, None
 
     def forward(
         self, x: dict[str, Tensor], present: dict[str, Tensor], mask: dict[str, Tensor]
@@ -100,15 +102,13 @@ class ModalSurvNet(nn.Module):
         zs, ps, tile_attention = [], [], {}
         shift: Tensor | None = None
         for m in self.modalities:
-            zm, pm, att = self._project(m, x, present, mask)
+            zm, pm, att, skip = self._project(m, x, present, mask)
             zs.append(zm)
             ps.append(pm)
             if att is not None:
                 tile_attention[m] = att
-            if m in self.linear:
-                xm = torch.where(pm.unsqueeze(-1), x[m], torch.zeros_like(x[m]))
-                term = self.linear[m](xm)
-                shift = term if shift is None else shift + term
+            if skip is not None:
+                shift = skip if shift is None else shift + skip
         z, p = torch.stack(zs, dim=1), torch.stack(ps, dim=1)
         out = self.fusion(z, p)
         if out.per_modality is not None:
