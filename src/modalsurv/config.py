@@ -38,6 +38,12 @@ class PreprocessConfig(Strict):
         " held-out synthetic cohort (C 0.695 vs 0.662; the net overfit 2048-d MRI in 1-2 epochs)",
     )
     vector_pca_min_dim: int = Field(256, ge=1, description="apply vector_pca only above this D")
+    bag_pca: int | None = Field(
+        None,
+        ge=1,
+        description="PCA of tile embeddings to this many components, fitted on the valid"
+        " training tiles (None: off; bags no wider than this are only standardised)",
+    )
     standardize: bool = True
     clinical_modalities: list[str] = Field(default_factory=lambda: ["clinical"])
     rna_modalities: list[str] = Field(default_factory=lambda: ["rna"])

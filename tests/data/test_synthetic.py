@@ -1,7 +1,12 @@
 import numpy as np
 import pytest
 
-from modalsurv.data.synthetic import make_cohort, observable_oracle_cindex, oracle_cindex
+from modalsurv.data.synthetic import (
+    make_cohort,
+    measurement_oracle_cindex,
+    observable_oracle_cindex,
+    oracle_cindex,
+)
 
 SMALL = {"max_tiles": 16, "tile_dim": 32, "slide_dim": 32, "mri_dim": 32, "n_genes": 200}
 
@@ -85,3 +90,14 @@ def test_observable_oracle_drops_the_risk_of_missing_modalities():
     assert observable_oracle_cindex(holey, seed=5) < oracle_cindex(holey, risk) - 0.02
     # a wrong seed regenerates other latents: the bound collapses towards chance
     assert abs(observable_oracle_cindex(holey, seed=6) - 0.5) < 0.1
+
+
+def test_measurement_oracle_sits_below_the_observable_one_and_needs_the_true_world():
+    cohort, _ = make_cohort(n=600, seed=3, n_genes=200)
+    observable = observable_oracle_cindex(cohort, seed=3)
+    measured = measurement_oracle_cindex(cohort, seed=3)
+    # noisy measurements cost concordance, but the generator-aware estimator stays close
+    assert observable - 0.06 < measured < observable
+    # another world (prototype, directions, loadings) leaves only the clinical term
+    clinical_only = measurement_oracle_cindex(cohort, seed=3, world_seed=1)
+    assert clinical_only < measured - 0.03

@@ -85,3 +85,73 @@ def test_auto_log1p_only_for_raw_scale_training_data(cohort):
     pp = Preprocessor(PreprocessConfig(rna_top_variance_genes=20, rna_pca=4)).fit(logged)
     assert pp.steps["rna"].log1p is False
     assert np.isfinite(pp.transform(logged).features["rna"]).all()
+
+
+def _bags(rng, n=40, k=12, d=10):
+    # tiles with a dominant 3-d structure, so the leading axes are well separated
+    basis = rng.normal(size=(3, d)) * np.array([[5.0], [3.0], [2.0]])
+    x = rng.normal(size=(n, k, 3)) @ basis + 0.3 * rng.normal(size=(n, k, d))
+    mask = np.arange(k)[None, :] < rng.integers(3, k + 1, n)[:, None]
+    return x, mask
+
+
+def test_bag_pca_matches_scikit_learn_on_valid_training_tiles():
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(2)
+    x, mask = _bags(rng)
+    present = np.ones(len(x), dtype=bool)
+    present[-3:] = False
+    x[~mask] = 1e6  # padding must not reach the components
+    x[~present] = -1e6  # nor absent patients
+    sc = BagScaler(pca=3).fit(x, mask, present)
+    tiles = x[mask & present[:, None]]
+    z = (tiles - tiles.mean(0)) / tiles.std(0)
+    ref = PCA(n_components=3, svd_solver="full").fit(z)
+    # same axes up to sign, in the same order
+    np.testing.assert_allclose(np.abs(sc.components_ @ ref.components_.T), np.eye(3), atol=1e-8)
+    out = sc.transform(x, mask, present)
+    assert out.shape == (len(x), x.shape[1], 3) and out.dtype == np.float32
+    valid = mask & present[:, None]
+    np.testing.assert_allclose(
+        np.abs(out[valid]), np.abs(ref.transform(z)), rtol=1e-4, atol=1e-4
+    )
+    assert np.all(out[~valid] == 0)
+    assert sc.out_dim == 3
+
+
+def test_bag_pca_subsample_is_seeded_and_close_to_the_full_fit():
+    rng = np.random.default_rng(3)
+    x, mask = _bags(rng, n=80)
+    present = np.ones(len(x), dtype=bool)
+    full = BagScaler(pca=2).fit(x, mask, present)
+    a = BagScaler(pca=2, max_fit_tiles=300).fit(x, mask, present)
+    b = BagScaler(pca=2, max_fit_tiles=300).fit(x, mask, present)
+    assert int((mask & present[:, None]).sum()) > 300
+    np.testing.assert_array_equal(a.components_, b.components_)
+    assert np.all(np.abs(np.sum(a.components_ * full.components_, axis=1)) > 0.99)
+
+
+def test_bag_pca_state_round_trip_and_bundles_without_components():
+    rng = np.random.default_rng(4)
+    x, mask = _bags(rng)
+    present = np.ones(len(x), dtype=bool)
+    sc = BagScaler(pca=4).fit(x, mask, present)
+    meta, arrays = {}, {}
+    meta = split_arrays(sc.get_state(), arrays, prefix="wsi/")
+    back = BagScaler.from_state(join_arrays(json.loads(json.dumps(meta)), arrays))
+    np.testing.assert_array_equal(back.transform(x, mask, present), sc.transform(x, mask, present))
+    # a bag scaler saved before bag PCA existed had only mean and scale: standardises only
+    old = BagScaler.from_state({"mean": sc.mean_, "scale": sc.scale_})
+    assert old.out_dim == x.shape[-1] and old.transform(x, mask, present).shape == x.shape
+
+
+def test_preprocessor_bag_width_follows_bag_pca(cohort):
+    wsi_dim = cohort.features["wsi"].shape[-1]
+    narrow = Preprocessor(PreprocessConfig(bag_pca=4, rna_pca=4)).fit(cohort)
+    assert narrow.dims["wsi"] == 4
+    assert narrow.transform(cohort).features["wsi"].shape[-1] == 4
+    wide = Preprocessor(PreprocessConfig(bag_pca=wsi_dim + 1, rna_pca=4)).fit(cohort)
+    assert wide.dims["wsi"] == wsi_dim  # no wider than bag_pca: standardised only
+    off = Preprocessor(PreprocessConfig(bag_pca=None, rna_pca=4)).fit(cohort)
+    assert off.dims["wsi"] == wsi_dim

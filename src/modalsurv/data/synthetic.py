@@ -189,14 +189,10 @@ def make_cohort(
         raise DataError("need n >= 2 patients and max_tiles >= 1", field="n")
     w = {**DEFAULT_WEIGHTS, **(weights or {})}
     miss = {**DEFAULT_MISSING, **(missing or {})}
-    world = np.random.default_rng([world_seed, 7919])
     rng = np.random.default_rng([seed, 1 if external else 0, task])
-    proto = world.normal(size=tile_dim)
-    proto /= np.linalg.norm(proto)
-    v_slide = world.normal(size=slide_dim) / np.sqrt(slide_dim)
-    v_mri = world.normal(size=mri_dim) / np.sqrt(mri_dim)
-    loadings = world.normal(0, 0.35, (rna_rank, n_genes))
-    base = world.normal(np.log(50), 1.5, n_genes)
+    proto, v_slide, v_mri, loadings, base = _world(
+        world_seed, tile_dim, slide_dim, mri_dim, rna_rank, n_genes
+    )
 
     lat, raw, sig = _latents(rng, n, external, task)
     log_risk = _log_risk(sig, lat, w, dict.fromkeys(sig, np.ones(n, dtype=bool)))
@@ -267,6 +263,20 @@ def make_cohort(
     return cohort, log_risk
 
 
+def _world(world_seed: int, tile_dim: int, slide_dim: int, mri_dim: int, rna_rank: int,
+           n_genes: int) -> tuple[np.ndarray, ...]:  # fmt: skip
+    """The truth shared by every cohort of a world: tile prototype (unit norm), slide and
+    MRI directions, gene loadings (rank × genes) and log base expression."""
+    world = np.random.default_rng([world_seed, 7919])
+    proto = world.normal(size=tile_dim)
+    proto /= np.linalg.norm(proto)
+    v_slide = world.normal(size=slide_dim) / np.sqrt(slide_dim)
+    v_mri = world.normal(size=mri_dim) / np.sqrt(mri_dim)
+    loadings = world.normal(0, 0.35, (rna_rank, n_genes))
+    base = world.normal(np.log(50), 1.5, n_genes)
+    return proto, v_slide, v_mri, loadings, base
+
+
 def _latents(rng: np.random.Generator, n: int, external: bool, task: int
              ) -> tuple[dict[str, np.ndarray], pd.DataFrame, dict[str, np.ndarray]]:  # fmt: skip
     """The patients' latent factors, raw clinical fields and per-modality risk signals:
@@ -310,6 +320,68 @@ def observable_oracle_cindex(
             for m in sig}  # fmt: skip
     w = {**DEFAULT_WEIGHTS, **(weights or {})}
     return oracle_cindex(cohort, _log_risk(sig, lat, w, seen))
+
+
+def measurement_oracle_cindex(
+    cohort: Cohort,
+    seed: int = 0,
+    *,
+    weights: Mapping[str, float] | None = None,
+    task: int = 1,
+    world_seed: int = 0,
+    rna_rank: int = 8,
+) -> float:
+    """Harrell's C of the risk an analyst who knows the generator would compute from the
+    *features* of an internal cohort made by ``make_cohort(len(cohort), seed, ...)``.
+
+    Why: the observable oracle still uses the exact latent factors, but a model only sees
+    their noisy measurements: a slide of 16-64 tiles reveals its latent factor through a
+    binomial count of "aggressive" tiles, embeddings add noise along their directions,
+    RNA adds Poisson and other-factor noise. This estimator is told everything a model
+    must learn: the tile prototype, the slide / MRI directions, the gene loadings and base
+    expression, the risk weights and the interaction. Per modality it takes the
+    posterior mean of the latent factor (WSI: exact Bayes over a grid from the count of
+    tiles projecting above half the prototype shift; slide, MRI, RNA: least-squares
+    factor scores, calibrated to the latent by a one-parameter regression on this
+    cohort; clinical: the exact signal, whose fields are all recorded), then combines
+    them with the true weights over each patient's present modalities. It is a practical
+    ceiling for learned models, still optimistic (its calibrations see the truth).
+    """
+    n = len(cohort)
+    w = {**DEFAULT_WEIGHTS, **(weights or {})}
+    lat, _, sig = _latents(np.random.default_rng([seed, 0, task]), n, False, task)
+    dims = {m: cohort.features[m].shape[-1] for m in ("wsi", "slide", "mri", "rna")
+            if m in cohort.features}  # fmt: skip
+    proto, v_slide, v_mri, loadings, base = _world(
+        world_seed, dims.get("wsi", 512), dims.get("slide", 768), dims.get("mri", 2048),
+        rna_rank, dims.get("rna", 2000),
+    )  # fmt: skip
+
+    def calibrated(latent: np.ndarray, score: np.ndarray) -> np.ndarray:
+        design = np.column_stack([np.ones(n), score])
+        return design @ np.linalg.lstsq(design, latent, rcond=None)[0]
+
+    est = {"clinical": sig["clinical"]}
+    if "wsi" in cohort.features:
+        x, mk = cohort.features["wsi"], cohort.bag_mask["wsi"]
+        hot = ((x @ proto.astype(x.dtype)) > 1.5) & mk
+        k, total = hot.sum(axis=1), mk.sum(axis=1)
+        grid = np.linspace(-5.0, 5.0, 1001)
+        p_hot = 1 / (1 + np.exp(-(1.2 * grid - 2.0)))
+        loglik = (k[:, None] * np.log(p_hot) + (total - k)[:, None] * np.log1p(-p_hot)
+                  - grid**2 / 2)  # fmt: skip
+        post = np.exp(loglik - loglik.max(axis=1, keepdims=True))
+        est["wsi"] = (post @ grid) / post.sum(axis=1)
+    for m, v in (("slide", v_slide), ("mri", v_mri)):
+        if m in cohort.features:
+            est[m] = calibrated(lat[m], cohort.features[m] @ v)
+    if "rna" in cohort.features:
+        resid = np.log(cohort.features["rna"] + 0.5) - base
+        factors = np.linalg.lstsq(loadings.T, resid.T, rcond=None)[0].T
+        est["rna"] = calibrated(lat["rna"], factors[:, 0])
+    seen = {m: cohort.present[m] if m in est else np.zeros(n, dtype=bool) for m in sig}
+    est = {m: est.get(m, np.zeros(n)) for m in sig}
+    return oracle_cindex(cohort, _log_risk(est, est, w, seen))
 
 
 def _absent(v: Any) -> bool:

@@ -83,7 +83,7 @@ class ModalSurvNet(nn.Module):
                 f"modality {m!r}: present has shape {tuple(pm.shape)}, expected ({xm.shape[0]},)"
             )
         if not self.is_bag[m]:
-            xm = torch.where(pm.unsqueeze(-1), xm, torch.zeros_like(xm))
+            xm = xm.masked_fill(~pm.unsqueeze(-1), 0.0)
             skip = self.linear[m](xm) if m in self.linear else None
             return self.projections[m](xm), pm, None, skip
         if m not in mask:

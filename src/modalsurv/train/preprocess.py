@@ -6,9 +6,9 @@ those in ``rna_modalities`` get ``RnaTransform`` (log1p — with ``rna_log1p="au
 for raw-scale training data, see :func:`looks_raw` — variance filter, PCA), every
 other vector gets ``VectorScaler`` (standardisation, optional PCA for wide embeddings),
 and bags of tiles get :class:`BagScaler` (per-dimension standardisation over the valid
-tiles of present training patients). Only present rows are used to fit, and rows of
-absent patients stay zero after transforming, so a missing modality never turns into a
-fake measurement.
+tiles of present training patients, then PCA to ``bag_pca`` components). Only present
+rows are used to fit, and rows of absent patients stay zero after transforming, so a
+missing modality never turns into a fake measurement.
 
 The fitted state is exported as JSON-able metadata plus named numpy arrays
 (:meth:`Preprocessor.get_state`), so a saved model never needs pickle.
@@ -26,38 +26,89 @@ from modalsurv.features.tabular import ClinicalEncoder, RnaTransform, VectorScal
 
 
 class BagScaler:
-    """Standardise each tile dimension with mean/std of the valid training tiles."""
+    """Standardise each tile dimension with mean/std of the valid training tiles, then
+    (``pca``) project the tiles onto their top principal components.
 
-    def __init__(self) -> None:
+    Why PCA: every training step embeds every valid tile, so the tile width sets most of
+    a multimodal step's cost, and wide frozen-encoder tiles (512-1536-d) give attention
+    pooling the most room to memorise patients. The components are those of the
+    standardised valid tiles of present training patients (at most ``max_fit_tiles`` of
+    them, a seeded random subset: the covariance of 10^5 tiles is already exact to a few
+    parts per thousand), from an exact eigendecomposition of their covariance, so fitting
+    is deterministic and costs one D×D matrix whatever the number of tiles.
+    """
+
+    def __init__(self, pca: int | None = None, max_fit_tiles: int = 100_000) -> None:
+        self.pca = pca
+        self.max_fit_tiles = max_fit_tiles
         self.mean_: np.ndarray | None = None
         self.scale_: np.ndarray | None = None
+        self.components_: np.ndarray | None = None  # k×D, or 0×D without PCA
 
     def fit(self, x: np.ndarray, mask: np.ndarray, present: np.ndarray) -> BagScaler:
-        tiles = x[mask & present[:, None]].astype(np.float64)
-        if tiles.shape[0] == 0:
+        valid = mask & present[:, None]
+        n_valid = int(valid.sum())
+        if n_valid == 0:
             raise ValueError("cannot fit a bag scaler without a single valid training tile")
-        self.mean_ = np.nanmean(tiles, axis=0)
+        rows, cols = np.nonzero(valid)
+        if n_valid > self.max_fit_tiles:
+            keep = np.sort(np.random.default_rng(0).choice(n_valid, self.max_fit_tiles, False))
+            rows, cols = rows[keep], cols[keep]
+        tiles = x[rows, cols].astype(np.float64)
+        self.mean_ = np.nan_to_num(np.nanmean(tiles, axis=0))
         std = np.nanstd(tiles, axis=0)
         self.scale_ = np.where(std > 1e-8, std, 1.0)
-        self.mean_ = np.nan_to_num(self.mean_)
+        d = tiles.shape[1]
+        self.components_ = np.zeros((0, d))
+        if self.pca is not None and self.pca < d:
+            z = np.nan_to_num((tiles - self.mean_) / self.scale_)
+            self.components_ = top_components(z, self.pca)
         return self
+
+    @property
+    def out_dim(self) -> int:
+        assert self.components_ is not None and self.mean_ is not None, "BagScaler is not fitted"
+        return int(self.components_.shape[0] or self.mean_.shape[0])
 
     def transform(self, x: np.ndarray, mask: np.ndarray, present: np.ndarray) -> np.ndarray:
         assert self.mean_ is not None and self.scale_ is not None, "BagScaler is not fitted"
+        assert self.components_ is not None
         out = ((x - self.mean_) / self.scale_).astype(np.float32)
         out = np.nan_to_num(out, nan=0.0)
+        if self.components_.shape[0]:
+            # tiles were centred by the standardisation, so the projection needs no shift
+            out = out @ self.components_.T.astype(np.float32)
         out[~(mask & present[:, None])] = 0.0
-        return out
+        return np.ascontiguousarray(out)
 
     def get_state(self) -> dict[str, Any]:
-        return {"mean": self.mean_, "scale": self.scale_}
+        return {"mean": self.mean_, "scale": self.scale_, "components": self.components_}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> BagScaler:
         out = cls()
         out.mean_ = np.asarray(state["mean"], dtype=np.float64)
         out.scale_ = np.asarray(state["scale"], dtype=np.float64)
+        comps = state.get("components")  # absent in bundles saved before bag PCA existed
+        out.components_ = (
+            np.zeros((0, out.mean_.shape[0])) if comps is None else np.asarray(comps, np.float64)
+        )
+        out.pca = int(out.components_.shape[0]) or None
         return out
+
+
+def top_components(z: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` leading principal axes (k×D) of the centred rows ``z``, from an exact
+    eigendecomposition of the D×D covariance; each axis is signed so that its largest
+    absolute loading is positive (deterministic, like scikit-learn's ``svd_flip``)."""
+    k = min(int(k), z.shape[1])
+    if k < 1 or z.shape[0] < 2:
+        raise ValueError(f"PCA needs at least 2 rows and k >= 1; got rows={z.shape[0]}, k={k}")
+    cov = z.T @ z / (z.shape[0] - 1)
+    vals, vecs = np.linalg.eigh(cov)
+    axes = vecs[:, np.argsort(vals)[::-1][:k]].T
+    signs = np.sign(axes[np.arange(k), np.abs(axes).argmax(axis=1)])
+    return axes * np.where(signs == 0, 1.0, signs)[:, None]
 
 
 _KINDS = {
@@ -97,7 +148,7 @@ def _make(kind: str, cfg: PreprocessConfig, x: np.ndarray, present: np.ndarray) 
     if kind == "vector":
         wide = cfg.vector_pca is not None and x.shape[-1] > cfg.vector_pca_min_dim
         return VectorScaler(pca=cfg.vector_pca if wide else None, standardize=cfg.standardize)
-    return BagScaler()
+    return BagScaler(pca=cfg.bag_pca)
 
 
 class Preprocessor:
@@ -138,7 +189,7 @@ class Preprocessor:
                 raise ValueError(f"modality {m!r} is absent for every training patient")
             if kind == "bag":
                 step.fit(x, cohort.bag_mask[m], p)
-                self.dims[m] = int(x.shape[-1])
+                self.dims[m] = step.out_dim
             else:
                 step.fit(x, present=p, feature_names=cohort.feature_names.get(m))
                 self.dims[m] = int(step.transform(x[p][:1], present=p[p][:1]).shape[1])
