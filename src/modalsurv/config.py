@@ -135,6 +135,12 @@ class TrainConfig(Strict):
     risk_reference: Literal["median", "max"] = Field(
         "median", description="reference time for risk = 1 - S(t_ref): training time quantile"
     )
+    risk_score: Literal["survival", "rmst"] = Field(
+        "survival",
+        description="DeepHit ranking score: 'survival' = 1 - S(t_ref); 'rmst' = minus the"
+        " restricted mean survival time up to the last bin edge (the area under the whole"
+        " predicted curve, mass beyond the grid counted at its end)",
+    )
     device: str = "auto"
 
 

@@ -82,3 +82,19 @@ def test_bad_input():
         C.rmst(np.array([[np.nan, 0.5, 0.5, 0.0]]), CUTS, 1.0)
     with pytest.raises(ValueError, match="cuts"):
         C.expected_time(pmf, [1.0, 2.0, 3.0, 4.0])
+
+
+def test_risk_score_kinds():
+    from modalsurv.survival.curves import expected_time, risk_at, risk_score
+
+    rng = np.random.default_rng(0)
+    pmf = rng.dirichlet(np.ones(6), size=20)
+    cuts = np.array([0.0, 1.0, 2.0, 4.0, 8.0, 10.0])
+    np.testing.assert_array_equal(risk_score(pmf, cuts, 3.0), risk_at(pmf, cuts, 3.0))
+    # restricted at the last cut: minus the expected time with the tail placed there
+    np.testing.assert_allclose(risk_score(pmf, cuts, 3.0, "rmst"), -expected_time(pmf, cuts))
+    # all mass in the first bin is the worst risk, all mass beyond the grid the best
+    early, late = np.eye(6)[[0]], np.eye(6)[[5]]
+    assert risk_score(early, cuts, 3.0, "rmst")[0] > risk_score(late, cuts, 3.0, "rmst")[0]
+    with pytest.raises(ValueError, match="risk score"):
+        risk_score(pmf, cuts, 3.0, "median")

@@ -61,3 +61,23 @@ def test_rejects_mixed_heads(members, cohort, make_config):
     cox = ModalSurv(make_config(model__head="cox")).fit(cohort)
     with pytest.raises(ValueError, match="head"):
         FoldEnsemble([members[0], cox])
+
+
+def test_rmst_risk_is_the_mixture_restricted_mean(cohort, make_config):
+    from modalsurv.survival import curves
+
+    idx = np.arange(len(cohort))
+    cfg = make_config(train__risk_score="rmst")
+    members = [ModalSurv(cfg).fit(cohort.subset(idx[idx % 3 != s])) for s in range(2)]
+    ens = FoldEnsemble(members)
+    tau = float(ens.cuts[-1])
+    # RMST is linear in S: the mixture's area is the mean of the members' areas
+    grid = np.linspace(0.0, tau, 4001)
+    area = np.trapezoid(ens.predict_survival(cohort, grid), grid, axis=1)
+    np.testing.assert_allclose(ens.predict_risk(cohort), -area, rtol=1e-5)
+    for m in members:
+        expect = -curves.rmst(m.predict_pmf(cohort), m.cuts, float(m.cuts[-1]))
+        np.testing.assert_allclose(m.predict_risk(cohort), expect)
+    # one member, twice: the ensemble is that member
+    solo = FoldEnsemble([members[0], members[0]])
+    np.testing.assert_allclose(solo.predict_risk(cohort), members[0].predict_risk(cohort))

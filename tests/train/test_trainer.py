@@ -1,6 +1,7 @@
 import numpy as np
 import torch
 
+from modalsurv.train import trainer
 from modalsurv.train.trainer import (
     Tensors,
     batches,
@@ -116,3 +117,16 @@ def test_monitor_prefers_loss_when_asked():
     # Cox partial likelihood without events is undefined: fall back as documented
     assert choose_monitor(_tensors([1.0, 2.0], [False, False]), "cox", "loss") == "train_loss"
     assert choose_monitor(None, "deephit", "loss") == "train_loss"
+
+
+def test_risk_from_logits_rmst_is_minus_the_restricted_mean():
+    from modalsurv.survival import curves
+
+    logits = torch.randn(12, 5, generator=torch.Generator().manual_seed(0))
+    cuts = np.array([0.0, 1.0, 2.5, 4.0, 7.0, 9.0])
+    pmf = curves.pmf_from_logits(logits.numpy())
+    got = trainer.risk_from_logits(logits, "deephit", cuts, 2.0, "rmst")
+    np.testing.assert_allclose(got, -curves.rmst(pmf, cuts, 9.0), rtol=1e-6)
+    np.testing.assert_allclose(
+        trainer.risk_from_logits(logits, "deephit", cuts, 2.0), curves.risk_at(pmf, cuts, 2.0)
+    )

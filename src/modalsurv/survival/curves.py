@@ -114,6 +114,26 @@ def risk_at(pmf: Any, cuts: Any, t_ref: float) -> np.ndarray:
     return 1.0 - survival_at(pmf, cuts, [t_ref])[:, 0]
 
 
+RISK_SCORES = ("survival", "rmst")
+
+
+def risk_score(pmf: Any, cuts: Any, t_ref: float, kind: str = "survival") -> np.ndarray:
+    """Higher = worse: ``"survival"``: ``1 - S(t_ref)``; ``"rmst"``: ``-RMST(cuts[-1])``,
+    minus the area under the linearly interpolated curve over the whole bin grid.
+
+    Why both: one time point ranks patients by their early (or late) risk only, while the
+    restricted mean uses the whole predicted curve. It is restricted at the grid's end,
+    so mass beyond the last cut counts as surviving to it and a long tail cannot reverse
+    rankings the way an unrestricted expected time can.
+    """
+    if kind == "survival":
+        return risk_at(pmf, cuts, t_ref)
+    if kind == "rmst":
+        c = np.asarray(cuts, dtype=np.float64).reshape(-1)
+        return -rmst(pmf, c, float(c[-1]))
+    raise ValueError(f"risk score {kind!r}: use one of {RISK_SCORES}")
+
+
 def rmst(pmf: Any, cuts: Any, tau: float) -> np.ndarray:
     """Restricted mean survival time: area under the linear-interpolated S from 0 to ``tau``.
 

@@ -7,7 +7,9 @@ is exactly the average of their PMFs; in general the ensemble PMF is reported on
 element-wise mean of the members' cuts, derived from the averaged survival curves.
 
 * risk: DeepHit members: ``1 - S(t_ref)`` of the mixture with ``t_ref`` the median of the
-  members' reference times; Cox members: the mean log-risk.
+  members' reference times, or (``train.risk_score="rmst"``) minus the mixture's
+  restricted mean survival time up to the mean last cut (the mean of the members' RMSTs
+  at that time, exact for a mixture); Cox members: the mean log-risk.
 * expected time: the mean of the members' expected times (exact for a mixture).
 
 A saved bundle is plain data: ``model_k.safetensors``, ``state_k.json`` / ``state_k.npz``
@@ -25,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from modalsurv.cohort import Cohort
+from modalsurv.survival import curves
 from modalsurv.train.estimator import (
     ModalSurv,
     library_versions,
@@ -69,9 +72,13 @@ class FoldEnsemble:
         return pmf_from_survival(self.predict_survival(cohort, self.cuts))
 
     def predict_risk(self, cohort: Cohort) -> np.ndarray:
-        """Mixture ``1 - S(t_ref)`` (DeepHit) or mean log-risk (Cox)."""
+        """Mixture ``1 - S(t_ref)`` or ``-RMST`` (DeepHit) or mean log-risk (Cox)."""
         if self.head == "cox":
             return np.mean([m.predict_risk(cohort) for m in self.members], axis=0)
+        if self.config.train.risk_score == "rmst":
+            tau = float(self.cuts[-1])
+            return -np.mean([curves.rmst(m.predict_pmf(cohort), m.cuts, tau)
+                             for m in self.members], axis=0)  # fmt: skip
         return 1.0 - self.predict_survival(cohort, np.array([self.t_ref]))[:, 0]
 
     def predict_expected_time(self, cohort: Cohort) -> np.ndarray:

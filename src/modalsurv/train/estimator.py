@@ -14,11 +14,14 @@ shared split (``"shared"``).
 
 Risk score (used for every C-index in this package):
 
-* DeepHit head: ``risk = 1 - S(t_ref)``, with ``t_ref`` a training-set reference time
-  (``config.train.risk_reference``: the median training follow-up time by default, or the
-  maximum) and ``S`` evaluated between bin edges by linear interpolation. Expected time
-  over a long-tailed 30-bin grid can reverse rankings when much probability mass sits
-  beyond the last cut, which is why it is not used as the ranking score.
+* DeepHit head, ``config.train.risk_score="survival"``: ``risk = 1 - S(t_ref)``, with
+  ``t_ref`` a training-set reference time (``config.train.risk_reference``: the median
+  training follow-up time by default, or the maximum) and ``S`` evaluated between bin
+  edges by linear interpolation. ``"rmst"``: ``risk = -RMST`` up to the last bin edge, the
+  area under the whole linearly interpolated curve, with the mass beyond the grid counted
+  as surviving to its end. An *unrestricted* expected time over a long-tailed grid can
+  reverse rankings when much probability mass sits beyond the last cut, which is why it
+  is never used as the ranking score. Early stopping monitors the same score.
 * Cox head: ``risk = log-risk`` (the network output); survival curves come from a Breslow
   baseline cumulative hazard fitted on the training rows (a step function).
 """
@@ -293,11 +296,14 @@ class ModalSurv:
         return np.asarray(curves.pmf_from_logits(self._logits(cohort)), dtype=np.float64)
 
     def predict_risk(self, cohort: Cohort) -> np.ndarray:
-        """Higher = worse prognosis: ``1 - S(t_ref)`` (DeepHit) or the log-risk (Cox)."""
+        """Higher = worse prognosis: the log-risk (Cox), or for DeepHit ``1 - S(t_ref)`` or
+        ``-RMST`` over the bin grid (``train.risk_score``)."""
         if self.head == "cox":
             return self._logits(cohort)[:, 0]
+        kind = self.config.train.risk_score
+        pmf = self.predict_pmf(cohort)
         return np.asarray(
-            curves.risk_at(self.predict_pmf(cohort), self.cuts, self.t_ref), dtype=np.float64
+            curves.risk_score(pmf, self.cuts, self.t_ref, kind), dtype=np.float64
         ).reshape(-1)
 
     def predict_survival(self, cohort: Cohort, times: np.ndarray) -> np.ndarray:

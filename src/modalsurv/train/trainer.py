@@ -128,13 +128,15 @@ def batch_loss(logits: torch.Tensor, batch: Tensors, config: RunConfig) -> torch
     )
 
 
-def risk_from_logits(logits: torch.Tensor, head: str, cuts: np.ndarray, t_ref: float) -> np.ndarray:
-    """The documented risk score: Cox log-risk, or DeepHit ``1 - S(t_ref)`` (linear interp.)."""
+def risk_from_logits(
+    logits: torch.Tensor, head: str, cuts: np.ndarray, t_ref: float, score: str = "survival"
+) -> np.ndarray:
+    """The documented risk score: Cox log-risk, or DeepHit :func:`curves.risk_score`."""
     out = logits.detach().float().cpu().numpy()
     if head == "cox":
         return out.reshape(-1).astype(np.float64)
     pmf = curves.pmf_from_logits(out)
-    return np.asarray(curves.risk_at(pmf, cuts, t_ref), dtype=np.float64).reshape(-1)
+    return np.asarray(curves.risk_score(pmf, cuts, t_ref, score), dtype=np.float64).reshape(-1)
 
 
 def batches(
@@ -236,7 +238,7 @@ def _evaluate(
             logits.append(forward(net, data.take(idx))["logits"])
         all_logits = torch.cat(logits)
         loss = float(batch_loss(all_logits, data, config))
-    risk = risk_from_logits(all_logits, config.model.head, cuts, t_ref)
+    risk = risk_from_logits(all_logits, config.model.head, cuts, t_ref, config.train.risk_score)
     time = data.time.cpu().numpy().astype(np.float64)
     event = data.event.cpu().numpy()
     cidx = float("nan")
