@@ -74,9 +74,17 @@ def timed_validation(spent: list[float]) -> Iterator[None]:
         trainer._evaluate = original
 
 
-def time_modalsurv(cohort, epochs: int, batch: int, device: str, tile_dropout: float = 0.0) -> Times:
+def time_modalsurv(
+    cohort,
+    epochs: int,
+    batch: int,
+    device: str,
+    tile_dropout: float = 0.0,
+    bag_pca: int | None = None,
+) -> Times:
     cfg = RunConfig.model_validate(
         {
+            "preprocess": {"bag_pca": bag_pca},
             "model": {"fusion": "cross_attention_gated"},
             "train": {
                 "epochs": epochs,
@@ -105,12 +113,12 @@ def time_modalsurv(cohort, epochs: int, batch: int, device: str, tile_dropout: f
     return [f - e for f, e in zip(full, evals, strict=True)], full
 
 
-def time_pycox(cohort, epochs: int, batch: int, device: str) -> Times:
+def time_pycox(cohort, epochs: int, batch: int, device: str, bag_pca: int | None = None) -> Times:
     scipy.integrate.simps = scipy.integrate.simpson  # pycox imports the removed name
     import torchtuples as tt
     from pycox.models import DeepHitSingle
 
-    cfg = RunConfig()
+    cfg = RunConfig.model_validate({"preprocess": {"bag_pca": bag_pca}})  # same inputs
     tr, va = inner_split(cohort.event, cfg.train.val_fraction, cfg.seed)
     train, val = cohort.subset(tr), cohort.subset(va)
     fm = FeatureMatrix(cfg).fit(train)
@@ -159,19 +167,22 @@ def time_pycox(cohort, epochs: int, batch: int, device: str) -> Times:
     return run(with_val=False), run(with_val=True)
 
 
-def time_tile_embedding(cohort, epochs: int, batch: int, device: str) -> list[float]:
+def time_tile_embedding(
+    cohort, epochs: int, batch: int, device: str, width: int | None = None
+) -> list[float]:
     """Seconds per epoch of the one matmul no tile-level model can skip: the first Linear
     of attention pooling (tile dim -> attention_pool_dim) forward + backward on every valid
     tile of every training batch. pycox never sees tiles (it gets their mean), so when this
     alone is close to pycox's whole epoch, "not slower" needs a cheaper tile encoder, not
-    less overhead."""
+    less overhead. ``width``: the tile width after preprocessing (bag PCA), if narrower."""
     bags = [m for m in cohort.modalities if cohort.is_bag(m)]
     if not bags:
         return [0.0]
     cfg = RunConfig()
     tr, _ = inner_split(cohort.event, cfg.train.val_fraction, cfg.seed)
     dev = resolve_device(device)
-    x = torch.from_numpy(np.ascontiguousarray(cohort.features[bags[0]][tr], dtype=np.float32))
+    x = cohort.features[bags[0]][tr][..., :width]
+    x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     mask = torch.from_numpy(cohort.bag_mask[bags[0]][tr] & cohort.present[bags[0]][tr, None])
     lin = torch.nn.Linear(x.shape[-1], cfg.model.attention_pool_dim).to(dev)
     gen = torch.Generator().manual_seed(0)
@@ -194,6 +205,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--tile-dropout", type=float, default=0.0, help="train.tile_dropout")
+    ap.add_argument("--bag-pca", type=int, default=None, help="preprocess.bag_pca, for both models")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -205,17 +217,24 @@ def main() -> None:
     pc: Times = ([], [])
     for _ in range(args.repeats):
         runs = (
-            (ms, time_modalsurv(cohort, args.epochs, args.batch, args.device, args.tile_dropout)),
-            (pc, time_pycox(cohort, args.epochs, args.batch, args.device)),
+            (
+                ms,
+                time_modalsurv(
+                    cohort, args.epochs, args.batch, args.device, args.tile_dropout, args.bag_pca
+                ),
+            ),
+            (pc, time_pycox(cohort, args.epochs, args.batch, args.device, args.bag_pca)),
         )
         for acc, timed in runs:
             for kind, secs in zip(acc, timed):
                 kind.extend(secs[1:])
-    floor = statistics.median(time_tile_embedding(cohort, args.epochs, args.batch, args.device)[1:])
+    floor_times = time_tile_embedding(cohort, args.epochs, args.batch, args.device, args.bag_pca)
+    floor = statistics.median(floor_times[1:])
     med = {name: [statistics.median(s) for s in t] for name, t in (("ms", ms), ("pc", pc))}
     print(
         f"N={args.n}, batch={args.batch}, epochs={args.epochs} x {args.repeats} runs, "
-        f"threads={args.threads}, device={args.device}, tile_dropout={args.tile_dropout};"
+        f"threads={args.threads}, device={args.device}, tile_dropout={args.tile_dropout}, "
+        f"bag_pca={args.bag_pca};"
         f" modalities: {shapes}"
     )
     print(f"{'model':<42}{'train s/ep':>12}{'ratio':>7}{'train+val s/ep':>16}{'ratio':>7}")
