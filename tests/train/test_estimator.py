@@ -250,3 +250,12 @@ def test_seed_ensemble_cox_head_round_trip(tmp_path, cohort, make_config):
 def _net_inputs(model, cohort):
     data = model._tensors(model.preprocessor.transform(cohort))
     return data.x, data.present, data.mask
+
+
+def test_bag_pca_fits_predicts_and_round_trips(tmp_path, cohort, make_config):
+    model = ModalSurv(make_config(preprocess__bag_pca=3)).fit(cohort)
+    assert model.preprocessor.dims["wsi"] == 3
+    assert model.net.projections["wsi"].in_dim == 3  # the network sees the PCA width
+    model.save(tmp_path)
+    back = ModalSurv.load(tmp_path)
+    np.testing.assert_array_equal(back.predict_risk(cohort), model.predict_risk(cohort))
