@@ -86,16 +86,20 @@ def _scale(Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, std
 
 
-def _fit_pca(Z: np.ndarray, n_components: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, components k×G) of a full-SVD PCA, k capped at min(n-1, G); deterministic
-    (exact LAPACK SVD + scikit-learn's sign convention)."""
+def fit_pca(
+    Z: np.ndarray, n_components: int | None, solver: str = "full"
+) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, components k×G) of an exact PCA, k capped at min(n-1, G); deterministic
+    (exact LAPACK decomposition + scikit-learn's sign convention). ``solver``: scikit-learn's
+    ``"full"`` SVD, or ``"covariance_eigh"`` (the G×G covariance's eigendecomposition:
+    the same axes, far cheaper when rows vastly outnumber features, as tiles do)."""
     k = min(int(n_components or 0), Z.shape[0] - 1, Z.shape[1])
     if k < 1:
         raise DataError(
             f"PCA needs at least 2 training rows and 1 feature; found shape {Z.shape}",
             field="pca",
         )
-    pca = PCA(n_components=k, svd_solver="full", random_state=0).fit(Z)
+    pca = PCA(n_components=k, svd_solver=solver, random_state=0).fit(Z)
     return pca.mean_.astype(np.float64), pca.components_.astype(np.float64)
 
 
@@ -290,7 +294,7 @@ class RnaTransform(_Stateful):
             self.mean_, self.scale_ = np.zeros(Z.shape[1]), np.ones(Z.shape[1])
         Z = (Z - self.mean_) / self.scale_
         if self.pca:
-            self.pca_mean_, self.components_ = _fit_pca(Z, self.pca)
+            self.pca_mean_, self.components_ = fit_pca(Z, self.pca)
         else:
             self.pca_mean_ = np.zeros(0)
             self.components_ = np.zeros((0, Z.shape[1]))
@@ -340,7 +344,7 @@ class VectorScaler(_Stateful):
         else:
             self.mean_, self.scale_ = np.zeros(Z.shape[1]), np.ones(Z.shape[1])
         if self.pca:
-            self.pca_mean_, self.components_ = _fit_pca((Z - self.mean_) / self.scale_, self.pca)
+            self.pca_mean_, self.components_ = fit_pca((Z - self.mean_) / self.scale_, self.pca)
         else:
             self.pca_mean_ = np.zeros(0)
             self.components_ = np.zeros((0, Z.shape[1]))

@@ -22,7 +22,7 @@ import numpy as np
 
 from modalsurv.cohort import Cohort
 from modalsurv.config import PreprocessConfig
-from modalsurv.features.tabular import ClinicalEncoder, RnaTransform, VectorScaler
+from modalsurv.features.tabular import ClinicalEncoder, RnaTransform, VectorScaler, fit_pca
 
 
 class BagScaler:
@@ -34,8 +34,8 @@ class BagScaler:
     pooling the most room to memorise patients. The components are those of the
     standardised valid tiles of present training patients (at most ``max_fit_tiles`` of
     them, a seeded random subset: the covariance of 10^5 tiles is already exact to a few
-    parts per thousand), from an exact eigendecomposition of their covariance, so fitting
-    is deterministic and costs one D×D matrix whatever the number of tiles.
+    parts per thousand), by :func:`~modalsurv.features.tabular.fit_pca` on their D×D
+    covariance, so fitting is deterministic and costs one D×D eigendecomposition.
     """
 
     def __init__(self, pca: int | None = None, max_fit_tiles: int = 100_000) -> None:
@@ -62,7 +62,7 @@ class BagScaler:
         self.components_ = np.zeros((0, d))
         if self.pca is not None and self.pca < d:
             z = np.nan_to_num((tiles - self.mean_) / self.scale_)
-            self.components_ = top_components(z, self.pca)
+            self.components_ = fit_pca(z, self.pca, solver="covariance_eigh")[1]
         return self
 
     @property
@@ -95,20 +95,6 @@ class BagScaler:
         )
         out.pca = int(out.components_.shape[0]) or None
         return out
-
-
-def top_components(z: np.ndarray, k: int) -> np.ndarray:
-    """The ``k`` leading principal axes (k×D) of the centred rows ``z``, from an exact
-    eigendecomposition of the D×D covariance; each axis is signed so that its largest
-    absolute loading is positive (deterministic, like scikit-learn's ``svd_flip``)."""
-    k = min(int(k), z.shape[1])
-    if k < 1 or z.shape[0] < 2:
-        raise ValueError(f"PCA needs at least 2 rows and k >= 1; got rows={z.shape[0]}, k={k}")
-    cov = z.T @ z / (z.shape[0] - 1)
-    vals, vecs = np.linalg.eigh(cov)
-    axes = vecs[:, np.argsort(vals)[::-1][:k]].T
-    signs = np.sign(axes[np.arange(k), np.abs(axes).argmax(axis=1)])
-    return axes * np.where(signs == 0, 1.0, signs)[:, None]
 
 
 _KINDS = {

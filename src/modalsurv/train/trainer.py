@@ -176,15 +176,7 @@ def drop_modalities(
         return present
     mods = list(present)
     pres = torch.stack([present[m].cpu() for m in mods], dim=1)  # B x M
-    drop = torch.rand(pres.shape, generator=generator) < p
-    kept = pres & ~drop
-    lost_all = pres.any(dim=1) & ~kept.any(dim=1)
-    if lost_all.any():
-        # pick one originally present modality per such row
-        score = torch.rand(pres.shape, generator=generator) + pres.float()
-        choice = score.argmax(dim=1)
-        rows = torch.nonzero(lost_all).flatten()
-        kept[rows, choice[rows]] = True
+    kept = _drop_keeping_one(pres, p, generator)
     device = next(iter(present.values())).device
     return {m: kept[:, j].to(device) for j, m in enumerate(mods)}
 
@@ -200,14 +192,19 @@ def drop_tiles(mask: torch.Tensor, p: float, generator: torch.Generator) -> torc
     """
     if p <= 0 or mask.numel() == 0:
         return mask
-    valid = mask.cpu()
+    return _drop_keeping_one(mask.cpu(), p, generator).to(mask.device)
+
+
+def _drop_keeping_one(valid: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    """Drop each ``True`` of a B×N mask with probability ``p``; a row that had one and lost
+    all of them gets back one of its original ``True`` entries, chosen uniformly."""
     kept = valid & (torch.rand(valid.shape, generator=generator) >= p)
     lost = valid.any(dim=1) & ~kept.any(dim=1)
     if lost.any():
         score = torch.rand(valid.shape, generator=generator) + valid.float()
         rows = torch.nonzero(lost).flatten()
         kept[rows, score[rows].argmax(dim=1)] = True
-    return kept.to(mask.device)
+    return kept
 
 
 @dataclass
