@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -33,8 +34,10 @@ from modalsurv.cohort import Cohort
 from modalsurv.config import RunConfig
 from modalsurv.survival.metrics import concordance_index
 from modalsurv.train.baselines import FeatureMatrix, make_baseline
+from modalsurv.train.compare import compare_models
 from modalsurv.train.cv import cross_validate
 from modalsurv.train.estimator import ModalSurv, inner_split
+from modalsurv.utils import atomic_path
 
 REAL = ["breast_cancer", "nki70", "gse4335", "dataOvarian1"]
 BASELINES = ["coxph_clinical", "coxnet", "rsf"]
@@ -91,7 +94,8 @@ class PycoxDeepHit:
         return np.array([1.0 - np.interp(self.t_ref, cuts, s) for s in np.asarray(surv)])
 
 
-def pycox_on_folds(cohort: Cohort, folds: pd.DataFrame, config: RunConfig) -> list[float]:
+def pycox_on_folds(cohort: Cohort, folds: pd.DataFrame, config: RunConfig) -> pd.DataFrame:
+    """pycox's Harrell C per (repeat, fold) of ``folds``: rows ``model, repeat, fold, harrell_c``."""
     out = []
     for (r, f), _ in folds.groupby(["repeat", "fold"]):
         in_test = (
@@ -100,11 +104,12 @@ def pycox_on_folds(cohort: Cohort, folds: pd.DataFrame, config: RunConfig) -> li
         train, test = cohort.subset(~in_test), cohort.subset(in_test)
         try:
             model = PycoxDeepHit(config, seed=1000 * r + f).fit(train)
-            out.append(concordance_index(test.time, test.event, model.predict_risk(test)))
+            c = concordance_index(test.time, test.event, model.predict_risk(test))
         except Exception as err:  # recorded, not fatal
             print(f"  pycox failed on repeat {r} fold {f}: {type(err).__name__}: {err}")
-            out.append(float("nan"))
-    return out
+            c = float("nan")
+        out.append({"model": "pycox_deephit", "repeat": r, "fold": f, "harrell_c": c})
+    return pd.DataFrame(out)
 
 
 # ---------------------------------------------------------------------- datasets
@@ -161,20 +166,24 @@ def main() -> None:
     ap.add_argument("--synthetic-n", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-pycox", action="store_true")
+    ap.add_argument("--scores-csv", help="write every model's per-fold C-index here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     config = RunConfig()  # the one default config, identical for every dataset
 
-    rows = []
+    rows, all_scores = [], []
     for name in args.datasets:
         t0 = time.perf_counter()
         cohort, oracle, bounds = load(name, args.synthetic_n)
         res = cross_validate(
             cohort, config, folds=args.folds, repeats=args.repeats, seed=0, baselines=BASELINES
         )
-        per = {m: g["harrell_c"].to_numpy() for m, g in res.metrics.groupby("model")}
+        scores = res.metrics[["model", "repeat", "fold", "harrell_c"]]
         if not args.no_pycox:
-            per["pycox_deephit"] = np.asarray(pycox_on_folds(cohort, res.folds, config))
+            scores = pd.concat([scores, pycox_on_folds(cohort, res.folds, config)])
+        scores = scores.assign(dataset=name)
+        all_scores.append(scores)
+        per = {m: g["harrell_c"].to_numpy() for m, g in scores.groupby("model")}
         row = {
             "dataset": name,
             "N": len(cohort),
@@ -183,7 +192,13 @@ def main() -> None:
         }
         row.update({m: fmt(v) for m, v in per.items()})
         means = {m: np.nanmean(v) for m, v in per.items()}
-        best_base = max(v for m, v in means.items() if m != "modalsurv")
+        best_peer = max((m for m in means if m != "modalsurv"), key=lambda m: means[m])
+        best_base = means[best_peer]
+        paired = compare_models(scores, "modalsurv", best_peer)
+        row["vs_best_peer"] = (
+            f"{paired.mean_difference:+.3f} [{paired.ci_low:+.3f}, {paired.ci_high:+.3f}] "
+            f"p={paired.p_value:.2f}"
+        )
         if oracle is not None:
             row["oracle"] = f"{oracle:.3f}"
             row["target"] = "met" if means["modalsurv"] >= 0.95 * oracle else "NOT met"
@@ -206,6 +221,14 @@ def main() -> None:
         f"({args.folds} folds x {args.repeats} repeats, identical folds for all models)"
     )
     print(table.to_string(index=False))
+    print(
+        "vs_best_peer: ModalSurv minus the best peer on the same folds, mean difference "
+        "[95% CI], p: corrected resampled t-test (Nadeau & Bengio 2003), modalsurv.train.compare"
+    )
+    if args.scores_csv:
+        with atomic_path(Path(args.scores_csv)) as tmp:
+            pd.concat(all_scores).to_csv(tmp, index=False, float_format="%.17g")
+        print(f"per-fold scores: {args.scores_csv}")
 
 
 if __name__ == "__main__":

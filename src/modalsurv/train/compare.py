@@ -1,0 +1,128 @@
+"""Paired comparison of two models scored on the very same cross-validation folds.
+
+Why: fold scores of two models on identical folds are strongly correlated, so comparing
+their means ± std overstates the uncertainty of the *difference*; a plain paired t-test
+over folds understates it, because the training sets of different folds overlap and the
+fold differences are not independent. The corrected resampled t-test (Nadeau & Bengio
+2003, "Inference for the generalization error"; Bouckaert & Frank 2004 for repeated
+k-fold) keeps the pairing and inflates the variance of the mean difference by the
+overlap: ``Var = (1/J + n_test/n_train) * s^2`` over the J fold × repeat differences, with
+a t distribution on J - 1 degrees of freedom. With ``n_test/n_train = 0`` it is exactly
+the ordinary paired t-test (``scipy.stats.ttest_rel``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """``model`` minus ``reference`` on ``metric`` over ``n_pairs`` shared folds."""
+
+    model: str
+    reference: str
+    metric: str
+    mean_difference: float
+    ci_low: float
+    ci_high: float
+    p_value: float  # two-sided, H0: no difference in expected score
+    n_pairs: int
+    test_train_ratio: float
+    level: float
+
+    def describe(self) -> str:
+        """One line for tables and logs, e.g. ``modalsurv - coxnet: -0.009 [-0.034, +0.016]``."""
+        if not math.isfinite(self.mean_difference):
+            return f"{self.model} - {self.reference}: n/a ({self.n_pairs} paired folds)"
+        return (
+            f"{self.model} - {self.reference}: {self.mean_difference:+.3f} "
+            f"[{self.ci_low:+.3f}, {self.ci_high:+.3f}] ({self.level:.0%} CI), "
+            f"p = {self.p_value:.2f} (corrected resampled t, {self.n_pairs} folds)"
+        )
+
+
+def corrected_resampled_ttest(
+    differences: np.ndarray | list[float], test_train_ratio: float, level: float = 0.95
+) -> tuple[float, float, float, float]:
+    """(mean difference, CI low, CI high, two-sided p) of paired fold differences.
+
+    ``test_train_ratio``: n_test / n_train of the folds (``1 / (k - 1)`` for k-fold CV).
+    NaN differences (a fold where either model failed) are dropped. Fewer than two
+    differences give NaNs; identical differences (zero spread) give a zero-width interval
+    and p = 1 if the mean is 0, else p = 0.
+    """
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if test_train_ratio < 0:
+        raise ValueError(f"test_train_ratio must be >= 0, got {test_train_ratio}")
+    d = np.asarray(differences, dtype=np.float64).reshape(-1)
+    d = d[np.isfinite(d)]
+    j = d.size
+    if j < 2:
+        mean = float(d.mean()) if j else math.nan
+        return mean, math.nan, math.nan, math.nan
+    mean = float(d.mean())
+    se = math.sqrt((1.0 / j + test_train_ratio) * float(d.var(ddof=1)))
+    if se == 0.0:
+        return mean, mean, mean, 1.0 if mean == 0.0 else 0.0
+    t = mean / se
+    half = float(stats.t.ppf(0.5 + level / 2.0, df=j - 1)) * se
+    p = float(2.0 * stats.t.sf(abs(t), df=j - 1))
+    return mean, mean - half, mean + half, p
+
+
+def compare_models(
+    metrics: pd.DataFrame,
+    model: str,
+    reference: str,
+    metric: str = "harrell_c",
+    test_train_ratio: float | None = None,
+    level: float = 0.95,
+) -> PairedComparison:
+    """Compare two models of a ``cross_validate`` metrics table (one row per model, repeat
+    and fold) on the folds both were scored on.
+
+    ``test_train_ratio`` defaults to ``1 / (k - 1)`` with k the number of folds per repeat
+    in the table, which is right for plain k-fold CV; pass n_test / n_train yourself when
+    the training parts were subsampled.
+    """
+    need = {"model", "repeat", "fold", metric}
+    missing = sorted(need - set(metrics.columns))
+    if missing:
+        raise ValueError(f"metrics table lacks columns {missing}; it has {list(metrics.columns)}")
+    known = sorted(metrics["model"].astype(str).unique())
+    for name in (model, reference):
+        if name not in known:
+            raise ValueError(f"model {name!r} is not in the metrics table; it has {known}")
+
+    def scores(name: str) -> pd.Series:
+        rows = metrics[metrics["model"] == name]
+        if rows.duplicated(["repeat", "fold"]).any():
+            raise ValueError(f"model {name!r} has more than one row for a (repeat, fold)")
+        return rows.set_index(["repeat", "fold"])[metric].astype(float)
+
+    a, b = scores(model), scores(reference)
+    shared = a.index.intersection(b.index)
+    diff = (a.loc[shared] - b.loc[shared]).to_numpy()
+    if test_train_ratio is None:
+        k = int(metrics.groupby("repeat")["fold"].nunique().max())
+        test_train_ratio = 1.0 / (k - 1) if k > 1 else 0.0
+    mean, lo, hi, p = corrected_resampled_ttest(diff, test_train_ratio, level)
+    return PairedComparison(
+        model=model,
+        reference=reference,
+        metric=metric,
+        mean_difference=mean,
+        ci_low=lo,
+        ci_high=hi,
+        p_value=p,
+        n_pairs=int(np.isfinite(diff).sum()),
+        test_train_ratio=float(test_train_ratio),
+        level=level,
+    )

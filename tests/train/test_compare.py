@@ -1,0 +1,95 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from modalsurv.train.compare import compare_models, corrected_resampled_ttest
+
+
+def _table(a: np.ndarray, b: np.ndarray, folds: int) -> pd.DataFrame:
+    rows = []
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
+        r, f = divmod(i, folds)
+        rows += [
+            {"model": "net", "repeat": r, "fold": f, "harrell_c": x},
+            {"model": "cox", "repeat": r, "fold": f, "harrell_c": y},
+        ]
+    return pd.DataFrame(rows)
+
+
+def test_without_correction_it_is_scipys_paired_t_test():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0.70, 0.05, 25), rng.normal(0.68, 0.05, 25)
+    mean, lo, hi, p = corrected_resampled_ttest(a - b, test_train_ratio=0.0)
+    ref = stats.ttest_rel(a, b)
+    assert p == pytest.approx(ref.pvalue, rel=1e-10)
+    ci = ref.confidence_interval(0.95)
+    assert (lo, hi) == (pytest.approx(ci.low, rel=1e-10), pytest.approx(ci.high, rel=1e-10))
+    assert mean == pytest.approx((a - b).mean())
+
+
+def test_correction_inflates_the_variance_by_the_fold_overlap():
+    d = np.array([0.02, -0.01, 0.03, 0.00, 0.01, 0.04, -0.02, 0.02, 0.01, 0.03])
+    mean, lo, hi, p = corrected_resampled_ttest(d, test_train_ratio=0.25)
+    j = d.size
+    se = math.sqrt((1 / j + 0.25) * d.var(ddof=1))  # Nadeau & Bengio, by hand
+    half = stats.t.ppf(0.975, j - 1) * se
+    assert (lo, hi) == (pytest.approx(mean - half), pytest.approx(mean + half))
+    assert p == pytest.approx(2 * stats.t.sf(abs(mean / se), j - 1))
+    # wider than the naive paired test on the same differences, hence a larger p
+    _, nlo, nhi, np_ = corrected_resampled_ttest(d, test_train_ratio=0.0)
+    assert hi - lo > nhi - nlo and p > np_
+
+
+def test_degenerate_inputs():
+    assert all(math.isnan(v) for v in corrected_resampled_ttest([0.1], 0.25)[1:])
+    assert math.isnan(corrected_resampled_ttest([], 0.25)[0])
+    assert corrected_resampled_ttest([0.0, 0.0, np.nan], 0.25) == (0.0, 0.0, 0.0, 1.0)
+    assert corrected_resampled_ttest([0.01, 0.01], 0.25)[3] == 0.0
+    with pytest.raises(ValueError, match="level"):
+        corrected_resampled_ttest([0.1, 0.2], 0.25, level=1.0)
+    with pytest.raises(ValueError, match="test_train_ratio"):
+        corrected_resampled_ttest([0.1, 0.2], -0.1)
+
+
+def test_compare_models_pairs_by_repeat_and_fold_and_uses_k_minus_one():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(0.72, 0.04, 15), rng.normal(0.70, 0.04, 15)
+    table = _table(a, b, folds=5)
+    # shuffled rows and a failed fold of the reference: pairing must not depend on order
+    table.loc[(table.model == "cox") & (table.repeat == 2) & (table.fold == 4), "harrell_c"] = np.nan
+    table = table.sample(frac=1.0, random_state=0)
+    out = compare_models(table, "net", "cox")
+    d = (a - b)[:14]
+    expect = corrected_resampled_ttest(d, 1 / 4)
+    assert out.n_pairs == 14 and out.test_train_ratio == 0.25
+    assert (out.mean_difference, out.ci_low, out.ci_high, out.p_value) == pytest.approx(expect)
+    assert out.describe().startswith("net - cox: ")
+    assert "14 folds" in out.describe()
+    flipped = compare_models(table, "cox", "net")
+    assert flipped.mean_difference == pytest.approx(-out.mean_difference)
+    assert flipped.p_value == pytest.approx(out.p_value)
+
+
+def test_compare_models_names_what_is_wrong():
+    table = _table(np.array([0.7, 0.6]), np.array([0.6, 0.6]), folds=2)
+    with pytest.raises(ValueError, match="'rsf' is not in the metrics table"):
+        compare_models(table, "net", "rsf")
+    with pytest.raises(ValueError, match="lacks columns \\['uno_c'\\]"):
+        compare_models(table, "net", "cox", metric="uno_c")
+    dup = pd.concat([table, table.iloc[:1]])
+    with pytest.raises(ValueError, match="more than one row"):
+        compare_models(dup, "net", "cox")
+
+
+def test_on_a_real_cross_validation_table(cohort):
+    from modalsurv.config import RunConfig
+    from modalsurv.train.cv import cross_validate
+
+    cfg = RunConfig.model_validate({"train": {"epochs": 2, "n_init": 1}})
+    res = cross_validate(cohort, cfg, folds=3, repeats=1, seed=0, baselines=["coxph_clinical"])
+    out = compare_models(res.metrics, "modalsurv", "coxph_clinical")
+    assert out.n_pairs == 3 and out.test_train_ratio == 0.5
+    assert out.ci_low <= out.mean_difference <= out.ci_high
