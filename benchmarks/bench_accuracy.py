@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -37,7 +36,7 @@ from modalsurv.train.baselines import FeatureMatrix, make_baseline
 from modalsurv.train.compare import compare_models
 from modalsurv.train.cv import cross_validate
 from modalsurv.train.estimator import ModalSurv, inner_split
-from modalsurv.utils import atomic_path
+from modalsurv.utils import atomic_write_csv
 
 REAL = ["breast_cancer", "nki70", "gse4335", "dataOvarian1"]
 BASELINES = ["coxph_clinical", "coxnet", "rsf"]
@@ -226,8 +225,7 @@ def main() -> None:
         "[95% CI], p: corrected resampled t-test (Nadeau & Bengio 2003), modalsurv.train.compare"
     )
     if args.scores_csv:
-        with atomic_path(Path(args.scores_csv)) as tmp:
-            pd.concat(all_scores).to_csv(tmp, index=False, float_format="%.17g")
+        atomic_write_csv(args.scores_csv, pd.concat(all_scores))
         print(f"per-fold scores: {args.scores_csv}")
 
 

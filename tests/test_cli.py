@@ -111,9 +111,21 @@ def test_experiment_grid_runs_and_resumes(tmp_path):
     results = pd.read_csv(out / "results.csv")
     assert len(results) == 2 and set(results["fusion"]) == {"concat", "mean"}
     assert (results["status"] == "ok").all()
+    paired = pd.read_csv(out / "paired.csv")  # mean vs concat (the first), fold by fold
+    assert list(paired["fusion"]) == ["mean"] and paired["n_pairs"].iloc[0] == 2
+    assert "paired on folds" in res.output
     res = runner.invoke(app, ["experiment", str(grid), "--out", str(out)])
     assert res.exit_code == 0, res.output
     pd.testing.assert_frame_equal(results, pd.read_csv(out / "results.csv"))
+    res = runner.invoke(app, ["experiment", str(grid), "--out", str(out), "--reference",
+                              "fusion=mean"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert list(pd.read_csv(out / "paired.csv")["fusion"]) == ["concat"]
+    res = runner.invoke(app, ["experiment", str(grid), "--out", str(out), "--reference",
+                              "fusion=late"])  # fmt: skip
+    assert res.exit_code == 2 and "matches no grid settings" in res.output
+    res = runner.invoke(app, ["experiment", str(grid), "--out", str(out), "--reference", "late"])
+    assert res.exit_code == 2 and "'late' is not key=value" in res.output
 
 
 def test_extract_command_then_resume(tmp_path):

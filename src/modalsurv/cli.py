@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from modalsurv.errors import ConfigError, DataError
+from modalsurv.utils import atomic_write_csv
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Multimodal deep survival analysis (ModalSurv).")
@@ -187,13 +188,22 @@ def experiment(
     runner: str = typer.Option("local", help="local | ray"),
     data: str | None = typer.Option(None, help="cohort spec; default: the grid's base data"),
     resume: bool = typer.Option(True, help="skip finished trials"),
+    reference: str | None = typer.Option(
+        None, help="setting the others are compared with, fold by fold, e.g."
+        " 'modalities=clinical+wsi,fusion=concat'; default: the grid's first setting"),
 ) -> None:
-    """Run a declarative grid: modality ablations, fusions, data fractions, seeds, encoders."""
+    """Run a declarative grid: modality ablations, fusions, data fractions, seeds, encoders.
+
+    Then every setting is compared with the reference on the same outer folds (paired,
+    corrected resampled t-test): the table says which differences the folds support.
+    """
     from modalsurv.data.sources import load_cohort
     from modalsurv.experiments.grid import load_grid
+    from modalsurv.experiments.paired import paired_table
     from modalsurv.experiments.runners import run_grid
 
     try:
+        ref = _parse_reference(reference)
         g = load_grid(grid)
         cohort = load_cohort(data) if data else None
         with _progress() as p:
@@ -205,6 +215,35 @@ def experiment(
             if c in results.columns]
     _print_table(results[cols], f"grid {g.name}: C-index per trial")
     console.print(f"results: [bold]{out / 'results.csv'}[/]")
+    if len(results.loc[results["status"] == "ok", ["modalities", "encoder", "fusion",
+                                                   "data_fraction"]].drop_duplicates()) < 2:
+        return  # one setting: nothing to compare
+    try:
+        paired = paired_table(out, reference=ref)
+    except ValueError as err:
+        _fail(err)
+    atomic_write_csv(out / "paired.csv", paired)
+    shown = paired.assign(
+        **{"ΔC (95% CI)": [f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]" for m, lo, hi in
+                           zip(paired.mean_difference, paired.ci_low, paired.ci_high)]})
+    cols = ["modalities", "encoder", "fusion", "data_fraction", "ΔC (95% CI)", "p_value",
+            "n_pairs"]
+    ref_name = paired["reference"].iloc[0] if len(paired) else "-"
+    _print_table(shown[cols], f"Harrell C minus the reference ({ref_name}), paired on folds")
+    console.print(f"paired comparisons: [bold]{out / 'paired.csv'}[/]")
+
+
+def _parse_reference(text: str | None) -> dict[str, str] | None:
+    """'key=value,key=value' → dict; a malformed pair is a ConfigError naming it."""
+    if not text:
+        return None
+    out = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--reference: {part!r} is not key=value (e.g. modalities=clinical)")
+        out[key.strip()] = value.strip()
+    return out
 
 
 @app.command()

@@ -49,6 +49,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def atomic_write_csv(path: str | Path, df: Any) -> None:
+    """Write a DataFrame as CSV atomically, without the index, floats round-tripping exactly
+    (``%.17g``), so a table read back compares equal to the one written."""
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.17g")
+
+
 def set_seed(seed: int) -> np.random.Generator:
     """Seed Python, NumPy and torch; return a NumPy Generator derived from the same seed."""
     random.seed(seed)

@@ -36,7 +36,7 @@ import pandas as pd
 from modalsurv.cohort import Cohort
 from modalsurv.config import RunConfig, dump_config
 from modalsurv.experiments.grid import ExperimentGrid, Trial, dump_grid
-from modalsurv.utils import atomic_path, atomic_write_text
+from modalsurv.utils import atomic_write_csv, atomic_write_text
 
 Progress = Callable[..., None]
 METRICS = ("harrell_c", "uno_c", "ibs")
@@ -182,10 +182,6 @@ def _trial_dir(out: Path, trial: Trial) -> Path:
     return out / "trials" / trial.id
 
 
-def _write_csv(path: Path, df: pd.DataFrame) -> None:
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False, float_format="%.17g")
-
 
 def cohort_fingerprint(cohort: Cohort) -> str:
     """A hash of ids, labels and every feature array, so a resume onto other data is caught."""
@@ -228,8 +224,8 @@ def _record(out: Path, trial: Trial, outcome: TrialOutcome) -> None:
             {**head, "status": "failed", "error": outcome.error,
              "traceback": outcome.traceback}, indent=1))  # fmt: skip
         return
-    _write_csv(d / "metrics.csv", outcome.metrics)
-    _write_csv(d / "predictions.csv", outcome.predictions)
+    atomic_write_csv(d / "metrics.csv", outcome.metrics)
+    atomic_write_csv(d / "predictions.csv", outcome.predictions)
     (d / "error.json").unlink(missing_ok=True)
     atomic_write_text(d / "summary.json",
                       json.dumps({**head, "status": "ok", "cv": outcome.summary}, indent=1))
@@ -301,7 +297,7 @@ def run_grid(
     def on_done(trial: Trial, outcome: TrialOutcome) -> None:
         _record(out, trial, outcome)
         rows[trial.id] = _rows(trial, outcome.summary, outcome.error)
-        _write_csv(out / "results.csv", table())
+        atomic_write_csv(out / "results.csv", table())
         event = "trial_failed" if outcome.error else "trial_end"
         say(event, trial=trial.id, label=trial.label, done=len(rows), n_trials=len(trials),
             error=outcome.error, seconds=outcome.seconds)
@@ -310,7 +306,7 @@ def run_grid(
     if todo:
         get_runner(runner).run(cohort, todo, out, on_done, progress)
     result = table()
-    _write_csv(out / "results.csv", result)
+    atomic_write_csv(out / "results.csv", result)
     say("grid_end", n_trials=len(trials), n_failed=int((result["status"] == "failed").sum())
         if len(result) else 0)  # fmt: skip
     return result

@@ -40,7 +40,7 @@ from modalsurv.survival import metrics as sm
 from modalsurv.train.baselines import make_baseline
 from modalsurv.train.ensemble import FoldEnsemble
 from modalsurv.train.estimator import ModalSurv
-from modalsurv.utils import atomic_path, atomic_write_text
+from modalsurv.utils import atomic_write_csv, atomic_write_text
 
 Progress = Callable[..., None]
 METRICS = ("harrell_c", "uno_c", "ibs")
@@ -187,20 +187,16 @@ class CVResult:
         metrics.json, config.yaml and models/repeat_<r>/ (each file atomically)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        _write_csv(directory / "folds.csv", self.folds)
-        _write_csv(directory / "predictions.csv", self.predictions)
-        _write_csv(directory / "baseline_predictions.csv", self.baseline_predictions)
-        _write_csv(directory / "metrics.csv", self.metrics)
+        atomic_write_csv(directory / "folds.csv", self.folds)
+        atomic_write_csv(directory / "predictions.csv", self.predictions)
+        atomic_write_csv(directory / "baseline_predictions.csv", self.baseline_predictions)
+        atomic_write_csv(directory / "metrics.csv", self.metrics)
         atomic_write_text(directory / "metrics.json", json.dumps(self.summary, indent=1))
         atomic_write_text(directory / "config.yaml", dump_config(self.config))
         for r in range(len(self.models)):
             self.ensemble(r).save(directory / "models" / f"repeat_{r}")
         return directory
 
-
-def _write_csv(path: Path, df: pd.DataFrame) -> None:
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False, float_format="%.17g")
 
 
 def summarize(metrics: pd.DataFrame, optimistic: bool, stratify: str) -> dict[str, Any]:
@@ -349,9 +345,9 @@ def _save_fold(
     d: Path, model: ModalSurv, preds: pd.DataFrame, rows: pd.DataFrame, bpreds: pd.DataFrame
 ) -> None:
     model.save(d / "model")
-    _write_csv(d / "predictions.csv", preds)
-    _write_csv(d / "baseline_predictions.csv", bpreds)
-    _write_csv(d / "metrics.csv", rows)
+    atomic_write_csv(d / "predictions.csv", preds)
+    atomic_write_csv(d / "baseline_predictions.csv", bpreds)
+    atomic_write_csv(d / "metrics.csv", rows)
     atomic_write_text(d / "done.json", json.dumps({"complete": True}))
 
 
@@ -381,7 +377,7 @@ def _check_resume(root: Path, folds: pd.DataFrame, config: RunConfig, baselines:
             )
         return
     root.mkdir(parents=True, exist_ok=True)
-    _write_csv(folds_path, folds)
+    atomic_write_csv(folds_path, folds)
     atomic_write_text(spec_path, json.dumps(spec, indent=1))
 
 

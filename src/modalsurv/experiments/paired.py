@@ -1,0 +1,121 @@
+"""Which settings really differ: every grid setting against a reference, fold by fold.
+
+Why: an ablation table of means ± std cannot say whether dropping a modality hurts,
+because the spread over folds is mostly the folds' own difficulty, shared by every
+setting. Trials of one grid with the same seed use the same outer folds (a data fraction
+shrinks only the training parts), so a setting and the reference can be compared on each
+fold and the differences tested with the corrected resampled t-test
+(:mod:`modalsurv.train.compare`), pooling the seeds as further repeats.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from modalsurv.train.compare import corrected_resampled_ttest
+
+SETTINGS = ("modalities", "encoder", "fusion", "data_fraction")  # everything but the seed
+
+
+def _setting(row: pd.Series) -> tuple[Any, ...]:
+    return tuple(row[s] for s in SETTINGS)
+
+
+def _describe(setting: tuple[Any, ...]) -> str:
+    s = dict(zip(SETTINGS, setting, strict=True))
+    enc = "" if s["encoder"] == "default" else f" | {s['encoder']}"
+    return f"{s['modalities']}{enc} | {s['fusion']} | {float(s['data_fraction']):.0%}"
+
+
+def _pick_reference(settings: list[tuple[Any, ...]], reference: dict[str, Any] | None
+                    ) -> tuple[Any, ...]:  # fmt: skip
+    if not reference:
+        return settings[0]
+    unknown = sorted(set(reference) - set(SETTINGS))
+    if unknown:
+        raise ValueError(f"reference keys {unknown} are not grid settings; use {list(SETTINGS)}")
+
+    def matches(s: tuple[Any, ...]) -> bool:
+        d = dict(zip(SETTINGS, s, strict=True))
+        return all(str(d[k]) == str(v) for k, v in reference.items())
+
+    hits = [s for s in settings if matches(s)]
+    if len(hits) != 1:
+        known = [_describe(s) for s in settings]
+        what = "no" if not hits else f"{len(hits)}"
+        raise ValueError(
+            f"reference {reference} matches {what} grid settings (it must match exactly one);"
+            f" the settings are {known}"
+        )
+    return hits[0]
+
+
+def paired_table(
+    out: str | Path,
+    reference: dict[str, Any] | None = None,
+    metric: str = "harrell_c",
+    model: str = "modalsurv",
+    level: float = 0.95,
+) -> pd.DataFrame:
+    """One row per setting of the finished grid in ``out`` other than ``reference``:
+    ``setting - reference`` on ``metric`` over the folds both were scored on, with the
+    mean difference, its CI, p, and how many folds and seeds were paired.
+
+    ``reference``: some of ``modalities`` (joined by '+', or 'all'), ``encoder``,
+    ``fusion``, ``data_fraction``, matching exactly one setting; default: the grid's first
+    setting. For ``ibs`` lower is better, so a negative difference is an improvement.
+    ``n_test / n_train`` of the test uses the smaller training fraction of the two.
+    """
+    out = Path(out)
+    path = out / "results.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no grid results here (run the grid first)")
+    results = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    ok = results[(results["status"] == "ok") & (results["model"] == model)]
+    if ok.empty:
+        raise ValueError(f"{path}: no finished trial has model {model!r}")
+    settings = list(dict.fromkeys(_setting(r) for _, r in ok.iterrows()))
+    ref = _pick_reference(settings, reference)
+
+    def folds_of(trial: str) -> pd.DataFrame:
+        m = pd.read_csv(out / "trials" / trial / "metrics.csv")
+        if metric not in m.columns:
+            raise ValueError(f"{out / 'trials' / trial / 'metrics.csv'}: no column {metric!r}")
+        return m[m["model"] == model][["repeat", "fold", metric]]
+
+    by_setting: dict[tuple[Any, ...], dict[int, pd.DataFrame]] = {}
+    for _, row in ok.iterrows():
+        by_setting.setdefault(_setting(row), {})[int(row["seed"])] = folds_of(row["trial"])
+
+    rows = []
+    for setting in settings:
+        if setting == ref:
+            continue
+        diffs, seeds, k = [], 0, 2
+        for seed, mine in by_setting[setting].items():
+            theirs = by_setting[ref].get(seed)
+            if theirs is None:
+                continue
+            both = mine.merge(theirs, on=["repeat", "fold"], suffixes=("", "_ref"))
+            diffs.append((both[metric] - both[f"{metric}_ref"]).to_numpy(dtype=float))
+            seeds += 1
+            k = max(k, int(mine.groupby("repeat")["fold"].nunique().max()))
+        d = np.concatenate(diffs) if diffs else np.empty(0)
+        fraction = min(float(setting[3]), float(ref[3]))
+        mean, lo, hi, p = corrected_resampled_ttest(d, 1.0 / ((k - 1) * fraction), level)
+        rows.append({
+            **dict(zip(SETTINGS, setting, strict=True)),
+            "reference": _describe(ref),
+            "metric": metric,
+            "mean_difference": mean,
+            "ci_low": lo,
+            "ci_high": hi,
+            "p_value": p,
+            "n_pairs": int(np.isfinite(d).sum()),
+            "n_seeds": seeds,
+        })  # fmt: skip
+    return pd.DataFrame(rows)
