@@ -35,6 +35,7 @@ def run_dir(tmp_path_factory):
     out = tmp / "run"
     res = runner.invoke(app, ["train", str(_config(tmp)), "--out", str(out)])
     assert res.exit_code == 0, res.output
+    assert "ModalSurv minus each baseline, paired folds" in res.output
     return out
 
 
@@ -48,6 +49,7 @@ def test_train_writes_a_complete_run_folder(run_dir):
     assert set(summary["models"]) == {"modalsurv", "coxph_clinical"}
     assert not summary["optimistic"]
     assert not list(run_dir.rglob("*.tmp"))  # atomic writes leave no temp files
+    assert "ModalSurv minus each baseline, paired" in (run_dir / "report.html").read_text()
 
 
 def test_rerun_needs_resume_and_resume_reproduces(run_dir):

@@ -128,7 +128,7 @@ def train(
 ) -> None:
     """Cross-validate ModalSurv and baselines on the same folds; write a run folder."""
     from modalsurv.config import load_config
-    from modalsurv.experiments.run_folder import train_run
+    from modalsurv.experiments.run_folder import paired_summary, train_run
 
     try:
         cfg = load_config(config)
@@ -140,6 +140,9 @@ def train(
     if result.optimistic:
         title += " (OPTIMISTIC: selection on the reported fold)"
     _print_table(result.table(), title)
+    paired = paired_summary(result)
+    if paired is not None:
+        _print_table(paired, "ModalSurv minus each baseline, paired folds")
     console.print(f"run folder: [bold]{out}[/]")
 
 

@@ -93,3 +93,21 @@ def test_on_a_real_cross_validation_table(cohort):
     out = compare_models(res.metrics, "modalsurv", "coxph_clinical")
     assert out.n_pairs == 3 and out.test_train_ratio == 0.5
     assert out.ci_low <= out.mean_difference <= out.ci_high
+
+
+def test_cv_result_pairs_modalsurv_with_each_baseline(cohort):
+    from modalsurv.config import RunConfig
+    from modalsurv.train.cv import cross_validate
+
+    cfg = RunConfig.model_validate({"train": {"epochs": 2, "n_init": 1},
+                                    "cv": {"train_fraction": 0.5}})  # fmt: skip
+    res = cross_validate(cohort, cfg, folds=3, repeats=2, seed=0,
+                         baselines=["coxph_clinical", "coxnet"])  # fmt: skip
+    table = res.paired()
+    assert list(table["reference"]) == ["coxph_clinical", "coxnet"]
+    assert (table["n_pairs"] == 6).all()
+    row = table.iloc[1]
+    # half-size training parts: n_test / n_train = 1 / ((3 - 1) * 0.5)
+    expect = compare_models(res.metrics, "modalsurv", "coxnet", test_train_ratio=1.0)
+    assert row["ci_low"] == pytest.approx(expect.ci_low)
+    assert row["p_value"] == pytest.approx(expect.p_value)

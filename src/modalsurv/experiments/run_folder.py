@@ -54,6 +54,22 @@ def train_run(
     return result
 
 
+def paired_summary(result: Any) -> pd.DataFrame | None:
+    """ModalSurv minus each baseline in Harrell's C on the same folds, formatted for tables
+    (``CVResult.paired``); None when the run has no baseline."""
+    paired = result.paired()
+    if paired.empty:
+        return None
+    return pd.DataFrame({
+        "ModalSurv minus": paired["reference"],
+        "ΔC (95% CI)": [f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]" for m, lo, hi in
+                        zip(paired["mean_difference"], paired["ci_low"], paired["ci_high"],
+                            strict=True)],
+        "p": [f"{v:.2f}" for v in paired["p_value"]],
+        "folds": paired["n_pairs"],
+    })  # fmt: skip
+
+
 def write_run_report(out: Path, result: Any, cohort: Cohort, title: str) -> Path:
     """report.html: summary table, per-fold scores, KM by risk group, gate weights."""
     from modalsurv.report.html import render_report
@@ -70,6 +86,12 @@ def write_run_report(out: Path, result: Any, cohort: Cohort, title: str) -> Path
     sections += [
         ("Mean ± std over outer folds", result.table()),
         ("Per-fold scores", fold_scores(result.metrics)),
+    ]
+    paired = paired_summary(result)
+    if paired is not None:
+        sections.append(("ModalSurv minus each baseline, paired on the same folds (corrected "
+                         "resampled t-test, Nadeau & Bengio 2003)", paired))
+    sections += [
         ("Out-of-fold risk groups (ModalSurv)",
          km_by_risk_group(first["time"].to_numpy(), first["event"].to_numpy(), first["risk"].to_numpy())),
     ]

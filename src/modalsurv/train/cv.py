@@ -38,6 +38,7 @@ from modalsurv.cohort import Cohort
 from modalsurv.config import RunConfig, dump_config
 from modalsurv.survival import metrics as sm
 from modalsurv.train.baselines import make_baseline
+from modalsurv.train.compare import compare_models
 from modalsurv.train.ensemble import FoldEnsemble
 from modalsurv.train.estimator import ModalSurv
 from modalsurv.utils import atomic_write_csv, atomic_write_text
@@ -180,6 +181,25 @@ class CVResult:
             row["n_failed_folds"] = stats["n_failed_folds"]
             row["optimistic"] = stats["optimistic"]
             rows.append(row)
+        return pd.DataFrame(rows)
+
+    def paired(self, model: str = MAIN, metric: str = "harrell_c") -> pd.DataFrame:
+        """``model`` minus every other model on the folds both were scored on: mean
+        difference, 95 % CI and p of the corrected resampled t-test (``train.compare``),
+        one row per other model. The fold overlap uses n_test / n_train of these folds
+        (training parts shrunk by ``cv.train_fraction`` included)."""
+        k = int(self.folds["fold"].nunique())  # the folds run, which may differ from cv.folds
+        ratio = 1.0 / (max(k - 1, 1) * self.config.cv.train_fraction)
+        rows = []
+        for other in self.summary["models"]:
+            if other == model:
+                continue
+            c = compare_models(self.metrics, model, other, metric, test_train_ratio=ratio)
+            rows.append({
+                "model": model, "reference": other, "metric": metric,
+                "mean_difference": c.mean_difference, "ci_low": c.ci_low,
+                "ci_high": c.ci_high, "p_value": c.p_value, "n_pairs": c.n_pairs,
+            })  # fmt: skip
         return pd.DataFrame(rows)
 
     def save(self, directory: str | Path) -> Path:
