@@ -49,7 +49,7 @@ def test_train_writes_a_complete_run_folder(run_dir):
     assert set(summary["models"]) == {"modalsurv", "coxph_clinical"}
     assert not summary["optimistic"]
     assert not list(run_dir.rglob("*.tmp"))  # atomic writes leave no temp files
-    assert "ModalSurv minus each baseline, paired" in (run_dir / "report.html").read_text()
+    assert "ModalSurv minus each baseline, paired" in (run_dir / "report.html").read_text("utf-8")
 
 
 def test_rerun_needs_resume_and_resume_reproduces(run_dir):
