@@ -38,28 +38,29 @@ def _folds(out, res, modalities, fraction, seed):
     return m[m.model == "modalsurv"].set_index(["repeat", "fold"])
 
 
+def _differences(out, res, setting, reference):
+    """Harrell C of ``setting`` minus ``reference`` ((modalities, fraction) pairs), seeds 0, 1."""
+    return np.concatenate([
+        (_folds(out, res, *setting, s)["harrell_c"]
+         - _folds(out, res, *reference, s)["harrell_c"]).to_numpy()
+        for s in (0, 1)
+    ])  # fmt: skip
+
+
 def test_each_setting_is_paired_with_the_reference_fold_by_fold_and_seed_by_seed(grid_dir):
     out, res = grid_dir
     table = paired_table(out)  # reference: the first setting, clinical+rna at 100 %
     assert len(table) == 3
     assert set(table["reference"]) == {"clinical+rna | cross_attention_gated | 100%"}
     row = table[(table.modalities == "clinical") & (table.data_fraction == 1.0)].iloc[0]
-    d = np.concatenate([
-        (_folds(out, res, "clinical", 1.0, s)["harrell_c"]
-         - _folds(out, res, "clinical+rna", 1.0, s)["harrell_c"]).to_numpy()
-        for s in (0, 1)
-    ])  # fmt: skip
+    d = _differences(out, res, ("clinical", 1.0), ("clinical+rna", 1.0))
     expect = corrected_resampled_ttest(d, 1 / 2)  # 3 folds: n_test / n_train = 1/2
     got = (row.mean_difference, row.ci_low, row.ci_high, row.p_value)
     assert got == pytest.approx(expect)
     assert row.n_pairs == 6 and row.n_seeds == 2
     # a half-size training part: the variance correction uses its smaller n_train
     half = table[(table.modalities == "clinical+rna") & (table.data_fraction == 0.5)].iloc[0]
-    d = np.concatenate([
-        (_folds(out, res, "clinical+rna", 0.5, s)["harrell_c"]
-         - _folds(out, res, "clinical+rna", 1.0, s)["harrell_c"]).to_numpy()
-        for s in (0, 1)
-    ])  # fmt: skip
+    d = _differences(out, res, ("clinical+rna", 0.5), ("clinical+rna", 1.0))
     assert half.ci_high == pytest.approx(corrected_resampled_ttest(d, 1 / (2 * 0.5))[2])
 
 

@@ -113,16 +113,7 @@ def compare_models(
     if test_train_ratio is None:
         k = int(metrics.groupby("repeat")["fold"].nunique().max())
         test_train_ratio = 1.0 / (k - 1) if k > 1 else 0.0
-    mean, lo, hi, p = corrected_resampled_ttest(diff, test_train_ratio, level)
-    return PairedComparison(
-        model=model,
-        reference=reference,
-        metric=metric,
-        mean_difference=mean,
-        ci_low=lo,
-        ci_high=hi,
-        p_value=p,
-        n_pairs=int(np.isfinite(diff).sum()),
-        test_train_ratio=float(test_train_ratio),
-        level=level,
-    )
+    stats4 = corrected_resampled_ttest(diff, test_train_ratio, level)  # mean, lo, hi, p
+    n_pairs = int(np.isfinite(diff).sum())
+    return PairedComparison(model, reference, metric, *stats4, n_pairs, float(test_train_ratio),
+                            level)  # fmt: skip

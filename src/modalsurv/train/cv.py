@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -190,17 +190,11 @@ class CVResult:
         (training parts shrunk by ``cv.train_fraction`` included)."""
         k = int(self.folds["fold"].nunique())  # the folds run, which may differ from cv.folds
         ratio = 1.0 / (max(k - 1, 1) * self.config.cv.train_fraction)
-        rows = []
-        for other in self.summary["models"]:
-            if other == model:
-                continue
-            c = compare_models(self.metrics, model, other, metric, test_train_ratio=ratio)
-            rows.append({
-                "model": model, "reference": other, "metric": metric,
-                "mean_difference": c.mean_difference, "ci_low": c.ci_low,
-                "ci_high": c.ci_high, "p_value": c.p_value, "n_pairs": c.n_pairs,
-            })  # fmt: skip
-        return pd.DataFrame(rows)
+        others = [m for m in self.summary["models"] if m != model]
+        return pd.DataFrame([
+            asdict(compare_models(self.metrics, model, other, metric, test_train_ratio=ratio))
+            for other in others
+        ])  # fmt: skip
 
     def save(self, directory: str | Path) -> Path:
         """Write folds.csv, predictions.csv, baseline_predictions.csv, metrics.csv,
