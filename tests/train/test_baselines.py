@@ -29,6 +29,20 @@ def test_feature_matrix_pools_bags_and_flags_missing(cohort, make_config):
     assert np.isfinite(x).all()
 
 
+@pytest.mark.parametrize("name", ["coxnet", "rsf"])
+def test_baselines_use_the_configs_modalities(name, cohort, make_config):
+    """In an ablation trial (model.modalities set) the peers see that trial's modalities."""
+    cfg = make_config()
+    cfg.model.modalities = ["clinical", "slide"]
+    est = make_baseline(name, cfg, 0).fit(cohort)
+    assert est.features.pre.modalities == ["clinical", "slide"]
+    width = est.features.transform(cohort).shape[1]
+    pre = est.features.pre
+    assert width == pre.dims["clinical"] + pre.dims["slide"] + len(est.features.indicators)
+    cfg.model.modalities = None  # the default: every modality of the cohort
+    assert make_baseline(name, cfg, 0).fit(cohort).features.pre.modalities == cohort.modalities
+
+
 @pytest.mark.parametrize("name", ["coxph_clinical", "coxnet", "rsf"])
 def test_baselines_learn_the_signal(name, make_cohort, make_config):
     train, test = make_cohort(n=150, seed=1), make_cohort(n=100, seed=2)

@@ -54,11 +54,16 @@ def step_survival(unique_times: np.ndarray, surv: np.ndarray, times: np.ndarray)
 
 
 class FeatureMatrix:
-    """Train-fitted preprocessing → one flat matrix (bags mean-pooled, missing indicators)."""
+    """Train-fitted preprocessing → one flat matrix (bags mean-pooled, missing indicators).
+
+    ``modalities``: which modalities to use; default ``config.model.modalities`` (None: all
+    of the cohort's), so a baseline in a modality-ablation trial sees the same modalities
+    as that trial's ModalSurv.
+    """
 
     def __init__(self, config: RunConfig, modalities: list[str] | None = None) -> None:
         self.config = config
-        self.modalities = modalities
+        self.modalities = modalities if modalities is not None else config.model.modalities
         self.pre: Preprocessor | None = None
         self.indicators: list[str] = []
 
