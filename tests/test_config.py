@@ -37,3 +37,12 @@ def test_bad_files(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match="baselines"):
         parse_config({"baselines": ["magic"]})
+
+
+def test_pca_settings_take_a_count_auto_or_none():
+    cfg = parse_config({"preprocess": {"bag_pca": "auto", "vector_pca": 32}})
+    assert cfg.preprocess.bag_pca == "auto" and cfg.preprocess.vector_pca == 32
+    assert parse_config({"preprocess": {"vector_pca": None}}).preprocess.vector_pca is None
+    for bad in (0, "most"):
+        with pytest.raises(ConfigError, match="preprocess.bag_pca"):
+            parse_config({"preprocess": {"bag_pca": bad}})

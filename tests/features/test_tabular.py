@@ -17,6 +17,9 @@ from modalsurv.features.tabular import (
     ClinicalEncoder,
     RnaTransform,
     VectorScaler,
+    fit_pca,
+    marchenko_pastur_median,
+    signal_rank,
     transformer_from_state,
 )
 
@@ -153,6 +156,7 @@ def _round_trip(state, tmp_path):
         lambda: RnaTransform(pca=None),
         lambda: VectorScaler(),
         lambda: VectorScaler(pca=2),
+        lambda: VectorScaler(pca="auto"),
     ],
 )
 def test_state_round_trip_without_pickle(make, tmp_path):
@@ -197,3 +201,48 @@ def test_leakage_guard_canary_in_test_rows(make):
         isinstance(v, np.ndarray) and v.shape == leaky[k].shape and not np.allclose(v, leaky[k])
         for k, v in alone.items()
     )
+
+
+@pytest.mark.parametrize("n,p", [(3000, 3000), (4000, 1000), (20000, 100)])
+def test_marchenko_pastur_median_matches_pure_noise_spectra(n, p):
+    """Reference: the median eigenvalue of a simulated pure-noise sample covariance."""
+    x = np.random.default_rng(1).normal(size=(n, p))
+    simulated = np.median(np.linalg.eigvalsh(x.T @ x / n))
+    assert marchenko_pastur_median(p / n) == pytest.approx(simulated, rel=0.01)
+    with pytest.raises(ValueError, match="beta"):
+        marchenko_pastur_median(1.5)
+
+
+def _spiked(rng, n, p, spikes, scale=1.0):
+    """n x p noise of variance ``scale`` plus one independent direction per spike variance."""
+    x = rng.normal(size=(n, p)) * np.sqrt(scale)
+    for v in spikes:
+        u = rng.normal(size=p)
+        x += np.sqrt(v) * rng.normal(size=(n, 1)) * (u / np.linalg.norm(u))
+    return x
+
+
+@pytest.mark.parametrize("scale", [1.0, 40.0])
+def test_signal_rank_finds_the_spikes_above_the_noise_edge(scale):
+    rng = np.random.default_rng(2)
+    # many samples (tiles): the edge is (1 + sqrt(200/20000))^2 = 1.21 x the noise level
+    x = _spiked(rng, 20000, 200, [2.0 * scale, 1.0 * scale, 0.5 * scale], scale)
+    lam = np.linalg.eigvalsh(np.cov(x, rowvar=False))
+    assert signal_rank(lam, 20000) == 3
+    # a spike below the edge (0.1 x the noise) is indistinguishable from noise
+    weak = _spiked(rng, 20000, 200, [0.1 * scale], scale)
+    assert signal_rank(np.linalg.eigvalsh(np.cov(weak, rowvar=False)), 20000) == 1  # floor
+    # wider than tall (patients x 768-d embedding): only the nonzero spectrum counts
+    wide = _spiked(rng, 150, 768, [3000.0 * scale, 1500.0 * scale], scale)
+    mean, comps = fit_pca(wide, "auto")
+    assert comps.shape == (2, 768) and mean.shape == (768,)
+
+
+def test_auto_pca_keeps_the_leading_axes_of_a_full_pca():
+    rng = np.random.default_rng(3)
+    x = _spiked(rng, 5000, 60, [4.0, 2.0])
+    _, auto = fit_pca(x, "auto", solver="covariance_eigh")
+    _, full = fit_pca(x, 2, solver="covariance_eigh")
+    np.testing.assert_array_equal(auto, full)
+    vs = VectorScaler(pca="auto").fit(x)
+    assert vs.transform(x).shape == (5000, 2)

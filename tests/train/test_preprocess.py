@@ -120,6 +120,24 @@ def test_bag_pca_matches_scikit_learn_on_valid_training_tiles():
     assert sc.out_dim == 3
 
 
+def test_bag_pca_auto_keeps_the_tile_axes_above_the_noise():
+    """Tiles as frozen encoders give them: unit noise in 50-d plus two tile-level factors
+    (variances 4 and 2) along unit directions spread over all dimensions."""
+    rng = np.random.default_rng(4)
+    n, k, d = 200, 12, 50
+    dirs = rng.normal(size=(2, d))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    factors = rng.normal(size=(n, k, 2)) * np.sqrt([4.0, 2.0])
+    x = rng.normal(size=(n, k, d)) + factors @ dirs
+    mask = np.arange(k)[None, :] < rng.integers(3, k + 1, n)[:, None]
+    present = np.ones(n, dtype=bool)
+    sc = BagScaler(pca="auto").fit(x, mask, present)
+    assert sc.out_dim == 2
+    ref = BagScaler(pca=2).fit(x, mask, present)
+    np.testing.assert_array_equal(sc.components_, ref.components_)
+    assert np.all(np.abs(np.sum(sc.components_ * dirs, axis=1)) > 0.95)  # the true axes
+
+
 def test_bag_pca_subsample_is_seeded_and_close_to_the_full_fit():
     rng = np.random.default_rng(3)
     x, mask = _bags(rng, n=80)

@@ -14,12 +14,14 @@ lists, numbers and strings (arrays → safetensors, the rest → JSON) and
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+from scipy import integrate, optimize
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import PCA
 from sklearn.utils.validation import check_is_fitted
@@ -86,21 +88,69 @@ def _scale(Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, std
 
 
+def marchenko_pastur_median(beta: float) -> float:
+    """Median of the Marchenko–Pastur law (unit variance, aspect ratio ``beta`` in (0, 1]):
+    where the eigenvalues of a pure-noise sample covariance sit, half below, half above."""
+    if not 0.0 < beta <= 1.0:
+        raise ValueError(f"beta must be in (0, 1], got {beta}")
+    lo, hi = (1 - math.sqrt(beta)) ** 2, (1 + math.sqrt(beta)) ** 2
+
+    def density(x: float) -> float:
+        return math.sqrt(max((hi - x) * (x - lo), 0.0)) / (2 * math.pi * beta * x)
+
+    def cdf(t: float) -> float:
+        return integrate.quad(density, lo, t, limit=200)[0]
+
+    return float(optimize.brentq(lambda t: cdf(t) - 0.5, lo, hi, xtol=1e-12))
+
+
+def signal_rank(eigenvalues: np.ndarray, n_samples: int, n_features: int | None = None) -> int:
+    """How many principal components stand above the noise (at least 1).
+
+    Keeps the sample-covariance eigenvalues above the Marchenko–Pastur upper edge
+    ``sigma^2 (1 + sqrt(beta))^2`` (beta = min(n, p) / max(n, p)), the largest eigenvalue
+    pure noise reaches; the noise level is estimated from the median of the nonzero
+    eigenvalues divided by the Marchenko–Pastur median, as in Gavish & Donoho (2014)
+    "The optimal hard threshold for singular values is 4/sqrt(3)". Why: a learned
+    projection of a few hundred patients cannot estimate hundreds of input directions
+    that carry only noise; this rule drops them without a number to tune. It assumes
+    noise of about equal variance in every direction; noise that is not (a few
+    standardised columns of very different make-up) only makes it keep more components.
+    ``eigenvalues``: at least the min(n, p) largest of the p features' spectrum.
+    """
+    lam = np.sort(np.asarray(eigenvalues, dtype=np.float64))[::-1]
+    p = int(n_features) if n_features is not None else lam.size
+    m = min(int(n_samples), p, lam.size)
+    if m < 2:
+        return 1
+    lam = lam[:m]  # the nonzero part of the spectrum when p > n
+    beta = m / max(int(n_samples), p)
+    noise = float(np.median(lam)) / marchenko_pastur_median(beta)
+    edge = noise * (1.0 + math.sqrt(beta)) ** 2
+    return max(1, int((lam > edge).sum()))
+
+
 def fit_pca(
-    Z: np.ndarray, n_components: int | None, solver: str = "full"
+    Z: np.ndarray, n_components: int | str | None, solver: str = "full"
 ) -> tuple[np.ndarray, np.ndarray]:
     """(mean, components k×G) of an exact PCA, k capped at min(n-1, G); deterministic
     (exact LAPACK decomposition + scikit-learn's sign convention). ``solver``: scikit-learn's
     ``"full"`` SVD, or ``"covariance_eigh"`` (the G×G covariance's eigendecomposition:
-    the same axes, far cheaper when rows vastly outnumber features, as tiles do)."""
-    k = min(int(n_components or 0), Z.shape[0] - 1, Z.shape[1])
+    the same axes, far cheaper when rows vastly outnumber features, as tiles do).
+    ``n_components="auto"``: the components above the noise (:func:`signal_rank`)."""
+    auto = n_components == "auto"
+    cap = min(Z.shape[0] - 1, Z.shape[1])
+    k = cap if auto else min(int(n_components or 0), cap)
     if k < 1:
         raise DataError(
             f"PCA needs at least 2 training rows and 1 feature; found shape {Z.shape}",
             field="pca",
         )
     pca = PCA(n_components=k, svd_solver=solver, random_state=0).fit(Z)
-    return pca.mean_.astype(np.float64), pca.components_.astype(np.float64)
+    components = pca.components_
+    if auto:
+        components = components[: signal_rank(pca.explained_variance_, Z.shape[0] - 1, Z.shape[1])]
+    return pca.mean_.astype(np.float64), components.astype(np.float64)
 
 
 def _output(Z: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -322,8 +372,8 @@ class VectorScaler(_Stateful):
 
     _arrays = ("fill_", "mean_", "scale_", "pca_mean_", "components_")
 
-    def __init__(self, pca: int | None = None, standardize: bool = True) -> None:
-        self.pca = pca
+    def __init__(self, pca: int | str | None = None, standardize: bool = True) -> None:
+        self.pca = pca  # components, "auto" (those above the noise: signal_rank) or None
         self.standardize = standardize
 
     def fit(

@@ -38,7 +38,7 @@ class BagScaler:
     covariance, so fitting is deterministic and costs one D×D eigendecomposition.
     """
 
-    def __init__(self, pca: int | None = None, max_fit_tiles: int = 100_000) -> None:
+    def __init__(self, pca: int | str | None = None, max_fit_tiles: int = 100_000) -> None:
         self.pca = pca
         self.max_fit_tiles = max_fit_tiles
         self.mean_: np.ndarray | None = None
@@ -60,7 +60,7 @@ class BagScaler:
         self.scale_ = np.where(std > 1e-8, std, 1.0)
         d = tiles.shape[1]
         self.components_ = np.zeros((0, d))
-        if self.pca is not None and self.pca < d:
+        if self.pca == "auto" or (self.pca is not None and self.pca < d):
             z = np.nan_to_num((tiles - self.mean_) / self.scale_)
             self.components_ = fit_pca(z, self.pca, solver="covariance_eigh")[1]
         return self
