@@ -80,7 +80,7 @@ def time_modalsurv(
     batch: int,
     device: str,
     tile_dropout: float = 0.0,
-    bag_pca: int | None = None,
+    bag_pca: int | str | None = "auto",
 ) -> Times:
     cfg = RunConfig.model_validate(
         {
@@ -113,7 +113,9 @@ def time_modalsurv(
     return [f - e for f, e in zip(full, evals, strict=True)], full
 
 
-def time_pycox(cohort, epochs: int, batch: int, device: str, bag_pca: int | None = None) -> Times:
+def time_pycox(
+    cohort, epochs: int, batch: int, device: str, bag_pca: int | str | None = "auto"
+) -> Times:
     scipy.integrate.simps = scipy.integrate.simpson  # pycox imports the removed name
     import torchtuples as tt
     from pycox.models import DeepHitSingle
@@ -167,15 +169,19 @@ def time_pycox(cohort, epochs: int, batch: int, device: str, bag_pca: int | None
     return run(with_val=False), run(with_val=True)
 
 
-def _training_bags(cohort, device: str, width: int | None):
-    """The first bag modality's training rows (the trainer's inner split) as tensors."""
+def _training_bags(cohort, device: str, bag_pca: int | str | None):
+    """The first bag modality's training rows (the trainer's inner split) as the model
+    sees them: standardised and, with ``bag_pca``, projected (``BagScaler``)."""
+    from modalsurv.train.preprocess import BagScaler
+
     cfg = RunConfig()
     tr, _ = inner_split(cohort.event, cfg.train.val_fraction, cfg.seed)
     bag = next(m for m in cohort.modalities if cohort.is_bag(m))
     dev = resolve_device(device)
-    x = cohort.features[bag][tr][..., :width]
+    x, mk, pres = cohort.features[bag][tr], cohort.bag_mask[bag][tr], cohort.present[bag][tr]
+    x = BagScaler(pca=bag_pca).fit(x, mk, pres).transform(x, mk, pres)
     x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(dev)
-    mask = torch.from_numpy(cohort.bag_mask[bag][tr] & cohort.present[bag][tr, None]).to(dev)
+    mask = torch.from_numpy(mk & pres[:, None]).to(dev)
     return x, mask, cfg, dev
 
 
@@ -191,16 +197,16 @@ def _epochs_of(step, n: int, epochs: int, batch: int) -> list[float]:
 
 
 def time_tile_embedding(
-    cohort, epochs: int, batch: int, device: str, width: int | None = None
+    cohort, epochs: int, batch: int, device: str, bag_pca: int | str | None = "auto"
 ) -> list[float]:
     """Seconds per epoch of the one matmul no tile-level model can skip: the first Linear
     of attention pooling (tile dim -> attention_pool_dim) forward + backward on every valid
     tile of every training batch. pycox never sees tiles (it gets their mean), so when this
     alone is close to pycox's whole epoch, "not slower" needs a cheaper tile encoder, not
-    less overhead. ``width``: the tile width after preprocessing (bag PCA), if narrower."""
+    less overhead. ``bag_pca``: the tiles' preprocessing, as in the model's config."""
     if not any(cohort.is_bag(m) for m in cohort.modalities):
         return [0.0]
-    x, mask, cfg, dev = _training_bags(cohort, device, width)
+    x, mask, cfg, dev = _training_bags(cohort, device, bag_pca)
     lin = torch.nn.Linear(x.shape[-1], cfg.model.attention_pool_dim).to(dev)
 
     def step(idx: torch.Tensor) -> None:
@@ -210,7 +216,7 @@ def time_tile_embedding(
 
 
 def time_attention_pooling(
-    cohort, epochs: int, batch: int, device: str, width: int | None = None
+    cohort, epochs: int, batch: int, device: str, bag_pca: int | str | None = "auto"
 ) -> list[float]:
     """Seconds per epoch of ModalSurv's own gated attention pooling module alone (the
     embedding, the tanh/sigmoid gates and the weighted sum over valid tiles), forward +
@@ -220,7 +226,7 @@ def time_attention_pooling(
 
     if not any(cohort.is_bag(m) for m in cohort.modalities):
         return [0.0]
-    x, mask, cfg, dev = _training_bags(cohort, device, width)
+    x, mask, cfg, dev = _training_bags(cohort, device, bag_pca)
     torch.manual_seed(0)
     pool = GatedAttentionPool(x.shape[-1], cfg.model.attention_pool_dim).to(dev)
 
@@ -239,7 +245,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--tile-dropout", type=float, default=0.0, help="train.tile_dropout")
-    ap.add_argument("--bag-pca", type=int, default=None, help="preprocess.bag_pca, for both models")
+    ap.add_argument("--bag-pca", default="auto", type=lambda v: None if v == "none" else v
+                    if v == "auto" else int(v),
+                    help="preprocess.bag_pca for both models: auto (default), none or a count")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
