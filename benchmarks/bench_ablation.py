@@ -29,6 +29,7 @@ from modalsurv.data.synthetic import DEFAULT_WEIGHTS, make_cohort
 from modalsurv.experiments.grid import parse_grid
 from modalsurv.experiments.paired import paired_table
 from modalsurv.experiments.runners import LocalRunner, run_grid
+from modalsurv.train.compare import format_difference
 
 MODALITIES = ["clinical", "wsi", "slide", "mri", "rna"]
 
@@ -80,8 +81,8 @@ def main() -> None:
             v = verdict(r)
             rows.append({
                 "model": model, "left out": left_out, "true weight": truth,
-                "delta C [95% CI]": f"{r['mean_difference']:+.3f} [{r['ci_low']:+.3f}, "
-                                    f"{r['ci_high']:+.3f}]",
+                "delta C [95% CI]": format_difference(r["mean_difference"], r["ci_low"],
+                                                      r["ci_high"]),
                 "p": f"{r['p_value']:.3f}", "verdict": v,
                 "matches truth": (v == "costs C") == (truth > 0),
             })  # fmt: skip

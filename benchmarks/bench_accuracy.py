@@ -33,7 +33,7 @@ from modalsurv.cohort import Cohort
 from modalsurv.config import RunConfig
 from modalsurv.survival.metrics import concordance_index
 from modalsurv.train.baselines import FeatureMatrix, make_baseline
-from modalsurv.train.compare import compare_models
+from modalsurv.train.compare import compare_models, format_difference
 from modalsurv.train.cv import cross_validate
 from modalsurv.train.estimator import ModalSurv, inner_split
 from modalsurv.utils import atomic_write_csv
@@ -195,7 +195,7 @@ def main() -> None:
         best_base = means[best_peer]
         paired = compare_models(scores, "modalsurv", best_peer)
         row["vs_best_peer"] = (
-            f"{paired.mean_difference:+.3f} [{paired.ci_low:+.3f}, {paired.ci_high:+.3f}] "
+            f"{format_difference(paired.mean_difference, paired.ci_low, paired.ci_high)} "
             f"p={paired.p_value:.2f}"
         )
         if oracle is not None:

@@ -204,6 +204,7 @@ def experiment(
     from modalsurv.experiments.grid import load_grid
     from modalsurv.experiments.paired import paired_table
     from modalsurv.experiments.runners import run_grid
+    from modalsurv.train.compare import format_difference
 
     try:
         ref = _parse_reference(reference)
@@ -218,21 +219,21 @@ def experiment(
             if c in results.columns]
     _print_table(results[cols], f"grid {g.name}: C-index per trial")
     console.print(f"results: [bold]{out / 'results.csv'}[/]")
-    if len(results.loc[results["status"] == "ok", ["modalities", "encoder", "fusion",
-                                                   "data_fraction"]].drop_duplicates()) < 2:
-        return  # one setting: nothing to compare
+    if not (results["status"] == "ok").any():
+        return  # nothing finished: nothing to compare
     try:
         paired = paired_table(out, reference=ref)
     except ValueError as err:
         _fail(err)
+    if paired.empty:
+        return  # one setting: nothing to compare
     atomic_write_csv(out / "paired.csv", paired)
-    shown = paired.assign(
-        **{"ΔC (95% CI)": [f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]" for m, lo, hi in
-                           zip(paired.mean_difference, paired.ci_low, paired.ci_high)]})
+    shown = paired.assign(**{"ΔC (95% CI)": list(map(
+        format_difference, paired.mean_difference, paired.ci_low, paired.ci_high))})
     cols = ["modalities", "encoder", "fusion", "data_fraction", "ΔC (95% CI)", "p_value",
             "n_pairs"]
-    ref_name = paired["reference"].iloc[0] if len(paired) else "-"
-    _print_table(shown[cols], f"Harrell C minus the reference ({ref_name}), paired on folds")
+    _print_table(shown[cols], f"Harrell C minus the reference ({paired['reference'].iloc[0]}),"
+                              " paired on folds")
     console.print(f"paired comparisons: [bold]{out / 'paired.csv'}[/]")
 
 

@@ -21,7 +21,8 @@ from typing import Any
 import pandas as pd
 
 from modalsurv.config import RunConfig, parse_config
-from modalsurv.utils import atomic_path, atomic_write_text
+from modalsurv.train.compare import format_difference
+from modalsurv.utils import atomic_write_csv, atomic_write_text
 
 Progress = Callable[..., None]
 
@@ -60,7 +61,7 @@ def _rows(dataset: str, result: Any, extra: dict[str, Any]) -> list[dict[str, An
         best = max(others, key=lambda m: others[m])
         p = result.paired().set_index("reference").loc[best]
         rows[list(models).index("modalsurv")]["vs best baseline (paired, 95% CI)"] = (
-            f"{p['mean_difference']:+.3f} [{p['ci_low']:+.3f}, {p['ci_high']:+.3f}] vs {best}"
+            f"{format_difference(p['mean_difference'], p['ci_low'], p['ci_high'])} vs {best}"
         )
     return rows
 
@@ -104,8 +105,7 @@ def run_demo(
     rows += _rows("breast_cancer", result_bc, {})
 
     table = pd.DataFrame(rows).fillna("")
-    with atomic_path(out / "summary.csv") as tmp:
-        table.to_csv(tmp, index=False)
+    atomic_write_csv(out / "summary.csv", table)
     atomic_write_text(out / "summary.txt", table.to_string(index=False) + "\n")
     notes.append(f"reports: {out}/synthetic/report.html, {out}/breast_cancer/report.html")
     return DemoResult(table=table, notes=notes)

@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from modalsurv.experiments.runners import SETTINGS as GRID_SETTINGS
 from modalsurv.train.compare import corrected_resampled_ttest
 
-SETTINGS = ("modalities", "encoder", "fusion", "data_fraction")  # everything but the seed
+SETTINGS = tuple(s for s in GRID_SETTINGS if s != "seed")  # a setting: all but the seed
 
 
 def _setting(row: pd.Series) -> tuple[Any, ...]:

@@ -21,7 +21,8 @@ from modalsurv.config import RunConfig, dump_config
 from modalsurv.data.sources import load_cohort
 from modalsurv.errors import ConfigError
 from modalsurv.survival import metrics as M
-from modalsurv.utils import atomic_path, atomic_write_text
+from modalsurv.train.compare import format_difference
+from modalsurv.utils import atomic_path, atomic_write_csv, atomic_write_text
 
 Progress = Callable[..., None]
 
@@ -62,9 +63,8 @@ def paired_summary(result: Any) -> pd.DataFrame | None:
         return None
     return pd.DataFrame({
         "ModalSurv minus": paired["reference"],
-        "ΔC (95% CI)": [f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]" for m, lo, hi in
-                        zip(paired["mean_difference"], paired["ci_low"], paired["ci_high"],
-                            strict=True)],
+        "ΔC (95% CI)": list(map(format_difference, paired["mean_difference"],
+                                paired["ci_low"], paired["ci_high"])),
         "p": [f"{v:.2f}" for v in paired["p_value"]],
         "folds": paired["n_pairs"],
     })  # fmt: skip
@@ -194,6 +194,5 @@ def predict_run(
         surv = ens.predict_survival(cohort, np.asarray(times, float))
         for j, t in enumerate(times):
             df[f"survival_at_{t:g}"] = surv[:, j]
-    with atomic_path(out) as tmp:
-        df.to_csv(tmp, index=False)
+    atomic_write_csv(out, df)
     return df

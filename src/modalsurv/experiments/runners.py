@@ -182,7 +182,6 @@ def _trial_dir(out: Path, trial: Trial) -> Path:
     return out / "trials" / trial.id
 
 
-
 def cohort_fingerprint(cohort: Cohort) -> str:
     """A hash of ids, labels and every feature array, so a resume onto other data is caught."""
     h = hashlib.sha256()

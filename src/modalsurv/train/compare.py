@@ -21,6 +21,11 @@ import pandas as pd
 from scipy import stats
 
 
+def format_difference(mean: float, low: float, high: float) -> str:
+    """``+0.012 [-0.031, +0.055]``: a paired difference and its interval, signed, for tables."""
+    return f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
 @dataclass(frozen=True)
 class PairedComparison:
     """``model`` minus ``reference`` on ``metric`` over ``n_pairs`` shared folds."""
@@ -41,8 +46,9 @@ class PairedComparison:
         if not math.isfinite(self.mean_difference):
             return f"{self.model} - {self.reference}: n/a ({self.n_pairs} paired folds)"
         return (
-            f"{self.model} - {self.reference}: {self.mean_difference:+.3f} "
-            f"[{self.ci_low:+.3f}, {self.ci_high:+.3f}] ({self.level:.0%} CI), "
+            f"{self.model} - {self.reference}: "
+            f"{format_difference(self.mean_difference, self.ci_low, self.ci_high)} "
+            f"({self.level:.0%} CI), "
             f"p = {self.p_value:.2f} (corrected resampled t, {self.n_pairs} folds)"
         )
 

@@ -212,7 +212,6 @@ class CVResult:
         return directory
 
 
-
 def summarize(metrics: pd.DataFrame, optimistic: bool, stratify: str) -> dict[str, Any]:
     """Mean ± std (over folds and repeats) per model; JSON-friendly."""
     out: dict[str, Any] = {
