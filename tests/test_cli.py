@@ -142,6 +142,9 @@ def test_extract_command_then_resume(tmp_path):
             "--tile-encoder", "timm:resnet10t", "--tile-size", "64", "--max-tiles", "4",
             "--batch-size", "4"]  # device: auto
     res = runner.invoke(app, args)
+    assert res.exit_code != 0 and "--random-weights" in res.output  # resnet10t has no weights
+    args.append("--random-weights")
+    res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "done 2" in res.output
     store = FeatureStore(tmp_path / "s")

@@ -291,15 +291,27 @@ def extract(
     workers: int = typer.Option(2, help="parallel tile-reading workers"),
     limit: int | None = typer.Option(None, help="only the first N patients (dry run)"),
     device: str = typer.Option("auto", help="cpu | cuda | auto"),
+    random_weights: bool = typer.Option(
+        False, "--random-weights", help="allow an encoder without weights (random initialisation,"
+        " seeded); recorded in the store, the run folder and the report"),
+    reextract_changed: bool = typer.Option(
+        False, "--reextract-changed", help="re-extract patients the store holds from other"
+        " source files (default: refuse them)"),
 ) -> None:
-    """Embed slides (tiles + slide vector), MRI and RNA with frozen encoders into a store."""
+    """Embed slides (tiles + slide vector), MRI and RNA with frozen encoders into a store.
+
+    The store records how (STORE/extraction.json): encoders, weight checksums, tile µm/px,
+    tile size, tile cap, MRI preprocessing. A training run copies the record, so the
+    model can extract its inputs again the same way (`modalsurv challenge`).
+    """
     from modalsurv.features.extract import run_extract
 
     kwargs: dict[str, Any] = dict(
         tile_encoder=tile_encoder, tile_weights=tile_weights, slide_encoder=slide_encoder,
         volume_encoder=volume_encoder, volume_weights=volume_weights, mpp=mpp,
         tile_size=tile_size, max_tiles=max_tiles, batch_size=batch_size, workers=workers,
-        limit=limit, device=device,
+        limit=limit, device=device, allow_random_weights=random_weights,
+        reextract_changed=reextract_changed,
     )
     if slide_weights is not None:
         kwargs["slide_weights"] = slide_weights

@@ -21,7 +21,7 @@ from modalsurv.features.mri import MriConfig
 from modalsurv.io.store import FeatureStore
 
 FAST = {"tile_encoder": "timm:resnet10t", "tile_size": 64, "max_tiles": 6, "batch_size": 4,
-        "workers": 2, "mri": MriConfig(size=(8, 16, 16))}  # fmt: skip
+        "workers": 2, "mri": MriConfig(size=(8, 16, 16)), "allow_random_weights": True}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +41,8 @@ def test_extract_writes_every_modality_with_provenance(chimera: Path, tmp_path: 
     store = FeatureStore(tmp_path / "store")
     assert store.modalities() == ["mri", "rna", "slide", "wsi"]
     meta = store.meta("wsi")
-    assert (meta["encoder"], meta["checksum"], meta["dim"]) == (
-        "timm:resnet10t",
-        "random-init",
-        512,
-    )
+    assert (meta["encoder"], meta["dim"]) == ("timm:resnet10t", 512)
+    assert meta["checksum"].startswith("random-init:")
     assert store.meta("mri")["dim"] == 1536 and store.meta("rna")["dim"] == 12
     for pid in rep.done:
         x, c = store.read("wsi", pid)
@@ -125,7 +122,7 @@ def test_resume_after_sigkill(chimera: Path, tmp_path: Path) -> None:
                 os.kill(os.getpid(), signal.SIGKILL)  # mid-patient, after patient 1 was written
         run_extract("chimera-task1", {str(chimera)!r}, {str(out)!r}, tile_encoder="timm:resnet10t",
                     tile_size=64, max_tiles=6, batch_size=4, flush_every=1, rna=False,
-                    progress=progress)
+                    progress=progress, allow_random_weights=True)
     """)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=120)
@@ -147,3 +144,79 @@ def test_limit_titan_check_and_manifest_layout(chimera: Path, tmp_path: Path) ->
     man.write_text("\n".join(lines) + "\n")
     rep = run_extract("manifest", man, tmp_path / "m", **FAST, limit=1)
     assert rep.done == [slides[0].parent.name] and rep.ok
+
+
+def test_extraction_record_and_settings_are_kept(chimera: Path, tmp_path: Path) -> None:
+    import json
+
+    from modalsurv.features.extract import read_extraction_record
+
+    out = tmp_path / "s"
+    run_extract("chimera-task1", chimera, out, **FAST, volume_encoder="medicalnet_resnet10",
+                limit=1)  # fmt: skip
+    rec = read_extraction_record(out)
+    assert rec is not None and rec["layout"] == "chimera-task1"
+    assert rec["tile_encoder"]["spec"] == "timm:resnet10t" and rec["tile_encoder"]["random_weights"]
+    assert rec["tiles"]["mpp"] == 0.5 and rec["tiles"]["tile_size"] == 64
+    assert rec["tiles"]["max_tiles_per_slide"] == 6
+    assert rec["mri"]["size"] == [8, 16, 16] and rec["volume_encoder"]["spec"] == "medicalnet_resnet10"
+    assert set(rec["random_weights"]) == {"timm:resnet10t", "medicalnet_resnet10"}
+    assert set(rec["modalities"]) == {"wsi", "slide", "mri", "rna"}
+    json.dumps(rec)  # plain JSON
+    store = FeatureStore(out)
+    assert store.meta("wsi")["settings"]["tile_size"] == 64
+    assert store.meta("mri")["settings"]["size"] == [8, 16, 16]
+
+
+def test_same_encoder_other_tile_geometry_is_refused(chimera: Path, tmp_path: Path) -> None:
+    out = tmp_path / "s"
+    run_extract("chimera-task1", chimera, out, **FAST, limit=1)
+    for change in ({"mpp": 1.0}, {"tile_size": 96}, {"max_tiles": 3}):
+        with pytest.raises(FeatureError, match="other extraction settings"):
+            run_extract("chimera-task1", chimera, out, **{**FAST, **change})
+    assert FeatureStore(out).patients("wsi") == ["1000"]
+
+
+def test_random_weights_need_the_flag(chimera: Path, tmp_path: Path) -> None:
+    from modalsurv.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--random-weights"):
+        run_extract("chimera-task1", chimera, tmp_path / "s", **{**FAST, "allow_random_weights": False})
+    assert not (tmp_path / "s" / "wsi.h5").exists()
+
+
+def test_overlapping_ids_from_another_cohort_are_not_reused(chimera: Path, tmp_path: Path) -> None:
+    """Resume is keyed by patient *and* source files: a second cohort whose ids overlap is
+    refused patient by patient (or re-extracted on request), never silently reused."""
+    out = tmp_path / "s"
+    first = run_extract("chimera-task1", chimera, out, **FAST, rna=False)
+    assert sorted(first.done) == ["1000", "1001", "1002"]
+    other = tmp_path / "other"
+    cohort, _ = make_cohort(n=2, seed=5, max_tiles=4, tile_dim=8, slide_dim=8, mri_dim=8,
+                            n_genes=12, missing={m: 0.0 for m in ("wsi", "slide", "mri", "rna")})  # fmt: skip
+    write_chimera(cohort, other, task=1, slide_px=1024, mpp=0.5, mri_shape=(8, 24, 24),
+                  max_slides=1, seed=9)  # ids 1000, 1001 again, other slides
+    store = FeatureStore(out)
+    before = store.read("wsi", "1000")[0]
+    rep = run_extract("chimera-task1", other, out, **FAST, rna=False)
+    assert rep.done == [] and sorted(f.patient for f in rep.failures) == ["1000", "1001"]
+    assert "other source files" in rep.failures[0].reason
+    np.testing.assert_array_equal(store.read("wsi", "1000")[0], before)
+    again = run_extract("chimera-task1", other, out, **FAST, rna=False, reextract_changed=True)
+    assert sorted(again.done) == ["1000", "1001"] and not again.failures
+    assert not np.array_equal(store.read("wsi", "1000")[0], before)
+    # the same files again: nothing to do
+    assert sorted(run_extract("chimera-task1", other, out, **FAST, rna=False).skipped) == [
+        "1000", "1001"]
+
+
+def test_no_patient_is_an_error_and_a_second_process_is_locked_out(tmp_path: Path) -> None:
+    from modalsurv.errors import LayoutError, LockedError
+    from modalsurv.utils import exclusive_lock
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LayoutError, match="no patient found"):
+        run_extract("chimera-task1", tmp_path / "empty", tmp_path / "s", **FAST)
+    with exclusive_lock(tmp_path / "s2", "feature store"):
+        with pytest.raises(LockedError, match="feature store"):
+            run_extract("chimera-task1", tmp_path / "empty", tmp_path / "s2", **FAST)

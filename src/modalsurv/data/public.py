@@ -28,8 +28,6 @@ from modalsurv.errors import DataError
 from modalsurv.io.clinical import Column, Schema, clinical_to_matrix, time_factor
 
 _MISSING = ("missing", "na", "x", "unkown", "unknown", "")
-_INSTALL = ("the SurvSet package is needed for public cohort {name!r}; it is an optional"
-            " (GPL) extra: pip install 'modalsurv[survset]'  (or: pip install SurvSet)")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -113,10 +111,10 @@ def _breast_cancer() -> tuple[Cohort, dict]:
 
 
 def _survset(name: str) -> tuple[Cohort, dict]:
-    try:
-        from SurvSet.data import SurvLoader
-    except ImportError:
-        raise ImportError(_INSTALL.format(name=name)) from None
+    from modalsurv.utils import require
+
+    # SurvSet is GPL: an optional extra, imported only here and never vendored
+    SurvLoader = require("SurvSet.data", f"the public cohort {name!r}").SurvLoader
     spec = _SURVSET[name]
     df = SurvLoader().load_dataset(ds_name=name)["df"]
     fac = [c for c in df.columns if c.startswith("fac_") and c != spec.site]

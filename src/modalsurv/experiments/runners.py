@@ -130,8 +130,11 @@ class RayRunner:
 
     def run(self, cohort: Cohort, trials: list[Trial], out: Path, on_done: OnDone,
             progress: Progress | None) -> None:  # fmt: skip
-        import ray
         import torch
+
+        from modalsurv.utils import require
+
+        ray = require("ray", "--runner ray")
 
         threads = self.torch_threads
         if threads is None and self.address is None:

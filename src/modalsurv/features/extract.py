@@ -11,10 +11,21 @@ Modalities written to the store at ``out``:
   order is saved in ``out/rna_genes.txt``). Every *learned* transform (scaling, gene
   selection, PCA) stays in the training pipeline, fitted on training folds only.
 
-Robustness: a patient is written only when all its modalities are encoded, and only
-patients flagged complete in the store count as done, so a killed run resumes where it
-stopped; one patient's failure (corrupt slide, unreadable volume) is recorded in the
-report with its file and reason and the rest continue. Writes are batched
+Provenance: ``out/extraction.json`` records how the features were made (layout, every
+encoder's spec, weights file and checksum — ``random-init:<hash>`` for a seeded random
+initialisation, allowed only with ``allow_random_weights`` — tile µm/px, tile size, tile
+cap, tissue threshold, MRI preprocessing, library versions); a run folder copies it, so a
+trained model can extract its inputs again the same way (``modalsurv challenge``). The
+store itself keeps the encoder and these settings per modality and refuses to mix in
+features made otherwise.
+
+Robustness: one process at a time per store (``utils.exclusive_lock``); a patient's
+modalities of one source group (slides → ``wsi`` + ``slide``, MRI → ``mri``) are written
+together, each patient with the fingerprint of its source files, and only patients flagged
+complete in the store count as done, so a killed run resumes where it stopped and a
+second cohort whose ids overlap is never mistaken for finished work; one patient's failure
+(corrupt slide, unreadable volume) is recorded in the report with its file and reason and
+the rest continue. Writes are batched
 (``flush_every`` patients per store write) because each store write copies the file. At
 the end each modality is packed (``FeatureStore.pack``: one memory-mappable dataset, so
 loading all patients is one contiguous read).
@@ -33,6 +44,7 @@ Progress callback: ``progress(event, **info)`` (nothing below cli.py prints):
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -43,12 +55,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from modalsurv.errors import DataError, LayoutError, Problem
+from modalsurv.errors import ConfigError, DataError, LayoutError, Problem
 from modalsurv.features import encoders as enc
 from modalsurv.features import wsi
 from modalsurv.features.mri import SEQUENCES, MriConfig, embed_mri, mri_dim, prepare_mri
 from modalsurv.io.store import FeatureStore
-from modalsurv.utils import atomic_write_text
+from modalsurv.utils import atomic_write_text, exclusive_lock
 
 LayoutName = Literal["chimera-task1", "chimera-task3", "manifest"]
 Progress = Callable[..., None]
@@ -220,32 +232,106 @@ class _Buffer:
         self.prov = provenance  # modality → (encoder, checksum)
         self.feats: dict[str, dict[str, np.ndarray]] = {}
         self.coords: dict[str, dict[str, np.ndarray]] = {}
+        self.sources: dict[str, dict[str, str]] = {}
         self.patients: list[str] = []
 
-    def add(self, patient: str, results: dict[str, tuple[np.ndarray, np.ndarray | None]]
-            ) -> None:  # fmt: skip
+    def add(self, patient: str, results: dict[str, tuple[np.ndarray, np.ndarray | None]],
+            fingerprints: dict[str, str]) -> None:  # fmt: skip
         for m, (x, c) in results.items():
             self.feats.setdefault(m, {})[patient] = x
             if c is not None:
                 self.coords.setdefault(m, {})[patient] = c
+            self.sources.setdefault(m, {})[patient] = fingerprints[m]
         self.patients.append(patient)
 
     def flush(self) -> list[str]:
         for m, feats in self.feats.items():
             encoder, checksum = self.prov[m]
             self.store.write_many(m, feats, self.coords.get(m), encoder=encoder,
-                                  checksum=checksum, dtype="float32")  # fmt: skip
+                                  checksum=checksum, dtype="float32",
+                                  fingerprints=self.sources.get(m))  # fmt: skip
         written = self.patients
-        self.feats, self.coords, self.patients = {}, {}, []
+        self.feats, self.coords, self.sources, self.patients = {}, {}, {}, []
         return written
+
+
+# ---------------------------------------------------------------------------- sources
+def file_fingerprint(path: Path | None, chunk: int = 1 << 20) -> str:
+    """``name:size:hash`` of a source file, the hash over its first and last MiB: cheap on
+    gigapixel slides, unchanged when a cohort folder is moved or copied, different for a
+    different file that happens to carry the same patient id."""
+    if path is None:
+        return "-"
+    size = path.stat().st_size
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        h.update(fh.read(chunk))
+        if size > 2 * chunk:
+            fh.seek(size - chunk)
+            h.update(fh.read(chunk))
+        elif size > chunk:
+            h.update(fh.read())
+    return f"{path.name}:{size}:{h.hexdigest()[:16]}"
+
+
+# modalities extracted together from one group of source files
+GROUPS: dict[str, tuple[str, ...]] = {"slides": ("wsi", "slide"), "mri": ("mri",)}
+
+
+def _group_sources(pf: PatientFiles, group: str) -> list[Path | None]:
+    if group == "slides":
+        return [*pf.slides, *(pf.masks or [])]
+    return [pf.mri.get(q) for q in sorted(pf.mri)] + [pf.mri_mask]
+
+
+def patient_fingerprint(pf: PatientFiles, group: str) -> str:
+    """What a patient's modalities of ``group`` are computed from, as one string."""
+    return "|".join(file_fingerprint(p) for p in _group_sources(pf, group))
+
+
+# ---------------------------------------------------------------------------- record
+RECORD = "extraction.json"
+
+
+def read_extraction_record(folder: str | Path) -> dict[str, Any] | None:
+    """The ``extraction.json`` of a feature store or run folder; None when absent."""
+    path = Path(folder) / RECORD
+    if not path.is_file():
+        return None
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"corrupt extraction record: {exc}", path=path) from None
+
+
+def _encoder_entry(spec: str, encoder: Any, weights: str | Path | None,
+                   kwargs: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    return {"spec": spec, "name": encoder.name, "dim": int(encoder.dim),
+            "checksum": encoder.checksum, "random_weights": enc.is_random_init(encoder.checksum),
+            "weights": None if weights is None else str(Path(weights).resolve()),
+            "weights_name": None if weights is None else Path(weights).name,
+            "kwargs": dict(kwargs or {})}  # fmt: skip
+
+
+def _merge_record(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """A store extracted in several runs (e.g. MRI added later) keeps one record: the
+    store's own checks have already refused any conflicting setting."""
+    out = dict(old or {})
+    for k, v in new.items():
+        if k == "modalities":
+            out[k] = {**out.get(k, {}), **v}
+        elif v is not None or k not in out:
+            out[k] = v
+    return out
 
 
 # ---------------------------------------------------------------------------- run
 def _needs(pf: PatientFiles, volume: bool) -> list[str]:
-    mods = ["wsi", "slide"] if pf.slides else []
+    """The source groups this patient has files for (and an encoder is configured for)."""
+    groups = ["slides"] if pf.slides else []
     if volume and any(pf.mri.values()):
-        mods.append("mri")
-    return mods
+        groups.append("mri")
+    return groups
 
 
 def run_extract(
@@ -255,10 +341,12 @@ def run_extract(
     *,
     tile_encoder: str,
     tile_weights: str | Path | None = None,
+    tile_encoder_kwargs: dict[str, Any] | None = None,
     slide_encoder: str = "mean",
     slide_weights: str | Path | None = None,
     volume_encoder: str | None = None,
     volume_weights: str | Path | None = None,
+    allow_random_weights: bool = False,
     mpp: float = 0.5,
     tile_size: int = 224,
     max_tiles: int | None = 500,
@@ -273,6 +361,7 @@ def run_extract(
     mri: MriConfig | None = None,
     rna: bool = True,
     flush_every: int = 8,
+    reextract_changed: bool = False,
     progress: Progress | None = None,
     patients: Sequence[PatientFiles] | None = None,
 ) -> ExtractReport:
@@ -280,15 +369,42 @@ def run_extract(
     manifest CSV) into the FeatureStore at ``out``; see the module docstring.
 
     Raises (before any work) when the configuration is wrong: unknown encoder, weights
-    that do not load, TITAN inputs that do not match, or a store that already holds
-    another encoder's features for a modality. Per-patient problems never raise.
+    that do not load, an encoder without weights unless ``allow_random_weights``, TITAN
+    inputs that do not match, a store that already holds another encoder's features or
+    features made with other settings, no patient at all, or a store that another
+    process is extracting into. Per-patient problems never raise.
+
+    Resume: a patient's modality group (slides → ``wsi`` + ``slide``; MRI → ``mri``) is
+    skipped when the store holds it complete *and* made from the same source files
+    (:func:`patient_fingerprint`). A patient already stored from other files (another
+    cohort with overlapping ids, or files that changed) is a failure naming both, unless
+    ``reextract_changed`` re-extracts it.
     """
+    with exclusive_lock(out, "feature store"):
+        return _run_extract(**{k: v for k, v in locals().items()})
+
+
+def _run_extract(
+    layout: LayoutName | str, root: str | Path, out: str | Path, *, tile_encoder: str,
+    tile_weights: str | Path | None, tile_encoder_kwargs: dict[str, Any] | None,
+    slide_encoder: str, slide_weights: str | Path | None, volume_encoder: str | None,
+    volume_weights: str | Path | None, allow_random_weights: bool, mpp: float, tile_size: int,
+    max_tiles: int | None, min_tissue: float, sampling: wsi.Sampling, seed: int,
+    mpp_override: float | None, batch_size: int, workers: int, limit: int | None,
+    device: str, mri: MriConfig | None, rna: bool, flush_every: int, reextract_changed: bool,
+    progress: Progress | None, patients: Sequence[PatientFiles] | None,
+) -> ExtractReport:
+    """run_extract's body, under the store's process lock."""
     t_start = time.perf_counter()
     emit = progress or (lambda event, **info: None)
     store = FeatureStore(out)
     report = ExtractReport(Path(out))
     todo = list(patients) if patients is not None else discover_patients(layout, root,
                                                                         report.problems)  # fmt: skip
+    if not todo:
+        errors = "; ".join(str(p) for p in report.problems if p.severity == "error")
+        raise LayoutError(f"no patient found for layout {layout!r}" +
+                          (f" ({errors})" if errors else ""), path=root)  # fmt: skip
     if limit is not None:
         todo = todo[: max(int(limit), 0)]
     mri_cfg = mri or MriConfig()
@@ -296,12 +412,19 @@ def run_extract(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     settings = SlideSettings(mpp, tile_size, max_tiles, min_tissue, sampling, seed, batch_size,
                              workers, mpp_override)  # fmt: skip
+    tile_settings = {"mpp": mpp, "tile_size": tile_size, "max_tiles_per_slide": max_tiles,
+                     "min_tissue": min_tissue, "sampling": sampling, "seed": seed,
+                     "mpp_override": mpp_override}  # fmt: skip
 
     # encoders and provenance: all configuration errors surface here, before any work
     prov: dict[str, tuple[str, str]] = {}
     tile = slide_enc = vol = None
+    record: dict[str, Any] = {"format": 1, "layout": str(layout), "modalities": {},
+                              "tiles": None, "tile_encoder": None, "slide_encoder": None,
+                              "volume_encoder": None, "mri": None}  # fmt: skip
     if any(pf.slides for pf in todo):
-        tile = enc.get_tile_encoder(tile_encoder, tile_weights, device=device)
+        tile = enc.get_tile_encoder(tile_encoder, tile_weights, device=device,
+                                    **dict(tile_encoder_kwargs or {}))  # fmt: skip
         if slide_encoder == "titan":
             enc.validate_titan_inputs(tile.dim, tile_size, mpp, tile.name)
         slide_enc = enc.get_slide_encoder(slide_encoder, tile.dim, slide_weights, device)
@@ -309,72 +432,100 @@ def run_extract(
         slide_sum = (tile.checksum if slide_encoder == "mean"
                      else f"{slide_enc.checksum}+{tile.checksum}")  # fmt: skip
         prov["slide"] = (f"{slide_enc.name}[{tile.name}]", slide_sum)
-        store.set_meta("wsi", tile.name, tile.checksum, tile.dim, "float32")
-        store.set_meta("slide", prov["slide"][0], slide_sum, slide_enc.dim, "float32")
+        record["tiles"] = tile_settings
+        record["tile_encoder"] = _encoder_entry(tile_encoder, tile, tile_weights,
+                                                tile_encoder_kwargs)  # fmt: skip
+        record["slide_encoder"] = {"spec": slide_encoder, "name": slide_enc.name,
+                                   "dim": int(slide_enc.dim), "checksum": slide_enc.checksum,
+                                   "weights": None if slide_weights is None
+                                   else str(Path(slide_weights).resolve()),
+                                   "weights_name": None if slide_weights is None
+                                   else Path(slide_weights).name}  # fmt: skip
     if volume_encoder is not None and any(any(pf.mri.values()) for pf in todo):
         vol = enc.get_volume_encoder(volume_encoder, volume_weights, device=device)
         name = f"{vol.name}[{'+'.join(mri_cfg.sequences)},{mri_cfg.combine}]"
         prov["mri"] = (name, vol.checksum)
-        store.set_meta("mri", name, vol.checksum, mri_dim(vol.dim, mri_cfg), "float32")
+        record["mri"] = mri_settings(mri_cfg)
+        record["volume_encoder"] = _encoder_entry(volume_encoder, vol, volume_weights)
+    random = [e.name for e in (tile, vol) if e is not None and enc.is_random_init(e.checksum)]
+    if random and not allow_random_weights:
+        raise ConfigError(
+            f"encoder(s) {', '.join(random)} have no weights (a random initialisation): their"
+            " features carry no pretrained knowledge. Give the weights (--tile-weights /"
+            " --volume-weights), or pass --random-weights to extract with them anyway (it is"
+            " then recorded in the store, the run folder and the report)")
+    record["random_weights"] = random
+    if tile is not None and slide_enc is not None:
+        store.set_meta("wsi", tile.name, tile.checksum, tile.dim, "float32", settings=tile_settings)
+        store.set_meta("slide", prov["slide"][0], slide_sum, slide_enc.dim, "float32",
+                       settings={**tile_settings, "slide_encoder": slide_encoder})  # fmt: skip
+        record["modalities"].update({"wsi": prov["wsi"][0], "slide": prov["slide"][0]})
+    if vol is not None:
+        store.set_meta("mri", prov["mri"][0], vol.checksum, mri_dim(vol.dim, mri_cfg), "float32",
+                       settings=record["mri"])  # fmt: skip
+        record["modalities"]["mri"] = prov["mri"][0]
+    if rna and any(pf.rna is not None for pf in todo):
+        record["modalities"]["rna"] = "raw:genes"
+    record["versions"] = _versions()
+    atomic_write_text(Path(out) / RECORD,
+                      json.dumps(_merge_record(read_extraction_record(out), record), indent=1))
 
-    # resume: a patient is done when every modality it needs is complete in the store
-    stored = {m: set(store.patients(m)) for m in ("wsi", "slide", "mri")}
-    pending = []
+    # resume: which source groups each patient still needs (see run_extract)
+    stored = {m: store.fingerprints(m) for m in ("wsi", "slide", "mri")}
+    pending: list[tuple[PatientFiles, list[str], dict[str, str]]] = []
     for pf in todo:
-        needs = _needs(pf, vol is not None)
-        if needs and all(pf.patient in stored[m] for m in needs):
+        groups, prints = [], {}
+        for g in _needs(pf, vol is not None):
+            prints[g] = patient_fingerprint(pf, g)
+            have = [stored[m].get(pf.patient, "absent") for m in GROUPS[g]]
+            if all(h == prints[g] for h in have) or all(h is None for h in have):
+                continue  # done (None: written by an older version, without a record)
+            changed = [h for h in have if h not in ("absent", prints[g], None)]
+            if changed and not reextract_changed:
+                report.failures.append(Failure(
+                    pf.patient, str(_group_sources(pf, g)[0]),
+                    f"the store already holds {'/'.join(GROUPS[g])} features for this patient"
+                    f" made from other source files (stored {changed[0]}; now {prints[g]});"
+                    " another cohort with the same ids, or changed files: use a new store, or"
+                    " --reextract-changed to replace them"))  # fmt: skip
+                continue
+            groups.append(g)
+        if groups:
+            pending.append((pf, groups, prints))
+        elif not any(f.patient == pf.patient for f in report.failures):
             report.skipped.append(pf.patient)
-        elif needs:
-            pending.append(pf)
     report.total = len(pending)
     emit("start", total=len(pending), skipped=len(report.skipped))
 
     buf = _Buffer(store, prov)
-    for i, pf in enumerate(pending, 1):
+    for i, (pf, groups, prints) in enumerate(pending, 1):
         emit("patient", patient=pf.patient, index=i, total=len(pending))
         t0 = time.perf_counter()
-        current: Path | None = None
-        try:
-            results: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
-            if pf.slides and tile is not None and slide_enc is not None:
-                bags, crds, slide_vecs = [], [], []
-                for sp, mp in zip(pf.slides, pf.masks or [None] * len(pf.slides)):
-                    current = sp
-                    ts = time.perf_counter()
-                    f, c, plan = encode_slide(
-                        sp, mp, tile, settings,
-                        lambda done, tot, sp=sp, pid=pf.patient: emit("batch", patient=pid, path=str(sp),
-                                                      tiles_done=done, tiles_total=tot))  # fmt: skip
-                    dt = time.perf_counter() - ts
-                    if len(f) == 0:  # no tissue at this grid: the slide adds nothing
-                        report.problems.append(Problem(
-                            "warning", f"no tile with ≥ {min_tissue:.0%} tissue at {mpp} µm/px;"
-                            " slide skipped", str(sp), pf.patient, "wsi"))  # fmt: skip
-                        continue
-                    report.n_tiles += len(f)
-                    report.tile_seconds += dt
-                    emit("slide", patient=pf.patient, path=str(sp), tiles=len(f), seconds=dt,
-                         tiles_per_s=len(f) / dt if dt > 0 else 0.0)  # fmt: skip
-                    bags.append(f)
-                    crds.append(c)
-                    slide_vecs.append(slide_enc.encode(f, c, plan.tile_size_lv0))
-                if not bags:
-                    raise DataError(f"no slide has a tile with ≥ {min_tissue:.0%} tissue at"
-                                    f" {mpp} µm/px", path=current, patient=pf.patient,
-                                    field="wsi")  # fmt: skip
-                results["wsi"] = (np.concatenate(bags), np.concatenate(crds))
-                results["slide"] = (np.mean(slide_vecs, axis=0).astype(np.float32), None)
-            if vol is not None and any(pf.mri.values()):
-                current = pf.mri.get(mri_cfg.sequences[0]) or pf.mri_mask
-                vols = prepare_mri(pf.mri, pf.mri_mask, mri_cfg, pf.patient)
-                results["mri"] = (embed_mri(vols, vol, mri_cfg.combine), None)
-        except Exception as exc:  # one patient's failure never stops the batch
-            path = getattr(exc, "path", None) or (None if current is None else str(current))
-            reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
-            report.failures.append(Failure(pf.patient, path, reason))
-            emit("failed", patient=pf.patient, path=path, reason=reason)
+        results: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
+        fingerprints: dict[str, str] = {}
+        for g in groups:
+            current: Path | None = None
+            try:
+                if g == "slides" and tile is not None and slide_enc is not None:
+                    current = pf.slides[0]
+                    got = _encode_slides(pf, tile, slide_enc, settings, report, emit)
+                    results.update(got)
+                    fingerprints.update(dict.fromkeys(GROUPS[g], prints[g]))
+                elif g == "mri" and vol is not None:
+                    current = pf.mri.get(mri_cfg.sequences[0]) or pf.mri_mask
+                    vols = prepare_mri(pf.mri, pf.mri_mask, mri_cfg, pf.patient)
+                    results["mri"] = (embed_mri(vols, vol, mri_cfg.combine), None)
+                    fingerprints["mri"] = prints[g]
+            except Exception as exc:  # one patient's failure never stops the batch
+                path = getattr(exc, "path", None) or (None if current is None else str(current))
+                reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+                if len(groups) > 1 or g == "mri":
+                    reason = f"{'/'.join(GROUPS[g])}: {reason}"
+                report.failures.append(Failure(pf.patient, path, reason))
+                emit("failed", patient=pf.patient, path=path, reason=reason)
+        if not results:
             continue
-        buf.add(pf.patient, results)
+        buf.add(pf.patient, results, fingerprints)
         if len(buf.patients) >= max(flush_every, 1):
             report.done.extend(buf.flush())
         emit("done", patient=pf.patient, done=len(report.done) + len(buf.patients),
@@ -393,6 +544,74 @@ def run_extract(
     report.seconds = time.perf_counter() - t_start
     emit("finish", report=report)
     return report
+
+
+def _encode_slides(pf: PatientFiles, tile: enc.TileEncoder, slide_enc: Any,
+                   settings: SlideSettings, report: ExtractReport, emit: Progress
+                   ) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:  # fmt: skip
+    """``wsi`` (every slide's tiles, slide order) and ``slide`` (the mean of the per-slide
+    slide vectors) of one patient; a slide without tissue at this grid adds nothing."""
+    bags, crds, slide_vecs = [], [], []
+    current: Path | None = None
+    for sp, mp in zip(pf.slides, pf.masks or [None] * len(pf.slides)):
+        current = sp
+        ts = time.perf_counter()
+        try:
+            f, c, plan = encode_slide(
+                sp, mp, tile, settings,
+                lambda done, tot, sp=sp, pid=pf.patient: emit("batch", patient=pid, path=str(sp),
+                                                              tiles_done=done, tiles_total=tot))  # fmt: skip
+        except DataError:
+            raise
+        except Exception as exc:
+            raise DataError(f"{type(exc).__name__}: {exc}", path=sp, patient=pf.patient,
+                            field="wsi") from exc  # fmt: skip
+        dt = time.perf_counter() - ts
+        if len(f) == 0:
+            report.problems.append(Problem(
+                "warning", f"no tile with ≥ {settings.min_tissue:.0%} tissue at {settings.mpp}"
+                " µm/px; slide skipped", str(sp), pf.patient, "wsi"))  # fmt: skip
+            continue
+        report.n_tiles += len(f)
+        report.tile_seconds += dt
+        emit("slide", patient=pf.patient, path=str(sp), tiles=len(f), seconds=dt,
+             tiles_per_s=len(f) / dt if dt > 0 else 0.0)  # fmt: skip
+        bags.append(f)
+        crds.append(c)
+        slide_vecs.append(slide_enc.encode(f, c, plan.tile_size_lv0))
+    if not bags:
+        raise DataError(f"no slide has a tile with ≥ {settings.min_tissue:.0%} tissue at"
+                        f" {settings.mpp} µm/px", path=current, patient=pf.patient,
+                        field="wsi")  # fmt: skip
+    return {"wsi": (np.concatenate(bags), np.concatenate(crds)),
+            "slide": (np.mean(slide_vecs, axis=0).astype(np.float32), None)}
+
+
+def mri_settings(cfg: MriConfig) -> dict[str, Any]:
+    """MRI preprocessing as JSON (what the store and the extraction record keep)."""
+    return {"size": list(cfg.size), "spacing": None if cfg.spacing is None else list(cfg.spacing),
+            "margin_mm": cfg.margin_mm, "norm": cfg.norm, "combine": cfg.combine,
+            "sequences": list(cfg.sequences)}  # fmt: skip
+
+
+def mri_config(settings: dict[str, Any]) -> MriConfig:
+    """Inverse of :func:`mri_settings`."""
+    return MriConfig(size=tuple(settings["size"]),
+                     spacing=None if settings.get("spacing") is None else tuple(settings["spacing"]),
+                     margin_mm=float(settings["margin_mm"]), norm=settings["norm"],
+                     combine=settings["combine"], sequences=tuple(settings["sequences"]))  # fmt: skip
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {}
+    for name in ("modalsurv", "torch", "timm", "monai", "tiffslide", "SimpleITK"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
 
 
 def _extract_rna(todo: Sequence[PatientFiles], store: FeatureStore,

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 import zlib
@@ -77,7 +78,19 @@ from modalsurv.utils import atomic_path
 FORMAT = "modalsurv.featurestore"
 VERSION = 1
 _DTYPES = {"float16": np.float16, "float32": np.float32}
-_META_KEYS = ("encoder", "checksum", "dim", "dtype", "kind")
+_META_KEYS = ("encoder", "checksum", "dim", "dtype", "kind", "settings")
+_CHECKED = ("encoder", "checksum", "dim", "dtype", "settings")
+
+
+def _settings(value: Any) -> dict[str, Any] | None:
+    """The ``settings`` attribute (JSON text) as a dict; None when absent."""
+    if value is None:
+        return None
+    return dict(json.loads(value)) if isinstance(value, str) else dict(value)
+
+
+def _settings_text(value: Mapping[str, Any]) -> str:
+    return json.dumps(dict(value), sort_keys=True)
 
 
 def _key(patient: str) -> str:
@@ -445,9 +458,7 @@ class FeatureStore:
     def meta(self, modality: str) -> dict[str, Any]:
         """Provenance of a modality: encoder, checksum, dim, dtype, kind, n_patients."""
         with self._open(modality) as f:
-            out = {k: _attr(f.attrs[k]) if k in f.attrs else None for k in _META_KEYS}
-            out["n_patients"] = len(self._complete_keys(f))
-        return out
+            return self._attrs(f)
 
     @staticmethod
     def _complete_keys(f: h5py.File) -> list[str]:
@@ -462,6 +473,21 @@ class FeatureStore:
             return []
         with self._open(modality) as f:
             return sorted(_patient(k) for k in self._complete_keys(f))
+
+    def fingerprints(self, modality: str) -> dict[str, str | None]:
+        """Complete patients → the source fingerprint written with them (None when the
+        patient was written without one, e.g. by an older version or an import)."""
+        if not self.exists(modality):
+            return {}
+        with self._open(modality) as f:
+            grp = f.get("patients")
+            if grp is None:
+                return {}
+            return {
+                _patient(k): (None if "source" not in g.attrs else str(_attr(g.attrs["source"])))
+                for k, g in grp.items()
+                if bool(g.attrs.get("complete", False))
+            }
 
     def has(self, modality: str, patient: str) -> bool:
         if not self.exists(modality):
@@ -647,13 +673,18 @@ class FeatureStore:
         checksum: str | None = None,
         dim: int | None = None,
         dtype: str | None = None,
+        settings: Mapping[str, Any] | None = None,
     ) -> None:
-        """Record the encoder (name, weights sha256), feature dim and storage dtype.
+        """Record the encoder (name, weights sha256), feature dim, storage dtype and the
+        extraction ``settings`` that shaped the features (tile µm/px, tile size, tile cap,
+        MRI preprocessing: JSON-able values).
 
         Refuses (FeatureError) to relabel a modality that already holds features from a
-        different encoder, checksum, dim or dtype: mixed embeddings are silently wrong.
+        different encoder, checksum, dim, dtype or settings: mixed embeddings (the same
+        encoder on tiles of another magnification, say) are silently wrong.
         """
-        new = {"encoder": encoder, "checksum": checksum, "dim": dim, "dtype": dtype}
+        new = {"encoder": encoder, "checksum": checksum, "dim": dim, "dtype": dtype,
+               "settings": None if settings is None else json.loads(_settings_text(settings))}
         if dtype is not None and dtype not in _DTYPES:
             raise FeatureError(
                 f"dtype must be one of {sorted(_DTYPES)}; found {dtype!r}", field="dtype"
@@ -665,11 +696,16 @@ class FeatureStore:
         with self._locked_copy(modality) as f:
             self._check_compatible(modality, self._attrs(f), new)
             for k, v in new.items():
-                if v is not None:
+                if v is None:
+                    continue
+                if k == "settings":
+                    f.attrs[k] = _settings_text(v)
+                else:
                     f.attrs[k] = int(v) if k == "dim" else str(v)
 
     def _attrs(self, f: h5py.File) -> dict[str, Any]:
         out = {k: _attr(f.attrs[k]) if k in f.attrs else None for k in _META_KEYS}
+        out["settings"] = _settings(out["settings"])
         out["n_patients"] = len(self._complete_keys(f))
         return out
 
@@ -681,9 +717,21 @@ class FeatureStore:
         relabel an empty modality."""
         if not strict and not cur.get("n_patients"):
             return
-        for k in ("encoder", "checksum", "dim", "dtype"):
+        for k in _CHECKED:
             have, want = cur.get(k), new.get(k)
             if want is None or have is None:
+                continue
+            if k == "settings":
+                diff = sorted(x for x in set(have) | set(want) if have.get(x) != want.get(x))
+                if diff:
+                    raise FeatureError(
+                        "modality already holds features made with other extraction settings ("
+                        + ", ".join(f"{x}: stored {have.get(x)!r}, now {want.get(x)!r}"
+                                    for x in diff)
+                        + "); refusing to mix them (use a new store)",
+                        path=self.path(modality),
+                        field="settings",
+                    )  # fmt: skip
                 continue
             if (int(have) != int(want)) if k == "dim" else (str(have) != str(want)):
                 raise FeatureError(
@@ -717,6 +765,7 @@ class FeatureStore:
         dtype: str | None = None,
         overwrite: bool = True,
         sources: Mapping[str, str | Path] | None = None,
+        fingerprints: Mapping[str, str] | None = None,
     ) -> None:
         """Write a batch of patients atomically (one file copy for the whole batch).
 
@@ -725,6 +774,9 @@ class FeatureStore:
         provenance (``None``: not checked). ``dtype`` (float16 | float32) is fixed by the
         first write (or ``set_meta``); default float16 when the input is float16, else
         float32. ``sources`` names the file each patient came from, for error messages.
+        ``fingerprints[p]``: what the patient's features were computed from (the source
+        files' names, sizes and content hashes), kept with the patient so that a later
+        extraction can tell a finished patient from another cohort's patient of the same id.
         """
         coords = dict(coords or {})
         sources = dict(sources or {})
@@ -838,6 +890,8 @@ class FeatureStore:
                 g.create_dataset("features", data=xs)
                 if c is not None:
                     g.create_dataset("coords", data=c)
+                if fingerprints and fingerprints.get(pid) is not None:
+                    g.attrs["source"] = str(fingerprints[pid])
                 g.attrs["complete"] = True
 
     # ------------------------------------------------------------------ importers
