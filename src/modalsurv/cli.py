@@ -120,20 +120,69 @@ def demo(
     console.print(f"run folder: [bold]{out}[/]  (wall time {time.perf_counter() - start:.0f} s)")
 
 
+def _load_data(spec: Any, features: Path | None, strict: bool, seed: int = 0) -> Any:
+    """Load a cohort (spec string or DataConfig), print what was read and every problem
+    (one screen), and with ``strict`` refuse any problem."""
+    from modalsurv.data.sources import load_data, parse_data_spec
+
+    data = parse_data_spec(spec) if isinstance(spec, str) else spec
+    if features is not None:
+        data = data.model_copy(update={"features": str(features)})
+    loaded = load_data(data, seed=seed)
+    _print_data_summary(loaded)
+    if strict:
+        loaded.check_strict()
+    return loaded
+
+
+def _print_data_summary(loaded: Any, limit: int = 12) -> None:
+    from rich.markup import escape
+
+    from modalsurv.data.summary import data_summary, headline
+
+    summary = data_summary(loaded)
+    console.print(f"[bold]data[/] {escape(loaded.source)}: {escape(headline(summary))}")
+    for p in loaded.problems[:limit]:
+        colour = "red" if p.severity == "error" else "yellow"
+        console.print(f"  [{colour}]{escape(str(p))}[/]")
+    if len(loaded.problems) > limit:
+        console.print(f"  ... and {len(loaded.problems) - limit} more (all in the run folder's"
+                      " data.json and report.html)")
+
+
 @app.command()
 def train(
-    config: Path = typer.Argument(..., help="YAML config (see configs/ for examples)"),
+    config: Path | None = typer.Argument(None, help="YAML config (see configs/); default: the"
+                                         " built-in defaults"),
     out: Path = typer.Option(Path("runs/train"), help="run folder"),
     resume: bool = typer.Option(False, help="continue an interrupted run from its finished folds"),
+    data: str | None = typer.Option(None, help="cohort spec replacing the config's data, e.g."
+                                    " chimera-task1:ROOT, synthetic:300, public:breast_cancer"),
+    features: Path | None = typer.Option(None, help="feature store (modalsurv extract) joined"
+                                         " with a CHIMERA folder's clinical and RNA data"),
+    set_: list[str] = typer.Option([], "--set", help="override a config value, e.g. --set"
+                                   " train.epochs=20 --set model.fusion=concat (repeatable)"),
+    strict: bool = typer.Option(False, help="refuse to train when reading the data found any"
+                                " problem (warnings included)"),
 ) -> None:
     """Cross-validate ModalSurv and baselines on the same folds; write a run folder."""
-    from modalsurv.config import load_config
+    from modalsurv.config import RunConfig, load_config, set_values
+    from modalsurv.data.sources import parse_data_spec
     from modalsurv.experiments.run_folder import paired_summary, train_run
 
     try:
-        cfg = load_config(config)
+        cfg = load_config(config) if config is not None else RunConfig()
+        if data is not None:
+            cfg = cfg.model_copy(update={"data": parse_data_spec(data)})
+        if features is not None:
+            cfg = cfg.model_copy(update={"data": cfg.data.model_copy(
+                update={"features": str(features)})})
+        if set_:
+            cfg = set_values(cfg, list(set_))
+        loaded = _load_data(cfg.data, None, strict, seed=cfg.seed)
         with _progress() as p:
-            result = train_run(cfg, out, resume=resume, progress=RichProgress(p))
+            result = train_run(cfg, out, resume=resume, progress=RichProgress(p),
+                               cohort=loaded.cohort, data=loaded)  # fmt: skip
     except (DataError, ConfigError) as err:
         _fail(err)
     title = "C-index and IBS over outer folds"
@@ -153,13 +202,15 @@ def evaluate(
                              "chimera-task1:ROOT, manifest:CSV, or a YAML file"),
     name: str = typer.Option("external", help="name for evaluation_<name>.json"),
     n_boot: int = typer.Option(200, help="bootstrap resamples for the 95% CI"),
+    features: Path | None = typer.Option(None, help="feature store joined with a CHIMERA folder"),
+    strict: bool = typer.Option(False, help="refuse data with any problem (warnings included)"),
 ) -> None:
     """Score the run's fold ensemble on another cohort."""
-    from modalsurv.data.sources import load_cohort
     from modalsurv.experiments.run_folder import evaluate_run
 
     try:
-        res = evaluate_run(run, load_cohort(data), n_boot=n_boot, name=name)
+        loaded = _load_data(data, features, strict)
+        res = evaluate_run(run, loaded.cohort, n_boot=n_boot, name=name)
     except (DataError, ConfigError) as err:
         _fail(err)
     console.print_json(json.dumps(res))
@@ -171,14 +222,16 @@ def predict(
     data: str = typer.Option(..., help="cohort spec (see `evaluate`)"),
     out: Path = typer.Option(Path("predictions.csv"), help="CSV to write"),
     times: str = typer.Option("", help="comma-separated times for survival probabilities"),
+    features: Path | None = typer.Option(None, help="feature store joined with a CHIMERA folder"),
+    strict: bool = typer.Option(False, help="refuse data with any problem (warnings included)"),
 ) -> None:
     """Per-patient risk, expected time and survival at chosen times."""
-    from modalsurv.data.sources import load_cohort
     from modalsurv.experiments.run_folder import predict_run
 
     try:
         grid = [float(t) for t in times.split(",") if t.strip()]
-        df = predict_run(run, load_cohort(data), out, grid)
+        loaded = _load_data(data, features, strict)
+        df = predict_run(run, loaded.cohort, out, grid)
     except ValueError as err:  # DataError and ConfigError are ValueErrors too
         _fail(err)
     console.print(f"wrote {len(df)} predictions to [bold]{out}[/]")

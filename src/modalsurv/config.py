@@ -179,6 +179,11 @@ class DataConfig(Strict):
     source: Literal["synthetic", "public", "chimera", "manifest", "store"] = "synthetic"
     name: str | None = Field(None, description="public cohort name, or chimera task ('task1')")
     path: str | None = None
+    features: str | None = Field(
+        None,
+        description="feature store (what 'modalsurv extract' wrote) whose image modalities"
+        " join the CHIMERA folder's clinical and RNA data by patient id",
+    )
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -228,6 +233,34 @@ def parse_config(data: dict[str, Any] | None, source: str = "<dict>") -> RunConf
 def load_config(path: str | Path) -> RunConfig:
     """Read a YAML file into a RunConfig."""
     return parse_config(read_yaml_mapping(path, "config file"), str(path))
+
+
+def set_values(config: RunConfig, assignments: list[str], source: str = "--set") -> RunConfig:
+    """``["train.epochs=3", "model.fusion=concat", "baselines=[rsf]"]`` applied to a config.
+
+    Values are read as YAML (``3`` an int, ``[a, b]`` a list, ``null`` None, ``true``), so
+    any field can be set from the command line; the result is validated like a file (an
+    unknown key path is rejected with its name)."""
+    data = config.model_dump(mode="json")
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        path = [k for k in key.strip().split(".") if k]
+        if not sep or not path:
+            raise ConfigError(f"{source}: {item!r} is not key=value (e.g. train.epochs=3)")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{source} {key}: {raw!r} is not a valid value: {err}") from None
+        node = data
+        for i, k in enumerate(path[:-1]):
+            child = node.get(k)
+            if not isinstance(child, dict):
+                if k in node and child is not None:
+                    raise ConfigError(f"{source}: {'.'.join(path[: i + 1])} is not a section")
+                child = node[k] = {}
+            node = child
+        node[path[-1]] = value
+    return parse_config(data, source)
 
 
 def dump_config(config: RunConfig) -> str:

@@ -149,7 +149,7 @@ def test_limit_titan_check_and_manifest_layout(chimera: Path, tmp_path: Path) ->
 def test_extraction_record_and_settings_are_kept(chimera: Path, tmp_path: Path) -> None:
     import json
 
-    from modalsurv.features.extract import read_extraction_record
+    from modalsurv.io.store import read_extraction_record
 
     out = tmp_path / "s"
     run_extract("chimera-task1", chimera, out, **FAST, volume_encoder="medicalnet_resnet10",

@@ -90,3 +90,78 @@ def test_bad_files_reported_not_skipped(tmp_path):
         assert any(p.patient == ids[1] and "shape" in p.reason for p in out.problems)
     with pytest.raises(DataError, match="problem"):
         read_chimera(tmp_path, strict=True)
+
+
+def _store_for(root, ids, tmp_path, dim=6, slide_ids=None):
+    """A feature store as `modalsurv extract` leaves it: wsi bags, slide and mri vectors."""
+    from modalsurv.io.store import FeatureStore
+
+    store = FeatureStore(tmp_path / "store")
+    rng = np.random.default_rng(0)
+    bags = {p: rng.normal(size=(int(rng.integers(3, 9)), dim)).astype(np.float32) for p in ids}
+    store.write_many("wsi", bags, encoder="enc", checksum="c")
+    slide_ids = ids if slide_ids is None else slide_ids
+    store.write_many("slide", {p: bags[p].mean(0) for p in slide_ids if p in bags} |
+                     {p: rng.normal(size=dim).astype(np.float32) for p in slide_ids if p not in bags},
+                     encoder="mean[enc]", checksum="c")  # fmt: skip
+    store.write_many("mri", {p: rng.normal(size=4).astype(np.float32) for p in ids[::2]},
+                     encoder="vol", checksum="v")  # fmt: skip
+    for m in store.modalities():
+        store.pack(m)
+    return store, bags
+
+
+def test_chimera_folder_joined_with_a_feature_store(tmp_path):
+    """The route from a CHIMERA folder + the store extract wrote to every modality: clinical
+    and RNA from the folder's files, wsi/slide/mri from the store, joined by patient id,
+    with presence masks; mismatches are problems, never silent drops."""
+    cohort = _small(task=1, n=10)
+    root = write_chimera(cohort, tmp_path / "c", task=1, images=False)
+    ids = [str(i) for i in cohort.ids]
+    # the store has a patient the folder lacks and lacks two the folder has
+    store_ids = [*ids[2:], "9999"]
+    store, bags = _store_for(root, store_ids, tmp_path)
+    out = read_chimera(root, task=1, features=store.root, max_tiles=5, seed=1)
+    c = out.cohort
+    assert set(c.modalities) == {"clinical", "wsi", "slide", "mri", "rna"}
+    assert list(c.ids) == ids
+    np.testing.assert_array_equal(c.present["wsi"], [p in store_ids for p in ids])
+    np.testing.assert_array_equal(c.present["mri"], [p in store_ids[::2] for p in ids])
+    for i, p in enumerate(ids):
+        if p in bags:  # the bag is the store's, capped at 5 tiles (a seeded subset)
+            k = int(c.bag_mask["wsi"][i].sum())
+            assert k == min(5, len(bags[p]))
+            got = {tuple(r) for r in c.features["wsi"][i][: k]}
+            assert got <= {tuple(r) for r in bags[p]}
+    assert c.features["wsi"].shape[1] == 5
+    warned = {(p.patient, p.field) for p in out.problems if p.severity == "warning"}
+    assert ("9999", "features") in warned  # in the store, not in the folder
+    # the folder's organiser .pt features were replaced by the store's (no mixing)
+    assert c.dim("wsi") == 6
+
+
+def test_store_ids_that_match_nothing_are_an_error_with_examples(tmp_path):
+    cohort = _small(task=1, n=4)
+    root = write_chimera(cohort, tmp_path / "c", task=1, images=False)
+    store, _ = _store_for(root, [f"00{p}" for p in cohort.ids], tmp_path)
+    with pytest.raises(DataError, match="no patient id of the feature store matches") as err:
+        read_chimera(root, task=1, features=store.root)
+    assert "001000" in str(err.value) and "'1000'" in str(err.value)
+
+
+def test_load_data_keeps_problems_and_strict_refuses_them(tmp_path):
+    from modalsurv.data.sources import load_data
+    from modalsurv.data.summary import data_summary, headline
+
+    cohort = _small(task=1, n=8)
+    root = write_chimera(cohort, tmp_path / "c", task=1, images=False)
+    (root / "clinical_data" / f"{cohort.ids[0]}.json").write_text("{not json")
+    loaded = load_data(f"chimera-task1:{root}")
+    assert len(loaded.cohort) == 7
+    bad = [p for p in loaded.problems if p.patient == str(cohort.ids[0])]
+    assert bad and bad[0].severity == "error" and "corrupt JSON" in bad[0].reason
+    summary = data_summary(loaded)
+    assert summary["patients"] == 7 and summary["n_errors"] >= 1
+    assert "7 patients" in headline(summary) and "clinical 100%" in headline(summary)
+    with pytest.raises(DataError, match="--strict"):
+        loaded.check_strict()

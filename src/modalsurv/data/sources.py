@@ -11,6 +11,7 @@ Spec strings (for ``--data`` on the command line):
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,26 @@ from pydantic import ValidationError
 
 from modalsurv.cohort import Cohort
 from modalsurv.config import DataConfig, format_validation_error
-from modalsurv.errors import ConfigError
+from modalsurv.errors import ConfigError, DataError, Problem
 from modalsurv.utils import read_yaml_mapping
+
+
+@dataclass
+class LoadedData:
+    """A cohort with everything reading it found out: the problems (nothing read is
+    dropped silently) and, for extracted features, how they were made."""
+
+    cohort: Cohort
+    problems: list[Problem] = field(default_factory=list)
+    extraction: dict[str, Any] | None = None
+    source: str = ""
+
+    def check_strict(self) -> None:
+        """``--strict``: any problem, warnings included, is one DataError listing all."""
+        if self.problems:
+            lines = "\n".join(f"  {p}" for p in self.problems)
+            raise DataError(f"--strict: {len(self.problems)} problem(s) reading {self.source}:"
+                            f"\n{lines}")  # fmt: skip
 
 
 def parse_data_spec(spec: str) -> DataConfig:
@@ -55,34 +74,60 @@ def parse_data_spec(spec: str) -> DataConfig:
 
 
 def load_cohort(data: DataConfig | str, seed: int = 0) -> Cohort:
-    """Load the cohort a DataConfig (or spec string) describes."""
+    """Load the cohort a DataConfig (or spec string) describes (see :func:`load_data` for
+    the problems found on the way)."""
+    return load_data(data, seed).cohort
+
+
+def describe(data: DataConfig) -> str:
+    """A short human description of a data source (for messages and summaries)."""
+    if data.source == "synthetic":
+        return f"synthetic cohort {data.params or ''}".strip()
+    if data.source == "public":
+        return f"public cohort {data.name}"
+    what = f"{data.source} {data.name or ''} {data.path}".replace("  ", " ")
+    return what + (f" + features {data.features}" if data.features else "")
+
+
+def load_data(data: DataConfig | str, seed: int = 0) -> LoadedData:
+    """Load the cohort a DataConfig (or spec string) describes, with its problems."""
     if isinstance(data, str):
         data = parse_data_spec(data)
     params = dict(data.params)
+    if data.features is not None and data.source != "chimera":
+        raise ConfigError("data.features: a feature store joins a CHIMERA folder"
+                          f" (source 'chimera'); this source is {data.source!r}")  # fmt: skip
+    source = describe(data)
     if data.source == "synthetic":
         from modalsurv.data.synthetic import make_cohort
 
         params.setdefault("seed", seed)
         params.setdefault("n", 300)
         cohort, _ = make_cohort(**params)
-        return cohort
+        return LoadedData(cohort, source=source)
     if data.source == "public":
         from modalsurv.data.public import load
 
         if not data.name:
             raise ConfigError("data.name: a public cohort name is required")
-        return load(data.name, **params)
+        return LoadedData(load(data.name, **params), source=source)
     if data.path is None:
         raise ConfigError(f"data.path: required for source {data.source!r}")
     if data.source == "chimera":
         from modalsurv.io.chimera import read_chimera
 
         task = (data.name or "task1").replace("task", "")
-        return read_chimera(data.path, task=int(task), **params).cohort
+        if task not in ("1", "3"):
+            raise ConfigError(f"data.name: a CHIMERA task is 'task1' or 'task3'; found {data.name!r}")
+        read = read_chimera(data.path, task=int(task), features=data.features, **params)
+        return LoadedData(read.cohort, list(read.problems), read.extraction, source)
     if data.source == "manifest":
         from modalsurv.io.manifest import manifest_to_cohort, read_manifest
 
-        return manifest_to_cohort(read_manifest(data.path), **params)
-    from modalsurv.io.store import FeatureStore
+        manifest = read_manifest(data.path)
+        return LoadedData(manifest_to_cohort(manifest, **params), list(manifest.problems),
+                          source=source)  # fmt: skip
+    from modalsurv.io.store import FeatureStore, read_extraction_record
 
-    return FeatureStore(data.path).load_labelled_cohort(**params)
+    return LoadedData(FeatureStore(data.path).load_labelled_cohort(**params),
+                      extraction=read_extraction_record(data.path), source=source)

@@ -18,7 +18,7 @@ import pandas as pd
 
 from modalsurv.cohort import Cohort
 from modalsurv.config import RunConfig, dump_config
-from modalsurv.data.sources import load_cohort
+from modalsurv.data.sources import LoadedData, load_data
 from modalsurv.errors import ConfigError
 from modalsurv.survival import metrics as M
 from modalsurv.train.compare import format_difference
@@ -34,8 +34,13 @@ def train_run(
     progress: Progress | None = None,
     cohort: Cohort | None = None,
     title: str = "modalsurv run",
+    data: LoadedData | None = None,
 ) -> Any:
-    """Cross-validate ModalSurv and the baselines on the same folds; write the run folder."""
+    """Cross-validate ModalSurv and the baselines on the same folds; write the run folder.
+
+    ``data``: the loaded cohort with its problems and extraction record (``load_data``);
+    kept in the run folder as ``data.json`` and ``extraction.json``. Without it (and
+    without ``cohort``) the config's data is loaded here."""
     from modalsurv.train.cv import cross_validate
 
     out = Path(out)
@@ -47,12 +52,47 @@ def train_run(
         )
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", dump_config(config))
+    if data is None and cohort is None:
+        data = load_data(config.data, seed=config.seed)
     if cohort is None:
-        cohort = load_cohort(config.data, seed=config.seed)
+        cohort = data.cohort
     result = cross_validate(cohort, config, progress=progress, resume_dir=checkpoints)
     result.save(out)
+    write_data_record(out, data or LoadedData(cohort, source="in-memory cohort"))
     write_run_report(out, result, cohort, title=title)
     return result
+
+
+def write_data_record(out: Path, data: LoadedData) -> None:
+    """``data.json`` (what was read, coverage, every problem) and, for extracted features,
+    ``extraction.json`` (how they were made: the model's inputs must be made the same way
+    at inference)."""
+    from modalsurv.data.summary import data_summary
+    from modalsurv.io.store import EXTRACTION_RECORD
+
+    atomic_write_text(out / "data.json", json.dumps(data_summary(data), indent=1))
+    if data.extraction is not None:
+        atomic_write_text(out / EXTRACTION_RECORD, json.dumps(data.extraction, indent=1))
+
+
+def data_sections(out: Path) -> list[tuple[str, Any]]:
+    """The report's data sections from ``data.json``: headline, modalities, problems and a
+    warning when an encoder ran with random weights."""
+    from modalsurv.data.summary import headline, modality_table, problem_table
+
+    path = out / "data.json"
+    if not path.is_file():
+        return []
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    sections: list[tuple[str, Any]] = [(f"Data: {summary.get('source', '')}", headline(summary)),
+                                       ("Modalities", modality_table(summary))]  # fmt: skip
+    if summary.get("random_weights"):
+        sections.append(("Warning", "features extracted with RANDOM-INIT encoder(s) (no"
+                         f" pretrained weights): {', '.join(summary['random_weights'])}"))
+    problems = problem_table(summary)
+    if len(problems):
+        sections.append((f"Problems found reading the data ({len(problems)})", problems))
+    return sections
 
 
 def paired_summary(result: Any) -> pd.DataFrame | None:
@@ -77,7 +117,7 @@ def write_run_report(out: Path, result: Any, cohort: Cohort, title: str) -> Path
 
     preds = result.predictions
     first = preds[preds["repeat"] == 0]
-    sections: list[tuple[str, Any]] = [("Cohort", repr(cohort))]
+    sections: list[tuple[str, Any]] = [("Cohort", repr(cohort)), *data_sections(out)]
     if result.optimistic:
         sections.append(
             ("Warning", "selection=outer_fold: early stopping used the reported fold, as in the "

@@ -59,7 +59,7 @@ from modalsurv.errors import ConfigError, DataError, LayoutError, Problem
 from modalsurv.features import encoders as enc
 from modalsurv.features import wsi
 from modalsurv.features.mri import SEQUENCES, MriConfig, embed_mri, mri_dim, prepare_mri
-from modalsurv.io.store import FeatureStore
+from modalsurv.io.store import EXTRACTION_RECORD, FeatureStore, read_extraction_record
 from modalsurv.utils import atomic_write_text, exclusive_lock
 
 LayoutName = Literal["chimera-task1", "chimera-task3", "manifest"]
@@ -290,20 +290,6 @@ def patient_fingerprint(pf: PatientFiles, group: str) -> str:
 
 
 # ---------------------------------------------------------------------------- record
-RECORD = "extraction.json"
-
-
-def read_extraction_record(folder: str | Path) -> dict[str, Any] | None:
-    """The ``extraction.json`` of a feature store or run folder; None when absent."""
-    path = Path(folder) / RECORD
-    if not path.is_file():
-        return None
-    try:
-        return dict(json.loads(path.read_text(encoding="utf-8")))
-    except (ValueError, TypeError) as exc:
-        raise DataError(f"corrupt extraction record: {exc}", path=path) from None
-
-
 def _encoder_entry(spec: str, encoder: Any, weights: str | Path | None,
                    kwargs: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
     return {"spec": spec, "name": encoder.name, "dim": int(encoder.dim),
@@ -467,7 +453,7 @@ def _run_extract(
     if rna and any(pf.rna is not None for pf in todo):
         record["modalities"]["rna"] = "raw:genes"
     record["versions"] = _versions()
-    atomic_write_text(Path(out) / RECORD,
+    atomic_write_text(Path(out) / EXTRACTION_RECORD,
                       json.dumps(_merge_record(read_extraction_record(out), record), indent=1))
 
     # resume: which source groups each patient still needs (see run_extract)

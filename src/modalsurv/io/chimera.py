@@ -36,10 +36,11 @@ from modalsurv.cohort import Cohort, stack_patients
 from modalsurv.errors import DataError, FeatureError, Problem
 from modalsurv.io import clinical as clin
 from modalsurv.io.rnaseq import align_genes, read_rna_json, to_features
-from modalsurv.io.store import load_feature_file, tile_subset
+from modalsurv.io.store import FeatureStore, load_feature_file, read_extraction_record, tile_subset
 
 SlidePolicy = Literal["first", "mean", "bag"]
 MRI_SEQUENCES: tuple[str, ...] = ("t2w", "adc", "hbv")
+DEFAULT_MAX_TILES = 500  # a patient's tile bag (all slides) is capped here, seeded per patient
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,7 @@ class ChimeraCohort:
     paths: pd.DataFrame  # index patient; slides, masks, features, coords, mri_*, rna
     problems: list[Problem] = field(default_factory=list)
     clinical: pd.DataFrame | None = None  # typed clinical table (io.clinical)
+    extraction: dict | None = None  # the feature store's extraction record, when one was used
 
     @property
     def errors(self) -> list[Problem]:
@@ -316,27 +318,102 @@ def rna_features(paths: pd.DataFrame, problems: list[Problem]
     return to_features(matrix, [str(i) for i in paths.index])
 
 
+# ---------------------------------------------------------------------------- store
+# which raw files a stored modality is made from (for "not extracted" problems)
+_SOURCES = {"wsi": "slides", "slide": "slides", "mri": "mri_t2w"}
+
+
+def _has_source(paths: pd.DataFrame, modality: str) -> np.ndarray:
+    col = _SOURCES.get(modality)
+    if col is None or col not in paths.columns:
+        return np.zeros(len(paths), dtype=bool)
+    return np.array([bool(v) if isinstance(v, list) else v is not None and v == v
+                     for v in paths[col]], dtype=bool)  # fmt: skip
+
+
+def store_features(
+    store: FeatureStore,
+    paths: pd.DataFrame,
+    problems: list[Problem],
+    max_tiles: int | None,
+    seed: int,
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+    """``(x, present, mask)`` per image modality of the store (``rna`` is read from the
+    folder's own files) for the patients of ``paths``, joined by patient id.
+
+    Listed in ``problems``: store patients the folder has no (usable) clinical record for,
+    and patients whose slides or MRI are in the folder but not in the store. A store none
+    of whose ids matches the folder is an error showing examples of both, since that is
+    almost always a naming mismatch ("001000" against "1000"), not a real cohort.
+    """
+    if not store.root.is_dir():
+        raise DataError("feature store folder does not exist", path=store.root, field="features")
+    mods = [m for m in store.modalities() if m != "rna"]
+    if not mods:
+        raise DataError("the feature store holds no image modality (run modalsurv extract"
+                        " first)", path=store.root, field="features")  # fmt: skip
+    ids = [str(i) for i in paths.index]
+    stored: dict[str, list[str]] = {m: store.patients(m) for m in mods}
+    everyone = sorted(set().union(*stored.values()), key=_natural)
+    if everyone and not set(everyone) & set(ids):
+        raise DataError(
+            f"no patient id of the feature store matches the CHIMERA folder: store ids"
+            f" {everyone[:5]}, folder ids {ids[:5]}", path=store.root, field="patient")  # fmt: skip
+    for pid in sorted(set(everyone) - set(ids), key=_natural):
+        problems.append(Problem("warning", "the feature store has features for this patient but"
+                                " the folder has no usable clinical record (see any other"
+                                " problem for it); not in the cohort", str(store.root), pid,
+                                "features"))  # fmt: skip
+    for m, what in (("wsi", "slides"), ("mri", "MRI")):
+        n = int(_has_source(paths, m).sum())
+        if n and m not in mods:
+            problems.append(Problem("warning", f"{n} patient(s) have {what} in the folder but the"
+                                    f" store has no {m!r} modality (extract it: modalsurv"
+                                    " extract)", str(store.root), None, m))  # fmt: skip
+    out: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
+    for m in mods:
+        lm = store.load(m, ids, max_tiles=max_tiles, seed=seed)
+        x = lm.x if lm.x.flags.writeable else np.array(lm.x)
+        out[m] = (x, lm.present, lm.mask)
+        for i in np.flatnonzero(_has_source(paths, m) & ~lm.present):
+            what = "MRI" if m == "mri" else "slides"
+            problems.append(Problem("warning", f"{what} in the folder but no {m!r} features in"
+                                    " the store (not extracted, or extraction failed); modality"
+                                    " absent", str(store.path(m)), ids[i], m))  # fmt: skip
+    return out
+
+
 # ---------------------------------------------------------------------------- reading
 def read_chimera(
     root: str | Path,
     task: int = 1,
     slide_policy: SlidePolicy = "bag",
-    max_tiles: int | None = None,
+    max_tiles: int | None = DEFAULT_MAX_TILES,
     seed: int = 0,
     event: str | None = None,
     strict: bool = False,
     layout: Layout | None = None,
+    features: str | Path | None = None,
 ) -> ChimeraCohort:
-    """Read a CHIMERA task folder into a Cohort with modalities ``clinical``, ``wsi``
-    (organiser/extracted ``.pt`` tile features) and ``rna`` (when any patient has one).
+    """Read a CHIMERA task folder into a Cohort: ``clinical`` (the JSON files, typed by the
+    task's schema), ``rna`` (when any patient has an RNA file) and the image modalities.
 
-    Patients without usable labels, with corrupt clinical JSON or a duplicated id are
-    dropped and listed in ``.problems``; files that cannot be used are listed too.
-    ``strict=True`` raises one DataError listing every problem (warnings included).
-    ``event`` selects task 3's endpoint (``progression`` or ``HG_recur``).
+    Image modalities come from the feature store ``features`` when given (what ``modalsurv
+    extract`` wrote from this folder: ``wsi`` tile bags of all a patient's slides,
+    ``slide`` vectors averaged over the slides, ``mri``), else ``wsi`` from the organisers'
+    ``.pt`` tile features (``slide_policy``: ``bag`` all slides' tiles as one bag, ``first``,
+    or ``mean``). Bags longer than ``max_tiles`` keep a seeded subset per patient. Each
+    modality has its presence mask.
+
+    Nothing is dropped silently: patients without usable labels, with corrupt clinical
+    JSON or a duplicated id are dropped and listed in ``.problems``, as are files that
+    cannot be used, store patients without a clinical record and patients whose slides or
+    MRI were not extracted. ``strict=True`` raises one DataError listing every problem
+    (warnings included). ``event`` selects task 3's endpoint (``progression`` or
+    ``HG_recur``).
     """
     problems: list[Problem] = []
-    out = _read(root, task, problems, slide_policy, max_tiles, seed, event, layout)
+    out = _read(root, task, problems, slide_policy, max_tiles, seed, event, layout, features)
     if strict and problems:
         raise_problems(problems, root)
     if out is None:
@@ -355,6 +432,7 @@ def _read(
     seed: int = 0,
     event: str | None = None,
     layout: Layout | None = None,
+    features: str | Path | None = None,
 ) -> ChimeraCohort | None:
     """read_chimera's body: fills ``problems``; None when no patient is usable."""
     if task not in LAYOUTS and layout is None:
@@ -374,11 +452,17 @@ def _read(
     present: dict[str, np.ndarray] = {}
     masks: dict[str, np.ndarray] = {}
     fnames: dict[str, list[str]] = {"clinical": names}
-    if any(len(f) for f in paths["features"]):
+    stored = (store_features(FeatureStore(features), paths, problems, max_tiles, seed)
+              if features is not None else {})  # fmt: skip
+    if "wsi" not in stored and any(len(f) for f in paths["features"]):
         x, p, m = wsi_features(paths, problems, slide_policy, max_tiles, seed)
         feats["wsi"], present["wsi"] = x, p
         if m is not None:
             masks["wsi"] = m
+    for name, (x, p, m) in stored.items():
+        feats[name], present[name] = x, p
+        if m is not None:
+            masks[name] = m
     rna = rna_features(paths, problems)
     if rna is not None:
         feats["rna"], present["rna"], fnames["rna"] = rna
@@ -387,7 +471,8 @@ def _read(
         meta["site"] = [(_SITE.match(c).group(1) if _SITE.match(c) else "unknown") for c in keep]
     cohort = Cohort(keep, table["time"].to_numpy(), table["event"].to_numpy(), features=feats,
                     present=present, meta=meta, bag_mask=masks, feature_names=fnames)  # fmt: skip
-    return ChimeraCohort(cohort, paths, problems, table)
+    record = read_extraction_record(features) if features is not None else None
+    return ChimeraCohort(cohort, paths, problems, table, record)
 
 
 def raise_problems(problems: Sequence[Problem], root: str | Path | None = None) -> None:

@@ -421,6 +421,25 @@ def load_feature_file(
     return x, coords
 
 
+# ---------------------------------------------------------------------------- record
+EXTRACTION_RECORD = "extraction.json"
+
+
+def read_extraction_record(folder: str | Path) -> dict[str, Any] | None:
+    """The ``extraction.json`` that ``modalsurv extract`` writes into a store (and a run
+    folder copies): how the features were made. None when absent."""
+    path = Path(folder) / EXTRACTION_RECORD
+    if not path.is_file():
+        return None
+    try:
+        out = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"corrupt extraction record: {exc}", path=path) from None
+    if not isinstance(out, dict):
+        raise DataError("an extraction record must be a JSON object", path=path)
+    return out
+
+
 # ---------------------------------------------------------------------------- store
 class FeatureStore:
     """Embeddings per modality and patient under ``root`` (see module docstring)."""
