@@ -340,6 +340,9 @@ def extract(
     mpp: float = typer.Option(0.5, help="target resolution in µm per pixel"),
     tile_size: int = typer.Option(224, help="tile size in pixels at the target resolution"),
     max_tiles: int = typer.Option(500, help="at most this many tiles per slide"),
+    min_tissue: float = typer.Option(0.5, help="least tissue fraction of a kept tile"),
+    mri_size: str = typer.Option("32,64,64", help="MRI volume size z,y,x after cropping to the"
+                                 " prostate"),
     batch_size: int = typer.Option(32),
     workers: int = typer.Option(2, help="parallel tile-reading workers"),
     limit: int | None = typer.Option(None, help="only the first N patients (dry run)"),
@@ -364,11 +367,20 @@ def extract(
         volume_encoder=volume_encoder, volume_weights=volume_weights, mpp=mpp,
         tile_size=tile_size, max_tiles=max_tiles, batch_size=batch_size, workers=workers,
         limit=limit, device=device, allow_random_weights=random_weights,
-        reextract_changed=reextract_changed,
+        reextract_changed=reextract_changed, min_tissue=min_tissue,
     )
     if slide_weights is not None:
         kwargs["slide_weights"] = slide_weights
     try:
+        from modalsurv.features.mri import MriConfig
+
+        try:
+            size = tuple(int(v) for v in mri_size.split(","))
+        except ValueError:
+            size = ()
+        if len(size) != 3 or min(size) < 4:
+            raise ConfigError(f"--mri-size: expected z,y,x (three integers >= 4); found {mri_size!r}")
+        kwargs["mri"] = MriConfig(size=size)  # type: ignore[arg-type]
         with _progress() as p:
             report = run_extract(layout, root, out, progress=RichProgress(p), **kwargs)
     except (DataError, ConfigError) as err:
@@ -379,6 +391,81 @@ def extract(
         console.print(f"[red]failed[/] {f}")
     if report.failures:
         raise typer.Exit(code=1)
+
+
+@app.command()
+def challenge(
+    task: str = typer.Argument(..., help="task1 (prostate BCR) | task3 (bladder recurrence)"),
+    model: Path = typer.Option(Path("/opt/ml/model"), help="a finished run folder (modalsurv"
+                               " train on the task's CHIMERA data)"),
+    input: Path = typer.Option(Path("/input"), "--input", help="one case in the grand-challenge"
+                               " layout (sockets under images/, JSON files, inputs.json)"),
+    output: Path = typer.Option(Path("/output"), help="where the answer JSON is written"),
+    weights: list[Path] = typer.Option([], help="folder(s) holding the encoder weights named in"
+                                       " the model's extraction record (default: RUN/weights)"),
+    direction: str = typer.Option("risk", help="task 3 only: 'risk' writes a likelihood rising"
+                                  " with risk; 'time' a time like task 1 (the organisers'"
+                                  " published task-3 evaluation reads the value as a time)"),
+    device: str = typer.Option("auto", help="cpu | cuda | auto"),
+    batch: Path | None = typer.Option(None, help="score every case of this CHIMERA folder"
+                                      " instead of one /input case, and print the challenge"
+                                      " metric"),
+    out: Path | None = typer.Option(None, help="with --batch: the CSV to write (one row per case)"),
+) -> None:
+    """Answer the CHIMERA challenge with a trained model: one case from /input to /output.
+
+    The case's features are extracted with the encoders and settings the model recorded,
+    the fold ensemble predicts, and one float is written (task 1: months to biochemical
+    recurrence, ordered opposite to risk; task 3: a likelihood of recurrence). Nothing is
+    written unless the whole answer is ready. --batch scores a whole CHIMERA folder the
+    same way and prints Harrell's C as the organisers compute it.
+    """
+    import torch
+
+    from modalsurv.challenge.answer import answer_case, score_folder
+    from modalsurv.challenge.model import ChallengeModel
+    from modalsurv.challenge.sockets import _task
+
+    try:
+        t = _task(task)
+        if direction not in ("risk", "time"):
+            raise ConfigError(f"--direction must be 'risk' or 'time'; found {direction!r}")
+        dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        predictor = ChallengeModel.load(model, t)
+        if batch is not None:
+            with _progress() as p:
+                res = score_folder(t, predictor, batch, out, weights, dev, direction,  # type: ignore[arg-type]
+                                   progress=RichProgress(p))  # fmt: skip
+            for prob in res.problems[:20]:
+                console.print(f"[yellow]{_escape(str(prob))}[/]")
+            _print_table(res.table.drop(columns=["modalities"]).head(20),
+                         f"{t}: predictions (first 20 of {len(res.table)})")
+            if res.c_index is None:
+                console.print("no labelled case with an event: no C-index")
+            else:
+                console.print(f"challenge metric (organisers' formula, C on minus the prediction):"
+                              f" [bold]{res.c_index:.4f}[/] over {int(res.table['time'].notna().sum())}"
+                              " cases")  # fmt: skip
+                if t == "task3" and direction == "risk":
+                    console.print(f"  read as a risk (C on the prediction itself):"
+                                  f" {res.c_index_as_risk:.4f}")
+            if out is not None:
+                console.print(f"predictions: [bold]{out}[/]")
+            return
+        result, path = answer_case(t, predictor, input, output, weights, dev, direction)  # type: ignore[arg-type]
+    except (DataError, ConfigError) as err:
+        _fail(err)
+    for prob in result.problems:
+        console.print(f"[yellow]{_escape(str(prob))}[/]")
+    stages = ", ".join(f"{k} {v:.2f} s" for k, v in result.seconds.items())
+    console.print(f"{path}: {result.value!r} (risk {result.risk:.4f}; modalities"
+                  f" {'+'.join(result.modalities)}; {stages})")
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -36,7 +36,7 @@ def patient_from_path(path: str | Path) -> str:
     return name[: -len(RNA_SUFFIX)] if name.endswith(RNA_SUFFIX) else Path(path).stem
 
 
-def _number(value: Any, path: Path, patient: str, gene: str) -> float:
+def _number(value: Any, path: Path | None, patient: str, gene: str) -> float:
     """A gene value as float: numbers, numeric strings, null/"NaN" → NaN; else DataError."""
     if value is None:
         return math.nan
@@ -81,13 +81,21 @@ def read_rna_json(path: str | Path, patient: str | None = None) -> pd.Series:
         raise DataError(
             "expected a JSON object mapping gene names to values", path=path, patient=pid
         )
+    return rna_from_pairs(pairs, pid, path)
+
+
+def rna_from_pairs(pairs: Sequence[tuple[Any, Any]], patient: str, path: str | Path | None = None
+                   ) -> pd.Series:  # fmt: skip
+    """(gene, value) pairs (a JSON object already read, e.g. a challenge socket's value)
+    → the float64 Series ``read_rna_json`` returns; ``path`` names the source in errors."""
+    src = Path(path) if path is not None else None
     if not pairs:
-        raise DataError("no genes in the RNA file (empty JSON object)", path=path, patient=pid)
+        raise DataError("no genes in the RNA file (empty JSON object)", path=src, patient=patient)
     genes = [str(g).strip() for g, _ in pairs]
     if any(not g for g in genes):
-        raise DataError("empty gene name", path=path, patient=pid, field="gene")
-    values = np.array([_number(v, path, pid, g) for g, v in pairs], dtype=np.float64)
-    return pd.Series(values, index=pd.Index(genes, name="gene"), name=pid)
+        raise DataError("empty gene name", path=src, patient=patient, field="gene")
+    values = np.array([_number(v, src, patient, g) for g, v in pairs], dtype=np.float64)
+    return pd.Series(values, index=pd.Index(genes, name="gene"), name=patient)
 
 
 def read_matrix(

@@ -1,0 +1,168 @@
+"""Answer the challenge: one case from ``/input`` to its ``/output`` JSON, or a whole CHIMERA
+folder scored the same way with the organisers' metric.
+
+One case: read the sockets (``challenge.sockets``), extract the features with the
+model's recorded encoders and settings, predict with the fold ensemble, then write the
+one float (``challenge.outputs``) atomically. Nothing is written to ``/output`` unless
+the answer is complete and finite; a missing optional input (MRI, RNA, an extra slide, a
+tissue mask) is a logged problem and the answer uses what is there.
+
+Batch: every case of a CHIMERA task folder goes through the very same per-case code
+(``case_cohort``), one row per case, and Harrell's C is computed exactly as the
+organisers' evaluation does: ``sksurv.metrics.concordance_index_censored(event, time,
+-prediction)``, the prediction read as a time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from modalsurv.challenge.model import CaseResult, ChallengeModel
+from modalsurv.challenge.outputs import Direction, challenge_value
+from modalsurv.challenge.sockets import OUTPUTS, CaseInputs, read_case
+from modalsurv.errors import DataError, Problem
+from modalsurv.utils import atomic_write_csv, atomic_write_text
+
+Progress = Callable[..., None]
+
+
+def predict_case(model: ChallengeModel, case: CaseInputs, weights: Sequence[str | Path] = (),
+                 device: str = "cpu", direction: Direction = "risk") -> CaseResult:  # fmt: skip
+    """The challenge value of one case (see module docstring), with timings by stage."""
+    timer: dict[str, float] = {}
+    encoders = model.encoders(weights, device)
+    cohort, problems, n_tiles = model.case_cohort(case, encoders, timer)
+    t0 = time.perf_counter()
+    value = float(challenge_value(model.ensemble, cohort, case.task, direction)[0])
+    risk = float(model.ensemble.predict_risk(cohort)[0])
+    timer["prediction"] = time.perf_counter() - t0
+    if not math.isfinite(value):
+        raise DataError(f"the prediction is not finite ({value}); nothing written",
+                        patient=case.case, field="prediction")  # fmt: skip
+    used = [m for m in model.modalities if bool(cohort.present[m][0])]
+    return CaseResult(value, risk, used, problems, timer, n_tiles)
+
+
+def answer_case(task: str, model: ChallengeModel, input_dir: str | Path, output_dir: str | Path,
+                weights: Sequence[str | Path] = (), device: str = "cpu",
+                direction: Direction = "risk") -> tuple[CaseResult, Path]:  # fmt: skip
+    """Read one case from ``input_dir``, write its answer into ``output_dir``."""
+    t0 = time.perf_counter()
+    case = read_case(input_dir, task)
+    result = predict_case(model, case, weights, device, direction)
+    result.seconds["total"] = time.perf_counter() - t0
+    path = Path(output_dir) / OUTPUTS[case.task]
+    atomic_write_text(path, json.dumps(result.value))
+    return result, path
+
+
+# ---------------------------------------------------------------------------- batch
+@dataclass
+class BatchResult:
+    """A CHIMERA folder scored case by case."""
+
+    table: pd.DataFrame  # case, prediction, risk, time, event, modalities, problems
+    c_index: float | None  # organisers' formula: C(event, time, -prediction)
+    c_index_as_risk: float | None  # the prediction read as a risk: C(event, time, prediction)
+    problems: list[Problem] = field(default_factory=list)
+
+
+def folder_cases(root: str | Path, task: str, problems: list[Problem]
+                 ) -> tuple[list[CaseInputs], pd.DataFrame]:  # fmt: skip
+    """Every case of a CHIMERA task folder as the challenge would present it, and the
+    labels found in the clinical files (index case: time, event; NaN when absent)."""
+    from modalsurv.io import clinical as clin
+    from modalsurv.io.chimera import LAYOUTS, MRI_SEQUENCES, discover
+
+    layout = LAYOUTS[1 if task == "task1" else 3]
+    paths = discover(root, layout, problems)
+    cases, labels = [], []
+    for pid, row in paths.iterrows():
+        try:
+            record = clin.read_json_file(row["clinical"], str(pid))
+        except DataError as exc:
+            problems.append(Problem("error", f"{exc.reason}; case skipped", exc.path, str(pid),
+                                    "clinical"))  # fmt: skip
+            continue
+        rna = None
+        if row.get("rna"):
+            try:
+                rna = clin.read_json_file(row["rna"], str(pid))
+            except DataError as exc:
+                problems.append(Problem("warning", f"{exc.reason}; predicting without RNA",
+                                        exc.path, str(pid), "rna"))  # fmt: skip
+        case = CaseInputs(task, str(pid), dict(record), rna if isinstance(rna, dict) else None,
+                          [Path(s) for s in row["slides"]],
+                          [None if m is None else Path(m) for m in row["masks"]],
+                          sources={"clinical": str(row["clinical"]), "rna": str(row.get("rna"))})  # fmt: skip
+        if task == "task1":
+            case.mri = {q: (None if row.get(f"mri_{q}") is None else Path(row[f"mri_{q}"]))
+                        for q in MRI_SEQUENCES}  # fmt: skip
+            case.mri_mask = None if row.get("mri_mask") is None else Path(row["mri_mask"])
+        cases.append(case)
+        labels.append(_labels(record, task))
+    return cases, pd.DataFrame(labels, index=pd.Index([c.case for c in cases], name="case"),
+                               columns=["time", "event"])  # fmt: skip
+
+
+def _labels(record: dict[str, Any], task: str) -> tuple[float, float]:
+    from modalsurv.io import clinical as clin
+
+    schema = clin.TASK1 if task == "task1" else clin.task3_schema("progression")
+    try:
+        table = clin.coerce_records({"c": record}, schema, [], collect_errors=True)
+        return float(table["time"].iloc[0]), float(table["event"].iloc[0])
+    except (DataError, KeyError, IndexError):
+        return math.nan, math.nan
+
+
+def organiser_c_index(event: np.ndarray, time_: np.ndarray, prediction: np.ndarray) -> float:
+    """Harrell's C exactly as the organisers' evaluation computes it: scikit-survival's
+    ``concordance_index_censored(event, time, -prediction)``."""
+    from sksurv.metrics import concordance_index_censored
+
+    return float(concordance_index_censored(np.asarray(event, bool), np.asarray(time_, float),
+                                            -np.asarray(prediction, float))[0])  # fmt: skip
+
+
+def score_folder(task: str, model: ChallengeModel, root: str | Path, out: str | Path | None = None,
+                 weights: Sequence[str | Path] = (), device: str = "cpu",
+                 direction: Direction = "risk", progress: Progress | None = None) -> BatchResult:  # fmt: skip
+    """Predict every case of a CHIMERA folder as the challenge would; write one CSV row per
+    case (and ``metrics.json`` beside it, as the organisers' evaluation writes it)."""
+    emit = progress or (lambda *a, **k: None)
+    problems: list[Problem] = []
+    cases, labels = folder_cases(root, task, problems)
+    if not cases:
+        raise DataError("no case found", path=root)
+    rows = []
+    emit("start", total=len(cases), skipped=0)
+    for case in cases:
+        res = predict_case(model, case, weights, device, direction)
+        problems.extend(p for p in res.problems if p not in problems)
+        rows.append({"case": case.case, "prediction": res.value, "risk": res.risk,
+                     "modalities": "+".join(res.modalities), "n_problems": len(res.problems),
+                     "n_tiles": res.n_tiles})  # fmt: skip
+        emit("done", patient=case.case)
+    table = pd.DataFrame(rows).set_index("case").join(labels).reset_index()
+    ok = table["time"].notna() & table["event"].notna()
+    c = c_risk = None
+    if ok.any() and table.loc[ok, "event"].astype(bool).any():
+        ev, t, pred = table.loc[ok, "event"].astype(bool), table.loc[ok, "time"], table.loc[ok, "prediction"]
+        c = organiser_c_index(ev, t, pred)
+        c_risk = organiser_c_index(ev, t, -pred)
+    if out is not None:
+        atomic_write_csv(out, table)
+        atomic_write_text(Path(out).with_name(Path(out).stem + "_metrics.json"),
+                          json.dumps({"aggregates": {"c_index": c, "n_cases": int(ok.sum())}},
+                                     indent=1))  # fmt: skip
+    return BatchResult(table, c, c_risk, problems)

@@ -1,0 +1,316 @@
+"""A trained run folder as a challenge predictor: it extracts a case's features exactly as
+the training features were extracted, and predicts with the fold ensemble.
+
+The run folder holds ``config.yaml``, ``models/repeat_0/`` (the fold ensemble) and, when
+image features were used, ``extraction.json`` (copied from the feature store by
+``modalsurv train``): the encoders with their weight checksums, tile µm/px and size,
+the per-slide tile cap and the MRI preprocessing. Encoder weights are looked up by their
+recorded file name in the given weight folders (e.g. ``/opt/ml/model/weights``), then at
+the recorded path; a file whose checksum differs from the record is refused, since
+features from other weights would be silently wrong. Random-init encoders (allowed at
+extraction with ``--random-weights``) are rebuilt from their fixed seed and checked the
+same way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from modalsurv.challenge.sockets import CaseInputs
+from modalsurv.cohort import Cohort
+from modalsurv.config import RunConfig, load_config
+from modalsurv.errors import DataError, Problem, WeightsError
+from modalsurv.features import encoders as enc
+from modalsurv.features import wsi
+from modalsurv.features.extract import SlideSettings, mri_config
+from modalsurv.features.mri import embed_mri, prepare_mri
+from modalsurv.io import clinical as clin
+from modalsurv.io.chimera import DEFAULT_MAX_TILES
+from modalsurv.io.rnaseq import rna_from_pairs
+from modalsurv.io.store import read_extraction_record, tile_subset
+from modalsurv.train.ensemble import FoldEnsemble
+
+IMAGE_MODALITIES = ("wsi", "slide", "mri")
+
+
+class ModelMismatchError(DataError):
+    """The model folder cannot answer these inputs (other task, missing record, weights)."""
+
+
+@dataclass
+class Encoders:
+    """The frozen encoders of an extraction record, rebuilt and checked."""
+
+    tile: enc.TileEncoder | None = None
+    slide: Any = None
+    volume: enc.VolumeEncoder | None = None
+    slide_settings: SlideSettings | None = None
+    mri: Any = None  # MriConfig
+
+
+@dataclass
+class CaseResult:
+    """One case's answer and how it was reached."""
+
+    value: float
+    risk: float
+    modalities: list[str]
+    problems: list[Problem] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    n_tiles: int = 0
+
+
+def _schema(task: str, event: str | None) -> clin.Schema:
+    """The task's clinical schema without labels (an inference record has none; label
+    columns that are present anyway are ignored, not reported)."""
+    base = clin.TASK1 if task == "task1" else clin.task3_schema(event or "progression")
+    labels = tuple(c for c in (base.time, base.event) if c)
+    return replace(base, time=None, event=None, ignore=(*base.ignore, *labels))
+
+
+def _find_weights(entry: dict[str, Any], folders: Sequence[Path]) -> Path | None:
+    name = entry.get("weights_name")
+    if not name:
+        return None
+    for d in folders:
+        if (d / name).exists():
+            return d / name
+        hits = sorted(d.rglob(name)) if d.is_dir() else []
+        if hits:
+            return hits[0]
+    recorded = entry.get("weights")
+    if recorded and Path(recorded).exists():
+        return Path(recorded)
+    where = ", ".join(str(d) for d in folders) or "no weight folder given"
+    raise WeightsError(f"weights {name!r} of encoder {entry.get('name')!r} not found (looked in"
+                       f" {where} and at {recorded})", field="weights")  # fmt: skip
+
+
+def _checked(built: Any, entry: dict[str, Any], path: Path | None) -> Any:
+    if built.checksum != entry.get("checksum"):
+        raise WeightsError(
+            f"encoder {entry.get('name')!r}: these weights are not the ones the model's features"
+            f" were extracted with (checksum {built.checksum}, recorded {entry.get('checksum')})",
+            path=path, field="weights")  # fmt: skip
+    return built
+
+
+class ChallengeModel:
+    """A finished run folder, ready to answer challenge cases (see module docstring)."""
+
+    def __init__(self, run: Path, ensemble: FoldEnsemble, config: RunConfig,
+                 record: dict[str, Any] | None) -> None:  # fmt: skip
+        self.run = run
+        self.ensemble = ensemble
+        self.config = config
+        self.record = record
+        self._encoders: Encoders | None = None
+        first = ensemble.members[0]
+        self.modalities: list[str] = list(first.modalities)
+        self.in_dims: dict[str, int] = dict(first.preprocessor.in_dims)
+        self.bags = {m: k == "bag" for m, k in first.preprocessor.kinds.items()}
+
+    @classmethod
+    def load(cls, run: str | Path, task: str) -> ChallengeModel:
+        """Load and check a run folder for ``task`` ("task1" | "task3")."""
+        run = Path(run)
+        bundle = run / "models" / "repeat_0"
+        if not (bundle / "bundle.json").is_file() or not (run / "config.yaml").is_file():
+            raise ModelMismatchError("not a finished modalsurv run folder (needs config.yaml and"
+                                     " models/repeat_0/bundle.json)", path=run, field="model")  # fmt: skip
+        config = load_config(run / "config.yaml")
+        data = config.data
+        if data.source == "chimera" and (data.name or "task1") != task:
+            raise ModelMismatchError(f"the model was trained on CHIMERA {data.name}; these inputs"
+                                     f" are {task}", path=run, field="task")  # fmt: skip
+        model = cls(run, FoldEnsemble.load(bundle), config, read_extraction_record(run))
+        model._check_task(task)
+        return model
+
+    def _check_task(self, task: str) -> None:
+        step = self.ensemble.members[0].preprocessor.steps.get("clinical")
+        if step is not None:
+            want = _schema(task, self.config.data.params.get("event")).feature_names()
+            have = list(step.feature_names_in_)
+            if have != want:
+                raise ModelMismatchError(
+                    f"the model's clinical variables are not {task}'s: model"
+                    f" {have[:4]}..., {task} {want[:4]}...", path=self.run, field="clinical")  # fmt: skip
+        images = [m for m in self.modalities if m in IMAGE_MODALITIES]
+        rec = self.record or {}
+        need = {"wsi": "tile_encoder", "slide": "tile_encoder", "mri": "volume_encoder"}
+        lacking = [m for m in images if not rec.get(need[m])]
+        if lacking:
+            raise ModelMismatchError(
+                f"the model uses {lacking} features but its run folder has no extraction record"
+                " for them (extraction.json: trained on precomputed features?); the challenge"
+                " command can only extract features the way 'modalsurv extract' records",
+                path=self.run, field="extraction")  # fmt: skip
+        unknown = [m for m in self.modalities if m not in (*IMAGE_MODALITIES, "clinical", "rna")]
+        if unknown:
+            raise ModelMismatchError(f"the model uses modalities {unknown} that challenge inputs"
+                                     " do not provide", path=self.run, field="modalities")  # fmt: skip
+
+    # ------------------------------------------------------------------ encoders
+    def encoders(self, weight_folders: Sequence[str | Path] = (), device: str = "cpu") -> Encoders:
+        """Rebuild (once) the encoders the model's image features need, checksums checked."""
+        if self._encoders is not None:
+            return self._encoders
+        rec = self.record or {}
+        folders = [Path(f) for f in weight_folders] + [self.run / "weights"]
+        out = Encoders()
+        if any(m in self.modalities for m in ("wsi", "slide")):
+            te = rec["tile_encoder"]
+            path = _find_weights(te, folders)
+            out.tile = _checked(enc.get_tile_encoder(te["spec"], path, device=device,
+                                                     **dict(te.get("kwargs") or {})), te, path)  # fmt: skip
+            se = rec.get("slide_encoder") or {"spec": "mean"}
+            spath = _find_weights(se, folders) if se.get("weights_name") else None
+            out.slide = enc.get_slide_encoder(se["spec"], out.tile.dim, spath, device)
+            t = rec["tiles"]
+            out.slide_settings = SlideSettings(
+                mpp=t["mpp"], tile_size=t["tile_size"], max_tiles=t["max_tiles_per_slide"],
+                min_tissue=t["min_tissue"], sampling=t["sampling"], seed=t["seed"],
+                mpp_override=t.get("mpp_override"), workers=2, batch_size=32)  # fmt: skip
+        if "mri" in self.modalities:
+            ve = rec["volume_encoder"]
+            path = _find_weights(ve, folders)
+            out.volume = _checked(enc.get_volume_encoder(ve["spec"], path, device=device), ve, path)
+            out.mri = mri_config(rec["mri"])
+        self._encoders = out
+        return out
+
+    # ------------------------------------------------------------------ one case
+    def case_cohort(self, case: CaseInputs, encoders: Encoders, timer: dict[str, float]
+                    ) -> tuple[Cohort, list[Problem], int]:  # fmt: skip
+        """A one-patient Cohort with every modality the model uses (absent where the case
+        lacks it), the problems met, and the number of tiles encoded."""
+        problems = list(case.problems)
+        t0 = time.perf_counter()
+        items: dict[str, np.ndarray | None] = {}
+        schema = _schema(case.task, self.config.data.params.get("event"))
+        src = {case.case: case.sources.get("clinical", "clinical socket")}
+        table = clin.coerce_records({case.case: case.clinical}, schema, problems, src,
+                                    collect_errors=True)  # fmt: skip
+        x_clin, _ = clin.clinical_to_matrix(table, schema, problems)
+        items["clinical"] = x_clin[0]
+        if "rna" in self.modalities:
+            items["rna"] = self._rna(case, problems)
+        timer["reading"] = timer.get("reading", 0.0) + time.perf_counter() - t0
+        n_tiles = 0
+        if any(m in self.modalities for m in ("wsi", "slide")):
+            bag, vec, n_tiles = self._slides(case, encoders, problems, timer)
+            items["wsi"], items["slide"] = bag, vec
+        if "mri" in self.modalities:
+            t0 = time.perf_counter()
+            items["mri"] = self._mri(case, encoders, problems)
+            timer["mri"] = timer.get("mri", 0.0) + time.perf_counter() - t0
+        return self._cohort(case.case, items), problems, n_tiles
+
+    def _rna(self, case: CaseInputs, problems: list[Problem]) -> np.ndarray | None:
+        if case.rna is None:
+            return None
+        genes = list(self.ensemble.members[0].preprocessor.steps["rna"].feature_names_in_)
+        try:
+            series = rna_from_pairs(list(case.rna.items()), case.case,
+                                    case.sources.get("rna"))  # fmt: skip
+        except DataError as exc:
+            problems.append(Problem("warning", f"{exc.reason}; predicting without RNA", exc.path,
+                                    case.case, exc.field or "rna"))  # fmt: skip
+            return None
+        series = series[~series.index.duplicated()]
+        values = series.reindex(pd.Index(genes)).to_numpy(np.float64)
+        missing = int(np.isnan(values).sum())
+        if missing == len(genes):
+            problems.append(Problem("warning", "none of the model's genes is in the RNA profile;"
+                                    " predicting without RNA", None, case.case, "rna"))  # fmt: skip
+            return None
+        if missing:
+            problems.append(Problem("warning", f"{missing} of the model's {len(genes)} genes missing"
+                                    " from the RNA profile; imputed with the training median",
+                                    None, case.case, "rna"))  # fmt: skip
+        return values.astype(np.float32)
+
+    def _slides(self, case: CaseInputs, encoders: Encoders, problems: list[Problem],
+                timer: dict[str, float]) -> tuple[np.ndarray | None, np.ndarray | None, int]:  # fmt: skip
+        s, tile = encoders.slide_settings, encoders.tile
+        assert s is not None and tile is not None
+        bags, vecs = [], []
+        for path, mask in zip(case.slides, case.masks or [None] * len(case.slides)):
+            try:
+                t0 = time.perf_counter()
+                with wsi.Slide(path, mpp_override=s.mpp_override, backend=s.backend) as slide:
+                    tm = wsi.tissue_mask(slide, mask)
+                    plan = wsi.plan_tiles(slide, tm, s.mpp, s.tile_size, s.max_tiles,
+                                          s.min_tissue, s.sampling, s.seed)  # fmt: skip
+                    t1 = time.perf_counter()
+                    feats = np.empty((len(plan.coords), tile.dim), dtype=np.float32)
+                    i, encode = 0, 0.0
+                    for tiles, _ in wsi.iter_tile_batches(slide, plan, s.batch_size, s.workers):
+                        te = time.perf_counter()
+                        feats[i : i + len(tiles)] = tile.encode(tiles)
+                        encode += time.perf_counter() - te
+                        i += len(tiles)
+                t2 = time.perf_counter()
+                timer["tiling"] = timer.get("tiling", 0.0) + t1 - t0
+                timer["encoding"] = timer.get("encoding", 0.0) + encode
+                timer["reading"] = timer.get("reading", 0.0) + (t2 - t1 - encode)
+            except DataError as exc:
+                problems.append(Problem("warning", f"{exc.reason}; slide skipped", str(path),
+                                        case.case, exc.field or "wsi"))  # fmt: skip
+                continue
+            except Exception as exc:  # an unreadable slide must not cost the whole answer
+                problems.append(Problem("warning", f"cannot read slide ({type(exc).__name__}:"
+                                        f" {exc}); slide skipped", str(path), case.case, "wsi"))  # fmt: skip
+                continue
+            if not len(feats):
+                problems.append(Problem("warning", "no tile with enough tissue; slide skipped",
+                                        str(path), case.case, "wsi"))  # fmt: skip
+                continue
+            bags.append(feats)
+            vecs.append(encoders.slide.encode(feats, plan.coords, plan.tile_size_lv0))
+        if not bags:
+            return None, None, 0
+        bag = np.concatenate(bags)
+        n = len(bag)
+        cap = self.config.data.params.get("max_tiles", DEFAULT_MAX_TILES)
+        if cap is not None and len(bag) > cap:
+            bag = bag[tile_subset(case.sample_key, len(bag), int(cap),
+                                  int(self.config.data.params.get("seed", 0)))]  # fmt: skip
+        return bag, np.mean(vecs, axis=0).astype(np.float32), n
+
+    def _mri(self, case: CaseInputs, encoders: Encoders, problems: list[Problem]
+             ) -> np.ndarray | None:  # fmt: skip
+        if not case.mri or any(p is None for p in case.mri.values()):
+            return None
+        try:
+            vols = prepare_mri(case.mri, case.mri_mask, encoders.mri, case.case)
+            return embed_mri(vols, encoders.volume, encoders.mri.combine)
+        except Exception as exc:
+            reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+            problems.append(Problem("warning", f"MRI unusable ({reason}); predicting without it",
+                                    getattr(exc, "path", None), case.case, "mri"))  # fmt: skip
+            return None
+
+    def _cohort(self, case: str, items: dict[str, np.ndarray | None]) -> Cohort:
+        feats, present, masks = {}, {}, {}
+        for m in self.modalities:
+            x, d = items.get(m), self.in_dims[m]
+            if x is not None and x.shape[-1] != d:
+                raise ModelMismatchError(f"{m} features of this case are {x.shape[-1]}-d; the"
+                                         f" model was trained on {d}-d", path=self.run, field=m)  # fmt: skip
+            present[m] = np.array([x is not None])
+            if self.bags.get(m):
+                k = 1 if x is None else len(x)
+                feats[m] = np.zeros((1, k, d), np.float32) if x is None else x[None].astype(np.float32)
+                masks[m] = np.array([[x is not None] * k])
+            else:
+                feats[m] = np.zeros((1, d), np.float32) if x is None else x[None].astype(np.float32)
+        return Cohort([case], [1.0], [False], features=feats, present=present, bag_mask=masks)

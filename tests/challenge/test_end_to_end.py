@@ -1,0 +1,175 @@
+"""The spine end to end: a CHIMERA folder of raw files → extract → train (every modality)
+→ the challenge command on /input-shaped cases → the JSON answer, and the batch metric."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from modalsurv.challenge.sockets import OUTPUTS, case_to_input
+from modalsurv.cli import app
+from modalsurv.data.synthetic import make_cohort, write_chimera
+
+runner = CliRunner()
+TRAIN = ["--set", "train.epochs=3", "--set", "train.n_init=1", "--set", "cv.folds=2",
+         "--set", "baselines=[coxph_clinical]", "--set", "train.patience=2",
+         "--set", "model.latent_dim=16", "--set", "model.hidden_dim=16",
+         "--set", "model.attention_pool_dim=16", "--set", "model.n_heads=2"]  # fmt: skip
+EXTRACT = ["--tile-encoder", "timm:resnet10t", "--tile-size", "64", "--max-tiles", "4",
+           "--batch-size", "8", "--random-weights", "--min-tissue", "0.25", "--mri-size", "8,16,16"]  # fmt: skip
+
+
+def _cohort(task: int, n: int, seed: int):
+    return make_cohort(n=n, seed=seed, task=task, max_tiles=6, tile_dim=8, slide_dim=8,
+                       mri_dim=8, n_genes=40, missing={"wsi": 0.1, "mri": 0.15, "rna": 0.1})[0]  # fmt: skip
+
+
+def _run(args: list[str]) -> str:
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    return res.output
+
+
+@pytest.fixture(scope="module")
+def task1(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("t1")
+    root = write_chimera(_cohort(1, 24, 0), base / "chimera", task=1, slide_px=512, mpp=0.5,
+                         mri_shape=(8, 24, 24), max_slides=2)  # fmt: skip
+    store = base / "store"
+    _run(["extract", str(root), "--layout", "chimera-task1", "--out", str(store), *EXTRACT,
+          "--volume-encoder", "medicalnet_resnet10"])
+    run = base / "run"
+    out = _run(["train", "--data", f"chimera-task1:{root}", "--features", str(store),
+                "--out", str(run), *TRAIN, "--set", "data.params.max_tiles=6"])
+    assert "problem" not in out.lower() or "0 error(s)" in out
+    held = write_chimera(_cohort(1, 6, 99), base / "held", task=1, slide_px=512, mpp=0.5,
+                         mri_shape=(8, 24, 24), max_slides=2)  # fmt: skip
+    return {"root": root, "store": store, "run": run, "held": held, "base": base}
+
+
+def test_training_used_every_modality_and_recorded_the_extraction(task1):
+    run = task1["run"]
+    data = json.loads((run / "data.json").read_text())
+    assert set(data["modalities"]) == {"clinical", "wsi", "slide", "mri", "rna"}
+    assert data["modalities"]["wsi"]["kind"] == "bag" and data["modalities"]["wsi"]["dim"] == 512
+    assert data["random_weights"]  # shown, because the test extracts with random weights
+    rec = json.loads((run / "extraction.json").read_text())
+    assert rec["tile_encoder"]["spec"] == "timm:resnet10t" and rec["tiles"]["tile_size"] == 64
+    bundle = json.loads((run / "models/repeat_0/state_0.json").read_text())
+    assert set(bundle["modalities"]) == {"clinical", "wsi", "slide", "mri", "rna"}
+    assert "RANDOM-INIT" in (run / "report.html").read_text(encoding="utf-8")
+
+
+def test_one_case_answer_is_a_float_and_deterministic(task1, tmp_path):
+    case = sorted(p.stem for p in (task1["held"] / "clinical_data").glob("*.json"))[0]
+    inp = case_to_input(task1["held"], "task1", case, tmp_path / "input")
+    outs = []
+    for k in range(2):
+        out_dir = tmp_path / f"output{k}"
+        out_dir.mkdir()
+        text = _run(["challenge", "task1", "--model", str(task1["run"]), "--input", str(inp),
+                     "--output", str(out_dir)])
+        files = list(out_dir.iterdir())
+        assert [f.name for f in files] == [OUTPUTS["task1"]]
+        value = json.loads(files[0].read_text())
+        assert isinstance(value, float) and np.isfinite(value) and value > 0
+        outs.append(value)
+        assert "clinical" in text
+    assert outs[0] == outs[1]  # same case, same model: the same float
+
+
+def test_batch_metric_is_the_organisers_formula(task1, tmp_path):
+    from sksurv.metrics import concordance_index_censored
+
+    csv = tmp_path / "pred.csv"
+    out = _run(["challenge", "task1", "--model", str(task1["run"]), "--batch",
+                str(task1["held"]), "--out", str(csv)])
+    df = pd.read_csv(csv, dtype={"case": str})
+    assert len(df) == 6 and df["prediction"].notna().all()
+    c = concordance_index_censored(df["event"].astype(bool).to_numpy(), df["time"].to_numpy(),
+                                   -df["prediction"].to_numpy())[0]  # fmt: skip
+    assert f"{c:.4f}" in out
+    metrics = json.loads((tmp_path / "pred_metrics.json").read_text())
+    assert metrics["aggregates"]["c_index"] == pytest.approx(c)
+    # the batch form and the one-case form give the same number for a case
+    case = df["case"].iloc[0]
+    inp = case_to_input(task1["held"], "task1", case, tmp_path / "in1")
+    (tmp_path / "o1").mkdir()
+    _run(["challenge", "task1", "--model", str(task1["run"]), "--input", str(inp),
+          "--output", str(tmp_path / "o1")])
+    single = json.loads((tmp_path / "o1" / OUTPUTS["task1"]).read_text())
+    assert single == pytest.approx(df["prediction"].iloc[0], rel=1e-6)
+
+
+def test_missing_optional_inputs_still_answer(task1, tmp_path):
+    case = sorted(p.stem for p in (task1["held"] / "clinical_data").glob("*.json"))[1]
+    inp = case_to_input(task1["held"], "task1", case, tmp_path / "input", inputs_json=False)
+    for folder in ("axial-adc-prostate-mri", "prostatectomy-tissue-mask"):
+        shutil.rmtree(inp / "images" / folder, ignore_errors=True)
+    (tmp_path / "out").mkdir()
+    text = _run(["challenge", "task1", "--model", str(task1["run"]), "--input", str(inp),
+                 "--output", str(tmp_path / "out")])
+    assert "MRI sequences missing" in text
+    assert json.loads((tmp_path / "out" / OUTPUTS["task1"]).read_text()) > 0
+
+
+@pytest.mark.parametrize("damage", ["no_clinical", "corrupt_clinical", "wrong_model"])
+def test_failures_exit_nonzero_and_leave_output_untouched(task1, tmp_path, damage):
+    case = sorted(p.stem for p in (task1["held"] / "clinical_data").glob("*.json"))[0]
+    inp = case_to_input(task1["held"], "task1", case, tmp_path / "input")
+    clinical = inp / "chimera-clinical-data-of-prostate-cancer-patients.json"
+    model = task1["run"]
+    if damage == "no_clinical":
+        clinical.unlink()
+        # inputs.json still lists the socket, with its value: drop that too
+        entries = json.loads((inp / "inputs.json").read_text())
+        (inp / "inputs.json").write_text(json.dumps([e for e in entries if "clinical" not in
+                                                     e["interface"]["slug"]]))  # fmt: skip
+    elif damage == "corrupt_clinical":
+        clinical.write_text("{broken")
+    else:
+        model = tmp_path / "not_a_run"
+        model.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    res = runner.invoke(app, ["challenge", "task1", "--model", str(model), "--input", str(inp),
+                              "--output", str(out)])  # fmt: skip
+    assert res.exit_code != 0
+    words = {"no_clinical": "chimera-clinical-data-of-prostate-cancer-patients",
+             "corrupt_clinical": "corrupt JSON", "wrong_model": "not a finished modalsurv run"}
+    assert words[damage] in res.output
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+
+
+def test_task3_end_to_end(tmp_path):
+    root = write_chimera(_cohort(3, 20, 1), tmp_path / "chimera", task=3, slide_px=512, mpp=0.5)
+    store = tmp_path / "store"
+    _run(["extract", str(root), "--layout", "chimera-task3", "--out", str(store), *EXTRACT])
+    run = tmp_path / "run"
+    _run(["train", "--data", f"chimera-task3:{root}", "--features", str(store), "--out",
+          str(run), *TRAIN])
+    data = json.loads((run / "data.json").read_text())
+    assert set(data["modalities"]) == {"clinical", "wsi", "slide", "rna"}
+    held = write_chimera(_cohort(3, 5, 7), tmp_path / "held", task=3, slide_px=512, mpp=0.5)
+    case = sorted(p.name for p in (held / "data").iterdir())[0]
+    inp = case_to_input(held, "task3", case, tmp_path / "input")
+    assert (inp / "bulk-rna-seq-bladder-cancer.json").is_file()
+    values = {}
+    for direction in ("risk", "time"):
+        out = tmp_path / f"out_{direction}"
+        out.mkdir()
+        _run(["challenge", "task3", "--model", str(run), "--input", str(inp), "--output",
+              str(out), "--direction", direction])
+        values[direction] = json.loads((out / OUTPUTS["task3"]).read_text())
+    assert 0.0 <= values["risk"] <= 1.0 and values["time"] > 0
+    # a task-1 model cannot answer task 3
+    res = runner.invoke(app, ["challenge", "task1", "--model", str(run), "--input", str(inp),
+                              "--output", str(tmp_path)])  # fmt: skip
+    assert res.exit_code != 0 and "task3" in res.output

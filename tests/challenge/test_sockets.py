@@ -1,0 +1,106 @@
+"""Reading one case from a grand-challenge /input folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from modalsurv.challenge.sockets import (
+    SOCKETS,
+    ChallengeInputError,
+    case_to_input,
+    folder_of,
+    read_case,
+    slug_of,
+)
+from modalsurv.data.synthetic import make_cohort, write_chimera
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cohort, _ = make_cohort(n=3, seed=0, max_tiles=6, tile_dim=8, slide_dim=8, mri_dim=8,
+                            n_genes=10, missing={m: 0.0 for m in ("wsi", "slide", "mri", "rna")})  # fmt: skip
+    return write_chimera(cohort, tmp_path_factory.mktemp("c"), task=1, slide_px=512,
+                         mri_shape=(8, 24, 24), max_slides=3, seed=4)  # fmt: skip
+
+
+def test_one_table_for_every_socket():
+    for task, socks in SOCKETS.items():
+        roles = [(s.role, s.index) for s in socks]
+        assert len(roles) == len(set(roles)), task
+        assert sum(s.required for s in socks) == 1  # the clinical record
+    assert slug_of("slide", "task1", 3) == "prostatectomy-tissue-whole-slide-image-3"
+    assert folder_of("slide", "task1", 3) == "images/prostatectomy-wsi-z-3"
+    assert folder_of("hbv", "task1") == "images/transverse-hbv-prostate-mri"
+
+
+def test_case_round_trip_with_and_without_inputs_json(folder, tmp_path):
+    for listed in (True, False):
+        inp = case_to_input(folder, "task1", "1000", tmp_path / f"in{listed}", inputs_json=listed)
+        case = read_case(inp, "task1")
+        assert "BCR" not in case.clinical and "time_to_follow-up/BCR" not in case.clinical
+        assert case.clinical["ISUP"] is not None or "ISUP" in case.clinical
+        assert len(case.slides) == len(case.masks) >= 1 and all(case.masks)
+        assert set(case.mri) == {"t2w", "adc", "hbv"} and all(case.mri.values())
+        assert case.mri_mask is not None and case.rna is not None
+        assert (inp / "inputs.json").exists() == listed
+
+
+def test_inputs_json_paths_win_and_inline_values_are_used(folder, tmp_path):
+    inp = case_to_input(folder, "task1", "1001", tmp_path / "in")
+    # move the HBV volume to the folder name an older template used, as inputs.json says
+    entries = json.loads((inp / "inputs.json").read_text())
+    (inp / "images" / "transverse-hbv-prostate-mri").rename(inp / "images" / "axial-dwi-prostate-mri")
+    for e in entries:
+        if e["interface"]["slug"] == "transverse-hbv-prostate-mri":
+            e["interface"] = {"slug": "axial-dwi-prostate-mri",
+                              "relative_path": "images/axial-dwi-prostate-mri"}
+    (inp / "inputs.json").write_text(json.dumps(entries))
+    # the clinical file is gone but inputs.json carries its value inline
+    record = json.loads((inp / "chimera-clinical-data-of-prostate-cancer-patients.json").read_text())
+    (inp / "chimera-clinical-data-of-prostate-cancer-patients.json").unlink()
+    case = read_case(inp, "task1")
+    assert case.mri["hbv"] is not None and "axial-dwi-prostate-mri" in str(case.mri["hbv"])
+    assert case.clinical == record
+
+
+def test_extra_slides_keep_socket_order_and_lonely_masks_are_reported(folder, tmp_path):
+    inp = case_to_input(folder, "task1", "1002", tmp_path / "in", inputs_json=False)
+    # an extra slide (socket 5) without a mask, and a mask (socket 7) without a slide
+    src = next((inp / "images" / "prostatectomy-wsi").iterdir())
+    (inp / "images" / "prostatectomy-wsi-z-5").mkdir()
+    (inp / "images" / "prostatectomy-wsi-z-5" / "extra.tif").write_bytes(src.read_bytes())
+    (inp / "images" / "prostatectomy-tissue-mask-wsi-7").mkdir()
+    mask = next((inp / "images" / "prostatectomy-tissue-mask").iterdir())
+    (inp / "images" / "prostatectomy-tissue-mask-wsi-7" / "m.tif").write_bytes(mask.read_bytes())
+    case = read_case(inp, "task1")
+    assert case.slides[-1].name == "extra.tif" and case.masks[-1] is None
+    reasons = " ".join(p.reason for p in case.problems)
+    assert "no tissue mask" in reasons and "mask without its slide" in reasons
+
+
+def test_required_socket_and_bad_json_name_socket_and_file(tmp_path):
+    (tmp_path / "in").mkdir()
+    with pytest.raises(ChallengeInputError, match="chimera-clinical-data-of-prostate-cancer-patients"):
+        read_case(tmp_path / "in", "task1")
+    (tmp_path / "in" / "chimera-clinical-data-of-prostate-cancer-patients.json").write_text("[1, 2]")
+    with pytest.raises(ChallengeInputError, match="one JSON object"):
+        read_case(tmp_path / "in", "task1")
+    (tmp_path / "in" / "inputs.json").write_text("{oops")
+    with pytest.raises(ChallengeInputError, match="inputs.json"):
+        read_case(tmp_path / "in", "task1")
+    with pytest.raises(ChallengeInputError, match="input folder does not exist"):
+        read_case(tmp_path / "nowhere", "task3")
+    with pytest.raises(ValueError, match="task1 or task3"):
+        read_case(tmp_path / "in", "task2")
+
+
+def test_task3_alternative_clinical_slug(tmp_path):
+    inp = tmp_path / "in"
+    (inp / "images" / "bladder-cancer-tissue-biopsy-wsi").mkdir(parents=True)
+    (inp / "chimera-clinical-data-of-bladder-cancer-recurrence.json").write_text(json.dumps({"age": 70}))
+    case = read_case(inp, "task3")
+    assert case.clinical == {"age": 70} and case.slides == [] and case.rna is None
+    assert any("bulk-rna-seq-bladder-cancer" in (p.field or "") for p in case.problems)
