@@ -462,6 +462,25 @@ def challenge(
                   f" {'+'.join(result.modalities)}; {stages})")
 
 
+@app.command("export-model")
+def export_model_cmd(
+    run: Path = typer.Argument(..., help="a finished run folder"),
+    out: Path = typer.Option(..., help="model folder to write (or a .tar.gz to upload)"),
+    task: str | None = typer.Option(None, help="task1 | task3 (default: the run's CHIMERA task)"),
+    weights: list[Path] = typer.Option([], help="folder(s) holding the encoder weights the"
+                                       " extraction record names"),
+) -> None:
+    """Package a run as the challenge container's /opt/ml/model: the fold ensemble, its
+    config and extraction record, and the encoder weights (checksums verified)."""
+    from modalsurv.challenge.export import export_model
+
+    try:
+        path = export_model(run, out, task, weights)
+    except (DataError, ConfigError) as err:
+        _fail(err)
+    console.print(f"model for /opt/ml/model: [bold]{path}[/]")
+
+
 def _escape(text: str) -> str:
     from rich.markup import escape
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,43 +13,15 @@ from typer.testing import CliRunner
 
 from modalsurv.challenge.sockets import OUTPUTS, case_to_input
 from modalsurv.cli import app
-from modalsurv.data.synthetic import make_cohort, write_chimera
+from modalsurv.data.synthetic import write_chimera
 
 runner = CliRunner()
-TRAIN = ["--set", "train.epochs=3", "--set", "train.n_init=1", "--set", "cv.folds=2",
-         "--set", "baselines=[coxph_clinical]", "--set", "train.patience=2",
-         "--set", "model.latent_dim=16", "--set", "model.hidden_dim=16",
-         "--set", "model.attention_pool_dim=16", "--set", "model.n_heads=2"]  # fmt: skip
-EXTRACT = ["--tile-encoder", "timm:resnet10t", "--tile-size", "64", "--max-tiles", "4",
-           "--batch-size", "8", "--random-weights", "--min-tissue", "0.25", "--mri-size", "8,16,16"]  # fmt: skip
-
-
-def _cohort(task: int, n: int, seed: int):
-    return make_cohort(n=n, seed=seed, task=task, max_tiles=6, tile_dim=8, slide_dim=8,
-                       mri_dim=8, n_genes=40, missing={"wsi": 0.1, "mri": 0.15, "rna": 0.1})[0]  # fmt: skip
 
 
 def _run(args: list[str]) -> str:
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output + repr(res.exception)
     return res.output
-
-
-@pytest.fixture(scope="module")
-def task1(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    base = tmp_path_factory.mktemp("t1")
-    root = write_chimera(_cohort(1, 24, 0), base / "chimera", task=1, slide_px=512, mpp=0.5,
-                         mri_shape=(8, 24, 24), max_slides=2)  # fmt: skip
-    store = base / "store"
-    _run(["extract", str(root), "--layout", "chimera-task1", "--out", str(store), *EXTRACT,
-          "--volume-encoder", "medicalnet_resnet10"])
-    run = base / "run"
-    out = _run(["train", "--data", f"chimera-task1:{root}", "--features", str(store),
-                "--out", str(run), *TRAIN, "--set", "data.params.max_tiles=6"])
-    assert "problem" not in out.lower() or "0 error(s)" in out
-    held = write_chimera(_cohort(1, 6, 99), base / "held", task=1, slide_px=512, mpp=0.5,
-                         mri_shape=(8, 24, 24), max_slides=2)  # fmt: skip
-    return {"root": root, "store": store, "run": run, "held": held, "base": base}
 
 
 def test_training_used_every_modality_and_recorded_the_extraction(task1):
@@ -148,16 +119,16 @@ def test_failures_exit_nonzero_and_leave_output_untouched(task1, tmp_path, damag
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
 
 
-def test_task3_end_to_end(tmp_path):
-    root = write_chimera(_cohort(3, 20, 1), tmp_path / "chimera", task=3, slide_px=512, mpp=0.5)
+def test_task3_end_to_end(tmp_path, kit):
+    root = write_chimera(kit.cohort(3, 20, 1), tmp_path / "chimera", task=3, slide_px=512, mpp=0.5)
     store = tmp_path / "store"
-    _run(["extract", str(root), "--layout", "chimera-task3", "--out", str(store), *EXTRACT])
+    _run(["extract", str(root), "--layout", "chimera-task3", "--out", str(store), *kit.EXTRACT])
     run = tmp_path / "run"
     _run(["train", "--data", f"chimera-task3:{root}", "--features", str(store), "--out",
-          str(run), *TRAIN])
+          str(run), *kit.TRAIN])
     data = json.loads((run / "data.json").read_text())
     assert set(data["modalities"]) == {"clinical", "wsi", "slide", "rna"}
-    held = write_chimera(_cohort(3, 5, 7), tmp_path / "held", task=3, slide_px=512, mpp=0.5)
+    held = write_chimera(kit.cohort(3, 5, 7), tmp_path / "held", task=3, slide_px=512, mpp=0.5)
     case = sorted(p.name for p in (held / "data").iterdir())[0]
     inp = case_to_input(held, "task3", case, tmp_path / "input")
     assert (inp / "bulk-rna-seq-bladder-cancer.json").is_file()

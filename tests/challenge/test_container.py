@@ -1,0 +1,92 @@
+"""The container files stay in step with the package: same pinned torch, same entry point,
+and the entry point's command answers a case when run directly (no Docker daemon here)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import tarfile
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from modalsurv.challenge.sockets import OUTPUTS, case_to_input
+from modalsurv.cli import app
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILES = [ROOT / "docker" / "Dockerfile", ROOT / "docker" / "Dockerfile.cuda"]
+
+
+def _pins(text: str) -> dict[str, str]:
+    return dict(re.findall(r"\b(torch|torchvision)==([0-9][^\s\"',]*)", text))
+
+
+def _entry_command(dockerfile: Path) -> list[str]:
+    line = next(ln for ln in dockerfile.read_text().splitlines() if ln.startswith("ENTRYPOINT"))
+    argv = json.loads(line[len("ENTRYPOINT"):])
+    assert argv[:2] == ["/bin/sh", "-c"]
+    cmd = shlex.split(argv[2])
+    assert cmd[0] == "exec" and cmd[-1] == "$@"  # extra `docker run` arguments pass through
+    return cmd[1:-1]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_pins_the_same_torch_as_the_project(dockerfile):
+    project = _pins((ROOT / "pyproject.toml").read_text())
+    assert project == {"torch": "2.14.1", "torchvision": "0.29.1"}
+    assert _pins((ROOT / "Makefile").read_text()) == project
+    text = dockerfile.read_text()
+    # every pip install line that names torch pins exactly the project's versions
+    for line in re.findall(r"pip install[^\n]*", text):
+        if "torch" in line:
+            assert _pins(line) == project, line
+    assert "python:3.11" in text  # the project's Python (requires-python >=3.11,<3.12)
+    assert "[features]" in text and "HF_HUB_OFFLINE=1" in text
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_entry_point_is_the_challenge_command(dockerfile):
+    cmd = _entry_command(dockerfile)
+    assert cmd[:3] == ["modalsurv", "challenge", "$MODALSURV_TASK"]
+    opts = {k: v for k, v in zip(cmd[3::2], cmd[4::2])}
+    assert opts["--model"] == "/opt/ml/model" and opts["--input"] == "/input"
+    assert opts["--output"] == "/output"
+    from typer.main import get_command
+
+    params = {p for prm in get_command(app).commands["challenge"].params for p in prm.opts}
+    assert set(opts) <= params  # options the command really has
+
+
+def test_exported_model_answers_through_the_entry_point_command(task1, tmp_path):
+    """export-model writes what /opt/ml/model must hold; the Dockerfile's own command line,
+    with the roots moved into a temporary folder, answers a case from it."""
+    model = tmp_path / "opt_ml_model"
+    res = CliRunner().invoke(app, ["export-model", str(task1["run"]), "--out", str(model)])
+    assert res.exit_code == 0, res.output
+    assert (model / "models/repeat_0/bundle.json").is_file() and (model / "extraction.json").is_file()
+    assert not (model / "checkpoints").exists()
+    case = sorted(p.stem for p in (task1["held"] / "clinical_data").glob("*.json"))[2]
+    inp = case_to_input(task1["held"], "task1", case, tmp_path / "input")
+    out = tmp_path / "output"
+    out.mkdir()
+    cmd = _entry_command(DOCKERFILES[0])
+    moved = {"/opt/ml/model": str(model), "/input": str(inp), "/output": str(out),
+             "$MODALSURV_TASK": "task1"}  # fmt: skip
+    argv = [moved.get(a, a) for a in cmd[1:]]
+    res = CliRunner().invoke(app, argv)
+    assert res.exit_code == 0, res.output
+    assert isinstance(json.loads((out / OUTPUTS["task1"]).read_text()), float)
+    # the tarball form holds the same files
+    tar = tmp_path / "model.tar.gz"
+    res = CliRunner().invoke(app, ["export-model", str(task1["run"]), "--out", str(tar)])
+    assert res.exit_code == 0, res.output
+    with tarfile.open(tar) as t:
+        names = set(t.getnames())
+    assert {"config.yaml", "extraction.json", "models/repeat_0/bundle.json"} <= names
+
+
+def test_build_script_builds_and_exports_both_variants():
+    text = (ROOT / "docker" / "build.sh").read_text()
+    assert "docker build" in text and "docker save" in text and "Dockerfile.cuda" in text
