@@ -101,11 +101,17 @@ def paired_summary(result: Any) -> pd.DataFrame | None:
     paired = result.paired()
     if paired.empty:
         return None
+    models = result.summary["models"]
+
+    def cell(row: pd.Series) -> str:
+        if not row["n_pairs"] and models.get(row["reference"], {}).get("failure"):
+            return f"– ({row['reference']} failed: {models[row['reference']]['failure']})"
+        return format_difference(row["mean_difference"], row["ci_low"], row["ci_high"])
+
     return pd.DataFrame({
         "ModalSurv minus": paired["reference"],
-        "ΔC (95% CI)": list(map(format_difference, paired["mean_difference"],
-                                paired["ci_low"], paired["ci_high"])),
-        "p": [f"{v:.2f}" for v in paired["p_value"]],
+        "ΔC (95% CI)": [cell(r) for _, r in paired.iterrows()],
+        "p": ["–" if v != v else f"{v:.2f}" for v in paired["p_value"]],
         "folds": paired["n_pairs"],
     })  # fmt: skip
 

@@ -176,10 +176,14 @@ class CVResult:
         rows = []
         for model, stats in self.summary["models"].items():
             row: dict[str, Any] = {"model": model}
+            all_failed = stats["n_failed_folds"] and not any(stats[m]["n"] for m in METRICS)
             for m in METRICS:
-                row[m] = f"{stats[m]['mean']:.3f} ± {stats[m]['std']:.3f}"
+                row[m] = ("failed" if all_failed
+                          else f"{stats[m]['mean']:.3f} ± {stats[m]['std']:.3f}")  # fmt: skip
             row["n_failed_folds"] = stats["n_failed_folds"]
             row["optimistic"] = stats["optimistic"]
+            if any(s.get("failure") for s in self.summary["models"].values()):
+                row["failure"] = stats.get("failure") or ""
             rows.append(row)
         return pd.DataFrame(rows)
 
@@ -231,6 +235,10 @@ def summarize(metrics: pd.DataFrame, optimistic: bool, stratify: str) -> dict[st
                 "n": len(ok),
             }
         stats["n_failed_folds"] = int(df["failed"].sum())
+        if stats["n_failed_folds"]:  # the reason, so a failed baseline is never a bare NaN
+            notes = df.loc[df["failed"].astype(bool), "note"].astype(str)
+            stats["failure"] = notes.iloc[0] + (
+                f" (and {len(notes) - 1} more fold(s))" if len(notes) > 1 else "")
         stats["optimistic"] = bool(df["optimistic"].iloc[0])
         out["models"][str(model)] = stats
     return out
