@@ -103,15 +103,19 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), help="run folder to write"),
     quick: bool = typer.Option(False, help="smaller cohorts and fewer epochs (smoke run)"),
     seed: int = typer.Option(0, help="the one seed for everything"),
+    extended: bool = typer.Option(False, help="also the in-memory synthetic cohort with an"
+                                  " external cohort, and the real breast_cancer cohort"),
 ) -> None:
-    """Synthetic CHIMERA-like cohort (+ shifted external cohort) and the real breast_cancer
-    cohort: extraction, 5-fold CV of ModalSurv next to baselines, external evaluation."""
+    """The spine end to end: a synthetic CHIMERA task-1 folder of raw files -> extract ->
+    ModalSurv on every modality next to the baselines -> the challenge command on held-out
+    cases in the /input layout -> the challenge metric."""
     from modalsurv.experiments.demo import run_demo
 
     start = time.perf_counter()
     try:
         with _progress() as p:
-            result = run_demo(out, progress=RichProgress(p), quick=quick, seed=seed)
+            result = run_demo(out, progress=RichProgress(p), quick=quick, seed=seed,
+                              extended=extended)  # fmt: skip
     except (DataError, ConfigError) as err:
         _fail(err)
     _print_table(result.table, "modalsurv demo: C-index (mean ± std over outer folds)")
@@ -386,7 +390,8 @@ def extract(
     except (DataError, ConfigError) as err:
         _fail(err)
     console.print(f"store: [bold]{out}[/]  done {len(report.done)}, skipped "
-                  f"{len(report.skipped)}, failed {len(report.failures)}")
+                  f"{len(report.skipped)}, no images {len(report.no_images)}, failed"
+                  f" {len(report.failures)}")
     for f in report.failures:
         console.print(f"[red]failed[/] {f}")
     if report.failures:

@@ -175,3 +175,19 @@ def test_no_leakage_across_folds(cohort, make_config):
     for k in aa:
         np.testing.assert_array_equal(aa[k], ab[k])
     np.testing.assert_array_equal(a.predict_risk(cohort), b.predict_risk(cohort))
+
+
+def test_a_baseline_failing_on_every_fold_is_reported_with_its_reason(make_cohort, make_config):
+    from modalsurv.experiments.run_folder import paired_summary
+
+    cohort = make_cohort(n=40, seed=4).select(["rna", "slide"])  # no clinical modality
+    cfg = make_config(cv__folds=2, train__epochs=2)
+    res = cross_validate(cohort, cfg, baselines=["coxph_clinical"])
+    stats = res.summary["models"]["coxph_clinical"]
+    assert stats["n_failed_folds"] == 2 and "failed:" in stats["failure"]
+    table = res.table().set_index("model")
+    assert table.loc["coxph_clinical", "harrell_c"] == "failed"
+    assert "failed:" in table.loc["coxph_clinical", "failure"]
+    assert table.loc["modalsurv", "failure"] == ""
+    cell = paired_summary(res).set_index("ModalSurv minus").loc["coxph_clinical", "ΔC (95% CI)"]
+    assert "coxph_clinical failed" in cell and "nan" not in cell

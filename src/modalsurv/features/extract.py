@@ -97,7 +97,8 @@ class ExtractReport:
     out: Path
     total: int = 0
     done: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # already complete from the same files
+    no_images: list[str] = field(default_factory=list)  # nothing to extract (e.g. RNA only)
     failures: list[Failure] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)  # from layout discovery
     n_tiles: int = 0
@@ -461,6 +462,9 @@ def _run_extract(
     pending: list[tuple[PatientFiles, list[str], dict[str, str]]] = []
     for pf in todo:
         groups, prints = [], {}
+        if not _needs(pf, vol is not None):
+            report.no_images.append(pf.patient)
+            continue
         for g in _needs(pf, vol is not None):
             prints[g] = patient_fingerprint(pf, g)
             have = [stored[m].get(pf.patient, "absent") for m in GROUPS[g]]

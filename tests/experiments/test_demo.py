@@ -1,0 +1,28 @@
+"""The demo (the README's main job) runs the spine end to end, in its quick form."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from modalsurv.challenge.sockets import OUTPUTS
+from modalsurv.experiments.demo import run_demo
+
+
+def test_quick_demo_goes_from_files_to_answers(tmp_path):
+    stages: list[str] = []
+    res = run_demo(tmp_path, quick=True,
+                   progress=lambda e, **kw: stages.append(kw["message"]) if e == "stage" else None)  # fmt: skip
+    assert [s[:3] for s in stages] == ["1/4", "2/4", "3/4", "4/4"]
+    assert set(res.table["model"]) == {"modalsurv", "coxph_clinical", "coxnet", "rsf"}
+    data = json.loads((tmp_path / "run" / "data.json").read_text())
+    assert set(data["modalities"]) == {"clinical", "wsi", "slide", "mri", "rna"}
+    assert data["random_weights"] == ["medicalnet_resnet10"]  # the MRI encoder, flagged
+    answers = pd.read_csv(tmp_path / "challenge" / "answers.csv", dtype={"case": str})
+    assert len(answers) == 8 and (answers["predicted_months"] > 0).all()
+    for case in answers["case"]:
+        out = tmp_path / "challenge" / case / "output" / OUTPUTS["task1"]
+        assert isinstance(json.loads(out.read_text()), float)
+    assert "held-out C (challenge)" in res.table.columns
+    assert set(res.seconds) == {"write + scan", "extract", "train", "challenge"}
