@@ -312,12 +312,14 @@ def scan(
     root: Path = typer.Argument(..., help="cohort root folder (or manifest CSV)"),
     layout: str = typer.Option("chimera-task1", help="chimera-task1 | chimera-task3 | manifest"),
     strict: bool = typer.Option(False, help="treat warnings as errors"),
+    features: Path | None = typer.Option(None, help="feature store to check against the folder"
+                                         " (patients missing on either side)"),
 ) -> None:
     """List every problem in a cohort (missing files, bad labels, leaks) in one report."""
     from modalsurv.io.scan import scan as scan_cohort
 
     try:
-        problems = scan_cohort(root, layout=layout, strict=strict)
+        problems = scan_cohort(root, layout=layout, strict=strict, features=features)
     except DataError as err:
         _fail(err)
     if not problems:
@@ -465,6 +467,25 @@ def challenge(
     stages = ", ".join(f"{k} {v:.2f} s" for k, v in result.seconds.items())
     console.print(f"{path}: {result.value!r} (risk {result.risk:.4f}; modalities"
                   f" {'+'.join(result.modalities)}; {stages})")
+
+
+@app.command("case-input")
+def case_input(
+    task: str = typer.Argument(..., help="task1 | task3"),
+    root: Path = typer.Argument(..., help="a CHIMERA task folder"),
+    case: str = typer.Argument(..., help="the case id"),
+    out: Path = typer.Option(..., help="folder to write (the case as /input)"),
+) -> None:
+    """Lay out one case of a CHIMERA folder as the grand challenge presents it under
+    /input (labels removed, images in their socket folders, inputs.json), to try the
+    challenge command or the container before submitting."""
+    from modalsurv.challenge.sockets import case_to_input
+
+    try:
+        path = case_to_input(root, task, case, out)
+    except (DataError, ConfigError) as err:
+        _fail(err)
+    console.print(f"/input for case {case}: [bold]{path}[/]")
 
 
 @app.command("export-model")

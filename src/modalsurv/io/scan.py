@@ -24,15 +24,17 @@ def scan(
     layout: ScanLayout = "chimera-task1",
     strict: bool = False,
     event: str | None = None,
+    features: str | Path | None = None,
 ) -> list[Problem]:
-    """All problems of the cohort at ``root`` (a CHIMERA folder or a manifest CSV).
+    """All problems of the cohort at ``root`` (a CHIMERA folder or a manifest CSV); with
+    ``features``, also those of joining that feature store to the CHIMERA folder.
 
     Returns errors first, then warnings. ``strict=True`` raises a DataError listing every
     problem when there is any (warnings included)."""
     if layout in ("chimera-task1", "chimera-task3"):
         problems: list[Problem] = []
         try:
-            out = chimera._read(root, int(layout[-1]), problems, event=event)
+            out = chimera._read(root, int(layout[-1]), problems, event=event, features=features)
         except DataError as exc:  # e.g. the root folder itself is missing
             problems.append(Problem("error", exc.reason, exc.path, exc.patient, exc.field))
             out = None
