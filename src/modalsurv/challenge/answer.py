@@ -42,8 +42,9 @@ def predict_case(model: ChallengeModel, case: CaseInputs, weights: Sequence[str 
     encoders = model.encoders(weights, device)
     cohort, problems, n_tiles = model.case_cohort(case, encoders, timer)
     t0 = time.perf_counter()
-    value = float(challenge_value(model.ensemble, cohort, case.task, direction)[0])
-    risk = float(model.ensemble.predict_risk(cohort)[0])
+    risks = model.ensemble.predict_risk(cohort)
+    value = float(challenge_value(model.ensemble, cohort, case.task, direction, risks)[0])
+    risk = float(risks[0])
     timer["prediction"] = time.perf_counter() - t0
     if not math.isfinite(value):
         raise DataError(f"the prediction is not finite ({value}); nothing written",

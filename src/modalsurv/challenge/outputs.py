@@ -48,19 +48,26 @@ def _baseline_at(member: ModalSurv, t: float) -> float:
     return float(cumhaz[pos]) if pos >= 0 else 0.0
 
 
-def predicted_time(ensemble: FoldEnsemble, cohort: Cohort) -> np.ndarray:
+def _risk(ensemble: FoldEnsemble, cohort: Cohort, risk: np.ndarray | None) -> np.ndarray:
+    out = ensemble.predict_risk(cohort) if risk is None else risk
+    return np.asarray(out, dtype=np.float64)
+
+
+def predicted_time(ensemble: FoldEnsemble, cohort: Cohort, risk: np.ndarray | None = None
+                   ) -> np.ndarray:  # fmt: skip
     """Months to recurrence, strictly decreasing in ``ensemble.predict_risk`` (see module
-    docstring)."""
-    risk = np.asarray(ensemble.predict_risk(cohort), dtype=np.float64)
+    docstring); ``risk``: that prediction when already computed."""
+    risk = _risk(ensemble, cohort, risk)
     if ensemble.config.train.risk_score == "rmst" and ensemble.head != "cox":
         return -risk
     s = np.clip(_survival_at_reference(ensemble, risk), _S_MIN, _S_MAX)
     return float(ensemble.t_ref) * math.log(2.0) / -np.log(s)
 
 
-def recurrence_likelihood(ensemble: FoldEnsemble, cohort: Cohort) -> np.ndarray:
+def recurrence_likelihood(ensemble: FoldEnsemble, cohort: Cohort,
+                          risk: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
     """A likelihood in [0, 1] rising with ``ensemble.predict_risk``."""
-    risk = np.asarray(ensemble.predict_risk(cohort), dtype=np.float64)
+    risk = _risk(ensemble, cohort, risk)
     if ensemble.config.train.risk_score == "rmst" and ensemble.head != "cox":
         tau = float(ensemble.cuts[-1])
         return np.clip(1.0 + risk / tau, 0.0, 1.0)
@@ -68,10 +75,11 @@ def recurrence_likelihood(ensemble: FoldEnsemble, cohort: Cohort) -> np.ndarray:
 
 
 def challenge_value(ensemble: FoldEnsemble, cohort: Cohort, task: str,
-                    direction: Direction = "risk") -> np.ndarray:  # fmt: skip
+                    direction: Direction = "risk", risk: np.ndarray | None = None
+                    ) -> np.ndarray:  # fmt: skip
     """The value each case's output JSON holds (task 1: a time; task 3: see ``direction``)."""
-    if task == "task1" or direction == "time":
-        return predicted_time(ensemble, cohort)
-    if direction != "risk":
+    if direction not in ("risk", "time"):
         raise ValueError(f"direction must be 'risk' or 'time'; found {direction!r}")
-    return recurrence_likelihood(ensemble, cohort)
+    if task == "task1" or direction == "time":
+        return predicted_time(ensemble, cohort, risk)
+    return recurrence_likelihood(ensemble, cohort, risk)
