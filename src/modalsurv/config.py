@@ -17,7 +17,9 @@ from pydantic import (
     Field,
     PositiveInt,
     ValidationError,
+    ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from modalsurv.errors import ConfigError
@@ -84,6 +86,25 @@ class ModelConfig(Strict):
         " wpbc, gse1992 and synthetic seed 1 (C with n_init 3: .686/.784/.687 vs"
         " .652/.767/-, off)",
     )
+
+    @field_validator("fusion")
+    @classmethod
+    def _known_fusion(cls, v: str) -> str:
+        """Checked when the config is read, not at the first fit minutes later."""
+        from modalsurv.nn.fusion import FUSIONS
+
+        if v not in FUSIONS:
+            raise ValueError(f"unknown fusion {v!r}; known fusions: {sorted(FUSIONS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _heads_divide_latent(self) -> ModelConfig:
+        from modalsurv.nn.fusion import FUSIONS, CrossAttentionFusion
+
+        if issubclass(FUSIONS[self.fusion], CrossAttentionFusion) and self.latent_dim % self.n_heads:
+            raise ValueError(f"latent_dim {self.latent_dim} must be divisible by n_heads"
+                             f" {self.n_heads} for fusion {self.fusion!r}")  # fmt: skip
+        return self
 
 
 class LossConfig(Strict):
@@ -181,6 +202,20 @@ class DataConfig(Strict):
     path: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("params")
+    @classmethod
+    def _known_params(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """Keys the source's loader does not take are refused when the config is read."""
+        from modalsurv.data.sources import loader_parameters
+
+        source = info.data.get("source")
+        accepted = None if source is None else loader_parameters(source)
+        unknown = [] if accepted is None else sorted(set(v) - accepted)
+        if unknown:
+            raise ValueError(f"unknown key(s) {unknown} for source {source!r}; accepted:"
+                             f" {sorted(accepted or ())}")  # fmt: skip
+        return v
+
 
 class RunConfig(Strict):
     """Everything a `modalsurv train` run needs; saved resolved in the run folder."""
@@ -213,7 +248,8 @@ def format_validation_error(err: ValidationError, what: str, source: str) -> str
             lines.append(f"{key}: unknown key")
         else:
             msg = str(e["msg"]).removeprefix("Value error, ")
-            lines.append(f"{key}: {msg} (got {e.get('input')!r})")
+            got = e.get("input")
+            lines.append(f"{key}: {msg}" + ("" if isinstance(got, dict) else f" (got {got!r})"))
     return f"invalid {what} {source}:\n  " + "\n  ".join(lines)
 
 

@@ -35,6 +35,9 @@ def parse_data_spec(spec: str) -> DataConfig:
     if kind in {"synthetic", "synthetic-external"}:
         params: dict[str, Any] = {"external": kind == "synthetic-external"}
         parts = [p for p in rest.split(":") if p]
+        if not all(p.strip().lstrip("-").isdigit() for p in parts[:2]):
+            raise ConfigError(f"data spec {spec!r}: N and SEED must be integers, e.g."
+                              f" {kind}:300:1")  # fmt: skip
         if parts:
             params["n"] = int(parts[0])
         if len(parts) > 1:
@@ -52,6 +55,36 @@ def parse_data_spec(spec: str) -> DataConfig:
         f"unknown data spec {spec!r}; expected synthetic[:N[:SEED]], synthetic-external, "
         "public:NAME, chimera-task1:ROOT, chimera-task3:ROOT, manifest:CSV or a YAML file"
     )
+
+
+# source → (module, loader, the arguments load_cohort passes itself)
+_LOADERS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "synthetic": ("modalsurv.data.synthetic", "make_cohort", ()),
+    "public": ("modalsurv.data.public", "load", ("name",)),
+    "chimera": ("modalsurv.io.chimera", "read_chimera", ("root", "task")),
+    "manifest": ("modalsurv.io.manifest", "manifest_to_cohort", ("manifest",)),
+    "store": ("modalsurv.io.store", "FeatureStore.load_labelled_cohort", ("self",)),
+}
+
+
+def loader_parameters(source: str) -> set[str] | None:
+    """The ``data.params`` keys a source's loader accepts (None: any, it takes **kwargs).
+
+    Why: an unknown key used to surface only at fit time as a TypeError; the config checks
+    it when it is read (``config.DataConfig``)."""
+    import importlib
+    import inspect
+
+    if source not in _LOADERS:
+        return None
+    module, name, fixed = _LOADERS[source]
+    fn: Any = importlib.import_module(module)
+    for part in name.split("."):
+        fn = getattr(fn, part)
+    params = inspect.signature(fn).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.name not in fixed and p.kind is not p.VAR_POSITIONAL}
 
 
 def load_cohort(data: DataConfig | str, seed: int = 0) -> Cohort:
