@@ -54,12 +54,12 @@ def _number(text: str) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def _onehot_fields(names: Iterable[str], plain: set[str]) -> dict[str, list[str]]:
+def _onehot_fields(names: Iterable[str]) -> dict[str, list[str]]:
     """field → its one-hot column names (``field=category``), in order."""
     out: dict[str, list[str]] = {}
     for n in names:
         field, sep, _ = n.partition("=")
-        if sep and n not in plain and field:
+        if sep and field:
             out.setdefault(field, []).append(n)
     return out
 
@@ -142,8 +142,8 @@ class _Ctx:
         self.x, self.names, self.fitted, self.ids, self.present = x, names, fitted, ids, present
         self.col = {n: j for j, n in enumerate(names)}
         self.pos = {f: j for j, f in enumerate(fitted)}
-        self.fit_fields = _onehot_fields(fitted, set(fitted))
-        self.new_fields = _onehot_fields(names, set(names))
+        self.fit_fields = _onehot_fields(fitted)
+        self.new_fields = _onehot_fields(names)
         self.out = np.full((x.shape[0], len(fitted)), np.nan, dtype=np.float64)
 
     def is_plain(self, field: str) -> bool:
