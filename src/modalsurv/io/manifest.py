@@ -62,7 +62,12 @@ class Manifest:
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    """Every cell as text. A row with more fields than the header is a parse error, not a
+    silently shifted row (pandas would take the extra first field as an index)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.ParserWarning)
+        return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True,
+                           index_col=False)  # fmt: skip
 
 
 def _path_columns(columns: Sequence[str], modalities: Sequence[str] | None) -> dict[str, str]:
@@ -102,8 +107,9 @@ def _scan(
         return problems, None, {}
     try:
         df = _read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        err(f"cannot parse the CSV: {exc}")
+    except (pd.errors.ParserError, pd.errors.ParserWarning, pd.errors.EmptyDataError,
+            UnicodeDecodeError, ValueError) as exc:  # fmt: skip
+        err(f"cannot parse the CSV (a value with a comma must be quoted): {exc}")
         return problems, None, {}
     df.columns = [str(c).strip() for c in df.columns]
     for col in REQUIRED:
