@@ -166,6 +166,16 @@ def _censored_external(i: Inputs) -> Built:
     return Built(["evaluate", run, "--data", f"manifest:{path}", "--n-boot", "5"], [run])
 
 
+def _other_modalities(i: Inputs) -> Built:
+    path = i.rel.write_manifest(i.tmp / "data", n=6, columns=(), rna=False)
+    df = pd.read_csv(path, dtype=str)
+    for pid in df["patient"]:
+        np.save(i.tmp / "data" / f"{pid}_ct.npy", np.arange(3.0))
+    df["ct_path"] = [f"{p}_ct.npy" for p in df["patient"]]
+    df.to_csv(path, index=False)
+    return _predict(i.run_copy(), i, f"manifest:{path}")
+
+
 CASES = [
     # data too small or uninformative for cross-validation
     Case("all_censored", _cohort(12, 0), 1, ("censored", "no event")),
@@ -206,6 +216,9 @@ CASES = [
     Case("renamed_clinical_column", _renamed_column, 1, ("clinical", "age", "weight")),
     Case("renamed_gene", _renamed_gene, 1, ("rna", "G03", "G99")),
     Case("censored_external_cohort", _censored_external, 1, ("0 event", "C-index")),
+    Case("no_modality_in_common", _other_modalities, 1, ("none of the modalities", "'ct'")),
+    Case("unknown_scan_layout", lambda i: Built(["scan", i.tmp, "--layout", "foo"], [i.tmp]),
+         2, ("--layout", "'foo'")),
 ]  # fmt: skip
 
 
@@ -256,3 +269,11 @@ def test_missing_dependency_is_a_usage_error(rel, monkeypatch, tmp_path: Path) -
     monkeypatch.setattr(sources, "load_cohort", missing)
     res = rel.invoke("predict", tmp_path, "--data", "synthetic:20")
     assert res.exit_code == 2 and "modalsurv[ray]" in res.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_where_there_is_none_is_a_config_error(rel, tmp_path: Path) -> None:
+    cfg = rel.write_yaml(tmp_path / "c.yaml", rel.tiny_config(train={"device": "cuda"}))
+    res = rel.invoke("train", cfg, "--out", tmp_path / "out")
+    assert res.exit_code == 2 and "train.device 'cuda'" in res.output, res.output
+    assert not (tmp_path / "out" / "config.yaml").exists()

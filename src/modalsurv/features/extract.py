@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from modalsurv.errors import DataError, LayoutError, Problem
+from modalsurv.errors import ConfigError, DataError, LayoutError, Problem
 from modalsurv.features import encoders as enc
 from modalsurv.features import wsi
 from modalsurv.features.mri import SEQUENCES, MriConfig, embed_mri, mri_dim, prepare_mri
@@ -294,6 +294,8 @@ def run_extract(
     mri_cfg = mri or MriConfig()
     if device == "auto":  # CUDA where present, else the CPU
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r}: no CUDA device is available here; use auto or cpu")
     settings = SlideSettings(mpp, tile_size, max_tiles, min_tissue, sampling, seed, batch_size,
                              workers, mpp_override)  # fmt: skip
 

@@ -48,6 +48,7 @@ from modalsurv.train.baselines import make_baseline
 from modalsurv.train.compare import compare_models
 from modalsurv.train.ensemble import FoldEnsemble
 from modalsurv.train.estimator import ModalSurv
+from modalsurv.train.trainer import resolve_device
 from modalsurv.utils import atomic_write_csv, atomic_write_text
 
 Progress = Callable[..., None]
@@ -486,6 +487,7 @@ def plan_cv(
     baselines = list(config.baselines if baselines is None else baselines)
     for name in baselines:
         make_baseline(name, config, 0)  # fail fast on an unknown name
+    resolve_device(config.train.device)  # CUDA asked for where there is none
     check_cv_cohort(cohort, folds)
     return CVPlan(folds, repeats, seed, baselines, make_folds(cohort, folds, repeats, seed))
 

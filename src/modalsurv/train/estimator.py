@@ -271,7 +271,7 @@ class ModalSurv:
     def _outputs(self, cohort: Cohort, key: str) -> np.ndarray:
         self._check_fitted()
         data = self._tensors(self.preprocessor.transform(cohort))
-        device = resolve_device(self.config.train.device)
+        device = resolve_device(self.config.train.device, fallback=True)
         self.net.to(device).eval()
         outs = []
         with torch.no_grad():

@@ -16,13 +16,14 @@ The fitted state is exported as JSON-able metadata plus named numpy arrays
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 
 from modalsurv.cohort import Cohort
 from modalsurv.config import PreprocessConfig
-from modalsurv.errors import FeatureError
+from modalsurv.errors import DataWarning, FeatureError
 from modalsurv.features.align import align_columns
 from modalsurv.features.tabular import ClinicalEncoder, RnaTransform, VectorScaler, fit_pca
 
@@ -201,6 +202,15 @@ class Preprocessor:
         feats: dict[str, np.ndarray] = {}
         present: dict[str, np.ndarray] = {}
         masks: dict[str, np.ndarray] = {}
+        lacking = [m for m in self.steps if m not in cohort.features]
+        if lacking and len(lacking) == len(self.steps):
+            raise FeatureError(f"the cohort has none of the modalities the model was fitted on"
+                               f" ({lacking}); it has {cohort.modalities}",
+                               field="modalities")  # fmt: skip
+        for m in lacking:
+            warnings.warn(f"modality {m!r}, which the model was fitted on, is absent from this"
+                          " cohort: every patient is predicted without it", DataWarning,
+                          stacklevel=2)  # fmt: skip
         for m, step in self.steps.items():
             if m not in cohort.features:
                 continue
