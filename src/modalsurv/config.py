@@ -17,7 +17,6 @@ from pydantic import (
     Field,
     PositiveInt,
     ValidationError,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -202,19 +201,20 @@ class DataConfig(Strict):
     path: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("params")
-    @classmethod
-    def _known_params(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        """Keys the source's loader does not take are refused when the config is read."""
-        from modalsurv.data.sources import loader_parameters
 
-        source = info.data.get("source")
-        accepted = None if source is None else loader_parameters(source)
-        unknown = [] if accepted is None else sorted(set(v) - accepted)
-        if unknown:
-            raise ValueError(f"unknown key(s) {unknown} for source {source!r}; accepted:"
-                             f" {sorted(accepted or ())}")  # fmt: skip
-        return v
+def check_data_params(data: DataConfig, source: str = "<dict>", key: str = "data") -> None:
+    """Refuse ``data.params`` keys the source's loader does not take (ConfigError naming
+    them and the accepted ones), when a config is read rather than at fit time.
+
+    Not a pydantic validator on purpose: a saved model's config is validated again on
+    load, and loading a model must not depend on a data loader's signature."""
+    from modalsurv.data.sources import loader_parameters
+
+    accepted = loader_parameters(data.source)
+    unknown = [] if accepted is None else sorted(set(data.params) - accepted)
+    if unknown:
+        raise ConfigError(f"invalid config {source}:\n  {key}.params: unknown key(s) {unknown}"
+                          f" for source {data.source!r}; accepted: {sorted(accepted or ())}")
 
 
 class RunConfig(Strict):
@@ -256,9 +256,11 @@ def format_validation_error(err: ValidationError, what: str, source: str) -> str
 def parse_config(data: dict[str, Any] | None, source: str = "<dict>") -> RunConfig:
     """Validate a dict into a RunConfig; errors name every offending key path."""
     try:
-        return RunConfig.model_validate(data or {})
+        config = RunConfig.model_validate(data or {})
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, "config", source)) from None
+    check_data_params(config.data, source)
+    return config
 
 
 def load_config(path: str | Path) -> RunConfig:

@@ -174,3 +174,13 @@ def test_align_categories_the_cohort_lacks_are_zero_where_known():
     out = align_columns(x, ["g=b", "g=c"], ["g=a", "g=b", "g=c"], "clinical", IDS, ALL)
     np.testing.assert_array_equal(out[[0, 1, 3]], [[0, 1, 0], [0, 0, 1], [0, 0, 1]])
     assert np.isnan(out[2]).all()
+
+
+def test_transformers_match_dataframe_columns_by_name():
+    from modalsurv.features.tabular import ClinicalEncoder
+
+    df = pd.DataFrame({"age": [60.0, 70.0, np.nan, 50.0], "psa": [1.0, 9.0, 4.0, 2.0]})
+    enc = ClinicalEncoder().fit(df)
+    np.testing.assert_array_equal(enc.transform(df[["psa", "age"]]), enc.transform(df))
+    with pytest.raises(FeatureError, match=r"missing \('age'\).*\('weight'\)"):
+        enc.transform(df.rename(columns={"age": "weight"}))

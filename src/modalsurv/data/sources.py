@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from modalsurv.cohort import Cohort
-from modalsurv.config import DataConfig, format_validation_error
+from modalsurv.config import DataConfig, check_data_params, format_validation_error
 from modalsurv.errors import ConfigError
 from modalsurv.utils import read_yaml_mapping
 
@@ -28,9 +28,11 @@ def parse_data_spec(spec: str) -> DataConfig:
     if path.suffix in {".yaml", ".yml"}:
         raw = read_yaml_mapping(path, "data config")
         try:
-            return DataConfig.model_validate(raw.get("data", raw))
+            data = DataConfig.model_validate(raw.get("data", raw))
         except ValidationError as err:
             raise ConfigError(format_validation_error(err, "data config", str(path))) from None
+        check_data_params(data, str(path))
+        return data
     kind, _, rest = spec.partition(":")
     if kind in {"synthetic", "synthetic-external"}:
         params: dict[str, Any] = {"external": kind == "synthetic-external"}
@@ -91,6 +93,7 @@ def load_cohort(data: DataConfig | str, seed: int = 0) -> Cohort:
     """Load the cohort a DataConfig (or spec string) describes."""
     if isinstance(data, str):
         data = parse_data_spec(data)
+    check_data_params(data)
     params = dict(data.params)
     if data.source == "synthetic":
         from modalsurv.data.synthetic import make_cohort
