@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections import Counter
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -96,7 +97,7 @@ def align_columns(
     if names == fitted:
         return x
     if len(set(names)) != len(names):
-        dup = sorted({n for n in names if names.count(n) > 1})
+        dup = sorted(n for n, k in Counter(names).items() if k > 1)
         raise FeatureError(f"modality {modality!r} has duplicated feature names {_few(dup)}",
                            field=modality)  # fmt: skip
     ctx = _Ctx(x, names, fitted, ids, np.asarray(present, dtype=bool))
