@@ -436,8 +436,9 @@ def check_resume(root: Path, folds: pd.DataFrame, config: RunConfig, baselines: 
                           ) from None  # fmt: skip
     new = _flat(json.loads(json.dumps(_spec(config, baselines))))
     old = _flat(old_spec)
+    keys = sorted(set(old) | set(new), key=lambda k: (k not in old or k not in new, k))
     diff = [f"{k}: {old.get(k)!r} there, {new.get(k)!r} here"
-            for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]  # fmt: skip
+            for k in keys if old.get(k) != new.get(k)]  # fmt: skip  # changed keys first
     if not diff and not old_folds.equals(folds.reset_index(drop=True)):
         diff = ["the fold assignment (the cohort changed?)"]
     if diff:
