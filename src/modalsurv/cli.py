@@ -6,23 +6,98 @@ This is the only module that prints. Library code reports progress through a cal
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import click
 import pandas as pd
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from modalsurv.errors import ConfigError, DataError
+from modalsurv.errors import ConfigError, DataError, LockedError, MissingDependencyError
 from modalsurv.utils import atomic_write_csv
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Multimodal deep survival analysis (ModalSurv).")
 console = Console()
+err_console = Console(stderr=True, soft_wrap=True)  # errors and warnings: one line each
+_STATE = {"debug": False}
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(
+        False, "--debug", help="show the full traceback when a command fails")) -> None:
+    """Multimodal deep survival analysis (ModalSurv)."""
+    _STATE["debug"] = debug
+
+
+# (exception class, exit code, hint); the first match wins, so subclasses come first
+_USER_ERRORS: list[tuple[type[BaseException], int, str]] = [
+    (LockedError, 1, "wait for the other process or stop it; a killed process frees the lock"),
+    (MissingDependencyError, 2, "install the extra named above"),
+    (ConfigError, 2, "fix the option or config key named above (`modalsurv COMMAND --help`)"),
+    (DataError, 1, "fix the file, patient or field named above; `modalsurv scan` lists every"
+                   " problem of a cohort at once"),
+    (OSError, 1, "check the path named above and its permissions"),
+]
+
+
+def _report(err: BaseException) -> None:
+    """Print one error line plus a hint and exit: 2 for usage/config errors, 1 for data
+    errors, 3 for anything else (a bug). ``--debug`` re-raises for the traceback."""
+    if _STATE["debug"]:
+        raise err
+    match = [(code, hint) for cls, code, hint in _USER_ERRORS if isinstance(err, cls)]
+    if match:
+        (code, hint), message = match[0], str(err)
+    else:
+        code, hint = 3, "this is a bug in modalsurv; please report it with the traceback"
+        message = f"internal error: {type(err).__name__}: {err}"
+    err_console.print(f"[bold red]error:[/] {escape(message)}")
+    err_console.print(f"[dim]hint: {escape(hint)} (--debug shows the traceback)[/]")
+    raise typer.Exit(code=code) from None
+
+
+def _show_warning(seen: set[str]) -> Callable[..., None]:
+    def show(message: Warning | str, category: type[Warning], *args: Any, **kw: Any) -> None:
+        text = " ".join(str(message).split())  # one line
+        if text not in seen:  # an ensemble's members repeat the same warning
+            seen.add(text)
+            err_console.print(f"[yellow]warning:[/] {escape(text)}")
+
+    return show
+
+
+def _user_errors(command: F) -> F:
+    """Every command is wrapped in this, the CLI's one error mechanism: a user error
+    (modalsurv.errors, OSError) becomes one line plus a hint instead of a traceback, and
+    warnings (e.g. an unknown category imputed) are printed once each, one line each.
+    A new command gets the same by adding ``@_user_errors`` under ``@app.command()``."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", UserWarning)
+            warnings.showwarning = _show_warning(set())
+            try:
+                return command(*args, **kwargs)
+            except (typer.Exit, typer.Abort, click.exceptions.Exit,
+                    click.exceptions.ClickException, click.exceptions.Abort):  # fmt: skip
+                raise  # a deliberate exit, already reported
+            except Exception as err:
+                _report(err)
+
+    return wrapper  # type: ignore[return-value]
 
 
 class RichProgress:
@@ -63,14 +138,15 @@ class RichProgress:
         elif event in {"done", "failed"}:
             self.p.advance(self._task("patients", "patients", None))
             if event == "failed":
-                self.p.console.print(f"[red]failed[/] {info.get('patient')} "
-                                     f"{info.get('path')}: {info.get('reason')}")
+                self.p.console.print(f"[red]failed[/] {escape(str(info.get('patient')))} "
+                                     f"{escape(str(info.get('path')))}: "
+                                     f"{escape(str(info.get('reason')))}")
         elif event == "slide" and info.get("tiles_per_s"):
             self.p.update(self._task("patients", "patients", None),
                           description=f"patients ({info['tiles_per_s']:.0f} tiles/s)")
         elif event == "baseline_failed":
             self.p.console.print(f"[yellow]baseline {info.get('model')} failed on fold "
-                                 f"{info.get('fold')}: {info.get('reason')}[/]")
+                                 f"{info.get('fold')}: {escape(str(info.get('reason')))}[/]")
         elif event == "stage":
             self.p.console.print(f"[bold cyan]>> {info.get('message')}[/]")
 
@@ -94,11 +170,13 @@ def _print_table(df: pd.DataFrame, title: str) -> None:
 
 
 def _fail(err: Exception) -> None:
-    console.print(f"[bold red]error:[/] {err}")
-    raise typer.Exit(code=2)
+    """The commands' older ``except ...: _fail(err)`` blocks, kept so their bodies stay as
+    they were: the same report as ``@_user_errors`` (which alone would do)."""
+    _report(err)
 
 
 @app.command()
+@_user_errors
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="run folder to write"),
     quick: bool = typer.Option(False, help="smaller cohorts and fewer epochs (smoke run)"),
@@ -155,6 +233,7 @@ def _print_data_summary(loaded: Any, limit: int = 12) -> None:
 
 
 @app.command()
+@_user_errors
 def train(
     config: Path | None = typer.Argument(None, help="YAML config (see configs/); default: the"
                                          " built-in defaults"),
@@ -200,12 +279,13 @@ def train(
 
 
 @app.command()
+@_user_errors
 def evaluate(
     run: Path = typer.Argument(..., help="a finished run folder"),
     data: str = typer.Option(..., help="cohort spec, e.g. synthetic-external, public:breast_cancer, "
                              "chimera-task1:ROOT, manifest:CSV, or a YAML file"),
     name: str = typer.Option("external", help="name for evaluation_<name>.json"),
-    n_boot: int = typer.Option(200, help="bootstrap resamples for the 95% CI"),
+    n_boot: int = typer.Option(200, min=1, help="bootstrap resamples for the 95% CI"),
     features: Path | None = typer.Option(None, help="feature store joined with a CHIMERA folder"),
     strict: bool = typer.Option(False, help="refuse data with any problem (warnings included)"),
 ) -> None:
@@ -221,6 +301,7 @@ def evaluate(
 
 
 @app.command()
+@_user_errors
 def predict(
     run: Path = typer.Argument(..., help="a finished run folder"),
     data: str = typer.Option(..., help="cohort spec (see `evaluate`)"),
@@ -233,7 +314,7 @@ def predict(
     from modalsurv.experiments.run_folder import predict_run
 
     try:
-        grid = [float(t) for t in times.split(",") if t.strip()]
+        grid = _parse_times(times)
         loaded = _load_data(data, features, strict)
         df = predict_run(run, loaded.cohort, out, grid)
     except ValueError as err:  # DataError and ConfigError are ValueErrors too
@@ -242,6 +323,7 @@ def predict(
 
 
 @app.command()
+@_user_errors
 def experiment(
     grid: Path = typer.Argument(..., help="grid YAML (see configs/experiments/)"),
     out: Path = typer.Option(Path("runs/grid"), help="grid folder (trials/<id>/, results.csv)"),
@@ -294,6 +376,15 @@ def experiment(
     console.print(f"paired comparisons: [bold]{out / 'paired.csv'}[/]")
 
 
+def _parse_times(text: str) -> list[float]:
+    """'12,24' → [12.0, 24.0]; anything else is a ConfigError naming --times."""
+    try:
+        return [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise ConfigError(f"--times: {text!r} is not a comma-separated list of numbers"
+                          " (e.g. 12,24,60)") from None
+
+
 def _parse_reference(text: str | None) -> dict[str, str] | None:
     """'key=value,key=value' → dict; a malformed pair is a ConfigError naming it."""
     if not text:
@@ -308,31 +399,40 @@ def _parse_reference(text: str | None) -> dict[str, str] | None:
 
 
 @app.command()
+@_user_errors
 def scan(
     root: Path = typer.Argument(..., help="cohort root folder (or manifest CSV)"),
     layout: str = typer.Option("chimera-task1", help="chimera-task1 | chimera-task3 | manifest"),
     strict: bool = typer.Option(False, help="treat warnings as errors"),
     features: Path | None = typer.Option(None, help="feature store to check against the folder"
                                          " (patients missing on either side)"),
+    as_json: bool = typer.Option(False, "--json", help="print the problems as a JSON list of"
+                                 " {severity, reason, path, patient, field}"),
 ) -> None:
     """List every problem in a cohort (missing files, bad labels, leaks) in one report."""
     from modalsurv.io.scan import scan as scan_cohort
 
     try:
-        problems = scan_cohort(root, layout=layout, strict=strict, features=features)
+        problems = scan_cohort(root, layout=layout, strict=strict and not as_json,
+                               features=features)  # fmt: skip
     except DataError as err:
         _fail(err)
+    failed = any(p.severity == "error" for p in problems) or (strict and bool(problems))
+    if as_json:  # machine-readable: plain JSON on stdout, nothing else
+        typer.echo(json.dumps([dataclasses.asdict(p) for p in problems], indent=1))
+        raise typer.Exit(code=1 if failed else 0)
     if not problems:
         console.print("[green]no problems found[/]")
         return
     for p in problems:
         colour = "red" if p.severity == "error" else "yellow"
-        console.print(f"[{colour}]{p}[/]")
-    if any(p.severity == "error" for p in problems):
+        console.print(f"[{colour}]{escape(str(p))}[/]", soft_wrap=True)  # keeps [error] visible
+    if failed:
         raise typer.Exit(code=1)
 
 
 @app.command()
+@_user_errors
 def extract(
     root: Path = typer.Argument(..., help="cohort root folder (or manifest CSV)"),
     layout: str = typer.Option("chimera-task1", help="chimera-task1 | chimera-task3 | manifest"),
@@ -395,12 +495,13 @@ def extract(
                   f"{len(report.skipped)}, no images {len(report.no_images)}, failed"
                   f" {len(report.failures)}")
     for f in report.failures:
-        console.print(f"[red]failed[/] {f}")
+        console.print(f"[red]failed[/] {escape(str(f))}", soft_wrap=True)
     if report.failures:
         raise typer.Exit(code=1)
 
 
 @app.command()
+@_user_errors
 def challenge(
     task: str = typer.Argument(..., help="task1 (prostate BCR) | task3 (bladder recurrence)"),
     model: Path = typer.Option(Path("/opt/ml/model"), help="a finished run folder (modalsurv"
@@ -470,6 +571,7 @@ def challenge(
 
 
 @app.command("case-input")
+@_user_errors
 def case_input(
     task: str = typer.Argument(..., help="task1 | task3"),
     root: Path = typer.Argument(..., help="a CHIMERA task folder"),
@@ -489,6 +591,7 @@ def case_input(
 
 
 @app.command("export-model")
+@_user_errors
 def export_model_cmd(
     run: Path = typer.Argument(..., help="a finished run folder"),
     out: Path = typer.Option(..., help="model folder to write (or a .tar.gz to upload)"),

@@ -36,13 +36,43 @@ def coerce_events(event: Sequence | np.ndarray, ids: Sequence[str] | None = None
         elif isinstance(v, int | float | np.integer | np.floating) and v in (0, 1):
             out[i] = bool(v)
             continue
-        who = None if ids is None else str(ids[i])
+        who = None if ids is None or i >= len(ids) else str(ids[i])
         raise LabelError(
             f"event must be 0/1, a bool or one of '0', '1', '0.0', '1.0'; found {v!r}",
             patient=who,
             field="event",
         )
     return out
+
+
+def _as_floats(values: Sequence | np.ndarray, field: str, ids: np.ndarray) -> np.ndarray:
+    """A 1-d float64 array, or a LabelError naming the first patient whose value is not a
+    number (a raw 'could not convert' names nobody)."""
+    try:
+        return np.asarray(values, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        pass
+    raw = np.asarray(values, dtype=object).ravel()
+    for i, v in enumerate(raw):
+        try:
+            float(v)
+        except (TypeError, ValueError):
+            who = str(ids[i]) if i < len(ids) else None
+            raise LabelError(f"{field} must be a number; found {v!r}", patient=who,
+                             field=field) from None  # fmt: skip
+    raise LabelError(f"{field} must be a flat list of numbers", field=field)
+
+
+def _as_bools(values: Sequence | np.ndarray, what: str, field: str, flat: bool = True
+              ) -> np.ndarray:  # fmt: skip
+    """Booleans from bools or numbers 0/1; anything else is a DataError naming ``what``."""
+    arr = np.asarray(values)
+    if arr.dtype != bool:
+        if arr.dtype.kind not in "iuf" or not np.isin(arr, (0, 1)).all():
+            raise DataError(f"{what} must hold booleans (or 0/1); found dtype {arr.dtype}",
+                            field=field)  # fmt: skip
+        arr = arr.astype(bool)
+    return arr.ravel() if flat else arr
 
 
 def stack_patients(
@@ -100,7 +130,7 @@ class Cohort:
             dup = ", ".join(map(str, uniq[counts > 1][:5]))
             raise DataError(f"patient ids must be unique; duplicated: {dup}", field="id")
 
-        t = np.asarray(time, dtype=np.float64).ravel()
+        t = _as_floats(time, "time", self.ids)
         if t.shape[0] != n:
             raise LabelError(f"time has {t.shape[0]} values for {n} patients", field="time")
         bad = ~np.isfinite(t) | (t <= 0)
@@ -150,7 +180,10 @@ class Cohort:
     ) -> None:
         n = len(self.ids)
         adopt = not copy and isinstance(x, np.ndarray) and x.flags.writeable
-        x = np.asarray(x, dtype=np.float32) if adopt else np.array(x, dtype=np.float32)
+        try:
+            x = np.asarray(x, dtype=np.float32) if adopt else np.array(x, dtype=np.float32)
+        except (TypeError, ValueError) as err:
+            raise DataError(f"features must be numbers: {err}", field=m) from None
         if x.ndim not in (2, 3) or x.shape[0] != n:
             raise DataError(
                 f"features must be N x D or N x K x D with N={n}; found shape {x.shape}",
@@ -159,14 +192,14 @@ class Cohort:
         if present is None:
             p = np.ones(n, dtype=bool)
         else:
-            p = np.asarray(present).astype(bool).ravel()
+            p = _as_bools(present, f"present mask of {m!r}", m)
             if p.shape[0] != n:
                 raise DataError(f"present mask has {p.shape[0]} entries for {n} patients", field=m)
         if x.ndim == 3:
             if mask is None:
                 mk = np.ones(x.shape[:2], dtype=bool)
             else:
-                mk = np.asarray(mask).astype(bool)
+                mk = _as_bools(mask, f"bag mask of {m!r}", m, flat=False)
                 if mk.shape != x.shape[:2]:
                     raise DataError(
                         f"bag mask must have shape {x.shape[:2]}; found {mk.shape}", field=m

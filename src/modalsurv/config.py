@@ -18,6 +18,7 @@ from pydantic import (
     PositiveInt,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from modalsurv.errors import ConfigError
@@ -84,6 +85,25 @@ class ModelConfig(Strict):
         " wpbc, gse1992 and synthetic seed 1 (C with n_init 3: .686/.784/.687 vs"
         " .652/.767/-, off)",
     )
+
+    @field_validator("fusion")
+    @classmethod
+    def _known_fusion(cls, v: str) -> str:
+        """Checked when the config is read, not at the first fit minutes later."""
+        from modalsurv.nn.fusion import FUSIONS
+
+        if v not in FUSIONS:
+            raise ValueError(f"unknown fusion {v!r}; known fusions: {sorted(FUSIONS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _heads_divide_latent(self) -> ModelConfig:
+        from modalsurv.nn.fusion import FUSIONS, CrossAttentionFusion
+
+        if issubclass(FUSIONS[self.fusion], CrossAttentionFusion) and self.latent_dim % self.n_heads:
+            raise ValueError(f"latent_dim {self.latent_dim} must be divisible by n_heads"
+                             f" {self.n_heads} for fusion {self.fusion!r}")  # fmt: skip
+        return self
 
 
 class LossConfig(Strict):
@@ -187,6 +207,21 @@ class DataConfig(Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+def check_data_params(data: DataConfig, source: str = "<dict>", key: str = "data") -> None:
+    """Refuse ``data.params`` keys the source's loader does not take (ConfigError naming
+    them and the accepted ones), when a config is read rather than at fit time.
+
+    Not a pydantic validator on purpose: a saved model's config is validated again on
+    load, and loading a model must not depend on a data loader's signature."""
+    from modalsurv.data.sources import loader_parameters
+
+    accepted = loader_parameters(data.source)
+    unknown = [] if accepted is None else sorted(set(data.params) - accepted)
+    if unknown:
+        raise ConfigError(f"invalid config {source}:\n  {key}.params: unknown key(s) {unknown}"
+                          f" for source {data.source!r}; accepted: {sorted(accepted or ())}")
+
+
 class RunConfig(Strict):
     """Everything a `modalsurv train` run needs; saved resolved in the run folder."""
 
@@ -218,16 +253,19 @@ def format_validation_error(err: ValidationError, what: str, source: str) -> str
             lines.append(f"{key}: unknown key")
         else:
             msg = str(e["msg"]).removeprefix("Value error, ")
-            lines.append(f"{key}: {msg} (got {e.get('input')!r})")
+            got = e.get("input")
+            lines.append(f"{key}: {msg}" + ("" if isinstance(got, dict) else f" (got {got!r})"))
     return f"invalid {what} {source}:\n  " + "\n  ".join(lines)
 
 
 def parse_config(data: dict[str, Any] | None, source: str = "<dict>") -> RunConfig:
     """Validate a dict into a RunConfig; errors name every offending key path."""
     try:
-        return RunConfig.model_validate(data or {})
+        config = RunConfig.model_validate(data or {})
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, "config", source)) from None
+    check_data_params(config.data, source)
+    return config
 
 
 def load_config(path: str | Path) -> RunConfig:

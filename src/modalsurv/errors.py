@@ -85,3 +85,8 @@ class LockedError(RuntimeError):
 
 class MissingDependencyError(ImportError):
     """An optional package is not installed; the message names the extra that brings it."""
+
+
+class DataWarning(UserWarning):
+    """Something in the input was repaired, not refused (an unknown category imputed, a
+    gene absent for one patient filled); the message names patient, field and value."""

@@ -28,7 +28,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
 
     A crash (or exception) inside the block leaves the previous file, if any, untouched and
-    no half-written file behind.
+    no half-written file behind. The file gets the permissions a plain ``open`` would give
+    (0666 less the user's umask), not mkstemp's private 0600.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -37,11 +38,24 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+_UMASK: list[int] = []
+
+
+def _umask() -> int:
+    """The process umask, read once (reading it means setting it, so not per file)."""
+    if not _UMASK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+        _UMASK.append(mask)
+    return _UMASK[0]
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from modalsurv.errors import LayoutError
+from modalsurv.errors import DataWarning, LayoutError
 from modalsurv.io.manifest import manifest_to_cohort, read_manifest, scan_manifest
 from modalsurv.io.store import FeatureStore
 
@@ -84,7 +84,8 @@ def test_missing_columns_and_explicit_modalities(tmp_path):
 
 def test_manifest_to_cohort_direct(cohort_dir):
     m = read_manifest(cohort_dir / "m.csv")
-    co = manifest_to_cohort(m)
+    with pytest.warns(DataWarning, match=r"patient 'c', field 'rna': 1 gene.*\(G1\); dropped"):
+        co = manifest_to_cohort(m, rna_how="intersection")
     assert co.features["wsi"].shape == (3, 5, 4)
     np.testing.assert_array_equal(co.bag_mask["wsi"].sum(1), [3, 5, 0])
     np.testing.assert_array_equal(co.present["wsi"], [True, True, False])
@@ -102,6 +103,16 @@ def test_manifest_to_cohort_direct(cohort_dir):
     assert np.isnan(clin[1, 0]) and np.isnan(clin[2, 1:]).all()
     np.testing.assert_array_equal(clin[0], [60, 0, 1])
     assert list(co.meta["site"]) == ["s1", "s2", "s1"]
+
+
+def test_manifest_rna_default_keeps_a_gene_one_patient_lacks(cohort_dir):
+    m = read_manifest(cohort_dir / "m.csv")
+    with pytest.warns(DataWarning, match=r"patient 'c', field 'rna': .*c_RNA.json \(G1\);"
+                                         " imputed as missing"):
+        co = manifest_to_cohort(m)
+    assert co.feature_names["rna"] == ["G1", "G2", "G3"]
+    np.testing.assert_array_equal(co.features["rna"][0], [1, 2, 3])
+    assert np.isnan(co.features["rna"][2, 0]) and list(co.features["rna"][2, 1:]) == [5, 6]
 
 
 def test_manifest_to_cohort_via_store_matches_direct(cohort_dir):

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from modalsurv.cohort import Cohort
-from modalsurv.config import DataConfig, format_validation_error
+from modalsurv.config import DataConfig, check_data_params, format_validation_error
 from modalsurv.errors import ConfigError, DataError, Problem
 from modalsurv.utils import read_yaml_mapping
 
@@ -47,13 +47,18 @@ def parse_data_spec(spec: str) -> DataConfig:
     if path.suffix in {".yaml", ".yml"}:
         raw = read_yaml_mapping(path, "data config")
         try:
-            return DataConfig.model_validate(raw.get("data", raw))
+            data = DataConfig.model_validate(raw.get("data", raw))
         except ValidationError as err:
             raise ConfigError(format_validation_error(err, "data config", str(path))) from None
+        check_data_params(data, str(path))
+        return data
     kind, _, rest = spec.partition(":")
     if kind in {"synthetic", "synthetic-external"}:
         params: dict[str, Any] = {"external": kind == "synthetic-external"}
         parts = [p for p in rest.split(":") if p]
+        if not all(p.strip().lstrip("-").isdigit() for p in parts[:2]):
+            raise ConfigError(f"data spec {spec!r}: N and SEED must be integers, e.g."
+                              f" {kind}:300:1")  # fmt: skip
         if parts:
             params["n"] = int(parts[0])
         if len(parts) > 1:
@@ -71,6 +76,36 @@ def parse_data_spec(spec: str) -> DataConfig:
         f"unknown data spec {spec!r}; expected synthetic[:N[:SEED]], synthetic-external, "
         "public:NAME, chimera-task1:ROOT, chimera-task3:ROOT, manifest:CSV or a YAML file"
     )
+
+
+# source → (module, loader, the arguments load_cohort passes itself)
+_LOADERS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "synthetic": ("modalsurv.data.synthetic", "make_cohort", ()),
+    "public": ("modalsurv.data.public", "load", ("name",)),
+    "chimera": ("modalsurv.io.chimera", "read_chimera", ("root", "task", "features")),
+    "manifest": ("modalsurv.io.manifest", "manifest_to_cohort", ("manifest",)),
+    "store": ("modalsurv.io.store", "FeatureStore.load_labelled_cohort", ("self",)),
+}
+
+
+def loader_parameters(source: str) -> set[str] | None:
+    """The ``data.params`` keys a source's loader accepts (None: any, it takes **kwargs).
+
+    Why: an unknown key used to surface only at fit time as a TypeError; the config checks
+    it when it is read (``config.DataConfig``)."""
+    import importlib
+    import inspect
+
+    if source not in _LOADERS:
+        return None
+    module, name, fixed = _LOADERS[source]
+    fn: Any = importlib.import_module(module)
+    for part in name.split("."):
+        fn = getattr(fn, part)
+    params = inspect.signature(fn).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.name not in fixed and p.kind is not p.VAR_POSITIONAL}
 
 
 def load_cohort(data: DataConfig | str, seed: int = 0) -> Cohort:
@@ -93,6 +128,7 @@ def load_data(data: DataConfig | str, seed: int = 0) -> LoadedData:
     """Load the cohort a DataConfig (or spec string) describes, with its problems."""
     if isinstance(data, str):
         data = parse_data_spec(data)
+    check_data_params(data)
     params = dict(data.params)
     if data.features is not None and data.source != "chimera":
         raise ConfigError("data.features: a feature store joins a CHIMERA folder"

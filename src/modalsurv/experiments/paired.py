@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from modalsurv.errors import ConfigError
 from modalsurv.experiments.runners import SETTINGS as GRID_SETTINGS
 from modalsurv.train.compare import corrected_resampled_ttest
 
@@ -38,7 +39,7 @@ def _pick_reference(settings: list[tuple[Any, ...]], reference: dict[str, Any] |
         return settings[0]
     unknown = sorted(set(reference) - set(SETTINGS))
     if unknown:
-        raise ValueError(f"reference keys {unknown} are not grid settings; use {list(SETTINGS)}")
+        raise ConfigError(f"reference keys {unknown} are not grid settings; use {list(SETTINGS)}")
 
     def matches(s: tuple[Any, ...]) -> bool:
         d = dict(zip(SETTINGS, s, strict=True))
@@ -48,7 +49,7 @@ def _pick_reference(settings: list[tuple[Any, ...]], reference: dict[str, Any] |
     if len(hits) != 1:
         known = [_describe(s) for s in settings]
         what = "no" if not hits else f"{len(hits)}"
-        raise ValueError(
+        raise ConfigError(
             f"reference {reference} matches {what} grid settings (it must match exactly one);"
             f" the settings are {known}"
         )

@@ -19,10 +19,10 @@ import pandas as pd
 from modalsurv.cohort import Cohort
 from modalsurv.config import RunConfig, dump_config
 from modalsurv.data.sources import LoadedData, load_data
-from modalsurv.errors import ConfigError
+from modalsurv.errors import ConfigError, LabelError
 from modalsurv.survival import metrics as M
 from modalsurv.train.compare import format_difference
-from modalsurv.utils import atomic_path, atomic_write_csv, atomic_write_text
+from modalsurv.utils import atomic_path, atomic_write_csv, atomic_write_text, exclusive_lock
 
 Progress = Callable[..., None]
 
@@ -40,27 +40,53 @@ def train_run(
 
     ``data``: the loaded cohort with its problems and extraction record (``load_data``);
     kept in the run folder as ``data.json`` and ``extraction.json``. Without it (and
-    without ``cohort``) the config's data is loaded here."""
-    from modalsurv.train.cv import cross_validate
+    without ``cohort``) the config's data is loaded here.
+
+    Everything that can be checked is checked before the first write (the cohort, the
+    folds, whether ``out`` holds another run), so a refused run leaves ``out`` as it was.
+    The folder is locked for the whole run (:func:`~modalsurv.utils.exclusive_lock`): a
+    second process on it gets a LockedError naming the holder. A run that failed before
+    finishing a fold left nothing worth keeping, so the same command simply runs again.
+    """
+    from modalsurv.train.cv import check_resume, cross_validate, has_finished_folds, plan_cv
 
     out = Path(out)
     checkpoints = out / "checkpoints"
-    if checkpoints.exists() and any(checkpoints.iterdir()) and not resume:
-        raise ConfigError(
-            f"run folder {out} already holds fold checkpoints: pass --resume to continue it, "
-            "or choose another --out"
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", dump_config(config))
     if data is None and cohort is None:
         data = load_data(config.data, seed=config.seed)
     if cohort is None:
+        assert data is not None
         cohort = data.cohort
-    result = cross_validate(cohort, config, progress=progress, resume_dir=checkpoints)
-    result.save(out)
-    write_data_record(out, data or LoadedData(cohort, source="in-memory cohort"))
-    write_run_report(out, result, cohort, title=title)
+    plan = plan_cv(cohort, config)
+    with exclusive_lock(out, "run folder"):
+        finished = (out / "metrics.json").is_file()
+        if has_finished_folds(checkpoints) or finished:
+            if not resume:
+                raise ConfigError(
+                    f"run folder {out} already holds fold checkpoints: pass --resume to "
+                    "continue it, or choose another --out"
+                )
+            check_resume(checkpoints, plan.assignment, config, plan.baselines)
+            saved = out / "config.yaml"
+            if finished and saved.is_file() and saved.read_text("utf-8") != dump_config(config):
+                raise ConfigError(f"run folder {out} holds a finished run with another config"
+                                  f" ({saved}); resume with that config or use a new --out")
+        remove_stale_temporaries(out)
+        atomic_write_text(out / "config.yaml", dump_config(config))
+        result = cross_validate(cohort, config, progress=progress, resume_dir=checkpoints)
+        result.save(out)
+        write_data_record(out, data or LoadedData(cohort, source="in-memory cohort"))
+        write_run_report(out, result, cohort, title=title)
     return result
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the ``.NAME.*.tmp`` files a killed writer left (utils.atomic_path); only
+    called while holding the folder's lock, so no live writer owns them."""
+    stale = [p for p in folder.rglob(".*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def write_data_record(out: Path, data: LoadedData) -> None:
@@ -198,6 +224,11 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Score the run's fold ensemble on another cohort (Harrell C, Uno C, IBS, 95% CIs)."""
     run = Path(run)
+    if len(cohort) < 2 or cohort.n_events == 0:
+        raise LabelError(f"cannot score a cohort of {len(cohort)} patient(s) with"
+                         f" {cohort.n_events} event(s): the C-index needs at least one event"
+                         " and two patients (`modalsurv predict` gives risks without"
+                         " labels)", field="event")  # fmt: skip
     ens = load_ensemble(run)
     train = pd.read_csv(run / "predictions.csv")
     train = train[train["repeat"] == 0]

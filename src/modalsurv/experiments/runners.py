@@ -35,8 +35,9 @@ import pandas as pd
 
 from modalsurv.cohort import Cohort
 from modalsurv.config import RunConfig, dump_config
+from modalsurv.errors import ConfigError
 from modalsurv.experiments.grid import ExperimentGrid, Trial, dump_grid
-from modalsurv.utils import atomic_write_csv, atomic_write_text
+from modalsurv.utils import atomic_write_csv, atomic_write_text, exclusive_lock
 
 Progress = Callable[..., None]
 METRICS = ("harrell_c", "uno_c", "ibs")
@@ -206,7 +207,7 @@ def _check_cohort(out: Path, cohort: Cohort, resume: bool) -> None:
     if resume and path.exists():
         old = json.loads(path.read_text(encoding="utf-8"))
         if old.get("fingerprint") != info["fingerprint"]:
-            raise ValueError(
+            raise ConfigError(
                 f"{path}: this grid folder holds results for a different cohort "
                 f"(n={old.get('n')}, modalities {old.get('modalities')}); use a new folder "
                 "or resume=False"
@@ -267,6 +268,9 @@ def run_grid(
     ``cohort=None`` loads ``grid.base.data`` with ``grid.base.seed`` (the data stay fixed
     across the seed axis). Columns: trial, the settings, label, model, status, error and
     ``<metric>_mean / _std / _n`` over folds for Harrell C, Uno C and IBS.
+
+    The grid folder is locked while the grid runs: a second process on it gets a
+    LockedError naming the holder instead of duplicating trials.
     """
     out = Path(out)
     if cohort is None:
@@ -274,6 +278,12 @@ def run_grid(
 
         cohort = load_cohort(grid.base.data, seed=grid.base.seed)
     grid.check_cohort(cohort.modalities)
+    with exclusive_lock(out, "experiment folder"):
+        return _run_grid(grid, cohort, out, runner, resume, progress)
+
+
+def _run_grid(grid: ExperimentGrid, cohort: Cohort, out: Path, runner: str | Runner,
+              resume: bool, progress: Progress | None) -> pd.DataFrame:  # fmt: skip
     trials = grid.expand()
     out.mkdir(parents=True, exist_ok=True)
     _check_cohort(out, cohort, resume)

@@ -397,6 +397,8 @@ def _run_extract(
     mri_cfg = mri or MriConfig()
     if device == "auto":  # CUDA where present, else the CPU
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r}: no CUDA device is available here; use auto or cpu")
     settings = SlideSettings(mpp, tile_size, max_tiles, min_tissue, sampling, seed, batch_size,
                              workers, mpp_override)  # fmt: skip
     tile_settings = {"mpp": mpp, "tile_size": tile_size, "max_tiles_per_slide": max_tiles,

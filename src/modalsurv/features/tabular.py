@@ -27,6 +27,7 @@ from sklearn.decomposition import PCA
 from sklearn.utils.validation import check_is_fitted
 
 from modalsurv.errors import DataError
+from modalsurv.features.align import align_columns
 
 State = dict[str, np.ndarray | list | float | int | str]
 
@@ -214,10 +215,16 @@ class _Stateful(TransformerMixin, BaseEstimator):
         return names
 
     def _start_transform(self, X: Any, present: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
-        """Shared start of every transform: (rows as float64, present mask), width checked."""
+        """Shared start of every transform: (rows as float64, present mask), width checked.
+        A DataFrame's columns are matched to the fitted names (``features.align``)."""
+        check_is_fitted(self)
         A = _matrix(X, what)
+        p = _present(present, A.shape[0], what)
+        if isinstance(X, pd.DataFrame):
+            A = align_columns(A, [str(c) for c in X.columns], self.feature_names_in_, what,
+                              [str(i) for i in X.index], p, used=getattr(self, "genes_", None))
         self._check_width(A)
-        return A, _present(present, A.shape[0], what)
+        return A, p
 
     def _check_width(self, X: np.ndarray) -> None:
         check_is_fitted(self)

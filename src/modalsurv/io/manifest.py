@@ -17,6 +17,7 @@ a user fixes the file in one go instead of one error per run.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from modalsurv.cohort import Cohort, coerce_events, stack_patients
-from modalsurv.errors import FeatureError, LabelError, LayoutError, Problem
+from modalsurv.errors import DataWarning, FeatureError, LabelError, LayoutError, Problem
 from modalsurv.io import rnaseq
 from modalsurv.io.store import FeatureStore, load_feature_file, tile_subset
 
@@ -61,7 +62,12 @@ class Manifest:
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    """Every cell as text. A row with more fields than the header is a parse error, not a
+    silently shifted row (pandas would take the extra first field as an index)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.ParserWarning)
+        return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True,
+                           index_col=False)  # fmt: skip
 
 
 def _path_columns(columns: Sequence[str], modalities: Sequence[str] | None) -> dict[str, str]:
@@ -101,8 +107,9 @@ def _scan(
         return problems, None, {}
     try:
         df = _read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        err(f"cannot parse the CSV: {exc}")
+    except (pd.errors.ParserError, pd.errors.ParserWarning, pd.errors.EmptyDataError,
+            UnicodeDecodeError, ValueError) as exc:  # fmt: skip
+        err(f"cannot parse the CSV (a value with a comma must be quoted): {exc}")
         return problems, None, {}
     df.columns = [str(c).strip() for c in df.columns]
     for col in REQUIRED:
@@ -263,13 +270,42 @@ def _load_direct(
     return stack_patients(loaded, int(dim or 0), bag=kind == "bag")
 
 
+def _align_profiles(profiles: list[pd.Series], files: dict[str, Path], modality: str,
+                    how: str) -> pd.DataFrame:  # fmt: skip
+    """genes × patients of the RNA profiles; a patient lacking genes others have is warned
+    about (DataWarning naming patient, file and genes), never silently changed.
+
+    ``how="union"`` (the default): the gene is NaN for that patient only, imputed from the
+    training data, so one incomplete file neither costs every patient the gene nor makes
+    a fitted model refuse the whole cohort. ``"intersection"``: the gene is dropped for
+    everyone. Patients sharing no gene at all is an error in both (gene naming differs).
+    """
+    frame, _ = rnaseq.align_genes(profiles, how=how)  # type: ignore[arg-type]
+    genes = [set(map(str, s.index)) for s in profiles]
+    union = set().union(*genes)
+    if len(profiles) > 1 and not set.intersection(*genes):
+        raise FeatureError("the patients' RNA profiles share no gene; check the gene naming"
+                           " (symbols vs Ensembl ids)", field=modality)  # fmt: skip
+    effect = "imputed as missing" if how == "union" else "dropped for every patient"
+    for s, have in zip(profiles, genes):
+        lacking = sorted(union - have)
+        if lacking:
+            pid = str(s.name)
+            few = ", ".join(lacking[:5]) + (f" and {len(lacking) - 5} more" if len(lacking) > 5
+                                            else "")  # fmt: skip
+            warnings.warn(f"patient {pid!r}, field {modality!r}: {len(lacking)} gene(s) other"
+                          f" patients have are absent from {files[pid]} ({few}); {effect}",
+                          DataWarning, stacklevel=3)  # fmt: skip
+    return frame
+
+
 def manifest_to_cohort(
     manifest: Manifest,
     store: FeatureStore | str | Path | None = None,
     modalities: Sequence[str] | None = None,
     max_tiles: int | None = None,
     seed: int = 0,
-    rna_how: str = "intersection",
+    rna_how: str = "union",
     clinical: bool = True,
 ) -> Cohort:
     """Build a Cohort from a manifest.
@@ -277,8 +313,11 @@ def manifest_to_cohort(
     Embedding files are loaded directly, or, with a ``store``, imported into it first
     (only patients the store does not have yet, in one batch per modality) and read back
     from it, so the next run reads the fast store instead of thousands of small files.
-    RNA JSON profiles are aligned with ``rnaseq.align_genes``. Extra manifest columns
-    become the ``clinical`` modality (when ``clinical`` is true); ``site`` goes to meta.
+    RNA JSON profiles are aligned with ``rnaseq.align_genes`` on the union of their genes
+    (``rna_how``; a gene absent for one patient is NaN there, with a warning: see
+    :func:`_align_profiles`). Extra manifest columns become the ``clinical`` modality
+    (when ``clinical`` is true; text categories one-hot ``name=category``, matched to the
+    fitted model's categories by name at prediction); ``site`` goes to meta.
     """
     if isinstance(store, str | Path):
         store = FeatureStore(store)
@@ -299,9 +338,8 @@ def manifest_to_cohort(
                 f"modality {m!r} has no file for any patient", path=manifest.path, field=m
             )
         if given and all(f.suffix.lower() in RNA_SUFFIXES for _, f in given):
-            frame, _ = rnaseq.align_genes(
-                [rnaseq.read_rna_json(f, pid) for pid, f in given], how=rna_how
-            )
+            profiles = [rnaseq.read_rna_json(f, pid) for pid, f in given]
+            frame = _align_profiles(profiles, dict(given), m, rna_how)
             feats[m], present[m], names[m] = rnaseq.to_features(frame, ids)
             continue
         if store is not None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from modalsurv.errors import DataError, Problem
+from modalsurv.errors import ConfigError, DataError, Problem
 from modalsurv.io import chimera
 
 ScanLayout = Literal["chimera-task1", "chimera-task3", "manifest"]
@@ -45,9 +45,9 @@ def scan(
 
         problems = list(scan_manifest(root))
     else:
-        raise DataError(
-            f"unknown layout {layout!r}; expected chimera-task1, chimera-task3 or manifest",
-            field="layout",
+        raise ConfigError(
+            f"--layout: unknown layout {layout!r}; expected chimera-task1, chimera-task3 or"
+            " manifest"
         )
     problems.sort(key=lambda p: p.severity != "error")
     if strict and problems:

@@ -402,7 +402,7 @@ def load_feature_file(
             else:
                 x = _as_array(obj, path, patient, "features")
         elif suffix == ".npy":
-            x = np.load(path, allow_pickle=False)
+            x = _as_array(np.load(path, allow_pickle=False), path, patient, "features")
         else:
             raise FeatureError(
                 f"unsupported feature file type {suffix!r}; expected .h5, .pt or .npy",

@@ -19,7 +19,13 @@ on a fold is NaN with the exception's message, and the run goes on.
 
 ``resume_dir``: each finished fold is written there (model, predictions, metrics; a
 ``done.json`` written last marks it complete), so an interrupted run restarts from the
-folds that finished and gives the same final numbers.
+folds that finished and gives the same final numbers, to the last bit (the fold CSVs are
+read back with round-trip float precision). A folder whose finished folds belong to a
+different run (config, baselines or folds) is refused before anything is written; one
+without a finished fold holds nothing worth keeping and is simply started again.
+
+A cohort cross-validation cannot use (fewer patients than folds, no event, fewer events
+than folds) is refused up front with a LabelError/DataError naming the numbers.
 """
 
 from __future__ import annotations
@@ -36,11 +42,13 @@ from sklearn.model_selection import KFold, StratifiedKFold
 
 from modalsurv.cohort import Cohort
 from modalsurv.config import RunConfig, dump_config
+from modalsurv.errors import ConfigError, DataError, LabelError
 from modalsurv.survival import metrics as sm
 from modalsurv.train.baselines import make_baseline
 from modalsurv.train.compare import compare_models
 from modalsurv.train.ensemble import FoldEnsemble
 from modalsurv.train.estimator import ModalSurv
+from modalsurv.train.trainer import resolve_device
 from modalsurv.utils import atomic_write_csv, atomic_write_text
 
 Progress = Callable[..., None]
@@ -65,11 +73,35 @@ def stratification_labels(
     return None, "none (too few events to stratify)"
 
 
+def _patients(n: int) -> str:
+    return f"{n} patient" + ("" if n == 1 else "s")
+
+
+def check_cv_cohort(cohort: Cohort, folds: int) -> None:
+    """Refuse a cohort that ``folds``-fold cross-validation cannot use, saying why.
+
+    Why up front: otherwise the run fails minutes later inside a fold (no event to learn
+    from) or reports NaN C-indices for folds without an event."""
+    n, events = len(cohort), cohort.n_events
+    if n < 2 or folds > n:
+        raise DataError(f"{folds} folds need at least {folds} patients; the cohort has"
+                        f" {_patients(n)}; lower cv.folds or add patients",
+                        field="cv.folds")  # fmt: skip
+    if events == 0:
+        raise LabelError(f"all {_patients(n)} are censored (no event): nothing to learn"
+                         " from and no C-index to compute", field="event")  # fmt: skip
+    if events < folds:
+        raise LabelError(f"the cohort has {events} events for {folds} folds: every outer fold"
+                         f" needs an event to be scored; set cv.folds to at most {events}",
+                         field="event")  # fmt: skip
+
+
 def make_folds(cohort: Cohort, folds: int, repeats: int, seed: int) -> pd.DataFrame:
     """Fold assignment as a DataFrame ``patient, repeat, fold`` (``attrs['stratify']``)."""
     n = len(cohort)
     if folds > n:
-        raise ValueError(f"{folds} folds need at least {folds} patients; the cohort has {n}")
+        raise DataError(f"{folds} folds need at least {folds} patients; the cohort has"
+                        f" {_patients(n)}", field="cv.folds")  # fmt: skip
     labels, how = stratification_labels(cohort.time, cohort.event, folds)
     frames = []
     for r in range(repeats):
@@ -374,32 +406,99 @@ def _save_fold(
 
 def _load_fold(d: Path) -> tuple[ModalSurv, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     model = ModalSurv.load(d / "model")
-    preds = pd.read_csv(d / "predictions.csv", dtype={"patient": str})
-    rows = pd.read_csv(d / "metrics.csv", keep_default_na=False, na_values=[""])
+    exact = {"float_precision": "round_trip"}  # the written %.17g read back bit for bit
+    preds = pd.read_csv(d / "predictions.csv", dtype={"patient": str}, **exact)
+    rows = pd.read_csv(d / "metrics.csv", keep_default_na=False, na_values=[""], **exact)
     rows["note"] = rows["note"].fillna("").astype(str)
-    bpreds = pd.read_csv(d / "baseline_predictions.csv", dtype={"patient": str})
+    bpreds = pd.read_csv(d / "baseline_predictions.csv", dtype={"patient": str}, **exact)
     return model, preds, rows, bpreds
 
 
-def _check_resume(root: Path, folds: pd.DataFrame, config: RunConfig, baselines: list[str]) -> None:
-    """Refuse to mix folds of a different run into this one."""
-    spec = {"config": config.model_dump(mode="json"), "baselines": baselines}
+def has_finished_folds(root: Path) -> bool:
+    """Whether a resume directory holds at least one finished fold (worth protecting)."""
+    return any(root.glob("repeat_*/fold_*/done.json"))
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix.rstrip("."): d}
+    return {k: v for key, val in d.items() for k, v in _flat(val, f"{prefix}{key}.").items()}
+
+
+def check_resume(root: Path, folds: pd.DataFrame, config: RunConfig, baselines: list[str]
+                 ) -> None:  # fmt: skip
+    """Refuse (ConfigError) to mix the finished folds of a different run into this one.
+
+    Reads only: a refused resume leaves the folder exactly as it was."""
+    if not has_finished_folds(root):
+        return
     spec_path, folds_path = root / "cv_spec.json", root / "folds.csv"
-    if spec_path.exists() and folds_path.exists():
+    if not (spec_path.is_file() and folds_path.is_file()):
+        raise ConfigError(f"resume directory {root} holds finished folds but not their"
+                          " cv_spec.json / folds.csv; use a new --out")  # fmt: skip
+    try:
         old_spec = json.loads(spec_path.read_text(encoding="utf-8"))
         old_folds = pd.read_csv(folds_path, dtype={"patient": str})
-        same = old_spec == json.loads(json.dumps(spec)) and old_folds.equals(
-            folds.reset_index(drop=True)
-        )
-        if not same:
-            raise ValueError(
-                f"resume directory {root} holds a different run (config, baselines or "
-                "folds differ); use a new directory"
-            )
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"resume directory {root}: cannot read its run description: {err}"
+                          ) from None  # fmt: skip
+    new = _flat(json.loads(json.dumps(_spec(config, baselines))))
+    old = _flat(old_spec)
+    keys = sorted(set(old) | set(new), key=lambda k: (k not in old or k not in new, k))
+    diff = [f"{k}: {old.get(k)!r} there, {new.get(k)!r} here"
+            for k in keys if old.get(k) != new.get(k)]  # fmt: skip  # changed keys first
+    if not diff and not old_folds.equals(folds.reset_index(drop=True)):
+        diff = ["the fold assignment (the cohort changed?)"]
+    if diff:
+        raise ConfigError(f"resume directory {root} holds a different run ({'; '.join(diff[:5])}"
+                          f"{'; ...' if len(diff) > 5 else ''}); resume with the config saved in"
+                          " the run folder, or use a new --out")  # fmt: skip
+
+
+def _spec(config: RunConfig, baselines: list[str]) -> dict[str, Any]:
+    return {"config": config.model_dump(mode="json"), "baselines": baselines}
+
+
+def _start_resume(root: Path, folds: pd.DataFrame, config: RunConfig, baselines: list[str]
+                  ) -> None:  # fmt: skip
+    """Check the resume directory; describe the run in it when it has no finished fold."""
+    check_resume(root, folds, config, baselines)
+    if has_finished_folds(root):
         return
     root.mkdir(parents=True, exist_ok=True)
-    atomic_write_csv(folds_path, folds)
-    atomic_write_text(spec_path, json.dumps(spec, indent=1))
+    atomic_write_csv(root / "folds.csv", folds)
+    atomic_write_text(root / "cv_spec.json", json.dumps(_spec(config, baselines), indent=1))
+
+
+@dataclass
+class CVPlan:
+    """What a cross-validation will do, settled before anything runs or is written."""
+
+    folds: int
+    repeats: int
+    seed: int
+    baselines: list[str]
+    assignment: pd.DataFrame
+
+
+def plan_cv(
+    cohort: Cohort,
+    config: RunConfig,
+    folds: int | None = None,
+    repeats: int | None = None,
+    seed: int | None = None,
+    baselines: list[str] | None = None,
+) -> CVPlan:
+    """Resolve the defaults, check the cohort and the baselines, assign the folds."""
+    folds = config.cv.folds if folds is None else folds
+    repeats = config.cv.repeats if repeats is None else repeats
+    seed = config.seed if seed is None else seed
+    baselines = list(config.baselines if baselines is None else baselines)
+    for name in baselines:
+        make_baseline(name, config, 0)  # fail fast on an unknown name
+    resolve_device(config.train.device)  # CUDA asked for where there is none
+    check_cv_cohort(cohort, folds)
+    return CVPlan(folds, repeats, seed, baselines, make_folds(cohort, folds, repeats, seed))
 
 
 # ---------------------------------------------------------------------- driver
@@ -420,16 +519,12 @@ def cross_validate(
     baselines). Fold ``f`` of repeat ``r`` trains with seed ``seed + 1000 r + f``.
     """
     config = config or RunConfig()
-    folds = config.cv.folds if folds is None else folds
-    repeats = config.cv.repeats if repeats is None else repeats
-    seed = config.seed if seed is None else seed
-    baselines = list(config.baselines if baselines is None else baselines)
-    for name in baselines:
-        make_baseline(name, config, 0)  # fail fast on an unknown name
-    assignment = make_folds(cohort, folds, repeats, seed)
+    plan = plan_cv(cohort, config, folds, repeats, seed, baselines)
+    folds, repeats, seed, baselines = plan.folds, plan.repeats, plan.seed, plan.baselines
+    assignment = plan.assignment
     root = None if resume_dir is None else Path(resume_dir)
     if root is not None:
-        _check_resume(root, assignment, config, baselines)
+        _start_resume(root, assignment, config, baselines)
 
     models: list[list[ModalSurv]] = []
     preds, rows, bpreds = [], [], []

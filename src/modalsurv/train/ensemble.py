@@ -13,12 +13,15 @@ element-wise mean of the members' cuts, derived from the averaged survival curve
 * expected time: the mean of the members' expected times (exact for a mixture).
 
 A saved bundle is plain data: ``model_k.safetensors``, ``state_k.json`` / ``state_k.npz``
-per member and ``bundle.json`` (members, resolved config, library versions). Loading never
-unpickles anything.
+per member and ``bundle.json`` (members, resolved config, library versions, and the
+SHA-256 of every member file). Loading never unpickles anything, and verifies each file's
+hash, so swapped or edited member files are refused by name instead of loading silently
+(bundles saved before hashes existed still load).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,12 +30,13 @@ import numpy as np
 import pandas as pd
 
 from modalsurv.cohort import Cohort
+from modalsurv.errors import FeatureError
 from modalsurv.survival import curves
 from modalsurv.train.estimator import (
     ModalSurv,
     library_versions,
     pmf_from_survival,
-    read_state,
+    rebuild,
     write_state,
 )
 from modalsurv.utils import atomic_write_text
@@ -102,21 +106,66 @@ class FoldEnsemble:
             "head": self.head,
             "config": self.config.model_dump(mode="json"),
             "versions": library_versions(),
-        }
+            "sha256": {name: sha256_file(directory / name)
+                       for k in range(len(self.members)) for name in member_files(k)},
+        }  # fmt: skip
         atomic_write_text(directory / "bundle.json", json.dumps(bundle, indent=1))
         return directory
 
     @classmethod
     def load(cls, directory: str | Path) -> FoldEnsemble:
         directory = Path(directory)
-        path = directory / "bundle.json"
-        if not path.exists():
-            raise FileNotFoundError(f"no ensemble bundle {path}")
+        n = _check_bundle(directory)
+        return cls([rebuild(directory, f"model_{k}", f"state_{k}") for k in range(n)])
+
+
+def member_files(k: int) -> tuple[str, str, str]:
+    """The files of ensemble member ``k``."""
+    return f"model_{k}.safetensors", f"state_{k}.json", f"state_{k}.npz"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _check_bundle(directory: Path) -> int:
+    """Read bundle.json, check the member count and every recorded hash; the member count.
+
+    Each failure is a FeatureError naming the file at fault."""
+    path = directory / "bundle.json"
+    if not path.is_file():
+        raise FeatureError("no ensemble bundle (bundle.json) in this folder", path=path)
+    try:
         bundle = json.loads(path.read_text(encoding="utf-8"))
-        if bundle.get("kind") != "FoldEnsemble":
-            raise ValueError(f"{path} does not describe a FoldEnsemble")
-        members = [
-            ModalSurv.from_state(*read_state(directory, f"model_{k}", f"state_{k}"))
-            for k in range(int(bundle["n_members"]))
-        ]
-        return cls(members)
+        n = int(bundle["n_members"])
+        kind = bundle.get("kind")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise FeatureError(f"cannot read the ensemble bundle: {err}", path=path) from None
+    if kind != "FoldEnsemble":
+        raise FeatureError(f"does not describe a FoldEnsemble (kind {kind!r})", path=path)
+    saved = sorted(int(p.stem.split("_")[1]) for p in directory.glob("state_*.json")
+                   if p.stem.split("_")[1].isdigit())  # fmt: skip
+    if n < 1 or saved != list(range(n)):
+        raise FeatureError(f"bundle.json says {n} members but the folder holds {len(saved)}"
+                           f" members' files ({saved}); was bundle.json edited?",
+                           path=path)  # fmt: skip
+    hashes = bundle.get("sha256")
+    if hashes is None:  # saved before hashes were recorded
+        return n
+    expected = {name for k in range(n) for name in member_files(k)}
+    if set(hashes) != expected:
+        raise FeatureError(f"bundle.json lists {n} members but records the hashes of"
+                           f" {sorted(hashes)}; was it edited?", path=path)  # fmt: skip
+    for name in sorted(expected):
+        file = directory / name
+        if not file.is_file():
+            raise FeatureError("member file is missing", path=file)
+        if sha256_file(file) != hashes[name]:
+            raise FeatureError("SHA-256 differs from the one bundle.json recorded when the"
+                               " model was saved: the file was changed, truncated or swapped",
+                               path=file)  # fmt: skip
+    return n

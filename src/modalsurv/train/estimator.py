@@ -41,6 +41,7 @@ from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from modalsurv.cohort import Cohort
 from modalsurv.config import RunConfig
+from modalsurv.errors import DataError, FeatureError, LabelError
 from modalsurv.survival import curves
 from modalsurv.survival.bins import TimeBins
 from modalsurv.train.preprocess import Preprocessor, join_arrays, split_arrays
@@ -178,6 +179,7 @@ class ModalSurv:
         self.fit_result: FitResult | None = None  # member 0's; all in fit_results
         self.fit_results: list[FitResult] = []
         self.baseline_: tuple[np.ndarray, np.ndarray] | None = None
+        self.training_meta_: dict[str, Any] | None = None  # a loaded model's, saved again
 
     @property
     def head(self) -> str:
@@ -196,6 +198,10 @@ class ModalSurv:
         row of ``cohort`` is used for training and fitting the preprocessors and bins.
         """
         cfg = self.config
+        if len(cohort) < (1 if val_cohort is not None else 2):
+            raise DataError(f"ModalSurv.fit needs at least 2 patients (one for the inner"
+                            f" validation split); the cohort has {len(cohort)} patient(s)",
+                            field="cohort")  # fmt: skip
         mods = list(cfg.model.modalities or cohort.modalities)
         cohort = cohort.select(mods)
         rotate = val_cohort is None and cfg.train.member_splits == "rotate" and cfg.train.n_init > 1
@@ -207,7 +213,8 @@ class ModalSurv:
         else:
             train, val = cohort, val_cohort.select([m for m in mods if m in val_cohort.features])
         if train.n_events == 0:
-            raise ValueError("the training cohort has no events: nothing to learn from")
+            raise LabelError(f"the training cohort ({len(train)} patients) has no event, all"
+                             " are censored: nothing to learn from", field="event")  # fmt: skip
 
         self.modalities = mods
         self.preprocessor = Preprocessor(cfg.preprocess).fit(train)
@@ -264,7 +271,7 @@ class ModalSurv:
     def _outputs(self, cohort: Cohort, key: str) -> np.ndarray:
         self._check_fitted()
         data = self._tensors(self.preprocessor.transform(cohort))
-        device = resolve_device(self.config.train.device)
+        device = resolve_device(self.config.train.device, fallback=True)
         self.net.to(device).eval()
         outs = []
         with torch.no_grad():
@@ -353,6 +360,8 @@ class ModalSurv:
                 "epochs_run": len(self.fit_result.history),
                 "member_best_epochs": [r.best_epoch for r in self.fit_results],
             }
+        elif self.training_meta_ is not None:  # a resumed run saves what the fit recorded
+            meta["training"] = self.training_meta_
         if self.baseline_ is not None:
             arrays["breslow/time"], arrays["breslow/cumhaz"] = self.baseline_
         weights = {
@@ -368,6 +377,7 @@ class ModalSurv:
             raise ValueError(f"unsupported model format {meta.get('format')!r}")
         out = cls(RunConfig.model_validate(meta["config"]))
         out.modalities = list(meta["modalities"])
+        out.training_meta_ = meta.get("training")
         out.t_ref = float(meta["t_ref"])
         pp_arrays = {
             k[len("preprocess/") :]: v for k, v in arrays.items() if k.startswith("preprocess/")
@@ -401,7 +411,21 @@ class ModalSurv:
     @classmethod
     def load(cls, directory: str | Path) -> ModalSurv:
         """Rebuild a saved ModalSurv; never unpickles (safetensors + JSON + plain npz)."""
-        return cls.from_state(*read_state(Path(directory), "model", "state"))
+        return rebuild(Path(directory), "model", "state")
+
+
+def rebuild(directory: Path, model_stem: str, state_stem: str) -> ModalSurv:
+    """A saved model from its files; a file that does not fit the rest (edited, truncated,
+    from another model) is a FeatureError naming the folder, never a raw KeyError."""
+    state = read_state(directory, model_stem, state_stem)
+    try:
+        return ModalSurv.from_state(*state)
+    except DataError:
+        raise
+    except (KeyError, ValueError, RuntimeError, TypeError) as err:
+        raise FeatureError(f"saved model {model_stem}/{state_stem} is inconsistent (a file was"
+                           f" edited or replaced): {type(err).__name__}: {err}",
+                           path=directory / f"{model_stem}.safetensors") from err  # fmt: skip
 
 
 def write_state(
@@ -431,9 +455,23 @@ def read_state(
 
     path = directory / f"{state_stem}.json"
     if not path.exists():
-        raise FileNotFoundError(f"no saved model state {path}")
-    meta = json.loads(path.read_text(encoding="utf-8"))
-    weights = load_file(str(directory / f"{model_stem}.safetensors"))
-    with np.load(directory / f"{state_stem}.npz", allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
+        raise FeatureError("saved model state is missing (the folder is incomplete)", path=path)
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise FeatureError(f"cannot read saved model state: {err}", path=path) from None
+    if not isinstance(meta, dict):
+        raise FeatureError("saved model state must be a JSON object", path=path)
+    path = directory / f"{model_stem}.safetensors"
+    try:
+        weights = load_file(str(path))
+    except Exception as err:  # SafetensorError, OSError: truncated, pickled, missing
+        raise FeatureError(f"cannot read model weights (not a complete safetensors file):"
+                           f" {err}", path=path) from None  # fmt: skip
+    path = directory / f"{state_stem}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as err:  # BadZipFile, OSError, ValueError (pickled content)
+        raise FeatureError(f"cannot read saved model arrays: {err}", path=path) from None
     return weights, meta, arrays

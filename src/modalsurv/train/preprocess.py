@@ -16,12 +16,15 @@ The fitted state is exported as JSON-able metadata plus named numpy arrays
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 
 from modalsurv.cohort import Cohort
 from modalsurv.config import PreprocessConfig
+from modalsurv.errors import DataWarning, FeatureError
+from modalsurv.features.align import align_columns
 from modalsurv.features.tabular import ClinicalEncoder, RnaTransform, VectorScaler, fit_pca
 
 
@@ -120,6 +123,11 @@ def looks_raw(x: np.ndarray, present: np.ndarray) -> bool:
     return bool(np.nanmin(vals) >= 0 and np.nanmax(vals) > RAW_SCALE_MIN_MAX)
 
 
+def _used_columns(step: Any) -> np.ndarray | None:
+    """The input columns a fitted step reads (RNA: the top-variance genes); None: all."""
+    return getattr(step, "genes_", None)
+
+
 def _make(kind: str, cfg: PreprocessConfig, x: np.ndarray, present: np.ndarray) -> Any:
     if kind == "clinical":
         return ClinicalEncoder(standardize=cfg.standardize)
@@ -187,19 +195,33 @@ class Preprocessor:
         """The cohort with every fitted modality transformed; others are dropped.
 
         A fitted modality the cohort lacks is simply left out (the model treats it as
-        absent for every patient).
+        absent for every patient). Vector columns are matched to the fitted ones by name
+        (``features.align``): reordered, one-hot categories fixed at fit time, unknown
+        categories imputed with a warning, and missing columns refused by name.
         """
         feats: dict[str, np.ndarray] = {}
         present: dict[str, np.ndarray] = {}
         masks: dict[str, np.ndarray] = {}
+        lacking = [m for m in self.steps if m not in cohort.features]
+        if lacking and len(lacking) == len(self.steps):
+            raise FeatureError(f"the cohort has none of the modalities the model was fitted on"
+                               f" ({lacking}); it has {cohort.modalities}",
+                               field="modalities")  # fmt: skip
+        for m in lacking:
+            warnings.warn(f"modality {m!r}, which the model was fitted on, is absent from this"
+                          " cohort: every patient is predicted without it", DataWarning,
+                          stacklevel=2)  # fmt: skip
         for m, step in self.steps.items():
             if m not in cohort.features:
                 continue
             x, p = cohort.features[m], cohort.present[m]
-            if x.shape[-1] != self.in_dims[m]:
-                raise ValueError(
+            if self.kinds[m] != "bag":  # by name: reordered, or refused naming the columns
+                x = align_columns(x, cohort.feature_names.get(m), step.feature_names_in_, m,
+                                  cohort.ids, p, used=_used_columns(step))  # fmt: skip
+            elif x.shape[-1] != self.in_dims[m]:
+                raise FeatureError(
                     f"modality {m!r} has {x.shape[-1]} features; the preprocessor was "
-                    f"fitted on {self.in_dims[m]}"
+                    f"fitted on {self.in_dims[m]}", field=m,
                 )
             if self.kinds[m] == "bag":
                 feats[m] = step.transform(x, cohort.bag_mask[m], p)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,7 @@ import torch
 
 from modalsurv.cohort import Cohort
 from modalsurv.config import RunConfig
+from modalsurv.errors import ConfigError
 from modalsurv.survival import curves, losses, metrics
 
 Progress = Callable[..., None]
@@ -105,11 +107,26 @@ def to_tensors(
     )
 
 
-def resolve_device(name: str) -> torch.device:
-    """``"auto"``: CUDA when available, else CPU; anything else is passed to torch."""
+def resolve_device(name: str, fallback: bool = False) -> torch.device:
+    """``"auto"``: CUDA when available, else CPU; anything else is passed to torch.
+
+    A device torch does not know, or CUDA where there is none, is a ConfigError naming
+    ``train.device``; with ``fallback`` (prediction: a model trained on a GPU scoring on
+    a laptop) CUDA falls back to the CPU with a warning instead."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ConfigError(f"train.device {name!r} is not a device: {err}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        if fallback:
+            warnings.warn(f"train.device {name!r}: no CUDA device here; predicting on the CPU",
+                          stacklevel=2)  # fmt: skip
+            return torch.device("cpu")
+        raise ConfigError(f"train.device {name!r}: no CUDA device is available here; use"
+                          " 'auto' or 'cpu'")  # fmt: skip
+    return device
 
 
 def forward(net: torch.nn.Module, batch: Tensors) -> dict[str, Any]:
