@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from modalsurv.data.public import available, load
-from modalsurv.errors import DataError
+from modalsurv.errors import ConfigError
 
 
 def test_breast_cancer():
@@ -13,7 +13,7 @@ def test_breast_cancer():
     grade = c.features["clinical"][:, 3]
     assert np.isnan(grade).any() and set(np.unique(grade[~np.isnan(grade)])) == {0, 1, 2}
     assert (c.time > 0).all()
-    with pytest.raises(DataError, match="unknown public cohort"):
+    with pytest.raises(ConfigError, match="unknown public cohort"):
         load("nope")
 
 

@@ -449,3 +449,16 @@ def test_pack_drops_incomplete_groups_and_keeps_attrs(store):
     meta = store.meta("wsi")
     assert (meta["encoder"], meta["checksum"], meta["n_patients"]) == ("uni", "abc", 1)
     assert store.patients("wsi") == ["a"] and not store.load("wsi", ["b"]).present.any()
+
+
+def test_labels_matching_no_store_id_are_refused_with_examples(tmp_path):
+    from modalsurv.errors import LabelError
+
+    store = FeatureStore(tmp_path)
+    store.write_many("slide", {"1000": np.ones(3, np.float32), "1001": np.zeros(3, np.float32)})
+    labels = pd.DataFrame({"patient": ["001000", "001001"], "time": [3.0, 4.0], "event": [1, 0]})
+    with pytest.raises(LabelError, match="no patient id of the labels matches") as err:
+        store.to_cohort(labels, ["slide"])
+    assert "001000" in str(err.value) and "'1000'" in str(err.value)
+    ok = store.to_cohort(labels.assign(patient=["1000", "x"]), ["slide"])  # one match is fine
+    assert ok.present["slide"].tolist() == [True, False]

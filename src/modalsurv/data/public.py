@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from modalsurv.cohort import Cohort
-from modalsurv.errors import DataError
+from modalsurv.errors import ConfigError
 from modalsurv.io.clinical import Column, Schema, clinical_to_matrix, time_factor
 
 _MISSING = ("missing", "na", "x", "unkown", "unknown", "")
@@ -139,7 +139,7 @@ def _load(name: str) -> tuple[Cohort, dict]:
         return _breast_cancer()
     if name in _SURVSET:
         return _survset(name)
-    raise DataError(f"unknown public cohort {name!r}; available: {list(NAMES)}", field="name")
+    raise ConfigError(f"unknown public cohort {name!r}; available: {list(NAMES)}")
 
 
 def load(name: str) -> Cohort:

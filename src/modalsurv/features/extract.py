@@ -185,8 +185,8 @@ def discover_patients(layout: LayoutName | str, root: str | Path,
         return _chimera_patients(root, 3, problems)
     if layout == "manifest":
         return _manifest_patients(root)
-    raise LayoutError(f"layout must be chimera-task1, chimera-task3 or manifest; found"
-                      f" {layout!r}", field="layout")  # fmt: skip
+    raise ConfigError(f"--layout must be chimera-task1, chimera-task3 or manifest; found"
+                      f" {layout!r}")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- slides

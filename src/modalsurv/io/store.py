@@ -1156,6 +1156,12 @@ class FeatureStore:
                     f"labels need a {col!r} column; found {list(df.columns)}", field=col
                 )
         ids = [str(i) for i in df.index]
+        stored = set().union(*(self.patients(m) for m in modalities)) if modalities else set()
+        if ids and stored and not stored & set(ids):
+            raise LabelError(
+                f"no patient id of the labels matches the feature store: label ids"
+                f" {ids[:5]}, store ids {sorted(stored)[:5]} (a leading zero or a suffix?)",
+                path=self.root, field="patient")  # fmt: skip
         feats, present, masks = {}, {}, {}
         for m in modalities:
             lm = self.load(m, ids, max_tiles=max_tiles, seed=seed)
