@@ -299,7 +299,7 @@ def test_survival_at_own_time_bad_input():
 
 
 def test_d_calibration_hand_example():
-    """Four bins; hand-spread censored mass (Haider et al. 2020, appendix B)."""
+    """Four bins; censored mass spread by hand as in Haider et al. 2020."""
     s = np.array([0.1, 0.6, 0.9, 0.5, 0.3, 1.0])
     e = np.array([True, True, True, False, False, False])
     # events: bins [0, .25), [.5, .75), [.75, 1] get 1 each

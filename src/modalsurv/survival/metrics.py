@@ -532,7 +532,7 @@ class DCalibration:
 
 def d_calibration(event: Any, surv_at_time: Any, n_bins: int = 10) -> DCalibration:
     """D-calibration (Haider et al. 2020, JMLR 21(85), "Effective ways to build and evaluate
-    individual survival distributions", section 4.2 and appendix B).
+    individual survival distributions").
 
     Why: if the predicted curves are the true distributions, ``S_i(T_i)`` is uniform on
     [0, 1], so each of ``n_bins`` equal-width bins should hold ``N / n_bins`` patients;
@@ -668,7 +668,7 @@ def calibration_slope(time: Any, event: Any, surv_at_t: Any, t: float,
     complementary log-log of the predicted event probability; for a proportional-hazards
     model it is the linear predictor plus a constant). 1 is ideal, < 1 means predictions
     too extreme (overfitting), > 1 too moderate (van Houwelingen 2000, Stat Med 19:3401;
-    Crowson, Atkinson & Therneau 2016, Stat Methods Med Res 25:1692, section 4).
+    Crowson, Atkinson & Therneau 2016, Stat Methods Med Res 25:1692).
 
     Intercept ("calibration in the large", Crowson et al. 2016): ``log(O / E)``, the
     intercept of the Poisson model ``d_i ~ offset(log e_i)``, with ``O`` the events by
