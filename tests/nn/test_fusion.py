@@ -283,3 +283,78 @@ def test_unknown_fusion_error_lists_known_names():
         get_fusion("cross_atention")
     for name in FUSIONS:
         assert name in str(err.value)
+
+
+# ------------------------------------------------------------ uncertainty-aware fusion
+def test_uncertainty_fusion_is_inverse_variance_weighting():
+    fusion = _fusion("uncertainty")
+    with torch.no_grad():  # a non-trivial head
+        fusion.logvar_weight.normal_(0.0, 0.5)
+        fusion.logvar_bias.copy_(torch.tensor([0.3, -0.2, 1.0]))
+    z, p = _z(), _present()
+    out = fusion(z, p)
+    log_var = fusion.log_variance(torch.where(p.unsqueeze(-1), z, 0.0))
+    precision = torch.exp(-log_var) * p
+    torch.testing.assert_close(out.precision, precision)
+    assert torch.equal(out.precision[~p], torch.zeros(int((~p).sum())))  # exactly zero
+    total = precision.sum(1, keepdim=True)
+    want = torch.where(total > 0, precision / total.clamp_min(1e-30), 0.0)
+    torch.testing.assert_close(out.weights, want)
+    torch.testing.assert_close(out.fused, torch.einsum("bm,bmh->bh", want, z.nan_to_num()))
+    # a patient with one present modality gets that embedding unchanged
+    torch.testing.assert_close(out.fused[1], z[1, 1])
+    # the head's bound: |log variance| < max_log_variance however large the input
+    huge = fusion.log_variance(1e6 * z)
+    assert huge.abs().max() <= fusion.max_log_variance
+
+
+def test_uncertainty_fusion_starts_as_the_mean_fusion():
+    z, p = _z(), _present()
+    out = _fusion("uncertainty")(z, p)
+    ref = _fusion("mean")(z, p)
+    torch.testing.assert_close(out.fused, ref.fused)
+    torch.testing.assert_close(out.weights, ref.weights)
+
+
+def test_uncertainty_fusion_gradient_reaches_the_log_variance_head():
+    fusion = FUSIONS["uncertainty"](M, H, _cfg()).train()
+    z, p = _z(), _present()
+    target = torch.randn(12, H, generator=torch.Generator().manual_seed(3))
+    loss = (fusion(z, p).fused - target).pow(2).sum()
+    loss.backward()
+    assert fusion.logvar_weight.grad.abs().sum() > 0
+    assert fusion.logvar_bias.grad.abs().sum() > 0
+    # an absent modality's head row gets no gradient from the patients missing it
+    only_first = torch.zeros(12, M, dtype=torch.bool)
+    only_first[:, 0] = True
+    fusion.zero_grad()
+    (fusion(z, only_first).fused - target).pow(2).sum().backward()
+    assert torch.equal(fusion.logvar_weight.grad, torch.zeros(M, H))  # one expert: w = 1
+
+
+def test_uncertainty_fusion_learns_per_patient_reliability():
+    """Modality 1 is corrupted by heavy noise for half the patients, which its embedding
+    flags (last dimension). Trained to predict the signal, the fusion must give modality 1
+    less weight exactly where it is corrupted: per-patient, not per-modality, weighting."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    n = 256
+    signal = torch.randn(n, H - 1, generator=g)
+    bad = torch.rand(n, generator=g) < 0.5
+    z = torch.zeros(n, 2, H)
+    z[:, 0, :-1] = signal + 0.7 * torch.randn(n, H - 1, generator=g)  # always so-so
+    z[:, 1, :-1] = signal + 0.2 * torch.randn(n, H - 1, generator=g)  # good when clean...
+    z[bad, 1, :-1] += 3.0 * torch.randn(int(bad.sum()), H - 1, generator=g)  # ...else noise
+    z[:, 1, -1] = bad.float()
+    present = torch.ones(n, 2, dtype=torch.bool)
+    fusion = FUSIONS["uncertainty"](2, H, _cfg())
+    opt = torch.optim.Adam(fusion.parameters(), lr=0.1)
+    for _ in range(300):
+        opt.zero_grad()
+        loss = (fusion(z, present).fused[:, :-1] - signal).pow(2).mean()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        w = fusion(z, present).weights
+    assert w[~bad, 1].mean() > 0.7  # clean: the precise modality dominates
+    assert w[bad, 1].mean() < 0.15  # corrupted: down-weighted for those patients only

@@ -32,12 +32,15 @@ class FusionOutput:
     where no weighting is meaningful. ``per_modality``: B×M×H representations for late
     fusion (the model applies one head per modality). ``attention``: B×M×M head-averaged
     attention (row = query modality, column = key modality) for attention fusions.
+    ``precision``: B×M learned per-sample precision (inverse variance) of each modality's
+    embedding, exactly 0 for absent modalities, for uncertainty-aware fusions.
     """
 
     fused: Tensor
     weights: Tensor | None = None
     per_modality: Tensor | None = None
     attention: Tensor | None = None
+    precision: Tensor | None = None
 
 
 class Fusion(nn.Module):
@@ -259,6 +262,52 @@ class LateFusion(Fusion):
         )
 
 
+class PrecisionWeightedFusion(Fusion):
+    """Uncertainty-aware fusion: inverse-variance weighting (a product of Gaussian experts).
+
+    Why: a modality is not equally reliable for every patient (a blurry slide, a noisy
+    assay, a modality that carries no signal at all), so its weight should follow its
+    reliability. Each modality m treats its embedding as the mean of a Gaussian expert
+    ``N(z_m, sigma_m^2 I)`` whose log-variance a small modality-specific head predicts
+    from that embedding, per patient: ``log sigma_m^2 = a_m . z_m + c_m`` (squashed
+    smoothly into ``[-max_log_variance, max_log_variance]``). The product of the present
+    experts is Gaussian with mean ``sum_m w_m z_m``, ``w_m = prec_m / sum_present prec``,
+    ``prec_m = exp(-log sigma_m^2)``: that mean is the fused representation and the
+    ``w_m`` are the reported weights. An absent modality has precision exactly 0 (masked
+    softmax over ``-log sigma^2``, no NaN), so a patient with one present modality gets
+    that embedding unchanged; a patient with none gets zeros, as with every fusion.
+
+    One scalar variance per modality and patient, not one per latent dimension: the
+    reported weight is then exactly the coefficient of the fusion (a per-dimension
+    variance has no single weight to show), a linear read-out costs H + 1 parameters per
+    modality (small cohorts), and the embedding it reads is already a learned nonlinear
+    projection. The head starts at zero, so training starts from the plain mean fusion.
+    Only relative precisions matter to the fused mean (adding a constant to every
+    log-variance changes nothing), and nothing but the survival loss trains the head;
+    ``precision`` is returned for reports. The bound keeps the weights differentiable: a
+    ratio of at most ``exp(2 * max_log_variance)`` between two modalities.
+    """
+
+    max_log_variance: ClassVar[float] = 5.0
+
+    def __init__(self, n_modalities: int, dim: int, cfg: ModelConfig) -> None:
+        super().__init__(n_modalities, dim, cfg)
+        self.logvar_weight = nn.Parameter(torch.zeros(n_modalities, dim))
+        self.logvar_bias = nn.Parameter(torch.zeros(n_modalities))
+
+    def log_variance(self, z: Tensor) -> Tensor:
+        """B×M×H embeddings → B×M log-variances in ``(-max_log_variance, max_log_variance)``."""
+        raw = torch.einsum("bmh,mh->bm", z, self.logvar_weight) + self.logvar_bias
+        bound = self.max_log_variance
+        return bound * torch.tanh(raw / bound)
+
+    def _fuse(self, z: Tensor, present: Tensor) -> FusionOutput:
+        log_var = self.log_variance(z)
+        weights = masked_softmax(-log_var, present)
+        precision = torch.exp(-log_var).masked_fill(~present, 0.0)
+        return FusionOutput(fused=weighted_sum(z, weights), weights=weights, precision=precision)
+
+
 FUSIONS: dict[str, type[Fusion]] = {
     "concat": ConcatFusion,
     "mean": MeanFusion,
@@ -268,6 +317,7 @@ FUSIONS: dict[str, type[Fusion]] = {
     "cross_attention_gated": CrossAttentionGatedFusion,
     "cross_attention_self": CrossAttentionSelfFusion,
     "late": LateFusion,
+    "uncertainty": PrecisionWeightedFusion,
 }
 
 

@@ -8,6 +8,14 @@ Python loop per patient (see :func:`_later_smaller`), and the inverse-probabilit
 weights come from our own Kaplan–Meier estimate of the censoring distribution
 (:class:`_KaplanMeier`, mirroring ``sksurv.nonparametric.CensoringDistributionEstimator``).
 
+Calibration (is the predicted survival *probability* right, not only the ranking):
+:func:`d_calibration` (whole curves, Haider et al. 2020; equals SurvivalEVAL),
+:func:`calibration_slope` (Cox slope on the predicted cloglog and the Poisson observed /
+expected intercept at a time t), :func:`integrated_calibration_index` (ICI / E50 / E90,
+Austin et al. 2020; equals SurvivalEVAL) and :func:`calibration_table` (grouped
+Kaplan–Meier against mean predictions, for calibration plots). They take predicted
+survival at t, or at each patient's own time (:func:`survival_at_own_time`).
+
 Bad input (NaN/inf, negative times, mismatched lengths) raises ``ValueError`` naming the
 argument and the first bad index; data on which a score is undefined (all censored, no
 comparable pair, no case at a time point) raise :class:`UndefinedMetricError`. No metric
@@ -17,17 +25,28 @@ returns a silent NaN.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from scipy import stats
 
 __all__ = [
     "BootstrapCI",
+    "CalibrationFit",
+    "DCalibration",
+    "IntegratedCalibration",
     "UndefinedMetricError",
     "bootstrap_ci",
     "brier_score",
+    "calibration_slope",
+    "calibration_table",
     "concordance_index",
+    "d_calibration",
     "integrated_brier_score",
+    "integrated_calibration_index",
+    "survival_at_own_time",
     "time_dependent_auc",
     "uno_concordance",
 ]
@@ -426,6 +445,395 @@ def integrated_brier_score(train_time: Any, train_event: Any, time: Any, event: 
         raise ValueError("times: the integrated Brier score needs at least two time points")
     bs = brier_score(train_time, train_event, time, event, surv, grid)
     return float(np.trapezoid(bs, grid) / (grid[-1] - grid[0]))
+
+
+# ---------------------------------------------------------------------------- calibration
+def _as_prob(name: str, x: Any) -> np.ndarray:
+    """1-d float64 array of probabilities in [0, 1]."""
+    arr = _as_float(name, x)
+    bad = (arr < 0) | (arr > 1)
+    if bad.any():
+        i = _first_bad(bad)
+        raise ValueError(f"{name}[{i}] = {float(arr[i])!r} is not a probability in [0, 1]")
+    return arr
+
+
+def _as_horizon(t: Any) -> float:
+    try:
+        val = float(t)
+    except (TypeError, ValueError):
+        raise ValueError(f"t = {t!r}: expected one number (the calibration time)") from None
+    if not np.isfinite(val) or val <= 0:
+        raise ValueError(f"t = {val!r}: the calibration time must be finite and > 0")
+    return val
+
+
+def _calibration_inputs(time: Any, event: Any, surv_at_t: Any,
+                        t: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    tm, e = _labels("", time, event)
+    s = _as_prob("surv_at_t", surv_at_t)
+    _same_length(time=tm, event=e, surv_at_t=s)
+    horizon = _as_horizon(t)
+    if not (e & (tm <= horizon)).any():
+        raise UndefinedMetricError(f"no event at or before t = {horizon!r}; calibration at t "
+                                   "is undefined")
+    return tm, e, s, horizon
+
+
+def _cloglog_risk(surv: np.ndarray) -> np.ndarray:
+    """``log(-log S)`` = cloglog of the event probability ``1 - S``. Only exact 0 and 1 are
+    moved (to the nearest floats that keep it finite): clipping at a visible level such
+    as 1e-10 would shift real predictions of very high risk and bias the fits."""
+    return np.log(-np.log(np.clip(surv, np.finfo(np.float64).tiny, np.nextafter(1.0, 0.0))))
+
+
+def survival_at_own_time(surv: Any, times: Any, time: Any,
+                         interpolation: str = "step") -> np.ndarray:
+    """Each patient's predicted survival at its own time: curve ``surv[i]`` at ``time[i]``.
+
+    Why: D-calibration and the observed/expected intercept need one value per patient,
+    S_i(T_i), not the ``N x N`` table that evaluating every curve at every time would give.
+    ``surv`` is ``N x G`` on the increasing grid ``times``. ``"step"``: right-continuous
+    (Cox/Breslow curves), 1 before the first grid time; ``"linear"``: straight lines between
+    grid points, from S(0) = 1 if the grid starts after 0 (DeepHit curves, as
+    ``curves.survival_at``). Past the last grid time the last value is held.
+    """
+    grid = _as_grid("times", times)
+    s = _as_float("surv", surv, ndim=2)
+    t = _as_time("time", time)
+    n = _same_length(surv=s, time=t)
+    if s.shape[1] != grid.size:
+        raise ValueError(f"surv: expected {grid.size} columns (one per time), got {s.shape[1]}")
+    if interpolation not in ("step", "linear"):
+        raise ValueError(f"interpolation = {interpolation!r}: use 'step' or 'linear'")
+    if grid[0] > 0:
+        grid = np.concatenate(([0.0], grid))
+        s = np.concatenate([np.ones((n, 1)), s], axis=1)
+    rows = np.arange(n)
+    k = np.searchsorted(grid, t, side="right") - 1  # >= 0: grid[0] == 0 <= t
+    if interpolation == "step" or grid.size == 1:
+        return s[rows, k]
+    k0 = np.minimum(k, grid.size - 2)
+    frac = np.clip((t - grid[k0]) / (grid[k0 + 1] - grid[k0]), 0.0, 1.0)
+    return s[rows, k0] + (s[rows, k0 + 1] - s[rows, k0]) * frac
+
+
+@dataclass(frozen=True)
+class DCalibration:
+    """:func:`d_calibration`: Pearson's chi-square against uniform bins, its p-value, the
+    (fractional) patient count per bin (lowest S first) and the ``n_bins + 1`` bin edges."""
+
+    statistic: float
+    p_value: float
+    counts: np.ndarray
+    edges: np.ndarray
+    df: int
+
+
+def d_calibration(event: Any, surv_at_time: Any, n_bins: int = 10) -> DCalibration:
+    """D-calibration (Haider et al. 2020, JMLR 21(85), "Effective ways to build and evaluate
+    individual survival distributions").
+
+    Why: if the predicted curves are the true distributions, ``S_i(T_i)`` is uniform on
+    [0, 1], so each of ``n_bins`` equal-width bins should hold ``N / n_bins`` patients;
+    unlike a one-time-point calibration this checks the whole curve. ``surv_at_time[i]`` is
+    patient i's predicted survival at its own observed time (:func:`survival_at_own_time`).
+    Bin ``[k/B, (k+1)/B)`` (the top bin also holds S = 1). An uncensored patient adds 1 to
+    its bin. A censored one with ``S = S_i(c_i)`` only tells us that ``S_i(T_i)`` lies
+    below S, uniformly (the paper's assumption): its own bin ``[l, h)`` gets
+    ``(S - l) / S`` and every bin wholly below S gets ``1 / (B S)`` (S = 0: all in the
+    lowest bin). The statistic is Pearson's chi-square against ``N / B`` per bin with
+    ``B - 1`` degrees of freedom (= ``scipy.stats.chisquare``); a small p-value rejects
+    calibration. Equals SurvivalEVAL's ``d_calibration`` away from bin edges (tested).
+    """
+    e = _as_event("event", event)
+    s = _as_prob("surv_at_time", surv_at_time)
+    n = _same_length(event=e, surv_at_time=s)
+    if isinstance(n_bins, bool) or not isinstance(n_bins, int | np.integer) or n_bins < 2:
+        raise ValueError(f"n_bins = {n_bins!r}: need an integer >= 2")
+    if n == 0:
+        raise UndefinedMetricError("no patients: D-calibration is undefined")
+    b = np.minimum(np.floor(s * n_bins).astype(np.int64), n_bins - 1)
+    counts = np.bincount(b[e], minlength=n_bins).astype(np.float64)
+    sc, bc = s[~e], b[~e]
+    zero = sc == 0
+    safe = np.where(zero, 1.0, sc)
+    own = np.where(zero, 1.0, (sc - bc / n_bins) / safe)
+    counts += np.bincount(bc, weights=own, minlength=n_bins)
+    # a censored patient in bin k gives 1 / (B S) to each of bins 0..k-1: bin j receives
+    # the sum over censored patients in bins above it (a suffix sum)
+    below = np.bincount(bc, weights=np.where(zero, 0.0, 1.0 / (n_bins * safe)),
+                        minlength=n_bins)
+    counts[:-1] += np.cumsum(below[::-1])[::-1][1:]
+    expected = n / n_bins
+    stat = float(np.square(counts - expected).sum() / expected)
+    return DCalibration(statistic=stat, p_value=float(stats.chi2.sf(stat, n_bins - 1)),
+                        counts=counts, edges=np.linspace(0.0, 1.0, n_bins + 1), df=n_bins - 1)
+
+
+def _cox_fit(time: np.ndarray, event: np.ndarray, x: np.ndarray, max_iter: int = 100,
+             tol: float = 1e-10) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Cox proportional hazards by Newton–Raphson (Breslow ties), for a few covariates.
+
+    Returns ``(beta, covariance, center, eta)``: the coefficients, the inverse observed
+    information, the covariate means the fit was centred on and the centred linear predictor
+    ``(x - center) @ beta`` of each patient (in input order). Non-convergence or a singular
+    information matrix raise :class:`UndefinedMetricError`.
+    """
+    p = x.shape[1]
+    center = x.mean(axis=0)
+    order = np.argsort(-time, kind="stable")  # descending: prefix sums are risk-set sums
+    xo, ev = (x - center)[order], event[order]
+    last = _run_end(time[order]) - 1  # risk set of T: every patient up to T's tie group end
+    outer = xo[:, :, None] * xo[:, None, :]
+
+    def parts(beta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        eta = xo @ beta
+        top = eta.max()
+        w = np.exp(eta - top)
+        s0 = np.cumsum(w)[last][ev]
+        s1 = np.cumsum(w[:, None] * xo, axis=0)[last][ev]
+        s2 = np.cumsum(w[:, None, None] * outer, axis=0)[last][ev]
+        mean = s1 / s0[:, None]
+        loglik = float((eta[ev] - top - np.log(s0)).sum())
+        grad = (xo[ev] - mean).sum(axis=0)
+        info = (s2 / s0[:, None, None] - mean[:, :, None] * mean[:, None, :]).sum(axis=0)
+        return loglik, grad, info
+
+    beta = np.zeros(p)
+    loglik, grad, info = parts(beta)
+    for _ in range(max_iter):
+        try:
+            step = np.linalg.solve(info, grad)
+        except np.linalg.LinAlgError:
+            raise UndefinedMetricError("the calibration Cox model is singular (too few "
+                                       "distinct predictions or events)") from None
+        scale = 1.0
+        while True:
+            new = beta + scale * step
+            new_ll, new_grad, new_info = parts(new)
+            if (np.isfinite(new_ll) and new_ll >= loglik - 1e-12) or scale < 1e-6:
+                break
+            scale /= 2
+        done = (abs(new_ll - loglik) < tol * (abs(loglik) + 1.0)
+                and np.abs(scale * step).max() < 1e-6)
+        beta, loglik, grad, info = new, new_ll, new_grad, new_info
+        if done:
+            break
+    else:
+        raise UndefinedMetricError(f"the calibration Cox model did not converge in {max_iter} "
+                                   "Newton steps (predictions perfectly separating events?)")
+    try:
+        cov = np.linalg.inv(info)
+    except np.linalg.LinAlgError:
+        raise UndefinedMetricError("the calibration Cox model is singular") from None
+    return beta, cov, center, (x - center) @ beta
+
+
+def _breslow_at(time: np.ndarray, event: np.ndarray, eta: np.ndarray, t: float) -> float:
+    """Breslow baseline cumulative hazard (at linear predictor 0) at ``t``:
+    ``sum over events T_i <= t of 1 / sum_{T_j >= T_i} exp(eta_j)``."""
+    order = np.argsort(-time, kind="stable")
+    last = _run_end(time[order]) - 1
+    s0 = np.cumsum(np.exp(eta[order]))[last]
+    use = event[order] & (time[order] <= t)
+    return float((1.0 / s0[use]).sum())
+
+
+def _truncate(time: np.ndarray, event: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
+    """Administrative censoring at t: events after t say nothing about calibration at t."""
+    return np.minimum(time, t), event & (time <= t)
+
+
+@dataclass(frozen=True)
+class CalibrationFit:
+    """:func:`calibration_slope`: slope (1 = ideal) and intercept (0 = ideal) at ``t`` with
+    their standard errors, the observed events by ``t`` and the expected number."""
+
+    slope: float
+    slope_se: float
+    intercept: float
+    intercept_se: float
+    observed: float
+    expected: float
+    t: float
+
+
+def calibration_slope(time: Any, event: Any, surv_at_t: Any, t: float,
+                      surv_at_followup: Any) -> CalibrationFit:
+    """Calibration slope and intercept of predicted survival at time ``t``.
+
+    Slope: the coefficient of a Cox model, fitted on the test data administratively
+    censored at ``t``, whose only covariate is the predicted ``log(-log S_i(t))`` (the
+    complementary log-log of the predicted event probability; for a proportional-hazards
+    model it is the linear predictor plus a constant). 1 is ideal, < 1 means predictions
+    too extreme (overfitting), > 1 too moderate (van Houwelingen 2000, Stat Med 19:3401;
+    Crowson, Atkinson & Therneau 2016, Stat Methods Med Res 25:1692).
+
+    Intercept ("calibration in the large", Crowson et al. 2016): ``log(O / E)``, the
+    intercept of the Poisson model ``d_i ~ offset(log e_i)``, with ``O`` the events by
+    ``t`` and ``E = sum_i -log S_i(min(T_i, t))`` the cumulative hazard each patient was
+    predicted to accrue over its own follow-up up to ``t``. Why this and not the Kaplan–Meier
+    O/E at t: E uses every patient's own follow-up, so censoring needs no model at all
+    (``O - E`` is a martingale at the true model), and if the true cumulative hazard is
+    ``exp(a)`` times the predicted one the intercept is exactly ``a`` on the same
+    cloglog scale as the slope. Its standard error is ``1 / sqrt(O)``.
+
+    ``surv_at_t``: predicted S_i(t); ``surv_at_followup``: predicted S_i(min(T_i, t))
+    (:func:`survival_at_own_time` with ``np.minimum(time, t)``).
+    """
+    tm, e, s, horizon = _calibration_inputs(time, event, surv_at_t, t)
+    s_own = _as_prob("surv_at_followup", surv_at_followup)
+    _same_length(time=tm, surv_at_followup=s_own)
+    tt, et = _truncate(tm, e, horizon)
+    if np.ptp(s) == 0:
+        raise UndefinedMetricError("all predicted S(t) are equal: the calibration slope is "
+                                   "undefined")
+    beta, cov, _, _ = _cox_fit(tt, et, _cloglog_risk(s)[:, None])
+    observed = float(et.sum())
+    expected = float(-np.log(np.clip(s_own, 1e-12, 1.0)).sum())
+    if expected <= 0:
+        raise UndefinedMetricError("every predicted S(min(T, t)) is 1: no expected events, "
+                                   "the intercept is undefined")
+    return CalibrationFit(slope=float(beta[0]), slope_se=float(np.sqrt(cov[0, 0])),
+                          intercept=float(np.log(observed / expected)),
+                          intercept_se=float(1.0 / np.sqrt(observed)),
+                          observed=observed, expected=expected, t=horizon)
+
+
+# Harrell's default knot quantiles for restricted cubic splines (rms::rcspline.eval)
+_RCS_QUANTILES = {
+    3: (0.10, 0.50, 0.90),
+    4: (0.05, 0.35, 0.65, 0.95),
+    5: (0.05, 0.275, 0.50, 0.725, 0.95),
+    6: (0.05, 0.23, 0.41, 0.59, 0.77, 0.95),
+    7: (0.025, 0.1833, 0.3417, 0.50, 0.6583, 0.8167, 0.975),
+}
+
+
+def _rcs_basis(x: np.ndarray, knots: np.ndarray) -> np.ndarray:
+    """Restricted cubic spline basis (Harrell's parametrisation, ``rms::rcs``, norm 2):
+    ``x`` and, for ``j < K - 1``, ``[(x - k_j)+^3 - (x - k_{K-1})+^3 (k_K - k_j) / (k_K -
+    k_{K-1}) + (x - k_K)+^3 (k_{K-1} - k_j) / (k_K - k_{K-1})] / (k_K - k_1)^2``: cubic
+    between the knots, linear beyond the outer ones. ``N x (K - 1)``."""
+    k = knots
+    kk, km = k[-1], k[-2]
+    cols = [x]
+    for kj in k[:-2]:
+        f = (np.maximum(x - kj, 0.0) ** 3
+             - np.maximum(x - km, 0.0) ** 3 * (kk - kj) / (kk - km)
+             + np.maximum(x - kk, 0.0) ** 3 * (km - kj) / (kk - km))
+        cols.append(f / (kk - k[0]) ** 2)
+    return np.stack(cols, axis=1)
+
+
+@dataclass(frozen=True)
+class IntegratedCalibration:
+    """:func:`integrated_calibration_index`: mean (ICI), median (E50), 90th percentile (E90)
+    and maximum (Emax) of ``|predicted - observed|``, with the per-patient predicted event
+    probability by ``t`` and the smoothed observed one (for a calibration curve)."""
+
+    ici: float
+    e50: float
+    e90: float
+    emax: float
+    predicted: np.ndarray
+    observed: np.ndarray
+    t: float
+
+
+def integrated_calibration_index(time: Any, event: Any, surv_at_t: Any, t: float,
+                                 knots: int = 3, truncate: bool = False) -> IntegratedCalibration:
+    """Integrated calibration index at ``t`` (Austin, Harrell & van Klaveren 2020, Stat Med
+    39:2714, "Graphical calibration curves and the integrated calibration index (ICI) for
+    survival models").
+
+    Why: one number for how far predicted risks are from observed ones across the whole
+    range of predictions, on the probability scale (a slope and an intercept can be ideal
+    while the curve bends). As the paper's Cox variant: fit a Cox model of the outcome on a
+    restricted cubic spline (``knots`` knots at Harrell's default quantiles) of the
+    predicted ``log(-log S_i(t))``; its Breslow survival at ``t`` gives each patient's
+    smoothed observed event probability ``P_i``; ICI = mean ``|1 - S_i(t) - P_i|``. The
+    model uses the whole follow-up, as the paper (and SurvivalEVAL's
+    ``integrated_calibration_index``, which this equals on untied times: tested);
+    ``truncate=True`` censors it at ``t`` instead, so the smoother's proportional hazards
+    need only hold up to ``t`` (as :func:`calibration_slope`). Ties: Breslow.
+    """
+    tm, e, s, horizon = _calibration_inputs(time, event, surv_at_t, t)
+    if knots not in _RCS_QUANTILES:
+        raise ValueError(f"knots = {knots!r}: use one of {sorted(_RCS_QUANTILES)}")
+    cll = _cloglog_risk(s)
+    k = np.quantile(cll, _RCS_QUANTILES[knots])
+    if (np.diff(k) <= 0).any():
+        raise UndefinedMetricError(f"too few distinct predictions for {knots} spline knots "
+                                   f"(knot values {k.tolist()})")
+    tt, et = _truncate(tm, e, horizon) if truncate else (tm, e)
+    _, _, _, eta = _cox_fit(tt, et, _rcs_basis(cll, k))
+    h0 = _breslow_at(tt, et, eta, horizon)
+    observed = 1.0 - np.exp(-h0 * np.exp(eta))
+    predicted = 1.0 - s
+    err = np.abs(predicted - observed)
+    return IntegratedCalibration(ici=float(err.mean()), e50=float(np.median(err)),
+                                 e90=float(np.quantile(err, 0.9)), emax=float(err.max()),
+                                 predicted=predicted, observed=observed, t=horizon)
+
+
+def _km_greenwood(time: np.ndarray, event: np.ndarray, t: float) -> tuple[float, float, int]:
+    """Kaplan–Meier S(t), Greenwood's ``sum d / (n (n - d))`` up to t, and the number still
+    at risk just after t."""
+    uniq, inv = np.unique(time, return_inverse=True)
+    deaths = np.bincount(inv, weights=event.astype(np.float64))
+    at_risk = time.size - np.concatenate(([0], np.cumsum(np.bincount(inv))[:-1]))
+    use = (uniq <= t) & (deaths > 0)
+    d, r = deaths[use], at_risk[use]
+    surv = float(np.prod(1.0 - d / r))
+    var = float(np.sum(np.divide(d, r * (r - d), out=np.full(d.size, np.inf), where=r > d)))
+    return surv, var, int((time > t).sum())
+
+
+def calibration_table(time: Any, event: Any, surv_at_t: Any, t: float, groups: int = 10,
+                      level: float = 0.95) -> pd.DataFrame:
+    """Calibration-plot data at ``t``: patients in ``groups`` equal-size groups of predicted
+    risk (group 1 = highest predicted S(t)), each with its mean predicted S(t) and the
+    Kaplan–Meier S(t) of the group with a ``level`` confidence interval.
+
+    Why: the classic grouped calibration plot; each group's observed survival handles
+    censoring by Kaplan–Meier instead of dropping the censored. The interval is Greenwood's
+    variance on the log(-log S) scale (Kalbfleisch–Prentice; lifelines'
+    ``KaplanMeierFitter`` default), which stays inside [0, 1]; it is [1, 1] for a group
+    without events by t and [0, 0] once S reaches 0. Columns: ``group, n, events`` (by t),
+    ``at_risk`` (after t), ``predicted, observed, lower, upper``. A group whose follow-up
+    ends before t with S > 0 raises :class:`UndefinedMetricError` (its S(t) is unknown):
+    use fewer groups or an earlier t.
+    """
+    tm, e = _labels("", time, event)
+    s = _as_prob("surv_at_t", surv_at_t)
+    n = _same_length(time=tm, event=e, surv_at_t=s)
+    horizon = _as_horizon(t)
+    if isinstance(groups, bool) or not isinstance(groups, int | np.integer) or groups < 1:
+        raise ValueError(f"groups = {groups!r}: need an integer >= 1")
+    if groups > n:
+        raise ValueError(f"groups = {groups} is more than the {n} patients")
+    if not 0 < level < 1:
+        raise ValueError(f"level = {level}: must be in (0, 1)")
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    rows = []
+    for g, idx in enumerate(np.array_split(np.argsort(-s, kind="stable"), groups), start=1):
+        tg, eg = tm[idx], e[idx]
+        obs, var, at_risk = _km_greenwood(tg, eg, horizon)
+        if tg.max() < horizon and obs > 0:
+            raise UndefinedMetricError(
+                f"group {g}: follow-up ends at {float(tg.max())!r} < t = {horizon!r} with "
+                f"S = {obs:.3g}; its S(t) is unknown (use fewer groups or an earlier t)")
+        if obs in (0.0, 1.0):
+            low = high = obs
+        else:
+            half = z * np.sqrt(var) / abs(np.log(obs))
+            low, high = obs ** np.exp(half), obs ** np.exp(-half)
+        rows.append({"group": g, "n": int(idx.size), "events": int((eg & (tg <= horizon)).sum()),
+                     "at_risk": at_risk, "predicted": float(s[idx].mean()), "observed": obs,
+                     "lower": float(low), "upper": float(high)})
+    return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------------------------ bootstrap
