@@ -74,7 +74,11 @@ class ModelConfig(Strict):
     attention_pool_dim: int = Field(128, ge=1)
     fusion: str = "cross_attention_gated"
     n_heads: int = Field(4, ge=1)
-    head: Literal["deephit", "cox"] = "deephit"
+    head: str = Field(
+        "deephit",
+        description="survival family of the output layer (survival.family):"
+        " deephit | cox | logistic_hazard",
+    )
     n_bins: int = Field(30, ge=2)
     bin_scheme: Literal["equidistant", "quantile"] = "quantile"
     linear_skip: bool = Field(
@@ -94,6 +98,15 @@ class ModelConfig(Strict):
 
         if v not in FUSIONS:
             raise ValueError(f"unknown fusion {v!r}; known fusions: {sorted(FUSIONS)}")
+        return v
+
+    @field_validator("head")
+    @classmethod
+    def _known_family(cls, v: str) -> str:
+        from modalsurv.survival.family import family_names
+
+        if v not in family_names():
+            raise ValueError(f"unknown survival family {v!r}; known: {family_names()}")
         return v
 
     @model_validator(mode="after")

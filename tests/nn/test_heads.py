@@ -4,14 +4,16 @@ import pytest
 import torch
 
 from modalsurv.config import ModelConfig
-from modalsurv.nn.heads import (
-    HEADS,
-    CoxHead,
-    DeepHitHead,
-    get_head,
-    logits_from_pmf,
-    pmf_from_logits,
-)
+from modalsurv.nn.heads import OutputHead, logits_from_pmf, pmf_from_logits
+from modalsurv.survival.family import get_family
+
+
+def DeepHitHead(in_dim, cfg):
+    return OutputHead(in_dim, cfg.model_copy(update={"head": "deephit"}))
+
+
+def CoxHead(in_dim, cfg):
+    return OutputHead(in_dim, cfg.model_copy(update={"head": "cox"}))
 
 
 def _cfg(**kw) -> ModelConfig:
@@ -70,7 +72,9 @@ def test_cox_head_has_no_bias_and_combines_by_mean_log_risk():
     torch.testing.assert_close(head.combine(outs, present), torch.tensor([[2.0], [5.0]]))
 
 
-def test_head_registry_and_error():
-    assert HEADS == {"deephit": DeepHitHead, "cox": CoxHead}
-    with pytest.raises(ValueError, match=r"unknown head 'weibull'.*\['cox', 'deephit'\]"):
-        get_head("weibull")
+def test_family_registry_and_error():
+    assert OutputHead(8, _cfg(head="logistic_hazard", n_bins=6)).out_dim == 6
+    with pytest.raises(ValueError, match=r"unknown survival family 'weibull'.*'cox', 'deephit'"):
+        get_family("weibull")
+    with pytest.raises(ValueError, match="unknown survival family"):
+        _cfg(head="weibull")

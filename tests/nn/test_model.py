@@ -146,7 +146,7 @@ def test_determinism_same_seed_same_output():
 def test_unknown_names_raise_readable_errors():
     with pytest.raises(ValueError, match=r"unknown fusion 'attn'.*cross_attention_gated"):
         ModalSurvNet(DIMS, BAG, _cfg().model_copy(update={"fusion": "attn"}))
-    with pytest.raises(ValueError, match=r"unknown head 'aft'.*'cox', 'deephit'"):
+    with pytest.raises(ValueError, match=r"unknown survival family 'aft'.*'cox', 'deephit'"):
         ModalSurvNet(DIMS, BAG, _cfg().model_copy(update={"head": "aft"}))
 
 

@@ -28,7 +28,6 @@ import numpy as np
 
 from modalsurv.cohort import Cohort
 from modalsurv.train.ensemble import FoldEnsemble
-from modalsurv.train.estimator import ModalSurv
 
 Direction = Literal["risk", "time"]
 _S_MIN, _S_MAX = 1e-12, 1.0 - 1e-12
@@ -36,16 +35,8 @@ _S_MIN, _S_MAX = 1e-12, 1.0 - 1e-12
 
 def _survival_at_reference(ensemble: FoldEnsemble, risk: np.ndarray) -> np.ndarray:
     """The ensemble's S(t_ref) as a strictly decreasing function of its risk score."""
-    if ensemble.head == "cox":
-        h0 = float(np.mean([_baseline_at(m, ensemble.t_ref) for m in ensemble.members]))
-        return np.exp(-max(h0, 1e-12) * np.exp(risk))
-    return 1.0 - risk
-
-
-def _baseline_at(member: ModalSurv, t: float) -> float:
-    times, cumhaz = member.baseline_
-    pos = int(np.searchsorted(times, t, side="right")) - 1
-    return float(cumhaz[pos]) if pos >= 0 else 0.0
+    return ensemble.family.reference_survival(risk, ensemble.t_ref,
+                                              [m.fitted_ for m in ensemble.members])  # fmt: skip
 
 
 def _risk(ensemble: FoldEnsemble, cohort: Cohort, risk: np.ndarray | None) -> np.ndarray:
@@ -58,7 +49,7 @@ def predicted_time(ensemble: FoldEnsemble, cohort: Cohort, risk: np.ndarray | No
     """Months to recurrence, strictly decreasing in ``ensemble.predict_risk`` (see module
     docstring); ``risk``: that prediction when already computed."""
     risk = _risk(ensemble, cohort, risk)
-    if ensemble.config.train.risk_score == "rmst" and ensemble.head != "cox":
+    if ensemble.config.train.risk_score == "rmst" and ensemble.family.discrete:
         return -risk
     s = np.clip(_survival_at_reference(ensemble, risk), _S_MIN, _S_MAX)
     return float(ensemble.t_ref) * math.log(2.0) / -np.log(s)
@@ -68,7 +59,7 @@ def recurrence_likelihood(ensemble: FoldEnsemble, cohort: Cohort,
                           risk: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
     """A likelihood in [0, 1] rising with ``ensemble.predict_risk``."""
     risk = _risk(ensemble, cohort, risk)
-    if ensemble.config.train.risk_score == "rmst" and ensemble.head != "cox":
+    if ensemble.config.train.risk_score == "rmst" and ensemble.family.discrete:
         tau = float(ensemble.cuts[-1])
         return np.clip(1.0 + risk / tau, 0.0, 1.0)
     return 1.0 - _survival_at_reference(ensemble, risk)

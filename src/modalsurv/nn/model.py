@@ -9,8 +9,9 @@ from torch import Tensor, nn
 
 from modalsurv.config import ModelConfig
 from modalsurv.nn.fusion import get_fusion
-from modalsurv.nn.heads import get_head, logits_from_pmf, pmf_from_logits
+from modalsurv.nn.heads import OutputHead
 from modalsurv.nn.projection import BagProjection, VectorProjection
+from modalsurv.survival.family import get_family
 
 
 class ModalSurvNet(nn.Module):
@@ -40,7 +41,7 @@ class ModalSurvNet(nn.Module):
         if bad:
             raise ValueError(f"modality names must be non-empty and contain no '.': {bad}")
         fusion_cls = get_fusion(model_cfg.fusion)
-        head_cls = get_head(model_cfg.head)
+        self.family = get_family(model_cfg.head)
 
         self.cfg = model_cfg
         self.modalities: list[str] = list(dims)
@@ -55,7 +56,8 @@ class ModalSurvNet(nn.Module):
         h = model_cfg.latent_dim
         self.fusion = fusion_cls(len(self.modalities), h, model_cfg)
         n_heads = len(self.modalities) if fusion_cls.per_modality_heads else 1
-        self.heads = nn.ModuleList([head_cls(h, model_cfg) for _ in range(n_heads)])
+        self.heads = nn.ModuleList([OutputHead(h, model_cfg, self.family)
+                                    for _ in range(n_heads)])  # fmt: skip
         # "wide" path: one scalar per vector modality, zero-initialised so training starts
         # from the deep model alone (bags have no fixed-length input to be linear in)
         self.linear = nn.ModuleDict()
@@ -96,7 +98,7 @@ class ModalSurvNet(nn.Module):
     def forward(
         self, x: dict[str, Tensor], present: dict[str, Tensor], mask: dict[str, Tensor]
     ) -> dict[str, Any]:
-        """Returns ``logits`` (B×K deephit, B×1 cox), ``fused`` (B×H), ``weights`` (B×M or
+        """Returns ``logits`` (the family's outputs: B×K discrete, B×1 cox), ``fused`` (B×H), ``weights`` (B×M or
         None; ``gates`` is the same tensor), ``attention`` (B×M×M or None),
         ``tile_attention`` (bag modality → B×K) and ``present`` (B×M effective presence)."""
         zs, ps, tile_attention = [], [], {}
@@ -137,10 +139,11 @@ class SeedEnsemble(nn.Module):
     """Several ModalSurvNets (same architecture, different initial seeds) predicting as one.
 
     Why: small-cohort deep survival models vary a lot with the initial weights and batch
-    order; averaging a few members removes much of that variance. DeepHit members are
-    averaged in PMF space (a mixture; logits of the mean PMF are returned so every consumer
-    of ``logits`` works unchanged), Cox members by their mean log-risk. Weights, attention
-    and fused representations are member means; ``present`` is the same for all members.
+    order; averaging a few members removes much of that variance. The family mixes the
+    members' outputs (``family.mix``: DeepHit and logistic hazard as a mixture of their
+    PMFs, returned as outputs of that mixture so every consumer of ``logits`` works
+    unchanged; Cox by the mean log-risk). Weights, attention and fused representations
+    are member means; ``present`` is the same for all members.
     """
 
     def __init__(self, members: list[ModalSurvNet]) -> None:
@@ -149,17 +152,14 @@ class SeedEnsemble(nn.Module):
             raise ValueError("a SeedEnsemble needs at least one member")
         self.members = nn.ModuleList(members)
         self.cfg = members[0].cfg
+        self.family = members[0].family
         self.modalities = list(members[0].modalities)
 
     def forward(
         self, x: dict[str, Tensor], present: dict[str, Tensor], mask: dict[str, Tensor]
     ) -> dict[str, Any]:
         outs = [member(x, present, mask) for member in self.members]
-        stacked = torch.stack([o["logits"] for o in outs])
-        if self.cfg.head == "deephit":
-            logits = logits_from_pmf(pmf_from_logits(stacked).mean(dim=0))
-        else:
-            logits = stacked.mean(dim=0)
+        logits = self.family.mix(torch.stack([o["logits"] for o in outs]))
 
         def mean_of(key: str) -> Tensor | None:
             vals = [o[key] for o in outs]

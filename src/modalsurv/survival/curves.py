@@ -22,8 +22,10 @@ __all__ = [
     "cumulative_hazard_at",
     "expected_time",
     "pmf_from_logits",
+    "pmf_from_survival",
     "risk_at",
     "rmst",
+    "step_at",
     "survival_at",
     "survival_from_pmf",
 ]
@@ -41,6 +43,29 @@ def pmf_from_logits(logits: Any) -> Any:
     padded -= padded.max(axis=1, keepdims=True)
     ex = np.exp(padded)
     return ex / ex.sum(axis=1, keepdims=True)
+
+
+def step_at(grid: Any, values: Any, times: Any, before: float) -> np.ndarray:
+    """A right-continuous step function given at ``grid`` (``values[..., j]`` from
+    ``grid[j]`` on; ``before`` left of ``grid[0]``) evaluated at ``times``: the one step
+    evaluator for Breslow baselines and scikit-survival's curves."""
+    g = np.asarray(grid, dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64)
+    pos = np.searchsorted(g, np.asarray(times, dtype=np.float64), side="right") - 1
+    if not len(g):
+        return np.full((*v.shape[:-1], len(pos)), float(before))
+    out = v[..., np.clip(pos, 0, None)]
+    out[..., pos < 0] = before
+    return out
+
+
+def pmf_from_survival(surv_at_cuts: Any) -> np.ndarray:
+    """PMF over the bins (plus the mass beyond the last cut) from ``S`` at cuts[0..K]
+    (N x (K+1)): the inverse of :func:`survival_from_pmf`, clipped at 0 for curves that
+    are not exactly monotone."""
+    s = np.asarray(surv_at_cuts, dtype=np.float64)
+    pmf = np.concatenate([s[:, :-1] - s[:, 1:], s[:, -1:]], axis=1)
+    return np.clip(pmf, 0.0, None)
 
 
 def survival_from_pmf(pmf: Any) -> Any:

@@ -29,6 +29,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from modalsurv.cohort import Cohort
 from modalsurv.config import RunConfig
+from modalsurv.survival.curves import step_at
 from modalsurv.survival.metrics import concordance_index
 from modalsurv.train.estimator import ModalSurv
 from modalsurv.train.preprocess import Preprocessor
@@ -47,10 +48,7 @@ class SurvivalModel(Protocol):
 
 def step_survival(unique_times: np.ndarray, surv: np.ndarray, times: np.ndarray) -> np.ndarray:
     """Evaluate right-continuous step curves (``N x U`` at ``unique_times``) at ``times``."""
-    pos = np.searchsorted(unique_times, np.asarray(times, dtype=np.float64), side="right") - 1
-    out = surv[:, np.clip(pos, 0, None)]
-    out[:, pos < 0] = 1.0
-    return out
+    return step_at(unique_times, surv, times, before=1.0)
 
 
 class FeatureMatrix:

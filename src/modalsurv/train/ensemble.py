@@ -6,10 +6,11 @@ predicted distributions: ``S(t) = mean_k S_k(t)``. When all members share one gr
 is exactly the average of their PMFs; in general the ensemble PMF is reported on the
 element-wise mean of the members' cuts, derived from the averaged survival curves.
 
-* risk: DeepHit members: ``1 - S(t_ref)`` of the mixture with ``t_ref`` the median of the
-  members' reference times, or (``train.risk_score="rmst"``) minus the mixture's
-  restricted mean survival time up to the mean last cut (the mean of the members' RMSTs
-  at that time, exact for a mixture); Cox members: the mean log-risk.
+* risk: the family's ``ensemble_risk`` (``survival.family``): for DeepHit and logistic
+  hazard ``1 - S(t_ref)`` of the mixture with ``t_ref`` the median of the members'
+  reference times, or (``train.risk_score="rmst"``) minus the mixture's restricted mean
+  survival time up to the mean last cut (the mean of the members' RMSTs at that time,
+  exact for a mixture); for Cox the mean log-risk.
 * expected time: the mean of the members' expected times (exact for a mixture).
 
 A saved bundle is plain data: ``model_k.safetensors``, ``state_k.json`` / ``state_k.npz``
@@ -31,14 +32,9 @@ import pandas as pd
 
 from modalsurv.cohort import Cohort
 from modalsurv.errors import FeatureError
-from modalsurv.survival import curves
-from modalsurv.train.estimator import (
-    ModalSurv,
-    library_versions,
-    pmf_from_survival,
-    rebuild,
-    write_state,
-)
+from modalsurv.survival.curves import pmf_from_survival
+from modalsurv.survival.family import SurvivalFamily
+from modalsurv.train.estimator import ModalSurv, library_versions, rebuild, write_state
 from modalsurv.utils import atomic_write_text
 
 
@@ -59,6 +55,10 @@ class FoldEnsemble:
         return self.members[0].head
 
     @property
+    def family(self) -> SurvivalFamily:
+        return self.members[0].family
+
+    @property
     def cuts(self) -> np.ndarray:
         """Element-wise mean of the members' cuts (monotone, as each member's is)."""
         return np.mean([m.cuts for m in self.members], axis=0)
@@ -76,14 +76,11 @@ class FoldEnsemble:
         return pmf_from_survival(self.predict_survival(cohort, self.cuts))
 
     def predict_risk(self, cohort: Cohort) -> np.ndarray:
-        """Mixture ``1 - S(t_ref)`` or ``-RMST`` (DeepHit) or mean log-risk (Cox)."""
-        if self.head == "cox":
-            return np.mean([m.predict_risk(cohort) for m in self.members], axis=0)
-        if self.config.train.risk_score == "rmst":
-            tau = float(self.cuts[-1])
-            return -np.mean([curves.rmst(m.predict_pmf(cohort), m.cuts, tau)
-                             for m in self.members], axis=0)  # fmt: skip
-        return 1.0 - self.predict_survival(cohort, np.array([self.t_ref]))[:, 0]
+        """The family's risk of the members (module docstring)."""
+        outs = [m._logits(cohort) for m in self.members]
+        return self.family.ensemble_risk(outs, [m.cuts for m in self.members],
+                                         [m.fitted_ for m in self.members], self.t_ref,
+                                         self.config.train.risk_score)  # fmt: skip
 
     def predict_expected_time(self, cohort: Cohort) -> np.ndarray:
         return np.mean([m.predict_expected_time(cohort) for m in self.members], axis=0)

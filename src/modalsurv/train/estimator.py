@@ -2,7 +2,9 @@
 
 A fitted ModalSurv owns everything that was learned from its training data: the
 per-modality preprocessors, the time bins, the reference time of the risk score, the
-network weights and (for the Cox head) a Breslow baseline hazard. All of them are fitted
+network weights and what its survival family fits after training (Cox: a Breslow baseline
+hazard). What the network's output means — loss, risk, curves — is the family's
+(``survival.family``, ``model.head``); the estimator never branches on it. All of them are fitted
 on the training rows only; when no validation cohort is given, an inner validation split
 (stratified on the event) is carved from the training cohort for early stopping and is
 excluded from fitting the preprocessors and the bins as well. With ``train.n_init > 1``
@@ -14,7 +16,7 @@ shared split (``"shared"``).
 
 Risk score (used for every C-index in this package):
 
-* DeepHit head, ``config.train.risk_score="survival"``: ``risk = 1 - S(t_ref)``, with
+* DeepHit and logistic-hazard heads, ``config.train.risk_score="survival"``: ``risk = 1 - S(t_ref)``, with
   ``t_ref`` a training-set reference time (``config.train.risk_reference``: the median
   training follow-up time by default, or the maximum) and ``S`` evaluated between bin
   edges by linear interpolation. ``"rmst"``: ``risk = -RMST`` up to the last bin edge, the
@@ -44,6 +46,7 @@ from modalsurv.config import RunConfig
 from modalsurv.errors import DataError, FeatureError, LabelError
 from modalsurv.survival import curves
 from modalsurv.survival.bins import TimeBins
+from modalsurv.survival.family import SurvivalFamily, get_family
 from modalsurv.train.preprocess import Preprocessor, join_arrays, split_arrays
 from modalsurv.train.trainer import (
     FitResult,
@@ -97,45 +100,6 @@ def member_splits(
     return out[:n_members]
 
 
-def breslow(
-    time: np.ndarray, event: np.ndarray, log_risk: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Breslow baseline cumulative hazard at the distinct event times.
-
-    ``H0(t) = sum_{t_j <= t} d_j / sum_{i: T_i >= t_j} exp(eta_i)``.
-    """
-    time = np.asarray(time, dtype=np.float64)
-    event = np.asarray(event, dtype=bool)
-    w = np.exp(np.asarray(log_risk, dtype=np.float64))
-    uniq = np.unique(time[event])
-    order = np.argsort(time)
-    t_sorted, w_sorted = time[order], w[order]
-    at_risk = np.cumsum(w_sorted[::-1])[::-1]  # sum of w over T_i >= t_sorted[k]
-    first = np.searchsorted(t_sorted, uniq, side="left")
-    deaths = np.array([np.sum(event & (time == t)) for t in uniq], dtype=np.float64)
-    return uniq, np.cumsum(deaths / at_risk[first])
-
-
-def breslow_survival(
-    base_time: np.ndarray, base_cumhaz: np.ndarray, log_risk: np.ndarray, times: np.ndarray
-) -> np.ndarray:
-    """``S(t | x) = exp(-H0(t) exp(eta))`` as an ``N x T`` array (step function in t)."""
-    pos = np.searchsorted(base_time, np.asarray(times, dtype=np.float64), side="right") - 1
-    h0 = (
-        np.where(pos >= 0, base_cumhaz[np.clip(pos, 0, None)], 0.0)
-        if len(base_time)
-        else (np.zeros(len(times)))
-    )
-    return np.exp(-np.outer(np.exp(np.asarray(log_risk, dtype=np.float64)), h0))
-
-
-def pmf_from_survival(surv_at_cuts: np.ndarray) -> np.ndarray:
-    """PMF over the bins (plus the mass beyond the last cut) from ``S`` at cuts[0..K]."""
-    s = np.asarray(surv_at_cuts, dtype=np.float64)
-    pmf = np.concatenate([s[:, :-1] - s[:, 1:], s[:, -1:]], axis=1)
-    return np.clip(pmf, 0.0, None)
-
-
 def library_versions() -> dict[str, str]:
     out = {}
     for name in ("torch", "numpy", "scikit-learn", "scikit-survival", "modalsurv"):
@@ -178,12 +142,17 @@ class ModalSurv:
         self.modalities: list[str] = []
         self.fit_result: FitResult | None = None  # member 0's; all in fit_results
         self.fit_results: list[FitResult] = []
-        self.baseline_: tuple[np.ndarray, np.ndarray] | None = None
+        self.fitted_: dict[str, np.ndarray] = {}  # what the family fits after training
         self.training_meta_: dict[str, Any] | None = None  # a loaded model's, saved again
 
     @property
     def head(self) -> str:
         return self.config.model.head
+
+    @property
+    def family(self) -> SurvivalFamily:
+        """The survival family (``model.head``): loss, risk, curves (``survival.family``)."""
+        return get_family(self.config.model.head)
 
     # -------------------------------------------------------------- fitting
     def fit(
@@ -247,8 +216,7 @@ class ModalSurv:
         self.fit_result = self.fit_results[0]
         self.net = nets[0] if len(nets) == 1 else _ensemble(nets)
         self.net.eval()
-        if self.head == "cox":
-            self.baseline_ = breslow(train.time, train.event, self._logits(train)[:, 0])
+        self.fitted_ = self.family.fit_after(train.time, train.event, self._logits(train))
         return self
 
     # -------------------------------------------------------------- internals
@@ -294,35 +262,21 @@ class ModalSurv:
 
     # -------------------------------------------------------------- predictions
     def predict_pmf(self, cohort: Cohort) -> np.ndarray:
-        """``N x (K+1)`` probabilities: K bins plus the mass beyond the last cut.
-
-        For the Cox head the PMF is derived from the Breslow survival at the bin cuts.
-        """
-        if self.head == "cox":
-            return pmf_from_survival(self.predict_survival(cohort, self.cuts))
-        return np.asarray(curves.pmf_from_logits(self._logits(cohort)), dtype=np.float64)
+        """``N x (K+1)`` probabilities: K bins plus the mass beyond the last cut (Cox: from
+        the Breslow survival at the bin cuts)."""
+        return self.family.pmf(self._logits(cohort), self.cuts, self.fitted_)
 
     def predict_risk(self, cohort: Cohort) -> np.ndarray:
-        """Higher = worse prognosis: the log-risk (Cox), or for DeepHit ``1 - S(t_ref)`` or
-        ``-RMST`` over the bin grid (``train.risk_score``)."""
-        if self.head == "cox":
-            return self._logits(cohort)[:, 0]
-        kind = self.config.train.risk_score
-        pmf = self.predict_pmf(cohort)
-        return np.asarray(
-            curves.risk_score(pmf, self.cuts, self.t_ref, kind), dtype=np.float64
-        ).reshape(-1)
+        """Higher = worse prognosis: the family's risk (DeepHit and logistic hazard:
+        ``1 - S(t_ref)`` or ``-RMST`` over the bin grid, ``train.risk_score``; Cox: the
+        log-risk)."""
+        return self.family.risk(self._logits(cohort), self.cuts, self.t_ref,
+                                self.config.train.risk_score, self.fitted_)  # fmt: skip
 
     def predict_survival(self, cohort: Cohort, times: np.ndarray) -> np.ndarray:
         """``N x T`` survival probabilities at ``times`` (linear between cuts; Cox: step)."""
         times = np.asarray(times, dtype=np.float64).reshape(-1)
-        if self.head == "cox":
-            base_t, base_h = self.baseline_
-            return breslow_survival(base_t, base_h, self._logits(cohort)[:, 0], times)
-        return np.asarray(
-            curves.survival_at(self.predict_pmf(cohort), self.cuts, times, interpolation="linear"),
-            dtype=np.float64,
-        )
+        return self.family.survival(self._logits(cohort), self.cuts, times, self.fitted_)
 
     def predict_expected_time(self, cohort: Cohort) -> np.ndarray:
         """Expected survival time on the bin grid (not used for ranking: see module doc)."""
@@ -362,8 +316,7 @@ class ModalSurv:
             }
         elif self.training_meta_ is not None:  # a resumed run saves what the fit recorded
             meta["training"] = self.training_meta_
-        if self.baseline_ is not None:
-            arrays["breslow/time"], arrays["breslow/cumhaz"] = self.baseline_
+        arrays.update(self.fitted_)  # the family's own keys, e.g. breslow/time
         weights = {
             k: v.detach().cpu().clone().contiguous() for k, v in self.net.state_dict().items()
         }
@@ -384,11 +337,8 @@ class ModalSurv:
         }
         out.preprocessor = Preprocessor.from_state(meta["preprocess"], pp_arrays)
         out.bins = TimeBins.from_dict(join_arrays(meta["bins"], arrays))
-        if "breslow/time" in arrays:
-            out.baseline_ = (
-                np.asarray(arrays["breslow/time"]),
-                np.asarray(arrays["breslow/cumhaz"]),
-            )
+        out.fitted_ = {k: np.asarray(v) for k, v in arrays.items()
+                       if not k.startswith(("preprocess/", "bins/"))}  # fmt: skip
         pp = out.preprocessor
         nets = [
             _build_net(pp.dims, pp.bag, out.config, out.bins.n_bins)

@@ -27,7 +27,8 @@ import torch
 from modalsurv.cohort import Cohort
 from modalsurv.config import RunConfig
 from modalsurv.errors import ConfigError
-from modalsurv.survival import curves, losses, metrics
+from modalsurv.survival import metrics
+from modalsurv.survival.family import get_family
 
 Progress = Callable[..., None]
 
@@ -134,26 +135,20 @@ def forward(net: torch.nn.Module, batch: Tensors) -> dict[str, Any]:
 
 
 def batch_loss(logits: torch.Tensor, batch: Tensors, config: RunConfig) -> torch.Tensor:
-    """DeepHit loss (likelihood + ranking) or Cox partial likelihood, per ``model.head``."""
-    if config.model.head == "cox":
-        return losses.cox_loss(
-            logits.reshape(-1), batch.time, batch.event, ties=config.loss.cox_ties
-        )
-    assert batch.bin_index is not None, "DeepHit training needs bin indices"
-    return losses.deephit_loss(
-        logits, batch.bin_index, batch.event, alpha=config.loss.alpha, sigma=config.loss.sigma
-    )
+    """The survival family's loss (``model.head``) with the run's loss settings."""
+    lc = config.loss
+    return get_family(config.model.head).loss(
+        logits, batch.time, batch.event, batch.bin_index, alpha=lc.alpha, sigma=lc.sigma,
+        ties=lc.cox_ties)
 
 
 def risk_from_logits(
-    logits: torch.Tensor, head: str, cuts: np.ndarray, t_ref: float, score: str = "survival"
+    logits: torch.Tensor, head: str, cuts: np.ndarray, t_ref: float, score: str = "survival",
+    fitted: dict[str, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """The documented risk score: Cox log-risk, or DeepHit :func:`curves.risk_score`."""
+    """The documented risk score of the family ``head`` (``survival.family``)."""
     out = logits.detach().float().cpu().numpy()
-    if head == "cox":
-        return out.reshape(-1).astype(np.float64)
-    pmf = curves.pmf_from_logits(out)
-    return np.asarray(curves.risk_score(pmf, cuts, t_ref, score), dtype=np.float64).reshape(-1)
+    return get_family(head).risk(out, cuts, t_ref, score, fitted or {})
 
 
 def batches(
@@ -265,21 +260,16 @@ def _evaluate(
 
 
 def choose_monitor(val: Tensors | None, head: str, prefer: str = "cindex") -> str:
-    """Pick the early-stopping criterion once, before training (see module docstring).
-
-    ``prefer="loss"`` monitors the validation loss whenever it is defined.
-    """
+    """Pick the early-stopping criterion once, before training (see module docstring and
+    ``SurvivalFamily.monitor``). ``prefer="loss"`` monitors the validation loss whenever it
+    is defined."""
     if val is None:
-        return "train_loss"
+        return get_family(head).monitor(prefer, False, False, validation=False)
     time = val.time.cpu().numpy()
     event = val.event.cpu().numpy()
-    if prefer == "loss" and (head != "cox" or event.any()):
-        return "val_loss"
     # a comparable pair needs an event strictly before some other follow-up time
-    if event.any() and (time[event].min() < time.max()):
-        return "val_cindex"
-    # DeepHit's censored likelihood is defined without events; Cox's is not
-    return "val_loss" if head != "cox" else "train_loss"
+    pair = bool(event.any() and (time[event].min() < time.max()))
+    return get_family(head).monitor(prefer, bool(event.any()), pair, validation=True)
 
 
 def make_optimizer(

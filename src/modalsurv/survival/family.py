@@ -1,0 +1,144 @@
+"""Survival model families: what a network's output means, and everything computed from it.
+
+A family owns, for one kind of output layer, its loss, its risk score, its PMF and
+survival curve, how seed-ensemble members and late-fused modalities are combined in
+output space, what is fitted after training (Cox: the Breslow baseline) and how fold
+members are combined into one risk. The trainer, the estimator, the fold ensemble and the
+network call the family instead of branching on the head's name, so a new family is one
+module plus one line in :data:`FAMILIES` (see ``deephit.py``, ``cox.py``,
+``logistic_hazard.py``).
+
+Families take plain tensors (training) and numpy arrays (prediction): ``survival/`` still
+imports nothing above it.
+
+Conventions: ``out`` is the network output, ``B x n_outputs``; ``cuts`` the time-bin edges
+(K+1 values from 0, ``bins.TimeBins``); ``fitted`` what :meth:`fit_after` returned (plain
+arrays, saved with the model); ``score`` the risk score (``train.risk_score``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+from torch import Tensor
+
+from modalsurv.survival import curves
+
+Fitted = dict[str, np.ndarray]
+
+
+def masked_mean(z: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``z`` (B×M×K) over the ``True`` slots of ``mask`` (B×M); zeros if none."""
+    zeroed = z.masked_fill(~mask.unsqueeze(-1), 0.0)
+    count = mask.sum(dim=1, keepdim=True).clamp_min(1).to(z.dtype)
+    return zeroed.sum(dim=1) / count
+
+
+class SurvivalFamily:
+    """Base class (see module docstring). Subclasses set the class attributes and the
+    methods that differ; the defaults are those of a discrete-time family whose output
+    maps to a PMF over the bins plus the mass beyond the last cut."""
+
+    name: ClassVar[str]
+    discrete: ClassVar[bool] = True  # the loss needs time-bin indices
+    bias: ClassVar[bool] = True  # the output layer has a bias
+    loss_needs_events: ClassVar[bool] = False  # undefined on a batch without events
+
+    # ------------------------------------------------------------------ network side
+    def n_outputs(self, n_bins: int) -> int:
+        return int(n_bins)
+
+    def loss(self, out: Tensor, time: Tensor, event: Tensor, bin_index: Tensor | None,
+             **params: Any) -> Tensor:  # fmt: skip
+        raise NotImplementedError
+
+    def mix(self, outs: Tensor) -> Tensor:
+        """M×B×K outputs of seed-ensemble members → the B×K output of their mixture."""
+        raise NotImplementedError
+
+    def combine(self, outs: Tensor, present: Tensor) -> Tensor:
+        """B×M×K per-modality outputs (late fusion) + B×M presence → B×K."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ prediction side
+    def pmf(self, out: np.ndarray, cuts: np.ndarray, fitted: Fitted) -> np.ndarray:
+        """``N x (K+1)``: the K bins plus the mass beyond the last cut."""
+        raise NotImplementedError
+
+    def survival(self, out: np.ndarray, cuts: np.ndarray, times: np.ndarray, fitted: Fitted
+                 ) -> np.ndarray:  # fmt: skip
+        """``N x T`` survival at ``times`` (linear between cuts for discrete families)."""
+        return np.asarray(curves.survival_at(self.pmf(out, cuts, fitted), cuts, times,
+                                             interpolation="linear"), dtype=np.float64)  # fmt: skip
+
+    def risk(self, out: np.ndarray, cuts: np.ndarray, t_ref: float, score: str,
+             fitted: Fitted) -> np.ndarray:  # fmt: skip
+        """Higher = worse: :func:`curves.risk_score` of the PMF (``1 - S(t_ref)`` or
+        ``-RMST``)."""
+        pmf = self.pmf(out, cuts, fitted)
+        return np.asarray(curves.risk_score(pmf, cuts, t_ref, score), dtype=np.float64).reshape(-1)
+
+    def fit_after(self, time: np.ndarray, event: np.ndarray, out: np.ndarray) -> Fitted:
+        """What is fitted on the training rows after the network (nothing by default)."""
+        return {}
+
+    # ------------------------------------------------------------------ fold ensembles
+    def ensemble_risk(self, outs: Sequence[np.ndarray], cuts: Sequence[np.ndarray],
+                      fitted: Sequence[Fitted], t_ref: float, score: str) -> np.ndarray:  # fmt: skip
+        """One risk for equal-weight fold members (each with its own bins): ``1 - S(t_ref)``
+        of the mixture of their curves, or (``rmst``) minus the mean of their restricted
+        mean survival times up to the mean last cut, which is exact for a mixture."""
+        if score == "rmst":
+            tau = float(np.mean([c[-1] for c in cuts]))
+            return -np.mean([curves.rmst(self.pmf(o, c, f), c, tau)
+                             for o, c, f in zip(outs, cuts, fitted)], axis=0)  # fmt: skip
+        surv = np.mean([self.survival(o, c, np.array([t_ref]), f)
+                        for o, c, f in zip(outs, cuts, fitted)], axis=0)  # fmt: skip
+        return 1.0 - surv[:, 0]
+
+    def reference_survival(self, risk: np.ndarray, t_ref: float,
+                           fitted: Sequence[Fitted]) -> np.ndarray:  # fmt: skip
+        """S(t_ref) as a strictly decreasing function of the ``survival`` risk score (what
+        a challenge answer is derived from): ``1 - risk``."""
+        return 1.0 - np.asarray(risk, dtype=np.float64)
+
+    def monitor(self, prefer: str, has_events: bool, has_pair: bool, validation: bool) -> str:
+        """The early-stopping criterion: the validation C-index when a pair is comparable
+        (or the loss when preferred and defined), else a loss that is defined."""
+        if not validation:
+            return "train_loss"
+        loss_ok = has_events or not self.loss_needs_events
+        if prefer == "loss" and loss_ok:
+            return "val_loss"
+        if has_pair:
+            return "val_cindex"
+        # a discrete likelihood is defined without events; Cox's partial likelihood is not
+        return "train_loss" if self.loss_needs_events else "val_loss"
+
+
+FAMILIES: dict[str, type[SurvivalFamily]] = {}
+
+
+def register(cls: type[SurvivalFamily]) -> type[SurvivalFamily]:
+    """Class decorator: add a family to :data:`FAMILIES` under its ``name``."""
+    FAMILIES[cls.name] = cls
+    return cls
+
+
+def get_family(name: str) -> SurvivalFamily:
+    """The family registered as ``name`` (``model.head``); a ValueError lists the known."""
+    from modalsurv.survival import cox, deephit, logistic_hazard  # noqa: F401  (registration)
+
+    try:
+        return FAMILIES[name]()
+    except KeyError:
+        raise ValueError(f"unknown survival family {name!r}; known: {sorted(FAMILIES)}") from None
+
+
+def family_names() -> list[str]:
+    """Every registered family name (``model.head`` values)."""
+    from modalsurv.survival import cox, deephit, logistic_hazard  # noqa: F401
+
+    return sorted(FAMILIES)
