@@ -39,7 +39,7 @@ ROWS = {
     "pt_f16": ("torch.load per .pt into float16 buffer", None),
     "pt": ("torch.load per .pt into float32 buffer", None),
     "floor": ("floor: copy+cast from RAM, float32 buffer", "pt"),
-    "to_cohort": ("FeatureStore.to_cohort (+Cohort checks)", "pt"),
+    "to_cohort": ("cohort_from_store (+Cohort checks)", "pt"),
 }
 
 
@@ -146,7 +146,9 @@ def worker(root: Path, how: str, n: int, k: int, d: int) -> dict:
             x = buf
         elif how == "to_cohort":
             labels = pd.DataFrame({"time": np.ones(n), "event": np.zeros(n)}, index=ids)
-            co = store.to_cohort(labels, ["wsi"])
+            from modalsurv.io.store_read import cohort_from_store
+
+            co = cohort_from_store(store, labels, ["wsi"])
             x, mask = co.features["wsi"], co.bag_mask["wsi"]
         else:
             lm = store.load("wsi", ids, out=buf, dtype=dtype)

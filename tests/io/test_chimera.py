@@ -144,7 +144,7 @@ def test_store_ids_that_match_nothing_are_an_error_with_examples(tmp_path):
     cohort = _small(task=1, n=4)
     root = write_chimera(cohort, tmp_path / "c", task=1, images=False)
     store, _ = _store_for(root, [f"00{p}" for p in cohort.ids], tmp_path)
-    with pytest.raises(DataError, match="no patient id of the feature store matches") as err:
+    with pytest.raises(DataError, match="no patient id of the CHIMERA folder matches the feature store") as err:
         read_chimera(root, task=1, features=store.root)
     assert "001000" in str(err.value) and "'1000'" in str(err.value)
 

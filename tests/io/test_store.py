@@ -1,4 +1,4 @@
-"""FeatureStore: round trips, append, atomicity, provenance, importers, to_cohort."""
+"""FeatureStore: round trips, append, atomicity, provenance, importers, the join with labels."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from modalsurv.errors import DataError, FeatureError
-from modalsurv.io.store import FeatureStore, load_feature_file, tile_subset
+from modalsurv.io.feature_files import load_feature_file, tile_subset
+from modalsurv.io.store import FeatureStore
+from modalsurv.io.store_read import cohort_from_store, labelled_store_cohort
 
 
 @pytest.fixture
@@ -200,7 +202,7 @@ def test_to_cohort_padding_masks_absent(store):
         {"time": [1.0, 2.0, 3.0], "event": [1, 0, 1], "site": ["x", "y", "x"]},
         index=pd.Index(["a", "b", "c"], name="patient"),
     )
-    co = store.to_cohort(labels, ["wsi", "mri"])
+    co = cohort_from_store(store, labels, ["wsi", "mri"])
     assert co.features["wsi"].shape == (3, 5, 8) and co.features["wsi"].dtype == np.float32
     np.testing.assert_array_equal(co.bag_mask["wsi"].sum(1), [3, 5, 0])
     np.testing.assert_array_equal(co.present["wsi"], [True, True, False])
@@ -211,7 +213,7 @@ def test_to_cohort_padding_masks_absent(store):
     assert list(co.meta["site"]) == ["x", "y", "x"]
 
     with pytest.raises(FeatureError, match="no features stored"):
-        store.to_cohort(labels, ["rna"])
+        cohort_from_store(store, labels, ["rna"])
 
 
 def test_max_tiles_subsampling_is_deterministic(store):
@@ -263,9 +265,9 @@ def test_declared_provenance_binds_even_before_first_patient(store):
 def test_load_labelled_cohort_reads_labels_csv(store):
     store.write_many("slide", {"001": np.ones(4), "002": np.zeros(4)})
     with pytest.raises(DataError, match="labels CSV not found"):
-        store.load_labelled_cohort()
+        labelled_store_cohort(store.root)
     (store.root / "labels.csv").write_text("patient,time,event,site\n001,5,1,a\n003,2,0,b\n")
-    co = store.load_labelled_cohort()
+    co = labelled_store_cohort(store.root)
     assert list(co.ids) == ["001", "003"]  # ids stay strings: leading zeros kept
     np.testing.assert_array_equal(co.present["slide"], [True, False])
     assert list(co.meta["site"]) == ["a", "b"]
@@ -458,7 +460,7 @@ def test_labels_matching_no_store_id_are_refused_with_examples(tmp_path):
     store.write_many("slide", {"1000": np.ones(3, np.float32), "1001": np.zeros(3, np.float32)})
     labels = pd.DataFrame({"patient": ["001000", "001001"], "time": [3.0, 4.0], "event": [1, 0]})
     with pytest.raises(LabelError, match="no patient id of the labels matches") as err:
-        store.to_cohort(labels, ["slide"])
+        cohort_from_store(store, labels, ["slide"])
     assert "001000" in str(err.value) and "'1000'" in str(err.value)
-    ok = store.to_cohort(labels.assign(patient=["1000", "x"]), ["slide"])  # one match is fine
+    ok = cohort_from_store(store, labels.assign(patient=["1000", "x"]), ["slide"])  # one match is fine
     assert ok.present["slide"].tolist() == [True, False]

@@ -33,8 +33,9 @@ from modalsurv.features.extract import SlideSettings, mri_config
 from modalsurv.features.mri import embed_mri, prepare_mri
 from modalsurv.io import clinical as clin
 from modalsurv.io.chimera import DEFAULT_MAX_TILES
+from modalsurv.io.feature_files import tile_subset
 from modalsurv.io.rnaseq import rna_from_pairs
-from modalsurv.io.store import read_extraction_record, tile_subset
+from modalsurv.io.store import read_extraction_record
 from modalsurv.train.ensemble import FoldEnsemble
 
 IMAGE_MODALITIES = ("wsi", "slide", "mri")

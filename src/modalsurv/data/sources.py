@@ -84,7 +84,7 @@ _LOADERS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "public": ("modalsurv.data.public", "load", ("name",)),
     "chimera": ("modalsurv.io.chimera", "read_chimera", ("root", "task", "features")),
     "manifest": ("modalsurv.io.manifest", "manifest_to_cohort", ("manifest",)),
-    "store": ("modalsurv.io.store", "FeatureStore.load_labelled_cohort", ("self",)),
+    "store": ("modalsurv.io.store_read", "labelled_store_cohort", ("root",)),
 }
 
 
@@ -163,7 +163,8 @@ def load_data(data: DataConfig | str, seed: int = 0) -> LoadedData:
         manifest = read_manifest(data.path)
         return LoadedData(manifest_to_cohort(manifest, **params), list(manifest.problems),
                           source=source)  # fmt: skip
-    from modalsurv.io.store import FeatureStore, read_extraction_record
+    from modalsurv.io.store import read_extraction_record
+    from modalsurv.io.store_read import labelled_store_cohort
 
-    return LoadedData(FeatureStore(data.path).load_labelled_cohort(**params),
+    return LoadedData(labelled_store_cohort(data.path, **params),
                       extraction=read_extraction_record(data.path), source=source)

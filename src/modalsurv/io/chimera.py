@@ -35,8 +35,10 @@ import pandas as pd
 from modalsurv.cohort import Cohort, stack_patients
 from modalsurv.errors import DataError, FeatureError, Problem
 from modalsurv.io import clinical as clin
+from modalsurv.io.feature_files import load_feature_file, tile_subset
 from modalsurv.io.rnaseq import align_genes, read_rna_json, to_features
-from modalsurv.io.store import FeatureStore, load_feature_file, read_extraction_record, tile_subset
+from modalsurv.io.store import FeatureStore, read_extraction_record
+from modalsurv.io.store_read import stored_modalities
 
 SlidePolicy = Literal["first", "mean", "bag"]
 MRI_SEQUENCES: tuple[str, ...] = ("t2w", "adc", "hbv")
@@ -355,10 +357,6 @@ def store_features(
     ids = [str(i) for i in paths.index]
     stored: dict[str, list[str]] = {m: store.patients(m) for m in mods}
     everyone = sorted(set().union(*stored.values()), key=_natural)
-    if everyone and not set(everyone) & set(ids):
-        raise DataError(
-            f"no patient id of the feature store matches the CHIMERA folder: store ids"
-            f" {everyone[:5]}, folder ids {ids[:5]}", path=store.root, field="patient")  # fmt: skip
     for pid in sorted(set(everyone) - set(ids), key=_natural):
         problems.append(Problem("warning", "the feature store has features for this patient but"
                                 " the folder has no usable clinical record (see any other"
@@ -371,8 +369,8 @@ def store_features(
                                     f" store has no {m!r} modality (extract it: modalsurv"
                                     " extract)", str(store.root), None, m))  # fmt: skip
     out: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
-    for m in mods:
-        lm = store.load(m, ids, max_tiles=max_tiles, seed=seed)
+    loaded = stored_modalities(store, ids, mods, "CHIMERA folder", max_tiles, seed)
+    for m, lm in loaded.items():
         x = lm.x if lm.x.flags.writeable else np.array(lm.x)
         out[m] = (x, lm.present, lm.mask)
         for i in np.flatnonzero(_has_source(paths, m) & ~lm.present):

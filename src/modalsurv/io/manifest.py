@@ -28,7 +28,8 @@ import pandas as pd
 from modalsurv.cohort import Cohort, coerce_events, stack_patients
 from modalsurv.errors import DataWarning, FeatureError, LabelError, LayoutError, Problem
 from modalsurv.io import rnaseq
-from modalsurv.io.store import FeatureStore, load_feature_file, tile_subset
+from modalsurv.io.feature_files import load_feature_file, tile_subset
+from modalsurv.io.store import FeatureStore
 
 REQUIRED = ("patient", "time", "event")
 RESERVED = (*REQUIRED, "site")
@@ -56,7 +57,7 @@ class Manifest:
         return [str(p) for p in self.table.index]
 
     def labels(self) -> pd.DataFrame:
-        """patient-indexed ``time``, ``event`` [, ``site``] as FeatureStore.to_cohort takes."""
+        """patient-indexed ``time``, ``event`` [, ``site``] as store_read.cohort_from_store takes."""
         cols = [c for c in ("time", "event", "site") if c in self.table.columns]
         return self.table[cols]
 
