@@ -108,7 +108,7 @@ class RichProgress:
         self.tasks: dict[str, Any] = {}
         self.last_line = ""
 
-    def _task(self, key: str, label: str, total: float | None) -> Any:
+    def task_name(self, key: str, label: str, total: float | None) -> Any:
         if key not in self.tasks:
             self.tasks[key] = self.p.add_task(label, total=total)
         return self.tasks[key]
@@ -118,14 +118,14 @@ class RichProgress:
             total = info.get("n_folds", 1) * info.get("n_repeats", 1)
             if info.get("repeat") == 0 and info.get("fold") == 0 and "folds" in self.tasks:
                 self.p.remove_task(self.tasks.pop("folds"))  # a new run starts
-            t = self._task("folds", "outer folds", total)
+            t = self.task_name("folds", "outer folds", total)
             if event == "fold_resumed":
                 self.p.advance(t)
             self._epochs_reset()
         elif event == "fold_end":
-            self.p.advance(self._task("folds", "outer folds", None))
+            self.p.advance(self.task_name("folds", "outer folds", None))
         elif event == "epoch_end":
-            t = self._task("epochs", "epochs", info.get("epochs"))
+            t = self.task_name("epochs", "epochs", info.get("epochs"))
             score = info.get("val_cindex", info.get("monitor_value"))
             desc = f"epochs (train loss {info.get('train_loss', float('nan')):.3f}"
             if isinstance(score, float):
@@ -133,16 +133,16 @@ class RichProgress:
             self.p.update(t, completed=info.get("epoch", 0) + 1, total=info.get("epochs"),
                           description=desc + ")")
         elif event == "start":  # extraction: run_extract's callback events
-            t = self._task("patients", "patients", info.get("total"))
+            t = self.task_name("patients", "patients", info.get("total"))
             self.p.update(t, completed=info.get("skipped", 0))
         elif event in {"done", "failed"}:
-            self.p.advance(self._task("patients", "patients", None))
+            self.p.advance(self.task_name("patients", "patients", None))
             if event == "failed":
                 self.p.console.print(f"[red]failed[/] {escape(str(info.get('patient')))} "
                                      f"{escape(str(info.get('path')))}: "
                                      f"{escape(str(info.get('reason')))}")
         elif event == "slide" and info.get("tiles_per_s"):
-            self.p.update(self._task("patients", "patients", None),
+            self.p.update(self.task_name("patients", "patients", None),
                           description=f"patients ({info['tiles_per_s']:.0f} tiles/s)")
         elif event == "baseline_failed":
             self.p.console.print(f"[yellow]baseline {info.get('model')} failed on fold "
@@ -532,10 +532,10 @@ def challenge(
 
     from modalsurv.challenge.answer import answer_case, score_folder
     from modalsurv.challenge.model import ChallengeModel
-    from modalsurv.challenge.sockets import _task
+    from modalsurv.challenge.sockets import task_name
 
     try:
-        t = _task(task)
+        t = task_name(task)
         if direction not in ("risk", "time"):
             raise ConfigError(f"--direction must be 'risk' or 'time'; found {direction!r}")
         dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device

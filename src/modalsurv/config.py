@@ -42,7 +42,7 @@ class PreprocessConfig(Strict):
     vector_pca: PositiveInt | Literal["auto"] | None = Field(
         "auto",
         description="PCA for wide embeddings (None: off; 'auto': the components above the"
-        " Marchenko-Pastur noise edge, features.tabular.signal_rank). 64 beat off on a"
+        " Marchenko-Pastur noise edge, train.transforms.signal_rank). 64 beat off on a"
         " held-out synthetic cohort (C 0.695 vs 0.662; the net overfit 2048-d MRI in 1-2"
         " epochs); 'auto' for bags and wide vectors beat bag PCA off + 64 on two held-out"
         " synthetic cohorts (N=1000, seeds 1 and 2, 5-fold: C 0.732/0.746 vs 0.710/0.726)",
@@ -52,7 +52,7 @@ class PreprocessConfig(Strict):
         "auto",
         description="PCA of tile embeddings, fitted on the valid training tiles: a number of"
         " components (bags no wider are only standardised), 'auto' (the components above"
-        " the Marchenko-Pastur noise edge, features.tabular.signal_rank) or None (off)."
+        " the Marchenko-Pastur noise edge, train.transforms.signal_rank) or None (off)."
         " 'auto' with vector_pca 'auto' beat off on two held-out synthetic cohorts (N=1000,"
         " seeds 1 and 2, 5-fold: C 0.732/0.746 vs 0.710/0.726) and fitted 3x faster; a fixed"
         " 128 had changed C by -0.016 and +0.001 there",
@@ -250,10 +250,11 @@ class RunConfig(Strict):
     @field_validator("baselines")
     @classmethod
     def _known_baselines(cls, v: list[str]) -> list[str]:
-        known = {"coxph_clinical", "coxnet", "rsf", "modalsurv_clinical"}
-        bad = [b for b in v if b not in known]
+        from modalsurv.train.baselines import BASELINES  # the one list of names
+
+        bad = [b for b in v if b not in BASELINES]
         if bad:
-            raise ValueError(f"unknown baselines {bad}; known: {sorted(known)}")
+            raise ValueError(f"unknown baselines {bad}; known: {sorted(BASELINES)}")
         return v
 
 

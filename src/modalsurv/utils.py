@@ -12,7 +12,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -21,6 +21,10 @@ import numpy as np
 import yaml
 
 from modalsurv.errors import ConfigError, LockedError, MissingDependencyError
+
+# Library code reports progress through a callback ``progress(event, **info)``; only the
+# command line prints (cli.RichProgress renders the events).
+Progress = Callable[..., None]
 
 
 @contextlib.contextmanager

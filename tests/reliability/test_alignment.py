@@ -17,8 +17,8 @@ import pytest
 
 from modalsurv.errors import DataWarning, FeatureError
 from modalsurv.experiments.run_folder import load_ensemble
-from modalsurv.features.align import align_columns
 from modalsurv.io.manifest import manifest_to_cohort, read_manifest
+from modalsurv.train.align import align_columns
 
 
 def _cohort(path: Path):
@@ -177,7 +177,7 @@ def test_align_categories_the_cohort_lacks_are_zero_where_known():
 
 
 def test_transformers_match_dataframe_columns_by_name():
-    from modalsurv.features.tabular import ClinicalEncoder
+    from modalsurv.train.transforms import ClinicalEncoder
 
     df = pd.DataFrame({"age": [60.0, 70.0, np.nan, 50.0], "psa": [1.0, 9.0, 4.0, 2.0]})
     enc = ClinicalEncoder().fit(df)

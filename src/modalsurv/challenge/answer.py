@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,9 +30,7 @@ from modalsurv.challenge.model import CaseResult, ChallengeModel
 from modalsurv.challenge.outputs import Direction, challenge_value
 from modalsurv.challenge.sockets import OUTPUTS, CaseInputs, read_case
 from modalsurv.errors import DataError, Problem
-from modalsurv.utils import atomic_write_csv, atomic_write_text
-
-Progress = Callable[..., None]
+from modalsurv.utils import Progress, atomic_write_csv, atomic_write_text
 
 
 def predict_case(model: ChallengeModel, case: CaseInputs, weights: Sequence[str | Path] = (),
@@ -110,12 +108,13 @@ def folder_cases(root: str | Path, task: str, problems: list[Problem]
                         for q in MRI_SEQUENCES}  # fmt: skip
             case.mri_mask = None if row.get("mri_mask") is None else Path(row["mri_mask"])
         cases.append(case)
-        labels.append(_labels(record, task))
+        labels.append(labels_of(record, task))
     return cases, pd.DataFrame(labels, index=pd.Index([c.case for c in cases], name="case"),
                                columns=["time", "event"])  # fmt: skip
 
 
-def _labels(record: dict[str, Any], task: str) -> tuple[float, float]:
+def labels_of(record: dict[str, Any], task: str) -> tuple[float, float]:
+    """(time, event) of a clinical record with labels, NaN when it has none."""
     from modalsurv.io import clinical as clin
 
     schema = clin.TASK1 if task == "task1" else clin.task3_schema("progression")

@@ -16,7 +16,7 @@ import tarfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from modalsurv.challenge.model import ChallengeModel, _find_weights
+from modalsurv.challenge.model import ChallengeModel, find_weights
 from modalsurv.config import load_config
 from modalsurv.errors import ConfigError, WeightsError
 from modalsurv.features.encoders import sha256_file
@@ -49,7 +49,7 @@ def export_model(run: str | Path, out: str | Path, task: str | None = None,
         entry = record.get(key) or {}
         if not entry.get("weights_name"):
             continue
-        path = _find_weights(entry, folders)
+        path = find_weights(entry, folders)
         assert path is not None
         if path.is_file() and entry.get("checksum") and sha256_file(path) != entry["checksum"]:
             raise WeightsError(f"weights of {entry.get('name')!r} do not match the extraction"

@@ -76,7 +76,9 @@ def _schema(task: str, event: str | None) -> clin.Schema:
     return replace(base, time=None, event=None, ignore=(*base.ignore, *labels))
 
 
-def _find_weights(entry: dict[str, Any], folders: Sequence[Path]) -> Path | None:
+def find_weights(entry: dict[str, Any], folders: Sequence[Path]) -> Path | None:
+    """The weight file an extraction-record entry names: looked up by name in ``folders``
+    (recursively), then at the recorded path; None when the encoder had no weights."""
     name = entry.get("weights_name")
     if not name:
         return None
@@ -169,11 +171,11 @@ class ChallengeModel:
         out = Encoders()
         if any(m in self.modalities for m in ("wsi", "slide")):
             te = rec["tile_encoder"]
-            path = _find_weights(te, folders)
+            path = find_weights(te, folders)
             out.tile = _checked(enc.get_tile_encoder(te["spec"], path, device=device,
                                                      **dict(te.get("kwargs") or {})), te, path)  # fmt: skip
             se = rec.get("slide_encoder") or {"spec": "mean"}
-            spath = _find_weights(se, folders) if se.get("weights_name") else None
+            spath = find_weights(se, folders) if se.get("weights_name") else None
             out.slide = enc.get_slide_encoder(se["spec"], out.tile.dim, spath, device)
             t = rec["tiles"]
             out.slide_settings = SlideSettings(
@@ -182,7 +184,7 @@ class ChallengeModel:
                 mpp_override=t.get("mpp_override"), workers=2, batch_size=32)  # fmt: skip
         if "mri" in self.modalities:
             ve = rec["volume_encoder"]
-            path = _find_weights(ve, folders)
+            path = find_weights(ve, folders)
             out.volume = _checked(enc.get_volume_encoder(ve["spec"], path, device=device), ve, path)
             out.mri = mri_config(rec["mri"])
         self._encoders = out

@@ -125,7 +125,8 @@ class CaseInputs:
         return self.slides[0].name.split(".")[0] if self.slides else self.case
 
 
-def _task(task: str) -> str:
+def task_name(task: str) -> str:
+    """"task1" | "task3" from the spellings a user types (task1, 1, task_1, TASK-1)."""
     t = task.lower().replace("-", "").replace("_", "")
     t = {"1": "task1", "3": "task3"}.get(t, t)
     if t not in SOCKETS:
@@ -203,7 +204,7 @@ def read_case(input_dir: str | Path, task: str) -> CaseInputs:
     slide without its mask) is a problem in ``.problems`` and the rest is used.
     """
     root = Path(input_dir)
-    t = _task(task)
+    t = task_name(task)
     if not root.is_dir():
         raise ChallengeInputError("input folder does not exist", path=root, field="input")
     listed = _inputs_json(root)
@@ -301,7 +302,7 @@ def _pair_slides(images: dict[tuple[str, int], list[Path]], problems: list[Probl
 
 def slug_of(role: str, task: str, index: int = 0) -> str:
     """The documented socket slug of a role (for messages and for writing test inputs)."""
-    for sock in SOCKETS[_task(task)]:
+    for sock in SOCKETS[task_name(task)]:
         if sock.role == role and sock.index == index:
             return sock.slugs[0]
     raise KeyError(role)
@@ -309,7 +310,7 @@ def slug_of(role: str, task: str, index: int = 0) -> str:
 
 def folder_of(role: str, task: str, index: int = 0) -> str:
     """The documented relative path of a role under ``/input``."""
-    for sock in SOCKETS[_task(task)]:
+    for sock in SOCKETS[task_name(task)]:
         if sock.role == role and sock.index == index:
             return sock.paths[0]
     raise KeyError(role)
@@ -327,7 +328,7 @@ def case_to_input(root: str | Path, task: str, case: str, dest: str | Path,
     from modalsurv.io import clinical as clin
     from modalsurv.io.chimera import LAYOUTS, MRI_SEQUENCES, discover
 
-    t = _task(task)
+    t = task_name(task)
     problems: list[Problem] = []
     paths = discover(root, LAYOUTS[1 if t == "task1" else 3], problems)
     if case not in paths.index:

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from modalsurv.cohort import Cohort
 from modalsurv.config import DataConfig, check_data_params, format_validation_error
 from modalsurv.errors import ConfigError, DataError, Problem
+from modalsurv.io.layouts import chimera_task
 from modalsurv.utils import read_yaml_mapping
 
 
@@ -68,8 +69,8 @@ def parse_data_spec(spec: str) -> DataConfig:
         if not rest:
             raise ConfigError("data spec 'public:NAME' needs a cohort name")
         return DataConfig(source="public", name=rest)
-    if kind in {"chimera-task1", "chimera-task3"}:
-        return DataConfig(source="chimera", name=kind.split("-")[1], path=rest)
+    if chimera_task(kind) is not None:
+        return DataConfig(source="chimera", name=f"task{chimera_task(kind)}", path=rest)
     if kind in {"manifest", "store"}:
         return DataConfig(source=kind, path=rest)
     raise ConfigError(

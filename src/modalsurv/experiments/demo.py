@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,9 +34,7 @@ import pandas as pd
 
 from modalsurv.config import RunConfig, parse_config
 from modalsurv.train.compare import format_difference
-from modalsurv.utils import atomic_write_csv, atomic_write_text
-
-Progress = Callable[..., None]
+from modalsurv.utils import Progress, atomic_write_csv, atomic_write_text
 
 
 @dataclass
@@ -204,7 +201,7 @@ def _train(files: dict[str, Any], store: Path, cfg: RunConfig, out: Path,
 
 def _challenge(run: Path, held: Path, out: Path, notes: list[str]) -> dict[str, Any]:
     """Every held-out case through the challenge's one-case path; the organisers' metric."""
-    from modalsurv.challenge.answer import _labels, answer_case, organiser_c_index
+    from modalsurv.challenge.answer import answer_case, labels_of, organiser_c_index
     from modalsurv.challenge.model import ChallengeModel
     from modalsurv.challenge.sockets import OUTPUTS, case_to_input
     from modalsurv.io.clinical import read_json_file
@@ -215,7 +212,7 @@ def _challenge(run: Path, held: Path, out: Path, notes: list[str]) -> dict[str, 
         case = path.stem
         inp = case_to_input(held, "task1", case, out / case / "input")
         result, answer = answer_case("task1", model, inp, out / case / "output")
-        t, e = _labels(read_json_file(path, case), "task1")
+        t, e = labels_of(read_json_file(path, case), "task1")
         rows.append({"case": case, "predicted_months": json.loads(answer.read_text()),
                      "time": t, "event": e, "modalities": "+".join(result.modalities),
                      "seconds": result.seconds.get("total", np.nan)})  # fmt: skip

@@ -9,7 +9,6 @@ file is written to a temporary name and renamed.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +21,13 @@ from modalsurv.data.sources import LoadedData, load_data
 from modalsurv.errors import ConfigError, LabelError
 from modalsurv.survival import metrics as M
 from modalsurv.train.compare import format_difference
-from modalsurv.utils import atomic_path, atomic_write_csv, atomic_write_text, exclusive_lock
-
-Progress = Callable[..., None]
+from modalsurv.utils import (
+    Progress,
+    atomic_path,
+    atomic_write_csv,
+    atomic_write_text,
+    exclusive_lock,
+)
 
 
 def train_run(

@@ -37,10 +37,9 @@ from modalsurv.cohort import Cohort
 from modalsurv.config import RunConfig, dump_config
 from modalsurv.errors import ConfigError
 from modalsurv.experiments.grid import ExperimentGrid, Trial, dump_grid
-from modalsurv.utils import atomic_write_csv, atomic_write_text, exclusive_lock
+from modalsurv.train.cv import METRICS
+from modalsurv.utils import Progress, atomic_write_csv, atomic_write_text, exclusive_lock
 
-Progress = Callable[..., None]
-METRICS = ("harrell_c", "uno_c", "ibs")
 SETTINGS = ("modalities", "encoder", "fusion", "data_fraction", "seed")
 
 

@@ -49,7 +49,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -58,12 +58,11 @@ import torch
 from modalsurv.errors import ConfigError, DataError, LayoutError, Problem
 from modalsurv.features import encoders as enc
 from modalsurv.features import wsi
-from modalsurv.features.mri import SEQUENCES, MriConfig, embed_mri, mri_dim, prepare_mri
+from modalsurv.features.mri import MriConfig, embed_mri, mri_dim, prepare_mri
+from modalsurv.io.chimera import MRI_SEQUENCES
+from modalsurv.io.layouts import check_layout, chimera_task
 from modalsurv.io.store import EXTRACTION_RECORD, FeatureStore, read_extraction_record
-from modalsurv.utils import atomic_write_text, exclusive_lock
-
-LayoutName = Literal["chimera-task1", "chimera-task3", "manifest"]
-Progress = Callable[..., None]
+from modalsurv.utils import Progress, atomic_write_text, exclusive_lock
 
 
 @dataclass
@@ -123,7 +122,7 @@ def _opt(p: Any) -> Path | None:
 
 
 def _chimera_patients(root: Path, task: int, problems: list[Problem]) -> list[PatientFiles]:
-    from modalsurv.io.chimera import LAYOUTS, MRI_SEQUENCES, discover
+    from modalsurv.io.chimera import LAYOUTS, discover
 
     paths = discover(root, LAYOUTS[task], problems)
     out = []
@@ -167,26 +166,22 @@ def _manifest_patients(path: Path) -> list[PatientFiles]:
         slides = [p for p in (res(c) for c in get("wsi_path").split(";")) if p is not None]
         masks = [res(c) for c in get("wsi_mask_path").split(";")] if get("wsi_mask_path") else []
         masks = (masks + [None] * len(slides))[: len(slides)]
-        mri = {q: res(get(f"mri_{q}_path")) for q in SEQUENCES}
+        mri = {q: res(get(f"mri_{q}_path")) for q in MRI_SEQUENCES}
         out.append(PatientFiles(str(row["patient"]).strip(), slides, masks,
                                 mri if any(mri.values()) else {}, res(get("mri_mask_path")),
                                 res(get("rna_path"))))  # fmt: skip
     return out
 
 
-def discover_patients(layout: LayoutName | str, root: str | Path,
+def discover_patients(layout: str, root: str | Path,
                       problems: list[Problem] | None = None) -> list[PatientFiles]:  # fmt: skip
     """The raw files of every patient in ``root`` for a layout name."""
     problems = problems if problems is not None else []
     root = Path(root)
-    if layout == "chimera-task1":
-        return _chimera_patients(root, 1, problems)
-    if layout == "chimera-task3":
-        return _chimera_patients(root, 3, problems)
-    if layout == "manifest":
-        return _manifest_patients(root)
-    raise ConfigError(f"--layout must be chimera-task1, chimera-task3 or manifest; found"
-                      f" {layout!r}")  # fmt: skip
+    task = chimera_task(check_layout(layout))
+    if task is not None:
+        return _chimera_patients(root, task, problems)
+    return _manifest_patients(root)
 
 
 # ---------------------------------------------------------------------------- slides
@@ -322,7 +317,7 @@ def _needs(pf: PatientFiles, volume: bool) -> list[str]:
 
 
 def run_extract(
-    layout: LayoutName | str,
+    layout: str,
     root: str | Path,
     out: str | Path,
     *,
@@ -372,7 +367,7 @@ def run_extract(
 
 
 def _run_extract(
-    layout: LayoutName | str, root: str | Path, out: str | Path, *, tile_encoder: str,
+    layout: str, root: str | Path, out: str | Path, *, tile_encoder: str,
     tile_weights: str | Path | None, tile_encoder_kwargs: dict[str, Any] | None,
     slide_encoder: str, slide_weights: str | Path | None, volume_encoder: str | None,
     volume_weights: str | Path | None, allow_random_weights: bool, mpp: float, tile_size: int,

@@ -19,10 +19,10 @@ from typing import Any, Literal
 import numpy as np
 
 from modalsurv.errors import DataError
+from modalsurv.io.chimera import MRI_SEQUENCES  # the one list: t2w, adc, hbv
 
 Norm = Literal["zscore", "percentile"]
 Combine = Literal["concat", "mean"]
-SEQUENCES = ("t2w", "adc", "hbv")
 
 
 def read_image(path: str | Path, patient: str | None = None) -> Any:
@@ -142,7 +142,7 @@ class MriConfig:
     margin_mm: float = 10.0
     norm: Norm = "zscore"
     combine: Combine = "concat"
-    sequences: tuple[str, ...] = SEQUENCES
+    sequences: tuple[str, ...] = MRI_SEQUENCES
 
 
 def prepare_mri(paths: Mapping[str, str | Path], mask: str | Path | None = None,

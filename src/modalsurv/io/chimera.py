@@ -411,7 +411,7 @@ def read_chimera(
     ``HG_recur``).
     """
     problems: list[Problem] = []
-    out = _read(root, task, problems, slide_policy, max_tiles, seed, event, layout, features)
+    out = read_chimera_into(root, task, problems, slide_policy, max_tiles, seed, event, layout, features)
     if strict and problems:
         raise_problems(problems, root)
     if out is None:
@@ -421,7 +421,7 @@ def read_chimera(
     return out
 
 
-def _read(
+def read_chimera_into(
     root: str | Path,
     task: int,
     problems: list[Problem],
@@ -432,14 +432,15 @@ def _read(
     layout: Layout | None = None,
     features: str | Path | None = None,
 ) -> ChimeraCohort | None:
-    """read_chimera's body: fills ``problems``; None when no patient is usable."""
+    """read_chimera's body, for callers that want every problem even when nothing is
+    usable (``io.scan``): fills ``problems``; None when no patient is usable."""
     if task not in LAYOUTS and layout is None:
         raise DataError(f"CHIMERA task must be 1 or 3; found {task!r}", field="task")
     layout = layout or LAYOUTS[task]
     paths = discover(root, layout, problems)
     schema = clin.TASK1 if layout.task == 1 else clin.task3_schema(event or "progression")
     files = {str(c): Path(p) for c, p in zip(paths.index, paths["clinical"])}
-    records = clin._json_records(files, problems, collect=True)
+    records = clin.json_records(files, problems, collect=True)
     table = clin.coerce_records(records, schema, problems, files, collect_errors=True)
     keep = [str(c) for c in paths.index if str(c) in table.index]
     paths, table = paths.loc[keep], table.loc[keep]

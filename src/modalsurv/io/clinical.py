@@ -11,7 +11,7 @@ Reading types values; it learns nothing. ``clinical_to_matrix`` maps the typed t
 numbers with the schema's *fixed* vocabulary (ordinal → 0-based rank, binary → 0/1,
 categorical → one column ``name=category`` per schema category), NaN for a missing value
 and for a category the schema does not know (reported as a warning). Imputation and
-scaling are learned later, on training rows only (``features.tabular``).
+scaling are learned later, on training rows only (``train.transforms``).
 
 Assumptions about CHIMERA values (from the challenge page and public baselines):
 ``earlier_therapy`` takes "none", "radiotherapy", "hormones", "radiotherapy + hormones",
@@ -437,9 +437,11 @@ def read_json_file(path: str | Path, patient: str | None = None) -> Any:
         raise DataError(f"corrupt JSON: {exc}", path=path, patient=patient) from None
 
 
-def _json_records(
+def json_records(
     files: Mapping[str, Path], problems: list[Problem] | None, collect: bool
 ) -> dict[str, dict[str, Any]]:
+    """patient → its JSON record; with ``collect`` an unreadable file is a problem (the
+    patient is left out) instead of an error."""
     out: dict[str, dict[str, Any]] = {}
     for pid, path in files.items():
         try:
@@ -484,7 +486,7 @@ def read_task1(
 ) -> pd.DataFrame:
     """CHIMERA task 1: ``clinical_data/{case}.json`` files (a root, the folder, or paths)."""
     files = _files(source, "clinical_data/*.json", ".json")
-    return coerce_records(_json_records(files, problems, False), schema, problems, files)
+    return coerce_records(json_records(files, problems, False), schema, problems, files)
 
 
 def read_task3(
@@ -497,7 +499,7 @@ def read_task3(
     (``event="HG_recur"`` uses ``Time_to_HG_recur_or_FUend``)."""
     files = _files(source, "data/*/*_CD.json", "_CD.json")
     schema = task3_schema(event, time)
-    return coerce_records(_json_records(files, problems, False), schema, problems, files)
+    return coerce_records(json_records(files, problems, False), schema, problems, files)
 
 
 def read_generic(

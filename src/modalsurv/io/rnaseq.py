@@ -5,7 +5,7 @@ are numbers or numeric strings). Gene sets can differ between patients or files,
 alignment is explicit: ``align_genes`` keeps the intersection (or the union, filling
 NaN) and returns a report of what was dropped, filled and collapsed, never silently.
 This module reads and aligns; it learns nothing (log1p, gene selection and PCA are
-``features.tabular.RnaTransform``, fitted on training rows only).
+``train.transforms.RnaTransform``, fitted on training rows only).
 """
 
 from __future__ import annotations

@@ -11,17 +11,15 @@ that lists them all.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
-from modalsurv.errors import ConfigError, DataError, Problem
+from modalsurv.errors import DataError, Problem
 from modalsurv.io import chimera
-
-ScanLayout = Literal["chimera-task1", "chimera-task3", "manifest"]
+from modalsurv.io.layouts import check_layout, chimera_task
 
 
 def scan(
     root: str | Path,
-    layout: ScanLayout = "chimera-task1",
+    layout: str = "chimera-task1",
     strict: bool = False,
     event: str | None = None,
     features: str | Path | None = None,
@@ -31,24 +29,20 @@ def scan(
 
     Returns errors first, then warnings. ``strict=True`` raises a DataError listing every
     problem when there is any (warnings included)."""
-    if layout in ("chimera-task1", "chimera-task3"):
+    task = chimera_task(check_layout(layout))
+    if task is not None:
         problems: list[Problem] = []
         try:
-            out = chimera._read(root, int(layout[-1]), problems, event=event, features=features)
+            out = chimera.read_chimera_into(root, task, problems, event=event, features=features)
         except DataError as exc:  # e.g. the root folder itself is missing
             problems.append(Problem("error", exc.reason, exc.path, exc.patient, exc.field))
             out = None
         if out is None and not any(p.severity == "error" for p in problems):
             problems.append(Problem("error", "no patient found", str(root)))
-    elif layout == "manifest":
+    else:  # the manifest
         from modalsurv.io.manifest import scan_manifest
 
         problems = list(scan_manifest(root))
-    else:
-        raise ConfigError(
-            f"--layout: unknown layout {layout!r}; expected chimera-task1, chimera-task3 or"
-            " manifest"
-        )
     problems.sort(key=lambda p: p.severity != "error")
     if strict and problems:
         chimera.raise_problems(problems, root)

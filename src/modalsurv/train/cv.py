@@ -49,9 +49,8 @@ from modalsurv.train.compare import compare_models
 from modalsurv.train.ensemble import FoldEnsemble
 from modalsurv.train.estimator import ModalSurv
 from modalsurv.train.trainer import resolve_device
-from modalsurv.utils import atomic_write_csv, atomic_write_text
+from modalsurv.utils import Progress, atomic_write_csv, atomic_write_text
 
-Progress = Callable[..., None]
 METRICS = ("harrell_c", "uno_c", "ibs")
 MAIN = "modalsurv"
 _NEURAL = {MAIN, "modalsurv_clinical"}

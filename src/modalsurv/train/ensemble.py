@@ -77,7 +77,7 @@ class FoldEnsemble:
 
     def predict_risk(self, cohort: Cohort) -> np.ndarray:
         """The family's risk of the members (module docstring)."""
-        outs = [m._logits(cohort) for m in self.members]
+        outs = [m.predict_outputs(cohort) for m in self.members]
         return self.family.ensemble_risk(outs, [m.cuts for m in self.members],
                                          [m.fitted_ for m in self.members], self.t_ref,
                                          self.config.train.risk_score)  # fmt: skip

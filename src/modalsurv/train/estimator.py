@@ -31,7 +31,6 @@ Risk score (used for every C-index in this package):
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -56,9 +55,8 @@ from modalsurv.train.trainer import (
     resolve_device,
     to_tensors,
 )
-from modalsurv.utils import atomic_path, atomic_write_text, set_seed
+from modalsurv.utils import Progress, atomic_path, atomic_write_text, set_seed
 
-Progress = Callable[..., None]
 FORMAT_VERSION = 1
 
 
@@ -216,7 +214,7 @@ class ModalSurv:
         self.fit_result = self.fit_results[0]
         self.net = nets[0] if len(nets) == 1 else _ensemble(nets)
         self.net.eval()
-        self.fitted_ = self.family.fit_after(train.time, train.event, self._logits(train))
+        self.fitted_ = self.family.fit_after(train.time, train.event, self.predict_outputs(train))
         return self
 
     # -------------------------------------------------------------- internals
@@ -257,26 +255,27 @@ class ModalSurv:
         self.net.to("cpu")
         return torch.cat(outs).numpy().astype(np.float64)
 
-    def _logits(self, cohort: Cohort) -> np.ndarray:
+    def predict_outputs(self, cohort: Cohort) -> np.ndarray:
+        """The network's raw output (``N x n_outputs``: what the family's functions take)."""
         return self._outputs(cohort, "logits")
 
     # -------------------------------------------------------------- predictions
     def predict_pmf(self, cohort: Cohort) -> np.ndarray:
         """``N x (K+1)`` probabilities: K bins plus the mass beyond the last cut (Cox: from
         the Breslow survival at the bin cuts)."""
-        return self.family.pmf(self._logits(cohort), self.cuts, self.fitted_)
+        return self.family.pmf(self.predict_outputs(cohort), self.cuts, self.fitted_)
 
     def predict_risk(self, cohort: Cohort) -> np.ndarray:
         """Higher = worse prognosis: the family's risk (DeepHit and logistic hazard:
         ``1 - S(t_ref)`` or ``-RMST`` over the bin grid, ``train.risk_score``; Cox: the
         log-risk)."""
-        return self.family.risk(self._logits(cohort), self.cuts, self.t_ref,
+        return self.family.risk(self.predict_outputs(cohort), self.cuts, self.t_ref,
                                 self.config.train.risk_score, self.fitted_)  # fmt: skip
 
     def predict_survival(self, cohort: Cohort, times: np.ndarray) -> np.ndarray:
         """``N x T`` survival probabilities at ``times`` (linear between cuts; Cox: step)."""
         times = np.asarray(times, dtype=np.float64).reshape(-1)
-        return self.family.survival(self._logits(cohort), self.cuts, times, self.fitted_)
+        return self.family.survival(self.predict_outputs(cohort), self.cuts, times, self.fitted_)
 
     def predict_expected_time(self, cohort: Cohort) -> np.ndarray:
         """Expected survival time on the bin grid (not used for ranking: see module doc)."""

@@ -1,7 +1,7 @@
 """Per-modality preprocessing, fitted on training rows only.
 
 The pipeline for each modality follows ``config.preprocess``: modalities named in
-``clinical_modalities`` get ``features.tabular.ClinicalEncoder`` (imputation, scaling),
+``clinical_modalities`` get ``train.transforms.ClinicalEncoder`` (imputation, scaling),
 those in ``rna_modalities`` get ``RnaTransform`` (log1p — with ``rna_log1p="auto"`` only
 for raw-scale training data, see :func:`looks_raw` — variance filter, PCA), every
 other vector gets ``VectorScaler`` (standardisation, optional PCA for wide embeddings),
@@ -24,8 +24,8 @@ import numpy as np
 from modalsurv.cohort import Cohort
 from modalsurv.config import PreprocessConfig
 from modalsurv.errors import DataWarning, FeatureError
-from modalsurv.features.align import align_columns
-from modalsurv.features.tabular import ClinicalEncoder, RnaTransform, VectorScaler, fit_pca
+from modalsurv.train.align import align_columns
+from modalsurv.train.transforms import ClinicalEncoder, RnaTransform, VectorScaler, fit_pca
 
 
 class BagScaler:
@@ -37,7 +37,7 @@ class BagScaler:
     pooling the most room to memorise patients. The components are those of the
     standardised valid tiles of present training patients (at most ``max_fit_tiles`` of
     them, a seeded random subset: the covariance of 10^5 tiles is already exact to a few
-    parts per thousand), by :func:`~modalsurv.features.tabular.fit_pca` on their D×D
+    parts per thousand), by :func:`~modalsurv.train.transforms.fit_pca` on their D×D
     covariance, so fitting is deterministic and costs one D×D eigendecomposition.
     """
 
@@ -196,7 +196,7 @@ class Preprocessor:
 
         A fitted modality the cohort lacks is simply left out (the model treats it as
         absent for every patient). Vector columns are matched to the fitted ones by name
-        (``features.align``): reordered, one-hot categories fixed at fit time, unknown
+        (``train.align``): reordered, one-hot categories fixed at fit time, unknown
         categories imputed with a warning, and missing columns refused by name.
         """
         feats: dict[str, np.ndarray] = {}

@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,8 +28,7 @@ from modalsurv.config import RunConfig
 from modalsurv.errors import ConfigError
 from modalsurv.survival import metrics
 from modalsurv.survival.family import get_family
-
-Progress = Callable[..., None]
+from modalsurv.utils import Progress
 
 
 @dataclass

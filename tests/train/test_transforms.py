@@ -13,7 +13,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from modalsurv.errors import DataError
-from modalsurv.features.tabular import (
+from modalsurv.train.transforms import (
     ClinicalEncoder,
     RnaTransform,
     VectorScaler,

@@ -27,7 +27,7 @@ from sklearn.decomposition import PCA
 from sklearn.utils.validation import check_is_fitted
 
 from modalsurv.errors import DataError
-from modalsurv.features.align import align_columns
+from modalsurv.train.align import align_columns
 
 State = dict[str, np.ndarray | list | float | int | str]
 
@@ -216,7 +216,7 @@ class _Stateful(TransformerMixin, BaseEstimator):
 
     def _start_transform(self, X: Any, present: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
         """Shared start of every transform: (rows as float64, present mask), width checked.
-        A DataFrame's columns are matched to the fitted names (``features.align``)."""
+        A DataFrame's columns are matched to the fitted names (``train.align``)."""
         check_is_fitted(self)
         A = _matrix(X, what)
         p = _present(present, A.shape[0], what)
