@@ -29,7 +29,7 @@ from modalsurv.data.synthetic import DEFAULT_WEIGHTS, make_cohort
 from modalsurv.experiments.grid import parse_grid
 from modalsurv.experiments.paired import paired_table
 from modalsurv.experiments.runners import LocalRunner, run_grid
-from modalsurv.train.compare import format_difference
+from modalsurv.report.tables import format_difference
 
 MODALITIES = ["clinical", "wsi", "slide", "mri", "rna"]
 

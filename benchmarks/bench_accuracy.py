@@ -31,9 +31,10 @@ import torch
 
 from modalsurv.cohort import Cohort
 from modalsurv.config import RunConfig
+from modalsurv.report.tables import format_difference
 from modalsurv.survival.metrics import concordance_index
 from modalsurv.train.baselines import FeatureMatrix, make_baseline
-from modalsurv.train.compare import compare_models, format_difference
+from modalsurv.train.compare import compare_models
 from modalsurv.train.cv import cross_validate
 from modalsurv.train.estimator import ModalSurv, inner_split
 from modalsurv.utils import atomic_write_csv

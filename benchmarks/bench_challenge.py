@@ -40,8 +40,8 @@ def train_model(work: Path) -> Path:
     from modalsurv.config import parse_config
     from modalsurv.data.sources import load_data, parse_data_spec
     from modalsurv.data.synthetic import make_cohort, write_chimera
-    from modalsurv.experiments.run_folder import train_run
     from modalsurv.features.extract import run_extract
+    from modalsurv.runs import train_run
 
     cohort, _ = make_cohort(n=30, seed=0, max_tiles=16, tile_dim=64, slide_dim=64, mri_dim=64,
                             n_genes=50)  # fmt: skip

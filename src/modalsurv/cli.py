@@ -251,7 +251,8 @@ def train(
     """Cross-validate ModalSurv and baselines on the same folds; write a run folder."""
     from modalsurv.config import RunConfig, load_config, set_values
     from modalsurv.data.sources import parse_data_spec
-    from modalsurv.experiments.run_folder import paired_summary, train_run
+    from modalsurv.report.tables import cv_table, paired_summary
+    from modalsurv.runs import train_run
 
     try:
         cfg = load_config(config) if config is not None else RunConfig()
@@ -271,7 +272,7 @@ def train(
     title = "C-index and IBS over outer folds"
     if result.optimistic:
         title += " (OPTIMISTIC: selection on the reported fold)"
-    _print_table(result.table(), title)
+    _print_table(cv_table(result), title)
     paired = paired_summary(result)
     if paired is not None:
         _print_table(paired, "ModalSurv minus each baseline, paired folds")
@@ -290,7 +291,7 @@ def evaluate(
     strict: bool = typer.Option(False, help="refuse data with any problem (warnings included)"),
 ) -> None:
     """Score the run's fold ensemble on another cohort."""
-    from modalsurv.experiments.run_folder import evaluate_run
+    from modalsurv.runs import evaluate_run
 
     try:
         loaded = _load_data(data, features, strict)
@@ -311,7 +312,7 @@ def predict(
     strict: bool = typer.Option(False, help="refuse data with any problem (warnings included)"),
 ) -> None:
     """Per-patient risk, expected time and survival at chosen times."""
-    from modalsurv.experiments.run_folder import predict_run
+    from modalsurv.runs import predict_run
 
     try:
         grid = _parse_times(times)
@@ -343,7 +344,7 @@ def experiment(
     from modalsurv.experiments.grid import load_grid
     from modalsurv.experiments.paired import paired_table
     from modalsurv.experiments.runners import run_grid
-    from modalsurv.train.compare import format_difference
+    from modalsurv.report.tables import format_difference
 
     try:
         ref = _parse_reference(reference)

@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 
 from modalsurv.errors import DataWarning, FeatureError
-from modalsurv.experiments.run_folder import load_ensemble
 from modalsurv.io.manifest import manifest_to_cohort, read_manifest
+from modalsurv.runs import load_ensemble
 from modalsurv.train.align import align_columns
 
 

@@ -248,7 +248,7 @@ def test_debug_shows_the_traceback(rel, finished_run: Path) -> None:
 
 def test_unexpected_exception_is_one_line_with_exit_3(rel, finished_run: Path, monkeypatch
                                                       ) -> None:  # fmt: skip
-    import modalsurv.experiments.run_folder as rf
+    import modalsurv.runs as rf
 
     def boom(*a: Any, **k: Any) -> None:
         raise KeyError("internal")

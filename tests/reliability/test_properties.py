@@ -24,8 +24,8 @@ from hypothesis.extra import numpy as hnp
 
 from modalsurv.cohort import Cohort
 from modalsurv.errors import ConfigError, DataError
-from modalsurv.experiments.run_folder import load_ensemble
 from modalsurv.io.manifest import manifest_to_cohort, read_manifest
+from modalsurv.runs import load_ensemble
 
 PROJECT_ERRORS = (DataError, ConfigError)
 SETTINGS = settings(max_examples=int(os.environ.get("RELIABILITY_EXAMPLES", "40")), deadline=None, derandomize="RELIABILITY_EXAMPLES" not in os.environ,

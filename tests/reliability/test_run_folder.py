@@ -10,7 +10,7 @@ import pytest
 import modalsurv.train.cv as cv
 from modalsurv.config import parse_config
 from modalsurv.errors import ConfigError
-from modalsurv.experiments.run_folder import train_run
+from modalsurv.runs import train_run
 
 OUTPUTS = ("metrics.csv", "predictions.csv", "metrics.json", "folds.csv")
 

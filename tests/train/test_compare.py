@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from modalsurv.report.tables import describe_comparison
 from modalsurv.train.compare import compare_models, corrected_resampled_ttest
 
 
@@ -66,8 +67,8 @@ def test_compare_models_pairs_by_repeat_and_fold_and_uses_k_minus_one():
     expect = corrected_resampled_ttest(d, 1 / 4)
     assert out.n_pairs == 14 and out.test_train_ratio == 0.25
     assert (out.mean_difference, out.ci_low, out.ci_high, out.p_value) == pytest.approx(expect)
-    assert out.describe().startswith("net - cox: ")
-    assert "14 folds" in out.describe()
+    assert describe_comparison(out).startswith("net - cox: ")
+    assert "14 folds" in describe_comparison(out)
     flipped = compare_models(table, "cox", "net")
     assert flipped.mean_difference == pytest.approx(-out.mean_difference)
     assert flipped.p_value == pytest.approx(out.p_value)

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from modalsurv.cohort import Cohort
+from modalsurv.report.tables import cv_table
 from modalsurv.train.cv import cross_validate, make_folds, stratification_labels
 
 
@@ -62,7 +63,7 @@ def test_cv_with_missing_modalities_and_baselines_on_same_folds(cv_run, cohort):
     stats = res.summary["models"]["modalsurv"]["harrell_c"]
     assert stats["n"] == 3 and 0 < stats["mean"] < 1
     assert len(res.models) == 1 and len(res.models[0]) == 3
-    table = res.table()
+    table = cv_table(res)
     assert table["model"].iloc[0] == "modalsurv" and "±" in table.loc[0, "harrell_c"]
     ens = res.ensemble(0)
     assert ens.predict_risk(cohort).shape == (len(cohort),)
@@ -83,7 +84,7 @@ def test_outer_fold_selection_is_labelled_optimistic(tmp_path, cohort, make_conf
     m = res.metrics.set_index("model")
     assert m.loc["modalsurv", "optimistic"].all()
     assert not m.loc["coxph_clinical", "optimistic"].any()  # no early stopping there
-    table = res.table().set_index("model")
+    table = cv_table(res).set_index("model")
     assert table.loc["modalsurv", "optimistic"] and not table.loc["coxph_clinical", "optimistic"]
     res.save(tmp_path)
     saved = json.loads((tmp_path / "metrics.json").read_text())
@@ -178,14 +179,14 @@ def test_no_leakage_across_folds(cohort, make_config):
 
 
 def test_a_baseline_failing_on_every_fold_is_reported_with_its_reason(make_cohort, make_config):
-    from modalsurv.experiments.run_folder import paired_summary
+    from modalsurv.report.tables import paired_summary
 
     cohort = make_cohort(n=40, seed=4).select(["rna", "slide"])  # no clinical modality
     cfg = make_config(cv__folds=2, train__epochs=2)
     res = cross_validate(cohort, cfg, baselines=["coxph_clinical"])
     stats = res.summary["models"]["coxph_clinical"]
     assert stats["n_failed_folds"] == 2 and "failed:" in stats["failure"]
-    table = res.table().set_index("model")
+    table = cv_table(res).set_index("model")
     assert table.loc["coxph_clinical", "harrell_c"] == "failed"
     assert "failed:" in table.loc["coxph_clinical", "failure"]
     assert table.loc["modalsurv", "failure"] == ""

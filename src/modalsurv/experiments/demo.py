@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from modalsurv.config import RunConfig, parse_config
-from modalsurv.train.compare import format_difference
+from modalsurv.report.tables import format_difference
 from modalsurv.utils import Progress, atomic_write_csv, atomic_write_text
 
 
@@ -181,7 +181,7 @@ def _train(files: dict[str, Any], store: Path, cfg: RunConfig, out: Path,
            progress: Progress | None) -> tuple[Path, Any, dict[str, float]]:  # fmt: skip
     from modalsurv.data.sources import load_data, parse_data_spec
     from modalsurv.data.synthetic import oracle_cindex
-    from modalsurv.experiments.run_folder import train_run
+    from modalsurv.runs import train_run
 
     data = parse_data_spec(f"chimera-task1:{files['train']}").model_copy(
         update={"features": str(store)})
@@ -230,7 +230,7 @@ def _extended(out: Path, cfg: RunConfig, progress: Progress | None, seed: int,
     """In-memory cohorts: synthetic N = 300 with a shifted external cohort, breast_cancer."""
     from modalsurv.data.public import load as load_public
     from modalsurv.data.synthetic import make_cohort, oracle_cindex
-    from modalsurv.experiments.run_folder import evaluate_run, train_run
+    from modalsurv.runs import evaluate_run, train_run
 
     rows: list[dict[str, Any]] = []
     cohort, true_risk = make_cohort(n=300, seed=seed)

@@ -35,8 +35,8 @@ import pandas as pd
 
 from modalsurv.cohort import Cohort
 from modalsurv.config import RunConfig, dump_config
-from modalsurv.errors import ConfigError
 from modalsurv.experiments.grid import ExperimentGrid, Trial, dump_grid
+from modalsurv.resume import UnitFolder
 from modalsurv.train.cv import METRICS
 from modalsurv.utils import Progress, atomic_write_csv, atomic_write_text, exclusive_lock
 
@@ -181,8 +181,14 @@ def get_runner(runner: str | Runner) -> Runner:
 
 
 # ---------------------------------------------------------------------- files
+def _units(out: Path) -> UnitFolder:
+    """Trials are work units (``resume.UnitFolder``): ``trials/<id>/summary.json`` written
+    last marks one finished; ``cohort.json`` says which cohort they were run on."""
+    return UnitFolder(out, marker="summary.json", spec_name="cohort.json")
+
+
 def _trial_dir(out: Path, trial: Trial) -> Path:
-    return out / "trials" / trial.id
+    return _units(out).unit("trials", trial.id)
 
 
 def cohort_fingerprint(cohort: Cohort) -> str:
@@ -200,19 +206,14 @@ def cohort_fingerprint(cohort: Cohort) -> str:
 
 
 def _check_cohort(out: Path, cohort: Cohort, resume: bool) -> None:
-    path = out / "cohort.json"
+    units = _units(out)
     info = {"fingerprint": cohort_fingerprint(cohort), "n": len(cohort),
             "modalities": cohort.modalities}  # fmt: skip
-    if resume and path.exists():
-        old = json.loads(path.read_text(encoding="utf-8"))
-        if old.get("fingerprint") != info["fingerprint"]:
-            raise ConfigError(
-                f"{path}: this grid folder holds results for a different cohort "
-                f"(n={old.get('n')}, modalities {old.get('modalities')}); use a new folder "
-                "or resume=False"
-            )
+    if resume and units.spec_path.exists():
+        units.check_spec(info, "grid folder", "its trials were run on a different cohort: use a new"
+                         " folder, or resume=False")  # fmt: skip
         return
-    atomic_write_text(path, json.dumps(info, indent=1))
+    units.write_spec(info)
 
 
 def _record(out: Path, trial: Trial, outcome: TrialOutcome) -> None:
@@ -229,8 +230,7 @@ def _record(out: Path, trial: Trial, outcome: TrialOutcome) -> None:
     atomic_write_csv(d / "metrics.csv", outcome.metrics)
     atomic_write_csv(d / "predictions.csv", outcome.predictions)
     (d / "error.json").unlink(missing_ok=True)
-    atomic_write_text(d / "summary.json",
-                      json.dumps({**head, "status": "ok", "cv": outcome.summary}, indent=1))
+    _units(out).finish(d, {**head, "status": "ok", "cv": outcome.summary})
     shutil.rmtree(d / "checkpoints", ignore_errors=True)  # fold models: not needed any more
 
 
@@ -293,8 +293,8 @@ def _run_grid(grid: ExperimentGrid, cohort: Cohort, out: Path, runner: str | Run
     todo = []
     for t in trials:
         d = _trial_dir(out, t)
-        if resume and (d / "summary.json").exists():
-            rows[t.id] = _rows(t, json.loads((d / "summary.json").read_text(encoding="utf-8"))["cv"], None)
+        if resume and _units(out).finished(d):
+            rows[t.id] = _rows(t, _units(out).read_marker(d)["cv"], None)
             say("trial_skipped", trial=t.id, label=t.label)
             continue
         if not resume:

@@ -21,11 +21,6 @@ import pandas as pd
 from scipy import stats
 
 
-def format_difference(mean: float, low: float, high: float) -> str:
-    """``+0.012 [-0.031, +0.055]``: a paired difference and its interval, signed, for tables."""
-    return f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]"
-
-
 @dataclass(frozen=True)
 class PairedComparison:
     """``model`` minus ``reference`` on ``metric`` over ``n_pairs`` shared folds."""
@@ -40,17 +35,6 @@ class PairedComparison:
     n_pairs: int
     test_train_ratio: float
     level: float
-
-    def describe(self) -> str:
-        """One line for tables and logs, e.g. ``modalsurv - coxnet: -0.009 [-0.034, +0.016]``."""
-        if not math.isfinite(self.mean_difference):
-            return f"{self.model} - {self.reference}: n/a ({self.n_pairs} paired folds)"
-        return (
-            f"{self.model} - {self.reference}: "
-            f"{format_difference(self.mean_difference, self.ci_low, self.ci_high)} "
-            f"({self.level:.0%} CI), "
-            f"p = {self.p_value:.2f} (corrected resampled t, {self.n_pairs} folds)"
-        )
 
 
 def corrected_resampled_ttest(

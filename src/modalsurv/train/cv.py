@@ -43,6 +43,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from modalsurv.cohort import Cohort
 from modalsurv.config import RunConfig, dump_config
 from modalsurv.errors import ConfigError, DataError, LabelError
+from modalsurv.resume import UnitFolder
 from modalsurv.survival import metrics as sm
 from modalsurv.train.baselines import make_baseline
 from modalsurv.train.compare import compare_models
@@ -140,10 +141,13 @@ def subsample_train(train_idx: np.ndarray, event: np.ndarray, fraction: float, s
 
 
 # ---------------------------------------------------------------------- scoring
-def ibs_grid(train: Cohort, test: Cohort, n: int = 50) -> np.ndarray:
-    """Times inside the test fold's follow-up (10th–90th pct), below the last training time."""
-    lo, hi = np.quantile(test.time, [0.1, 0.9])
-    hi = min(hi, np.nextafter(test.time.max(), 0), np.nextafter(train.time.max(), 0))
+def ibs_grid(train_time: np.ndarray, test_time: np.ndarray, n: int = 50) -> np.ndarray:
+    """The one grid the integrated Brier score is computed on (CV folds and ``evaluate``):
+    ``n`` times inside the test follow-up (10th–90th percentile), below the last
+    training time (the censoring estimate ends there)."""
+    test_time = np.asarray(test_time, dtype=np.float64)
+    lo, hi = np.quantile(test_time, [0.1, 0.9])
+    hi = min(hi, np.nextafter(test_time.max(), 0), np.nextafter(np.max(train_time), 0))
     if not hi > lo:
         return np.empty(0)
     return np.linspace(lo, hi, n)
@@ -201,22 +205,6 @@ class CVResult:
     def ensemble(self, repeat: int = 0) -> FoldEnsemble:
         """The fold models of one repeat as a single predictor."""
         return FoldEnsemble(self.models[repeat])
-
-    def table(self) -> pd.DataFrame:
-        """One row per model: mean ± std of each metric, and the ``optimistic`` flag."""
-        rows = []
-        for model, stats in self.summary["models"].items():
-            row: dict[str, Any] = {"model": model}
-            all_failed = stats["n_failed_folds"] and not any(stats[m]["n"] for m in METRICS)
-            for m in METRICS:
-                row[m] = ("failed" if all_failed
-                          else f"{stats[m]['mean']:.3f} ± {stats[m]['std']:.3f}")  # fmt: skip
-            row["n_failed_folds"] = stats["n_failed_folds"]
-            row["optimistic"] = stats["optimistic"]
-            if any(s.get("failure") for s in self.summary["models"].values()):
-                row["failure"] = stats.get("failure") or ""
-            rows.append(row)
-        return pd.DataFrame(rows)
 
     def paired(self, model: str = MAIN, metric: str = "harrell_c") -> pd.DataFrame:
         """``model`` minus every other model on the folds both were scored on: mean
@@ -296,7 +284,7 @@ def _run_fold(
     """Fit and score ModalSurv and the baselines on one outer fold."""
     train, test = cohort.subset(train_idx), cohort.subset(test_idx)
     outer = config.cv.selection == "outer_fold"
-    grid = ibs_grid(train, test)
+    grid = ibs_grid(train.time, test.time)
     cb = None
     if progress is not None:
 
@@ -389,8 +377,16 @@ def _empty_baseline_preds() -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------- resume
+CV_UNITS = {"marker": "done.json", "spec_name": "cv_spec.json"}
+RESUME_HINT = "resume with the config saved in the run folder, or use a new --out"
+
+
+def _units(root: Path) -> UnitFolder:
+    return UnitFolder(root, **CV_UNITS)
+
+
 def _fold_dir(root: Path, repeat: int, fold: int) -> Path:
-    return root / f"repeat_{repeat}" / f"fold_{fold}"
+    return _units(root).unit(f"repeat_{repeat}", f"fold_{fold}")
 
 
 def _save_fold(
@@ -400,7 +396,7 @@ def _save_fold(
     atomic_write_csv(d / "predictions.csv", preds)
     atomic_write_csv(d / "baseline_predictions.csv", bpreds)
     atomic_write_csv(d / "metrics.csv", rows)
-    atomic_write_text(d / "done.json", json.dumps({"complete": True}))
+    _units(d.parent.parent).finish(d, {"complete": True})
 
 
 def _load_fold(d: Path) -> tuple[ModalSurv, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -415,43 +411,26 @@ def _load_fold(d: Path) -> tuple[ModalSurv, pd.DataFrame, pd.DataFrame, pd.DataF
 
 def has_finished_folds(root: Path) -> bool:
     """Whether a resume directory holds at least one finished fold (worth protecting)."""
-    return any(root.glob("repeat_*/fold_*/done.json"))
-
-
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix.rstrip("."): d}
-    return {k: v for key, val in d.items() for k, v in _flat(val, f"{prefix}{key}.").items()}
+    return _units(root).any_finished()
 
 
 def check_resume(root: Path, folds: pd.DataFrame, config: RunConfig, baselines: list[str]
                  ) -> None:  # fmt: skip
-    """Refuse (ConfigError) to mix the finished folds of a different run into this one.
-
-    Reads only: a refused resume leaves the folder exactly as it was."""
-    if not has_finished_folds(root):
+    """Refuse (ConfigError) to mix the finished folds of a different run into this one:
+    another config or baselines (the spec), or another fold assignment (the cohort
+    changed). Reads only: a refused resume leaves the folder exactly as it was."""
+    units = _units(root)
+    units.check_spec(_spec(config, baselines), "resume directory", RESUME_HINT)
+    if not units.any_finished():
         return
-    spec_path, folds_path = root / "cv_spec.json", root / "folds.csv"
-    if not (spec_path.is_file() and folds_path.is_file()):
-        raise ConfigError(f"resume directory {root} holds finished folds but not their"
-                          " cv_spec.json / folds.csv; use a new --out")  # fmt: skip
     try:
-        old_spec = json.loads(spec_path.read_text(encoding="utf-8"))
-        old_folds = pd.read_csv(folds_path, dtype={"patient": str})
+        old_folds = pd.read_csv(root / "folds.csv", dtype={"patient": str})
     except (OSError, ValueError) as err:
-        raise ConfigError(f"resume directory {root}: cannot read its run description: {err}"
-                          ) from None  # fmt: skip
-    new = _flat(json.loads(json.dumps(_spec(config, baselines))))
-    old = _flat(old_spec)
-    keys = sorted(set(old) | set(new), key=lambda k: (k not in old or k not in new, k))
-    diff = [f"{k}: {old.get(k)!r} there, {new.get(k)!r} here"
-            for k in keys if old.get(k) != new.get(k)]  # fmt: skip  # changed keys first
-    if not diff and not old_folds.equals(folds.reset_index(drop=True)):
-        diff = ["the fold assignment (the cohort changed?)"]
-    if diff:
-        raise ConfigError(f"resume directory {root} holds a different run ({'; '.join(diff[:5])}"
-                          f"{'; ...' if len(diff) > 5 else ''}); resume with the config saved in"
-                          " the run folder, or use a new --out")  # fmt: skip
+        raise ConfigError(f"resume directory {root} holds finished folds but no readable"
+                          f" folds.csv ({err}); use a new --out") from None  # fmt: skip
+    if not old_folds.equals(folds.reset_index(drop=True)):
+        raise ConfigError(f"resume directory {root} holds a different run (the fold assignment"
+                          f" differs: the cohort changed?); {RESUME_HINT}")  # fmt: skip
 
 
 def _spec(config: RunConfig, baselines: list[str]) -> dict[str, Any]:
@@ -462,11 +441,12 @@ def _start_resume(root: Path, folds: pd.DataFrame, config: RunConfig, baselines:
                   ) -> None:  # fmt: skip
     """Check the resume directory; describe the run in it when it has no finished fold."""
     check_resume(root, folds, config, baselines)
-    if has_finished_folds(root):
+    units = _units(root)
+    if units.any_finished():
         return
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_csv(root / "folds.csv", folds)
-    atomic_write_text(root / "cv_spec.json", json.dumps(_spec(config, baselines), indent=1))
+    units.write_spec(_spec(config, baselines))
 
 
 @dataclass
@@ -532,7 +512,7 @@ def cross_validate(
         models.append([])
         for f in range(folds):
             d = None if root is None else _fold_dir(root, r, f)
-            if d is not None and (d / "done.json").exists():
+            if d is not None and _units(root).finished(d):
                 model, p, m, b = _load_fold(d)
                 if progress is not None:
                     progress("fold_resumed", repeat=r, fold=f)

@@ -1,9 +1,12 @@
-"""Run folders: one `train` run = one folder with everything needed to trust and reuse it.
+"""Run folders: the train / evaluate / predict service the command line calls.
 
-Layout (DESIGN.md "Runs are folders"): ``config.yaml`` (resolved), ``folds.csv``,
-``predictions.csv`` (out-of-fold), ``metrics.csv`` / ``metrics.json``, ``models/`` (the fold
-ensemble), ``checkpoints/`` (per-fold state for ``--resume``) and ``report.html``. Every
-file is written to a temporary name and renamed.
+One ``train`` run is one folder with everything needed to trust and reuse it:
+``config.yaml`` (resolved), ``data.json`` (what was read, every problem),
+``extraction.json`` (how image features were made), ``folds.csv``, ``predictions.csv``
+(out-of-fold), ``metrics.csv`` / ``metrics.json``, ``models/`` (the fold ensemble),
+``checkpoints/`` (per-fold state for ``--resume``, ``resume.UnitFolder``) and
+``report.html`` (``report.run_report``). Every file is written to a temporary name and
+renamed; the folder is locked while a process works in it.
 """
 
 from __future__ import annotations
@@ -19,15 +22,10 @@ from modalsurv.cohort import Cohort
 from modalsurv.config import RunConfig, dump_config
 from modalsurv.data.sources import LoadedData, load_data
 from modalsurv.errors import ConfigError, LabelError
+from modalsurv.resume import remove_stale_temporaries
 from modalsurv.survival import metrics as M
-from modalsurv.train.compare import format_difference
-from modalsurv.utils import (
-    Progress,
-    atomic_path,
-    atomic_write_csv,
-    atomic_write_text,
-    exclusive_lock,
-)
+from modalsurv.train.cv import ibs_grid
+from modalsurv.utils import Progress, atomic_write_csv, atomic_write_text, exclusive_lock
 
 
 def train_run(
@@ -79,17 +77,10 @@ def train_run(
         result = cross_validate(cohort, config, progress=progress, resume_dir=checkpoints)
         result.save(out)
         write_data_record(out, data or LoadedData(cohort, source="in-memory cohort"))
+        from modalsurv.report.run_report import write_run_report
+
         write_run_report(out, result, cohort, title=title)
     return result
-
-
-def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Delete the ``.NAME.*.tmp`` files a killed writer left (utils.atomic_path); only
-    called while holding the folder's lock, so no live writer owns them."""
-    stale = [p for p in folder.rglob(".*.tmp") if p.is_file()]
-    for p in stale:
-        p.unlink(missing_ok=True)
-    return stale
 
 
 def write_data_record(out: Path, data: LoadedData) -> None:
@@ -102,110 +93,6 @@ def write_data_record(out: Path, data: LoadedData) -> None:
     atomic_write_text(out / "data.json", json.dumps(data_summary(data), indent=1))
     if data.extraction is not None:
         atomic_write_text(out / EXTRACTION_RECORD, json.dumps(data.extraction, indent=1))
-
-
-def data_sections(out: Path) -> list[tuple[str, Any]]:
-    """The report's data sections from ``data.json``: headline, modalities, problems and a
-    warning when an encoder ran with random weights."""
-    from modalsurv.data.summary import headline, modality_table, problem_table
-
-    path = out / "data.json"
-    if not path.is_file():
-        return []
-    summary = json.loads(path.read_text(encoding="utf-8"))
-    sections: list[tuple[str, Any]] = [(f"Data: {summary.get('source', '')}", headline(summary)),
-                                       ("Modalities", modality_table(summary))]  # fmt: skip
-    if summary.get("random_weights"):
-        sections.append(("Warning", "features extracted with RANDOM-INIT encoder(s) (no"
-                         f" pretrained weights): {', '.join(summary['random_weights'])}"))
-    problems = problem_table(summary)
-    if len(problems):
-        sections.append((f"Problems found reading the data ({len(problems)})", problems))
-    return sections
-
-
-def paired_summary(result: Any) -> pd.DataFrame | None:
-    """ModalSurv minus each baseline in Harrell's C on the same folds, formatted for tables
-    (``CVResult.paired``); None when the run has no baseline."""
-    paired = result.paired()
-    if paired.empty:
-        return None
-    models = result.summary["models"]
-
-    def cell(row: pd.Series) -> str:
-        if not row["n_pairs"] and models.get(row["reference"], {}).get("failure"):
-            return f"– ({row['reference']} failed: {models[row['reference']]['failure']})"
-        return format_difference(row["mean_difference"], row["ci_low"], row["ci_high"])
-
-    return pd.DataFrame({
-        "ModalSurv minus": paired["reference"],
-        "ΔC (95% CI)": [cell(r) for _, r in paired.iterrows()],
-        "p": ["–" if v != v else f"{v:.2f}" for v in paired["p_value"]],
-        "folds": paired["n_pairs"],
-    })  # fmt: skip
-
-
-def write_run_report(out: Path, result: Any, cohort: Cohort, title: str) -> Path:
-    """report.html: summary table, per-fold scores, KM by risk group, gate weights."""
-    from modalsurv.report.html import render_report
-    from modalsurv.report.plots import fold_scores, gate_weights, km_by_risk_group
-
-    preds = result.predictions
-    first = preds[preds["repeat"] == 0]
-    sections: list[tuple[str, Any]] = [("Cohort", repr(cohort)), *data_sections(out)]
-    if result.optimistic:
-        sections.append(
-            ("Warning", "selection=outer_fold: early stopping used the reported fold, as in the "
-             "original protocol. These numbers are OPTIMISTIC.")
-        )
-    sections += [
-        ("Mean ± std over outer folds", result.table()),
-        ("Per-fold scores", fold_scores(result.metrics)),
-    ]
-    paired = paired_summary(result)
-    if paired is not None:
-        sections.append(("ModalSurv minus each baseline, paired on the same folds (corrected "
-                         "resampled t-test, Nadeau & Bengio 2003)", paired))
-    sections += [
-        ("Out-of-fold risk groups (ModalSurv)",
-         km_by_risk_group(first["time"].to_numpy(), first["event"].to_numpy(), first["risk"].to_numpy())),
-    ]
-    weights = out_of_fold_gate_weights(result, cohort)
-    if weights is not None and len(weights.columns) > 1:
-        with atomic_path(out / "gate_weights.csv") as tmp:
-            weights.to_csv(tmp)
-        sections.append(("Gating weights (out-of-fold; absent modalities left out)",
-                         gate_weights(weights)))
-    for note in getattr(result, "notes", []):
-        sections.append(("Note", note))
-    path = out / "report.html"
-    render_report(title, sections, path)
-    return path
-
-
-def out_of_fold_gate_weights(result: Any, cohort: Cohort, repeat: int = 0) -> pd.DataFrame | None:
-    """Each patient's modality weights from the fold model that did *not* train on them.
-
-    Absent modalities (weight 0 by construction) are NaN so summaries describe only the
-    modalities a patient actually had. None when the fusion has no per-sample weights.
-    """
-    folds = result.folds[result.folds["repeat"] == repeat]
-    frames = []
-    for f, model in enumerate(result.models[repeat]):
-        ids = folds.loc[folds["fold"] == f, "patient"].astype(str)
-        idx = cohort.index_of(ids)
-        try:
-            w = model.gate_weights(cohort.subset(idx))
-        except (AttributeError, ValueError, NotImplementedError):
-            return None
-        if w is None or w.isna().all().all():
-            return None
-        frames.append(w)
-    weights = pd.concat(frames).reindex(pd.Index(cohort.ids, name="patient"))
-    for m in weights.columns:
-        if m in cohort.present:
-            weights.loc[~cohort.present[m], m] = np.nan
-    return weights
 
 
 def load_ensemble(run: str | Path, repeat: int = 0) -> Any:
@@ -251,8 +138,7 @@ def evaluate_run(
     except ValueError as err:
         out["uno_c"] = float("nan")
         out["uno_c_error"] = str(err)
-    lo_t = np.quantile(cohort.time, 0.1)
-    grid = np.linspace(lo_t, tau, 30, endpoint=False)
+    grid = ibs_grid(tr_time, cohort.time)  # the grid cross-validation scores on
     try:
         surv = ens.predict_survival(cohort, grid)
         out["ibs"] = M.integrated_brier_score(tr_time, tr_event, cohort.time, cohort.event, surv, grid)

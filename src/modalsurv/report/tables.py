@@ -1,0 +1,69 @@
+"""Tables for people: mean ± std per model, paired differences as intervals.
+
+Presentation only: the numbers come from ``train.cv`` (``CVResult``) and ``train.compare``
+(``PairedComparison``); the command line, the reports, the demo and the benchmarks format
+them here, the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from modalsurv.train.compare import PairedComparison
+from modalsurv.train.cv import METRICS, CVResult
+
+
+def format_difference(mean: float, low: float, high: float) -> str:
+    """``+0.012 [-0.031, +0.055]``: a paired difference and its interval, signed, for tables."""
+    return f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
+def describe_comparison(p: PairedComparison) -> str:
+    """One line for tables and logs, e.g. ``modalsurv - coxnet: -0.009 [-0.034, +0.016]``."""
+    if not math.isfinite(p.mean_difference):
+        return f"{p.model} - {p.reference}: n/a ({p.n_pairs} paired folds)"
+    return (f"{p.model} - {p.reference}: {format_difference(p.mean_difference, p.ci_low, p.ci_high)}"
+            f" ({p.level:.0%} CI), p = {p.p_value:.2f} (corrected resampled t, {p.n_pairs} folds)")
+
+
+def cv_table(result: CVResult) -> pd.DataFrame:
+    """One row per model: mean ± std of each metric, the ``optimistic`` flag, and for a
+    model that failed the reason (never a bare NaN)."""
+    rows = []
+    models = result.summary["models"]
+    for model, stats in models.items():
+        row: dict[str, Any] = {"model": model}
+        all_failed = stats["n_failed_folds"] and not any(stats[m]["n"] for m in METRICS)
+        for m in METRICS:
+            row[m] = ("failed" if all_failed
+                      else f"{stats[m]['mean']:.3f} ± {stats[m]['std']:.3f}")  # fmt: skip
+        row["n_failed_folds"] = stats["n_failed_folds"]
+        row["optimistic"] = stats["optimistic"]
+        if any(s.get("failure") for s in models.values()):
+            row["failure"] = stats.get("failure") or ""
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def paired_summary(result: CVResult) -> pd.DataFrame | None:
+    """ModalSurv minus each baseline in Harrell's C on the same folds, formatted for tables
+    (``CVResult.paired``); None when the run has no baseline."""
+    paired = result.paired()
+    if paired.empty:
+        return None
+    models = result.summary["models"]
+
+    def cell(row: pd.Series) -> str:
+        if not row["n_pairs"] and models.get(row["reference"], {}).get("failure"):
+            return f"– ({row['reference']} failed: {models[row['reference']]['failure']})"
+        return format_difference(row["mean_difference"], row["ci_low"], row["ci_high"])
+
+    return pd.DataFrame({
+        "ModalSurv minus": paired["reference"],
+        "ΔC (95% CI)": [cell(r) for _, r in paired.iterrows()],
+        "p": ["–" if v != v else f"{v:.2f}" for v in paired["p_value"]],
+        "folds": paired["n_pairs"],
+    })  # fmt: skip
