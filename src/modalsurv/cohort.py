@@ -241,6 +241,28 @@ class Cohort:
         return int(self.ids.shape[0])
 
     @property
+    def shape(self) -> tuple[int]:
+        """``(n_patients,)``: a cohort is indexed by patient, like the rows of an array."""
+        return (len(self),)
+
+    def __getitem__(self, key: object) -> Cohort:
+        """Patients by position (integer array, boolean mask or slice) as a new cohort, so
+        scikit-learn's model selection (``cross_val_score``, ``GridSearchCV``) can split a
+        cohort like an array (it indexes ``X[idx, ...]``)."""
+        if isinstance(key, tuple):
+            key = key[0] if len(key) == 2 and key[1] is Ellipsis else key
+            if isinstance(key, tuple):
+                raise TypeError("a Cohort is indexed by patient only")
+        if isinstance(key, slice):
+            return self.subset(np.arange(len(self))[key])
+        idx = np.asarray(key)
+        if idx.ndim == 0:
+            idx = idx.reshape(1)
+        if not (idx.dtype == bool or np.issubdtype(idx.dtype, np.integer)):
+            raise TypeError(f"a Cohort is indexed by integer positions or a mask; found {idx.dtype}")
+        return self.subset(idx)
+
+    @property
     def modalities(self) -> list[str]:
         return list(self.features)
 

@@ -287,22 +287,14 @@ def load_config(path: str | Path) -> RunConfig:
     return parse_config(read_yaml_mapping(path, "config file"), str(path))
 
 
-def set_values(config: RunConfig, assignments: list[str], source: str = "--set") -> RunConfig:
-    """``["train.epochs=3", "model.fusion=concat", "baselines=[rsf]"]`` applied to a config.
-
-    Values are read as YAML (``3`` an int, ``[a, b]`` a list, ``null`` None, ``true``), so
-    any field can be set from the command line; the result is validated like a file (an
-    unknown key path is rejected with its name)."""
+def with_values(config: RunConfig, values: dict[str, Any], source: str = "--set") -> RunConfig:
+    """``{"train.epochs": 3, "model.fusion": "concat"}`` applied to a copy of a config and
+    validated like a file (an unknown key path is rejected with its name)."""
     data = config.model_dump(mode="json")
-    for item in assignments:
-        key, sep, raw = item.partition("=")
+    for key, value in values.items():
         path = [k for k in key.strip().split(".") if k]
-        if not sep or not path:
-            raise ConfigError(f"{source}: {item!r} is not key=value (e.g. train.epochs=3)")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{source} {key}: {raw!r} is not a valid value: {err}") from None
+        if not path:
+            raise ConfigError(f"{source}: empty key")
         node = data
         for i, k in enumerate(path[:-1]):
             child = node.get(k)
@@ -313,6 +305,24 @@ def set_values(config: RunConfig, assignments: list[str], source: str = "--set")
             node = child
         node[path[-1]] = value
     return parse_config(data, source)
+
+
+def set_values(config: RunConfig, assignments: list[str], source: str = "--set") -> RunConfig:
+    """``["train.epochs=3", "model.fusion=concat", "baselines=[rsf]"]`` applied to a config.
+
+    Values are read as YAML (``3`` an int, ``[a, b]`` a list, ``null`` None, ``true``), so
+    any field can be set from the command line; the result is validated like a file (an
+    unknown key path is rejected with its name)."""
+    values: dict[str, Any] = {}
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip(". "):
+            raise ConfigError(f"{source}: {item!r} is not key=value (e.g. train.epochs=3)")
+        try:
+            values[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{source} {key}: {raw!r} is not a valid value: {err}") from None
+    return with_values(config, values, source)
 
 
 def dump_config(config: RunConfig) -> str:

@@ -170,8 +170,8 @@ def test_no_leakage_across_folds(cohort, make_config):
     pd.testing.assert_frame_equal(res.folds, base.folds)
     a, b = base.models[0][0], res.models[0][0]
     np.testing.assert_array_equal(a.cuts, b.cuts)
-    assert a.t_ref == b.t_ref
-    (ma, aa), (mb, ab) = a.preprocessor.get_state(), b.preprocessor.get_state()
+    assert a.t_ref_ == b.t_ref_
+    (ma, aa), (mb, ab) = a.preprocessor_.get_state(), b.preprocessor_.get_state()
     assert ma == mb
     for k in aa:
         np.testing.assert_array_equal(aa[k], ab[k])

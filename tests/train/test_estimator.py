@@ -18,12 +18,12 @@ def fitted(cohort, make_config):
 def test_fit_predict_shapes_and_documented_risk(fitted, cohort):
     model, events = fitted
     assert "epoch_end" in events and events[-1] == "fit_end"
-    n, k = len(cohort), model.bins.n_bins
+    n, k = len(cohort), model.bins_.n_bins
     pmf = model.predict_pmf(cohort)
     assert pmf.shape == (n, k + 1)
     np.testing.assert_allclose(pmf.sum(1), 1.0, atol=1e-5)
     risk = model.predict_risk(cohort)
-    s_ref = model.predict_survival(cohort, np.array([model.t_ref]))[:, 0]
+    s_ref = model.predict_survival(cohort, np.array([model.t_ref_]))[:, 0]
     np.testing.assert_allclose(risk, 1.0 - s_ref, atol=1e-9)
     surv = model.predict_survival(cohort, np.linspace(0, cohort.time.max(), 20))
     assert np.all(np.diff(surv, axis=1) <= 1e-9)
@@ -33,7 +33,7 @@ def test_fit_predict_shapes_and_documented_risk(fitted, cohort):
 def test_t_ref_is_median_of_inner_training_part(cohort, fitted):
     model, _ = fitted
     tr, _ = inner_split(cohort.event, model.config.train.val_fraction, model.config.seed)
-    assert model.t_ref == pytest.approx(np.median(cohort.time[tr]))
+    assert model.t_ref_ == pytest.approx(np.median(cohort.time[tr]))
 
 
 def test_inner_split_is_stratified_and_disjoint(cohort):
@@ -78,9 +78,9 @@ def test_rotating_members_validate_on_their_own_fold(cohort, make_config, monkey
     assert len(seen) == 3 and len({s[2] for s in seen}) == 3  # three different folds
     assert all(tr + va == len(cohort) for tr, va, _ in seen)
     # with rotation no row is held out of fitting: bins and t_ref come from every row
-    bins = TimeBins(n_bins=model.bins.n_bins, scheme=model.config.model.bin_scheme)
+    bins = TimeBins(n_bins=model.bins_.n_bins, scheme=model.config.model.bin_scheme)
     np.testing.assert_allclose(model.cuts, bins.fit(cohort.time, cohort.event).cuts)
-    assert model.t_ref == pytest.approx(np.median(cohort.time))
+    assert model.t_ref_ == pytest.approx(np.median(cohort.time))
     seen.clear()
     ModalSurv(make_config(train__n_init=3, train__member_splits="shared")).fit(cohort)
     assert len({s[2] for s in seen}) == 1 and seen[0][0] + seen[0][1] == len(cohort)
@@ -146,7 +146,7 @@ def test_logistic_hazard_family_end_to_end(tmp_path, cohort, make_config):
     surv = model.predict_survival(cohort, np.array([1.0, 5.0, 20.0]))
     assert np.all(np.diff(surv, axis=1) <= 1e-12)
     risk = model.predict_risk(cohort)
-    np.testing.assert_allclose(risk, 1 - model.predict_survival(cohort, [model.t_ref])[:, 0])
+    np.testing.assert_allclose(risk, 1 - model.predict_survival(cohort, [model.t_ref_])[:, 0])
     from modalsurv.survival.metrics import concordance_index
 
     assert concordance_index(cohort.time, cohort.event, risk) > 0.6  # it learned something
@@ -197,9 +197,9 @@ def test_no_leakage_from_validation_cohort(cohort, make_config):
     a = ModalSurv(cfg).fit(train, val_cohort=val)
     b = ModalSurv(cfg).fit(train, val_cohort=canary)
     np.testing.assert_array_equal(a.cuts, b.cuts)
-    assert a.t_ref == b.t_ref
-    ma, aa = a.preprocessor.get_state()
-    mb, ab = b.preprocessor.get_state()
+    assert a.t_ref_ == b.t_ref_
+    ma, aa = a.preprocessor_.get_state()
+    mb, ab = b.preprocessor_.get_state()
     assert ma == mb and aa.keys() == ab.keys()
     for key in aa:
         np.testing.assert_array_equal(aa[key], ab[key])
@@ -211,7 +211,7 @@ def test_validation_without_events_falls_back_to_loss(cohort, make_config):
     val = cohort.subset(censored[:10])
     train = cohort.subset(np.setdiff1d(idx, censored[:10]))
     model = ModalSurv(make_config()).fit(train, val_cohort=val)
-    assert model.fit_result.monitor == "val_loss"
+    assert model.fit_result_.monitor == "val_loss"
     assert np.isfinite(model.predict_risk(val)).all()
 
 
@@ -234,18 +234,18 @@ def test_seed_ensemble_averages_member_pmfs(cohort, seed_ensemble):
     from modalsurv.nn.model import SeedEnsemble
 
     model = seed_ensemble
-    assert isinstance(model.net, SeedEnsemble) and len(model.net.members) == 2
-    assert [r.monitor for r in model.fit_results] == ["val_loss", "val_loss"]
+    assert isinstance(model.net_, SeedEnsemble) and len(model.net_.members) == 2
+    assert [r.monitor for r in model.fit_results_] == ["val_loss", "val_loss"]
     pmf = model.predict_pmf(cohort)
     members = []
-    for net in model.net.members:
+    for net in model.net_.members:
         single = ModalSurv(model.config)
         single.__dict__.update({k: v for k, v in model.__dict__.items() if k != "net"})
-        single.net = net
+        single.net_ = net
         members.append(single.predict_pmf(cohort))
     np.testing.assert_allclose(pmf, np.mean(members, axis=0), atol=1e-5)
     assert not np.allclose(members[0], members[1])  # different seeds, different members
-    assert isinstance(model.net.members[0].linear["clinical"], torch.nn.Linear)
+    assert isinstance(model.net_.members[0].linear["clinical"], torch.nn.Linear)
 
 
 def test_seed_ensemble_deterministic_and_round_trips(tmp_path, cohort, make_config, seed_ensemble):
@@ -263,7 +263,7 @@ def test_seed_ensemble_deterministic_and_round_trips(tmp_path, cohort, make_conf
 def test_seed_ensemble_cox_head_round_trip(tmp_path, cohort, make_config):
     model = ModalSurv(make_config(model__head="cox", train__n_init=2)).fit(cohort)
     logits = [
-        m(*_net_inputs(model, cohort))["logits"][:, 0].detach().numpy() for m in model.net.members
+        m(*_net_inputs(model, cohort))["logits"][:, 0].detach().numpy() for m in model.net_.members
     ]
     np.testing.assert_allclose(model.predict_risk(cohort), np.mean(logits, axis=0), atol=1e-5)
     model.save(tmp_path)
@@ -272,14 +272,52 @@ def test_seed_ensemble_cox_head_round_trip(tmp_path, cohort, make_config):
 
 
 def _net_inputs(model, cohort):
-    data = model._tensors(model.preprocessor.transform(cohort))
+    data = model._tensors(model.preprocessor_.transform(cohort))
     return data.x, data.present, data.mask
 
 
 def test_bag_pca_fits_predicts_and_round_trips(tmp_path, cohort, make_config):
     model = ModalSurv(make_config(preprocess__bag_pca=3)).fit(cohort)
-    assert model.preprocessor.dims["wsi"] == 3
-    assert model.net.projections["wsi"].in_dim == 3  # the network sees the PCA width
+    assert model.preprocessor_.dims["wsi"] == 3
+    assert model.net_.projections["wsi"].in_dim == 3  # the network sees the PCA width
     model.save(tmp_path)
     back = ModalSurv.load(tmp_path)
     np.testing.assert_array_equal(back.predict_risk(cohort), model.predict_risk(cohort))
+
+
+def test_scikit_learn_clone_params_and_grid_search(cohort, make_config):
+    """ModalSurv keeps the scikit-learn contract: get_params/set_params on every config
+    value, clone gives an unfitted copy, fitted attributes end in "_", and model selection
+    (GridSearchCV with a survival scorer) splits a Cohort like an array."""
+    from sklearn.base import clone
+    from sklearn.model_selection import GridSearchCV, KFold
+
+    from modalsurv.errors import ConfigError
+    from modalsurv.train.estimator import concordance_scorer
+
+    model = ModalSurv(make_config())
+    params = model.get_params()
+    assert params["config__train__lr"] == model.config.train.lr
+    assert params["config__model__fusion"] == model.config.model.fusion
+    model.set_params(config__train__lr=0.005, config__model__dropout=0.3)
+    assert (model.config.train.lr, model.config.model.dropout) == (0.005, 0.3)
+    with pytest.raises(ConfigError, match="train.lrr: unknown key"):
+        model.set_params(config__train__lrr=1.0)
+    with pytest.raises(ConfigError, match="no parameter"):
+        model.set_params(lr=1.0)
+    copy = clone(model)
+    assert copy.config == model.config and copy.config is not model.config
+    assert not copy.__sklearn_is_fitted__()
+    model.fit(cohort)
+    fitted = {k for k in vars(model) if k.endswith("_") and not k.startswith("_")}
+    assert {"preprocessor_", "bins_", "t_ref_", "net_", "modalities_", "fitted_"} <= fitted
+    assert not clone(model).__sklearn_is_fitted__()
+    assert len(cohort[np.array([0, 2, 4])]) == 3 and len(cohort[cohort.event]) == cohort.n_events
+    search = GridSearchCV(ModalSurv(make_config()), {"config__train__lr": [1e-3, 3e-3]},
+                          scoring=concordance_scorer, cv=KFold(2, shuffle=True, random_state=0))
+    search.fit(cohort)
+    assert search.best_params_["config__train__lr"] in (1e-3, 3e-3)
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    assert concordance_scorer(search.best_estimator_, cohort) > 0.5
+    with pytest.raises(Exception, match="own labels"):
+        ModalSurv(make_config()).fit(cohort, cohort.survival_array()[::-1].copy())

@@ -24,20 +24,20 @@ def test_registered_and_accepted_by_the_experiment_grid():
 
 
 def test_fit_predict_and_weights_follow_presence(fitted, cohort):
-    assert isinstance(fitted.net.fusion, PrecisionWeightedFusion)
+    assert isinstance(fitted.net_.fusion, PrecisionWeightedFusion)
     n = len(cohort)
     pmf = fitted.predict_pmf(cohort)
-    assert pmf.shape == (n, fitted.bins.n_bins + 1) and np.isfinite(pmf).all()
+    assert pmf.shape == (n, fitted.bins_.n_bins + 1) and np.isfinite(pmf).all()
     assert np.isfinite(fitted.predict_risk(cohort)).all()
     w = fitted.gate_weights(cohort)
-    assert list(w.columns) == fitted.net.modalities
+    assert list(w.columns) == fitted.net_.modalities
     present = fitted._outputs(cohort, "present").astype(bool)  # effective presence
     assert not present.all()  # the cohort has patients missing modalities
     np.testing.assert_allclose(w.to_numpy().sum(1), 1.0, atol=1e-6)
     assert (w.to_numpy()[~present] == 0).all()
     assert (w.to_numpy()[present] > 0).all()
     # training moved the log-variance head off its zero start: not the mean fusion
-    assert fitted.net.fusion.logvar_weight.abs().sum() > 0
+    assert fitted.net_.fusion.logvar_weight.abs().sum() > 0
 
 
 def test_patient_with_a_single_modality(fitted, cohort):
@@ -52,7 +52,7 @@ def test_patient_with_a_single_modality(fitted, cohort):
 def test_save_load_round_trip(fitted, cohort, tmp_path):
     fitted.save(tmp_path)
     back = ModalSurv.load(tmp_path)
-    assert isinstance(back.net.fusion, PrecisionWeightedFusion)
+    assert isinstance(back.net_.fusion, PrecisionWeightedFusion)
     np.testing.assert_array_equal(back.predict_pmf(cohort), fitted.predict_pmf(cohort))
     np.testing.assert_array_equal(back.gate_weights(cohort), fitted.gate_weights(cohort))
 

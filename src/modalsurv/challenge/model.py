@@ -116,9 +116,9 @@ class ChallengeModel:
         self.record = record
         self._encoders: Encoders | None = None
         first = ensemble.members[0]
-        self.modalities: list[str] = list(first.modalities)
-        self.in_dims: dict[str, int] = dict(first.preprocessor.in_dims)
-        self.bags = {m: k == "bag" for m, k in first.preprocessor.kinds.items()}
+        self.modalities: list[str] = list(first.modalities_)
+        self.in_dims: dict[str, int] = dict(first.preprocessor_.in_dims)
+        self.bags = {m: k == "bag" for m, k in first.preprocessor_.kinds.items()}
 
     @classmethod
     def load(cls, run: str | Path, task: str) -> ChallengeModel:
@@ -138,7 +138,7 @@ class ChallengeModel:
         return model
 
     def _check_task(self, task: str) -> None:
-        step = self.ensemble.members[0].preprocessor.steps.get("clinical")
+        step = self.ensemble.members[0].preprocessor_.steps.get("clinical")
         if step is not None:
             want = _schema(task, self.config.data.params.get("event")).feature_names()
             have = list(step.feature_names_in_)
@@ -220,7 +220,7 @@ class ChallengeModel:
     def _rna(self, case: CaseInputs, problems: list[Problem]) -> np.ndarray | None:
         if case.rna is None:
             return None
-        genes = list(self.ensemble.members[0].preprocessor.steps["rna"].feature_names_in_)
+        genes = list(self.ensemble.members[0].preprocessor_.steps["rna"].feature_names_in_)
         try:
             series = rna_from_pairs(list(case.rna.items()), case.case,
                                     case.sources.get("rna"))  # fmt: skip

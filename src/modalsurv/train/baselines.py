@@ -211,14 +211,15 @@ class ModalSurvClinical(ModalSurv):
         super().__init__(cfg)
 
     def fit(
-        self, cohort: Cohort, val_cohort: Cohort | None = None, progress: Any = None
+        self, cohort: Cohort, y: Any = None, *, val_cohort: Cohort | None = None,
+        progress: Any = None,
     ) -> ModalSurvClinical:
         wanted = list(self.config.preprocess.clinical_modalities)
         mods = [m for m in wanted if m in cohort.features]
         if not mods:
             raise ValueError(f"no clinical modality {wanted} in the cohort")
         self.config.model = self.config.model.model_copy(update={"modalities": mods})
-        super().fit(cohort, val_cohort, progress)
+        super().fit(cohort, y, val_cohort=val_cohort, progress=progress)
         return self
 
 

@@ -65,7 +65,7 @@ class FoldEnsemble:
 
     @property
     def t_ref(self) -> float:
-        return float(np.median([m.t_ref for m in self.members]))
+        return float(np.median([m.t_ref_ for m in self.members]))
 
     def predict_survival(self, cohort: Cohort, times: np.ndarray) -> np.ndarray:
         """``N x T`` mixture survival: the mean of the members' curves at ``times``."""

@@ -38,11 +38,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.base import BaseEstimator
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from modalsurv.cohort import Cohort
-from modalsurv.config import RunConfig
-from modalsurv.errors import DataError, FeatureError, LabelError
+from modalsurv.config import RunConfig, with_values
+from modalsurv.errors import ConfigError, DataError, FeatureError, LabelError
+from modalsurv.resume import flatten
 from modalsurv.survival import curves
 from modalsurv.survival.bins import TimeBins
 from modalsurv.survival.family import SurvivalFamily, get_family
@@ -121,6 +123,30 @@ def _ensemble(nets: list[torch.nn.Module]) -> torch.nn.Module:
     return SeedEnsemble(nets)
 
 
+def concordance_scorer(estimator: Any, cohort: Cohort, y: Any = None) -> float:
+    """Harrell's C of ``estimator.predict_risk`` on ``cohort``: a scikit-learn scorer
+    (``scoring=concordance_scorer`` in ``GridSearchCV`` / ``cross_val_score``)."""
+    from modalsurv.survival.metrics import concordance_index
+
+    return float(concordance_index(cohort.time, cohort.event, estimator.predict_risk(cohort)))
+
+
+def _check_labels(cohort: Cohort, y: Any) -> None:
+    """``fit(X, y)``: ``y`` may only restate the cohort's own labels."""
+    if y is None:
+        return
+    ours = cohort.survival_array()
+    try:
+        same = len(y) == len(ours) and np.array_equal(np.asarray(y["event"], bool), ours["event"]) \
+            and np.allclose(np.asarray(y["time"], float), ours["time"])
+    except (KeyError, IndexError, TypeError, ValueError):
+        same = False
+    if not same:
+        raise DataError("fit(cohort, y): y must be the cohort's own labels"
+                        " (cohort.survival_array()) or None; a Cohort carries its labels",
+                        field="y")  # fmt: skip
+
+
 def member_seed(seed: int, k: int) -> int:
     """Seed of ensemble member ``k``: member 0 uses ``seed`` itself (``n_init=1`` unchanged);
     the large odd stride keeps members clear of the neighbouring folds' seeds."""
@@ -128,20 +154,51 @@ def member_seed(seed: int, k: int) -> int:
 
 
 # ---------------------------------------------------------------------- estimator
-class ModalSurv:
+class ModalSurv(BaseEstimator):
     """Multimodal survival estimator: ``fit`` / ``predict_*`` / ``save`` / ``load``."""
+
+    # Fitted attributes (scikit-learn convention: set by fit / load, ending in "_"):
+    # modalities_, preprocessor_, bins_, t_ref_, net_, fit_results_ (one per seed member)
+    # and fit_result_ (member 0's), fitted_ (what the family fits after training),
+    # training_meta_ (a loaded model's training record, saved again).
+    preprocessor_: Preprocessor
+    bins_: TimeBins
+    t_ref_: float
+    net_: torch.nn.Module
+    modalities_: list[str]
+    fit_result_: FitResult | None
+    fit_results_: list[FitResult]
+    fitted_: dict[str, np.ndarray]
+    training_meta_: dict[str, Any] | None
 
     def __init__(self, config: RunConfig | None = None) -> None:
         self.config = config or RunConfig()
-        self.preprocessor: Preprocessor | None = None
-        self.bins: TimeBins | None = None
-        self.t_ref: float | None = None
-        self.net: torch.nn.Module | None = None
-        self.modalities: list[str] = []
-        self.fit_result: FitResult | None = None  # member 0's; all in fit_results
-        self.fit_results: list[FitResult] = []
-        self.fitted_: dict[str, np.ndarray] = {}  # what the family fits after training
-        self.training_meta_: dict[str, Any] | None = None  # a loaded model's, saved again
+
+    # -------------------------------------------------------------- scikit-learn API
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """``config``, and with ``deep`` every config value as ``config__section__field``
+        (so ``sklearn.base.clone`` and parameter grids work on any hyperparameter)."""
+        out: dict[str, Any] = {"config": self.config}
+        if deep:
+            for key, value in flatten(self.config.model_dump(mode="json")).items():
+                out["config__" + key.replace(".", "__")] = value
+        return out
+
+    def set_params(self, **params: Any) -> ModalSurv:
+        """Replace ``config`` and/or set ``config__section__field`` values (validated as a
+        config file is: an unknown key is a ConfigError naming it)."""
+        config = params.pop("config", self.config)
+        values = {}
+        for key, value in params.items():
+            if not key.startswith("config__"):
+                raise ConfigError(f"ModalSurv has no parameter {key!r}: set config or"
+                                  " config__<section>__<field>")  # fmt: skip
+            values[key[len("config__"):].replace("__", ".")] = value
+        self.config = with_values(config, values, "ModalSurv.set_params") if values else config
+        return self
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "bins_") and hasattr(self, "preprocessor_")
 
     @property
     def head(self) -> str:
@@ -156,15 +213,21 @@ class ModalSurv:
     def fit(
         self,
         cohort: Cohort,
+        y: Any = None,
+        *,
         val_cohort: Cohort | None = None,
         progress: Progress | None = None,
     ) -> ModalSurv:
         """Fit on ``cohort``; early stopping on ``val_cohort`` or on an inner split of it.
 
+        ``y`` is accepted for scikit-learn's ``fit(X, y)`` protocol: the labels are the
+        cohort's own (``cohort.survival_array()``), and a ``y`` that differs is refused.
         With ``val_cohort`` given (e.g. the ``outer_fold`` replication protocol), every
         row of ``cohort`` is used for training and fitting the preprocessors and bins.
         """
+        _check_labels(cohort, y)
         cfg = self.config
+        self.fit_result_, self.fit_results_, self.training_meta_ = None, [], None
         if len(cohort) < (1 if val_cohort is not None else 2):
             raise DataError(f"ModalSurv.fit needs at least 2 patients (one for the inner"
                             f" validation split); the cohort has {len(cohort)} patient(s)",
@@ -183,15 +246,15 @@ class ModalSurv:
             raise LabelError(f"the training cohort ({len(train)} patients) has no event, all"
                              " are censored: nothing to learn from", field="event")  # fmt: skip
 
-        self.modalities = mods
-        self.preprocessor = Preprocessor(cfg.preprocess).fit(train)
-        self.bins = TimeBins(n_bins=cfg.model.n_bins, scheme=cfg.model.bin_scheme).fit(
+        self.modalities_ = mods
+        self.preprocessor_ = Preprocessor(cfg.preprocess).fit(train)
+        self.bins_ = TimeBins(n_bins=cfg.model.n_bins, scheme=cfg.model.bin_scheme).fit(
             train.time, train.event
         )
         ref = cfg.train.risk_reference
-        self.t_ref = float(np.median(train.time) if ref == "median" else np.max(train.time))
+        self.t_ref_ = float(np.median(train.time) if ref == "median" else np.max(train.time))
 
-        pp = self.preprocessor
+        pp = self.preprocessor_
         train_t = self._tensors(pp.transform(train), with_bins=True)
         val_t = None
         if val is not None and len(val):
@@ -199,21 +262,21 @@ class ModalSurv:
         splits = []
         if rotate:
             splits = member_splits(train.event, cfg.train.val_fraction, cfg.seed, cfg.train.n_init)
-        nets, self.fit_results = [], []
+        nets, self.fit_results_ = [], []
         for k in range(cfg.train.n_init):
             seed_k = member_seed(cfg.seed, k)
             set_seed(seed_k)
-            net = _build_net(pp.dims, pp.bag, cfg, self.bins.n_bins)
+            net = _build_net(pp.dims, pp.bag, cfg, self.bins_.n_bins)
             tr_k, va_k = train_t, val_t
             if splits:
                 tr_k, va_k = (train_t.take(torch.from_numpy(i)) for i in splits[k])
-            self.fit_results.append(
-                fit_network(net, tr_k, va_k, cfg, self.cuts, self.t_ref, seed_k, progress)
+            self.fit_results_.append(
+                fit_network(net, tr_k, va_k, cfg, self.cuts, self.t_ref_, seed_k, progress)
             )
             nets.append(net.to("cpu").eval())
-        self.fit_result = self.fit_results[0]
-        self.net = nets[0] if len(nets) == 1 else _ensemble(nets)
-        self.net.eval()
+        self.fit_result_ = self.fit_results_[0]
+        self.net_ = nets[0] if len(nets) == 1 else _ensemble(nets)
+        self.net_.eval()
         self.fitted_ = self.family.fit_after(train.time, train.event, self.predict_outputs(train))
         return self
 
@@ -221,29 +284,31 @@ class ModalSurv:
     @property
     def cuts(self) -> np.ndarray:
         self._check_fitted()
-        return np.asarray(self.bins.cuts, dtype=np.float64)
+        return np.asarray(self.bins_.cuts, dtype=np.float64)
 
     def _check_fitted(self) -> None:
-        if self.bins is None or self.preprocessor is None:
+        if not self.__sklearn_is_fitted__():
+            raise RuntimeError("this ModalSurv is not fitted yet: call fit() or load()")
+        if self.bins_ is None or self.preprocessor_ is None:
             raise RuntimeError("this ModalSurv is not fitted yet: call fit() or load()")
 
     def _tensors(self, processed: Cohort, with_bins: bool = False) -> Tensors:
-        pp = self.preprocessor
+        pp = self.preprocessor_
         bin_index = None
         if with_bins:
-            bin_index, _ = self.bins.transform(processed.time, processed.event)
+            bin_index, _ = self.bins_.transform(processed.time, processed.event)
         return to_tensors(processed, pp.modalities, pp.dims, pp.bag, bin_index)
 
     def _outputs(self, cohort: Cohort, key: str) -> np.ndarray:
         self._check_fitted()
-        data = self._tensors(self.preprocessor.transform(cohort))
+        data = self._tensors(self.preprocessor_.transform(cohort))
         device = resolve_device(self.config.train.device, fallback=True)
-        self.net.to(device).eval()
+        self.net_.to(device).eval()
         outs = []
         with torch.no_grad():
             for start in range(0, len(data), 512):
                 idx = torch.arange(start, min(start + 512, len(data)))
-                out = forward(self.net, data.take(idx).to(device))
+                out = forward(self.net_, data.take(idx).to(device))
                 val = out.get(key)
                 if val is None and key == "weights":
                     val = out.get("gates")
@@ -252,7 +317,7 @@ class ModalSurv:
                         f"fusion {self.config.model.fusion!r} produces no modality weights"
                     )
                 outs.append(val.detach().float().cpu())
-        self.net.to("cpu")
+        self.net_.to("cpu")
         return torch.cat(outs).numpy().astype(np.float64)
 
     def predict_outputs(self, cohort: Cohort) -> np.ndarray:
@@ -269,7 +334,7 @@ class ModalSurv:
         """Higher = worse prognosis: the family's risk (DeepHit and logistic hazard:
         ``1 - S(t_ref)`` or ``-RMST`` over the bin grid, ``train.risk_score``; Cox: the
         log-risk)."""
-        return self.family.risk(self.predict_outputs(cohort), self.cuts, self.t_ref,
+        return self.family.risk(self.predict_outputs(cohort), self.cuts, self.t_ref_,
                                 self.config.train.risk_score, self.fitted_)  # fmt: skip
 
     def predict_survival(self, cohort: Cohort, times: np.ndarray) -> np.ndarray:
@@ -286,38 +351,38 @@ class ModalSurv:
     def gate_weights(self, cohort: Cohort) -> pd.DataFrame:
         """Per-patient modality weights of the gated fusion (rows: patients)."""
         w = self._outputs(cohort, "weights")
-        mods = list(getattr(self.net, "modalities", self.preprocessor.modalities))
+        mods = list(getattr(self.net_, "modalities", self.preprocessor_.modalities))
         return pd.DataFrame(w, index=pd.Index(cohort.ids, name="patient"), columns=mods)
 
     # -------------------------------------------------------------- persistence
     def export_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, np.ndarray]]:
         """(weights, JSON metadata, arrays): everything needed to rebuild, no pickle."""
         self._check_fitted()
-        pp_meta, arrays = self.preprocessor.get_state()
+        pp_meta, arrays = self.preprocessor_.get_state()
         arrays = {f"preprocess/{k}": v for k, v in arrays.items()}
-        bins_meta = split_arrays(self.bins.to_dict(), arrays, "bins/")
+        bins_meta = split_arrays(self.bins_.to_dict(), arrays, "bins/")
         meta: dict[str, Any] = {
             "format": FORMAT_VERSION,
             "config": self.config.model_dump(mode="json"),
-            "modalities": self.modalities,
-            "t_ref": self.t_ref,
+            "modalities": self.modalities_,
+            "t_ref": self.t_ref_,
             "bins": bins_meta,
             "preprocess": pp_meta,
             "versions": library_versions(),
         }
-        if self.fit_result is not None:
+        if getattr(self, "fit_result_", None) is not None:
             meta["training"] = {
-                "best_epoch": self.fit_result.best_epoch,
-                "monitor": self.fit_result.monitor,
-                "best_score": self.fit_result.best_score,
-                "epochs_run": len(self.fit_result.history),
-                "member_best_epochs": [r.best_epoch for r in self.fit_results],
+                "best_epoch": self.fit_result_.best_epoch,
+                "monitor": self.fit_result_.monitor,
+                "best_score": self.fit_result_.best_score,
+                "epochs_run": len(self.fit_result_.history),
+                "member_best_epochs": [r.best_epoch for r in self.fit_results_],
             }
-        elif self.training_meta_ is not None:  # a resumed run saves what the fit recorded
+        elif getattr(self, "training_meta_", None) is not None:  # a resumed run saves it
             meta["training"] = self.training_meta_
         arrays.update(self.fitted_)  # the family's own keys, e.g. breslow/time
         weights = {
-            k: v.detach().cpu().clone().contiguous() for k, v in self.net.state_dict().items()
+            k: v.detach().cpu().clone().contiguous() for k, v in self.net_.state_dict().items()
         }
         return weights, meta, arrays
 
@@ -328,24 +393,24 @@ class ModalSurv:
         if meta.get("format") != FORMAT_VERSION:
             raise ValueError(f"unsupported model format {meta.get('format')!r}")
         out = cls(RunConfig.model_validate(meta["config"]))
-        out.modalities = list(meta["modalities"])
+        out.modalities_ = list(meta["modalities"])
         out.training_meta_ = meta.get("training")
-        out.t_ref = float(meta["t_ref"])
+        out.t_ref_ = float(meta["t_ref"])
         pp_arrays = {
             k[len("preprocess/") :]: v for k, v in arrays.items() if k.startswith("preprocess/")
         }
-        out.preprocessor = Preprocessor.from_state(meta["preprocess"], pp_arrays)
-        out.bins = TimeBins.from_dict(join_arrays(meta["bins"], arrays))
+        out.preprocessor_ = Preprocessor.from_state(meta["preprocess"], pp_arrays)
+        out.bins_ = TimeBins.from_dict(join_arrays(meta["bins"], arrays))
         out.fitted_ = {k: np.asarray(v) for k, v in arrays.items()
                        if not k.startswith(("preprocess/", "bins/"))}  # fmt: skip
-        pp = out.preprocessor
+        pp = out.preprocessor_
         nets = [
-            _build_net(pp.dims, pp.bag, out.config, out.bins.n_bins)
+            _build_net(pp.dims, pp.bag, out.config, out.bins_.n_bins)
             for _ in range(out.config.train.n_init)
         ]
-        out.net = nets[0] if len(nets) == 1 else _ensemble(nets)
-        out.net.load_state_dict(weights)
-        out.net.eval()
+        out.net_ = nets[0] if len(nets) == 1 else _ensemble(nets)
+        out.net_.load_state_dict(weights)
+        out.net_.eval()
         return out
 
     def save(self, directory: str | Path) -> Path:
