@@ -160,3 +160,21 @@ def test_run_folder_has_out_of_fold_gate_weights(run_dir):
     sums = w.fillna(0).sum(axis=1)
     assert ((sums - 1).abs() < 1e-4).all()  # weights over present modalities sum to one
     assert w.isna().any().any()  # absent modalities are left out, not counted as 0
+
+
+def test_shipped_configs_are_valid_and_init_config_copies_them(tmp_path):
+    from modalsurv import configs
+    from modalsurv.config import load_config
+    from modalsurv.experiments.grid import load_grid
+
+    names = configs.available()
+    assert {"synthetic", "breast_cancer", "chimera_task1", "experiments/ablation"} <= set(names)
+    for name in names:
+        res = runner.invoke(app, ["init-config", name, "--out", str(tmp_path / f"{name.replace('/', '_')}.yaml")])
+        assert res.exit_code == 0, res.output
+        path = tmp_path / f"{name.replace('/', '_')}.yaml"
+        (load_grid if name.startswith("experiments/") else load_config)(path)  # valid
+    res = runner.invoke(app, ["init-config", "synthetic", "--out", str(tmp_path / "synthetic.yaml")])
+    assert res.exit_code == 2 and "exists" in res.output
+    res = runner.invoke(app, ["init-config", "nope"])
+    assert res.exit_code == 2 and "no shipped config" in res.output

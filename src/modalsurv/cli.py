@@ -24,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from modalsurv.errors import ConfigError, DataError, LockedError, MissingDependencyError
-from modalsurv.utils import atomic_write_csv
+from modalsurv.utils import atomic_write_csv, atomic_write_text
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Multimodal deep survival analysis (ModalSurv).")
@@ -235,7 +235,7 @@ def _print_data_summary(loaded: Any, limit: int = 12) -> None:
 @app.command()
 @_user_errors
 def train(
-    config: Path | None = typer.Argument(None, help="YAML config (see configs/); default: the"
+    config: Path | None = typer.Argument(None, help="YAML config (modalsurv init-config); default: the"
                                          " built-in defaults"),
     out: Path = typer.Option(Path("runs/train"), help="run folder"),
     resume: bool = typer.Option(False, help="continue an interrupted run from its finished folds"),
@@ -326,7 +326,7 @@ def predict(
 @app.command()
 @_user_errors
 def experiment(
-    grid: Path = typer.Argument(..., help="grid YAML (see configs/experiments/)"),
+    grid: Path = typer.Argument(..., help="grid YAML (modalsurv init-config --list)"),
     out: Path = typer.Option(Path("runs/grid"), help="grid folder (trials/<id>/, results.csv)"),
     runner: str = typer.Option("local", help="local | ray"),
     data: str | None = typer.Option(None, help="cohort spec; default: the grid's base data"),
@@ -569,6 +569,30 @@ def challenge(
     stages = ", ".join(f"{k} {v:.2f} s" for k, v in result.seconds.items())
     console.print(f"{path}: {result.value!r} (risk {result.risk:.4f}; modalities"
                   f" {'+'.join(result.modalities)}; {stages})")
+
+
+@app.command("init-config")
+@_user_errors
+def init_config(
+    name: str = typer.Argument("synthetic", help="a shipped config (see --list)"),
+    out: Path | None = typer.Option(None, help="file to write (default: print it)"),
+    list_: bool = typer.Option(False, "--list", help="list the shipped configs"),
+) -> None:
+    """Start from a shipped example config: a run (train) or an experiment grid."""
+    from modalsurv import configs
+
+    if list_:
+        for n in configs.available():
+            typer.echo(n)
+        return
+    text = configs.text(name)
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    if out.exists():
+        raise ConfigError(f"{out} exists; choose another --out")
+    atomic_write_text(out, text)
+    console.print(f"wrote [bold]{out}[/] (from the shipped {name!r})")
 
 
 @app.command("case-input")

@@ -41,21 +41,17 @@ class PreprocessConfig(Strict):
     rna_pca: int | None = Field(64, ge=1)
     vector_pca: PositiveInt | Literal["auto"] | None = Field(
         "auto",
-        description="PCA for wide embeddings (None: off; 'auto': the components above the"
-        " Marchenko-Pastur noise edge, train.transforms.signal_rank). 64 beat off on a"
-        " held-out synthetic cohort (C 0.695 vs 0.662; the net overfit 2048-d MRI in 1-2"
-        " epochs); 'auto' for bags and wide vectors beat bag PCA off + 64 on two held-out"
-        " synthetic cohorts (N=1000, seeds 1 and 2, 5-fold: C 0.732/0.746 vs 0.710/0.726)",
+        description="PCA of wide embedding vectors (over vector_pca_min_dim), fitted on the"
+        " training rows: a number of components, 'auto' (the components above the"
+        " Marchenko-Pastur noise edge, train.transforms.signal_rank) or None (off); how the"
+        " default was chosen: docs/benchmarks.md",
     )
     vector_pca_min_dim: int = Field(256, ge=1, description="apply vector_pca only above this D")
     bag_pca: PositiveInt | Literal["auto"] | None = Field(
         "auto",
         description="PCA of tile embeddings, fitted on the valid training tiles: a number of"
         " components (bags no wider are only standardised), 'auto' (the components above"
-        " the Marchenko-Pastur noise edge, train.transforms.signal_rank) or None (off)."
-        " 'auto' with vector_pca 'auto' beat off on two held-out synthetic cohorts (N=1000,"
-        " seeds 1 and 2, 5-fold: C 0.732/0.746 vs 0.710/0.726) and fitted 3x faster; a fixed"
-        " 128 had changed C by -0.016 and +0.001 there",
+        " the Marchenko-Pastur noise edge, train.transforms.signal_rank) or None (off)",
     )
     standardize: bool = True
     clinical_modalities: list[str] = Field(default_factory=lambda: ["clinical"])
@@ -84,10 +80,9 @@ class ModelConfig(Strict):
     linear_skip: bool = Field(
         True,
         description="add a linear function of every vector modality (zero when the modality"
-        " is absent) to the output: a DeepHit shift of all bin logits, a Cox log-risk term."
-        " Small cohorts mostly carry linear signal that the deep path fits slowly; tuned on"
-        " wpbc, gse1992 and synthetic seed 1 (C with n_init 3: .686/.784/.687 vs"
-        " .652/.767/-, off)",
+        " is absent) to the output: a shift of all bin logits (discrete families), a"
+        " log-risk term (Cox); small cohorts mostly carry linear signal that the deep path"
+        " fits slowly",
     )
 
     @field_validator("fusion")
@@ -137,11 +132,9 @@ class TrainConfig(Strict):
     n_init: int = Field(
         5,
         ge=1,
-        description="networks trained from different seeds and averaged (PMF"
-        " mixture for DeepHit, mean log-risk for Cox): less variance on small cohorts;"
-        " 3 vs 1 (with linear_skip) on wpbc/gse1992/synthetic seed 1: .686/.784/.687 vs"
-        " .689/.762/.649. 5 with rotating member splits vs 3 sharing one split, 5-fold CV x 3"
-        " repeats on wpbc/gse1992: .697/.797 vs .676/.780",
+        description="networks trained from different seeds and averaged by the survival"
+        " family (a PMF mixture for DeepHit and logistic hazard, the mean log-risk for"
+        " Cox): less variance on small cohorts",
     )
     val_fraction: float = Field(0.2, gt=0.0, lt=0.9)
     member_splits: Literal["shared", "rotate"] = Field(
@@ -157,8 +150,7 @@ class TrainConfig(Strict):
         "cindex",
         description="early stopping on the validation C-index (the method's protocol, default) or"
         " the validation loss (smoother on small validation splits); falls back as the trainer"
-        " documents."
-        " loss vs cindex on wpbc/gse1992/synthetic seed 1: .690/.780/.697 vs .686/.784/.687",
+        " documents",
     )
     grad_clip: float | None = Field(1.0, gt=0.0)
     balanced_sampler: bool = False
@@ -166,8 +158,8 @@ class TrainConfig(Strict):
         0.2,
         ge=0.0,
         lt=1.0,
-        description="per-sample chance to hide a present modality in training (never all);"
-        " 0.2 tuned on wpbc, gse1992 and a held-out synthetic cohort",
+        description="per-sample chance to hide a present modality in training (never all),"
+        " so the model learns to predict from any subset of modalities",
     )
     tile_dropout: float = Field(
         0.0,
@@ -182,7 +174,7 @@ class TrainConfig(Strict):
     )
     risk_score: Literal["survival", "rmst"] = Field(
         "survival",
-        description="DeepHit ranking score: 'survival' = 1 - S(t_ref); 'rmst' = minus the"
+        description="ranking score of discrete families: 'survival' = 1 - S(t_ref); 'rmst' = minus the"
         " restricted mean survival time up to the last bin edge (the area under the whole"
         " predicted curve, mass beyond the grid counted at its end)",
     )
