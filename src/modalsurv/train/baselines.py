@@ -199,6 +199,14 @@ class RSF(_SksurvOnFeatures):
             n_estimators=100, min_samples_leaf=10, n_jobs=2, random_state=self.seed
         )
 
+    def fit(self, cohort: Cohort) -> RSF:
+        """Trees are grown in parallel (deterministic given the seed); predictions then sum
+        the trees in one thread, because threads finishing in another order change the
+        sum in its last bit, and the same seed must give byte-identical numbers."""
+        super().fit(cohort)
+        self.model.n_jobs = 1
+        return self
+
 
 class ModalSurvClinical(ModalSurv):
     """ModalSurv restricted to the clinical modality (same config otherwise)."""
