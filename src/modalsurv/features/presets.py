@@ -661,8 +661,8 @@ def build(preset: Preset | str, overrides: Mapping[str, Any] | None = None,
 
         return Built(tower, tower, tower.dim, layout, convert)
     if p.family == "dinov2_hf":
-        kw = {**_merge(p, {}), **_dinov2_config(folder), **_merge(p, overrides)}
-        kw = {k: kw[k] for k in p.arch}
+        _merge(p, overrides)  # refuses unknown keywords
+        kw = {**p.arch, **_dinov2_config(folder), **overrides}
         tower = Dinov2Tower(**kw)
         version = {"v": 4}
 
@@ -670,7 +670,8 @@ def build(preset: Preset | str, overrides: Mapping[str, Any] | None = None,
             return dinov2_hf_layout(tower, version["v"])
 
         def convert_hf(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-            return _dinov2_hf_to_timm(sd, version["v"], len(tower.trunk.blocks))
+            conv = _dinov2_hf_to_timm(sd, version["v"], len(tower.trunk.blocks))
+            return {f"trunk.{k}": v for k, v in conv.items()}
 
         built = Built(tower, tower, tower.dim, layout_hf, convert_hf)
         built.version = version  # type: ignore[attr-defined]

