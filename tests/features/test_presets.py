@@ -463,3 +463,89 @@ def test_efficientnet_lite0_equals_a_by_name_reference_on_natural_images() -> No
     assert list(ours.argmax(1)) == list(ref.argmax(1))
     assert ref.argmax(1)[1] == 967  # espresso
     np.testing.assert_allclose(ours, ref, rtol=1e-3, atol=1e-3)
+
+
+# ---------------------------------------------------------------------------- extract
+def test_extract_command_with_a_preset_folder_and_timm_kwargs(tmp_path: Path) -> None:
+    """``modalsurv extract --tile-encoder uni --tile-weights FOLDER --timm-kwargs JSON``:
+    the record keeps spec, folder and kwargs, and rebuilds the very same encoder."""
+    from typer.testing import CliRunner
+
+    from modalsurv.challenge.model import _find_weights
+    from modalsurv.cli import app
+    from modalsurv.data.synthetic import make_cohort, write_chimera
+    from modalsurv.io.store import FeatureStore, read_extraction_record
+
+    cohort, _ = make_cohort(n=2, seed=3, max_tiles=4, tile_dim=8, slide_dim=8, mri_dim=8,
+                            n_genes=12, missing={m: 0.0 for m in ("wsi", "slide", "mri", "rna")})  # fmt: skip
+    root = write_chimera(cohort, tmp_path / "c", task=1, slide_px=1024, mpp=0.5,
+                         mri_shape=(8, 24, 24), max_slides=1)  # fmt: skip
+    weights = _snapshot(tmp_path / "w" / "uni", "MahmoodLab/UNI", _timm_source("uni").state_dict(),
+                        "pytorch_model.bin")  # fmt: skip
+    args = ["extract", str(root), "--layout", "chimera-task1", "--out", str(tmp_path / "s"),
+            "--tile-encoder", "uni", "--tile-weights", str(weights), "--tile-size", "64",
+            "--max-tiles", "3", "--batch-size", "4", "--device", "cpu", "--timm-kwargs"]  # fmt: skip
+    runner = CliRunner()
+    res = runner.invoke(app, [*args, "{not json"])
+    assert res.exit_code == 2 and "--timm-kwargs" in res.output
+    res = runner.invoke(app, [*args, json.dumps(SMALL["uni"])])
+    assert res.exit_code == 0, res.output
+    assert FeatureStore(tmp_path / "s").meta("wsi")["encoder"] == "uni"
+    te = read_extraction_record(tmp_path / "s")["tile_encoder"]
+    assert (te["spec"], te["kwargs"], te["weights_name"], te["dim"]) == ("uni", SMALL["uni"],
+                                                                         "uni", 32)  # fmt: skip
+    file = next(weights.rglob("pytorch_model.bin"))
+    assert te["checksum"] == enc.sha256_file(file) and not te["random_weights"]
+    found = _find_weights(te, [tmp_path / "w"])  # as `modalsurv challenge` looks for it
+    again = enc.get_tile_encoder(te["spec"], found, **te["kwargs"])
+    assert again.checksum == te["checksum"]
+
+
+# ---------------------------------------------------------------------------- MedicalNet
+def _medicalnet_reference(sd: dict[str, torch.Tensor], x: torch.Tensor, blocks: list[int],
+                          shortcut: str) -> torch.Tensor:  # fmt: skip
+    """MedicalNet's BasicBlock ResNet written from Tencent/MedicalNet models/resnet.py
+    (layer2 stride 2; layer3, layer4 stride 1 with dilation 2, 4; shortcut A = strided
+    pooling + zero channels, B = 1x1x1 conv + BN), reading the weights by name."""
+    f = torch.nn.functional
+
+    def bn(x: torch.Tensor, p: str) -> torch.Tensor:
+        return f.batch_norm(x, sd[p + ".running_mean"], sd[p + ".running_var"], sd[p + ".weight"],
+                            sd[p + ".bias"], False, 0.0, 1e-5)  # fmt: skip
+
+    x = f.relu(bn(f.conv3d(x, sd["conv1.weight"], stride=2, padding=3), "bn1"))
+    x = f.max_pool3d(x, 3, stride=2, padding=1)
+    for li, (stride, dil) in enumerate(((1, 1), (2, 1), (1, 2), (1, 4)), 1):
+        for b in range(blocks[li - 1]):
+            p, s = f"layer{li}.{b}.", stride if b == 0 else 1
+            out = f.relu(bn(f.conv3d(x, sd[p + "conv1.weight"], stride=s, padding=dil,
+                                     dilation=dil), p + "bn1"))  # fmt: skip
+            out = bn(f.conv3d(out, sd[p + "conv2.weight"], padding=dil, dilation=dil), p + "bn2")
+            res = x
+            if p + "downsample.0.weight" in sd:
+                res = bn(f.conv3d(x, sd[p + "downsample.0.weight"], stride=s), p + "downsample.1")
+            elif shortcut == "A" and (s != 1 or out.shape[1] != x.shape[1]):
+                res = f.avg_pool3d(x, 1, stride=s)
+                res = torch.cat([res, torch.zeros(res.shape[0], out.shape[1] - res.shape[1],
+                                                  *res.shape[2:])], dim=1)  # fmt: skip
+            x = f.relu(out + res)
+    return x.mean(dim=(2, 3, 4))
+
+
+@pytest.mark.parametrize("depth,blocks,shortcut", [(10, [1, 1, 1, 1], "B"),
+                                                   (18, [2, 2, 2, 2], "A")])  # fmt: skip
+def test_medicalnet_equals_the_reference_network(tmp_path: Path, depth: int, blocks: list[int],
+                                                 shortcut: str) -> None:  # fmt: skip
+    torch.manual_seed(depth)
+    src = enc.medicalnet_encoder(depth).model
+    sd = {k: (v + 0.1 * torch.rand_like(v) if v.is_floating_point() else v)
+          for k, v in src.state_dict().items()}  # fmt: skip
+    folder = tmp_path / "MedicalNet" / "pretrain"
+    folder.mkdir(parents=True)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in sd.items()}},
+               folder / f"resnet_{depth}.pth")  # fmt: skip
+    e = enc.get_volume_encoder(f"medicalnet_resnet{depth}", weights=tmp_path / "MedicalNet")
+    vol = np.random.default_rng(0).normal(size=(1, 1, 16, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        want = _medicalnet_reference(sd, torch.from_numpy(vol), blocks, shortcut).numpy()
+    np.testing.assert_allclose(e.encode(vol), want, rtol=1e-4, atol=1e-5)

@@ -547,6 +547,7 @@ def medicalnet_encoder(depth: int = 50, weights: str | Path | None = None,
     model = getattr(nets, builder)(spatial_dims=3, n_input_channels=1, feed_forward=False,
                                    shortcut_type=shortcut_type or shortcut,
                                    bias_downsample=False, conv1_t_size=7, conv1_t_stride=2)  # fmt: skip
+    _medicalnet_dilation(model)
     checksum = RANDOM_INIT
     if weights is not None:
         if Path(weights).is_dir():  # a folder holding MedicalNet's resnet_<depth>.pth
@@ -557,6 +558,25 @@ def medicalnet_encoder(depth: int = 50, weights: str | Path | None = None,
         load_strict(model, load_state_dict(weights), weights, ignore=("conv_seg.",))
         checksum = sha256_file(weights)
     return VolumeEncoder(f"medicalnet_resnet{depth}", model, dim, checksum, device)
+
+
+def _medicalnet_dilation(model: nn.Module) -> None:
+    """MedicalNet's layer3 and layer4 keep the resolution (stride 1) and dilate their 3x3x3
+    convolutions by 2 and 4 (``models/resnet.py``: ``_make_layer(..., stride=1,
+    dilation=2|4)``, padding = dilation); MONAI's ResNet strides them by 2 instead. Same
+    parameters, other network: set the strides, dilations and paddings to MedicalNet's."""
+    from functools import partial
+
+    for layer, d in ((model.layer3, 2), (model.layer4, 4)):
+        for block in layer:
+            for conv in block.modules():
+                if isinstance(conv, nn.Conv3d) and conv.kernel_size == (3, 3, 3):
+                    conv.stride, conv.dilation, conv.padding = (1, 1, 1), (d, d, d), (d, d, d)
+            ds = block.downsample
+            if isinstance(ds, nn.Sequential):  # shortcut B: 1x1x1 conv + BN
+                ds[0].stride = (1, 1, 1)
+            elif isinstance(ds, partial):  # shortcut A: pooling + zero channels
+                block.downsample = partial(ds.func, *ds.args, **{**ds.keywords, "stride": 1})
 
 
 def _medicalnet(depth: int) -> Callable[..., VolumeEncoder]:
