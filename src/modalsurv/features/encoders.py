@@ -280,7 +280,8 @@ def conch_encoder(weights: str | Path | None = None, device: str = "cpu",
     (any open_clip config name, e.g. one added with ``open_clip.add_model_config``) with
     ``pretrained=<local path>`` and ``encode_image`` is used: open_clip has no CONCH
     config of its own, and its generic ViT does not carry CONCH's attentional pooler, so
-    real CONCH v1 weights need the ``conch`` package.
+    real CONCH v1 weights need the ``conch`` package here, or the ``conch_v1`` preset
+    (``features.presets``: the image tower re-implemented, no package needed).
     """
     if weights is None and arch == "conch_ViT-B-16":
         raise WeightsError("conch needs a local checkpoint (pytorch_model.bin from"
@@ -292,8 +293,10 @@ def conch_encoder(weights: str | Path | None = None, device: str = "cpu",
         except ImportError as exc:
             raise WeightsError("the CONCH v1 architecture (CoCa with attentional pooling) is"
                                " built by MahmoodLab's conch package, which is not installed;"
-                               " install it, or give an open_clip `arch` matching the"
-                               " checkpoint", path=weights, field="tile_encoder") from exc  # fmt: skip
+                               " use the conch_v1 preset (--tile-encoder conch_v1), which"
+                               " re-implements the image tower, or give an open_clip `arch`"
+                               " matching the checkpoint", path=weights,
+                               field="tile_encoder") from exc  # fmt: skip
         model, _ = create_model_from_pretrained(arch, str(weights), device=device)
         size = int(model.visual.image_size[0] if isinstance(model.visual.image_size, tuple)
                    else model.visual.image_size)  # fmt: skip
