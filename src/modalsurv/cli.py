@@ -440,6 +440,10 @@ def extract(
     out: Path = typer.Option(..., help="FeatureStore folder to write"),
     tile_encoder: str = typer.Option("efficientnet_lite0", help="tile encoder registry name"),
     tile_weights: Path | None = typer.Option(None, help="local checkpoint for the tile encoder"),
+    timm_kwargs: str | None = typer.Option(
+        None, "--timm-kwargs", help="JSON object of keyword arguments for the tile encoder"
+        " (timm.create_model's for timm:<name>, architecture keywords for a preset), e.g."
+        ' \'{"init_values": 1e-5, "dynamic_img_size": true}\'; recorded in the store'),
     slide_encoder: str = typer.Option("mean", help="mean | titan"),
     slide_weights: Path | None = typer.Option(None, help="local TITAN snapshot folder"),
     volume_encoder: str | None = typer.Option(None, help="e.g. medicalnet_resnet10"),
@@ -479,6 +483,14 @@ def extract(
     if slide_weights is not None:
         kwargs["slide_weights"] = slide_weights
     try:
+        if timm_kwargs is not None:
+            try:
+                parsed = json.loads(timm_kwargs)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"--timm-kwargs: not JSON ({exc}); found {timm_kwargs!r}") from exc
+            if not isinstance(parsed, dict):
+                raise ConfigError(f"--timm-kwargs: expected a JSON object; found {timm_kwargs!r}")
+            kwargs["tile_encoder_kwargs"] = parsed
         from modalsurv.features.mri import MriConfig
 
         try:
@@ -495,6 +507,9 @@ def extract(
     console.print(f"store: [bold]{out}[/]  done {len(report.done)}, skipped "
                   f"{len(report.skipped)}, no images {len(report.no_images)}, failed"
                   f" {len(report.failures)}")
+    for prob in report.problems:  # discovery and extraction warnings (no tissue, resolution)
+        colour = "red" if prob.severity == "error" else "yellow"
+        console.print(f"[{colour}]{escape(str(prob))}[/]", soft_wrap=True)
     for f in report.failures:
         console.print(f"[red]failed[/] {escape(str(f))}", soft_wrap=True)
     if report.failures:

