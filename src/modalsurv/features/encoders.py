@@ -100,6 +100,27 @@ def _fmt_list(items: list[str], limit: int = 20) -> str:
     return ", ".join(items[:limit]) + more
 
 
+def check_key_layout(expected: Mapping[str, tuple[int, ...]], sd: Mapping[str, torch.Tensor],
+                     path: str | Path, what: str, side: str = "expected") -> None:  # fmt: skip
+    """Raise WeightsError naming missing keys, unexpected keys and shape mismatches of a
+    checkpoint ``sd`` against the layout ``expected`` (names → shapes): the one readable
+    key report of every strict loader."""
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs {side} {tuple(expected[k])}"
+              for k in expected if k in sd and tuple(sd[k].shape) != tuple(expected[k])]  # fmt: skip
+    if missing or unexpected or shapes:
+        parts = [f"checkpoint does not fit {what} ({len(expected)} {side} keys,"
+                 f" {len(sd)} checkpoint keys)"]  # fmt: skip
+        if missing:
+            parts.append(f"missing {len(missing)}: {_fmt_list(missing)}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)}: {_fmt_list(unexpected)}")
+        if shapes:
+            parts.append(f"shape mismatches {len(shapes)}: {_fmt_list(shapes)}")
+        raise WeightsError("; ".join(parts), path=path, field="weights")
+
+
 def load_strict(model: nn.Module, sd: Mapping[str, torch.Tensor], path: str | Path,
                 ignore: tuple[str, ...] = ()) -> None:  # fmt: skip
     """Load ``sd`` into ``model`` only if every key and shape matches; otherwise raise
@@ -112,20 +133,8 @@ def load_strict(model: nn.Module, sd: Mapping[str, torch.Tensor], path: str | Pa
         # checkpoints from PyTorch < 0.4.1 carry no BatchNorm step counters; they only
         # matter for training with momentum=None, so the model's own (zero) are kept
         sd.update({k: own[k] for k in counters})
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]  # fmt: skip
-    if missing or unexpected or shapes:
-        parts = [f"checkpoint does not fit {type(model).__name__}"
-                 f" ({len(own)} model keys, {len(sd)} checkpoint keys)"]  # fmt: skip
-        if missing:
-            parts.append(f"missing {len(missing)}: {_fmt_list(missing)}")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)}: {_fmt_list(unexpected)}")
-        if shapes:
-            parts.append(f"shape mismatches {len(shapes)}: {_fmt_list(shapes)}")
-        raise WeightsError("; ".join(parts), path=path, field="weights")
+    check_key_layout({k: tuple(v.shape) for k, v in own.items()}, sd, path,
+                     type(model).__name__, "model")  # fmt: skip
     model.load_state_dict(sd, strict=True)
 
 

@@ -343,28 +343,6 @@ def resolve_weights(preset: Preset, weights: str | Path) -> Path:
                        path=path, field="weights")  # fmt: skip
 
 
-def check_layout(expected: Mapping[str, tuple[int, ...]], sd: Mapping[str, torch.Tensor],
-                 path: str | Path, what: str) -> None:  # fmt: skip
-    """Raise WeightsError naming missing keys, unexpected keys and shape mismatches of a
-    checkpoint against the layout ``expected`` (checkpoint names → shapes)."""
-    from modalsurv.features.encoders import _fmt_list
-
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(expected[k])}"
-              for k in expected if k in sd and tuple(sd[k].shape) != tuple(expected[k])]  # fmt: skip
-    if missing or unexpected or shapes:
-        parts = [f"checkpoint does not fit {what} ({len(expected)} expected keys,"
-                 f" {len(sd)} checkpoint keys)"]  # fmt: skip
-        if missing:
-            parts.append(f"missing {len(missing)}: {_fmt_list(missing)}")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)}: {_fmt_list(unexpected)}")
-        if shapes:
-            parts.append(f"shape mismatches {len(shapes)}: {_fmt_list(shapes)}")
-        raise WeightsError("; ".join(parts), path=path, field="weights")
-
-
 # ---------------------------------------------------------------------------- towers
 def _timm_vit(**kw: Any) -> nn.Module:
     vit = require("timm.models.vision_transformer", "ViT presets")
@@ -687,7 +665,9 @@ def load_into(p: Preset, built: Built, sd: Mapping[str, torch.Tensor], path: str
     if hasattr(built, "version"):  # Dinov2: published 4.x names, or a 5.x re-save
         five = any(".attention.q_proj." in k for k in sd)
         built.version["v"] = 5 if five else 4
-    check_layout(built.layout(), sd, path, f"{p.name} ({p.title})")
+    from modalsurv.features.encoders import check_key_layout
+
+    check_key_layout(built.layout(), sd, path, f"{p.name} ({p.title})")
     sd = {k: v for k, v in sd.items() if k not in p.unused_keys}
     built.model.load_state_dict(built.convert(sd), strict=True)
 
