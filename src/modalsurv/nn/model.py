@@ -100,7 +100,9 @@ class ModalSurvNet(nn.Module):
     ) -> dict[str, Any]:
         """Returns ``logits`` (the family's outputs: B×K discrete, B×1 cox), ``fused`` (B×H), ``weights`` (B×M or
         None; ``gates`` is the same tensor), ``attention`` (B×M×M or None),
-        ``tile_attention`` (bag modality → B×K) and ``present`` (B×M effective presence)."""
+        ``tile_attention`` (bag modality → B×K), ``present`` (B×M effective presence) and
+        ``embeddings`` (B×M×H: each modality projected into the latent space, before the
+        fusion; an absent modality's row is the projection of zeros, see ``present``)."""
         zs, ps, tile_attention = [], [], {}
         shift: Tensor | None = None
         for m in self.modalities:
@@ -132,6 +134,7 @@ class ModalSurvNet(nn.Module):
             "attention": out.attention,
             "tile_attention": tile_attention,
             "present": p,
+            "embeddings": z,
         }
 
 
@@ -142,8 +145,10 @@ class SeedEnsemble(nn.Module):
     order; averaging a few members removes much of that variance. The family mixes the
     members' outputs (``family.mix``: DeepHit and logistic hazard as a mixture of their
     PMFs, returned as outputs of that mixture so every consumer of ``logits`` works
-    unchanged; Cox by the mean log-risk). Weights, attention and fused representations
-    are member means; ``present`` is the same for all members.
+    unchanged; Cox by the mean log-risk). Weights, attention, fused representations and
+    embeddings are member means; ``present`` is the same for all members. Each member's
+    own outputs stay available: ``member_logits`` (S×B×K) and ``member_embeddings``
+    (S×B×M×H), for per-member spread (``train.members``) and embedding diagnostics.
     """
 
     def __init__(self, members: list[ModalSurvNet]) -> None:
@@ -177,4 +182,7 @@ class SeedEnsemble(nn.Module):
                 for m in outs[0]["tile_attention"]
             },
             "present": outs[0]["present"],
+            "embeddings": mean_of("embeddings"),
+            "member_logits": torch.stack([o["logits"] for o in outs]),
+            "member_embeddings": torch.stack([o["embeddings"] for o in outs]),
         }

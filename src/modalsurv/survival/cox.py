@@ -92,6 +92,11 @@ class Cox(SurvivalFamily):
         return np.mean([self.risk(o, c, t_ref, score, f) for o, c, f in zip(outs, cuts, fitted)],
                        axis=0)  # fmt: skip
 
+    def member_risks(self, outs: Sequence[np.ndarray], cuts: Sequence[np.ndarray],
+                     fitted: Sequence[Fitted], t_ref: float, score: str) -> np.ndarray:  # fmt: skip
+        """``M x N``: each member's log-risk (their mean is :meth:`ensemble_risk`)."""
+        return np.stack([self.risk(o, c, t_ref, score, f) for o, c, f in zip(outs, cuts, fitted)])
+
     def reference_survival(self, risk: np.ndarray, t_ref: float,
                            fitted: Sequence[Fitted]) -> np.ndarray:  # fmt: skip
         """``exp(-H0(t_ref) exp(risk))`` with the members' mean baseline at t_ref."""

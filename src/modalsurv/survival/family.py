@@ -98,6 +98,19 @@ class SurvivalFamily:
                         for o, c, f in zip(outs, cuts, fitted)], axis=0)  # fmt: skip
         return 1.0 - surv[:, 0]
 
+    def member_risks(self, outs: Sequence[np.ndarray], cuts: Sequence[np.ndarray],
+                     fitted: Sequence[Fitted], t_ref: float, score: str) -> np.ndarray:  # fmt: skip
+        """``M x N``: each member's own risk on the scale of :meth:`ensemble_risk`, whose
+        mean over equal-weight members it is: ``1 - S_m(t_ref)`` (the mixture's survival
+        is the members' mean), or (``rmst``) minus each member's RMST up to the mean last
+        cut. Why: the spread of these over the members is a per-patient uncertainty."""
+        if score == "rmst":
+            tau = float(np.mean([c[-1] for c in cuts]))
+            return -np.stack([curves.rmst(self.pmf(o, c, f), c, tau)
+                              for o, c, f in zip(outs, cuts, fitted)]).reshape(len(outs), -1)  # fmt: skip
+        return 1.0 - np.stack([self.survival(o, c, np.array([t_ref]), f)[:, 0]
+                               for o, c, f in zip(outs, cuts, fitted)])  # fmt: skip
+
     def reference_survival(self, risk: np.ndarray, t_ref: float,
                            fitted: Sequence[Fitted]) -> np.ndarray:  # fmt: skip
         """S(t_ref) as a strictly decreasing function of the ``survival`` risk score (what

@@ -14,7 +14,7 @@ the ordinary paired t-test (``scipy.stats.ttest_rel``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import pandas as pd
@@ -107,3 +107,20 @@ def compare_models(
     n_pairs = int(np.isfinite(diff).sum())
     return PairedComparison(model, reference, metric, *stats4, n_pairs, float(test_train_ratio),
                             level)  # fmt: skip
+
+
+def fold_ratio(n_folds: int, train_fraction: float = 1.0) -> float:
+    """n_test / n_train of k-fold CV whose training parts keep ``train_fraction``:
+    ``1 / ((k - 1) * fraction)`` (the variance correction of the resampled t-test)."""
+    return 1.0 / (max(int(n_folds) - 1, 1) * float(train_fraction))
+
+
+def compare_all(metrics: pd.DataFrame, model: str, metric: str = "harrell_c",
+                test_train_ratio: float | None = None, level: float = 0.95) -> pd.DataFrame:  # fmt: skip
+    """``model`` minus every other model of the table (in table order), one row each:
+    the :class:`PairedComparison` fields."""
+    others = [m for m in dict.fromkeys(metrics["model"].astype(str)) if m != model]
+    return pd.DataFrame([asdict(compare_models(metrics, model, other, metric,
+                                               test_train_ratio, level))
+                         for other in others],
+                        columns=[f.name for f in fields(PairedComparison)])  # fmt: skip

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,8 @@ from modalsurv.errors import ConfigError, DataError, LabelError
 from modalsurv.resume import UnitFolder
 from modalsurv.survival import metrics as sm
 from modalsurv.train.baselines import make_baseline
-from modalsurv.train.compare import compare_models
+from modalsurv.train.compare import compare_all, fold_ratio
+from modalsurv.train.diagnostics import cv_diagnostics
 from modalsurv.train.ensemble import FoldEnsemble
 from modalsurv.train.estimator import ModalSurv
 from modalsurv.train.trainer import resolve_device
@@ -212,12 +213,8 @@ class CVResult:
         one row per other model. The fold overlap uses n_test / n_train of these folds
         (training parts shrunk by ``cv.train_fraction`` included)."""
         k = int(self.folds["fold"].nunique())  # the folds run, which may differ from cv.folds
-        ratio = 1.0 / (max(k - 1, 1) * self.config.cv.train_fraction)
-        others = [m for m in self.summary["models"] if m != model]
-        return pd.DataFrame([
-            asdict(compare_models(self.metrics, model, other, metric, test_train_ratio=ratio))
-            for other in others
-        ])  # fmt: skip
+        ratio = fold_ratio(k, self.config.cv.train_fraction)
+        return compare_all(self.metrics, model, metric, test_train_ratio=ratio)
 
     def save(self, directory: str | Path) -> Path:
         """Write folds.csv, predictions.csv, baseline_predictions.csv, metrics.csv,
@@ -566,7 +563,7 @@ def cross_validate(
         for _, g in predictions.groupby("repeat")
     ]
     summary["folds"] = json.loads(metrics.to_json(orient="records"))
-    return CVResult(
+    result = CVResult(
         folds=assignment,
         predictions=predictions,
         metrics=metrics,
@@ -576,3 +573,6 @@ def cross_validate(
         optimistic=optimistic,
         config=config,
     )
+    # failure signatures (train.diagnostics): in metrics.json and every grid trial's summary
+    summary["diagnostics"] = cv_diagnostics(result, cohort)
+    return result

@@ -12,6 +12,10 @@ element-wise mean of the members' cuts, derived from the averaged survival curve
   survival time up to the mean last cut (the mean of the members' RMSTs at that time,
   exact for a mixture); for Cox the mean log-risk.
 * expected time: the mean of the members' expected times (exact for a mixture).
+* per-member predictions (:meth:`FoldEnsemble.predict_member_risk` / ``_survival``): every
+  network of every fold (folds × ``train.n_init`` seeds), on the scale of the ensemble's
+  own risk (``family.member_risks``); their spread is a per-patient uncertainty
+  (``train.members``).
 
 A saved bundle is plain data: ``model_k.safetensors``, ``state_k.json`` / ``state_k.npz``
 per member and ``bundle.json`` (members, resolved config, library versions, and the
@@ -84,6 +88,28 @@ class FoldEnsemble:
 
     def predict_expected_time(self, cohort: Cohort) -> np.ndarray:
         return np.mean([m.predict_expected_time(cohort) for m in self.members], axis=0)
+
+    @property
+    def n_members(self) -> int:
+        """Networks in the ensemble: folds × seed members."""
+        return sum(m.config.train.n_init for m in self.members)
+
+    def predict_member_risk(self, cohort: Cohort) -> np.ndarray:
+        """``M x N`` risks of every network (fold × seed member) on the scale of
+        :meth:`predict_risk`, of which they are the mean (up to the clamping of mixed
+        seed members' logits)."""
+        outs, cuts, fitted = [], [], []
+        for m in self.members:
+            for o in m.predict_member_outputs(cohort):
+                outs.append(o)
+                cuts.append(m.cuts)
+                fitted.append(m.fitted_)
+        return self.family.member_risks(outs, cuts, fitted, self.t_ref,
+                                        self.config.train.risk_score)  # fmt: skip
+
+    def predict_member_survival(self, cohort: Cohort, times: np.ndarray) -> np.ndarray:
+        """``M x N x T`` survival of every network (fold × seed member) at ``times``."""
+        return np.concatenate([m.predict_member_survival(cohort, times) for m in self.members])
 
     def gate_weights(self, cohort: Cohort) -> pd.DataFrame:
         """Mean of the members' per-patient modality weights."""

@@ -299,7 +299,8 @@ class ModalSurv(BaseEstimator):
             bin_index, _ = self.bins_.transform(processed.time, processed.event)
         return to_tensors(processed, pp.modalities, pp.dims, pp.bag, bin_index)
 
-    def _outputs(self, cohort: Cohort, key: str) -> np.ndarray:
+    def _outputs(self, cohort: Cohort, key: str, batch_dim: int = 0) -> np.ndarray:
+        """The network output ``key`` for every patient (batches joined on ``batch_dim``)."""
         self._check_fitted()
         data = self._tensors(self.preprocessor_.transform(cohort))
         device = resolve_device(self.config.train.device, fallback=True)
@@ -312,13 +313,21 @@ class ModalSurv(BaseEstimator):
                 val = out.get(key)
                 if val is None and key == "weights":
                     val = out.get("gates")
-                if val is None:
+                if val is None and key == "weights":
                     raise ValueError(
                         f"fusion {self.config.model.fusion!r} produces no modality weights"
                     )
+                if val is None:
+                    raise ValueError(f"the network produces no output {key!r}")
                 outs.append(val.detach().float().cpu())
         self.net_.to("cpu")
-        return torch.cat(outs).numpy().astype(np.float64)
+        return torch.cat(outs, dim=batch_dim).numpy().astype(np.float64)
+
+    def _member_outputs(self, cohort: Cohort, key: str) -> np.ndarray:
+        """``S x N x ...``: output ``key`` of each seed member (S = 1 for one network)."""
+        if getattr(self.net_, "members", None) is not None:  # a SeedEnsemble
+            return self._outputs(cohort, f"member_{key}", batch_dim=1)
+        return self._outputs(cohort, key)[None]
 
     def predict_outputs(self, cohort: Cohort) -> np.ndarray:
         """The network's raw output (``N x n_outputs``: what the family's functions take)."""
@@ -347,6 +356,41 @@ class ModalSurv(BaseEstimator):
         return np.asarray(
             curves.expected_time(self.predict_pmf(cohort), self.cuts), dtype=np.float64
         ).reshape(-1)
+
+    # -------------------------------------------------------------- seed members
+    def predict_member_outputs(self, cohort: Cohort) -> np.ndarray:
+        """``S x N x n_outputs``: the raw output of each of the ``train.n_init`` seed
+        members (what :meth:`predict_outputs` mixes into one)."""
+        return self._member_outputs(cohort, "logits")
+
+    def predict_member_risk(self, cohort: Cohort) -> np.ndarray:
+        """``S x N``: each seed member's risk on the scale of :meth:`predict_risk` (its mean
+        over members; ``family.member_risks``): the spread is a per-patient uncertainty."""
+        outs = list(self.predict_member_outputs(cohort))
+        n = len(outs)
+        return self.family.member_risks(outs, [self.cuts] * n, [self.fitted_] * n, self.t_ref_,
+                                        self.config.train.risk_score)  # fmt: skip
+
+    def predict_member_survival(self, cohort: Cohort, times: np.ndarray) -> np.ndarray:
+        """``S x N x T``: each seed member's survival at ``times``. Cox members share the
+        model's Breslow baseline (fitted on the members' mean log-risk)."""
+        times = np.asarray(times, dtype=np.float64).reshape(-1)
+        return np.stack([self.family.survival(o, self.cuts, times, self.fitted_)
+                         for o in self.predict_member_outputs(cohort)])  # fmt: skip
+
+    def predict_embeddings(self, cohort: Cohort) -> tuple[np.ndarray, np.ndarray]:
+        """``(S x N x M x H, N x M)``: each seed member's per-modality embeddings (the
+        projections into the latent space, before the fusion; modalities in
+        :attr:`embedding_modalities` order) and which modality each patient really had."""
+        emb = self._member_outputs(cohort, "embeddings")
+        present = self._outputs(cohort, "present") > 0.5
+        return emb, present
+
+    @property
+    def embedding_modalities(self) -> list[str]:
+        """The modality order of :meth:`predict_embeddings` and :meth:`gate_weights`."""
+        self._check_fitted()
+        return list(getattr(self.net_, "modalities", self.preprocessor_.modalities))
 
     def gate_weights(self, cohort: Cohort) -> pd.DataFrame:
         """Per-patient modality weights of the gated fusion (rows: patients)."""
