@@ -1,4 +1,4 @@
-"""The `modalsurv` command line: demo, train, evaluate, predict, extract, scan.
+"""The `modalsurv` command line: demo, train, evaluate, predict, report, extract, scan.
 
 This is the only module that prints. Library code reports progress through a callback
 ``progress(event, **info)``; :class:`RichProgress` renders those events as progress bars.
@@ -311,7 +311,8 @@ def predict(
     features: Path | None = typer.Option(None, help="feature store joined with a CHIMERA folder"),
     strict: bool = typer.Option(False, help="refuse data with any problem (warnings included)"),
 ) -> None:
-    """Per-patient risk, expected time and survival at chosen times."""
+    """Per-patient risk, expected time and survival at chosen times, each with the spread
+    over the ensemble's member networks (folds × seeds): risk_sd, *_p05 and *_p95."""
     from modalsurv.runs import predict_run
 
     try:
@@ -320,7 +321,9 @@ def predict(
         df = predict_run(run, loaded.cohort, out, grid)
     except ValueError as err:  # DataError and ConfigError are ValueErrors too
         _fail(err)
-    console.print(f"wrote {len(df)} predictions to [bold]{out}[/]")
+    console.print(f"wrote {len(df)} predictions to [bold]{out}[/] (risk and survival with the"
+                  f" 5th–95th percentile over the ensemble's {int(df['n_members'].iloc[0])}"
+                  " member networks)" if len(df) else f"wrote 0 predictions to [bold]{out}[/]")
 
 
 @app.command()
@@ -360,12 +363,14 @@ def experiment(
     _print_table(results[cols], f"grid {g.name}: C-index per trial")
     console.print(f"results: [bold]{out / 'results.csv'}[/]")
     if not (results["status"] == "ok").any():
+        _grid_report(out)
         return  # nothing finished: nothing to compare
     try:
         paired = paired_table(out, reference=ref)
     except ValueError as err:
         _fail(err)
     if paired.empty:
+        _grid_report(out)
         return  # one setting: nothing to compare
     atomic_write_csv(out / "paired.csv", paired)
     shown = paired.assign(**{"ΔC (95% CI)": list(map(
@@ -375,6 +380,41 @@ def experiment(
     _print_table(shown[cols], f"Harrell C minus the reference ({paired['reference'].iloc[0]}),"
                               " paired on folds")
     console.print(f"paired comparisons: [bold]{out / 'paired.csv'}[/]")
+    _grid_report(out)
+
+
+def _grid_report(out: Path) -> None:
+    """The grid's report.html (``experiments.grid_report``, the code `report` runs)."""
+    from modalsurv.experiments.grid_report import build_grid_report
+
+    console.print(f"report: [bold]{build_grid_report(out)}[/]")
+
+
+@app.command()
+@_user_errors
+def report(
+    folder: Path = typer.Argument(..., help="a run folder (modalsurv train) or a grid folder"
+                                  " (modalsurv experiment)"),
+    out: Path | None = typer.Option(None, help="the page to write (default: FOLDER/report.html);"
+                                    " each figure's data goes to report_data/ beside it"),
+    times: str = typer.Option("", help="run folders: calibration times, comma-separated"
+                              " (default: the quartiles of the event times)"),
+    title: str | None = typer.Option(None, help="the page's title"),
+) -> None:
+    """(Re)build the HTML report of a run or grid folder from its files, without retraining.
+
+    A run's page: failure-signature checks, C-index with paired differences, Kaplan–Meier by
+    risk group (log-rank), AUC(t), Brier score and IBS, calibration and D-calibration,
+    gating weights, per-patient uncertainty, the CV → external gap. A grid's page: the
+    ablation, fusion and encoder comparisons as forest plots, the data-scaling curve, the
+    checks per trial and the embedding alignment per fusion.
+    """
+    from modalsurv.experiments.grid_report import build_report
+
+    if not folder.is_dir():
+        raise ConfigError(f"{folder} is not a folder: give a run folder or a grid folder")
+    page = build_report(folder, out, title, _parse_times(times) or None)
+    console.print(f"report: [bold]{page}[/]  (figure data: {page.parent / 'report_data'})")
 
 
 def _parse_times(text: str) -> list[float]:

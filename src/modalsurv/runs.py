@@ -4,9 +4,13 @@ One ``train`` run is one folder with everything needed to trust and reuse it:
 ``config.yaml`` (resolved), ``data.json`` (what was read, every problem),
 ``extraction.json`` (how image features were made), ``folds.csv``, ``predictions.csv``
 (out-of-fold), ``metrics.csv`` / ``metrics.json``, ``models/`` (the fold ensemble),
-``checkpoints/`` (per-fold state for ``--resume``, ``resume.UnitFolder``) and
-``report.html`` (``report.run_report``). Every file is written to a temporary name and
-renamed; the folder is locked while a process works in it.
+``checkpoints/`` (per-fold state for ``--resume``, ``resume.UnitFolder``),
+``gate_weights.csv`` and ``uncertainty.csv`` (out-of-fold modality weights and member
+spread) and ``report.html`` (``report.run_report``, rebuilt from these files alone by
+``modalsurv report``). ``evaluate`` adds ``evaluation_<cohort>.json`` and
+``evaluation_<cohort>_predictions.csv``, records the CV → external drop in
+``metrics.json``'s diagnostics and rebuilds the report. Every file is written to a
+temporary name and renamed; the folder is locked while a process works in it.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from modalsurv.cohort import Cohort
 from modalsurv.config import RunConfig, dump_config
 from modalsurv.data.sources import LoadedData, load_data
 from modalsurv.errors import ConfigError, LabelError
+from modalsurv.report.run_files import EVALUATION, EVALUATION_PREDICTIONS
 from modalsurv.resume import remove_stale_temporaries
 from modalsurv.survival import metrics as M
 from modalsurv.train.cv import ibs_grid
@@ -77,10 +82,26 @@ def train_run(
         result = cross_validate(cohort, config, progress=progress, resume_dir=checkpoints)
         result.save(out)
         write_data_record(out, data or LoadedData(cohort, source="in-memory cohort"))
-        from modalsurv.report.run_report import write_run_report
+        from modalsurv.report.run_report import build_run_report, write_run_extras
 
-        write_run_report(out, result, cohort, title=title)
+        write_run_extras(out, result, cohort)
+        if list(out.glob(EVALUATION.format("*"))):  # a resumed run keeps its external checks
+            refresh_diagnostics(out)
+        build_run_report(out, title=title)
     return result
+
+
+def refresh_diagnostics(run: Path) -> dict[str, Any]:
+    """Rewrite ``metrics.json``'s diagnostics with one CV → external drop check per
+    ``evaluation_<cohort>.json`` in the run folder (``train.diagnostics``); returns them."""
+    from modalsurv.report.run_files import RunFolder
+    from modalsurv.report.run_report import diagnostics_of
+
+    folder = RunFolder.load(run)
+    summary = dict(folder.summary)
+    summary["diagnostics"] = diagnostics_of(folder)
+    atomic_write_text(run / "metrics.json", json.dumps(summary, indent=1))
+    return summary["diagnostics"]
 
 
 def write_data_record(out: Path, data: LoadedData) -> None:
@@ -112,7 +133,11 @@ def evaluate_run(
     seed: int = 0,
     name: str = "external",
 ) -> dict[str, Any]:
-    """Score the run's fold ensemble on another cohort (Harrell C, Uno C, IBS, 95% CIs)."""
+    """Score the run's fold ensemble on another cohort (Harrell C, Uno C, IBS, 95% CIs).
+
+    Writes ``evaluation_<name>.json`` (the scores) and ``evaluation_<name>_predictions.csv``
+    (each patient's risk with the spread over the ensemble's members), adds the CV →
+    external drop to ``metrics.json``'s diagnostics and rebuilds ``report.html``."""
     run = Path(run)
     if len(cohort) < 2 or cohort.n_events == 0:
         raise LabelError(f"cannot score a cohort of {len(cohort)} patient(s) with"
@@ -145,20 +170,30 @@ def evaluate_run(
     except ValueError as err:
         out["ibs"] = float("nan")
         out["ibs_error"] = str(err)
-    atomic_write_text(run / f"evaluation_{name}.json", json.dumps(out, indent=1))
+    from modalsurv.report.run_report import build_run_report
+    from modalsurv.train.members import prediction_table
+
+    table = prediction_table(ens, cohort)
+    table.insert(1, "time", cohort.time)
+    table.insert(2, "event", cohort.event.astype(int))
+    with exclusive_lock(run, "run folder"):
+        atomic_write_text(run / EVALUATION.format(name), json.dumps(out, indent=1))
+        atomic_write_csv(run / EVALUATION_PREDICTIONS.format(name), table)
+        out["diagnostics"] = [c for c in refresh_diagnostics(run)["checks"]
+                              if c["check"] == f"external_drop:{name}"]  # fmt: skip
+        build_run_report(run)
     return out
 
 
 def predict_run(
     run: str | Path, cohort: Cohort, out: str | Path, times: list[float] | None = None
 ) -> pd.DataFrame:
-    """Write per-patient risk, expected time and survival at chosen times to a CSV."""
-    ens = load_ensemble(run)
-    df = pd.DataFrame({"patient": cohort.ids, "risk": ens.predict_risk(cohort),
-                       "expected_time": ens.predict_expected_time(cohort)})
-    if times:
-        surv = ens.predict_survival(cohort, np.asarray(times, float))
-        for j, t in enumerate(times):
-            df[f"survival_at_{t:g}"] = surv[:, j]
+    """Write per-patient risk, expected time and survival at chosen times to a CSV, each
+    with the spread over the ensemble's members (folds × seeds, ``train.members``):
+    ``risk_sd``, ``risk_p05`` / ``risk_p95`` and ``survival_at_<t>_p05`` / ``_p95`` (the
+    5th–95th percentiles over members), and ``n_members``."""
+    from modalsurv.train.members import prediction_table
+
+    df = prediction_table(load_ensemble(run), cohort, times)
     atomic_write_csv(out, df)
     return df

@@ -1,9 +1,21 @@
-"""A run folder's ``report.html``: the data read, the scores, paired differences, risk
-groups and gating weights; built from the run's results, readable in any browser."""
+"""A run folder's ``report.html``, built from the folder's files alone (``run_files``), so
+``modalsurv report RUN`` rebuilds it anywhere, without the cohort and without retraining;
+``train`` and ``evaluate`` call the same code.
+
+The page: the failure-signature checks (``train.diagnostics``, flagged at the top), the
+data read, the C-index table with the paired differences to each baseline, per-fold
+scores, Kaplan–Meier curves by out-of-fold risk group with the log-rank test,
+time-dependent AUC, the Brier score over time with the IBS (against the Kaplan–Meier
+no-skill curve), calibration at reference times (grouped Kaplan–Meier against predicted
+S(t), slope, ICI) and D-calibration, gating weights per modality, per-patient uncertainty
+(risk with the interval over ensemble members) and the CV → external gap. Each figure's
+numbers are written beside the page as ``report_data/<figure>.csv``.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -11,66 +23,257 @@ import numpy as np
 import pandas as pd
 
 from modalsurv.cohort import Cohort
-from modalsurv.report.tables import cv_table, paired_summary
-from modalsurv.utils import atomic_path
+from modalsurv.report import analysis as A
+from modalsurv.report import plots as P
+from modalsurv.report.html import Chart, Note, render_report
+from modalsurv.report.run_files import RunFolder
+from modalsurv.report.tables import checks_table, paired_display, summary_table
+from modalsurv.train.compare import compare_all
+from modalsurv.train.diagnostics import bundle, table_checks, with_external
+from modalsurv.train.members import interval_names
+from modalsurv.utils import atomic_write_text
+
+SETTINGS = "report.json"  # the title and times of the last page built in the run folder
+Section = tuple[str, Any]
 
 
-def data_sections(out: Path) -> list[tuple[str, Any]]:
+def data_sections(summary: dict[str, Any] | None) -> list[Section]:
     """The report's data sections from ``data.json``: headline, modalities, problems and a
     warning when an encoder ran with random weights."""
     from modalsurv.data.summary import headline, modality_table, problem_table
 
-    path = out / "data.json"
-    if not path.is_file():
+    if summary is None:
         return []
-    summary = json.loads(path.read_text(encoding="utf-8"))
-    sections: list[tuple[str, Any]] = [(f"Data: {summary.get('source', '')}", headline(summary)),
-                                       ("Modalities", modality_table(summary))]  # fmt: skip
+    sections: list[Section] = [(f"Data: {summary.get('source', '')}", headline(summary)),
+                               ("Modalities", modality_table(summary))]  # fmt: skip
     if summary.get("random_weights"):
-        sections.append(("Warning", "features extracted with RANDOM-INIT encoder(s) (no"
-                         f" pretrained weights): {', '.join(summary['random_weights'])}"))
+        sections.append(("", Note("features extracted with RANDOM-INIT encoder(s) (no"
+                                  f" pretrained weights): {', '.join(summary['random_weights'])}")))
     problems = problem_table(summary)
     if len(problems):
         sections.append((f"Problems found reading the data ({len(problems)})", problems))
     return sections
 
 
-def write_run_report(out: Path, result: Any, cohort: Cohort, title: str) -> Path:
-    """report.html: summary table, per-fold scores, KM by risk group, gate weights."""
-    from modalsurv.report.html import render_report
-    from modalsurv.report.plots import fold_scores, gate_weights, km_by_risk_group
+def diagnostics_of(run: RunFolder) -> dict[str, Any]:
+    """The run's checks: those recorded in ``metrics.json`` (or, for a run trained before
+    they were, those its metrics table supports), with the external cohorts' drops from
+    the ``evaluation_*.json`` files present now."""
+    diag = run.summary.get("diagnostics")
+    if diag is None:
+        diag = bundle(table_checks(run.metrics, run.test_train_ratio))
+    return with_external(diag, run.cv_harrell_c, run.evaluations)
 
-    preds = result.predictions
-    first = preds[preds["repeat"] == 0]
-    sections: list[tuple[str, Any]] = [("Cohort", repr(cohort)), *data_sections(out)]
-    if result.optimistic:
-        sections.append(
-            ("Warning", "selection=outer_fold: early stopping used the reported fold, as in the "
-             "original protocol. These numbers are OPTIMISTIC.")
-        )
-    sections += [
-        ("Mean ± std over outer folds", cv_table(result)),
-        ("Per-fold scores", fold_scores(result.metrics)),
-    ]
-    paired = paired_summary(result)
+
+# ---------------------------------------------------------------------- sections
+def _discrimination(run: RunFolder) -> list[Section]:
+    first = run.first
+    time, event, risk = (first["time"].to_numpy(float), first["event"].to_numpy(bool),
+                         first["risk"].to_numpy(float))  # fmt: skip
+    out: list[Section] = []
+    groups = 3
+    labels = A.risk_groups(risk, groups)
+    km = A.km_by_group(time, event, labels, groups)
+    try:
+        chisq, p = A.logrank(time, event, labels)
+        caption = f"log-rank test across the {groups} groups: χ² = {chisq:.2f}, {P._p(p)}"
+    except ValueError as err:
+        p, caption = math.nan, f"log-rank test undefined: {err}"
+    out.append(("Out-of-fold risk groups (ModalSurv)",
+                Chart(P.km_by_group(km, p), km, "km_by_risk_group", caption)))  # fmt: skip
+    grid = A.auc_times(time, event)
+    auc, mean_auc, notes = A.td_auc_table(time, event, risk, grid) if len(grid) else (
+        pd.DataFrame(columns=["time", "auc"]), math.nan, ["AUC(t): too few events"])
+    if len(auc):
+        out.append(("Time-dependent AUC (out-of-fold risk)", Chart(
+            P.over_time(auc, {"auc": "ModalSurv"}, "AUC(t)",
+                        f"cumulative/dynamic AUC(t); mean {mean_auc:.3f}", hline=0.5),
+            auc, "time_dependent_auc")))  # fmt: skip
+    out += [("", Note(n, "warn")) for n in notes]
+    return out
+
+
+def _curves(run: RunFolder, times: list[float] | None) -> list[Section]:
+    """Brier over time, calibration and D-calibration: they need each fold model's bins."""
+    from modalsurv.train.cv import ibs_grid
+
+    first = run.first
+    time, event = first["time"].to_numpy(float), first["event"].to_numpy(bool)
+    if run.models() is None:
+        return [("Brier score and calibration", Note("the run folder has no models/: survival"
+                                                     " curves, Brier score and calibration"
+                                                     " need the fold models' time bins"))]
+    out: list[Section] = []
+    grid = ibs_grid(time, time)
+    if len(grid) >= 2:
+        surv = run.out_of_fold_survival(grid)
+        table, ibs, notes = A.brier_table(time, event, surv, grid)
+        if len(table):
+            fold_ibs = run.summary.get("models", {}).get("modalsurv", {}).get("ibs", {})
+            caption = (f"pooled out-of-fold IBS {ibs['ibs']:.3f} (Kaplan–Meier curve for"
+                       f" everyone: {ibs['ibs_km']:.3f}); mean IBS over folds"
+                       f" {fold_ibs.get('mean', math.nan):.3f}")
+            out.append(("Brier score over time", Chart(
+                P.over_time(table, {"brier": "ModalSurv", "brier_km": "Kaplan–Meier (no skill)"},
+                            "Brier score", "IPCW Brier score (lower is better)"),
+                table, "brier_score", caption)))  # fmt: skip
+        out += [("", Note(n)) for n in notes]
+    ref = list(times) if times else A.reference_times(time, event)
+    ref = [t for t in ref if 0 < t < time.max()]
+    if ref:
+        surv_t = run.out_of_fold_survival(ref)
+        follow = np.column_stack([run.survival_at_own(np.minimum(time, t)) for t in ref])
+        groups, stats, notes = A.calibration_at(time, event, surv_t, follow, ref)
+        if len(groups):
+            out.append((f"Calibration at t = {', '.join(f'{t:g}' for t in ref)}", Chart(
+                P.calibration(groups), groups, "calibration",
+                "predicted S(t) against the Kaplan–Meier S(t) of each risk group (deciles,"
+                " fewer when a group's follow-up ends before t), 95% CI")))  # fmt: skip
+        out.append(("Calibration slope (1 = ideal), intercept (0 = ideal) and ICI", stats))
+        out += [("", Note(n)) for n in notes]
+    own = run.survival_at_own(time)
+    try:
+        table, stat, p = A.d_calibration_table(event, own)
+        out.append(("D-calibration", Chart(
+            P.d_calibration(table, p), table, "d_calibration",
+            f"χ² = {stat:.2f} on {len(table) - 1} df, {P._p(p)}: a small p rejects"
+            " calibration of the whole predicted curves")))  # fmt: skip
+    except ValueError as err:
+        out.append(("D-calibration", Note(f"undefined: {err}")))
+    return out
+
+
+def _gates(run: RunFolder) -> list[Section]:
+    w = run.gate_weights
+    if w is None or len(w.columns) < 2:
+        return []
+    data = w.reset_index()
+    return [("Gating weights (out-of-fold; absent modalities left out)", Chart(
+        P.gate_weights(w), data, "gate_weights",
+        "mean weight: " + ", ".join(f"{m} {w[m].mean():.2f}" for m in w.columns)))]  # fmt: skip
+
+
+def _uncertainty(run: RunFolder) -> list[Section]:
+    out: list[Section] = []
+    tables = []
+    if run.uncertainty is not None:
+        tables.append(("out-of-fold", run.uncertainty, "uncertainty_out_of_fold"))
+    for name, table in run.evaluation_predictions.items():
+        tables.append((f"external cohort {name}", table, f"uncertainty_{name}"))
+    for what, table, key in tables:
+        lo, hi = next(((a, b) for a, b in [interval_names("risk", lv) for lv in (0.9, 0.8, 0.95)]
+                       if a in table and b in table), (None, None))  # fmt: skip
+        if lo is None:
+            continue
+        ranked = A.ranked(table)
+        m = int(ranked["n_members"].max()) if "n_members" in ranked else 0
+        q_lo, q_hi = (float(c.rsplit("_p", 1)[1]) for c in (lo, hi))
+        caption = (f"{m} member network(s) per patient ({what}: "
+                   + ("the seed members of each repeat's fold model that held it out"
+                      if what == "out-of-fold" else "every fold's seed members")
+                   + f"); bars: the {q_lo:g}th to {q_hi:g}th percentile of their risks")
+        if m <= 1:
+            caption += (" (one member: no spread; train with train.n_init > 1 or"
+                        " cv.repeats > 1)")
+        out.append((f"Per-patient uncertainty: {what} risk with the members' interval", Chart(
+            P.risk_intervals(ranked, lo, hi, f"{what}: risk ranked, member interval"),
+            ranked, key, caption)))  # fmt: skip
+    return out
+
+
+def _external(run: RunFolder) -> list[Section]:
+    if not run.evaluations:
+        return []
+    scores = run.metrics.loc[run.metrics["model"] == "modalsurv", "harrell_c"].to_numpy(float)
+    mean, lo, hi = A.cv_interval(scores, run.test_train_ratio)
+    rows = [{"label": "cross-validation", "cohort": "CV (out-of-fold)", "n": len(run.first),
+             "events": int(run.first["event"].sum()), "mean": mean, "low": lo, "high": hi,
+             "drop": 0.0}]  # fmt: skip
+    for name, ev in run.evaluations.items():
+        c = float(ev.get("harrell_c", math.nan))
+        ci = ev.get("harrell_c_ci95") or [math.nan, math.nan]
+        rows.append({"label": name, "cohort": name, "n": ev.get("n"), "events": ev.get("events"),
+                     "mean": c, "low": ci[0], "high": ci[1], "drop": mean - c})  # fmt: skip
+    table = pd.DataFrame(rows)
+    shown = table.rename(columns={"mean": "harrell_c", "low": "ci_low", "high": "ci_high",
+                                  "drop": "CV minus external"}).drop(columns="label")  # fmt: skip
+    return [("CV → external gap", Chart(
+        P.points_with_ci(table, "Harrell C: cross-validation against external cohorts",
+                         "Harrell C (95% CI)"),
+        table, "cv_external_gap",
+        "CV interval: corrected resampled t over folds; external: bootstrap")),
+        ("CV → external gap (table)", shown)]  # fmt: skip
+
+
+# ---------------------------------------------------------------------- the page
+def build_run_report(run: str | Path, out: str | Path | None = None, title: str | None = None,
+                     times: list[float] | None = None) -> Path:  # fmt: skip
+    """(Re)build a run folder's HTML report from its files; returns the page's path.
+
+    ``out``: the page (default ``RUN/report.html``; the charts' CSVs go to
+    ``report_data/`` beside it). ``title`` and ``times`` (calibration reference times;
+    default: the quartiles of the event times) default to those of the last page built
+    in the run folder (``report.json``)."""
+    run_path = Path(run)
+    rf = RunFolder.load(run_path)
+    settings_path = run_path / SETTINGS
+    saved = json.loads(settings_path.read_text("utf-8")) if settings_path.is_file() else {}
+    title = title or saved.get("title") or f"modalsurv run: {run_path.resolve().name}"
+    times = times or saved.get("times") or None
+    page = Path(out) if out is not None else run_path / "report.html"
+
+    diag = diagnostics_of(rf)
+    sections: list[Section] = []
+    if rf.optimistic:
+        sections.append(("", Note("selection=outer_fold: early stopping used the reported fold,"
+                                  " as in the original protocol. These numbers are OPTIMISTIC.")))
+    for c in diag["checks"]:
+        if c["flag"]:
+            sections.append(("", Note(f"⚠ {c['check']}: {c['message']}")))
+    first = rf.first
+    sections.append(("Cohort", f"{len(first)} patients, {int(first['event'].sum())} events,"
+                     f" {rf.n_folds} outer folds, {int(rf.predictions['repeat'].nunique())}"
+                     " repeat(s) (out-of-fold predictions)"))  # fmt: skip
+    sections += data_sections(rf.data)
+    sections.append(("Failure-signature checks", checks_table(diag)))
+    sections.append(("Mean ± std over outer folds", summary_table(rf.summary)))
+    sections.append(("Per-fold scores", Chart(P.fold_scores(rf.metrics), rf.metrics,
+                                              "fold_scores")))  # fmt: skip
+    paired = paired_display(compare_all(rf.metrics, "modalsurv",
+                                        test_train_ratio=rf.test_train_ratio), rf.summary)
     if paired is not None:
         sections.append(("ModalSurv minus each baseline, paired on the same folds (corrected "
                          "resampled t-test, Nadeau & Bengio 2003)", paired))
-    sections += [
-        ("Out-of-fold risk groups (ModalSurv)",
-         km_by_risk_group(first["time"].to_numpy(), first["event"].to_numpy(), first["risk"].to_numpy())),
-    ]
+    sections += _discrimination(rf)
+    sections += _curves(rf, times)
+    sections += _gates(rf)
+    sections += _uncertainty(rf)
+    sections += _external(rf)
+    alignment = next((c for c in diag["checks"] if c["check"] == "embedding_alignment"), None)
+    if alignment and alignment.get("pairs"):
+        pairs = pd.DataFrame(alignment["pairs"])
+        sections.append(("Modality embedding alignment (out-of-fold)", Chart(
+            P.alignment(pairs), pairs, "embedding_alignment", alignment["message"])))  # fmt: skip
+    render_report(title, sections, page)
+    if out is None:
+        atomic_write_text(settings_path, json.dumps({"title": title, "times": times}, indent=1))
+    return page
+
+
+# ---------------------------------------------------------------------- at training time
+def write_run_extras(out: Path, result: Any, cohort: Cohort) -> None:
+    """The files a report needs that only the cohort can give, written at training time:
+    ``gate_weights.csv`` (out-of-fold modality weights, when the fusion has them) and
+    ``uncertainty.csv`` (out-of-fold member spread, ``train.members``)."""
+    from modalsurv.train.members import out_of_fold_spread
+    from modalsurv.utils import atomic_path, atomic_write_csv
+
     weights = out_of_fold_gate_weights(result, cohort)
     if weights is not None and len(weights.columns) > 1:
         with atomic_path(out / "gate_weights.csv") as tmp:
             weights.to_csv(tmp)
-        sections.append(("Gating weights (out-of-fold; absent modalities left out)",
-                         gate_weights(weights)))
-    for note in getattr(result, "notes", []):
-        sections.append(("Note", note))
-    path = out / "report.html"
-    render_report(title, sections, path)
-    return path
+    atomic_write_csv(out / "uncertainty.csv",
+                     out_of_fold_spread(result.folds, result.models, cohort, result.predictions))
 
 
 def out_of_fold_gate_weights(result: Any, cohort: Cohort, repeat: int = 0) -> pd.DataFrame | None:

@@ -32,14 +32,19 @@ def describe_comparison(p: PairedComparison) -> str:
 def cv_table(result: CVResult) -> pd.DataFrame:
     """One row per model: mean ± std of each metric, the ``optimistic`` flag, and for a
     model that failed the reason (never a bare NaN)."""
+    return summary_table(result.summary)
+
+
+def summary_table(summary: dict[str, Any]) -> pd.DataFrame:
+    """:func:`cv_table` from a run's summary (``metrics.json``)."""
     rows = []
-    models = result.summary["models"]
+    models = summary["models"]
     for model, stats in models.items():
         row: dict[str, Any] = {"model": model}
         all_failed = stats["n_failed_folds"] and not any(stats[m]["n"] for m in METRICS)
         for m in METRICS:
             row[m] = ("failed" if all_failed
-                      else f"{stats[m]['mean']:.3f} ± {stats[m]['std']:.3f}")  # fmt: skip
+                      else f"{_num(stats[m]['mean'])} ± {_num(stats[m]['std'])}")  # fmt: skip
         row["n_failed_folds"] = stats["n_failed_folds"]
         row["optimistic"] = stats["optimistic"]
         if any(s.get("failure") for s in models.values()):
@@ -48,13 +53,22 @@ def cv_table(result: CVResult) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _num(v: Any) -> str:
+    return "nan" if v is None else f"{float(v):.3f}"
+
+
 def paired_summary(result: CVResult) -> pd.DataFrame | None:
     """ModalSurv minus each baseline in Harrell's C on the same folds, formatted for tables
     (``CVResult.paired``); None when the run has no baseline."""
-    paired = result.paired()
+    return paired_display(result.paired(), result.summary)
+
+
+def paired_display(paired: pd.DataFrame, summary: dict[str, Any]) -> pd.DataFrame | None:
+    """:func:`paired_summary` from a paired table (``train.compare.compare_all``) and the
+    run's summary."""
     if paired.empty:
         return None
-    models = result.summary["models"]
+    models = summary["models"]
 
     def cell(row: pd.Series) -> str:
         if not row["n_pairs"] and models.get(row["reference"], {}).get("failure"):
@@ -67,3 +81,17 @@ def paired_summary(result: CVResult) -> pd.DataFrame | None:
         "p": ["–" if v != v else f"{v:.2f}" for v in paired["p_value"]],
         "folds": paired["n_pairs"],
     })  # fmt: skip
+
+
+FLAG_TEXT = {True: "⚠ raised", False: "ok", None: "n/a"}
+
+
+def checks_table(diagnostics: dict[str, Any]) -> pd.DataFrame:
+    """The failure-signature checks (``train.diagnostics``) as rows: check, flag
+    (raised / ok / n/a), value, threshold and what was found."""
+    rows = [{"check": c["check"], "flag": FLAG_TEXT[c.get("flag")],
+             "value": "–" if c.get("value") is None else f"{c['value']:+.3f}",
+             "threshold": "–" if c.get("threshold") is None else f"{c['threshold']:g}",
+             "finding": c.get("message", "")}
+            for c in diagnostics.get("checks", [])]  # fmt: skip
+    return pd.DataFrame(rows, columns=["check", "flag", "value", "threshold", "finding"])

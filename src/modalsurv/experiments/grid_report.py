@@ -1,0 +1,388 @@
+"""A grid folder's ``report.html``, from its files (``results.csv``, ``trials/<id>/``
+``metrics.csv`` + ``summary.json``, ``paired.csv`` when ``experiment`` wrote it).
+
+The page: the results per trial; the modality ablation, the fusion comparison and the
+frozen / fine-tuned encoders as forest plots of the paired difference to the reference
+setting with 95 % CIs (``experiments.paired``: same outer folds, seeds pooled, corrected
+resampled t-test); the data-scaling curve (Harrell C against the number of training
+patients, one line per modality set × fusion and per baseline, with 95 % bands) with the
+smallest training size at which fusion beats clinical-only, or the statement that none
+does; and each trial's failure-signature checks with the modality embeddings' alignment
+per fusion (``train.diagnostics``). Every figure's numbers are written beside the page
+as ``report_data/<figure>.csv``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from modalsurv.errors import ConfigError
+from modalsurv.experiments.paired import SETTINGS, paired_table
+from modalsurv.experiments.runners import SETTINGS as TRIAL_SETTINGS
+from modalsurv.report import plots as P
+from modalsurv.report.html import Chart, Note, render_report
+from modalsurv.report.tables import FLAG_TEXT, format_difference
+from modalsurv.train.compare import corrected_resampled_ttest, fold_ratio
+from modalsurv.train.diagnostics import CLINICAL_REFERENCES, bundle, table_checks
+
+MAIN = "modalsurv"
+Section = tuple[str, Any]
+
+
+def is_grid_folder(path: str | Path) -> bool:
+    """Whether ``path`` holds a grid's results (``results.csv`` and ``trials/``)."""
+    path = Path(path)
+    return (path / "results.csv").is_file() and (path / "trials").is_dir()
+
+
+def _label(setting: dict[str, Any], axes: list[str] | None = None) -> str:
+    keys = axes or list(SETTINGS)
+    parts = []
+    for k in keys:
+        v = setting[k]
+        if k == "data_fraction":
+            parts.append(f"{float(v):.0%}")
+        elif k == "encoder" and v == "default" and axes is None:
+            continue
+        else:
+            parts.append(str(v))
+    return " | ".join(parts)
+
+
+# ---------------------------------------------------------------------- reading
+def load_results(out: Path) -> pd.DataFrame:
+    """``results.csv``; a ConfigError when the folder is not a grid folder."""
+    if not is_grid_folder(out):
+        raise ConfigError(f"{out} is not a grid folder (no results.csv and trials/): give a"
+                          " folder written by `modalsurv experiment`")  # fmt: skip
+    return pd.read_csv(out / "results.csv", keep_default_na=False, na_values=[""])
+
+
+def fold_table(out: Path, results: pd.DataFrame) -> pd.DataFrame:
+    """Every finished trial's fold scores, long: the settings, ``trial``, ``model``,
+    ``repeat``, ``fold``, ``harrell_c``, ``n_train`` and ``n_test``."""
+    ok = results[results["status"] == "ok"].drop_duplicates("trial")
+    frames = []
+    for _, row in ok.iterrows():
+        m = pd.read_csv(out / "trials" / row["trial"] / "metrics.csv")
+        m = m[["model", "repeat", "fold", "harrell_c", "n_train", "n_test"]].copy()
+        for s in TRIAL_SETTINGS:
+            m[s] = row[s]
+        m["trial"] = row["trial"]
+        frames.append(m)
+    cols = [*TRIAL_SETTINGS, "trial", "model", "repeat", "fold", "harrell_c", "n_train", "n_test"]
+    if not frames:
+        return pd.DataFrame(columns=cols)
+    return pd.concat(frames, ignore_index=True)[cols]
+
+
+def trial_diagnostics(out: Path, results: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Per finished trial its checks: those its summary recorded (``train.diagnostics``),
+    or those its metrics table supports for trials run before they were recorded."""
+    ok = results[results["status"] == "ok"].drop_duplicates("trial")
+    found = {}
+    for _, row in ok.iterrows():
+        d = out / "trials" / row["trial"]
+        summary = json.loads((d / "summary.json").read_text(encoding="utf-8"))
+        diag = (summary.get("cv") or {}).get("diagnostics")
+        if diag is None:
+            metrics = pd.read_csv(d / "metrics.csv")
+            k = int(metrics.loc[metrics["model"] == MAIN, "fold"].nunique()) or 2
+            diag = bundle(table_checks(metrics, fold_ratio(k, float(row["data_fraction"]))))
+        found[row["trial"]] = diag
+    return found
+
+
+# ---------------------------------------------------------------------- paired
+def reference_setting(results: pd.DataFrame, paired: pd.DataFrame) -> dict[str, Any] | None:
+    """The setting ``paired`` compares with: the one finished setting it has no row for."""
+    ok = results[(results["status"] == "ok") & (results["model"] == MAIN)]
+    settings = ok[list(SETTINGS)].drop_duplicates()
+    listed = {tuple(str(v) for v in r) for r in paired[list(SETTINGS)].itertuples(index=False)}
+    rest = [r for r in settings.itertuples(index=False)
+            if tuple(str(v) for v in r) not in listed]  # fmt: skip
+    return dict(zip(SETTINGS, rest[0], strict=True)) if len(rest) == 1 else None
+
+
+def axis_rows(paired: pd.DataFrame, reference: dict[str, Any], axis: str) -> pd.DataFrame:
+    """Rows of ``paired`` that differ from ``reference`` in ``axis`` only, as forest-plot
+    rows ``label, mean, low, high, p_value, n_pairs``."""
+    same = np.ones(len(paired), dtype=bool)
+    for s in SETTINGS:
+        if s != axis:
+            same &= paired[s].astype(str).to_numpy() == str(reference[s])
+    rows = paired[same]
+    return pd.DataFrame({"label": rows[axis].astype(str).to_numpy(),
+                         "mean": rows["mean_difference"].to_numpy(float),
+                         "low": rows["ci_low"].to_numpy(float),
+                         "high": rows["ci_high"].to_numpy(float),
+                         "p_value": rows["p_value"].to_numpy(float),
+                         "n_pairs": rows["n_pairs"].to_numpy(int)})  # fmt: skip
+
+
+# ---------------------------------------------------------------------- scaling
+def _line(row: pd.Series, axes: list[str]) -> str:
+    if row["model"] != MAIN:
+        return str(row["model"])
+    return " | ".join(str(row[a]) for a in axes) or MAIN
+
+
+def scaling_table(folds: pd.DataFrame, line_axes: list[str]) -> pd.DataFrame:
+    """Per line (ModalSurv per ``line_axes`` setting; each baseline once) and training
+    fraction: ``x`` (mean training patients), the mean Harrell C over folds and seeds and
+    its corrected resampled 95 % interval, ``n`` scores."""
+    rows = []
+    f = folds.copy()
+    f["line"] = [_line(r, line_axes) for _, r in f.iterrows()]
+    # a baseline is the same in every trial of one seed and fraction: count it once
+    f = f.drop_duplicates(["line", "data_fraction", "seed", "repeat", "fold"])
+    for (line, fraction), g in f.groupby(["line", "data_fraction"], sort=False):
+        k = int(g.groupby(["seed", "repeat"])["fold"].nunique().max())
+        mean, lo, hi, _ = corrected_resampled_ttest(g["harrell_c"].to_numpy(float),
+                                                    fold_ratio(k, float(fraction)))
+        rows.append({"line": line, "data_fraction": float(fraction),
+                     "x": float(g["n_train"].mean()), "mean": mean, "low": lo, "high": hi,
+                     "n": int(np.isfinite(g["harrell_c"].to_numpy(float)).sum())})  # fmt: skip
+    return pd.DataFrame(rows, columns=["line", "data_fraction", "x", "mean", "low", "high", "n"])
+
+
+def _is_clinical_only(modalities: Any) -> bool:
+    return str(modalities) == "clinical"
+
+
+def fusion_vs_clinical(folds: pd.DataFrame, line_axes: list[str]) -> pd.DataFrame:
+    """Per training fraction and multimodal ModalSurv line: its Harrell C minus the
+    clinical-only one on the same folds (seeds pooled): the ModalSurv setting on
+    ``clinical`` alone with the same other settings when the grid has it, else the
+    trial's own clinical baseline (``modalsurv_clinical``, then ``coxph_clinical``).
+    Columns ``line, reference, data_fraction, x, mean, low, high, p_value, n_pairs,
+    beats`` (the whole CI above 0), ``worse`` (the whole CI below 0)."""
+    keys = ["seed", "repeat", "fold"]
+    main = folds[folds["model"] == MAIN]
+    rows = []
+    others = [a for a in SETTINGS if a != "modalities"]
+    for _, g in main[~main["modalities"].map(_is_clinical_only)].groupby(
+            [*others, "modalities"], sort=False):  # fmt: skip
+        first = g.iloc[0]
+        clin = main[main["modalities"].map(_is_clinical_only)]
+        for a in others:
+            clin = clin[clin[a].astype(str) == str(first[a])]
+        ref_name = "ModalSurv on clinical"
+        if clin.empty:
+            trials = set(g["trial"])
+            pool = folds[folds["trial"].isin(trials)]
+            name = next((r for r in CLINICAL_REFERENCES if (pool["model"] == r).any()), None)
+            if name is None:
+                continue
+            clin, ref_name = pool[pool["model"] == name].drop_duplicates(keys), name
+        both = g.merge(clin[[*keys, "harrell_c"]], on=keys, suffixes=("", "_ref"))
+        d = (both["harrell_c"] - both["harrell_c_ref"]).to_numpy(float)
+        k = int(g.groupby(["seed", "repeat"])["fold"].nunique().max())
+        mean, lo, hi, p = corrected_resampled_ttest(d, fold_ratio(k, float(first["data_fraction"])))
+        rows.append({"line": _line(first, line_axes), "reference": ref_name,
+                     "data_fraction": float(first["data_fraction"]),
+                     "x": float(g["n_train"].mean()), "mean": mean, "low": lo, "high": hi,
+                     "p_value": p, "n_pairs": int(np.isfinite(d).sum()),
+                     "beats": bool(lo > 0), "worse": bool(hi < 0)})  # fmt: skip
+    cols = ["line", "reference", "data_fraction", "x", "mean", "low", "high", "p_value",
+            "n_pairs", "beats", "worse"]
+    out = pd.DataFrame(rows, columns=cols)
+    return out.sort_values(["line", "x"], kind="stable").reset_index(drop=True)
+
+
+def smallest_winning_size(comparison: pd.DataFrame) -> dict[str, Any] | None:
+    """The comparison row with the fewest training patients where fusion beats
+    clinical-only (``beats``), or None when no fraction does."""
+    wins = comparison[comparison["beats"]]
+    if wins.empty:
+        return None
+    return wins.sort_values("x", kind="stable").iloc[0].to_dict()
+
+
+# ---------------------------------------------------------------------- alignment
+def alignment_table(results: pd.DataFrame, diagnostics: dict[str, dict[str, Any]],
+                    group_axes: list[str]) -> pd.DataFrame:  # fmt: skip
+    """Per ``group_axes`` setting (e.g. the fusion) and modality pair: same-patient and
+    random-pair cosine distances averaged over the trials (seeds), weighted by patients."""
+    ok = results[(results["status"] == "ok") & (results["model"] == MAIN)]
+    rows = []
+    for _, r in ok.iterrows():
+        for c in diagnostics.get(r["trial"], {}).get("checks", []):
+            if c.get("check") != "embedding_alignment":
+                continue
+            for p in c.get("pairs") or []:
+                rows.append({"group": " | ".join(str(r[a]) for a in group_axes) or MAIN, **p})
+    cols = ["group", "a", "b", "same_patient", "random_pairs", "gap", "n_patients"]
+    if not rows:
+        return pd.DataFrame(columns=cols)
+    df = pd.DataFrame(rows)
+    out = []
+    for (g, a, b), part in df.groupby(["group", "a", "b"], sort=False):
+        w = part["n_patients"].to_numpy(float)
+        same = float(np.average(part["same_patient"], weights=w))
+        rand = float(np.average(part["random_pairs"], weights=w))
+        out.append({"group": g, "a": a, "b": b, "same_patient": same, "random_pairs": rand,
+                    "gap": rand - same, "n_patients": int(w.sum())})  # fmt: skip
+    return pd.DataFrame(out, columns=cols)
+
+
+# ---------------------------------------------------------------------- the page
+def _varying(results: pd.DataFrame) -> list[str]:
+    ok = results[results["status"] == "ok"]
+    return [a for a in SETTINGS if ok[a].astype(str).nunique() > 1]
+
+
+def _results_section(results: pd.DataFrame) -> pd.DataFrame:
+    shown = results.copy()
+    for m in ("harrell_c", "ibs"):
+        shown[m] = [("–" if not math.isfinite(a) else f"{a:.3f} ± {b:.3f}")
+                    for a, b in zip(shown[f"{m}_mean"].astype(float),
+                                    shown[f"{m}_std"].astype(float))]  # fmt: skip
+    cols = ["label", "model", "status", "harrell_c", "ibs", "n_failed_folds", "error"]
+    return shown[[c for c in cols if c in shown.columns]]
+
+
+def _forest_sections(paired: pd.DataFrame, reference: dict[str, Any] | None,
+                     varying: list[str]) -> list[Section]:  # fmt: skip
+    if paired.empty or reference is None:
+        return []
+    out: list[Section] = []
+    ref = _label(reference)
+    names = {"modalities": ("Modality ablation", "ablation"),
+             "fusion": ("Fusion comparison", "fusion"),
+             "encoder": ("Frozen / fine-tuned encoders", "encoder")}
+    for axis in ("modalities", "fusion", "encoder"):
+        if axis not in varying:
+            continue
+        rows = axis_rows(paired, reference, axis)
+        title, key = names[axis]
+        if rows.empty:
+            out.append((title, Note(f"no setting differs from the reference ({ref}) in"
+                                    f" {axis} alone", "ok")))
+            continue
+        out.append((f"{title}: ΔC to {reference[axis]} (reference {ref})", Chart(
+            P.forest(rows, f"{title}: Harrell C minus the reference, 95% CI",
+                     f"ΔC to {reference[axis]}"),
+            rows, f"forest_{key}", "paired on the same outer folds, seeds pooled (corrected"
+            " resampled t-test); black: the CI excludes 0")))  # fmt: skip
+    return out
+
+
+def _scaling_sections(folds: pd.DataFrame, varying: list[str]) -> list[Section]:
+    if "data_fraction" not in varying:
+        return []
+    line_axes = [a for a in ("modalities", "encoder", "fusion") if a in varying] or ["modalities"]
+    table = scaling_table(folds, line_axes)
+    comp = fusion_vs_clinical(folds, line_axes)
+    win = smallest_winning_size(comp) if len(comp) else None
+    out: list[Section] = [("Data scaling", Chart(
+        P.scaling(table, None if win is None else win["x"]), table, "data_scaling",
+        "Harrell C (mean over outer folds and seeds) against the training patients per fold;"
+        " bands: corrected resampled 95% CI"))]  # fmt: skip
+    if comp.empty:
+        out.append(("Fusion against clinical-only", Note(
+            "the grid has no clinical-only reference (a ModalSurv setting on clinical alone"
+            f" or a baseline among {list(CLINICAL_REFERENCES)}): nothing to compare", "ok")))
+        return out
+    if win is None:
+        text = ("at no training size of this grid does fusion beat clinical-only (the paired"
+                " 95% CI never lies wholly above 0)")
+    else:
+        text = (f"fusion ({win['line']}) beats clinical-only ({win['reference']}) from"
+                f" {win['x']:.0f} training patients per fold ({win['data_fraction']:.0%} of"
+                f" the training part) on: ΔC {format_difference(win['mean'], win['low'], win['high'])}")
+    shown = comp.assign(**{"ΔC (95% CI)": [format_difference(a, b, c) for a, b, c in
+                                           zip(comp["mean"], comp["low"], comp["high"])],
+                           "training patients": comp["x"].round(0)})  # fmt: skip
+    out += [("Fusion against clinical-only", Note(text, "ok" if win is not None else "warn")),
+            ("Fusion minus clinical-only per training size",
+             shown[["line", "reference", "data_fraction", "training patients", "ΔC (95% CI)",
+                    "p_value", "n_pairs", "beats", "worse"]])]  # fmt: skip
+    return out
+
+
+def _diagnostic_sections(results: pd.DataFrame, diagnostics: dict[str, dict[str, Any]],
+                         varying: list[str]) -> list[Section]:  # fmt: skip
+    ok = results[(results["status"] == "ok") & (results["model"] == MAIN)]
+    rows = []
+    for _, r in ok.iterrows():
+        checks = {c["check"]: c for c in diagnostics.get(r["trial"], {}).get("checks", [])}
+        row = {"trial": r["label"]}
+        for name in ("fold_sd", "worse_than_clinical", "embedding_alignment"):
+            c = checks.get(name, {})
+            v = c.get("value")
+            row[name] = f"{FLAG_TEXT[c.get('flag')]}" + ("" if v is None else f" ({v:+.3f})")
+        rows.append(row)
+    out: list[Section] = []
+    flagged = [(r["label"], c) for _, r in ok.iterrows()
+               for c in diagnostics.get(r["trial"], {}).get("checks", []) if c.get("flag")]
+    for label, c in flagged:
+        out.append(("", Note(f"⚠ {label}: {c['check']}: {c['message']}")))
+    out.append(("Failure-signature checks per trial (value: fold std, ΔC to clinical,"
+                " alignment gap)", pd.DataFrame(rows)))
+    group_axes = [a for a in ("fusion", "modalities") if a in varying] or ["fusion"]
+    align = alignment_table(results, diagnostics, group_axes)
+    if len(align):
+        out.append(("Modality embedding alignment" + (" per fusion" if "fusion" in varying
+                                                      else ""), Chart(
+            P.alignment(align), align, "embedding_alignment",
+            "mean cosine distance between two modalities' embeddings of the same patient and"
+            " of different patients (out-of-fold, seeds pooled): same-patient distances"
+            " below the random ones mean aligned embeddings")))  # fmt: skip
+    return out
+
+
+def build_grid_report(out: str | Path, page: str | Path | None = None,
+                      title: str | None = None) -> Path:  # fmt: skip
+    """(Re)build a grid folder's report from its files; returns the page's path
+    (default ``OUT/report.html``; the figures' CSVs go to ``report_data/`` beside it)."""
+    out = Path(out)
+    results = load_results(out)
+    page = Path(page) if page is not None else out / "report.html"
+    title = title or f"modalsurv grid: {out.resolve().name}"
+    ok = results[results["status"] == "ok"]
+    sections: list[Section] = []
+    failed = results[results["status"] != "ok"]
+    if len(failed):
+        sections.append(("", Note(f"{failed['trial'].nunique()} trial(s) failed: see the table"
+                                  " and trials/<id>/error.json")))
+    sections.append(("Trials", _results_section(results)))
+    if ok.empty or not (ok["model"] == MAIN).any():
+        sections.append(("", Note("no finished trial: nothing else to show")))
+        render_report(title, sections, page)
+        return page
+    varying = _varying(results)
+    if (out / "paired.csv").is_file():
+        paired = pd.read_csv(out / "paired.csv", keep_default_na=False, na_values=[""])
+    else:
+        paired = paired_table(out)
+    reference = reference_setting(results, paired) if len(paired) else None
+    if len(paired):
+        shown = paired.assign(**{"ΔC (95% CI)": [format_difference(a, b, c) for a, b, c in zip(
+            paired["mean_difference"], paired["ci_low"], paired["ci_high"])]})  # fmt: skip
+        cols = [*SETTINGS, "ΔC (95% CI)", "p_value", "n_pairs",
+                "n_seeds"]
+        sections.append((f"Every setting minus the reference ({paired['reference'].iloc[0]}),"
+                         " paired on folds", shown[cols]))
+    sections += _forest_sections(paired, reference, varying)
+    folds = fold_table(out, results)
+    sections += _scaling_sections(folds, varying)
+    sections += _diagnostic_sections(results, trial_diagnostics(out, results), varying)
+    render_report(title, sections, page)
+    return page
+
+
+def build_report(folder: str | Path, page: str | Path | None = None, title: str | None = None,
+                 times: list[float] | None = None) -> Path:  # fmt: skip
+    """The report of a run folder or a grid folder, whichever ``folder`` is."""
+    from modalsurv.report.run_report import build_run_report
+
+    if is_grid_folder(folder):
+        return build_grid_report(folder, page, title)
+    return build_run_report(folder, page, title, times)
