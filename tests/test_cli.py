@@ -78,8 +78,21 @@ def test_evaluate_and_predict(run_dir, tmp_path):
                               "--times", "12,24"])
     assert res.exit_code == 0, res.output
     df = pd.read_csv(out)
-    assert list(df.columns) == ["patient", "risk", "expected_time", "survival_at_12", "survival_at_24"]
+    assert list(df.columns) == [
+        "patient", "risk", "risk_sd", "risk_p05", "risk_p95", "expected_time",
+        "survival_at_12", "survival_at_12_p05", "survival_at_12_p95",
+        "survival_at_24", "survival_at_24_p05", "survival_at_24_p95", "n_members"]
     assert (df["survival_at_12"] >= df["survival_at_24"] - 1e-9).all()
+    # the ensemble's members (2 folds x n_init seeds) bracket the ensemble's own numbers
+    assert (df["n_members"] == 2 * 5).all() and "10 member networks" in " ".join(res.output.split())
+    assert (df["risk_p05"] <= df["risk_p95"]).all() and (df["risk_sd"] > 0).all()
+    assert (df["survival_at_12_p05"] <= df["survival_at_12"] + 1e-6).all()
+    assert (df["survival_at_12"] <= df["survival_at_12_p95"] + 1e-6).all()
+    # evaluate recorded the CV -> external drop and showed it in the rebuilt report
+    checks = json.loads((run_dir / "metrics.json").read_text())["diagnostics"]["checks"]
+    assert any(c["check"] == "external_drop:external" for c in checks)
+    page = (run_dir / "report.html").read_text("utf-8")
+    assert "CV → external gap" in page and "external_drop:external" in page
 
 
 def test_config_error_names_the_key(tmp_path):

@@ -264,3 +264,35 @@ def test_seed_ensemble_mixes_pmfs_and_means_weights():
     assert out["gates"] is out["weights"] and ens.modalities == list(DIMS)
     with pytest.raises(ValueError, match="at least one"):
         SeedEnsemble([])
+
+
+@pytest.mark.parametrize("name", ["concat", "cross_attention_gated"])
+def test_embeddings_are_the_projections_before_fusion(name):
+    net = _net(name).eval()
+    x, present, mask = _batch()
+    out = net(x, present, mask)
+    assert out["embeddings"].shape == (B, 3, 8)  # B x M x latent
+    # each modality's slot is that modality's projection alone, whatever the others are
+    torch.testing.assert_close(out["embeddings"][:, 0], net.projections["clinical"](
+        x["clinical"].masked_fill(~present["clinical"].unsqueeze(-1), 0.0)))
+    x2 = {**x, "rna": x["rna"] + 5.0}
+    other = net(x2, present, mask)["embeddings"]
+    torch.testing.assert_close(other[:, 0], out["embeddings"][:, 0])
+    assert not torch.allclose(other[:, 2], out["embeddings"][:, 2])
+
+
+def test_seed_ensemble_keeps_each_members_outputs():
+    from modalsurv.nn.model import SeedEnsemble
+
+    torch.manual_seed(1)
+    nets = [_net(), ModalSurvNet(DIMS, BAG, _cfg())]
+    ens = SeedEnsemble(nets).eval()
+    x, present, mask = _batch()
+    outs = [n.eval()(x, present, mask) for n in nets]
+    out = ens(x, present, mask)
+    assert out["member_logits"].shape == (2, B, 5)
+    assert out["member_embeddings"].shape == (2, B, 3, 8)
+    for k in range(2):
+        torch.testing.assert_close(out["member_logits"][k], outs[k]["logits"])
+        torch.testing.assert_close(out["member_embeddings"][k], outs[k]["embeddings"])
+    torch.testing.assert_close(out["embeddings"], out["member_embeddings"].mean(0))

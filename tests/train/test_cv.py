@@ -192,3 +192,20 @@ def test_a_baseline_failing_on_every_fold_is_reported_with_its_reason(make_cohor
     assert table.loc["modalsurv", "failure"] == ""
     cell = paired_summary(res).set_index("ModalSurv minus").loc["coxph_clinical", "ΔC (95% CI)"]
     assert "coxph_clinical failed" in cell and "nan" not in cell
+
+
+def test_summary_holds_the_failure_signature_checks(cv_run, cohort):
+    diag = cv_run.summary["diagnostics"]
+    checks = {c["check"]: c for c in diag["checks"]}
+    assert set(checks) == {"fold_sd", "worse_than_clinical", "embedding_alignment"}
+    assert diag["flags"] == [c["check"] for c in diag["checks"] if c["flag"]]
+    c = cv_run.metrics.loc[cv_run.metrics.model == "modalsurv", "harrell_c"]
+    assert checks["fold_sd"]["value"] == pytest.approx(c.std(ddof=1))
+    row = cv_run.paired().set_index("reference").loc["coxph_clinical"]
+    assert checks["worse_than_clinical"]["value"] == pytest.approx(row["mean_difference"])
+    assert checks["worse_than_clinical"]["ci_high"] == pytest.approx(row["ci_high"])
+    pairs = {(p["a"], p["b"]): p for p in checks["embedding_alignment"]["pairs"]}
+    assert len(pairs) == 6  # 4 modalities
+    both = cohort.present["rna"] & cohort.present["slide"]
+    assert pairs[("rna", "slide")]["n_patients"] == both.sum()  # out-of-fold, every patient once
+    json.dumps(cv_run.summary)  # metrics.json stays plain JSON
