@@ -148,13 +148,13 @@ def calibration_at(time: Any, event: Any, surv_t: np.ndarray, surv_follow: np.nd
     tables, stats, notes = [], [], []
     for j, tt in enumerate(times):
         s = np.clip(surv_t[:, j], 0.0, 1.0)
-        table = None
+        table, last = None, ""
         for g in sorted({min(groups, len(t)), 5, 3}, reverse=True):
             try:
                 table = M.calibration_table(t, e, s, tt, groups=g)
                 break
             except ValueError as err:
-                last = err
+                last = str(err)
         if table is None:
             notes.append(f"calibration at t = {tt:g}: {last}")
         else:

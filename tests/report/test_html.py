@@ -1,0 +1,47 @@
+"""The HTML page: one self-contained file, each chart's data as CSV beside it."""
+
+from __future__ import annotations
+
+import re
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from modalsurv.report.html import DATA_DIR, Chart, Note, render_report, slug
+
+
+def _chart(name: str) -> Chart:
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    return Chart(fig, pd.DataFrame({"x": [0.0, 1.0], "y": [0.0, 1.0]}), name, "a caption")
+
+
+def test_page_embeds_images_and_writes_chart_data_beside_it(tmp_path):
+    page = tmp_path / "sub" / "page.html"
+    table = pd.DataFrame({"model": ["a", "b"], "c": [0.61234, float("nan")]})
+    text = render_report("T <1>", [("Scores", table), ("Curve", _chart("my curve")),
+                                   ("", Note("careful & watch")), ("Again", _chart("my curve")),
+                                   ("Text", "plain <b>")], page)  # fmt: skip
+    assert page.read_text("utf-8") == text
+    assert "<title>T &lt;1&gt;</title>" in text and "plain &lt;b&gt;" in text
+    assert text.count("src='data:image/png;base64,") == 2  # embedded: nothing to fetch
+    assert "<td>0.612</td>" in text and "<td>–</td>" in text  # 3 decimals, NaN shown as a dash
+    assert "id='t-scores'" in text or 'id="t-scores"' in text
+    assert "<p class='warn'>careful &amp; watch</p>" in text
+    links = re.findall(r"href='([^']+\.csv)'", text)
+    assert links == [f"{DATA_DIR}/my-curve.csv"] * 2
+    back = pd.read_csv(page.parent / links[0])
+    assert back.to_dict("list") == {"x": [0.0, 1.0], "y": [0.0, 1.0]}
+    assert "<h2 id='curve'>" in text and "<h2 id='again'>" in text
+
+
+def test_without_a_path_nothing_is_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    text = render_report("t", [("c", _chart("c")), ("c", "same heading twice")])
+    assert "data:" not in re.sub(r"data:image", "", text) and not list(tmp_path.iterdir())
+    assert "<h2 id='c'>" in text and "<h2 id='c-2'>" in text  # anchors stay unique
+
+
+def test_slug():
+    assert slug("Kaplan–Meier by risk (ModalSurv)") == "kaplan-meier-by-risk-modalsurv"
+    assert slug("—") == "section"

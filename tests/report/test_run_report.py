@@ -1,0 +1,133 @@
+"""A run's report is built from the run folder's files alone: by `train`, by `evaluate`,
+and by `modalsurv report` on a copy anywhere, with every figure's data beside it."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from modalsurv.config import load_config
+from modalsurv.data.sources import load_data
+from modalsurv.report.run_files import RunFolder, is_run_folder
+from modalsurv.report.run_report import build_run_report, diagnostics_of
+from modalsurv.train.cv import ibs_grid
+from modalsurv.train.ensemble import FoldEnsemble
+
+from .conftest import RUNNER, invoke
+
+SECTIONS = ["Failure-signature checks", "Mean ± std over outer folds", "Per-fold scores",
+            "ModalSurv minus each baseline", "Out-of-fold risk groups", "Time-dependent AUC",
+            "Brier score over time", "Calibration at t =", "Calibration slope", "D-calibration",
+            "Gating weights", "Per-patient uncertainty: out-of-fold",
+            "Per-patient uncertainty: external cohort site_b", "CV → external gap",
+            "Modality embedding alignment"]  # fmt: skip
+
+
+def _headings(page: Path) -> list[str]:
+    return re.findall(r"<h2 id='[^']*'>([^<]*)</h2>", page.read_text("utf-8"))
+
+
+def _links(page: Path) -> list[str]:
+    return re.findall(r"href='(report_data/[^']+\.csv)'", page.read_text("utf-8"))
+
+
+def test_train_and_evaluate_write_the_full_page(run_dir):
+    page = run_dir / "report.html"
+    heads = " / ".join(_headings(page))
+    for section in SECTIONS:
+        assert section in heads, section
+    links = _links(page)
+    assert len(links) >= 10 and len(set(links)) == len(links)
+    for link in links:  # every figure has its data beside the page
+        assert not pd.read_csv(run_dir / link).empty, link
+    gap = pd.read_csv(run_dir / "report_data" / "cv-external-gap.csv")
+    assert gap["label"].tolist() == ["cross-validation", "site_b"]
+    ev = json.loads((run_dir / "evaluation_site_b.json").read_text())
+    assert gap["mean"].iloc[1] == pytest.approx(ev["harrell_c"])
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    names = [c["check"] for c in summary["diagnostics"]["checks"]]
+    assert names == ["fold_sd", "worse_than_clinical", "embedding_alignment",
+                     "external_drop:site_b"]
+    drop = summary["diagnostics"]["checks"][-1]
+    assert drop["value"] == pytest.approx(summary["models"]["modalsurv"]["harrell_c"]["mean"]
+                                          - ev["harrell_c"])  # fmt: skip
+    assert "external_drop:site_b" in page.read_text("utf-8")
+
+
+def test_out_of_fold_curves_from_files_equal_the_fold_models_predictions(run_dir):
+    rf = RunFolder.load(run_dir)
+    config = load_config(run_dir / "config.yaml")
+    cohort = load_data(config.data, seed=config.seed).cohort
+    ens = FoldEnsemble.load(run_dir / "models" / "repeat_0")
+    first = rf.first
+    grid = ibs_grid(first["time"], first["time"])
+    surv = rf.out_of_fold_survival(grid)
+    own = rf.survival_at_own(first["time"].to_numpy())
+    for f, rows in first.groupby("fold"):
+        held_out = cohort.subset(cohort.index_of(rows["patient"]))
+        model = ens.members[int(f)]
+        np.testing.assert_allclose(surv[rows.index], model.predict_survival(held_out, grid),
+                                   rtol=0, atol=1e-12)  # fmt: skip
+        direct = np.diag(model.predict_survival(held_out, rows["time"].to_numpy()))
+        np.testing.assert_allclose(own[rows.index], direct, rtol=0, atol=1e-12)
+    unc = pd.read_csv(run_dir / "uncertainty.csv", dtype={"patient": str})
+    assert unc["patient"].tolist() == first["patient"].tolist()
+    assert (unc["n_members"] == 2).all()  # one fold model per patient, 2 seed members
+    np.testing.assert_allclose(unc["risk_mean"], unc["risk"], atol=1e-6)
+
+
+def test_report_rebuilds_a_copied_folder_without_models_or_checkpoints(run_dir, tmp_path):
+    copy = Path(shutil.copytree(run_dir, tmp_path / "moved", ignore=shutil.ignore_patterns(
+        "checkpoints", "models", "report*")))  # fmt: skip
+    assert is_run_folder(copy) and not (copy / "report.html").exists()
+    out = tmp_path / "elsewhere" / "page.html"
+    res = invoke("report", copy, "--out", out, "--title", "Moved run")
+    assert str(out) in "".join(res.output.split())
+    text = out.read_text("utf-8")
+    assert "<title>Moved run</title>" in text and "has no models/" in text
+    assert "Calibration at" not in text and "Out-of-fold risk groups" in text
+    for link in _links(out):
+        assert (out.parent / link).is_file()
+    assert not (copy / "report.html").exists()  # --out: the folder is left as it was
+
+
+def test_rebuilding_keeps_the_title_and_takes_calibration_times(run_dir, tmp_path):
+    copy = Path(shutil.copytree(run_dir, tmp_path / "run", ignore=shutil.ignore_patterns(
+        "checkpoints")))  # fmt: skip
+    invoke("report", copy, "--times", "4,9")
+    text = (copy / "report.html").read_text("utf-8")
+    assert "<title>modalsurv run</title>" in text  # train's title, kept in report.json
+    assert "Calibration at t = 4, 9" in text
+    assert pd.read_csv(copy / "report_data" / "calibration.csv")["t"].unique().tolist() == [4, 9]
+    assert json.loads((copy / "report.json").read_text())["times"] == [4.0, 9.0]
+
+
+def test_a_run_trained_before_diagnostics_still_gets_its_checks(run_dir, tmp_path):
+    copy = Path(shutil.copytree(run_dir, tmp_path / "old", ignore=shutil.ignore_patterns(
+        "checkpoints", "evaluation_*")))  # fmt: skip
+    summary = json.loads((copy / "metrics.json").read_text())
+    del summary["diagnostics"]
+    (copy / "metrics.json").write_text(json.dumps(summary))
+    (copy / "evaluation_far.json").write_text(json.dumps({"cohort": "far", "n": 30, "events": 9,
+                                                          "harrell_c": 0.2}))  # fmt: skip
+    diag = diagnostics_of(RunFolder.load(copy))
+    assert [c["check"] for c in diag["checks"]] == ["fold_sd", "worse_than_clinical",
+                                                    "external_drop:far"]
+    assert "external_drop:far" in diag["flags"]
+    page = build_run_report(copy)
+    text = page.read_text("utf-8")
+    assert "<p class='warn'>⚠ external_drop:far" in text  # flagged at the top
+    assert "Modality embedding alignment" not in text  # needs the cohort: not recorded
+
+
+def test_report_refuses_what_is_not_a_run_or_grid_folder(tmp_path):
+    res = RUNNER.invoke(__import__("modalsurv.cli").cli.app, ["report", str(tmp_path)])
+    assert res.exit_code == 2 and "metrics.csv is missing" in " ".join(res.output.split())
+    res = RUNNER.invoke(__import__("modalsurv.cli").cli.app, ["report", str(tmp_path / "no")])
+    assert res.exit_code == 2 and "not a folder" in res.output
