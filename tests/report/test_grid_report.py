@@ -1,0 +1,155 @@
+"""A grid's report: forest plots per axis, the data-scaling curve with fusion against
+clinical-only, the checks per trial and the embedding alignment per fusion."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from modalsurv.experiments import grid_report as G
+from modalsurv.experiments.paired import paired_table
+from modalsurv.train.compare import corrected_resampled_ttest
+
+from .conftest import invoke
+
+
+def test_experiment_writes_the_grid_page(grid_dir):
+    text = (grid_dir / "report.html").read_text("utf-8")
+    heads = re.findall(r"<h2 id='[^']*'>([^<]*)</h2>", text)
+    for want in ("Trials", "Every setting minus the reference", "Modality ablation",
+                 "Fusion comparison", "Data scaling", "Fusion against clinical-only",
+                 "Failure-signature checks per trial", "Modality embedding alignment per fusion"):
+        assert any(h.startswith(want) for h in heads), want
+    for name in ("forest-ablation", "forest-fusion", "data-scaling", "embedding-alignment"):
+        assert (grid_dir / "report_data" / f"{name}.csv").is_file(), name
+    assert "Frozen / fine-tuned" not in text  # the grid has no encoder axis
+
+
+def test_forest_rows_are_the_paired_table_of_one_axis(grid_dir):
+    results = G.load_results(grid_dir)
+    paired = pd.read_csv(grid_dir / "paired.csv")
+    ref = G.reference_setting(results, paired)
+    assert ref == {"modalities": "clinical", "encoder": "default", "fusion": "concat",
+                   "data_fraction": 0.5}  # the grid's first setting, as `experiment` used
+    rows = G.axis_rows(paired, ref, "fusion")
+    assert rows["label"].tolist() == ["cross_attention_gated"]
+    want = paired[(paired.fusion == "cross_attention_gated") & (paired.modalities == "clinical")
+                  & (paired.data_fraction == 0.5)].iloc[0]  # fmt: skip
+    assert rows.iloc[0]["mean"] == want["mean_difference"] and rows.iloc[0]["high"] == want["ci_high"]
+    forest = pd.read_csv(grid_dir / "report_data" / "forest-ablation.csv")
+    assert forest["label"].tolist() == ["clinical+rna"]
+
+
+def test_scaling_curve_pools_folds_and_seeds_with_the_corrected_interval(grid_dir):
+    results = G.load_results(grid_dir)
+    folds = G.fold_table(grid_dir, results)
+    table = G.scaling_table(folds, ["modalities", "fusion"])
+    lines = set(table["line"])
+    assert lines == {"clinical | concat", "clinical | cross_attention_gated",
+                     "clinical+rna | concat", "clinical+rna | cross_attention_gated",
+                     "coxph_clinical"}  # the baseline once, not once per trial
+    row = table[(table.line == "clinical+rna | concat") & (table.data_fraction == 0.5)].iloc[0]
+    trial = results[(results.modalities == "clinical+rna") & (results.fusion == "concat")
+                    & (results.data_fraction == 0.5) & (results.model == "modalsurv")]
+    m = pd.read_csv(grid_dir / "trials" / trial["trial"].iloc[0] / "metrics.csv")
+    m = m[m.model == "modalsurv"]
+    mean, lo, hi, _ = corrected_resampled_ttest(m["harrell_c"], 1 / (1 * 0.5))  # 2 folds, 50 %
+    assert (row["mean"], row["low"], row["high"]) == pytest.approx((mean, lo, hi))
+    assert row["x"] == m["n_train"].mean() and row["n"] == 2
+    full = table[(table.line == "clinical+rna | concat") & (table.data_fraction == 1.0)].iloc[0]
+    assert full["x"] > row["x"]  # fewer training patients at 50 %
+    assert len(table[table.line == "coxph_clinical"]) == 2
+
+
+def test_fusion_against_clinical_only_is_the_paired_comparison(grid_dir):
+    folds = G.fold_table(grid_dir, G.load_results(grid_dir))
+    comp = G.fusion_vs_clinical(folds, ["modalities", "fusion"])
+    assert len(comp) == 4 and set(comp["reference"]) == {"ModalSurv on clinical"}
+    ref = paired_table(grid_dir, reference={"modalities": "clinical", "fusion": "concat",
+                                            "data_fraction": 1.0})  # fmt: skip
+    want = ref[(ref.modalities == "clinical+rna") & (ref.fusion == "concat")
+               & (ref.data_fraction == 1.0)].iloc[0]  # fmt: skip
+    got = comp[(comp.line == "clinical+rna | concat") & (comp.data_fraction == 1.0)].iloc[0]
+    assert (got["mean"], got["low"], got["high"], got["p_value"]) == pytest.approx(
+        (want.mean_difference, want.ci_low, want.ci_high, want.p_value))
+    assert got["beats"] == (got["low"] > 0) and got["n_pairs"] == want.n_pairs
+    # without a clinical-only setting, the trial's clinical baseline is the reference
+    only = G.fusion_vs_clinical(folds[folds.modalities != "clinical"], ["fusion"])
+    assert set(only["reference"]) == {"coxph_clinical"} and len(only) == 4
+
+
+def test_the_smallest_winning_training_size_or_none():
+    comp = pd.DataFrame({"line": ["a", "a", "b"], "x": [20.0, 40.0, 30.0],
+                         "data_fraction": [0.5, 1.0, 0.75], "beats": [False, True, True]})
+    assert G.smallest_winning_size(comp)["x"] == 30.0
+    assert G.smallest_winning_size(comp.assign(beats=False)) is None
+
+
+def test_scaling_section_states_the_answer(grid_dir):
+    folds = G.fold_table(grid_dir, G.load_results(grid_dir))
+    sections = dict(G._scaling_sections(folds, ["modalities", "fusion", "data_fraction"]))
+    note = sections["Fusion against clinical-only"]
+    comp = G.fusion_vs_clinical(folds, ["modalities", "fusion"])
+    if comp["beats"].any():
+        win = G.smallest_winning_size(comp)
+        assert f"from {win['x']:.0f} training patients" in note.text
+    else:
+        assert note.text.startswith("at no training size")
+    assert G._scaling_sections(folds, ["modalities"]) == []  # no fraction axis: no curve
+
+
+def test_encoder_axis_gets_its_forest():
+    paired = pd.DataFrame({"modalities": ["clinical+wsi"], "encoder": ["finetuned"],
+                           "fusion": ["concat"], "data_fraction": [1.0], "mean_difference": [0.02],
+                           "ci_low": [-0.01], "ci_high": [0.05], "p_value": [0.2], "n_pairs": [5]})
+    ref = {"modalities": "clinical+wsi", "encoder": "frozen", "fusion": "concat",
+           "data_fraction": 1.0}
+    (title, chart), = G._forest_sections(paired, ref, ["encoder"])
+    assert title.startswith("Frozen / fine-tuned encoders") and chart.data["label"].tolist() == [
+        "finetuned"]
+    (title, note), = G._forest_sections(paired, {**ref, "fusion": "other"}, ["encoder"])
+    assert "no setting differs" in note.text
+
+
+def test_checks_and_alignment_per_trial(grid_dir):
+    results = G.load_results(grid_dir)
+    diag = G.trial_diagnostics(grid_dir, results)
+    assert len(diag) == 8
+    table = G.alignment_table(results, diag, ["fusion"])
+    assert set(table["group"]) == {"concat", "cross_attention_gated"}
+    assert set(zip(table["a"], table["b"])) == {("clinical", "rna")}
+    recorded = []
+    for trial, d in diag.items():
+        row = results[(results.trial == trial) & (results.model == "modalsurv")].iloc[0]
+        if row["fusion"] != "concat":
+            continue
+        c = next(c for c in d["checks"] if c["check"] == "embedding_alignment")
+        recorded += c["pairs"]
+    w = np.array([p["n_patients"] for p in recorded], float)
+    concat = table[table.group == "concat"].iloc[0]
+    assert concat["same_patient"] == pytest.approx(
+        np.average([p["same_patient"] for p in recorded], weights=w))
+    # a trial run before diagnostics were recorded gets those its metrics support
+    trial = next(iter(diag))
+    path = grid_dir / "trials" / trial / "summary.json"
+    saved = path.read_text()
+    try:
+        summary = json.loads(saved)
+        del summary["cv"]["diagnostics"]
+        path.write_text(json.dumps(summary))
+        old = G.trial_diagnostics(grid_dir, results)[trial]
+        assert [c["check"] for c in old["checks"]] == ["fold_sd", "worse_than_clinical"]
+    finally:
+        path.write_text(saved)
+
+
+def test_report_command_on_a_grid_folder(grid_dir, tmp_path):
+    out = tmp_path / "grid.html"
+    invoke("report", grid_dir, "--out", out, "--title", "Grid again")
+    text = out.read_text("utf-8")
+    assert "<title>Grid again</title>" in text and "Data scaling" in text
+    assert (tmp_path / "report_data" / "data-scaling.csv").is_file()
