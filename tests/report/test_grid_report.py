@@ -21,7 +21,8 @@ def test_experiment_writes_the_grid_page(grid_dir):
     text = (grid_dir / "report.html").read_text("utf-8")
     heads = re.findall(r"<h2 id='[^']*'>([^<]*)</h2>", text)
     for want in ("Trials", "Every setting minus the reference", "Modality ablation",
-                 "Fusion comparison", "Data scaling", "Fusion against clinical-only",
+                 "Fusion comparison", "Data scaling", "Fusion against clinical-only by",
+                 "Multimodal minus clinical-only",
                  "Failure-signature checks per trial", "Modality embedding alignment per fusion"):
         assert any(h.startswith(want) for h in heads), want
     for name in ("forest-ablation", "forest-fusion", "data-scaling", "embedding-alignment"):
@@ -91,15 +92,24 @@ def test_the_smallest_winning_training_size_or_none():
 
 def test_scaling_section_states_the_answer(grid_dir):
     folds = G.fold_table(grid_dir, G.load_results(grid_dir))
-    sections = dict(G._scaling_sections(folds, ["modalities", "fusion", "data_fraction"]))
-    note = sections["Fusion against clinical-only"]
     comp = G.fusion_vs_clinical(folds, ["modalities", "fusion"])
+    varying = ["modalities", "fusion", "data_fraction"]
+    note = dict(G._scaling_sections(folds, varying, comp))[
+        "Fusion against clinical-only by training size"]
     if comp["beats"].any():
         win = G.smallest_winning_size(comp)
         assert f"from {win['x']:.0f} training patients" in note.text
     else:
         assert note.text.startswith("at no training size")
-    assert G._scaling_sections(folds, ["modalities"]) == []  # no fraction axis: no curve
+    won = comp.assign(beats=comp["data_fraction"] == 1.0)  # as if the full size won
+    note = G._scaling_sections(folds, varying, won)[-1][1]
+    assert f"from {won['x'].max():.0f} training patients" in note.text
+    assert G._scaling_sections(folds, ["modalities"], comp) == []  # no fraction axis: no curve
+    # multimodal worse than clinical-only is flagged, whatever the axes
+    worse = comp.assign(worse=[True, False, False, False])
+    notes = [b for _, b in G._clinical_sections(worse, ["modalities"]) if hasattr(b, "kind")]
+    assert len(notes) == 1 and notes[0].text.startswith("⚠ worse_than_clinical")
+    assert "nothing to compare" in G._clinical_sections(comp.iloc[:0], [])[0][1].text
 
 
 def test_encoder_axis_gets_its_forest():
@@ -153,3 +163,14 @@ def test_report_command_on_a_grid_folder(grid_dir, tmp_path):
     text = out.read_text("utf-8")
     assert "<title>Grid again</title>" in text and "Data scaling" in text
     assert (tmp_path / "report_data" / "data-scaling.csv").is_file()
+
+
+def test_a_stale_paired_table_is_recomputed(grid_dir, tmp_path):
+    import shutil
+
+    copy = shutil.copytree(grid_dir, tmp_path / "g", ignore=shutil.ignore_patterns("report*"))
+    paired = pd.read_csv(copy / "paired.csv")
+    paired.iloc[:3].to_csv(copy / "paired.csv", index=False)  # rows of a smaller, older grid
+    text = G.build_grid_report(copy).read_text("utf-8")
+    assert "Modality ablation: ΔC to clinical" in text
+    assert (copy / "report_data" / "forest-fusion.csv").is_file()

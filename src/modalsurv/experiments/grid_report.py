@@ -274,21 +274,45 @@ def _forest_sections(paired: pd.DataFrame, reference: dict[str, Any] | None,
     return out
 
 
-def _scaling_sections(folds: pd.DataFrame, varying: list[str]) -> list[Section]:
+def _line_axes(varying: list[str]) -> list[str]:
+    return [a for a in ("modalities", "encoder", "fusion") if a in varying] or ["modalities"]
+
+
+def _clinical_sections(comp: pd.DataFrame, varying: list[str]) -> list[Section]:
+    """Multimodal ModalSurv minus clinical-only, per setting (and training size): a table,
+    and a flag for each one whose whole interval lies below 0."""
+    if comp.empty:
+        return [("Fusion against clinical-only", Note(
+            "the grid has no clinical-only reference (a ModalSurv setting on clinical alone"
+            f" or a baseline among {list(CLINICAL_REFERENCES)}): nothing to compare", "ok"))]
+    out: list[Section] = []
+    for _, r in comp[comp["worse"]].iterrows():
+        out.append(("", Note(f"⚠ worse_than_clinical: {r['line']} at {r['data_fraction']:.0%}"
+                             f" of the training part: ΔC to {r['reference']}"
+                             f" {format_difference(r['mean'], r['low'], r['high'])}, the whole"
+                             " 95% CI below 0")))  # fmt: skip
+    shown = comp.assign(**{"ΔC (95% CI)": [format_difference(a, b, c) for a, b, c in
+                                           zip(comp["mean"], comp["low"], comp["high"])],
+                           "training patients": comp["x"].round(0)})  # fmt: skip
+    cols = ["line", "reference", "data_fraction", "training patients", "ΔC (95% CI)",
+            "p_value", "n_pairs", "beats", "worse"]
+    out.append(("Multimodal minus clinical-only, paired on folds (seeds pooled)", shown[cols]))
+    return out
+
+
+def _scaling_sections(folds: pd.DataFrame, varying: list[str], comp: pd.DataFrame
+                      ) -> list[Section]:  # fmt: skip
+    """The data-scaling curve and where fusion first beats clinical-only (``comp``:
+    :func:`fusion_vs_clinical`)."""
     if "data_fraction" not in varying:
         return []
-    line_axes = [a for a in ("modalities", "encoder", "fusion") if a in varying] or ["modalities"]
-    table = scaling_table(folds, line_axes)
-    comp = fusion_vs_clinical(folds, line_axes)
+    table = scaling_table(folds, _line_axes(varying))
     win = smallest_winning_size(comp) if len(comp) else None
     out: list[Section] = [("Data scaling", Chart(
         P.scaling(table, None if win is None else win["x"]), table, "data_scaling",
         "Harrell C (mean over outer folds and seeds) against the training patients per fold;"
         " bands: corrected resampled 95% CI"))]  # fmt: skip
     if comp.empty:
-        out.append(("Fusion against clinical-only", Note(
-            "the grid has no clinical-only reference (a ModalSurv setting on clinical alone"
-            f" or a baseline among {list(CLINICAL_REFERENCES)}): nothing to compare", "ok")))
         return out
     if win is None:
         text = ("at no training size of this grid does fusion beat clinical-only (the paired"
@@ -297,13 +321,8 @@ def _scaling_sections(folds: pd.DataFrame, varying: list[str]) -> list[Section]:
         text = (f"fusion ({win['line']}) beats clinical-only ({win['reference']}) from"
                 f" {win['x']:.0f} training patients per fold ({win['data_fraction']:.0%} of"
                 f" the training part) on: ΔC {format_difference(win['mean'], win['low'], win['high'])}")
-    shown = comp.assign(**{"ΔC (95% CI)": [format_difference(a, b, c) for a, b, c in
-                                           zip(comp["mean"], comp["low"], comp["high"])],
-                           "training patients": comp["x"].round(0)})  # fmt: skip
-    out += [("Fusion against clinical-only", Note(text, "ok" if win is not None else "warn")),
-            ("Fusion minus clinical-only per training size",
-             shown[["line", "reference", "data_fraction", "training patients", "ΔC (95% CI)",
-                    "p_value", "n_pairs", "beats", "worse"]])]  # fmt: skip
+    out.append(("Fusion against clinical-only by training size",
+                Note(text, "ok" if win is not None else "warn")))
     return out
 
 
@@ -363,6 +382,9 @@ def build_grid_report(out: str | Path, page: str | Path | None = None,
     else:
         paired = paired_table(out)
     reference = reference_setting(results, paired) if len(paired) else None
+    if reference is None and len(paired):  # paired.csv from before the grid grew: redo it
+        paired = paired_table(out)
+        reference = reference_setting(results, paired) if len(paired) else None
     if len(paired):
         shown = paired.assign(**{"ΔC (95% CI)": [format_difference(a, b, c) for a, b, c in zip(
             paired["mean_difference"], paired["ci_low"], paired["ci_high"])]})  # fmt: skip
@@ -372,7 +394,9 @@ def build_grid_report(out: str | Path, page: str | Path | None = None,
                          " paired on folds", shown[cols]))
     sections += _forest_sections(paired, reference, varying)
     folds = fold_table(out, results)
-    sections += _scaling_sections(folds, varying)
+    comp = fusion_vs_clinical(folds, _line_axes(varying))
+    sections += _scaling_sections(folds, varying, comp)
+    sections += _clinical_sections(comp, varying)
     sections += _diagnostic_sections(results, trial_diagnostics(out, results), varying)
     render_report(title, sections, page)
     return page
