@@ -140,6 +140,18 @@ def test_task3_end_to_end(tmp_path, kit):
               str(out), "--direction", direction])
         values[direction] = json.loads((out / OUTPUTS["task3"]).read_text())
     assert 0.0 <= values["risk"] <= 1.0 and values["time"] > 0
+    # the batch form on task 3: the organisers' formula, and the risk reading beside it
+    from sksurv.metrics import concordance_index_censored
+
+    csv = tmp_path / "t3.csv"
+    out = _run(["challenge", "task3", "--model", str(run), "--batch", str(held), "--out",
+                str(csv)])
+    df = pd.read_csv(csv, dtype={"case": str})
+    assert len(df) == 5 and df["prediction"].between(0, 1).all()
+    ev, t = df["event"].astype(bool).to_numpy(), df["time"].to_numpy()
+    if ev.any():
+        c = concordance_index_censored(ev, t, -df["prediction"].to_numpy())[0]
+        assert f"{c:.4f}" in out and "read as a risk" in out
     # a task-1 model cannot answer task 3
     res = runner.invoke(app, ["challenge", "task1", "--model", str(run), "--input", str(inp),
                               "--output", str(tmp_path)])  # fmt: skip
