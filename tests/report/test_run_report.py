@@ -131,3 +131,29 @@ def test_report_refuses_what_is_not_a_run_or_grid_folder(tmp_path):
     assert res.exit_code == 2 and "metrics.csv is missing" in " ".join(res.output.split())
     res = RUNNER.invoke(__import__("modalsurv.cli").cli.app, ["report", str(tmp_path / "no")])
     assert res.exit_code == 2 and "not a folder" in res.output
+
+
+def test_cox_curves_come_from_each_fold_models_breslow_baseline(tmp_path):
+    from modalsurv.config import parse_config
+    from modalsurv.runs import train_run
+
+    from .conftest import run_config
+
+    cfg = run_config(n=40)
+    cfg.update(baselines=[], cv={"folds": 2})
+    cfg["model"] = {**cfg["model"], "head": "cox", "fusion": "concat"}
+    cfg["train"] = {**cfg["train"], "n_init": 1}
+    config = parse_config(cfg)
+    result = train_run(config, tmp_path / "cox")
+    rf = RunFolder.load(tmp_path / "cox")
+    cohort = load_data(config.data, seed=config.seed).cohort
+    grid = np.array([1.0, 5.0, 12.0])
+    surv = rf.out_of_fold_survival(grid)
+    for f, rows in rf.first.groupby("fold"):
+        held_out = cohort.subset(cohort.index_of(rows["patient"]))
+        np.testing.assert_allclose(surv[rows.index],
+                                   result.models[0][int(f)].predict_survival(held_out, grid),
+                                   rtol=0, atol=1e-12)  # fmt: skip
+    heads = _headings(tmp_path / "cox" / "report.html")
+    assert "Brier score over time" in heads and "D-calibration" in heads
+    assert not any(h.startswith("Gating weights") for h in heads)  # concat: no gates
