@@ -145,16 +145,15 @@ class RichProgress:
         elif event == "cv_start":  # a new cross-validation: a fresh folds bar
             self._drop(lambda k: isinstance(k, tuple) and k[1] == trial)
             self._folds(info, info.get("n_folds", 1) * info.get("n_repeats", 1))
-        elif event in {"fold_start", "fold_resumed"}:
-            t = self._folds(info, info.get("n_folds", 1) * info.get("n_repeats", 1))
-            if event == "fold_resumed":
-                self.p.advance(t)
-            else:
-                self._drop(lambda k: k == fold_key)
-                if info.get("node"):
-                    self.p.console.print(f"[dim]fold {info.get('fold')} (repeat"
-                                         f" {info.get('repeat')}) on node"
-                                         f" {str(info['node'])[:8]}[/]")  # fmt: skip
+        elif event == "fold_resumed":  # the fold_end that follows advances the bar
+            self._folds(info, info.get("n_folds", 1) * info.get("n_repeats", 1))
+        elif event == "fold_start":
+            self._folds(info, info.get("n_folds", 1) * info.get("n_repeats", 1))
+            self._drop(lambda k: k == fold_key)
+            if info.get("node"):
+                self.p.console.print(f"[dim]fold {info.get('fold')} (repeat"
+                                     f" {info.get('repeat')}) on node"
+                                     f" {str(info['node'])[:8]}[/]")  # fmt: skip
         elif event == "fold_end":
             self.p.advance(self._folds(info))
             self._drop(lambda k: k == fold_key)

@@ -193,15 +193,16 @@ class RayRunner:
     A Ray that is already initialised in this process is used as it is.
 
     ``torch_threads`` / ``blas_threads``: threads inside each task. Float reductions
-    depend on the thread counts, so with ``same_threads`` the counts not given are the
-    driver's, and the numbers are bit-identical to a LocalRunner run in the driver.
-    ``same_threads=None`` (default): True for a local Ray; False on a cluster (its nodes'
-    cores differ from the driver's), which leaves Ray's setting (one thread per CPU a
-    task holds) for the counts not given."""
+    (a matrix product, an SVD) depend on the thread counts, so by default
+    (``same_threads=True``) the counts not given are the driver's, and the numbers are
+    bit-identical to a LocalRunner run in the driver, on a local Ray or a cluster.
+    ``same_threads=False`` leaves Ray's setting (one thread per CPU a task holds) for the
+    counts not given: no oversubscription on busy nodes, numbers equal to the last bits
+    only where the counts happen to agree."""
 
     def __init__(self, address: str | None = None, num_cpus: int = 2,
                  cpus_per_trial: float = 1.0, torch_threads: int | None = None,
-                 blas_threads: int | None = None, same_threads: bool | None = None) -> None:  # fmt: skip
+                 blas_threads: int | None = None, same_threads: bool = True) -> None:  # fmt: skip
         self.address = address or os.environ.get("RAY_ADDRESS") or None
         self.num_cpus = num_cpus
         self.cpus_per_trial = cpus_per_trial
@@ -222,8 +223,7 @@ class RayRunner:
         return True
 
     def _threads(self) -> Threads:
-        same = self.address is None if self.same_threads is None else self.same_threads
-        if not same:
+        if not self.same_threads:
             return self.torch_threads, self.blas_threads
         import torch
 
