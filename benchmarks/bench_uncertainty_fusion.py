@@ -20,7 +20,8 @@ with its 95 % CI and p: the corrected resampled t-test over the shared folds
 (``train.compare``) for (a) and (b), a paired bootstrap over the external patients
 (both fusions' risks resampled together) for (c).
 
-    nice -n 10 python benchmarks/bench_uncertainty_fusion.py        # N=400, 5 folds, ~10 min
+    nice -n 10 python benchmarks/bench_uncertainty_fusion.py        # N=400, 5 folds, 2 nets
+    # 16 min of CPU time: about 10 min on 2 idle cores (27 min beside other jobs)
     python benchmarks/bench_uncertainty_fusion.py --n 1000 --n-init 5 --fusions \
         cross_attention_gated uncertainty mean concat                # bigger, more fusions
 """
@@ -109,7 +110,7 @@ def main() -> None:
     clean, _ = make_cohort(n=args.n, seed=args.seed)
     broken, rows = corrupt(clean, args.corrupt, args.fraction, args.seed)
     external, _ = make_cohort(n=args.external_n, seed=args.seed + 1, external=True)
-    settings = {"clean": clean, f"{args.corrupt} corrupted ({len(rows)} of {len(clean)})": broken}
+    settings = {"clean": clean, f"{args.corrupt} corrupted ({len(rows)} of {len(clean)} patients)": broken}
 
     t0 = time.perf_counter()
     results: dict[str, dict[str, CVResult]] = {}
