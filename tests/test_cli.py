@@ -191,3 +191,49 @@ def test_shipped_configs_are_valid_and_init_config_copies_them(tmp_path):
     assert res.exit_code == 2 and "exists" in res.output
     res = runner.invoke(app, ["init-config", "nope"])
     assert res.exit_code == 2 and "no shipped config" in res.output
+
+
+def test_rich_progress_follows_parallel_trials_and_folds():
+    from io import StringIO
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from modalsurv.cli import RichProgress
+
+    out = StringIO()
+    p = Progress(console=Console(file=out, width=200))
+    rp = RichProgress(p)
+
+    def done(key):
+        return next(t.completed for t in p.tasks if t.id == rp.tasks[key])
+
+    rp("grid_start", n_trials=3, n_todo=2)  # one trial skipped (finished before)
+    assert done("trials") == 1
+    rp("trial_submitted", trial="a", label="concat")
+    rp("trial_start", trial="a", label="concat", node="abcdef123456")
+    rp("cv_start", trial="a", n_folds=2, n_repeats=1)
+    for fold in (0, 1):  # two folds at once, as on Ray workers
+        rp("fold_start", trial="a", repeat=0, fold=fold, n_folds=2, n_repeats=1,
+           node="abcdef123456")  # fmt: skip
+        rp("epoch_end", trial="a", repeat=0, fold=fold, epoch=float(fold), train_loss=1.0,
+           val_cindex=0.6)  # fmt: skip
+    assert {("epochs", "a", 0, 0), ("epochs", "a", 0, 1), ("folds", "a")} <= set(rp.tasks)
+    assert done(("epochs", "a", 0, 1)) == 2
+    rp("fold_end", trial="a", repeat=0, fold=0)
+    assert ("epochs", "a", 0, 0) not in rp.tasks and done(("folds", "a")) == 1
+    rp("trial_end", trial="a", label="concat")
+    assert done("trials") == 2 and not [k for k in rp.tasks if isinstance(k, tuple)]
+    rp("trial_failed", trial="b", label="mean", error="RuntimeError: boom")
+    assert done("trials") == 3
+    text = out.getvalue()
+    assert "trial concat on node abcdef12" in text
+    assert "fold 1 (repeat 0) on node abcdef12" in text
+    assert "trial mean failed: RuntimeError: boom" in text
+    # a plain run (no trial): a fresh folds bar for each cross-validation
+    rp("cv_start", n_folds=3, n_repeats=1)
+    rp("fold_resumed", repeat=0, fold=0)
+    rp("fold_end", repeat=0, fold=0, harrell_c=0.7)  # follows every resumed fold
+    assert done(("folds", None)) == 1
+    rp("cv_start", n_folds=3, n_repeats=1)
+    assert done(("folds", None)) == 0

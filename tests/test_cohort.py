@@ -166,3 +166,36 @@ def test_inf_found_in_a_later_chunk_names_its_patient():
     with pytest.raises(DataError, match="inf") as err:
         Cohort(ids, np.ones(11), np.zeros(11), features={"big": x}, copy=False)
     assert err.value.patient == "P9"
+
+
+def test_concat_cohorts_pads_bags_and_keeps_meta():
+    from modalsurv.cohort import concat_cohorts
+
+    a = _cohort()
+    b = Cohort(["q0", "q1"], [3.0, 4.0], [1, 0],
+               features={"clinical": np.ones((2, 3)), "wsi": np.ones((2, 6, 5))},
+               meta=pd.DataFrame({"site": ["z", "z"]}),
+               feature_names={"clinical": ["age", "psa", "isup"]})  # fmt: skip
+    c = concat_cohorts([a, b])
+    assert list(c.ids) == [*a.ids, "q0", "q1"] and list(c.meta["site"]) == [*"aabbcc", "z", "z"]
+    assert c.features["wsi"].shape == (8, 6, 5)
+    np.testing.assert_array_equal(c.bag_mask["wsi"][:6, :4], a.bag_mask["wsi"])
+    assert not c.bag_mask["wsi"][:6, 4:].any() and c.bag_mask["wsi"][6:].all()
+    np.testing.assert_array_equal(c.features["wsi"][:6, :4], a.features["wsi"])
+    np.testing.assert_array_equal(c.present["wsi"], [*a.present["wsi"], True, True])
+    np.testing.assert_array_equal(c.time, [*a.time, 3.0, 4.0])
+    assert c.feature_names["clinical"] == ["age", "psa", "isup"]
+    with pytest.raises(DataError, match="duplicated: p0"):
+        concat_cohorts([a, a])
+    with pytest.raises(DataError, match="modalities"):
+        concat_cohorts([a, b.select(["clinical"])])
+    renamed = Cohort(["r0"], [1.0], [1], features={"clinical": np.ones((1, 3)),
+                                                   "wsi": np.ones((1, 2, 5))})  # fmt: skip
+    with pytest.raises(DataError, match="feature names of 'clinical' differ"):
+        concat_cohorts([a, renamed])
+    narrow = Cohort(["r0"], [1.0], [1], features={"clinical": np.ones((1, 2)),
+                                                  "wsi": np.ones((1, 2, 5))})  # fmt: skip
+    with pytest.raises(DataError, match="'clinical' has shape"):
+        concat_cohorts([a, narrow])
+    with pytest.raises(DataError, match="no cohort"):
+        concat_cohorts([])

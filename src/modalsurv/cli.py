@@ -101,33 +101,67 @@ def _user_errors(command: F) -> F:
 
 
 class RichProgress:
-    """Turns library progress events into rich progress bars (folds, epochs, slides)."""
+    """Turns library progress events into rich progress bars (trials, folds, epochs,
+    slides). Events of parallel work (Ray tasks) carry their trial and fold, and each
+    running trial and fold gets its own bar, removed when it ends."""
 
     def __init__(self, progress: Progress) -> None:
         self.p = progress
-        self.tasks: dict[str, Any] = {}
+        self.tasks: dict[Any, Any] = {}
+        self.labels: dict[str, str] = {}
         self.last_line = ""
 
-    def task_name(self, key: str, label: str, total: float | None) -> Any:
+    def task_name(self, key: Any, label: str, total: float | None) -> Any:
         if key not in self.tasks:
             self.tasks[key] = self.p.add_task(label, total=total)
         return self.tasks[key]
 
+    def _drop(self, match: Callable[[Any], bool]) -> None:
+        for key in [k for k in self.tasks if match(k)]:
+            self.p.remove_task(self.tasks.pop(key))
+
+    def _folds(self, info: dict[str, Any], total: float | None = None) -> Any:
+        trial = info.get("trial")
+        label = "outer folds" if trial is None else f"{self.labels.get(trial, trial)}: folds"
+        return self.task_name(("folds", trial), label, total)
+
     def __call__(self, event: str, **info: Any) -> None:
-        if event in {"fold_start", "fold_resumed"}:
-            total = info.get("n_folds", 1) * info.get("n_repeats", 1)
-            if info.get("repeat") == 0 and info.get("fold") == 0 and "folds" in self.tasks:
-                self.p.remove_task(self.tasks.pop("folds"))  # a new run starts
-            t = self.task_name("folds", "outer folds", total)
-            if event == "fold_resumed":
-                self.p.advance(t)
-            self._epochs_reset()
+        trial = info.get("trial")
+        fold_key = ("epochs", trial, info.get("repeat"), info.get("fold"))
+        if event == "grid_start":
+            t = self.task_name("trials", "trials", info.get("n_trials"))
+            self.p.update(t, completed=info.get("n_trials", 0) - info.get("n_todo", 0))
+        elif event in {"trial_submitted", "trial_start"}:
+            self.labels[str(trial)] = str(info.get("label", trial))
+            if event == "trial_start":
+                where = f" on node {str(info['node'])[:8]}" if info.get("node") else ""
+                self.p.console.print(f"[dim]trial {escape(self.labels[str(trial)])}{where}[/]")
+        elif event in {"trial_end", "trial_failed"}:
+            self.p.advance(self.task_name("trials", "trials", None))
+            self._drop(lambda k: isinstance(k, tuple) and k[1] == trial)
+            if event == "trial_failed":
+                self.p.console.print(f"[red]trial {escape(str(info.get('label', trial)))}"
+                                     f" failed: {escape(str(info.get('error')))}[/]")
+        elif event == "cv_start":  # a new cross-validation: a fresh folds bar
+            self._drop(lambda k: isinstance(k, tuple) and k[1] == trial)
+            self._folds(info, info.get("n_folds", 1) * info.get("n_repeats", 1))
+        elif event == "fold_resumed":  # the fold_end that follows advances the bar
+            self._folds(info, info.get("n_folds", 1) * info.get("n_repeats", 1))
+        elif event == "fold_start":
+            self._folds(info, info.get("n_folds", 1) * info.get("n_repeats", 1))
+            self._drop(lambda k: k == fold_key)
+            if info.get("node"):
+                self.p.console.print(f"[dim]fold {info.get('fold')} (repeat"
+                                     f" {info.get('repeat')}) on node"
+                                     f" {str(info['node'])[:8]}[/]")  # fmt: skip
         elif event == "fold_end":
-            self.p.advance(self.task_name("folds", "outer folds", None))
+            self.p.advance(self._folds(info))
+            self._drop(lambda k: k == fold_key)
         elif event == "epoch_end":
-            t = self.task_name("epochs", "epochs", info.get("epochs"))
+            label = "epochs" if info.get("fold") is None else f"fold {info['fold']} epochs"
+            t = self.task_name(fold_key, label, info.get("epochs"))
             score = info.get("val_cindex", info.get("monitor_value"))
-            desc = f"epochs (train loss {info.get('train_loss', float('nan')):.3f}"
+            desc = f"{label} (train loss {info.get('train_loss', float('nan')):.3f}"
             if isinstance(score, float):
                 desc += f", val C {score:.3f}"
             self.p.update(t, completed=info.get("epoch", 0) + 1, total=info.get("epochs"),
@@ -149,10 +183,6 @@ class RichProgress:
                                  f"{info.get('fold')}: {escape(str(info.get('reason')))}[/]")
         elif event == "stage":
             self.p.console.print(f"[bold cyan]>> {info.get('message')}[/]")
-
-    def _epochs_reset(self) -> None:
-        if "epochs" in self.tasks:
-            self.p.update(self.tasks["epochs"], completed=0)
 
 
 def _progress() -> Progress:
@@ -247,14 +277,21 @@ def train(
                                    " train.epochs=20 --set model.fusion=concat (repeatable)"),
     strict: bool = typer.Option(False, help="refuse to train when reading the data found any"
                                 " problem (warnings included)"),
+    runner: str = typer.Option("local", help="local | ray: ray runs the outer folds as Ray"
+                               " tasks (same numbers, same run folder)"),
+    ray_address: str | None = typer.Option(
+        None, envvar="RAY_ADDRESS", help="with --runner ray: the Ray cluster to join (e.g."
+        " auto, HOST:6379, ray://HOST:10001); default: RAY_ADDRESS, else a local Ray"),
 ) -> None:
     """Cross-validate ModalSurv and baselines on the same folds; write a run folder."""
     from modalsurv.config import RunConfig, load_config, set_values
     from modalsurv.data.sources import parse_data_spec
+    from modalsurv.experiments.runners import get_runner
     from modalsurv.report.tables import cv_table, paired_summary
     from modalsurv.runs import train_run
 
     try:
+        executor = get_runner(runner, ray_address)
         cfg = load_config(config) if config is not None else RunConfig()
         if data is not None:
             cfg = cfg.model_copy(update={"data": parse_data_spec(data)})
@@ -266,7 +303,7 @@ def train(
         loaded = _load_data(cfg.data, None, strict, seed=cfg.seed)
         with _progress() as p:
             result = train_run(cfg, out, resume=resume, progress=RichProgress(p),
-                               cohort=loaded.cohort, data=loaded)  # fmt: skip
+                               cohort=loaded.cohort, data=loaded, executor=executor)  # fmt: skip
     except (DataError, ConfigError) as err:
         _fail(err)
     title = "C-index and IBS over outer folds"
@@ -331,7 +368,10 @@ def predict(
 def experiment(
     grid: Path = typer.Argument(..., help="grid YAML (modalsurv init-config --list)"),
     out: Path = typer.Option(Path("runs/grid"), help="grid folder (trials/<id>/, results.csv)"),
-    runner: str = typer.Option("local", help="local | ray"),
+    runner: str = typer.Option("local", help="local | ray (trials as Ray tasks)"),
+    ray_address: str | None = typer.Option(
+        None, envvar="RAY_ADDRESS", help="with --runner ray: the Ray cluster to join (e.g."
+        " auto, HOST:6379, ray://HOST:10001); default: RAY_ADDRESS, else a local Ray"),
     data: str | None = typer.Option(None, help="cohort spec; default: the grid's base data"),
     resume: bool = typer.Option(True, help="skip finished trials"),
     reference: str | None = typer.Option(
@@ -346,15 +386,16 @@ def experiment(
     from modalsurv.data.sources import load_cohort
     from modalsurv.experiments.grid import load_grid
     from modalsurv.experiments.paired import paired_table
-    from modalsurv.experiments.runners import run_grid
+    from modalsurv.experiments.runners import get_runner, run_grid
     from modalsurv.report.tables import format_difference
 
     try:
         ref = _parse_reference(reference)
+        run_with = get_runner(runner, ray_address)
         g = load_grid(grid)
         cohort = load_cohort(data) if data else None
         with _progress() as p:
-            results = run_grid(g, cohort=cohort, out=out, runner=runner, resume=resume,
+            results = run_grid(g, cohort=cohort, out=out, runner=run_with, resume=resume,
                                progress=RichProgress(p))
     except (DataError, ConfigError) as err:
         _fail(err)

@@ -357,3 +357,51 @@ class Cohort:
             parts.append(f"{m}[{shape}, {miss:.0%} missing]")
         mods = ", ".join(parts) if parts else "no modalities"
         return f"Cohort(N={len(self)}, events={self.n_events}, modalities: {mods})"
+
+
+def concat_cohorts(cohorts: Sequence[Cohort]) -> Cohort:
+    """The patients of several cohorts (e.g. sites) as one cohort, in the given order.
+
+    Every cohort must hold the same modalities with the same feature width and, where
+    named, the same feature names (columns are not matched by guessing); bags are padded
+    to the widest one (the padding is masked). Patient ids must be unique across cohorts.
+    ``meta`` columns are joined (a column one cohort lacks is missing for its patients),
+    so e.g. each cohort's ``site`` survives for leave-one-site-out cross-validation."""
+    cohorts = list(cohorts)
+    if not cohorts:
+        raise DataError("concat_cohorts: no cohort given", field="cohorts")
+    first = cohorts[0]
+    for i, c in enumerate(cohorts[1:], start=1):
+        if c.modalities != first.modalities:
+            raise DataError(f"cohort {i} has modalities {c.modalities}; cohort 0 has"
+                            f" {first.modalities}", field="modalities")  # fmt: skip
+        for m in first.modalities:
+            if c.dim(m) != first.dim(m) or c.is_bag(m) != first.is_bag(m):
+                raise DataError(f"cohort {i}: {m!r} has shape {c.features[m].shape[1:]};"
+                                f" cohort 0 has {first.features[m].shape[1:]}", field=m)  # fmt: skip
+            if c.feature_names.get(m) != first.feature_names.get(m):
+                raise DataError(f"cohort {i}: the feature names of {m!r} differ from cohort"
+                                " 0's", field=m)  # fmt: skip
+    features, masks = {}, {}
+    for m in first.modalities:
+        if not first.is_bag(m):
+            features[m] = np.concatenate([c.features[m] for c in cohorts])
+            continue
+        k = max(c.features[m].shape[1] for c in cohorts)
+        xs, ms = [], []
+        for c in cohorts:
+            pad = k - c.features[m].shape[1]
+            xs.append(np.pad(c.features[m], ((0, 0), (0, pad), (0, 0))))
+            ms.append(np.pad(c.bag_mask[m], ((0, 0), (0, pad))))
+        features[m], masks[m] = np.concatenate(xs), np.concatenate(ms)
+    return Cohort(
+        np.concatenate([c.ids for c in cohorts]),
+        np.concatenate([c.time for c in cohorts]),
+        np.concatenate([c.event for c in cohorts]),
+        features=features,
+        present={m: np.concatenate([c.present[m] for c in cohorts]) for m in first.modalities},
+        meta=pd.concat([c.meta for c in cohorts]),
+        bag_mask=masks,
+        feature_names=first.feature_names,
+        copy=False,  # the concatenations above are fresh arrays
+    )

@@ -196,6 +196,22 @@ class CVConfig(Strict):
         description="share of each outer fold's training part used (stratified on event; "
         "the test folds do not change): data-scaling curves",
     )
+    groups: str | None = Field(
+        None,
+        description="leave-one-group-out outer folds: a column of the cohort's meta (e.g."
+        " 'site', which CHIMERA task 3 sets to 3A / 3B); each of its values is held out once,"
+        " so the number of folds is the number of groups (cv.folds is not used) and every"
+        " inner validation split stays inside the training groups. None: stratified k-fold",
+    )
+
+    @model_validator(mode="after")
+    def _groups_are_not_repeated(self) -> CVConfig:
+        if self.groups is not None and self.repeats > 1:
+            raise ValueError(f"cv.repeats = {self.repeats} with cv.groups: leave-one-group-out"
+                             " folds are the same in every repeat (only the training seeds"
+                             " would differ, and the paired test would count each fold"
+                             " several times); use repeats: 1")  # fmt: skip
+        return self
 
 
 class DataConfig(Strict):

@@ -41,6 +41,7 @@ def train_run(
     cohort: Cohort | None = None,
     title: str = "modalsurv run",
     data: LoadedData | None = None,
+    executor: Any = None,
 ) -> Any:
     """Cross-validate ModalSurv and the baselines on the same folds; write the run folder.
 
@@ -53,6 +54,11 @@ def train_run(
     The folder is locked for the whole run (:func:`~modalsurv.utils.exclusive_lock`): a
     second process on it gets a LockedError naming the holder. A run that failed before
     finishing a fold left nothing worth keeping, so the same command simply runs again.
+
+    ``executor``: where the outer folds run (``train.cv.FoldExecutor``, e.g.
+    ``experiments.runners.RayRunner``); default one after another here. Each fold is
+    checkpointed as it finishes and the results are assembled in fold order, so the run
+    folder is the same either way.
     """
     from modalsurv.train.cv import check_resume, cross_validate, has_finished_folds, plan_cv
 
@@ -79,7 +85,8 @@ def train_run(
                                   f" ({saved}); resume with that config or use a new --out")
         remove_stale_temporaries(out)
         atomic_write_text(out / "config.yaml", dump_config(config))
-        result = cross_validate(cohort, config, progress=progress, resume_dir=checkpoints)
+        result = cross_validate(cohort, config, progress=progress, resume_dir=checkpoints,
+                                executor=executor)  # fmt: skip
         result.save(out)
         write_data_record(out, data or LoadedData(cohort, source="in-memory cohort"))
         from modalsurv.report.run_report import build_run_report, write_run_extras

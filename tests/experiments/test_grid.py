@@ -141,7 +141,7 @@ def test_load_grid_with_base_path_and_cohort_check(tmp_path):
 
 @pytest.mark.parametrize(
     ("name", "n_trials"),
-    [("ablation.yaml", 11 * 2), ("fusion.yaml", 4 * 3), ("scaling.yaml", 4 * 3),
+    [("ablation.yaml", 11 * 2), ("fusion.yaml", 5 * 3), ("scaling.yaml", 4 * 3),
      ("clinical_baseline.yaml", 2 * 3)],
 )
 def test_example_grids_load_and_expand(name, n_trials):

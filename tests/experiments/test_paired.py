@@ -83,3 +83,26 @@ def test_a_chosen_reference_and_other_metrics(grid_dir):
 def test_no_results_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no grid results"):
         paired_table(tmp_path)
+
+
+def test_leave_one_site_out_grids_use_the_folds_own_sizes(tmp_path):
+    from modalsurv.cohort import concat_cohorts
+
+    small = {"max_tiles": 4, "tile_dim": 8, "slide_dim": 8, "mri_dim": 8, "n_genes": 20}
+    sites = concat_cohorts([make_cohort(n=40, seed=0, task=3, **small)[0],
+                            make_cohort(n=24, seed=1, task=3, external=True, **small)[0]])
+    base = {**BASE, "cv": {"groups": "site"}}
+    grid = parse_grid({"name": "sites", "base": base, "fusion": ["concat", "mean"]})
+    res = run_grid(grid, sites, tmp_path, runner=LocalRunner())
+    assert (res["status"] == "ok").all() and (res["harrell_c_n"] == 2).all()
+    (row,) = paired_table(tmp_path).itertuples()
+    d = [(_sites_c(tmp_path, res, "mean") - _sites_c(tmp_path, res, "concat"))]
+    expect = corrected_resampled_ttest(np.concatenate(d), (40 / 24 + 24 / 40) / 2)
+    assert (row.mean_difference, row.ci_low, row.ci_high, row.p_value) == pytest.approx(expect)
+    assert row.n_pairs == 2
+
+
+def _sites_c(out, res, fusion):
+    trial = res[res.fusion == fusion]["trial"].iloc[0]
+    m = pd.read_csv(out / "trials" / trial / "metrics.csv")
+    return m[m.model == "modalsurv"]["harrell_c"].to_numpy()

@@ -1,15 +1,19 @@
 import json
+import re
 import time
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from modalsurv.data.synthetic import make_cohort
 from modalsurv.experiments.grid import parse_grid
 from modalsurv.experiments.runners import (
     LocalRunner,
+    RayRunner,
     ablation_table,
+    get_runner,
     run_grid,
     scaling_curve,
 )
@@ -191,21 +195,44 @@ def test_scaling_curve_and_ablation_pool_folds_over_seeds(tmp_path, cohort):
     assert scaling_curve(failed)["n_trials"].sum() == 7
 
 
-def test_local_and_ray_give_identical_results(tmp_path, cohort):
+@pytest.fixture(scope="module")
+def cluster():
+    """A two-node local Ray cluster (one CPU each), joined by this process: the Ray
+    tests share it (and its warm workers)."""
     ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
     start = time.perf_counter()
+    store = {"object_store_memory": 80 * 1024**2}
     try:
-        ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True,
-                 log_to_driver=False)  # fmt: skip
+        c = Cluster(initialize_head=True,
+                    head_node_args={"num_cpus": 1, "include_dashboard": False, **store})
+        c.add_node(num_cpus=1, **store)
+        ray.init(address=c.address, log_to_driver=False)
     except Exception as err:  # sandboxes without shared memory / sockets
         pytest.skip(f"ray cannot start here: {type(err).__name__}: {err}")
-    try:
-        if time.perf_counter() - start > 30:
-            pytest.skip("ray started too slowly for a unit test on this machine")
-        grid = tiny_grid(fusion=["concat", "cross_attention_gated"])
-        ray_res = run_grid(grid, cohort, tmp_path / "ray", runner="ray")
-    finally:
+    if time.perf_counter() - start > 45:
         ray.shutdown()
+        c.shutdown()
+        pytest.skip("ray started too slowly for a unit test on this machine")
+    yield c
+    ray.shutdown()
+    c.shutdown()
+
+
+def _nodes(cluster):
+    import ray
+
+    return {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+
+
+def test_local_and_ray_give_identical_results(tmp_path, cohort, cluster, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", cluster.address)  # the address comes from the env
+    runner = get_runner("ray")
+    assert isinstance(runner, RayRunner) and runner.address == cluster.address
+    grid = tiny_grid(fusion=["concat", "cross_attention_gated"])
+    events = Events()
+    ray_res = run_grid(grid, cohort, tmp_path / "ray", runner=runner, progress=events)
     local = run_grid(grid, cohort, tmp_path / "local", runner="local")
     assert (local["status"] == "ok").all()
     pd.testing.assert_frame_equal(ray_res, local)
@@ -213,6 +240,65 @@ def test_local_and_ray_give_identical_results(tmp_path, cohort):
         for name in ("metrics.csv", "predictions.csv"):
             a = (tmp_path / "ray" / "trials" / t / name).read_text()
             assert a == (tmp_path / "local" / "trials" / t / name).read_text()
+    # the workers' events reached the driver, tagged with their trial; both nodes worked
+    starts = [i for e, i in events.seen if e == "trial_start"]
+    assert sorted(i["trial"] for i in starts) == sorted(local["trial"])
+    assert {i["node"] for i in starts} == _nodes(cluster)
+    for t in local["trial"]:
+        mine = [e for e, i in events.seen if i.get("trial") == t]
+        assert mine.count("fold_end") == 2 and "epoch_end" in mine
+        assert mine.index("trial_start") < mine.index("fold_start") < mine.index("trial_end")
+
+
+def test_train_spreads_its_folds_over_two_nodes_with_local_numbers(tmp_path, cluster):
+    from typer.testing import CliRunner
+
+    from modalsurv.cli import app
+
+    small = {"n": 48, "max_tiles": 4, "tile_dim": 8, "slide_dim": 8, "mri_dim": 8,
+             "n_genes": 20}  # fmt: skip
+    config = {**TINY_BASE, "data": {"source": "synthetic", "params": small},
+              "cv": {"folds": 3}, "baselines": ["coxph_clinical"]}  # fmt: skip
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    cli = CliRunner()
+    args = ["train", str(tmp_path / "run.yaml"), "--out"]
+    local = cli.invoke(app, [*args, str(tmp_path / "local")])
+    assert local.exit_code == 0, local.output
+    remote = cli.invoke(app, [*args, str(tmp_path / "ray"), "--runner", "ray",
+                              "--ray-address", cluster.address])  # fmt: skip
+    assert remote.exit_code == 0, remote.output
+    for name in ("metrics.csv", "predictions.csv", "baseline_predictions.csv", "metrics.json"):
+        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+    # the fold_start events of the workers reached the command line's progress
+    shown = set(re.findall(r"fold \d \(repeat 0\) on node (\w{8})", remote.output))
+    assert shown == {n[:8] for n in _nodes(cluster)}
+
+
+def test_ray_folds_resume_and_raise_the_folds_own_error(tmp_path, cohort, cluster):
+    (trial,) = tiny_grid(modalities=[["clinical", "wsi"]]).expand()
+    config = trial.config.model_copy(update={"cv": trial.config.cv.model_copy(
+        update={"folds": 3})})  # fmt: skip
+    runner = RayRunner(address=cluster.address)
+    whole = cv_module.cross_validate(cohort, config, resume_dir=tmp_path, executor=runner)
+    (tmp_path / "repeat_0" / "fold_1" / "done.json").unlink()  # fold 1 was interrupted
+    events = Events()
+    resumed = cv_module.cross_validate(cohort, config, resume_dir=tmp_path, executor=runner,
+                                       progress=events)  # fmt: skip
+    pd.testing.assert_frame_equal(resumed.metrics, whole.metrics)
+    pd.testing.assert_frame_equal(resumed.predictions, whole.predictions)
+    seen = [(e, i.get("fold")) for e, i in events.seen]
+    assert [f for e, f in seen if e == "fold_resumed"] == [0, 2]
+    assert [f for e, f in seen if e == "fold_start"] == [1]
+    start = next(i for e, i in events.seen if e == "fold_start")
+    assert start["node"] in _nodes(cluster) and start["n_folds"] == 3
+    epochs = [k for k, (e, f) in enumerate(seen) if e == "epoch_end" and f == 1]
+    assert epochs and max(epochs) < seen.index(("fold_end", 1))  # flushed before the result
+    bad = config.model_copy(update={"model": config.model.model_copy(
+        update={"modalities": ["clinical", "ct"]})})  # fmt: skip
+    with pytest.raises(Exception) as err:
+        cv_module.cross_validate(cohort, bad, executor=runner)
+    assert type(err.value).__module__ == "modalsurv.errors"  # the fold's error, unwrapped
+    assert "ct" in str(err.value)
 
 
 def test_local_runner_resumes_inside_a_trial_fold_by_fold(tmp_path, cohort):

@@ -209,3 +209,38 @@ def test_summary_holds_the_failure_signature_checks(cv_run, cohort):
     both = cohort.present["rna"] & cohort.present["slide"]
     assert pairs[("rna", "slide")]["n_patients"] == both.sum()  # out-of-fold, every patient once
     json.dumps(cv_run.summary)  # metrics.json stays plain JSON
+
+
+def test_folds_finishing_in_any_order_are_assembled_in_fold_order(cohort, make_config, tmp_path):
+    from modalsurv.train.cv import SequentialFolds
+
+    class Reversed(SequentialFolds):
+        """Hands the folds back last first, as a parallel executor may."""
+
+        def run_folds(self, cohort, config, baselines, jobs, on_done, progress):
+            seen.extend((j.repeat, j.fold) for j in jobs)
+            super().run_folds(cohort, config, baselines, jobs[::-1], on_done, progress)
+
+    cfg = make_config(cv__repeats=2)
+    seen: list = []
+    plain = cross_validate(cohort, cfg, folds=2, baselines=["coxph_clinical"])
+    events = []
+    backwards = cross_validate(cohort, cfg, folds=2, baselines=["coxph_clinical"],
+                               resume_dir=tmp_path, executor=Reversed(),
+                               progress=lambda e, **kw: events.append((e, kw)))  # fmt: skip
+    assert seen == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert [(kw["repeat"], kw["fold"]) for e, kw in events if e == "fold_end"] == seen[::-1]
+    assert events[0] == ("cv_start", {"n_folds": 2, "n_repeats": 2})
+    for name in ("metrics", "predictions", "baseline_predictions", "folds"):
+        pd.testing.assert_frame_equal(getattr(backwards, name), getattr(plain, name))
+    assert [[m.config.seed for m in r] for r in backwards.models] == [[0, 1], [1000, 1001]]
+    assert all((tmp_path / f"repeat_{r}" / f"fold_{f}" / "done.json").is_file() for r, f in seen)
+
+
+def test_an_executor_that_loses_a_fold_is_an_error(cohort, make_config):
+    class Lossy:
+        def run_folds(self, cohort, config, baselines, jobs, on_done, progress):
+            pass
+
+    with pytest.raises(RuntimeError, match=r"without \(repeat, fold\) \[\(0, 0\), \(0, 1\)\]"):
+        cross_validate(cohort, make_config(), folds=2, executor=Lossy())

@@ -10,11 +10,13 @@ fold and the differences tested with the corrected resampled t-test
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from modalsurv.errors import ConfigError
 from modalsurv.experiments.runners import SETTINGS as GRID_SETTINGS
@@ -70,7 +72,9 @@ def paired_table(
     ``reference``: some of ``modalities`` (joined by '+', or 'all'), ``encoder``,
     ``fusion``, ``data_fraction``, matching exactly one setting; default: the grid's first
     setting. For ``ibs`` lower is better, so a negative difference is an improvement.
-    ``n_test / n_train`` of the test uses the smaller training fraction of the two.
+    ``n_test / n_train`` of the test uses the smaller training fraction of the two; for
+    leave-one-group-out folds (``cv.groups``), whose sizes follow the groups, the folds'
+    own mean n_test / n_train (the larger of the two settings').
     """
     out = Path(out)
     path = out / "results.csv"
@@ -87,8 +91,12 @@ def paired_table(
         m = pd.read_csv(out / "trials" / trial / "metrics.csv")
         if metric not in m.columns:
             raise ValueError(f"{out / 'trials' / trial / 'metrics.csv'}: no column {metric!r}")
-        return m[m["model"] == model][["repeat", "fold", metric]]
+        m = m[m["model"] == model]
+        return m[["repeat", "fold", metric]].assign(ratio=m["n_test"] / m["n_train"])
 
+    first = out / "trials" / str(ok["trial"].iloc[0]) / "config.yaml"
+    grouped = first.is_file() and bool(
+        (yaml.safe_load(first.read_text(encoding="utf-8")) or {}).get("cv", {}).get("groups"))
     by_setting: dict[tuple[Any, ...], dict[int, pd.DataFrame]] = {}
     for _, row in ok.iterrows():
         by_setting.setdefault(_setting(row), {})[int(row["seed"])] = folds_of(row["trial"])
@@ -97,18 +105,20 @@ def paired_table(
     for setting in settings:
         if setting == ref:
             continue
-        diffs, seeds, k = [], 0, 2
+        diffs, seeds, k, ratios = [], 0, 2, [math.nan]
         for seed, mine in by_setting[setting].items():
             theirs = by_setting[ref].get(seed)
             if theirs is None:
                 continue
             both = mine.merge(theirs, on=["repeat", "fold"], suffixes=("", "_ref"))
             diffs.append((both[metric] - both[f"{metric}_ref"]).to_numpy(dtype=float))
+            ratios += [both["ratio"].mean(), both["ratio_ref"].mean()]
             seeds += 1
             k = max(k, int(mine.groupby("repeat")["fold"].nunique().max()))
         d = np.concatenate(diffs) if diffs else np.empty(0)
         fraction = min(float(setting[3]), float(ref[3]))
-        mean, lo, hi, p = corrected_resampled_ttest(d, 1.0 / ((k - 1) * fraction), level)
+        ratio = float(np.nanmax(ratios)) if grouped and diffs else 1.0 / ((k - 1) * fraction)
+        mean, lo, hi, p = corrected_resampled_ttest(d, ratio, level)
         rows.append({
             **dict(zip(SETTINGS, setting, strict=True)),
             "reference": _describe(ref),

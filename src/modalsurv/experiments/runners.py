@@ -15,6 +15,12 @@ one after another (and resumes inside a trial fold by fold); ``RayRunner`` runs 
 Ray tasks that get the cohort through the object store and return their results to the
 driver, which alone writes files, so a cluster needs no shared filesystem. Both call the
 same :func:`execute_trial`, so the numbers are the same.
+
+Both runners are also fold executors (``train.cv.FoldExecutor``): ``RayRunner`` spreads
+the outer folds of one cross-validation over Ray workers (``modalsurv train --runner
+ray``); the driver checkpoints each fold as it arrives and assembles them in fold order.
+Progress events of Ray tasks (trial and fold start / end, epochs) reach the driver's
+``progress`` callback through a small actor (:mod:`modalsurv.experiments.sink`).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
 import time
 import traceback
@@ -35,9 +42,10 @@ import pandas as pd
 
 from modalsurv.cohort import Cohort
 from modalsurv.config import RunConfig, dump_config
+from modalsurv.errors import ConfigError
 from modalsurv.experiments.grid import ExperimentGrid, Trial, dump_grid
 from modalsurv.resume import UnitFolder
-from modalsurv.train.cv import METRICS
+from modalsurv.train.cv import METRICS, FoldDone, FoldJob, FoldOutcome, SequentialFolds, run_fold
 from modalsurv.utils import Progress, atomic_write_csv, atomic_write_text, exclusive_lock
 
 SETTINGS = ("modalities", "encoder", "fusion", "data_fraction", "seed")
@@ -54,6 +62,7 @@ class TrialOutcome:
     error: str | None = None
     traceback: str | None = None
     seconds: float = 0.0
+    node: str | None = None  # the Ray node it ran on (None: this process)
 
 
 def execute_trial(
@@ -80,14 +89,20 @@ OnDone = Callable[[Trial, TrialOutcome], None]
 
 
 class Runner(Protocol):
-    """Runs trials and hands each outcome to ``on_done`` (in the driver process)."""
+    """Runs trials and hands each outcome to ``on_done`` (in the driver process); runs the
+    outer folds of one cross-validation likewise (a ``train.cv.FoldExecutor``)."""
 
     def run(self, cohort: Cohort, trials: list[Trial], out: Path, on_done: OnDone,
             progress: Progress | None) -> None: ...  # fmt: skip
 
+    def run_folds(self, cohort: Cohort, config: RunConfig, baselines: list[str],
+                  jobs: list[FoldJob], on_done: FoldDone, progress: Progress | None
+                  ) -> None: ...  # fmt: skip
 
-class LocalRunner:
-    """Trials one after another in this process; folds checkpointed for resume."""
+
+class LocalRunner(SequentialFolds):
+    """Trials one after another in this process; folds checkpointed for resume. As a fold
+    executor: the folds one after another (``SequentialFolds``)."""
 
     def run(self, cohort: Cohort, trials: list[Trial], out: Path, on_done: OnDone,
             progress: Progress | None) -> None:  # fmt: skip
@@ -103,81 +118,224 @@ class LocalRunner:
             on_done(trial, execute_trial(cohort, trial.config, ckpt, cb))
 
 
-def _ray_execute(cohort: Cohort, config: dict[str, Any], threads: int | None) -> TrialOutcome:
-    if threads is not None:  # inside the Ray worker process only
+# ---------------------------------------------------------------------- Ray tasks
+Threads = tuple[int | None, int | None]  # (torch, BLAS) thread counts inside a task
+
+
+def blas_threads() -> int | None:
+    """The BLAS thread count of this process (OpenBLAS / MKL via threadpoolctl)."""
+    from threadpoolctl import threadpool_info
+
+    counts = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    return max(counts) if counts else None
+
+
+def _worker_setup(threads: Threads) -> str:
+    """Inside a Ray task: torch's and BLAS's thread counts (Ray sets one per CPU a task
+    holds; float reductions, e.g. an SVD, depend on them); returns the node id."""
+    import ray
+
+    torch_n, blas_n = threads
+    if torch_n is not None:
         import torch
 
-        torch.set_num_threads(threads)
-    return execute_trial(cohort, RunConfig.model_validate(config))
+        torch.set_num_threads(torch_n)
+    if blas_n is not None:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=blas_n, user_api="blas")  # for the rest of this process
+    return str(ray.get_runtime_context().get_node_id())
+
+
+def _forwarder(sink: Any, **tags: Any) -> Progress:
+    """A progress callback inside a Ray task: events go to the driver's sink actor."""
+
+    def forward(event: str, **info: Any) -> None:
+        sink.push.remote(event, {**tags, **info})
+
+    return forward
+
+
+def _ray_trial(cohort: Cohort, config: dict[str, Any], threads: Threads, trial: str,
+               label: str, sink: Any) -> TrialOutcome:  # fmt: skip
+    import ray
+
+    node = _worker_setup(threads)
+    cb = _forwarder(sink, trial=trial)
+    cb("trial_start", label=label, node=node)
+    outcome = execute_trial(cohort, RunConfig.model_validate(config), progress=cb)
+    outcome.node = node
+    ray.get(sink.flush.remote())  # every event pushed is buffered before the result lands
+    return outcome
+
+
+def _ray_fold(cohort: Cohort, config: dict[str, Any], baselines: list[str], job: FoldJob,
+              threads: Threads, sink: Any) -> FoldOutcome:  # fmt: skip
+    import ray
+
+    node = _worker_setup(threads)
+    cb = _forwarder(sink)
+    cb("fold_start", repeat=job.repeat, fold=job.fold, n_folds=job.n_folds,
+       n_repeats=job.n_repeats, node=node)  # fmt: skip
+    outcome = run_fold(cohort, RunConfig.model_validate(config), baselines, job, cb)
+    outcome.node = node
+    ray.get(sink.flush.remote())
+    return outcome
 
 
 class RayRunner:
-    """Trials as Ray tasks. ``address=None`` starts a local Ray with ``num_cpus`` CPUs
-    (and shuts it down afterwards); an address (``"auto"``, ``"ray://host:10001"``)
-    joins an existing cluster. Each task takes ``cpus_per_trial`` CPUs.
+    """Trials (a grid) or outer folds (one cross-validation) as Ray tasks.
 
-    ``torch_threads``: torch threads inside each task. Float reductions depend on the
-    thread count, so by default (local Ray) tasks use the driver's count and the numbers
-    are bit-identical to a LocalRunner run; on a cluster (``address`` given) the default
-    leaves Ray's setting alone."""
+    ``address``: ``None`` uses ``RAY_ADDRESS`` when it is set, else starts a local Ray with
+    ``num_cpus`` CPUs (shut down afterwards); an address (``"auto"``, ``"HOST:6379"``,
+    ``"ray://host:10001"``) joins an existing cluster, whose workers must have modalsurv
+    installed. Each task takes ``cpus_per_trial`` CPUs; tasks are spread over the nodes.
+    A Ray that is already initialised in this process is used as it is.
+
+    ``torch_threads`` / ``blas_threads``: threads inside each task. Float reductions
+    (a matrix product, an SVD) depend on the thread counts, so by default
+    (``same_threads=True``) the counts not given are the driver's, and the numbers are
+    bit-identical to a LocalRunner run in the driver, on a local Ray or a cluster.
+    ``same_threads=False`` leaves Ray's setting (one thread per CPU a task holds) for the
+    counts not given: no oversubscription on busy nodes, numbers equal to the last bits
+    only where the counts happen to agree."""
 
     def __init__(self, address: str | None = None, num_cpus: int = 2,
-                 cpus_per_trial: float = 1.0, torch_threads: int | None = None) -> None:  # fmt: skip
-        self.address = address
+                 cpus_per_trial: float = 1.0, torch_threads: int | None = None,
+                 blas_threads: int | None = None, same_threads: bool = True) -> None:  # fmt: skip
+        self.address = address or os.environ.get("RAY_ADDRESS") or None
         self.num_cpus = num_cpus
         self.cpus_per_trial = cpus_per_trial
         self.torch_threads = torch_threads
+        self.blas_threads = blas_threads
+        self.same_threads = same_threads
 
-    def run(self, cohort: Cohort, trials: list[Trial], out: Path, on_done: OnDone,
-            progress: Progress | None) -> None:  # fmt: skip
+    # ------------------------------------------------------------------ plumbing
+    def _connect(self, ray: Any) -> bool:
+        """Initialise Ray unless it is; True when this call started it (to shut down)."""
+        if ray.is_initialized():
+            return False
+        kw: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False}
+        if self.address is None:
+            ray.init(num_cpus=self.num_cpus, include_dashboard=False, **kw)
+        else:
+            ray.init(address=self.address, **kw)
+        return True
+
+    def _threads(self) -> Threads:
+        if not self.same_threads:
+            return self.torch_threads, self.blas_threads
         import torch
 
+        return (torch.get_num_threads() if self.torch_threads is None else self.torch_threads,
+                blas_threads() if self.blas_threads is None else self.blas_threads)  # fmt: skip
+
+    def _drive(self, ray: Any, pending: dict[Any, Any], sink: Any, progress: Progress | None,
+               on_ready: Callable[[Any, Any], None]) -> None:  # fmt: skip
+        """Wait for the tasks; forward the workers' events while waiting; hand each
+        finished task (its item and object ref) to ``on_ready`` as it lands."""
+
+        def forward() -> None:
+            for event, info in ray.get(sink.drain.remote()):
+                if progress is not None:
+                    progress(event, **info)
+
+        try:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.25)
+                forward()
+                for ref in ready:
+                    on_ready(pending.pop(ref), ref)
+            forward()
+        except BaseException:
+            for ref in pending:
+                ray.cancel(ref)
+            raise
+
+    def _session(self) -> tuple[Any, bool, Any]:
+        from modalsurv.experiments.sink import ProgressSink
         from modalsurv.utils import require
 
         ray = require("ray", "--runner ray")
-
-        threads = self.torch_threads
-        if threads is None and self.address is None:
-            threads = torch.get_num_threads()
-        started = not ray.is_initialized()
-        if started:
-            kw: dict[str, Any] = {"include_dashboard": False, "ignore_reinit_error": True,
-                                  "log_to_driver": False}  # fmt: skip
-            if self.address is None:
-                ray.init(num_cpus=self.num_cpus, **kw)
-            else:
-                ray.init(address=self.address, **kw)
+        started = self._connect(ray)
         try:
-            task = ray.remote(num_cpus=self.cpus_per_trial)(_ray_execute)
+            sink = ray.remote(num_cpus=0)(ProgressSink).remote()
+        except BaseException:
+            if started:
+                ray.shutdown()
+            raise
+        return ray, started, sink
+
+    def _remote(self, ray: Any, fn: Callable[..., Any]) -> Any:
+        return ray.remote(num_cpus=self.cpus_per_trial, scheduling_strategy="SPREAD")(fn)
+
+    # ------------------------------------------------------------------ a grid
+    def run(self, cohort: Cohort, trials: list[Trial], out: Path, on_done: OnDone,
+            progress: Progress | None) -> None:  # fmt: skip
+        ray, started, sink = self._session()
+        try:
+            task = self._remote(ray, _ray_trial)
             ref = ray.put(cohort)
-            pending = {task.remote(ref, t.config.model_dump(mode="json"), threads): t
-                       for t in trials}  # fmt: skip
+            threads = self._threads()
+            pending = {task.remote(ref, t.config.model_dump(mode="json"), threads, t.id,
+                                   t.label, sink): t for t in trials}  # fmt: skip
             for t in trials:
                 if progress is not None:
                     progress("trial_submitted", trial=t.id, label=t.label)
-            while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
-                trial = pending.pop(done[0])
+
+            def ready(trial: Trial, done: Any) -> None:
                 try:
-                    outcome = ray.get(done[0])
+                    outcome = ray.get(done)
                 except Exception as err:  # the worker itself died (memory, signal)
                     outcome = TrialOutcome(error=f"{type(err).__name__}: {err}",
                                            traceback=traceback.format_exc())  # fmt: skip
                 on_done(trial, outcome)
+
+            self._drive(ray, pending, sink, progress, ready)
+        finally:
+            if started:
+                ray.shutdown()
+
+    # ------------------------------------------------------------------ one CV's folds
+    def run_folds(self, cohort: Cohort, config: RunConfig, baselines: list[str],
+                  jobs: list[FoldJob], on_done: FoldDone, progress: Progress | None
+                  ) -> None:  # fmt: skip
+        """The outer folds as Ray tasks (``train.cv.FoldExecutor``). A fold that fails
+        raises its own error here (after the folds that finished were handed on, so a
+        resume keeps them) and the folds still pending are cancelled."""
+        ray, started, sink = self._session()
+        try:
+            task = self._remote(ray, _ray_fold)
+            ref = ray.put(cohort)
+            threads, cfg = self._threads(), config.model_dump(mode="json")
+            pending = {task.remote(ref, cfg, baselines, job, threads, sink): job for job in jobs}
+
+            def ready(job: FoldJob, done: Any) -> None:
+                try:
+                    outcome = ray.get(done)
+                except ray.exceptions.RayTaskError as err:  # the fold's own error
+                    cause = getattr(err, "cause", None)
+                    if isinstance(cause, Exception):
+                        raise cause from err
+                    raise
+                on_done(job, outcome)
+
+            self._drive(ray, pending, sink, progress, ready)
         finally:
             if started:
                 ray.shutdown()
 
 
-def get_runner(runner: str | Runner) -> Runner:
-    """``"local"``, ``"ray"`` or a Runner instance."""
+def get_runner(runner: str | Runner, address: str | None = None) -> Runner:
+    """``"local"``, ``"ray"`` (``address``: a Ray cluster to join, see RayRunner) or a
+    Runner instance."""
     if not isinstance(runner, str):
         return runner
     if runner == "local":
         return LocalRunner()
     if runner == "ray":
-        return RayRunner()
-    raise ValueError(f"unknown runner {runner!r}; expected 'local' or 'ray'")
+        return RayRunner(address=address)
+    raise ConfigError(f"unknown runner {runner!r}; expected 'local' or 'ray'")
 
 
 # ---------------------------------------------------------------------- files

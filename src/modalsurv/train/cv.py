@@ -9,7 +9,9 @@ in every per-fold row and in ``metrics.json``.
 
 Folds are stratified on event × follow-up-time tercile (falling back to halves, then to
 the event alone, then to plain shuffled K-fold when a stratum is smaller than the number
-of folds). The baselines are fitted and scored on exactly the same folds.
+of folds). ``cv.groups`` (e.g. ``site``) makes the outer folds leave-one-group-out instead:
+one fold per value of that ``meta`` column, each group held out once. The baselines are
+fitted and scored on exactly the same folds.
 
 Per fold: Harrell's C, Uno's C (censoring distribution from the training part) and the
 integrated Brier score on 50 times between the 10th and 90th percentile of the test
@@ -25,7 +27,13 @@ different run (config, baselines or folds) is refused before anything is written
 without a finished fold holds nothing worth keeping and is simply started again.
 
 A cohort cross-validation cannot use (fewer patients than folds, no event, fewer events
-than folds) is refused up front with a LabelError/DataError naming the numbers.
+than folds; for grouped folds: no such meta column, one group, a group without an event)
+is refused up front with a LabelError/DataError/ConfigError naming the numbers.
+
+The outer folds of a run are independent jobs (:class:`FoldJob`, :func:`run_fold`): a
+``FoldExecutor`` may run them anywhere (``experiments.runners.RayRunner`` spreads them over
+Ray workers); the driver checkpoints each as it arrives and assembles them in fold order,
+so the numbers do not depend on where or in which order the folds ran.
 """
 
 from __future__ import annotations
@@ -34,11 +42,11 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.model_selection import KFold, LeaveOneGroupOut, StratifiedKFold
 
 from modalsurv.cohort import Cohort
 from modalsurv.config import RunConfig, dump_config
@@ -97,8 +105,61 @@ def check_cv_cohort(cohort: Cohort, folds: int) -> None:
                          field="event")  # fmt: skip
 
 
-def make_folds(cohort: Cohort, folds: int, repeats: int, seed: int) -> pd.DataFrame:
-    """Fold assignment as a DataFrame ``patient, repeat, fold`` (``attrs['stratify']``)."""
+def group_labels(cohort: Cohort, column: str) -> np.ndarray:
+    """The group (e.g. site) of every patient from ``cohort.meta[column]``, as strings;
+    refused when the column is absent (ConfigError), a patient has none or there is only
+    one group (DataError)."""
+    if column not in cohort.meta.columns:
+        known = [str(c) for c in cohort.meta.columns
+                 if not str(c).startswith(("clinical:", "latent:"))]  # fmt: skip
+        raise ConfigError(f"cv.groups: the cohort has no meta column {column!r} to make"
+                          f" leave-one-group-out folds from (its meta columns: {known});"
+                          " CHIMERA task 3 sets 'site', or unset cv.groups")  # fmt: skip
+    values = cohort.meta[column]
+    missing = values.isna().to_numpy() | (values.astype(str).str.strip() == "").to_numpy()
+    if missing.any():
+        who = ", ".join(map(str, cohort.ids[missing][:5]))
+        raise DataError(f"cv.groups: {missing.sum()} patient(s) have no {column!r} ({who}"
+                        f"{', ...' if missing.sum() > 5 else ''}): every patient needs a group",
+                        patient=str(cohort.ids[missing][0]), field=f"meta.{column}")  # fmt: skip
+    labels = values.astype(str).to_numpy()
+    groups = np.unique(labels)
+    if len(groups) < 2:
+        raise DataError(f"cv.groups: all {_patients(len(cohort))} have {column} = {groups[0]!r}:"
+                        " leave-one-group-out needs at least two groups (or unset cv.groups"
+                        " for stratified k-fold)", field=f"meta.{column}")  # fmt: skip
+    return labels
+
+
+def check_group_cohort(cohort: Cohort, labels: np.ndarray, column: str) -> None:
+    """Refuse grouped folds that cannot be scored or trained: every held-out group needs
+    an event (else its C-index is undefined), and so does every training part."""
+    check_cv_cohort(cohort, 2)
+    empty = [str(g) for g in np.unique(labels) if not cohort.event[labels == g].any()]
+    if empty:
+        raise LabelError(f"cv.groups: {column} {empty} ha{'s' if len(empty) == 1 else 've'} no"
+                         " event: a held-out group needs an event to be scored; merge or drop"
+                         " it", field="event")  # fmt: skip
+
+
+def make_folds(cohort: Cohort, folds: int, repeats: int, seed: int, groups: str | None = None
+               ) -> pd.DataFrame:  # fmt: skip
+    """Fold assignment as a DataFrame ``patient, repeat, fold`` (``attrs['stratify']``).
+
+    ``groups``: a meta column; the folds are then leave-one-group-out (fold ``f`` holds out
+    the ``f``-th group in sorted order, the same in every repeat; ``folds`` is not used)
+    and a ``group`` column names each patient's group."""
+    if groups is not None:
+        labels = group_labels(cohort, groups)
+        fold = np.empty(len(cohort), dtype=np.int64)
+        splits = LeaveOneGroupOut().split(np.zeros(len(cohort)), groups=labels)
+        for f, (_, test) in enumerate(splits):
+            fold[test] = f
+        out = pd.concat([pd.DataFrame({"patient": cohort.ids.astype(str), "repeat": r,
+                                       "fold": fold, "group": labels})
+                         for r in range(repeats)], ignore_index=True)  # fmt: skip
+        out.attrs["stratify"] = f"leave-one-group-out on meta[{groups!r}]"
+        return out
     n = len(cohort)
     if folds > n:
         raise DataError(f"{folds} folds need at least {folds} patients; the cohort has"
@@ -207,14 +268,22 @@ class CVResult:
         """The fold models of one repeat as a single predictor."""
         return FoldEnsemble(self.models[repeat])
 
+    def test_train_ratio(self) -> float:
+        """n_test / n_train of the folds run, for the corrected resampled t-test: ``1 / ((k
+        - 1) * train_fraction)`` for k stratified folds; for leave-one-group-out folds,
+        whose sizes follow the groups, the mean of each fold's own n_test / n_train."""
+        if "group" in self.folds.columns:
+            rows = self.metrics[self.metrics["model"] == MAIN]
+            return float((rows["n_test"] / rows["n_train"]).mean())
+        k = int(self.folds["fold"].nunique())  # the folds run, which may differ from cv.folds
+        return fold_ratio(k, self.config.cv.train_fraction)
+
     def paired(self, model: str = MAIN, metric: str = "harrell_c") -> pd.DataFrame:
         """``model`` minus every other model on the folds both were scored on: mean
         difference, 95 % CI and p of the corrected resampled t-test (``train.compare``),
         one row per other model. The fold overlap uses n_test / n_train of these folds
-        (training parts shrunk by ``cv.train_fraction`` included)."""
-        k = int(self.folds["fold"].nunique())  # the folds run, which may differ from cv.folds
-        ratio = fold_ratio(k, self.config.cv.train_fraction)
-        return compare_all(self.metrics, model, metric, test_train_ratio=ratio)
+        (:meth:`test_train_ratio`; training parts shrunk by ``cv.train_fraction`` included)."""
+        return compare_all(self.metrics, model, metric, test_train_ratio=self.test_train_ratio())
 
     def save(self, directory: str | Path) -> Path:
         """Write folds.csv, predictions.csv, baseline_predictions.csv, metrics.csv,
@@ -373,6 +442,63 @@ def _empty_baseline_preds() -> pd.DataFrame:
     return pd.DataFrame({"model": [], "patient": [], "repeat": [], "fold": [], "risk": []})
 
 
+@dataclass(frozen=True)
+class FoldJob:
+    """One outer fold to fit and score (the cohort, config and baselines come with it)."""
+
+    repeat: int
+    fold: int
+    seed: int
+    train_idx: np.ndarray
+    test_idx: np.ndarray
+    n_folds: int
+    n_repeats: int
+
+
+@dataclass
+class FoldOutcome:
+    """What one outer fold produced; ``node``: where it ran (a Ray node id), if not here."""
+
+    model: ModalSurv
+    predictions: pd.DataFrame
+    metrics: pd.DataFrame
+    baseline_predictions: pd.DataFrame
+    node: str | None = None
+
+
+def run_fold(cohort: Cohort, config: RunConfig, baselines: list[str], job: FoldJob,
+             progress: Progress | None = None) -> FoldOutcome:  # fmt: skip
+    """Fit and score ModalSurv and the baselines on one outer fold: deterministic given
+    the job (its seed), wherever it runs."""
+    return FoldOutcome(*_run_fold(cohort, job.train_idx, job.test_idx, config, baselines,
+                                  job.repeat, job.fold, job.seed, progress))  # fmt: skip
+
+
+FoldDone = Callable[[FoldJob, FoldOutcome], None]
+
+
+class FoldExecutor(Protocol):
+    """Runs outer folds (:func:`run_fold` on each job) and hands every outcome to
+    ``on_done`` in this process, in any order; emits ``fold_start`` for each job."""
+
+    def run_folds(self, cohort: Cohort, config: RunConfig, baselines: list[str],
+                  jobs: list[FoldJob], on_done: FoldDone, progress: Progress | None
+                  ) -> None: ...  # fmt: skip
+
+
+class SequentialFolds:
+    """The default executor: the folds one after another in this process."""
+
+    def run_folds(self, cohort: Cohort, config: RunConfig, baselines: list[str],
+                  jobs: list[FoldJob], on_done: FoldDone, progress: Progress | None
+                  ) -> None:  # fmt: skip
+        for job in jobs:
+            if progress is not None:
+                progress("fold_start", repeat=job.repeat, fold=job.fold, n_folds=job.n_folds,
+                         n_repeats=job.n_repeats)  # fmt: skip
+            on_done(job, run_fold(cohort, config, baselines, job, progress))
+
+
 # ---------------------------------------------------------------------- resume
 CV_UNITS = {"marker": "done.json", "spec_name": "cv_spec.json"}
 RESUME_HINT = "resume with the config saved in the run folder, or use a new --out"
@@ -421,7 +547,8 @@ def check_resume(root: Path, folds: pd.DataFrame, config: RunConfig, baselines: 
     if not units.any_finished():
         return
     try:
-        old_folds = pd.read_csv(root / "folds.csv", dtype={"patient": str})
+        old_folds = pd.read_csv(root / "folds.csv", dtype={"patient": str, "group": str},
+                                keep_default_na=False)  # fmt: skip
     except (OSError, ValueError) as err:
         raise ConfigError(f"resume directory {root} holds finished folds but no readable"
                           f" folds.csv ({err}); use a new --out") from None  # fmt: skip
@@ -465,16 +592,31 @@ def plan_cv(
     seed: int | None = None,
     baselines: list[str] | None = None,
 ) -> CVPlan:
-    """Resolve the defaults, check the cohort and the baselines, assign the folds."""
-    folds = config.cv.folds if folds is None else folds
+    """Resolve the defaults, check the cohort and the baselines, assign the folds.
+
+    With ``config.cv.groups`` the folds are the groups: ``folds`` (if given) must equal
+    their number, and ``repeats`` must be 1."""
+    groups = config.cv.groups
     repeats = config.cv.repeats if repeats is None else repeats
     seed = config.seed if seed is None else seed
     baselines = list(config.baselines if baselines is None else baselines)
     for name in baselines:
         make_baseline(name, config, 0)  # fail fast on an unknown name
     resolve_device(config.train.device)  # CUDA asked for where there is none
-    check_cv_cohort(cohort, folds)
-    return CVPlan(folds, repeats, seed, baselines, make_folds(cohort, folds, repeats, seed))
+    if groups is None:
+        folds = config.cv.folds if folds is None else folds
+        check_cv_cohort(cohort, folds)
+        return CVPlan(folds, repeats, seed, baselines, make_folds(cohort, folds, repeats, seed))
+    labels = group_labels(cohort, groups)
+    n_groups = len(np.unique(labels))
+    if folds is not None and folds != n_groups:
+        raise ConfigError(f"folds = {folds} with cv.groups = {groups!r}: leave-one-group-out"
+                          f" makes one fold per group, here {n_groups}")  # fmt: skip
+    if repeats != 1:
+        raise ConfigError(f"repeats = {repeats} with cv.groups = {groups!r}: the"
+                          " leave-one-group-out folds would be the same in every repeat")
+    check_group_cohort(cohort, labels, groups)
+    return CVPlan(n_groups, 1, seed, baselines, make_folds(cohort, n_groups, 1, seed, groups))
 
 
 # ---------------------------------------------------------------------- driver
@@ -487,12 +629,16 @@ def cross_validate(
     progress: Progress | None = None,
     baselines: list[str] | None = None,
     resume_dir: str | Path | None = None,
+    executor: FoldExecutor | None = None,
 ) -> CVResult:
-    """Repeated stratified k-fold CV of ModalSurv (and baselines on the same folds).
+    """Repeated stratified k-fold CV of ModalSurv (and baselines on the same folds), or
+    leave-one-group-out CV with ``config.cv.groups``.
 
     ``folds``, ``repeats``, ``seed`` and ``baselines`` default to ``config.cv.folds``,
     ``config.cv.repeats``, ``config.seed`` and ``config.baselines`` (pass ``[]`` for no
     baselines). Fold ``f`` of repeat ``r`` trains with seed ``seed + 1000 r + f``.
+    ``executor``: where the outer folds run (default: one after another here; e.g.
+    ``experiments.runners.RayRunner`` for Ray workers); the numbers are the same.
     """
     config = config or RunConfig()
     plan = plan_cv(cohort, config, folds, repeats, seed, baselines)
@@ -502,49 +648,52 @@ def cross_validate(
     if root is not None:
         _start_resume(root, assignment, config, baselines)
 
-    models: list[list[ModalSurv]] = []
-    preds, rows, bpreds = [], [], []
+    done: dict[tuple[int, int], tuple[ModalSurv, pd.DataFrame, pd.DataFrame, pd.DataFrame]] = {}
+
+    def fold_end(r: int, f: int, m: pd.DataFrame) -> None:
+        if progress is not None:
+            progress("fold_end", repeat=r, fold=f,
+                     **{k: float(v) for k, v in m.iloc[0][list(METRICS)].items()})  # fmt: skip
+
+    if progress is not None:
+        progress("cv_start", n_folds=folds, n_repeats=repeats)
+    jobs = []
     for r in range(repeats):
         fold_of = assignment.loc[assignment["repeat"] == r, "fold"].to_numpy()
-        models.append([])
         for f in range(folds):
             d = None if root is None else _fold_dir(root, r, f)
             if d is not None and _units(root).finished(d):
-                model, p, m, b = _load_fold(d)
+                done[(r, f)] = _load_fold(d)
                 if progress is not None:
                     progress("fold_resumed", repeat=r, fold=f)
-            else:
-                if progress is not None:
-                    progress("fold_start", repeat=r, fold=f, n_folds=folds, n_repeats=repeats)
-                model, p, m, b = _run_fold(
-                    cohort,
-                    subsample_train(
-                        np.flatnonzero(fold_of != f),
-                        cohort.event,
-                        config.cv.train_fraction,
-                        seed + 1000 * r + f,
-                    ),
-                    np.flatnonzero(fold_of == f),
-                    config,
-                    baselines,
-                    r,
-                    f,
-                    seed + 1000 * r + f,
-                    progress,
-                )
-                if d is not None:
-                    _save_fold(d, model, p, m, b)
-            if progress is not None:
-                progress(
-                    "fold_end",
-                    repeat=r,
-                    fold=f,
-                    **{k: float(v) for k, v in m.iloc[0][list(METRICS)].items()},
-                )
-            models[r].append(model)
-            preds.append(p)
-            rows.append(m)
-            bpreds.append(b)
+                fold_end(r, f, done[(r, f)][2])
+                continue
+            fold_seed = seed + 1000 * r + f
+            train_idx = subsample_train(np.flatnonzero(fold_of != f), cohort.event,
+                                        config.cv.train_fraction, fold_seed)  # fmt: skip
+            jobs.append(FoldJob(r, f, fold_seed, train_idx, np.flatnonzero(fold_of == f),
+                                folds, repeats))  # fmt: skip
+
+    def on_done(job: FoldJob, out: FoldOutcome) -> None:
+        """Checkpoint a fold as soon as it arrives (from wherever it ran)."""
+        result = (out.model, out.predictions, out.metrics, out.baseline_predictions)
+        if root is not None:
+            _save_fold(_fold_dir(root, job.repeat, job.fold), *result)
+        done[(job.repeat, job.fold)] = result
+        fold_end(job.repeat, job.fold, out.metrics)
+
+    if jobs:
+        (executor or SequentialFolds()).run_folds(cohort, config, baselines, jobs, on_done,
+                                                  progress)  # fmt: skip
+    keys = [(r, f) for r in range(repeats) for f in range(folds)]  # fold order
+    missing = [k for k in keys if k not in done]
+    if missing:
+        raise RuntimeError(f"the fold executor returned without (repeat, fold) {missing}")
+    # assembled in fold order, whatever order the folds finished in
+    models = [[done[(r, f)][0] for f in range(folds)] for r in range(repeats)]
+    preds = [done[k][1] for k in keys]
+    rows = [done[k][2] for k in keys]
+    bpreds = [done[k][3] for k in keys]
 
     optimistic = config.cv.selection == "outer_fold"
     metrics = pd.concat(rows, ignore_index=True)
@@ -554,6 +703,10 @@ def cross_validate(
     bp = pd.concat(bpreds, ignore_index=True) if bpreds else _empty_baseline_preds()
     summary = summarize(metrics, optimistic, assignment.attrs.get("stratify", ""))
     summary["n_folds"], summary["n_repeats"], summary["seed"] = folds, repeats, seed
+    if config.cv.groups is not None:  # which group each fold held out
+        held = assignment[assignment["repeat"] == 0].groupby("fold")["group"].first()
+        summary["groups"] = {"column": config.cv.groups,
+                             "held_out": [str(held[f]) for f in range(folds)]}  # fmt: skip
     summary["oof_harrell_c"] = [
         float(
             sm.concordance_index(
