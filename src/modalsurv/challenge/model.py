@@ -29,6 +29,7 @@ from modalsurv.config import RunConfig, load_config
 from modalsurv.errors import DataError, Problem, WeightsError
 from modalsurv.features import encoders as enc
 from modalsurv.features import wsi
+from modalsurv.features.encoders import find_weights
 from modalsurv.features.extract import SlideSettings, mri_config
 from modalsurv.features.mri import embed_mri, prepare_mri
 from modalsurv.io import clinical as clin
@@ -74,26 +75,6 @@ def _schema(task: str, event: str | None) -> clin.Schema:
     base = clin.TASK1 if task == "task1" else clin.task3_schema(event or "progression")
     labels = tuple(c for c in (base.time, base.event) if c)
     return replace(base, time=None, event=None, ignore=(*base.ignore, *labels))
-
-
-def find_weights(entry: dict[str, Any], folders: Sequence[Path]) -> Path | None:
-    """The weight file an extraction-record entry names: looked up by name in ``folders``
-    (recursively), then at the recorded path; None when the encoder had no weights."""
-    name = entry.get("weights_name")
-    if not name:
-        return None
-    for d in folders:
-        if (d / name).exists():
-            return d / name
-        hits = sorted(d.rglob(name)) if d.is_dir() else []
-        if hits:
-            return hits[0]
-    recorded = entry.get("weights")
-    if recorded and Path(recorded).exists():
-        return Path(recorded)
-    where = ", ".join(str(d) for d in folders) or "no weight folder given"
-    raise WeightsError(f"weights {name!r} of encoder {entry.get('name')!r} not found (looked in"
-                       f" {where} and at {recorded})", field="weights")  # fmt: skip
 
 
 def _checked(built: Any, entry: dict[str, Any], path: Path | None) -> Any:
