@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from modalsurv.cohort import Cohort
-from modalsurv.config import FinetuneConfig, RunConfig
+from modalsurv.config import DataConfig, FinetuneConfig, RunConfig
 from modalsurv.errors import ConfigError, FeatureError, WeightsError
 from modalsurv.features import encoders as enc
 from modalsurv.features.tile_cache import DEFAULT_FOLDER, ImageCache
@@ -73,14 +73,19 @@ def weight_folders(folders: Sequence[str | Path]) -> Iterator[None]:
         _WEIGHTS.reset(token)
 
 
-def cache_folder(config: RunConfig) -> Path | None:
-    """The image cache a config points at: ``finetune.cache``, else the feature store's
-    ``image_cache`` (``data.features``, or ``data.path`` of a ``store`` source)."""
-    if config.finetune.cache:
-        return Path(config.finetune.cache)
-    data = config.data
+def data_cache_folder(data: DataConfig) -> Path | None:
+    """The image cache beside a data source's feature store (``data.features``, or
+    ``data.path`` of a ``store`` source); None when it has no store."""
     store = data.features if data.features else (data.path if data.source == "store" else None)
     return None if store is None else Path(store) / DEFAULT_FOLDER
+
+
+def cache_folder(config: RunConfig) -> Path | None:
+    """The image cache a config points at: ``finetune.cache``, else the one beside the
+    data's feature store (:func:`data_cache_folder`)."""
+    if config.finetune.cache:
+        return Path(config.finetune.cache)
+    return data_cache_folder(config.data)
 
 
 def current_source(config: RunConfig) -> Any:
