@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 
 from modalsurv.data.synthetic import make_cohort
+from modalsurv.errors import ConfigError
 from modalsurv.experiments.grid import parse_grid
 from modalsurv.experiments.paired import paired_table
 from modalsurv.experiments.runners import LocalRunner, run_grid
@@ -83,3 +84,16 @@ def test_a_chosen_reference_and_other_metrics(grid_dir):
 def test_no_results_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no grid results"):
         paired_table(tmp_path)
+
+
+def test_by_compares_each_group_with_its_own_reference(grid_dir):
+    out, res = grid_dir
+    table = paired_table(out, reference={"modalities": "clinical+rna"}, by=["data_fraction"])
+    assert len(table) == 2  # clinical vs clinical+rna, at 100 % and at 50 %
+    for fraction in (1.0, 0.5):
+        row = table[table.data_fraction == fraction].iloc[0]
+        assert row.modalities == "clinical" and f"{fraction:.0%}" in row.reference
+        d = _differences(out, res, ("clinical", fraction), ("clinical+rna", fraction))
+        assert row.mean_difference == pytest.approx(d.mean())
+    with pytest.raises(ConfigError, match="not grid settings"):
+        paired_table(out, by=["colour"])
