@@ -385,6 +385,16 @@ def _nbytes(out: Any) -> int:
     return 0
 
 
+def _storages(out: Any) -> list[tuple[int, int]]:
+    """(storage address, bytes) of every tensor in a layer's output."""
+    if isinstance(out, Tensor):
+        st = out.untyped_storage()
+        return [(st.data_ptr(), st.nbytes())]
+    if isinstance(out, tuple | list):
+        return [s for o in out for s in _storages(o)]
+    return []
+
+
 def memory_estimate(adapter: _EncoderAdapter, sample: Tensor, samples_per_step: int,
                     optimizer_states: int = 2) -> dict[str, float]:  # fmt: skip
     """What one training step of ``adapter``'s encoder needs, in MiB: an estimate from one
@@ -401,8 +411,19 @@ def memory_estimate(adapter: _EncoderAdapter, sample: Tensor, samples_per_step: 
     owner = {m: g for g, blk in enumerate(blocks) for m in blk.modules()}
     first = next((g for g, blk in enumerate(blocks)
                   if any(p.requires_grad for p in blk.parameters())), None)  # fmt: skip
-    log: list[tuple[int | None, int]] = []  # (block or None, bytes) of every layer, in order
+    # (block or None, bytes) of every layer's output, in order; an output sharing its
+    # storage with an earlier one (identity, dropout in eval, views) counts once
+    log: list[tuple[int | None, int]] = []
+    seen: set[int] = set()
     block_out: dict[int, int] = {}
+    alive: list[Any] = []  # outputs kept, so no address is reused by a later tensor
+
+    def record(g: int | None, out: Any) -> None:
+        alive.append(out)
+        fresh = [(a, b) for a, b in _storages(out) if a not in seen]
+        seen.update(a for a, _ in fresh)
+        log.append((g, sum(b for _, b in fresh)))
+
     hooks = []
     for g, blk in enumerate(blocks):
         hooks.append(blk.register_forward_hook(
@@ -410,7 +431,7 @@ def memory_estimate(adapter: _EncoderAdapter, sample: Tensor, samples_per_step: 
     for m in adapter.model.modules():
         if not list(m.children()):
             hooks.append(m.register_forward_hook(
-                lambda mod, inp, out, g=owner.get(m): log.append((g, _nbytes(out)))))  # fmt: skip
+                lambda mod, inp, out, g=owner.get(m): record(g, out)))  # fmt: skip
     was = adapter.training
     try:
         adapter.eval()
@@ -420,6 +441,7 @@ def memory_estimate(adapter: _EncoderAdapter, sample: Tensor, samples_per_step: 
         for h in hooks:
             h.remove()
         adapter.train(was)
+        alive.clear()
     if first is None:  # no blocks, or nothing inside them trains: count from the first
         start = next((i for i, (g, _) in enumerate(log) if g is None), 0)  # trained layer on
         region = log[start:] if count_parameters(adapter.model)[0] else []
