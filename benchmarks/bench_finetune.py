@@ -332,7 +332,8 @@ def part_speed(presets: list[str], repeats: int) -> None:
 TINY_VIT = {"img_size": 32, "patch_size": 8, "depth": 2, "embed_dim": 96, "num_heads": 3}
 
 
-def part_accuracy(n: int, folds: int, epochs: int, work: Path | None) -> None:
+def part_accuracy(n: int, folds: int, epochs: int, seeds: list[int], work: Path | None
+                  ) -> None:  # fmt: skip
     import pandas as pd
 
     from modalsurv.data.sources import load_data
@@ -368,7 +369,7 @@ def part_accuracy(n: int, folds: int, epochs: int, work: Path | None) -> None:
             "cv": {"folds": folds}, "baselines": [],
             "finetune": {"encoder": "wsi", "lr": 5e-4, "last_k": 1, "tiles_per_step": 8,
                          "lora_rank": 8, "lora_alpha": 16, "encode_batch": 256}}  # fmt: skip
-    grid = parse_grid({"name": "finetune_bench", "base": base,
+    grid = parse_grid({"name": "finetune_bench", "base": base, "seed": seeds,
                        "encoder": ["frozen", "finetune_last", "lora"]})  # fmt: skip
     data = load_data(grid.base.data).cohort
     out = root / "grid"
@@ -377,19 +378,25 @@ def part_accuracy(n: int, folds: int, epochs: int, work: Path | None) -> None:
     import json
 
     rows = []
-    for _, r in res[res.model == "modalsurv"].iterrows():
-        seconds = json.loads((out / "trials" / r.trial / "summary.json").read_text())["seconds"]
-        d = paired[paired.encoder == r.encoder]
-        row = {"encoder": r.encoder, "status": r.status,
-               "harrell_c": f"{r.harrell_c_mean:.3f} ± {r.harrell_c_std:.3f}",
-               "ibs": f"{r.ibs_mean:.3f}", "wall_s": round(seconds)}  # fmt: skip
+    ok = res[res.model == "modalsurv"]
+    for label, part in ok.groupby("encoder", sort=False):
+        seconds = sum(json.loads((out / "trials" / t / "summary.json").read_text())["seconds"]
+                      for t in part.trial)  # fmt: skip
+        folds_c = pd.concat(pd.read_csv(out / "trials" / t / "metrics.csv").query(
+            "model == 'modalsurv'")["harrell_c"] for t in part.trial)  # fmt: skip
+        d = paired[paired.encoder == label]
+        row = {"encoder": label, "trials ok": f"{(part.status == 'ok').sum()}/{len(part)}",
+               "harrell_c (folds)": f"{folds_c.mean():.3f} ± {folds_c.std():.3f}",
+               "ibs": f"{part.ibs_mean.mean():.3f}", "wall_s": round(seconds)}  # fmt: skip
         if len(d):
             x = d.iloc[0]
             row["ΔC vs frozen (95% CI)"] = (f"{x.mean_difference:+.3f} ({x.ci_low:+.3f},"
                                            f" {x.ci_high:+.3f})")  # fmt: skip
             row["p"] = f"{x.p_value:.2f}"
+            row["pairs"] = int(x.n_pairs)
         rows.append(row)
-    print(f"\nWSI alone, {folds}-fold CV, {epochs} epochs max, identical folds (grid: {out})")
+    print(f"\nWSI alone, {folds}-fold CV x seeds {seeds}, {epochs} epochs max, identical"
+          f" folds per seed (grid: {out}); wall_s: all seeds")
     print(pd.DataFrame(rows).to_string(index=False))
 
 
@@ -399,9 +406,10 @@ def main() -> None:
     ap.add_argument("--presets", default="uni,virchow2,phikon_v2,conch_v1_5")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--n", type=int, default=100, help="accuracy: patients")
+    ap.add_argument("--n", type=int, default=200, help="accuracy: patients")
     ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--seeds", default="0,1,2", help="accuracy: grid seeds (folds and init)")
     ap.add_argument("--work", type=Path, default=None, help="accuracy: folder to keep")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -409,7 +417,8 @@ def main() -> None:
     if args.part in ("speed", "all"):
         part_speed([p for p in args.presets.split(",") if p], args.repeats)
     if args.part in ("accuracy", "all"):
-        part_accuracy(args.n, args.folds, args.epochs, args.work)
+        part_accuracy(args.n, args.folds, args.epochs,
+                      [int(v) for v in args.seeds.split(",") if v], args.work)
 
 
 if __name__ == "__main__":

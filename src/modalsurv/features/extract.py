@@ -471,13 +471,6 @@ def _run_extract(
             " --volume-weights), or pass --random-weights to extract with them anyway (it is"
             " then recorded in the store, the run folder and the report)")
     record["random_weights"] = random
-    cache, cached = _open_cache(out, cache_dir, tile_cache and tile is not None,
-                                volume_cache and vol is not None, record)  # fmt: skip
-    if cache is not None:
-        old = (read_extraction_record(out) or {}).get("image_cache") or {}
-        kinds = sorted(set(cached) | (set(old.get("modalities", []))
-                                      if old.get("path") == str(cache.root.resolve()) else set()))  # fmt: skip
-        record["image_cache"] = {"path": str(cache.root.resolve()), "modalities": kinds}
     if tile is not None and slide_enc is not None:
         store.set_meta("wsi", tile.name, tile.checksum, tile.dim, "float32", settings=tile_settings)
         store.set_meta("slide", prov["slide"][0], slide_sum, slide_enc.dim, "float32",
@@ -489,6 +482,14 @@ def _run_extract(
         record["modalities"]["mri"] = prov["mri"][0]
     if rna and any(pf.rna is not None for pf in todo):
         record["modalities"]["rna"] = "raw:genes"
+    # the image cache (after the store accepted the encoders: it refuses the same mixes)
+    cache, cached = _open_cache(out, cache_dir, tile_cache and tile is not None,
+                                volume_cache and vol is not None, record)  # fmt: skip
+    if cache is not None:
+        old = (read_extraction_record(out) or {}).get("image_cache") or {}
+        kinds = sorted(set(cached) | (set(old.get("modalities", []))
+                                      if old.get("path") == str(cache.root.resolve()) else set()))  # fmt: skip
+        record["image_cache"] = {"path": str(cache.root.resolve()), "modalities": kinds}
     record["versions"] = _versions()
     atomic_write_text(Path(out) / EXTRACTION_RECORD,
                       json.dumps(_merge_record(read_extraction_record(out), record), indent=1))

@@ -396,7 +396,7 @@ def _storages(out: Any) -> list[tuple[int, int]]:
 
 
 def memory_estimate(adapter: _EncoderAdapter, sample: Tensor, samples_per_step: int,
-                    optimizer_states: int = 2) -> dict[str, float]:  # fmt: skip
+                    optimizer_states: int = 2, cuda: bool = False) -> dict[str, float]:  # fmt: skip
     """What one training step of ``adapter``'s encoder needs, in MiB: an estimate from one
     forward of ``sample`` (one network input, batch 1) with hooks on every layer.
 
@@ -405,7 +405,12 @@ def memory_estimate(adapter: _EncoderAdapter, sample: Tensor, samples_per_step: 
     - ``activations``: what autograd keeps for ``samples_per_step`` inputs, from the first
       trained block on (the blocks before run without autograd): every layer's output, or
       with checkpointing each trained block's output plus the layer outputs of one block
-      (the one being recomputed). Under bfloat16 autocast (CUDA) they take half the bytes.
+      (the one being recomputed). Training on CUDA (``cuda``) under bfloat16 autocast,
+      they take half the bytes.
+
+    An upper bound for LoRA: frozen layers between the adapters need not keep their
+    inputs, but are counted (benchmarks/bench_finetune.py compares with what autograd
+    actually keeps).
     """
     blocks = [blk for staged in adapter.blocks for blk in staged]
     owner = {m: g for g, blk in enumerate(blocks) for m in blk.modules()}
@@ -457,7 +462,7 @@ def memory_estimate(adapter: _EncoderAdapter, sample: Tensor, samples_per_step: 
                + sum(b for g, b in region if g is None))  # fmt: skip
     else:
         act = sum(b for _, b in region)
-    if adapter.amp and sample.device.type == "cuda":
+    if adapter.amp and cuda:
         act //= 2
     act += _nbytes(sample) + _nbytes(out)
     trainable, total = count_parameters(adapter.model)
