@@ -211,18 +211,25 @@ def test_fine_tuned_mri_encoder_predicts_the_same_after_reload(folder, cohort, t
             again.predict_risk(cohort)
 
 
-def test_no_test_fold_image_is_read_during_training(folder, cohort, monkeypatch) -> None:
+@pytest.mark.parametrize(("enc_", "mode"), [("wsi", "lora"), ("mri", "last_stage")])
+def test_no_test_fold_image_is_read_during_training(folder, cohort, monkeypatch, enc_: str,
+                                                   mode: str) -> None:  # fmt: skip
+    """A spy on the cache reader: within each outer fold's fit only that fold's training
+    patients are read; the test patients are read afterwards, by the finished model."""
     from modalsurv.train import cv as cv_mod
 
     reads: list[tuple[str, str]] = []
-    phase = {"train": None}
-    real_tiles = ImageCache.tiles
+    phase: dict[str, set[str] | None] = {"train": None}
 
-    def spy(self, patient, index=None):
-        reads.append(("fit" if phase["train"] is not None else "predict", str(patient)))
-        if phase["train"] is not None:
-            assert str(patient) in phase["train"], f"test patient {patient} read in training"
-        return real_tiles(self, patient, index)
+    def spying(real):
+        def spy(self, patient, *args):
+            training = phase["train"]
+            reads.append(("fit" if training is not None else "predict", str(patient)))
+            assert training is None or str(patient) in training, \
+                f"test patient {patient} read in training"
+            return real(self, patient, *args)
+
+        return spy
 
     real_fit = ModalSurv.fit
 
@@ -233,9 +240,10 @@ def test_no_test_fold_image_is_read_during_training(folder, cohort, monkeypatch)
         finally:
             phase["train"] = None
 
-    monkeypatch.setattr(ImageCache, "tiles", spy)
+    monkeypatch.setattr(ImageCache, "tiles", spying(ImageCache.tiles))
+    monkeypatch.setattr(ImageCache, "volumes", spying(ImageCache.volumes))
     monkeypatch.setattr(ModalSurv, "fit", fit)
-    cfg = config(folder, **{"train.epochs": 1, "cv.folds": 2})
+    cfg = config(folder, enc_, mode, **{"train.epochs": 1, "cv.folds": 2})
     res = cv_mod.cross_validate(cohort, cfg)
     assert {w for w, _ in reads} == {"fit", "predict"}  # read in training, and after it
     assert sorted(res.predictions["patient"]) == sorted(map(str, cohort.ids))
