@@ -247,6 +247,25 @@ def _load_data(spec: Any, features: Path | None, strict: bool, seed: int = 0) ->
     return loaded
 
 
+def _bind_images(spec: str, features: Path | None, images: Path | None) -> Any:
+    """A context in which a model that fine-tuned an encoder reads this cohort's images:
+    ``--images``, else the image cache beside the cohort's feature store (if any)."""
+    import contextlib
+
+    from modalsurv.data.sources import parse_data_spec
+    from modalsurv.train.finetune import data_cache_folder
+    from modalsurv.train.finetune import images as bind
+
+    if images is None:
+        data = parse_data_spec(spec)
+        if features is not None:
+            data = data.model_copy(update={"features": str(features)})
+        images = data_cache_folder(data)
+        if images is None or not images.is_dir():
+            return contextlib.nullcontext()
+    return bind(images)
+
+
 def _print_data_summary(loaded: Any, limit: int = 12) -> None:
     from rich.markup import escape
 
@@ -326,13 +345,17 @@ def evaluate(
     n_boot: int = typer.Option(200, min=1, help="bootstrap resamples for the 95% CI"),
     features: Path | None = typer.Option(None, help="feature store joined with a CHIMERA folder"),
     strict: bool = typer.Option(False, help="refuse data with any problem (warnings included)"),
+    images: Path | None = typer.Option(None, help="image cache of this cohort, for a model"
+                                       " that fine-tuned an encoder (default:"
+                                       " FEATURES/image_cache when it exists)"),
 ) -> None:
     """Score the run's fold ensemble on another cohort."""
     from modalsurv.runs import evaluate_run
 
     try:
         loaded = _load_data(data, features, strict)
-        res = evaluate_run(run, loaded.cohort, n_boot=n_boot, name=name)
+        with _bind_images(data, features, images):
+            res = evaluate_run(run, loaded.cohort, n_boot=n_boot, name=name)
     except (DataError, ConfigError) as err:
         _fail(err)
     console.print_json(json.dumps(res))
@@ -347,6 +370,9 @@ def predict(
     times: str = typer.Option("", help="comma-separated times for survival probabilities"),
     features: Path | None = typer.Option(None, help="feature store joined with a CHIMERA folder"),
     strict: bool = typer.Option(False, help="refuse data with any problem (warnings included)"),
+    images: Path | None = typer.Option(None, help="image cache of this cohort, for a model"
+                                       " that fine-tuned an encoder (default:"
+                                       " FEATURES/image_cache when it exists)"),
 ) -> None:
     """Per-patient risk, expected time and survival at chosen times, each with the spread
     over the ensemble's member networks (folds × seeds): risk_sd, *_p05 and *_p95."""
@@ -355,7 +381,8 @@ def predict(
     try:
         grid = _parse_times(times)
         loaded = _load_data(data, features, strict)
-        df = predict_run(run, loaded.cohort, out, grid)
+        with _bind_images(data, features, images):
+            df = predict_run(run, loaded.cohort, out, grid)
     except ValueError as err:  # DataError and ConfigError are ValueErrors too
         _fail(err)
     console.print(f"wrote {len(df)} predictions to [bold]{out}[/] (risk and survival with the"
@@ -377,6 +404,9 @@ def experiment(
     reference: str | None = typer.Option(
         None, help="setting the others are compared with, fold by fold, e.g."
         " 'modalities=clinical+wsi,fusion=concat'; default: the grid's first setting"),
+    by: str = typer.Option("", help="compare within groups of these settings, each against"
+                           " its own reference, e.g. 'data_fraction' with --reference"
+                           " encoder=frozen: fine-tuning vs frozen at every fraction"),
 ) -> None:
     """Run a declarative grid: modality ablations, fusions, data fractions, seeds, encoders.
 
@@ -407,7 +437,8 @@ def experiment(
         _grid_report(out)
         return  # nothing finished: nothing to compare
     try:
-        paired = paired_table(out, reference=ref)
+        paired = paired_table(out, reference=ref,
+                              by=[b.strip() for b in by.split(",") if b.strip()])
     except ValueError as err:
         _fail(err)
     if paired.empty:
@@ -418,8 +449,9 @@ def experiment(
         format_difference, paired.mean_difference, paired.ci_low, paired.ci_high))})
     cols = ["modalities", "encoder", "fusion", "data_fraction", "ΔC (95% CI)", "p_value",
             "n_pairs"]
-    _print_table(shown[cols], f"Harrell C minus the reference ({paired['reference'].iloc[0]}),"
-                              " paired on folds")
+    refs = paired["reference"].unique()
+    what = refs[0] if len(refs) == 1 else f"per {by}: " + "; ".join(refs)
+    _print_table(shown[cols], f"Harrell C minus the reference ({what}), paired on folds")
     console.print(f"paired comparisons: [bold]{out / 'paired.csv'}[/]")
     _grid_report(out)
 
@@ -545,6 +577,14 @@ def extract(
     reextract_changed: bool = typer.Option(
         False, "--reextract-changed", help="re-extract patients the store holds from other"
         " source files (default: refuse them)"),
+    tile_cache: bool = typer.Option(
+        False, "--tile-cache", help="also keep every tile's uint8 pixels (and coordinates) in"
+        " the image cache, for fine-tuning the tile encoder in training (finetune:)"),
+    volume_cache: bool = typer.Option(
+        False, "--volume-cache", help="also keep the preprocessed MRI volumes in the image"
+        " cache, for fine-tuning the volume encoder in training"),
+    cache_dir: Path | None = typer.Option(None, help="image cache folder (default:"
+                                          " OUT/image_cache)"),
 ) -> None:
     """Embed slides (tiles + slide vector), MRI and RNA with frozen encoders into a store.
 
@@ -559,7 +599,8 @@ def extract(
         volume_encoder=volume_encoder, volume_weights=volume_weights, mpp=mpp,
         tile_size=tile_size, max_tiles=max_tiles, batch_size=batch_size, workers=workers,
         limit=limit, device=device, allow_random_weights=random_weights,
-        reextract_changed=reextract_changed, min_tissue=min_tissue,
+        reextract_changed=reextract_changed, min_tissue=min_tissue, tile_cache=tile_cache,
+        volume_cache=volume_cache, cache_dir=cache_dir,
     )
     if slide_weights is not None:
         kwargs["slide_weights"] = slide_weights
@@ -587,7 +628,8 @@ def extract(
         _fail(err)
     console.print(f"store: [bold]{out}[/]  done {len(report.done)}, skipped "
                   f"{len(report.skipped)}, no images {len(report.no_images)}, failed"
-                  f" {len(report.failures)}")
+                  f" {len(report.failures)}"
+                  + (f", images cached {len(report.cached)}" if report.cached else ""))
     for prob in report.problems:  # discovery and extraction warnings (no tissue, resolution)
         colour = "red" if prob.severity == "error" else "yellow"
         console.print(f"[{colour}]{escape(str(prob))}[/]", soft_wrap=True)
@@ -636,7 +678,7 @@ def challenge(
         if direction not in ("risk", "time"):
             raise ConfigError(f"--direction must be 'risk' or 'time'; found {direction!r}")
         dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-        predictor = ChallengeModel.load(model, t)
+        predictor = ChallengeModel.load(model, t, weights)
         if batch is not None:
             with _progress() as p:
                 res = score_folder(t, predictor, batch, out, weights, dev, direction,  # type: ignore[arg-type]

@@ -18,6 +18,7 @@ from pydantic import (
     PositiveInt,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -214,6 +215,72 @@ class CVConfig(Strict):
         return self
 
 
+FINETUNE_MODES = {"wsi": ("frozen", "last_k", "all", "lora"),
+                  "mri": ("frozen", "last_stage", "all")}  # fmt: skip
+
+
+class FinetuneConfig(Strict):
+    """Training an image encoder inside ModalSurv instead of using its frozen features
+    (``train.finetune``); the default, ``frozen``, changes nothing. Needs the image cache
+    that ``modalsurv extract --tile-cache / --volume-cache`` writes."""
+
+    encoder: Literal["wsi", "mri"] = Field(
+        "wsi",
+        description="whose encoder is adapted: 'wsi' (the tile encoder of the extraction"
+        " record: a ViT preset or timm model) or 'mri' (the MedicalNet 3-D ResNet)",
+    )
+    mode: Literal["frozen", "last_k", "last_stage", "all", "lora"] = Field(
+        "frozen",
+        description="'frozen': the stored features (default); wsi: 'last_k' (the last k"
+        " transformer blocks and the final norm / pooler train), 'lora' (low-rank adapters"
+        " on lora_targets, through peft), 'all'; mri: 'last_stage' (layer4 trains), 'all'",
+    )
+    lr: float = Field(1e-5, gt=0.0, description="learning rate of the encoder's parameters"
+                      " (the rest of the network keeps train.lr)")
+    weight_decay: float = Field(0.0, ge=0.0, description="weight decay of the encoder's"
+                                " parameters")
+    last_k: int = Field(2, ge=1, description="mode 'last_k': how many final blocks train")
+    tiles_per_step: int = Field(
+        16, ge=1,
+        description="wsi: tiles of each patient's bag re-encoded per training step (a seeded"
+        " subset of its valid tiles); the others keep their frozen features. Evaluation and"
+        " prediction re-encode every tile",
+    )
+    lora_rank: int = Field(8, ge=1)
+    lora_alpha: float = Field(16.0, gt=0.0)
+    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    lora_targets: list[str] = Field(
+        default_factory=lambda: ["attn.qkv", "attn.proj"],
+        description="module names (suffixes) that get LoRA adapters: a timm ViT's attention"
+        " projections by default",
+    )
+    grad_checkpointing: bool = Field(True, description="recompute the trained blocks'"
+                                     " activations in the backward pass (less memory)")
+    mixed_precision: bool = Field(True, description="bfloat16 autocast of the encoder on"
+                                  " CUDA (ignored on the CPU)")
+    encode_batch: int = Field(64, ge=1, description="tiles (volumes) per encoder call when"
+                              " every tile is re-encoded (evaluation, prediction)")
+    cache: str | None = Field(
+        None,
+        description="the image cache folder; None: FEATURE_STORE/image_cache of the data"
+        " (data.features, or data.path of a store source)",
+    )
+
+    @model_validator(mode="after")
+    def _mode_fits_encoder(self) -> FinetuneConfig:
+        if self.mode not in FINETUNE_MODES[self.encoder]:
+            hint = {"lora": "LoRA adapts a ViT's attention (encoder wsi)",
+                    "last_k": "the 3-D ResNet trains its last stage: mode last_stage",
+                    "last_stage": "a ViT trains its last blocks: mode last_k"}.get(self.mode, "")  # fmt: skip
+            raise ValueError(f"mode {self.mode!r} does not apply to encoder {self.encoder!r}"
+                             f" (modes: {list(FINETUNE_MODES[self.encoder])}); {hint}")
+        return self
+
+    @property
+    def active(self) -> bool:
+        return self.mode != "frozen"
+
+
 class DataConfig(Strict):
     """Where the cohort comes from."""
 
@@ -254,6 +321,17 @@ class RunConfig(Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     cv: CVConfig = Field(default_factory=CVConfig)
     baselines: list[str] = Field(default_factory=lambda: ["coxph_clinical", "coxnet", "rsf"])
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+
+    @model_serializer(mode="wrap")
+    def _omit_default_finetune(self, handler: Any) -> dict[str, Any]:
+        """The ``finetune`` section is written only when it differs from the default
+        (frozen), so a frozen run's config.yaml, saved models and grid trial ids stay
+        exactly what they were before the section existed."""
+        out = handler(self)
+        if self.finetune == FinetuneConfig():
+            out.pop("finetune", None)
+        return out
 
     @field_validator("baselines")
     @classmethod

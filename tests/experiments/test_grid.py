@@ -152,3 +152,33 @@ def test_example_grids_load_and_expand(name, n_trials):
     from modalsurv.data.sources import load_cohort  # noqa: F401 - data section must be loadable
 
     assert g.base.data.source == "synthetic"
+
+
+def test_built_in_encoder_labels_set_the_fine_tuning_mode():
+    g = parse_grid({"name": "ft", "base": {"baselines": [], "finetune": {"lr": 1e-4}},
+                    "modalities": [["clinical"], ["clinical", "wsi"]],
+                    "encoder": ["frozen", "finetune_last", "lora"]})  # fmt: skip
+    trials = g.expand()
+    modes = {(t.settings["modalities"][-1], t.settings["encoder"]): t.config.finetune.mode
+             for t in trials}  # fmt: skip
+    # a set without wsi keeps the base (frozen): its three labels are one trial
+    assert len(trials) == 1 + 3 and modes[("clinical", "frozen")] == "frozen"
+    assert modes[("wsi", "finetune_last")] == "last_k" and modes[("wsi", "lora")] == "lora"
+    assert all(t.config.finetune.lr == 1e-4 for t in trials)
+    mri = parse_grid({"name": "m", "base": {"finetune": {"encoder": "mri"}},
+                      "encoder": ["frozen", "finetune_last"]})  # fmt: skip
+    assert [t.config.finetune.mode for t in mri.expand()] == ["frozen", "last_stage"]
+    with pytest.raises(ConfigError, match="'lora' does not apply to base.finetune.encoder 'mri'"):
+        parse_grid({"name": "m", "base": {"finetune": {"encoder": "mri"}}, "encoder": ["lora"]})
+    # a frozen label resolves to the very config (and trial id) of a plain run
+    plain = parse_grid({"name": "p", "base": {"baselines": []}}).expand()[0]
+    frozen = parse_grid({"name": "p", "base": {"baselines": []}, "encoder": ["frozen"]})
+    assert frozen.expand()[0].id == plain.id
+
+
+def test_the_shipped_fine_tuning_grid_crosses_encoders_with_data_fractions():
+    g = load_grid(CONFIGS / "finetune.yaml")
+    trials = g.expand()
+    assert len(trials) == 3 * 3 and g.base.train.n_init == 1
+    assert {t.config.finetune.mode for t in trials} == {"frozen", "last_k", "lora"}
+    assert {t.config.cv.train_fraction for t in trials} == {0.25, 0.5, 1.0}

@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 
 from modalsurv.data.synthetic import make_cohort
+from modalsurv.errors import ConfigError
 from modalsurv.experiments.grid import parse_grid
 from modalsurv.experiments.paired import paired_table
 from modalsurv.experiments.runners import LocalRunner, run_grid
@@ -106,3 +107,16 @@ def _sites_c(out, res, fusion):
     trial = res[res.fusion == fusion]["trial"].iloc[0]
     m = pd.read_csv(out / "trials" / trial / "metrics.csv")
     return m[m.model == "modalsurv"]["harrell_c"].to_numpy()
+
+
+def test_by_compares_each_group_with_its_own_reference(grid_dir):
+    out, res = grid_dir
+    table = paired_table(out, reference={"modalities": "clinical+rna"}, by=["data_fraction"])
+    assert len(table) == 2  # clinical vs clinical+rna, at 100 % and at 50 %
+    for fraction in (1.0, 0.5):
+        row = table[table.data_fraction == fraction].iloc[0]
+        assert row.modalities == "clinical" and f"{fraction:.0%}" in row.reference
+        d = _differences(out, res, ("clinical", fraction), ("clinical+rna", fraction))
+        assert row.mean_difference == pytest.approx(d.mean())
+    with pytest.raises(ConfigError, match="not grid settings"):
+        paired_table(out, by=["colour"])

@@ -30,6 +30,7 @@ from modalsurv.challenge.model import CaseResult, ChallengeModel
 from modalsurv.challenge.outputs import Direction, challenge_value
 from modalsurv.challenge.sockets import OUTPUTS, CaseInputs, read_case
 from modalsurv.errors import DataError, Problem
+from modalsurv.train.finetune import images
 from modalsurv.utils import Progress, atomic_write_csv, atomic_write_text
 
 
@@ -40,8 +41,9 @@ def predict_case(model: ChallengeModel, case: CaseInputs, weights: Sequence[str 
     encoders = model.encoders(weights, device)
     cohort, problems, n_tiles = model.case_cohort(case, encoders, timer)
     t0 = time.perf_counter()
-    risks = model.ensemble.predict_risk(cohort)
-    value = float(challenge_value(model.ensemble, cohort, case.task, direction, risks)[0])
+    with images(model.images):  # fine-tuned encoders re-encode the case's own images
+        risks = model.ensemble.predict_risk(cohort)
+        value = float(challenge_value(model.ensemble, cohort, case.task, direction, risks)[0])
     risk = float(risks[0])
     timer["prediction"] = time.perf_counter() - t0
     if not math.isfinite(value):

@@ -10,6 +10,12 @@ the recorded path; a file whose checksum differs from the record is refused, sin
 features from other weights would be silently wrong. Random-init encoders (allowed at
 extraction with ``--random-weights``) are rebuilt from their fixed seed and checked the
 same way.
+
+A model whose tile (or MRI) encoder was fine-tuned in training (``finetune:``) holds the
+adapted weights or LoRA adapters next to the encoder's record: the case's tiles (or
+prepared volumes) are kept in memory (``images``) and each fold model re-encodes them
+with its own adapted encoder, as in training's evaluation; the frozen encoder's
+features only fill the shapes.
 """
 
 from __future__ import annotations
@@ -29,14 +35,17 @@ from modalsurv.config import RunConfig, load_config
 from modalsurv.errors import DataError, Problem, WeightsError
 from modalsurv.features import encoders as enc
 from modalsurv.features import wsi
+from modalsurv.features.encoders import find_weights
 from modalsurv.features.extract import SlideSettings, mri_config
 from modalsurv.features.mri import embed_mri, prepare_mri
+from modalsurv.features.tile_cache import MemoryImages
 from modalsurv.io import clinical as clin
 from modalsurv.io.chimera import DEFAULT_MAX_TILES
 from modalsurv.io.feature_files import tile_subset
 from modalsurv.io.rnaseq import rna_from_pairs
 from modalsurv.io.store import read_extraction_record
 from modalsurv.train.ensemble import FoldEnsemble
+from modalsurv.train.finetune import weight_folders
 
 IMAGE_MODALITIES = ("wsi", "slide", "mri")
 
@@ -76,26 +85,6 @@ def _schema(task: str, event: str | None) -> clin.Schema:
     return replace(base, time=None, event=None, ignore=(*base.ignore, *labels))
 
 
-def find_weights(entry: dict[str, Any], folders: Sequence[Path]) -> Path | None:
-    """The weight file an extraction-record entry names: looked up by name in ``folders``
-    (recursively), then at the recorded path; None when the encoder had no weights."""
-    name = entry.get("weights_name")
-    if not name:
-        return None
-    for d in folders:
-        if (d / name).exists():
-            return d / name
-        hits = sorted(d.rglob(name)) if d.is_dir() else []
-        if hits:
-            return hits[0]
-    recorded = entry.get("weights")
-    if recorded and Path(recorded).exists():
-        return Path(recorded)
-    where = ", ".join(str(d) for d in folders) or "no weight folder given"
-    raise WeightsError(f"weights {name!r} of encoder {entry.get('name')!r} not found (looked in"
-                       f" {where} and at {recorded})", field="weights")  # fmt: skip
-
-
 def _checked(built: Any, entry: dict[str, Any], path: Path | None) -> Any:
     if built.checksum != entry.get("checksum"):
         raise WeightsError(
@@ -119,10 +108,17 @@ class ChallengeModel:
         self.modalities: list[str] = list(first.modalities_)
         self.in_dims: dict[str, int] = dict(first.preprocessor_.in_dims)
         self.bags = {m: k == "bag" for m, k in first.preprocessor_.kinds.items()}
+        # modalities whose encoder the fold models fine-tuned: their images are kept
+        self.adapted = {m.finetune_.modality for m in ensemble.members
+                        if getattr(m, "finetune_", None) is not None}  # fmt: skip
+        self.images = MemoryImages()  # the current case's tiles / volumes (adapted encoders)
 
     @classmethod
-    def load(cls, run: str | Path, task: str) -> ChallengeModel:
-        """Load and check a run folder for ``task`` ("task1" | "task3")."""
+    def load(cls, run: str | Path, task: str, weights: Sequence[str | Path] = ()
+             ) -> ChallengeModel:  # fmt: skip
+        """Load and check a run folder for ``task`` ("task1" | "task3"). ``weights``:
+        folders holding encoder weights, needed here when the model fine-tuned an
+        encoder (default: RUN/weights, then the recorded path)."""
         run = Path(run)
         bundle = run / "models" / "repeat_0"
         if not (bundle / "bundle.json").is_file() or not (run / "config.yaml").is_file():
@@ -133,7 +129,9 @@ class ChallengeModel:
         if data.source == "chimera" and (data.name or "task1") != task:
             raise ModelMismatchError(f"the model was trained on CHIMERA {data.name}; these inputs"
                                      f" are {task}", path=run, field="task")  # fmt: skip
-        model = cls(run, FoldEnsemble.load(bundle), config, read_extraction_record(run))
+        with weight_folders([*map(Path, weights), run / "weights"]):
+            ensemble = FoldEnsemble.load(bundle)
+        model = cls(run, ensemble, config, read_extraction_record(run))
         model._check_task(task)
         return model
 
@@ -197,6 +195,7 @@ class ChallengeModel:
         lacks it), the problems met, and the number of tiles encoded."""
         problems = list(case.problems)
         t0 = time.perf_counter()
+        self.images.clear()
         items: dict[str, np.ndarray | None] = {}
         schema = _schema(case.task, self.config.data.params.get("event"))
         src = {case.case: case.sources.get("clinical", "clinical socket")}
@@ -245,7 +244,8 @@ class ChallengeModel:
                 timer: dict[str, float]) -> tuple[np.ndarray | None, np.ndarray | None, int]:  # fmt: skip
         s, tile = encoders.slide_settings, encoders.tile
         assert s is not None and tile is not None
-        bags, vecs = [], []
+        bags, vecs, kept = [], [], []
+        keep = "wsi" in self.adapted
         for path, mask in zip(case.slides, case.masks or [None] * len(case.slides)):
             try:
                 t0 = time.perf_counter()
@@ -256,7 +256,10 @@ class ChallengeModel:
                     t1 = time.perf_counter()
                     feats = np.empty((len(plan.coords), tile.dim), dtype=np.float32)
                     i, encode = 0, 0.0
+                    slide_tiles = []
                     for tiles, _ in wsi.iter_tile_batches(slide, plan, s.batch_size, s.workers):
+                        if keep:
+                            slide_tiles.append(tiles)
                         te = time.perf_counter()
                         feats[i : i + len(tiles)] = tile.encode(tiles)
                         encode += time.perf_counter() - te
@@ -278,15 +281,21 @@ class ChallengeModel:
                                         str(path), case.case, "wsi"))  # fmt: skip
                 continue
             bags.append(feats)
+            if keep:
+                kept.append(np.concatenate(slide_tiles))
             vecs.append(encoders.slide.encode(feats, plan.coords, plan.tile_size_lv0))
         if not bags:
             return None, None, 0
         bag = np.concatenate(bags)
         n = len(bag)
         cap = self.config.data.params.get("max_tiles", DEFAULT_MAX_TILES)
+        keep_idx = np.arange(n)
         if cap is not None and len(bag) > cap:
-            bag = bag[tile_subset(case.sample_key, len(bag), int(cap),
-                                  int(self.config.data.params.get("seed", 0)))]  # fmt: skip
+            keep_idx = tile_subset(case.sample_key, len(bag), int(cap),
+                                   int(self.config.data.params.get("seed", 0)))  # fmt: skip
+            bag = bag[keep_idx]
+        if keep:  # the very tiles of the bag, in its order
+            self.images.add(case.case, tiles=np.concatenate(kept)[keep_idx])
         return bag, np.mean(vecs, axis=0).astype(np.float32), n
 
     def _mri(self, case: CaseInputs, encoders: Encoders, problems: list[Problem]
@@ -295,6 +304,8 @@ class ChallengeModel:
             return None
         try:
             vols = prepare_mri(case.mri, case.mri_mask, encoders.mri, case.case)
+            if "mri" in self.adapted:
+                self.images.add(case.case, volumes=np.stack(list(vols.values())))
             return embed_mri(vols, encoders.volume, encoders.mri.combine)
         except Exception as exc:
             reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"

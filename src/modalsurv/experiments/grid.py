@@ -12,10 +12,15 @@ Axes (each optional; a missing axis takes its single value from ``base``):
   compares every fraction on the very same held-out patients.
 - ``seed``: ``RunConfig.seed``; it moves both the fold split and the network initialisation,
   so the spread over seeds includes split variance. The data itself stays fixed.
-- ``encoder``: labels for frozen vs fine-tuned (or any two) feature extractors. Each label
-  is defined under ``encoders`` as a renaming ``{logical modality: cohort modality}``, e.g.
-  ``finetuned: {wsi: wsi_finetuned}``: the grid only chooses which FeatureStore modality
-  feeds the model under the logical name's slot; the cohort must hold both.
+- ``encoder``: frozen vs fine-tuned encoders. The built-in labels ``frozen``,
+  ``finetune_last``, ``finetune_all`` and ``lora`` set ``finetune.mode`` (``frozen``;
+  ``last_k`` for the ``wsi`` tile encoder or ``last_stage`` for the ``mri`` one; ``all``;
+  ``lora``) for the encoder ``base.finetune.encoder`` names, trained inside ModalSurv on the
+  same folds (``train.finetune``; the image cache must exist). A modality set without that
+  modality keeps the base's setting. Any other label is defined under ``encoders`` as a
+  renaming ``{logical modality: cohort modality}``, e.g. ``finetuned: {wsi: wsi_finetuned}``:
+  the grid only chooses which FeatureStore modality feeds the model under the logical
+  name's slot; the cohort must hold both.
 
 ``expand()`` gives one :class:`Trial` per combination, with a resolved RunConfig and a
 stable id (a hash of that resolved config), so an interrupted grid resumes by id and two
@@ -41,6 +46,13 @@ from modalsurv.utils import read_yaml_mapping
 
 GENERATORS = ("all", "single", "leave_one_out", "pairs")
 DEFAULT_ENCODER = "default"
+# built-in encoder labels → finetune.mode (by finetune.encoder where the modes differ)
+FINETUNE_LABELS: dict[str, dict[str, str]] = {
+    "frozen": {"wsi": "frozen", "mri": "frozen"},
+    "finetune_last": {"wsi": "last_k", "mri": "last_stage"},
+    "finetune_all": {"wsi": "all", "mri": "all"},
+    "lora": {"wsi": "lora"},
+}
 
 
 def modality_sets(
@@ -166,10 +178,15 @@ class ExperimentGrid(BaseModel):
     def _check_encoders(self) -> ExperimentGrid:
         for i, label in enumerate(self.encoder or []):
             if label != DEFAULT_ENCODER and label not in self.encoders:
-                raise ValueError(
-                    f"encoder[{i}] = {label!r} is not defined under 'encoders' "
-                    f"(defined: {sorted(self.encoders)})"
-                )
+                if label not in FINETUNE_LABELS:
+                    raise ValueError(
+                        f"encoder[{i}] = {label!r} is not defined under 'encoders' "
+                        f"(defined: {sorted(self.encoders)}; built in: {list(FINETUNE_LABELS)})"
+                    )
+                target = self.base.finetune.encoder
+                if target not in FINETUNE_LABELS[label]:
+                    raise ValueError(f"encoder[{i}] = {label!r} does not apply to"
+                                     f" base.finetune.encoder {target!r}")  # fmt: skip
             renames = self.encoders.get(label)
             if renames and self.modalities is None and self.base.model.modalities is None:
                 raise ValueError(
@@ -216,6 +233,12 @@ class ExperimentGrid(BaseModel):
         for key in ("clinical_modalities", "rna_modalities"):  # a renamed slot keeps its transform
             listed = data["preprocess"][key]
             listed += [dst for src, dst in rename.items() if src in listed and dst not in listed]
+        label = s["encoder"]
+        if label not in self.encoders and label in FINETUNE_LABELS:
+            target = self.base.finetune.encoder
+            if mods is None or target in mods:
+                data.setdefault("finetune", {})
+                data["finetune"]["mode"] = FINETUNE_LABELS[label][target]
         data["model"]["fusion"] = s["fusion"]
         data["cv"]["train_fraction"] = s["data_fraction"]
         data["seed"] = s["seed"]

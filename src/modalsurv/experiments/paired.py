@@ -64,6 +64,7 @@ def paired_table(
     metric: str = "harrell_c",
     model: str = "modalsurv",
     level: float = 0.95,
+    by: tuple[str, ...] | list[str] = (),
 ) -> pd.DataFrame:
     """One row per setting of the finished grid in ``out`` other than ``reference``:
     ``setting - reference`` on ``metric`` over the folds both were scored on, with the
@@ -75,6 +76,10 @@ def paired_table(
     ``n_test / n_train`` of the test uses the smaller training fraction of the two; for
     leave-one-group-out folds (``cv.groups``), whose sizes follow the groups, the folds'
     own mean n_test / n_train (the larger of the two settings').
+
+    ``by`` (grid settings, e.g. ``["data_fraction"]``): compare within each group of
+    settings equal on these, each against its own reference (``reference`` then matches
+    exactly one setting per group): fine-tuning vs frozen at every training fraction.
     """
     out = Path(out)
     path = out / "results.csv"
@@ -85,7 +90,17 @@ def paired_table(
     if ok.empty:
         raise ValueError(f"{path}: no finished trial has model {model!r}")
     settings = list(dict.fromkeys(_setting(r) for _, r in ok.iterrows()))
-    ref = _pick_reference(settings, reference)
+    unknown = sorted(set(by) - set(SETTINGS))
+    if unknown:
+        raise ConfigError(f"by {unknown}: not grid settings; use {list(SETTINGS)}")
+    pos = [SETTINGS.index(b) for b in by]
+
+    def group(s: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(s[i] for i in pos)
+
+    refs = {}
+    for g in dict.fromkeys(group(s) for s in settings):
+        refs[g] = _pick_reference([s for s in settings if group(s) == g], reference)
 
     def folds_of(trial: str) -> pd.DataFrame:
         m = pd.read_csv(out / "trials" / trial / "metrics.csv")
@@ -103,6 +118,7 @@ def paired_table(
 
     rows = []
     for setting in settings:
+        ref = refs[group(setting)]
         if setting == ref:
             continue
         diffs, seeds, k, ratios = [], 0, 2, [math.nan]

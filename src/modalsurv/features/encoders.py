@@ -26,7 +26,7 @@ Registries (one line to add an encoder):
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,18 +172,8 @@ class TileEncoder:
 
     def preprocess(self, tiles: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(tiles)).to(self.device)
-        x = x.permute(0, 3, 1, 2).float().div_(255.0)
-        if self.input_size is not None:
-            side = self.input_size if self.crop_pct >= 1 else round(self.input_size / self.crop_pct)
-            if x.shape[-2:] != (side, side):
-                x = nn.functional.interpolate(x, size=(side, side), mode=self.interpolation,
-                                              antialias=True, align_corners=False)  # fmt: skip
-                if self.interpolation == "bicubic":
-                    x = x.clamp_(0.0, 1.0)  # as PIL's bicubic on uint8 images
-            if side != self.input_size:  # centre crop (Resize(256) + CenterCrop(224))
-                top = (side - self.input_size) // 2
-                x = x[..., top : top + self.input_size, top : top + self.input_size]
-        return (x - self.mean) / self.std
+        return preprocess_tiles(x, self.mean, self.std, self.input_size, self.crop_pct,
+                                self.interpolation)  # fmt: skip
 
     def encode(self, tiles: np.ndarray) -> np.ndarray:
         """(B, H, W, 3) uint8 → (B, dim) float32."""
@@ -193,6 +183,27 @@ class TileEncoder:
         with torch.inference_mode():
             out = self._forward(self.preprocess(tiles))
         return out.float().reshape(len(tiles), -1).cpu().numpy()
+
+
+def preprocess_tiles(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                     input_size: int | None, crop_pct: float = 1.0,
+                     interpolation: str = "bilinear") -> torch.Tensor:  # fmt: skip
+    """(B, H, W, 3) uint8 tiles (a tensor on the model's device) → the network's input
+    (B, 3, s, s) float32: scaled to [0, 1], resized to ``input_size`` (``/ crop_pct`` then
+    centre-cropped), normalised with ``mean`` / ``std`` ((1, 3, 1, 1) tensors). The one
+    preprocessing of extraction and of fine-tuning (``nn.encoder_adapter``)."""
+    x = x.permute(0, 3, 1, 2).float().div_(255.0)
+    if input_size is not None:
+        side = input_size if crop_pct >= 1 else round(input_size / crop_pct)
+        if x.shape[-2:] != (side, side):
+            x = nn.functional.interpolate(x, size=(side, side), mode=interpolation,
+                                          antialias=True, align_corners=False)  # fmt: skip
+            if interpolation == "bicubic":
+                x = x.clamp_(0.0, 1.0)  # as PIL's bicubic on uint8 images
+        if side != input_size:  # centre crop (Resize(256) + CenterCrop(224))
+            top = (side - input_size) // 2
+            x = x[..., top : top + input_size, top : top + input_size]
+    return (x - mean) / std
 
 
 def _norm(mean: Any, std: Any, cfg_mean: Any, cfg_std: Any) -> tuple[tuple, tuple]:
@@ -230,7 +241,8 @@ def timm_encoder(model_name: str, weights: str | Path | None = None, device: str
     m, s = _norm(mean, std, cfg["mean"], cfg["std"])
     size = input_size
     if size is None and model.pretrained_cfg.get("fixed_input_size"):
-        size = int(cfg["input_size"][-1])  # e.g. a ViT without dynamic_img_size
+        # e.g. a ViT without dynamic_img_size: its own img_size (a shrunken one included)
+        size = int(model_kwargs.get("img_size") or cfg["input_size"][-1])
     return TileEncoder(f"timm:{model_name}", model, model.num_features, m, s, size, checksum,
                        device)  # fmt: skip
 
@@ -359,6 +371,26 @@ ENCODERS: dict[str, Callable[..., TileEncoder]] = {
     "efficientnet_lite0": efficientnet_lite0_encoder,
     **{name: _preset_builder(name) for name in TILE_PRESETS},
 }
+
+
+def find_weights(entry: Mapping[str, Any], folders: Sequence[Path]) -> Path | None:
+    """The weight file an extraction-record entry names: looked up by name in ``folders``
+    (recursively), then at the recorded path; None when the encoder had no weights."""
+    name = entry.get("weights_name")
+    if not name:
+        return None
+    for d in folders:
+        if (d / name).exists():
+            return d / name
+        hits = sorted(d.rglob(name)) if d.is_dir() else []
+        if hits:
+            return hits[0]
+    recorded = entry.get("weights")
+    if recorded and Path(recorded).exists():
+        return Path(recorded)
+    where = ", ".join(str(d) for d in folders) or "no weight folder given"
+    raise WeightsError(f"weights {name!r} of encoder {entry.get('name')!r} not found (looked in"
+                       f" {where} and at {recorded})", field="weights")  # fmt: skip
 
 
 def is_random_init(checksum: str | None) -> bool:

@@ -39,6 +39,14 @@ Progress callback: ``progress(event, **info)`` (nothing below cli.py prints):
 - ``"done"``: ``patient``, ``done``, ``total``, ``seconds``;
 - ``"failed"``: ``patient``, ``path``, ``reason``;
 - ``"finish"``: ``report`` (the ExtractReport).
+
+Image cache (``tile_cache`` / ``volume_cache``, for fine-tuning an encoder in training):
+the uint8 tiles of every slide (the store's bag order, with their coordinates) and the
+preprocessed MRI volumes (S, z, y, x) are also written, per patient, to an
+``features.tile_cache.ImageCache`` (default ``out/image_cache``; the record's
+``image_cache`` names it). A patient the store already holds but the cache lacks is only
+tiled (or its MRI prepared) again, not re-encoded; its tiles must land on the store's
+coordinates, else it is a failure.
 """
 
 from __future__ import annotations
@@ -59,6 +67,7 @@ from modalsurv.errors import ConfigError, DataError, LayoutError, Problem
 from modalsurv.features import encoders as enc
 from modalsurv.features import wsi
 from modalsurv.features.mri import MriConfig, embed_mri, mri_dim, prepare_mri
+from modalsurv.features.tile_cache import DEFAULT_FOLDER, ImageCache
 from modalsurv.io.chimera import MRI_SEQUENCES
 from modalsurv.io.layouts import check_layout, chimera_task
 from modalsurv.io.store import EXTRACTION_RECORD, FeatureStore, read_extraction_record
@@ -97,6 +106,7 @@ class ExtractReport:
     total: int = 0
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # already complete from the same files
+    cached: list[str] = field(default_factory=list)  # stored before; only their images cached now
     no_images: list[str] = field(default_factory=list)  # nothing to extract (e.g. RNA only)
     failures: list[Failure] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)  # from layout discovery
@@ -199,20 +209,26 @@ class SlideSettings:
     backend: str = "auto"
 
 
-def encode_slide(path: Path, mask: Path | None, tile_encoder: enc.TileEncoder,
-                 s: SlideSettings, on_batch: Callable[[int, int], None] | None = None
+def encode_slide(path: Path, mask: Path | None, tile_encoder: enc.TileEncoder | None,
+                 s: SlideSettings, on_batch: Callable[[int, int], None] | None = None,
+                 keep_tiles: list[np.ndarray] | None = None,
                  ) -> tuple[np.ndarray, np.ndarray, wsi.TilePlan]:  # fmt: skip
     """Tile embeddings (K × D float32) and level-0 coords (K × 2) of one slide, streamed
-    batch by batch (memory: the K × D result plus two tile batches)."""
+    batch by batch (memory: the K × D result plus two tile batches). ``keep_tiles``
+    collects the uint8 tile batches too (the image cache); ``tile_encoder=None`` only
+    tiles (the embeddings are then K × 0)."""
     with wsi.Slide(path, mpp_override=s.mpp_override, backend=s.backend) as slide:
         tm = wsi.tissue_mask(slide, mask)
         plan = wsi.plan_tiles(slide, tm, s.mpp, s.tile_size, s.max_tiles, s.min_tissue,
                               s.sampling, s.seed)  # fmt: skip
         k = len(plan.coords)
-        feats = np.empty((k, tile_encoder.dim), dtype=np.float32)
+        feats = np.empty((k, 0 if tile_encoder is None else tile_encoder.dim), dtype=np.float32)
         i = 0
         for tiles, _ in wsi.iter_tile_batches(slide, plan, s.batch_size, s.workers):
-            feats[i : i + len(tiles)] = tile_encoder.encode(tiles)
+            if tile_encoder is not None:
+                feats[i : i + len(tiles)] = tile_encoder.encode(tiles)
+            if keep_tiles is not None:
+                keep_tiles.append(tiles)
             i += len(tiles)
             if on_batch is not None:
                 on_batch(i, k)
@@ -346,6 +362,9 @@ def run_extract(
     reextract_changed: bool = False,
     progress: Progress | None = None,
     patients: Sequence[PatientFiles] | None = None,
+    tile_cache: bool = False,
+    volume_cache: bool = False,
+    cache_dir: str | Path | None = None,
 ) -> ExtractReport:
     """Extract every patient's embeddings from ``root`` (a CHIMERA task folder or a
     manifest CSV) into the FeatureStore at ``out``; see the module docstring.
@@ -361,9 +380,15 @@ def run_extract(
     (:func:`patient_fingerprint`). A patient already stored from other files (another
     cohort with overlapping ids, or files that changed) is a failure naming both, unless
     ``reextract_changed`` re-extracts it.
+
+    ``tile_cache`` / ``volume_cache`` also write the images the encoders saw to an image
+    cache (``cache_dir``, default ``out/image_cache``; see the module docstring).
     """
     with exclusive_lock(out, "feature store"):
-        return _run_extract(**{k: v for k, v in locals().items()})
+        if cache_dir is None or not (tile_cache or volume_cache):
+            return _run_extract(**{k: v for k, v in locals().items()})
+        with exclusive_lock(cache_dir, "image cache"):
+            return _run_extract(**{k: v for k, v in locals().items()})
 
 
 def _run_extract(
@@ -374,7 +399,8 @@ def _run_extract(
     max_tiles: int | None, min_tissue: float, sampling: wsi.Sampling, seed: int,
     mpp_override: float | None, batch_size: int, workers: int, limit: int | None,
     device: str, mri: MriConfig | None, rna: bool, flush_every: int, reextract_changed: bool,
-    progress: Progress | None, patients: Sequence[PatientFiles] | None,
+    progress: Progress | None, patients: Sequence[PatientFiles] | None, tile_cache: bool,
+    volume_cache: bool, cache_dir: str | Path | None,
 ) -> ExtractReport:
     """run_extract's body, under the store's process lock."""
     t_start = time.perf_counter()
@@ -456,15 +482,23 @@ def _run_extract(
         record["modalities"]["mri"] = prov["mri"][0]
     if rna and any(pf.rna is not None for pf in todo):
         record["modalities"]["rna"] = "raw:genes"
+    # the image cache (after the store accepted the encoders: it refuses the same mixes)
+    cache, cached = _open_cache(out, cache_dir, tile_cache and tile is not None,
+                                volume_cache and vol is not None, record)  # fmt: skip
+    if cache is not None:
+        old = (read_extraction_record(out) or {}).get("image_cache") or {}
+        kinds = sorted(set(cached) | (set(old.get("modalities", []))
+                                      if old.get("path") == str(cache.root.resolve()) else set()))  # fmt: skip
+        record["image_cache"] = {"path": str(cache.root.resolve()), "modalities": kinds}
     record["versions"] = _versions()
     atomic_write_text(Path(out) / EXTRACTION_RECORD,
                       json.dumps(_merge_record(read_extraction_record(out), record), indent=1))
 
     # resume: which source groups each patient still needs (see run_extract)
     stored = {m: store.fingerprints(m) for m in ("wsi", "slide", "mri")}
-    pending: list[tuple[PatientFiles, list[str], dict[str, str]]] = []
+    pending: list[tuple[PatientFiles, list[str], dict[str, str], list[str]]] = []
     for pf in todo:
-        groups, prints = [], {}
+        groups, prints, images = [], {}, []
         if not _needs(pf, vol is not None):
             report.no_images.append(pf.patient)
             continue
@@ -472,7 +506,13 @@ def _run_extract(
             prints[g] = patient_fingerprint(pf, g)
             have = [stored[m].get(pf.patient, "absent") for m in GROUPS[g]]
             if all(h == prints[g] for h in have) or all(h is None for h in have):
-                continue  # done (None: written by an older version, without a record)
+                # done (None: written by an older version, without a record); only the
+                # images may still be missing from the cache
+                kind = CACHED[g]
+                if cache is not None and kind in cached and (
+                        cache.fingerprint(kind, pf.patient) != prints[g]):
+                    images.append(g)
+                continue
             changed = [h for h in have if h not in ("absent", prints[g], None)]
             if changed and not reextract_changed:
                 report.failures.append(Failure(
@@ -483,30 +523,42 @@ def _run_extract(
                     " --reextract-changed to replace them"))  # fmt: skip
                 continue
             groups.append(g)
-        if groups:
-            pending.append((pf, groups, prints))
+        if groups or images:
+            pending.append((pf, groups, prints, images))
         elif not any(f.patient == pf.patient for f in report.failures):
             report.skipped.append(pf.patient)
     report.total = len(pending)
     emit("start", total=len(pending), skipped=len(report.skipped))
 
     buf = _Buffer(store, prov)
-    for i, (pf, groups, prints) in enumerate(pending, 1):
+    for i, (pf, groups, prints, images) in enumerate(pending, 1):
         emit("patient", patient=pf.patient, index=i, total=len(pending))
         t0 = time.perf_counter()
         results: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
         fingerprints: dict[str, str] = {}
-        for g in groups:
+        for g in [*groups, *images]:
             current: Path | None = None
+            keep = cache is not None and CACHED[g] in cached
             try:
-                if g == "slides" and tile is not None and slide_enc is not None:
+                if g in images and cache is not None:  # stored already: only the images
+                    current = pf.slides[0] if g == "slides" else pf.mri.get(mri_cfg.sequences[0])
+                    _cache_only(pf, g, cache, store, settings, mri_cfg, prints[g])
+                    if pf.patient not in report.cached:
+                        report.cached.append(pf.patient)
+                elif g == "slides" and tile is not None and slide_enc is not None:
                     current = pf.slides[0]
-                    got = _encode_slides(pf, tile, slide_enc, settings, report, emit)
+                    kept: list[np.ndarray] | None = [] if keep else None
+                    got = _encode_slides(pf, tile, slide_enc, settings, report, emit, kept)
+                    if cache is not None and kept is not None:
+                        cache.write_tiles(pf.patient, np.concatenate(kept), got["wsi"][1],
+                                          prints[g])  # fmt: skip
                     results.update(got)
                     fingerprints.update(dict.fromkeys(GROUPS[g], prints[g]))
                 elif g == "mri" and vol is not None:
                     current = pf.mri.get(mri_cfg.sequences[0]) or pf.mri_mask
                     vols = prepare_mri(pf.mri, pf.mri_mask, mri_cfg, pf.patient)
+                    if cache is not None and keep:
+                        cache.write_volumes(pf.patient, np.stack(list(vols.values())), prints[g])
                     results["mri"] = (embed_mri(vols, vol, mri_cfg.combine), None)
                     fingerprints["mri"] = prints[g]
             except Exception as exc:  # one patient's failure never stops the batch
@@ -517,6 +569,9 @@ def _run_extract(
                 report.failures.append(Failure(pf.patient, path, reason))
                 emit("failed", patient=pf.patient, path=path, reason=reason)
         if not results:
+            if pf.patient in report.cached:
+                emit("done", patient=pf.patient, done=len(report.done) + len(buf.patients),
+                     total=len(pending), seconds=time.perf_counter() - t0)  # fmt: skip
             continue
         buf.add(pf.patient, results, fingerprints)
         if len(buf.patients) >= max(flush_every, 1):
@@ -540,10 +595,12 @@ def _run_extract(
 
 
 def _encode_slides(pf: PatientFiles, tile: enc.TileEncoder, slide_enc: Any,
-                   settings: SlideSettings, report: ExtractReport, emit: Progress
+                   settings: SlideSettings, report: ExtractReport, emit: Progress,
+                   keep_tiles: list[np.ndarray] | None = None,
                    ) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:  # fmt: skip
     """``wsi`` (every slide's tiles, slide order) and ``slide`` (the mean of the per-slide
-    slide vectors) of one patient; a slide without tissue at this grid adds nothing."""
+    slide vectors) of one patient; a slide without tissue at this grid adds nothing.
+    ``keep_tiles`` collects the uint8 tiles in the same order (the image cache)."""
     bags, crds, slide_vecs = [], [], []
     current: Path | None = None
     for sp, mp in zip(pf.slides, pf.masks or [None] * len(pf.slides)):
@@ -553,7 +610,8 @@ def _encode_slides(pf: PatientFiles, tile: enc.TileEncoder, slide_enc: Any,
             f, c, plan = encode_slide(
                 sp, mp, tile, settings,
                 lambda done, tot, sp=sp, pid=pf.patient: emit("batch", patient=pid, path=str(sp),
-                                                              tiles_done=done, tiles_total=tot))  # fmt: skip
+                                                              tiles_done=done, tiles_total=tot),
+                keep_tiles)  # fmt: skip
         except DataError:
             raise
         except Exception as exc:
@@ -578,6 +636,54 @@ def _encode_slides(pf: PatientFiles, tile: enc.TileEncoder, slide_enc: Any,
                         field="wsi")  # fmt: skip
     return {"wsi": (np.concatenate(bags), np.concatenate(crds)),
             "slide": (np.mean(slide_vecs, axis=0).astype(np.float32), None)}
+
+
+# ---------------------------------------------------------------------------- image cache
+CACHED = {"slides": "wsi", "mri": "mri"}  # source group → the cache's modality
+
+
+def _open_cache(out: str | Path, cache_dir: str | Path | None, tiles: bool, volumes: bool,
+                record: dict[str, Any]) -> tuple[ImageCache | None, list[str]]:  # fmt: skip
+    """The image cache to write (None when nothing is cached) and its modalities; the
+    cache records the encoder and settings of each (``ImageCache.begin``)."""
+    if not (tiles or volumes):
+        return None, []
+    cache = ImageCache(Path(cache_dir) if cache_dir is not None else Path(out) / DEFAULT_FOLDER)
+    kinds = []
+    if tiles:
+        cache.begin("wsi", record["tile_encoder"], record["tiles"])
+        kinds.append("wsi")
+    if volumes:
+        cache.begin("mri", record["volume_encoder"], record["mri"])
+        kinds.append("mri")
+    return cache, kinds
+
+
+def _cache_only(pf: PatientFiles, group: str, cache: ImageCache, store: FeatureStore,
+                settings: SlideSettings, mri_cfg: MriConfig, fingerprint: str) -> None:
+    """Cache the images of a patient the store already holds: tile the slides again (no
+    encoding) and check the tiles land on the stored coordinates, or prepare the MRI."""
+    if group == "mri":
+        vols = prepare_mri(pf.mri, pf.mri_mask, mri_cfg, pf.patient)
+        cache.write_volumes(pf.patient, np.stack(list(vols.values())), fingerprint)
+        return
+    kept: list[np.ndarray] = []
+    coords = []
+    for sp, mp in zip(pf.slides, pf.masks or [None] * len(pf.slides)):
+        _, c, _ = encode_slide(sp, mp, None, settings, keep_tiles=kept)
+        coords.append(c)
+    c = np.concatenate(coords) if coords else np.zeros((0, 2), np.int64)
+    _, stored = store.read("wsi", pf.patient)
+    if stored is None or len(stored) != len(c) or not np.array_equal(stored, c):
+        raise DataError(f"tiling the slides again gives {len(c)} tiles that are not the"
+                        f" {0 if stored is None else len(stored)} stored ones (other tile"
+                        " settings than the store's?); re-extract this patient into a new"
+                        " store with the cache on", path=pf.slides[0] if pf.slides else None,
+                        patient=pf.patient, field="wsi")  # fmt: skip
+    if not kept:
+        raise DataError("no slide has a tile at the stored settings", patient=pf.patient,
+                        field="wsi")  # fmt: skip
+    cache.write_tiles(pf.patient, np.concatenate(kept), c, fingerprint)
 
 
 def mri_settings(cfg: MriConfig) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from modalsurv.config import ModelConfig
+from modalsurv.nn.encoder_adapter import ROWS
 from modalsurv.nn.fusion import get_fusion
 from modalsurv.nn.heads import OutputHead
 from modalsurv.nn.projection import BagProjection, VectorProjection
@@ -61,11 +62,35 @@ class ModalSurvNet(nn.Module):
         # "wide" path: one scalar per vector modality, zero-initialised so training starts
         # from the deep model alone (bags have no fixed-length input to be linear in)
         self.linear = nn.ModuleDict()
+        # fine-tuned image encoders (nn.encoder_adapter), by modality: none unless attached
+        self.encoders = nn.ModuleDict()
         if model_cfg.linear_skip:
             for m in self.modalities:
                 if not self.is_bag[m]:
                     self.linear[m] = nn.Linear(dims[m], 1, bias=False)
                     nn.init.zeros_(self.linear[m].weight)
+
+    def attach_encoder(self, modality: str, encoder: nn.Module) -> None:
+        """Make ``encoder`` (``nn.encoder_adapter``) part of ``modality``'s projection: it
+        replaces the modality's input (B×D' vector or B×K×D' bag, after the fitted
+        preprocessing) with the embedding of the images ``x[ROWS]`` points at."""
+        if modality not in self.modalities:
+            raise ValueError(f"no modality {modality!r} to attach an encoder to ({self.modalities})")
+        self.encoders[modality] = encoder
+
+    def optimizer_groups(self) -> list[dict[str, Any]] | None:
+        """Parameter groups when encoders are attached (their trainable parameters at the
+        encoder's own lr and weight decay); None without encoders (one plain group)."""
+        if not len(self.encoders):
+            return None
+        mine = {id(p) for e in self.encoders.values() for p in e.parameters()}
+        groups: list[dict[str, Any]] = [
+            {"params": [p for p in self.parameters() if id(p) not in mine]}
+        ]
+        for e in self.encoders.values():
+            groups.append({"params": e.trainable_parameters(), "lr": e.lr,
+                           "weight_decay": e.weight_decay})  # fmt: skip
+        return groups
 
     def _project(
         self, m: str, x: dict[str, Tensor], present: dict[str, Tensor], mask: dict[str, Tensor]
@@ -86,12 +111,16 @@ class ModalSurvNet(nn.Module):
             )
         if not self.is_bag[m]:
             xm = xm.masked_fill(~pm.unsqueeze(-1), 0.0)
+            if m in self.encoders:
+                xm = self.encoders[m](xm, pm, x.get(ROWS))
             skip = self.linear[m](xm) if m in self.linear else None
             return self.projections[m](xm), pm, None, skip
         if m not in mask:
             raise ValueError(f"bag modality {m!r}: no tile mask given")
         mk = mask[m].bool() & pm.unsqueeze(-1)
         pm = pm & mk.any(dim=-1)
+        if m in self.encoders:
+            xm = self.encoders[m](xm, mk, x.get(ROWS))
         zm, attention = self.projections[m](xm, mk)
         return zm, pm, attention, None
 

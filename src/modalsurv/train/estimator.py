@@ -48,6 +48,7 @@ from modalsurv.resume import flatten
 from modalsurv.survival import curves
 from modalsurv.survival.bins import TimeBins
 from modalsurv.survival.family import SurvivalFamily, get_family
+from modalsurv.train.finetune import Finetune
 from modalsurv.train.preprocess import Preprocessor, join_arrays, split_arrays
 from modalsurv.train.trainer import (
     FitResult,
@@ -160,7 +161,8 @@ class ModalSurv(BaseEstimator):
     # Fitted attributes (scikit-learn convention: set by fit / load, ending in "_"):
     # modalities_, preprocessor_, bins_, t_ref_, net_, fit_results_ (one per seed member)
     # and fit_result_ (member 0's), fitted_ (what the family fits after training),
-    # training_meta_ (a loaded model's training record, saved again).
+    # training_meta_ (a loaded model's training record, saved again), finetune_ (the
+    # fine-tuned encoder's plan, train.finetune; None for frozen features).
     preprocessor_: Preprocessor
     bins_: TimeBins
     t_ref_: float
@@ -253,6 +255,7 @@ class ModalSurv(BaseEstimator):
         )
         ref = cfg.train.risk_reference
         self.t_ref_ = float(np.median(train.time) if ref == "median" else np.max(train.time))
+        self.finetune_ = Finetune.plan(cfg, self.preprocessor_, train)
 
         pp = self.preprocessor_
         train_t = self._tensors(pp.transform(train), with_bins=True)
@@ -267,6 +270,10 @@ class ModalSurv(BaseEstimator):
             seed_k = member_seed(cfg.seed, k)
             set_seed(seed_k)
             net = _build_net(pp.dims, pp.bag, cfg, self.bins_.n_bins)
+            if self.finetune_ is not None:  # the encoder becomes part of the network
+                self.finetune_.attach(net, seed_k)
+                if k == 0:
+                    self.finetune_.announce(net, progress)
             tr_k, va_k = train_t, val_t
             if splits:
                 tr_k, va_k = (train_t.take(torch.from_numpy(i)) for i in splits[k])
@@ -297,7 +304,12 @@ class ModalSurv(BaseEstimator):
         bin_index = None
         if with_bins:
             bin_index, _ = self.bins_.transform(processed.time, processed.event)
-        return to_tensors(processed, pp.modalities, pp.dims, pp.bag, bin_index)
+        out = to_tensors(processed, pp.modalities, pp.dims, pp.bag, bin_index)
+        if getattr(self, "finetune_", None) is not None:
+            from modalsurv.nn.encoder_adapter import ROWS
+
+            out.x[ROWS] = self.finetune_.rows(processed)
+        return out
 
     def _outputs(self, cohort: Cohort, key: str, batch_dim: int = 0) -> np.ndarray:
         """The network output ``key`` for every patient (batches joined on ``batch_dim``)."""
@@ -424,6 +436,8 @@ class ModalSurv(BaseEstimator):
             }
         elif getattr(self, "training_meta_", None) is not None:  # a resumed run saves it
             meta["training"] = self.training_meta_
+        if getattr(self, "finetune_", None) is not None:
+            meta["finetune"] = self.finetune_.record()
         arrays.update(self.fitted_)  # the family's own keys, e.g. breslow/time
         weights = {
             k: v.detach().cpu().clone().contiguous() for k, v in self.net_.state_dict().items()
@@ -448,10 +462,14 @@ class ModalSurv(BaseEstimator):
         out.fitted_ = {k: np.asarray(v) for k, v in arrays.items()
                        if not k.startswith(("preprocess/", "bins/"))}  # fmt: skip
         pp = out.preprocessor_
+        out.finetune_ = Finetune.restore(meta.get("finetune"), out.config, pp)
         nets = [
             _build_net(pp.dims, pp.bag, out.config, out.bins_.n_bins)
             for _ in range(out.config.train.n_init)
         ]
+        if out.finetune_ is not None:
+            for k, net in enumerate(nets):
+                out.finetune_.attach(net, member_seed(out.config.seed, k))
         out.net_ = nets[0] if len(nets) == 1 else _ensemble(nets)
         out.net_.load_state_dict(weights)
         out.net_.eval()

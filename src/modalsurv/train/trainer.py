@@ -275,8 +275,10 @@ def make_optimizer(
 ) -> torch.optim.Optimizer:
     """Adam(W) with the fused kernel (one pass over all parameters per step: ~4x faster
     than ``foreach`` on the CPU for these small networks, the same update rule), falling
-    back to ``foreach`` where the fused kernel is unsupported."""
-    params = list(net.parameters())
+    back to ``foreach`` where the fused kernel is unsupported. A network with fine-tuned
+    encoders gives their parameters their own group (``ModalSurvNet.optimizer_groups``)."""
+    groups = getattr(net, "optimizer_groups", None)
+    params: Any = (groups() if callable(groups) else None) or list(net.parameters())
     try:
         return opt_cls(params, lr=lr, weight_decay=weight_decay, fused=True)
     except (RuntimeError, ValueError):

@@ -1,0 +1,355 @@
+"""Fine-tuning an image encoder inside ModalSurv: the estimator's side.
+
+``ModalSurv.fit`` asks :meth:`Finetune.plan` whether the run fine-tunes (``finetune.mode``
+other than ``frozen`` and the modality in the model); if so, the plan
+
+1. finds the image cache (``finetune.cache``, else ``image_cache`` in the feature store of
+   ``data.features`` / a ``store:`` source; or the one bound with :func:`images`) and the
+   encoder the cached modality was extracted with (the cache's record: preset or timm
+   spec, architecture keywords, weights and checksum);
+2. checks that the cache covers every training patient of the modality and that the
+   cohort's features were made by that encoder (same width);
+3. builds, for every network (seed member), a fresh encoder from the preset and weights
+   (checksum checked), wraps it in an ``nn.encoder_adapter`` adapter whose fixed map is
+   the modality's train-fitted preprocessing, and attaches it to the network;
+4. gives every cohort the estimator turns into tensors a row table (``x[ROWS]``) that the
+   adapters' :class:`Feed` resolves to patients of the cache.
+
+The cache is read only for the rows of the tensors being trained or predicted: during a
+fold's training, its training (and inner validation) patients; the outer test fold is
+read when it is predicted, by the finished model, never before. A saved model keeps
+:meth:`Finetune.record` (the encoder entry, mode, settings) in its state and the adapted
+weights (or LoRA adapters) in its safetensors; :meth:`Finetune.restore` rebuilds it, with
+the encoder weights looked up by name in the folders bound by :func:`weight_folders`,
+then at the recorded path.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from modalsurv.cohort import Cohort
+from modalsurv.config import DataConfig, FinetuneConfig, RunConfig
+from modalsurv.errors import ConfigError, FeatureError, WeightsError
+from modalsurv.features import encoders as enc
+from modalsurv.features.tile_cache import DEFAULT_FOLDER, ImageCache
+from modalsurv.io.feature_files import tile_subset
+from modalsurv.utils import Progress
+
+_IMAGES: contextvars.ContextVar[Any] = contextvars.ContextVar("modalsurv_images", default=None)
+_WEIGHTS: contextvars.ContextVar[tuple[Path, ...]] = contextvars.ContextVar(
+    "modalsurv_weight_folders", default=())
+
+
+@contextmanager
+def images(source: Any) -> Iterator[Any]:
+    """Within the block, fine-tuned models read their images from ``source`` (an
+    ``ImageCache``, a ``MemoryImages``, or a folder path) instead of the cache their
+    config names: predicting another cohort, or the challenge's one case."""
+    if isinstance(source, str | Path):
+        source = ImageCache(source)
+    token = _IMAGES.set(source)
+    try:
+        yield source
+    finally:
+        _IMAGES.reset(token)
+
+
+@contextmanager
+def weight_folders(folders: Sequence[str | Path]) -> Iterator[None]:
+    """Within the block, loading a fine-tuned model looks for its encoder weights by file
+    name in ``folders`` first (as ``modalsurv challenge --weights``)."""
+    token = _WEIGHTS.set(tuple(Path(f) for f in folders))
+    try:
+        yield
+    finally:
+        _WEIGHTS.reset(token)
+
+
+def data_cache_folder(data: DataConfig) -> Path | None:
+    """The image cache beside a data source's feature store (``data.features``, or
+    ``data.path`` of a ``store`` source); None when it has no store."""
+    store = data.features if data.features else (data.path if data.source == "store" else None)
+    return None if store is None else Path(store) / DEFAULT_FOLDER
+
+
+def cache_folder(config: RunConfig) -> Path | None:
+    """The image cache a config points at: ``finetune.cache``, else the one beside the
+    data's feature store (:func:`data_cache_folder`)."""
+    if config.finetune.cache:
+        return Path(config.finetune.cache)
+    return data_cache_folder(config.data)
+
+
+def current_source(config: RunConfig) -> Any:
+    """The bound source (:func:`images`), else the config's cache folder when it exists."""
+    bound = _IMAGES.get()
+    if bound is not None:
+        return bound
+    folder = cache_folder(config)
+    return ImageCache(folder) if folder is not None and folder.is_dir() else None
+
+
+# ---------------------------------------------------------------------------- feed
+class Feed:
+    """Row numbers (``x[ROWS]``) → patients → images of a source.
+
+    ``register(cohort)`` appends the cohort's patients to the table (once each) and
+    returns their rows; for bags it remembers each patient's bag length, to map bag
+    positions onto the cache's tiles: the cohort's bag is the cache's whole bag, or the
+    ``tile_subset(patient, n, length, seed)`` the loader kept of it (``data.params``
+    ``max_tiles`` / ``seed``).
+    """
+
+    def __init__(self, modality: str, seed: int) -> None:
+        self.modality = modality
+        self.seed = int(seed)
+        self.ids: list[str] = []
+        self.rows: dict[str, int] = {}
+        self.bag_len: dict[str, int] = {}
+        self.source: Any = None
+
+    def register(self, cohort: Cohort, source: Any) -> np.ndarray:
+        m = self.modality
+        self.source = source
+        present = cohort.present[m] if m in cohort.present else np.zeros(len(cohort), bool)
+        lacking = []
+        for i, pid in enumerate(cohort.ids):
+            pid = str(pid)
+            if pid not in self.rows:
+                self.rows[pid] = len(self.ids)
+                self.ids.append(pid)
+            if not present[i]:
+                continue
+            if source is None or not source.has(m, pid):
+                lacking.append(pid)
+                continue
+            if m in cohort.bag_mask:
+                mk = cohort.bag_mask[m][i]
+                k = int(mk.sum())
+                if not mk[:k].all():
+                    raise FeatureError("the tile bag is not a prefix of valid tiles",
+                                       patient=pid, field=m)  # fmt: skip
+                n = source.n_tiles(pid)
+                if k > n:
+                    raise FeatureError(f"the cohort's bag has {k} tiles, the image cache {n}:"
+                                       " the cache was not written with these features",
+                                       path=source.root, patient=pid, field=m)  # fmt: skip
+                self.bag_len[pid] = k
+        if lacking:
+            where = "no image source" if source is None else f"the image cache {source.root}"
+            raise FeatureError(
+                f"fine-tuning the {m} encoder needs the images of every patient it sees;"
+                f" {where} lacks {len(lacking)} of them ({', '.join(lacking[:5])}"
+                f"{' ...' if len(lacking) > 5 else ''}): extract with --tile-cache /"
+                " --volume-cache, set finetune.cache, or bind the images"
+                " (train.finetune.images)", field="finetune")  # fmt: skip
+        return np.asarray([self.rows[str(p)] for p in cohort.ids], dtype=np.int64)
+
+    def _positions(self, pid: str, positions: np.ndarray) -> np.ndarray:
+        n, k = self.source.n_tiles(pid), self.bag_len.get(pid)
+        if k is None:
+            raise FeatureError("patient's bag was never registered", patient=pid, field="wsi")
+        if k == n:
+            return positions
+        return tile_subset(pid, n, k, self.seed)[positions]
+
+    def tiles(self, rows: Sequence[int], positions: Sequence[np.ndarray]) -> list[np.ndarray]:
+        out = []
+        for r, pos in zip(rows, positions):
+            pid = self.ids[int(r)]
+            out.append(self.source.tiles(pid, self._positions(pid, np.asarray(pos))))
+        return out
+
+    def volumes(self, rows: Sequence[int]) -> np.ndarray:
+        return np.stack([self.source.volumes(self.ids[int(r)]) for r in rows])
+
+
+# ---------------------------------------------------------------------------- plan
+def _affine(step: Any) -> Any:
+    """A fitted VectorScaler / BagScaler as ``nn.encoder_adapter.AffineMap``."""
+    from modalsurv.nn.encoder_adapter import AffineMap
+    from modalsurv.train.preprocess import BagScaler
+    from modalsurv.train.transforms import VectorScaler
+
+    if not isinstance(step, VectorScaler | BagScaler):
+        raise ConfigError(f"fine-tuning needs a plain embedding transform for the modality;"
+                          f" it has {type(step).__name__} (is it listed in"
+                          " preprocess.clinical_modalities / rna_modalities?)")  # fmt: skip
+    return AffineMap(np.asarray(step.mean_, np.float64), np.asarray(step.scale_, np.float64),
+                     step.components_, getattr(step, "pca_mean_", None))  # fmt: skip
+
+
+class Finetune:
+    """One fitted (or loading) estimator's fine-tuning: the encoder entry it adapts, how,
+    and the feed of its images (see module docstring)."""
+
+    def __init__(self, config: RunConfig, entry: dict[str, Any], settings: dict[str, Any],
+                 preprocessor: Any) -> None:  # fmt: skip
+        self.config = config
+        self.cfg: FinetuneConfig = config.finetune
+        self.modality = self.cfg.encoder
+        self.entry = dict(entry)
+        self.settings = dict(settings)
+        self.step = preprocessor.steps[self.modality]
+        self.feed = Feed(self.modality, int(config.data.params.get("seed", 0)))
+        self._base: Any = None
+
+    # -------------------------------------------------------------- creation
+    @classmethod
+    def plan(cls, config: RunConfig, preprocessor: Any, train: Cohort) -> Finetune | None:
+        """The plan for a fit on ``train`` (None when the run does not fine-tune)."""
+        ft = config.finetune
+        m = ft.encoder
+        if not ft.active or m not in preprocessor.steps:
+            return None
+        want = "bag" if m == "wsi" else "vector"
+        if preprocessor.kinds[m] != want:
+            raise ConfigError(f"finetune.encoder {m!r}: the cohort's {m} is a"
+                              f" {preprocessor.kinds[m]}, not a {want}")  # fmt: skip
+        source = current_source(config)
+        if not isinstance(source, ImageCache):
+            where = cache_folder(config)
+            raise ConfigError(
+                f"finetune.mode {ft.mode!r} needs the image cache of the {m} features"
+                f" ({'no cache folder: set finetune.cache or data.features' if where is None else f'{where} does not exist'});"
+                " write it with modalsurv extract --tile-cache / --volume-cache")  # fmt: skip
+        got = source.entry(m)
+        if got is None:
+            raise ConfigError(f"the image cache {source.root} holds no {m} images; extract with"
+                              f" {'--tile-cache' if m == 'wsi' else '--volume-cache'}")  # fmt: skip
+        out = cls(config, got["encoder"], got["settings"], preprocessor)
+        have = preprocessor.in_dims[m]
+        if out.raw_dim != have:
+            raise FeatureError(f"the image cache's {m} encoder {out.entry.get('name')} gives"
+                               f" {out.raw_dim}-d features; the cohort's are {have}-d: the"
+                               " cache does not belong to these features", path=source.root,
+                               field=m)  # fmt: skip
+        from modalsurv.io.store import read_extraction_record
+
+        record = read_extraction_record(source.root.parent) or {}
+        key = "tile_encoder" if m == "wsi" else "volume_encoder"
+        stored = (record.get(key) or {}).get("checksum")
+        if stored is not None and stored != out.entry.get("checksum"):
+            raise FeatureError(f"the image cache was written with encoder checksum"
+                               f" {out.entry.get('checksum')}; the store beside it says {stored}",
+                               path=source.root, field=m)  # fmt: skip
+        out.feed.register(train, source)  # every training patient has its images
+        return out
+
+    @classmethod
+    def restore(cls, record: dict[str, Any] | None, config: RunConfig, preprocessor: Any
+                ) -> Finetune | None:  # fmt: skip
+        """The plan of a saved model (``record`` from :meth:`record`)."""
+        if not record:
+            return None
+        return cls(config, record["encoder"], record["settings"], preprocessor)
+
+    def record(self) -> dict[str, Any]:
+        """What a saved model keeps besides its weights: the encoder entry (spec, kwargs,
+        weights file name and path, checksum) and the cached images' settings."""
+        return {"modality": self.modality, "mode": self.cfg.mode, "encoder": self.entry,
+                "settings": self.settings}  # fmt: skip
+
+    @property
+    def raw_dim(self) -> int:
+        d = int(self.entry["dim"])
+        if self.modality == "mri" and self.settings.get("combine", "concat") == "concat":
+            return d * len(self.settings.get("sequences") or (1,))
+        return d
+
+    # -------------------------------------------------------------- encoders
+    def _weights(self) -> Path | None:
+        try:
+            return enc.find_weights(self.entry, list(_WEIGHTS.get()))
+        except WeightsError as exc:
+            raise WeightsError(f"{exc.reason}; the fine-tuned model's encoder is rebuilt from"
+                               " them (bind the folder: train.finetune.weight_folders, or"
+                               " modalsurv challenge --weights)", path=exc.path,
+                               field="weights") from None  # fmt: skip
+
+    def build_encoder(self) -> Any:
+        """A fresh frozen encoder from the entry, its checksum checked."""
+        path = self._weights()
+        spec, kwargs = self.entry["spec"], dict(self.entry.get("kwargs") or {})
+        with torch.random.fork_rng(devices=[]):
+            if self.modality == "wsi":
+                built = enc.get_tile_encoder(spec, path, device="cpu", **kwargs)
+            else:
+                built = enc.get_volume_encoder(spec, path, device="cpu", **kwargs)
+        if built.checksum != self.entry.get("checksum"):
+            raise WeightsError(f"encoder {self.entry.get('name')!r}: these weights are not the"
+                               f" ones the features were extracted with (checksum"
+                               f" {built.checksum}, recorded {self.entry.get('checksum')})",
+                               path=path, field="weights")  # fmt: skip
+        return built
+
+    def adapter(self, seed: int) -> torch.nn.Module:
+        """A new adapter (its own encoder copy) for one network, fed by this plan."""
+        from modalsurv.nn.encoder_adapter import TileAdapter, VolumeAdapter
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            built = self.build_encoder()
+            affine = _affine(self.step)
+            if self.modality == "wsi":
+                out: Any = TileAdapter(built, affine, self.cfg, seed)
+            else:
+                out = VolumeAdapter(built, affine, self.cfg, self.settings.get("combine", "concat"))
+        out.feed = self.feed
+        return out
+
+    def attach(self, net: Any, seed: int) -> Any:
+        net.attach_encoder(self.modality, self.adapter(seed))
+        return net
+
+    def rows(self, cohort: Cohort) -> torch.Tensor:
+        """Row numbers of ``cohort``'s patients for ``x[ROWS]`` (their images must be in
+        the current source: the bound one, else the config's cache)."""
+        return torch.from_numpy(self.feed.register(cohort, current_source(self.config)))
+
+    # -------------------------------------------------------------- reporting
+    def estimate(self, net: Any) -> dict[str, float]:
+        """Memory of one training step of the attached encoder (MiB; see
+        ``nn.encoder_adapter.memory_estimate``)."""
+        from modalsurv.nn.encoder_adapter import memory_estimate
+
+        adapter = net.encoders[self.modality]
+        batch = self.config.train.batch_size
+        if self.modality == "wsi":
+            s = adapter.input_size or int((self.settings or {}).get("tile_size") or 224)
+            sample = torch.zeros(1, 3, s, s)
+            per_step = batch * self.cfg.tiles_per_step
+        else:
+            size = tuple(self.settings.get("size") or (32, 64, 64))
+            sample = torch.zeros(1, 1, *size)
+            per_step = batch * len(self.settings.get("sequences") or (1,))
+        from modalsurv.train.trainer import resolve_device
+
+        cuda = resolve_device(self.config.train.device, fallback=True).type == "cuda"
+        return memory_estimate(adapter, sample, per_step, cuda=cuda)
+
+    def announce(self, net: Any, progress: Progress | None) -> None:
+        """One log line before training: what trains and the memory estimate."""
+        if progress is None:
+            return
+        est = self.estimate(net)
+        cfg = self.cfg
+        how = {"lora": f"LoRA r={cfg.lora_rank} on {'/'.join(cfg.lora_targets)}",
+               "last_k": f"last {cfg.last_k} blocks", "last_stage": "last stage (layer4)",
+               "all": "all layers"}[cfg.mode]  # fmt: skip
+        msg = (f"fine-tuning the {self.modality} encoder {self.entry.get('name')} ({how}):"
+               f" {est['trainable_params'] / 1e6:.2f}M of {est['total_params'] / 1e6:.2f}M"
+               f" parameters train at lr {cfg.lr:g}; memory estimate {est['total']:.0f} MiB"
+               f" (weights {est['weights']:.0f}, gradients + optimiser"
+               f" {est['gradients'] + est['optimizer']:.0f}, activations"
+               f" {est['activations']:.0f} for {int(est['samples_per_step'])}"
+               f" {'tiles' if self.modality == 'wsi' else 'volumes'} a step)")  # fmt: skip
+        progress("stage", message=msg, finetune=est)

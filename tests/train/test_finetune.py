@@ -1,0 +1,347 @@
+"""Fine-tuning the tile / volume encoder inside ModalSurv (issue 14 §2).
+
+One small synthetic CHIMERA folder with real slides and MRI, extracted once with a tiny
+ViT (timm vit_tiny_patch16_224 at 32 px, 2 blocks) and a MedicalNet ResNet-10 on
+8×16×16 volumes, with the image cache on; every test trains for an epoch or two.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from modalsurv.config import RunConfig, dump_config, with_values
+from modalsurv.data.sources import load_data
+from modalsurv.data.synthetic import make_cohort, write_chimera
+from modalsurv.errors import ConfigError, FeatureError
+from modalsurv.features import encoders as enc
+from modalsurv.features.extract import run_extract
+from modalsurv.features.mri import MriConfig
+from modalsurv.features.tile_cache import ImageCache, MemoryImages
+from modalsurv.io.store import FeatureStore
+from modalsurv.nn.encoder_adapter import ROWS, TileAdapter
+from modalsurv.train import finetune as ft
+from modalsurv.train.estimator import ModalSurv, _build_net, member_seed
+from modalsurv.train.preprocess import Preprocessor
+from modalsurv.train.trainer import batch_loss, forward, make_optimizer
+
+pytest.importorskip("peft")
+
+VIT = {"tile_encoder": "timm:vit_tiny_patch16_224",
+       "tile_encoder_kwargs": {"img_size": 32, "depth": 2}}  # fmt: skip
+EXTRACT = {**VIT, "tile_size": 32, "max_tiles": 8, "batch_size": 16, "workers": 1,
+           "min_tissue": 0.25, "mri": MriConfig(size=(8, 16, 16)), "allow_random_weights": True,
+           "volume_encoder": "medicalnet_resnet10"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("ft")
+    cohort, _ = make_cohort(n=14, seed=0, max_tiles=4, tile_dim=8, slide_dim=8, mri_dim=8,
+                            n_genes=12, missing={"wsi": 0.0, "slide": 0.0, "mri": 0.1,
+                                                 "rna": 0.0})  # fmt: skip
+    root = write_chimera(cohort, base / "c", task=1, slide_px=512, mpp=0.5,
+                         mri_shape=(8, 24, 24), max_slides=1)  # fmt: skip
+    rep = run_extract("chimera-task1", root, base / "store", **EXTRACT, tile_cache=True,
+                      volume_cache=True)  # fmt: skip
+    assert rep.ok and rep.n_tiles > 0
+    return {"root": root, "store": base / "store", "base": base}
+
+
+def config(folder: dict[str, Path], enc_: str = "wsi", mode: str = "lora", **over: object
+           ) -> RunConfig:  # fmt: skip
+    values = {"data.source": "chimera", "data.name": "task1", "data.path": str(folder["root"]),
+              "data.features": str(folder["store"]), "model.modalities": ["clinical", enc_],
+              "model.latent_dim": 8, "model.hidden_dim": 8, "model.attention_pool_dim": 8,
+              "model.n_heads": 2, "model.n_bins": 4, "train.epochs": 2, "train.patience": 2,
+              "train.n_init": 1, "train.batch_size": 6, "train.device": "cpu",
+              "train.modality_dropout": 0.0, "finetune.encoder": enc_, "finetune.mode": mode,
+              "finetune.tiles_per_step": 3, "finetune.lr": 1e-2, "baselines": []}  # fmt: skip
+    values.update(over)
+    return with_values(RunConfig(), values)
+
+
+@pytest.fixture(scope="module")
+def cohort(folder: dict[str, Path]):
+    return load_data(config(folder).data).cohort
+
+
+# ---------------------------------------------------------------------------- the cache
+def test_extract_caches_the_images_the_features_were_made_from(folder, cohort) -> None:
+    store, cache = FeatureStore(folder["store"]), ImageCache(folder["store"] / "image_cache")
+    record = json.loads((folder["store"] / "extraction.json").read_text())
+    assert record["image_cache"]["modalities"] == ["mri", "wsi"]
+    assert cache.entry("wsi")["encoder"]["checksum"] == record["tile_encoder"]["checksum"]
+    assert cache.entry("mri")["settings"] == record["mri"]
+    tile = enc.get_tile_encoder(VIT["tile_encoder"], None, **VIT["tile_encoder_kwargs"])
+    vol = enc.get_volume_encoder("medicalnet_resnet10")
+    for pid in cohort.ids[:3]:
+        x, c = store.read("wsi", pid)
+        tiles = cache.tiles(pid)
+        assert tiles.dtype == np.uint8 and tiles.shape == (len(x), 32, 32, 3)
+        np.testing.assert_array_equal(cache.coords(pid), c)  # the store's bag, row for row
+        np.testing.assert_allclose(tile.encode(tiles), x, rtol=1e-4, atol=1e-5)
+        np.testing.assert_array_equal(cache.tiles(pid, np.array([2, 0])), tiles[[2, 0]])
+    mri_ids = [p for p in cohort.ids if cache.has("mri", p)]
+    assert mri_ids and set(mri_ids) <= set(store.patients("mri"))
+    v = cache.volumes(mri_ids[0])
+    assert v.shape == (3, 8, 16, 16) and v.dtype == np.float32
+    np.testing.assert_allclose(vol.encode(v[:, None]).reshape(-1),
+                               store.read("mri", mri_ids[0])[0], rtol=1e-4, atol=1e-5)  # fmt: skip
+
+
+def test_a_store_without_cache_gets_only_its_images_cached_later(folder, tmp_path) -> None:
+    out = tmp_path / "s"
+    run_extract("chimera-task1", folder["root"], out, **EXTRACT, limit=3)
+    rep = run_extract("chimera-task1", folder["root"], out, **EXTRACT, limit=3, tile_cache=True)
+    assert rep.done == [] and len(rep.cached) == 3 and rep.ok  # tiled again, not re-encoded
+    cache, ref = ImageCache(out / "image_cache"), ImageCache(folder["store"] / "image_cache")
+    for pid in rep.cached:
+        np.testing.assert_array_equal(cache.tiles(pid), ref.tiles(pid))
+    again = run_extract("chimera-task1", folder["root"], out, **EXTRACT, limit=3, tile_cache=True)
+    assert again.cached == [] and len(again.skipped) == 3
+    with pytest.raises(FeatureError, match="refusing to mix"):  # the cache keeps one encoder
+        ImageCache(out / "image_cache").begin("wsi", {"name": "x", "checksum": "other"},
+                                              {"tile_size": 32})  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- the network
+def _plan_and_net(folder, cohort, enc_: str, mode: str, **over: object):
+    cfg = config(folder, enc_, mode, **over)
+    data = cohort.select(["clinical", enc_])
+    pp = Preprocessor(cfg.preprocess).fit(data)
+    plan = ft.Finetune.plan(cfg, pp, data)
+    net = _build_net(pp.dims, pp.bag, cfg, 4)
+    plan.attach(net, member_seed(cfg.seed, 0))
+    from modalsurv.train.trainer import to_tensors
+
+    bins = np.minimum((np.argsort(np.argsort(data.time)) * 4) // len(data), 3)
+    t = to_tensors(pp.transform(data), pp.modalities, pp.dims, pp.bag, bins)
+    t.x[ROWS] = plan.rows(pp.transform(data))
+    return cfg, plan, net, t
+
+
+@pytest.mark.parametrize(("enc_", "mode"), [("wsi", "lora"), ("wsi", "last_k"),
+                                            ("mri", "last_stage")])  # fmt: skip
+def test_gradients_reach_the_encoder_and_frozen_layers_stay_bit_identical(
+        folder, cohort, enc_: str, mode: str) -> None:  # fmt: skip
+    over = {"finetune.last_k": 1} if mode == "last_k" else {}
+    cfg, _, net, t = _plan_and_net(folder, cohort, enc_, mode, **over)
+    adapter = net.encoders[enc_]
+    before = {k: v.detach().clone() for k, v in adapter.model.state_dict().items()}
+    trainable = {n for n, p in adapter.model.named_parameters() if p.requires_grad}
+    assert trainable and len(trainable) < len(before)
+    opt = make_optimizer(torch.optim.AdamW, net, cfg.train.lr, cfg.train.weight_decay)
+    assert opt.param_groups[1]["lr"] == cfg.finetune.lr  # the encoder's own learning rate
+    net.train()
+    for _ in range(2):  # LoRA: B starts at zero, so A gets its first gradient on step 2
+        opt.zero_grad()
+        batch_loss(forward(net, t)["logits"], t, cfg).backward()
+        opt.step()
+    grads = {n: p.grad for n, p in adapter.model.named_parameters()}
+    assert all(grads[n] is not None and grads[n].abs().sum() > 0 for n in trainable)
+    assert all(grads[n] is None for n in grads if n not in trainable)
+    after = adapter.model.state_dict()
+    frozen = [k for k in before if k not in trainable]
+    assert all(torch.equal(before[k], after[k]) for k in frozen)
+    assert any(not torch.equal(before[k], after[k]) for k in trainable)
+    if mode == "last_k":  # the last block and the final norm train; block 0 runs unrecorded
+        assert adapter.blocks[0].n_frozen == 1
+        assert all(n.startswith(("blocks.1.", "norm.")) for n in trainable)
+
+
+def test_an_untrained_adapter_reproduces_the_frozen_features_of_a_subsampled_bag(
+        folder, cohort) -> None:  # fmt: skip
+    """Bags capped below the cache's length (data.params.max_tiles) are mapped onto the
+    cached tiles the loader kept (tile_subset): re-encoding gives the stored features."""
+    cfg = config(folder, **{"data.params": {"max_tiles": 5, "seed": 3}})
+    small = load_data(cfg.data).cohort.select(["clinical", "wsi"])
+    assert small.bag_mask["wsi"].sum(1).max() == 5
+    pp = Preprocessor(cfg.preprocess).fit(small)
+    plan = ft.Finetune.plan(cfg, pp, small)
+    adapter = plan.adapter(0).eval()  # LoRA B = 0: the frozen encoder
+    processed = pp.transform(small)
+    rows = plan.rows(processed)
+    x = torch.from_numpy(processed.features["wsi"])
+    mask = torch.from_numpy(processed.bag_mask["wsi"])
+    with torch.no_grad():
+        out = adapter(x, mask, rows)
+    np.testing.assert_allclose(out[mask].numpy(), x[mask].numpy(), rtol=1e-3, atol=1e-3)
+
+
+def test_memory_estimate_is_announced_before_training(folder, cohort) -> None:
+    _, plan, net, _ = _plan_and_net(folder, cohort, "wsi", "lora")
+    said: list[dict] = []
+    plan.announce(net, lambda event, **info: said.append({"event": event, **info}))
+    assert said[0]["event"] == "stage" and "memory estimate" in said[0]["message"]
+    est = said[0]["finetune"]
+    assert est["activations"] > 0 and est["weights"] > 0
+    assert 0 < est["trainable_params"] < est["total_params"]
+    net.encoders["wsi"].blocks[0].use_checkpoint = False
+    assert plan.estimate(net)["activations"] > est["activations"]  # checkpointing saves
+
+
+# ---------------------------------------------------------------------------- the estimator
+def test_lora_adapters_save_and_load_with_equal_predictions(folder, cohort, tmp_path) -> None:
+    m = ModalSurv(config(folder)).fit(cohort)
+    saved = m.save(tmp_path / "m")
+    from safetensors.torch import load_file
+
+    keys = [k for k in load_file(str(saved / "model.safetensors")) if k.startswith("encoders.")]
+    assert keys and all(".lora_A." in k or ".lora_B." in k for k in keys)  # adapters only
+    lora_b = load_file(str(saved / "model.safetensors"))[next(k for k in keys if "lora_B" in k)]
+    assert lora_b.abs().sum() > 0  # the adapters learned something
+    state = json.loads((saved / "state.json").read_text())
+    assert state["finetune"]["encoder"]["spec"] == VIT["tile_encoder"]
+    assert state["finetune"]["encoder"]["checksum"].startswith("random-init:")
+    again = ModalSurv.load(saved)
+    np.testing.assert_array_equal(again.predict_risk(cohort), m.predict_risk(cohort))
+
+
+def test_fine_tuned_mri_encoder_predicts_the_same_after_reload(folder, cohort, tmp_path) -> None:
+    m = ModalSurv(config(folder, "mri", "last_stage", **{"train.epochs": 1})).fit(cohort)
+    again = ModalSurv.load(m.save(tmp_path / "m"))
+    np.testing.assert_array_equal(again.predict_risk(cohort), m.predict_risk(cohort))
+    with ft.images(MemoryImages()):  # predicting without the images is refused
+        with pytest.raises(FeatureError, match="lacks"):
+            again.predict_risk(cohort)
+
+
+@pytest.mark.parametrize(("enc_", "mode"), [("wsi", "lora"), ("mri", "last_stage")])
+def test_no_test_fold_image_is_read_during_training(folder, cohort, monkeypatch, enc_: str,
+                                                   mode: str) -> None:  # fmt: skip
+    """A spy on the cache reader: within each outer fold's fit only that fold's training
+    patients are read; the test patients are read afterwards, by the finished model."""
+    from modalsurv.train import cv as cv_mod
+
+    reads: list[tuple[str, str]] = []
+    phase: dict[str, set[str] | None] = {"train": None}
+
+    def spying(real):
+        def spy(self, patient, *args):
+            training = phase["train"]
+            reads.append(("fit" if training is not None else "predict", str(patient)))
+            assert training is None or str(patient) in training, \
+                f"test patient {patient} read in training"
+            return real(self, patient, *args)
+
+        return spy
+
+    real_fit = ModalSurv.fit
+
+    def fit(self, c, *a, **kw):
+        phase["train"] = set(map(str, c.ids))
+        try:
+            return real_fit(self, c, *a, **kw)
+        finally:
+            phase["train"] = None
+
+    monkeypatch.setattr(ImageCache, "tiles", spying(ImageCache.tiles))
+    monkeypatch.setattr(ImageCache, "volumes", spying(ImageCache.volumes))
+    monkeypatch.setattr(ModalSurv, "fit", fit)
+    cfg = config(folder, enc_, mode, **{"train.epochs": 1, "cv.folds": 2})
+    res = cv_mod.cross_validate(cohort, cfg)
+    assert {w for w, _ in reads} == {"fit", "predict"}  # read in training, and after it
+    assert sorted(res.predictions["patient"]) == sorted(map(str, cohort.ids))
+
+
+def test_frozen_is_the_default_and_changes_nothing(folder, cohort) -> None:
+    plain = config(folder, mode="frozen", **{"train.epochs": 1})
+    assert "finetune:" not in dump_config(RunConfig())
+    frozen = with_values(RunConfig(), {"finetune.mode": "frozen"})
+    assert dump_config(frozen) == dump_config(RunConfig())  # omitted when it is the default
+    a = ModalSurv(plain).fit(cohort)
+    assert a.finetune_ is None and not len(a.net_.encoders)
+    b = ModalSurv(with_values(plain, {"finetune.tiles_per_step": 99})).fit(cohort)  # ignored
+    np.testing.assert_array_equal(a.predict_risk(cohort), b.predict_risk(cohort))
+
+
+def test_configuration_errors_name_the_fix(folder, cohort, tmp_path) -> None:
+    with pytest.raises(ConfigError, match="LoRA adapts a ViT"):
+        with_values(RunConfig(), {"finetune.encoder": "mri", "finetune.mode": "lora"})
+    cfg = config(folder, **{"finetune.cache": str(tmp_path / "nowhere")})
+    with pytest.raises(ConfigError, match="--tile-cache"):
+        ModalSurv(cfg).fit(cohort)
+    with pytest.raises(ConfigError, match="match no module"):
+        ModalSurv(config(folder, **{"finetune.lora_targets": ["nope"]})).fit(cohort)
+
+
+def test_the_challenge_re_encodes_the_case_with_the_adapted_encoder(folder, cohort,
+                                                                   tmp_path) -> None:  # fmt: skip
+    """A run folder whose fold model fine-tuned the tile encoder answers a case from its raw
+    slide: the tiles cut at inference are the cached ones, so the risk is the model's."""
+    from modalsurv.challenge.answer import predict_case
+    from modalsurv.challenge.model import ChallengeModel
+    from modalsurv.challenge.sockets import case_to_input, read_case
+    from modalsurv.train.ensemble import FoldEnsemble
+
+    cfg = config(folder, **{"train.epochs": 1, "data.params": {"max_tiles": 500}})
+    m = ModalSurv(cfg).fit(cohort)
+    run = tmp_path / "run"
+    FoldEnsemble([m]).save(run / "models" / "repeat_0")
+    (run / "config.yaml").write_text(dump_config(cfg))
+    (run / "extraction.json").write_text((folder["store"] / "extraction.json").read_text())
+    model = ChallengeModel.load(run, "task1")
+    assert model.adapted == {"wsi"}
+    pid = str(cohort.ids[0])
+    case = read_case(case_to_input(folder["root"], "task1", pid, tmp_path / "in"), "task1")
+    result = predict_case(model, case)
+    assert result.n_tiles == int(cohort.bag_mask["wsi"][0].sum())
+    np.testing.assert_allclose(result.risk, m.predict_risk(cohort[[0]])[0], rtol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_one_mixed_precision_fine_tuning_step_on_cuda(folder, cohort) -> None:
+    cfg, _, net, t = _plan_and_net(folder, cohort, "wsi", "lora",
+                                      **{"train.device": "cuda"})  # fmt: skip
+    device = torch.device("cuda")
+    net.to(device).train()
+    batch = t.to(device)
+    seen = []
+    adapter: TileAdapter = net.encoders["wsi"]
+    hook = adapter.model.blocks[0].register_forward_hook(
+        lambda mod, inp, out: seen.append(out.dtype))  # fmt: skip
+    opt = make_optimizer(torch.optim.AdamW, net, cfg.train.lr, cfg.train.weight_decay)
+    loss = batch_loss(forward(net, batch)["logits"], batch, cfg)
+    loss.backward()
+    opt.step()
+    hook.remove()
+    assert torch.bfloat16 in seen and torch.isfinite(loss)
+    assert all(p.grad is not None for p in adapter.trainable_parameters())
+
+
+def test_a_loaded_model_finds_its_encoder_weights_by_name_and_checks_them(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from modalsurv.errors import WeightsError
+
+    model = enc.get_tile_encoder(VIT["tile_encoder"], None, **VIT["tile_encoder_kwargs"]).model
+    (tmp_path / "w").mkdir()
+    torch.save(model.state_dict(), tmp_path / "w" / "vit.pth")
+    entry = {"spec": VIT["tile_encoder"], "kwargs": VIT["tile_encoder_kwargs"], "dim": 192,
+             "name": VIT["tile_encoder"], "weights_name": "vit.pth",
+             "weights": str(tmp_path / "moved" / "vit.pth"),
+             "checksum": enc.sha256_file(tmp_path / "w" / "vit.pth")}  # fmt: skip
+    plan = ft.Finetune(RunConfig(), entry, {}, SimpleNamespace(steps={"wsi": None}))
+    with pytest.raises(WeightsError, match="weight_folders"):  # not at the recorded path
+        plan.build_encoder()
+    with ft.weight_folders([tmp_path / "w"]):
+        assert plan.build_encoder().checksum == entry["checksum"]
+        plan.entry["checksum"] = "0" * 64
+        with pytest.raises(WeightsError, match="not the ones the features were extracted"):
+            plan.build_encoder()
+
+
+def test_the_cli_binds_the_cohorts_image_cache(folder) -> None:
+    from modalsurv.cli import _bind_images
+
+    with _bind_images(f"chimera-task1:{folder['root']}", folder["store"], None) as src:
+        assert isinstance(src, ImageCache) and src.root == folder["store"] / "image_cache"
+        assert ft.current_source(RunConfig()) is src  # what a loaded model reads now
+    with _bind_images("synthetic", None, None) as src:
+        assert src is None  # no store, no cache: nothing bound
+    assert ft.current_source(RunConfig()) is None
