@@ -174,3 +174,25 @@ def test_a_stale_paired_table_is_recomputed(grid_dir, tmp_path):
     text = G.build_grid_report(copy).read_text("utf-8")
     assert "Modality ablation: ΔC to clinical" in text
     assert (copy / "report_data" / "forest-fusion.csv").is_file()
+
+
+def test_a_half_finished_grid_names_the_trials_that_have_not_run(grid_dir, tmp_path):
+    import shutil
+
+    copy = shutil.copytree(grid_dir, tmp_path / "half", ignore=shutil.ignore_patterns("report*"))
+    results = pd.read_csv(copy / "results.csv")
+    trials = list(dict.fromkeys(results["trial"].astype(str)))
+    kept = set(trials[: len(trials) // 2])
+    results[results["trial"].astype(str).isin(kept)].to_csv(copy / "results.csv", index=False)
+    from modalsurv.experiments.grid import load_grid
+
+    expected = [t.label for t in load_grid(copy / "grid.yaml").expand() if t.id not in kept]
+    missing = G.missing_trials(copy, pd.read_csv(copy / "results.csv"))
+    assert len(missing) == len(trials) - len(kept) > 0
+    assert missing == expected
+    text = G.build_grid_report(copy).read_text("utf-8")
+    assert f"{len(missing)} trial(s) of the grid have not run" in text
+    for label in missing:
+        assert label in text
+    # the finished grid has nothing missing
+    assert G.missing_trials(grid_dir, G.load_results(grid_dir)) == []

@@ -56,6 +56,18 @@ def _label(setting: dict[str, Any], axes: list[str] | None = None) -> str:
 
 
 # ---------------------------------------------------------------------- reading
+def missing_trials(out: Path, results: pd.DataFrame) -> list[str]:
+    """Labels of the grid's trials (``grid.yaml``, written when the grid started) that have
+    neither a result nor a failure: a grid stopped half-way, or grown since it ran."""
+    from modalsurv.experiments.grid import load_grid
+
+    if not (out / "grid.yaml").is_file():
+        return []
+    trials = load_grid(out / "grid.yaml").expand()
+    have = set(results["trial"].astype(str)) if "trial" in results.columns else set()
+    return [t.label for t in trials if t.id not in have]
+
+
 def load_results(out: Path) -> pd.DataFrame:
     """``results.csv``; a ConfigError when the folder is not a grid folder."""
     if not is_grid_folder(out):
@@ -367,6 +379,14 @@ def build_grid_report(out: str | Path, page: str | Path | None = None,
     title = title or f"modalsurv grid: {out.resolve().name}"
     ok = results[results["status"] == "ok"]
     sections: list[Section] = []
+    missing = missing_trials(out, results)
+    if missing:
+        shown = "; ".join(missing[:20]) + (f"; ... ({len(missing) - 20} more)" if len(missing) > 20
+                                           else "")  # fmt: skip
+        sections.append(("", Note(f"{len(missing)} trial(s) of the grid have not run (the grid"
+                                  f" was stopped, or grew since): {shown}. Run `modalsurv"
+                                  " experiment` again to finish them; finished trials are"
+                                  " kept.")))
     failed = results[results["status"] != "ok"]
     if len(failed):
         sections.append(("", Note(f"{failed['trial'].nunique()} trial(s) failed: see the table"
