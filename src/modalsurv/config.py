@@ -54,6 +54,20 @@ class PreprocessConfig(Strict):
         " the Marchenko-Pastur noise edge, train.transforms.signal_rank) or None (off)",
     )
     standardize: bool = True
+    clinical_numeric: Literal["standard", "rank_gauss", "auto"] = Field(
+        "standard",
+        description="numeric clinical columns: 'standard' (median-imputed, standardised),"
+        " 'rank_gauss' (every column with more than two values mapped through its training"
+        " quantiles to a normal score first) or 'auto' (rank-Gauss only for heavy-tailed"
+        " columns: |skewness| > 1 with at least 20 distinct values)",
+    )
+    clinical_integer_levels: int | None = Field(
+        None,
+        ge=3,
+        description="a clinical column whose training values are integers with 3 to this"
+        " many distinct values (a category stored as a code) also gets one indicator per"
+        " level, beside the code; None: off",
+    )
     clinical_modalities: list[str] = Field(default_factory=lambda: ["clinical"])
     rna_modalities: list[str] = Field(default_factory=lambda: ["rna"])
 
@@ -77,6 +91,13 @@ class ModelConfig(Strict):
     )
     n_bins: int = Field(30, ge=2)
     bin_scheme: Literal["equidistant", "quantile"] = "quantile"
+    stack: list[str] | Literal["none"] | None = Field(
+        default_factory=lambda: ["modalsurv", "modalsurv_clinical", "coxnet", "rsf"],
+        description="the stacked default (train.stacking): these candidates are fitted on the"
+        " training part of each outer fold and weighed on their inner out-of-fold risks"
+        " (non-negative Cox weights); names: modalsurv, modalsurv_clinical, modalsurv_cox,"
+        " coxnet, rsf. 'none' (or null): the plain ModalSurv network of the paper",
+    )
     linear_skip: bool = Field(
         True,
         description="add a linear function of every vector modality (zero when the modality"
@@ -103,6 +124,20 @@ class ModelConfig(Strict):
         if v not in family_names():
             raise ValueError(f"unknown survival family {v!r}; known: {family_names()}")
         return v
+
+    @field_validator("stack")
+    @classmethod
+    def _known_candidates(cls, v: list[str] | str | None) -> list[str] | str:
+        if v is None or v == "none":
+            return "none"
+        known = ("modalsurv", "modalsurv_clinical", "modalsurv_cox", "coxnet", "rsf")
+        bad = [c for c in v if c not in known]
+        if bad or not v:
+            raise ValueError(f"unknown stack candidates {bad}; known: {list(known)}"
+                             if bad else "an empty stack: use 'none' for the plain ModalSurv")
+        if len(set(v)) != len(v):
+            raise ValueError(f"stack candidates repeat: {v}")
+        return list(v)
 
     @model_validator(mode="after")
     def _heads_divide_latent(self) -> ModelConfig:
@@ -238,6 +273,14 @@ class RunConfig(Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     cv: CVConfig = Field(default_factory=CVConfig)
     baselines: list[str] = Field(default_factory=lambda: ["coxph_clinical", "coxnet", "rsf"])
+
+    @model_validator(mode="after")
+    def _stack_needs_inner_selection(self) -> RunConfig:
+        if self.model.stack != "none" and self.cv.selection == "outer_fold":
+            raise ValueError("model.stack weighs its candidates on inner validation folds;"
+                             " cv.selection: outer_fold early-stops on the reported fold"
+                             " instead: set model.stack: none for that protocol")
+        return self
 
     @field_validator("baselines")
     @classmethod

@@ -19,7 +19,7 @@ from modalsurv.train.cv import subsample_train
 TINY_BASE = {
     "preprocess": {"rna_top_variance_genes": 10, "rna_pca": 3},
     "model": {"latent_dim": 8, "hidden_dim": 8, "attention_pool_dim": 8, "n_heads": 2,
-              "n_bins": 5},
+              "n_bins": 5, "stack": "none"},
     "train": {"epochs": 2, "patience": 2, "batch_size": 16, "device": "cpu"},
     "cv": {"folds": 2},
     "baselines": [],

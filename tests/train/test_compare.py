@@ -101,6 +101,7 @@ def test_cv_result_pairs_modalsurv_with_each_baseline(cohort):
     from modalsurv.train.cv import cross_validate
 
     cfg = RunConfig.model_validate({"train": {"epochs": 2, "n_init": 1},
+                                    "model": {"stack": "none"},
                                     "cv": {"train_fraction": 0.5}})  # fmt: skip
     res = cross_validate(cohort, cfg, folds=3, repeats=2, seed=0,
                          baselines=["coxph_clinical", "coxnet"])  # fmt: skip

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from modalsurv.cohort import Cohort
-from modalsurv.report.tables import cv_table, paired_summary
+from modalsurv.report.tables import cv_table, paired_summary, stack_weights_table
 from modalsurv.utils import atomic_path
 
 
@@ -48,7 +48,12 @@ def write_run_report(out: Path, result: Any, cohort: Cohort, title: str) -> Path
             ("Warning", "selection=outer_fold: early stopping used the reported fold, as in the "
              "original protocol. These numbers are OPTIMISTIC.")
         )
+    kind = ("the stacked default (model.stack: ModalSurv, ModalSurv on clinical data and"
+            " classical peers weighed on inner out-of-fold risks); modalsurv_plain is its"
+            " ModalSurv network alone" if result.summary.get("model_kind") == "stack"
+            else "the plain ModalSurv network (model.stack: none)")  # fmt: skip
     sections += [
+        ("Model", f"modalsurv is {kind}"),
         ("Mean ± std over outer folds", cv_table(result)),
         ("Per-fold scores", fold_scores(result.metrics)),
     ]
@@ -56,6 +61,10 @@ def write_run_report(out: Path, result: Any, cohort: Cohort, title: str) -> Path
     if paired is not None:
         sections.append(("ModalSurv minus each baseline, paired on the same folds (corrected "
                          "resampled t-test, Nadeau & Bengio 2003)", paired))
+    weights = stack_weights_table(result.summary)
+    if weights is not None:
+        sections.append(("Stack weights per outer fold (non-negative, sum to 1; fitted on the"
+                         " training part's inner out-of-fold risks)", weights))
     sections += [
         ("Out-of-fold risk groups (ModalSurv)",
          km_by_risk_group(first["time"].to_numpy(), first["event"].to_numpy(), first["risk"].to_numpy())),

@@ -131,7 +131,7 @@ def concordance_scorer(estimator: Any, cohort: Cohort, y: Any = None) -> float:
     return float(concordance_index(cohort.time, cohort.event, estimator.predict_risk(cohort)))
 
 
-def _check_labels(cohort: Cohort, y: Any) -> None:
+def check_labels(cohort: Cohort, y: Any) -> None:
     """``fit(X, y)``: ``y`` may only restate the cohort's own labels."""
     if y is None:
         return
@@ -225,7 +225,7 @@ class ModalSurv(BaseEstimator):
         With ``val_cohort`` given (e.g. the ``outer_fold`` replication protocol), every
         row of ``cohort`` is used for training and fitting the preprocessors and bins.
         """
-        _check_labels(cohort, y)
+        check_labels(cohort, y)
         cfg = self.config
         self.fit_result_, self.fit_results_, self.training_meta_ = None, [], None
         if len(cohort) < (1 if val_cohort is not None else 2):
@@ -299,16 +299,18 @@ class ModalSurv(BaseEstimator):
             bin_index, _ = self.bins_.transform(processed.time, processed.event)
         return to_tensors(processed, pp.modalities, pp.dims, pp.bag, bin_index)
 
-    def _outputs(self, cohort: Cohort, key: str) -> np.ndarray:
+    def _outputs(self, cohort: Cohort, key: str, net: torch.nn.Module | None = None
+                 ) -> np.ndarray:  # fmt: skip
         self._check_fitted()
+        net = self.net_ if net is None else net
         data = self._tensors(self.preprocessor_.transform(cohort))
         device = resolve_device(self.config.train.device, fallback=True)
-        self.net_.to(device).eval()
+        net.to(device).eval()
         outs = []
         with torch.no_grad():
             for start in range(0, len(data), 512):
                 idx = torch.arange(start, min(start + 512, len(data)))
-                out = forward(self.net_, data.take(idx).to(device))
+                out = forward(net, data.take(idx).to(device))
                 val = out.get(key)
                 if val is None and key == "weights":
                     val = out.get("gates")
@@ -317,12 +319,25 @@ class ModalSurv(BaseEstimator):
                         f"fusion {self.config.model.fusion!r} produces no modality weights"
                     )
                 outs.append(val.detach().float().cpu())
-        self.net_.to("cpu")
+        net.to("cpu")
         return torch.cat(outs).numpy().astype(np.float64)
 
     def predict_outputs(self, cohort: Cohort) -> np.ndarray:
         """The network's raw output (``N x n_outputs``: what the family's functions take)."""
         return self._outputs(cohort, "logits")
+
+    def member_risks(self, cohort: Cohort) -> np.ndarray:
+        """``M x N``: each seed-ensemble member's own risk score (one row with ``n_init=1``).
+
+        With rotating member splits, member ``k``'s row is an out-of-fold risk on its own
+        validation rows (``member_splits``): what the stacked default (``train.stacking``)
+        weighs the network against other models with."""
+        members = list(getattr(self.net_, "members", [self.net_]))
+        return np.stack([
+            self.family.risk(self._outputs(cohort, "logits", net), self.cuts, self.t_ref_,
+                             self.config.train.risk_score, self.fitted_)
+            for net in members
+        ])  # fmt: skip
 
     # -------------------------------------------------------------- predictions
     def predict_pmf(self, cohort: Cohort) -> np.ndarray:
@@ -428,11 +443,16 @@ class ModalSurv(BaseEstimator):
         return rebuild(Path(directory), "model", "state")
 
 
-def rebuild(directory: Path, model_stem: str, state_stem: str) -> ModalSurv:
-    """A saved model from its files; a file that does not fit the rest (edited, truncated,
-    from another model) is a FeatureError naming the folder, never a raw KeyError."""
+def rebuild(directory: Path, model_stem: str, state_stem: str) -> Any:
+    """A saved model from its files (a ModalSurv, or a ``train.stacking.StackedSurv`` when
+    its state says so); a file that does not fit the rest (edited, truncated, from another
+    model) is a FeatureError naming the folder, never a raw KeyError."""
     state = read_state(directory, model_stem, state_stem)
     try:
+        if state[1].get("kind") == "stack":
+            from modalsurv.train.stacking import StackedSurv  # the stack holds ModalSurvs
+
+            return StackedSurv.from_state(*state)
         return ModalSurv.from_state(*state)
     except DataError:
         raise

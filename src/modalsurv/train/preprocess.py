@@ -130,7 +130,8 @@ def _used_columns(step: Any) -> np.ndarray | None:
 
 def _make(kind: str, cfg: PreprocessConfig, x: np.ndarray, present: np.ndarray) -> Any:
     if kind == "clinical":
-        return ClinicalEncoder(standardize=cfg.standardize)
+        return ClinicalEncoder(standardize=cfg.standardize, numeric=cfg.clinical_numeric,
+                               integer_levels=cfg.clinical_integer_levels)  # fmt: skip
     if kind == "rna":
         log1p = cfg.rna_log1p
         return RnaTransform(

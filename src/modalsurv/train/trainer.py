@@ -226,6 +226,9 @@ class FitResult:
     best_score: float
     monitor: str  # "val_cindex" | "val_loss" | "train_loss"
     history: list[dict[str, float]] = field(default_factory=list)
+    # the validation rows' risk score after each epoch (what the stacked default reads an
+    # honest out-of-fold risk from: train.stacking); empty without validation rows
+    val_risks: list[np.ndarray] = field(default_factory=list)
 
 
 def _evaluate(
@@ -235,8 +238,8 @@ def _evaluate(
     cuts: np.ndarray,
     t_ref: float,
     batch_size: int,
-) -> tuple[float, float]:
-    """(loss, C-index) on ``data``; C-index is NaN when no pair is comparable."""
+) -> tuple[float, float, np.ndarray]:
+    """(loss, C-index, risk) on ``data``; C-index is NaN when no pair is comparable."""
     net.eval()
     logits = []
     with torch.no_grad():
@@ -254,7 +257,7 @@ def _evaluate(
             cidx = float(metrics.concordance_index(time, event, risk))
         except (ValueError, ZeroDivisionError):
             cidx = float("nan")
-    return loss, cidx
+    return loss, cidx, risk
 
 
 def choose_monitor(val: Tensors | None, head: str, prefer: str = "cindex") -> str:
@@ -312,6 +315,7 @@ def fit_network(
     best_score, best_epoch = -math.inf, -1
     best_state = copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
     history: list[dict[str, float]] = []
+    val_risks: list[np.ndarray] = []
     stale = 0
     for epoch in range(tc.epochs):
         net.train()
@@ -337,8 +341,9 @@ def fit_network(
         train_loss = total / count if count else float("nan")
         record: dict[str, float] = {"epoch": float(epoch), "train_loss": train_loss}
         if val_d is not None:
-            val_loss, val_c = _evaluate(net, val_d, config, cuts, t_ref, tc.batch_size)
+            val_loss, val_c, val_risk = _evaluate(net, val_d, config, cuts, t_ref, tc.batch_size)
             record.update(val_loss=val_loss, val_cindex=val_c)
+            val_risks.append(val_risk)
         score = {
             "val_cindex": record.get("val_cindex", math.nan),
             "val_loss": -record.get("val_loss", math.nan),
@@ -363,4 +368,4 @@ def fit_network(
     net.load_state_dict(best_state)
     if progress is not None:
         progress("fit_end", best_epoch=best_epoch, best_score=best_score, monitor=monitor)
-    return FitResult(best_state, best_epoch, float(best_score), monitor, history)
+    return FitResult(best_state, best_epoch, float(best_score), monitor, history, val_risks)
