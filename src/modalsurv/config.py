@@ -233,6 +233,39 @@ class CVConfig(Strict):
     )
 
 
+class SearchConfig(Strict):
+    """Optional inner hyperparameter search (``train.search`` module, Optuna's TPE sampler), run on
+    the training part of each outer fold before the model is fitted; off by default."""
+
+    trials: int = Field(0, ge=0, description="trials per outer fold; 0: no search")
+    timeout: float | None = Field(
+        None, gt=0, description="seconds per outer fold's search (the trial running when it"
+        " expires finishes); None: only the trial count limits it")
+    inner_folds: int = Field(3, ge=2, description="inner CV folds scoring each trial (Harrell C)")
+    n_init: int = Field(1, ge=1, description="seed members of each trial's networks (the final"
+                        " model keeps train.n_init)")
+    prune: bool = Field(True, description="stop a trial after an inner fold when its mean C"
+                        " so far is below the median of earlier trials at that fold")
+    lr: tuple[float, float] = (1e-4, 3e-3)
+    weight_decay: tuple[float, float] = (1e-6, 1e-2)
+    dropout: tuple[float, float] = (0.0, 0.5)
+    latent_dim: list[int] = Field(default_factory=lambda: [32, 64, 128, 256])
+    epochs: tuple[int, int] = (20, 200)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> SearchConfig:
+        for name in ("lr", "weight_decay", "dropout", "epochs"):
+            lo, hi = getattr(self, name)
+            if not lo <= hi:
+                raise ValueError(f"search.{name}: the range ({lo}, {hi}) is empty")
+        if self.lr[0] <= 0 or self.weight_decay[0] <= 0:
+            raise ValueError("search.lr and search.weight_decay are searched on a log scale:"
+                             " their lower ends must be > 0")
+        if not 0 <= self.dropout[0] and self.dropout[1] < 1:
+            raise ValueError("search.dropout must lie in [0, 1)")
+        return self
+
+
 class DataConfig(Strict):
     """Where the cohort comes from."""
 
@@ -272,6 +305,7 @@ class RunConfig(Strict):
     loss: LossConfig = Field(default_factory=LossConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     cv: CVConfig = Field(default_factory=CVConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
     baselines: list[str] = Field(default_factory=lambda: ["coxph_clinical", "coxnet", "rsf"])
 
     @model_validator(mode="after")

@@ -174,6 +174,7 @@ EXTRAS: dict[str, str] = {
     "lifelines": "bench",
     "pycox": "bench",
     "transformers": "features",
+    "optuna": "tune",
 }
 
 

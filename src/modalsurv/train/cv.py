@@ -60,6 +60,8 @@ MAIN = "modalsurv"
 #: beside the stack on the same folds at no extra cost
 PLAIN = "modalsurv_plain"
 _NEURAL = {MAIN, PLAIN, "modalsurv_clinical"}
+#: the config values ``search.trials > 0`` tunes per outer fold (``train.search.KEYS``)
+SEARCHED = ("train.lr", "train.weight_decay", "model.dropout", "model.latent_dim", "train.epochs")
 
 
 # ---------------------------------------------------------------------- folds
@@ -318,9 +320,17 @@ def _run_fold(
             progress(event, repeat=repeat, fold=fold, **info)
 
     t0 = time.perf_counter()
-    model = make_model(_fold_config(config, fold_seed))
+    fold_config, searched = _fold_config(config, fold_seed), None
+    if config.search.trials > 0:  # on the training part only, like everything else
+        from modalsurv.train.search import tuned_config
+
+        fold_config, searched = tuned_config(train, fold_config, cb)
+    model = make_model(fold_config)
     model.fit(train, val_cohort=test if outer else None, progress=cb)
     seconds: dict[str, float] = {MAIN: time.perf_counter() - t0}
+    if searched is not None:
+        seconds[f"{MAIN}/search"] = searched.seconds
+        model.search_ = searched.record()
     seconds.update({f"{MAIN}/{k}": v for k, v in getattr(model, "timings_", {}).items()})
     risk = model.predict_risk(test)
     preds = pd.DataFrame(
@@ -605,6 +615,11 @@ def cross_validate(
     ]
     summary["folds"] = json.loads(metrics.to_json(orient="records"))
     summary["model_kind"] = "stack" if isinstance(models[0][0], StackedSurv) else "plain"
+    if config.search.trials > 0:  # the values each outer fold's search chose
+        summary["search"] = [{"repeat": r, "fold": f,
+                              **{k: m.config.model_dump()[k.split(".")[0]][k.split(".")[1]]
+                                 for k in SEARCHED}}
+                             for r, ms in enumerate(models) for f, m in enumerate(ms)]  # fmt: skip
     if summary["model_kind"] == "stack":
         summary["stack"] = stack_record(models)
     return CVResult(
