@@ -72,3 +72,30 @@ def gate_weights(weights: pd.DataFrame) -> Figure:
     ax.set_title("Per-patient modality weights (out-of-fold)")
     fig.tight_layout()
     return fig
+
+
+def stack_weights_by_size(weights: pd.DataFrame, candidates: tuple[str, ...] = (
+        "modalsurv", "modalsurv_clinical")) -> Figure:  # fmt: skip
+    """The stacked default's weight on each candidate against the training size: mean over
+    outer folds (and seeds) per training size, with the folds' spread (± 1 sd) as a band.
+
+    ``weights``: rows ``n_train, candidate, weight`` (``experiments.runners.
+    stack_weight_curve`` of a data-scaling grid). The multimodal network's weight rising
+    above the clinical-only network's as the cohort grows says where fusion pays."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    shown = [c for c in candidates if c in set(weights["candidate"])] or sorted(
+        set(weights["candidate"]))
+    for name in shown:
+        g = weights[weights["candidate"] == name].groupby("n_train")["weight"]
+        stats = g.agg(["mean", "std"]).reset_index().sort_values("n_train")
+        x, m = stats["n_train"].to_numpy(float), stats["mean"].to_numpy(float)
+        sd = np.nan_to_num(stats["std"].to_numpy(float))
+        ax.plot(x, m, marker="o", label=name)
+        ax.fill_between(x, np.clip(m - sd, 0, 1), np.clip(m + sd, 0, 1), alpha=0.2)
+    ax.set_xlabel("training patients per outer fold")
+    ax.set_ylabel("stack weight")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("Stack weight by training size (when does fusion pay?)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

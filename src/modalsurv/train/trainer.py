@@ -28,6 +28,7 @@ from modalsurv.config import RunConfig
 from modalsurv.errors import ConfigError
 from modalsurv.survival import metrics
 from modalsurv.survival.family import get_family
+from modalsurv.train.fused import FusedStep
 from modalsurv.utils import Progress
 
 
@@ -309,7 +310,7 @@ def fit_network(
     val_d = None if val is None or len(val) == 0 else val.to(device)
     gen = torch.Generator().manual_seed(int(seed))
     opt_cls = torch.optim.AdamW if tc.optimizer == "adamw" else torch.optim.Adam
-    opt = make_optimizer(opt_cls, net, tc.lr, tc.weight_decay)
+    opt = FusedStep(net, opt_cls, tc.lr, tc.weight_decay)  # one flat buffer: train.fused
 
     monitor = choose_monitor(val_d, config.model.head, tc.monitor)
     best_score, best_epoch = -math.inf, -1
@@ -331,10 +332,10 @@ def fit_network(
             loss = batch_loss(out["logits"], batch, config)
             if not torch.isfinite(loss):
                 continue  # e.g. a Cox batch without events: nothing to learn from it
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             loss.backward()
             if tc.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip, foreach=True)
+                opt.clip(tc.grad_clip)
             opt.step()
             total += float(loss.detach()) * len(idx)
             count += len(idx)
