@@ -111,7 +111,6 @@ class GatedAttentionPool(nn.Module):
         """The same pooling computed in the tiles' own (narrower) space (class docstring).
         Narrow tiles are cheap to score, so padded ones are scored too (zeroed first, so
         NaN padding never reaches a result) and masked out: no gather, no scatter."""
-        b, k, d = h.shape
         weight = self.VU.weight @ self.embed.weight  # 2A × D: the gates on raw tiles
         bias = self.VU.weight @ self.embed.bias + self.VU.bias
         if not bool(mask.all()):
