@@ -113,3 +113,29 @@ def test_cv_result_pairs_modalsurv_with_each_baseline(cohort):
     expect = compare_models(res.metrics, "modalsurv", "coxnet", test_train_ratio=1.0)
     assert row["ci_low"] == pytest.approx(expect.ci_low)
     assert row["p_value"] == pytest.approx(expect.p_value)
+
+
+def test_random_effects_meta_analysis():
+    from modalsurv.train.compare import corrected_standard_error, random_effects
+
+    # equal effects: no heterogeneity, the pooled mean is the common value
+    out = random_effects([0.01, 0.01, 0.01], [0.005, 0.01, 0.02])
+    assert out.mean == pytest.approx(0.01) and out.tau2 == 0.0 and out.k == 3
+    # against a hand computation (DerSimonian-Laird tau^2, Hartung-Knapp interval)
+    y, s = np.array([0.02, -0.01, 0.005, 0.03]), np.array([0.01, 0.015, 0.008, 0.02])
+    w = 1 / s**2
+    fixed = (w * y).sum() / w.sum()
+    q = (w * (y - fixed) ** 2).sum()
+    tau2 = max(0.0, (q - 3) / (w.sum() - (w**2).sum() / w.sum()))
+    wr = 1 / (s**2 + tau2)
+    mean = (wr * y).sum() / wr.sum()
+    se = np.sqrt((wr * (y - mean) ** 2).sum() / (3 * wr.sum()))
+    res = random_effects(y, s)
+    assert res.mean == pytest.approx(mean) and res.tau2 == pytest.approx(tau2)
+    half = stats.t.ppf(0.975, 3) * se
+    assert (res.ci_low, res.ci_high) == pytest.approx((mean - half, mean + half))
+    assert random_effects([0.1, np.nan], [0.01, 0.02]).k == 1
+    with pytest.raises(ValueError):
+        random_effects([0.1], [0.1, 0.2])
+    d = np.array([0.01, 0.03, -0.02, 0.0, 0.02])
+    assert corrected_standard_error(d, 0.25) == pytest.approx(np.sqrt((1 / 5 + 0.25) * d.var(ddof=1)))
