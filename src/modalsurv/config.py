@@ -214,6 +214,19 @@ class TrainConfig(Strict):
         " predicted curve, mass beyond the grid counted at its end)",
     )
     device: str = "auto"
+    threads: int | Literal["auto"] = Field(
+        "auto",
+        description="CPU threads while training: a number, or 'auto' (one thread when a step's"
+        " widest matmul is small, as for tabular cohorts and tiles reduced by bag_pca; else"
+        " torch's setting): train.defaults",
+    )
+
+    @field_validator("threads")
+    @classmethod
+    def _threads_positive(cls, v: int | str) -> int | str:
+        if v != "auto" and int(v) < 1:
+            raise ValueError("train.threads must be 'auto' or at least 1")
+        return v
 
 
 class CVConfig(Strict):

@@ -17,8 +17,10 @@ from modalsurv.train.estimator import ModalSurv
 from modalsurv.train.stacking import StackedSurv, fit_weights, standardise
 
 # Fold figures of the plain network with the train tests' tiny config (3 folds, seed 0),
-# computed with the code as it was before the stack existed (commit 28347be): the plain
-# path must reproduce them to the last bit.
+# computed with the code as it was before the stack existed (commit 28347be). The plain
+# path reproduces the C-indices to the last bit; risks and IBS move in their 8th digit,
+# because the faster step (folded attention pooling, the closed-form DeepHit gradient, one
+# flat AdamW update) adds the same numbers in another order.
 GOLDEN = {
     "one": {"harrell_c": [0.4092827004219409, 0.592274678111588, 0.6347826086956522],
             "ibs": [0.23392153692602674, 0.26317743172010616, 0.28726746023994915],
@@ -56,8 +58,8 @@ def test_plain_network_reproduces_the_figures_from_before_the_stack(make_cohort,
     res = cross_validate(make_cohort(80, 0), cfg, folds=3, repeats=1, seed=0, baselines=[])
     m = res.metrics[res.metrics.model == "modalsurv"]
     assert list(m.harrell_c) == GOLDEN[name]["harrell_c"]
-    assert list(m.ibs) == GOLDEN[name]["ibs"]
-    assert list(res.predictions.risk[:6]) == GOLDEN[name]["risk"]
+    np.testing.assert_allclose(m.ibs, GOLDEN[name]["ibs"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(res.predictions.risk[:6], GOLDEN[name]["risk"], rtol=0, atol=1e-6)
     assert res.summary["model_kind"] == "plain" and "stack" not in res.summary
 
 

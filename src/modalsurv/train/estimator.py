@@ -48,6 +48,7 @@ from modalsurv.resume import flatten
 from modalsurv.survival import curves
 from modalsurv.survival.bins import TimeBins
 from modalsurv.survival.family import SurvivalFamily, get_family
+from modalsurv.train.defaults import cohort_shape, resolved_threads, torch_threads
 from modalsurv.train.preprocess import Preprocessor, join_arrays, split_arrays
 from modalsurv.train.trainer import (
     FitResult,
@@ -263,17 +264,18 @@ class ModalSurv(BaseEstimator):
         if rotate:
             splits = member_splits(train.event, cfg.train.val_fraction, cfg.seed, cfg.train.n_init)
         nets, self.fit_results_ = [], []
-        for k in range(cfg.train.n_init):
-            seed_k = member_seed(cfg.seed, k)
-            set_seed(seed_k)
-            net = _build_net(pp.dims, pp.bag, cfg, self.bins_.n_bins)
-            tr_k, va_k = train_t, val_t
-            if splits:
-                tr_k, va_k = (train_t.take(torch.from_numpy(i)) for i in splits[k])
-            self.fit_results_.append(
-                fit_network(net, tr_k, va_k, cfg, self.cuts, self.t_ref_, seed_k, progress)
-            )
-            nets.append(net.to("cpu").eval())
+        with torch_threads(resolved_threads(cfg, cohort_shape(train, pp))):  # train.defaults
+            for k in range(cfg.train.n_init):
+                seed_k = member_seed(cfg.seed, k)
+                set_seed(seed_k)
+                net = _build_net(pp.dims, pp.bag, cfg, self.bins_.n_bins)
+                tr_k, va_k = train_t, val_t
+                if splits:
+                    tr_k, va_k = (train_t.take(torch.from_numpy(i)) for i in splits[k])
+                self.fit_results_.append(
+                    fit_network(net, tr_k, va_k, cfg, self.cuts, self.t_ref_, seed_k, progress)
+                )
+                nets.append(net.to("cpu").eval())
         self.fit_result_ = self.fit_results_[0]
         self.net_ = nets[0] if len(nets) == 1 else _ensemble(nets)
         self.net_.eval()
@@ -301,26 +303,33 @@ class ModalSurv(BaseEstimator):
 
     def _outputs(self, cohort: Cohort, key: str, net: torch.nn.Module | None = None
                  ) -> np.ndarray:  # fmt: skip
+        return self._outputs_of(cohort, key, [self.net_ if net is None else net])[0]
+
+    def _outputs_of(self, cohort: Cohort, key: str, nets: list[torch.nn.Module]
+                    ) -> list[np.ndarray]:  # fmt: skip
+        """``key`` outputs of each of ``nets`` on ``cohort``, preprocessed once."""
         self._check_fitted()
-        net = self.net_ if net is None else net
         data = self._tensors(self.preprocessor_.transform(cohort))
         device = resolve_device(self.config.train.device, fallback=True)
-        net.to(device).eval()
-        outs = []
-        with torch.no_grad():
-            for start in range(0, len(data), 512):
-                idx = torch.arange(start, min(start + 512, len(data)))
-                out = forward(net, data.take(idx).to(device))
-                val = out.get(key)
-                if val is None and key == "weights":
-                    val = out.get("gates")
-                if val is None:
-                    raise ValueError(
-                        f"fusion {self.config.model.fusion!r} produces no modality weights"
-                    )
-                outs.append(val.detach().float().cpu())
-        net.to("cpu")
-        return torch.cat(outs).numpy().astype(np.float64)
+        results = []
+        for net in nets:
+            net.to(device).eval()
+            outs = []
+            with torch.no_grad():
+                for start in range(0, len(data), 512):
+                    idx = torch.arange(start, min(start + 512, len(data)))
+                    out = forward(net, data.take(idx).to(device))
+                    val = out.get(key)
+                    if val is None and key == "weights":
+                        val = out.get("gates")
+                    if val is None:
+                        raise ValueError(
+                            f"fusion {self.config.model.fusion!r} produces no modality weights"
+                        )
+                    outs.append(val.detach().float().cpu())
+            net.to("cpu")
+            results.append(torch.cat(outs).numpy().astype(np.float64))
+        return results
 
     def predict_outputs(self, cohort: Cohort) -> np.ndarray:
         """The network's raw output (``N x n_outputs``: what the family's functions take)."""
@@ -334,9 +343,9 @@ class ModalSurv(BaseEstimator):
         weighs the network against other models with."""
         members = list(getattr(self.net_, "members", [self.net_]))
         return np.stack([
-            self.family.risk(self._outputs(cohort, "logits", net), self.cuts, self.t_ref_,
-                             self.config.train.risk_score, self.fitted_)
-            for net in members
+            self.family.risk(out, self.cuts, self.t_ref_, self.config.train.risk_score,
+                             self.fitted_)
+            for out in self._outputs_of(cohort, "logits", members)
         ])  # fmt: skip
 
     # -------------------------------------------------------------- predictions

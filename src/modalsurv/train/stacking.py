@@ -31,8 +31,8 @@ seen by anything here):
    comparable; at prediction a candidate's score is the mean of its inner models'
    standardised risks (the test-time counterpart of its out-of-fold score).
 4. Weights: a Cox model on the candidates' standardised out-of-fold scores, fitted by
-   maximising the partial likelihood (Efron ties, ``losses.cox_loss``; a weak ridge,
-   ``RIDGE``, keeps it finite under separation) under non-negative coefficients; then backward elimination: a candidate stays only if dropping it lowers
+   maximising the partial likelihood (Breslow ties; a weak ridge, ``RIDGE``, keeps it
+   finite under separation) under non-negative coefficients; then backward elimination: a candidate stays only if dropping it lowers
    twice the log partial likelihood by at least ``LR_THRESHOLD`` (3.84, the 95 % point
    of chi-square with one degree of freedom). The partial likelihood and not a smoothed
    C-index, because it is convex in the coefficients, uses every risk set, and its
@@ -50,6 +50,7 @@ The cost over a plain ModalSurv: a second (clinical-only, cheaper) seed ensemble
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -64,7 +65,6 @@ from modalsurv.survival import curves
 from modalsurv.survival.bins import TimeBins
 from modalsurv.survival.cox import breslow
 from modalsurv.survival.family import SurvivalFamily, get_family
-from modalsurv.survival.losses import cox_loss
 from modalsurv.survival.metrics import concordance_index
 from modalsurv.train.baselines import (
     RSF_LEAF,
@@ -360,16 +360,23 @@ def standardise(oof: Sequence[tuple[np.ndarray, np.ndarray]], n: int, how: str =
 
 
 def _neg_log_pl(z: np.ndarray, time: np.ndarray, event: np.ndarray):
-    """Minus the penalised log partial likelihood (``RIDGE / 2 * |beta|^2``) and its gradient."""
-    zt = torch.as_tensor(z, dtype=torch.float64)
-    tt = torch.as_tensor(time, dtype=torch.float64)
-    et = torch.as_tensor(event, dtype=torch.bool)
+    """Minus the penalised log partial likelihood (Breslow ties; ``RIDGE / 2 * |beta|^2``)
+    and its gradient, vectorised over one sort of the rows (risk sets ``T_j >= t``)."""
+    order = np.argsort(-np.asarray(time, dtype=np.float64), kind="stable")
+    t, zs, ev = np.asarray(time, np.float64)[order], np.asarray(z, np.float64)[order], \
+        np.asarray(event, bool)[order]
+    # the last sorted position of each time (ties share one risk set: everyone >= t)
+    last = np.searchsorted(-t, -t, side="right") - 1
 
     def f(beta: np.ndarray) -> tuple[float, np.ndarray]:
-        b = torch.as_tensor(beta, dtype=torch.float64).requires_grad_(True)
-        loss = cox_loss(zt @ b, tt, et, ties="efron", reduction="sum") + 0.5 * RIDGE * (b @ b)
-        loss.backward()
-        return float(loss.detach()), b.grad.numpy().copy()
+        eta = zs @ beta
+        shift = eta.max() if len(eta) else 0.0
+        w = np.exp(eta - shift)
+        risk = np.cumsum(w)[last]
+        wz = np.cumsum(w[:, None] * zs, axis=0)[last]
+        loss = -(eta[ev] - shift - np.log(risk[ev])).sum() + 0.5 * RIDGE * beta @ beta
+        grad = -(zs[ev] - wz[ev] / risk[ev][:, None]).sum(axis=0) + RIDGE * beta
+        return float(loss), grad
 
     return f
 
@@ -571,12 +578,17 @@ class StackedSurv(BaseEstimator):
 
     # -------------------------------------------------------------- predictions
     def candidate_scores(self, cohort: Cohort) -> dict[str, np.ndarray]:
-        """Each candidate's standardised score (the mean of its inner models')."""
+        """Each candidate's standardised score (the mean of its inner models'). The last
+        cohort's scores are remembered (a run asks for risk, curves and PMF in a row)."""
         self._check_fitted()
+        memo = getattr(self, "_memo", None)
+        if memo is not None and memo[0]() is cohort:
+            return memo[1]
         out = {}
         for name, cand in self.candidates_.items():
             r = cand.model_risks(cohort)
             out[name] = ((r - self.means_[name][:, None]) / self.scales_[name][:, None]).mean(0)
+        self._memo = (weakref.ref(cohort), out)
         return out
 
     def candidate_model(self, name: str) -> ModalSurv | None:
