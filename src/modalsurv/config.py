@@ -161,7 +161,12 @@ class TrainConfig(Strict):
     optimizer: Literal["adam", "adamw"] = "adamw"
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(1e-4, ge=0.0)
-    batch_size: int = Field(32, ge=2)
+    batch_size: int | Literal["auto"] = Field(
+        "auto",
+        description="patients per training step: a number (>= 2), or 'auto': 32 up to 1,600"
+        " training patients, then the power of two nearest n / 25, at most 256"
+        " (train.defaults.batch_size; how it was chosen: docs/benchmarks.md)",
+    )
     epochs: int = Field(100, ge=1)
     patience: int = Field(15, ge=1)
     n_init: int = Field(
@@ -220,6 +225,13 @@ class TrainConfig(Strict):
         " widest matmul is small, as for tabular cohorts and tiles reduced by bag_pca; else"
         " torch's setting): train.defaults",
     )
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch_at_least_two(cls, v: int | str) -> int | str:
+        if v != "auto" and int(v) < 2:
+            raise ValueError("train.batch_size must be 'auto' or at least 2")
+        return v
 
     @field_validator("threads")
     @classmethod

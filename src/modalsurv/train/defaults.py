@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from modalsurv.cohort import Cohort
-from modalsurv.config import RunConfig
+from modalsurv.config import RunConfig, with_values
 from modalsurv.train.preprocess import Preprocessor
 
 #: below this many multiply-adds per training step (the widest matmul of a batch), one
@@ -73,11 +73,25 @@ def cohort_shape(train: Cohort, pp: Preprocessor) -> CohortShape:
                        tiles=int(tiles), tile_dim=pp.dims[widest] if widest is not None else 0)  # fmt: skip
 
 
+def resolve(config: RunConfig, shape: CohortShape) -> RunConfig:
+    """``config`` with every ``"auto"`` value this module decides replaced by its value for
+    a training cohort of this shape (the same object when there is none)."""
+    values: dict[str, object] = {}
+    if config.train.batch_size == "auto":
+        values["train.batch_size"] = batch_size(shape)
+    if not values:
+        return config
+    out = with_values(config, values, "train.defaults")
+    out.seed = config.seed
+    return out
+
+
 def resolved_threads(config: RunConfig, shape: CohortShape) -> int | None:
     """``train.threads``: the number, or for ``auto`` :func:`threads`."""
     if config.train.threads != "auto":
         return int(config.train.threads)
-    return threads(config, int(config.train.batch_size), shape)
+    batch = config.train.batch_size
+    return threads(config, batch_size(shape) if batch == "auto" else int(batch), shape)
 
 
 @contextlib.contextmanager

@@ -48,7 +48,7 @@ from modalsurv.resume import flatten
 from modalsurv.survival import curves
 from modalsurv.survival.bins import TimeBins
 from modalsurv.survival.family import SurvivalFamily, get_family
-from modalsurv.train.defaults import cohort_shape, resolved_threads, torch_threads
+from modalsurv.train.defaults import cohort_shape, resolve, resolved_threads, torch_threads
 from modalsurv.train.preprocess import Preprocessor, join_arrays, split_arrays
 from modalsurv.train.trainer import (
     FitResult,
@@ -161,7 +161,8 @@ class ModalSurv(BaseEstimator):
     # Fitted attributes (scikit-learn convention: set by fit / load, ending in "_"):
     # modalities_, preprocessor_, bins_, t_ref_, net_, fit_results_ (one per seed member)
     # and fit_result_ (member 0's), fitted_ (what the family fits after training),
-    # training_meta_ (a loaded model's training record, saved again).
+    # training_meta_ (a loaded model's training record, saved again), fitted_config_ (the
+    # config as trained: "auto" values resolved by train.defaults).
     preprocessor_: Preprocessor
     bins_: TimeBins
     t_ref_: float
@@ -256,6 +257,8 @@ class ModalSurv(BaseEstimator):
         self.t_ref_ = float(np.median(train.time) if ref == "median" else np.max(train.time))
 
         pp = self.preprocessor_
+        shape = cohort_shape(train, pp)
+        cfg = self.fitted_config_ = resolve(cfg, shape)  # "auto" values: train.defaults
         train_t = self._tensors(pp.transform(train), with_bins=True)
         val_t = None
         if val is not None and len(val):
@@ -264,7 +267,7 @@ class ModalSurv(BaseEstimator):
         if rotate:
             splits = member_splits(train.event, cfg.train.val_fraction, cfg.seed, cfg.train.n_init)
         nets, self.fit_results_ = [], []
-        with torch_threads(resolved_threads(cfg, cohort_shape(train, pp))):  # train.defaults
+        with torch_threads(resolved_threads(cfg, shape)):  # train.defaults
             for k in range(cfg.train.n_init):
                 seed_k = member_seed(cfg.seed, k)
                 set_seed(seed_k)
@@ -387,7 +390,8 @@ class ModalSurv(BaseEstimator):
         bins_meta = split_arrays(self.bins_.to_dict(), arrays, "bins/")
         meta: dict[str, Any] = {
             "format": FORMAT_VERSION,
-            "config": self.config.model_dump(mode="json"),
+            # the config as trained: "auto" values resolved (train.defaults)
+            "config": getattr(self, "fitted_config_", self.config).model_dump(mode="json"),
             "modalities": self.modalities_,
             "t_ref": self.t_ref_,
             "bins": bins_meta,
@@ -417,6 +421,7 @@ class ModalSurv(BaseEstimator):
         if meta.get("format") != FORMAT_VERSION:
             raise ValueError(f"unsupported model format {meta.get('format')!r}")
         out = cls(RunConfig.model_validate(meta["config"]))
+        out.fitted_config_ = out.config
         out.modalities_ = list(meta["modalities"])
         out.training_meta_ = meta.get("training")
         out.t_ref_ = float(meta["t_ref"])
