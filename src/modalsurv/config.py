@@ -92,7 +92,8 @@ class ModelConfig(Strict):
     n_bins: int = Field(30, ge=2)
     bin_scheme: Literal["equidistant", "quantile"] = "quantile"
     stack: list[str] | Literal["none"] | None = Field(
-        default_factory=lambda: ["modalsurv", "modalsurv_clinical", "coxnet", "rsf"],
+        default_factory=lambda: ["modalsurv", "modalsurv_cox", "modalsurv_clinical", "coxnet",
+                                 "rsf"],
         description="the stacked default (train.stacking): these candidates are fitted on the"
         " training part of each outer fold and weighed on their inner out-of-fold risks"
         " (non-negative Cox weights); names: modalsurv, modalsurv_clinical, modalsurv_cox,"
@@ -153,7 +154,13 @@ class LossConfig(Strict):
     """DeepHit: alpha weighs the likelihood, 1 - alpha the ranking term (pycox convention)."""
 
     alpha: float = Field(0.2, ge=0.0, le=1.0)
-    sigma: float = Field(0.1, gt=0.0)
+    sigma: float = Field(
+        1.0,
+        gt=0.0,
+        description="scale of DeepHit's ranking term exp(-(F_i - F_j) / sigma); 1.0 since"
+        " this round (was pycox's 0.1: better on 9 of 11 tuning cohort-folds;"
+        " docs/benchmarks.md)",
+    )
     cox_ties: Literal["efron", "breslow"] = "efron"
 
 
