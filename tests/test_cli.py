@@ -107,6 +107,7 @@ def test_experiment_grid_runs_and_resumes(tmp_path):
     base = yaml.safe_load(_config(tmp_path).read_text())
     base["baselines"] = []
     base["train"]["epochs"] = 1
+    base.setdefault("model", {})["stack"] = "none"  # fusions compared as plain networks
     grid = tmp_path / "grid.yaml"
     grid.write_text(yaml.safe_dump({"name": "fusions", "base": base, "fusion": ["concat", "mean"]}))
     out = tmp_path / "g"
