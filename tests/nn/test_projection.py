@@ -135,8 +135,8 @@ def test_bag_projection_rejects_bad_shapes():
         proj(torch.randn(2, 3, 4), torch.ones(2, 4, dtype=torch.bool))
 
 
-@pytest.mark.parametrize("d", [1, 3])
-def test_folded_pool_equals_the_unfolded_maths(d):
+@pytest.mark.parametrize(("d", "fill"), [(1, 0.7), (3, 0.7), (3, 0.95)])
+def test_folded_pool_equals_the_unfolded_maths(d, fill):
     """Tiles narrower than the pool take the folded path; its output, weights and
     gradients equal the embed-then-gate computation, NaN padding never leaks."""
     from modalsurv.nn.masking import masked_softmax
@@ -145,7 +145,7 @@ def test_folded_pool_equals_the_unfolded_maths(d):
     torch.manual_seed(0)
     pool = GatedAttentionPool(d, 16).double()
     h = torch.randn(6, 9, d, dtype=torch.float64)
-    mask = torch.rand(6, 9) < 0.7
+    mask = torch.rand(6, 9) < fill  # sparse bags: the gathered path; full ones: dense
     mask[0], mask[1] = False, True
     padded = h.clone()
     padded[~mask] = float("nan")

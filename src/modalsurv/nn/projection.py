@@ -70,6 +70,9 @@ class GatedAttentionPool(nn.Module):
     for one-component tiles. Results equal the unfolded path up to float rounding.
     """
 
+    #: below this share of valid slots, the folded path scores the valid tiles only
+    DENSE_FILL = 0.75
+
     def __init__(self, in_dim: int, attn_dim: int) -> None:
         super().__init__()
         self.embed = nn.Linear(in_dim, attn_dim)
@@ -109,15 +112,26 @@ class GatedAttentionPool(nn.Module):
 
     def _folded(self, h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """The same pooling computed in the tiles' own (narrower) space (class docstring).
-        Narrow tiles are cheap to score, so padded ones are scored too (zeroed first, so
-        NaN padding never reaches a result) and masked out: no gather, no scatter."""
+        Mostly-full bags score every slot (padded ones zeroed first, so NaN padding never
+        reaches a result, then masked out): no gather, no scatter, the fewest kernels;
+        bags with much padding score their valid tiles only (``DENSE_FILL``)."""
+        b, k, d = h.shape
         weight = self.VU.weight @ self.embed.weight  # 2A × D: the gates on raw tiles
         bias = self.VU.weight @ self.embed.bias + self.VU.bias
-        if not bool(mask.all()):
-            h = h.masked_fill(~mask.unsqueeze(-1), 0.0)
-        scores = self.score_from_gates(F.linear(h, weight, bias))
-        weights = masked_softmax(scores, mask, dim=-1)
-        mean_tile = torch.bmm(weights.unsqueeze(1), h).squeeze(1)
+        if bool(mask.all()) or float(mask.float().mean()) >= self.DENSE_FILL:
+            if not bool(mask.all()):
+                h = h.masked_fill(~mask.unsqueeze(-1), 0.0)
+            scores = self.score_from_gates(F.linear(h, weight, bias))
+            weights = masked_softmax(scores, mask, dim=-1)
+            mean_tile = torch.bmm(weights.unsqueeze(1), h).squeeze(1)
+        else:
+            idx = mask.reshape(-1).nonzero().squeeze(1)
+            valid = h.reshape(b * k, d).index_select(0, idx)
+            scores = self.score_from_gates(F.linear(valid, weight, bias))
+            logits = scores.new_full((b * k,), float("-inf")).index_copy(0, idx, scores)
+            weights = masked_softmax(logits.view(b, k), mask, dim=-1)
+            rows = valid.new_zeros(b * k, d).index_copy(0, idx, valid)
+            mean_tile = torch.bmm(weights.unsqueeze(1), rows.view(b, k, d)).squeeze(1)
         # weights sum to one over a bag's valid tiles: E(mean tile) + b_E is the pooled
         # embedding; a bag with no valid tile has all-zero weights and pools to zeros
         has_tile = mask.any(dim=1, keepdim=True)
