@@ -92,12 +92,13 @@ class ModelConfig(Strict):
     n_bins: int = Field(30, ge=2)
     bin_scheme: Literal["equidistant", "quantile"] = "quantile"
     stack: list[str] | Literal["none"] | None = Field(
-        default_factory=lambda: ["modalsurv", "modalsurv_cox", "modalsurv_clinical", "coxnet",
-                                 "rsf"],
+        default_factory=lambda: ["modalsurv", "modalsurv_cox", "modalsurv_clinical",
+                                 "coxph_clinical", "coxnet", "rsf"],
         description="the stacked default (train.stacking): these candidates are fitted on the"
         " training part of each outer fold and weighed on their inner out-of-fold risks"
         " (non-negative Cox weights); names: modalsurv, modalsurv_clinical, modalsurv_cox,"
-        " coxnet, rsf. 'none' (or null): the plain ModalSurv network of the paper",
+        " coxph_clinical, coxnet, rsf. 'none' (or null): the plain ModalSurv network of the"
+        " paper",
     )
     linear_skip: bool = Field(
         True,
@@ -131,7 +132,8 @@ class ModelConfig(Strict):
     def _known_candidates(cls, v: list[str] | str | None) -> list[str] | str:
         if v is None or v == "none":
             return "none"
-        known = ("modalsurv", "modalsurv_clinical", "modalsurv_cox", "coxnet", "rsf")
+        known = ("modalsurv", "modalsurv_clinical", "modalsurv_cox", "coxph_clinical", "coxnet",
+                 "rsf")
         bad = [c for c in v if c not in known]
         if bad or not v:
             raise ValueError(f"unknown stack candidates {bad}; known: {list(known)}"

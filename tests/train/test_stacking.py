@@ -39,7 +39,8 @@ def stack_config(make_config, **model_over):
     train = {"epochs": 4, "patience": 2, "batch_size": 16, "device": "cpu", "n_init": 5}
     model = {"latent_dim": 16, "hidden_dim": 16, "attention_pool_dim": 8, "n_heads": 2,
              "n_bins": 8, "dropout": 0.1,
-             "stack": ["modalsurv", "modalsurv_clinical", "coxnet", "rsf"], **model_over}  # fmt: skip
+             "stack": ["modalsurv", "modalsurv_clinical", "coxph_clinical", "coxnet", "rsf"],
+             **model_over}  # fmt: skip
     return make_config(train=train, model=model)
 
 
@@ -70,7 +71,8 @@ def test_weights_are_nonnegative_sum_to_one_and_curves_are_proper(fitted):
     info = model.stack_info_
     w = np.array(list(info["weights"].values()))
     assert (w >= 0).all() and w.sum() == pytest.approx(1.0)
-    assert set(info["weights"]) == {"modalsurv", "modalsurv_clinical", "coxnet", "rsf"}
+    assert set(info["weights"]) == {"modalsurv", "modalsurv_clinical", "coxph_clinical", "coxnet",
+                                    "rsf"}
     assert all(b >= 0 for b in model.beta_.values())
     times = np.linspace(0.1, train.time.max(), 25)
     surv = model.predict_survival(test, times)
@@ -118,7 +120,8 @@ def test_no_outer_test_row_reaches_any_fit(make_cohort, make_config, monkeypatch
         seen_weights.append(np.asarray(time).copy())
         return original_weights(z, time, event, *a, **k)
 
-    for cls in (stacking.NeuralCandidate, stacking.CoxnetCandidate, stacking.ForestCandidate):
+    for cls in (stacking.NeuralCandidate, stacking.CoxnetCandidate, stacking.ForestCandidate,
+                stacking.ClinicalCoxCandidate):
         fit = cls.fit
 
         def spy_candidate(self, train, *a, _fit=fit, **k):
@@ -130,13 +133,13 @@ def test_no_outer_test_row_reaches_any_fit(make_cohort, make_config, monkeypatch
     monkeypatch.setattr(stacking, "fit_weights", spy_weights)
     res = cross_validate(cohort, stack_config(make_config), folds=3, repeats=1, seed=0,
                          baselines=[])  # fmt: skip
-    assert len(seen_weights) == 3 and len(seen_fit) == 3 * 5
+    assert len(seen_weights) == 3 and len(seen_fit) == 3 * 6
     times = dict(zip(cohort.ids, cohort.time))
     assert len(set(cohort.time)) == len(cohort)  # times identify patients
     for f in range(3):
         test = set(res.folds.loc[res.folds.fold == f, "patient"])
         fits = [s for s in seen_fit if not (s & test)]
-        assert len(fits) == 5  # this fold's stack and its four candidates saw no test row
+        assert len(fits) == 6  # this fold's stack and its five candidates saw no test row
         train_times = {times[p] for p in fits[0]}
         assert any(set(w) <= train_times for w in seen_weights)
     for ids in seen_fit:  # every fit was on some fold's training part only

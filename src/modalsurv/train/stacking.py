@@ -9,7 +9,8 @@ tabular ones, the network where the signal is non-linear or spread over modaliti
 the default fits several and lets the training part decide (``model.stack``; ``none`` is
 the plain ModalSurv of the paper). The default candidates: ModalSurv (DeepHit head),
 ModalSurv with a Cox head (``modalsurv_cox``: a different ranking of the same inputs,
-often the better one), ModalSurv on clinical data only, Coxnet and RSF.
+often the better one), ModalSurv on clinical data only, and the classical peers a lab
+would otherwise fit: a ridge Cox model on the clinical variables, Coxnet and RSF.
 
 Protocol, all inside the training part of an outer fold (the outer test rows are never
 seen by anything here):
@@ -17,9 +18,9 @@ seen by anything here):
 1. Inner folds: the ``F = round(1 / train.val_fraction)`` rotating member splits
    (``estimator.member_splits``). Each ModalSurv candidate is a seed ensemble whose member
    ``k`` trains on the other folds and early-stops on fold ``k`` (``train.member_splits:
-   rotate``); Coxnet and the random survival forest are fitted once per inner fold on the
-   same folds, on one feature matrix (``baselines.FeatureMatrix``: the same preprocessing
-   as the baselines) fitted on the training part.
+   rotate``); the clinical Cox model, Coxnet and the random survival forest are fitted
+   once per inner fold on the same folds, on feature matrices (``baselines.FeatureMatrix``:
+   the same preprocessing as the baselines) fitted on the training part.
 2. Out-of-fold risks: every training row gets, from each candidate, the risk of the inner
    model(s) that did not train on it. For a network member that early-stopped on that very
    fold, the risk at its own best epoch is optimistic (its epoch was chosen on those rows'
@@ -99,9 +100,11 @@ from modalsurv.train.preprocess import join_arrays, split_arrays
 from modalsurv.utils import Progress
 
 #: every name ``model.stack`` may list
-CANDIDATES = ("modalsurv", "modalsurv_clinical", "modalsurv_cox", "coxnet", "rsf")
+CANDIDATES = ("modalsurv", "modalsurv_clinical", "modalsurv_cox", "coxph_clinical", "coxnet",
+              "rsf")
 #: the default stack
-DEFAULT_STACK = ("modalsurv", "modalsurv_cox", "modalsurv_clinical", "coxnet", "rsf")
+DEFAULT_STACK = ("modalsurv", "modalsurv_cox", "modalsurv_clinical", "coxph_clinical", "coxnet",
+                 "rsf")
 #: twice the log partial likelihood a candidate's out-of-fold score must reach on its own
 #: to enter the stack (the 95 % point of chi-square with one degree of freedom)
 LR_THRESHOLD = 3.84
@@ -314,6 +317,62 @@ class ForestCandidate(_Candidate):
         return out
 
 
+class ClinicalCoxCandidate(_Candidate):
+    """Ridge-penalised Cox on the clinical modality (the ``coxph_clinical`` baseline's
+    model and encoding) per inner fold: the classical clinical score, kept as its
+    coefficients over its own clinical feature matrix."""
+
+    kind = "coxph"
+
+    def __init__(self, name: str = "coxph_clinical") -> None:
+        self.name = name
+        self.coef = np.zeros((0, 0))
+        self._oof: list[tuple[np.ndarray, np.ndarray]] = []
+        self.features: FeatureMatrix | None = None
+
+    def fit(self, train: Cohort, features: FeatureMatrix | None,
+            splits: list[tuple[np.ndarray, np.ndarray]], seed: int,
+            progress: Progress | None) -> None:  # fmt: skip
+        from sksurv.linear_model import CoxPHSurvivalAnalysis
+
+        from modalsurv.train.baselines import COXPH_ALPHA
+
+        assert features is not None
+        clinical = [m for m in features.config.preprocess.clinical_modalities
+                    if m in train.features]  # fmt: skip
+        self.features = FeatureMatrix(features.config, clinical).fit(train)
+        x, y = self.features.transform(train), train.survival_array()
+        coefs, self._oof = [], []
+        for tr, va in splits:
+            model = CoxPHSurvivalAnalysis(alpha=COXPH_ALPHA, ties="efron").fit(x[tr], y[tr])
+            coef = np.asarray(model.coef_, dtype=np.float64)
+            coefs.append(coef)
+            self._oof.append((va, x[va] @ coef))
+        self.coef = np.asarray(coefs)
+
+    def oof(self, mode: str) -> list[tuple[np.ndarray, np.ndarray]]:
+        return self._oof
+
+    def model_risks(self, cohort: Cohort) -> np.ndarray:
+        assert self.features is not None
+        return (self.features.transform(cohort) @ self.coef.T).T
+
+    def export(self) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, np.ndarray]]:
+        assert self.features is not None
+        fmeta, farrays = self.features.get_state()
+        return {}, {"features": fmeta}, {"coef": self.coef,
+                                         **{f"features/{k}": v for k, v in farrays.items()}}
+
+    @classmethod
+    def restore(cls, name: str, config: RunConfig, meta: dict[str, Any],
+                arrays: dict[str, np.ndarray]) -> ClinicalCoxCandidate:  # fmt: skip
+        out = cls(name)
+        out.coef = np.asarray(arrays["coef"])
+        sub = {k[len("features/"):]: v for k, v in arrays.items() if k.startswith("features/")}
+        out.features = FeatureMatrix.from_state(config, meta["features"], sub)
+        return out
+
+
 def candidate_configs(config: RunConfig, cohort: Cohort) -> dict[str, RunConfig | None]:
     """Which candidates of ``model.stack`` this cohort can use, and each network's config
     (None for a classical peer). ``modalsurv_clinical`` is left out when the cohort has no
@@ -334,6 +393,9 @@ def candidate_configs(config: RunConfig, cohort: Cohort) -> dict[str, RunConfig 
             if config.model.head != "cox":
                 cfg.model = cfg.model.model_copy(update={"head": "cox"})
                 out[name] = cfg
+        elif name == "coxph_clinical":
+            if clinical:
+                out[name] = None
         else:
             out[name] = None
     return out
@@ -344,6 +406,8 @@ def make_candidate(name: str, config: RunConfig | None) -> _Candidate:
         return CoxnetCandidate(name)
     if name == "rsf":
         return ForestCandidate(name)
+    if name == "coxph_clinical":
+        return ClinicalCoxCandidate(name)
     assert config is not None
     return NeuralCandidate(name, config)
 
@@ -599,7 +663,9 @@ class StackedSurv(BaseEstimator):
             self.modalities_ = list(widest.model.modalities_)
             self.preprocessor_ = widest.model.preprocessor_
         else:
-            features = peers[0].features
+            widest_peer = max(peers, key=lambda c: len(c.features.pre.modalities)
+                              if c.features is not None and c.features.pre is not None else 0)
+            features = widest_peer.features
             assert features is not None and features.pre is not None
             self.modalities_ = list(features.pre.modalities)
             self.preprocessor_ = features.pre
@@ -669,7 +735,7 @@ class StackedSurv(BaseEstimator):
             arrays[f"stack/{name}/scale"] = self.scales_[name]
             cands.append({"name": name, "kind": cand.kind, "meta": m})
         features = next((c.features for c in self.candidates_.values()
-                         if not isinstance(c, NeuralCandidate)), None)  # fmt: skip
+                         if c.kind in ("coxnet", "rsf")), None)  # fmt: skip
         fmeta = None
         if features is not None:
             fmeta, farrays = features.get_state()
@@ -713,6 +779,8 @@ class StackedSurv(BaseEstimator):
                 cand = CoxnetCandidate.restore(name, sub, features)
             elif kind == "rsf":
                 cand = ForestCandidate.restore(name, entry["meta"], sub, features)
+            elif kind == "coxph":
+                cand = ClinicalCoxCandidate.restore(name, out.config, entry["meta"], sub)
             else:
                 raise ValueError(f"unknown stack candidate kind {kind!r}")
             out.candidates_[name] = cand
