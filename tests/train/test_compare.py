@@ -139,3 +139,26 @@ def test_random_effects_meta_analysis():
         random_effects([0.1], [0.1, 0.2])
     d = np.array([0.01, 0.03, -0.02, 0.0, 0.02])
     assert corrected_standard_error(d, 0.25) == pytest.approx(np.sqrt((1 / 5 + 0.25) * d.var(ddof=1)))
+
+
+def test_stack_weights_and_timing_tables():
+    from modalsurv.report.tables import stack_weights_table, timing_table
+
+    summary = {"stack": [
+        {"repeat": 0, "fold": 0, "weights": {"modalsurv": 0.25, "coxnet": 0.75}, "dropped": []},
+        {"repeat": 0, "fold": 1, "weights": {"modalsurv": 0.0, "coxnet": 1.0},
+         "dropped": ["modalsurv"]}]}  # fmt: skip
+    table = stack_weights_table(summary)
+    assert list(table["fold"]) == ["0/0", "0/1", "mean"]
+    assert table["modalsurv"].tolist() == [0.25, 0.0, 0.125]
+    assert table["dropped"].tolist() == ["–", "modalsurv", ""]
+    assert stack_weights_table({"models": {}}) is None
+    times = pd.DataFrame({"repeat": [0, 0], "fold": [0, 1], "modalsurv": [10.0, 12.0],
+                          "modalsurv/coxph_clinical": [0.1, 0.2], "modalsurv/new_thing": [1, 1],
+                          "rsf": [1.0, 2.0]})  # fmt: skip
+    out = timing_table(times, wall=40.0).set_index("part")["seconds"]
+    assert out["ModalSurv fit (all of it)"] == 22.0 and out["baseline rsf"] == 3.0
+    assert out["  stack: ridge Cox on clinical, one fit per inner fold"] == pytest.approx(0.3)
+    assert out["  stack: new_thing"] == 2
+    assert out["other (data, scoring, saving, report)"] == 15.0 and out["total (wall)"] == 40.0
+    assert timing_table(pd.DataFrame()) is None

@@ -98,10 +98,17 @@ def timing_table(timings: pd.DataFrame, wall: float | None = None) -> pd.DataFra
               "modalsurv/modalsurv": "  stack: ModalSurv members (fusion)",
               "modalsurv/modalsurv_clinical": "  stack: ModalSurv members (clinical only)",
               "modalsurv/modalsurv_cox": "  stack: ModalSurv members (Cox head)",
+              "modalsurv/coxph_clinical": "  stack: ridge Cox on clinical, one fit per inner fold",
               "modalsurv/coxnet": "  stack: Coxnet, one fit per inner fold",
+              "modalsurv/search": "  inner hyperparameter search (search.trials)",
               "modalsurv/rsf": "  stack: random survival forest, one per inner fold",
               "modalsurv/weights": "  stack: weights and baseline hazard"}  # fmt: skip
-    rows = [{"part": labels.get(c, f"baseline {c}"), "seconds": total[c]} for c in parts]
+    def label(c: str) -> str:
+        if c in labels:
+            return labels[c]
+        return f"  stack: {c.split('/', 1)[1]}" if "/" in c else f"baseline {c}"
+
+    rows = [{"part": label(c), "seconds": total[c]} for c in parts]
     if wall is not None:
         fitted = sum(v for c, v in total.items() if "/" not in c)
         rows.append({"part": "other (data, scoring, saving, report)",
