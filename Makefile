@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 # torch / torchvision are pinned and installed first, so nothing else can drag in another build.
 TORCH  := torch==2.14.1 torchvision==0.29.1
-EXTRAS := dev,features,clip,finetune,survset,bench,ray
+EXTRAS := dev,features,clip,finetune,survset,bench,ray,tune
 
 .PHONY: setup demo test lint bench clean
 

@@ -363,7 +363,7 @@ def part_accuracy(n: int, folds: int, epochs: int, seeds: list[int], work: Path 
             "data": {"source": "chimera", "name": "task1", "path": str(folder),
                      "features": str(root / "store")},
             "model": {"modalities": ["wsi"], "latent_dim": 32, "hidden_dim": 32,
-                      "attention_pool_dim": 32, "n_heads": 2, "n_bins": 10},
+                      "attention_pool_dim": 32, "n_heads": 2, "n_bins": 10, "stack": "none"},
             "train": {"epochs": epochs, "patience": 4, "n_init": 1, "batch_size": 16,
                       "device": "cpu", "modality_dropout": 0.0},
             "cv": {"folds": folds}, "baselines": [],

@@ -46,7 +46,9 @@ def test_train_writes_a_complete_run_folder(run_dir):
     preds = pd.read_csv(run_dir / "predictions.csv")
     assert len(preds) == 60 and preds["risk"].notna().all()
     summary = json.loads((run_dir / "metrics.json").read_text())
-    assert set(summary["models"]) == {"modalsurv", "coxph_clinical"}
+    # the stacked default, its ModalSurv candidate on its own, and the baseline
+    assert set(summary["models"]) == {"modalsurv", "modalsurv_plain", "coxph_clinical"}
+    assert summary["model_kind"] == "stack" and len(summary["stack"]) == 2
     assert not summary["optimistic"]
     assert not list(run_dir.rglob("*.tmp"))  # atomic writes leave no temp files
     assert "ModalSurv minus each baseline, paired" in (run_dir / "report.html").read_text("utf-8")
@@ -118,6 +120,7 @@ def test_experiment_grid_runs_and_resumes(tmp_path):
     base = yaml.safe_load(_config(tmp_path).read_text())
     base["baselines"] = []
     base["train"]["epochs"] = 1
+    base.setdefault("model", {})["stack"] = "none"  # fusions compared as plain networks
     grid = tmp_path / "grid.yaml"
     grid.write_text(yaml.safe_dump({"name": "fusions", "base": base, "fusion": ["concat", "mean"]}))
     out = tmp_path / "g"

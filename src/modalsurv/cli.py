@@ -306,9 +306,15 @@ def train(
     from modalsurv.config import RunConfig, load_config, set_values
     from modalsurv.data.sources import parse_data_spec
     from modalsurv.experiments.runners import get_runner
-    from modalsurv.report.tables import cv_table, paired_summary
+    from modalsurv.report.tables import (
+        cv_table,
+        paired_summary,
+        stack_weights_table,
+        timing_table,
+    )
     from modalsurv.runs import train_run
 
+    started = time.perf_counter()
     try:
         executor = get_runner(runner, ray_address)
         cfg = load_config(config) if config is not None else RunConfig()
@@ -332,6 +338,13 @@ def train(
     paired = paired_summary(result)
     if paired is not None:
         _print_table(paired, "ModalSurv minus each baseline, paired folds")
+    weights = stack_weights_table(result.summary)
+    if weights is not None:
+        _print_table(weights, "Stacked default: weights per outer fold (modalsurv = the stack;"
+                     " modalsurv_plain = its ModalSurv candidate alone)")
+    timing = timing_table(result.timings(), time.perf_counter() - started)
+    if timing is not None:
+        _print_table(timing, "Where the time went (seconds, summed over folds)")
     console.print(f"run folder: [bold]{out}[/]")
 
 

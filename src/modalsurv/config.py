@@ -55,6 +55,20 @@ class PreprocessConfig(Strict):
         " the Marchenko-Pastur noise edge, train.transforms.signal_rank) or None (off)",
     )
     standardize: bool = True
+    clinical_numeric: Literal["standard", "rank_gauss", "auto"] = Field(
+        "standard",
+        description="numeric clinical columns: 'standard' (median-imputed, standardised),"
+        " 'rank_gauss' (every column with more than two values mapped through its training"
+        " quantiles to a normal score first) or 'auto' (rank-Gauss only for heavy-tailed"
+        " columns: |skewness| > 1 with at least 20 distinct values)",
+    )
+    clinical_integer_levels: int | None = Field(
+        None,
+        ge=3,
+        description="a clinical column whose training values are integers with 3 to this"
+        " many distinct values (a category stored as a code) also gets one indicator per"
+        " level, beside the code; None: off",
+    )
     clinical_modalities: list[str] = Field(default_factory=lambda: ["clinical"])
     rna_modalities: list[str] = Field(default_factory=lambda: ["rna"])
 
@@ -78,6 +92,15 @@ class ModelConfig(Strict):
     )
     n_bins: int = Field(30, ge=2)
     bin_scheme: Literal["equidistant", "quantile"] = "quantile"
+    stack: list[str] | Literal["none"] | None = Field(
+        default_factory=lambda: ["modalsurv", "modalsurv_cox", "modalsurv_clinical",
+                                 "coxph_clinical", "coxnet", "rsf"],
+        description="the stacked default (train.stacking): these candidates are fitted on the"
+        " training part of each outer fold and weighed on their inner out-of-fold risks"
+        " (non-negative Cox weights); names: modalsurv, modalsurv_clinical, modalsurv_cox,"
+        " coxph_clinical, coxnet, rsf. 'none' (or null): the plain ModalSurv network of the"
+        " paper",
+    )
     linear_skip: bool = Field(
         True,
         description="add a linear function of every vector modality (zero when the modality"
@@ -105,6 +128,21 @@ class ModelConfig(Strict):
             raise ValueError(f"unknown survival family {v!r}; known: {family_names()}")
         return v
 
+    @field_validator("stack")
+    @classmethod
+    def _known_candidates(cls, v: list[str] | str | None) -> list[str] | str:
+        if v is None or v == "none":
+            return "none"
+        known = ("modalsurv", "modalsurv_clinical", "modalsurv_cox", "coxph_clinical", "coxnet",
+                 "rsf")
+        bad = [c for c in v if c not in known]
+        if bad or not v:
+            raise ValueError(f"unknown stack candidates {bad}; known: {list(known)}"
+                             if bad else "an empty stack: use 'none' for the plain ModalSurv")
+        if len(set(v)) != len(v):
+            raise ValueError(f"stack candidates repeat: {v}")
+        return list(v)
+
     @model_validator(mode="after")
     def _heads_divide_latent(self) -> ModelConfig:
         from modalsurv.nn.fusion import FUSIONS, CrossAttentionFusion
@@ -119,7 +157,13 @@ class LossConfig(Strict):
     """DeepHit: alpha weighs the likelihood, 1 - alpha the ranking term (pycox convention)."""
 
     alpha: float = Field(0.2, ge=0.0, le=1.0)
-    sigma: float = Field(0.1, gt=0.0)
+    sigma: float = Field(
+        1.0,
+        gt=0.0,
+        description="scale of DeepHit's ranking term exp(-(F_i - F_j) / sigma); 1.0 since"
+        " this round (was pycox's 0.1: better on 9 of 11 tuning cohort-folds;"
+        " docs/benchmarks.md)",
+    )
     cox_ties: Literal["efron", "breslow"] = "efron"
 
 
@@ -127,7 +171,12 @@ class TrainConfig(Strict):
     optimizer: Literal["adam", "adamw"] = "adamw"
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(1e-4, ge=0.0)
-    batch_size: int = Field(32, ge=2)
+    batch_size: int | Literal["auto"] = Field(
+        "auto",
+        description="patients per training step: a number (>= 2), or 'auto': 32 up to 1,600"
+        " training patients, then the power of two nearest n / 25, at most 256"
+        " (train.defaults.batch_size; how it was chosen: docs/benchmarks.md)",
+    )
     epochs: int = Field(100, ge=1)
     patience: int = Field(15, ge=1)
     n_init: int = Field(
@@ -180,6 +229,26 @@ class TrainConfig(Strict):
         " predicted curve, mass beyond the grid counted at its end)",
     )
     device: str = "auto"
+    threads: int | Literal["auto"] = Field(
+        "auto",
+        description="CPU threads while training: a number, or 'auto' (one thread when a step's"
+        " widest matmul is small, as for tabular cohorts and tiles reduced by bag_pca; else"
+        " torch's setting): train.defaults",
+    )
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch_at_least_two(cls, v: int | str) -> int | str:
+        if v != "auto" and int(v) < 2:
+            raise ValueError("train.batch_size must be 'auto' or at least 2")
+        return v
+
+    @field_validator("threads")
+    @classmethod
+    def _threads_positive(cls, v: int | str) -> int | str:
+        if v != "auto" and int(v) < 1:
+            raise ValueError("train.threads must be 'auto' or at least 1")
+        return v
 
 
 class CVConfig(Strict):
@@ -281,6 +350,39 @@ class FinetuneConfig(Strict):
         return self.mode != "frozen"
 
 
+class SearchConfig(Strict):
+    """Optional inner hyperparameter search (``train.search`` module, Optuna's TPE sampler), run on
+    the training part of each outer fold before the model is fitted; off by default."""
+
+    trials: int = Field(0, ge=0, description="trials per outer fold; 0: no search")
+    timeout: float | None = Field(
+        None, gt=0, description="seconds per outer fold's search (the trial running when it"
+        " expires finishes); None: only the trial count limits it")
+    inner_folds: int = Field(3, ge=2, description="inner CV folds scoring each trial (Harrell C)")
+    n_init: int = Field(1, ge=1, description="seed members of each trial's networks (the final"
+                        " model keeps train.n_init)")
+    prune: bool = Field(True, description="stop a trial after an inner fold when its mean C"
+                        " so far is below the median of earlier trials at that fold")
+    lr: tuple[float, float] = (1e-4, 3e-3)
+    weight_decay: tuple[float, float] = (1e-6, 1e-2)
+    dropout: tuple[float, float] = (0.0, 0.5)
+    latent_dim: list[int] = Field(default_factory=lambda: [32, 64, 128, 256])
+    epochs: tuple[int, int] = (20, 200)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> SearchConfig:
+        for name in ("lr", "weight_decay", "dropout", "epochs"):
+            lo, hi = getattr(self, name)
+            if not lo <= hi:
+                raise ValueError(f"search.{name}: the range ({lo}, {hi}) is empty")
+        if self.lr[0] <= 0 or self.weight_decay[0] <= 0:
+            raise ValueError("search.lr and search.weight_decay are searched on a log scale:"
+                             " their lower ends must be > 0")
+        if not 0 <= self.dropout[0] and self.dropout[1] < 1:
+            raise ValueError("search.dropout must lie in [0, 1)")
+        return self
+
+
 class DataConfig(Strict):
     """Where the cohort comes from."""
 
@@ -320,6 +422,7 @@ class RunConfig(Strict):
     loss: LossConfig = Field(default_factory=LossConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     cv: CVConfig = Field(default_factory=CVConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
     baselines: list[str] = Field(default_factory=lambda: ["coxph_clinical", "coxnet", "rsf"])
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
 
@@ -332,6 +435,18 @@ class RunConfig(Strict):
         if self.finetune == FinetuneConfig():
             out.pop("finetune", None)
         return out
+
+    @model_validator(mode="after")
+    def _stack_needs_inner_selection(self) -> RunConfig:
+        if self.model.stack != "none" and self.cv.selection == "outer_fold":
+            raise ValueError("model.stack weighs its candidates on inner validation folds;"
+                             " cv.selection: outer_fold early-stops on the reported fold"
+                             " instead: set model.stack: none for that protocol")
+        if self.model.stack != "none" and self.finetune.mode != "frozen":
+            raise ValueError(f"finetune.mode: {self.finetune.mode} adapts the encoder inside the"
+                             " plain network; the stacked default would fine-tune it once per"
+                             " candidate: set model.stack: none to fine-tune")
+        return self
 
     @field_validator("baselines")
     @classmethod

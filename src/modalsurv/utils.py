@@ -175,6 +175,7 @@ EXTRAS: dict[str, str] = {
     "pycox": "bench",
     "transformers": "features",
     "peft": "finetune",
+    "optuna": "tune",
 }
 
 

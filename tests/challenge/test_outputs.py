@@ -64,3 +64,26 @@ def test_rmst_time_is_the_restricted_mean():
     np.testing.assert_allclose(predicted_time(ens, cohort), -ens.predict_risk(cohort))
     tau = ens.cuts[-1]
     assert (predicted_time(ens, cohort) <= tau + 1e-9).all()
+
+
+def test_a_stacked_ensemble_answers_monotone_in_its_risk():
+    """The stacked default predicts as a Cox-family model: the challenge values come from
+    its Breslow baseline and rank exactly as its risk."""
+    from modalsurv.train.stacking import StackedSurv
+
+    cohort, _ = make_cohort(n=90, seed=2, modalities=("clinical", "rna"), n_genes=30)
+    cfg = parse_config({"model": {"latent_dim": 8, "hidden_dim": 8, "n_bins": 8, "n_heads": 2,
+                                  "stack": ["modalsurv", "coxnet"]},
+                        "preprocess": {"rna_pca": 4},
+                        "train": {"epochs": 2, "n_init": 5, "device": "cpu"}})  # fmt: skip
+    members = [StackedSurv(cfg.model_copy(update={"seed": s})).fit(cohort.subset(rows))
+               for s, rows in ((0, np.arange(0, 70)), (1, np.arange(20, 90)))]  # fmt: skip
+    ens = FoldEnsemble(members)
+    assert ens.head == "cox"
+    risk = ens.predict_risk(cohort)
+    time, like = predicted_time(ens, cohort), recurrence_likelihood(ens, cohort)
+    order = np.argsort(risk)
+    assert np.isfinite(time).all() and (np.diff(time[order]) <= 0).all()
+    assert (np.diff(like[order]) >= 0).all() and ((like >= 0) & (like <= 1)).all()
+    c = concordance_index(cohort.time, cohort.event, risk)
+    assert concordance_index(cohort.time, cohort.event, -time) == pytest.approx(c, abs=1e-12)

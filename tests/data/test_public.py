@@ -41,3 +41,33 @@ def test_large_survset_and_available():
         tab.index
     )
     assert tab.loc["dataOvarian1", "shifted_times"] == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "n", "events", "n_features"),
+    [("flchain", 7874, 2169, 8), ("aids", 1151, 96, 20), ("gbsg2", 686, 299, 8),
+     ("whas500", 500, 215, 14)],
+)
+def test_scikit_survival_tabular_cohorts(name, n, events, n_features):
+    c = load(name)
+    assert (len(c), c.n_events, c.dim("clinical")) == (n, events, n_features)
+    assert c.modalities == ["clinical"] and (c.time > 0).all()
+    names = c.feature_names["clinical"]
+    if name == "flchain":  # the cause-of-death chapter is known only for the dead: a leak
+        assert not any(f.startswith("chapter") for f in names)
+        assert np.isnan(c.features["clinical"][:, names.index("creatinine")]).any()
+    if name == "aids":
+        assert "raceth=1" in names and "karnof" in names
+        assert set(np.unique(c.features["clinical"][:, names.index("karnof")])) == {0, 1, 2, 3}
+    if name == "gbsg2":
+        assert set(np.unique(c.features["clinical"][:, names.index("tgrade")])) == {0, 1, 2}
+
+
+def test_any_survset_table_and_its_refusals():
+    pytest.importorskip("SurvSet")
+    c = load("survset:TRACE")
+    assert len(c) == 1878 and c.modalities == ["clinical"]
+    with pytest.raises(ConfigError, match="no table"):
+        load("survset:not_a_table")
+    with pytest.raises(ConfigError, match="time-varying"):
+        load("survset:heart")

@@ -15,7 +15,8 @@ def test_quick_demo_goes_from_files_to_answers(tmp_path):
     res = run_demo(tmp_path, quick=True,
                    progress=lambda e, **kw: stages.append(kw["message"]) if e == "stage" else None)  # fmt: skip
     assert [s[:3] for s in stages] == ["1/4", "2/4", "3/4", "4/4"]
-    assert set(res.table["model"]) == {"modalsurv", "coxph_clinical", "coxnet", "rsf"}
+    assert set(res.table["model"]) == {"modalsurv", "modalsurv_plain", "coxph_clinical", "coxnet",
+                                       "rsf"}
     data = json.loads((tmp_path / "run" / "data.json").read_text())
     assert set(data["modalities"]) == {"clinical", "wsi", "slide", "mri", "rna"}
     assert data["random_weights"] == ["medicalnet_resnet10"]  # the MRI encoder, flagged

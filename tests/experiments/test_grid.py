@@ -155,7 +155,9 @@ def test_example_grids_load_and_expand(name, n_trials):
 
 
 def test_built_in_encoder_labels_set_the_fine_tuning_mode():
-    g = parse_grid({"name": "ft", "base": {"baselines": [], "finetune": {"lr": 1e-4}},
+    plain = {"stack": "none"}  # fine-tuning adapts the plain network
+    g = parse_grid({"name": "ft", "base": {"baselines": [], "finetune": {"lr": 1e-4},
+                                           "model": plain},
                     "modalities": [["clinical"], ["clinical", "wsi"]],
                     "encoder": ["frozen", "finetune_last", "lora"]})  # fmt: skip
     trials = g.expand()
@@ -165,8 +167,11 @@ def test_built_in_encoder_labels_set_the_fine_tuning_mode():
     assert len(trials) == 1 + 3 and modes[("clinical", "frozen")] == "frozen"
     assert modes[("wsi", "finetune_last")] == "last_k" and modes[("wsi", "lora")] == "lora"
     assert all(t.config.finetune.lr == 1e-4 for t in trials)
-    mri = parse_grid({"name": "m", "base": {"finetune": {"encoder": "mri"}},
+    mri = parse_grid({"name": "m", "base": {"finetune": {"encoder": "mri"}, "model": plain},
                       "encoder": ["frozen", "finetune_last"]})  # fmt: skip
+    with pytest.raises(ConfigError, match="set base.model.stack: none"):
+        parse_grid({"name": "m", "base": {"finetune": {"encoder": "mri"}},
+                    "encoder": ["frozen", "finetune_last"]})  # fmt: skip
     assert [t.config.finetune.mode for t in mri.expand()] == ["frozen", "last_stage"]
     with pytest.raises(ConfigError, match="'lora' does not apply to base.finetune.encoder 'mri'"):
         parse_grid({"name": "m", "base": {"finetune": {"encoder": "mri"}}, "encoder": ["lora"]})

@@ -23,7 +23,7 @@ from modalsurv.train.cv import subsample_train
 TINY_BASE = {
     "preprocess": {"rna_top_variance_genes": 10, "rna_pca": 3},
     "model": {"latent_dim": 8, "hidden_dim": 8, "attention_pool_dim": 8, "n_heads": 2,
-              "n_bins": 5},
+              "n_bins": 5, "stack": "none"},
     "train": {"epochs": 2, "patience": 2, "batch_size": 16, "device": "cpu"},
     "cv": {"folds": 2},
     "baselines": [],
@@ -314,3 +314,30 @@ def test_local_runner_resumes_inside_a_trial_fold_by_fold(tmp_path, cohort):
     assert not events.trials("fold_start")
     assert not ckpt.exists()  # removed once the trial is recorded
     pd.testing.assert_frame_equal(resumed, fresh)
+
+
+def test_stack_weights_over_a_data_scaling_grid(tmp_path, cohort):
+    """The stack's weights per fold and training size, read back from a grid folder, and the
+    figure of fusion against clinical-only weight by training size."""
+    from modalsurv.experiments.runners import stack_weight_curve
+    from modalsurv.report.plots import stack_weights_by_size
+
+    base = {**TINY_BASE, "model": {**TINY_BASE["model"],
+                                   "stack": ["modalsurv", "modalsurv_clinical", "coxnet"]},
+            "train": {**TINY_BASE["train"], "n_init": 5}}  # fmt: skip
+    grid = parse_grid({"name": "scaling", "base": base, "data_fraction": [0.5, 1.0],
+                       "modalities": [["clinical", "rna"]]})  # fmt: skip
+    run_grid(grid, cohort, tmp_path)
+    w = stack_weight_curve(tmp_path)
+    assert set(w["candidate"]) == {"modalsurv", "modalsurv_clinical", "coxnet"}
+    assert set(w["data_fraction"]) == {0.5, 1.0} and set(w["modalities"]) == {"clinical+rna"}
+    per_fold = w.groupby(["data_fraction", "fold"])["weight"].sum()
+    assert np.allclose(per_fold, 1.0) and (w["weight"] >= 0).all()
+    small = w.loc[w["data_fraction"] == 0.5, "n_train"].max()
+    assert small < w.loc[w["data_fraction"] == 1.0, "n_train"].min()
+    fig = stack_weights_by_size(w)
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
+        "modalsurv", "modalsurv_clinical"]
+    plain = tmp_path / "plain"
+    run_grid(tiny_grid(data_fraction=[1.0]), cohort, plain)
+    assert stack_weight_curve(plain).empty

@@ -133,3 +133,31 @@ def test_bag_projection_rejects_bad_shapes():
         proj(torch.randn(2, 4), torch.ones(2, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match="mask"):
         proj(torch.randn(2, 3, 4), torch.ones(2, 4, dtype=torch.bool))
+
+
+@pytest.mark.parametrize(("d", "fill"), [(1, 0.7), (3, 0.7), (3, 0.95)])
+def test_folded_pool_equals_the_unfolded_maths(d, fill):
+    """Tiles narrower than the pool take the folded path; its output, weights and
+    gradients equal the embed-then-gate computation, NaN padding never leaks."""
+    from modalsurv.nn.masking import masked_softmax
+    from modalsurv.nn.projection import GatedAttentionPool
+
+    torch.manual_seed(0)
+    pool = GatedAttentionPool(d, 16).double()
+    h = torch.randn(6, 9, d, dtype=torch.float64)
+    mask = torch.rand(6, 9) < fill  # sparse bags: the gathered path; full ones: dense
+    mask[0], mask[1] = False, True
+    padded = h.clone()
+    padded[~mask] = float("nan")
+    out, w = pool(padded, mask)
+    z = pool.embed(h)
+    scores = pool.score(z.reshape(-1, 16)).view(6, 9)
+    ref_w = masked_softmax(scores, mask, dim=-1)
+    ref = torch.bmm(ref_w.unsqueeze(1), z).squeeze(1)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(w, ref_w, rtol=1e-12, atol=1e-12)
+    assert torch.isfinite(out).all() and (out[0] == 0).all()
+    g = torch.autograd.grad(out.sum(), list(pool.parameters()))
+    g_ref = torch.autograd.grad(ref.sum(), list(pool.parameters()))
+    for a, b in zip(g, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

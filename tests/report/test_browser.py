@@ -88,7 +88,8 @@ def test_run_report_renders(browser, run_dir, record_property):
     images, errors = _open(browser, run_dir / "report.html")
     assert not errors, errors
     assert len(images) >= 10 and not _rendered(images), images
-    assert browser.execute_script(ROWS, "#t-mean-std-over-outer-folds") == 2  # ModalSurv, Cox
+    assert browser.execute_script(ROWS, "#t-mean-std-over-outer-folds") == 3  # stacked default,
+    # the network alone, Cox
     assert browser.execute_script(ROWS, "#t-failure-signature-checks") == 4  # + external drop
     n_times = len(pd.read_csv(run_dir / "report_data" / "calibration.csv")["t"].unique())
     assert browser.execute_script(

@@ -52,6 +52,10 @@ def test_scaling_curve_pools_folds_and_seeds_with_the_corrected_interval(grid_di
     lines = set(table["line"])
     assert lines == {"clinical | concat", "clinical | cross_attention_gated",
                      "clinical+rna | concat", "clinical+rna | cross_attention_gated",
+                     "clinical | concat (network alone)",
+                     "clinical | cross_attention_gated (network alone)",
+                     "clinical+rna | concat (network alone)",
+                     "clinical+rna | cross_attention_gated (network alone)",
                      "coxph_clinical"}  # the baseline once, not once per trial
     row = table[(table.line == "clinical+rna | concat") & (table.data_fraction == 0.5)].iloc[0]
     trial = results[(results.modalities == "clinical+rna") & (results.fusion == "concat")
@@ -196,3 +200,15 @@ def test_a_half_finished_grid_names_the_trials_that_have_not_run(grid_dir, tmp_p
         assert label in text
     # the finished grid has nothing missing
     assert G.missing_trials(grid_dir, G.load_results(grid_dir)) == []
+
+
+def test_a_stacked_scaling_grid_draws_the_stack_weight_by_training_size(grid_dir):
+    text = (grid_dir / "report.html").read_text("utf-8")
+    assert "Stack weight by training size (when does fusion pay?)" in text
+    data = pd.read_csv(grid_dir / "report_data" / "stack-weights-by-size.csv")
+    # the largest modality set only, both training fractions, weights of a simplex per fold
+    assert set(data["modalities"]) == {"clinical+rna"}
+    assert set(data["data_fraction"]) == {0.5, 1.0}
+    sums = data.groupby(["trial", "repeat", "fold"])["weight"].sum()
+    assert np.allclose(sums, 1.0) and (data["weight"] >= 0).all()
+    assert {"modalsurv", "modalsurv_clinical"} <= set(data["candidate"])

@@ -230,3 +230,24 @@ def test_cox_edge_cases():
         L.cox_loss(eta, torch.arange(1.0, 5.0), torch.ones(4), ties="exact")
     with pytest.raises(ValueError, match="mismatched lengths"):
         L.cox_loss(eta, torch.arange(1.0, 4.0), torch.ones(4))
+
+
+@pytest.mark.parametrize(("b", "k", "alpha", "sigma"),
+                         [(16, 30, 0.2, 0.1), (5, 4, 0.5, 1.0), (40, 10, 1.0, 0.5), (1, 3, 0.0, 0.1)])
+def test_fused_deephit_gradient_equals_autograd(b, k, alpha, sigma):
+    from modalsurv.survival.losses import deephit_loss, deephit_loss_fused
+
+    gen = torch.Generator().manual_seed(b + k)
+    logits = (torch.randn(b, k, generator=gen, dtype=torch.float64) * 3).requires_grad_(True)
+    idx = torch.randint(0, k, (b,), generator=gen)
+    event = torch.rand(b, generator=gen) < 0.5
+    ref = deephit_loss(logits, idx, event, alpha, sigma)
+    (g_ref,) = torch.autograd.grad(ref, logits)
+    out = deephit_loss_fused(logits, idx, event, alpha, sigma)
+    (g,) = torch.autograd.grad(out, logits)
+    assert float(out.detach()) == float(ref.detach())
+    torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-12)
+    tied = torch.zeros(b, k, dtype=torch.float64, requires_grad=True)  # every logit the max
+    (g0,) = torch.autograd.grad(deephit_loss(tied, idx, event, alpha, sigma), tied)
+    (g1,) = torch.autograd.grad(deephit_loss_fused(tied, idx, event, alpha, sigma), tied)
+    torch.testing.assert_close(g1, g0, rtol=1e-10, atol=1e-12)

@@ -53,6 +53,8 @@ def tiny_config(**over: object) -> RunConfig:
             "n_heads": 2,
             "n_bins": 8,
             "dropout": 0.1,
+            # the plain network: the stacked default (train.stacking) has its own tests
+            "stack": "none",
         },
         "train": {
             "epochs": 4,

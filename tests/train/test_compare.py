@@ -101,6 +101,7 @@ def test_cv_result_pairs_modalsurv_with_each_baseline(cohort):
     from modalsurv.train.cv import cross_validate
 
     cfg = RunConfig.model_validate({"train": {"epochs": 2, "n_init": 1},
+                                    "model": {"stack": "none"},
                                     "cv": {"train_fraction": 0.5}})  # fmt: skip
     res = cross_validate(cohort, cfg, folds=3, repeats=2, seed=0,
                          baselines=["coxph_clinical", "coxnet"])  # fmt: skip
@@ -112,3 +113,52 @@ def test_cv_result_pairs_modalsurv_with_each_baseline(cohort):
     expect = compare_models(res.metrics, "modalsurv", "coxnet", test_train_ratio=1.0)
     assert row["ci_low"] == pytest.approx(expect.ci_low)
     assert row["p_value"] == pytest.approx(expect.p_value)
+
+
+def test_random_effects_meta_analysis():
+    from modalsurv.train.compare import corrected_standard_error, random_effects
+
+    # equal effects: no heterogeneity, the pooled mean is the common value
+    out = random_effects([0.01, 0.01, 0.01], [0.005, 0.01, 0.02])
+    assert out.mean == pytest.approx(0.01) and out.tau2 == 0.0 and out.k == 3
+    # against a hand computation (DerSimonian-Laird tau^2, Hartung-Knapp interval)
+    y, s = np.array([0.02, -0.01, 0.005, 0.03]), np.array([0.01, 0.015, 0.008, 0.02])
+    w = 1 / s**2
+    fixed = (w * y).sum() / w.sum()
+    q = (w * (y - fixed) ** 2).sum()
+    tau2 = max(0.0, (q - 3) / (w.sum() - (w**2).sum() / w.sum()))
+    wr = 1 / (s**2 + tau2)
+    mean = (wr * y).sum() / wr.sum()
+    se = np.sqrt((wr * (y - mean) ** 2).sum() / (3 * wr.sum()))
+    res = random_effects(y, s)
+    assert res.mean == pytest.approx(mean) and res.tau2 == pytest.approx(tau2)
+    half = stats.t.ppf(0.975, 3) * se
+    assert (res.ci_low, res.ci_high) == pytest.approx((mean - half, mean + half))
+    assert random_effects([0.1, np.nan], [0.01, 0.02]).k == 1
+    with pytest.raises(ValueError):
+        random_effects([0.1], [0.1, 0.2])
+    d = np.array([0.01, 0.03, -0.02, 0.0, 0.02])
+    assert corrected_standard_error(d, 0.25) == pytest.approx(np.sqrt((1 / 5 + 0.25) * d.var(ddof=1)))
+
+
+def test_stack_weights_and_timing_tables():
+    from modalsurv.report.tables import stack_weights_table, timing_table
+
+    summary = {"stack": [
+        {"repeat": 0, "fold": 0, "weights": {"modalsurv": 0.25, "coxnet": 0.75}, "dropped": []},
+        {"repeat": 0, "fold": 1, "weights": {"modalsurv": 0.0, "coxnet": 1.0},
+         "dropped": ["modalsurv"]}]}  # fmt: skip
+    table = stack_weights_table(summary)
+    assert list(table["fold"]) == ["0/0", "0/1", "mean"]
+    assert table["modalsurv"].tolist() == [0.25, 0.0, 0.125]
+    assert table["dropped"].tolist() == ["–", "modalsurv", ""]
+    assert stack_weights_table({"models": {}}) is None
+    times = pd.DataFrame({"repeat": [0, 0], "fold": [0, 1], "modalsurv": [10.0, 12.0],
+                          "modalsurv/coxph_clinical": [0.1, 0.2], "modalsurv/new_thing": [1, 1],
+                          "rsf": [1.0, 2.0]})  # fmt: skip
+    out = timing_table(times, wall=40.0).set_index("part")["seconds"]
+    assert out["ModalSurv fit (all of it)"] == 22.0 and out["baseline rsf"] == 3.0
+    assert out["  stack: ridge Cox on clinical, one fit per inner fold"] == pytest.approx(0.3)
+    assert out["  stack: new_thing"] == 2
+    assert out["other (data, scoring, saving, report)"] == 15.0 and out["total (wall)"] == 40.0
+    assert timing_table(pd.DataFrame()) is None

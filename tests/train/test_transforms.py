@@ -246,3 +246,39 @@ def test_auto_pca_keeps_the_leading_axes_of_a_full_pca():
     np.testing.assert_array_equal(auto, full)
     vs = VectorScaler(pca="auto").fit(x)
     assert vs.transform(x).shape == (5000, 2)
+
+
+def test_rank_gauss_matches_scikit_learn_and_integer_levels():
+    from sklearn.preprocessing import QuantileTransformer
+
+    from modalsurv.train.transforms import rank_gauss, rank_gauss_quantiles
+
+    rng = np.random.default_rng(0)
+    x = rng.lognormal(0, 2, 400)
+    q = rank_gauss_quantiles(x, 400)
+    ref = QuantileTransformer(n_quantiles=400, output_distribution="normal").fit(x[:, None])
+    new = np.array([-1.0, 0.3, 2.0, 1e6, np.nan])
+    np.testing.assert_allclose(rank_gauss(new[:4], q), ref.transform(new[:4, None])[:, 0])
+    assert np.isnan(rank_gauss(new, q)[4])
+    data = np.c_[x, rng.integers(0, 5, 400), rng.normal(size=400), rng.integers(0, 2, 400)]
+    data[3, 0] = np.nan
+    enc = ClinicalEncoder(numeric="auto", integer_levels=6).fit(
+        data, feature_names=["lab", "code", "normal", "flag"])
+    assert enc.rank_columns_.tolist() == [0]  # only the heavy-tailed column
+    assert enc.level_columns_.tolist() == [1] * 5  # the 0-4 code, not the 0/1 flag
+    names = list(enc.get_feature_names_out())
+    assert names[-5:] == ["code=0", "code=1", "code=2", "code=3", "code=4"]
+    z = enc.transform(data)
+    assert z.shape == (400, 4 + 1 + 5) and np.allclose(z.mean(0), 0, atol=1e-5)
+    code = data[:, 1]
+    np.testing.assert_array_equal(z[:, 5 + 2] > 0, code == 2)
+    back = ClinicalEncoder.from_state(enc.get_state())
+    np.testing.assert_array_equal(back.transform(data), z)
+    every = ClinicalEncoder(numeric="rank_gauss").fit(data)
+    assert every.rank_columns_.tolist() == [0, 1, 2]  # every column with > 2 values
+    with pytest.raises(DataError, match="numeric"):
+        ClinicalEncoder(numeric="log").fit(data)
+    plain = ClinicalEncoder().fit(data)  # the default: the encoder as it was
+    old_state = {k: v for k, v in plain.get_state().items() if not k.startswith(("rank", "level"))}
+    np.testing.assert_array_equal(ClinicalEncoder.from_state(old_state).transform(data),
+                                  plain.transform(data))

@@ -5,9 +5,17 @@ cohort is split the way a user would split it: clinical variables as ``clinical`
 and encoded by ``io.clinical``: categorical → ``name=category`` columns, NaN kept),
 gene-expression probes as ``rna``, image-derived morphometry as ``image``.
 
-Sources: ``breast_cancer`` from scikit-survival (always available); ``nki70``,
-``gse1992``, ``gse4335``, ``dataOvarian1`` and ``wpbc`` from the ``SurvSet`` package
-(GPL: an optional extra, imported lazily and never vendored; ``pip install SurvSet``).
+Sources: ``breast_cancer``, ``flchain``, ``aids``, ``gbsg2`` and ``whas500`` from
+scikit-survival (always available; clinical only); ``nki70``, ``gse1992``, ``gse4335``,
+``dataOvarian1`` and ``wpbc`` from the ``SurvSet`` package (GPL: an optional extra,
+imported lazily and never vendored; ``pip install SurvSet``). Any other SurvSet table
+loads as ``survset:<name>`` (its ``fac_`` columns categorical, its ``num_`` columns
+numeric, all clinical): this project tunes its large-cohort defaults on some of them
+(docs/benchmarks.md says which), never on the named benchmark cohorts.
+
+``flchain`` drops the column ``chapter``: it is the ICD chapter of the cause of *death*,
+known only for patients who died, i.e. a label leak. Its times and those of ``aids``,
+``gbsg2`` and ``whas500`` stay in days.
 
 Times: ``breast_cancer`` is converted from days to months; SurvSet times are kept in the
 package's units (see ``available()``). Times must be > 0: ``dataOvarian1`` has two
@@ -48,7 +56,42 @@ _SURVSET = {
     "dataOvarian1": _SurvSetSpec((), "rna", site="fac_group", unit="days"),
     "wpbc": _SurvSetSpec(("num_tsize", "num_pnodes"), "image", unit="months"),
 }
-NAMES: tuple[str, ...] = ("breast_cancer", *_SURVSET)
+
+@dataclass(frozen=True)
+class _SksurvSpec:
+    """One scikit-survival table: its loader, label fields and typed columns (numeric
+    unless named; binary ``(column, true token)``; ordinal ``(column, levels)``;
+    categorical columns one-hot); columns dropped (label leaks)."""
+
+    loader: str
+    event: str
+    time: str
+    binary: tuple[tuple[str, str], ...] = ()
+    ordinal: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    categorical: tuple[str, ...] = ()
+    drop: tuple[str, ...] = ()
+
+
+_SKSURV = {
+    "flchain": _SksurvSpec(
+        "load_flchain", "death", "futime", binary=(("mgus", "yes"), ("sex", "M")),
+        ordinal=(("flc.grp", tuple(str(i) for i in range(1, 11))),
+                 ("sample.yr", tuple(str(y) for y in range(1995, 2004)))),
+        drop=("chapter",)),
+    "aids": _SksurvSpec(
+        "load_aids", "censor", "time",
+        binary=(("hemophil", "1"), ("sex", "2"), ("strat2", "1"), ("tx", "1")),
+        ordinal=(("karnof", ("70", "80", "90", "100")),),
+        categorical=("ivdrug", "raceth", "txgrp")),
+    "gbsg2": _SksurvSpec(
+        "load_gbsg2", "cens", "time", binary=(("horTh", "yes"), ("menostat", "Post")),
+        ordinal=(("tgrade", ("I", "II", "III")),)),
+    "whas500": _SksurvSpec(
+        "load_whas500", "fstat", "lenfol",
+        binary=tuple((c, "1") for c in ("afb", "av3", "chf", "cvd", "gender", "miord",
+                                         "mitype", "sho"))),
+}  # fmt: skip
+NAMES: tuple[str, ...] = ("breast_cancer", *_SKSURV, *_SURVSET)
 
 
 def _strip(col: str) -> str:
@@ -110,13 +153,66 @@ def _breast_cancer() -> tuple[Cohort, dict]:
     return cohort, {"time_unit": "months", "shifted_times": 0, "source": "scikit-survival"}
 
 
-def _survset(name: str) -> tuple[Cohort, dict]:
+def _sksurv(name: str) -> tuple[Cohort, dict]:
+    from sksurv import datasets
+
+    spec = _SKSURV[name]
+    load_fn = getattr(datasets, spec.loader)
+    x, y = load_fn("aids") if name == "aids" else load_fn()
+    x = x.drop(columns=list(spec.drop))
+    binary, ordinal = dict(spec.binary), dict(spec.ordinal)
+    cols = []
+    for c in x.columns:
+        if c in binary:
+            false = [str(v) for v in x[c].cat.categories if str(v) != binary[c]]
+            cols.append(Column(c, "binary", true=(binary[c],), false=tuple(false)))
+        elif c in ordinal:
+            cols.append(Column(c, "ordinal", order=ordinal[c]))
+        elif c in spec.categorical:
+            cols.append(Column(c, "categorical",
+                               categories=tuple(str(v) for v in x[c].cat.categories)))
+        else:
+            cols.append(Column(c, "numeric"))
+    schema = Schema(name=name, columns=tuple(cols), missing=_MISSING)
+    table = pd.DataFrame({c: x[c].astype(object) for c in x.columns})
+    xc, names = clinical_to_matrix(table, schema, problems=[])
+    time, shifted = _positive_times(y[spec.time])
+    ids = [f"{name}{i:05d}" for i in range(len(x))]
+    cohort = Cohort(ids, time, y[spec.event], features={"clinical": xc},
+                    feature_names={"clinical": names})  # fmt: skip
+    return cohort, {"time_unit": "days", "shifted_times": shifted, "source": "scikit-survival"}
+
+
+def _survset_table(name: str) -> pd.DataFrame:
     from modalsurv.utils import require
 
     # SurvSet is GPL: an optional extra, imported only here and never vendored
     SurvLoader = require("SurvSet.data", f"the public cohort {name!r}").SurvLoader
+    loader = SurvLoader()
+    if name not in set(loader.df_ds["ds"]):
+        raise ConfigError(f"SurvSet has no table {name!r}")
+    if bool(loader.df_ds.set_index("ds").loc[name, "is_td"]):
+        raise ConfigError(f"SurvSet table {name!r} has time-varying covariates (one row per"
+                          " interval), which a Cohort (one row per patient) cannot hold")
+    return loader.load_dataset(ds_name=name)["df"]
+
+
+def _survset_any(name: str) -> tuple[Cohort, dict]:
+    """A SurvSet table not split by :data:`_SURVSET`: every column clinical."""
+    df = _survset_table(name)
+    fac = [c for c in df.columns if c.startswith("fac_")]
+    num = [c for c in df.columns if c.startswith("num_")]
+    xc, names = _clinical(df, fac, num)
+    time, shifted = _positive_times(df["time"].to_numpy())
+    ids = [str(p) for p in df["pid"]]
+    cohort = Cohort(ids, time, df["event"].to_numpy().astype(int), features={"clinical": xc},
+                    feature_names={"clinical": names})  # fmt: skip
+    return cohort, {"time_unit": "?", "shifted_times": shifted, "source": "SurvSet"}
+
+
+def _survset(name: str) -> tuple[Cohort, dict]:
     spec = _SURVSET[name]
-    df = SurvLoader().load_dataset(ds_name=name)["df"]
+    df = _survset_table(name)
     fac = [c for c in df.columns if c.startswith("fac_") and c != spec.site]
     other = [c for c in df.columns if c.startswith("num_") and c not in spec.clinical_num]
     xc, names = _clinical(df, fac, spec.clinical_num)
@@ -137,13 +233,18 @@ def _survset(name: str) -> tuple[Cohort, dict]:
 def _load(name: str) -> tuple[Cohort, dict]:
     if name == "breast_cancer":
         return _breast_cancer()
+    if name in _SKSURV:
+        return _sksurv(name)
     if name in _SURVSET:
         return _survset(name)
+    if name.startswith("survset:"):
+        return _survset_any(name.split(":", 1)[1])
     raise ConfigError(f"unknown public cohort {name!r}; available: {list(NAMES)}")
 
 
 def load(name: str) -> Cohort:
-    """The public cohort ``name`` as a Cohort (see ``available()``)."""
+    """The public cohort ``name`` as a Cohort (see ``available()``; any other SurvSet
+    table as ``survset:<name>``)."""
     return _load(name)[0]
 
 

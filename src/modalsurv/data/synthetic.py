@@ -47,6 +47,15 @@ from modalsurv.utils import atomic_path, atomic_write_text
 
 DEFAULT_WEIGHTS = {"clinical": 0.8, "wsi": 0.8, "slide": 0.4, "mri": 0.4, "rna": 0.8,
                    "interaction": 0.5}  # fmt: skip
+#: ``signal="nonlinear"``: most of the risk is in terms no linear model of the features can
+#: use: a product of two MRI latent factors (both measured along their own embedding
+#: direction), a step in the share of aggressive tiles (a slide is aggressive or not) and
+#: a WSI × RNA product; clinical, slide and RNA keep small linear terms
+NONLINEAR_WEIGHTS = {"clinical": 0.5, "wsi": 0.0, "slide": 0.3, "mri": 0.0, "rna": 0.3,
+                     "interaction": 1.0, "mri_interaction": 1.0, "wsi_threshold": 1.2}  # fmt: skip
+#: the WSI latent above which a slide counts as aggressive (a hot-tile share of ~17 %)
+WSI_THRESHOLD = 0.3
+SIGNALS = ("linear", "nonlinear")
 DEFAULT_MISSING = {"clinical": 0.0, "wsi": 0.1, "slide": 0.1, "mri": 0.15, "rna": 0.2}
 RAW_PREFIX = "clinical:"
 LATENT_PREFIX = "latent:"  # generator truth kept for write_chimera's images; never a feature
@@ -188,10 +197,16 @@ def make_cohort(
     task: int = 1,
     world_seed: int = 0,
     modalities: tuple[str, ...] = ("clinical", "wsi", "slide", "mri", "rna"),
+    signal: str = "linear",
 ) -> tuple[Cohort, np.ndarray]:
     """A synthetic cohort and its true log-risk (systematic part, without the frailty).
 
-    ``weights``: modality → share of the log-risk (plus ``interaction`` for WSI × RNA);
+    ``signal="nonlinear"``: the risk of :data:`NONLINEAR_WEIGHTS` (an MRI factor × factor
+    product, a step in the aggressive-tile share, a WSI × RNA product; the MRI embedding
+    then carries a second latent factor along its own direction). The default cohorts are
+    unchanged by it (the second factor comes from a generator of its own).
+    ``weights``: modality → share of the log-risk (plus ``interaction`` for WSI × RNA,
+    ``mri_interaction`` and ``wsi_threshold`` for the non-linear terms);
     ``missing``: modality → fraction of patients without it; ``censoring``: target
     censored fraction; times are in months, administrative censoring at ``follow_up``.
     ``task=3`` gives bladder (CHIMERA task 3) clinical fields and ids ``3A_###``
@@ -201,7 +216,9 @@ def make_cohort(
         raise DataError(f"task must be 1 or 3; found {task!r}", field="task")
     if n < 2 or max_tiles < 1:
         raise DataError("need n >= 2 patients and max_tiles >= 1", field="n")
-    w = {**DEFAULT_WEIGHTS, **(weights or {})}
+    if signal not in SIGNALS:
+        raise DataError(f"signal must be one of {SIGNALS}; found {signal!r}", field="signal")
+    w = {**(NONLINEAR_WEIGHTS if signal == "nonlinear" else DEFAULT_WEIGHTS), **(weights or {})}
     miss = {**DEFAULT_MISSING, **(missing or {})}
     rng = np.random.default_rng([seed, 1 if external else 0, task])
     proto, v_slide, v_mri, loadings, base = _world(
@@ -209,6 +226,8 @@ def make_cohort(
     )
 
     lat, raw, sig = _latents(rng, n, external, task)
+    if signal == "nonlinear":
+        lat["mri2"] = _second_mri_factor(seed, external, task, n)
     log_risk = _log_risk(sig, lat, w, dict.fromkeys(sig, np.ones(n, dtype=bool)))
 
     # --- features
@@ -238,6 +257,8 @@ def make_cohort(
         feats["slide"] = x.astype(np.float32)
     if "mri" in modalities:
         x = rng.normal(size=(n, mri_dim)) + 3.0 * np.outer(lat["mri"], v_mri)
+        if "mri2" in lat:
+            x = x + 3.0 * np.outer(lat["mri2"], _second_mri_direction(world_seed, mri_dim))
         if external:
             x = x * 0.9 + 0.5 * shift.normal(size=mri_dim)
         feats["mri"] = x.astype(np.float32)
@@ -311,12 +332,29 @@ def _latents(rng: np.random.Generator, n: int, external: bool, task: int
     return lat, raw, sig
 
 
+def _second_mri_factor(seed: int, external: bool, task: int, n: int) -> np.ndarray:
+    """The second MRI latent factor of ``signal="nonlinear"`` (a generator of its own, so
+    the draws of the default cohorts do not move)."""
+    return np.random.default_rng([seed, 1 if external else 0, task, 31]).normal(size=n)
+
+
+def _second_mri_direction(world_seed: int, mri_dim: int) -> np.ndarray:
+    return np.random.default_rng([world_seed, 7927]).normal(size=mri_dim) / np.sqrt(mri_dim)
+
+
 def _log_risk(sig: dict[str, np.ndarray], lat: dict[str, np.ndarray], w: Mapping[str, float],
-              seen: Mapping[str, np.ndarray]) -> np.ndarray:  # fmt: skip
-    """Centred log-risk from the signals of the modalities ``seen`` per patient."""
-    log_risk = sum(w.get(m, 0.0) * sig[m] * seen[m] for m in sig)
+              seen: Mapping[str, np.ndarray], step: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+    """Centred log-risk from the signals of the modalities ``seen`` per patient; the
+    non-linear terms where their weights are set (``step``: the aggressive-slide
+    indicator, or an estimate of its probability)."""
+    log_risk = sum(w.get(m, 0.0) * sig[m] * seen[m] for m in sig if m in seen)
     both = seen["wsi"] & seen["rna"]
     log_risk = log_risk + w.get("interaction", 0.0) * lat["wsi"] * lat["rna"] * both
+    if w.get("mri_interaction", 0.0) and "mri2" in lat:
+        log_risk = log_risk + w["mri_interaction"] * lat["mri"] * lat["mri2"] * seen["mri"]
+    if w.get("wsi_threshold", 0.0):
+        step = (lat["wsi"] > WSI_THRESHOLD).astype(np.float64) if step is None else step
+        log_risk = log_risk + w["wsi_threshold"] * step * seen["wsi"]
     return np.asarray(log_risk, dtype=np.float64) - np.mean(log_risk)
 
 
@@ -327,6 +365,7 @@ def observable_oracle_cindex(
     weights: Mapping[str, float] | None = None,
     external: bool = False,
     task: int = 1,
+    signal: str = "linear",
 ) -> float:
     """Harrell's C of the true log-risk *without the terms of each patient's missing
     modalities* (made by ``make_cohort(len(cohort), seed, ...)`` with the same arguments).
@@ -338,9 +377,11 @@ def observable_oracle_cindex(
     n = len(cohort)
     rng = np.random.default_rng([seed, 1 if external else 0, task])
     lat, _, sig = _latents(rng, n, external, task)
+    if signal == "nonlinear":
+        lat["mri2"] = _second_mri_factor(seed, external, task, n)
     seen = {m: (cohort.present[m] if m in cohort.present else np.zeros(n, dtype=bool))
             for m in sig}  # fmt: skip
-    w = {**DEFAULT_WEIGHTS, **(weights or {})}
+    w = {**(NONLINEAR_WEIGHTS if signal == "nonlinear" else DEFAULT_WEIGHTS), **(weights or {})}
     return oracle_cindex(cohort, _log_risk(sig, lat, w, seen))
 
 
@@ -352,9 +393,14 @@ def measurement_oracle_cindex(
     task: int = 1,
     world_seed: int = 0,
     rna_rank: int = 8,
+    signal: str = "linear",
 ) -> float:
     """Harrell's C of the risk an analyst who knows the generator would compute from the
     *features* of an internal cohort made by ``make_cohort(len(cohort), seed, ...)``.
+
+    With ``signal="nonlinear"`` the same analyst also knows the non-linear terms: the two
+    MRI factors are read along both directions at once, the aggressive-slide step is
+    replaced by its posterior probability, and products use the factor estimates.
 
     Why: the observable oracle still uses the exact latent factors, but a model only sees
     their noisy measurements: a slide of 16-64 tiles reveals its latent factor through a
@@ -370,8 +416,10 @@ def measurement_oracle_cindex(
     ceiling for learned models, still optimistic (its calibrations see the truth).
     """
     n = len(cohort)
-    w = {**DEFAULT_WEIGHTS, **(weights or {})}
+    w = {**(NONLINEAR_WEIGHTS if signal == "nonlinear" else DEFAULT_WEIGHTS), **(weights or {})}
     lat, _, sig = _latents(np.random.default_rng([seed, 0, task]), n, False, task)
+    if signal == "nonlinear":
+        lat["mri2"] = _second_mri_factor(seed, False, task, n)
     dims = {m: cohort.features[m].shape[-1] for m in ("wsi", "slide", "mri", "rna")
             if m in cohort.features}  # fmt: skip
     proto, v_slide, v_mri, loadings, base = _world(
@@ -384,6 +432,7 @@ def measurement_oracle_cindex(
         return design @ np.linalg.lstsq(design, latent, rcond=None)[0]
 
     est = {"clinical": sig["clinical"]}
+    step = None
     if "wsi" in cohort.features:
         x, mk = cohort.features["wsi"], cohort.bag_mask["wsi"]
         hot = ((x @ proto.astype(x.dtype)) > 1.5) & mk
@@ -394,16 +443,25 @@ def measurement_oracle_cindex(
                   - grid**2 / 2)  # fmt: skip
         post = np.exp(loglik - loglik.max(axis=1, keepdims=True))
         est["wsi"] = (post @ grid) / post.sum(axis=1)
-    for m, v in (("slide", v_slide), ("mri", v_mri)):
-        if m in cohort.features:
-            est[m] = calibrated(lat[m], cohort.features[m] @ v)
+        step = (post @ (grid > WSI_THRESHOLD)) / post.sum(axis=1)
+    if "slide" in cohort.features:
+        est["slide"] = calibrated(lat["slide"], cohort.features["slide"] @ v_slide)
+    if "mri" in cohort.features:
+        if "mri2" in lat:
+            v2 = _second_mri_direction(world_seed, dims.get("mri", 2048))
+            scores = cohort.features["mri"] @ np.linalg.pinv(np.column_stack([v_mri, v2])).T
+            est["mri"] = calibrated(lat["mri"], scores[:, 0])
+            est["mri2"] = calibrated(lat["mri2"], scores[:, 1])
+        else:
+            est["mri"] = calibrated(lat["mri"], cohort.features["mri"] @ v_mri)
     if "rna" in cohort.features:
         resid = np.log(cohort.features["rna"] + 0.5) - base
         factors = np.linalg.lstsq(loadings.T, resid.T, rcond=None)[0].T
         est["rna"] = calibrated(lat["rna"], factors[:, 0])
     seen = {m: cohort.present[m] if m in est else np.zeros(n, dtype=bool) for m in sig}
-    est = {m: est.get(m, np.zeros(n)) for m in sig}
-    return oracle_cindex(cohort, _log_risk(est, est, w, seen))
+    est = {m: est.get(m, np.zeros(n)) for m in [*sig, *(["mri2"] if "mri2" in lat else [])]}
+    return oracle_cindex(cohort, _log_risk(est, est, w, seen,
+                                           np.zeros(n) if step is None else step))
 
 
 def _absent(v: Any) -> bool:

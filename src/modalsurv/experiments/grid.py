@@ -187,6 +187,10 @@ class ExperimentGrid(BaseModel):
                 if target not in FINETUNE_LABELS[label]:
                     raise ValueError(f"encoder[{i}] = {label!r} does not apply to"
                                      f" base.finetune.encoder {target!r}")  # fmt: skip
+                if label != "frozen" and self.base.model.stack != "none":
+                    raise ValueError(f"encoder[{i}] = {label!r} fine-tunes the plain network;"
+                                     " set base.model.stack: none (the stacked default"
+                                     " would fine-tune once per candidate)")  # fmt: skip
             renames = self.encoders.get(label)
             if renames and self.modalities is None and self.base.model.modalities is None:
                 raise ValueError(

@@ -25,13 +25,14 @@ import pandas as pd
 from modalsurv.errors import ConfigError
 from modalsurv.experiments.paired import SETTINGS, paired_table
 from modalsurv.experiments.runners import SETTINGS as TRIAL_SETTINGS
+from modalsurv.experiments.runners import stack_weight_curve
 from modalsurv.report import plots as P
 from modalsurv.report.html import Chart, Note, render_report
 from modalsurv.report.tables import FLAG_TEXT, format_difference
 from modalsurv.train.compare import corrected_resampled_ttest, fold_ratio
+from modalsurv.train.cv import MAIN, PLAIN
 from modalsurv.train.diagnostics import CLINICAL_REFERENCES, bundle, table_checks
 
-MAIN = "modalsurv"
 Section = tuple[str, Any]
 
 
@@ -53,6 +54,27 @@ def _label(setting: dict[str, Any], axes: list[str] | None = None) -> str:
         else:
             parts.append(str(v))
     return " | ".join(parts)
+
+
+def _stack_weight_sections(out: Path) -> list[Section]:
+    """The stacked default's weight on the multimodal network against ModalSurv on clinical
+    data, by training size: the operational answer to "when does fusion pay?". Trials of the
+    largest modality set only (a clinical-only trial has no fusion to weigh); none for
+    grids run with ``model.stack: none``."""
+    weights = stack_weight_curve(out)
+    if weights.empty or weights["n_train"].isna().all():
+        return []
+    if "modalities" in weights and weights["modalities"].notna().any():
+        size = weights["modalities"].astype(str).str.count(r"\+") + 1
+        weights = weights[size == size.max()]
+    shown = ", ".join(sorted(set(weights["modalities"].dropna().astype(str)))) \
+        if "modalities" in weights else ""
+    means = weights.groupby("candidate")["weight"].mean()
+    caption = ("stack weights per outer fold (mean ± 1 sd over folds and seeds per training"
+               f" size){'; modality set ' + shown if shown else ''}; mean weight over all: "
+               + ", ".join(f"{k} {v:.2f}" for k, v in means.items()))
+    return [("Stack weight by training size (when does fusion pay?)",
+             Chart(P.stack_weights_by_size(weights), weights, "stack-weights-by-size", caption))]
 
 
 # ---------------------------------------------------------------------- reading
@@ -140,9 +162,14 @@ def axis_rows(paired: pd.DataFrame, reference: dict[str, Any], axis: str) -> pd.
 
 # ---------------------------------------------------------------------- scaling
 def _line(row: pd.Series, axes: list[str]) -> str:
+    """The stack (``modalsurv``) and its network alone (``modalsurv_plain``) get a line per
+    setting; a baseline, the same in every trial of one seed and fraction, one line."""
+    setting = " | ".join(str(row[a]) for a in axes)
+    if row["model"] == PLAIN:
+        return f"{setting or MAIN} (network alone)"
     if row["model"] != MAIN:
         return str(row["model"])
-    return " | ".join(str(row[a]) for a in axes) or MAIN
+    return setting or MAIN
 
 
 def scaling_table(folds: pd.DataFrame, line_axes: list[str]) -> pd.DataFrame:
@@ -417,6 +444,7 @@ def build_grid_report(out: str | Path, page: str | Path | None = None,
     comp = fusion_vs_clinical(folds, _line_axes(varying))
     sections += _scaling_sections(folds, varying, comp)
     sections += _clinical_sections(comp, varying)
+    sections += _stack_weight_sections(out)
     sections += _diagnostic_sections(results, trial_diagnostics(out, results), varying)
     render_report(title, sections, page)
     return page

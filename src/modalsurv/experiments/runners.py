@@ -530,3 +530,30 @@ def scaling_curve(results: pd.DataFrame) -> pd.DataFrame:
 def ablation_table(results: pd.DataFrame) -> pd.DataFrame:
     """Mean ± std of each metric per modality set (pooled over seeds)."""
     return summarise_axis(results, "modalities")
+
+
+def stack_weight_curve(out: str | Path) -> pd.DataFrame:
+    """The stacked default's weights per outer fold of every finished trial of a grid
+    folder, with the trial's settings and the fold's training size: one row per trial,
+    repeat, fold and candidate (``weight``, and ``n_train``: the fold's training rows).
+
+    Why: over a data-scaling grid (``data_fraction``), the weight the stack puts on the
+    multimodal network against ModalSurv on clinical data only, as a function of the
+    training size, answers when fusion pays (``report.plots.stack_weights_by_size`` draws
+    it). Trials run with ``model.stack: none`` have no weights and are left out."""
+    rows = []
+    for path in sorted(Path(out).glob("trials/*/summary.json")):
+        info = json.loads(path.read_text(encoding="utf-8"))
+        cv = info.get("cv") or {}
+        stacks = cv.get("stack") or []
+        n_train = {(f["repeat"], f["fold"]): f["n_train"] for f in cv.get("folds", [])
+                   if f.get("model") == "modalsurv"}  # fmt: skip
+        settings = {k: "+".join(v) if isinstance(v, list) else v
+                    for k, v in (info.get("settings") or {}).items()}  # fmt: skip
+        for rec in stacks:
+            key = (rec["repeat"], rec["fold"])
+            for name, weight in rec["weights"].items():
+                rows.append({"trial": info.get("trial"), **{k: settings.get(k) for k in SETTINGS},
+                             "repeat": key[0], "fold": key[1], "n_train": n_train.get(key),
+                             "candidate": name, "weight": float(weight)})  # fmt: skip
+    return pd.DataFrame(rows)

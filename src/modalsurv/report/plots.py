@@ -225,3 +225,36 @@ def alignment(pairs: pd.DataFrame, title: str = "Modality embedding alignment") 
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return fig
+
+
+def stack_weights_by_size(weights: pd.DataFrame, candidates: tuple[str, ...] = (
+        "modalsurv", "modalsurv_clinical")) -> Figure:  # fmt: skip
+    """The stacked default's weight on each candidate against the training size: mean over
+    outer folds (and seeds) per training size (per ``data_fraction`` when given), with the
+    folds' spread (± 1 sd) as a band.
+
+    ``weights``: rows ``n_train, candidate, weight`` (``experiments.runners.
+    stack_weight_curve`` of a data-scaling grid). The multimodal network's weight rising
+    above the clinical-only network's as the cohort grows says where fusion pays."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    shown = [c for c in candidates if c in set(weights["candidate"])] or sorted(
+        set(weights["candidate"]))
+    # one point per training fraction when the grid has one (folds differ by a patient or
+    # two in size), at the folds' mean training size
+    key = "data_fraction" if "data_fraction" in weights and weights["data_fraction"].notna().all() \
+        else "n_train"
+    for name in shown:
+        g = weights[weights["candidate"] == name].groupby(key)
+        stats = g.agg(x=("n_train", "mean"), mean=("weight", "mean"), std=("weight", "std"))
+        stats = stats.sort_values("x")
+        x, m = stats["x"].to_numpy(float), stats["mean"].to_numpy(float)
+        sd = np.nan_to_num(stats["std"].to_numpy(float))
+        ax.plot(x, m, marker="o", label=name)
+        ax.fill_between(x, np.clip(m - sd, 0, 1), np.clip(m + sd, 0, 1), alpha=0.2)
+    ax.set_xlabel("training patients per outer fold")
+    ax.set_ylabel("stack weight")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("Stack weight by training size (when does fusion pay?)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -27,7 +27,12 @@ from modalsurv.report import analysis as A
 from modalsurv.report import plots as P
 from modalsurv.report.html import Chart, Note, render_report
 from modalsurv.report.run_files import RunFolder
-from modalsurv.report.tables import checks_table, paired_display, summary_table
+from modalsurv.report.tables import (
+    checks_table,
+    paired_display,
+    stack_weights_table,
+    summary_table,
+)
 from modalsurv.train.compare import compare_all
 from modalsurv.train.diagnostics import bundle, table_checks, with_external
 from modalsurv.train.members import interval_names
@@ -235,6 +240,11 @@ def build_run_report(run: str | Path, out: str | Path | None = None, title: str 
                      f" {rf.n_folds} outer folds, {int(rf.predictions['repeat'].nunique())}"
                      " repeat(s) (out-of-fold predictions)"))  # fmt: skip
     sections += data_sections(rf.data)
+    kind = ("the stacked default (model.stack: ModalSurv, ModalSurv on clinical data and"
+            " classical peers weighed on inner out-of-fold risks); modalsurv_plain is its"
+            " ModalSurv network alone" if rf.summary.get("model_kind") == "stack"
+            else "the plain ModalSurv network (model.stack: none)")  # fmt: skip
+    sections.append(("Model", f"modalsurv is {kind}"))
     sections.append(("Failure-signature checks", checks_table(diag)))
     sections.append(("Mean ± std over outer folds", summary_table(rf.summary)))
     sections.append(("Per-fold scores", Chart(P.fold_scores(rf.metrics), rf.metrics,
@@ -244,6 +254,10 @@ def build_run_report(run: str | Path, out: str | Path | None = None, title: str 
     if paired is not None:
         sections.append(("ModalSurv minus each baseline, paired on the same folds (corrected "
                          "resampled t-test, Nadeau & Bengio 2003)", paired))
+    weights = stack_weights_table(rf.summary)
+    if weights is not None:
+        sections.append(("Stack weights per outer fold (non-negative, sum to 1; fitted on the"
+                         " training part's inner out-of-fold risks)", weights))
     sections += _discrimination(rf)
     sections += _curves(rf, times)
     sections += _gates(rf)

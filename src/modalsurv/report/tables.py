@@ -95,3 +95,49 @@ def checks_table(diagnostics: dict[str, Any]) -> pd.DataFrame:
              "finding": c.get("message", "")}
             for c in diagnostics.get("checks", [])]  # fmt: skip
     return pd.DataFrame(rows, columns=["check", "flag", "value", "threshold", "finding"])
+def stack_weights_table(summary: dict[str, Any]) -> pd.DataFrame | None:
+    """The stacked default's weights per outer fold (``metrics.json``'s ``stack`` record)
+    and their mean, one column per candidate, plus what backward elimination dropped;
+    None for a plain ModalSurv run."""
+    folds = summary.get("stack")
+    if not folds:
+        return None
+    names = list(dict.fromkeys(n for f in folds for n in f["weights"]))
+    rows = [{"fold": f"{f['repeat']}/{f['fold']}",
+             **{n: f["weights"].get(n, float("nan")) for n in names},
+             "dropped": ", ".join(f.get("dropped", [])) or "–"} for f in folds]  # fmt: skip
+    table = pd.DataFrame(rows)
+    mean = {"fold": "mean", **{n: float(table[n].mean()) for n in names}, "dropped": ""}
+    return pd.concat([table, pd.DataFrame([mean])], ignore_index=True)
+
+
+def timing_table(timings: pd.DataFrame, wall: float | None = None) -> pd.DataFrame | None:
+    """Seconds per part of a run summed over the folds fitted (``CVResult.timings``): the
+    whole ModalSurv (or stack) fit, each stack candidate (``modalsurv/<name>``), the stack's
+    weights, each baseline; with ``wall``, the rest of the run (data, preprocessing for
+    scoring, saving, the report) as ``other``."""
+    if timings is None or timings.empty:
+        return None
+    parts = [c for c in timings.columns if c not in ("repeat", "fold")]
+    total = {c: float(timings[c].sum()) for c in parts}
+    labels = {"modalsurv": "ModalSurv fit (all of it)",
+              "modalsurv/modalsurv": "  stack: ModalSurv members (fusion)",
+              "modalsurv/modalsurv_clinical": "  stack: ModalSurv members (clinical only)",
+              "modalsurv/modalsurv_cox": "  stack: ModalSurv members (Cox head)",
+              "modalsurv/coxph_clinical": "  stack: ridge Cox on clinical, one fit per inner fold",
+              "modalsurv/coxnet": "  stack: Coxnet, one fit per inner fold",
+              "modalsurv/search": "  inner hyperparameter search (search.trials)",
+              "modalsurv/rsf": "  stack: random survival forest, one per inner fold",
+              "modalsurv/weights": "  stack: weights and baseline hazard"}  # fmt: skip
+    def label(c: str) -> str:
+        if c in labels:
+            return labels[c]
+        return f"  stack: {c.split('/', 1)[1]}" if "/" in c else f"baseline {c}"
+
+    rows = [{"part": label(c), "seconds": total[c]} for c in parts]
+    if wall is not None:
+        fitted = sum(v for c, v in total.items() if "/" not in c)
+        rows.append({"part": "other (data, scoring, saving, report)",
+                     "seconds": max(wall - fitted, 0.0)})
+        rows.append({"part": "total (wall)", "seconds": wall})
+    return pd.DataFrame(rows)

@@ -38,6 +38,8 @@ COXPH_ALPHA = 0.1
 COXNET_L1_RATIO = 0.5
 COXNET_N_ALPHAS = 30
 COXNET_INNER_FOLDS = 3
+RSF_TREES = 100
+RSF_LEAF = 10
 
 
 class SurvivalModel(Protocol):
@@ -92,6 +94,21 @@ class FeatureMatrix:
             cols.append((~p).astype(np.float64)[:, None])
         return np.concatenate(cols, axis=1)
 
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """(JSON metadata, arrays) of the fitted preprocessing (no pickle)."""
+        assert self.pre is not None, "FeatureMatrix is not fitted"
+        meta, arrays = self.pre.get_state()
+        return {"preprocess": meta, "indicators": list(self.indicators),
+                "modalities": self.modalities}, arrays  # fmt: skip
+
+    @classmethod
+    def from_state(cls, config: RunConfig, meta: dict[str, Any], arrays: dict[str, np.ndarray]
+                   ) -> FeatureMatrix:  # fmt: skip
+        out = cls(config, meta.get("modalities"))
+        out.pre = Preprocessor.from_state(meta["preprocess"], arrays)
+        out.indicators = [str(m) for m in meta["indicators"]]
+        return out
+
 
 class _SksurvOnFeatures:
     """A scikit-survival estimator on a train-fitted FeatureMatrix (shared predict code)."""
@@ -139,38 +156,9 @@ class Coxnet:
         self.model: Any = None
         self.alpha_: float | None = None
 
-    def _new(self, alphas: np.ndarray | None = None, baseline: bool = False) -> Any:
-        from sksurv.linear_model import CoxnetSurvivalAnalysis
-
-        return CoxnetSurvivalAnalysis(
-            l1_ratio=COXNET_L1_RATIO,
-            n_alphas=COXNET_N_ALPHAS,
-            alphas=alphas,
-            alpha_min_ratio=0.01,
-            fit_baseline_model=baseline,
-            max_iter=100_000,
-        )
-
     def fit(self, cohort: Cohort) -> Coxnet:
         x = self.features.fit(cohort).transform(cohort)
-        y = cohort.survival_array()
-        path = self._new(baseline=True).fit(x, y)
-        alphas = np.asarray(path.alphas_)
-        scores = np.full((COXNET_INNER_FOLDS, len(alphas)), np.nan)
-        skf = StratifiedKFold(COXNET_INNER_FOLDS, shuffle=True, random_state=self.seed)
-        for i, (tr, va) in enumerate(skf.split(x, cohort.event)):
-            if not cohort.event[va].any():
-                continue
-            try:
-                inner = self._new(alphas=alphas).fit(x[tr], y[tr])
-            except ArithmeticError:
-                continue  # a failed inner fit leaves its row NaN
-            for j, a in enumerate(inner.alphas_):
-                risk = inner.predict(x[va], alpha=a)
-                scores[i, j] = concordance_index(cohort.time[va], cohort.event[va], risk)
-        mean = np.nanmean(np.where(np.isnan(scores).all(axis=0), -np.inf, scores), axis=0)
-        self.alpha_ = float(alphas[int(np.argmax(mean))])
-        self.model = path
+        self.model, self.alpha_ = select_coxnet(x, cohort.survival_array(), self.seed)
         return self
 
     def predict_risk(self, cohort: Cohort) -> np.ndarray:
@@ -185,6 +173,49 @@ class Coxnet:
         return step_survival(grid, surv, times)
 
 
+def _coxnet(alphas: np.ndarray | None = None, baseline: bool = False) -> Any:
+    from sksurv.linear_model import CoxnetSurvivalAnalysis
+
+    return CoxnetSurvivalAnalysis(
+        l1_ratio=COXNET_L1_RATIO,
+        n_alphas=COXNET_N_ALPHAS,
+        alphas=alphas,
+        alpha_min_ratio=0.01,
+        fit_baseline_model=baseline,
+        max_iter=100_000,
+    )
+
+
+def select_coxnet(x: np.ndarray, y: np.ndarray, seed: int, baseline: bool = True
+                  ) -> tuple[Any, float]:  # fmt: skip
+    """(the fitted elastic-net path, the chosen penalty): the path on all of ``x``, the
+    penalty by inner ``COXNET_INNER_FOLDS``-fold CV (Harrell C, stratified on the event)."""
+    event, time = y["event"], y["time"]
+    path = _coxnet(baseline=baseline).fit(x, y)
+    alphas = np.asarray(path.alphas_)
+    scores = np.full((COXNET_INNER_FOLDS, len(alphas)), np.nan)
+    skf = StratifiedKFold(COXNET_INNER_FOLDS, shuffle=True, random_state=seed)
+    for i, (tr, va) in enumerate(skf.split(x, event)):
+        if not event[va].any():
+            continue
+        try:
+            inner = _coxnet(alphas=alphas).fit(x[tr], y[tr])
+        except ArithmeticError:
+            continue  # a failed inner fit leaves its row NaN
+        for j, a in enumerate(inner.alphas_):
+            scores[i, j] = concordance_index(time[va], event[va], inner.predict(x[va], alpha=a))
+    mean = np.nanmean(np.where(np.isnan(scores).all(axis=0), -np.inf, scores), axis=0)
+    return path, float(alphas[int(np.argmax(mean))])
+
+
+def linear_predictor(path: Any, alpha: float, n_features: int) -> tuple[np.ndarray, float]:
+    """(coef, offset) with ``path.predict(x, alpha) == x @ coef - offset``, read through the
+    public ``predict`` (the model is linear), so it can be saved as two plain arrays."""
+    offset = -float(path.predict(np.zeros((1, n_features)), alpha=alpha)[0])
+    coef = np.asarray(path.predict(np.eye(n_features), alpha=alpha), dtype=np.float64) + offset
+    return coef, offset
+
+
 class RSF(_SksurvOnFeatures):
     """Random survival forest on the coxnet feature matrix."""
 
@@ -196,7 +227,7 @@ class RSF(_SksurvOnFeatures):
         from sksurv.ensemble import RandomSurvivalForest
 
         return RandomSurvivalForest(
-            n_estimators=100, min_samples_leaf=10, n_jobs=2, random_state=self.seed
+            n_estimators=RSF_TREES, min_samples_leaf=RSF_LEAF, n_jobs=2, random_state=self.seed
         )
 
     def fit(self, cohort: Cohort) -> RSF:

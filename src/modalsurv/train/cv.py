@@ -39,6 +39,7 @@ so the numbers do not depend on where or in which order the folds ran.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,12 +59,18 @@ from modalsurv.train.compare import compare_all, fold_ratio
 from modalsurv.train.diagnostics import cv_diagnostics
 from modalsurv.train.ensemble import FoldEnsemble
 from modalsurv.train.estimator import ModalSurv
+from modalsurv.train.stacking import StackedSurv, load_model, make_model
 from modalsurv.train.trainer import resolve_device
 from modalsurv.utils import Progress, atomic_write_csv, atomic_write_text
 
 METRICS = ("harrell_c", "uno_c", "ibs")
 MAIN = "modalsurv"
-_NEURAL = {MAIN, "modalsurv_clinical"}
+#: the stacked default's ModalSurv candidate on its own (the paper's network), scored
+#: beside the stack on the same folds at no extra cost
+PLAIN = "modalsurv_plain"
+_NEURAL = {MAIN, PLAIN, "modalsurv_clinical"}
+#: the config values ``search.trials > 0`` tunes per outer fold (``train.search.KEYS``)
+SEARCHED = ("train.lr", "train.weight_decay", "model.dropout", "model.latent_dim", "train.epochs")
 
 
 # ---------------------------------------------------------------------- folds
@@ -258,11 +265,20 @@ class CVResult:
     predictions: pd.DataFrame
     metrics: pd.DataFrame
     summary: dict[str, Any]
-    models: list[list[ModalSurv]]
+    models: list[list[ModalSurv | StackedSurv]]
     baseline_predictions: pd.DataFrame
     optimistic: bool
     config: RunConfig
     notes: list[str] = field(default_factory=list)
+
+    def timings(self) -> pd.DataFrame:
+        """Seconds per model (and per stack candidate, ``modalsurv/<name>``) of the folds
+        fitted in this process (resumed folds were timed by the run that fitted them), one
+        row per fold; not saved with the run."""
+        rows = [{"repeat": r, "fold": f, **m.fold_seconds_}
+                for r, ms in enumerate(self.models) for f, m in enumerate(ms)
+                if getattr(m, "fold_seconds_", None)]  # fmt: skip
+        return pd.DataFrame(rows)
 
     def ensemble(self, repeat: int = 0) -> FoldEnsemble:
         """The fold models of one repeat as a single predictor."""
@@ -329,6 +345,18 @@ def summarize(metrics: pd.DataFrame, optimistic: bool, stratify: str) -> dict[st
     return out
 
 
+def stack_record(models: list[list[Any]]) -> list[dict[str, Any]]:
+    """Per outer fold: the stack's weights, what was dropped, each candidate's inner
+    out-of-fold C-index and the seconds each took (``StackedSurv.stack_info_``)."""
+    out = []
+    for r, fold_models in enumerate(models):
+        for f, model in enumerate(fold_models):
+            info = getattr(model, "stack_info_", None)
+            if info is not None:
+                out.append({"repeat": r, "fold": f, **info})
+    return out
+
+
 # ---------------------------------------------------------------------- one fold
 def _fold_config(config: RunConfig, seed: int) -> RunConfig:
     cfg = config.model_copy(deep=True)
@@ -346,8 +374,8 @@ def _run_fold(
     fold: int,
     fold_seed: int,
     progress: Progress | None,
-) -> tuple[ModalSurv, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Fit and score ModalSurv and the baselines on one outer fold."""
+) -> tuple[ModalSurv | StackedSurv, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Fit and score ModalSurv (or the stacked default) and the baselines on one outer fold."""
     train, test = cohort.subset(train_idx), cohort.subset(test_idx)
     outer = config.cv.selection == "outer_fold"
     grid = ibs_grid(train.time, test.time)
@@ -357,8 +385,19 @@ def _run_fold(
         def cb(event: str, **info: Any) -> None:
             progress(event, repeat=repeat, fold=fold, **info)
 
-    model = ModalSurv(_fold_config(config, fold_seed))
+    t0 = time.perf_counter()
+    fold_config, searched = _fold_config(config, fold_seed), None
+    if config.search.trials > 0:  # on the training part only, like everything else
+        from modalsurv.train.search import tuned_config
+
+        fold_config, searched = tuned_config(train, fold_config, cb)
+    model = make_model(fold_config)
     model.fit(train, val_cohort=test if outer else None, progress=cb)
+    seconds: dict[str, float] = {MAIN: time.perf_counter() - t0}
+    if searched is not None:
+        seconds[f"{MAIN}/search"] = searched.seconds
+        model.search_ = searched.record()
+    seconds.update({f"{MAIN}/{k}": v for k, v in getattr(model, "timings_", {}).items()})
     risk = model.predict_risk(test)
     preds = pd.DataFrame(
         {
@@ -394,8 +433,15 @@ def _run_fold(
             "note": "; ".join(notes),
         }
     ]
+    plain = model.candidate_model(MAIN) if isinstance(model, StackedSurv) else None
+    if plain is not None:
+        psurv = plain.predict_survival(test, grid) if len(grid) else None
+        pscores, pnotes = score_fold(train, test, plain.predict_risk(test), psurv, grid)
+        rows.append({"model": PLAIN, **base, **pscores, "failed": False, "optimistic": outer,
+                     "note": "; ".join(pnotes)})  # fmt: skip
     bpreds = []
     for name in baselines:
+        t0 = time.perf_counter()
         try:
             est = make_baseline(name, _fold_config(config, fold_seed), fold_seed)
             if name == "modalsurv_clinical":
@@ -413,6 +459,7 @@ def _run_fold(
             failed = True
             if progress is not None:
                 progress("baseline_failed", repeat=repeat, fold=fold, model=name, reason=bnotes[0])
+        seconds[name] = time.perf_counter() - t0
         rows.append(
             {
                 "model": name,
@@ -435,6 +482,7 @@ def _run_fold(
             )
         )
     bp = pd.concat(bpreds, ignore_index=True) if bpreds else _empty_baseline_preds()
+    model.fold_seconds_ = seconds  # not saved (a resumed run must write the same bytes)
     return model, preds, pd.DataFrame(rows), bp
 
 
@@ -513,7 +561,7 @@ def _fold_dir(root: Path, repeat: int, fold: int) -> Path:
 
 
 def _save_fold(
-    d: Path, model: ModalSurv, preds: pd.DataFrame, rows: pd.DataFrame, bpreds: pd.DataFrame
+    d: Path, model: ModalSurv | StackedSurv, preds: pd.DataFrame, rows: pd.DataFrame, bpreds: pd.DataFrame
 ) -> None:
     model.save(d / "model")
     atomic_write_csv(d / "predictions.csv", preds)
@@ -522,8 +570,8 @@ def _save_fold(
     _units(d.parent.parent).finish(d, {"complete": True})
 
 
-def _load_fold(d: Path) -> tuple[ModalSurv, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    model = ModalSurv.load(d / "model")
+def _load_fold(d: Path) -> tuple[Any, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    model = load_model(d / "model")
     exact = {"float_precision": "round_trip"}  # the written %.17g read back bit for bit
     preds = pd.read_csv(d / "predictions.csv", dtype={"patient": str}, **exact)
     rows = pd.read_csv(d / "metrics.csv", keep_default_na=False, na_values=[""], **exact)
@@ -716,6 +764,14 @@ def cross_validate(
         for _, g in predictions.groupby("repeat")
     ]
     summary["folds"] = json.loads(metrics.to_json(orient="records"))
+    summary["model_kind"] = "stack" if isinstance(models[0][0], StackedSurv) else "plain"
+    if config.search.trials > 0:  # the values each outer fold's search chose
+        summary["search"] = [{"repeat": r, "fold": f,
+                              **{k: m.config.model_dump()[k.split(".")[0]][k.split(".")[1]]
+                                 for k in SEARCHED}}
+                             for r, ms in enumerate(models) for f, m in enumerate(ms)]  # fmt: skip
+    if summary["model_kind"] == "stack":
+        summary["stack"] = stack_record(models)
     result = CVResult(
         folds=assignment,
         predictions=predictions,

@@ -91,8 +91,9 @@ class FoldEnsemble:
 
     @property
     def n_members(self) -> int:
-        """Networks in the ensemble: folds × seed members."""
-        return sum(m.config.train.n_init for m in self.members)
+        """Networks in the ensemble: folds × seed members (a stacked fold model counts its
+        inner models: ``StackedSurv.n_members``)."""
+        return sum(getattr(m, "n_members", m.config.train.n_init) for m in self.members)
 
     def predict_member_risk(self, cohort: Cohort) -> np.ndarray:
         """``M x N`` risks of every network (fold × seed member) on the scale of

@@ -48,6 +48,7 @@ from modalsurv.resume import flatten
 from modalsurv.survival import curves
 from modalsurv.survival.bins import TimeBins
 from modalsurv.survival.family import SurvivalFamily, get_family
+from modalsurv.train.defaults import cohort_shape, resolve, resolved_threads, torch_threads
 from modalsurv.train.finetune import Finetune
 from modalsurv.train.preprocess import Preprocessor, join_arrays, split_arrays
 from modalsurv.train.trainer import (
@@ -132,7 +133,7 @@ def concordance_scorer(estimator: Any, cohort: Cohort, y: Any = None) -> float:
     return float(concordance_index(cohort.time, cohort.event, estimator.predict_risk(cohort)))
 
 
-def _check_labels(cohort: Cohort, y: Any) -> None:
+def check_labels(cohort: Cohort, y: Any) -> None:
     """``fit(X, y)``: ``y`` may only restate the cohort's own labels."""
     if y is None:
         return
@@ -162,7 +163,8 @@ class ModalSurv(BaseEstimator):
     # modalities_, preprocessor_, bins_, t_ref_, net_, fit_results_ (one per seed member)
     # and fit_result_ (member 0's), fitted_ (what the family fits after training),
     # training_meta_ (a loaded model's training record, saved again), finetune_ (the
-    # fine-tuned encoder's plan, train.finetune; None for frozen features).
+    # fine-tuned encoder's plan, train.finetune; None for frozen features), fitted_config_
+    # (the config as trained: "auto" values resolved by train.defaults).
     preprocessor_: Preprocessor
     bins_: TimeBins
     t_ref_: float
@@ -227,7 +229,7 @@ class ModalSurv(BaseEstimator):
         With ``val_cohort`` given (e.g. the ``outer_fold`` replication protocol), every
         row of ``cohort`` is used for training and fitting the preprocessors and bins.
         """
-        _check_labels(cohort, y)
+        check_labels(cohort, y)
         cfg = self.config
         self.fit_result_, self.fit_results_, self.training_meta_ = None, [], None
         if len(cohort) < (1 if val_cohort is not None else 2):
@@ -258,6 +260,8 @@ class ModalSurv(BaseEstimator):
         self.finetune_ = Finetune.plan(cfg, self.preprocessor_, train)
 
         pp = self.preprocessor_
+        shape = cohort_shape(train, pp)
+        cfg = self.fitted_config_ = resolve(cfg, shape)  # "auto" values: train.defaults
         train_t = self._tensors(pp.transform(train), with_bins=True)
         val_t = None
         if val is not None and len(val):
@@ -266,21 +270,22 @@ class ModalSurv(BaseEstimator):
         if rotate:
             splits = member_splits(train.event, cfg.train.val_fraction, cfg.seed, cfg.train.n_init)
         nets, self.fit_results_ = [], []
-        for k in range(cfg.train.n_init):
-            seed_k = member_seed(cfg.seed, k)
-            set_seed(seed_k)
-            net = _build_net(pp.dims, pp.bag, cfg, self.bins_.n_bins)
-            if self.finetune_ is not None:  # the encoder becomes part of the network
-                self.finetune_.attach(net, seed_k)
-                if k == 0:
-                    self.finetune_.announce(net, progress)
-            tr_k, va_k = train_t, val_t
-            if splits:
-                tr_k, va_k = (train_t.take(torch.from_numpy(i)) for i in splits[k])
-            self.fit_results_.append(
-                fit_network(net, tr_k, va_k, cfg, self.cuts, self.t_ref_, seed_k, progress)
-            )
-            nets.append(net.to("cpu").eval())
+        with torch_threads(resolved_threads(cfg, shape)):  # train.defaults
+            for k in range(cfg.train.n_init):
+                seed_k = member_seed(cfg.seed, k)
+                set_seed(seed_k)
+                net = _build_net(pp.dims, pp.bag, cfg, self.bins_.n_bins)
+                if self.finetune_ is not None:  # the encoder becomes part of the network
+                    self.finetune_.attach(net, seed_k)
+                    if k == 0:
+                        self.finetune_.announce(net, progress)
+                tr_k, va_k = train_t, val_t
+                if splits:
+                    tr_k, va_k = (train_t.take(torch.from_numpy(i)) for i in splits[k])
+                self.fit_results_.append(
+                    fit_network(net, tr_k, va_k, cfg, self.cuts, self.t_ref_, seed_k, progress)
+                )
+                nets.append(net.to("cpu").eval())
         self.fit_result_ = self.fit_results_[0]
         self.net_ = nets[0] if len(nets) == 1 else _ensemble(nets)
         self.net_.eval()
@@ -344,6 +349,18 @@ class ModalSurv(BaseEstimator):
     def predict_outputs(self, cohort: Cohort) -> np.ndarray:
         """The network's raw output (``N x n_outputs``: what the family's functions take)."""
         return self._outputs(cohort, "logits")
+
+    def member_risks(self, cohort: Cohort) -> np.ndarray:
+        """``M x N``: each seed-ensemble member's own risk score (one row with ``n_init=1``).
+
+        With rotating member splits, member ``k``'s row is an out-of-fold risk on its own
+        validation rows (``member_splits``): what the stacked default (``train.stacking``)
+        weighs the network against other models with."""
+        return np.stack([
+            self.family.risk(out, self.cuts, self.t_ref_, self.config.train.risk_score,
+                             self.fitted_)
+            for out in self.predict_member_outputs(cohort)
+        ])  # fmt: skip
 
     # -------------------------------------------------------------- predictions
     def predict_pmf(self, cohort: Cohort) -> np.ndarray:
@@ -419,7 +436,8 @@ class ModalSurv(BaseEstimator):
         bins_meta = split_arrays(self.bins_.to_dict(), arrays, "bins/")
         meta: dict[str, Any] = {
             "format": FORMAT_VERSION,
-            "config": self.config.model_dump(mode="json"),
+            # the config as trained: "auto" values resolved (train.defaults)
+            "config": getattr(self, "fitted_config_", self.config).model_dump(mode="json"),
             "modalities": self.modalities_,
             "t_ref": self.t_ref_,
             "bins": bins_meta,
@@ -451,6 +469,7 @@ class ModalSurv(BaseEstimator):
         if meta.get("format") != FORMAT_VERSION:
             raise ValueError(f"unsupported model format {meta.get('format')!r}")
         out = cls(RunConfig.model_validate(meta["config"]))
+        out.fitted_config_ = out.config
         out.modalities_ = list(meta["modalities"])
         out.training_meta_ = meta.get("training")
         out.t_ref_ = float(meta["t_ref"])
@@ -490,11 +509,16 @@ class ModalSurv(BaseEstimator):
         return rebuild(Path(directory), "model", "state")
 
 
-def rebuild(directory: Path, model_stem: str, state_stem: str) -> ModalSurv:
-    """A saved model from its files; a file that does not fit the rest (edited, truncated,
-    from another model) is a FeatureError naming the folder, never a raw KeyError."""
+def rebuild(directory: Path, model_stem: str, state_stem: str) -> Any:
+    """A saved model from its files (a ModalSurv, or a ``train.stacking.StackedSurv`` when
+    its state says so); a file that does not fit the rest (edited, truncated, from another
+    model) is a FeatureError naming the folder, never a raw KeyError."""
     state = read_state(directory, model_stem, state_stem)
     try:
+        if state[1].get("kind") == "stack":
+            from modalsurv.train.stacking import StackedSurv  # the stack holds ModalSurvs
+
+            return StackedSurv.from_state(*state)
         return ModalSurv.from_state(*state)
     except DataError:
         raise

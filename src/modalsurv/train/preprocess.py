@@ -16,7 +16,9 @@ The fitted state is exported as JSON-able metadata plus named numpy arrays
 
 from __future__ import annotations
 
+import hashlib
 import warnings
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -130,7 +132,8 @@ def _used_columns(step: Any) -> np.ndarray | None:
 
 def _make(kind: str, cfg: PreprocessConfig, x: np.ndarray, present: np.ndarray) -> Any:
     if kind == "clinical":
-        return ClinicalEncoder(standardize=cfg.standardize)
+        return ClinicalEncoder(standardize=cfg.standardize, numeric=cfg.clinical_numeric,
+                               integer_levels=cfg.clinical_integer_levels)  # fmt: skip
     if kind == "rna":
         log1p = cfg.rna_log1p
         return RnaTransform(
@@ -143,6 +146,49 @@ def _make(kind: str, cfg: PreprocessConfig, x: np.ndarray, present: np.ndarray) 
         wide = cfg.vector_pca is not None and x.shape[-1] > cfg.vector_pca_min_dim
         return VectorScaler(pca=cfg.vector_pca if wide else None, standardize=cfg.standardize)
     return BagScaler(pca=cfg.bag_pca)
+
+
+#: fitted steps by content (modality kind, preprocessing config, the training arrays'
+#: bytes): within one outer fold the network, its clinical-only twin, the stack's peers
+#: and every baseline fit the same preprocessing on the same rows; fitting is
+#: deterministic, so each is fitted once. Bounded, least recently used first out.
+_FIT_CACHE: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+FIT_CACHE_SIZE = 32
+
+
+def _fingerprint(kind: str, cfg: PreprocessConfig, *arrays: np.ndarray | None) -> str:
+    h = hashlib.sha1(f"{kind}|{cfg.model_dump_json()}".encode())
+    for a in arrays:
+        if a is None:
+            h.update(b"-")
+            continue
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(a.view(np.uint8).reshape(-1))
+    return h.hexdigest()
+
+
+def _fit_step(kind: str, cfg: PreprocessConfig, x: np.ndarray, present: np.ndarray,
+              mask: np.ndarray | None, names: list[str] | None) -> tuple[Any, int]:  # fmt: skip
+    """(fitted step, output width) for one modality, from the cache when the same
+    preprocessing was already fitted on the same arrays."""
+    key = _fingerprint(kind, cfg, x, present, mask,
+                       None if names is None else np.array(names, dtype=str))  # fmt: skip
+    hit = _FIT_CACHE.get(key)
+    if hit is not None:
+        _FIT_CACHE.move_to_end(key)
+        return hit
+    step = _make(kind, cfg, x, present)
+    if kind == "bag":
+        step.fit(x, mask, present)
+        width = step.out_dim
+    else:
+        step.fit(x, present=present, feature_names=names)
+        width = int(step.transform(x[present][:1], present=present[present][:1]).shape[1])
+    _FIT_CACHE[key] = (step, width)
+    while len(_FIT_CACHE) > FIT_CACHE_SIZE:
+        _FIT_CACHE.popitem(last=False)
+    return step, width
 
 
 class Preprocessor:
@@ -178,15 +224,10 @@ class Preprocessor:
         for m in cohort.modalities:
             kind = self.kind_of(cohort, m)
             x, p = cohort.features[m], cohort.present[m]
-            step = _make(kind, self.config, x, p)
             if not p.any():
                 raise ValueError(f"modality {m!r} is absent for every training patient")
-            if kind == "bag":
-                step.fit(x, cohort.bag_mask[m], p)
-                self.dims[m] = step.out_dim
-            else:
-                step.fit(x, present=p, feature_names=cohort.feature_names.get(m))
-                self.dims[m] = int(step.transform(x[p][:1], present=p[p][:1]).shape[1])
+            step, self.dims[m] = _fit_step(kind, self.config, x, p, cohort.bag_mask.get(m),
+                                           cohort.feature_names.get(m))  # fmt: skip
             self.kinds[m], self.steps[m] = kind, step
             self.in_dims[m] = int(x.shape[-1])
         return self

@@ -28,6 +28,7 @@ from modalsurv.config import RunConfig
 from modalsurv.errors import ConfigError
 from modalsurv.survival import metrics
 from modalsurv.survival.family import get_family
+from modalsurv.train.fused import FusedStep
 from modalsurv.utils import Progress
 
 
@@ -226,6 +227,9 @@ class FitResult:
     best_score: float
     monitor: str  # "val_cindex" | "val_loss" | "train_loss"
     history: list[dict[str, float]] = field(default_factory=list)
+    # the validation rows' risk score after each epoch (what the stacked default reads an
+    # honest out-of-fold risk from: train.stacking); empty without validation rows
+    val_risks: list[np.ndarray] = field(default_factory=list)
 
 
 def _evaluate(
@@ -235,8 +239,8 @@ def _evaluate(
     cuts: np.ndarray,
     t_ref: float,
     batch_size: int,
-) -> tuple[float, float]:
-    """(loss, C-index) on ``data``; C-index is NaN when no pair is comparable."""
+) -> tuple[float, float, np.ndarray]:
+    """(loss, C-index, risk) on ``data``; C-index is NaN when no pair is comparable."""
     net.eval()
     logits = []
     with torch.no_grad():
@@ -254,7 +258,7 @@ def _evaluate(
             cidx = float(metrics.concordance_index(time, event, risk))
         except (ValueError, ZeroDivisionError):
             cidx = float("nan")
-    return loss, cidx
+    return loss, cidx, risk
 
 
 def choose_monitor(val: Tensors | None, head: str, prefer: str = "cindex") -> str:
@@ -285,6 +289,38 @@ def make_optimizer(
         return opt_cls(params, lr=lr, weight_decay=weight_decay, foreach=True)
 
 
+class GroupedStep:
+    """zero_grad / clip / step over per-tensor parameter groups: for networks with
+    fine-tuned encoders, whose parameters need their own learning rate and weight decay
+    (and may differ in dtype), which one flat buffer (:class:`~modalsurv.train.fused.FusedStep`)
+    cannot give."""
+
+    def __init__(self, net: torch.nn.Module, opt_cls: type[torch.optim.Optimizer], lr: float,
+                 weight_decay: float) -> None:  # fmt: skip
+        self.net = net
+        self.opt = make_optimizer(opt_cls, net, lr, weight_decay)
+
+    def zero_grad(self) -> None:
+        self.opt.zero_grad(set_to_none=True)
+
+    def clip(self, max_norm: float) -> None:
+        params = [p for g in self.opt.param_groups for p in g["params"]]
+        torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
+
+    def step(self) -> None:
+        self.opt.step()
+
+
+def make_step(net: torch.nn.Module, opt_cls: type[torch.optim.Optimizer], lr: float,
+              weight_decay: float) -> FusedStep | GroupedStep:  # fmt: skip
+    """The training step's optimiser: one flat buffer (train.fused) for the plain network,
+    per-group updates when fine-tuned encoders bring their own groups."""
+    groups = getattr(net, "optimizer_groups", None)
+    if callable(groups) and groups():
+        return GroupedStep(net, opt_cls, lr, weight_decay)
+    return FusedStep(net, opt_cls, lr, weight_decay)
+
+
 def fit_network(
     net: torch.nn.Module,
     train: Tensors,
@@ -308,12 +344,13 @@ def fit_network(
     val_d = None if val is None or len(val) == 0 else val.to(device)
     gen = torch.Generator().manual_seed(int(seed))
     opt_cls = torch.optim.AdamW if tc.optimizer == "adamw" else torch.optim.Adam
-    opt = make_optimizer(opt_cls, net, tc.lr, tc.weight_decay)
+    opt = make_step(net, opt_cls, tc.lr, tc.weight_decay)  # train.fused unless fine-tuning
 
     monitor = choose_monitor(val_d, config.model.head, tc.monitor)
     best_score, best_epoch = -math.inf, -1
     best_state = copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
     history: list[dict[str, float]] = []
+    val_risks: list[np.ndarray] = []
     stale = 0
     for epoch in range(tc.epochs):
         net.train()
@@ -329,18 +366,19 @@ def fit_network(
             loss = batch_loss(out["logits"], batch, config)
             if not torch.isfinite(loss):
                 continue  # e.g. a Cox batch without events: nothing to learn from it
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             loss.backward()
             if tc.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip, foreach=True)
+                opt.clip(tc.grad_clip)
             opt.step()
             total += float(loss.detach()) * len(idx)
             count += len(idx)
         train_loss = total / count if count else float("nan")
         record: dict[str, float] = {"epoch": float(epoch), "train_loss": train_loss}
         if val_d is not None:
-            val_loss, val_c = _evaluate(net, val_d, config, cuts, t_ref, tc.batch_size)
+            val_loss, val_c, val_risk = _evaluate(net, val_d, config, cuts, t_ref, tc.batch_size)
             record.update(val_loss=val_loss, val_cindex=val_c)
+            val_risks.append(val_risk)
         score = {
             "val_cindex": record.get("val_cindex", math.nan),
             "val_loss": -record.get("val_loss", math.nan),
@@ -365,4 +403,4 @@ def fit_network(
     net.load_state_dict(best_state)
     if progress is not None:
         progress("fit_end", best_epoch=best_epoch, best_score=best_score, monitor=monitor)
-    return FitResult(best_state, best_epoch, float(best_score), monitor, history)
+    return FitResult(best_state, best_epoch, float(best_score), monitor, history, val_risks)

@@ -236,21 +236,88 @@ class _Stateful(TransformerMixin, BaseEstimator):
 
 
 # ---------------------------------------------------------------------------- clinical
-class ClinicalEncoder(_Stateful):
-    """Median imputation + missing-indicator columns + standard scaling.
+RANK_GAUSS_QUANTILES = 1000
+HEAVY_TAIL_SKEW = 1.0
+HEAVY_TAIL_MIN_VALUES = 20
 
-    Equivalent to ``SimpleImputer(strategy="median", add_indicator=True,
+
+def rank_gauss_quantiles(x: np.ndarray, n_quantiles: int) -> np.ndarray:
+    """The training quantiles of one column (NaN ignored) at ``n_quantiles`` evenly spaced
+    probabilities from 0 to 1: the state :func:`rank_gauss` maps new values with."""
+    x = x[~np.isnan(x)]
+    if not len(x):
+        return np.zeros(n_quantiles)
+    return np.quantile(x, np.linspace(0.0, 1.0, n_quantiles))
+
+
+def rank_gauss(x: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
+    """Rank-Gauss: a value's training quantile level, mapped through the standard normal
+    quantile function (scikit-learn's ``QuantileTransformer(output_distribution="normal")``:
+    tied quantiles take the mean of the forward and backward interpolation; levels are
+    clipped to [1e-7, 1 - 1e-7], so new values beyond the training range map to about
+    ±5.2). Monotone, so ranks are kept; heavy tails and outliers stop dominating a
+    standardised column. NaN stays NaN."""
+    from scipy.special import ndtri
+
+    refs = np.linspace(0.0, 1.0, len(quantiles))
+    fwd = np.interp(x, quantiles, refs)
+    bwd = -np.interp(-x, -quantiles[::-1], -refs[::-1])
+    level = np.clip(0.5 * (fwd + bwd), 1e-7, 1.0 - 1e-7)
+    return np.where(np.isnan(x), np.nan, ndtri(level))
+
+
+def heavy_tailed(x: np.ndarray) -> bool:
+    """Whether a column looks heavy-tailed: at least ``HEAVY_TAIL_MIN_VALUES`` distinct
+    values and |sample skewness| above ``HEAVY_TAIL_SKEW`` (lab values, counts, doses)."""
+    x = x[~np.isnan(x)]
+    if len(np.unique(x)) < HEAVY_TAIL_MIN_VALUES:
+        return False
+    sd = x.std()
+    return bool(sd > 0 and abs(np.mean(((x - x.mean()) / sd) ** 3)) > HEAVY_TAIL_SKEW)
+
+
+def integer_coded(x: np.ndarray, max_levels: int) -> np.ndarray:
+    """The levels of a column that looks like integer-coded categories (every value an
+    integer, 3 to ``max_levels`` distinct values), else an empty array. Two levels are a
+    binary column, already a single indicator."""
+    x = x[~np.isnan(x)]
+    levels = np.unique(x)
+    if len(levels) < 3 or len(levels) > max_levels or not np.all(levels == np.round(levels)):
+        return np.zeros(0)
+    return levels
+
+
+class ClinicalEncoder(_Stateful):
+    """Median imputation + missing-indicator columns + standard scaling, optionally with
+    rank-Gauss numeric columns and one-hot integer-coded categories.
+
+    With the defaults this is ``SimpleImputer(strategy="median", add_indicator=True,
     keep_empty_features=True)`` followed by ``StandardScaler()``: indicators are added
     for the columns that had NaN in the training rows, and the indicators are scaled
     like every other column. Input columns are already numeric (one-hot ``name=category``
     columns expanded by io/clinical.py).
+
+    * ``numeric="rank_gauss"``: every column with more than two distinct training values
+      goes through :func:`rank_gauss` (fitted training quantiles) before scaling;
+      ``"auto"``: only the columns :func:`heavy_tailed` flags. Why: a lab value with a
+      long right tail puts most patients in a narrow band of a standardised column, which
+      a linear term or a small network resolves poorly.
+    * ``integer_levels=k``: a column whose training values are integers with 3..k
+      distinct values (:func:`integer_coded`: a category stored as a code, e.g. race
+      0-6) also gets one indicator column per level (``name=level``; a level unseen in
+      training matches none), beside the code itself, so the model can use both the
+      order and the categories.
     """
 
     _arrays = ("median_", "indicator_", "mean_", "scale_")
+    _optional = ("rank_columns_", "rank_quantiles_", "level_columns_", "level_values_")
 
-    def __init__(self, add_indicator: bool = True, standardize: bool = True) -> None:
+    def __init__(self, add_indicator: bool = True, standardize: bool = True,
+                 numeric: str = "standard", integer_levels: int | None = None) -> None:  # fmt: skip
         self.add_indicator = add_indicator
         self.standardize = standardize
+        self.numeric = numeric
+        self.integer_levels = integer_levels
 
     def fit(
         self,
@@ -259,6 +326,9 @@ class ClinicalEncoder(_Stateful):
         present: Any = None,
         feature_names: Sequence[str] | None = None,
     ) -> ClinicalEncoder:
+        if self.numeric not in ("standard", "rank_gauss", "auto"):
+            raise DataError(f"numeric must be 'standard', 'rank_gauss' or 'auto'; found"
+                            f" {self.numeric!r}", field="numeric")  # fmt: skip
         _, _, Xt = self._start_fit(X, present, feature_names, "clinical")
         self.median_ = _nanmedian(Xt)
         had_nan = np.isnan(Xt).any(axis=0)
@@ -267,6 +337,23 @@ class ClinicalEncoder(_Stateful):
             if self.add_indicator
             else np.zeros(0, dtype=np.int64)
         )
+        rank, quantiles, level_cols, level_vals = [], [], [], []
+        n_q = max(2, min(RANK_GAUSS_QUANTILES, Xt.shape[0]))
+        for j in range(Xt.shape[1]):
+            col = Xt[:, j]
+            levels = integer_coded(col, self.integer_levels) if self.integer_levels else ()
+            level_cols += [j] * len(levels)
+            level_vals += list(levels)
+            many = len(np.unique(col[~np.isnan(col)])) > 2
+            if (self.numeric == "rank_gauss" and many) or (
+                self.numeric == "auto" and heavy_tailed(col)
+            ):
+                rank.append(j)
+                quantiles.append(rank_gauss_quantiles(col, n_q))
+        self.rank_columns_ = np.asarray(rank, dtype=np.int64)
+        self.rank_quantiles_ = np.asarray(quantiles, dtype=np.float64).reshape(len(rank), n_q)
+        self.level_columns_ = np.asarray(level_cols, dtype=np.int64)
+        self.level_values_ = np.asarray(level_vals, dtype=np.float64)
         Z = self._encode(Xt)
         if self.standardize:
             self.mean_, self.scale_ = _scale(Z)
@@ -274,9 +361,33 @@ class ClinicalEncoder(_Stateful):
             self.mean_, self.scale_ = np.zeros(Z.shape[1]), np.ones(Z.shape[1])
         return self
 
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> ClinicalEncoder:
+        obj = super().from_state(state)
+        assert isinstance(obj, ClinicalEncoder)
+        n = len(obj.median_)
+        empty = {"rank_columns_": np.zeros(0, np.int64), "rank_quantiles_": np.zeros((0, 2)),
+                 "level_columns_": np.zeros(0, np.int64), "level_values_": np.zeros(0)}  # fmt: skip
+        for a in cls._optional:  # absent from states saved before these options existed
+            setattr(obj, a, np.asarray(state[a]) if a in state else empty[a])
+        assert obj.rank_columns_.max(initial=-1) < n
+        return obj
+
+    def get_state(self) -> State:
+        state = super().get_state()
+        for a in self._optional:
+            state[a] = np.ascontiguousarray(getattr(self, a))
+        return state
+
     def _encode(self, A: np.ndarray) -> np.ndarray:
         ind = np.isnan(A[:, self.indicator_]).astype(np.float64)
-        return np.hstack([_fill(A, self.median_), ind])
+        onehot = (A[:, self.level_columns_] == self.level_values_).astype(np.float64)
+        X = _fill(A, self.median_)
+        if len(self.rank_columns_):
+            X = X.copy()
+            for j, q in zip(self.rank_columns_, self.rank_quantiles_):
+                X[:, j] = rank_gauss(X[:, j], q)
+        return np.hstack([X, ind, onehot])
 
     def transform(self, X: Any, present: Any = None) -> np.ndarray:
         A, p = self._start_transform(X, present, "clinical")
@@ -285,7 +396,9 @@ class ClinicalEncoder(_Stateful):
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         check_is_fitted(self)
         names = list(self.feature_names_in_)
-        return np.array(names + [f"{names[j]}__missing" for j in self.indicator_], dtype=object)
+        return np.array(names + [f"{names[j]}__missing" for j in self.indicator_]
+                        + [f"{names[j]}={v:g}" for j, v in
+                           zip(self.level_columns_, self.level_values_)], dtype=object)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- RNA-seq

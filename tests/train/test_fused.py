@@ -1,0 +1,49 @@
+"""One optimisation step over a flat parameter buffer (train.fused): AdamW's update, one
+gradient norm, the network's parameters and state dict unchanged in shape and name."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from modalsurv.train.fused import FusedStep
+
+
+def _net():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.LayerNorm(8), torch.nn.ReLU(),
+                               torch.nn.Linear(8, 3))  # fmt: skip
+
+
+@pytest.mark.parametrize("opt_cls", [torch.optim.AdamW, torch.optim.Adam])
+def test_same_updates_as_per_tensor_adamw_with_clipping(opt_cls):
+    net, ref = _net(), _net()
+    names = [k for k, _ in net.named_parameters()]
+    step = FusedStep(net, opt_cls, 1e-2, 1e-3)
+    opt = opt_cls(ref.parameters(), lr=1e-2, weight_decay=1e-3)
+    x = torch.randn(20, 5)
+    for _ in range(6):
+        step.zero_grad()
+        net(x).pow(2).sum().backward()
+        step.clip(1.0)
+        step.step()
+        opt.zero_grad()
+        ref(x).pow(2).sum().backward()
+        torch.nn.utils.clip_grad_norm_(ref.parameters(), 1.0)
+        opt.step()
+    for a, b in zip(net.parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert [k for k, _ in net.named_parameters()] == names
+    state = copy.deepcopy(net.state_dict())
+    net.load_state_dict(state)  # copies into the views: the flat buffer stays the storage
+    assert not step.flat.detached()
+
+
+def test_a_replaced_gradient_is_refused():
+    net = _net()
+    step = FusedStep(net, torch.optim.AdamW, 1e-2, 0.0)
+    next(net.parameters()).grad = torch.zeros_like(next(net.parameters()))
+    with pytest.raises(RuntimeError, match="flat buffer"):
+        step.step()

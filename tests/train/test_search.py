@@ -1,0 +1,88 @@
+"""The optional inner hyperparameter search (train.search): seeded, budgeted, nested."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from modalsurv.train import search as search_module
+from modalsurv.train.cv import cross_validate
+from modalsurv.train.estimator import ModalSurv
+
+pytest.importorskip("optuna")
+
+SEARCH = {"trials": 3, "inner_folds": 2, "epochs": [2, 3], "latent_dim": [8, 16]}
+
+
+def searched_config(make_config, **over):
+    return make_config(search={**SEARCH, **over})
+
+
+def test_same_seed_same_trials(make_cohort, make_config):
+    train = make_cohort(n=60, seed=1)
+    a = search_module.search(train, searched_config(make_config))
+    b = search_module.search(train, searched_config(make_config))
+    assert [t["params"] for t in a.trials] == [t["params"] for t in b.trials]
+    assert [t["value"] for t in a.trials] == [t["value"] for t in b.trials]
+    assert a.best == b.best and set(a.best) == set(search_module.KEYS)
+    lo, hi = SEARCH["epochs"]
+    assert lo <= a.best["train.epochs"] <= hi and a.best["model.latent_dim"] in (8, 16)
+    other = make_config(search=SEARCH, seed=5)
+    c = search_module.search(train, other)
+    assert [t["params"] for t in c.trials] != [t["params"] for t in a.trials]
+
+
+def test_budget_is_respected(make_cohort, make_config):
+    train = make_cohort(n=60, seed=1)
+    res = search_module.search(train, searched_config(make_config, trials=2))
+    assert len(res.trials) == 2
+    timed = search_module.search(train, searched_config(make_config, trials=50, timeout=1e-3))
+    assert len(timed.trials) == 1  # the time limit stops the search after the first trial
+
+
+def test_no_outer_test_row_reaches_the_search(make_cohort, make_config, monkeypatch):
+    cohort = make_cohort(n=60, seed=2)
+    seen: list[set[str]] = []
+    fit = ModalSurv.fit
+
+    def spy(self, cohort, *a, **k):
+        seen.append(set(cohort.ids))
+        return fit(self, cohort, *a, **k)
+
+    monkeypatch.setattr(ModalSurv, "fit", spy)
+    res = cross_validate(cohort, searched_config(make_config, trials=2), folds=2, repeats=1,
+                         seed=0, baselines=[])  # fmt: skip
+    # per outer fold: 2 trials x 2 inner folds, then the final model
+    assert len(seen) == 2 * (2 * 2 + 1)
+    for f in range(2):
+        test = set(res.folds.loc[res.folds.fold == f, "patient"])
+        fits = seen[f * 5:(f + 1) * 5]
+        assert all(not (ids & test) for ids in fits)
+    assert [r["fold"] for r in res.summary["search"]] == [0, 1]
+    chosen = res.models[0][0].config
+    assert chosen.train.epochs in (2, 3) and chosen.model.latent_dim in (8, 16)
+    assert "modalsurv/search" in res.timings().columns
+
+
+def test_off_by_default_and_missing_optuna_is_named(make_cohort, make_config, monkeypatch):
+    from modalsurv.errors import MissingDependencyError
+
+    cfg = make_config()
+    assert cfg.search.trials == 0
+    assert search_module.tuned_config(make_cohort(n=30), cfg) == (cfg, None)
+    monkeypatch.setattr(search_module, "require", lambda *a: (_ for _ in ()).throw(
+        MissingDependencyError("the hyperparameter search needs optuna: pip install"
+                               " 'modalsurv[tune]'")))  # fmt: skip
+    with pytest.raises(MissingDependencyError, match="tune"):
+        search_module.search(make_cohort(n=30), searched_config(make_config))
+
+
+def test_trials_below_the_median_are_pruned_after_an_inner_fold(make_cohort, make_config):
+    train = make_cohort(n=60, seed=1)
+    res = search_module.search(train, searched_config(make_config, trials=8, inner_folds=3))
+    states = {t["state"] for t in res.trials}
+    assert states <= {"COMPLETE", "PRUNED"} and "PRUNED" in states
+    assert res.record()["n_pruned"] >= 1 and np.isfinite(res.best_cindex)
+    unpruned = search_module.search(train, searched_config(make_config, trials=8, inner_folds=3,
+                                                           prune=False))  # fmt: skip
+    assert {t["state"] for t in unpruned.trials} == {"COMPLETE"}

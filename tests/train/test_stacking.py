@@ -1,0 +1,253 @@
+"""The stacked default (train.stacking): nested, non-negative, proper curves, saved without
+pickle, used by predict and the challenge answers; ``model.stack: none`` is unchanged."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from modalsurv.cohort import Cohort
+from modalsurv.config import parse_config
+from modalsurv.errors import ConfigError
+from modalsurv.survival.metrics import concordance_index
+from modalsurv.train import stacking
+from modalsurv.train.cv import PLAIN, cross_validate
+from modalsurv.train.ensemble import FoldEnsemble
+from modalsurv.train.estimator import ModalSurv
+from modalsurv.train.stacking import StackedSurv, fit_weights, standardise
+
+# Fold figures of the plain network with the train tests' tiny config (3 folds, seed 0),
+# computed with the code as it was before the stack existed (commit 28347be). The plain
+# path reproduces the C-indices to the last bit; risks and IBS move in their 8th digit,
+# because the faster step (folded attention pooling, the closed-form DeepHit gradient, one
+# flat AdamW update) adds the same numbers in another order.
+GOLDEN = {
+    "one": {"harrell_c": [0.4092827004219409, 0.592274678111588, 0.6347826086956522],
+            "ibs": [0.23392153692602674, 0.26317743172010616, 0.28726746023994915],
+            "risk": [0.5411369133623166, 0.5274982371570289, 0.5389174486992756,
+                     0.5270622004989466, 0.5168287906480971, 0.5106484499201944]},
+    "rotate3": {"harrell_c": [0.5021097046413502, 0.6909871244635193, 0.6130434782608696],
+                "ibs": [0.2405180340433826, 0.2749430704873724, 0.2685002846165117],
+                "risk": [0.5682138898944327, 0.5608583050029923, 0.5534123073106649,
+                         0.5608464338349302, 0.5555550887242164, 0.564864928761688]},
+}  # fmt: skip
+ROTATE3 = {"epochs": 4, "patience": 2, "batch_size": 16, "device": "cpu", "n_init": 3,
+           "monitor": "cindex"}  # fmt: skip
+
+
+def stack_config(make_config, **model_over):
+    train = {"epochs": 4, "patience": 2, "batch_size": 16, "device": "cpu", "n_init": 5}
+    model = {"latent_dim": 16, "hidden_dim": 16, "attention_pool_dim": 8, "n_heads": 2,
+             "n_bins": 8, "dropout": 0.1,
+             "stack": ["modalsurv", "modalsurv_clinical", "coxph_clinical", "coxnet", "rsf"],
+             **model_over}  # fmt: skip
+    return make_config(train=train, model=model)
+
+
+@pytest.fixture(scope="module")
+def fitted(make_cohort, make_config):
+    cohort = make_cohort(n=110, seed=3)
+    train, test = cohort.subset(np.arange(85)), cohort.subset(np.arange(85, 110))
+    return StackedSurv(stack_config(make_config)).fit(train), train, test
+
+
+@pytest.mark.parametrize("name", ["one", "rotate3"])
+def test_plain_network_reproduces_the_figures_from_before_the_stack(make_cohort, make_config,
+                                                                    name):  # fmt: skip
+    # today's settings: the plain network, and DeepHit's ranking scale as it was (0.1)
+    cfg = make_config(loss={"sigma": 0.1}) if name == "one" else make_config(
+        train=ROTATE3, loss={"sigma": 0.1})
+    assert cfg.model.stack == "none"
+    res = cross_validate(make_cohort(80, 0), cfg, folds=3, repeats=1, seed=0, baselines=[])
+    m = res.metrics[res.metrics.model == "modalsurv"]
+    assert list(m.harrell_c) == GOLDEN[name]["harrell_c"]
+    np.testing.assert_allclose(m.ibs, GOLDEN[name]["ibs"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(res.predictions.risk[:6], GOLDEN[name]["risk"], rtol=0, atol=1e-6)
+    assert res.summary["model_kind"] == "plain" and "stack" not in res.summary
+
+
+def test_weights_are_nonnegative_sum_to_one_and_curves_are_proper(fitted):
+    model, train, test = fitted
+    info = model.stack_info_
+    w = np.array(list(info["weights"].values()))
+    assert (w >= 0).all() and w.sum() == pytest.approx(1.0)
+    assert set(info["weights"]) == {"modalsurv", "modalsurv_clinical", "coxph_clinical", "coxnet",
+                                    "rsf"}
+    assert all(b >= 0 for b in model.beta_.values())
+    times = np.linspace(0.1, train.time.max(), 25)
+    surv = model.predict_survival(test, times)
+    assert ((surv >= 0) & (surv <= 1)).all()
+    assert (np.diff(surv, axis=1) <= 1e-12).all()  # non-increasing in t
+    # a higher risk never has a higher survival at any time (proportional hazards)
+    order = np.argsort(model.predict_risk(test))
+    assert (np.diff(surv[order], axis=0) <= 1e-12).all()
+    pmf = model.predict_pmf(test)
+    assert np.allclose(pmf.sum(1), 1.0) and (pmf >= -1e-12).all()
+    assert np.isfinite(model.predict_expected_time(test)).all()
+    assert model.gate_weights(test).shape == (len(test), len(model.modalities_))
+
+
+def test_save_load_round_trip_and_fold_ensemble(fitted, tmp_path):
+    model, train, test = fitted
+    model.save(tmp_path / "m")
+    back = stacking.load_model(tmp_path / "m")
+    assert isinstance(back, StackedSurv)
+    np.testing.assert_array_equal(back.predict_risk(test), model.predict_risk(test))
+    np.testing.assert_array_equal(back.predict_survival(test, [1.0, 5.0]),
+                                  model.predict_survival(test, [1.0, 5.0]))
+    assert back.stack_info_["weights"] == model.stack_info_["weights"]
+    ens = FoldEnsemble([model, back])
+    ens.save(tmp_path / "ens")
+    ens2 = FoldEnsemble.load(tmp_path / "ens")
+    assert ens2.head == "cox"
+    np.testing.assert_allclose(ens2.predict_risk(test), model.predict_risk(test), rtol=1e-12)
+    with pytest.raises(ConfigError, match="plain ModalSurv"):
+        ModalSurv(model.config.model_copy(deep=True)).fit(train).save(tmp_path / "p")
+        StackedSurv.load(tmp_path / "p")
+
+
+def test_no_outer_test_row_reaches_any_fit(make_cohort, make_config, monkeypatch):
+    cohort = make_cohort(n=90, seed=5)
+    seen_fit: list[set[str]] = []
+    seen_weights: list[np.ndarray] = []
+    original_fit, original_weights = StackedSurv.fit, stacking.fit_weights
+
+    def spy_fit(self, cohort, *a, **k):
+        seen_fit.append(set(cohort.ids))
+        return original_fit(self, cohort, *a, **k)
+
+    def spy_weights(z, time, event, *a, **k):
+        seen_weights.append(np.asarray(time).copy())
+        return original_weights(z, time, event, *a, **k)
+
+    for cls in (stacking.NeuralCandidate, stacking.CoxnetCandidate, stacking.ForestCandidate,
+                stacking.ClinicalCoxCandidate):
+        fit = cls.fit
+
+        def spy_candidate(self, train, *a, _fit=fit, **k):
+            seen_fit.append(set(train.ids))
+            return _fit(self, train, *a, **k)
+
+        monkeypatch.setattr(cls, "fit", spy_candidate)
+    monkeypatch.setattr(StackedSurv, "fit", spy_fit)
+    monkeypatch.setattr(stacking, "fit_weights", spy_weights)
+    res = cross_validate(cohort, stack_config(make_config), folds=3, repeats=1, seed=0,
+                         baselines=[])  # fmt: skip
+    assert len(seen_weights) == 3 and len(seen_fit) == 3 * 6
+    times = dict(zip(cohort.ids, cohort.time))
+    assert len(set(cohort.time)) == len(cohort)  # times identify patients
+    for f in range(3):
+        test = set(res.folds.loc[res.folds.fold == f, "patient"])
+        fits = [s for s in seen_fit if not (s & test)]
+        assert len(fits) == 6  # this fold's stack and its five candidates saw no test row
+        train_times = {times[p] for p in fits[0]}
+        assert any(set(w) <= train_times for w in seen_weights)
+    for ids in seen_fit:  # every fit was on some fold's training part only
+        assert any(not (ids & set(res.folds.loc[res.folds.fold == f, "patient"]))
+                   for f in range(3))
+    assert res.summary["model_kind"] == "stack" and len(res.summary["stack"]) == 3
+    assert {"weights", "oof_cindex", "dropped"} <= set(res.summary["stack"][0])
+    assert "modalsurv/rsf" in res.timings().columns  # seconds: not saved, in memory
+
+
+def _simulated(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    t_event = rng.exponential(np.exp(-x))
+    t_cens = rng.exponential(2.0, size=n)
+    return x, np.minimum(t_event, t_cens), t_event <= t_cens
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_pure_noise_candidates_get_no_weight(seed):
+    rng = np.random.default_rng(100 + seed)
+    x, time, event = _simulated(600, seed)
+    signal = x + 0.5 * rng.normal(size=len(x))  # a good candidate
+    weaker = x + 1.5 * rng.normal(size=len(x))  # a weaker, informative one
+    noise = rng.normal(size=(len(x), 3))  # three candidates that know nothing
+    z = np.column_stack([signal, weaker, noise])
+    z = (z - z.mean(0)) / z.std(0)
+    beta, record = fit_weights(z, time, event)
+    assert (beta >= 0).all() and beta[0] > 0 and beta[1] > 0
+    assert (beta[2:] == 0).all(), beta
+    assert [t["kept"] for t in record["screen"]] == [True, True, False, False, False]
+    # without the screen the shrinkage towards equal weights would give noise a weight
+    unscreened = stacking.nonnegative_cox(z, time, event, stacking.SHRINK)[0]
+    assert (unscreened[2:] > 0).any()
+
+
+def test_standardise_per_inner_model():
+    oof = [(np.array([0, 1, 2]), np.array([1.0, 2.0, 3.0])),
+           (np.array([3, 4]), np.array([10.0, 30.0]))]  # fmt: skip
+    z, mu, sd = standardise(oof, 6)
+    np.testing.assert_allclose(sd, [np.std([1.0, 2.0, 3.0]), 10.0])
+    np.testing.assert_allclose(mu, [2.0, 20.0])
+    np.testing.assert_allclose(z[:5], [-1.2247449, 0.0, 1.2247449, -1.0, 1.0], rtol=1e-6)
+    assert np.isnan(z[5])
+    zp, _, _ = standardise(oof, 6, "pooled")
+    assert np.argsort(zp[:5]).tolist() == [0, 1, 2, 3, 4]
+
+
+def test_curves_are_calibrated_on_synthetic_data():
+    """A stack whose candidate knows the true risk gives survival curves that match the
+    Kaplan-Meier estimate of held-out patients (mean predicted S(t) within 0.03)."""
+    from sksurv.nonparametric import kaplan_meier_estimator
+
+    from modalsurv.survival.cox import breslow
+
+    x, time, event = _simulated(4000, 7)
+    tr, te = np.arange(2000), np.arange(2000, 4000)
+    z = ((x - x[tr].mean()) / x[tr].std())[:, None]
+    beta, _ = fit_weights(z[tr], time[tr], event[tr])
+    assert beta[0] == pytest.approx(x[tr].std(), rel=0.1)  # the true log-hazard slope is 1
+    bt, bh = breslow(time[tr], event[tr], z[tr] @ beta)
+    fam = stacking.get_family("cox")
+    grid = np.quantile(time[te], [0.2, 0.4, 0.6, 0.8])
+    surv = fam.survival((z[te] @ beta)[:, None], np.zeros(2), grid,
+                        {"breslow/time": bt, "breslow/cumhaz": bh})
+    km_t, km_s = kaplan_meier_estimator(event[te], time[te])
+    km = np.array([km_s[np.searchsorted(km_t, g, side="right") - 1] for g in grid])
+    np.testing.assert_allclose(surv.mean(0), km, atol=0.03)
+
+
+def test_config_refuses_what_cannot_stack():
+    with pytest.raises(ConfigError, match="unknown stack candidates"):
+        parse_config({"model": {"stack": ["coxnet", "deepsurv"]}})
+    with pytest.raises(ConfigError, match="outer_fold"):
+        parse_config({"cv": {"selection": "outer_fold"}})
+    assert parse_config({"model": {"stack": None}}).model.stack == "none"
+    cfg = parse_config({"model": {"stack": "none"}, "cv": {"selection": "outer_fold"}})
+    assert isinstance(stacking.make_model(cfg), ModalSurv)
+    lora = {"encoder": "wsi", "mode": "lora"}
+    with pytest.raises(ConfigError, match="set model.stack: none to fine-tune"):
+        parse_config({"finetune": lora})
+    cfg = parse_config({"model": {"stack": "none"}, "finetune": lora})
+    assert cfg.finetune.mode == "lora" and isinstance(stacking.make_model(cfg), ModalSurv)
+
+
+def test_candidates_follow_the_cohort(make_config):
+    rng = np.random.default_rng(0)
+    only_clinical = Cohort([f"p{i}" for i in range(20)], rng.uniform(1, 5, 20),
+                           rng.random(20) < 0.5, features={"clinical": rng.normal(size=(20, 3))})
+    cfg = stack_config(make_config, stack=["modalsurv", "modalsurv_clinical", "modalsurv_cox",
+                                           "rsf"], head="cox")  # fmt: skip
+    names = stacking.candidate_configs(cfg, only_clinical)
+    assert list(names) == ["modalsurv", "rsf"]  # clinical-only repeats it; cox is the head
+
+
+def test_stack_in_a_cv_run_scores_the_plain_network_beside_it(make_cohort, make_config):
+    cohort = make_cohort(n=80, seed=0)
+    res = cross_validate(cohort, stack_config(make_config), folds=2, repeats=1, seed=0,
+                         baselines=[])  # fmt: skip
+    plain = cross_validate(cohort, stack_config(make_config, stack="none"), folds=2, repeats=1,
+                           seed=0, baselines=[])  # fmt: skip
+    # the stack's ModalSurv candidate is exactly the plain run's network
+    a = res.metrics[res.metrics.model == PLAIN].harrell_c.to_numpy()
+    b = plain.metrics[plain.metrics.model == "modalsurv"].harrell_c.to_numpy()
+    np.testing.assert_array_equal(a, b)
+    c = res.metrics[res.metrics.model == "modalsurv"].harrell_c.to_numpy()
+    assert np.isfinite(c).all() and np.isfinite(res.predictions.risk).all()
+    # the out-of-fold predictions are the stack's, not the plain network's
+    assert not np.allclose(res.predictions.risk, plain.predictions.risk)
+    oof = concordance_index(cohort.time, cohort.event, res.predictions.risk.to_numpy())
+    assert 0.0 < oof < 1.0
