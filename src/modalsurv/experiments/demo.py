@@ -34,6 +34,7 @@ import pandas as pd
 
 from modalsurv.config import RunConfig, parse_config
 from modalsurv.report.tables import format_difference
+from modalsurv.train.cv import PLAIN
 from modalsurv.utils import Progress, atomic_write_csv, atomic_write_text
 
 
@@ -68,8 +69,9 @@ def _rows(dataset: str, result: Any, extra: dict[str, Any]) -> list[dict[str, An
         row = {"dataset": dataset, "model": model, "C-index": f"{c['mean']:.3f} ± {c['std']:.3f}"}
         row.update({k: v for k, v in extra.items() if model == "modalsurv" or k == "oracle C"})
         rows.append(row)
-    others = {m: s["harrell_c"]["mean"] for m, s in models.items()
-              if m != "modalsurv" and np.isfinite(s["harrell_c"]["mean"])}  # fmt: skip
+    others = {m: s["harrell_c"]["mean"] for m, s in models.items()  # the network alone is
+              if m not in ("modalsurv", PLAIN)  # part of the default, not a baseline
+              and np.isfinite(s["harrell_c"]["mean"])}  # fmt: skip
     if "modalsurv" in models and others:
         best = max(others, key=lambda m: others[m])
         p = result.paired().set_index("reference").loc[best]
