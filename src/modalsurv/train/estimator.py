@@ -156,7 +156,25 @@ def member_seed(seed: int, k: int) -> int:
 
 
 # ---------------------------------------------------------------------- estimator
-class ModalSurv(BaseEstimator):
+class FittedCheck:
+    """The fitted check and time cuts that ModalSurv and the stack share: a model is
+    fitted when scikit-learn's check passes and none of ``_fitted_parts`` is None."""
+
+    _fitted_parts: tuple[str, ...] = ("bins_",)
+
+    def _check_fitted(self) -> None:
+        fitted = self.__sklearn_is_fitted__()  # type: ignore[attr-defined]
+        if not fitted or any(getattr(self, a, None) is None for a in self._fitted_parts):
+            raise RuntimeError(f"this {type(self).__name__} is not fitted yet: call fit() or"
+                               " load()")  # fmt: skip
+
+    @property
+    def cuts(self) -> np.ndarray:
+        self._check_fitted()
+        return np.asarray(self.bins_.cuts, dtype=np.float64)  # type: ignore[attr-defined]
+
+
+class ModalSurv(FittedCheck, BaseEstimator):
     """Multimodal survival estimator: ``fit`` / ``predict_*`` / ``save`` / ``load``."""
 
     # Fitted attributes (scikit-learn convention: set by fit / load, ending in "_"):
@@ -174,6 +192,8 @@ class ModalSurv(BaseEstimator):
     fit_results_: list[FitResult]
     fitted_: dict[str, np.ndarray]
     training_meta_: dict[str, Any] | None
+
+    _fitted_parts = ("bins_", "preprocessor_")
 
     def __init__(self, config: RunConfig | None = None) -> None:
         self.config = config or RunConfig()
@@ -293,17 +313,6 @@ class ModalSurv(BaseEstimator):
         return self
 
     # -------------------------------------------------------------- internals
-    @property
-    def cuts(self) -> np.ndarray:
-        self._check_fitted()
-        return np.asarray(self.bins_.cuts, dtype=np.float64)
-
-    def _check_fitted(self) -> None:
-        if not self.__sklearn_is_fitted__():
-            raise RuntimeError("this ModalSurv is not fitted yet: call fit() or load()")
-        if self.bins_ is None or self.preprocessor_ is None:
-            raise RuntimeError("this ModalSurv is not fitted yet: call fit() or load()")
-
     def _tensors(self, processed: Cohort, with_bins: bool = False) -> Tensors:
         pp = self.preprocessor_
         bin_index = None

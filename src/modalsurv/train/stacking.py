@@ -86,6 +86,7 @@ from modalsurv.train.baselines import (
 )
 from modalsurv.train.estimator import (
     FORMAT_VERSION,
+    FittedCheck,
     ModalSurv,
     check_labels,
     inner_split,
@@ -221,39 +222,75 @@ class NeuralCandidate(_Candidate):
         return cls(name, model.config, model)
 
 
-class CoxnetCandidate(_Candidate):
-    """Elastic-net Cox (the ``coxnet`` baseline's path and inner-CV penalty) per inner fold."""
+class _PerFoldCandidate(_Candidate):
+    """A classical peer refitted on each inner fold's training rows: one model per inner
+    fold, its risks on the fold's held-out rows kept at fit time (the out-of-fold risks)."""
 
-    kind = "coxnet"
-
-    def __init__(self, name: str = "coxnet") -> None:
+    def __init__(self, name: str) -> None:
         self.name = name
-        self.coef = np.zeros((0, 0))
-        self.offset = np.zeros(0)
         self._oof: list[tuple[np.ndarray, np.ndarray]] = []
         self.features: FeatureMatrix | None = None
+
+    def _matrix(self, train: Cohort, features: FeatureMatrix | None) -> FeatureMatrix:
+        """The fitted feature matrix this candidate reads: the stack's shared one."""
+        assert features is not None
+        return features
+
+    def _fit_fold(self, x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray,
+                  seed: int) -> tuple[Any, np.ndarray]:  # fmt: skip
+        """One inner fold: (the fitted model, its risks on the held-out rows)."""
+        raise NotImplementedError
+
+    def _keep(self, models: list[Any]) -> None:
+        """Store the inner models in the form :meth:`_predict` and ``export`` read."""
+        raise NotImplementedError
+
+    def _predict(self, x: np.ndarray) -> np.ndarray:
+        """``J x N``: every inner model's risk on the feature rows ``x``."""
+        raise NotImplementedError
 
     def fit(self, train: Cohort, features: FeatureMatrix | None,
             splits: list[tuple[np.ndarray, np.ndarray]], seed: int,
             progress: Progress | None) -> None:  # fmt: skip
-        assert features is not None
-        self.features = features
-        x, y = features.transform(train), train.survival_array()
-        coefs, offsets, self._oof = [], [], []
+        self.features = self._matrix(train, features)
+        x, y = self.features.transform(train), train.survival_array()
+        models, self._oof = [], []
         for j, (tr, va) in enumerate(splits):
-            path, alpha = select_coxnet(x[tr], y[tr], seed + j, baseline=False)
-            coef, off = linear_predictor(path, alpha, x.shape[1])
-            coefs.append(coef)
-            offsets.append(off)
-            self._oof.append((va, x[va] @ coef - off))
-        self.coef, self.offset = np.asarray(coefs), np.asarray(offsets)
+            model, risk = self._fit_fold(x[tr], y[tr], x[va], seed + j)
+            models.append(model)
+            self._oof.append((va, risk))
+        self._keep(models)
 
     def oof(self, mode: str) -> list[tuple[np.ndarray, np.ndarray]]:
         return self._oof
 
     def model_risks(self, cohort: Cohort) -> np.ndarray:
         assert self.features is not None
-        return (self.features.transform(cohort) @ self.coef.T - self.offset).T
+        return self._predict(self.features.transform(cohort))
+
+
+class CoxnetCandidate(_PerFoldCandidate):
+    """Elastic-net Cox (the ``coxnet`` baseline's path and inner-CV penalty) per inner fold."""
+
+    kind = "coxnet"
+
+    def __init__(self, name: str = "coxnet") -> None:
+        super().__init__(name)
+        self.coef = np.zeros((0, 0))
+        self.offset = np.zeros(0)
+
+    def _fit_fold(self, x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray,
+                  seed: int) -> tuple[Any, np.ndarray]:  # fmt: skip
+        path, alpha = select_coxnet(x_tr, y_tr, seed, baseline=False)
+        coef, off = linear_predictor(path, alpha, x_tr.shape[1])
+        return (coef, off), x_va @ coef - off
+
+    def _keep(self, models: list[Any]) -> None:
+        self.coef = np.asarray([c for c, _ in models])
+        self.offset = np.asarray([o for _, o in models])
+
+    def _predict(self, x: np.ndarray) -> np.ndarray:
+        return (x @ self.coef.T - self.offset).T
 
     def export(self) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, np.ndarray]]:
         return {}, {}, {"coef": self.coef, "offset": self.offset}
@@ -267,37 +304,27 @@ class CoxnetCandidate(_Candidate):
         return out
 
 
-class ForestCandidate(_Candidate):
+class ForestCandidate(_PerFoldCandidate):
     """A random survival forest (the ``rsf`` baseline's settings) per inner fold, kept as
     plain arrays (``train.forest``)."""
 
     kind = "rsf"
 
     def __init__(self, name: str = "rsf", n_jobs: int = 2) -> None:
-        self.name, self.n_jobs = name, n_jobs
+        super().__init__(name)
+        self.n_jobs = n_jobs
         self.forests: list[FlatForest] = []
-        self._oof: list[tuple[np.ndarray, np.ndarray]] = []
-        self.features: FeatureMatrix | None = None
 
-    def fit(self, train: Cohort, features: FeatureMatrix | None,
-            splits: list[tuple[np.ndarray, np.ndarray]], seed: int,
-            progress: Progress | None) -> None:  # fmt: skip
-        assert features is not None
-        self.features = features
-        x, y = features.transform(train), train.survival_array()
-        self.forests, self._oof = [], []
-        for j, (tr, va) in enumerate(splits):
-            forest = grow_forest(x[tr], y[tr], n_estimators=RSF_TREES, min_samples_leaf=RSF_LEAF,
-                                 seed=seed + j, n_jobs=self.n_jobs)  # fmt: skip
-            self.forests.append(forest)
-            self._oof.append((va, forest.predict(x[va])))
+    def _fit_fold(self, x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray,
+                  seed: int) -> tuple[Any, np.ndarray]:  # fmt: skip
+        forest = grow_forest(x_tr, y_tr, n_estimators=RSF_TREES, min_samples_leaf=RSF_LEAF,
+                             seed=seed, n_jobs=self.n_jobs)  # fmt: skip
+        return forest, forest.predict(x_va)
 
-    def oof(self, mode: str) -> list[tuple[np.ndarray, np.ndarray]]:
-        return self._oof
+    def _keep(self, models: list[Any]) -> None:
+        self.forests = list(models)
 
-    def model_risks(self, cohort: Cohort) -> np.ndarray:
-        assert self.features is not None
-        x = self.features.transform(cohort)
+    def _predict(self, x: np.ndarray) -> np.ndarray:
         return np.stack([f.predict(x) for f in self.forests])
 
     def export(self) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, np.ndarray]]:
@@ -317,7 +344,7 @@ class ForestCandidate(_Candidate):
         return out
 
 
-class ClinicalCoxCandidate(_Candidate):
+class ClinicalCoxCandidate(_PerFoldCandidate):
     """Ridge-penalised Cox on the clinical modality (the ``coxph_clinical`` baseline's
     model and encoding) per inner fold: the classical clinical score, kept as its
     coefficients over its own clinical feature matrix."""
@@ -325,37 +352,31 @@ class ClinicalCoxCandidate(_Candidate):
     kind = "coxph"
 
     def __init__(self, name: str = "coxph_clinical") -> None:
-        self.name = name
+        super().__init__(name)
         self.coef = np.zeros((0, 0))
-        self._oof: list[tuple[np.ndarray, np.ndarray]] = []
-        self.features: FeatureMatrix | None = None
 
-    def fit(self, train: Cohort, features: FeatureMatrix | None,
-            splits: list[tuple[np.ndarray, np.ndarray]], seed: int,
-            progress: Progress | None) -> None:  # fmt: skip
+    def _matrix(self, train: Cohort, features: FeatureMatrix | None) -> FeatureMatrix:
+        """Its own matrix over the clinical modalities only, fitted on ``train``."""
+        assert features is not None
+        clinical = [m for m in features.config.preprocess.clinical_modalities
+                    if m in train.features]  # fmt: skip
+        return FeatureMatrix(features.config, clinical).fit(train)
+
+    def _fit_fold(self, x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray,
+                  seed: int) -> tuple[Any, np.ndarray]:  # fmt: skip
         from sksurv.linear_model import CoxPHSurvivalAnalysis
 
         from modalsurv.train.baselines import COXPH_ALPHA
 
-        assert features is not None
-        clinical = [m for m in features.config.preprocess.clinical_modalities
-                    if m in train.features]  # fmt: skip
-        self.features = FeatureMatrix(features.config, clinical).fit(train)
-        x, y = self.features.transform(train), train.survival_array()
-        coefs, self._oof = [], []
-        for tr, va in splits:
-            model = CoxPHSurvivalAnalysis(alpha=COXPH_ALPHA, ties="efron").fit(x[tr], y[tr])
-            coef = np.asarray(model.coef_, dtype=np.float64)
-            coefs.append(coef)
-            self._oof.append((va, x[va] @ coef))
-        self.coef = np.asarray(coefs)
+        model = CoxPHSurvivalAnalysis(alpha=COXPH_ALPHA, ties="efron").fit(x_tr, y_tr)
+        coef = np.asarray(model.coef_, dtype=np.float64)
+        return coef, x_va @ coef
 
-    def oof(self, mode: str) -> list[tuple[np.ndarray, np.ndarray]]:
-        return self._oof
+    def _keep(self, models: list[Any]) -> None:
+        self.coef = np.asarray(models)
 
-    def model_risks(self, cohort: Cohort) -> np.ndarray:
-        assert self.features is not None
-        return (self.features.transform(cohort) @ self.coef.T).T
+    def _predict(self, x: np.ndarray) -> np.ndarray:
+        return (x @ self.coef.T).T
 
     def export(self) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, np.ndarray]]:
         assert self.features is not None
@@ -524,7 +545,7 @@ def fit_weights(z: np.ndarray, time: np.ndarray, event: np.ndarray,
 
 
 # ---------------------------------------------------------------------- the estimator
-class StackedSurv(BaseEstimator):
+class StackedSurv(FittedCheck, BaseEstimator):
     """The stacked default (module docstring): ``fit`` / ``predict_*`` / ``save`` / ``load``,
     the same API as :class:`ModalSurv`, predicting as a Cox-family model.
 
@@ -551,15 +572,6 @@ class StackedSurv(BaseEstimator):
     @property
     def family(self) -> SurvivalFamily:
         return get_family("cox")
-
-    @property
-    def cuts(self) -> np.ndarray:
-        self._check_fitted()
-        return np.asarray(self.bins_.cuts, dtype=np.float64)
-
-    def _check_fitted(self) -> None:
-        if not self.__sklearn_is_fitted__():
-            raise RuntimeError("this StackedSurv is not fitted yet: call fit() or load()")
 
     # -------------------------------------------------------------- fitting
     def fit(self, cohort: Cohort, y: Any = None, *, val_cohort: Cohort | None = None,
