@@ -110,6 +110,22 @@ class FeatureMatrix:
         return out
 
 
+def fit_ridge_cox(x: np.ndarray, y: np.ndarray) -> Any:
+    """scikit-survival's ridge Cox (``COXPH_ALPHA``, Efron ties) on ``x``.
+
+    Its Newton steps halve the step when a trial step makes the likelihood worse; such a
+    trial can overflow ``exp(x w)`` on small folds and numpy then warns although the
+    fit recovers. The overflow is silenced here and the result checked instead."""
+    from sksurv.linear_model import CoxPHSurvivalAnalysis
+
+    with np.errstate(over="ignore"):
+        model = CoxPHSurvivalAnalysis(alpha=COXPH_ALPHA, ties="efron").fit(x, y)
+    if not np.all(np.isfinite(model.coef_)):
+        raise FloatingPointError(f"the ridge Cox fit on {x.shape[0]} rows x {x.shape[1]}"
+                                 " features diverged (non-finite coefficients)")  # fmt: skip
+    return model
+
+
 class _SksurvOnFeatures:
     """A scikit-survival estimator on a train-fitted FeatureMatrix (shared predict code)."""
 
@@ -120,9 +136,12 @@ class _SksurvOnFeatures:
     def _new_model(self) -> Any:
         raise NotImplementedError
 
+    def _fit_model(self, x: np.ndarray, y: np.ndarray) -> Any:
+        return self._new_model().fit(x, y)
+
     def fit(self, cohort: Cohort) -> _SksurvOnFeatures:
         x = self.features.fit(cohort).transform(cohort)
-        self.model = self._new_model().fit(x, cohort.survival_array())
+        self.model = self._fit_model(x, cohort.survival_array())
         return self
 
     def predict_risk(self, cohort: Cohort) -> np.ndarray:
@@ -141,10 +160,8 @@ class CoxPHClinical(_SksurvOnFeatures):
     def __init__(self, config: RunConfig, seed: int = 0) -> None:
         super().__init__(FeatureMatrix(config, list(config.preprocess.clinical_modalities)))
 
-    def _new_model(self) -> Any:
-        from sksurv.linear_model import CoxPHSurvivalAnalysis
-
-        return CoxPHSurvivalAnalysis(alpha=COXPH_ALPHA, ties="efron")
+    def _fit_model(self, x: np.ndarray, y: np.ndarray) -> Any:
+        return fit_ridge_cox(x, y)
 
 
 class Coxnet:

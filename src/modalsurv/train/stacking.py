@@ -81,6 +81,7 @@ from modalsurv.train.baselines import (
     RSF_LEAF,
     RSF_TREES,
     FeatureMatrix,
+    fit_ridge_cox,
     linear_predictor,
     select_coxnet,
 )
@@ -364,12 +365,7 @@ class ClinicalCoxCandidate(_PerFoldCandidate):
 
     def _fit_fold(self, x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray,
                   seed: int) -> tuple[Any, np.ndarray]:  # fmt: skip
-        from sksurv.linear_model import CoxPHSurvivalAnalysis
-
-        from modalsurv.train.baselines import COXPH_ALPHA
-
-        model = CoxPHSurvivalAnalysis(alpha=COXPH_ALPHA, ties="efron").fit(x_tr, y_tr)
-        coef = np.asarray(model.coef_, dtype=np.float64)
+        coef = np.asarray(fit_ridge_cox(x_tr, y_tr).coef_, dtype=np.float64)
         return coef, x_va @ coef
 
     def _keep(self, models: list[Any]) -> None:
