@@ -571,6 +571,40 @@ def d_calibration(event: Any, surv_at_time: Any, n_bins: int = 10) -> DCalibrati
                         counts=counts, edges=np.linspace(0.0, 1.0, n_bins + 1), df=n_bins - 1)
 
 
+def cox_partial_likelihood(time: np.ndarray, event: np.ndarray, x: np.ndarray,
+                           information: bool = True
+                           ) -> Callable[[np.ndarray], tuple[float, np.ndarray, Any]]:  # fmt: skip
+    """The Cox log partial likelihood (Breslow ties) of covariates ``x`` as a function of
+    the coefficients: ``beta -> (loglik, gradient, observed information or None)``.
+
+    One descending sort of the times up front; each call is prefix sums over it (the risk
+    set of ``T`` is everyone up to the end of ``T``'s tie group), shifted by the largest
+    linear predictor so ``exp`` cannot overflow. Shared by the calibration models here and
+    the stack's weights (``train.stacking``)."""
+    order = np.argsort(-np.asarray(time, dtype=np.float64), kind="stable")
+    xo = np.asarray(x, dtype=np.float64)[order]
+    ev = np.asarray(event, dtype=bool)[order]
+    last = _run_end(np.asarray(time, dtype=np.float64)[order]) - 1
+    outer = xo[:, :, None] * xo[:, None, :] if information else None
+
+    def parts(beta: np.ndarray) -> tuple[float, np.ndarray, Any]:
+        eta = xo @ beta
+        top = eta.max()
+        w = np.exp(eta - top)
+        s0 = np.cumsum(w)[last][ev]
+        s1 = np.cumsum(w[:, None] * xo, axis=0)[last][ev]
+        mean = s1 / s0[:, None]
+        loglik = float((eta[ev] - top - np.log(s0)).sum())
+        grad = (xo[ev] - mean).sum(axis=0)
+        if outer is None:
+            return loglik, grad, None
+        s2 = np.cumsum(w[:, None, None] * outer, axis=0)[last][ev]
+        info = (s2 / s0[:, None, None] - mean[:, :, None] * mean[:, None, :]).sum(axis=0)
+        return loglik, grad, info
+
+    return parts
+
+
 def _cox_fit(time: np.ndarray, event: np.ndarray, x: np.ndarray, max_iter: int = 100,
              tol: float = 1e-10) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Cox proportional hazards by Newton–Raphson (Breslow ties), for a few covariates.
@@ -582,24 +616,7 @@ def _cox_fit(time: np.ndarray, event: np.ndarray, x: np.ndarray, max_iter: int =
     """
     p = x.shape[1]
     center = x.mean(axis=0)
-    order = np.argsort(-time, kind="stable")  # descending: prefix sums are risk-set sums
-    xo, ev = (x - center)[order], event[order]
-    last = _run_end(time[order]) - 1  # risk set of T: every patient up to T's tie group end
-    outer = xo[:, :, None] * xo[:, None, :]
-
-    def parts(beta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-        eta = xo @ beta
-        top = eta.max()
-        w = np.exp(eta - top)
-        s0 = np.cumsum(w)[last][ev]
-        s1 = np.cumsum(w[:, None] * xo, axis=0)[last][ev]
-        s2 = np.cumsum(w[:, None, None] * outer, axis=0)[last][ev]
-        mean = s1 / s0[:, None]
-        loglik = float((eta[ev] - top - np.log(s0)).sum())
-        grad = (xo[ev] - mean).sum(axis=0)
-        info = (s2 / s0[:, None, None] - mean[:, :, None] * mean[:, None, :]).sum(axis=0)
-        return loglik, grad, info
-
+    parts = cox_partial_likelihood(time, event, x - center)
     beta = np.zeros(p)
     loglik, grad, info = parts(beta)
     for _ in range(max_iter):

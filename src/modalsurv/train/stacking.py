@@ -54,8 +54,9 @@ seen by anything here):
    ``S(t | x) = exp(-H0(t) exp(eta(x)))``: monotone in t, decreasing in the risk, and the
    stack predicts like any Cox-family model (``FoldEnsemble``, challenge answers).
 
-The cost over a plain ModalSurv: a second (clinical-only, cheaper) seed ensemble and
-``F`` fits of each classical peer; the network candidates' out-of-fold risks are free.
+The cost over a plain ModalSurv: two more seed ensembles (the Cox head; clinical only,
+cheaper) and ``F`` fits of each classical peer; the network candidates' out-of-fold risks
+are free.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ from modalsurv.survival import curves
 from modalsurv.survival.bins import TimeBins
 from modalsurv.survival.cox import breslow
 from modalsurv.survival.family import SurvivalFamily, get_family
-from modalsurv.survival.metrics import concordance_index
+from modalsurv.survival.metrics import concordance_index, cox_partial_likelihood
 from modalsurv.train.baselines import (
     RSF_LEAF,
     RSF_TREES,
@@ -457,25 +458,15 @@ def standardise(oof: Sequence[tuple[np.ndarray, np.ndarray]], n: int, how: str =
 
 def _neg_log_pl(z: np.ndarray, time: np.ndarray, event: np.ndarray, shrink: float = 0.0):
     """Minus the penalised log partial likelihood (Breslow ties; ``RIDGE / 2 * |beta|^2``
-    plus ``shrink / 2 * sum_k (beta_k - mean(beta))^2``) and its gradient, vectorised over
-    one sort of the rows (risk sets ``T_j >= t``)."""
-    order = np.argsort(-np.asarray(time, dtype=np.float64), kind="stable")
-    t, zs, ev = np.asarray(time, np.float64)[order], np.asarray(z, np.float64)[order], \
-        np.asarray(event, bool)[order]
-    # the last sorted position of each time (ties share one risk set: everyone >= t)
-    last = np.searchsorted(-t, -t, side="right") - 1
+    plus ``shrink / 2 * sum_k (beta_k - mean(beta))^2``) and its gradient
+    (``metrics.cox_partial_likelihood`` plus the penalties)."""
+    parts = cox_partial_likelihood(time, event, z, information=False)
 
     def f(beta: np.ndarray) -> tuple[float, np.ndarray]:
-        eta = zs @ beta
-        shift = eta.max() if len(eta) else 0.0
-        w = np.exp(eta - shift)
-        risk = np.cumsum(w)[last]
-        wz = np.cumsum(w[:, None] * zs, axis=0)[last]
+        loglik, grad, _ = parts(beta)
         dev = beta - beta.mean() if len(beta) else beta
-        loss = (-(eta[ev] - shift - np.log(risk[ev])).sum() + 0.5 * RIDGE * beta @ beta
-                + 0.5 * shrink * dev @ dev)  # fmt: skip
-        grad = -(zs[ev] - wz[ev] / risk[ev][:, None]).sum(axis=0) + RIDGE * beta + shrink * dev
-        return float(loss), grad
+        loss = -loglik + 0.5 * RIDGE * beta @ beta + 0.5 * shrink * dev @ dev
+        return float(loss), -grad + RIDGE * beta + shrink * dev
 
     return f
 
