@@ -216,14 +216,10 @@ class ImageCache:
         if len(coords) != len(tiles):
             raise FeatureError(f"{len(coords)} coordinates for {len(tiles)} tiles",
                                patient=str(patient), field="wsi")  # fmt: skip
-        folder = self.root / "wsi"
-        folder.mkdir(parents=True, exist_ok=True)
-        key = patient_key(patient)
-        _save(folder / f"{key}.tiles.npy", np.ascontiguousarray(tiles))
-        _save(folder / f"{key}.coords.npy", np.asarray(coords, dtype=np.int64))
-        atomic_write_text(folder / f"{key}.json", json.dumps(
-            {"patient": str(patient), "n": len(tiles), "shape": list(tiles.shape[1:]),
-             "fingerprint": fingerprint}))  # fmt: skip
+        self._write_entry("wsi", patient, {".tiles.npy": np.ascontiguousarray(tiles),
+                                           ".coords.npy": np.asarray(coords, dtype=np.int64)},
+                          {"n": len(tiles), "shape": list(tiles.shape[1:]),
+                           "fingerprint": fingerprint})  # fmt: skip
 
     def write_volumes(self, patient: str, volumes: np.ndarray, fingerprint: str) -> None:
         """A patient's preprocessed sequences (S, z, y, x); the sidecar last."""
@@ -231,13 +227,21 @@ class ImageCache:
         if vol.ndim != 4:
             raise FeatureError(f"volumes must be (S, z, y, x); found {vol.shape}",
                                patient=str(patient), field="mri")  # fmt: skip
-        folder = self.root / "mri"
+        self._write_entry("mri", patient, {".npy": np.ascontiguousarray(vol)},
+                          {"n": int(vol.shape[0]), "shape": list(vol.shape),
+                           "fingerprint": fingerprint})  # fmt: skip
+
+    def _write_entry(self, modality: str, patient: str, arrays: dict[str, np.ndarray],
+                     meta: dict[str, Any]) -> None:  # fmt: skip
+        """The entry's arrays (``<key><suffix>``), each atomically, then its sidecar: an
+        entry interrupted before the sidecar does not count as cached."""
+        folder = self.root / modality
         folder.mkdir(parents=True, exist_ok=True)
         key = patient_key(patient)
-        _save(folder / f"{key}.npy", np.ascontiguousarray(vol))
-        atomic_write_text(folder / f"{key}.json", json.dumps(
-            {"patient": str(patient), "n": int(vol.shape[0]), "shape": list(vol.shape),
-             "fingerprint": fingerprint}))  # fmt: skip
+        for suffix, arr in arrays.items():
+            _save(folder / f"{key}{suffix}", arr)
+        atomic_write_text(folder / f"{key}.json",
+                          json.dumps({"patient": str(patient), **meta}))  # fmt: skip
 
 
 def _save(path: Path, arr: np.ndarray) -> None:
