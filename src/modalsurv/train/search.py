@@ -32,8 +32,10 @@ from modalsurv.survival.metrics import concordance_index
 from modalsurv.train.estimator import ModalSurv
 from modalsurv.utils import Progress, require
 
-#: the config keys a trial sets, in the order they are drawn
-KEYS = ("train.lr", "train.weight_decay", "model.dropout", "model.latent_dim", "train.epochs")
+#: the config keys a trial sets, in the order they are drawn, and their Optuna names
+PARAMS = {"train.lr": "lr", "train.weight_decay": "weight_decay", "model.dropout": "dropout",
+          "model.latent_dim": "latent_dim", "train.epochs": "epochs"}
+KEYS = tuple(PARAMS)
 
 
 @dataclass
@@ -125,9 +127,7 @@ def search(train: Cohort, config: RunConfig, progress: Progress | None = None) -
     if not done:
         return SearchResult({}, math.nan, trials, time.perf_counter() - started)
     best = study.best_trial
-    values = dict(zip(KEYS, (best.params["lr"], best.params["weight_decay"],
-                             best.params["dropout"], best.params["latent_dim"],
-                             best.params["epochs"])))  # fmt: skip
+    values = {key: best.params[name] for key, name in PARAMS.items()}
     return SearchResult(values, float(best.value), trials, time.perf_counter() - started)
 
 
