@@ -364,7 +364,10 @@ class ModalSurv(FittedCheck, BaseEstimator):
 
         With rotating member splits, member ``k``'s row is an out-of-fold risk on its own
         validation rows (``member_splits``): what the stacked default (``train.stacking``)
-        weighs the network against other models with."""
+        weighs the network against other models with. Each member is scored by
+        ``family.risk``, as the trainer scores its validation rows, so out-of-fold and
+        test-time scores are made alike; :meth:`predict_member_risk` puts the members on the
+        ensemble's scale instead (for the uncertainty spread)."""
         return np.stack([
             self.family.risk(out, self.cuts, self.t_ref_, self.config.train.risk_score,
                              self.fitted_)

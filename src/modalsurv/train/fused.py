@@ -48,7 +48,7 @@ class FlatParameters:
 
     def detached(self) -> bool:
         """Whether autograd replaced a gradient view instead of accumulating into it (then
-        the flat gradient is stale: the caller falls back to per-tensor updates)."""
+        the flat gradient is stale and :meth:`FusedStep.step` refuses to run)."""
         base = self.grad.untyped_storage().data_ptr()
         return any(p.grad is None or p.grad.untyped_storage().data_ptr() != base
                    for p in self.params)  # fmt: skip

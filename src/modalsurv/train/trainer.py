@@ -297,7 +297,6 @@ class GroupedStep:
 
     def __init__(self, net: torch.nn.Module, opt_cls: type[torch.optim.Optimizer], lr: float,
                  weight_decay: float) -> None:  # fmt: skip
-        self.net = net
         self.opt = make_optimizer(opt_cls, net, lr, weight_decay)
 
     def zero_grad(self) -> None:
