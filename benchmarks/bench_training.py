@@ -17,7 +17,14 @@ Two figures per model, medians over epochs 2..E pooled over --repeats alternatin
   validation split and its C-index (pycox: ``val_data`` plus a callback computing the
   C-index of ``1 - S(t)`` at the median training time with the project's metric).
 
+On a GPU (``--device cuda``) a second table gives what a GPU user asks: training samples
+per second (training rows / train-only seconds per epoch) and the peak GPU memory of the
+whole fit (``torch.cuda.max_memory_allocated``: data, weights, optimiser state,
+activations); ``--amp`` adds both models under bfloat16 autocast (ModalSurv's
+``train.mixed_precision``; pycox's fit inside the same autocast).
+
     python benchmarks/bench_training.py [--n 200] [--epochs 10] [--repeats 3] [--threads 1]
+    python benchmarks/bench_training.py --device cuda --amp [--n 5000 --batch 256]
 """
 
 from __future__ import annotations
@@ -42,6 +49,22 @@ from modalsurv.train.estimator import ModalSurv, inner_split
 from modalsurv.train.trainer import resolve_device
 
 Times = tuple[list[float], list[float]]  # (train-only, train+val) seconds per epoch
+
+
+@contextlib.contextmanager
+def peak_memory(device: str, out: list[float]) -> Iterator[None]:
+    """Append the block's peak GPU memory (MiB) to ``out``; nothing on the CPU."""
+    dev = resolve_device(device)
+    cuda = dev.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+    try:
+        yield
+    finally:
+        if cuda:
+            torch.cuda.synchronize(dev)
+            out.append(torch.cuda.max_memory_allocated(dev) / 2**20)
 
 
 def pick_modalities(cohort, k: int = 4) -> list[str]:
@@ -83,6 +106,8 @@ def time_modalsurv(
     tile_dropout: float = 0.0,
     bag_pca: int | str | None = "auto",
     head: str = "deephit",
+    amp: bool = False,
+    peak: list[float] | None = None,
 ) -> Times:
     cfg = RunConfig.model_validate(
         {
@@ -95,6 +120,7 @@ def time_modalsurv(
                 "device": device,
                 "n_init": 1,  # one network: epochs of different members would interleave
                 "tile_dropout": tile_dropout,
+                "mixed_precision": amp,
             },
         }
     )
@@ -106,7 +132,7 @@ def time_modalsurv(
             stamps.append(time.perf_counter())
 
     start = time.perf_counter()
-    with timed_validation(evals):
+    with timed_validation(evals), peak_memory(device, [] if peak is None else peak):
         ModalSurv(cfg).fit(cohort, progress=progress)
     if len(evals) != len(stamps):
         raise RuntimeError(f"{len(evals)} validation passes for {len(stamps)} epochs")
@@ -116,7 +142,8 @@ def time_modalsurv(
 
 
 def time_pycox(
-    cohort, epochs: int, batch: int, device: str, bag_pca: int | str | None = "auto"
+    cohort, epochs: int, batch: int, device: str, bag_pca: int | str | None = "auto",
+    amp: bool = False, peak: list[float] | None = None,
 ) -> Times:
     scipy.integrate.simps = scipy.integrate.simpson  # pycox imports the removed name
     import torchtuples as tt
@@ -151,24 +178,35 @@ def time_pycox(
 
         class Stamp(tt.callbacks.Callback):
             def on_epoch_end(self):
-                if with_val:
-                    surv = model.predict_surv(xv, batch_size=256)
+                if with_val:  # validation in float32, as ModalSurv's trainer does
+                    with torch.autocast(resolve_device(device).type, enabled=False):
+                        surv = model.predict_surv(xv, batch_size=256)
                     metrics.concordance_index(val_time, val_event, 1.0 - surv[:, ref_col])
                 stamps.append(time.perf_counter())
 
         start = time.perf_counter()
-        model.fit(
-            xt,
-            yt,
-            batch_size=batch,
-            epochs=epochs,
-            val_data=(xv, yv) if with_val else None,
-            verbose=False,
-            callbacks=[Stamp()],
-        )
+        dev = resolve_device(device)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+            model.fit(
+                xt,
+                yt,
+                batch_size=batch,
+                epochs=epochs,
+                val_data=(xv, yv) if with_val else None,
+                verbose=False,
+                callbacks=[Stamp()],
+            )
         return list(np.diff([start, *stamps]))
 
-    return run(with_val=False), run(with_val=True)
+    with peak_memory(device, [] if peak is None else peak):
+        train_only = run(with_val=False)
+    return train_only, run(with_val=True)
+
+
+def training_rows(cohort) -> int:
+    """Rows both models train on (the trainer's inner split, default settings)."""
+    cfg = RunConfig()
+    return len(inner_split(cohort.event, cfg.train.val_fraction, cfg.seed)[0])
 
 
 def _training_bags(cohort, device: str, bag_pca: int | str | None):
@@ -304,6 +342,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--amp", action="store_true",
+                    help="also time both models under bfloat16 autocast (train.mixed_precision)")
     ap.add_argument("--tile-dropout", type=float, default=0.0, help="train.tile_dropout")
     ap.add_argument("--mil", type=int, nargs="*", default=[16, 32],
                     help="also time the one-patient-per-step MIL loop with these gradient"
@@ -320,21 +360,28 @@ def main() -> None:
     mods = pick_modalities(cohort)
     cohort = cohort.select(mods)
     shapes = ", ".join(f"{m}{list(cohort.features[m].shape[1:])}" for m in mods)
-    ms: Times = ([], [])
-    pc: Times = ([], [])
+    precisions = [False, True] if args.amp else [False]
+    ms: dict[bool, Times] = {amp: ([], []) for amp in precisions}
+    pc: dict[bool, Times] = {amp: ([], []) for amp in precisions}
+    peaks: dict[tuple[str, bool], list[float]] = {}
     for _ in range(args.repeats):
-        runs = (
-            (
-                ms,
-                time_modalsurv(
-                    cohort, args.epochs, args.batch, args.device, args.tile_dropout, args.bag_pca
+        for amp in precisions:
+            runs = (
+                (
+                    ms[amp],
+                    time_modalsurv(cohort, args.epochs, args.batch, args.device,
+                                   args.tile_dropout, args.bag_pca, amp=amp,
+                                   peak=peaks.setdefault(("ms", amp), [])),
                 ),
-            ),
-            (pc, time_pycox(cohort, args.epochs, args.batch, args.device, args.bag_pca)),
-        )
-        for acc, timed in runs:
-            for kind, secs in zip(acc, timed):
-                kind.extend(secs[1:])
+                (
+                    pc[amp],
+                    time_pycox(cohort, args.epochs, args.batch, args.device, args.bag_pca,
+                               amp=amp, peak=peaks.setdefault(("pc", amp), [])),
+                ),
+            )  # fmt: skip
+            for acc, timed in runs:
+                for kind, secs in zip(acc, timed):
+                    kind.extend(secs[1:])
     floors = {
         "floor: tile embedding matmul alone": time_tile_embedding,
         "floor: tile attention pooling alone": time_attention_pooling,
@@ -343,7 +390,11 @@ def main() -> None:
         name: statistics.median(fn(cohort, args.epochs, args.batch, args.device, args.bag_pca)[1:])
         for name, fn in floors.items()
     }
-    med = {name: [statistics.median(s) for s in t] for name, t in (("ms", ms), ("pc", pc))}
+    med = {
+        (who, amp): [statistics.median(s) for s in t]
+        for who, times in (("ms", ms), ("pc", pc))
+        for amp, t in times.items()
+    }
     print(
         f"N={args.n}, batch={args.batch}, epochs={args.epochs} x {args.repeats} runs, "
         f"threads={args.threads}, device={args.device}, tile_dropout={args.tile_dropout}, "
@@ -351,17 +402,29 @@ def main() -> None:
         f" modalities: {shapes}"
     )
     print(f"{'model':<42}{'train s/ep':>12}{'ratio':>7}{'train+val s/ep':>16}{'ratio':>7}")
-    rows = (
-        ("ModalSurv cross_attention_gated", med["ms"]),
-        ("pycox DeepHitSingle MLP (concat features)", med["pc"]),
-    )
-    for name, (tr, tv) in rows:
-        r_tr, r_tv = tr / med["pc"][0], tv / med["pc"][1]
-        print(f"{name:<42}{tr:>12.4f}{r_tr:>7.2f}{tv:>16.4f}{r_tv:>7.2f}")
+    names = {"ms": "ModalSurv cross_attention_gated", "pc": "pycox DeepHitSingle MLP (concat)"}
+    for amp in precisions:
+        ref = med[("pc", amp)]
+        for who in ("ms", "pc"):
+            tr, tv = med[(who, amp)]
+            name = names[who] + (" bf16" if amp else "")
+            print(f"{name:<42}{tr:>12.4f}{tr / ref[0]:>7.2f}{tv:>16.4f}{tv / ref[1]:>7.2f}")
     for name, secs in floor.items():
-        print(f"{name:<42}{secs:>12.4f}{secs / med['pc'][0]:>7.2f}")
-    met = med["ms"][0] <= 2.0 * med["pc"][0]
+        print(f"{name:<42}{secs:>12.4f}{secs / med[('pc', False)][0]:>7.2f}")
+    met = med[("ms", False)][0] <= 2.0 * med[("pc", False)][0]
     print("target (train): ratio <= 2.00 ->", "met" if met else "NOT met")
+    if resolve_device(args.device).type == "cuda":
+        rows = training_rows(cohort)
+        print(f"\non {torch.cuda.get_device_name()} ({rows} training rows; samples/s from the"
+              " train-only epoch, peak memory of the whole fit, max over runs):")
+        print(f"{'model':<42}{'precision':>10}{'samples/s':>12}{'ratio':>7}{'peak MiB':>10}")
+        for amp in precisions:
+            for who in ("ms", "pc"):
+                rate = rows / med[(who, amp)][0]
+                ratio = med[("pc", amp)][0] / med[(who, amp)][0]
+                peak = max(peaks[(who, amp)])
+                prec = "bf16" if amp else "fp32"
+                print(f"{names[who]:<42}{prec:>10}{rate:>12.0f}{ratio:>7.2f}{peak:>10.1f}")
     if args.mil:
         mil_epochs = max(3, args.epochs // 3)
         ours = statistics.median(time_modalsurv_head(cohort, args.epochs, args.mil_batch,

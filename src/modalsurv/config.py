@@ -229,6 +229,12 @@ class TrainConfig(Strict):
         " predicted curve, mass beyond the grid counted at its end)",
     )
     device: str = "auto"
+    mixed_precision: bool = Field(
+        False,
+        description="bfloat16 autocast of the training forward pass (tensor cores on a GPU;"
+        " on a CPU without bfloat16 units it is slower). The loss, the optimiser, the"
+        " validation pass and prediction stay in float32 (docs/benchmarks.md, GPU table)",
+    )
     threads: int | Literal["auto"] = Field(
         "auto",
         description="CPU threads while training: a number, or 'auto' (one thread when a step's"

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from modalsurv.train import trainer
@@ -88,6 +89,45 @@ def test_tile_dropout_reaches_the_pooling_in_training(make_cohort, make_config, 
     seen.clear()
     ModalSurv(make_config(train__tile_dropout=0.5, train__epochs=1)).fit(cohort)
     assert np.mean(seen) < 0.7 * full
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+@pytest.mark.parametrize("mixed", [False, True])
+def test_mixed_precision_autocasts_the_training_forward_only(make_cohort, make_config,
+                                                             monkeypatch, mixed, device):  # fmt: skip
+    """``train.mixed_precision``: training forwards run in bfloat16 (the same autocast on
+    the CPU and on a GPU); the loss, the weights, validation and prediction stay float32."""
+    from modalsurv.nn import model as model_mod
+    from modalsurv.train.estimator import ModalSurv
+
+    seen: dict[bool, set[torch.dtype]] = {True: set(), False: set()}
+    losses: list[torch.dtype] = []
+    real_forward, real_loss = model_mod.ModalSurvNet.forward, trainer.batch_loss
+
+    def spy(self, x, present, mask):
+        out = real_forward(self, x, present, mask)
+        seen[self.training].add(out["fused"].dtype)
+        return out
+
+    def loss_spy(logits, batch, config):
+        losses.append(logits.dtype)
+        return real_loss(logits, batch, config)
+
+    monkeypatch.setattr(model_mod.ModalSurvNet, "forward", spy)
+    monkeypatch.setattr(trainer, "batch_loss", loss_spy)
+    cohort = make_cohort(n=60, seed=2)
+    m = ModalSurv(make_config(train__mixed_precision=mixed, train__epochs=2, train__device=device))
+    m.fit(cohort)
+    assert seen[True] == ({torch.bfloat16} if mixed else {torch.float32})
+    assert seen[False] == {torch.float32}  # the validation pass
+    assert set(losses) == {torch.float32}
+    assert all(v.dtype == torch.float32 for v in m.net_.state_dict().values()
+               if v.is_floating_point())  # fmt: skip
+    risk = m.predict_risk(cohort)
+    assert risk.dtype == np.float64 and np.isfinite(risk).all() and risk.std() > 0
 
 
 def _tensors(time, event):

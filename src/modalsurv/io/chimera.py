@@ -225,7 +225,8 @@ def discover(root: str | Path, layout: Layout, problems: list[Problem]) -> pd.Da
         cols += [f"mri_{q}" for q in MRI_SEQUENCES] + ["mri_mask"]
     if not rows:
         return pd.DataFrame(columns=cols, index=pd.Index([], name="patient"))
-    return pd.DataFrame(rows).set_index("patient")[cols]
+    # object columns: a missing file stays None (pandas >= 3 would store strings with NaN)
+    return pd.DataFrame(rows, dtype=object).set_index("patient")[cols]
 
 
 # ---------------------------------------------------------------------------- features

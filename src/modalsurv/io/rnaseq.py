@@ -283,6 +283,7 @@ def to_features(
     present = np.array([p in have for p in ids], dtype=bool)
     cols = matrix.copy()
     cols.columns = [str(c) for c in cols.columns]
-    x = cols.reindex(columns=ids).T.to_numpy(dtype=np.float32)
+    # copy: with pandas >= 3 (copy-on-write) to_numpy may return a read-only view
+    x = cols.reindex(columns=ids).T.to_numpy(dtype=np.float32, copy=True)
     x[~present] = 0.0
     return np.ascontiguousarray(x), present, [str(g) for g in matrix.index]

@@ -47,8 +47,10 @@ class Tensors:
         return int(self.time.shape[0])
 
     def take(self, idx: torch.Tensor) -> Tensors:
-        """Rows ``idx`` (1-D int64): ``index_select`` is a plain row gather, cheaper on the
-        CPU than advanced indexing for the bags that dominate a batch's bytes."""
+        """Rows ``idx`` (1-D int64, on any device: moved to the data's): ``index_select`` is
+        a plain row gather, cheaper on the CPU than advanced indexing for the bags that
+        dominate a batch's bytes."""
+        idx = idx.to(self.time.device)
 
         def rows(v: torch.Tensor) -> torch.Tensor:
             return v.index_select(0, idx)
@@ -361,8 +363,9 @@ def fit_network(
                 batch.present = drop_modalities(batch.present, tc.modality_dropout, gen)
             if tc.tile_dropout > 0:
                 batch.mask = {m: drop_tiles(k, tc.tile_dropout, gen) for m, k in batch.mask.items()}
-            out = forward(net, batch)
-            loss = batch_loss(out["logits"], batch, config)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.mixed_precision):
+                out = forward(net, batch)
+            loss = batch_loss(out["logits"].float(), batch, config)
             if not torch.isfinite(loss):
                 continue  # e.g. a Cox batch without events: nothing to learn from it
             opt.zero_grad()
