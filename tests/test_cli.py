@@ -240,3 +240,23 @@ def test_rich_progress_follows_parallel_trials_and_folds():
     assert done(("folds", None)) == 1
     rp("cv_start", n_folds=3, n_repeats=1)
     assert done(("folds", None)) == 0
+
+
+def test_result_tables_fold_long_model_names_instead_of_cutting_them(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from modalsurv import cli
+
+    buf = io.StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=buf, width=44, color_system=None))
+    df = pd.DataFrame({"model": ["modalsurv_clinical_only_network", "coxph_clinical"],
+                       "harrell_c": [0.71234, 0.70111], "n": [5, 5]})  # fmt: skip
+    cli._print_table(df, "results")
+    out = buf.getvalue()
+    assert "…" not in out
+    cells = "".join(line.split("│")[1].strip() for line in out.splitlines() if "│" in line)
+    assert "modalsurv_clinical_only_network" in cells and "0.712" in out
+    # numbers right-justified: the value ends at its column's right border
+    assert any(line.rstrip().endswith("5 │") for line in out.splitlines())

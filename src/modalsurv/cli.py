@@ -193,7 +193,10 @@ def _progress() -> Progress:
 def _print_table(df: pd.DataFrame, title: str) -> None:
     table = Table(title=title)
     for col in df.columns:
-        table.add_column(str(col), justify="left" if df[col].dtype == object else "right")
+        # numbers right, text left (pandas 3 gives text columns a str dtype, not object);
+        # long names (modalsurv_clinical, coxph_clinical) fold instead of being cut off
+        numeric = pd.api.types.is_numeric_dtype(df[col]) and not pd.api.types.is_bool_dtype(df[col])
+        table.add_column(str(col), justify="right" if numeric else "left", overflow="fold")
     for _, row in df.iterrows():
         table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row])
     console.print(table)
