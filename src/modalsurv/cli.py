@@ -190,15 +190,25 @@ def _progress() -> Progress:
                     TimeElapsedColumn(), console=console, transient=False)
 
 
+def _cell(v: object) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
 def _print_table(df: pd.DataFrame, title: str) -> None:
-    table = Table(title=title)
-    for col in df.columns:
-        # numbers right, text left (pandas 3 gives text columns a str dtype, not object);
-        # long names (modalsurv_clinical, coxph_clinical) fold instead of being cut off
+    """A results table for a terminal: a column with one value in every row (the dataset of
+    a one-cohort run, its oracle C) becomes a caption line instead of repeating, so the
+    columns that differ get the width; long model names fold instead of being cut off."""
+    same = [c for c in df.columns
+            if len(df) > 1 and df[c].map(_cell).nunique() == 1 and _cell(df[c].iloc[0])]  # fmt: skip
+    caption = " · ".join(f"{c}: {_cell(df[c].iloc[0])}" for c in same) or None
+    table = Table(title=title, caption=caption)
+    shown = [c for c in df.columns if c not in same]
+    for col in shown:
+        # numbers right, text left (pandas 3 gives text columns a str dtype, not object)
         numeric = pd.api.types.is_numeric_dtype(df[col]) and not pd.api.types.is_bool_dtype(df[col])
         table.add_column(str(col), justify="right" if numeric else "left", overflow="fold")
-    for _, row in df.iterrows():
-        table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row])
+    for _, row in df[shown].iterrows():
+        table.add_row(*[_cell(v) for v in row])
     console.print(table)
 
 

@@ -80,16 +80,29 @@ class GatedAttentionPool(nn.Module):
         self.w = nn.Linear(attn_dim, 1)
         self.in_dim = in_dim
         self.out_dim = attn_dim
+        # [2, ..., 2, 1, ..., 1]: doubles the v half of a gate layer (see score_doubled)
+        scale = torch.cat([torch.full((attn_dim,), 2.0), torch.ones(attn_dim)])
+        self.register_buffer("_gate_scale", scale, persistent=False)
+
+    def doubled(self, weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
+        """A 2attn_dim-output gate layer ``[V; U]`` as ``[2V; U]`` (for :meth:`score_doubled`)."""
+        return weight * self._gate_scale.unsqueeze(1), bias * self._gate_scale
+
+    def score_doubled(self, gates: Tensor) -> Tensor:
+        """``w^T (tanh(v) ⊙ sigmoid(u))`` from the N×2attn_dim gate inputs ``[2v, u]``.
+
+        Computed as ``(2w)^T ((sigmoid(2v) - 1/2) ⊙ sigmoid(u))``, the same number since
+        ``tanh(v) = 2 sigmoid(2v) - 1``: one sigmoid over both halves instead of a tanh and
+        a sigmoid, because torch's CPU tanh is ~9x slower than its sigmoid (290 vs 31 µs
+        for 16 bags x 64 tiles x 128; a quarter of a training epoch at N = 5,000 went to
+        it). Agrees with tanh to float rounding (absolute, ~1e-7)."""
+        s = torch.sigmoid(gates)
+        sv, su = s.chunk(2, dim=-1)
+        return F.linear((sv - 0.5) * su, 2.0 * self.w.weight, self.w.bias).squeeze(-1)
 
     def score(self, z: Tensor) -> Tensor:
         """Gated attention logits ``w^T (tanh(V z) ⊙ sigmoid(U z))`` for N×attn_dim → N."""
-        v, u = self.VU(z).chunk(2, dim=-1)
-        return self.w(torch.tanh(v) * torch.sigmoid(u)).squeeze(-1)
-
-    def score_from_gates(self, gates: Tensor) -> Tensor:
-        """``w^T (tanh(v) ⊙ sigmoid(u))`` from the N×2attn_dim gate inputs ``[v, u]``."""
-        v, u = gates.chunk(2, dim=-1)
-        return self.w(torch.tanh(v) * torch.sigmoid(u)).squeeze(-1)
+        return self.score_doubled(F.linear(z, *self.doubled(self.VU.weight, self.VU.bias)))
 
     def forward(self, h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """``h``: B×K×D, ``mask``: B×K bool → (pooled B×attn_dim, weights B×K)."""
@@ -116,18 +129,19 @@ class GatedAttentionPool(nn.Module):
         reaches a result, then masked out): no gather, no scatter, the fewest kernels;
         bags with much padding score their valid tiles only (``DENSE_FILL``)."""
         b, k, d = h.shape
-        weight = self.VU.weight @ self.embed.weight  # 2A × D: the gates on raw tiles
-        bias = self.VU.weight @ self.embed.bias + self.VU.bias
+        vu_weight, vu_bias = self.doubled(self.VU.weight, self.VU.bias)
+        weight = vu_weight @ self.embed.weight  # 2A × D: the (doubled) gates on raw tiles
+        bias = vu_weight @ self.embed.bias + vu_bias
         if bool(mask.all()) or float(mask.float().mean()) >= self.DENSE_FILL:
             if not bool(mask.all()):
                 h = h.masked_fill(~mask.unsqueeze(-1), 0.0)
-            scores = self.score_from_gates(F.linear(h, weight, bias))
+            scores = self.score_doubled(F.linear(h, weight, bias))
             weights = masked_softmax(scores, mask, dim=-1)
             mean_tile = torch.bmm(weights.unsqueeze(1), h).squeeze(1)
         else:
             idx = mask.reshape(-1).nonzero().squeeze(1)
             valid = h.reshape(b * k, d).index_select(0, idx)
-            scores = self.score_from_gates(F.linear(valid, weight, bias))
+            scores = self.score_doubled(F.linear(valid, weight, bias))
             logits = scores.new_full((b * k,), float("-inf")).index_copy(0, idx, scores)
             weights = masked_softmax(logits.view(b, k), mask, dim=-1)
             rows = valid.new_zeros(b * k, d).index_copy(0, idx, valid)
