@@ -51,6 +51,23 @@ from modalsurv.train.trainer import resolve_device
 Times = tuple[list[float], list[float]]  # (train-only, train+val) seconds per epoch
 
 
+def mean_pooled(cohort):
+    """The cohort with every bag replaced by the mean of its valid tiles (a vector
+    modality): the input pycox gets, so that ``--pool-bags`` compares the two models on the
+    same information, without the tile pass that only ModalSurv makes."""
+    from modalsurv.cohort import Cohort
+
+    feats, masks = dict(cohort.features), {}
+    for m in cohort.modalities:
+        if cohort.is_bag(m):
+            mk = cohort.bag_mask[m][..., None]
+            feats[m] = (cohort.features[m] * mk).sum(1) / np.maximum(mk.sum(1), 1)
+        elif m in cohort.bag_mask:
+            masks[m] = cohort.bag_mask[m]
+    return Cohort(cohort.ids, cohort.time, cohort.event, features=feats,
+                  present=dict(cohort.present), bag_mask=masks, meta=cohort.meta)  # fmt: skip
+
+
 @contextlib.contextmanager
 def peak_memory(device: str, out: list[float]) -> Iterator[None]:
     """Append the block's peak GPU memory (MiB) to ``out``; nothing on the CPU."""
@@ -327,6 +344,37 @@ def time_mil_loop(cohort, epochs: int, accumulate: int, device: str,
     return out
 
 
+def step_flops(cohort, batch: int, bag_pca: int | str | None = "auto") -> tuple[float, float]:
+    """Matmul FLOPs of one training step (forward + backward; torch's ``FlopCounterMode``)
+    of ModalSurv's network and of pycox's MLP, on the same first ``batch`` training rows,
+    each with its own preprocessing: the arithmetic a step cannot avoid. Where both models
+    are compute-bound (large batches), their time ratio cannot fall far below this ratio."""
+    import torchtuples as tt
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from modalsurv.train.estimator import _build_net
+    from modalsurv.train.preprocess import Preprocessor
+
+    cfg = RunConfig.model_validate({"preprocess": {"bag_pca": bag_pca},
+                                    "model": {"stack": "none"}})  # fmt: skip
+    tr, _ = inner_split(cohort.event, cfg.train.val_fraction, cfg.seed)
+    train = cohort.subset(tr)
+    pp = Preprocessor(cfg.preprocess).fit(train)
+    data = trainer.to_tensors(pp.transform(train), pp.modalities, pp.dims, pp.bag)
+    rows = torch.arange(min(batch, len(data)))
+    torch.manual_seed(0)
+    net = _build_net(pp.dims, pp.bag, cfg, cfg.model.n_bins)
+    with FlopCounterMode(display=False) as ours:
+        trainer.forward(net, data.take(rows))["logits"].sum().backward()
+    fm = FeatureMatrix(cfg).fit(train)
+    x = torch.from_numpy(fm.transform(train)[: len(rows)].astype("float32"))
+    mlp = tt.practical.MLPVanilla(x.shape[1], [256, 256], cfg.model.n_bins + 1,
+                                  batch_norm=True, dropout=0.2)  # fmt: skip
+    with FlopCounterMode(display=False) as peer:
+        mlp(x).sum().backward()
+    return float(ours.get_total_flops()), float(peer.get_total_flops())
+
+
 def time_modalsurv_head(cohort, epochs: int, batch: int, device: str, head: str,
                         bag_pca: int | str | None = "auto") -> list[float]:
     """ModalSurv's own training epochs (``time_modalsurv``'s train-only figure) with another
@@ -342,6 +390,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--pool-bags", action="store_true",
+                    help="both models get each bag as the mean of its tiles (pycox's input):"
+                    " the fusion network against the MLP without ModalSurv's tile pass")
     ap.add_argument("--amp", action="store_true",
                     help="also time both models under bfloat16 autocast (train.mixed_precision)")
     ap.add_argument("--tile-dropout", type=float, default=0.0, help="train.tile_dropout")
@@ -359,6 +410,8 @@ def main() -> None:
     cohort, _ = make_cohort(n=args.n, seed=0)
     mods = pick_modalities(cohort)
     cohort = cohort.select(mods)
+    if args.pool_bags:
+        cohort = mean_pooled(cohort)
     shapes = ", ".join(f"{m}{list(cohort.features[m].shape[1:])}" for m in mods)
     precisions = [False, True] if args.amp else [False]
     ms: dict[bool, Times] = {amp: ([], []) for amp in precisions}
@@ -386,10 +439,10 @@ def main() -> None:
         "floor: tile embedding matmul alone": time_tile_embedding,
         "floor: tile attention pooling alone": time_attention_pooling,
     }
-    floor = {
-        name: statistics.median(fn(cohort, args.epochs, args.batch, args.device, args.bag_pca)[1:])
-        for name, fn in floors.items()
-    }
+    floor = {}
+    for name, fn in floors.items():
+        secs = fn(cohort, args.epochs, args.batch, args.device, args.bag_pca)
+        floor[name] = statistics.median(secs[1:] or secs)  # [0.0] without a bag
     med = {
         (who, amp): [statistics.median(s) for s in t]
         for who, times in (("ms", ms), ("pc", pc))
@@ -398,7 +451,7 @@ def main() -> None:
     print(
         f"N={args.n}, batch={args.batch}, epochs={args.epochs} x {args.repeats} runs, "
         f"threads={args.threads}, device={args.device}, tile_dropout={args.tile_dropout}, "
-        f"bag_pca={args.bag_pca};"
+        f"bag_pca={args.bag_pca}, pool_bags={args.pool_bags};"
         f" modalities: {shapes}"
     )
     print(f"{'model':<42}{'train s/ep':>12}{'ratio':>7}{'train+val s/ep':>16}{'ratio':>7}")
@@ -413,6 +466,11 @@ def main() -> None:
         print(f"{name:<42}{secs:>12.4f}{secs / med[('pc', False)][0]:>7.2f}")
     met = med[("ms", False)][0] <= 2.0 * med[("pc", False)][0]
     print("target (train): ratio <= 2.00 ->", "met" if met else "NOT met")
+    ours, peer = step_flops(cohort, args.batch, args.bag_pca)
+    time_ratio = med[("ms", False)][0] / med[("pc", False)][0]
+    print(f"matmul work per training step (forward + backward): ModalSurv {ours / 1e6:.1f} MFLOP,"
+          f" pycox {peer / 1e6:.1f} MFLOP = {ours / peer:.2f}x; time ratio / FLOP ratio"
+          f" = {time_ratio / (ours / peer):.2f}")
     if resolve_device(args.device).type == "cuda":
         rows = training_rows(cohort)
         print(f"\non {torch.cuda.get_device_name()} ({rows} training rows; samples/s from the"

@@ -161,3 +161,25 @@ def test_folded_pool_equals_the_unfolded_maths(d, fill):
     g_ref = torch.autograd.grad(ref.sum(), list(pool.parameters()))
     for a, b in zip(g, g_ref):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_gate_score_is_the_tanh_gate_of_ilse_et_al_to_float64_rounding():
+    """``score`` computes ``w^T (tanh(V z) ⊙ sigmoid(U z))`` through ``tanh(v) = 2
+    sigmoid(2v) - 1`` (one sigmoid: torch's CPU tanh is slow); values and gradients must
+    equal the written-out formula."""
+    from modalsurv.nn.projection import GatedAttentionPool
+
+    torch.manual_seed(1)
+    pool = GatedAttentionPool(7, 5).double()
+    z = torch.randn(40, 5, dtype=torch.float64) * 3  # large and small gate inputs
+    wv, bv = pool.VU.weight[:5], pool.VU.bias[:5]
+    wu, bu = pool.VU.weight[5:], pool.VU.bias[5:]
+    ref = (torch.tanh(z @ wv.T + bv) * torch.sigmoid(z @ wu.T + bu)) @ pool.w.weight.T
+    ref = (ref + pool.w.bias).squeeze(-1)
+    out = pool.score(z)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    params = [pool.VU.weight, pool.VU.bias, pool.w.weight, pool.w.bias]
+    for a, b in zip(torch.autograd.grad(out.square().sum(), params),
+                    torch.autograd.grad(ref.square().sum(), params)):  # fmt: skip
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert "_gate_scale" not in pool.state_dict()  # checkpoints unchanged
