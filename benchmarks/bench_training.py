@@ -483,7 +483,7 @@ def main() -> None:
                 peak = max(peaks[(who, amp)])
                 prec = "bf16" if amp else "fp32"
                 print(f"{names[who]:<42}{prec:>10}{rate:>12.0f}{ratio:>7.2f}{peak:>10.1f}")
-    if args.mil:
+    if args.mil and any(cohort.is_bag(m) for m in cohort.modalities):  # a tile-level peer
         mil_epochs = max(3, args.epochs // 3)
         ours = statistics.median(time_modalsurv_head(cohort, args.epochs, args.mil_batch,
                                                      args.device, "logistic_hazard",
