@@ -261,4 +261,4 @@ def test_result_tables_fold_long_model_names_instead_of_cutting_them(monkeypatch
     # numbers right-justified: the value ends at its column's right border
     assert any(line.rstrip().endswith("0.701 │") for line in out.splitlines())
     # a column with one value in every row is said once, under the table
-    assert "n: 5" in out and not any(line.rstrip().endswith("5 │") for line in out.splitlines())
+    assert "in every row: n 5" in out and not any(line.rstrip().endswith("5 │") for line in out.splitlines())

@@ -200,7 +200,8 @@ def _print_table(df: pd.DataFrame, title: str) -> None:
     columns that differ get the width; long model names fold instead of being cut off."""
     same = [c for c in df.columns
             if len(df) > 1 and df[c].map(_cell).nunique() == 1 and _cell(df[c].iloc[0])]  # fmt: skip
-    caption = " · ".join(f"{c}: {_cell(df[c].iloc[0])}" for c in same) or None
+    caption = ("in every row: " + " · ".join(f"{c} {_cell(df[c].iloc[0])}" for c in same)
+               if same else None)  # fmt: skip
     table = Table(title=title, caption=caption)
     shown = [c for c in df.columns if c not in same]
     for col in shown:
