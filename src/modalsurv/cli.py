@@ -15,7 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import click
 import pandas as pd
 import typer
 from rich.console import Console
@@ -78,6 +77,13 @@ def _show_warning(seen: set[str]) -> Callable[..., None]:
     return show
 
 
+# typer's deliberate exits and usage errors. typer >= 0.29 vendors click (typer._click) and
+# no longer installs it; older typer raises click's own classes. Taken from typer's public
+# names, so the CLI works with either and needs no click of its own.
+_CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_DELIBERATE_EXITS = (typer.Exit, typer.Abort, _CLICK_ERROR)
+
+
 def _user_errors(command: F) -> F:
     """Every command is wrapped in this, the CLI's one error mechanism: a user error
     (modalsurv.errors, OSError) becomes one line plus a hint instead of a traceback, and
@@ -91,8 +97,7 @@ def _user_errors(command: F) -> F:
             warnings.showwarning = _show_warning(set())
             try:
                 return command(*args, **kwargs)
-            except (typer.Exit, typer.Abort, click.exceptions.Exit,
-                    click.exceptions.ClickException, click.exceptions.Abort):  # fmt: skip
+            except _DELIBERATE_EXITS:
                 raise  # a deliberate exit, already reported
             except Exception as err:
                 _report(err)
