@@ -262,21 +262,3 @@ def test_result_tables_fold_long_model_names_instead_of_cutting_them(monkeypatch
     assert any(line.rstrip().endswith("0.701 │") for line in out.splitlines())
     # a column with one value in every row is said once, under the table
     assert "in every row: n 5" in out and not any(line.rstrip().endswith("5 │") for line in out.splitlines())
-
-
-def test_the_command_line_needs_no_click_of_its_own():
-    """typer >= 0.29 vendors click and no longer installs it: a core install has no
-    ``click``, and the CLI must import and run without it."""
-    import subprocess
-    import sys
-
-    code = ("import sys; sys.modules['click'] = None\n"
-            "from typer.testing import CliRunner\n"
-            "from modalsurv.cli import app\n"
-            "res = CliRunner().invoke(app, ['--help'])\n"
-            "assert res.exit_code == 0, res.output\n"
-            "bad = CliRunner().invoke(app, ['train', '--runner', 'nope'])\n"
-            "print(bad.exit_code)")  # fmt: skip
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == "2"  # a usage error, reported as such
