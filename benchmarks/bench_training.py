@@ -84,6 +84,19 @@ def peak_memory(device: str, out: list[float]) -> Iterator[None]:
             out.append(torch.cuda.max_memory_allocated(dev) / 2**20)
 
 
+def split_parts(cohort, cfg: RunConfig):
+    """(training part, validation part): the trainer's inner split, which both models use."""
+    tr, va = inner_split(cohort.event, cfg.train.val_fraction, cfg.seed)
+    return cohort.subset(tr), cohort.subset(va)
+
+
+def pycox_mlp(n_in: int, n_out: int) -> torch.nn.Module:
+    """The peer's network: torchtuples' 2 x 256 MLP with batch norm and dropout 0.2."""
+    import torchtuples as tt
+
+    return tt.practical.MLPVanilla(n_in, [256, 256], n_out, batch_norm=True, dropout=0.2)
+
+
 def pick_modalities(cohort, k: int = 4) -> list[str]:
     """Four modalities, the bag (if any) first so the bench always includes attention pooling."""
     bags = [m for m in cohort.modalities if cohort.is_bag(m)]
@@ -167,8 +180,7 @@ def time_pycox(
     from pycox.models import DeepHitSingle
 
     cfg = RunConfig.model_validate({"preprocess": {"bag_pca": bag_pca}})  # same inputs
-    tr, va = inner_split(cohort.event, cfg.train.val_fraction, cfg.seed)
-    train, val = cohort.subset(tr), cohort.subset(va)
+    train, val = split_parts(cohort, cfg)
     fm = FeatureMatrix(cfg).fit(train)
     xt, xv = fm.transform(train).astype("float32"), fm.transform(val).astype("float32")
     labtrans = DeepHitSingle.label_transform(cfg.model.n_bins)
@@ -180,9 +192,7 @@ def time_pycox(
 
     def run(with_val: bool) -> list[float]:
         torch.manual_seed(0)
-        net = tt.practical.MLPVanilla(
-            xt.shape[1], [256, 256], labtrans.out_features, batch_norm=True, dropout=0.2
-        )
+        net = pycox_mlp(xt.shape[1], labtrans.out_features)
         model = DeepHitSingle(
             net,
             tt.optim.AdamW(lr=1e-3),
@@ -222,8 +232,7 @@ def time_pycox(
 
 def training_rows(cohort) -> int:
     """Rows both models train on (the trainer's inner split, default settings)."""
-    cfg = RunConfig()
-    return len(inner_split(cohort.event, cfg.train.val_fraction, cfg.seed)[0])
+    return len(split_parts(cohort, RunConfig())[0])
 
 
 def _training_bags(cohort, device: str, bag_pca: int | str | None):
@@ -308,8 +317,7 @@ def time_mil_loop(cohort, epochs: int, accumulate: int, device: str,
 
     cfg = RunConfig.model_validate({"preprocess": {"bag_pca": bag_pca},
                                     "model": {"head": "logistic_hazard", "stack": "none"}})  # fmt: skip
-    tr, _ = inner_split(cohort.event, cfg.train.val_fraction, cfg.seed)
-    train = cohort.subset(tr)
+    train = split_parts(cohort, cfg)[0]
     pp = Preprocessor(cfg.preprocess).fit(train)
     bins = TimeBins(n_bins=cfg.model.n_bins, scheme=cfg.model.bin_scheme).fit(train.time,
                                                                               train.event)  # fmt: skip
@@ -349,7 +357,6 @@ def step_flops(cohort, batch: int, bag_pca: int | str | None = "auto") -> tuple[
     of ModalSurv's network and of pycox's MLP, on the same first ``batch`` training rows,
     each with its own preprocessing: the arithmetic a step cannot avoid. Where both models
     are compute-bound (large batches), their time ratio cannot fall far below this ratio."""
-    import torchtuples as tt
     from torch.utils.flop_counter import FlopCounterMode
 
     from modalsurv.train.estimator import _build_net
@@ -357,8 +364,7 @@ def step_flops(cohort, batch: int, bag_pca: int | str | None = "auto") -> tuple[
 
     cfg = RunConfig.model_validate({"preprocess": {"bag_pca": bag_pca},
                                     "model": {"stack": "none"}})  # fmt: skip
-    tr, _ = inner_split(cohort.event, cfg.train.val_fraction, cfg.seed)
-    train = cohort.subset(tr)
+    train = split_parts(cohort, cfg)[0]
     pp = Preprocessor(cfg.preprocess).fit(train)
     data = trainer.to_tensors(pp.transform(train), pp.modalities, pp.dims, pp.bag)
     rows = torch.arange(min(batch, len(data)))
@@ -368,8 +374,7 @@ def step_flops(cohort, batch: int, bag_pca: int | str | None = "auto") -> tuple[
         trainer.forward(net, data.take(rows))["logits"].sum().backward()
     fm = FeatureMatrix(cfg).fit(train)
     x = torch.from_numpy(fm.transform(train)[: len(rows)].astype("float32"))
-    mlp = tt.practical.MLPVanilla(x.shape[1], [256, 256], cfg.model.n_bins + 1,
-                                  batch_norm=True, dropout=0.2)  # fmt: skip
+    mlp = pycox_mlp(x.shape[1], cfg.model.n_bins + 1)
     with FlopCounterMode(display=False) as peer:
         mlp(x).sum().backward()
     return float(ours.get_total_flops()), float(peer.get_total_flops())
