@@ -162,3 +162,14 @@ def test_stack_weights_and_timing_tables():
     assert out["  stack: new_thing"] == 2
     assert out["other (data, scoring, saving, report)"] == 15.0 and out["total (wall)"] == 40.0
     assert timing_table(pd.DataFrame()) is None
+
+
+def test_fold_overlap_ratio_follows_the_groups_of_leave_one_group_out_folds():
+    from modalsurv.train.compare import MAIN, fold_overlap_ratio, fold_ratio
+
+    metrics = pd.DataFrame({"model": [MAIN, MAIN, MAIN, "coxnet"], "fold": [0, 1, 2, 0],
+                            "n_test": [10, 30, 20, 99], "n_train": [50, 30, 40, 1]})  # fmt: skip
+    # stratified folds: 1 / ((k - 1) * fraction), whatever the fold sizes
+    assert fold_overlap_ratio(metrics, 3, 0.5) == fold_ratio(3, 0.5) == 1.0
+    # groups: each fold's own n_test / n_train of the main model, averaged
+    assert fold_overlap_ratio(metrics, 3, grouped=True) == (0.2 + 1.0 + 0.5) / 3

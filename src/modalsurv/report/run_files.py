@@ -24,12 +24,11 @@ import pandas as pd
 from modalsurv.config import RunConfig, load_config
 from modalsurv.errors import ConfigError
 from modalsurv.survival import curves
-from modalsurv.train.compare import fold_ratio
+from modalsurv.train.compare import MAIN, fold_overlap_ratio
 
 REQUIRED = ("metrics.csv", "metrics.json", "predictions.csv")
 EVALUATION = "evaluation_{}.json"
 EVALUATION_PREDICTIONS = "evaluation_{}_predictions.csv"
-MAIN = "modalsurv"
 
 
 def is_run_folder(path: str | Path) -> bool:
@@ -104,9 +103,11 @@ class RunFolder:
 
     @property
     def test_train_ratio(self) -> float:
-        """n_test / n_train of the folds (``train.compare.fold_ratio``)."""
+        """n_test / n_train of the folds, grouped folds included (as ``CVResult``'s:
+        ``train.compare.fold_overlap_ratio``)."""
         fraction = self.config.cv.train_fraction if self.config is not None else 1.0
-        return fold_ratio(self.n_folds, fraction)
+        grouped = self.folds is not None and "group" in self.folds.columns
+        return fold_overlap_ratio(self.metrics, self.n_folds, fraction, grouped)
 
     @property
     def optimistic(self) -> bool:

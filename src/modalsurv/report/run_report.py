@@ -33,7 +33,7 @@ from modalsurv.report.tables import (
     stack_weights_table,
     summary_table,
 )
-from modalsurv.train.compare import compare_all
+from modalsurv.train.compare import MAIN, compare_all
 from modalsurv.train.diagnostics import bundle, table_checks, with_external
 from modalsurv.train.members import interval_names
 from modalsurv.utils import atomic_write_text
@@ -114,7 +114,7 @@ def _curves(run: RunFolder, times: list[float] | None) -> list[Section]:
         surv = run.out_of_fold_survival(grid)
         table, ibs, notes = A.brier_table(time, event, surv, grid)
         if len(table):
-            fold_ibs = run.summary.get("models", {}).get("modalsurv", {}).get("ibs", {})
+            fold_ibs = run.summary.get("models", {}).get(MAIN, {}).get("ibs", {})
             caption = (f"pooled out-of-fold IBS {ibs['ibs']:.3f} (Kaplan–Meier curve for"
                        f" everyone: {ibs['ibs_km']:.3f}); mean IBS over folds"
                        f" {fold_ibs.get('mean', math.nan):.3f}")
@@ -189,7 +189,7 @@ def _uncertainty(run: RunFolder) -> list[Section]:
 def _external(run: RunFolder) -> list[Section]:
     if not run.evaluations:
         return []
-    scores = run.metrics.loc[run.metrics["model"] == "modalsurv", "harrell_c"].to_numpy(float)
+    scores = run.metrics.loc[run.metrics["model"] == MAIN, "harrell_c"].to_numpy(float)
     mean, lo, hi = A.cv_interval(scores, run.test_train_ratio)
     rows = [{"label": "cross-validation", "cohort": "CV (out-of-fold)", "n": len(run.first),
              "events": int(run.first["event"].sum()), "mean": mean, "low": lo, "high": hi,
@@ -249,7 +249,7 @@ def build_run_report(run: str | Path, out: str | Path | None = None, title: str 
     sections.append(("Mean ± std over outer folds", summary_table(rf.summary)))
     sections.append(("Per-fold scores", Chart(P.fold_scores(rf.metrics), rf.metrics,
                                               "fold_scores")))  # fmt: skip
-    paired = paired_display(compare_all(rf.metrics, "modalsurv",
+    paired = paired_display(compare_all(rf.metrics, MAIN,
                                         test_train_ratio=rf.test_train_ratio), rf.summary)
     if paired is not None:
         sections.append(("ModalSurv minus each baseline, paired on the same folds (corrected "

@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+MAIN = "modalsurv"  # the model a run is about (its ModalSurv: the stack by default)
+
 
 @dataclass(frozen=True)
 class PairedComparison:
@@ -102,7 +104,7 @@ def compare_models(
     diff = (a.loc[shared] - b.loc[shared]).to_numpy()
     if test_train_ratio is None:
         k = int(metrics.groupby("repeat")["fold"].nunique().max())
-        test_train_ratio = 1.0 / (k - 1) if k > 1 else 0.0
+        test_train_ratio = fold_ratio(k) if k > 1 else 0.0
     stats4 = corrected_resampled_ttest(diff, test_train_ratio, level)  # mean, lo, hi, p
     n_pairs = int(np.isfinite(diff).sum())
     return PairedComparison(model, reference, metric, *stats4, n_pairs, float(test_train_ratio),
@@ -113,6 +115,17 @@ def fold_ratio(n_folds: int, train_fraction: float = 1.0) -> float:
     """n_test / n_train of k-fold CV whose training parts keep ``train_fraction``:
     ``1 / ((k - 1) * fraction)`` (the variance correction of the resampled t-test)."""
     return 1.0 / (max(int(n_folds) - 1, 1) * float(train_fraction))
+
+
+def fold_overlap_ratio(metrics: pd.DataFrame, n_folds: int, train_fraction: float = 1.0,
+                       grouped: bool = False, model: str = MAIN) -> float:  # fmt: skip
+    """n_test / n_train of a run's folds, for the corrected resampled t-test: ``fold_ratio``
+    for k stratified folds; for leave-one-group-out folds (``cv.groups``), whose sizes
+    follow the groups, the mean of each fold's own n_test / n_train (``model``'s rows)."""
+    if grouped:
+        rows = metrics[metrics["model"] == model]
+        return float((rows["n_test"] / rows["n_train"]).mean())
+    return fold_ratio(n_folds, train_fraction)
 
 
 def compare_all(metrics: pd.DataFrame, model: str, metric: str = "harrell_c",

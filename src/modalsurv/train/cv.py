@@ -55,7 +55,7 @@ from modalsurv.errors import ConfigError, DataError, LabelError
 from modalsurv.resume import UnitFolder
 from modalsurv.survival import metrics as sm
 from modalsurv.train.baselines import make_baseline
-from modalsurv.train.compare import compare_all, fold_ratio
+from modalsurv.train.compare import MAIN, compare_all, fold_overlap_ratio
 from modalsurv.train.diagnostics import cv_diagnostics
 from modalsurv.train.ensemble import FoldEnsemble
 from modalsurv.train.estimator import ModalSurv
@@ -64,7 +64,6 @@ from modalsurv.train.trainer import resolve_device
 from modalsurv.utils import Progress, atomic_write_csv, atomic_write_text
 
 METRICS = ("harrell_c", "uno_c", "ibs")
-MAIN = "modalsurv"
 #: the stacked default's ModalSurv candidate on its own (the paper's network), scored
 #: beside the stack on the same folds at no extra cost
 PLAIN = "modalsurv_plain"
@@ -288,11 +287,9 @@ class CVResult:
         """n_test / n_train of the folds run, for the corrected resampled t-test: ``1 / ((k
         - 1) * train_fraction)`` for k stratified folds; for leave-one-group-out folds,
         whose sizes follow the groups, the mean of each fold's own n_test / n_train."""
-        if "group" in self.folds.columns:
-            rows = self.metrics[self.metrics["model"] == MAIN]
-            return float((rows["n_test"] / rows["n_train"]).mean())
         k = int(self.folds["fold"].nunique())  # the folds run, which may differ from cv.folds
-        return fold_ratio(k, self.config.cv.train_fraction)
+        return fold_overlap_ratio(self.metrics, k, self.config.cv.train_fraction,
+                                  grouped="group" in self.folds.columns)  # fmt: skip
 
     def paired(self, model: str = MAIN, metric: str = "harrell_c") -> pd.DataFrame:
         """``model`` minus every other model on the folds both were scored on: mean

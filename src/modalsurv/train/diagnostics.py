@@ -37,12 +37,11 @@ import numpy as np
 import pandas as pd
 
 from modalsurv.cohort import Cohort
-from modalsurv.train.compare import compare_models, fold_ratio
+from modalsurv.train.compare import MAIN, compare_models
 
 FOLD_SD_LIMIT = 0.08
 EXTERNAL_DROP_LIMIT = 0.1
 CLINICAL_REFERENCES = ("modalsurv_clinical", "coxph_clinical")
-MAIN = "modalsurv"
 
 
 def _finite(x: Any) -> float | None:
@@ -227,8 +226,7 @@ def bundle(checks: Iterable[dict[str, Any]]) -> dict[str, Any]:
 
 def cv_diagnostics(result: Any, cohort: Cohort) -> dict[str, Any]:
     """Every check a cross-validation supports (``CVResult`` and its cohort)."""
-    ratio = fold_ratio(int(result.folds["fold"].nunique()), result.config.cv.train_fraction)
-    checks = table_checks(result.metrics, ratio)
+    checks = table_checks(result.metrics, result.test_train_ratio())
     checks.append(guarded("embedding_alignment", lambda: out_of_fold_alignment(
         result.folds, result.models[0], cohort)))  # fmt: skip
     return bundle(checks)
