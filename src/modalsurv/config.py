@@ -448,7 +448,7 @@ class RunConfig(Strict):
             raise ValueError("model.stack weighs its candidates on inner validation folds;"
                              " cv.selection: outer_fold early-stops on the reported fold"
                              " instead: set model.stack: none for that protocol")
-        if self.model.stack != "none" and self.finetune.mode != "frozen":
+        if self.model.stack != "none" and self.finetune.active:
             raise ValueError(f"finetune.mode: {self.finetune.mode} adapts the encoder inside the"
                              " plain network; the stacked default would fine-tune it once per"
                              " candidate: set model.stack: none to fine-tune")

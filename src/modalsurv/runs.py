@@ -155,7 +155,11 @@ def evaluate_run(
     train = pd.read_csv(run / "predictions.csv")
     train = train[train["repeat"] == 0]
     tr_time, tr_event = train["time"].to_numpy(float), train["event"].to_numpy(bool)
-    risk = ens.predict_risk(cohort)
+    from modalsurv.report.run_report import build_run_report
+    from modalsurv.train.members import prediction_table
+
+    table = prediction_table(ens, cohort)  # one pass gives the risks scored below too
+    risk = table["risk"].to_numpy(dtype=np.float64)
     c, lo, hi = M.bootstrap_ci(M.concordance_index, cohort.time, cohort.event, risk, n=n_boot, seed=seed)
     out: dict[str, Any] = {
         "cohort": name,
@@ -177,10 +181,6 @@ def evaluate_run(
     except ValueError as err:
         out["ibs"] = float("nan")
         out["ibs_error"] = str(err)
-    from modalsurv.report.run_report import build_run_report
-    from modalsurv.train.members import prediction_table
-
-    table = prediction_table(ens, cohort)
     table.insert(1, "time", cohort.time)
     table.insert(2, "event", cohort.event.astype(int))
     with exclusive_lock(run, "run folder"):

@@ -16,10 +16,10 @@ import tarfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from modalsurv.challenge.model import ChallengeModel, find_weights
+from modalsurv.challenge.model import ChallengeModel
 from modalsurv.config import load_config
 from modalsurv.errors import ConfigError, WeightsError
-from modalsurv.features.encoders import sha256_file
+from modalsurv.features.encoders import find_weights, sha256_file
 
 KEEP = ("config.yaml", "extraction.json", "data.json")
 
@@ -33,7 +33,7 @@ def export_model(run: str | Path, out: str | Path, task: str | None = None,
         if config is None or config.data.source != "chimera":
             raise ConfigError("--task is needed: the run was not trained on a CHIMERA folder")
         task = config.data.name or "task1"
-    source = ChallengeModel.load(run, task)  # refuses a run that cannot answer this task
+    source = ChallengeModel.load(run, task, weight_folders)  # refuses a run that cannot answer
     tarball = out.name.endswith(".tar.gz")
     folder = out.with_name(out.name[: -len(".tar.gz")] + ".tmp") if tarball else out
     if folder.exists() and any(folder.iterdir()):

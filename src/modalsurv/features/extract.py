@@ -51,6 +51,7 @@ coordinates, else it is a failure.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -384,11 +385,11 @@ def run_extract(
     ``tile_cache`` / ``volume_cache`` also write the images the encoders saw to an image
     cache (``cache_dir``, default ``out/image_cache``; see the module docstring).
     """
-    with exclusive_lock(out, "feature store"):
-        if cache_dir is None or not (tile_cache or volume_cache):
-            return _run_extract(**{k: v for k, v in locals().items()})
-        with exclusive_lock(cache_dir, "image cache"):
-            return _run_extract(**{k: v for k, v in locals().items()})
+    arguments = dict(locals())
+    caching = cache_dir is not None and (tile_cache or volume_cache)
+    with (exclusive_lock(out, "feature store"),
+          exclusive_lock(cache_dir, "image cache") if caching else contextlib.nullcontext()):  # fmt: skip
+        return _run_extract(**arguments)
 
 
 def _run_extract(

@@ -358,7 +358,7 @@ def fit_network(
         total, count = 0.0, 0
         sampler_event = train_d.event if tc.balanced_sampler else None
         for idx in batches(len(train_d), tc.batch_size, gen, sampler_event):
-            batch = train_d.take(idx.to(device))
+            batch = train_d.take(idx)  # take moves the indices to the data
             if tc.modality_dropout > 0:
                 batch.present = drop_modalities(batch.present, tc.modality_dropout, gen)
             if tc.tile_dropout > 0:
