@@ -86,15 +86,10 @@ class Cox(SurvivalFamily):
         t, h = breslow(time, event, np.asarray(out)[:, 0])
         return {"breslow/time": t, "breslow/cumhaz": h}
 
-    def ensemble_risk(self, outs: Sequence[np.ndarray], cuts: Sequence[np.ndarray],
-                      fitted: Sequence[Fitted], t_ref: float, score: str) -> np.ndarray:  # fmt: skip
-        """The mean log-risk of the members."""
-        return np.mean([self.risk(o, c, t_ref, score, f) for o, c, f in zip(outs, cuts, fitted)],
-                       axis=0)  # fmt: skip
-
     def member_risks(self, outs: Sequence[np.ndarray], cuts: Sequence[np.ndarray],
                      fitted: Sequence[Fitted], t_ref: float, score: str) -> np.ndarray:  # fmt: skip
-        """``M x N``: each member's log-risk (their mean is :meth:`ensemble_risk`)."""
+        """``M x N``: each member's log-risk (their mean is :meth:`ensemble_risk`: the mean
+        log-risk)."""
         return np.stack([self.risk(o, c, t_ref, score, f) for o, c, f in zip(outs, cuts, fitted)])
 
     def reference_survival(self, risk: np.ndarray, t_ref: float,

@@ -87,16 +87,11 @@ class SurvivalFamily:
     # ------------------------------------------------------------------ fold ensembles
     def ensemble_risk(self, outs: Sequence[np.ndarray], cuts: Sequence[np.ndarray],
                       fitted: Sequence[Fitted], t_ref: float, score: str) -> np.ndarray:  # fmt: skip
-        """One risk for equal-weight fold members (each with its own bins): ``1 - S(t_ref)``
-        of the mixture of their curves, or (``rmst``) minus the mean of their restricted
-        mean survival times up to the mean last cut, which is exact for a mixture."""
-        if score == "rmst":
-            tau = float(np.mean([c[-1] for c in cuts]))
-            return -np.mean([curves.rmst(self.pmf(o, c, f), c, tau)
-                             for o, c, f in zip(outs, cuts, fitted)], axis=0)  # fmt: skip
-        surv = np.mean([self.survival(o, c, np.array([t_ref]), f)
-                        for o, c, f in zip(outs, cuts, fitted)], axis=0)  # fmt: skip
-        return 1.0 - surv[:, 0]
+        """One risk for equal-weight fold members (each with its own bins): the mean of
+        :meth:`member_risks` (``1 - S(t_ref)`` of the mixture of their curves; minus the
+        mean of their RMSTs up to the mean last cut, exact for a mixture; Cox: the mean
+        log-risk)."""
+        return self.member_risks(outs, cuts, fitted, t_ref, score).mean(axis=0)
 
     def member_risks(self, outs: Sequence[np.ndarray], cuts: Sequence[np.ndarray],
                      fitted: Sequence[Fitted], t_ref: float, score: str) -> np.ndarray:  # fmt: skip
