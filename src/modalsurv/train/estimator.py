@@ -157,8 +157,9 @@ def member_seed(seed: int, k: int) -> int:
 
 # ---------------------------------------------------------------------- estimator
 class FittedCheck:
-    """The fitted check and time cuts that ModalSurv and the stack share: a model is
-    fitted when scikit-learn's check passes and none of ``_fitted_parts`` is None."""
+    """What ModalSurv and the stack share: the fitted check (scikit-learn's check passes
+    and none of ``_fitted_parts`` is None), the time cuts, and member predictions from
+    ``predict_member_outputs`` (ModalSurv's seed members; the stack's inner models)."""
 
     _fitted_parts: tuple[str, ...] = ("bins_",)
 
@@ -172,6 +173,22 @@ class FittedCheck:
     def cuts(self) -> np.ndarray:
         self._check_fitted()
         return np.asarray(self.bins_.cuts, dtype=np.float64)  # type: ignore[attr-defined]
+
+    def predict_member_risk(self, cohort: Cohort) -> np.ndarray:
+        """``S x N``: each member's risk on the scale of ``predict_risk`` (their mean;
+        ``family.member_risks``): the spread is a per-patient uncertainty."""
+        outs = list(self.predict_member_outputs(cohort))  # type: ignore[attr-defined]
+        n = len(outs)
+        return self.family.member_risks(  # type: ignore[attr-defined]
+            outs, [self.cuts] * n, [self.fitted_] * n, self.t_ref_,  # type: ignore[attr-defined]
+            self.config.train.risk_score)  # type: ignore[attr-defined]
+
+    def predict_member_survival(self, cohort: Cohort, times: np.ndarray) -> np.ndarray:
+        """``S x N x T``: each member's survival at ``times``; Cox members share the
+        model's Breslow baseline."""
+        times = np.asarray(times, dtype=np.float64).reshape(-1)
+        return np.stack([self.family.survival(o, self.cuts, times, self.fitted_)  # type: ignore[attr-defined]
+                         for o in self.predict_member_outputs(cohort)])  # type: ignore[attr-defined]
 
 
 class ModalSurv(FittedCheck, BaseEstimator):
@@ -403,21 +420,6 @@ class ModalSurv(FittedCheck, BaseEstimator):
         """``S x N x n_outputs``: the raw output of each of the ``train.n_init`` seed
         members (what :meth:`predict_outputs` mixes into one)."""
         return self._member_outputs(cohort, "logits")
-
-    def predict_member_risk(self, cohort: Cohort) -> np.ndarray:
-        """``S x N``: each seed member's risk on the scale of :meth:`predict_risk` (its mean
-        over members; ``family.member_risks``): the spread is a per-patient uncertainty."""
-        outs = list(self.predict_member_outputs(cohort))
-        n = len(outs)
-        return self.family.member_risks(outs, [self.cuts] * n, [self.fitted_] * n, self.t_ref_,
-                                        self.config.train.risk_score)  # fmt: skip
-
-    def predict_member_survival(self, cohort: Cohort, times: np.ndarray) -> np.ndarray:
-        """``S x N x T``: each seed member's survival at ``times``. Cox members share the
-        model's Breslow baseline (fitted on the members' mean log-risk)."""
-        times = np.asarray(times, dtype=np.float64).reshape(-1)
-        return np.stack([self.family.survival(o, self.cuts, times, self.fitted_)
-                         for o in self.predict_member_outputs(cohort)])  # fmt: skip
 
     def predict_embeddings(self, cohort: Cohort) -> tuple[np.ndarray, np.ndarray]:
         """``(S x N x M x H, N x M)``: each seed member's per-modality embeddings (the

@@ -739,19 +739,6 @@ class StackedSurv(FittedCheck, BaseEstimator):
         return max((len(self.means_[n]) for n in self.candidates_ if self.beta_[n] > 0),
                    default=1)  # fmt: skip
 
-    def predict_member_risk(self, cohort: Cohort) -> np.ndarray:
-        """``J x N``: each inner model's stacked log-risk (their mean is the risk)."""
-        outs = list(self.predict_member_outputs(cohort))
-        n = len(outs)
-        return self.family.member_risks(outs, [self.cuts] * n, [self.fitted_] * n, self.t_ref_,
-                                        self.config.train.risk_score)  # fmt: skip
-
-    def predict_member_survival(self, cohort: Cohort, times: np.ndarray) -> np.ndarray:
-        """``J x N x T``: each inner model's survival under the stack's Breslow baseline."""
-        times = np.asarray(times, dtype=np.float64).reshape(-1)
-        return np.stack([self.family.survival(o, self.cuts, times, self.fitted_)
-                         for o in self.predict_member_outputs(cohort)])  # fmt: skip
-
     # -------------------------------------------------------------- the fusion network
     def _fusion(self, what: str) -> ModalSurv:
         model = self.candidate_model("modalsurv")
