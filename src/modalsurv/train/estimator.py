@@ -344,33 +344,46 @@ class ModalSurv(FittedCheck, BaseEstimator):
 
     def _outputs(self, cohort: Cohort, key: str, batch_dim: int = 0) -> np.ndarray:
         """The network output ``key`` for every patient (batches joined on ``batch_dim``)."""
+        return self._pass(cohort, {key: batch_dim})[key]
+
+    def _pass(self, cohort: Cohort, keys: dict[str, int]) -> dict[str, np.ndarray]:
+        """Network outputs ``keys`` (name → the dim its batches join on) for every patient,
+        from one pass over the cohort."""
         self._check_fitted()
         data = self._tensors(self.preprocessor_.transform(cohort))
         device = resolve_device(self.config.train.device, fallback=True)
         self.net_.to(device).eval()
-        outs = []
+        outs: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
         with torch.no_grad():
             for start in range(0, len(data), 512):
                 idx = torch.arange(start, min(start + 512, len(data)))
                 out = forward(self.net_, data.take(idx).to(device))
-                val = out.get(key)
-                if val is None and key == "weights":
-                    val = out.get("gates")
-                if val is None and key == "weights":
-                    raise ValueError(
-                        f"fusion {self.config.model.fusion!r} produces no modality weights"
-                    )
-                if val is None:
-                    raise ValueError(f"the network produces no output {key!r}")
-                outs.append(val.detach().float().cpu())
+                for key in keys:
+                    val = out.get(key)
+                    if val is None and key == "weights":
+                        val = out.get("gates")
+                    if val is None and key == "weights":
+                        raise ValueError(
+                            f"fusion {self.config.model.fusion!r} produces no modality weights"
+                        )
+                    if val is None:
+                        raise ValueError(f"the network produces no output {key!r}")
+                    outs[key].append(val.detach().float().cpu())
         self.net_.to("cpu")
-        return torch.cat(outs, dim=batch_dim).numpy().astype(np.float64)
+        return {k: torch.cat(v, dim=keys[k]).numpy().astype(np.float64) for k, v in outs.items()}
+
+    def _member_keys(self, key: str) -> tuple[str, int]:
+        """(output name, batch dim) of ``key`` per seed member: ``member_<key>`` (S x N x
+        ...) for a SeedEnsemble, else ``key`` itself (one member)."""
+        if getattr(self.net_, "members", None) is not None:  # a SeedEnsemble
+            return f"member_{key}", 1
+        return key, 0
 
     def _member_outputs(self, cohort: Cohort, key: str) -> np.ndarray:
         """``S x N x ...``: output ``key`` of each seed member (S = 1 for one network)."""
-        if getattr(self.net_, "members", None) is not None:  # a SeedEnsemble
-            return self._outputs(cohort, f"member_{key}", batch_dim=1)
-        return self._outputs(cohort, key)[None]
+        name, dim = self._member_keys(key)
+        out = self._outputs(cohort, name, batch_dim=dim)
+        return out if dim == 1 else out[None]
 
     def predict_outputs(self, cohort: Cohort) -> np.ndarray:
         """The network's raw output (``N x n_outputs``: what the family's functions take)."""
@@ -425,9 +438,10 @@ class ModalSurv(FittedCheck, BaseEstimator):
         """``(S x N x M x H, N x M)``: each seed member's per-modality embeddings (the
         projections into the latent space, before the fusion; modalities in
         :attr:`embedding_modalities` order) and which modality each patient really had."""
-        emb = self._member_outputs(cohort, "embeddings")
-        present = self._outputs(cohort, "present") > 0.5
-        return emb, present
+        name, dim = self._member_keys("embeddings")
+        out = self._pass(cohort, {name: dim, "present": 0})  # one pass for both
+        emb = out[name] if dim == 1 else out[name][None]
+        return emb, out["present"] > 0.5
 
     @property
     def embedding_modalities(self) -> list[str]:
