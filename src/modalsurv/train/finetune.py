@@ -102,10 +102,10 @@ class Feed:
     """Row numbers (``x[ROWS]``) → patients → images of a source.
 
     ``register(cohort)`` appends the cohort's patients to the table (once each) and
-    returns their rows; for bags it remembers each patient's bag length, to map bag
-    positions onto the cache's tiles: the cohort's bag is the cache's whole bag, or the
+    returns their rows; for bags it works out, once per patient, how bag positions map
+    onto the cache's tiles: the cohort's bag is the cache's whole bag (``None``), or the
     ``tile_subset(patient, n, length, seed)`` the loader kept of it (``data.params``
-    ``max_tiles`` / ``seed``).
+    ``max_tiles`` / ``seed``). A training step then only looks the map up.
     """
 
     def __init__(self, modality: str, seed: int) -> None:
@@ -113,7 +113,7 @@ class Feed:
         self.seed = int(seed)
         self.ids: list[str] = []
         self.rows: dict[str, int] = {}
-        self.bag_len: dict[str, int] = {}
+        self.tile_map: dict[str, np.ndarray | None] = {}  # bag position → cache tile
         self.source: Any = None
 
     def register(self, cohort: Cohort, source: Any) -> np.ndarray:
@@ -142,7 +142,7 @@ class Feed:
                     raise FeatureError(f"the cohort's bag has {k} tiles, the image cache {n}:"
                                        " the cache was not written with these features",
                                        path=source.root, patient=pid, field=m)  # fmt: skip
-                self.bag_len[pid] = k
+                self.tile_map[pid] = None if k == n else tile_subset(pid, n, k, self.seed)
         if lacking:
             where = "no image source" if source is None else f"the image cache {source.root}"
             raise FeatureError(
@@ -154,12 +154,10 @@ class Feed:
         return np.asarray([self.rows[str(p)] for p in cohort.ids], dtype=np.int64)
 
     def _positions(self, pid: str, positions: np.ndarray) -> np.ndarray:
-        n, k = self.source.n_tiles(pid), self.bag_len.get(pid)
-        if k is None:
+        if pid not in self.tile_map:
             raise FeatureError("patient's bag was never registered", patient=pid, field="wsi")
-        if k == n:
-            return positions
-        return tile_subset(pid, n, k, self.seed)[positions]
+        subset = self.tile_map[pid]
+        return positions if subset is None else subset[positions]
 
     def tiles(self, rows: Sequence[int], positions: Sequence[np.ndarray]) -> list[np.ndarray]:
         out = []
