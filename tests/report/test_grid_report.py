@@ -111,9 +111,9 @@ def test_scaling_section_states_the_answer(grid_dir):
     assert G._scaling_sections(folds, ["modalities"], comp) == []  # no fraction axis: no curve
     # multimodal worse than clinical-only is flagged, whatever the axes
     worse = comp.assign(worse=[True, False, False, False])
-    notes = [b for _, b in G._clinical_sections(worse, ["modalities"]) if hasattr(b, "kind")]
+    notes = [b for _, b in G._clinical_sections(worse) if hasattr(b, "kind")]
     assert len(notes) == 1 and notes[0].text.startswith("⚠ worse_than_clinical")
-    assert "nothing to compare" in G._clinical_sections(comp.iloc[:0], [])[0][1].text
+    assert "nothing to compare" in G._clinical_sections(comp.iloc[:0])[0][1].text
 
 
 def test_encoder_axis_gets_its_forest():

@@ -42,14 +42,13 @@ def is_grid_folder(path: str | Path) -> bool:
     return (path / "results.csv").is_file() and (path / "trials").is_dir()
 
 
-def _label(setting: dict[str, Any], axes: list[str] | None = None) -> str:
-    keys = axes or list(SETTINGS)
+def _label(setting: dict[str, Any]) -> str:
     parts = []
-    for k in keys:
+    for k in SETTINGS:
         v = setting[k]
         if k == "data_fraction":
             parts.append(f"{float(v):.0%}")
-        elif k == "encoder" and v == "default" and axes is None:
+        elif k == "encoder" and v == "default":
             continue
         else:
             parts.append(str(v))
@@ -206,10 +205,10 @@ def fusion_vs_clinical(folds: pd.DataFrame, line_axes: list[str]) -> pd.DataFram
     main = folds[folds["model"] == MAIN]
     rows = []
     others = [a for a in SETTINGS if a != "modalities"]
-    for _, g in main[~main["modalities"].map(_is_clinical_only)].groupby(
-            [*others, "modalities"], sort=False):  # fmt: skip
+    clinical_only = main["modalities"].map(_is_clinical_only)
+    for _, g in main[~clinical_only].groupby([*others, "modalities"], sort=False):
         first = g.iloc[0]
-        clin = main[main["modalities"].map(_is_clinical_only)]
+        clin = main[clinical_only]
         for a in others:
             clin = clin[clin[a].astype(str) == str(first[a])]
         ref_name = "ModalSurv on clinical"
@@ -317,7 +316,7 @@ def _line_axes(varying: list[str]) -> list[str]:
     return [a for a in ("modalities", "encoder", "fusion") if a in varying] or ["modalities"]
 
 
-def _clinical_sections(comp: pd.DataFrame, varying: list[str]) -> list[Section]:
+def _clinical_sections(comp: pd.DataFrame) -> list[Section]:
     """Multimodal ModalSurv minus clinical-only, per setting (and training size): a table,
     and a flag for each one whose whole interval lies below 0."""
     if comp.empty:
@@ -424,12 +423,13 @@ def build_grid_report(out: str | Path, page: str | Path | None = None,
         render_report(title, sections, page)
         return page
     varying = _varying(results)
-    if (out / "paired.csv").is_file():
+    stored = (out / "paired.csv").is_file()
+    if stored:
         paired = pd.read_csv(out / "paired.csv", keep_default_na=False, na_values=[""])
     else:
         paired = paired_table(out)
     reference = reference_setting(results, paired) if len(paired) else None
-    if reference is None and len(paired):  # paired.csv from before the grid grew: redo it
+    if stored and reference is None and len(paired):  # written before the grid grew: redo
         paired = paired_table(out)
         reference = reference_setting(results, paired) if len(paired) else None
     if len(paired):
@@ -443,7 +443,7 @@ def build_grid_report(out: str | Path, page: str | Path | None = None,
     folds = fold_table(out, results)
     comp = fusion_vs_clinical(folds, _line_axes(varying))
     sections += _scaling_sections(folds, varying, comp)
-    sections += _clinical_sections(comp, varying)
+    sections += _clinical_sections(comp)
     sections += _stack_weight_sections(out)
     sections += _diagnostic_sections(results, trial_diagnostics(out, results), varying)
     render_report(title, sections, page)
