@@ -251,15 +251,22 @@ def demo(
     console.print(f"run folder: [bold]{out}[/]  (wall time {time.perf_counter() - start:.0f} s)")
 
 
-def _load_data(spec: Any, features: Path | None, strict: bool, seed: int = 0) -> Any:
-    """Load a cohort (spec string or DataConfig), print what was read and every problem
-    (one screen), and with ``strict`` refuse any problem."""
-    from modalsurv.data.sources import load_data, parse_data_spec
+def _data_config(spec: Any, features: Path | None) -> Any:
+    """The DataConfig of ``--data`` (a spec string or a DataConfig) with ``--features``."""
+    from modalsurv.data.sources import parse_data_spec
 
     data = parse_data_spec(spec) if isinstance(spec, str) else spec
     if features is not None:
         data = data.model_copy(update={"features": str(features)})
-    loaded = load_data(data, seed=seed)
+    return data
+
+
+def _load_data(spec: Any, features: Path | None, strict: bool, seed: int = 0) -> Any:
+    """Load a cohort (spec string or DataConfig), print what was read and every problem
+    (one screen), and with ``strict`` refuse any problem."""
+    from modalsurv.data.sources import load_data
+
+    loaded = load_data(_data_config(spec, features), seed=seed)
     _print_data_summary(loaded)
     if strict:
         loaded.check_strict()
@@ -271,15 +278,11 @@ def _bind_images(spec: str, features: Path | None, images: Path | None) -> Any:
     ``--images``, else the image cache beside the cohort's feature store (if any)."""
     import contextlib
 
-    from modalsurv.data.sources import parse_data_spec
     from modalsurv.train.finetune import data_cache_folder
     from modalsurv.train.finetune import images as bind
 
     if images is None:
-        data = parse_data_spec(spec)
-        if features is not None:
-            data = data.model_copy(update={"features": str(features)})
-        images = data_cache_folder(data)
+        images = data_cache_folder(_data_config(spec, features))
         if images is None or not images.is_dir():
             return contextlib.nullcontext()
     return bind(images)
