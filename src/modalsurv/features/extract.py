@@ -216,7 +216,8 @@ def encode_slide(path: Path, mask: Path | None, tile_encoder: enc.TileEncoder | 
                  ) -> tuple[np.ndarray, np.ndarray, wsi.TilePlan]:  # fmt: skip
     """Tile embeddings (K × D float32) and level-0 coords (K × 2) of one slide, streamed
     batch by batch (memory: the K × D result plus two tile batches). ``keep_tiles``
-    collects the uint8 tile batches too (the image cache); ``tile_encoder=None`` only
+    collects the uint8 tile batches too (the image cache), so it adds the slide's K
+    tiles, and joining them for the cache briefly twice that; ``tile_encoder=None`` only
     tiles (the embeddings are then K × 0)."""
     with wsi.Slide(path, mpp_override=s.mpp_override, backend=s.backend) as slide:
         tm = wsi.tissue_mask(slide, mask)
