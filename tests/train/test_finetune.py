@@ -358,3 +358,20 @@ def test_the_cli_binds_the_cohorts_image_cache(folder) -> None:
     with _bind_images("synthetic", None, None) as src:
         assert src is None  # no store, no cache: nothing bound
     assert ft.current_source(RunConfig()) is None
+
+
+def test_training_finds_an_image_cache_written_with_cache_dir(tmp_path) -> None:
+    """``extract --cache-dir`` writes the cache away from the store and records where;
+    training looks there, unless the store holds its own ``image_cache`` (a store copied
+    with its cache keeps working after the recorded path is gone)."""
+    from modalsurv.config import DataConfig
+
+    store, elsewhere = tmp_path / "store", tmp_path / "cache"
+    store.mkdir()
+    elsewhere.mkdir()
+    (store / "extraction.json").write_text(json.dumps({"image_cache": {"path": str(elsewhere)}}))
+    data = DataConfig(source="chimera", name="task1", path=str(tmp_path), features=str(store))
+    assert ft.data_cache_folder(data) == elsewhere
+    (store / "image_cache").mkdir()
+    assert ft.data_cache_folder(data) == store / "image_cache"
+    assert ft.data_cache_folder(DataConfig()) is None  # no store

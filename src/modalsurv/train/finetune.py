@@ -41,6 +41,7 @@ from modalsurv.errors import ConfigError, FeatureError, WeightsError
 from modalsurv.features import encoders as enc
 from modalsurv.features.tile_cache import DEFAULT_FOLDER, ImageCache
 from modalsurv.io.feature_files import tile_subset
+from modalsurv.io.store import read_extraction_record
 from modalsurv.utils import Progress
 
 _IMAGES: contextvars.ContextVar[Any] = contextvars.ContextVar("modalsurv_images", default=None)
@@ -73,11 +74,23 @@ def weight_folders(folders: Sequence[str | Path]) -> Iterator[None]:
         _WEIGHTS.reset(token)
 
 
-def data_cache_folder(data: DataConfig) -> Path | None:
-    """The image cache beside a data source's feature store (``data.features``, or
-    ``data.path`` of a ``store`` source); None when it has no store."""
+def store_folder(data: DataConfig) -> Path | None:
+    """A data source's feature store (``data.features``, or ``data.path`` of a ``store``
+    source); None when it has none."""
     store = data.features if data.features else (data.path if data.source == "store" else None)
-    return None if store is None else Path(store) / DEFAULT_FOLDER
+    return None if store is None else Path(store)
+
+
+def data_cache_folder(data: DataConfig) -> Path | None:
+    """The image cache of a data source's feature store: ``STORE/image_cache``, or where
+    the store's extraction record says ``extract --cache-dir`` wrote it; None without a
+    store."""
+    store = store_folder(data)
+    if store is None:
+        return None
+    beside = store / DEFAULT_FOLDER
+    recorded = ((read_extraction_record(store) or {}).get("image_cache") or {}).get("path")
+    return Path(recorded) if recorded and not beside.is_dir() else beside
 
 
 def cache_folder(config: RunConfig) -> Path | None:
@@ -230,9 +243,10 @@ class Finetune:
                                f" {out.raw_dim}-d features; the cohort's are {have}-d: the"
                                " cache does not belong to these features", path=source.root,
                                field=m)  # fmt: skip
-        from modalsurv.io.store import read_extraction_record
-
-        record = read_extraction_record(source.root.parent) or {}
+        # the store whose features the cohort holds (a cache written with --cache-dir lies
+        # elsewhere); a bound or configured cache without one: the folder around it
+        store = store_folder(config.data) or source.root.parent
+        record = read_extraction_record(store) or {}
         key = "tile_encoder" if m == "wsi" else "volume_encoder"
         stored = (record.get(key) or {}).get("checksum")
         if stored is not None and stored != out.entry.get("checksum"):
