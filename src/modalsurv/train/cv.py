@@ -557,9 +557,9 @@ def _fold_dir(root: Path, repeat: int, fold: int) -> Path:
     return _units(root).unit(f"repeat_{repeat}", f"fold_{fold}")
 
 
-def _save_fold(
-    d: Path, model: ModalSurv | StackedSurv, preds: pd.DataFrame, rows: pd.DataFrame, bpreds: pd.DataFrame
-) -> None:
+def _save_fold(d: Path, out: FoldOutcome) -> None:
+    model, preds, rows, bpreds = (out.model, out.predictions, out.metrics,
+                                  out.baseline_predictions)  # fmt: skip
     model.save(d / "model")
     atomic_write_csv(d / "predictions.csv", preds)
     atomic_write_csv(d / "baseline_predictions.csv", bpreds)
@@ -567,14 +567,14 @@ def _save_fold(
     _units(d.parent.parent).finish(d, {"complete": True})
 
 
-def _load_fold(d: Path) -> tuple[Any, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def _load_fold(d: Path) -> FoldOutcome:
     model = load_model(d / "model")
     exact = {"float_precision": "round_trip"}  # the written %.17g read back bit for bit
     preds = pd.read_csv(d / "predictions.csv", dtype={"patient": str}, **exact)
     rows = pd.read_csv(d / "metrics.csv", keep_default_na=False, na_values=[""], **exact)
     rows["note"] = rows["note"].fillna("").astype(str)
     bpreds = pd.read_csv(d / "baseline_predictions.csv", dtype={"patient": str}, **exact)
-    return model, preds, rows, bpreds
+    return FoldOutcome(model, preds, rows, bpreds)
 
 
 def has_finished_folds(root: Path) -> bool:
@@ -693,7 +693,7 @@ def cross_validate(
     if root is not None:
         _start_resume(root, assignment, config, baselines)
 
-    done: dict[tuple[int, int], tuple[ModalSurv, pd.DataFrame, pd.DataFrame, pd.DataFrame]] = {}
+    done: dict[tuple[int, int], FoldOutcome] = {}
 
     def fold_end(r: int, f: int, m: pd.DataFrame) -> None:
         if progress is not None:
@@ -711,7 +711,7 @@ def cross_validate(
                 done[(r, f)] = _load_fold(d)
                 if progress is not None:
                     progress("fold_resumed", repeat=r, fold=f)
-                fold_end(r, f, done[(r, f)][2])
+                fold_end(r, f, done[(r, f)].metrics)
                 continue
             fold_seed = seed + 1000 * r + f
             train_idx = subsample_train(np.flatnonzero(fold_of != f), cohort.event,
@@ -721,10 +721,9 @@ def cross_validate(
 
     def on_done(job: FoldJob, out: FoldOutcome) -> None:
         """Checkpoint a fold as soon as it arrives (from wherever it ran)."""
-        result = (out.model, out.predictions, out.metrics, out.baseline_predictions)
         if root is not None:
-            _save_fold(_fold_dir(root, job.repeat, job.fold), *result)
-        done[(job.repeat, job.fold)] = result
+            _save_fold(_fold_dir(root, job.repeat, job.fold), out)
+        done[(job.repeat, job.fold)] = out
         fold_end(job.repeat, job.fold, out.metrics)
 
     if jobs:
@@ -735,10 +734,10 @@ def cross_validate(
     if missing:
         raise RuntimeError(f"the fold executor returned without (repeat, fold) {missing}")
     # assembled in fold order, whatever order the folds finished in
-    models = [[done[(r, f)][0] for f in range(folds)] for r in range(repeats)]
-    preds = [done[k][1] for k in keys]
-    rows = [done[k][2] for k in keys]
-    bpreds = [done[k][3] for k in keys]
+    models = [[done[(r, f)].model for f in range(folds)] for r in range(repeats)]
+    preds = [done[k].predictions for k in keys]
+    rows = [done[k].metrics for k in keys]
+    bpreds = [done[k].baseline_predictions for k in keys]
 
     optimistic = config.cv.selection == "outer_fold"
     metrics = pd.concat(rows, ignore_index=True)
