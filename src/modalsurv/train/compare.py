@@ -137,6 +137,8 @@ def compare_all(metrics: pd.DataFrame, model: str, metric: str = "harrell_c",
                                                test_train_ratio, level))
                          for other in others],
                         columns=[f.name for f in fields(PairedComparison)])  # fmt: skip
+
+
 def corrected_standard_error(differences: np.ndarray | list[float], test_train_ratio: float
                              ) -> float:  # fmt: skip
     """The standard error of the mean paired difference under the corrected resampled
