@@ -1,7 +1,9 @@
 # One command sets everything up and runs the demo; one sets up and runs the tests.
 # Both build a virtual environment in .venv (ignored by git) and install into it.
+# Another Python: `make test PYTHON=python3.12 VENV=.venv-3.12` (CI runs 3.11, whose torch
+# lies on this machine's disk; for 3.12 and 3.13 pip downloads the pinned torch, ~3 GB)
 PYTHON ?= python3
-VENV   := .venv
+VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 # torch / torchvision are pinned and installed first, so nothing else can drag in another build.
