@@ -262,3 +262,16 @@ def test_result_tables_fold_long_model_names_instead_of_cutting_them(monkeypatch
     assert any(line.rstrip().endswith("0.701 │") for line in out.splitlines())
     # a column with one value in every row is said once, under the table
     assert "in every row: n 5" in out and not any(line.rstrip().endswith("5 │") for line in out.splitlines())
+
+
+def test_command_list_shows_each_summary_as_one_paragraph():
+    """`modalsurv --help` lists every command with its docstring's first paragraph reflowed
+    to the terminal, not cut where the source wraps (typer's rich mode keeps those breaks)."""
+    res = runner.invoke(app, ["--help"], env={"COLUMNS": "300", "TERMINAL_WIDTH": "300"})
+    assert res.exit_code == 0, res.output
+    lines = [line for line in res.output.splitlines() if "│ demo " in line]
+    assert len(lines) == 1, res.output
+    assert "raw files -> extract -> ModalSurv on every modality" in lines[0]
+    assert "the challenge metric." in lines[0]
+    for info in app.registered_commands:
+        assert info.short_help and "\n" not in info.short_help, info.name

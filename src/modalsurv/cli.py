@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import json
 import time
 import warnings
@@ -719,7 +720,7 @@ def challenge(
                 res = score_folder(t, predictor, batch, out, weights, dev, direction,  # type: ignore[arg-type]
                                    progress=RichProgress(p))  # fmt: skip
             for prob in res.problems[:20]:
-                console.print(f"[yellow]{_escape(str(prob))}[/]")
+                console.print(f"[yellow]{escape(str(prob))}[/]")
             _print_table(res.table.drop(columns=["modalities"]).head(20),
                          f"{t}: predictions (first 20 of {len(res.table)})")
             if res.c_index is None:
@@ -738,7 +739,7 @@ def challenge(
     except (DataError, ConfigError) as err:
         _fail(err)
     for prob in result.problems:
-        console.print(f"[yellow]{_escape(str(prob))}[/]")
+        console.print(f"[yellow]{escape(str(prob))}[/]")
     stages = ", ".join(f"{k} {v:.2f} s" for k, v in result.seconds.items())
     console.print(f"{path}: {result.value!r} (risk {result.risk:.4f}; modalities"
                   f" {'+'.join(result.modalities)}; {stages})")
@@ -808,11 +809,17 @@ def export_model_cmd(
     console.print(f"model for /opt/ml/model: [bold]{path}[/]")
 
 
-def _escape(text: str) -> str:
-    from rich.markup import escape
+def _one_line_summaries(typer_app: typer.Typer) -> None:
+    """Give every command its docstring's first paragraph as one line for the command list
+    of ``modalsurv --help``: typer's rich mode keeps the docstring's line breaks there, which
+    cut each summary at the source's wrap instead of the terminal's."""
+    for info in typer_app.registered_commands:
+        doc = inspect.getdoc(info.callback) if info.callback else None
+        if info.short_help is None and doc:
+            info.short_help = " ".join(doc.split("\n\n")[0].split())
 
-    return escape(text)
 
+_one_line_summaries(app)
 
 if __name__ == "__main__":  # pragma: no cover
     app()
