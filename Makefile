@@ -5,12 +5,13 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 # torch / torchvision are pinned and installed first, so nothing else can drag in another build.
 TORCH  := torch==2.14.1 torchvision==0.29.1
-EXTRAS := dev,features,clip,finetune,survset,bench,ray,tune
+EXTRAS ?= dev,features,clip,finetune,survset,bench,ray,tune
+# a venv is rebuilt when the project, this file or the extras asked for change
+STAMP  := $(VENV)/.installed-$(shell (cat pyproject.toml Makefile; echo $(EXTRAS)) | cksum | cut -d' ' -f1)
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test smoke lint bench clean
 
 $(STAMP):
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +44,13 @@ test: $(STAMP) lint $(PANDAS3)/.installed
 	$(BIN)/python -m pytest -q
 	PYTHONPATH=$(PANDAS3) $(BIN)/python -c "import pandas as pd; assert pd.__version__ >= '3', pd.__version__; print('pandas', pd.__version__)"
 	PYTHONPATH=$(PANDAS3) $(BIN)/python -m pytest -q -p no:cacheprovider $(PANDAS3_TESTS)
+
+# The spine's tests alone, for a venv with fewer extras (CI: the newest Python, when the
+# machine has one): make smoke PYTHON=python3.13 VENV=.venv-3.13 EXTRAS=dev,features
+SMOKE_TESTS := tests/test_core_install.py tests/test_cli.py tests/challenge tests/io
+
+smoke: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(SMOKE_TESTS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_metrics.py
