@@ -97,6 +97,11 @@ def pycox_mlp(n_in: int, n_out: int) -> torch.nn.Module:
     return tt.practical.MLPVanilla(n_in, [256, 256], n_out, batch_norm=True, dropout=0.2)
 
 
+def latent(latent_dim: int | None) -> dict[str, int]:
+    """The model-config entry for ``--latent-dim``: none keeps the method's width (128)."""
+    return {} if latent_dim is None else {"latent_dim": latent_dim}
+
+
 def pick_modalities(cohort, k: int = 4) -> list[str]:
     """Four modalities, the bag (if any) first so the bench always includes attention pooling."""
     bags = [m for m in cohort.modalities if cohort.is_bag(m)]
@@ -138,11 +143,13 @@ def time_modalsurv(
     head: str = "deephit",
     amp: bool = False,
     peak: list[float] | None = None,
+    latent_dim: int | None = None,
 ) -> Times:
     cfg = RunConfig.model_validate(
         {
             "preprocess": {"bag_pca": bag_pca},
-            "model": {"fusion": "cross_attention_gated", "head": head, "stack": "none"},
+            "model": {"fusion": "cross_attention_gated", "head": head, "stack": "none",
+                      **latent(latent_dim)},
             "train": {
                 "epochs": epochs,
                 "patience": epochs + 1,
@@ -352,7 +359,8 @@ def time_mil_loop(cohort, epochs: int, accumulate: int, device: str,
     return out
 
 
-def step_flops(cohort, batch: int, bag_pca: int | str | None = "auto") -> tuple[float, float]:
+def step_flops(cohort, batch: int, bag_pca: int | str | None = "auto",
+               latent_dim: int | None = None) -> tuple[float, float]:
     """Matmul FLOPs of one training step (forward + backward; torch's ``FlopCounterMode``)
     of ModalSurv's network and of pycox's MLP, on the same first ``batch`` training rows,
     each with its own preprocessing: the arithmetic a step cannot avoid. Where both models
@@ -363,7 +371,7 @@ def step_flops(cohort, batch: int, bag_pca: int | str | None = "auto") -> tuple[
     from modalsurv.train.preprocess import Preprocessor
 
     cfg = RunConfig.model_validate({"preprocess": {"bag_pca": bag_pca},
-                                    "model": {"stack": "none"}})  # fmt: skip
+                                    "model": {"stack": "none", **latent(latent_dim)}})  # fmt: skip
     train = split_parts(cohort, cfg)[0]
     pp = Preprocessor(cfg.preprocess).fit(train)
     data = trainer.to_tensors(pp.transform(train), pp.modalities, pp.dims, pp.bag)
@@ -409,6 +417,9 @@ def main() -> None:
     ap.add_argument("--bag-pca", default="auto", type=lambda v: None if v == "none" else v
                     if v == "auto" else int(v),
                     help="preprocess.bag_pca for both models: auto (default), none or a count")
+    ap.add_argument("--latent-dim", type=int, default=None,
+                    help="ModalSurv's model.latent_dim (default: the method's 128): how the"
+                    " ratio falls with a narrower network")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -429,7 +440,8 @@ def main() -> None:
                     ms[amp],
                     time_modalsurv(cohort, args.epochs, args.batch, args.device,
                                    args.tile_dropout, args.bag_pca, amp=amp,
-                                   peak=peaks.setdefault(("ms", amp), [])),
+                                   peak=peaks.setdefault(("ms", amp), []),
+                                   latent_dim=args.latent_dim),
                 ),
                 (
                     pc[amp],
@@ -456,7 +468,7 @@ def main() -> None:
     print(
         f"N={args.n}, batch={args.batch}, epochs={args.epochs} x {args.repeats} runs, "
         f"threads={args.threads}, device={args.device}, tile_dropout={args.tile_dropout}, "
-        f"bag_pca={args.bag_pca}, pool_bags={args.pool_bags};"
+        f"bag_pca={args.bag_pca}, pool_bags={args.pool_bags}, latent_dim={args.latent_dim or 128};"
         f" modalities: {shapes}"
     )
     print(f"{'model':<42}{'train s/ep':>12}{'ratio':>7}{'train+val s/ep':>16}{'ratio':>7}")
@@ -471,7 +483,7 @@ def main() -> None:
         print(f"{name:<42}{secs:>12.4f}{secs / med[('pc', False)][0]:>7.2f}")
     met = med[("ms", False)][0] <= 2.0 * med[("pc", False)][0]
     print("target (train): ratio <= 2.00 ->", "met" if met else "NOT met")
-    ours, peer = step_flops(cohort, args.batch, args.bag_pca)
+    ours, peer = step_flops(cohort, args.batch, args.bag_pca, args.latent_dim)
     time_ratio = med[("ms", False)][0] / med[("pc", False)][0]
     print(f"matmul work per training step (forward + backward): ModalSurv {ours / 1e6:.1f} MFLOP,"
           f" pycox {peer / 1e6:.1f} MFLOP = {ours / peer:.2f}x; time ratio / FLOP ratio"
