@@ -235,6 +235,26 @@ def test_candidates_follow_the_cohort(make_config):
     assert list(names) == ["modalsurv", "rsf"]  # clinical-only repeats it; cox is the head
 
 
+def test_candidates_follow_model_modalities(make_cohort, make_config):
+    """A modality ablation without clinical data must not get it back through the stack:
+    no clinical candidate, and the fitted stack's risks ignore the clinical values."""
+    cohort = make_cohort(n=90, seed=2)
+    cfg = stack_config(make_config, stack=["modalsurv", "modalsurv_clinical",
+                                           "coxph_clinical", "coxnet"],
+                       modalities=["rna", "slide"])  # fmt: skip
+    names = stacking.candidate_configs(cfg, cohort)
+    assert list(names) == ["modalsurv", "coxnet"]
+    with_clinical = stack_config(make_config, modalities=["clinical", "rna"])
+    assert "coxph_clinical" in stacking.candidate_configs(with_clinical, cohort)
+    assert stacking.clinical_modalities(with_clinical, cohort) == ["clinical"]
+
+    train, test = cohort.subset(np.arange(70)), cohort.subset(np.arange(70, 90))
+    model = StackedSurv(cfg).fit(train)
+    assert set(model.stack_info_["weights"]) <= {"modalsurv", "coxnet"}
+    shifted = test.with_modality("clinical", test.features["clinical"] + 3.0)
+    np.testing.assert_array_equal(model.predict_risk(shifted), model.predict_risk(test))
+
+
 def test_stack_in_a_cv_run_scores_the_plain_network_beside_it(make_cohort, make_config):
     cohort = make_cohort(n=80, seed=0)
     res = cross_validate(cohort, stack_config(make_config), folds=2, repeats=1, seed=0,

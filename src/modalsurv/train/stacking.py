@@ -360,9 +360,7 @@ class ClinicalCoxCandidate(_PerFoldCandidate):
     def _matrix(self, train: Cohort, features: FeatureMatrix | None) -> FeatureMatrix:
         """Its own matrix over the clinical modalities only, fitted on ``train``."""
         assert features is not None
-        clinical = [m for m in features.config.preprocess.clinical_modalities
-                    if m in train.features]  # fmt: skip
-        return FeatureMatrix(features.config, clinical).fit(train)
+        return FeatureMatrix(features.config, clinical_modalities(features.config, train)).fit(train)
 
     def _fit_fold(self, x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray,
                   seed: int) -> tuple[Any, np.ndarray]:  # fmt: skip
@@ -391,14 +389,23 @@ class ClinicalCoxCandidate(_PerFoldCandidate):
         return out
 
 
+def clinical_modalities(config: RunConfig, cohort: Cohort) -> list[str]:
+    """The clinical modalities a run may use: in the cohort and in ``model.modalities``."""
+    allowed = config.model.modalities or cohort.modalities
+    return [m for m in config.preprocess.clinical_modalities
+            if m in cohort.features and m in allowed]  # fmt: skip
+
+
 def candidate_configs(config: RunConfig, cohort: Cohort) -> dict[str, RunConfig | None]:
     """Which candidates of ``model.stack`` this cohort can use, and each network's config
-    (None for a classical peer). ``modalsurv_clinical`` is left out when the cohort has no
-    clinical modality or nothing else (it would repeat ``modalsurv``), ``modalsurv_cox``
-    when the run's head is already Cox."""
+    (None for a classical peer). Every candidate sees only ``model.modalities``: the
+    clinical ones (``modalsurv_clinical``, ``coxph_clinical``) are left out when the run
+    excludes the clinical modality (a modality ablation must not get it back through the
+    stack), ``modalsurv_clinical`` also when clinical is all there is (it would repeat
+    ``modalsurv``), ``modalsurv_cox`` when the run's head is already Cox."""
     out: dict[str, RunConfig | None] = {}
     mods = list(config.model.modalities or cohort.modalities)
-    clinical = [m for m in config.preprocess.clinical_modalities if m in cohort.features]
+    clinical = clinical_modalities(config, cohort)
     for name in stack_names(config):
         cfg = config.model_copy(deep=True)
         if name == "modalsurv":
