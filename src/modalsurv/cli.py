@@ -775,7 +775,9 @@ def case_input(
     task: str = typer.Argument(..., help="task1 | task3"),
     root: Path = typer.Argument(..., help="a CHIMERA task folder"),
     case: str = typer.Argument(..., help="the case id"),
-    out: Path = typer.Option(..., help="folder to write (the case as /input)"),
+    out: Path = typer.Option(..., help="folder to write (the case as /input): new or empty"),
+    replace: bool = typer.Option(False, "--replace",
+                                 help="empty --out first when it holds files (another case)"),
 ) -> None:
     """Lay out one case of a CHIMERA folder as the grand challenge presents it under
     /input (labels removed, images in their socket folders, inputs.json), to try the
@@ -783,7 +785,7 @@ def case_input(
     from modalsurv.challenge.sockets import case_to_input
 
     try:
-        path = case_to_input(root, task, case, out)
+        path = case_to_input(root, task, case, out, replace=replace)
     except (DataError, ConfigError) as err:
         _fail(err)
     console.print(f"/input for case {case}: [bold]{path}[/]")

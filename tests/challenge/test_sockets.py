@@ -10,12 +10,14 @@ import pytest
 from modalsurv.challenge.sockets import (
     SOCKETS,
     ChallengeInputError,
+    _pair_slides,
     case_to_input,
     folder_of,
     read_case,
     slug_of,
 )
 from modalsurv.data.synthetic import make_cohort, write_chimera
+from modalsurv.errors import DataError
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +106,48 @@ def test_task3_alternative_clinical_slug(tmp_path):
     case = read_case(inp, "task3")
     assert case.clinical == {"age": 70} and case.slides == [] and case.rna is None
     assert any("bulk-rna-seq-bladder-cancer" in (p.field or "") for p in case.problems)
+
+
+def test_case_input_refuses_a_folder_holding_another_case(folder, tmp_path):
+    """Two cases in one /input folder would be read as one (every slide of a socket folder is
+    taken): a used folder is refused, and ``replace`` empties it first."""
+    dest = tmp_path / "in"
+    case_to_input(folder, "task1", "1000", dest)
+    with pytest.raises(DataError, match="not empty") as err:
+        case_to_input(folder, "task1", "1001", dest)
+    assert err.value.patient == "1001" and Path(err.value.path) == dest
+    case_to_input(folder, "task1", "1001", dest, replace=True)
+    case = read_case(dest, "task1")
+    assert case.slides and all(s.name.startswith("1001") for s in case.slides), case.slides
+
+
+@pytest.mark.parametrize(
+    ("slides", "masks", "want"),
+    [
+        (["p_1", "p_10"], ["p_10_tissue", "p_1_tissue"], ["p_1_tissue", "p_10_tissue"]),
+        (["X_HE", "X_HE_2"], ["X_HE_2_mask", "X_HE_mask"], ["X_HE_mask", "X_HE_2_mask"]),
+        (["a", "b"], ["m1", "m2"], ["m1", "m2"]),  # no name matches: by position
+        (["a", "b"], ["a_mask"], ["a_mask", None]),
+    ],
+)
+def test_slide_masks_pair_by_whole_name_not_substring(slides, masks, want):
+    files = [Path(f"in/images/wsi/{s}.tif") for s in slides]
+    cands = sorted(Path(f"in/images/mask/{m}.tif") for m in masks)
+    got_slides, got = _pair_slides({("slide", 0): files, ("slide_mask", 0): cands}, [])
+    assert got_slides == files
+    assert [None if m is None else m.stem for m in got] == want
+
+
+def test_case_input_command_names_the_used_folder_and_replaces_on_request(folder, tmp_path):
+    from typer.testing import CliRunner
+
+    from modalsurv.cli import app
+
+    out = tmp_path / "in"
+    args = ["case-input", "task1", str(folder), "1000", "--out", str(out)]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    res = CliRunner().invoke(app, [*args[:3], "1001", *args[4:]])
+    assert res.exit_code == 1 and "not empty" in res.output and str(out) in res.output
+    res = CliRunner().invoke(app, [*args[:3], "1001", *args[4:], "--replace"])
+    assert res.exit_code == 0, res.output
+    assert all(s.name.startswith("1001") for s in read_case(out, "task1").slides)

@@ -77,10 +77,11 @@ class BatchResult:
     problems: list[Problem] = field(default_factory=list)
 
 
-def folder_cases(root: str | Path, task: str, problems: list[Problem]
-                 ) -> tuple[list[CaseInputs], pd.DataFrame]:  # fmt: skip
+def folder_cases(root: str | Path, task: str, problems: list[Problem],
+                 event: str | None = None) -> tuple[list[CaseInputs], pd.DataFrame]:  # fmt: skip
     """Every case of a CHIMERA task folder as the challenge would present it, and the
-    labels found in the clinical files (index case: time, event; NaN when absent)."""
+    labels found in the clinical files (index case: time, event; NaN when absent), for
+    task 3 of the endpoint ``event`` (the model's ``data.params.event``; progression)."""
     from modalsurv.io import clinical as clin
     from modalsurv.io.chimera import LAYOUTS, MRI_SEQUENCES, discover
 
@@ -90,6 +91,9 @@ def folder_cases(root: str | Path, task: str, problems: list[Problem]
     for pid, row in paths.iterrows():
         try:
             record = clin.read_json_file(row["clinical"], str(pid))
+            if not isinstance(record, dict):
+                raise DataError("expected a JSON object of field → value", path=row["clinical"],
+                                patient=str(pid), field="clinical")  # fmt: skip
         except DataError as exc:
             problems.append(Problem("error", f"{exc.reason}; case skipped", exc.path, str(pid),
                                     "clinical"))  # fmt: skip
@@ -110,16 +114,18 @@ def folder_cases(root: str | Path, task: str, problems: list[Problem]
                         for q in MRI_SEQUENCES}  # fmt: skip
             case.mri_mask = None if row.get("mri_mask") is None else Path(row["mri_mask"])
         cases.append(case)
-        labels.append(labels_of(record, task))
+        labels.append(labels_of(record, task, event))
     return cases, pd.DataFrame(labels, index=pd.Index([c.case for c in cases], name="case"),
                                columns=["time", "event"])  # fmt: skip
 
 
-def labels_of(record: dict[str, Any], task: str) -> tuple[float, float]:
-    """(time, event) of a clinical record with labels, NaN when it has none."""
+def labels_of(record: dict[str, Any], task: str, event: str | None = None
+              ) -> tuple[float, float]:  # fmt: skip
+    """(time, event) of a clinical record with labels, NaN when it has none; task 3's
+    endpoint is ``event`` (progression when None)."""
     from modalsurv.io import clinical as clin
 
-    schema = clin.TASK1 if task == "task1" else clin.task3_schema("progression")
+    schema = clin.TASK1 if task == "task1" else clin.task3_schema(event or "progression")
     try:
         table = clin.coerce_records({"c": record}, schema, [], collect_errors=True)
         return float(table["time"].iloc[0]), float(table["event"].iloc[0])
@@ -143,7 +149,7 @@ def score_folder(task: str, model: ChallengeModel, root: str | Path, out: str | 
     case (and ``metrics.json`` beside it, as the organisers' evaluation writes it)."""
     emit = progress or (lambda *a, **k: None)
     problems: list[Problem] = []
-    cases, labels = folder_cases(root, task, problems)
+    cases, labels = folder_cases(root, task, problems, model.config.data.params.get("event"))
     if not cases:
         raise DataError("no case found", path=root)
     rows = []

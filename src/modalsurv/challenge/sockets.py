@@ -275,6 +275,21 @@ def read_case(input_dir: str | Path, task: str) -> CaseInputs:
                       mri if t == "task1" else {}, mri_mask, problems, sources)  # fmt: skip
 
 
+def _mask_owners(slides: list[Path], masks: list[Path]) -> dict[Path, Path | None]:
+    """Each mask's slide by name: the slide whose stem is the longest that the mask's name
+    equals or continues with a separator (``X_HE`` owns ``X_HE_mask`` but ``X_HE_2`` owns
+    ``X_HE_2_mask``; ``p_1`` never owns ``p_10_tissue``); None when no stem matches."""
+    def owns(stem: str, name: str) -> bool:
+        return bool(stem) and (name == stem or (name.startswith(stem) and name[len(stem)] in "_-."))
+
+    out: dict[Path, Path | None] = {}
+    for m in masks:
+        name = m.name.split(".")[0]
+        fits = [f for f in slides if owns(f.name.split(".")[0], name)]
+        out[m] = max(fits, key=lambda f: len(f.name.split(".")[0]), default=None)
+    return out
+
+
 def _pair_slides(images: dict[tuple[str, int], list[Path]], problems: list[Problem]
                  ) -> tuple[list[Path], list[Path | None]]:  # fmt: skip
     """Slides in socket order (main, then extra 1..9; several files in one folder in name
@@ -285,9 +300,9 @@ def _pair_slides(images: dict[tuple[str, int], list[Path]], problems: list[Probl
     for i in range(MAX_EXTRA_SLIDES + 1):
         files = images.get(("slide", i), [])
         cands = list(images.get(("slide_mask", i), []))
+        owner = _mask_owners(files, cands)
         for k, f in enumerate(files):
-            stem = f.name.split(".")[0]
-            named = [m for m in cands if stem and stem in m.name]
+            named = [m for m in cands if owner[m] == f]
             mask = named[0] if named else (cands[k] if len(cands) == len(files) else None)
             if mask is None:
                 problems.append(Problem("warning", "slide has no tissue mask; tissue is detected"
@@ -318,11 +333,14 @@ def folder_of(role: str, task: str, index: int = 0) -> str:
 
 
 def case_to_input(root: str | Path, task: str, case: str, dest: str | Path,
-                  inputs_json: bool = True) -> Path:  # fmt: skip
+                  inputs_json: bool = True, replace: bool = False) -> Path:  # fmt: skip
     """Lay out one case of a CHIMERA storage folder as the challenge presents it under
     ``/input`` (labels removed from the clinical record; images copied into their socket
     folders; ``inputs.json`` listing the sockets). For trying a model before submitting,
-    and for the demo and the tests."""
+    and for the demo and the tests.
+
+    ``dest`` must be new or empty: a socket folder holding another case's files would be
+    read as this case's (every slide of a folder is taken). ``replace`` empties it first."""
     import shutil
 
     from modalsurv.io import clinical as clin
@@ -335,6 +353,12 @@ def case_to_input(root: str | Path, task: str, case: str, dest: str | Path,
         raise DataError("case not found", path=root, patient=case)
     row = paths.loc[case]
     dest = Path(dest)
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        if not (replace and dest.is_dir()):
+            raise DataError("the folder exists and is not empty: an /input folder must hold"
+                            " one case alone (give a new folder, or replace it)",
+                            path=dest, patient=case)  # fmt: skip
+        shutil.rmtree(dest)
     dest.mkdir(parents=True, exist_ok=True)
     entries: list[dict[str, Any]] = []
 

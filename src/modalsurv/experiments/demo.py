@@ -212,7 +212,7 @@ def _challenge(run: Path, held: Path, out: Path, notes: list[str]) -> dict[str, 
     rows = []
     for path in sorted((held / "clinical_data").glob("*.json")):
         case = path.stem
-        inp = case_to_input(held, "task1", case, out / case / "input")
+        inp = case_to_input(held, "task1", case, out / case / "input", replace=True)
         result, answer = answer_case("task1", model, inp, out / case / "output")
         t, e = labels_of(read_json_file(path, case), "task1")
         rows.append({"case": case, "predicted_months": json.loads(answer.read_text()),
