@@ -87,6 +87,27 @@ def test_exported_model_answers_through_the_entry_point_command(task1, tmp_path)
     assert {"config.yaml", "extraction.json", "models/repeat_0/bundle.json"} <= names
 
 
+@pytest.mark.parametrize("name", ["model", "model.tar.gz"])
+def test_a_failed_export_leaves_nothing_and_the_rerun_succeeds(task1, tmp_path, name):
+    """Weights the extraction record names but nobody passed: the export fails naming them,
+    writes nothing under --out (no half model that would fail only on the platform), and
+    the corrected rerun into the same --out succeeds."""
+    import shutil
+
+    run = shutil.copytree(task1["run"], tmp_path / "run")
+    record = json.loads((run / "extraction.json").read_text())
+    record["tile_encoder"] = {**record["tile_encoder"], "weights_name": "missing.bin"}
+    (run / "extraction.json").write_text(json.dumps(record))
+    out = tmp_path / "exports" / name
+    out.parent.mkdir()
+    res = CliRunner().invoke(app, ["export-model", str(run), "--out", str(out)])
+    assert res.exit_code == 1 and "missing.bin" in res.output, res.output
+    assert list(out.parent.iterdir()) == []
+    res = CliRunner().invoke(app, ["export-model", str(task1["run"]), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert [p.name for p in out.parent.iterdir()] == [name]
+
+
 def test_build_script_builds_and_exports_both_variants():
     text = (ROOT / "docker" / "build.sh").read_text()
     assert "docker build" in text and "docker save" in text and "Dockerfile.cuda" in text

@@ -6,11 +6,14 @@ and reports (large, not needed to answer), while the encoder weights live elsewh
 (``modalsurv extract --tile-weights ...``). The export copies ``config.yaml``,
 ``models/repeat_0/``, ``extraction.json`` and ``data.json``, plus every weight file the
 extraction record names into ``weights/`` (checksums verified), then loads the result as
-the challenge command would, so a broken export fails here and not on the platform.
+the challenge command would, so a broken export fails here and not on the platform. It
+is built in a hidden folder beside ``--out`` and renamed into place only then: a failed
+export leaves nothing behind, and its rerun is not refused.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tarfile
 from collections.abc import Sequence
@@ -35,21 +38,41 @@ def export_model(run: str | Path, out: str | Path, task: str | None = None,
         task = config.data.name or "task1"
     source = ChallengeModel.load(run, task, weight_folders)  # refuses a run that cannot answer
     tarball = out.name.endswith(".tar.gz")
-    folder = out.with_name(out.name[: -len(".tar.gz")] + ".tmp") if tarball else out
-    if folder.exists() and any(folder.iterdir()):
-        raise ConfigError(f"{folder} exists and is not empty; choose a new --out")
-    folder.mkdir(parents=True, exist_ok=True)
+    if not tarball and out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"{out} exists and is not empty; choose a new --out")
+    # built beside ``out`` and renamed into place only once it loads as it will run: a
+    # failure (weights missing, checksum wrong) leaves nothing that looks like a model
+    staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        _fill(staging, run, source.record or {}, [*map(Path, weight_folders), run / "weights"])
+        ChallengeModel.load(staging, task).encoders([staging / "weights"])
+        if not tarball:
+            staging.replace(out)  # ``out`` is absent or an empty folder
+            return out
+        part = out.with_name(out.name + ".part")
+        with tarfile.open(part, "w:gz") as tar:
+            for p in sorted(staging.rglob("*")):
+                tar.add(p, arcname=str(p.relative_to(staging)), recursive=False)
+        part.replace(out)
+        return out
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _fill(folder: Path, run: Path, record: dict, weight_folders: list[Path]) -> None:
+    """Copy what answering needs from ``run`` and the weight files ``record`` names (found
+    in ``weight_folders``, checksums verified) into ``folder``."""
     for name in KEEP:
         if (run / name).is_file():
             shutil.copy2(run / name, folder / name)
     shutil.copytree(run / "models" / "repeat_0", folder / "models" / "repeat_0")
-    record = source.record or {}
-    folders = [Path(f) for f in weight_folders] + [run / "weights"]
     for key in ("tile_encoder", "slide_encoder", "volume_encoder"):
         entry = record.get(key) or {}
         if not entry.get("weights_name"):
             continue
-        path = find_weights(entry, folders)
+        path = find_weights(entry, weight_folders)
         assert path is not None
         if path.is_file() and entry.get("checksum") and sha256_file(path) != entry["checksum"]:
             raise WeightsError(f"weights of {entry.get('name')!r} do not match the extraction"
@@ -60,12 +83,3 @@ def export_model(run: str | Path, out: str | Path, task: str | None = None,
             shutil.copytree(path, dest)
         else:
             shutil.copy2(path, dest)
-    ChallengeModel.load(folder, task).encoders([folder / "weights"])  # loads as it will run
-    if not tarball:
-        return folder
-    with tarfile.open(out.with_name(out.name + ".part"), "w:gz") as tar:
-        for p in sorted(folder.rglob("*")):
-            tar.add(p, arcname=str(p.relative_to(folder)), recursive=False)
-    out.with_name(out.name + ".part").replace(out)
-    shutil.rmtree(folder)
-    return out
