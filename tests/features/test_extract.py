@@ -86,6 +86,24 @@ def test_corrupt_slide_is_reported_and_the_rest_finish(chimera: Path, tmp_path: 
     assert failed and failed[0]["path"] == str(bad)
 
 
+def test_an_rna_profile_in_another_gene_vocabulary_fails_alone(chimera: Path,
+                                                              tmp_path: Path) -> None:
+    """One RNA file with Ensembl ids instead of symbols: that patient is a failure naming its
+    file; the others keep all their genes (the intersection would have had none)."""
+    import json
+
+    root = tmp_path / "c"
+    shutil.copytree(chimera, root)
+    odd = root / "rna" / "1001_RNA.json"
+    odd.write_text(json.dumps({f"ENSG{i:011d}": 1.0 for i in range(12)}))
+    rep = run_extract("chimera-task1", root, tmp_path / "s", **FAST)
+    assert [(f.patient, f.path) for f in rep.failures] == [("1001", str(odd))]
+    assert "none of the 12 genes" in rep.failures[0].reason
+    store = FeatureStore(tmp_path / "s")
+    assert store.meta("rna")["dim"] == 12
+    assert store.has("rna", "1000") and not store.has("rna", "1001")
+
+
 def test_resume_after_a_crash_inside_the_writer(chimera: Path, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     out = tmp_path / "s"

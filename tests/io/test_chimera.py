@@ -165,3 +165,27 @@ def test_load_data_keeps_problems_and_strict_refuses_them(tmp_path):
     assert "7 patients" in headline(summary) and "clinical 100%" in headline(summary)
     with pytest.raises(DataError, match="--strict"):
         loaded.check_strict()
+
+
+def test_one_odd_rna_file_neither_shrinks_nor_breaks_the_others(tmp_path):
+    """A truncated profile keeps every gene (its own gaps imputed later); a profile named in
+    another gene vocabulary is that patient's RNA ignored, noted against its own file."""
+    import json
+
+    cohort = _small(task=3, n=10)
+    write_chimera(cohort, tmp_path, task=3, images=False)
+    files = sorted(tmp_path.rglob("*_RNA.json"))
+    short, other = files[0], files[1]
+    full = json.loads(short.read_text())
+    short.write_text(json.dumps(dict(list(full.items())[:2])))
+    other.write_text(json.dumps({f"ENSG{i:011d}": 1.0 for i in range(30)}))
+    out = read_chimera(tmp_path, task=3)
+    assert out.cohort.features["rna"].shape[1] == len(full)
+    pid_short = short.name.removesuffix("_RNA.json")
+    pid_other = other.name.removesuffix("_RNA.json")
+    row = list(out.cohort.ids).index(pid_short)
+    assert out.cohort.present["rna"][row] and np.isnan(out.cohort.features["rna"][row]).sum() == len(full) - 2
+    assert not out.cohort.present["rna"][list(out.cohort.ids).index(pid_other)]
+    notes = {p.patient: p for p in out.problems if p.field == "rna"}
+    assert "missing" in notes[pid_short].reason and notes[pid_short].path == str(short)
+    assert "none of the" in notes[pid_other].reason and notes[pid_other].path == str(other)

@@ -9,7 +9,13 @@ import pandas as pd
 import pytest
 
 from modalsurv.errors import DataError
-from modalsurv.io.rnaseq import align_genes, read_matrix, read_rna_json, to_features
+from modalsurv.io.rnaseq import (
+    align_genes,
+    read_matrix,
+    read_rna_json,
+    shared_genes,
+    to_features,
+)
 
 
 def _write(path, obj):
@@ -129,3 +135,28 @@ def test_to_features_absent_patients():
     assert not x[1].any()
     assert np.isnan(x[2, 1])  # a missing value in a present row stays NaN
     assert names == ["G1", "G2"]
+
+
+def test_shared_genes_keep_what_most_patients_have_and_note_each_file():
+    genes = [f"G{i}" for i in range(10)]
+    full = {f"P{i}": pd.Series(np.arange(10.0) + i, index=genes, name=f"P{i}") for i in range(4)}
+    short = pd.Series([1.0, 2.0, 7.0], index=["G0", "G1", "X9"], name="SHORT")
+    ensembl = pd.Series([3.0, 4.0], index=["ENSG01", "ENSG02"], name="ENS")
+    res = shared_genes([*full.values(), short, ensembl])
+    assert list(res.matrix.index) == genes  # not shrunk to the short file's two genes
+    assert list(res.matrix.columns) == ["P0", "P1", "P2", "P3", "SHORT"]
+    assert res.ignored == ["ENS"] and "none of the 10 genes" in res.notes["ENS"][0]
+    assert "ENSG01" in res.notes["ENS"][0]
+    assert res.notes["SHORT"] == ["8 of the 10 genes most patients have are missing; imputed"
+                                  " from the training patients",
+                                  "1 genes that most patients lack dropped"]  # fmt: skip
+    assert set(res.notes) == {"SHORT", "ENS"}
+    np.testing.assert_array_equal(res.matrix["SHORT"].iloc[:3], [1.0, 2.0, np.nan])
+    # everyone measuring the same genes: the intersection, nothing noted
+    same = shared_genes(list(full.values()))
+    pd.testing.assert_frame_equal(same.matrix, align_genes(list(full.values()))[0])
+    assert same.notes == {} and same.ignored == []
+    with pytest.raises(DataError, match="no gene is measured"):
+        shared_genes([pd.Series([1.0], index=["A"], name="a"),
+                      pd.Series([1.0], index=["B"], name="b"),
+                      pd.Series([1.0], index=["C"], name="c")])  # fmt: skip

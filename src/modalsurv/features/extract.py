@@ -7,8 +7,8 @@ Modalities written to the store at ``out``:
 - ``slide``: the slide-level vector (``mean`` of the tiles, or TITAN per slide averaged
   over the patient's slides);
 - ``mri``: the mpMRI vector (``features.mri``), when a ``volume_encoder`` is given;
-- ``rna``: the raw gene matrix aligned over patients (intersection of genes; the gene
-  order is saved in ``out/rna_genes.txt``). Every *learned* transform (scaling, gene
+- ``rna``: the raw gene matrix aligned over patients (the genes most patients have,
+  ``rnaseq.shared_genes``; the gene order is saved in ``out/rna_genes.txt``). Every *learned* transform (scaling, gene
   selection, PCA) stays in the training pipeline, fitted on training folds only.
 
 Provenance: ``out/extraction.json`` records how the features were made (layout, every
@@ -717,8 +717,10 @@ def _versions() -> dict[str, str]:
 
 def _extract_rna(todo: Sequence[PatientFiles], store: FeatureStore,
                  report: ExtractReport) -> None:  # fmt: skip
-    """Align genes over every patient with an RNA file and store the raw matrix."""
-    from modalsurv.io.rnaseq import align_genes, read_rna_json
+    """Align genes over every patient with an RNA file (the genes most of them have:
+    ``rnaseq.shared_genes``) and store the raw matrix; a profile with none of them is a
+    failure naming its file, a partial one a problem."""
+    from modalsurv.io.rnaseq import read_rna_json, shared_genes
 
     have = [pf for pf in todo if pf.rna is not None]
     if not have or all(store.has("rna", pf.patient) for pf in have):
@@ -732,7 +734,16 @@ def _extract_rna(todo: Sequence[PatientFiles], store: FeatureStore,
     if not series:
         return
     try:
-        matrix, _ = align_genes(series)
+        shared = shared_genes(series)
+        files = {pf.patient: pf.rna for pf in have}
+        for pid, notes in shared.notes.items():
+            for note in notes:
+                if pid in shared.ignored:
+                    report.failures.append(Failure(pid, str(files[pid]), f"RNA: {note}"))
+                else:
+                    report.problems.append(Problem("warning", f"RNA: {note}", str(files[pid]),
+                                                   pid, "rna"))  # fmt: skip
+        matrix = shared.matrix
         genes = [str(g) for g in matrix.index]
         checksum = hashlib.sha256("\n".join(genes).encode()).hexdigest()
         store.write_many("rna", {str(p): matrix[p].to_numpy(np.float32) for p in matrix.columns},

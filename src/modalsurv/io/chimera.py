@@ -36,7 +36,7 @@ from modalsurv.cohort import Cohort, stack_patients
 from modalsurv.errors import DataError, FeatureError, Problem
 from modalsurv.io import clinical as clin
 from modalsurv.io.feature_files import load_feature_file, tile_subset
-from modalsurv.io.rnaseq import align_genes, read_rna_json, to_features
+from modalsurv.io.rnaseq import read_rna_json, shared_genes, to_features
 from modalsurv.io.store import FeatureStore, read_extraction_record
 from modalsurv.io.store_read import stored_modalities
 
@@ -301,7 +301,9 @@ def wsi_features(
 
 def rna_features(paths: pd.DataFrame, problems: list[Problem]
                  ) -> tuple[np.ndarray, np.ndarray, list[str]] | None:  # fmt: skip
-    """Aligned RNA (intersection of genes) for the patients in ``paths``, or None."""
+    """Aligned RNA for the patients in ``paths`` (the genes most of them have:
+    ``rnaseq.shared_genes``), or None; what alignment did to a profile is a problem naming
+    that patient's file."""
     series = []
     for case, f in zip(paths.index, paths["rna"]):
         if f is None:
@@ -313,12 +315,11 @@ def rna_features(paths: pd.DataFrame, problems: list[Problem]
                                     exc.field or "rna"))  # fmt: skip
     if not series:
         return None
-    matrix, report = align_genes(series)
-    for pid, k in report.dropped.items():
-        if k:
-            problems.append(Problem("warning", f"{k} genes not shared by all patients dropped",
-                                    paths.loc[pid, "rna"], pid, "rna"))  # fmt: skip
-    return to_features(matrix, [str(i) for i in paths.index])
+    shared = shared_genes(series)
+    for pid, notes in shared.notes.items():
+        problems.extend(Problem("warning", f"RNA: {note}", str(paths.loc[pid, "rna"]), pid, "rna")
+                        for note in notes)  # fmt: skip
+    return to_features(shared.matrix, [str(i) for i in paths.index])
 
 
 # ---------------------------------------------------------------------------- store

@@ -3,7 +3,9 @@
 CHIMERA ships one ``{pid}_RNA.json`` per patient (a JSON object of ~19,000 genes; values
 are numbers or numeric strings). Gene sets can differ between patients or files, so
 alignment is explicit: ``align_genes`` keeps the intersection (or the union, filling
-NaN) and returns a report of what was dropped, filled and collapsed, never silently.
+NaN) and returns a report of what was dropped, filled and collapsed, never silently;
+``shared_genes`` (the CHIMERA readers' rule) keeps the genes most patients have, so one odd
+file cannot shrink everyone's RNA.
 This module reads and aligns; it learns nothing (log1p, gene selection and PCA are
 ``train.transforms.RnaTransform``, fitted on training rows only).
 """
@@ -261,6 +263,52 @@ def align_genes(
         duplicates=dup_counts,
     )
     return frame, report
+
+
+@dataclass
+class SharedGenes:
+    """A cohort's RNA on the genes most of its patients measured (``shared_genes``)."""
+
+    matrix: pd.DataFrame  # kept genes × patients that have at least one of them (NaN: missing)
+    notes: dict[str, list[str]]  # patient → what happened to its profile, for the problem list
+    ignored: list[str]  # patients whose profile has none of the kept genes
+
+
+def shared_genes(series: Sequence[pd.Series], min_share: float = 0.5) -> SharedGenes:
+    """Align per-patient profiles on the genes that at least ``min_share`` of the patients
+    have. Why not the intersection: one truncated or differently named file (Ensembl ids
+    instead of symbols) would then shrink every patient's RNA to a few genes, or to none.
+    A gene a patient lacks stays NaN (imputed from training rows later); a patient with
+    none of the kept genes is left out (its RNA counts as absent). Every change is noted
+    against that patient's own file."""
+    matrix, _ = align_genes(series, how="union")
+    shared = matrix.notna().mean(axis=1) >= min_share
+    n = int(shared.sum())
+    if n == 0:
+        raise DataError(f"no gene is measured in at least {min_share:.0%} of the patients'"
+                        " RNA profiles; check gene naming (symbols vs Ensembl ids)",
+                        field="rna")  # fmt: skip
+    kept = matrix.loc[shared]
+    notes: dict[str, list[str]] = {}
+    ignored: list[str] = []
+    for pid in map(str, matrix.columns):
+        own = matrix[pid].notna()
+        have = int((own & shared).sum())
+        extra = int((own & ~shared).sum())
+        msgs = []
+        if have == 0:
+            example = ", ".join(map(str, matrix.index[own][:3]))
+            msgs.append(f"none of the {n} genes most patients have (its genes: {example}, ...);"
+                        " RNA ignored")  # fmt: skip
+            ignored.append(pid)
+        elif have < n:
+            msgs.append(f"{n - have} of the {n} genes most patients have are missing;"
+                        " imputed from the training patients")  # fmt: skip
+        if extra and have:
+            msgs.append(f"{extra} genes that most patients lack dropped")
+        if msgs:
+            notes[pid] = msgs
+    return SharedGenes(kept.drop(columns=ignored), notes, ignored)
 
 
 def read_rna_dir(
