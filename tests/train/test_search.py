@@ -86,3 +86,35 @@ def test_trials_below_the_median_are_pruned_after_an_inner_fold(make_cohort, mak
     unpruned = search_module.search(train, searched_config(make_config, trials=8, inner_folds=3,
                                                            prune=False))  # fmt: skip
     assert {t["state"] for t in unpruned.trials} == {"COMPLETE"}
+
+
+def test_a_training_part_too_few_events_to_score_keeps_the_configured_values(make_cohort,
+                                                                             make_config):
+    """Two events in 40 patients: some inner test part has none, so no trial can be scored.
+    The trials are recorded as failed with the reason, a warning says so, the configured
+    values are kept, and a CV with such folds runs to the end instead of aborting."""
+    from modalsurv.cohort import Cohort
+    from modalsurv.errors import DataWarning
+
+    base = make_cohort(n=40, seed=0)
+    event = np.zeros(40, bool)
+    event[[0, 1]] = True
+    few = Cohort(base.ids, base.time, event, features=base.features, present=base.present,
+                 bag_mask=base.bag_mask)  # fmt: skip
+    cfg = searched_config(make_config, trials=2, inner_folds=3, prune=False)
+    with pytest.warns(DataWarning, match="no trial could be scored"):
+        res = search_module.search(few, cfg)
+    assert res.best == {} and [t["state"] for t in res.trials] == ["FAIL", "FAIL"]
+    assert all("inner fold" in t["error"] for t in res.trials)
+    assert res.record()["n_failed"] == 2
+    with pytest.warns(DataWarning):
+        assert search_module.tuned_config(few, cfg)[0] == cfg
+    wider = make_cohort(n=60, seed=0)
+    event = np.zeros(60, bool)
+    event[np.argsort(wider.time)[:3]] = True  # 3 events over 3 outer folds: accepted
+    rare = Cohort(wider.ids, wider.time, event, features=wider.features,
+                  present=wider.present, bag_mask=wider.bag_mask)  # fmt: skip
+    with pytest.warns(DataWarning):
+        res = cross_validate(rare, make_config(search={**SEARCH, "trials": 1, "inner_folds": 3}),
+                             folds=3, repeats=1, seed=0, baselines=[])  # fmt: skip
+    assert len(res.predictions) == 60

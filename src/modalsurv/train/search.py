@@ -11,7 +11,9 @@ inner folds: the same seed and budget give the same trials), budgeted by a trial
 and optionally a time limit (checked between trials), and it never receives the outer
 test rows: the caller passes the training part alone. The best trial's values are
 written into a copy of the config, with which the fold's model (plain or stacked) is then
-fitted on the whole training part.
+fitted on the whole training part. A trial that cannot be scored (an inner part without
+events, on a cohort with very few) is recorded as failed with its reason and the search
+goes on; when no trial can be scored the configured values are kept, with a warning.
 
 Why optional: on the tuning cohorts the defaults were within the noise of tuned values at
 a fraction of the cost; a search pays where a cohort is unlike them.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +31,8 @@ import numpy as np
 
 from modalsurv.cohort import Cohort
 from modalsurv.config import RunConfig, with_values
-from modalsurv.survival.metrics import concordance_index
+from modalsurv.errors import DataWarning, LabelError
+from modalsurv.survival.metrics import UndefinedMetricError, concordance_index
 from modalsurv.train.estimator import ModalSurv
 from modalsurv.utils import Progress, require
 
@@ -36,6 +40,8 @@ from modalsurv.utils import Progress, require
 PARAMS = {"train.lr": "lr", "train.weight_decay": "weight_decay", "model.dropout": "dropout",
           "model.latent_dim": "latent_dim", "train.epochs": "epochs"}
 KEYS = tuple(PARAMS)
+#: what makes a trial unscorable rather than a bug: an inner part without events
+UNSCORABLE = (LabelError, UndefinedMetricError)
 
 
 @dataclass
@@ -51,6 +57,7 @@ class SearchResult:
         """JSON-able: for ``metrics.json``."""
         return {"best": self.best, "best_cindex": self.best_cindex, "n_trials": len(self.trials),
                 "n_pruned": sum(t["state"] == "PRUNED" for t in self.trials),
+                "n_failed": sum(t["state"] == "FAIL" for t in self.trials),
                 "seconds": self.seconds}  # fmt: skip
 
 
@@ -88,7 +95,7 @@ def search(train: Cohort, config: RunConfig, progress: Progress | None = None) -
     s = config.search
     if s.trials < 1:
         raise ValueError("search.trials is 0: nothing to search")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials: our own warning
     splits = inner_folds(train, s.inner_folds, config.seed)
     started = time.perf_counter()
 
@@ -99,10 +106,14 @@ def search(train: Cohort, config: RunConfig, progress: Progress | None = None) -
         for k, (tr, te) in enumerate(splits):
             fold_cfg = cfg.model_copy(deep=True)
             fold_cfg.seed = int(config.seed) + 7 * k
-            model = ModalSurv(fold_cfg).fit(train.subset(tr))
             test = train.subset(te)
-            scores.append(float(concordance_index(test.time, test.event,
-                                                  model.predict_risk(test))))  # fmt: skip
+            try:
+                model = ModalSurv(fold_cfg).fit(train.subset(tr))
+                scores.append(float(concordance_index(test.time, test.event,
+                                                      model.predict_risk(test))))  # fmt: skip
+            except UNSCORABLE as exc:
+                trial.set_user_attr("error", f"inner fold {k}: {exc}")
+                raise
             trial.report(float(np.mean(scores)), k)
             if s.prune and trial.should_prune():
                 raise optuna.TrialPruned()
@@ -120,11 +131,19 @@ def search(train: Cohort, config: RunConfig, progress: Progress | None = None) -
         if s.timeout is not None and time.perf_counter() - started >= s.timeout:
             study.stop()
 
-    study.optimize(objective, n_trials=s.trials, callbacks=[stop_on_time])
+    study.optimize(objective, n_trials=s.trials, callbacks=[stop_on_time], catch=UNSCORABLE)
     trials = [{"number": t.number, "state": t.state.name, "value": t.value,
-               "params": dict(t.params)} for t in study.trials]  # fmt: skip
+               "params": dict(t.params),
+               **({"error": t.user_attrs["error"]} if "error" in t.user_attrs else {})}
+              for t in study.trials]  # fmt: skip
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
     if not done:
+        errors = [t["error"] for t in trials if "error" in t]
+        if errors:
+            warnings.warn(f"search: no trial could be scored on this training part of"
+                          f" {len(train)} patients with {int(train.event.sum())} events"
+                          f" ({errors[0]}); the configured values are used",
+                          DataWarning, stacklevel=2)  # fmt: skip
         return SearchResult({}, math.nan, trials, time.perf_counter() - started)
     best = study.best_trial
     values = {key: best.params[name] for key, name in PARAMS.items()}
