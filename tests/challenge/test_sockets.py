@@ -93,6 +93,9 @@ def test_required_socket_and_bad_json_name_socket_and_file(tmp_path):
     (tmp_path / "in" / "inputs.json").write_text("{oops")
     with pytest.raises(ChallengeInputError, match="inputs.json"):
         read_case(tmp_path / "in", "task1")
+    (tmp_path / "in" / "inputs.json").write_text(json.dumps([{"interface": "axial-t2"}]))
+    with pytest.raises(ChallengeInputError, match="entry 0: 'interface' must be an object"):
+        read_case(tmp_path / "in", "task1")
     with pytest.raises(ChallengeInputError, match="input folder does not exist"):
         read_case(tmp_path / "nowhere", "task3")
     with pytest.raises(ValueError, match="task1 or task3"):

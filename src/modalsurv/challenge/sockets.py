@@ -148,8 +148,13 @@ def _inputs_json(root: Path) -> dict[str, dict[str, Any]]:
         raise ChallengeInputError("inputs.json must be a list of socket values", path=path,
                                   field="inputs.json")  # fmt: skip
     out = {}
-    for e in entries:
-        slug = (e.get("interface") or {}).get("slug") if isinstance(e, dict) else None
+    for k, e in enumerate(entries):
+        iface = e.get("interface") if isinstance(e, dict) else None
+        if iface is not None and not isinstance(iface, dict):
+            raise ChallengeInputError(f"inputs.json entry {k}: 'interface' must be an object,"
+                                      f" found {type(iface).__name__}", path=path,
+                                      field="inputs.json")  # fmt: skip
+        slug = (iface or {}).get("slug")
         if slug:
             out[str(slug)] = e
     return out
