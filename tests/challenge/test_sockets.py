@@ -154,3 +154,16 @@ def test_case_input_command_names_the_used_folder_and_replaces_on_request(folder
     res = CliRunner().invoke(app, [*args[:3], "1001", *args[4:], "--replace"])
     assert res.exit_code == 0, res.output
     assert all(s.name.startswith("1001") for s in read_case(out, "task1").slides)
+
+
+def test_a_case_with_more_slides_than_the_interface_holds_is_named(folder, tmp_path):
+    import shutil
+
+    root = shutil.copytree(folder, tmp_path / "c")
+    first = sorted((root / "pathology/images/1000").glob("1000_*.tif"))
+    slide = next(p for p in first if not p.name.endswith("_tissue.tif"))
+    for i in range(11):
+        shutil.copy(slide, slide.with_name(f"1000_{20 + i}.tif"))
+    with pytest.raises(DataError, match="holds at most 10") as err:
+        case_to_input(root, "task1", "1000", tmp_path / "in")
+    assert err.value.patient == "1000" and err.value.field == "slides"

@@ -387,6 +387,10 @@ def case_to_input(root: str | Path, task: str, case: str, dest: str | Path,
     put_json("clinical", {k: v for k, v in record.items() if k not in labels})
     if row.get("rna"):
         put_json("rna", clin.read_json_file(row["rna"], case))
+    if t == "task1" and len(row["slides"]) > MAX_EXTRA_SLIDES + 1:
+        raise DataError(f"{len(row['slides'])} slides; the task-1 interface holds at most"
+                        f" {MAX_EXTRA_SLIDES + 1} (the main socket and {MAX_EXTRA_SLIDES} extra)",
+                        path=root, patient=case, field="slides")  # fmt: skip
     for i, (slide, mask) in enumerate(zip(row["slides"], row["masks"])):
         index = i if t == "task1" else 0
         put_image("slide", index, Path(slide))
