@@ -164,6 +164,54 @@ def test_limit_titan_check_and_manifest_layout(chimera: Path, tmp_path: Path) ->
     assert rep.done == [slides[0].parent.name] and rep.ok
 
 
+def test_a_missing_source_file_fails_its_patient_alone(chimera: Path, tmp_path: Path) -> None:
+    slide = next(p for p in (chimera / "pathology/images/1000").glob("1000_*.tif")
+                 if not p.name.endswith("_tissue.tif"))  # fmt: skip
+    gone = tmp_path / "gone.tif"
+    man = tmp_path / "manifest.csv"
+    man.write_text(f"patient,wsi_path\n1000,{slide}\n1001,{gone}\n")
+    rep = run_extract("manifest", man, tmp_path / "m", **FAST, rna=False)
+    assert rep.done == ["1000"]
+    assert [(f.patient, f.path) for f in rep.failures] == [("1001", str(gone))]
+    assert "cannot read the source file" in rep.failures[0].reason
+
+
+def test_nan_features_fail_their_patient_and_the_batch_is_written(chimera: Path,
+                                                                  tmp_path: Path) -> None:
+    """A NaN inside one patient's MRI: that patient fails (named), the others' MRI features
+    in the same write batch are stored (before, the batch write raised and lost them)."""
+    import SimpleITK as sitk
+
+    root = tmp_path / "c"
+    shutil.copytree(chimera, root)
+    adc = next((root / "radiology").rglob("1001_*adc*.mha"))
+    img = sitk.ReadImage(str(adc), sitk.sitkFloat32)
+    arr = sitk.GetArrayFromImage(img)
+    arr[:] = np.nan
+    bad = sitk.GetImageFromArray(arr)
+    bad.CopyInformation(img)
+    sitk.WriteImage(bad, str(adc))
+    rep = run_extract("chimera-task1", root, tmp_path / "s", **FAST, rna=False,
+                      volume_encoder="medicalnet_resnet10", flush_every=3)  # fmt: skip
+    assert [(f.patient, "NaN" in f.reason) for f in rep.failures] == [("1001", True)]
+    store = FeatureStore(tmp_path / "s")
+    assert [store.has("mri", p) for p in ("1000", "1001", "1002")] == [True, False, True]
+    assert all(store.has("wsi", p) for p in ("1000", "1001", "1002"))
+
+
+def test_a_dicom_series_folder_has_a_fingerprint(tmp_path: Path) -> None:
+    from modalsurv.features.extract import file_fingerprint
+
+    series = tmp_path / "t2w"
+    series.mkdir()
+    for i in range(3):
+        (series / f"{i:03d}.dcm").write_bytes(bytes([i]) * (10 + i))
+    first = file_fingerprint(series)
+    assert first.startswith("t2w/:33:")
+    (series / "002.dcm").write_bytes(b"x" * 40)
+    assert file_fingerprint(series) != first
+
+
 def test_extraction_record_and_settings_are_kept(chimera: Path, tmp_path: Path) -> None:
     import json
 

@@ -61,6 +61,32 @@ def test_missing_mpp_names_the_file_and_override_fixes_it(tmp_path: Path) -> Non
         assert s.mpp == 0.5 and s.best_level(1.0) == 1
 
 
+def test_a_72_dpi_resolution_tag_is_refused_not_turned_into_one_pixel_tiles(tmp_path: Path
+                                                                           ) -> None:  # fmt: skip
+    p = tmp_path / "dpi72.tif"
+    tifffile.imwrite(p, slide_image(), tile=(256, 256), photometric="rgb", resolution=(72, 72),
+                     resolutionunit="INCH")  # fmt: skip
+    with pytest.raises(DataError, match=r"352\.7\d* µm per pixel.*mpp_override") as exc:
+        wsi.Slide(p)
+    assert str(p) in str(exc.value) and exc.value.field == "mpp"
+    with wsi.Slide(p, mpp_override=0.5) as s:
+        assert s.mpp == 0.5
+
+
+def test_a_planar_rgb_mask_reads_as_the_interleaved_one(slide_path: Path, tmp_path: Path) -> None:
+    m = np.zeros((128, 128), dtype=np.uint8)
+    m[20:60, 40:100] = 255
+    rgb = np.stack([m, m, m])
+    tifffile.imwrite(tmp_path / "planar.tif", rgb, photometric="rgb", planarconfig="separate")
+    tifffile.imwrite(tmp_path / "contig.tif", np.moveaxis(rgb, 0, -1), photometric="rgb")
+    with wsi.Slide(slide_path) as s:
+        planar = wsi.tissue_mask(s, tmp_path / "planar.tif")
+        contig = wsi.tissue_mask(s, tmp_path / "contig.tif")
+    assert planar.mask.shape == (128, 128) and planar.scale_x == planar.scale_y == 8.0
+    np.testing.assert_array_equal(planar.mask, contig.mask)
+    np.testing.assert_array_equal(contig.mask, m > 0)
+
+
 def test_corrupt_slide_names_the_file(tmp_path: Path) -> None:
     p = tmp_path / "broken.tif"
     p.write_bytes(b"II*\x00" + b"\x00" * 100)

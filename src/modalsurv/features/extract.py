@@ -276,6 +276,11 @@ def file_fingerprint(path: Path | None, chunk: int = 1 << 20) -> str:
     different file that happens to carry the same patient id."""
     if path is None:
         return "-"
+    if path.is_dir():  # a DICOM series: its files' names and sizes
+        files = sorted(f for f in path.rglob("*") if f.is_file())
+        listing = "\n".join(f"{f.relative_to(path)}:{f.stat().st_size}" for f in files)
+        digest = hashlib.sha256(listing.encode()).hexdigest()[:16]
+        return f"{path.name}/:{sum(f.stat().st_size for f in files)}:{digest}"
     size = path.stat().st_size
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -505,7 +510,13 @@ def _run_extract(
             report.no_images.append(pf.patient)
             continue
         for g in _needs(pf, vol is not None):
-            prints[g] = patient_fingerprint(pf, g)
+            try:
+                prints[g] = patient_fingerprint(pf, g)
+            except OSError as exc:  # a listed file that is gone: this patient's group only
+                report.failures.append(Failure(pf.patient, getattr(exc, "filename", None),
+                                               f"{'/'.join(GROUPS[g])}: cannot read the source"
+                                               f" file ({exc.strerror or exc})"))  # fmt: skip
+                continue
             have = [stored[m].get(pf.patient, "absent") for m in GROUPS[g]]
             if all(h == prints[g] for h in have) or all(h is None for h in have):
                 # done (None: written by an older version, without a record); only the
@@ -551,6 +562,7 @@ def _run_extract(
                     current = pf.slides[0]
                     kept: list[np.ndarray] | None = [] if keep else None
                     got = _encode_slides(pf, tile, slide_enc, settings, report, emit, kept)
+                    _check_finite(got, pf.patient, current)
                     if cache is not None and kept is not None:
                         cache.write_tiles(pf.patient, np.concatenate(kept), got["wsi"][1],
                                           prints[g])  # fmt: skip
@@ -561,7 +573,9 @@ def _run_extract(
                     vols = prepare_mri(pf.mri, pf.mri_mask, mri_cfg, pf.patient)
                     if cache is not None and keep:
                         cache.write_volumes(pf.patient, np.stack(list(vols.values())), prints[g])
-                    results["mri"] = (embed_mri(vols, vol, mri_cfg.combine), None)
+                    got = {"mri": (embed_mri(vols, vol, mri_cfg.combine), None)}
+                    _check_finite(got, pf.patient, current)
+                    results.update(got)
                     fingerprints["mri"] = prints[g]
             except Exception as exc:  # one patient's failure never stops the batch
                 path = getattr(exc, "path", None) or (None if current is None else str(current))
@@ -594,6 +608,16 @@ def _run_extract(
     report.seconds = time.perf_counter() - t_start
     emit("finish", report=report)
     return report
+
+
+def _check_finite(got: dict[str, tuple[np.ndarray, np.ndarray | None]], patient: str,
+                  path: Path | None) -> None:
+    """Refuse one patient's NaN or infinite features here, as that patient's failure: found
+    only when the batch is written, they would stop the run for every patient."""
+    for m, (x, _) in got.items():
+        if not np.isfinite(x).all():
+            raise DataError("features contain NaN or inf (a NaN or infinite value in the"
+                            " source image?)", path=path, patient=patient, field=m)  # fmt: skip
 
 
 def _encode_slides(pf: PatientFiles, tile: enc.TileEncoder, slide_enc: Any,

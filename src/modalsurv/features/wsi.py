@@ -15,6 +15,7 @@ thumbnail and a grid) is apart from reading (expensive: decoding tiles):
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,9 @@ from modalsurv.errors import DataError
 Sampling = Literal["uniform", "random"]
 SLIDE_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".scn", ".bif")
 MPP_TOLERANCE = 0.1  # a level within 10 % of the target resolution is read as is
+# coarser than this (µm per pixel) is no scanner's level 0: a resolution tag left at the
+# TIFF writer's 72-dpi default reads as 352.8 µm/px and would give one-pixel tiles
+MAX_SLIDE_MPP = 10.0
 
 
 # ---------------------------------------------------------------------------- slide
@@ -98,10 +102,16 @@ class Slide:
         for key in ("tiffslide.mpp-x", "openslide.mpp-x", "aperio.MPP"):
             val = props.get(key)
             try:
-                if val is not None and float(val) > 0:
-                    return float(val)
+                mpp = float(val) if val is not None else math.nan
             except (TypeError, ValueError):
                 continue
+            if mpp > MAX_SLIDE_MPP:
+                raise DataError(f"the slide's metadata gives {mpp:g} µm per pixel ({key}),"
+                                " not a scanned slide's resolution (a 72-dpi default?); give"
+                                " the real one with mpp_override (e.g. 0.25 for 40x, 0.5 for"
+                                " 20x)", path=self.path, field="mpp")  # fmt: skip
+            if mpp > 0:
+                return mpp
         raise DataError("the slide has no resolution (µm per pixel) in its metadata; give it"
                         " with mpp_override (e.g. 0.25 for 40x, 0.5 for 20x)", path=self.path,
                         field="mpp")  # fmt: skip
@@ -201,11 +211,13 @@ def _read_mask_file(path: Path, max_px: int) -> np.ndarray:
                 if max(lv.shape[:2]) >= max_px:
                     pick = lv
             arr = np.asarray(pick.asarray())
+            axes = str(getattr(pick, "axes", ""))
     except Exception as exc:
         raise DataError(f"cannot read tissue mask: {type(exc).__name__}: {exc}", path=path,
                         field="mask") from exc  # fmt: skip
-    if arr.ndim == 3:  # (h, w, c): tissue where any channel is set
-        arr = arr.max(axis=2)
+    if arr.ndim == 3:  # tissue where any channel is set: (h, w, c), or (c, h, w) when planar
+        channel = next((axes.index(a) for a in "SC" if a in axes and len(axes) == 3), 2)
+        arr = arr.max(axis=channel)
     if arr.ndim != 2:
         raise DataError(f"tissue mask must be a 2-D image; found shape {arr.shape}", path=path,
                         field="mask")  # fmt: skip
