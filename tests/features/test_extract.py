@@ -237,7 +237,8 @@ def test_extraction_record_and_settings_are_kept(chimera: Path, tmp_path: Path) 
 def test_same_encoder_other_tile_geometry_is_refused(chimera: Path, tmp_path: Path) -> None:
     out = tmp_path / "s"
     run_extract("chimera-task1", chimera, out, **FAST, limit=1)
-    for change in ({"mpp": 1.0}, {"tile_size": 96}, {"max_tiles": 3}):
+    for change in ({"mpp": 1.0}, {"tile_size": 96}, {"max_tiles": 3},
+                   {"tile_encoder_kwargs": {"input_size": 32}}):  # fmt: skip
         with pytest.raises(FeatureError, match="other extraction settings"):
             run_extract("chimera-task1", chimera, out, **{**FAST, **change})
     assert FeatureStore(out).patients("wsi") == ["1000"]

@@ -429,9 +429,14 @@ def _run_extract(
         raise ConfigError(f"device {device!r}: no CUDA device is available here; use auto or cpu")
     settings = SlideSettings(mpp, tile_size, max_tiles, min_tissue, sampling, seed, batch_size,
                              workers, mpp_override)  # fmt: skip
+    # the tile encoder's own options (input size, normalisation) change its features as much
+    # as the geometry does: part of the settings a store refuses to mix (kept only when set,
+    # so stores written before are still resumed)
+    kwargs = json.loads(json.dumps(dict(tile_encoder_kwargs or {})))
     tile_settings = {"mpp": mpp, "tile_size": tile_size, "max_tiles_per_slide": max_tiles,
                      "min_tissue": min_tissue, "sampling": sampling, "seed": seed,
-                     "mpp_override": mpp_override}  # fmt: skip
+                     "mpp_override": mpp_override,
+                     **({"encoder_kwargs": kwargs} if kwargs else {})}  # fmt: skip
 
     # encoders and provenance: all configuration errors surface here, before any work
     prov: dict[str, tuple[str, str]] = {}
