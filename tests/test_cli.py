@@ -146,6 +146,34 @@ def test_experiment_grid_runs_and_resumes(tmp_path):
     assert res.exit_code == 2 and "'late' is not key=value" in res.output
 
 
+def test_experiment_keeps_no_stale_comparison_and_loads_data_with_the_grid_seed(tmp_path):
+    base = yaml.safe_load(_config(tmp_path).read_text())
+    base.update(baselines=[], seed=1)
+    base["train"]["epochs"] = 1
+    base.setdefault("model", {})["stack"] = "none"
+    two, one = tmp_path / "two.yaml", tmp_path / "one.yaml"
+    two.write_text(yaml.safe_dump({"name": "g", "base": base, "fusion": ["concat", "mean"]}))
+    one.write_text(yaml.safe_dump({"name": "g", "base": base, "fusion": ["concat"]}))
+    out = tmp_path / "g"
+    assert runner.invoke(app, ["experiment", str(two), "--out", str(out)]).exit_code == 0
+    assert (out / "paired.csv").is_file()
+    res = runner.invoke(app, ["experiment", str(one), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert not (out / "paired.csv").exists()  # the first grid's comparison is gone
+    # --data given explicitly loads the same cohort the grid loads itself (its seed, 1)
+    spec = f"synthetic:{TINY['n']}"
+    grid_data = yaml.safe_load(one.read_text())
+    grid_data["base"]["data"] = {"source": "synthetic", "params": {"n": TINY["n"]}}
+    one.write_text(yaml.safe_dump(grid_data))
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert runner.invoke(app, ["experiment", str(one), "--out", str(a)]).exit_code == 0
+    res = runner.invoke(app, ["experiment", str(one), "--out", str(b), "--data", spec])
+    assert res.exit_code == 0, res.output
+    fa = json.loads((a / "cohort.json").read_text())["fingerprint"]
+    fb = json.loads((b / "cohort.json").read_text())["fingerprint"]
+    assert fa == fb
+
+
 def test_extract_command_then_resume(tmp_path):
     from modalsurv.data.synthetic import make_cohort, write_chimera
     from modalsurv.io.store import FeatureStore

@@ -459,7 +459,8 @@ def experiment(
         ref = _parse_reference(reference)
         run_with = get_runner(runner, ray_address)
         g = load_grid(grid)
-        cohort = load_cohort(data) if data else None
+        # the grid's seed, as when the grid loads its own data (and as `train --data` does)
+        cohort = load_cohort(data, seed=g.base.seed) if data else None
         with _progress() as p:
             results = run_grid(g, cohort=cohort, out=out, runner=run_with, resume=resume,
                                progress=RichProgress(p))
@@ -470,6 +471,7 @@ def experiment(
     _print_table(results[cols], f"grid {g.name}: C-index per trial")
     console.print(f"results: [bold]{out / 'results.csv'}[/]")
     if not (results["status"] == "ok").any():
+        (out / "paired.csv").unlink(missing_ok=True)  # an earlier grid's, not this one's
         _grid_report(out)
         return  # nothing finished: nothing to compare
     try:
@@ -478,6 +480,7 @@ def experiment(
     except ValueError as err:
         _fail(err)
     if paired.empty:
+        (out / "paired.csv").unlink(missing_ok=True)  # an earlier grid's, not this one's
         _grid_report(out)
         return  # one setting: nothing to compare
     atomic_write_csv(out / "paired.csv", paired)

@@ -53,6 +53,13 @@ class UnitFolder:
         """Whether any unit is finished (then the folder holds work worth protecting)."""
         return self.root.is_dir() and any(self.root.rglob(self.marker))
 
+    def unfinish_all(self) -> None:
+        """Delete every unit's marker: a run started afresh in this folder must not later
+        take an earlier run's units as its own (a resume would skip them)."""
+        if self.root.is_dir():
+            for marker in self.root.rglob(self.marker):
+                marker.unlink(missing_ok=True)
+
     def finish(self, unit: Path, content: dict[str, Any]) -> None:
         """Mark ``unit`` finished: call after every other file of the unit is written."""
         atomic_write_text(unit / self.marker, json.dumps(content, indent=1))

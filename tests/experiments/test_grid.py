@@ -87,6 +87,8 @@ def test_modality_set_generators():
         ["clinical", "wsi"], ["clinical", "rna"], ["clinical", "wsi", "rna"]]  # fmt: skip
     g = parse_grid({"modalities": {"generate": ["single", "all"], "from": mods}})
     assert g.modalities == [["clinical"], ["wsi"], ["rna"], mods]
+    one = parse_grid({"modalities": {"generate": ["single"], "from": mods, "always": "clinical"}})
+    assert one.modalities == [["clinical", "wsi"], ["clinical", "rna"]]  # a name, not letters
     with pytest.raises(ValueError, match="unknown generator"):
         modality_sets(mods, ["triples"])
 

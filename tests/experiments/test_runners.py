@@ -156,6 +156,29 @@ def test_resume_onto_another_cohort_is_refused(tmp_path, cohort):
     assert len(run_grid(grid, other, tmp_path, resume=False)) == 1
 
 
+def test_an_interrupted_fresh_run_leaves_no_old_trial_for_a_resume(tmp_path, cohort):
+    """resume=False on another cohort, stopped after its first trial: the resume that
+    follows must redo the second trial on the new cohort, not take the old cohort's."""
+    grid = tiny_grid(fusion=["concat", "mean"])
+    run_grid(grid, cohort, tmp_path / "g")
+    other = cohort.subset(np.arange(40))
+
+    class StopAfterOne(LocalRunner):
+        def run(self, cohort, trials, out, on_done, progress):
+            def done(trial, outcome):
+                on_done(trial, outcome)
+                raise KeyboardInterrupt
+
+            super().run(cohort, trials, out, done, progress)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(grid, other, tmp_path / "g", runner=StopAfterOne(), resume=False)
+    resumed = run_grid(grid, other, tmp_path / "g")
+    clean = run_grid(grid, other, tmp_path / "clean")
+    pd.testing.assert_frame_equal(resumed.drop(columns="seconds", errors="ignore"),
+                                  clean.drop(columns="seconds", errors="ignore"))  # fmt: skip
+
+
 def test_unknown_runner_and_missing_modality_fail_before_training(tmp_path, cohort):
     with pytest.raises(ValueError, match="unknown runner 'dask'"):
         run_grid(tiny_grid(modalities=[["clinical"]]), cohort, tmp_path, runner="dask")
@@ -341,3 +364,9 @@ def test_stack_weights_over_a_data_scaling_grid(tmp_path, cohort):
     plain = tmp_path / "plain"
     run_grid(tiny_grid(data_fraction=[1.0]), cohort, plain)
     assert stack_weight_curve(plain).empty
+    # another grid in the same folder: only the trials of its results.csv are drawn
+    grid2 = parse_grid({"name": "scaling", "base": base, "data_fraction": [1.0],
+                        "modalities": [["clinical", "rna"]], "seed": [3]})  # fmt: skip
+    now = run_grid(grid2, cohort, tmp_path, resume=False)
+    assert set(stack_weight_curve(tmp_path)["trial"]) == set(now["trial"])
+    assert len(list(tmp_path.glob("trials/*/config.yaml"))) == 3

@@ -56,7 +56,7 @@ FINETUNE_LABELS: dict[str, dict[str, str]] = {
 
 
 def modality_sets(
-    modalities: list[str], generate: list[str], always: list[str] | None = None
+    modalities: list[str], generate: list[str], always: list[str] | str | None = None
 ) -> list[list[str]]:
     """Modality sets for an ablation, in a stable order and without duplicates.
 
@@ -64,7 +64,7 @@ def modality_sets(
     ``pairs``: every pair. ``always`` (e.g. ``[clinical]``) is added to each set first,
     so ``single`` with ``always=[clinical]`` gives clinical + each other modality.
     """
-    always = list(always or [])
+    always = [always] if isinstance(always, str) else list(always or [])  # `always: clinical`
     rest = [m for m in modalities if m not in always]
     unknown = [g for g in generate if g not in GENERATORS]
     if unknown:

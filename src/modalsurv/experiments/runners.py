@@ -371,6 +371,8 @@ def _check_cohort(out: Path, cohort: Cohort, resume: bool) -> None:
         units.check_spec(info, "grid folder", "its trials were run on a different cohort: use a new"
                          " folder, or resume=False")  # fmt: skip
         return
+    if not resume:  # before the new description: an interrupted fresh run leaves no old trial
+        units.unfinish_all()  # that a later resume would count as done on this cohort
     units.write_spec(info)
 
 
@@ -532,6 +534,14 @@ def ablation_table(results: pd.DataFrame) -> pd.DataFrame:
     return summarise_axis(results, "modalities")
 
 
+def _listed_trials(out: Path) -> set[str] | None:
+    """The trial ids of the grid's ``results.csv`` (None where it has none yet)."""
+    path = out / "results.csv"
+    if not path.is_file():
+        return None
+    return set(pd.read_csv(path, usecols=["trial"], dtype={"trial": str})["trial"])
+
+
 def stack_weight_curve(out: str | Path) -> pd.DataFrame:
     """The stacked default's weights per outer fold of every finished trial of a grid
     folder, with the trial's settings and the fold's training size: one row per trial,
@@ -540,9 +550,14 @@ def stack_weight_curve(out: str | Path) -> pd.DataFrame:
     Why: over a data-scaling grid (``data_fraction``), the weight the stack puts on the
     multimodal network against ModalSurv on clinical data only, as a function of the
     training size, answers when fusion pays (``report.plots.stack_weights_by_size`` draws
-    it). Trials run with ``model.stack: none`` have no weights and are left out."""
+    it). Trials run with ``model.stack: none`` have no weights and are left out, and so are
+    trial folders of an earlier grid in the same folder that its ``results.csv`` does not
+    list."""
     rows = []
+    listed = _listed_trials(Path(out))
     for path in sorted(Path(out).glob("trials/*/summary.json")):
+        if listed is not None and path.parent.name not in listed:
+            continue
         info = json.loads(path.read_text(encoding="utf-8"))
         cv = info.get("cv") or {}
         stacks = cv.get("stack") or []
