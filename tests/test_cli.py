@@ -174,6 +174,27 @@ def test_experiment_keeps_no_stale_comparison_and_loads_data_with_the_grid_seed(
     assert fa == fb
 
 
+def test_grid_report_keeps_the_per_group_references_of_experiment_by(tmp_path):
+    base = yaml.safe_load(_config(tmp_path).read_text())
+    base.update(baselines=[])
+    base["train"]["epochs"] = 1
+    base.setdefault("model", {})["stack"] = "none"
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({"name": "g", "base": base, "fusion": ["concat", "mean"],
+                                    "data_fraction": [0.5, 1.0]}))  # fmt: skip
+    out = tmp_path / "g"
+    res = runner.invoke(app, ["experiment", str(grid), "--out", str(out), "--reference",
+                              "fusion=mean", "--by", "data_fraction"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    paired = pd.read_csv(out / "paired.csv")
+    assert sorted(paired["data_fraction"]) == [0.5, 1.0] and set(paired["fusion"]) == {"concat"}
+    page = (out / "report.html").read_text()
+    assert "minus its group&#x27;s reference" in page or "minus its group's reference" in page
+    for ref in paired["reference"]:
+        assert ref in page  # both groups' comparisons, as experiment printed them
+    pd.testing.assert_frame_equal(paired, pd.read_csv(out / "paired.csv"))  # not rewritten
+
+
 def test_extract_command_then_resume(tmp_path):
     from modalsurv.data.synthetic import make_cohort, write_chimera
     from modalsurv.io.store import FeatureStore

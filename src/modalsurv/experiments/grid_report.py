@@ -143,6 +143,14 @@ def reference_setting(results: pd.DataFrame, paired: pd.DataFrame) -> dict[str, 
     return dict(zip(SETTINGS, rest[0], strict=True)) if len(rest) == 1 else None
 
 
+def _settings_finished(results: pd.DataFrame, paired: pd.DataFrame) -> bool:
+    """Whether every setting ``paired`` compares is a finished setting of ``results``."""
+    ok = results[(results["status"] == "ok") & (results["model"] == MAIN)]
+    finished = {tuple(str(v) for v in r) for r in ok[list(SETTINGS)].itertuples(index=False)}
+    return all(tuple(str(v) for v in r) in finished
+               for r in paired[list(SETTINGS)].itertuples(index=False))  # fmt: skip
+
+
 def axis_rows(paired: pd.DataFrame, reference: dict[str, Any], axis: str) -> pd.DataFrame:
     """Rows of ``paired`` that differ from ``reference`` in ``axis`` only, as forest-plot
     rows ``label, mean, low, high, p_value, n_pairs``."""
@@ -428,17 +436,25 @@ def build_grid_report(out: str | Path, page: str | Path | None = None,
         paired = pd.read_csv(out / "paired.csv", keep_default_na=False, na_values=[""])
     else:
         paired = paired_table(out)
-    reference = reference_setting(results, paired) if len(paired) else None
-    if stored and reference is None and len(paired):  # written before the grid grew: redo
+    if stored and not _settings_finished(results, paired):  # an earlier grid's: redo
         paired = paired_table(out)
+    # `experiment --by` writes one reference per group: kept as written (no single
+    # reference for the forest plots); otherwise the one finished setting without a row
+    refs = list(dict.fromkeys(paired["reference"])) if len(paired) else []
+    reference = reference_setting(results, paired) if len(refs) == 1 else None
+    if stored and len(refs) == 1 and reference is None:  # written before the grid grew: redo
+        paired = paired_table(out)
+        refs = list(dict.fromkeys(paired["reference"])) if len(paired) else []
         reference = reference_setting(results, paired) if len(paired) else None
     if len(paired):
         shown = paired.assign(**{"ΔC (95% CI)": [format_difference(a, b, c) for a, b, c in zip(
             paired["mean_difference"], paired["ci_low"], paired["ci_high"])]})  # fmt: skip
-        cols = [*SETTINGS, "ΔC (95% CI)", "p_value", "n_pairs",
-                "n_seeds"]
-        sections.append((f"Every setting minus the reference ({paired['reference'].iloc[0]}),"
-                         " paired on folds", shown[cols]))
+        cols = [*SETTINGS, *(["reference"] if len(refs) > 1 else []), "ΔC (95% CI)",
+                "p_value", "n_pairs", "n_seeds"]  # fmt: skip
+        title = (f"Every setting minus the reference ({refs[0]}), paired on folds"
+                 if len(refs) == 1 else "Every setting minus its group's reference, paired on"
+                 " folds")  # fmt: skip
+        sections.append((title, shown[cols]))
     sections += _forest_sections(paired, reference, varying)
     folds = fold_table(out, results)
     comp = fusion_vs_clinical(folds, _line_axes(varying))
