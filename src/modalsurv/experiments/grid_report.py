@@ -451,10 +451,10 @@ def build_grid_report(out: str | Path, page: str | Path | None = None,
             paired["mean_difference"], paired["ci_low"], paired["ci_high"])]})  # fmt: skip
         cols = [*SETTINGS, *(["reference"] if len(refs) > 1 else []), "ΔC (95% CI)",
                 "p_value", "n_pairs", "n_seeds"]  # fmt: skip
-        title = (f"Every setting minus the reference ({refs[0]}), paired on folds"
-                 if len(refs) == 1 else "Every setting minus its group's reference, paired on"
-                 " folds")  # fmt: skip
-        sections.append((title, shown[cols]))
+        heading = (f"Every setting minus the reference ({refs[0]}), paired on folds"
+                   if len(refs) == 1 else "Every setting minus its group's reference, paired"
+                   " on folds")  # fmt: skip
+        sections.append((heading, shown[cols]))
     sections += _forest_sections(paired, reference, varying)
     folds = fold_table(out, results)
     comp = fusion_vs_clinical(folds, _line_axes(varying))
