@@ -124,6 +124,22 @@ def test_deephit_small_sigma_and_extreme_logits_stay_finite():
     assert torch.isfinite(logits.grad).all()
 
 
+@pytest.mark.parametrize("fn", ["deephit_loss", "deephit_loss_fused"])
+@pytest.mark.parametrize("sigma", [0.0116, 0.0114, 0.01, 0.005])
+def test_deephit_ranking_at_a_tiny_sigma_is_the_pair_formula(fn, sigma):
+    """A patient certain of its early event beside one that outlives the bin with F near 0:
+    the column sum shifted by the batch's largest CDF underflowed float32 below sigma ~0.0115
+    (the pair was dropped, or inflated by e^(1/sigma - 87), with NaN gradients). The only
+    pair that counts is exp(0): the ranking loss is 1/9 for every sigma."""
+    logits = torch.tensor([[-30.0, 0.0, 0.0], [-30.0, 0.0, 0.0], [30.0, 0.0, 0.0]],
+                          requires_grad=True)  # fmt: skip
+    out = getattr(L, fn)(logits, torch.tensor([0, 2, 0]), torch.tensor([1.0, 0.0, 1.0]),
+                         alpha=0.0, sigma=sigma)  # fmt: skip
+    (grad,) = torch.autograd.grad(out, logits)
+    assert float(out) == pytest.approx(1 / 9, rel=1e-6)
+    assert torch.isfinite(grad).all()
+
+
 def test_deephit_memory_is_linear_in_batch():
     # 20 000 x 20 000 float32 would be 1.6 GB (and B x B x K far more); O(B K) is ~2 MB
     b, k = 20_000, 30

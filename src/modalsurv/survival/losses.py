@@ -40,6 +40,24 @@ def _check_discrete(logits: Tensor, bin_index: Tensor, event: Tensor) -> tuple[T
     return idx, ev.to(logits.dtype)
 
 
+#: how far below the shift (in units of sigma) a column's largest term may sit before its
+#: sum underflows float32's exp (about e^-87); the shift then moves to that largest term
+_SHIFT_HEADROOM = 60.0
+
+
+def _rank_shift(cdf: Tensor, outlives: Tensor, sigma: float) -> Tensor:
+    """Per-bin shift of the ranking term's column sums: the batch's largest CDF in the bin,
+    or, where the patients that outlive the bin all sit more than ``_SHIFT_HEADROOM`` sigmas
+    below it (a small sigma), their own largest CDF, so the sum keeps a term of 1 instead
+    of underflowing to zero (which dropped or inflated that bin's pairs). The shift cancels
+    in every pair term; at the default sigma the first choice always holds (CDFs lie in
+    [0, 1]), so results are unchanged there."""
+    full = cdf.max(dim=0).values
+    among = cdf.masked_fill(~outlives, -torch.inf).max(dim=0).values
+    keep = torch.isinf(among) | ((full - among) / sigma < _SHIFT_HEADROOM)
+    return torch.where(keep, full, among)
+
+
 def deephit_loss(logits: Tensor, bin_index: Tensor, event: Tensor, alpha: float = 0.2,
                  sigma: float = 0.1, reduction: str = "mean") -> Tensor:
     """Single-risk DeepHit loss ``alpha * NLL + (1 - alpha) * ranking`` (pycox convention).
@@ -81,8 +99,11 @@ def deephit_loss(logits: Tensor, bin_index: Tensor, event: Tensor, alpha: float 
     cdf = pmf[:, :k].cumsum(1)  # F_j(bin) for bins 0..K-1
     bins = torch.arange(k, device=logits.device)
     outlives = (idx[:, None] > bins[None, :]) | ((idx[:, None] == bins[None, :]) & (ev[:, None] == 0))
-    shift = cdf.detach().max(dim=0).values
-    expo = ((cdf - shift[None, :]) / sigma).exp() * outlives.to(cdf.dtype)
+    shift = _rank_shift(cdf.detach(), outlives, sigma)
+    # masked inside the exponent: a patient that does not outlive the bin may sit
+    # above a small-sigma shift, and exp would overflow (inf * 0 = NaN)
+    diff = torch.where(outlives, cdf - shift[None, :], 0.0)
+    expo = (diff / sigma).exp() * outlives.to(cdf.dtype)
     col_sum = expo.sum(dim=0)  # per bin k: sum_j outlives_j(k) exp((F_j(k) - shift_k)/sigma)
     log_col = col_sum.clamp_min(torch.finfo(cdf.dtype).tiny).log()
     f_own = cdf.gather(1, col).view(-1)
@@ -201,8 +222,11 @@ class _DeepHitMean(torch.autograd.Function):
         cdf = pmf[:, :k].cumsum(1)
         bins = torch.arange(k, device=logits.device)
         outlives = (idx[:, None] > bins[None, :]) | ((idx[:, None] == bins[None, :]) & (ev[:, None] == 0))
-        shift = cdf.max(dim=0).values
-        expo = ((cdf - shift[None, :]) / sigma).exp() * outlives.to(cdf.dtype)
+        shift = _rank_shift(cdf, outlives, sigma)
+        # masked inside the exponent: a patient that does not outlive the bin may sit
+        # above a small-sigma shift, and exp would overflow (inf * 0 = NaN)
+        diff = torch.where(outlives, cdf - shift[None, :], 0.0)
+        expo = (diff / sigma).exp() * outlives.to(cdf.dtype)
         col_sum = expo.sum(dim=0)
         log_col = col_sum.clamp_min(torch.finfo(cdf.dtype).tiny).log()
         f_own = cdf.gather(1, col).view(-1)
