@@ -46,3 +46,26 @@ def test_pca_settings_take_a_count_auto_or_none():
     for bad in (0, "most"):
         with pytest.raises(ConfigError, match="preprocess.bag_pca"):
             parse_config({"preprocess": {"bag_pca": bad}})
+
+
+@pytest.mark.parametrize(
+    ("search", "needle"),
+    [
+        ({"dropout": [0.0, 1.5]}, r"search.dropout must lie in \[0, 1\)"),
+        ({"dropout": [0.2, 1.0]}, r"search.dropout must lie in \[0, 1\)"),
+        ({"dropout": [-0.1, 0.3]}, r"search.dropout must lie in \[0, 1\)"),
+        ({"epochs": [0, 10]}, "search.epochs must be >= 1"),
+        ({"latent_dim": [0, 64]}, "search.latent_dim"),
+        ({"latent_dim": []}, "search.latent_dim"),
+        ({"trials": 2, "latent_dim": [30, 64]}, r"search.latent_dim \[30\] not divisible by"
+                                                " model.n_heads 4"),
+    ],
+)
+def test_search_ranges_are_checked_when_the_config_is_read(search, needle):
+    """A range a trial would only refuse minutes into the run is refused up front."""
+    with pytest.raises(ConfigError, match=needle):
+        parse_config({"search": search})
+
+
+def test_search_sizes_need_the_heads_only_when_searching():
+    assert parse_config({"search": {"latent_dim": [30]}}).search.latent_dim == [30]

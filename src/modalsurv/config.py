@@ -384,8 +384,12 @@ class SearchConfig(Strict):
         if self.lr[0] <= 0 or self.weight_decay[0] <= 0:
             raise ValueError("search.lr and search.weight_decay are searched on a log scale:"
                              " their lower ends must be > 0")
-        if not 0 <= self.dropout[0] and self.dropout[1] < 1:
-            raise ValueError("search.dropout must lie in [0, 1)")
+        if not (0 <= self.dropout[0] and self.dropout[1] < 1):
+            raise ValueError(f"search.dropout must lie in [0, 1); found {self.dropout}")
+        if self.epochs[0] < 1:
+            raise ValueError(f"search.epochs must be >= 1; found {self.epochs}")
+        if not self.latent_dim or min(self.latent_dim) < 1:
+            raise ValueError(f"search.latent_dim: one or more sizes >= 1; found {self.latent_dim}")
         return self
 
 
@@ -441,6 +445,15 @@ class RunConfig(Strict):
         if self.finetune == FinetuneConfig():
             out.pop("finetune", None)
         return out
+
+    @model_validator(mode="after")
+    def _searched_sizes_fit_the_heads(self) -> RunConfig:
+        """Refused when the config is read, not at the trial that draws the size."""
+        odd = [d for d in self.search.latent_dim if d % self.model.n_heads]
+        if self.search.trials > 0 and odd:
+            raise ValueError(f"search.latent_dim {odd} not divisible by model.n_heads"
+                             f" {self.model.n_heads}")
+        return self
 
     @model_validator(mode="after")
     def _stack_needs_inner_selection(self) -> RunConfig:
