@@ -188,7 +188,7 @@ def test_grid_report_keeps_the_per_group_references_of_experiment_by(tmp_path):
     assert res.exit_code == 0, res.output
     paired = pd.read_csv(out / "paired.csv")
     assert sorted(paired["data_fraction"]) == [0.5, 1.0] and set(paired["fusion"]) == {"concat"}
-    page = (out / "report.html").read_text()
+    page = (out / "report.html").read_text(encoding="utf-8")
     assert "minus its group&#x27;s reference" in page or "minus its group's reference" in page
     for ref in paired["reference"]:
         assert ref in page  # both groups' comparisons, as experiment printed them
