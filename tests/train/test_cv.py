@@ -113,6 +113,31 @@ def test_failing_baseline_is_recorded_not_fatal(cohort, make_config):
     assert res.metrics[res.metrics.model == "modalsurv"]["harrell_c"].notna().all()
 
 
+def test_a_resumed_run_equals_a_fresh_one_with_na_ids_and_auto_settings(tmp_path, cohort,
+                                                                       make_config):  # fmt: skip
+    """Patient ids pandas reads as missing ("NA", "None") survive a resume, and the saved
+    ensemble is byte for byte the one an uninterrupted run writes (``batch_size: auto``
+    recorded resolved either way)."""
+    from modalsurv.cohort import Cohort
+
+    ids = list(cohort.ids)
+    ids[0], ids[1] = "NA", "None"
+    named = Cohort(ids, cohort.time, cohort.event, features=dict(cohort.features),
+                   present=dict(cohort.present), bag_mask=dict(cohort.bag_mask))  # fmt: skip
+    cfg = make_config(train__epochs=1, train__batch_size="auto")
+    fresh = cross_validate(named, cfg, folds=2, baselines=["coxph_clinical"],
+                           resume_dir=tmp_path / "r")  # fmt: skip
+    resumed = cross_validate(named, cfg, folds=2, baselines=["coxph_clinical"],
+                             resume_dir=tmp_path / "r")  # every fold read back  # fmt: skip
+    pd.testing.assert_frame_equal(resumed.predictions, fresh.predictions)
+    pd.testing.assert_frame_equal(resumed.baseline_predictions, fresh.baseline_predictions)
+    assert {"NA", "None"} <= set(resumed.predictions["patient"])
+    fresh.save(tmp_path / "a")
+    resumed.save(tmp_path / "b")
+    bundle = "models/repeat_0/bundle.json"
+    assert (tmp_path / "a" / bundle).read_bytes() == (tmp_path / "b" / bundle).read_bytes()
+
+
 def test_resume_continues_from_finished_folds(tmp_path, cohort, make_config):
     cfg = make_config(train__epochs=2)
     full = cross_validate(cohort, cfg, folds=2, baselines=["coxph_clinical"])

@@ -49,6 +49,15 @@ def test_save_load_identical(tmp_path, members, cohort):
     np.testing.assert_array_equal(back.gate_weights(cohort), ens.gate_weights(cohort))
 
 
+def test_saving_a_smaller_ensemble_over_a_larger_one_loads(tmp_path, members, cohort):
+    FoldEnsemble([*members, members[0]]).save(tmp_path)
+    FoldEnsemble(members).save(tmp_path)
+    assert not (tmp_path / "state_2.json").exists() and not (tmp_path / "model_2.safetensors").exists()
+    back = FoldEnsemble.load(tmp_path)
+    assert len(back.members) == 2
+    np.testing.assert_array_equal(back.predict_risk(cohort), FoldEnsemble(members).predict_risk(cohort))
+
+
 def test_cox_ensemble_mean_log_risk(cohort, make_config):
     ms = [ModalSurv(make_config(seed=s, model__head="cox")).fit(cohort) for s in range(2)]
     ens = FoldEnsemble(ms)

@@ -148,6 +148,8 @@ def test_monitor_falls_back_without_events():
     assert choose_monitor(_tensors([1.0, 2.0], [False, False]), "cox") == "train_loss"
     # an event only at the last time: no comparable pair
     assert choose_monitor(_tensors([1.0, 2.0], [False, True]), "deephit") == "val_loss"
+    # Cox's partial likelihood is defined with an event, comparable pair or not
+    assert choose_monitor(_tensors([1.0, 2.0], [False, True]), "cox") == "val_loss"
 
 
 def test_monitor_prefers_loss_when_asked():

@@ -72,6 +72,7 @@ class RunFolder:
         metrics = pd.read_csv(path / "metrics.csv", keep_default_na=False, na_values=[""],
                               float_precision="round_trip")  # fmt: skip
         preds = pd.read_csv(path / "predictions.csv", dtype={"patient": str},
+                            keep_default_na=False, na_values=[""],  # "NA" is a patient id
                             float_precision="round_trip")  # fmt: skip
         config = load_config(path / "config.yaml") if (path / "config.yaml").is_file() else None
         data = None

@@ -122,8 +122,8 @@ class SurvivalFamily:
             return "val_loss"
         if has_pair:
             return "val_cindex"
-        # a discrete likelihood is defined without events; Cox's partial likelihood is not
-        return "train_loss" if self.loss_needs_events else "val_loss"
+        # a discrete likelihood is defined without events; Cox's partial likelihood needs one
+        return "val_loss" if loss_ok else "train_loss"
 
 
 FAMILIES: dict[str, type[SurvivalFamily]] = {}

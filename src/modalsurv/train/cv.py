@@ -570,10 +570,11 @@ def _save_fold(d: Path, out: FoldOutcome) -> None:
 def _load_fold(d: Path) -> FoldOutcome:
     model = load_model(d / "model")
     exact = {"float_precision": "round_trip"}  # the written %.17g read back bit for bit
-    preds = pd.read_csv(d / "predictions.csv", dtype={"patient": str}, **exact)
+    ids = {"dtype": {"patient": str}, "keep_default_na": False, "na_values": [""]}  # "NA" is an id
+    preds = pd.read_csv(d / "predictions.csv", **ids, **exact)
     rows = pd.read_csv(d / "metrics.csv", keep_default_na=False, na_values=[""], **exact)
     rows["note"] = rows["note"].fillna("").astype(str)
-    bpreds = pd.read_csv(d / "baseline_predictions.csv", dtype={"patient": str}, **exact)
+    bpreds = pd.read_csv(d / "baseline_predictions.csv", **ids, **exact)
     return FoldOutcome(model, preds, rows, bpreds)
 
 

@@ -52,7 +52,11 @@ class FoldEnsemble:
         if len(heads) != 1:
             raise ValueError(f"ensemble members must share one head; found {sorted(heads)}")
         self.members = list(members)
-        self.config = self.members[0].config
+        # the resolved config ("auto" values settled) in both cases: a freshly fitted member
+        # keeps the requested one beside it, a loaded member only has the resolved one, so a
+        # resumed run would otherwise write another bundle.json than an uninterrupted one
+        first = self.members[0]
+        self.config = getattr(first, "fitted_config_", None) or first.config
 
     @property
     def head(self) -> str:
@@ -134,6 +138,10 @@ class FoldEnsemble:
                        for k in range(len(self.members)) for name in member_files(k)},
         }  # fmt: skip
         atomic_write_text(directory / "bundle.json", json.dumps(bundle, indent=1))
+        for k in _member_indices(directory):  # an earlier, larger ensemble's members
+            if k >= len(self.members):
+                for name in member_files(k):
+                    (directory / name).unlink(missing_ok=True)
         return directory
 
     @classmethod
@@ -156,6 +164,12 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def _member_indices(directory: Path) -> list[int]:
+    """The member numbers whose ``state_k.json`` lie in ``directory``, sorted."""
+    return sorted(int(p.stem.split("_")[1]) for p in directory.glob("state_*.json")
+                  if p.stem.split("_")[1].isdigit())  # fmt: skip
+
+
 def _check_bundle(directory: Path) -> int:
     """Read bundle.json, check the member count and every recorded hash; the member count.
 
@@ -171,8 +185,7 @@ def _check_bundle(directory: Path) -> int:
         raise FeatureError(f"cannot read the ensemble bundle: {err}", path=path) from None
     if kind != "FoldEnsemble":
         raise FeatureError(f"does not describe a FoldEnsemble (kind {kind!r})", path=path)
-    saved = sorted(int(p.stem.split("_")[1]) for p in directory.glob("state_*.json")
-                   if p.stem.split("_")[1].isdigit())  # fmt: skip
+    saved = _member_indices(directory)
     if n < 1 or saved != list(range(n)):
         raise FeatureError(f"bundle.json says {n} members but the folder holds {len(saved)}"
                            f" members' files ({saved}); was bundle.json edited?",
