@@ -167,3 +167,23 @@ def test_a_case_with_more_slides_than_the_interface_holds_is_named(folder, tmp_p
     with pytest.raises(DataError, match="holds at most 10") as err:
         case_to_input(root, "task1", "1000", tmp_path / "in")
     assert err.value.patient == "1000" and err.value.field == "slides"
+
+
+def test_replace_empties_only_a_case_input_folder_and_only_once_the_case_is_read(folder,
+                                                                                 tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("seed: 0\n")
+    with pytest.raises(DataError, match="not empty"):
+        case_to_input(folder, "task1", "1000", run, replace=True)
+    assert (run / "config.yaml").is_file()  # not a case-input folder: never emptied
+    dest = case_to_input(folder, "task1", "1000", tmp_path / "in")
+    before = sorted(p.relative_to(dest) for p in dest.rglob("*"))
+    broken = shutil.copytree(folder, tmp_path / "broken")
+    (broken / "clinical_data" / "1001.json").write_text("{oops")
+    with pytest.raises(DataError, match="corrupt JSON"):
+        case_to_input(broken, "task1", "1001", dest, replace=True)
+    assert sorted(p.relative_to(dest) for p in dest.rglob("*")) == before  # kept whole
+    assert not list(tmp_path.glob(".in.partial-*"))

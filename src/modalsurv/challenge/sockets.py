@@ -20,6 +20,7 @@ and a JSON socket's inline ``value`` is used when its file is missing.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -348,8 +349,7 @@ def case_to_input(root: str | Path, task: str, case: str, dest: str | Path,
     read as this case's (every slide of a folder is taken). ``replace`` empties it first."""
     import shutil
 
-    from modalsurv.io import clinical as clin
-    from modalsurv.io.chimera import LAYOUTS, MRI_SEQUENCES, discover
+    from modalsurv.io.chimera import LAYOUTS, discover
 
     t = task_name(task)
     problems: list[Problem] = []
@@ -358,13 +358,43 @@ def case_to_input(root: str | Path, task: str, case: str, dest: str | Path,
         raise DataError("case not found", path=root, patient=case)
     row = paths.loc[case]
     dest = Path(dest)
-    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-        if not (replace and dest.is_dir()):
-            raise DataError("the folder exists and is not empty: an /input folder must hold"
-                            " one case alone (give a new folder, or replace it)",
-                            path=dest, patient=case)  # fmt: skip
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True, exist_ok=True)
+    used = dest.exists() and (not dest.is_dir() or any(dest.iterdir()))
+    if used and not (replace and _is_case_input(dest)):
+        raise DataError("the folder exists and is not empty: an /input folder must hold one"
+                        " case alone (give a new folder, or replace one that case-input wrote)",
+                        path=dest, patient=case)  # fmt: skip
+    # built beside ``dest`` and swapped in whole: a case that fails to read (a corrupt
+    # clinical file) leaves the folder as it was
+    out = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    try:
+        _write_case(row, t, case, out, inputs_json, root)
+        if used:
+            shutil.rmtree(dest)
+        elif dest.exists():
+            dest.rmdir()
+        out.rename(dest)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return dest
+
+
+def _is_case_input(folder: Path) -> bool:
+    """Whether ``folder`` holds only what ``case_to_input`` writes (socket JSON files,
+    ``images/``, ``inputs.json``): the one kind of folder ``replace`` may empty."""
+    return folder.is_dir() and all(
+        (p.is_file() and p.suffix == ".json") or (p.is_dir() and p.name == "images")
+        for p in folder.iterdir())  # fmt: skip
+
+
+def _write_case(row: Any, t: str, case: str, dest: Path, inputs_json: bool, root: Any) -> None:
+    """Write one case's socket files and ``inputs.json`` into the empty folder ``dest``."""
+    import shutil
+
+    from modalsurv.io import clinical as clin
+    from modalsurv.io.chimera import MRI_SEQUENCES
+
     entries: list[dict[str, Any]] = []
 
     def put_json(role: str, value: Any) -> None:
@@ -404,4 +434,3 @@ def case_to_input(root: str | Path, task: str, case: str, dest: str | Path,
             put_image("mri_mask", 0, Path(row["mri_mask"]))
     if inputs_json:
         (dest / "inputs.json").write_text(json.dumps(entries, indent=1), encoding="utf-8")
-    return dest
