@@ -75,6 +75,10 @@ def test_evaluate_and_predict(run_dir, tmp_path):
     assert 0.0 <= scores["harrell_c"] <= 1.0 and scores["n"] == 40
     lo, hi = scores["harrell_c_ci95"]
     assert lo <= scores["harrell_c"] <= hi
+    res = runner.invoke(app, ["evaluate", str(run_dir), "--data", str(ext), "--name",
+                              "../../escape"])  # fmt: skip
+    assert res.exit_code == 2 and "without path separators" in res.output
+    assert not list(run_dir.parent.glob("escape*")) and not list(run_dir.glob("evaluation_..*"))
     out = tmp_path / "p.csv"
     res = runner.invoke(app, ["predict", str(run_dir), "--data", str(ext), "--out", str(out),
                               "--times", "12,24"])
@@ -324,3 +328,13 @@ def test_command_list_shows_each_summary_as_one_paragraph():
     assert "the challenge metric." in lines[0]
     for info in app.registered_commands:
         assert info.short_help and "\n" not in info.short_help, info.name
+
+
+def test_an_unknown_device_is_a_usage_error_naming_the_option(tmp_path):
+    for args in (["challenge", "task1", "--model", str(tmp_path), "--input", str(tmp_path),
+                  "--output", str(tmp_path / "o"), "--device", "gpu"],
+                 ["extract", str(tmp_path), "--layout", "chimera-task1", "--out",
+                  str(tmp_path / "s"), "--device", "gpu"]):  # fmt: skip
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2, res.output
+        assert "--device 'gpu' is not a device" in res.output and "internal error" not in res.output

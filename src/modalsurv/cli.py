@@ -389,6 +389,9 @@ def evaluate(
     from modalsurv.runs import evaluate_run
 
     try:
+        if not name or any(c in name for c in "/\\") or name in (".", ".."):
+            raise ConfigError(f"--name {name!r}: a plain name for evaluation_<name>.json, without"
+                              " path separators")  # fmt: skip
         loaded = _load_data(data, features, strict)
         with _bind_images(data, features, images):
             res = evaluate_run(run, loaded.cohort, n_boot=n_boot, name=name)
@@ -644,6 +647,10 @@ def extract(
     if slide_weights is not None:
         kwargs["slide_weights"] = slide_weights
     try:
+        if device != "auto":  # a device torch does not know is a usage error, named
+            from modalsurv.train.trainer import resolve_device
+
+            resolve_device(device, what="--device")
         if timm_kwargs is not None:
             try:
                 parsed = json.loads(timm_kwargs)
@@ -706,17 +713,16 @@ def challenge(
     written unless the whole answer is ready. --batch scores a whole CHIMERA folder the
     same way and prints Harrell's C as the organisers compute it.
     """
-    import torch
-
     from modalsurv.challenge.answer import answer_case, score_folder
     from modalsurv.challenge.model import ChallengeModel
     from modalsurv.challenge.sockets import task_name
+    from modalsurv.train.trainer import resolve_device
 
     try:
         t = task_name(task)
         if direction not in ("risk", "time"):
             raise ConfigError(f"--direction must be 'risk' or 'time'; found {direction!r}")
-        dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        dev = str(resolve_device(device, what="--device"))  # an unknown or absent device: usage
         predictor = ChallengeModel.load(model, t, weights)
         if batch is not None:
             with _progress() as p:

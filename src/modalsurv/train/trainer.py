@@ -109,7 +109,7 @@ def to_tensors(
     )
 
 
-def resolve_device(name: str, fallback: bool = False) -> torch.device:
+def resolve_device(name: str, fallback: bool = False, what: str = "train.device") -> torch.device:
     """``"auto"``: CUDA when available, else CPU; anything else is passed to torch.
 
     A device torch does not know, or CUDA where there is none, is a ConfigError naming
@@ -120,13 +120,13 @@ def resolve_device(name: str, fallback: bool = False) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as err:
-        raise ConfigError(f"train.device {name!r} is not a device: {err}") from None
+        raise ConfigError(f"{what} {name!r} is not a device: {err}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         if fallback:
-            warnings.warn(f"train.device {name!r}: no CUDA device here; predicting on the CPU",
+            warnings.warn(f"{what} {name!r}: no CUDA device here; predicting on the CPU",
                           stacklevel=2)  # fmt: skip
             return torch.device("cpu")
-        raise ConfigError(f"train.device {name!r}: no CUDA device is available here; use"
+        raise ConfigError(f"{what} {name!r}: no CUDA device is available here; use"
                           " 'auto' or 'cpu'")  # fmt: skip
     return device
 
