@@ -68,6 +68,17 @@ def test_append_keeps_previous_patients(store):
         store.write("wsi", "a1", new, overwrite=False)
 
 
+def test_a_truncated_feature_file_is_an_error_naming_it(store):
+    rng = np.random.default_rng(4)
+    store.write_many("wsi", {"p1": _bag(rng, 3)})
+    path = store.path("wsi")
+    path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(FeatureError, match="cannot open the feature file") as err:
+        store.read("wsi", "p1")
+    assert str(err.value.path) == str(path)
+    assert err.value.field == "wsi"
+
+
 def test_crash_mid_write_leaves_previous_file_and_no_temp(store, monkeypatch):
     rng = np.random.default_rng(3)
     first = {"p1": _bag(rng, 3)}

@@ -204,7 +204,12 @@ class StoreFiles:
                 path=path,
                 field=modality,
             )
-        with h5py.File(path, "r") as f:
+        try:
+            handle = h5py.File(path, "r")
+        except OSError as err:  # truncated or not HDF5: say which file
+            raise FeatureError(f"cannot open the feature file ({err})", path=path,
+                               field=modality) from None  # fmt: skip
+        with handle as f:
             yield f
 
     def meta(self, modality: str) -> dict[str, Any]:
