@@ -338,3 +338,14 @@ def test_an_unknown_device_is_a_usage_error_naming_the_option(tmp_path):
         res = runner.invoke(app, args)
         assert res.exit_code == 2, res.output
         assert "--device 'gpu' is not a device" in res.output and "internal error" not in res.output
+
+
+def test_an_output_file_that_is_a_folder_is_refused_before_any_work(run_dir, tmp_path):
+    folder = tmp_path / "somewhere"
+    folder.mkdir()
+    for args in (["predict", str(run_dir), "--data", "synthetic:20", "--out", str(folder)],
+                 ["report", str(run_dir), "--out", str(folder)],
+                 ["challenge", "task1", "--model", str(run_dir), "--batch", str(tmp_path),
+                  "--out", str(folder)]):  # fmt: skip
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2 and "is a folder; give the file to write" in res.output, res.output

@@ -219,6 +219,13 @@ def _print_table(df: pd.DataFrame, title: str) -> None:
     console.print(table)
 
 
+def _file_out(path: Path | None, option: str = "--out") -> None:
+    """Refuse, before any work, an output file path that is an existing folder (the write
+    would fail only at the end, naming a temporary file)."""
+    if path is not None and path.is_dir():
+        raise ConfigError(f"{option} {path} is a folder; give the file to write")
+
+
 def _fail(err: Exception) -> None:
     """The commands' older ``except ...: _fail(err)`` blocks, kept so their bodies stay as
     they were: the same report as ``@_user_errors`` (which alone would do)."""
@@ -418,6 +425,7 @@ def predict(
     from modalsurv.runs import predict_run
 
     try:
+        _file_out(out)
         grid = _parse_times(times)
         loaded = _load_data(data, features, strict)
         with _bind_images(data, features, images):
@@ -528,6 +536,7 @@ def report(
 
     if not folder.is_dir():
         raise ConfigError(f"{folder} is not a folder: give a run folder or a grid folder")
+    _file_out(out)
     page = build_report(folder, out, title, _parse_times(times) or None)
     console.print(f"report: [bold]{page}[/]  (figure data: {page.parent / 'report_data'})")
 
@@ -722,6 +731,7 @@ def challenge(
         t = task_name(task)
         if direction not in ("risk", "time"):
             raise ConfigError(f"--direction must be 'risk' or 'time'; found {direction!r}")
+        _file_out(out)
         dev = str(resolve_device(device, what="--device"))  # an unknown or absent device: usage
         predictor = ChallengeModel.load(model, t, weights)
         if batch is not None:
