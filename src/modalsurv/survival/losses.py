@@ -58,6 +58,15 @@ def _rank_shift(cdf: Tensor, outlives: Tensor, sigma: float) -> Tensor:
     return torch.where(keep, full, among)
 
 
+def _shifted_terms(cdf: Tensor, outlives: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
+    """(per-bin shift, B x K terms ``exp((F_j(k) - shift_k) / sigma)`` of the patients that
+    outlive bin k, 0 elsewhere). Masked inside the exponent: a patient that does not outlive
+    the bin may sit above a small-sigma shift, and exp would overflow (inf * 0 = NaN)."""
+    shift = _rank_shift(cdf.detach(), outlives, sigma)
+    diff = torch.where(outlives, cdf - shift[None, :], 0.0)
+    return shift, (diff / sigma).exp() * outlives.to(cdf.dtype)
+
+
 def deephit_loss(logits: Tensor, bin_index: Tensor, event: Tensor, alpha: float = 0.2,
                  sigma: float = 0.1, reduction: str = "mean") -> Tensor:
     """Single-risk DeepHit loss ``alpha * NLL + (1 - alpha) * ranking`` (pycox convention).
@@ -99,11 +108,7 @@ def deephit_loss(logits: Tensor, bin_index: Tensor, event: Tensor, alpha: float 
     cdf = pmf[:, :k].cumsum(1)  # F_j(bin) for bins 0..K-1
     bins = torch.arange(k, device=logits.device)
     outlives = (idx[:, None] > bins[None, :]) | ((idx[:, None] == bins[None, :]) & (ev[:, None] == 0))
-    shift = _rank_shift(cdf.detach(), outlives, sigma)
-    # masked inside the exponent: a patient that does not outlive the bin may sit
-    # above a small-sigma shift, and exp would overflow (inf * 0 = NaN)
-    diff = torch.where(outlives, cdf - shift[None, :], 0.0)
-    expo = (diff / sigma).exp() * outlives.to(cdf.dtype)
+    shift, expo = _shifted_terms(cdf, outlives, sigma)
     col_sum = expo.sum(dim=0)  # per bin k: sum_j outlives_j(k) exp((F_j(k) - shift_k)/sigma)
     log_col = col_sum.clamp_min(torch.finfo(cdf.dtype).tiny).log()
     f_own = cdf.gather(1, col).view(-1)
@@ -222,11 +227,7 @@ class _DeepHitMean(torch.autograd.Function):
         cdf = pmf[:, :k].cumsum(1)
         bins = torch.arange(k, device=logits.device)
         outlives = (idx[:, None] > bins[None, :]) | ((idx[:, None] == bins[None, :]) & (ev[:, None] == 0))
-        shift = _rank_shift(cdf, outlives, sigma)
-        # masked inside the exponent: a patient that does not outlive the bin may sit
-        # above a small-sigma shift, and exp would overflow (inf * 0 = NaN)
-        diff = torch.where(outlives, cdf - shift[None, :], 0.0)
-        expo = (diff / sigma).exp() * outlives.to(cdf.dtype)
+        shift, expo = _shifted_terms(cdf, outlives, sigma)
         col_sum = expo.sum(dim=0)
         log_col = col_sum.clamp_min(torch.finfo(cdf.dtype).tiny).log()
         f_own = cdf.gather(1, col).view(-1)
