@@ -8,6 +8,7 @@ import importlib
 import json
 import os
 import random
+import shutil
 import socket
 import sys
 import tempfile
@@ -48,6 +49,21 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+@contextlib.contextmanager
+def staged_folder(beside: str | Path) -> Iterator[Path]:
+    """An empty hidden folder beside ``beside`` in which to build a folder whole; the caller
+    renames it onto ``beside`` (or packs it) once complete. Whatever is still there on exit,
+    success or failure, is removed, so a failed build leaves ``beside`` as it was."""
+    beside = Path(beside)
+    staging = beside.with_name(f".{beside.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 _UMASK: list[int] = []

@@ -13,7 +13,6 @@ export leaves nothing behind, and its rerun is not refused.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tarfile
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ from modalsurv.challenge.model import ChallengeModel
 from modalsurv.config import load_config
 from modalsurv.errors import ConfigError, WeightsError
 from modalsurv.features.encoders import find_weights, sha256_file
+from modalsurv.utils import staged_folder
 
 KEEP = ("config.yaml", "extraction.json", "data.json")
 
@@ -42,10 +42,7 @@ def export_model(run: str | Path, out: str | Path, task: str | None = None,
         raise ConfigError(f"{out} exists and is not empty; choose a new --out")
     # built beside ``out`` and renamed into place only once it loads as it will run: a
     # failure (weights missing, checksum wrong) leaves nothing that looks like a model
-    staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+    with staged_folder(out) as staging:
         _fill(staging, run, source.record or {}, [*map(Path, weight_folders), run / "weights"])
         ChallengeModel.load(staging, task).encoders([staging / "weights"])
         if not tarball:
@@ -57,8 +54,6 @@ def export_model(run: str | Path, out: str | Path, task: str | None = None,
                 tar.add(p, arcname=str(p.relative_to(staging)), recursive=False)
         part.replace(out)
         return out
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _fill(folder: Path, run: Path, record: dict, weight_folders: list[Path]) -> None:

@@ -20,12 +20,12 @@ and a JSON socket's inline ``value`` is used when its file is missing.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from modalsurv.errors import DataError, Problem
+from modalsurv.utils import staged_folder
 
 Kind = Literal["json", "image"]
 IMAGE_SUFFIXES = (".tif", ".tiff", ".mha", ".mhd", ".nii", ".nii.gz", ".svs", ".ndpi", ".mrxs")
@@ -365,18 +365,13 @@ def case_to_input(root: str | Path, task: str, case: str, dest: str | Path,
                         path=dest, patient=case)  # fmt: skip
     # built beside ``dest`` and swapped in whole: a case that fails to read (a corrupt
     # clinical file) leaves the folder as it was
-    out = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    try:
+    with staged_folder(dest) as out:
         _write_case(row, t, case, out, inputs_json, root)
         if used:
             shutil.rmtree(dest)
         elif dest.exists():
             dest.rmdir()
         out.rename(dest)
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
     return dest
 
 

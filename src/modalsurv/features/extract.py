@@ -277,10 +277,11 @@ def file_fingerprint(path: Path | None, chunk: int = 1 << 20) -> str:
     if path is None:
         return "-"
     if path.is_dir():  # a DICOM series: its files' names and sizes
-        files = sorted(f for f in path.rglob("*") if f.is_file())
-        listing = "\n".join(f"{f.relative_to(path)}:{f.stat().st_size}" for f in files)
+        sizes = {f.relative_to(path): f.stat().st_size
+                 for f in sorted(path.rglob("*")) if f.is_file()}  # fmt: skip
+        listing = "\n".join(f"{name}:{size}" for name, size in sizes.items())
         digest = hashlib.sha256(listing.encode()).hexdigest()[:16]
-        return f"{path.name}/:{sum(f.stat().st_size for f in files)}:{digest}"
+        return f"{path.name}/:{sum(sizes.values())}:{digest}"
     size = path.stat().st_size
     h = hashlib.sha256()
     with open(path, "rb") as fh:
