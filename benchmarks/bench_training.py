@@ -42,11 +42,11 @@ import torch
 
 from modalsurv.config import RunConfig
 from modalsurv.data.synthetic import make_cohort
+from modalsurv.devices import resolve_device
 from modalsurv.survival import metrics
 from modalsurv.train import trainer
 from modalsurv.train.baselines import FeatureMatrix
 from modalsurv.train.estimator import ModalSurv, inner_split
-from modalsurv.train.trainer import resolve_device
 
 Times = tuple[list[float], list[float]]  # (train-only, train+val) seconds per epoch
 

@@ -336,6 +336,7 @@ def train(
     from modalsurv.config import RunConfig, load_config, set_values
     from modalsurv.data.sources import parse_data_spec
     from modalsurv.experiments.runners import get_runner
+    from modalsurv.folders import RUN, refuse_other_kind
     from modalsurv.report.tables import (
         cv_table,
         paired_summary,
@@ -355,6 +356,7 @@ def train(
                 update={"features": str(features)})})
         if set_:
             cfg = set_values(cfg, list(set_))
+        refuse_other_kind(out, RUN)  # before the cohort is read
         loaded = _load_data(cfg.data, None, strict, seed=cfg.seed)
         with _progress() as p:
             result = train_run(cfg, out, resume=resume, progress=RichProgress(p),
@@ -393,12 +395,13 @@ def evaluate(
                                        " FEATURES/image_cache when it exists)"),
 ) -> None:
     """Score the run's fold ensemble on another cohort."""
-    from modalsurv.runs import evaluate_run
+    from modalsurv.runs import check_trained, evaluate_run
 
     try:
         if not name or any(c in name for c in "/\\") or name in (".", ".."):
             raise ConfigError(f"--name {name!r}: a plain name for evaluation_<name>.json, without"
                               " path separators")  # fmt: skip
+        check_trained(run, scored=True)  # before the cohort is read
         loaded = _load_data(data, features, strict)
         with _bind_images(data, features, images):
             res = evaluate_run(run, loaded.cohort, n_boot=n_boot, name=name)
@@ -422,11 +425,12 @@ def predict(
 ) -> None:
     """Per-patient risk, expected time and survival at chosen times, each with the spread
     over the ensemble's member networks (folds × seeds): risk_sd, *_p05 and *_p95."""
-    from modalsurv.runs import predict_run
+    from modalsurv.runs import check_trained, predict_run
 
     try:
         _file_out(out)
         grid = _parse_times(times)
+        check_trained(run)  # before the cohort is read
         loaded = _load_data(data, features, strict)
         with _bind_images(data, features, images):
             df = predict_run(run, loaded.cohort, out, grid)
@@ -462,14 +466,18 @@ def experiment(
     """
     from modalsurv.data.sources import load_cohort
     from modalsurv.experiments.grid import load_grid
-    from modalsurv.experiments.paired import paired_table
+    from modalsurv.experiments.paired import check_comparison, paired_table
     from modalsurv.experiments.runners import get_runner, run_grid
+    from modalsurv.folders import GRID, refuse_other_kind
     from modalsurv.report.tables import format_difference
 
     try:
         ref = _parse_reference(reference)
         run_with = get_runner(runner, ray_address)
         g = load_grid(grid)
+        groups = [b.strip() for b in by.split(",") if b.strip()]
+        check_comparison([t.row() for t in g.expand()], ref, groups)  # before any trial
+        refuse_other_kind(out, GRID)  # before the cohort is read
         # the grid's seed, as when the grid loads its own data (and as `train --data` does)
         cohort = load_cohort(data, seed=g.base.seed) if data else None
         with _progress() as p:
@@ -486,8 +494,7 @@ def experiment(
         _grid_report(out)
         return  # nothing finished: nothing to compare
     try:
-        paired = paired_table(out, reference=ref,
-                              by=[b.strip() for b in by.split(",") if b.strip()])
+        paired = paired_table(out, reference=ref, by=groups)
     except ValueError as err:
         _fail(err)
     if paired.empty:
@@ -657,7 +664,7 @@ def extract(
         kwargs["slide_weights"] = slide_weights
     try:
         if device != "auto":  # a device torch does not know is a usage error, named
-            from modalsurv.train.trainer import resolve_device
+            from modalsurv.devices import resolve_device
 
             resolve_device(device, what="--device")
         if timm_kwargs is not None:
@@ -725,7 +732,7 @@ def challenge(
     from modalsurv.challenge.answer import answer_case, score_folder
     from modalsurv.challenge.model import ChallengeModel
     from modalsurv.challenge.sockets import task_name
-    from modalsurv.train.trainer import resolve_device
+    from modalsurv.devices import resolve_device
 
     try:
         t = task_name(task)

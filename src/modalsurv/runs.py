@@ -26,6 +26,7 @@ from modalsurv.cohort import Cohort
 from modalsurv.config import RunConfig, dump_config
 from modalsurv.data.sources import LoadedData, load_data
 from modalsurv.errors import ConfigError, LabelError
+from modalsurv.folders import RUN, refuse_other_kind
 from modalsurv.report.run_files import EVALUATION, EVALUATION_PREDICTIONS
 from modalsurv.resume import remove_stale_temporaries
 from modalsurv.survival import metrics as M
@@ -63,6 +64,7 @@ def train_run(
     from modalsurv.train.cv import check_resume, cross_validate, has_finished_folds, plan_cv
 
     out = Path(out)
+    refuse_other_kind(out, RUN)  # a grid, a feature store, an exported model: not ours
     checkpoints = out / "checkpoints"
     if data is None and cohort is None:
         data = load_data(config.data, seed=config.seed)
@@ -123,6 +125,19 @@ def write_data_record(out: Path, data: LoadedData) -> None:
         atomic_write_text(out / EXTRACTION_RECORD, json.dumps(data.extraction, indent=1))
 
 
+def check_trained(run: str | Path, scored: bool = False) -> None:
+    """A ConfigError unless ``run`` holds a trained fold ensemble (``models/repeat_0``) and,
+    with ``scored``, the out-of-fold predictions that ``evaluate`` compares against. Cheap:
+    the CLI calls it before reading a cohort, so a mistyped run folder fails at once."""
+    run = Path(run)
+    if not run.is_dir():
+        raise ConfigError(f"{run} is not a folder: give a finished run folder (modalsurv train)")
+    needed = [run / "models" / "repeat_0"] + ([run / "predictions.csv"] if scored else [])
+    for path in needed:
+        if not path.exists():
+            raise ConfigError(f"{run} is not a finished run folder: {path} is missing")
+
+
 def load_ensemble(run: str | Path, repeat: int = 0) -> Any:
     """The fold ensemble a run folder saved (weights only, no pickled code)."""
     from modalsurv.train.ensemble import FoldEnsemble
@@ -146,6 +161,7 @@ def evaluate_run(
     (each patient's risk with the spread over the ensemble's members), adds the CV →
     external drop to ``metrics.json``'s diagnostics and rebuilds ``report.html``."""
     run = Path(run)
+    check_trained(run, scored=True)
     if len(cohort) < 2 or cohort.n_events == 0:
         raise LabelError(f"cannot score a cohort of {len(cohort)} patient(s) with"
                          f" {cohort.n_events} event(s): the C-index needs at least one event"

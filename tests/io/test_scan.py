@@ -67,3 +67,20 @@ def test_scan_missing_root_and_manifest(tmp_path):
     (tmp_path / "m.csv").write_text("patient,time,event\na,1.0,1\na,2.0,0\nb,,1\n")
     problems = scan(tmp_path / "m.csv", "manifest")
     assert {p.patient for p in problems if p.severity == "error"} >= {"a", "b"}
+
+
+def test_a_damaged_store_is_listed_with_the_folders_own_problems(root, tmp_path_factory):
+    from modalsurv.io.store import FeatureStore
+
+    path, ids = root
+    store = FeatureStore(tmp_path_factory.mktemp("store"))
+    store.write_many("mri", {i: [0.0, 1.0] for i in ids}, encoder="test")
+    h5 = store.path("mri")
+    h5.write_bytes(h5.read_bytes()[:200])  # truncated
+    (path / "clinical_data" / f"{ids[0]}.json").write_text("[1, 2")  # a corrupt record
+    pt = sorted((path / "pathology/features/embeddings").glob(f"{ids[3]}_*.pt"))[0]
+    torch.save(torch.zeros(5), pt)  # and tile features read after the store
+    problems = scan(path, "chimera-task1", features=store.root)
+    assert any(p.path == str(h5) and p.severity == "error" for p in problems), problems
+    assert any(p.patient == ids[3] and p.path == str(pt) for p in problems), problems
+    assert sum(p.patient == ids[0] and "corrupt JSON" in p.reason for p in problems) == 1

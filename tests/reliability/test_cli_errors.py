@@ -176,6 +176,61 @@ def _other_modalities(i: Inputs) -> Built:
     return _predict(i.run_copy(), i, f"manifest:{path}")
 
 
+def _into_grid_folder(i: Inputs) -> Built:
+    grid = i.tmp / "grid"
+    (grid / "trials").mkdir(parents=True)
+    (grid / "grid.yaml").write_text("name: g\n", encoding="utf-8")
+    return Built(i.train_args(i.rel.tiny_config(), out=grid), [grid])
+
+
+def _into_exported_model(i: Inputs) -> Built:
+    run = i.run_copy()
+    model = i.tmp / "model"
+    shutil.copytree(run / "models", model / "models")
+    shutil.copy(run / "config.yaml", model / "config.yaml")
+    return Built(i.train_args(i.rel.tiny_config(seed=5), out=model), [model])
+
+
+def _grid_into_run_folder(i: Inputs) -> Built:
+    run = i.run_copy()
+    grid = i.rel.write_yaml(i.tmp / "grid.yaml", {"name": "g", "base": i.rel.tiny_config(),
+                                                  "fusion": ["mean"]})  # fmt: skip
+    return Built(["experiment", grid, "--out", run], [run])
+
+
+def _extract_into_run_folder(i: Inputs) -> Built:
+    run = i.run_copy()
+    return Built(["extract", i.tmp, "--layout", "chimera-task1", "--out", run,
+                  "--random-weights"], [run])  # fmt: skip
+
+
+def _grid_compared_with(*options: str) -> Callable[[Inputs], Built]:
+    def build(i: Inputs) -> Built:
+        grid = i.rel.write_yaml(i.tmp / "grid.yaml", {"name": "g", "base": i.rel.tiny_config(),
+                                                      "fusion": ["mean", "concat"]})  # fmt: skip
+        return Built(["experiment", grid, "--out", i.tmp / "grid", *options], [i.tmp / "grid"])
+
+    return build
+
+
+def _damaged(name: str, how: str) -> Callable[[Inputs], Built]:
+    def build(i: Inputs) -> Built:
+        run = i.run_copy()
+        path = run / name
+        if how == "truncate":
+            path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 3])
+        elif how == "drop_column":
+            df = pd.read_csv(path)
+            df.drop(columns=["risk"]).to_csv(path, index=False)
+        elif how == "list":
+            path.write_text("[1, 2]", encoding="utf-8")
+        elif how == "empty":
+            path.write_text("", encoding="utf-8")
+        return Built(["report", run, "--out", i.tmp / "page.html"], [run, i.tmp / "page.html"])
+
+    return build
+
+
 CASES = [
     # data too small or uninformative for cross-validation
     Case("all_censored", _cohort(12, 0), 1, ("censored", "no event")),
@@ -197,6 +252,26 @@ CASES = [
     Case("member_count_edited", _corrupt_member("count"), 1, ("bundle.json", "3 members")),
     Case("not_a_run", lambda i: Built(["evaluate", i.tmp, "--data", "synthetic:20"], [i.tmp]),
          2, ("not a finished run folder",)),
+    # the run folder is checked before the cohort is read (the data here would fail too)
+    Case("evaluate_not_a_run_first", lambda i: Built(
+        ["evaluate", i.tmp, "--data", f"manifest:{i.tmp / 'none.csv'}"], [i.tmp]),
+        2, ("not a finished run folder",)),
+    Case("predict_not_a_run_first", lambda i: _predict(i.tmp, i, f"manifest:{i.tmp / 'no.csv'}"),
+         2, ("not a finished run folder", "models")),
+    # a command never writes into another command's folder
+    Case("train_into_grid_folder", _into_grid_folder, 2,
+         ("holds a grid folder", "modalsurv experiment", "--out")),
+    Case("train_into_exported_model", _into_exported_model, 2,
+         ("holds an exported model", "modalsurv export-model")),
+    Case("grid_into_run_folder", _grid_into_run_folder, 2,
+         ("holds a run folder", "modalsurv train", "not a grid folder")),
+    # a comparison that cannot be made is refused before the first trial runs
+    Case("grid_reference_matches_nothing", _grid_compared_with("--reference", "fusion=late"), 2,
+         ("reference", "'late'", "matches no")),
+    Case("grid_by_not_a_setting", _grid_compared_with("--by", "fusions"), 2,
+         ("by ['fusions']", "not grid settings")),
+    Case("extract_into_run_folder", _extract_into_run_folder, 2,
+         ("holds a run folder", "not a feature store")),
     # options
     Case("data_spec_not_a_number", lambda i: _predict(i.run_copy(), i, "synthetic:abc"), 2,
          ("synthetic:abc", "integer")),
@@ -212,6 +287,17 @@ CASES = [
     Case("rerun_without_resume", _rerun_without_resume, 2, ("--resume",)),
     Case("run_folder_locked", _locked_run, 1, ("in use", "PID")),
     Case("grid_folder_locked", _locked_grid, 1, ("in use", "PID")),
+    # a damaged run folder is named, file by file, never an internal error
+    Case("report_truncated_metrics_json", _damaged("metrics.json", "truncate"), 1,
+         ("metrics.json", "damaged")),
+    Case("report_metrics_json_not_an_object", _damaged("metrics.json", "list"), 1,
+         ("metrics.json", "not an object")),
+    Case("report_predictions_without_risk", _damaged("predictions.csv", "drop_column"), 1,
+         ("predictions.csv", "'risk'")),
+    Case("report_empty_gate_weights", _damaged("gate_weights.csv", "empty"), 1,
+         ("gate_weights.csv", "damaged")),
+    Case("report_truncated_data_json", _damaged("data.json", "truncate"), 1,
+         ("data.json", "damaged")),
     # prediction matches features by name
     Case("renamed_clinical_column", _renamed_column, 1, ("clinical", "age", "weight")),
     Case("renamed_gene", _renamed_gene, 1, ("rna", "G03", "G99")),
@@ -259,7 +345,9 @@ def test_unexpected_exception_is_one_line_with_exit_3(rel, finished_run: Path, m
     assert "Traceback" not in res.output
 
 
-def test_missing_dependency_is_a_usage_error(rel, monkeypatch, tmp_path: Path) -> None:
+def test_missing_dependency_is_a_usage_error(rel, finished_run: Path, monkeypatch,
+                                             tmp_path: Path) -> None:  # fmt: skip
+    rel_run = finished_run
     import modalsurv.data.sources as sources
     from modalsurv.errors import MissingDependencyError
 
@@ -267,7 +355,7 @@ def test_missing_dependency_is_a_usage_error(rel, monkeypatch, tmp_path: Path) -
         raise MissingDependencyError("the thing needs 'ray': pip install 'modalsurv[ray]'")
 
     monkeypatch.setattr(sources, "load_data", missing)
-    res = rel.invoke("predict", tmp_path, "--data", "synthetic:20")
+    res = rel.invoke("predict", rel_run, "--data", "synthetic:20", "--out", tmp_path / "p.csv")
     assert res.exit_code == 2 and "modalsurv[ray]" in res.output
 
 

@@ -58,6 +58,33 @@ def _pick_reference(settings: list[tuple[Any, ...]], reference: dict[str, Any] |
     return hits[0]
 
 
+def _groups(settings: list[tuple[Any, ...]], reference: dict[str, Any] | None,
+            by: tuple[str, ...] | list[str]) -> tuple[Any, dict[tuple[Any, ...], tuple[Any, ...]]]:
+    """(the group key of a setting, each group's reference): ``by`` must name grid settings
+    and ``reference`` match exactly one setting of every group (ConfigError otherwise)."""
+    unknown = sorted(set(by) - set(SETTINGS))
+    if unknown:
+        raise ConfigError(f"by {unknown}: not grid settings; use {list(SETTINGS)}")
+    pos = [SETTINGS.index(b) for b in by]
+
+    def group(s: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(s[i] for i in pos)
+
+    refs = {}
+    for g in dict.fromkeys(group(s) for s in settings):
+        refs[g] = _pick_reference([s for s in settings if group(s) == g], reference)
+    return group, refs
+
+
+def check_comparison(rows: list[dict[str, Any]], reference: dict[str, Any] | None = None,
+                     by: tuple[str, ...] | list[str] = ()) -> None:  # fmt: skip
+    """Before a grid runs: the comparison :func:`paired_table` will make is possible on the
+    grid's settings (``rows``: ``Trial.row()`` of each trial), so a mistyped ``--reference``
+    or ``--by`` fails at once and not after hours of trials."""
+    settings = list(dict.fromkeys(tuple(r[s] for s in SETTINGS) for r in rows))
+    _groups(settings, reference, by)
+
+
 def paired_table(
     out: str | Path,
     reference: dict[str, Any] | None = None,
@@ -90,17 +117,7 @@ def paired_table(
     if ok.empty:
         raise ValueError(f"{path}: no finished trial has model {model!r}")
     settings = list(dict.fromkeys(_setting(r) for _, r in ok.iterrows()))
-    unknown = sorted(set(by) - set(SETTINGS))
-    if unknown:
-        raise ConfigError(f"by {unknown}: not grid settings; use {list(SETTINGS)}")
-    pos = [SETTINGS.index(b) for b in by]
-
-    def group(s: tuple[Any, ...]) -> tuple[Any, ...]:
-        return tuple(s[i] for i in pos)
-
-    refs = {}
-    for g in dict.fromkeys(group(s) for s in settings):
-        refs[g] = _pick_reference([s for s in settings if group(s) == g], reference)
+    group, refs = _groups(settings, reference, by)
 
     def folds_of(trial: str) -> pd.DataFrame:
         m = pd.read_csv(out / "trials" / trial / "metrics.csv")

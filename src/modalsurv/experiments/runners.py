@@ -44,6 +44,7 @@ from modalsurv.cohort import Cohort
 from modalsurv.config import RunConfig, dump_config
 from modalsurv.errors import ConfigError
 from modalsurv.experiments.grid import ExperimentGrid, Trial, dump_grid
+from modalsurv.folders import GRID, refuse_other_kind
 from modalsurv.resume import UnitFolder
 from modalsurv.train.cv import METRICS, FoldDone, FoldJob, FoldOutcome, SequentialFolds, run_fold
 from modalsurv.utils import Progress, atomic_write_csv, atomic_write_text, exclusive_lock
@@ -437,6 +438,7 @@ def run_grid(
 
         cohort = load_cohort(grid.base.data, seed=grid.base.seed)
     grid.check_cohort(cohort.modalities)
+    refuse_other_kind(out, GRID)  # a run folder, a feature store, ...: not a grid's
     with exclusive_lock(out, "experiment folder"):
         return _run_grid(grid, cohort, out, runner, resume, progress)
 

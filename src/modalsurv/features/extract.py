@@ -62,13 +62,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
+from modalsurv.devices import resolve_device
 from modalsurv.errors import ConfigError, DataError, LayoutError, Problem
 from modalsurv.features import encoders as enc
 from modalsurv.features import wsi
 from modalsurv.features.mri import MriConfig, embed_mri, mri_dim, prepare_mri
 from modalsurv.features.tile_cache import DEFAULT_FOLDER, ImageCache
+from modalsurv.folders import STORE, refuse_other_kind
 from modalsurv.io.chimera import MRI_SEQUENCES
 from modalsurv.io.layouts import check_layout, chimera_task
 from modalsurv.io.store import EXTRACTION_RECORD, FeatureStore, read_extraction_record
@@ -393,6 +394,7 @@ def run_extract(
     cache (``cache_dir``, default ``out/image_cache``; see the module docstring).
     """
     arguments = dict(locals())
+    refuse_other_kind(out, STORE)  # a run or grid folder, an exported model: not a store
     caching = cache_dir is not None and (tile_cache or volume_cache)
     with (exclusive_lock(out, "feature store"),
           exclusive_lock(cache_dir, "image cache") if caching else contextlib.nullcontext()):  # fmt: skip
@@ -424,10 +426,7 @@ def _run_extract(
     if limit is not None:
         todo = todo[: max(int(limit), 0)]
     mri_cfg = mri or MriConfig()
-    if device == "auto":  # CUDA where present, else the CPU
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r}: no CUDA device is available here; use auto or cpu")
+    device = str(resolve_device(device, what="device"))  # auto: CUDA where present
     settings = SlideSettings(mpp, tile_size, max_tiles, min_tissue, sampling, seed, batch_size,
                              workers, mpp_override)  # fmt: skip
     # the tile encoder's own options (input size, normalisation) change its features as much

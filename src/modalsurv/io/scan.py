@@ -31,12 +31,12 @@ def scan(
     problem when there is any (warnings included)."""
     task = chimera_task(check_layout(layout))
     if task is not None:
-        problems: list[Problem] = []
-        try:
-            out = chimera.read_chimera_into(root, task, problems, event=event, features=features)
-        except DataError as exc:  # e.g. the root folder itself is missing
-            problems.append(Problem("error", exc.reason, exc.path, exc.patient, exc.field))
-            out = None
+        out, problems, stopped = _read(root, task, event, features)
+        if stopped and features is not None:
+            # the store stopped the read (a damaged file, no image modality): the folder's
+            # own problems are still listed, from a read without it
+            out, problems, _ = _read(root, task, event, None)
+            problems.append(stopped)
         if out is None and not any(p.severity == "error" for p in problems):
             problems.append(Problem("error", "no patient found", str(root)))
     else:  # the manifest
@@ -47,3 +47,15 @@ def scan(
     if strict and problems:
         chimera.raise_problems(problems, root)
     return problems
+
+
+def _read(root: str | Path, task: int, event: str | None, features: str | Path | None
+          ) -> tuple[object, list[Problem], Problem | None]:  # fmt: skip
+    """(the cohort or None, the problems, the problem that stopped the read or None)."""
+    problems: list[Problem] = []
+    try:
+        out = chimera.read_chimera_into(root, task, problems, event=event, features=features)
+    except DataError as exc:  # e.g. the root folder itself is missing
+        stop = Problem("error", exc.reason, exc.path, exc.patient, exc.field)
+        return None, [*problems, stop], stop
+    return out, problems, None

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from modalsurv.config import RunConfig, load_config
-from modalsurv.errors import ConfigError
+from modalsurv.errors import ConfigError, DataError
 from modalsurv.survival import curves
 from modalsurv.train.compare import MAIN, fold_overlap_ratio
 
@@ -36,10 +36,44 @@ def is_run_folder(path: str | Path) -> bool:
     return all((Path(path) / name).is_file() for name in REQUIRED)
 
 
+#: columns the report cannot do without, per required table
+COLUMNS = {"metrics.csv": ("model", "fold"),
+           "predictions.csv": ("repeat", "fold", "risk", "time", "event")}  # fmt: skip
+
+
+def _unreadable(path: Path, err: Exception) -> DataError:
+    return DataError(f"cannot be read ({type(err).__name__}: {err}); the run folder is damaged"
+                     " (rerun `modalsurv train` with --resume, or restore the file)",
+                     path=path)  # fmt: skip
+
+
+def _json(path: Path) -> Any:
+    """A JSON file of the run; a damaged one is a DataError naming it."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise _unreadable(path, err) from None
+    if not isinstance(value, dict):
+        raise DataError(f"holds a JSON {type(value).__name__}, not an object; the run folder is"
+                        " damaged", path=path)  # fmt: skip
+    return value
+
+
 def _csv(path: Path, **kw: Any) -> pd.DataFrame | None:
+    """A CSV file of the run (None when absent); a damaged one is a DataError naming it, as
+    is a required table (``COLUMNS``) without a column the report needs."""
     if not path.is_file():
         return None
-    return pd.read_csv(path, float_precision="round_trip", **kw)
+    try:
+        table = pd.read_csv(path, float_precision="round_trip", **kw)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError,
+            ValueError) as err:  # fmt: skip
+        raise _unreadable(path, err) from None
+    missing = [c for c in COLUMNS.get(path.name, ()) if c not in table.columns]
+    if missing:
+        raise DataError(f"has no column {missing[0]!r} (columns: {list(table.columns)}); the run"
+                        " folder is damaged", path=path, field=missing[0])  # fmt: skip
+    return table
 
 
 @dataclass
@@ -68,21 +102,18 @@ class RunFolder:
             raise ConfigError(f"{path} is not a finished run folder: {missing[0]} is missing"
                               " (give a folder written by `modalsurv train`, or a grid folder"
                               " written by `modalsurv experiment`)")  # fmt: skip
-        summary = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
-        metrics = pd.read_csv(path / "metrics.csv", keep_default_na=False, na_values=[""],
-                              float_precision="round_trip")  # fmt: skip
-        preds = pd.read_csv(path / "predictions.csv", dtype={"patient": str},
-                            keep_default_na=False, na_values=[""],  # "NA" is a patient id
-                            float_precision="round_trip")  # fmt: skip
+        summary = _json(path / "metrics.json")
+        metrics = _csv(path / "metrics.csv", keep_default_na=False, na_values=[""])
+        preds = _csv(path / "predictions.csv", dtype={"patient": str}, keep_default_na=False,
+                     na_values=[""])  # "NA" is a patient id
+        assert metrics is not None and preds is not None  # REQUIRED: checked above
         config = load_config(path / "config.yaml") if (path / "config.yaml").is_file() else None
-        data = None
-        if (path / "data.json").is_file():
-            data = json.loads((path / "data.json").read_text(encoding="utf-8"))
+        data = _json(path / "data.json") if (path / "data.json").is_file() else None
         gates = _csv(path / "gate_weights.csv", index_col="patient", dtype={"patient": str})
         evaluations, eval_preds = {}, {}
         for p in sorted(path.glob(EVALUATION.format("*"))):
             name = p.name[len("evaluation_"):-len(".json")]
-            evaluations[name] = json.loads(p.read_text(encoding="utf-8"))
+            evaluations[name] = _json(p)
             table = _csv(path / EVALUATION_PREDICTIONS.format(name), dtype={"patient": str})
             if table is not None:
                 eval_preds[name] = table

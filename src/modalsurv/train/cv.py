@@ -51,6 +51,7 @@ from sklearn.model_selection import KFold, LeaveOneGroupOut, StratifiedKFold
 
 from modalsurv.cohort import Cohort
 from modalsurv.config import RunConfig, dump_config
+from modalsurv.devices import resolve_device
 from modalsurv.errors import ConfigError, DataError, LabelError
 from modalsurv.resume import UnitFolder
 from modalsurv.survival import metrics as sm
@@ -60,7 +61,6 @@ from modalsurv.train.diagnostics import cv_diagnostics
 from modalsurv.train.ensemble import FoldEnsemble
 from modalsurv.train.estimator import ModalSurv
 from modalsurv.train.stacking import StackedSurv, load_model, make_model
-from modalsurv.train.trainer import resolve_device
 from modalsurv.utils import Progress, atomic_write_csv, atomic_write_text
 
 METRICS = ("harrell_c", "uno_c", "ibs")

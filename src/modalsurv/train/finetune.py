@@ -343,7 +343,7 @@ class Finetune:
             size = tuple(self.settings.get("size") or (32, 64, 64))
             sample = torch.zeros(1, 1, *size)
             per_step = batch * len(self.settings.get("sequences") or (1,))
-        from modalsurv.train.trainer import resolve_device
+        from modalsurv.devices import resolve_device
 
         cuda = resolve_device(self.config.train.device, fallback=True).type == "cuda"
         return memory_estimate(adapter, sample, per_step, cuda=cuda)

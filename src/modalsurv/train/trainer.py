@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import math
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +24,7 @@ import torch
 
 from modalsurv.cohort import Cohort
 from modalsurv.config import RunConfig
-from modalsurv.errors import ConfigError
+from modalsurv.devices import resolve_device
 from modalsurv.survival import metrics
 from modalsurv.survival.family import get_family
 from modalsurv.train.fused import FusedStep
@@ -107,28 +106,6 @@ def to_tensors(
         event=torch.from_numpy(cohort.event.copy()),
         bin_index=None if bin_index is None else torch.from_numpy(bin_index.astype(np.int64)),
     )
-
-
-def resolve_device(name: str, fallback: bool = False, what: str = "train.device") -> torch.device:
-    """``"auto"``: CUDA when available, else CPU; anything else is passed to torch.
-
-    A device torch does not know, or CUDA where there is none, is a ConfigError naming
-    ``train.device``; with ``fallback`` (prediction: a model trained on a GPU scoring on
-    a laptop) CUDA falls back to the CPU with a warning instead."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise ConfigError(f"{what} {name!r} is not a device: {err}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        if fallback:
-            warnings.warn(f"{what} {name!r}: no CUDA device here; predicting on the CPU",
-                          stacklevel=2)  # fmt: skip
-            return torch.device("cpu")
-        raise ConfigError(f"{what} {name!r}: no CUDA device is available here; use"
-                          " 'auto' or 'cpu'")  # fmt: skip
-    return device
 
 
 def forward(net: torch.nn.Module, batch: Tensors) -> dict[str, Any]:
