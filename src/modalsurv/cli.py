@@ -644,7 +644,8 @@ def extract(
     cache_dir: Path | None = typer.Option(None, help="image cache folder (default:"
                                           " OUT/image_cache)"),
 ) -> None:
-    """Embed slides (tiles + slide vector), MRI and RNA with frozen encoders into a store.
+    """Embed slides (tiles + slide vector) and MRI with frozen encoders into a store (RNA is
+    stored raw, aligned on genes).
 
     The store records how (STORE/extraction.json): encoders, weight checksums, tile µm/px,
     tile size, tile cap, MRI preprocessing. A training run copies the record, so the
