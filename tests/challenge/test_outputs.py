@@ -87,3 +87,17 @@ def test_a_stacked_ensemble_answers_monotone_in_its_risk():
     assert (np.diff(like[order]) >= 0).all() and ((like >= 0) & (like <= 1)).all()
     c = concordance_index(cohort.time, cohort.event, risk)
     assert concordance_index(cohort.time, cohort.event, -time) == pytest.approx(c, abs=1e-12)
+
+
+@pytest.mark.parametrize(("head", "risk"), [
+    # Cox: log-risks far above the baseline, where S(t_ref) rounds to 0 in float64
+    ("cox", np.array([-30.0, 0.0, 3.0, 4.0, 6.0, 9.0, 30.0, 300.0])),
+    # DeepHit: risk = 1 - S(t_ref) within a few ulps of 0 and of 1
+    ("deephit", np.array([0.0, 1e-17, 1e-12, 0.3, 1 - 1e-12, 1 - 1e-15, 1.0])),
+])  # fmt: skip
+def test_extreme_risks_still_get_distinct_times(head, risk):
+    """A task-1 answer ties two patients only when their risks tie: no clipping of S."""
+    ens, cohort = _ensemble(head)
+    time = predicted_time(ens, cohort.subset(np.arange(len(risk))), risk=risk)
+    assert np.isfinite(time).all() and (time >= 0).all()
+    assert (np.diff(time) < 0).all(), time  # strictly: the risks are distinct

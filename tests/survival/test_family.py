@@ -79,11 +79,11 @@ def test_cox_fits_a_breslow_baseline_and_its_curves_are_proportional():
     time, event = rng.exponential(5, 50) + 0.1, rng.random(50) < 0.7
     eta = rng.normal(size=(50, 1))
     fitted = fam.fit_after(time, event, eta)
-    assert set(fitted) == {"breslow/time", "breslow/cumhaz"}
+    assert set(fitted) == {"breslow/time", "breslow/cumhaz", "cox/centre"}
     s = fam.survival(eta[:5], np.linspace(0, 10, 11), np.array([2.0, 4.0]), fitted)
     np.testing.assert_allclose(np.log(s[:, 0]) / np.log(s[0, 0]), np.exp(eta[:5, 0] - eta[0, 0]))
     risk = fam.risk(eta, np.linspace(0, 10, 11), 3.0, "survival", fitted)
-    np.testing.assert_array_equal(risk, eta[:, 0])
+    np.testing.assert_allclose(risk, eta[:, 0] - eta.mean(), atol=1e-15)  # centred
     ref = fam.reference_survival(risk[:5], 3.0, [fitted])
     np.testing.assert_allclose(ref, fam.survival(eta[:5], None, np.array([3.0]), fitted)[:, 0])
 
@@ -104,3 +104,34 @@ def test_discrete_risk_and_ensemble_risk(name):
     rm = fam.ensemble_risk(outs, cuts, [{}, {}], 4.0, "rmst")
     np.testing.assert_allclose(rm, -np.mean([curves.rmst(fam.pmf(o, c, {}), c, 11.0)
                                              for o, c in zip(outs, cuts)], axis=0))  # fmt: skip
+
+
+def test_cox_centring_changes_no_curve_and_removes_member_offsets():
+    """The partial likelihood cannot see a constant in a log-risk: two seed members that
+    are the same model up to an offset must predict the same risks and curves."""
+    from modalsurv.survival.cox import breslow, breslow_survival
+
+    fam = get_family("cox")
+    rng = np.random.default_rng(4)
+    time, event = rng.exponential(5, 60) + 0.1, rng.random(60) < 0.6
+    eta = rng.normal(size=(60, 1))
+    members = [eta + 0.5, eta - 0.5, eta + 3.0]
+    mix = np.mean(members, axis=0)
+    fitted = fam.fit_after(time, event, mix, members)
+    grid = np.array([1.0, 3.0, 6.0])
+    # the curves are those of the uncentred Breslow fit
+    t, h = breslow(time, event, mix[:, 0])
+    np.testing.assert_allclose(fam.survival(mix, None, grid, fitted),
+                               breslow_survival(t, h, mix[:, 0], grid), rtol=1e-12)
+    # each member on its own training mean: identical members, whatever their offsets
+    own = [fam.member_fitted(fitted, k) for k in range(3)]
+    risks = fam.member_risks(members, [None] * 3, own, 3.0, "survival")
+    np.testing.assert_allclose(risks - risks[0], 0.0, atol=1e-12)
+    np.testing.assert_allclose(risks.mean(0), fam.risk(mix, None, 3.0, "survival", fitted),
+                               atol=1e-12)  # still averaging to the model's risk
+    curves = [fam.survival(o, None, grid, f) for o, f in zip(members, own, strict=True)]
+    np.testing.assert_allclose(curves[1], curves[0], rtol=1e-12)
+    # a model saved before the centre existed reads as uncentred
+    old = {"breslow/time": t, "breslow/cumhaz": h}
+    np.testing.assert_array_equal(fam.risk(mix, None, 3.0, "survival", old), mix[:, 0])
+    assert fam.member_fitted(old, 1) is old

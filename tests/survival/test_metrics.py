@@ -133,8 +133,18 @@ def test_brier_and_ibs_equal_sksurv(data, k):
     ref = _sk_or_none(skm.brier_score, Surv.from_arrays(te, tt), Surv.from_arrays(event, time),
                       surv, times)
     if ref is None:
-        with pytest.raises(ValueError):
-            M.brier_score(tt, te, time, event, surv, times)
+        try:
+            got = M.brier_score(tt, te, time, event, surv, times)
+        except ValueError:
+            return  # both refuse
+        # defined here only through patients whose own G(T) no weight uses (followed past
+        # the last time point): moved inside the training follow-up, still after every
+        # time point, scikit-survival scores them and agrees
+        assert times[-1] < tt.max()
+        moved = np.where(time > times[-1], (times[-1] + tt.max()) / 2, time)
+        ref = skm.brier_score(Surv.from_arrays(te, tt), Surv.from_arrays(event, moved), surv,
+                              times)  # fmt: skip
+        np.testing.assert_allclose(got, ref[1], atol=1e-12)
         return
     np.testing.assert_allclose(M.brier_score(tt, te, time, event, surv, times), ref[1],
                                atol=1e-12)
@@ -143,6 +153,28 @@ def test_brier_and_ibs_equal_sksurv(data, k):
                                          surv, times)
         got = M.integrated_brier_score(tt, te, time, event, surv, times)
         assert got == pytest.approx(ibs, abs=1e-12)
+
+
+def test_brier_needs_no_censoring_weight_past_the_last_time_point():
+    """A test patient followed past the training follow-up (the longest training time an
+    event) leaves the score defined: no weight uses G at its own time."""
+    tt = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    te = np.array([True, False, True, False, True, True])
+    time = np.array([1.5, 2.5, 3.5, 4.5, 9.0, 8.0])  # 9.0 censored, 8.0 an event: both > 6
+    event = np.array([True, False, True, True, False, True])
+    times = np.array([2.0, 3.0, 4.0])
+    surv = np.linspace(0.9, 0.2, 18).reshape(6, 3)
+    with pytest.raises(ValueError):  # scikit-survival refuses the whole score
+        skm.brier_score(Surv.from_arrays(te, tt), Surv.from_arrays(event, time), surv, times)
+    moved = np.where(time > 5.0, 5.5, time)  # after every time point, inside the follow-up
+    ref = skm.brier_score(Surv.from_arrays(te, tt), Surv.from_arrays(event, moved), surv, times)
+    np.testing.assert_allclose(M.brier_score(tt, te, time, event, surv, times), ref[1],
+                               atol=1e-12)
+    ibs = M.integrated_brier_score(tt, te, time, event, surv, times)
+    assert ibs == pytest.approx(skm.integrated_brier_score(
+        Surv.from_arrays(te, tt), Surv.from_arrays(event, moved), surv, times), abs=1e-12)
+    with pytest.raises(M.UndefinedMetricError):  # a time point past the follow-up: undefined
+        M.brier_score(tt, te, time, event, surv, np.array([2.0, 3.0, 8.5]))
 
 
 def test_censoring_all_events_in_train_gives_unit_weights():

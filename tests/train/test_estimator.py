@@ -265,10 +265,19 @@ def test_seed_ensemble_cox_head_round_trip(tmp_path, cohort, make_config):
     logits = [
         m(*_net_inputs(model, cohort))["logits"][:, 0].detach().numpy() for m in model.net_.members
     ]
-    np.testing.assert_allclose(model.predict_risk(cohort), np.mean(logits, axis=0), atol=1e-5)
+    centre = float(model.fitted_["cox/centre"])  # the mixture's mean training log-risk
+    np.testing.assert_allclose(model.predict_risk(cohort), np.mean(logits, axis=0) - centre,
+                               atol=1e-5)  # fmt: skip
+    # each member on its own training mean: their spread is disagreement, not offsets
+    own = model.predict_member_risk(cohort)
+    for k, m in enumerate(logits):
+        np.testing.assert_allclose(own[k], m - float(model.fitted_["cox/member_centres"][k]),
+                                   atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(own.mean(0), model.predict_risk(cohort), atol=1e-6)
     model.save(tmp_path)
     back = ModalSurv.load(tmp_path)
     np.testing.assert_array_equal(back.predict_risk(cohort), model.predict_risk(cohort))
+    np.testing.assert_array_equal(back.predict_member_risk(cohort), own)
 
 
 def _net_inputs(model, cohort):

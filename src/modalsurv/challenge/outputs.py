@@ -30,7 +30,7 @@ from modalsurv.cohort import Cohort
 from modalsurv.train.ensemble import FoldEnsemble
 
 Direction = Literal["risk", "time"]
-_S_MIN, _S_MAX = 1e-12, 1.0 - 1e-12
+_LOG_H = 700.0  # |log(-ln S)| beyond this: no finite float time to tell apart
 
 
 def _survival_at_reference(ensemble: FoldEnsemble, risk: np.ndarray) -> np.ndarray:
@@ -51,8 +51,11 @@ def predicted_time(ensemble: FoldEnsemble, cohort: Cohort, risk: np.ndarray | No
     risk = _risk(ensemble, cohort, risk)
     if ensemble.config.train.risk_score == "rmst" and ensemble.family.discrete:
         return -risk
-    s = np.clip(_survival_at_reference(ensemble, risk), _S_MIN, _S_MAX)
-    return float(ensemble.t_ref) * math.log(2.0) / -np.log(s)
+    # t_ref ln 2 / -ln S(t_ref), from log(-ln S) so that no rounding of S ties the highest
+    # (or lowest) risks; the bound keeps the time a finite float (e^±700)
+    log_h = ensemble.family.reference_log_hazard(risk, ensemble.t_ref,
+                                                 [m.fitted_ for m in ensemble.members])  # fmt: skip
+    return float(ensemble.t_ref) * math.log(2.0) * np.exp(-np.clip(log_h, -_LOG_H, _LOG_H))
 
 
 def recurrence_likelihood(ensemble: FoldEnsemble, cohort: Cohort,

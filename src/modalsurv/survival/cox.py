@@ -7,6 +7,7 @@ hazard ratios)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,6 +49,10 @@ def baseline_at(fitted: Fitted, t: float) -> float:
     return float(step_at(fitted["breslow/time"], fitted["breslow/cumhaz"], [t], before=0.0)[0])
 
 
+#: fitted keys: the mixture's mean training log-risk, and each seed member's
+CENTRE, MEMBER_CENTRES = "cox/centre", "cox/member_centres"
+
+
 @register
 class Cox(SurvivalFamily):
     name = "cox"
@@ -72,19 +77,44 @@ class Cox(SurvivalFamily):
                  ) -> np.ndarray:  # fmt: skip
         times = np.asarray(times, dtype=np.float64).reshape(-1)
         return breslow_survival(fitted["breslow/time"], fitted["breslow/cumhaz"],
-                                np.asarray(out)[:, 0], times)  # fmt: skip
+                                self.risk(out, cuts, 0.0, "survival", fitted), times)  # fmt: skip
 
     def pmf(self, out: np.ndarray, cuts: np.ndarray, fitted: Fitted) -> np.ndarray:
         return pmf_from_survival(self.survival(out, cuts, cuts, fitted))
 
     def risk(self, out: np.ndarray, cuts: np.ndarray, t_ref: float, score: str,
              fitted: Fitted) -> np.ndarray:  # fmt: skip
-        """The log-risk itself (whatever ``score``: the curves are proportional)."""
-        return np.asarray(out, dtype=np.float64)[:, 0]
+        """The log-risk relative to the training rows' mean (``cox/centre``; whatever
+        ``score``: the curves are proportional)."""
+        return np.asarray(out, dtype=np.float64)[:, 0] - float(fitted.get(CENTRE, 0.0))
 
-    def fit_after(self, time: np.ndarray, event: np.ndarray, out: np.ndarray) -> Fitted:
-        t, h = breslow(time, event, np.asarray(out)[:, 0])
-        return {"breslow/time": t, "breslow/cumhaz": h}
+    fits_members = True
+
+    def fit_after(self, time: np.ndarray, event: np.ndarray, out: np.ndarray,
+                  member_outs: Sequence[np.ndarray] | None = None) -> Fitted:  # fmt: skip
+        """The Breslow baseline of the log-risk centred on the training rows.
+
+        Why centre: the partial likelihood cannot see a constant added to a log-risk and the
+        head has no bias, so each network (each seed member, each fold's model) lands on its
+        own arbitrary offset. Centred, two models' log-risks (and seed members', each on its
+        own training mean: ``cox/member_centres``) compare as risks, so their spread is
+        disagreement, not offsets; the curves are unchanged (the baseline absorbs the
+        centre: ``H0_c = H0 exp(c)``)."""
+        raw = np.asarray(out, dtype=np.float64)[:, 0]
+        centre = float(raw.mean())
+        t, h = breslow(time, event, raw - centre)
+        fitted: Fitted = {"breslow/time": t, "breslow/cumhaz": h, CENTRE: np.asarray(centre)}
+        if member_outs is not None:
+            fitted[MEMBER_CENTRES] = np.array([float(np.asarray(o, dtype=np.float64)[:, 0].mean())
+                                               for o in member_outs])  # fmt: skip
+        return fitted
+
+    def member_fitted(self, fitted: Fitted, k: int) -> Fitted:
+        """Member ``k``'s output is centred on its own training mean (the mixture's
+        baseline): member log-risks compare as risks, not as offsets."""
+        if MEMBER_CENTRES not in fitted:
+            return fitted
+        return {**fitted, CENTRE: np.asarray(fitted[MEMBER_CENTRES][k])}
 
     def member_risks(self, outs: Sequence[np.ndarray], cuts: Sequence[np.ndarray],
                      fitted: Sequence[Fitted], t_ref: float, score: str) -> np.ndarray:  # fmt: skip
@@ -95,5 +125,11 @@ class Cox(SurvivalFamily):
     def reference_survival(self, risk: np.ndarray, t_ref: float,
                            fitted: Sequence[Fitted]) -> np.ndarray:  # fmt: skip
         """``exp(-H0(t_ref) exp(risk))`` with the members' mean baseline at t_ref."""
+        return np.exp(-np.exp(self.reference_log_hazard(risk, t_ref, fitted)))
+
+    def reference_log_hazard(self, risk: np.ndarray, t_ref: float,
+                             fitted: Sequence[Fitted]) -> np.ndarray:  # fmt: skip
+        """``log H0(t_ref) + risk`` (``-ln S(t_ref)`` in log space: no rounding of S ties
+        the highest risks)."""
         h0 = float(np.mean([baseline_at(f, t_ref) for f in fitted]))
-        return np.exp(-max(h0, 1e-12) * np.exp(np.asarray(risk, dtype=np.float64)))
+        return math.log(max(h0, 1e-12)) + np.asarray(risk, dtype=np.float64)

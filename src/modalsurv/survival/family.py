@@ -80,9 +80,18 @@ class SurvivalFamily:
         pmf = self.pmf(out, cuts, fitted)
         return np.asarray(curves.risk_score(pmf, cuts, t_ref, score), dtype=np.float64).reshape(-1)
 
-    def fit_after(self, time: np.ndarray, event: np.ndarray, out: np.ndarray) -> Fitted:
-        """What is fitted on the training rows after the network (nothing by default)."""
+    #: whether :meth:`fit_after` uses each seed member's own output (one more pass)
+    fits_members: bool = False
+
+    def fit_after(self, time: np.ndarray, event: np.ndarray, out: np.ndarray,
+                  member_outs: Sequence[np.ndarray] | None = None) -> Fitted:  # fmt: skip
+        """What is fitted on the training rows after the network (nothing by default);
+        ``out`` is the seed members' mixture, ``member_outs`` each member's own output."""
         return {}
+
+    def member_fitted(self, fitted: Fitted, k: int) -> Fitted:
+        """What seed member ``k``'s own output is read with (by default the model's)."""
+        return fitted
 
     # ------------------------------------------------------------------ fold ensembles
     def ensemble_risk(self, outs: Sequence[np.ndarray], cuts: Sequence[np.ndarray],
@@ -111,6 +120,15 @@ class SurvivalFamily:
         """S(t_ref) as a strictly decreasing function of the ``survival`` risk score (what
         a challenge answer is derived from): ``1 - risk``."""
         return 1.0 - np.asarray(risk, dtype=np.float64)
+
+    def reference_log_hazard(self, risk: np.ndarray, t_ref: float,
+                             fitted: Sequence[Fitted]) -> np.ndarray:  # fmt: skip
+        """``log(-ln S(t_ref))``, strictly increasing in the risk, computed without forming
+        S (which rounds to 0 or 1 for extreme risks and would tie them): here
+        ``log(-log1p(-risk))`` with the risk ``1 - S(t_ref)`` kept in [0, 1]."""
+        r = np.clip(np.asarray(risk, dtype=np.float64), 0.0, 1.0)
+        with np.errstate(divide="ignore"):
+            return np.log(-np.log1p(-r))
 
     def monitor(self, prefer: str, has_events: bool, has_pair: bool, validation: bool) -> str:
         """The early-stopping criterion: the validation C-index when a pair is comparable

@@ -412,7 +412,12 @@ def brier_score(train_time: Any, train_event: Any, time: Any, event: Any, surv: 
 
     ``surv`` is ``N x T``: predicted P(T > times[k]). Patients with an event by t count
     ``S^2 / G(T_i)``, those still at risk ``(1 - S)^2 / G(t)``; censored-before-t count 0.
-    """
+
+    G is looked up only where a weight uses it: at ``times`` and at the events up to the
+    last of them. A test patient followed beyond the training follow-up (censored, or with
+    an event after the last time point) needs no G at its own time, so it does not make the
+    score undefined, as it does in scikit-survival (which looks G up at every test time and
+    refuses); wherever scikit-survival gives a score, the two are equal (tested)."""
     t, e = _labels("", time, event)
     if not e.any():  # as scikit-survival: IPCW scores need at least one observed event
         raise UndefinedMetricError("all patients are censored (event is all False)")
@@ -427,7 +432,9 @@ def brier_score(train_time: Any, train_event: Any, time: Any, event: Any, surv: 
     tt, te = _labels("train_", train_time, train_event)
     cens = _KaplanMeier(tt, te, reverse=True)
     g_t = cens(grid, "times")
-    g_y = cens(t, "time")
+    weighted = e & (t <= grid[-1])  # the only rows whose own G(T_i) enters a term
+    g_y = np.ones_like(t)
+    g_y[weighted] = cens(t[weighted], "time (events up to the last time point)")
     g_t[g_t == 0] = np.inf  # sksurv: zero censoring survival -> weight 0
     g_y[g_y == 0] = np.inf
     case = (t[:, None] <= grid[None, :]) & e[:, None]

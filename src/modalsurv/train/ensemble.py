@@ -11,7 +11,9 @@ element-wise mean of the members' cuts, derived from the averaged survival curve
   reference times, or (``train.risk_score="rmst"``) minus the mixture's restricted mean
   survival time up to the mean last cut (the mean of the members' RMSTs at that time,
   exact for a mixture); for Cox the mean log-risk.
-* expected time: the mean of the members' expected times (exact for a mixture).
+* expected time: the mean of the members' expected times, each restricted at its own last
+  cut (the mixture's expected time when the members share that cut; otherwise the mean
+  of differently restricted means).
 * per-member predictions (:meth:`FoldEnsemble.predict_member_risk` / ``_survival``): every
   network of every fold (folds × ``train.n_init`` seeds), on the scale of the ensemble's
   own risk (``family.member_risks``); their spread is a per-patient uncertainty
@@ -105,10 +107,10 @@ class FoldEnsemble:
         seed members' logits)."""
         outs, cuts, fitted = [], [], []
         for m in self.members:
-            for o in m.predict_member_outputs(cohort):
-                outs.append(o)
-                cuts.append(m.cuts)
-                fitted.append(m.fitted_)
+            own = list(m.predict_member_outputs(cohort))
+            outs += own
+            cuts += [m.cuts] * len(own)
+            fitted += m.members_fitted(len(own))
         return self.family.member_risks(outs, cuts, fitted, self.t_ref,
                                         self.config.train.risk_score)  # fmt: skip
 

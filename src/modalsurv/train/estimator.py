@@ -43,6 +43,7 @@ from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from modalsurv.cohort import Cohort
 from modalsurv.config import RunConfig, with_values
+from modalsurv.devices import resolve_device
 from modalsurv.errors import ConfigError, DataError, FeatureError, LabelError
 from modalsurv.resume import flatten
 from modalsurv.survival import curves
@@ -56,7 +57,6 @@ from modalsurv.train.trainer import (
     Tensors,
     fit_network,
     forward,
-    resolve_device,
     to_tensors,
 )
 from modalsurv.utils import Progress, atomic_path, atomic_write_text, set_seed
@@ -180,15 +180,21 @@ class FittedCheck:
         outs = list(self.predict_member_outputs(cohort))  # type: ignore[attr-defined]
         n = len(outs)
         return self.family.member_risks(  # type: ignore[attr-defined]
-            outs, [self.cuts] * n, [self.fitted_] * n, self.t_ref_,  # type: ignore[attr-defined]
+            outs, [self.cuts] * n, self.members_fitted(n), self.t_ref_,  # type: ignore[attr-defined]
             self.config.train.risk_score)  # type: ignore[attr-defined]
+
+    def members_fitted(self, n: int) -> list[Any]:
+        """What each of the ``n`` members' outputs is read with (``family.member_fitted``:
+        Cox members each centred on their own training mean, with the model's baseline)."""
+        return [self.family.member_fitted(self.fitted_, k) for k in range(n)]  # type: ignore[attr-defined]
 
     def predict_member_survival(self, cohort: Cohort, times: np.ndarray) -> np.ndarray:
         """``S x N x T``: each member's survival at ``times``; Cox members share the
-        model's Breslow baseline."""
+        model's Breslow baseline, each on its own centred log-risk."""
         times = np.asarray(times, dtype=np.float64).reshape(-1)
-        return np.stack([self.family.survival(o, self.cuts, times, self.fitted_)  # type: ignore[attr-defined]
-                         for o in self.predict_member_outputs(cohort)])  # type: ignore[attr-defined]
+        outs = list(self.predict_member_outputs(cohort))  # type: ignore[attr-defined]
+        return np.stack([self.family.survival(o, self.cuts, times, f)  # type: ignore[attr-defined]
+                         for o, f in zip(outs, self.members_fitted(len(outs)), strict=True)])
 
 
 class ModalSurv(FittedCheck, BaseEstimator):
@@ -326,7 +332,10 @@ class ModalSurv(FittedCheck, BaseEstimator):
         self.fit_result_ = self.fit_results_[0]
         self.net_ = nets[0] if len(nets) == 1 else _ensemble(nets)
         self.net_.eval()
-        self.fitted_ = self.family.fit_after(train.time, train.event, self.predict_outputs(train))
+        per_member = len(nets) > 1 and self.family.fits_members  # Cox: one centre each
+        members = self.predict_member_outputs(train) if per_member else None
+        self.fitted_ = self.family.fit_after(train.time, train.event, self.predict_outputs(train),
+                                             members)  # fmt: skip
         return self
 
     # -------------------------------------------------------------- internals
@@ -398,10 +407,10 @@ class ModalSurv(FittedCheck, BaseEstimator):
         ``family.risk``, as the trainer scores its validation rows, so out-of-fold and
         test-time scores are made alike; :meth:`predict_member_risk` puts the members on the
         ensemble's scale instead (for the uncertainty spread)."""
+        outs = list(self.predict_member_outputs(cohort))
         return np.stack([
-            self.family.risk(out, self.cuts, self.t_ref_, self.config.train.risk_score,
-                             self.fitted_)
-            for out in self.predict_member_outputs(cohort)
+            self.family.risk(out, self.cuts, self.t_ref_, self.config.train.risk_score, f)
+            for out, f in zip(outs, self.members_fitted(len(outs)), strict=True)
         ])  # fmt: skip
 
     # -------------------------------------------------------------- predictions
