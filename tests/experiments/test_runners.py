@@ -280,7 +280,10 @@ def test_train_spreads_its_folds_over_two_nodes_with_local_numbers(tmp_path, clu
 
     small = {"n": 48, "max_tiles": 4, "tile_dim": 8, "slide_dim": 8, "mri_dim": 8,
              "n_genes": 20}  # fmt: skip
-    config = {**TINY_BASE, "data": {"source": "synthetic", "params": small},
+    # the stacked default (every fold model comes back from its worker after predicting)
+    model = {k: v for k, v in TINY_BASE["model"].items() if k != "stack"}
+    config = {**TINY_BASE, "model": model,
+              "data": {"source": "synthetic", "params": small},
               "cv": {"folds": 3}, "baselines": ["coxph_clinical"]}  # fmt: skip
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
     cli = CliRunner()

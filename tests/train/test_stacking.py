@@ -51,6 +51,17 @@ def fitted(make_cohort, make_config):
     return StackedSurv(stack_config(make_config)).fit(train), train, test
 
 
+def test_a_fitted_stack_pickles_after_predicting(fitted):
+    """A fold model travels back from a Ray worker (pickle) after it scored its test part."""
+    import pickle
+
+    model, _, test = fitted
+    risk = model.predict_risk(test)  # fills the per-cohort cache
+    back = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(back.predict_risk(test), risk)
+    assert getattr(model, "_memo", None) is not None  # only the copy left the cache behind
+
+
 @pytest.mark.parametrize("name", ["one", "rotate3"])
 def test_plain_network_reproduces_the_figures_from_before_the_stack(make_cohort, make_config,
                                                                     name):  # fmt: skip

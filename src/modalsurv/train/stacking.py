@@ -676,6 +676,14 @@ class StackedSurv(FittedCheck, BaseEstimator):
             self.modalities_ = list(features.pre.modalities)
             self.preprocessor_ = features.pre
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the last cohort's cached scores (a weak reference cannot be
+        pickled, and a cache need not travel): a fold model comes back from a Ray worker
+        after it has predicted its test part."""
+        state = dict(super().__getstate__())
+        state.pop("_memo", None)
+        return state
+
     # -------------------------------------------------------------- predictions
     def candidate_scores(self, cohort: Cohort) -> dict[str, np.ndarray]:
         """Each candidate's standardised score (the mean of its inner models'). The last
