@@ -363,7 +363,8 @@ class SearchConfig(Strict):
     trials: int = Field(0, ge=0, description="trials per outer fold; 0: no search")
     timeout: float | None = Field(
         None, gt=0, description="seconds per outer fold's search (the trial running when it"
-        " expires finishes); None: only the trial count limits it")
+        " expires finishes); None: only the trial count limits it. How many trials fit depends"
+        " on the machine, so a search it stops is not reproducible elsewhere (warned)")
     inner_folds: int = Field(3, ge=2, description="inner CV folds scoring each trial (Harrell C)")
     n_init: int = Field(1, ge=1, description="seed members of each trial's networks (the final"
                         " model keeps train.n_init)")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
+from modalsurv.errors import DataWarning
 from modalsurv.train import search as search_module
 from modalsurv.train.cv import cross_validate
 from modalsurv.train.estimator import ModalSurv
@@ -34,9 +37,14 @@ def test_same_seed_same_trials(make_cohort, make_config):
 
 def test_budget_is_respected(make_cohort, make_config):
     train = make_cohort(n=60, seed=1)
-    res = search_module.search(train, searched_config(make_config, trials=2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a count budget is reproducible: nothing to warn
+        res = search_module.search(train, searched_config(make_config, trials=2))
     assert len(res.trials) == 2
-    timed = search_module.search(train, searched_config(make_config, trials=50, timeout=1e-3))
+    with pytest.warns(DataWarning, match=r"stopped the search after 1 of 50 trials.*not"
+                      r" reproducible"):  # fmt: skip
+        timed = search_module.search(train, searched_config(make_config, trials=50,
+                                                            timeout=1e-3))  # fmt: skip
     assert len(timed.trials) == 1  # the time limit stops the search after the first trial
 
 

@@ -7,8 +7,10 @@ cross-validation of a plain ModalSurv (``search.n_init`` seed members; Harrell's
 inner test folds). After each inner fold the trial reports its mean C so far and, with
 ``search.prune``, Optuna's median pruner stops a trial that falls below the median of
 the earlier trials at that fold. The search is seeded by ``config.seed`` (sampler and
-inner folds: the same seed and budget give the same trials), budgeted by a trial count
-and optionally a time limit (checked between trials), and it never receives the outer
+inner folds: the same seed and trial count give the same trials), budgeted by a trial count
+and optionally a time limit (checked between trials; how many trials fit in it depends on
+the machine and its load, so a search the time limit stopped is not reproducible: it says
+so in a warning), and it never receives the outer
 test rows: the caller passes the training part alone. The best trial's values are
 written into a copy of the config, with which the fold's model (plain or stacked) is then
 fitted on the whole training part. A trial that cannot be scored (an inner part without
@@ -132,6 +134,12 @@ def search(train: Cohort, config: RunConfig, progress: Progress | None = None) -
             study.stop()
 
     study.optimize(objective, n_trials=s.trials, callbacks=[stop_on_time], catch=UNSCORABLE)
+    if len(study.trials) < s.trials:
+        warnings.warn(f"search: search.timeout ({s.timeout:g} s) stopped the search after"
+                      f" {len(study.trials)} of {s.trials} trials; how many fit depends on this"
+                      " machine and its load, so this run is not reproducible elsewhere (for"
+                      " reproducible numbers, budget by search.trials alone)",
+                      DataWarning, stacklevel=2)  # fmt: skip
     trials = [{"number": t.number, "state": t.state.name, "value": t.value,
                "params": dict(t.params),
                **({"error": t.user_attrs["error"]} if "error" in t.user_attrs else {})}
