@@ -75,6 +75,18 @@ def test_evaluate_and_predict(run_dir, tmp_path):
     assert 0.0 <= scores["harrell_c"] <= 1.0 and scores["n"] == 40
     lo, hi = scores["harrell_c_ci95"]
     assert lo <= scores["harrell_c"] <= hi
+    assert scores["absent_modalities"] == [] and set(scores["modality_coverage"]) >= {"mri"}
+    # a cohort without one of the model's modalities: recorded, and the report says so
+    no_mri = tmp_path / "no_mri.yaml"
+    no_mri.write_text(yaml.safe_dump({"data": {"source": "synthetic", "params": {
+        **TINY, "n": 40, "seed": 5, "external": True,
+        "modalities": ["clinical", "rna", "wsi", "slide"]}}}))  # fmt: skip
+    res = runner.invoke(app, ["evaluate", str(run_dir), "--data", str(no_mri), "--n-boot", "5",
+                              "--name", "no_mri"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    lacking = json.loads((run_dir / "evaluation_no_mri.json").read_text())
+    assert lacking["absent_modalities"] == ["mri"] and lacking["modality_coverage"]["mri"] == 0
+    assert "no_mri: no patient has mri" in (run_dir / "report.html").read_text("utf-8")
     res = runner.invoke(app, ["evaluate", str(run_dir), "--data", str(ext), "--name",
                               "../../escape"])  # fmt: skip
     assert res.exit_code == 2 and "without path separators" in res.output
@@ -90,7 +102,7 @@ def test_evaluate_and_predict(run_dir, tmp_path):
         "survival_at_24", "survival_at_24_p05", "survival_at_24_p95", "n_members"]
     assert (df["survival_at_12"] >= df["survival_at_24"] - 1e-9).all()
     # the ensemble's members (2 folds x n_init seeds) bracket the ensemble's own numbers
-    assert (df["n_members"] == 2 * 5).all() and "10 member networks" in " ".join(res.output.split())
+    assert (df["n_members"] == 2 * 5).all() and "10 member models" in " ".join(res.output.split())
     assert (df["risk_p05"] <= df["risk_p95"]).all() and (df["risk_sd"] > 0).all()
     assert (df["survival_at_12_p05"] <= df["survival_at_12"] + 1e-6).all()
     assert (df["survival_at_12"] <= df["survival_at_12_p95"] + 1e-6).all()

@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import inspect
 import json
+import math
 import time
 import warnings
 from collections.abc import Callable
@@ -424,7 +425,8 @@ def predict(
                                        " FEATURES/image_cache when it exists)"),
 ) -> None:
     """Per-patient risk, expected time and survival at chosen times, each with the spread
-    over the ensemble's member networks (folds × seeds): risk_sd, *_p05 and *_p95."""
+    over the ensemble's member models (folds × seeds; a stack's inner models): risk_sd,
+    *_p05 and *_p95."""
     from modalsurv.runs import check_trained, predict_run
 
     try:
@@ -438,7 +440,7 @@ def predict(
         _fail(err)
     console.print(f"wrote {len(df)} predictions to [bold]{out}[/] (risk and survival with the"
                   f" 5th–95th percentile over the ensemble's {int(df['n_members'].iloc[0])}"
-                  " member networks)" if len(df) else f"wrote 0 predictions to [bold]{out}[/]")
+                  " member models)" if len(df) else f"wrote 0 predictions to [bold]{out}[/]")
 
 
 @app.command()
@@ -549,12 +551,17 @@ def report(
 
 
 def _parse_times(text: str) -> list[float]:
-    """'12,24' → [12.0, 24.0]; anything else is a ConfigError naming --times."""
+    """'12,24' → [12.0, 24.0]; anything else (a word, NaN, inf, a negative time) is a
+    ConfigError naming --times."""
     try:
-        return [float(t) for t in text.split(",") if t.strip()]
+        times = [float(t) for t in text.split(",") if t.strip()]
     except ValueError:
         raise ConfigError(f"--times: {text!r} is not a comma-separated list of numbers"
                           " (e.g. 12,24,60)") from None
+    bad = [t for t in times if not (math.isfinite(t) and t >= 0)]
+    if bad:
+        raise ConfigError(f"--times: {', '.join(map(str, bad))} is not a time (finite, >= 0)")
+    return times
 
 
 def _parse_reference(text: str | None) -> dict[str, str] | None:

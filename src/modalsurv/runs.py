@@ -177,12 +177,20 @@ def evaluate_run(
     table = prediction_table(ens, cohort)  # one pass gives the risks scored below too
     risk = table["risk"].to_numpy(dtype=np.float64)
     c, lo, hi = M.bootstrap_ci(M.concordance_index, cohort.time, cohort.event, risk, n=n_boot, seed=seed)
+    # the share of patients with each modality the model was trained on (0: the cohort
+    # lacks it and every patient was predicted without it): a gap read without this
+    # could be taken for the model's, when it is the cohort's
+    trained_on = sorted({m for model in ens.members for m in model.modalities_})
+    coverage = {m: float(cohort.present[m].mean()) if m in cohort.features else 0.0
+                for m in trained_on}  # fmt: skip
     out: dict[str, Any] = {
         "cohort": name,
         "n": len(cohort),
         "events": cohort.n_events,
         "harrell_c": c,
         "harrell_c_ci95": [lo, hi],
+        "modality_coverage": coverage,
+        "absent_modalities": [m for m, v in coverage.items() if v == 0.0],
     }
     tau = float(min(tr_time.max(), np.quantile(cohort.time, 0.9)))
     try:

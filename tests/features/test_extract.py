@@ -86,10 +86,11 @@ def test_corrupt_slide_is_reported_and_the_rest_finish(chimera: Path, tmp_path: 
     assert failed and failed[0]["path"] == str(bad)
 
 
-def test_an_rna_profile_in_another_gene_vocabulary_fails_alone(chimera: Path,
-                                                              tmp_path: Path) -> None:
-    """One RNA file with Ensembl ids instead of symbols: that patient is a failure naming its
-    file; the others keep all their genes (the intersection would have had none)."""
+def test_an_rna_profile_in_another_gene_vocabulary_is_noted_and_kept(chimera: Path,
+                                                                    tmp_path: Path) -> None:
+    """One RNA file with Ensembl ids instead of symbols: noted against its file; every
+    profile is stored on the union of genes (NaN: not measured), and which genes a model
+    uses is decided on each training part (the intersection would have had none)."""
     import json
 
     root = tmp_path / "c"
@@ -97,11 +98,17 @@ def test_an_rna_profile_in_another_gene_vocabulary_fails_alone(chimera: Path,
     odd = root / "rna" / "1001_RNA.json"
     odd.write_text(json.dumps({f"ENSG{i:011d}": 1.0 for i in range(12)}))
     rep = run_extract("chimera-task1", root, tmp_path / "s", **FAST)
-    assert [(f.patient, f.path) for f in rep.failures] == [("1001", str(odd))]
-    assert "none of the 12 genes" in rep.failures[0].reason
+    assert not rep.failures
+    notes = [p for p in rep.problems if p.field == "rna"]
+    assert [(p.patient, p.path) for p in notes] == [("1001", str(odd))]
+    assert "none of the 12 genes" in notes[0].reason
     store = FeatureStore(tmp_path / "s")
-    assert store.meta("rna")["dim"] == 12
-    assert store.has("rna", "1000") and not store.has("rna", "1001")
+    assert store.meta("rna")["dim"] == 24
+    assert store.has("rna", "1000") and store.has("rna", "1001")
+    genes = (tmp_path / "s" / "rna_genes.txt").read_text().split()
+    odd_row = store.read("rna", "1001")[0]
+    assert np.isnan(odd_row[[not g.startswith("ENSG") for g in genes]]).all()
+    assert not np.isnan(odd_row[[g.startswith("ENSG") for g in genes]]).any()
 
 
 def test_resume_after_a_crash_inside_the_writer(chimera: Path, tmp_path: Path,

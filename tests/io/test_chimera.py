@@ -169,7 +169,8 @@ def test_load_data_keeps_problems_and_strict_refuses_them(tmp_path):
 
 def test_one_odd_rna_file_neither_shrinks_nor_breaks_the_others(tmp_path):
     """A truncated profile keeps every gene (its own gaps imputed later); a profile named in
-    another gene vocabulary is that patient's RNA ignored, noted against its own file."""
+    another gene vocabulary is kept as read and noted against its own file: which genes a
+    model uses, and so whether that profile counts, is decided on each training part."""
     import json
 
     cohort = _small(task=3, n=10)
@@ -180,12 +181,53 @@ def test_one_odd_rna_file_neither_shrinks_nor_breaks_the_others(tmp_path):
     short.write_text(json.dumps(dict(list(full.items())[:2])))
     other.write_text(json.dumps({f"ENSG{i:011d}": 1.0 for i in range(30)}))
     out = read_chimera(tmp_path, task=3)
-    assert out.cohort.features["rna"].shape[1] == len(full)
+    assert out.cohort.features["rna"].shape[1] == len(full) + 30  # the union: nothing learnt
     pid_short = short.name.removesuffix("_RNA.json")
     pid_other = other.name.removesuffix("_RNA.json")
-    row = list(out.cohort.ids).index(pid_short)
-    assert out.cohort.present["rna"][row] and np.isnan(out.cohort.features["rna"][row]).sum() == len(full) - 2
-    assert not out.cohort.present["rna"][list(out.cohort.ids).index(pid_other)]
+    ids = list(out.cohort.ids)
+    names = out.cohort.feature_names["rna"]
+    mine = [i for i, g in enumerate(names) if g in full]
+    row = ids.index(pid_short)
+    assert out.cohort.present["rna"][row]
+    assert np.isnan(out.cohort.features["rna"][row, mine]).sum() == len(full) - 2
+    # on a training part, the genes most of its patients have are kept: the odd profile
+    # measures none of them and has no RNA there
+    from modalsurv.train.transforms import RnaTransform
+
+    x, p = out.cohort.features["rna"], out.cohort.present["rna"]
+    rna = RnaTransform(top_variance_genes=None, pca=None).fit(x, present=p)
+    assert set(rna.genes_) == set(mine)
+    has = rna.measured_rows(x, present=p)
+    assert not has[ids.index(pid_other)] and has[row] and has.sum() == p.sum() - 1
     notes = {p.patient: p for p in out.problems if p.field == "rna"}
     assert "missing" in notes[pid_short].reason and notes[pid_short].path == str(short)
     assert "none of the" in notes[pid_other].reason and notes[pid_other].path == str(other)
+
+
+def test_test_patients_rna_files_do_not_shape_the_training_columns(tmp_path):
+    """Which genes the RNA has is decided on the training rows: rewriting only held-out
+    patients' RNA files (fewer genes, another naming) leaves the training rows' fitted
+    preprocessing and features exactly as they were."""
+    import json
+
+    from modalsurv.config import PreprocessConfig
+    from modalsurv.train.preprocess import Preprocessor
+
+    cohort = _small(task=3, n=12)
+    write_chimera(cohort, tmp_path, task=3, images=False)
+    files = sorted(tmp_path.rglob("*_RNA.json"))
+    held = files[:5]  # five of twelve patients are the test part
+
+    def training_rna() -> np.ndarray:
+        c = read_chimera(tmp_path, task=3).cohort.select(["rna"])
+        test = {f.name.removesuffix("_RNA.json") for f in held}
+        train = c.subset(np.flatnonzero([i not in test for i in c.ids]))
+        pre = Preprocessor(PreprocessConfig(rna_pca=3, rna_top_variance_genes=10)).fit(train)
+        return pre.transform(train).features["rna"]
+
+    before = training_rna()
+    for i, f in enumerate(held):
+        full = json.loads(f.read_text())
+        kept = dict(list(full.items())[:3]) if i % 2 else {f"ENSG{j:011d}": 1.0 for j in range(9)}
+        f.write_text(json.dumps(kept))
+    np.testing.assert_array_equal(training_rna(), before)

@@ -143,19 +143,21 @@ def test_shared_genes_keep_what_most_patients_have_and_note_each_file():
     short = pd.Series([1.0, 2.0, 7.0], index=["G0", "G1", "X9"], name="SHORT")
     ensembl = pd.Series([3.0, 4.0], index=["ENSG01", "ENSG02"], name="ENS")
     res = shared_genes([*full.values(), short, ensembl])
-    assert list(res.matrix.index) == genes  # not shrunk to the short file's two genes
-    assert list(res.matrix.columns) == ["P0", "P1", "P2", "P3", "SHORT"]
-    assert res.ignored == ["ENS"] and "none of the 10 genes" in res.notes["ENS"][0]
+    # the union: which genes count is decided on training parts, not here
+    assert set(res.matrix.index) == {*genes, "X9", "ENSG01", "ENSG02"}
+    assert list(res.matrix.columns) == ["P0", "P1", "P2", "P3", "SHORT", "ENS"]
+    assert res.unmatched == ["ENS"] and "none of the 10 genes" in res.notes["ENS"][0]
     assert "ENSG01" in res.notes["ENS"][0]
     assert res.notes["SHORT"] == ["8 of the 10 genes most patients have are missing; imputed"
                                   " from the training patients",
-                                  "1 genes that most patients lack dropped"]  # fmt: skip
+                                  "1 genes that most patients lack: used only where most"
+                                  " training patients have them"]  # fmt: skip
     assert set(res.notes) == {"SHORT", "ENS"}
-    np.testing.assert_array_equal(res.matrix["SHORT"].iloc[:3], [1.0, 2.0, np.nan])
+    np.testing.assert_array_equal(res.matrix.loc[["G0", "G1", "G2"], "SHORT"], [1.0, 2.0, np.nan])
     # everyone measuring the same genes: the intersection, nothing noted
     same = shared_genes(list(full.values()))
     pd.testing.assert_frame_equal(same.matrix, align_genes(list(full.values()))[0])
-    assert same.notes == {} and same.ignored == []
+    assert same.notes == {} and same.unmatched == []
     with pytest.raises(DataError, match="no gene is measured"):
         shared_genes([pd.Series([1.0], index=["A"], name="a"),
                       pd.Series([1.0], index=["B"], name="b"),

@@ -475,3 +475,16 @@ def test_labels_matching_no_store_id_are_refused_with_examples(tmp_path):
     assert "001000" in str(err.value) and "'1000'" in str(err.value)
     ok = cohort_from_store(store, labels.assign(patient=["1000", "x"]), ["slide"])  # one match is fine
     assert ok.present["slide"].tolist() == [True, False]
+
+
+def test_missing_values_are_stored_only_when_declared(store):
+    """Raw RNA on the union of genes marks a gene a profile lacks with NaN (``missing``);
+    any other writer's NaN is refused, and inf always is."""
+    row = np.array([1.0, np.nan, 3.0], dtype=np.float32)
+    with pytest.raises(FeatureError, match="NaN or inf"):
+        store.write_many("rna", {"p1": row}, encoder="raw:genes")
+    store.write_many("rna", {"p1": row}, encoder="raw:genes", missing=True)
+    np.testing.assert_array_equal(store.read("rna", "p1")[0], row)
+    with pytest.raises(FeatureError, match="contain inf"):
+        store.write_many("rna", {"p2": np.array([1.0, np.inf, 0.0])}, encoder="raw:genes",
+                         missing=True)  # fmt: skip

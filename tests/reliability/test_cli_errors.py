@@ -282,6 +282,12 @@ CASES = [
         2, ("--n-boot",)),
     Case("bad_times", lambda i: _predict(i.run_copy(), i, "synthetic:20", "--times", "12,x"),
          2, ("--times", "12,x")),
+    Case("nan_and_negative_times", lambda i: _predict(i.run_copy(), i, "synthetic:20",
+                                                      "--times=nan,-5,12"),
+         2, ("--times", "nan", "-5.0", "not a time")),
+    Case("report_times_past_follow_up", lambda i: Built(
+        ["report", i.run_copy(), "--times", "12,5000"], [i.tmp / "run"]),
+        2, ("--times 5000", "inside the follow-up")),
     # run folders are never rewritten by a refused command
     Case("resume_other_config", _resume_other_config, 2, ("different",)),
     Case("rerun_without_resume", _rerun_without_resume, 2, ("--resume",)),

@@ -282,3 +282,18 @@ def test_stack_in_a_cv_run_scores_the_plain_network_beside_it(make_cohort, make_
     assert not np.allclose(res.predictions.risk, plain.predictions.risk)
     oof = concordance_index(cohort.time, cohort.event, res.predictions.risk.to_numpy())
     assert 0.0 < oof < 1.0
+
+
+def test_one_inner_split_still_gives_a_baseline_over_every_training_event(make_cohort,
+                                                                          make_config):
+    """With train.n_init 1 only one inner split's rows (a fifth) have out-of-fold scores;
+    a Breslow baseline on them alone stayed at S = 1 until their first event. The baseline
+    then comes from every training row, so it steps at the training part's first event."""
+    cohort = make_cohort(n=90, seed=4)
+    cfg = stack_config(make_config)
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"n_init": 1})})
+    model = StackedSurv(cfg).fit(cohort)
+    first = float(cohort.time[cohort.event].min())
+    assert float(model.fitted_["breslow/time"][0]) == pytest.approx(first)
+    surv = model.predict_survival(cohort, [first])
+    assert (surv[:, 0] < 1.0).all()

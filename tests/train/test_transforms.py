@@ -44,7 +44,8 @@ def test_clinical_matches_sklearn_pipeline():
         SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
         StandardScaler(),
     ).fit(x[:30])
-    enc = ClinicalEncoder().fit(x[:30], feature_names=["age", "psa", "grade", "c", "t=1"])
+    names = ["age", "psa", "grade", "c", "t=1"]
+    enc = ClinicalEncoder(zero_constant=False).fit(x[:30], feature_names=names)
     out = enc.transform(x[30:])
     np.testing.assert_allclose(out, ref.transform(x[30:]), rtol=1e-5, atol=1e-5)
     assert out.dtype == np.float32 and np.isfinite(out).all()
@@ -53,6 +54,32 @@ def test_clinical_matches_sklearn_pipeline():
     ]  # fmt: skip
     # the constant column maps to 0, not NaN/inf
     assert np.all(out[:, 3] == 0)
+    # by default the same numbers, the constant column 0 whatever a test row holds
+    default = ClinicalEncoder().fit(x[:30], feature_names=names)
+    np.testing.assert_array_equal(default.transform(x[30:]), out)
+    odd = x[30:].copy()
+    odd[:, 3] = 7.0
+    assert np.all(default.transform(odd)[:, 3] == 0) and np.any(enc.transform(odd)[:, 3] != 0)
+
+
+def test_a_level_seen_only_at_test_time_reaches_no_untrained_weight():
+    """A one-hot column all zero in training (its level only in the test fold, the
+    vocabulary built from every row at load time) is 0 for every row: the test patient
+    with that level gets the same features as one with no known level, and the training
+    rows' features are what they were."""
+    rng = np.random.default_rng(3)
+    age = rng.normal(60, 8, 12)
+    levels = np.array([[1.0, 0.0, 0.0]] * 6 + [[0.0, 1.0, 0.0]] * 6)  # level c: never
+    train = np.column_stack([age, levels])
+    names = ["age", "g=a", "g=b", "g=c"]
+    enc = ClinicalEncoder().fit(train, feature_names=names)
+    plain = ClinicalEncoder(zero_constant=False).fit(train, feature_names=names)
+    np.testing.assert_array_equal(enc.transform(train), plain.transform(train))
+    level_c, neither = np.array([[60.0, 0, 0, 1]]), np.array([[60.0, 0, 0, 0]])
+    np.testing.assert_array_equal(enc.transform(level_c), enc.transform(neither))
+    assert plain.transform(level_c)[0, 3] != 0
+    back = ClinicalEncoder.from_state(enc.get_state())
+    np.testing.assert_array_equal(back.transform(level_c), enc.transform(level_c))
 
 
 def test_clinical_all_nan_column_and_width_check():
@@ -60,6 +87,7 @@ def test_clinical_all_nan_column_and_width_check():
     enc = ClinicalEncoder().fit(x)
     out = enc.transform(np.array([[2.0, 5.0]]))
     assert out.shape == (1, 3) and np.isfinite(out).all()
+    assert np.all(out[:, 1:] == 0)  # the all-NaN column and its always-on indicator
     with pytest.raises(DataError, match="fitted on 2 features"):
         enc.transform(np.ones((1, 3)))
 
@@ -282,3 +310,17 @@ def test_rank_gauss_matches_scikit_learn_and_integer_levels():
     old_state = {k: v for k, v in plain.get_state().items() if not k.startswith(("rank", "level"))}
     np.testing.assert_array_equal(ClinicalEncoder.from_state(old_state).transform(data),
                                   plain.transform(data))
+
+
+def test_a_clinical_state_saved_before_zero_constant_zeroes_nothing():
+    import json
+
+    x = _clinical(np.random.default_rng(5))
+    full = ClinicalEncoder(zero_constant=False).fit(x[:30])
+    state = dict(full.get_state())
+    del state["constant_"]  # as saved before the option existed
+    params = json.loads(state["params"])
+    del params["zero_constant"]
+    state["params"] = json.dumps(params)
+    old = ClinicalEncoder.from_state(state)
+    np.testing.assert_array_equal(old.transform(x[30:]), full.transform(x[30:]))

@@ -7,8 +7,9 @@ Modalities written to the store at ``out``:
 - ``slide``: the slide-level vector (``mean`` of the tiles, or TITAN per slide averaged
   over the patient's slides);
 - ``mri``: the mpMRI vector (``features.mri``), when a ``volume_encoder`` is given;
-- ``rna``: the raw gene matrix aligned over patients (the genes most patients have,
-  ``rnaseq.shared_genes``; the gene order is saved in ``out/rna_genes.txt``). Every *learned* transform (scaling, gene
+- ``rna``: the raw gene matrix aligned over patients (the union of their genes,
+  ``rnaseq.shared_genes``; the gene order is saved in ``out/rna_genes.txt``). Every
+  *learned* transform (which genes are measured by enough patients, scaling, gene
   selection, PCA) stays in the training pipeline, fitted on training folds only.
 
 Provenance: ``out/extraction.json`` records how the features were made (layout, every
@@ -746,9 +747,10 @@ def _versions() -> dict[str, str]:
 
 def _extract_rna(todo: Sequence[PatientFiles], store: FeatureStore,
                  report: ExtractReport) -> None:  # fmt: skip
-    """Align genes over every patient with an RNA file (the genes most of them have:
-    ``rnaseq.shared_genes``) and store the raw matrix; a profile with none of them is a
-    failure naming its file, a partial one a problem."""
+    """Align genes over every patient with an RNA file (their union:
+    ``rnaseq.shared_genes``; each training part keeps the genes most of its patients
+    have) and store the raw matrix; a profile that differs from most is a problem naming
+    its file."""
     from modalsurv.io.rnaseq import read_rna_json, shared_genes
 
     have = [pf for pf in todo if pf.rna is not None]
@@ -767,16 +769,14 @@ def _extract_rna(todo: Sequence[PatientFiles], store: FeatureStore,
         files = {pf.patient: pf.rna for pf in have}
         for pid, notes in shared.notes.items():
             for note in notes:
-                if pid in shared.ignored:
-                    report.failures.append(Failure(pid, str(files[pid]), f"RNA: {note}"))
-                else:
-                    report.problems.append(Problem("warning", f"RNA: {note}", str(files[pid]),
-                                                   pid, "rna"))  # fmt: skip
+                report.problems.append(Problem("warning", f"RNA: {note}", str(files[pid]),
+                                               pid, "rna"))  # fmt: skip
         matrix = shared.matrix
         genes = [str(g) for g in matrix.index]
         checksum = hashlib.sha256("\n".join(genes).encode()).hexdigest()
         store.write_many("rna", {str(p): matrix[p].to_numpy(np.float32) for p in matrix.columns},
-                         encoder="raw:genes", checksum=checksum, dtype="float32")  # fmt: skip
+                         encoder="raw:genes", checksum=checksum, dtype="float32",
+                         missing=True)  # fmt: skip
         atomic_write_text(Path(report.out) / "rna_genes.txt", "\n".join(genes) + "\n")
     except DataError as exc:
         report.failures.append(Failure("*", exc.path or str(report.out), f"RNA: {exc.reason}"))

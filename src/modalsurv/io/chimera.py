@@ -301,9 +301,10 @@ def wsi_features(
 
 def rna_features(paths: pd.DataFrame, problems: list[Problem]
                  ) -> tuple[np.ndarray, np.ndarray, list[str]] | None:  # fmt: skip
-    """Aligned RNA for the patients in ``paths`` (the genes most of them have:
-    ``rnaseq.shared_genes``), or None; what alignment did to a profile is a problem naming
-    that patient's file."""
+    """Aligned RNA for the patients in ``paths`` (the union of their genes:
+    ``rnaseq.shared_genes``; each training part keeps the genes most of its patients
+    have), or None; how a profile differs from most is a problem naming that patient's
+    file."""
     series = []
     for case, f in zip(paths.index, paths["rna"]):
         if f is None:

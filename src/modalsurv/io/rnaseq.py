@@ -267,20 +267,25 @@ def align_genes(
 
 @dataclass
 class SharedGenes:
-    """A cohort's RNA on the genes most of its patients measured (``shared_genes``)."""
+    """A cohort's RNA on the union of its patients' genes (``shared_genes``), with notes."""
 
-    matrix: pd.DataFrame  # kept genes × patients that have at least one of them (NaN: missing)
-    notes: dict[str, list[str]]  # patient → what happened to its profile, for the problem list
-    ignored: list[str]  # patients whose profile has none of the kept genes
+    matrix: pd.DataFrame  # every gene any patient measured × patients (NaN: not measured)
+    notes: dict[str, list[str]]  # patient → how its genes differ from most patients'
+    unmatched: list[str]  # patients whose profile has none of the genes most patients have
 
 
 def shared_genes(series: Sequence[pd.Series], min_share: float = 0.5) -> SharedGenes:
-    """Align per-patient profiles on the genes that at least ``min_share`` of the patients
-    have. Why not the intersection: one truncated or differently named file (Ensembl ids
-    instead of symbols) would then shrink every patient's RNA to a few genes, or to none.
-    A gene a patient lacks stays NaN (imputed from training rows later); a patient with
-    none of the kept genes is left out (its RNA counts as absent). Every change is noted
-    against that patient's own file."""
+    """Align per-patient profiles on the union of their genes, and note against each
+    patient's own file how its genes differ from those at least ``min_share`` of the
+    patients measured.
+
+    Nothing is dropped here. Which genes a model uses is decided on each training part
+    (``train.transforms.RnaTransform``'s ``min_coverage``: the genes measured in at least
+    that share of the *training* patients), so that no outer-test profile shapes the
+    training columns. A gene a patient lacks stays NaN (imputed from training rows); a
+    patient measuring none of the genes a training part keeps (another naming: Ensembl
+    ids instead of symbols) counts as having no RNA there. No gene measured by
+    ``min_share`` of the patients is an error (a naming mix-up, not a cohort)."""
     matrix, _ = align_genes(series, how="union")
     shared = matrix.notna().mean(axis=1) >= min_share
     n = int(shared.sum())
@@ -288,9 +293,8 @@ def shared_genes(series: Sequence[pd.Series], min_share: float = 0.5) -> SharedG
         raise DataError(f"no gene is measured in at least {min_share:.0%} of the patients'"
                         " RNA profiles; check gene naming (symbols vs Ensembl ids)",
                         field="rna")  # fmt: skip
-    kept = matrix.loc[shared]
     notes: dict[str, list[str]] = {}
-    ignored: list[str] = []
+    unmatched: list[str] = []
     for pid in map(str, matrix.columns):
         own = matrix[pid].notna()
         have = int((own & shared).sum())
@@ -299,16 +303,17 @@ def shared_genes(series: Sequence[pd.Series], min_share: float = 0.5) -> SharedG
         if have == 0:
             example = ", ".join(map(str, matrix.index[own][:3]))
             msgs.append(f"none of the {n} genes most patients have (its genes: {example}, ...);"
-                        " RNA ignored")  # fmt: skip
-            ignored.append(pid)
+                        " its RNA counts as absent wherever training keeps those genes")  # fmt: skip
+            unmatched.append(pid)
         elif have < n:
             msgs.append(f"{n - have} of the {n} genes most patients have are missing;"
                         " imputed from the training patients")  # fmt: skip
         if extra and have:
-            msgs.append(f"{extra} genes that most patients lack dropped")
+            msgs.append(f"{extra} genes that most patients lack: used only where most"
+                        " training patients have them")  # fmt: skip
         if msgs:
             notes[pid] = msgs
-    return SharedGenes(kept.drop(columns=ignored), notes, ignored)
+    return SharedGenes(matrix, notes, unmatched)
 
 
 def read_rna_dir(

@@ -60,8 +60,9 @@ class _Batch:
     features in the modality's kind, width and storage dtype, finite, with integer coords
     of the right shape; the first patient of a new modality fixes kind, width and dtype."""
 
-    def __init__(self, kind: str | None, dim: int | None, dtype: str | None) -> None:
-        self.kind, self.dim, self.dtype = kind, dim, dtype
+    def __init__(self, kind: str | None, dim: int | None, dtype: str | None,
+                 missing: bool = False) -> None:  # fmt: skip
+        self.kind, self.dim, self.dtype, self.missing = kind, dim, dtype, missing
         self.rows: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
 
     def add(self, pid: str, raw: Any, raw_coords: Any, src: Any, modality: str) -> None:
@@ -83,8 +84,12 @@ class _Batch:
             self.dtype = "float16" if x.dtype == np.float16 else "float32"
         with np.errstate(over="ignore"):  # overflow → inf, reported just below
             xs = np.ascontiguousarray(x, dtype=_DTYPES[self.dtype])
-        if not np.isfinite(xs).all():
-            raise FeatureError(f"features contain NaN or inf (stored as {self.dtype}; float16"
+        bad = ~np.isfinite(xs)
+        if self.missing:  # NaN: a value not measured (a gene outside this profile)
+            bad &= ~np.isnan(xs)
+        if bad.any():
+            what = "inf" if self.missing else "NaN or inf"
+            raise FeatureError(f"features contain {what} (stored as {self.dtype}; float16"
                                " overflows above 65504)", path=src, patient=pid, field=modality)  # fmt: skip
         c = None if raw_coords is None else _coords(raw_coords, x, src, pid)
         self.rows[pid] = (xs, c)
@@ -353,6 +358,7 @@ class StoreWriter(StoreFiles):
         overwrite: bool = True,
         sources: Mapping[str, str | Path] | None = None,
         fingerprints: Mapping[str, str] | None = None,
+        missing: bool = False,
     ) -> None:
         """Write a batch of patients atomically (one file copy for the whole batch).
 
@@ -364,6 +370,9 @@ class StoreWriter(StoreFiles):
         ``fingerprints[p]``: what the patient's features were computed from (the source
         files' names, sizes and content hashes), kept with the patient so that a later
         extraction can tell a finished patient from another cohort's patient of the same id.
+        ``missing``: NaN marks a value that was not measured (raw RNA aligned on the union of
+        genes) and is stored as such; otherwise NaN, like inf, is refused (an encoder's
+        broken output).
         """
         coords = dict(coords or {})
         sources = dict(sources or {})
@@ -381,7 +390,7 @@ class StoreWriter(StoreFiles):
                 "coords given for patients without features", patient=sorted(unknown)[0]
             )
         # validate everything in memory before touching the disk
-        batch = _Batch(cur.get("kind"), cur.get("dim"), cur.get("dtype") or dtype)
+        batch = _Batch(cur.get("kind"), cur.get("dim"), cur.get("dtype") or dtype, missing)
         for pid, raw in features.items():
             batch.add(str(pid), raw, coords.get(pid), sources.get(pid), modality)
         if not batch.rows and encoder is None:

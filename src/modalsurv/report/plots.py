@@ -129,10 +129,11 @@ def risk_intervals(table: pd.DataFrame, low: str, high: str, title: str) -> Figu
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     x = table["rank"].to_numpy()
     y = table["risk"].to_numpy(float)
-    err = np.vstack([y - table[low].to_numpy(float), table[high].to_numpy(float) - y]).clip(0)
     colours = np.where(table["event"].to_numpy(bool), "tab:red", "tab:blue") \
         if "event" in table else "tab:blue"
-    ax.errorbar(x, y, yerr=err, fmt="none", ecolor="0.6", lw=0.8)
+    # the interval drawn from its own ends: the point (e.g. one repeat's prediction) need
+    # not lie inside the members' interval, and error bars around it would misdraw it
+    ax.vlines(x, table[low].to_numpy(float), table[high].to_numpy(float), colors="0.6", lw=0.8)
     ax.scatter(x, y, c=colours, s=8, zorder=3)
     ax.set_xlabel("patients ranked by risk")
     ax.set_ylabel("risk")

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from modalsurv.cohort import Cohort
+from modalsurv.errors import ConfigError
 from modalsurv.report import analysis as A
 from modalsurv.report import plots as P
 from modalsurv.report.html import Chart, Note, render_report
@@ -171,15 +172,21 @@ def _uncertainty(run: RunFolder) -> list[Section]:
         if lo is None:
             continue
         ranked = A.ranked(table)
-        m = int(ranked["n_members"].max()) if "n_members" in ranked else 0
+        n = ranked["n_members"] if "n_members" in ranked else pd.Series([0])
+        m, low_m = int(n.max()), int(n.min())
+        count = f"{m}" if m == low_m else f"{low_m}–{m}"
         q_lo, q_hi = (float(c.rsplit("_p", 1)[1]) for c in (lo, hi))
-        caption = (f"{m} member network(s) per patient ({what}: "
+        caption = (f"{count} member model(s) per patient ({what}: "
                    + ("the seed members of each repeat's fold model that held it out"
                       if what == "out-of-fold" else "every fold's seed members")
-                   + f"); bars: the {q_lo:g}th to {q_hi:g}th percentile of their risks")
+                   + "; the stacked default's members are its inner models, networks and"
+                   f" peers); bars: the {q_lo:g}th to {q_hi:g}th percentile of their risks")
         if m <= 1:
             caption += (" (one member: no spread; train with train.n_init > 1 or"
                         " cv.repeats > 1)")
+        elif low_m <= 1:
+            single = int((n <= 1).sum())
+            caption += f" ({single} patient(s) with one member: no spread shown for them)"
         out.append((f"Per-patient uncertainty: {what} risk with the members' interval", Chart(
             P.risk_intervals(ranked, lo, hi, f"{what}: risk ranked, member interval"),
             ranked, key, caption)))  # fmt: skip
@@ -202,7 +209,12 @@ def _external(run: RunFolder) -> list[Section]:
     table = pd.DataFrame(rows)
     shown = table.rename(columns={"mean": "harrell_c", "low": "ci_low", "high": "ci_high",
                                   "drop": "CV minus external"}).drop(columns="label")  # fmt: skip
-    return [("CV → external gap", Chart(
+    notes: list[Section] = [
+        ("", Note(f"external cohort {name}: no patient has {', '.join(ev['absent_modalities'])}"
+                  " (the model was trained with it): every patient was predicted without it,"
+                  " so part of the gap is the cohort's"))
+        for name, ev in run.evaluations.items() if ev.get("absent_modalities")]  # fmt: skip
+    return [*notes, ("CV → external gap", Chart(
         P.points_with_ci(table, "Harrell C: cross-validation against external cohorts",
                          "Harrell C (95% CI)"),
         table, "cv_external_gap",
@@ -224,6 +236,12 @@ def build_run_report(run: str | Path, out: str | Path | None = None, title: str 
     settings_path = run_path / SETTINGS
     saved = json.loads(settings_path.read_text("utf-8")) if settings_path.is_file() else {}
     title = title or saved.get("title") or f"modalsurv run: {run_path.resolve().name}"
+    if times:  # asked for now: each must lie inside the follow-up, or nothing is built
+        follow = float(rf.first["time"].max())
+        outside = [t for t in times if not 0 < t < follow]
+        if outside:
+            raise ConfigError(f"--times {', '.join(f'{t:g}' for t in outside)}: calibration"
+                              f" times must lie inside the follow-up, 0 < t < {follow:g}")  # fmt: skip
     times = times or saved.get("times") or None
     page = Path(out) if out is not None else run_path / "report.html"
 

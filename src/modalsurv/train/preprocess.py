@@ -264,6 +264,8 @@ class Preprocessor:
                     f"modality {m!r} has {x.shape[-1]} features; the preprocessor was "
                     f"fitted on {self.in_dims[m]}", field=m,
                 )
+            if self.kinds[m] == "rna":  # a profile none of whose genes training kept
+                p = step.measured_rows(x, present=p)
             if self.kinds[m] == "bag":
                 feats[m] = step.transform(x, cohort.bag_mask[m], p)
                 masks[m] = cohort.bag_mask[m]

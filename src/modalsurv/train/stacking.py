@@ -52,7 +52,10 @@ seen by anything here):
 5. Curves: the stacked score ``eta = sum_k beta_k z_k`` is a Cox log-risk; a Breslow
    baseline hazard is fitted on the training rows' out-of-fold ``eta``, so
    ``S(t | x) = exp(-H0(t) exp(eta(x)))``: monotone in t, decreasing in the risk, and the
-   stack predicts like any Cox-family model (``FoldEnsemble``, challenge answers).
+   stack predicts like any Cox-family model (``FoldEnsemble``, challenge answers). When
+   under half the training rows have out-of-fold scores (one inner split:
+   ``train.n_init`` below the inner folds), the baseline is fitted on every training
+   row's own score instead: one on a fifth of the rows steps only at their event times.
 
 The cost over a plain ModalSurv: two more seed ensembles (the Cox head; clinical only,
 cheaper) and ``F`` fits of each classical peer; the network candidates' out-of-fold risks
@@ -627,17 +630,21 @@ class StackedSurv(FittedCheck, BaseEstimator):
                         " out-of-fold risk (train.n_init below the inner folds?)")
             beta, record = np.full(len(names), MIN_SCALE), {"log_pl": float("nan"), "dropped": []}
         self.beta_ = {n: float(b) for n, b in zip(names, beta)}
-        if cohort.event[rows].any():
-            eta, time_, event_ = zoof[rows] @ beta, cohort.time[rows], cohort.event[rows]
-        else:  # no honest rows with an event: the training rows' own scores
-            eta = self.predict_outputs(cohort)[:, 0]
-            time_, event_ = cohort.time, cohort.event
-        t, h = breslow(time_, event_, eta)
-        self.fitted_ = {"breslow/time": t, "breslow/cumhaz": h}
         self.bins_ = TimeBins(n_bins=cfg.model.n_bins, scheme=cfg.model.bin_scheme).fit(
             cohort.time, cohort.event)
         self.t_ref_ = float(np.median(cohort.time) if cfg.train.risk_reference == "median"
                             else np.max(cohort.time))  # fmt: skip
+        if cohort.event[rows].any() and 2 * len(rows) >= len(cohort):
+            eta, time_, event_ = zoof[rows] @ beta, cohort.time[rows], cohort.event[rows]
+        else:
+            # no honest row with an event, or honest rows for under half the training part
+            # (train.n_init below the inner folds: one inner split): a baseline on so few
+            # rows steps only at their event times (S = 1 until the first), so it is fitted
+            # on every training row's own score instead
+            eta = self.predict_outputs(cohort)[:, 0]
+            time_, event_ = cohort.time, cohort.event
+        t, h = breslow(time_, event_, eta)
+        self.fitted_ = {"breslow/time": t, "breslow/cumhaz": h}
         seconds["weights"] = time.perf_counter() - t0
         self.timings_ = seconds  # not saved: a resumed run must write the same bytes
         total = float(beta.sum())

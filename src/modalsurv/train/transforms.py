@@ -307,17 +307,29 @@ class ClinicalEncoder(_Stateful):
       0-6) also gets one indicator column per level (``name=level``; a level unseen in
       training matches none), beside the code itself, so the model can use both the
       order and the categories.
+    * ``zero_constant`` (default): an output column that is constant on the training rows
+      is 0 for every row (``constant_``). Why: it carries nothing to learn from, and at
+      test time a value the training rows never had (a one-hot level seen only in the test
+      fold, of a vocabulary built from every row at load time) would otherwise reach the
+      model through weights that no training row ever moved; zeroed, such a level matches
+      no column, as an unseen level does. The column stays, so the network's shape (and
+      with it the draw of its initial weights) follows the cohort's vocabulary, not the
+      training part's; on the training rows a constant column is 0 after scaling anyway,
+      so training is unchanged.
     """
 
     _arrays = ("median_", "indicator_", "mean_", "scale_")
-    _optional = ("rank_columns_", "rank_quantiles_", "level_columns_", "level_values_")
+    _optional = ("rank_columns_", "rank_quantiles_", "level_columns_", "level_values_",
+                 "constant_")
 
     def __init__(self, add_indicator: bool = True, standardize: bool = True,
-                 numeric: str = "standard", integer_levels: int | None = None) -> None:  # fmt: skip
+                 numeric: str = "standard", integer_levels: int | None = None,
+                 zero_constant: bool = True) -> None:  # fmt: skip
         self.add_indicator = add_indicator
         self.standardize = standardize
         self.numeric = numeric
         self.integer_levels = integer_levels
+        self.zero_constant = zero_constant
 
     def fit(
         self,
@@ -359,6 +371,8 @@ class ClinicalEncoder(_Stateful):
             self.mean_, self.scale_ = _scale(Z)
         else:
             self.mean_, self.scale_ = np.zeros(Z.shape[1]), np.ones(Z.shape[1])
+        constant = Z.max(axis=0, initial=-np.inf) <= Z.min(axis=0, initial=np.inf)
+        self.constant_ = np.flatnonzero(constant & self.zero_constant).astype(np.int64)
         return self
 
     @classmethod
@@ -367,7 +381,8 @@ class ClinicalEncoder(_Stateful):
         assert isinstance(obj, ClinicalEncoder)
         n = len(obj.median_)
         empty = {"rank_columns_": np.zeros(0, np.int64), "rank_quantiles_": np.zeros((0, 2)),
-                 "level_columns_": np.zeros(0, np.int64), "level_values_": np.zeros(0)}  # fmt: skip
+                 "level_columns_": np.zeros(0, np.int64), "level_values_": np.zeros(0),
+                 "constant_": np.zeros(0, np.int64)}  # fmt: skip
         for a in cls._optional:  # absent from states saved before these options existed
             setattr(obj, a, np.asarray(state[a]) if a in state else empty[a])
         assert obj.rank_columns_.max(initial=-1) < n
@@ -391,7 +406,9 @@ class ClinicalEncoder(_Stateful):
 
     def transform(self, X: Any, present: Any = None) -> np.ndarray:
         A, p = self._start_transform(X, present, "clinical")
-        return _output((self._encode(A) - self.mean_) / self.scale_, p)
+        Z = (self._encode(A) - self.mean_) / self.scale_
+        Z[:, self.constant_] = 0.0  # nothing learnt from them: no value reaches the model
+        return _output(Z, p)
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         check_is_fitted(self)
@@ -403,11 +420,17 @@ class ClinicalEncoder(_Stateful):
 
 # ---------------------------------------------------------------------------- RNA-seq
 class RnaTransform(_Stateful):
-    """log1p → median imputation → top-k genes by training variance → scaling → PCA.
+    """log1p → genes measured by enough training patients → median imputation → top-k
+    genes by training variance → scaling → PCA.
 
-    ``top_variance_genes`` / ``pca`` may be None (off). PCA components are capped at
-    min(n_train - 1, genes kept). ``log1p`` rejects negative values: they mean the data
-    are already log-scaled or centred (set ``log1p=False`` then).
+    ``min_coverage``: a gene is a candidate only when at least this share of the training
+    patients measured it (non-NaN); profiles aligned on the union of genes
+    (``io.rnaseq.shared_genes``) differ in which genes they have, and this choice, like
+    every other, is made on training rows only. A patient measuring none of the kept
+    genes has no RNA (:meth:`measured_rows`). ``top_variance_genes`` / ``pca`` may be None
+    (off). PCA components are capped at min(n_train - 1, genes kept). ``log1p`` rejects
+    negative values: they mean the data are already log-scaled or centred (set
+    ``log1p=False`` then).
     """
 
     _arrays = ("median_", "genes_", "mean_", "scale_", "pca_mean_", "components_")
@@ -418,11 +441,13 @@ class RnaTransform(_Stateful):
         top_variance_genes: int | None = 2000,
         pca: int | None = 64,
         standardize: bool = True,
+        min_coverage: float = 0.5,
     ) -> None:
         self.log1p = log1p
         self.top_variance_genes = top_variance_genes
         self.pca = pca
         self.standardize = standardize
+        self.min_coverage = min_coverage
 
     def _log(self, A: np.ndarray, p: np.ndarray) -> np.ndarray:
         if not self.log1p:
@@ -448,13 +473,21 @@ class RnaTransform(_Stateful):
     ) -> RnaTransform:
         _, p, Xt = self._start_fit(X, present, feature_names, "rna", need=2 if self.pca else 1)
         Xt = self._log(Xt, p[p])
+        covered = (~np.isnan(Xt)).mean(axis=0) >= self.min_coverage
+        if not covered.any():
+            raise DataError(f"no gene is measured in at least {self.min_coverage:.0%} of the"
+                            " training patients' RNA profiles; check gene naming (symbols"
+                            " vs Ensembl ids)", field="rna")  # fmt: skip
+        # rows measuring none of those genes (another naming) have no RNA: not fitted on
+        Xt = Xt[(~np.isnan(Xt[:, covered])).any(axis=1)]
         self.median_ = _nanmedian(Xt)
         Xt = _fill(Xt, self.median_)
         k = self.top_variance_genes
-        if k is None or k >= Xt.shape[1]:
-            genes = np.arange(Xt.shape[1])
+        if k is None or k >= int(covered.sum()):
+            genes = np.flatnonzero(covered)
         else:
-            order = np.argsort(-Xt.var(axis=0), kind="stable")  # ties: lower index first
+            var = np.where(covered, Xt.var(axis=0), -np.inf)
+            order = np.argsort(-var, kind="stable")  # ties: lower index first
             genes = np.sort(order[:k])
         self.genes_ = genes.astype(np.int64)
         Z = Xt[:, self.genes_]
@@ -469,6 +502,11 @@ class RnaTransform(_Stateful):
             self.pca_mean_ = np.zeros(0)
             self.components_ = np.zeros((0, Z.shape[1]))
         return self
+
+    def measured_rows(self, X: Any, present: Any = None) -> np.ndarray:
+        """Which rows have RNA: present and measuring at least one of the kept genes."""
+        A, p = self._start_transform(X, present, "rna")
+        return p & (~np.isnan(A[:, self.genes_])).any(axis=1)
 
     def transform(self, X: Any, present: Any = None) -> np.ndarray:
         A, p = self._start_transform(X, present, "rna")
