@@ -128,11 +128,16 @@ def _plan_and_net(folder, cohort, enc_: str, mode: str, **over: object):
     return cfg, plan, net, t
 
 
-@pytest.mark.parametrize(("enc_", "mode"), [("wsi", "lora"), ("wsi", "last_k"),
-                                            ("mri", "last_stage")])  # fmt: skip
+# an adapter on the patch embedding sits before every block: its gradient must flow back
+# through blocks that would otherwise run without autograd
+BEFORE_BLOCKS = {"finetune.lora_targets": ["patch_embed.proj", "blocks.1.attn.qkv"]}
+
+
+@pytest.mark.parametrize(("enc_", "mode", "over"), [
+    ("wsi", "lora", {}), ("wsi", "last_k", {"finetune.last_k": 1}), ("mri", "last_stage", {}),
+    ("wsi", "lora", BEFORE_BLOCKS)], ids=["lora", "last_k", "last_stage", "lora_before_blocks"])  # fmt: skip
 def test_gradients_reach_the_encoder_and_frozen_layers_stay_bit_identical(
-        folder, cohort, enc_: str, mode: str) -> None:  # fmt: skip
-    over = {"finetune.last_k": 1} if mode == "last_k" else {}
+        folder, cohort, enc_: str, mode: str, over: dict) -> None:  # fmt: skip
     cfg, _, net, t = _plan_and_net(folder, cohort, enc_, mode, **over)
     adapter = net.encoders[enc_]
     before = {k: v.detach().clone() for k, v in adapter.model.state_dict().items()}
@@ -174,6 +179,27 @@ def test_an_untrained_adapter_reproduces_the_frozen_features_of_a_subsampled_bag
     with torch.no_grad():
         out = adapter(x, mask, rows)
     np.testing.assert_allclose(out[mask].numpy(), x[mask].numpy(), rtol=1e-3, atol=1e-3)
+
+
+def test_lora_dropout_trains_while_the_encoder_stays_in_eval_mode(folder, cohort) -> None:
+    _, _, net, _ = _plan_and_net(folder, cohort, "wsi", "lora", **{"finetune.lora_dropout": 0.9})
+    adapter = net.encoders["wsi"]
+    net.train()
+    drops = [m for n, m in adapter.model.named_modules() if n.endswith("lora_dropout.default")]
+    assert drops and all(m.training for m in drops) and not adapter.model.training
+    net.eval()
+    assert not any(m.training for m in drops)
+
+
+def test_fine_tuning_with_the_auto_batch_size_announces_and_trains(folder, cohort) -> None:
+    """The memory estimate reads the resolved batch size (it multiplied the string
+    "auto" and failed whenever a progress callback was given, as the CLI always does)."""
+    said: list[dict] = []
+    cfg = config(folder, **{"train.batch_size": "auto"})
+    ModalSurv(cfg).fit(cohort, progress=lambda event, **info: said.append({"event": event,
+                                                                           **info}))  # fmt: skip
+    announced = [e for e in said if e["event"] == "stage" and "memory estimate" in e["message"]]
+    assert len(announced) == 1 and announced[0]["finetune"]["samples_per_step"] > 0
 
 
 def test_memory_estimate_is_announced_before_training(folder, cohort) -> None:

@@ -163,12 +163,24 @@ class _EncoderAdapter(nn.Module):
         self.frozen_keys = {f"model.{n}" for n, p in self.model.named_parameters()
                             if not p.requires_grad}  # fmt: skip
         self.frozen_keys |= {f"model.{n}" for n, _ in self.model.named_buffers()}
+        # blocks before the first trainable one run without autograd, unless something
+        # trainable comes before the blocks (a LoRA adapter on the patch embedding): its
+        # gradient flows back through every block
+        names = [n for n, _ in self.model.named_parameters()]
+        first = next((i for i, (_, p) in enumerate(self.model.named_parameters())
+                      if p.requires_grad), len(names))  # fmt: skip
         for staged in self.blocks:
-            staged.n_frozen = _first_trainable(staged)
+            mine = {id(p) for p in staged.parameters()}
+            start = next((i for i, (_, p) in enumerate(self.model.named_parameters())
+                          if id(p) in mine), len(names))  # fmt: skip
+            staged.n_frozen = 0 if first < start else _first_trainable(staged)
 
     def train(self, mode: bool = True) -> _EncoderAdapter:
         super().train(mode)
         self.model.eval()  # BatchNorm statistics and dropout stay as pretrained
+        for name, module in self.model.named_modules():
+            if name.rsplit(".", 1)[-1] == "lora_dropout" or ".lora_dropout." in f".{name}.":
+                module.train(mode)  # the adapters' own dropout (finetune.lora_dropout)
         return self
 
     def trainable_parameters(self) -> list[nn.Parameter]:

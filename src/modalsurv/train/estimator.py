@@ -321,7 +321,7 @@ class ModalSurv(FittedCheck, BaseEstimator):
                 if self.finetune_ is not None:  # the encoder becomes part of the network
                     self.finetune_.attach(net, seed_k)
                     if k == 0:
-                        self.finetune_.announce(net, progress)
+                        self.finetune_.announce(net, progress, int(cfg.train.batch_size))
                 tr_k, va_k = train_t, val_t
                 if splits:
                     tr_k, va_k = (train_t.take(torch.from_numpy(i)) for i in splits[k])

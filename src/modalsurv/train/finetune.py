@@ -328,13 +328,16 @@ class Finetune:
         return torch.from_numpy(self.feed.register(cohort, current_source(self.config)))
 
     # -------------------------------------------------------------- reporting
-    def estimate(self, net: Any) -> dict[str, float]:
+    def estimate(self, net: Any, batch: int | None = None) -> dict[str, float]:
         """Memory of one training step of the attached encoder (MiB; see
-        ``nn.encoder_adapter.memory_estimate``)."""
+        ``nn.encoder_adapter.memory_estimate``) at ``batch`` patients a step (default:
+        ``train.batch_size``, which must then be a number, not ``auto``)."""
         from modalsurv.nn.encoder_adapter import memory_estimate
 
         adapter = net.encoders[self.modality]
-        batch = self.config.train.batch_size
+        batch = self.config.train.batch_size if batch is None else batch
+        if not isinstance(batch, int):
+            raise ValueError(f"the memory estimate needs the batch size resolved; got {batch!r}")
         if self.modality == "wsi":
             s = adapter.input_size or int((self.settings or {}).get("tile_size") or 224)
             sample = torch.zeros(1, 3, s, s)
@@ -348,11 +351,12 @@ class Finetune:
         cuda = resolve_device(self.config.train.device, fallback=True).type == "cuda"
         return memory_estimate(adapter, sample, per_step, cuda=cuda)
 
-    def announce(self, net: Any, progress: Progress | None) -> None:
-        """One log line before training: what trains and the memory estimate."""
+    def announce(self, net: Any, progress: Progress | None, batch: int | None = None) -> None:
+        """One log line before training: what trains and the memory estimate (``batch``:
+        the resolved ``train.batch_size``)."""
         if progress is None:
             return
-        est = self.estimate(net)
+        est = self.estimate(net, batch)
         cfg = self.cfg
         how = {"lora": f"LoRA r={cfg.lora_rank} on {'/'.join(cfg.lora_targets)}",
                "last_k": f"last {cfg.last_k} blocks", "last_stage": "last stage (layer4)",
