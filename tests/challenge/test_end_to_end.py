@@ -156,3 +156,45 @@ def test_task3_end_to_end(tmp_path, kit):
     res = runner.invoke(app, ["challenge", "task1", "--model", str(run), "--input", str(inp),
                               "--output", str(tmp_path)])  # fmt: skip
     assert res.exit_code != 0 and "task3" in res.output
+
+
+@pytest.mark.parametrize("damage", ["negative_rna", "nan_mri_voxel", "unreadable_tissue_mask",
+                                    "unreadable_prostate_mask"])  # fmt: skip
+def test_one_bad_optional_input_costs_only_that_input(task1, tmp_path, damage):
+    """A case answers with what it can: a bad RNA value drops the RNA, a NaN voxel the MRI
+    (as extraction does), an unreadable mask only the mask (Otsu / no cropping)."""
+    import SimpleITK as sitk
+
+    cases = sorted(p.stem for p in (task1["held"] / "clinical_data").glob("*.json"))
+    with_rna = [c for c in cases if (task1["held"] / "rna" / f"{c}_RNA.json").is_file()]
+    case = with_rna[0] if damage == "negative_rna" else cases[2]
+    inp = case_to_input(task1["held"], "task1", case, tmp_path / "input", inputs_json=False)
+    if damage == "negative_rna":
+        rna = inp / "bulk-rna-seq-prostate-cancer.json"
+        values = json.loads(rna.read_text())
+        values[next(iter(values))] = -0.5
+        rna.write_text(json.dumps(values))
+        said = "negative expression value"
+    elif damage == "nan_mri_voxel":
+        (t2,) = (inp / "images" / "axial-t2-prostate-mri").iterdir()
+        img = sitk.ReadImage(str(t2))
+        arr = sitk.GetArrayFromImage(img)
+        arr[arr.shape[0] // 2, arr.shape[1] // 2, arr.shape[2] // 2] = np.nan
+        out_img = sitk.GetImageFromArray(arr)
+        out_img.CopyInformation(img)
+        sitk.WriteImage(out_img, str(t2))
+        said = "NaN or inf voxels"
+    elif damage == "unreadable_tissue_mask":
+        for mask in (inp / "images" / "prostatectomy-tissue-mask").iterdir():
+            mask.write_bytes(b"not an image")
+        said = "tissue found by Otsu"
+    else:
+        (mask,) = (inp / "images" / "prostate-tissue-mask-for-axial-t2-prostate-mri").iterdir()
+        mask.write_bytes(b"not an image")
+        said = "MRI used without cropping"
+    (tmp_path / "out").mkdir()
+    text = _run(["challenge", "task1", "--model", str(task1["run"]), "--input", str(inp),
+                 "--output", str(tmp_path / "out")])
+    assert said in " ".join(text.split()), text
+    value = json.loads((tmp_path / "out" / OUTPUTS["task1"]).read_text())
+    assert isinstance(value, float) and np.isfinite(value) and value > 0

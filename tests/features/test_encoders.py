@@ -68,6 +68,19 @@ def test_timm_local_checkpoint_loads_and_is_checksummed(tmp_path: Path) -> None:
                                e.encode(x), rtol=1e-6)  # fmt: skip
 
 
+def test_a_distilled_vit_loads_its_own_checkpoint_with_both_heads(tmp_path: Path) -> None:
+    """timm's distilled models name two classifiers (head, head_dist): both are dropped."""
+    import timm
+
+    src = timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False, num_classes=5,
+                            img_size=32, depth=1)  # fmt: skip
+    p = tmp_path / "deit.safetensors"
+    save_file(src.state_dict(), str(p))
+    e = enc.get_tile_encoder("timm:deit_tiny_distilled_patch16_224", weights=p, img_size=32,
+                             depth=1)  # fmt: skip
+    assert e.encode(tiles(2, size=32)).shape == (2, e.dim)
+
+
 def test_wrong_checkpoint_gives_a_readable_key_report(tmp_path: Path) -> None:
     import timm
 
@@ -194,3 +207,19 @@ def test_medicalnet_layout_loads_and_wrong_depth_is_reported(tmp_path: Path) -> 
 def test_medicalnet_resnet50_dim() -> None:
     e = enc.get_volume_encoder("medicalnet_resnet50")
     assert e.encode(np.zeros((1, 1, 8, 16, 16), np.float32)).shape == (1, 2048)
+
+
+def test_find_weights_takes_the_file_with_the_recorded_checksum(tmp_path):
+    """Presets share file names (pytorch_model.bin): a folder holding two of them gives
+    the one the extraction record's checksum names, not the first found."""
+    from modalsurv.features.encoders import find_weights, sha256_file
+
+    other, right = tmp_path / "w" / "a_other", tmp_path / "w" / "uni"
+    for d, payload in ((other, b"another encoder"), (right, b"the recorded one")):
+        d.mkdir(parents=True)
+        (d / "pytorch_model.bin").write_bytes(payload)
+    entry = {"name": "uni", "weights_name": "pytorch_model.bin",
+             "checksum": sha256_file(right / "pytorch_model.bin")}  # fmt: skip
+    assert find_weights(entry, [tmp_path / "w"]) == right / "pytorch_model.bin"
+    # no checksum match: the first found, whose loading then names the mismatch
+    assert find_weights({**entry, "checksum": "0" * 64}, [tmp_path / "w"]) == other / "pytorch_model.bin"

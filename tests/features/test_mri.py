@@ -106,9 +106,13 @@ def test_nifti_and_dicom_series_are_read(tmp_path: Path, case: dict[str, Path]) 
 def test_unreadable_and_missing_sequences_name_the_file(tmp_path: Path, case: dict[str, Path]) -> None:
     bad = tmp_path / "bad.mha"
     bad.write_text("not an image")
-    with pytest.raises(DataError, match="cannot read image") as exc:
+    with pytest.raises(DataError, match="exists but is not a readable image") as exc:
         mri.read_image(bad, "p1")
     assert exc.value.path == str(bad) and exc.value.patient == "p1"
+    truncated = tmp_path / "t2w.mha"  # a real volume cut short: not reported as missing
+    truncated.write_bytes(case["t2w"].read_bytes()[:200])
+    with pytest.raises(DataError, match=r"\(200 bytes\) exists but is not a readable image"):
+        mri.read_image(truncated, "p1")
     with pytest.raises(DataError, match="hbv"):
         mri.prepare_mri({"t2w": case["t2w"], "adc": case["adc"]}, None, patient="p1")
 
@@ -121,3 +125,26 @@ def test_embedding_concat_or_mean(case: dict[str, Path]) -> None:
     mean = mri.embed_mri(vols, e, "mean")
     assert cat.shape == (mri.mri_dim(512, cfg),) == (1536,)
     np.testing.assert_allclose(mean, cat.reshape(3, 512).mean(0), rtol=1e-5, atol=1e-6)
+
+
+def test_a_new_spacing_keeps_the_images_extent_centred() -> None:
+    """Resampled to another spacing, the grid covers the image's own extent: no slice
+    falls outside it (a kept origin shifted the grid by half the spacing change)."""
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(np.ones((20, 16, 16), dtype=np.float32))  # z, y, x
+    img.SetSpacing((0.5, 0.5, 3.0))
+    img.SetOrigin((10.0, -4.0, 28.5))
+    img.SetDirection((0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0))  # an oblique-free swap
+    ref = mri.reference_grid(img, (0.5, 0.5, 1.0))
+    assert ref.GetSize() == (16, 16, 60)
+    out = sitk.GetArrayFromImage(mri.resample_like(img, ref))
+    assert (out.reshape(out.shape[0], -1).max(axis=1) > 0.99).all()  # every slice inside
+    # the same spacing gives back the image's own grid
+    same = mri.reference_grid(img, img.GetSpacing())
+    np.testing.assert_allclose(same.GetOrigin(), img.GetOrigin())
+    # centred: the mean voxel centre is where it was
+    def centre(im):
+        idx = (np.asarray(im.GetSize(), float) - 1) / 2
+        return np.asarray(im.TransformContinuousIndexToPhysicalPoint(idx.tolist()))
+    np.testing.assert_allclose(centre(ref), centre(img), atol=1e-9)

@@ -61,6 +61,20 @@ def test_missing_mpp_names_the_file_and_override_fixes_it(tmp_path: Path) -> Non
         assert s.mpp == 0.5 and s.best_level(1.0) == 1
 
 
+def test_an_override_of_a_slides_own_resolution_is_warned(slide_path: Path) -> None:
+    import warnings
+
+    from modalsurv.errors import DataWarning
+
+    with pytest.warns(DataWarning, match=r"mpp_override 0\.5 µm/px replaces the slide's own"
+                      r" 0\.25"):  # fmt: skip
+        with wsi.Slide(slide_path, mpp_override=0.5) as s:
+            assert s.mpp == 0.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the slide's own value given again: nothing to say
+        wsi.Slide(slide_path, mpp_override=0.25).close()
+
+
 def test_a_72_dpi_resolution_tag_is_refused_not_turned_into_one_pixel_tiles(tmp_path: Path
                                                                            ) -> None:  # fmt: skip
     p = tmp_path / "dpi72.tif"

@@ -234,6 +234,14 @@ class ChallengeModel:
             problems.append(Problem("warning", "none of the model's genes is in the RNA profile;"
                                     " predicting without RNA", None, case.case, "rna"))  # fmt: skip
             return None
+        step = self.ensemble.members[0].preprocessor_.steps["rna"]
+        negative = np.flatnonzero(values < 0)  # NaN compares False
+        if getattr(step, "log1p", False) and len(negative):
+            problems.append(Problem("warning", f"negative expression value {values[negative[0]]!r}"
+                                    " (the model reads raw counts / TPM through log1p);"
+                                    " predicting without RNA", case.sources.get("rna"),
+                                    case.case, str(genes[negative[0]])))  # fmt: skip
+            return None
         if missing:
             problems.append(Problem("warning", f"{missing} of the model's {len(genes)} genes missing"
                                     " from the RNA profile; imputed with the training median",
@@ -250,7 +258,13 @@ class ChallengeModel:
             try:
                 t0 = time.perf_counter()
                 with wsi.Slide(path, mpp_override=s.mpp_override, backend=s.backend) as slide:
-                    tm = wsi.tissue_mask(slide, mask)
+                    try:
+                        tm = wsi.tissue_mask(slide, mask)
+                    except DataError as exc:  # the mask alone is bad: the slide still counts
+                        problems.append(Problem("warning", f"{exc.reason}; tissue found by Otsu"
+                                                " thresholding instead", str(mask), case.case,
+                                                "wsi"))  # fmt: skip
+                        tm = wsi.tissue_mask(slide, None)
                     plan = wsi.plan_tiles(slide, tm, s.mpp, s.tile_size, s.max_tiles,
                                           s.min_tissue, s.sampling, s.seed)  # fmt: skip
                     t1 = time.perf_counter()
@@ -303,10 +317,24 @@ class ChallengeModel:
         if not case.mri or any(p is None for p in case.mri.values()):
             return None
         try:
-            vols = prepare_mri(case.mri, case.mri_mask, encoders.mri, case.case)
+            try:
+                vols = prepare_mri(case.mri, case.mri_mask, encoders.mri, case.case)
+            except DataError as exc:
+                if case.mri_mask is None or exc.path != str(case.mri_mask):
+                    raise
+                # the prostate mask alone is bad: the sequences, uncropped, as without one
+                problems.append(Problem("warning", f"{exc.reason}; MRI used without cropping",
+                                        exc.path, case.case, "mri"))  # fmt: skip
+                vols = prepare_mri(case.mri, None, encoders.mri, case.case)
+            bad = [name for name, v in vols.items() if not np.isfinite(v).all()]
+            if bad:  # as extraction: a non-finite voxel makes the MRI unusable
+                raise DataError(f"NaN or inf voxels in {', '.join(bad)}", field="mri")
             if "mri" in self.adapted:
                 self.images.add(case.case, volumes=np.stack(list(vols.values())))
-            return embed_mri(vols, encoders.volume, encoders.mri.combine)
+            out = embed_mri(vols, encoders.volume, encoders.mri.combine)
+            if not np.isfinite(out).all():
+                raise DataError("the MRI embedding is not finite", field="mri")
+            return out
         except Exception as exc:
             reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
             problems.append(Problem("warning", f"MRI unusable ({reason}); predicting without it",

@@ -232,9 +232,9 @@ def timm_encoder(model_name: str, weights: str | Path | None = None, device: str
         sd = load_state_dict(weights)
         # a checkpoint's classifier is dropped when the pooled-feature model has none
         cls = model.pretrained_cfg.get("classifier") or "head"
-        cls = cls if isinstance(cls, str) else cls[0]
+        names = (cls,) if isinstance(cls, str) else tuple(cls)  # distilled ViTs: two heads
         own = model.state_dict()
-        head = () if any(n.startswith(cls + ".") for n in own) else (cls + ".",)
+        head = tuple(c + "." for c in names if not any(n.startswith(c + ".") for n in own))
         load_strict(model, sd, weights, ignore=head)
         checksum = sha256_file(weights)
     cfg = timm.data.resolve_data_config({}, model=model)
@@ -375,19 +375,29 @@ ENCODERS: dict[str, Callable[..., TileEncoder]] = {
 
 def find_weights(entry: Mapping[str, Any], folders: Sequence[Path]) -> Path | None:
     """The weight file an extraction-record entry names: looked up by name in ``folders``
-    (recursively), then at the recorded path; None when the encoder had no weights."""
+    (recursively), then at the recorded path; None when the encoder had no weights.
+
+    Several presets share a file name (``pytorch_model.bin``), so a weights folder may hold
+    more than one file of that name: then the one whose SHA-256 is the recorded checksum
+    is taken (the first found when none matches; loading then names the mismatch)."""
     name = entry.get("weights_name")
     if not name:
         return None
+    found: list[Path] = []
     for d in folders:
         if (d / name).exists():
-            return d / name
-        hits = sorted(d.rglob(name)) if d.is_dir() else []
-        if hits:
-            return hits[0]
+            found.append(d / name)
+        found += [p for p in (sorted(d.rglob(name)) if d.is_dir() else []) if p not in found]
     recorded = entry.get("weights")
-    if recorded and Path(recorded).exists():
-        return Path(recorded)
+    if recorded and Path(recorded).exists() and Path(recorded) not in found:
+        found.append(Path(recorded))
+    checksum = entry.get("checksum")
+    if len(found) > 1 and checksum and not is_random_init(checksum):
+        match = next((p for p in found if p.is_file() and sha256_file(p) == checksum), None)
+        if match is not None:
+            return match
+    if found:
+        return found[0]
     where = ", ".join(str(d) for d in folders) or "no weight folder given"
     raise WeightsError(f"weights {name!r} of encoder {entry.get('name')!r} not found (looked in"
                        f" {where} and at {recorded})", field="weights")  # fmt: skip

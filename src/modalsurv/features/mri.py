@@ -46,8 +46,11 @@ def read_image(path: str | Path, patient: str | None = None) -> Any:
     except DataError:
         raise
     except Exception as exc:  # SimpleITK raises RuntimeError with a long ITK trace
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"cannot read image: {first}", path=path, patient=patient,
+        last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        # ITK's last line often says "No such file" for a file that exists but is truncated
+        what = (f"the file ({path.stat().st_size} bytes) exists but is not a readable image"
+                " (truncated, or another format?)" if path.is_file() else "cannot read image")
+        raise DataError(f"{what}; SimpleITK: {last}", path=path, patient=patient,
                         field="mri") from exc  # fmt: skip
     if img.GetDimension() != 3:
         raise DataError(f"expected a 3-D volume; found {img.GetDimension()}-D", path=path,
@@ -58,17 +61,25 @@ def read_image(path: str | Path, patient: str | None = None) -> Any:
 
 
 def reference_grid(image: Any, spacing: Sequence[float] | None = None) -> Any:
-    """The grid to resample onto: ``image``'s own, or its extent at ``spacing`` (x, y, z mm)."""
+    """The grid to resample onto: ``image``'s own, or its extent at ``spacing`` (x, y, z mm).
+
+    The new grid covers the same physical extent, centred on it: its first voxel's centre
+    moves by ``(extent_old - extent_new) / 2 + (new - old spacing) / 2`` along each axis
+    (an origin kept as it was would shift the grid by half the spacing change and leave
+    its last slice outside the image)."""
     import SimpleITK as sitk
 
     if spacing is None:
         return image
     spacing = [float(s) for s in spacing]
-    size = [max(1, round(n * s / t)) for n, s, t in
-            zip(image.GetSize(), image.GetSpacing(), spacing)]  # fmt: skip
+    old, n_old = np.asarray(image.GetSpacing(), float), np.asarray(image.GetSize(), float)
+    size = [max(1, round(n * s / t)) for n, s, t in zip(n_old, old, spacing)]
+    new = np.asarray(spacing)
+    shift = (n_old * old - np.asarray(size) * new) / 2 + (new - old) / 2  # along each axis, mm
+    direction = np.asarray(image.GetDirection(), float).reshape(3, 3)
     ref = sitk.Image(size, sitk.sitkFloat32)
     ref.SetSpacing(spacing)
-    ref.SetOrigin(image.GetOrigin())
+    ref.SetOrigin(tuple(np.asarray(image.GetOrigin(), float) + direction @ shift))
     ref.SetDirection(image.GetDirection())
     return ref
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import threading
+import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from modalsurv.errors import DataError
+from modalsurv.errors import DataError, DataWarning
 
 Sampling = Literal["uniform", "random"]
 SLIDE_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".scn", ".bif")
@@ -98,6 +99,11 @@ class Slide:
             if not override > 0:
                 raise DataError(f"mpp_override must be > 0; found {override}", path=self.path,
                                 field="mpp_override")  # fmt: skip
+            own = self._metadata_mpp(props)
+            if own is not None and not math.isclose(own, override, rel_tol=0.05):
+                warnings.warn(f"{self.path}: mpp_override {override:g} µm/px replaces the"
+                              f" slide's own {own:g} µm/px (tiles are cut at the override's"
+                              " scale)", DataWarning, stacklevel=3)  # fmt: skip
             return float(override)
         for key in ("tiffslide.mpp-x", "openslide.mpp-x", "aperio.MPP"):
             val = props.get(key)
@@ -115,6 +121,18 @@ class Slide:
         raise DataError("the slide has no resolution (µm per pixel) in its metadata; give it"
                         " with mpp_override (e.g. 0.25 for 40x, 0.5 for 20x)", path=self.path,
                         field="mpp")  # fmt: skip
+
+    @staticmethod
+    def _metadata_mpp(props: dict[str, Any]) -> float | None:
+        """The slide's own µm per pixel when its metadata gives a plausible one."""
+        for key in ("tiffslide.mpp-x", "openslide.mpp-x", "aperio.MPP"):
+            try:
+                mpp = float(props[key]) if props.get(key) is not None else math.nan
+            except (TypeError, ValueError):
+                continue
+            if 0 < mpp <= MAX_SLIDE_MPP:
+                return mpp
+        return None
 
     @property
     def dimensions(self) -> tuple[int, int]:
