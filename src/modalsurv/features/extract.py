@@ -722,7 +722,7 @@ def mri_settings(cfg: MriConfig) -> dict[str, Any]:
     """MRI preprocessing as JSON (what the store and the extraction record keep)."""
     return {"size": list(cfg.size), "spacing": None if cfg.spacing is None else list(cfg.spacing),
             "margin_mm": cfg.margin_mm, "norm": cfg.norm, "combine": cfg.combine,
-            "sequences": list(cfg.sequences)}  # fmt: skip
+            "sequences": list(cfg.sequences), "orientation": cfg.orientation}  # fmt: skip
 
 
 def mri_config(settings: dict[str, Any]) -> MriConfig:
@@ -730,7 +730,8 @@ def mri_config(settings: dict[str, Any]) -> MriConfig:
     return MriConfig(size=tuple(settings["size"]),
                      spacing=None if settings.get("spacing") is None else tuple(settings["spacing"]),
                      margin_mm=float(settings["margin_mm"]), norm=settings["norm"],
-                     combine=settings["combine"], sequences=tuple(settings["sequences"]))  # fmt: skip
+                     combine=settings["combine"], sequences=tuple(settings["sequences"]),
+                     orientation=settings.get("orientation"))  # older records: none  # fmt: skip
 
 
 def _versions() -> dict[str, str]:

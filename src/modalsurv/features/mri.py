@@ -146,10 +146,14 @@ def resize_volume(arr: np.ndarray, shape: Sequence[int]) -> np.ndarray:
 @dataclass(frozen=True)
 class MriConfig:
     """How volumes are prepared. ``size`` is (z, y, x) voxels; ``spacing`` (x, y, z) mm or
-    None for the T2W grid."""
+    None for the T2W grid; ``orientation``: the T2W grid is first reoriented to these
+    anatomical axes (``SimpleITK.DICOMOrient``), so that the same anatomy stored with
+    another axis order or flip gives the same arrays (None: the file's own index order,
+    as in extraction records written before this option)."""
 
     size: tuple[int, int, int] = (32, 64, 64)
     spacing: tuple[float, float, float] | None = None
+    orientation: str | None = "LPS"
     margin_mm: float = 10.0
     norm: Norm = "zscore"
     combine: Combine = "concat"
@@ -170,7 +174,10 @@ def prepare_mri(paths: Mapping[str, str | Path], mask: str | Path | None = None,
         raise DataError(f"MRI sequences missing: {missing} (have {sorted(k for k, v in paths.items() if v)})",
                         patient=patient, field="mri")  # fmt: skip
     images = {q: read_image(paths[q], patient) for q in cfg.sequences}
-    ref = reference_grid(images[cfg.sequences[0]], cfg.spacing)
+    first = images[cfg.sequences[0]]
+    if cfg.orientation is not None:  # every sequence and the mask follow the T2W grid
+        first = sitk.DICOMOrient(first, cfg.orientation)
+    ref = reference_grid(first, cfg.spacing)
     arrays = {q: sitk.GetArrayFromImage(resample_like(img, ref)) for q, img in images.items()}
     region = None
     crop: tuple[slice, ...] = (slice(None),) * 3
