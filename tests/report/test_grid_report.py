@@ -212,3 +212,37 @@ def test_a_stacked_scaling_grid_draws_the_stack_weight_by_training_size(grid_dir
     sums = data.groupby(["trial", "repeat", "fold"])["weight"].sum()
     assert np.allclose(sums, 1.0) and (data["weight"] >= 0).all()
     assert {"modalsurv", "modalsurv_clinical"} <= set(data["candidate"])
+
+
+def _grouped_folds(grouped: bool) -> pd.DataFrame:
+    """Leave-one-site-out folds of sites of 200, 50 and 50 patients, two settings."""
+    rng = np.random.default_rng(7)
+    rows = []
+    for mods in ("clinical", "clinical+rna"):
+        for fold, (n_test, n_train) in enumerate(((200, 100), (50, 250), (50, 250))):
+            rows.append({"modalities": mods, "encoder": "default", "fusion": "cross_attention_gated",
+                         "data_fraction": 1.0, "seed": 0, "trial": mods, "model": "modalsurv",
+                         "repeat": 0, "fold": fold, "harrell_c": 0.65 + rng.normal(0, 0.03)
+                         + (0.02 if mods != "clinical" else 0.0), "n_train": n_train,
+                         "n_test": n_test, "grouped": grouped})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_grouped_folds_use_their_own_test_train_ratio():
+    """Leave-one-group-out folds of unequal sizes: the corrected test uses the folds' own
+    mean n_test / n_train (0.8 here), as the paired table does, not the k-fold 1/(k-1)."""
+    folds = _grouped_folds(True)
+    own = float((folds["n_test"] / folds["n_train"]).iloc[:3].mean())
+    assert own == pytest.approx(0.8)
+    table = G.scaling_table(folds, ["modalities"]).set_index("line")
+    c = folds[folds.modalities == "clinical"]["harrell_c"].to_numpy()
+    _, lo, hi, _ = corrected_resampled_ttest(c, own)
+    assert (table.loc["clinical", "low"], table.loc["clinical", "high"]) == pytest.approx((lo, hi))
+    comp = G.fusion_vs_clinical(folds, ["modalities"]).iloc[0]
+    d = (folds[folds.modalities != "clinical"]["harrell_c"].to_numpy() - c)
+    _, lo, hi, p = corrected_resampled_ttest(d, own)
+    assert (comp["low"], comp["high"], comp["p_value"]) == pytest.approx((lo, hi, p))
+    # stratified k folds: the k-fold value, as before
+    plain = G.scaling_table(_grouped_folds(False), ["modalities"]).set_index("line")
+    _, lo, hi, _ = corrected_resampled_ttest(c, 0.5)
+    assert (plain.loc["clinical", "low"], plain.loc["clinical", "high"]) == pytest.approx((lo, hi))

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from modalsurv.errors import ConfigError
 from modalsurv.experiments.paired import SETTINGS, paired_table
@@ -29,7 +30,7 @@ from modalsurv.experiments.runners import stack_weight_curve
 from modalsurv.report import plots as P
 from modalsurv.report.html import Chart, Note, render_report
 from modalsurv.report.tables import FLAG_TEXT, format_difference
-from modalsurv.train.compare import corrected_resampled_ttest, fold_ratio
+from modalsurv.train.compare import corrected_resampled_ttest, fold_overlap_ratio, fold_ratio
 from modalsurv.train.cv import MAIN, PLAIN
 from modalsurv.train.diagnostics import CLINICAL_REFERENCES, bundle, table_checks
 
@@ -99,20 +100,42 @@ def load_results(out: Path) -> pd.DataFrame:
 
 def fold_table(out: Path, results: pd.DataFrame) -> pd.DataFrame:
     """Every finished trial's fold scores, long: the settings, ``trial``, ``model``,
-    ``repeat``, ``fold``, ``harrell_c``, ``n_train`` and ``n_test``."""
+    ``repeat``, ``fold``, ``harrell_c``, ``n_train``, ``n_test`` and ``grouped`` (the
+    trial's folds are leave-one-group-out, ``cv.groups``: their sizes follow the groups)."""
     ok = results[results["status"] == "ok"].drop_duplicates("trial")
     frames = []
     for _, row in ok.iterrows():
-        m = pd.read_csv(out / "trials" / row["trial"] / "metrics.csv")
+        d = out / "trials" / row["trial"]
+        m = pd.read_csv(d / "metrics.csv")
         m = m[["model", "repeat", "fold", "harrell_c", "n_train", "n_test"]].copy()
         for s in TRIAL_SETTINGS:
             m[s] = row[s]
         m["trial"] = row["trial"]
+        m["grouped"] = _grouped(d)
         frames.append(m)
-    cols = [*TRIAL_SETTINGS, "trial", "model", "repeat", "fold", "harrell_c", "n_train", "n_test"]
+    cols = [*TRIAL_SETTINGS, "trial", "model", "repeat", "fold", "harrell_c", "n_train", "n_test",
+            "grouped"]
     if not frames:
         return pd.DataFrame(columns=cols)
     return pd.concat(frames, ignore_index=True)[cols]
+
+
+def _grouped(trial: Path) -> bool:
+    """Whether a trial's folds were leave-one-group-out (its config's ``cv.groups``)."""
+    path = trial / "config.yaml"
+    if not path.is_file():
+        return False
+    return bool(((yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("cv") or {})
+                .get("groups"))  # fmt: skip
+
+
+def _ratio(rows: pd.DataFrame, k: int, fraction: float) -> float:
+    """n_test / n_train for the corrected resampled t-test over ``rows``' folds: the folds'
+    own mean for leave-one-group-out folds (as ``paired`` and ``CVResult`` use), else the
+    k-fold value (``compare.fold_ratio``)."""
+    if "grouped" in rows and rows["grouped"].astype(bool).any():
+        return float((rows["n_test"] / rows["n_train"]).mean())
+    return fold_ratio(k, fraction)
 
 
 def trial_diagnostics(out: Path, results: pd.DataFrame) -> dict[str, dict[str, Any]]:
@@ -127,7 +150,8 @@ def trial_diagnostics(out: Path, results: pd.DataFrame) -> dict[str, dict[str, A
         if diag is None:
             metrics = pd.read_csv(d / "metrics.csv")
             k = int(metrics.loc[metrics["model"] == MAIN, "fold"].nunique()) or 2
-            diag = bundle(table_checks(metrics, fold_ratio(k, float(row["data_fraction"]))))
+            ratio = fold_overlap_ratio(metrics, k, float(row["data_fraction"]), _grouped(d))
+            diag = bundle(table_checks(metrics, ratio))
         found[row["trial"]] = diag
     return found
 
@@ -191,7 +215,7 @@ def scaling_table(folds: pd.DataFrame, line_axes: list[str]) -> pd.DataFrame:
     for (line, fraction), g in f.groupby(["line", "data_fraction"], sort=False):
         k = int(g.groupby(["seed", "repeat"])["fold"].nunique().max())
         mean, lo, hi, _ = corrected_resampled_ttest(g["harrell_c"].to_numpy(float),
-                                                    fold_ratio(k, float(fraction)))
+                                                    _ratio(g, k, float(fraction)))
         rows.append({"line": line, "data_fraction": float(fraction),
                      "x": float(g["n_train"].mean()), "mean": mean, "low": lo, "high": hi,
                      "n": int(np.isfinite(g["harrell_c"].to_numpy(float)).sum())})  # fmt: skip
@@ -230,7 +254,9 @@ def fusion_vs_clinical(folds: pd.DataFrame, line_axes: list[str]) -> pd.DataFram
         both = g.merge(clin[[*keys, "harrell_c"]], on=keys, suffixes=("", "_ref"))
         d = (both["harrell_c"] - both["harrell_c_ref"]).to_numpy(float)
         k = int(g.groupby(["seed", "repeat"])["fold"].nunique().max())
-        mean, lo, hi, p = corrected_resampled_ttest(d, fold_ratio(k, float(first["data_fraction"])))
+        fraction = float(first["data_fraction"])  # grouped: the larger of the two settings'
+        ratio = max(_ratio(g, k, fraction), _ratio(clin, k, fraction))
+        mean, lo, hi, p = corrected_resampled_ttest(d, ratio)
         rows.append({"line": _line(first, line_axes), "reference": ref_name,
                      "data_fraction": float(first["data_fraction"]),
                      "x": float(g["n_train"].mean()), "mean": mean, "low": lo, "high": hi,
