@@ -591,6 +591,10 @@ def scan(
     """List every problem in a cohort (missing files, bad labels, leaks) in one report."""
     from modalsurv.io.scan import scan as scan_cohort
 
+    if features is not None and layout == "manifest":  # it would be silently ignored
+        raise ConfigError("--features joins a feature store with a CHIMERA folder"
+                          " (--layout chimera-task1 | chimera-task3); a manifest names its"
+                          " feature files itself")  # fmt: skip
     try:
         problems = scan_cohort(root, layout=layout, strict=strict and not as_json,
                                features=features)  # fmt: skip

@@ -25,7 +25,7 @@ import pandas as pd
 from modalsurv.cohort import Cohort
 from modalsurv.config import RunConfig, dump_config
 from modalsurv.data.sources import LoadedData, load_data
-from modalsurv.errors import ConfigError, LabelError
+from modalsurv.errors import ConfigError, DataError, LabelError
 from modalsurv.folders import RUN, refuse_other_kind
 from modalsurv.report.run_files import EVALUATION, EVALUATION_PREDICTIONS
 from modalsurv.resume import remove_stale_temporaries
@@ -71,6 +71,9 @@ def train_run(
     if cohort is None:
         assert data is not None
         cohort = data.cohort
+    if not cohort.modalities:  # before anything is written
+        raise DataError("the cohort has no modality to train on (no feature file column,"
+                        " store modality or clinical column was read)", field="modalities")  # fmt: skip
     plan = plan_cv(cohort, config)
     with exclusive_lock(out, "run folder"):
         finished = (out / "metrics.json").is_file()

@@ -153,6 +153,10 @@ def test_generic_csv_with_yaml_schema_and_time_unit(tmp_path):
     assert names == ["age", "er", "grade", "hist=ductal", "hist=lobular"]
     np.testing.assert_array_equal(x[0], [50, 1, 2, 1, 0])
     assert np.isnan(x[1, [0, 3, 4]]).all() and x[1, 2] == 0
+    # a spreadsheet's UTF-8 BOM does not stick to the first header
+    (tmp_path / "bom.csv").write_bytes("\ufeffpid,age,er,grade,hist,days,dead\n"
+                                       "a,50,pos,3,ductal,365.25,1\n".encode())
+    assert read_generic(tmp_path / "bom.csv", tmp_path / "s.yaml")["time"].tolist() == [1.0]
     (tmp_path / "bad.yaml").write_text("columns:\n  g: {kind: ordinal}\n")
     with pytest.raises(ConfigError, match="order"):
         load_schema(tmp_path / "bad.yaml")

@@ -130,3 +130,37 @@ def test_manifest_to_cohort_via_store_matches_direct(cohort_dir):
     (cohort_dir / "feats/a.pt").unlink()
     again = manifest_to_cohort(m, store=store, modalities=["wsi"], max_tiles=4, seed=1)
     np.testing.assert_array_equal(again.features["wsi"], via.features["wsi"])
+
+
+def test_messy_cells_of_a_numeric_column_are_missing_not_categories(tmp_path):
+    """One messy cell ('5 cm', '1,200', inf, 'n/a') no longer turns a numeric column into
+    one category per value: it is missing, with a warning naming row, patient and column;
+    missing markers are missing; a text column of mostly unique values is flagged."""
+    rows = ["patient,time,event,age,psa,grade,note"]
+    for i in range(30):
+        age = {3: "NA", 7: "n/a"}.get(i, str(50 + i))
+        psa = {4: '"1,200"', 5: "inf"}.get(i, str(10 + i))
+        rows.append(f"P{i},{5 + i},{i % 2},{age},{psa},{['low', 'high'][i % 2]},free text {i}")
+    path = tmp_path / "m.csv"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    m = read_manifest(path)
+    cohort = manifest_to_cohort(m)
+    names = cohort.feature_names["clinical"]
+    assert names[:2] == ["age", "psa"] and {"grade=high", "grade=low"} <= set(names)
+    x = cohort.features["clinical"]
+    assert np.isnan(x[[3, 7], 0]).all() and np.isnan(x[[4, 5], 1]).all()
+    assert x[0, 0] == 50 and x[6, 1] == 16
+    said = {(p.patient, p.field): p.reason for p in m.problems}
+    assert "'1,200' is not a finite number" in said[("P4", "psa")]
+    assert "'inf' is not a finite number" in said[("P5", "psa")]
+    assert ("P3", "age") not in said  # a missing marker is simply missing
+    assert any(p.field == "note" and "30 distinct values" in p.reason for p in m.problems)
+    assert [p for p in scan_manifest(path) if p.field == "psa"]  # scan finds them too
+
+
+def test_a_duplicated_column_name_is_an_error_not_a_clinical_column(tmp_path):
+    (tmp_path / "a.npy").write_bytes(b"")
+    path = tmp_path / "m.csv"
+    path.write_text("patient,time,event,wsi_path,wsi_path\nP0,5,1,a.npy,a.npy\n", encoding="utf-8")
+    with pytest.raises(LayoutError, match=r"duplicated column name\(s\) \['wsi_path'\]"):
+        read_manifest(path)

@@ -284,6 +284,23 @@ def test_load_labelled_cohort_reads_labels_csv(store):
     assert list(co.meta["site"]) == ["a", "b"]
 
 
+def test_labels_keep_na_as_a_patient_id_and_label_errors_name_the_file(store):
+    store.write_many("slide", {"NA": np.ones(4), "002": np.zeros(4)})
+    (store.root / "labels.csv").write_text("patient,time,event\nNA,5,1\n002,2,0\n")
+    co = labelled_store_cohort(store.root)
+    assert list(co.ids) == ["NA", "002"] and co.present["slide"].all()
+    bad = store.root / "bad.csv"
+    bad.write_text("patient,time,event\nNA,,1\n002,2,0\n")
+    with pytest.raises(DataError, match="time") as exc:
+        labelled_store_cohort(store.root, bad)
+    assert exc.value.path == str(bad) and exc.value.patient == "NA"
+    empty = FeatureStore(store.root.parent / "empty")
+    empty.root.mkdir()
+    (empty.root / "labels.csv").write_text("patient,time,event\n001,5,1\n")
+    with pytest.raises(DataError, match="no modality"):
+        labelled_store_cohort(empty.root)
+
+
 # ---------------------------------------------------------------------------- packed layout
 def _twins(tmp_path, kind, dtype, n=7, d=8):
     """Two stores with the same patients: ``plain`` (per-patient datasets) and ``packed``."""

@@ -22,10 +22,14 @@ from modalsurv.train.align import align_columns
 
 
 def _cohort(path: Path):
+    """The cohort and every message reading it gave: warnings, and the manifest's problems
+    (a cell that is not a number in a numeric column is one)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        cohort = manifest_to_cohort(read_manifest(path))
-    return cohort, [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
+        manifest = read_manifest(path)
+        cohort = manifest_to_cohort(manifest)
+    said = [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
+    return cohort, said + [str(p.to_error()) for p in manifest.problems]
 
 
 def _edit(manifest: Path, tmp: Path, fn) -> Path:

@@ -204,6 +204,17 @@ def _extract_into_run_folder(i: Inputs) -> Built:
                   "--random-weights"], [run])  # fmt: skip
 
 
+def _labels_only(i: Inputs) -> Built:
+    path = i.rel.write_manifest(i.tmp / "data", n=12, columns=(), rna=False)
+    return Built(i.train_args(i.rel.manifest_config(path)), [i.tmp / "out"])
+
+
+def _empty_data_yaml(i: Inputs) -> Built:
+    (i.tmp / "empty.yaml").write_text("", encoding="utf-8")
+    return Built(["train", "--data", i.tmp / "empty.yaml", "--out", i.tmp / "out"],
+                 [i.tmp / "out"])  # fmt: skip
+
+
 def _grid_compared_with(*options: str) -> Callable[[Inputs], Built]:
     def build(i: Inputs) -> Built:
         grid = i.rel.write_yaml(i.tmp / "grid.yaml", {"name": "g", "base": i.rel.tiny_config(),
@@ -293,6 +304,12 @@ CASES = [
     Case("rerun_without_resume", _rerun_without_resume, 2, ("--resume",)),
     Case("run_folder_locked", _locked_run, 1, ("in use", "PID")),
     Case("grid_folder_locked", _locked_grid, 1, ("in use", "PID")),
+    # nothing to train on, or an option that would be silently ignored
+    Case("no_modality_at_all", _labels_only, 1, ("no modality to train on",)),
+    Case("empty_data_yaml", _empty_data_yaml, 2, ("empty", "data.source")),
+    Case("scan_manifest_with_features", lambda i: Built(
+        ["scan", i.rel.write_manifest(i.tmp / "data", n=6), "--layout", "manifest",
+         "--features", i.tmp], [i.tmp / "data"]), 2, ("--features", "CHIMERA")),
     # a damaged run folder is named, file by file, never an internal error
     Case("report_truncated_metrics_json", _damaged("metrics.json", "truncate"), 1,
          ("metrics.json", "damaged")),

@@ -47,6 +47,9 @@ def parse_data_spec(spec: str) -> DataConfig:
     path = Path(spec)
     if path.suffix in {".yaml", ".yml"}:
         raw = read_yaml_mapping(path, "data config")
+        if not raw.get("data", raw):  # an empty file would silently mean the defaults
+            raise ConfigError(f"data config {path}: empty; give at least data.source (e.g."
+                              " source: manifest, path: cohort.csv)")  # fmt: skip
         try:
             data = DataConfig.model_validate(raw.get("data", raw))
         except ValidationError as err:

@@ -529,7 +529,8 @@ def read_generic(
                             path=path)  # fmt: skip
     else:
         try:
-            df = pd.read_csv(path, dtype=str, keep_default_na=False, sep=None, engine="python")
+            df = pd.read_csv(path, dtype=str, keep_default_na=False, sep=None, engine="python",
+                             encoding="utf-8-sig")  # a BOM would stick to the first header
         except Exception as exc:
             raise DataError(f"cannot read CSV: {exc}", path=path) from None
         idf = schema.id or df.columns[0]

@@ -113,6 +113,11 @@ def _scan(
         err(f"cannot parse the CSV (a value with a comma must be quoted): {exc}")
         return problems, None, {}
     df.columns = [str(c).strip() for c in df.columns]
+    header = _header(path)
+    dup = sorted({c for c in header if header.count(c) > 1})
+    if dup:  # pandas would rename the second one and read it as a clinical column
+        err(f"duplicated column name(s) {dup}: each column must be named once", fld=dup[0])
+        return problems, None, {}
     for col in REQUIRED:
         if col not in df.columns:
             err(f"missing required column {col!r} (columns: {list(df.columns)})", fld=col)
@@ -183,7 +188,59 @@ def _scan(
             problems.append(
                 Problem("warning", f"row {line}: no modality file", str(path), pid, "paths")
             )
+    extra = [c for c in df.columns if c not in RESERVED and c not in cols.values()]
+    _clean_clinical(df, extra, path, problems)
     return problems, df, cols
+
+
+def _header(path: Path) -> list[str]:
+    """The header's column names as written (stripped, a UTF-8 BOM dropped)."""
+    import csv
+
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
+        return [c.strip() for c in next(csv.reader(fh), [])]
+
+
+#: cells that mean "not recorded" in an extra (clinical) column, compared case-insensitively
+MISSING = ("", "na", "n/a", "nan", "null", "none", "missing", "-", "?", ".")
+#: a column whose values are at least this share numbers is numeric (the rest: missing)
+NUMERIC_SHARE = 0.8
+#: a text column with more distinct values than this (and mostly unique) is flagged
+MANY_LEVELS = 20
+
+
+def _clean_clinical(df: pd.DataFrame, columns: Sequence[str], path: Path,
+                    problems: list[Problem]) -> dict[str, pd.Series]:  # fmt: skip
+    """Each extra column as the model will read it: missing markers → NaN; a column of
+    mostly numbers (``NUMERIC_SHARE``) is numeric, its other cells (a unit, a thousands
+    comma, inf) missing with a warning naming row, patient and column, instead of turning
+    the whole column into one category per value; a text column of very many distinct
+    values (an identifier or free text?) is flagged."""
+    out = {}
+    ids = df["patient"].astype(str).str.strip() if "patient" in df.columns else None
+    for c in columns:
+        col = df[c].astype(str).str.strip()
+        col = col.mask(col.str.lower().isin(MISSING))
+        given = col.notna()
+        num = pd.to_numeric(col, errors="coerce")
+        num = num.where(np.isfinite(num))
+        numeric = given.any() and (num.notna() & given).sum() >= NUMERIC_SHARE * given.sum()
+        if numeric:
+            for i in np.flatnonzero(given & num.isna()):
+                problems.append(Problem(
+                    "warning", f"row {i + 2}: {col.iloc[i]!r} is not a finite number in the"
+                    f" numeric column {c!r}; treated as missing", str(path),
+                    None if ids is None else ids.iloc[i], c))  # fmt: skip
+            out[c] = num.astype(object).where(num.notna(), np.nan)
+            continue
+        levels = col.dropna().nunique()
+        if levels > MANY_LEVELS and levels > 0.5 * given.sum():
+            problems.append(Problem(
+                "warning", f"text column {c!r} has {levels} distinct values over"
+                f" {int(given.sum())} patients: one-hot into {levels} columns (an identifier"
+                " or free text? drop it from the manifest if so)", str(path), None, c))  # fmt: skip
+        out[c] = col.where(given, np.nan)
+    return out
 
 
 def read_manifest(path: str | Path, modalities: Sequence[str] | None = None) -> Manifest:
@@ -203,8 +260,8 @@ def read_manifest(path: str | Path, modalities: Sequence[str] | None = None) -> 
     if "site" in df.columns:
         table["site"] = df["site"].str.strip()
     extra = [c for c in df.columns if c not in RESERVED and c not in cols.values()]
-    for c in extra:
-        table[c] = df[c].str.strip().replace("", np.nan)
+    for c, values in _clean_clinical(df, extra, path, []).items():
+        table[c] = values.to_numpy()
     base = path.parent
     paths = pd.DataFrame(
         {

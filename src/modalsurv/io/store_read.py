@@ -378,14 +378,25 @@ def labelled_store_cohort(root: str | Path, labels: str | Path | pd.DataFrame | 
     from modalsurv.io.store import FeatureStore
 
     store = FeatureStore(root)
+    path = None
     if not isinstance(labels, pd.DataFrame):
         path = Path(labels) if labels is not None else store.root / "labels.csv"
         if not path.is_file():
             raise LabelError("labels CSV not found (patient, time, event[, site]); pass"
                              " data.params.labels=PATH", path=path)  # fmt: skip
-        labels = pd.read_csv(path, dtype={"patient": str})
+        # "NA" and "None" are patient ids here: only an empty cell is missing
+        labels = pd.read_csv(path, dtype={"patient": str}, keep_default_na=False,
+                             na_values={"time": [""], "event": [""]})  # fmt: skip
         if "patient" not in labels.columns:
             raise LabelError(f"labels need a 'patient' column; found {list(labels.columns)}",
                              path=path, field="patient")  # fmt: skip
     mods = list(modalities) if modalities is not None else store.modalities()
-    return cohort_from_store(store, labels, mods, max_tiles=max_tiles, seed=seed)
+    if not mods:
+        raise DataError("the feature store holds no modality to train on (run modalsurv"
+                        " extract first)", path=store.root, field="modalities")  # fmt: skip
+    try:
+        return cohort_from_store(store, labels, mods, max_tiles=max_tiles, seed=seed)
+    except DataError as exc:  # a label problem: name the labels file it is in
+        if path is None or exc.path is not None:
+            raise
+        raise type(exc)(exc.reason, path=path, patient=exc.patient, field=exc.field) from exc
