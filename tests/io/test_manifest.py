@@ -164,3 +164,18 @@ def test_a_duplicated_column_name_is_an_error_not_a_clinical_column(tmp_path):
     path.write_text("patient,time,event,wsi_path,wsi_path\nP0,5,1,a.npy,a.npy\n", encoding="utf-8")
     with pytest.raises(LayoutError, match=r"duplicated column name\(s\) \['wsi_path'\]"):
         read_manifest(path)
+
+
+def test_a_column_mixing_rna_json_and_feature_files_names_the_odd_file(tmp_path):
+    rows = ["patient,time,event,rna_path"]
+    for i in range(6):
+        name = f"P{i}.npy" if i == 5 else f"P{i}_RNA.json"
+        if i == 5:
+            np.save(tmp_path / name, np.ones(3))
+        else:
+            (tmp_path / name).write_text(json.dumps({"G1": 1.0, "G2": 2.0}))
+        rows.append(f"P{i},{5 + i},{i % 2},{name}")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(LayoutError, match="mixes RNA JSON profiles") as exc:
+        manifest_to_cohort(read_manifest(tmp_path / "m.csv"))
+    assert exc.value.patient == "P5" and exc.value.path.endswith("P5.npy")

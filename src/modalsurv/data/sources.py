@@ -170,5 +170,19 @@ def load_data(data: DataConfig | str, seed: int = 0) -> LoadedData:
     from modalsurv.io.store import read_extraction_record
     from modalsurv.io.store_read import labelled_store_cohort
 
-    return LoadedData(labelled_store_cohort(data.path, **params),
-                      extraction=read_extraction_record(data.path), source=source)
+    cohort = labelled_store_cohort(data.path, **params)
+    # a labelled patient the store has nothing for trains with no modality: say so
+    problems = [Problem("warning", "labelled, but the feature store has no features for this"
+                        " patient: it has no modality", str(data.path), pid, "features")
+                for pid, has in zip(cohort.ids, _any_present(cohort), strict=True) if not has]  # fmt: skip
+    return LoadedData(cohort, problems, extraction=read_extraction_record(data.path),
+                      source=source)  # fmt: skip
+
+
+def _any_present(cohort: Cohort) -> list[bool]:
+    """Per patient: whether any modality is present."""
+    import numpy as np
+
+    if not cohort.modalities:
+        return [False] * len(cohort)
+    return list(np.any([cohort.present[m] for m in cohort.modalities], axis=0))

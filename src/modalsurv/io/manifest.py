@@ -395,6 +395,14 @@ def manifest_to_cohort(
             raise LayoutError(
                 f"modality {m!r} has no file for any patient", path=manifest.path, field=m
             )
+        kinds = {f.suffix.lower() in RNA_SUFFIXES for _, f in given}
+        if len(kinds) > 1:  # name a file of the minority kind: that is the odd one out
+            rna_rows = [(pid, f) for pid, f in given if f.suffix.lower() in RNA_SUFFIXES]
+            other = [(pid, f) for pid, f in given if f.suffix.lower() not in RNA_SUFFIXES]
+            pid, odd = min(rna_rows, other, key=len)[0]
+            raise LayoutError(f"modality {m!r} mixes RNA JSON profiles ({len(rna_rows)}) with"
+                              f" feature files ({len(other)}): one kind of file per column",
+                              path=odd, patient=pid, field=m)  # fmt: skip
         if given and all(f.suffix.lower() in RNA_SUFFIXES for _, f in given):
             profiles = [rnaseq.read_rna_json(f, pid) for pid, f in given]
             frame = _align_profiles(profiles, dict(given), m, rna_how)
