@@ -179,3 +179,18 @@ def test_a_column_mixing_rna_json_and_feature_files_names_the_odd_file(tmp_path)
     with pytest.raises(LayoutError, match="mixes RNA JSON profiles") as exc:
         manifest_to_cohort(read_manifest(tmp_path / "m.csv"))
     assert exc.value.patient == "P5" and exc.value.path.endswith("P5.npy")
+
+
+def test_scan_reads_the_files_a_run_would_read(tmp_path):
+    """A file that exists but cannot be used (not an array) is found by the scan, not by
+    the training run after it."""
+    rows = ["patient,time,event,mri_path"]
+    for i in range(4):
+        if i == 2:
+            (tmp_path / f"P{i}.npy").write_bytes(b"not an array")
+        else:
+            np.save(tmp_path / f"P{i}.npy", np.ones(3))
+        rows.append(f"P{i},{5 + i},{i % 2},P{i}.npy")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    errors = [p for p in scan_manifest(tmp_path / "m.csv") if p.severity == "error"]
+    assert len(errors) == 1 and errors[0].patient == "P2" and errors[0].path.endswith("P2.npy")

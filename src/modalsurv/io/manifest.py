@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from modalsurv.cohort import Cohort, coerce_events, stack_patients
-from modalsurv.errors import DataWarning, FeatureError, LabelError, LayoutError, Problem
+from modalsurv.errors import DataError, DataWarning, FeatureError, LabelError, LayoutError, Problem
 from modalsurv.io import rnaseq
 from modalsurv.io.feature_files import load_feature_file, tile_subset
 from modalsurv.io.store import FeatureStore
@@ -91,8 +91,19 @@ def _resolve(base: Path, cell: str) -> Path:
 
 
 def scan_manifest(path: str | Path, modalities: Sequence[str] | None = None) -> list[Problem]:
-    """Every problem in the manifest (errors and warnings), each naming path/patient/field."""
-    return _scan(Path(path), modalities)[0]
+    """Every problem in the manifest (errors and warnings), each naming path/patient/field.
+
+    When the table itself has no error, every file it names is also read as a run would
+    read it (contents, shapes, a bag among vectors, non-numbers in RNA profiles, non-finite
+    features); the first file that cannot be used is an error."""
+    problems = _scan(Path(path), modalities)[0]
+    if not any(p.severity == "error" for p in problems):
+        try:
+            manifest_to_cohort(read_manifest(path, modalities), modalities=modalities)
+        except DataError as exc:
+            problems.append(Problem("error", exc.reason, exc.path or str(path), exc.patient,
+                                    exc.field))  # fmt: skip
+    return problems
 
 
 def _scan(
