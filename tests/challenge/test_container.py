@@ -106,6 +106,28 @@ def test_a_failed_export_leaves_nothing_and_the_rerun_succeeds(task1, tmp_path, 
     res = CliRunner().invoke(app, ["export-model", str(task1["run"]), "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert [p.name for p in out.parent.iterdir()] == [name]
+    # a second export to the same place is refused, the first one kept (folder or tarball)
+    before = out.stat().st_mtime_ns
+    res = CliRunner().invoke(app, ["export-model", str(task1["run"]), "--out", str(out)])
+    assert res.exit_code == 2 and "choose a new --out" in res.output, res.output
+    assert out.stat().st_mtime_ns == before and [p.name for p in out.parent.iterdir()] == [name]
+
+
+def test_a_tarball_export_that_fails_to_land_leaves_no_part_file(task1, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    real = Path.replace
+
+    def failing(self, target):
+        if str(self).endswith(".part"):
+            raise OSError("disk full")
+        return real(self, target)
+
+    monkeypatch.setattr(Path, "replace", failing)
+    out = tmp_path / "model.tar.gz"
+    res = CliRunner().invoke(app, ["export-model", str(task1["run"]), "--out", str(out)])
+    assert res.exit_code != 0 and "disk full" in res.output, res.output
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_build_script_builds_and_exports_both_variants():

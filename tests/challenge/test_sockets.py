@@ -179,6 +179,12 @@ def test_replace_empties_only_a_case_input_folder_and_only_once_the_case_is_read
     with pytest.raises(DataError, match="not empty"):
         case_to_input(folder, "task1", "1000", run, replace=True)
     assert (run / "config.yaml").is_file()  # not a case-input folder: never emptied
+    answer = tmp_path / "output"  # a challenge /output folder: one answer JSON
+    answer.mkdir()
+    (answer / "time-to-biochemical-recurrence-for-prostate-cancer-months.json").write_text("5.0")
+    with pytest.raises(DataError, match="not empty"):
+        case_to_input(folder, "task1", "1000", answer, replace=True)
+    assert len(list(answer.iterdir())) == 1
     dest = case_to_input(folder, "task1", "1000", tmp_path / "in")
     before = sorted(p.relative_to(dest) for p in dest.rglob("*"))
     broken = shutil.copytree(folder, tmp_path / "broken")

@@ -38,8 +38,9 @@ def export_model(run: str | Path, out: str | Path, task: str | None = None,
         task = config.data.name or "task1"
     source = ChallengeModel.load(run, task, weight_folders)  # refuses a run that cannot answer
     tarball = out.name.endswith(".tar.gz")
-    if not tarball and out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"{out} exists and is not empty; choose a new --out")
+    if out.exists() and (tarball or not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"{out} exists{'' if tarball else ' and is not empty'}; choose a new"
+                          " --out")  # fmt: skip
     # built beside ``out`` and renamed into place only once it loads as it will run: a
     # failure (weights missing, checksum wrong) leaves nothing that looks like a model
     with staged_folder(out) as staging:
@@ -49,10 +50,13 @@ def export_model(run: str | Path, out: str | Path, task: str | None = None,
             staging.replace(out)  # ``out`` is absent or an empty folder
             return out
         part = out.with_name(out.name + ".part")
-        with tarfile.open(part, "w:gz") as tar:
-            for p in sorted(staging.rglob("*")):
-                tar.add(p, arcname=str(p.relative_to(staging)), recursive=False)
-        part.replace(out)
+        try:
+            with tarfile.open(part, "w:gz") as tar:
+                for p in sorted(staging.rglob("*")):
+                    tar.add(p, arcname=str(p.relative_to(staging)), recursive=False)
+            part.replace(out)
+        finally:
+            part.unlink(missing_ok=True)  # a failed write or rename leaves nothing behind
         return out
 
 

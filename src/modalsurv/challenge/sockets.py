@@ -376,10 +376,13 @@ def case_to_input(root: str | Path, task: str, case: str, dest: str | Path,
 
 
 def _is_case_input(folder: Path) -> bool:
-    """Whether ``folder`` holds only what ``case_to_input`` writes (socket JSON files,
-    ``images/``, ``inputs.json``): the one kind of folder ``replace`` may empty."""
+    """Whether ``folder`` holds only what ``case_to_input`` writes (the interface's socket
+    JSON files by their names, ``images/``, ``inputs.json``): the one kind of folder
+    ``replace`` may empty. A challenge ``/output`` folder (an answer JSON) is not one."""
+    socket_files = {Path(p).name for socks in SOCKETS.values() for sock in socks
+                    for p in sock.paths if p.endswith(".json")} | {"inputs.json"}  # fmt: skip
     return folder.is_dir() and all(
-        (p.is_file() and p.suffix == ".json") or (p.is_dir() and p.name == "images")
+        (p.is_file() and p.name in socket_files) or (p.is_dir() and p.name == "images")
         for p in folder.iterdir())  # fmt: skip
 
 
