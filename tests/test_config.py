@@ -69,3 +69,27 @@ def test_search_ranges_are_checked_when_the_config_is_read(search, needle):
 
 def test_search_sizes_need_the_heads_only_when_searching():
     assert parse_config({"search": {"latent_dim": [30]}}).search.latent_dim == [30]
+
+
+def test_values_that_would_fail_later_are_refused_when_the_config_is_read(tmp_path):
+    """inf (JSON would save it as null), a seed NumPy refuses, a repeated baseline (each
+    fold scored twice, found after every fold trained), an empty modality list (it meant
+    every modality) and a YAML key given twice (the first section silently dropped)."""
+    from modalsurv.config import RunConfig, load_config, set_values
+    from modalsurv.errors import ConfigError
+
+    for values, words in ((["train.lr=.inf"], "finite"), (["loss.sigma=.inf"], "finite"),
+                          (["search.lr=[1e-4,.inf]"], "finite"), (["seed=-1"], "seed"),
+                          (["seed=4294967296"], "seed"),
+                          (["baselines=[coxph_clinical,coxph_clinical]"], "repeat"),
+                          (["model.modalities=[]"], "model.modalities")):  # fmt: skip
+        with pytest.raises(ConfigError, match=words):
+            set_values(RunConfig(), values)
+    # a searched latent size only has to divide by the heads when the fusion has heads
+    cfg = set_values(RunConfig(), ["search.trials=2", "search.latent_dim=[30]",
+                                   "model.fusion=concat"])  # fmt: skip
+    assert cfg.search.latent_dim == [30]
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("train: {epochs: 3}\nmodel: {fusion: concat}\ntrain: {lr: 0.01}\n")
+    with pytest.raises(ConfigError, match="'train' given twice"):
+        load_config(twice)

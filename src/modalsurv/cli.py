@@ -336,6 +336,7 @@ def train(
     """Cross-validate ModalSurv and baselines on the same folds; write a run folder."""
     from modalsurv.config import RunConfig, load_config, set_values
     from modalsurv.data.sources import parse_data_spec
+    from modalsurv.devices import resolve_device
     from modalsurv.experiments.runners import get_runner
     from modalsurv.folders import RUN, refuse_other_kind
     from modalsurv.report.tables import (
@@ -358,6 +359,7 @@ def train(
         if set_:
             cfg = set_values(cfg, list(set_))
         refuse_other_kind(out, RUN)  # before the cohort is read
+        resolve_device(cfg.train.device)  # an unknown or absent device, before the data too
         loaded = _load_data(cfg.data, None, strict, seed=cfg.seed)
         with _progress() as p:
             result = train_run(cfg, out, resume=resume, progress=RichProgress(p),

@@ -27,7 +27,8 @@ from modalsurv.utils import read_yaml_mapping
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # no inf or NaN in any float: JSON (config.yaml, trial ids) would turn them into null
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class PreprocessConfig(Strict):
@@ -76,7 +77,8 @@ class PreprocessConfig(Strict):
 class ModelConfig(Strict):
     """ModalSurvNet: projections -> fusion -> head."""
 
-    modalities: list[str] | None = Field(None, description="None: every modality in the cohort")
+    modalities: list[str] | None = Field(None, min_length=1,
+                                         description="None: every modality in the cohort")
     latent_dim: int = Field(128, ge=1)
     hidden_dim: int = Field(256, ge=1)
     projection_layers: int = Field(1, ge=1, le=4)
@@ -426,7 +428,8 @@ def check_data_params(data: DataConfig, source: str = "<dict>", key: str = "data
 class RunConfig(Strict):
     """Everything a `modalsurv train` run needs; saved resolved in the run folder."""
 
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32, description="the one seed (NumPy and scikit-learn"
+                      " take 0 <= seed < 2**32)")
     data: DataConfig = Field(default_factory=DataConfig)
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -450,8 +453,11 @@ class RunConfig(Strict):
     @model_validator(mode="after")
     def _searched_sizes_fit_the_heads(self) -> RunConfig:
         """Refused when the config is read, not at the trial that draws the size."""
+        from modalsurv.nn.fusion import FUSIONS, CrossAttentionFusion
+
+        attention = issubclass(FUSIONS[self.model.fusion], CrossAttentionFusion)
         odd = [d for d in self.search.latent_dim if d % self.model.n_heads]
-        if self.search.trials > 0 and odd:
+        if self.search.trials > 0 and odd and attention:  # heads split only attention
             raise ValueError(f"search.latent_dim {odd} not divisible by model.n_heads"
                              f" {self.model.n_heads}")
         return self
@@ -476,6 +482,8 @@ class RunConfig(Strict):
         bad = [b for b in v if b not in BASELINES]
         if bad:
             raise ValueError(f"unknown baselines {bad}; known: {sorted(BASELINES)}")
+        if len(set(v)) != len(v):  # each would score every fold twice
+            raise ValueError(f"baselines repeat: {v}")
         return v
 
 

@@ -110,15 +110,31 @@ def set_seed(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last one,
+    so a second ``train:`` section would silently drop the first)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice in one mapping", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict[str, Any]:
     """Read a YAML file whose top level is a mapping (empty file -> {}).
 
-    Every YAML the project reads goes through here, so a missing file, broken YAML or a
-    list at the top level gives the same readable ConfigError naming ``what`` and the path.
+    Every YAML the project reads goes through here, so a missing file, broken YAML, a key
+    given twice or a list at the top level gives the same readable ConfigError naming
+    ``what`` and the path.
     """
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except FileNotFoundError:
         raise ConfigError(f"{what} {path} does not exist") from None
     except yaml.YAMLError as err:

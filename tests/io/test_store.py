@@ -505,3 +505,12 @@ def test_missing_values_are_stored_only_when_declared(store):
     with pytest.raises(FeatureError, match="contain inf"):
         store.write_many("rna", {"p2": np.array([1.0, np.inf, 0.0])}, encoder="raw:genes",
                          missing=True)  # fmt: skip
+
+
+def test_a_store_from_before_settings_were_recorded_takes_no_features_made_with_settings(store):
+    """Its features' settings are unknown: extraction with any settings would mix them in
+    and relabel the modality as if they had been made that way."""
+    store.write_many("wsi", {"p1": np.ones((3, 4), np.float32)}, encoder="e")  # no settings
+    with pytest.raises(FeatureError, match="before extraction settings were recorded"):
+        store.set_meta("wsi", encoder="e", dim=4, settings={"mpp": 1.0})
+    assert store.meta("wsi").get("settings") is None  # not relabelled

@@ -306,6 +306,9 @@ CASES = [
     Case("grid_folder_locked", _locked_grid, 1, ("in use", "PID")),
     # nothing to train on, or an option that would be silently ignored
     Case("no_modality_at_all", _labels_only, 1, ("no modality to train on",)),
+    Case("unknown_train_device_before_the_data", lambda i: Built(
+        ["train", "--data", f"manifest:{i.tmp / 'none.csv'}", "--set", "train.device=tpu",
+         "--out", i.tmp / "out"], [i.tmp / "out"]), 2, ("train.device 'tpu'",)),
     Case("empty_data_yaml", _empty_data_yaml, 2, ("empty", "data.source")),
     Case("scan_manifest_with_features", lambda i: Built(
         ["scan", i.rel.write_manifest(i.tmp / "data", n=6), "--layout", "manifest",

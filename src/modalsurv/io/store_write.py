@@ -311,6 +311,13 @@ class StoreWriter(StoreFiles):
             return
         for k in _CHECKED:
             have, want = cur.get(k), new.get(k)
+            if k == "settings" and want is not None and have is None and cur.get("n_patients"):
+                # written before settings were recorded: what its features were made with
+                # is unknown, so adding others' features (and relabelling) would mix them
+                raise FeatureError(
+                    "modality holds features from before extraction settings were recorded;"
+                    " their settings are unknown, so no features made now can join them"
+                    " (use a new store)", path=self.path(modality), field="settings")  # fmt: skip
             if want is None or have is None:
                 continue
             if k == "settings":
