@@ -638,6 +638,9 @@ def extract(
     min_tissue: float = typer.Option(0.5, help="least tissue fraction of a kept tile"),
     mri_size: str = typer.Option("32,64,64", help="MRI volume size z,y,x after cropping to the"
                                  " prostate"),
+    mri_orientation: str = typer.Option(
+        "LPS", help="anatomical axes the T2W grid is reoriented to before resampling (e.g."
+        " LPS, RAS); none: the file's own index order (stores extracted before this option)"),
     batch_size: int = typer.Option(32),
     workers: int = typer.Option(2, help="parallel tile-reading workers"),
     limit: int | None = typer.Option(None, help="only the first N patients (dry run)"),
@@ -697,7 +700,12 @@ def extract(
             size = ()
         if len(size) != 3 or min(size) < 4:
             raise ConfigError(f"--mri-size: expected z,y,x (three integers >= 4); found {mri_size!r}")
-        kwargs["mri"] = MriConfig(size=size)  # type: ignore[arg-type]
+        orient = None if mri_orientation.lower() == "none" else mri_orientation.upper()
+        if orient is not None and (len(orient) != 3 or set(orient) - set("LRAPSI")
+                                   or len({c for c in orient.translate(str.maketrans("RPI", "LAS"))}) != 3):
+            raise ConfigError(f"--mri-orientation: three distinct axes of L/R, A/P, S/I (e.g. LPS)"
+                              f" or none; found {mri_orientation!r}")  # fmt: skip
+        kwargs["mri"] = MriConfig(size=size, orientation=orient)  # type: ignore[arg-type]
         with _progress() as p:
             report = run_extract(layout, root, out, progress=RichProgress(p), **kwargs)
     except (DataError, ConfigError) as err:

@@ -172,3 +172,14 @@ def test_the_same_anatomy_stored_flipped_gives_the_same_volumes(tmp_path: Path,
     raw = mri.MriConfig(orientation=None)
     c = mri.prepare_mri(seqs_f, flipped["mask"], raw, patient="p")
     assert not np.allclose(c["t2w"], a["t2w"], atol=1e-3)
+
+
+def test_the_extract_option_none_keeps_the_files_own_order(tmp_path: Path, case: dict[str, Path]) -> None:
+    """--mri-orientation none: what stores extracted before reorientation hold, so they
+    can be resumed."""
+    from modalsurv.features.extract import mri_config, mri_settings
+
+    raw = mri.MriConfig(orientation=None)
+    assert mri_config(mri_settings(raw)).orientation is None
+    assert mri_config({k: v for k, v in mri_settings(mri.MriConfig()).items()
+                       if k != "orientation"}).orientation is None  # an older record

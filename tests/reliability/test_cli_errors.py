@@ -281,6 +281,9 @@ CASES = [
          ("reference", "'late'", "matches no")),
     Case("grid_by_not_a_setting", _grid_compared_with("--by", "fusions"), 2,
          ("by ['fusions']", "not grid settings")),
+    Case("bad_mri_orientation", lambda i: Built(
+        ["extract", i.tmp, "--out", i.tmp / "store", "--mri-orientation", "LPX",
+         "--random-weights"], [i.tmp]), 2, ("--mri-orientation", "'LPX'")),
     Case("extract_into_run_folder", _extract_into_run_folder, 2,
          ("holds a run folder", "not a feature store")),
     # options
