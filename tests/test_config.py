@@ -93,3 +93,15 @@ def test_values_that_would_fail_later_are_refused_when_the_config_is_read(tmp_pa
     twice.write_text("train: {epochs: 3}\nmodel: {fusion: concat}\ntrain: {lr: 0.01}\n")
     with pytest.raises(ConfigError, match="'train' given twice"):
         load_config(twice)
+
+
+def test_data_params_of_the_wrong_type_are_refused_when_read():
+    """YAML reads 1e3 as a string: it failed inside the synthetic loader (internal error)."""
+    from modalsurv.config import RunConfig, set_values
+    from modalsurv.errors import ConfigError
+
+    for value in ("1e3", "abc", "true"):
+        with pytest.raises(ConfigError, match=r"data.params.n: expected int"):
+            set_values(RunConfig(), [f"data.params.n={value}"])
+    cfg = set_values(RunConfig(), ["data.params.n=100", "data.params.noise=1"])  # int as float
+    assert cfg.data.params == {"n": 100, "noise": 1}

@@ -416,13 +416,25 @@ def check_data_params(data: DataConfig, source: str = "<dict>", key: str = "data
 
     Not a pydantic validator on purpose: a saved model's config is validated again on
     load, and loading a model must not depend on a data loader's signature."""
-    from modalsurv.data.sources import loader_parameters
+    from modalsurv.data.sources import loader_parameters, loader_scalar_types
 
     accepted = loader_parameters(data.source)
     unknown = [] if accepted is None else sorted(set(data.params) - accepted)
     if unknown:
         raise ConfigError(f"invalid config {source}:\n  {key}.params: unknown key(s) {unknown}"
                           f" for source {data.source!r}; accepted: {sorted(accepted or ())}")
+    # a value of the wrong type (YAML reads 1e3 as a string) failed inside the loader
+    types = loader_scalar_types(data.source)
+    for name, value in data.params.items():
+        want = types.get(name)
+        if want is None or value is None:
+            continue
+        ok = (isinstance(value, want) and not (want is int and isinstance(value, bool))) or (
+            want is float and isinstance(value, int) and not isinstance(value, bool))
+        if not ok:
+            raise ConfigError(f"invalid config {source}:\n  {key}.params.{name}: expected"
+                              f" {want.__name__}, got {value!r} ({type(value).__name__};"
+                              " YAML reads 1e3 as text: write 1000)")  # fmt: skip
 
 
 class RunConfig(Strict):

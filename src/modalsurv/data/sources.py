@@ -112,6 +112,32 @@ def loader_parameters(source: str) -> set[str] | None:
     return {p.name for p in params if p.name not in fixed and p.kind is not p.VAR_POSITIONAL}
 
 
+def loader_scalar_types(source: str) -> dict[str, type]:
+    """The ``data.params`` a source's loader types as a plain ``int``, ``float``, ``bool``
+    or ``str`` (with or without ``None``), by name: what ``config.check_data_params``
+    checks a value against when the config is read."""
+    import importlib
+    import typing
+
+    if source not in _LOADERS:
+        return {}
+    module, name, _ = _LOADERS[source]
+    fn: Any = importlib.import_module(module)
+    for part in name.split("."):
+        fn = getattr(fn, part)
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # an annotation that cannot be resolved: nothing to check
+        return {}
+    out = {}
+    for key, hint in hints.items():
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        plain = hint if hint in (int, float, bool, str) else (args[0] if len(args) == 1 else None)
+        if plain in (int, float, bool, str):
+            out[key] = plain
+    return out
+
+
 def load_cohort(data: DataConfig | str, seed: int = 0) -> Cohort:
     """Load the cohort a DataConfig (or spec string) describes (see :func:`load_data` for
     the problems found on the way)."""
