@@ -701,8 +701,8 @@ def extract(
         if len(size) != 3 or min(size) < 4:
             raise ConfigError(f"--mri-size: expected z,y,x (three integers >= 4); found {mri_size!r}")
         orient = None if mri_orientation.lower() == "none" else mri_orientation.upper()
-        if orient is not None and (len(orient) != 3 or set(orient) - set("LRAPSI")
-                                   or len({c for c in orient.translate(str.maketrans("RPI", "LAS"))}) != 3):
+        axis = {"L": "x", "R": "x", "A": "y", "P": "y", "S": "z", "I": "z"}  # each axis once
+        if orient is not None and sorted(axis.get(c, "?") for c in orient) != ["x", "y", "z"]:
             raise ConfigError(f"--mri-orientation: three distinct axes of L/R, A/P, S/I (e.g. LPS)"
                               f" or none; found {mri_orientation!r}")  # fmt: skip
         kwargs["mri"] = MriConfig(size=size, orientation=orient)  # type: ignore[arg-type]

@@ -21,10 +21,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from modalsurv.errors import ConfigError
-from modalsurv.experiments.paired import SETTINGS, paired_table
+from modalsurv.experiments.paired import SETTINGS, paired_table, trial_grouped
 from modalsurv.experiments.runners import SETTINGS as TRIAL_SETTINGS
 from modalsurv.experiments.runners import stack_weight_curve
 from modalsurv.report import plots as P
@@ -111,22 +110,13 @@ def fold_table(out: Path, results: pd.DataFrame) -> pd.DataFrame:
         for s in TRIAL_SETTINGS:
             m[s] = row[s]
         m["trial"] = row["trial"]
-        m["grouped"] = _grouped(d)
+        m["grouped"] = trial_grouped(d)
         frames.append(m)
     cols = [*TRIAL_SETTINGS, "trial", "model", "repeat", "fold", "harrell_c", "n_train", "n_test",
             "grouped"]
     if not frames:
         return pd.DataFrame(columns=cols)
     return pd.concat(frames, ignore_index=True)[cols]
-
-
-def _grouped(trial: Path) -> bool:
-    """Whether a trial's folds were leave-one-group-out (its config's ``cv.groups``)."""
-    path = trial / "config.yaml"
-    if not path.is_file():
-        return False
-    return bool(((yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("cv") or {})
-                .get("groups"))  # fmt: skip
 
 
 def _ratio(rows: pd.DataFrame, k: int, fraction: float) -> float:
@@ -150,7 +140,7 @@ def trial_diagnostics(out: Path, results: pd.DataFrame) -> dict[str, dict[str, A
         if diag is None:
             metrics = pd.read_csv(d / "metrics.csv")
             k = int(metrics.loc[metrics["model"] == MAIN, "fold"].nunique()) or 2
-            ratio = fold_overlap_ratio(metrics, k, float(row["data_fraction"]), _grouped(d))
+            ratio = fold_overlap_ratio(metrics, k, float(row["data_fraction"]), trial_grouped(d))
             diag = bundle(table_checks(metrics, ratio))
         found[row["trial"]] = diag
     return found

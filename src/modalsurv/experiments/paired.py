@@ -25,6 +25,16 @@ from modalsurv.train.compare import corrected_resampled_ttest
 SETTINGS = tuple(s for s in GRID_SETTINGS if s != "seed")  # a setting: all but the seed
 
 
+def trial_grouped(trial: Path) -> bool:
+    """Whether a trial's folds were leave-one-group-out (its config's ``cv.groups``): their
+    sizes follow the groups, so the corrected test takes the folds' own n_test / n_train."""
+    path = trial / "config.yaml"
+    if not path.is_file():
+        return False
+    return bool(((yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("cv") or {})
+                .get("groups"))  # fmt: skip
+
+
 def _setting(row: pd.Series) -> tuple[Any, ...]:
     return tuple(row[s] for s in SETTINGS)
 
@@ -126,9 +136,7 @@ def paired_table(
         m = m[m["model"] == model]
         return m[["repeat", "fold", metric]].assign(ratio=m["n_test"] / m["n_train"])
 
-    first = out / "trials" / str(ok["trial"].iloc[0]) / "config.yaml"
-    grouped = first.is_file() and bool(
-        (yaml.safe_load(first.read_text(encoding="utf-8")) or {}).get("cv", {}).get("groups"))
+    grouped = trial_grouped(out / "trials" / str(ok["trial"].iloc[0]))
     by_setting: dict[tuple[Any, ...], dict[int, pd.DataFrame]] = {}
     for _, row in ok.iterrows():
         by_setting.setdefault(_setting(row), {})[int(row["seed"])] = folds_of(row["trial"])

@@ -95,43 +95,40 @@ class Slide:
         self.mpp = self._resolve_mpp(props, mpp_override)
 
     def _resolve_mpp(self, props: dict[str, Any], override: float | None) -> float:
+        own = self._metadata_mpp(props)
         if override is not None:
             if not override > 0:
                 raise DataError(f"mpp_override must be > 0; found {override}", path=self.path,
                                 field="mpp_override")  # fmt: skip
-            own = self._metadata_mpp(props)
-            if own is not None and not math.isclose(own, override, rel_tol=0.05):
+            if own is not None and own[0] <= MAX_SLIDE_MPP and not math.isclose(
+                    own[0], override, rel_tol=0.05):  # fmt: skip
                 warnings.warn(f"{self.path}: mpp_override {override:g} µm/px replaces the"
-                              f" slide's own {own:g} µm/px (tiles are cut at the override's"
+                              f" slide's own {own[0]:g} µm/px (tiles are cut at the override's"
                               " scale)", DataWarning, stacklevel=3)  # fmt: skip
             return float(override)
-        for key in ("tiffslide.mpp-x", "openslide.mpp-x", "aperio.MPP"):
-            val = props.get(key)
-            try:
-                mpp = float(val) if val is not None else math.nan
-            except (TypeError, ValueError):
-                continue
-            if mpp > MAX_SLIDE_MPP:
-                raise DataError(f"the slide's metadata gives {mpp:g} µm per pixel ({key}),"
-                                " not a scanned slide's resolution (a 72-dpi default?); give"
-                                " the real one with mpp_override (e.g. 0.25 for 40x, 0.5 for"
-                                " 20x)", path=self.path, field="mpp")  # fmt: skip
-            if mpp > 0:
-                return mpp
-        raise DataError("the slide has no resolution (µm per pixel) in its metadata; give it"
-                        " with mpp_override (e.g. 0.25 for 40x, 0.5 for 20x)", path=self.path,
-                        field="mpp")  # fmt: skip
+        if own is None:
+            raise DataError("the slide has no resolution (µm per pixel) in its metadata; give"
+                            " it with mpp_override (e.g. 0.25 for 40x, 0.5 for 20x)",
+                            path=self.path, field="mpp")  # fmt: skip
+        mpp, key = own
+        if mpp > MAX_SLIDE_MPP:
+            raise DataError(f"the slide's metadata gives {mpp:g} µm per pixel ({key}),"
+                            " not a scanned slide's resolution (a 72-dpi default?); give"
+                            " the real one with mpp_override (e.g. 0.25 for 40x, 0.5 for"
+                            " 20x)", path=self.path, field="mpp")  # fmt: skip
+        return mpp
 
     @staticmethod
-    def _metadata_mpp(props: dict[str, Any]) -> float | None:
-        """The slide's own µm per pixel when its metadata gives a plausible one."""
+    def _metadata_mpp(props: dict[str, Any]) -> tuple[float, str] | None:
+        """The slide's own µm per pixel and the metadata key giving it: the first key with
+        a positive number, or None."""
         for key in ("tiffslide.mpp-x", "openslide.mpp-x", "aperio.MPP"):
             try:
                 mpp = float(props[key]) if props.get(key) is not None else math.nan
             except (TypeError, ValueError):
                 continue
-            if 0 < mpp <= MAX_SLIDE_MPP:
-                return mpp
+            if mpp > 0:
+                return mpp, key
         return None
 
     @property

@@ -96,19 +96,23 @@ def scan_manifest(path: str | Path, modalities: Sequence[str] | None = None) -> 
     When the table itself has no error, every file it names is also read as a run would
     read it (contents, shapes, a bag among vectors, non-numbers in RNA profiles, non-finite
     features); the first file that cannot be used is an error."""
-    problems = _scan(Path(path), modalities)[0]
-    if not any(p.severity == "error" for p in problems):
+    scanned = _scan(Path(path), modalities)
+    problems = scanned[0]
+    if scanned[1] is not None and not any(p.severity == "error" for p in problems):
         try:
-            manifest_to_cohort(read_manifest(path, modalities), modalities=modalities)
+            manifest_to_cohort(_build(Path(path), *scanned), modalities=modalities)
         except DataError as exc:
             problems.append(Problem("error", exc.reason, exc.path or str(path), exc.patient,
                                     exc.field))  # fmt: skip
     return problems
 
 
-def _scan(
-    path: Path, modalities: Sequence[str] | None
-) -> tuple[list[Problem], pd.DataFrame | None, dict[str, str]]:
+Scanned = tuple[list[Problem], pd.DataFrame | None, dict[str, str], dict[str, pd.Series]]
+
+
+def _scan(path: Path, modalities: Sequence[str] | None) -> Scanned:
+    """(every problem, the table as text, modality → path column, the extra columns as the
+    model reads them: :func:`_clean_clinical`)."""
     problems: list[Problem] = []
 
     def err(reason: str, patient: str | None = None, fld: str | None = None) -> None:
@@ -116,19 +120,19 @@ def _scan(
 
     if not path.is_file():
         err("manifest file not found")
-        return problems, None, {}
+        return problems, None, {}, {}
     try:
         df = _read_csv(path)
     except (pd.errors.ParserError, pd.errors.ParserWarning, pd.errors.EmptyDataError,
             UnicodeDecodeError, ValueError) as exc:  # fmt: skip
         err(f"cannot parse the CSV (a value with a comma must be quoted): {exc}")
-        return problems, None, {}
+        return problems, None, {}, {}
     df.columns = [str(c).strip() for c in df.columns]
     header = _header(path)
     dup = sorted({c for c in header if header.count(c) > 1})
     if dup:  # pandas would rename the second one and read it as a clinical column
         err(f"duplicated column name(s) {dup}: each column must be named once", fld=dup[0])
-        return problems, None, {}
+        return problems, None, {}, {}
     for col in REQUIRED:
         if col not in df.columns:
             err(f"missing required column {col!r} (columns: {list(df.columns)})", fld=col)
@@ -138,7 +142,7 @@ def _scan(
             err(f"no path column for modality {m!r} (expected {c!r})", fld=m)
     cols = {m: c for m, c in cols.items() if c in df.columns}
     if "patient" not in df.columns:
-        return problems, None, cols
+        return problems, None, cols, {}
     if not cols:
         problems.append(
             Problem(
@@ -200,8 +204,7 @@ def _scan(
                 Problem("warning", f"row {line}: no modality file", str(path), pid, "paths")
             )
     extra = [c for c in df.columns if c not in RESERVED and c not in cols.values()]
-    _clean_clinical(df, extra, path, problems)
-    return problems, df, cols
+    return problems, df, cols, _clean_clinical(df, extra, path, problems)
 
 
 def _header(path: Path) -> list[str]:
@@ -257,11 +260,18 @@ def _clean_clinical(df: pd.DataFrame, columns: Sequence[str], path: Path,
 def read_manifest(path: str | Path, modalities: Sequence[str] | None = None) -> Manifest:
     """Read and validate a manifest; raise LayoutError listing *every* error found."""
     path = Path(path).resolve()
-    problems, df, cols = _scan(path, modalities)
-    errors = [p for p in problems if p.severity == "error"]
-    if errors or df is None:
+    scanned = _scan(path, modalities)
+    errors = [p for p in scanned[0] if p.severity == "error"]
+    if errors or scanned[1] is None:
         lines = "\n".join(f"  - {p.to_error()}" for p in errors)
         raise LayoutError(f"{len(errors)} problem(s) in the manifest:\n{lines}", path=path)
+    return _build(path, *scanned)
+
+
+def _build(path: Path, problems: list[Problem], df: pd.DataFrame | None, cols: dict[str, str],
+           clinical: dict[str, pd.Series]) -> Manifest:  # fmt: skip
+    """The Manifest of a scan without errors."""
+    assert df is not None
     df = df.copy()
     df["patient"] = df["patient"].str.strip()
     df = df.set_index("patient")
@@ -270,8 +280,7 @@ def read_manifest(path: str | Path, modalities: Sequence[str] | None = None) -> 
     table["event"] = coerce_events(df["event"].str.strip().to_list(), df.index.to_list())
     if "site" in df.columns:
         table["site"] = df["site"].str.strip()
-    extra = [c for c in df.columns if c not in RESERVED and c not in cols.values()]
-    for c, values in _clean_clinical(df, extra, path, []).items():
+    for c, values in clinical.items():
         table[c] = values.to_numpy()
     base = path.parent
     paths = pd.DataFrame(
@@ -282,7 +291,8 @@ def read_manifest(path: str | Path, modalities: Sequence[str] | None = None) -> 
         index=df.index,
         dtype=object,
     )
-    return Manifest(path, table, paths, extra, [p for p in problems if p.severity != "error"])
+    return Manifest(path, table, paths, list(clinical),
+                    [p for p in problems if p.severity != "error"])  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- cohort
