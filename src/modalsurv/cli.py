@@ -24,7 +24,13 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from modalsurv.errors import ConfigError, DataError, LockedError, MissingDependencyError
+from modalsurv.errors import (
+    ConfigError,
+    DataError,
+    LockedError,
+    MissingDependencyError,
+    UnreachableError,
+)
 from modalsurv.utils import atomic_write_csv, atomic_write_text
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -49,6 +55,7 @@ _USER_ERRORS: list[tuple[type[BaseException], int, str]] = [
     (ConfigError, 2, "fix the option or config key named above (`modalsurv COMMAND --help`)"),
     (DataError, 1, "fix the file, patient or field named above; `modalsurv scan` lists every"
                    " problem of a cohort at once"),
+    (UnreachableError, 1, "check the address named above (--ray-address / RAY_ADDRESS)"),
     (OSError, 1, "check the path named above and its permissions"),
 ]
 

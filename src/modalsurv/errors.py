@@ -62,6 +62,10 @@ class ConfigError(ValueError):
     """A configuration file is invalid; the message names the key path."""
 
 
+class UnreachableError(ConnectionError):
+    """A cluster address (``--ray-address``) that nothing answers at."""
+
+
 @dataclass(frozen=True)
 class Problem:
     """One finding of a cohort scan: nothing is skipped silently, everything is listed."""

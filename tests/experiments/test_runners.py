@@ -189,6 +189,54 @@ def test_unknown_runner_and_missing_modality_fail_before_training(tmp_path, coho
     assert not (tmp_path / "x").exists()
 
 
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again when the block ends
+
+
+def test_an_unreachable_ray_address_is_refused_at_once(tmp_path, monkeypatch):
+    """ray.init retries a head that is not there for minutes: the address is tried first."""
+    import socket
+
+    from modalsurv.errors import UnreachableError
+
+    port = _closed_port()
+    started = time.perf_counter()
+    with pytest.raises(UnreachableError, match=f"no Ray cluster answers at '127.0.0.1:{port}'"):
+        get_runner("ray", f"127.0.0.1:{port}")
+    with pytest.raises(UnreachableError, match=r"ray://127\.0\.0\.1.*\(from RAY_ADDRESS\)"):
+        monkeypatch.setenv("RAY_ADDRESS", f"ray://127.0.0.1:{port}")
+        get_runner("ray")
+    assert time.perf_counter() - started < 5
+    monkeypatch.delenv("RAY_ADDRESS")
+    with socket.socket() as listening:  # something answers: the runner is made
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        addr = f"127.0.0.1:{listening.getsockname()[1]}"
+        assert get_runner("ray", addr).address == addr
+    # "auto" and a local Ray are Ray's to resolve (it answers those at once)
+    assert get_runner("ray", "auto").address == "auto"
+    assert get_runner("ray").address is None
+
+
+def test_train_with_an_unreachable_ray_address_fails_before_reading_data(tmp_path):
+    from typer.testing import CliRunner
+
+    from modalsurv.cli import app
+
+    port = _closed_port()
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, ["train", "--data", str(tmp_path / "no_such_folder"),
+                                   "--out", str(out), "--runner", "ray",
+                                   "--ray-address", f"127.0.0.1:{port}"])  # fmt: skip
+    assert res.exit_code == 1, res.output
+    assert f"127.0.0.1:{port}" in res.output and "--ray-address" in res.output
+    assert not out.exists()
+
+
 def test_scaling_curve_and_ablation_pool_folds_over_seeds(tmp_path, cohort):
     grid = tiny_grid(modalities=[["clinical"], ["clinical", "rna"]], seed=[0, 1],
                      data_fraction=[1.0, 0.5])  # fmt: skip

@@ -30,6 +30,7 @@ import json
 import math
 import os
 import shutil
+import socket
 import time
 import traceback
 from collections.abc import Callable
@@ -42,7 +43,7 @@ import pandas as pd
 
 from modalsurv.cohort import Cohort
 from modalsurv.config import RunConfig, dump_config
-from modalsurv.errors import ConfigError
+from modalsurv.errors import ConfigError, UnreachableError
 from modalsurv.experiments.grid import ExperimentGrid, Trial, dump_grid
 from modalsurv.folders import GRID, refuse_other_kind
 from modalsurv.resume import UnitFolder
@@ -220,6 +221,7 @@ class RayRunner:
         if self.address is None:
             ray.init(num_cpus=self.num_cpus, include_dashboard=False, **kw)
         else:
+            check_reachable(self.address)
             ray.init(address=self.address, **kw)
         return True
 
@@ -327,15 +329,39 @@ class RayRunner:
                 ray.shutdown()
 
 
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Refuse a Ray address (``HOST:PORT`` or ``ray://HOST:PORT``) that nothing listens
+    on, within ``timeout`` seconds. Why: ``ray.init`` retries an unreachable head for
+    minutes, printing only its own warnings. ``"auto"`` and addresses without a port are
+    left to Ray, which answers those at once."""
+    target = address.split("://", 1)[1] if "://" in address else address
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return
+    host = host.strip("[]")  # an IPv6 literal
+    source = " (from RAY_ADDRESS)" if os.environ.get("RAY_ADDRESS") == address else ""
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as err:
+        raise UnreachableError(
+            f"no Ray cluster answers at {address!r}{source}: {err or type(err).__name__};"
+            " start one with `ray start --head` or give the head's address"
+        ) from None
+
+
 def get_runner(runner: str | Runner, address: str | None = None) -> Runner:
     """``"local"``, ``"ray"`` (``address``: a Ray cluster to join, see RayRunner) or a
-    Runner instance."""
+    Runner instance. A Ray address is checked here, before any data is read."""
     if not isinstance(runner, str):
         return runner
     if runner == "local":
         return LocalRunner()
     if runner == "ray":
-        return RayRunner(address=address)
+        ray_runner = RayRunner(address=address)
+        if ray_runner.address is not None:
+            check_reachable(ray_runner.address)
+        return ray_runner
     raise ConfigError(f"unknown runner {runner!r}; expected 'local' or 'ray'")
 
 
