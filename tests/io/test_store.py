@@ -105,6 +105,21 @@ def test_crash_mid_write_leaves_previous_file_and_no_temp(store, monkeypatch):
     assert leftovers == []
 
 
+def test_a_killed_writers_temporary_copy_is_removed_by_the_next_writer(store):
+    """kill -9 inside the atomic write leaves ``.wsi.h5.<random>.tmp`` (no handler runs);
+    the next writer of that modality holds the lock, so it is stale: removed. Another
+    modality's temporary file may belong to a live writer: left alone."""
+    rng = np.random.default_rng(4)
+    store.write_many("wsi", {"p1": _bag(rng, 3)})
+    stale = store.root / f".{store.path('wsi').name}.k1ll3d.tmp"
+    stale.write_bytes(store.path("wsi").read_bytes())
+    other = store.root / f".{store.path('mri').name}.l1ve.tmp"
+    other.write_bytes(b"another writer's copy")
+    store.write_many("wsi", {"p2": _bag(rng, 3)})
+    assert not stale.exists() and other.exists()
+    assert store.patients("wsi") == ["p1", "p2"]
+
+
 def test_incomplete_patient_is_not_counted(store):
     store.write("wsi", "p1", np.ones((2, 8), np.float32))
     with h5py.File(store.path("wsi"), "a") as f:  # e.g. a foreign tool's half-written entry

@@ -116,10 +116,17 @@ class StoreWriter(StoreFiles):
     # ------------------------------------------------------------------ writing
     @contextlib.contextmanager
     def _writer_lock(self, modality: str) -> Iterator[None]:
-        """One writer per modality: an advisory lock on ``root/.{modality}.lock``."""
+        """One writer per modality: an advisory lock on ``root/.{modality}.lock``.
+
+        Only the holder writes the modality's temporary copies (``utils.atomic_path``), so
+        any found on taking the lock were left by a writer that was killed (``kill -9``,
+        power loss) and are removed: they would otherwise keep a whole file's size on disk.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / f".{modality}.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            for stale in self.root.glob(f".{self.path(modality).name}.*.tmp"):
+                stale.unlink(missing_ok=True)
             try:
                 yield
             finally:
