@@ -158,6 +158,27 @@ def test_messy_cells_of_a_numeric_column_are_missing_not_categories(tmp_path):
     assert [p for p in scan_manifest(path) if p.field == "psa"]  # scan finds them too
 
 
+def test_levels_differing_only_in_case_are_one_level_spelled_as_most_cells(tmp_path):
+    rows = ["patient,time,event,grade,site_code"]
+    grades = ["low", "Low", "low", "HIGH", "high", "High", "high"]
+    for i, g in enumerate(grades):
+        rows.append(f"P{i},{5 + i},{i % 2},{g},{['a', 'b'][i % 2]}")
+    path = tmp_path / "m.csv"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    m = read_manifest(path)
+    cohort = manifest_to_cohort(m)
+    names = cohort.feature_names["clinical"]
+    assert [n for n in names if n.startswith("grade=")] == ["grade=high", "grade=low"]
+    x = cohort.features["clinical"]
+    low = x[:, names.index("grade=low")]
+    assert low.tolist() == [1, 1, 1, 0, 0, 0, 0]
+    said = [p.reason for p in m.problems if p.field == "grade"]
+    assert said == ["text column 'grade': ['HIGH', 'high', 'High'] differ only in case;"
+                    " read as 'high'", "text column 'grade': ['low', 'Low'] differ only in"
+                    " case; read as 'low'"]
+    assert not [p for p in m.problems if p.field == "site_code"]  # nothing to fold there
+
+
 def test_a_duplicated_column_name_is_an_error_not_a_clinical_column(tmp_path):
     (tmp_path / "a.npy").write_bytes(b"")
     path = tmp_path / "m.csv"

@@ -247,6 +247,7 @@ def _clean_clinical(df: pd.DataFrame, columns: Sequence[str], path: Path,
                     None if ids is None else ids.iloc[i], c))  # fmt: skip
             out[c] = num.astype(object).where(num.notna(), np.nan)
             continue
+        col = _fold_case(col, c, path, problems)
         levels = col.dropna().nunique()
         if levels > MANY_LEVELS and levels > 0.5 * given.sum():
             problems.append(Problem(
@@ -255,6 +256,26 @@ def _clean_clinical(df: pd.DataFrame, columns: Sequence[str], path: Path,
                 " or free text? drop it from the manifest if so)", str(path), None, c))  # fmt: skip
         out[c] = col.where(given, np.nan)
     return out
+
+
+def _fold_case(col: pd.Series, name: str, path: Path, problems: list[Problem]) -> pd.Series:
+    """Text levels that differ only in case ("low" / "Low") as one level, spelled as most
+    cells spell it (ties: the first met), with a warning naming the column and spellings.
+    Why: one-hot would give each spelling its own column, splitting one category's
+    patients; a CHIMERA clinical schema already matches categories case-insensitively."""
+    given = col.dropna()
+    rename = {}
+    for _, spelled in given.groupby(given.str.casefold(), sort=True):
+        order = list(dict.fromkeys(spelled))
+        if len(order) < 2:
+            continue
+        counts = spelled.value_counts()
+        keep = max(order, key=lambda v: (counts[v], -order.index(v)))
+        rename.update({v: keep for v in order if v != keep})
+        problems.append(Problem(
+            "warning", f"text column {name!r}: {order} differ only in case; read as"
+            f" {keep!r}", str(path), None, name))  # fmt: skip
+    return col.replace(rename) if rename else col
 
 
 def read_manifest(path: str | Path, modalities: Sequence[str] | None = None) -> Manifest:
