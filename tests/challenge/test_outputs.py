@@ -64,6 +64,10 @@ def test_rmst_time_is_the_restricted_mean():
     np.testing.assert_allclose(predicted_time(ens, cohort), -ens.predict_risk(cohort))
     tau = ens.cuts[-1]
     assert (predicted_time(ens, cohort) <= tau + 1e-9).all()
+    # task 3: the share of the horizon (the last cut) not expected to be lived recurrence-free
+    like = recurrence_likelihood(ens, cohort)
+    np.testing.assert_allclose(like, 1.0 - predicted_time(ens, cohort) / tau, rtol=0, atol=1e-12)
+    assert 0.0 < like.min() < like.max() < 1.0
 
 
 def test_a_stacked_ensemble_answers_monotone_in_its_risk():

@@ -1,6 +1,8 @@
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
+from scipy import stats
 
 from modalsurv.data.synthetic import make_cohort
 from modalsurv.errors import ConfigError
@@ -120,3 +122,75 @@ def test_by_compares_each_group_with_its_own_reference(grid_dir):
         assert row.mean_difference == pytest.approx(d.mean())
     with pytest.raises(ConfigError, match="not grid settings"):
         paired_table(out, by=["colour"])
+
+
+def _write_grid(out, trials, cv):
+    """A finished grid folder as ``run_grid`` leaves it, written by hand: ``trials`` maps a
+    trial id to (modalities, data_fraction, seed, per-fold metrics rows); ``cv`` is the
+    ``cv`` block of every trial's config.yaml."""
+    rows = []
+    for trial, (modalities, fraction, seed, folds) in trials.items():
+        (out / "trials" / trial).mkdir(parents=True)
+        (out / "trials" / trial / "config.yaml").write_text(yaml.safe_dump({"cv": cv}))
+        pd.DataFrame(folds).assign(model="modalsurv").to_csv(
+            out / "trials" / trial / "metrics.csv", index=False)
+        rows.append({"trial": trial, "status": "ok", "model": "modalsurv", "seed": seed,
+                     "modalities": modalities, "encoder": "default", "fusion": "concat",
+                     "data_fraction": fraction})  # fmt: skip
+    pd.DataFrame(rows).to_csv(out / "results.csv", index=False)
+
+
+def _by_hand(d, ratio, level=0.95):
+    """The corrected resampled t-test (Nadeau & Bengio 2003) of differences ``d``."""
+    d = np.asarray(d, dtype=float)
+    j = len(d)
+    se = np.sqrt((1 / j + ratio) * d.var(ddof=1))
+    half = stats.t.ppf(0.5 + level / 2, j - 1) * se
+    return d.mean(), d.mean() - half, d.mean() + half, 2 * stats.t.sf(abs(d.mean() / se), j - 1)
+
+
+def test_repeats_are_paired_repeat_by_repeat_not_across(tmp_path):
+    """With ``cv.repeats: 2`` fold ``f`` of repeat 0 and fold ``f`` of repeat 1 are
+    different test sets: each is paired only with the reference's same repeat and fold,
+    so 3 folds x 2 repeats give 6 pairs, with the differences computed here by hand."""
+    keys = [(r, f) for r in range(2) for f in range(3)]
+    ref_c = [0.60, 0.70, 0.65, 0.55, 0.75, 0.62]
+    mine_c = [0.62, 0.69, 0.70, 0.60, 0.74, 0.70]
+    folds = [{"repeat": r, "fold": f, "n_test": 20, "n_train": 40} for r, f in keys]
+
+    def rows(c):
+        return [{**k, "harrell_c": v} for k, v in zip(folds, c, strict=True)]
+
+    _write_grid(tmp_path, {"a": ("clinical+rna", 1.0, 0, rows(ref_c)),
+                           "b": ("clinical", 1.0, 0, rows(mine_c))},
+                {"folds": 3, "repeats": 2})  # fmt: skip
+    (row,) = paired_table(tmp_path).itertuples()
+    d = np.array(mine_c) - np.array(ref_c)
+    assert row.n_pairs == 6 and row.n_seeds == 1
+    expect = _by_hand(d, 1 / 2)  # 3 folds: n_test / n_train = 1 / (3 - 1)
+    assert (row.mean_difference, row.ci_low, row.ci_high, row.p_value) == pytest.approx(expect)
+
+
+def test_grouped_folds_take_the_larger_test_train_ratio_of_the_two_settings(tmp_path):
+    """Leave-one-group-out with unequal groups: the half-data setting trains on half the
+    rows, so its folds' mean n_test / n_train is twice the reference's; the variance
+    correction must use that larger ratio (the conservative one), by hand here."""
+    sizes = [40, 24, 16]  # patients per site: each fold tests one site
+    total = sum(sizes)
+
+    def rows(c, fraction):
+        return [{"repeat": 0, "fold": f, "harrell_c": v, "n_test": n,
+                 "n_train": int((total - n) * fraction)}
+                for f, (n, v) in enumerate(zip(sizes, c, strict=True))]  # fmt: skip
+
+    ref_c, mine_c = [0.70, 0.64, 0.58], [0.66, 0.65, 0.50]
+    _write_grid(tmp_path, {"a": ("clinical", 1.0, 0, rows(ref_c, 1.0)),
+                           "b": ("clinical", 0.5, 0, rows(mine_c, 0.5))},
+                {"groups": "site"})  # fmt: skip
+    (row,) = paired_table(tmp_path).itertuples()
+    ratio_ref = np.mean([n / (total - n) for n in sizes])
+    ratio_half = np.mean([n / int((total - n) * 0.5) for n in sizes])
+    assert ratio_half > 1.9 * ratio_ref
+    expect = _by_hand(np.array(mine_c) - np.array(ref_c), ratio_half)
+    assert (row.mean_difference, row.ci_low, row.ci_high, row.p_value) == pytest.approx(expect)
+    assert row.n_pairs == 3

@@ -275,6 +275,12 @@ def test_load_into_existing_buffer(store):
     np.testing.assert_array_equal(got.mask[:, :3], fresh.mask)
     with pytest.raises(FeatureError, match="out must be"):
         store.load("wsi", ["a"], out=np.zeros((1, 2, 8), np.float32))  # K too small
+    # vectors: an absent patient's row of the buffer is zeroed, not left stale
+    store.write_many("mri", {"a": np.arange(4.0), "b": -np.arange(4.0)})
+    vbuf = np.full((3, 4), 7.0, dtype=np.float32)
+    got = store.load("mri", ["b", "zz", "a"], out=vbuf)
+    assert got.x is vbuf and got.present.tolist() == [True, False, True]
+    np.testing.assert_array_equal(vbuf, [-np.arange(4.0), np.zeros(4), np.arange(4.0)])
 
 
 def test_declared_provenance_binds_even_before_first_patient(store):
@@ -394,6 +400,27 @@ def test_pack_loads_bit_identical_to_plain(tmp_path, kind, dtype):
             _same(got, ref)
 
 
+def test_pack_in_small_batches_zeroes_each_batchs_padding(tmp_path, monkeypatch):
+    """Packing goes through the rows a batch at a time (``PACK_BATCH_BYTES``); a short bag
+    written into a slot where the previous batch had a long one must not keep its tiles."""
+    from modalsurv.io import store_write
+
+    rng = np.random.default_rng(2)
+    lengths = [9, 1, 8, 2, 7, 3]  # long and short bags alternate across batches of 2
+    feats = {f"p{i}": _bag(rng, k) for i, k in enumerate(lengths)}
+    coords = {p: rng.integers(1, 999, (len(x), 2)) for p, x in feats.items()}
+    store = FeatureStore(tmp_path / "s")
+    store.write_many("m", feats, coords)
+    monkeypatch.setattr(store_write, "PACK_BATCH_BYTES", 2 * 9 * 8 * 4)  # two rows a batch
+    store.pack("m")
+    with h5py.File(store.path("m"), "r") as f:
+        x, c = f["packed/features"][()], f["packed/coords"][()]
+    assert x.shape == (6, 9, 8)
+    for row, k in enumerate(lengths):
+        np.testing.assert_array_equal(x[row, :k], feats[f"p{row}"])
+        assert not x[row, k:].any() and not c[row, k:].any()
+
+
 def test_pack_memmap_view_is_read_only_and_survives_replacement(tmp_path):
     plain, packed, _, _ = _twins(tmp_path, "bag", np.float16)
     ids = packed.patients("m")
@@ -494,6 +521,19 @@ def test_pack_drops_incomplete_groups_and_keeps_attrs(store):
     meta = store.meta("wsi")
     assert (meta["encoder"], meta["checksum"], meta["n_patients"]) == ("uni", "abc", 1)
     assert store.patients("wsi") == ["a"] and not store.load("wsi", ["b"]).present.any()
+
+
+def test_overwrite_false_refuses_a_complete_patient_but_replaces_an_incomplete_one(store):
+    """An incomplete group is what a crash between group and ``complete`` leaves: it holds
+    no patient yet, so ``overwrite=False`` may write it; a complete one is refused."""
+    store.write_many("mri", {"a": np.ones(3), "b": np.ones(3)})
+    with h5py.File(store.path("mri"), "a") as f:
+        f["patients/b"].attrs["complete"] = False
+    store.write_many("mri", {"b": np.full(3, 2.0)}, overwrite=False)
+    np.testing.assert_array_equal(store.read("mri", "b")[0], np.full(3, 2.0))
+    with pytest.raises(FeatureError, match="already stored"):
+        store.write_many("mri", {"a": np.zeros(3)}, overwrite=False)
+    np.testing.assert_array_equal(store.read("mri", "a")[0], np.ones(3))
 
 
 def test_labels_matching_no_store_id_are_refused_with_examples(tmp_path):

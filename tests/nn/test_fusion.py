@@ -254,6 +254,27 @@ def test_cross_attention_single_modality_falls_back_to_own_embedding():
     torch.testing.assert_close(out.fused[0], fusion.norm(z[0, 1]))
 
 
+def test_cross_attention_weights_are_the_attention_each_modality_receives():
+    """Plain cross-attention reports, per sample, the share of attention each present
+    modality receives as a key, summed over the present queries (a query with no key
+    counts as attending to itself) and normalised: computed here sample by sample."""
+    fusion = _fusion("cross_attention")
+    z, p = _z(), _present()
+    out = fusion(z, p)
+    for i in range(len(p)):
+        on = [m for m in range(M) if p[i, m]]
+        received = torch.zeros(M)
+        for q in on:
+            keys = [k for k in on if k != q]
+            if keys:
+                received[keys] += out.attention[i, q, keys]
+            else:
+                received[q] += 1.0
+        want = received / received.sum() if on else received
+        torch.testing.assert_close(out.weights[i], want)
+    assert (p.sum(1) >= 3).any() and (p.sum(1) == 1).any()  # both cases were met
+
+
 def test_cross_attention_gated_weights_are_gating_softmax():
     fusion = _fusion("cross_attention_gated")
     z, p = _z(), _present()

@@ -64,6 +64,9 @@ def test_quantile_with_few_distinct_event_times_keeps_n_bins():
     assert bins.cuts.size == 7
     assert np.all(np.diff(bins.cuts) > 0)
     assert bins.cuts[-1] == 10.0
+    # the KM quantiles give [0, 1, 2, 10]; the widest bin is halved until there are six
+    # (ties: the earlier bin first): (2, 10] -> 6, (2, 6] -> 4, (6, 10] -> 8
+    np.testing.assert_array_equal(bins.cuts, [0.0, 1.0, 2.0, 4.0, 6.0, 8.0, 10.0])
 
 
 def test_round_trip_through_json():

@@ -56,8 +56,12 @@ def test_rmst_of_uniform_distribution():
 def test_expected_time_is_rmst_at_last_cut_and_lower_bound():
     pmf = C.pmf_from_logits(np.random.default_rng(2).normal(size=(8, 3)))
     np.testing.assert_allclose(C.expected_time(pmf, CUTS), C.rmst(pmf, CUTS, CUTS[-1]))
-    # with mass beyond the last cut, a longer horizon only adds area
-    assert np.all(C.rmst(pmf, CUTS, 10.0) > C.expected_time(pmf, CUTS))
+    # with mass beyond the last cut, a longer horizon only adds area: S(last cut) = the mass
+    # beyond it, held constant, so exactly that mass times the extra length
+    extra = 10.0 - CUTS[-1]
+    np.testing.assert_allclose(C.rmst(pmf, CUTS, 10.0), C.expected_time(pmf, CUTS)
+                               + pmf[:, -1] * extra, rtol=0, atol=1e-12)  # fmt: skip
+    assert extra > 0 and (pmf[:, -1] > 0).all()
 
 
 def test_risk_and_cumulative_hazard():

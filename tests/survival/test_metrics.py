@@ -249,6 +249,30 @@ def test_bootstrap_ci_brackets_estimate_and_counts_skips():
     assert tuple(again) == tuple(res)
 
 
+@pytest.mark.parametrize("level", [0.95, 0.8])
+def test_bootstrap_ci_is_the_percentile_interval_of_the_resampled_metric(level):
+    """The interval is the (1 - level) / 2 and (1 + level) / 2 quantiles of the metric over
+    patient resamples drawn by ``default_rng(seed).integers``: replayed here with
+    scikit-survival's C-index, so the bounds (not only their order) are checked."""
+    from sksurv.metrics import concordance_index_censored
+
+    rng = np.random.default_rng(5)
+    n = 60
+    risk = rng.normal(size=n)
+    time = rng.exponential(np.exp(-risk))
+    event = rng.random(n) < 0.7
+    res = M.bootstrap_ci(M.concordance_index, time, event, risk, n=150, seed=3, level=level)
+    replay = np.random.default_rng(3)
+    values = []
+    for _ in range(150):
+        idx = replay.integers(0, n, n)
+        values.append(concordance_index_censored(event[idx], time[idx], risk[idx])[0])
+    tail = 100 * (1 - level) / 2
+    expected = np.percentile(values, [tail, 100 - tail])
+    assert res.n_used == 150 and res.n_skipped == 0
+    np.testing.assert_allclose([res.low, res.high], expected, rtol=0, atol=1e-12)
+
+
 def test_bootstrap_ci_skips_undefined_resamples():
     # one event among 3: many resamples contain no event or no comparable pair
     time = np.array([1.0, 2.0, 3.0])

@@ -33,6 +33,59 @@ def test_stratification_falls_back_when_strata_are_small():
     assert how == "event"
 
 
+def _tercile_cohort(events_at: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """30 patients with times 1..30 (tercile by hand: 1-10, 11-20, 21-30) and events at
+    the given times."""
+    time = np.arange(1, 31, dtype=float)
+    event = np.isin(time, events_at)
+    tercile = (time - 1) // 10
+    return time, event, tercile.astype(int)
+
+
+def test_a_stratum_of_exactly_folds_patients_is_stratified_one_smaller_is_not():
+    """The boundary of the stratum-size rule: every event x time-tercile stratum with
+    exactly ``folds`` (5) patients is enough for the terciles; one stratum of 4 is not,
+    and the labels fall back to event x time-half."""
+    odd = [1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29]
+    time, event, tercile = _tercile_cohort(odd)  # 5 events and 5 censored per tercile
+    label, how = stratification_labels(time, event, 5)
+    assert how == "event x time-3-quantile"
+    np.testing.assert_array_equal(label, event * 3 + tercile)
+
+    time, event, _ = _tercile_cohort([t for t in odd if t != 9])  # 4 events in tercile 1
+    label, how = stratification_labels(time, event, 5)
+    assert how == "event x time-2-quantile"
+    np.testing.assert_array_equal(label, event * 2 + (time > 15))
+
+
+def test_event_only_stratification_at_exactly_folds_events():
+    """Events only among the earliest times (no time stratum has both kinds): exactly
+    ``folds`` events still stratify on the event, one fewer cannot."""
+    time = np.arange(1, 21, dtype=float)
+    event = time <= 5
+    label, how = stratification_labels(time, event, 5)
+    assert how == "event"
+    np.testing.assert_array_equal(label, event.astype(int))
+    label, how = stratification_labels(time, time <= 4, 5)
+    assert label is None and "none" in how
+
+
+def test_each_fold_gets_its_share_of_every_event_x_time_stratum():
+    """Where stratification is possible, every fold holds the same number (within 1) of
+    each event x time-tercile stratum, counted by hand from the times."""
+    odd = [1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29]
+    time, event, tercile = _tercile_cohort(odd)
+    cohort = Cohort([f"p{i}" for i in range(30)], time, event)
+    f = make_folds(cohort, 5, 2, seed=3)
+    stratum = event * 3 + tercile
+    for r in range(2):
+        fold = f[f["repeat"] == r]["fold"].to_numpy()
+        counts = np.array([[np.sum((fold == k) & (stratum == s)) for s in range(6)]
+                           for k in range(5)])  # fmt: skip
+        assert (counts.max(0) - counts.min(0) <= 1).all(), counts
+        np.testing.assert_array_equal(counts, np.ones((5, 6)))  # 5 of each: one per fold
+
+
 @pytest.fixture(scope="module")
 def cv_run(cohort, make_config):
     cfg = make_config()

@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 
+from modalsurv.cohort import Cohort
 from modalsurv.config import PreprocessConfig
 from modalsurv.train.preprocess import BagScaler, Preprocessor, join_arrays, split_arrays
 
@@ -173,3 +174,49 @@ def test_preprocessor_bag_width_follows_bag_pca(cohort):
     assert wide.dims["wsi"] == wsi_dim  # no wider than bag_pca: standardised only
     off = Preprocessor(PreprocessConfig(bag_pca=None, rna_pca=4)).fit(cohort)
     assert off.dims["wsi"] == wsi_dim
+
+
+def _rna_cohort(rng: np.random.Generator, n: int = 20, g: int = 8) -> Cohort:
+    """RNA counts where patients 0-4 come from another gene naming: they measure only
+    genes 6 and 7, which nobody else does (below the coverage a gene needs)."""
+    x = rng.gamma(2.0, 50.0, size=(n, g))
+    x[:5, :6] = np.nan
+    x[5:, 6:] = np.nan
+    return Cohort([f"p{i}" for i in range(n)], rng.uniform(1, 5, n), rng.random(n) < 0.5,
+                  features={"rna": x}, feature_names={"rna": [f"g{j}" for j in range(g)]})
+
+
+def test_an_rna_profile_measuring_no_kept_gene_comes_out_absent():
+    """A patient whose profile has none of the genes the training part kept has no RNA
+    after preprocessing (present False, a zero row), in the training cohort and in a
+    new one; the others keep theirs."""
+    rng = np.random.default_rng(5)
+    cohort = _rna_cohort(rng)
+    assert cohort.present["rna"].all()
+    pp = Preprocessor(PreprocessConfig(rna_top_variance_genes=None, rna_pca=None)).fit(cohort)
+    np.testing.assert_array_equal(pp.steps["rna"].genes_, np.arange(6))
+    out = pp.transform(cohort)
+    np.testing.assert_array_equal(out.present["rna"], np.arange(20) >= 5)
+    assert not out.features["rna"][:5].any() and out.features["rna"][5:].any()
+    new = _rna_cohort(np.random.default_rng(6))
+    np.testing.assert_array_equal(pp.transform(new).present["rna"], np.arange(20) >= 5)
+
+
+def test_the_same_arrays_with_another_present_mask_are_fitted_again():
+    """Two cohorts with byte-identical feature arrays (the absent rows hold zeros either
+    way) but different present masks: each fit uses its own present rows (means by hand),
+    so the fit cache must not hand the second the first one's steps."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(3.0, 1.0, size=(30, 4)).astype(np.float32)
+    x[:10] = 0.0
+    ids, time, event = [f"p{i}" for i in range(30)], rng.uniform(1, 5, 30), rng.random(30) < 0.5
+    all_rows = Cohort(ids, time, event, features={"slide": x})
+    some = Cohort(ids, time, event, features={"slide": x}, present={"slide": np.arange(30) >= 10})
+    np.testing.assert_array_equal(all_rows.features["slide"], some.features["slide"])
+    cfg = PreprocessConfig(vector_pca=None)
+    a = Preprocessor(cfg).fit(all_rows).steps["slide"]
+    b = Preprocessor(cfg).fit(some).steps["slide"]
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(a.mean_, x64.mean(0))
+    np.testing.assert_allclose(b.mean_, x64[10:].mean(0))
+    np.testing.assert_allclose(b.scale_, x64[10:].std(0))

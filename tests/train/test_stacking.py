@@ -199,6 +199,126 @@ def test_standardise_per_inner_model():
     assert np.argsort(zp[:5]).tolist() == [0, 1, 2, 3, 4]
 
 
+def test_pooled_standardisation_uses_one_mean_and_scale_over_all_risks():
+    """``how="pooled"``: every inner model is centred and scaled by the mean and the
+    (ddof 0) standard deviation of all out-of-fold risks together, by hand here."""
+    oof = [(np.array([0, 1, 2]), np.array([1.0, 2.0, 3.0])),
+           (np.array([3, 4]), np.array([10.0, 30.0]))]  # fmt: skip
+    allr = np.array([1.0, 2.0, 3.0, 10.0, 30.0])
+    m, s = allr.sum() / 5, np.sqrt(((allr - allr.sum() / 5) ** 2).sum() / 5)
+    z, mu, sd = standardise(oof, 6, "pooled")
+    np.testing.assert_allclose(mu, [m, m])
+    np.testing.assert_allclose(sd, [s, s])
+    np.testing.assert_allclose(z[:5], (allr - m) / s)
+    assert np.isnan(z[5])
+
+
+def test_a_row_scored_by_several_inner_models_gets_the_mean_of_their_scores():
+    """Rows 1 and 2 are out-of-fold for both inner models (fewer inner splits than
+    members): their score is the average of the two standardised risks, not the sum."""
+    oof = [(np.array([0, 1, 2]), np.array([1.0, 2.0, 4.0])),
+           (np.array([1, 2, 3]), np.array([5.0, 1.0, 3.0]))]  # fmt: skip
+    z, _, _ = standardise(oof, 5)
+    a = (np.array([1.0, 2.0, 4.0]) - 7 / 3) / np.std([1.0, 2.0, 4.0])
+    b = (np.array([5.0, 1.0, 3.0]) - 3.0) / np.std([5.0, 1.0, 3.0])
+    np.testing.assert_allclose(z[:4], [a[0], (a[1] + b[0]) / 2, (a[2] + b[1]) / 2, b[2]])
+    assert np.isnan(z[4])
+    zp, mu, sd = standardise(oof, 5, "pooled")  # the same rule with one pooled scale
+    both = np.array([[2.0, 5.0], [4.0, 1.0]])
+    np.testing.assert_allclose(zp[1:3], ((both - mu[0]) / sd[0]).mean(1))
+
+
+def _weak_cohort(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    x, time, event = _simulated(n, seed)
+    assert len(np.unique(time)) == n  # no tied times: Breslow = Efron = lifelines
+    return x, time, event
+
+
+def test_screen_statistic_is_the_likelihood_ratio_of_a_cox_fit(monkeypatch):
+    """Without the ridge, the screen's statistic of a column is the likelihood-ratio test
+    of a one-covariate Cox model against none (lifelines, 2 (loglik - null loglik)); a
+    column associated the wrong way has coefficient 0 (non-negative) and statistic 0."""
+    import pandas as pd
+    from lifelines import CoxPHFitter
+
+    monkeypatch.setattr(stacking, "RIDGE", 0.0)
+    rng = np.random.default_rng(111)
+    x, time, event = _weak_cohort(80, 11)
+    z = np.column_stack([x, 0.5 * x + rng.normal(size=len(x)), -x])
+    tests = stacking.screen(z, time, event)
+    for j in (0, 1):
+        df = pd.DataFrame({"z": z[:, j], "T": time, "E": event})
+        ref = CoxPHFitter().fit(df, "T", "E").log_likelihood_ratio_test().test_statistic
+        assert tests[j]["lr"] == pytest.approx(ref, rel=1e-5)
+        assert tests[j]["kept"] == (ref >= stacking.LR_THRESHOLD)
+    assert tests[2]["lr"] == pytest.approx(0.0, abs=1e-8) and not tests[2]["kept"]
+
+
+def test_penalised_objective_gradient_matches_finite_differences():
+    """The analytic gradient L-BFGS-B is given must be the gradient of the loss it is
+    given, shrinkage term included (beta with a nonzero mean, so the pull towards the
+    mean differs from a pull towards 0)."""
+    from scipy.optimize import approx_fprime
+
+    rng = np.random.default_rng(104)
+    x, time, event = _weak_cohort(60, 4)
+    z = np.column_stack([x, x + rng.normal(size=60), rng.normal(size=60)])
+    beta = np.array([0.3, 0.8, 0.1])
+    for shrink in (0.0, 20.0):
+        f = stacking._neg_log_pl(z, time, event, shrink=shrink)
+        numeric = approx_fprime(beta, lambda b, f=f: f(b)[0], 1e-7)
+        np.testing.assert_allclose(f(beta)[1], numeric, rtol=1e-4, atol=1e-4)
+    # the loss itself: the ridge and the shrinkage terms on top of the partial likelihood
+    loglik = -stacking._neg_log_pl(z, time, event)(np.zeros(3))[0]
+    order = np.argsort(time)
+    eta = z @ beta
+    lp = sum(eta[i] - np.log(np.exp(eta[time >= time[i]]).sum()) for i in order if event[i])
+    assert loglik == pytest.approx(
+        sum(-np.log((time >= time[i]).sum()) for i in order if event[i]))
+    dev = beta - beta.mean()
+    expect = -lp + 0.5 * stacking.RIDGE * beta @ beta + 0.5 * 20.0 * dev @ dev
+    assert stacking._neg_log_pl(z, time, event, shrink=20.0)(beta)[0] == pytest.approx(expect)
+
+
+def test_when_no_candidate_passes_the_screen_the_best_c_index_alone_is_kept():
+    """No column reaches the threshold: the weight goes to the column with the highest
+    out-of-fold C-index (lifelines' concordance, an independent count), at least
+    ``MIN_SCALE``; every other column gets 0."""
+    from lifelines.utils import concordance_index as lifelines_c
+
+    rng = np.random.default_rng(105)
+    x, time, event = _weak_cohort(120, 5)
+    z = np.column_stack([rng.normal(size=120), -x, x + 0.5 * rng.normal(size=120),
+                         0.3 * x + rng.normal(size=120)])  # fmt: skip
+    c = [lifelines_c(time, -z[:, j], event) for j in range(z.shape[1])]
+    best = int(np.argmax(c))
+    assert best == 2 and c[1] < 0.5  # the reversed column has the lowest C
+    beta, record = fit_weights(z, time, event, threshold=1e9)
+    assert not any(t["kept"] for t in record["screen"])
+    assert beta[best] >= stacking.MIN_SCALE
+    assert (np.delete(beta, best) == 0).all()
+    alone, _ = stacking.nonnegative_cox(z[:, [best]], time, event)
+    assert beta[best] == pytest.approx(max(alone[0], stacking.MIN_SCALE))
+    # a lone column with the wrong sign (its Cox coefficient clips to 0) gets MIN_SCALE
+    beta, _ = fit_weights(z[:, [1]], time, event, threshold=1e9)
+    assert beta.tolist() == [stacking.MIN_SCALE]
+
+
+def test_kept_candidates_with_a_tiny_total_weight_are_rescaled_to_min_scale():
+    """Candidates that pass the screen but whose coefficients sum below ``MIN_SCALE``
+    (a tiny-scale signal, let through by a threshold below 0) are scaled up together so
+    the coefficients sum to ``MIN_SCALE``, keeping their ratios."""
+    rng = np.random.default_rng(106)
+    x, time, event = _weak_cohort(100, 6)
+    z = 1e-6 * np.column_stack([x, x + rng.normal(size=100), rng.normal(size=100)])
+    raw, _ = stacking.nonnegative_cox(z, time, event, stacking.SHRINK)
+    assert 0 < raw.sum() < stacking.MIN_SCALE / 5  # the unscaled fit: far below MIN_SCALE
+    beta, record = fit_weights(z, time, event, threshold=-1.0)
+    assert all(t["kept"] for t in record["screen"])
+    assert beta.sum() == pytest.approx(stacking.MIN_SCALE, rel=1e-9)
+    np.testing.assert_allclose(beta, raw * stacking.MIN_SCALE / raw.sum(), rtol=1e-9)
+
+
 def test_curves_are_calibrated_on_synthetic_data():
     """A stack whose candidate knows the true risk gives survival curves that match the
     Kaplan-Meier estimate of held-out patients (mean predicted S(t) within 0.03)."""

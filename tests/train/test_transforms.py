@@ -324,3 +324,72 @@ def test_a_clinical_state_saved_before_zero_constant_zeroes_nothing():
     state["params"] = json.dumps(params)
     old = ClinicalEncoder.from_state(state)
     np.testing.assert_array_equal(old.transform(x[30:]), full.transform(x[30:]))
+
+
+def test_rank_gauss_ties_take_the_middle_of_their_quantile_levels_as_scikit_learn():
+    """Rounded lab values repeat: a tied value spans several training quantiles and maps
+    to the mean of the forward and backward interpolation (scikit-learn's rule), not to
+    the first level it reaches. Compared on scikit-learn's own quantiles (its percentile
+    in % may put a tied quantile off by 1e-14, which splits a tie), inside the training
+    range: at a tied training minimum scikit-learn sends every tie to the lower bound."""
+    from sklearn.preprocessing import QuantileTransformer
+
+    from modalsurv.train.transforms import rank_gauss, rank_gauss_quantiles
+
+    rng = np.random.default_rng(8)
+    x = np.round(rng.lognormal(0, 1, 300))
+    values, counts = np.unique(x, return_counts=True)
+    assert counts[1:4].min() > 10  # 1, 2, 3: heavily tied values
+    ref = QuantileTransformer(n_quantiles=300, output_distribution="normal").fit(x[:, None])
+    np.testing.assert_allclose(rank_gauss_quantiles(x, 300), ref.quantiles_[:, 0], atol=1e-12)
+    new = np.r_[values[1:], 0.5, 1.5, 2.5, 100.0, -1.0]
+    np.testing.assert_allclose(rank_gauss(new, ref.quantiles_[:, 0]),
+                               ref.transform(new[:, None])[:, 0], rtol=1e-7)  # fmt: skip
+    # the training rows themselves: ranks kept, ties equal
+    z = rank_gauss(x, rank_gauss_quantiles(x, 300))
+    assert len(np.unique(z)) == len(values)
+    assert (np.diff(z[np.argsort(x, kind="stable")]) >= 0).all()
+
+
+def test_auto_rank_gauss_flags_left_skewed_columns_too():
+    """A heavy left tail (a negated lognormal: skewness well below -1) is heavy-tailed as
+    much as a right one; a symmetric column is not."""
+    from scipy.stats import skew
+
+    rng = np.random.default_rng(9)
+    x = np.c_[rng.lognormal(0, 1, 300), -rng.lognormal(0, 1, 300), rng.normal(size=300)]
+    assert skew(x[:, 0]) > 1 and skew(x[:, 1]) < -1 and abs(skew(x[:, 2])) < 1
+    enc = ClinicalEncoder(numeric="auto").fit(x)
+    assert enc.rank_columns_.tolist() == [0, 1]
+
+
+def test_vector_scaler_matches_sklearn_mean_imputation_and_scaling():
+    """Skewed embedding columns with NaN in training and test rows: the mean (not the
+    median) of the training rows fills a gap, then the columns are standardised."""
+    rng = np.random.default_rng(10)
+    x = rng.lognormal(0, 1, size=(60, 4))
+    x[rng.random((60, 4)) < 0.2] = np.nan
+    ref = make_pipeline(SimpleImputer(strategy="mean"), StandardScaler()).fit(x[:45])
+    t = VectorScaler().fit(x[:45])
+    np.testing.assert_allclose(t.fill_, ref[0].statistics_)
+    assert np.isnan(x[45:]).any()
+    np.testing.assert_allclose(t.transform(x[45:]), ref.transform(x[45:]), rtol=1e-5, atol=1e-5)
+
+
+def test_rna_rows_measuring_no_covered_gene_are_not_fitted_on():
+    """Profiles from another gene naming (they measure only genes too rare to be covered)
+    have no RNA: the fit (medians, scaling) equals a fit on the measuring rows alone,
+    computed here by hand, and they are not measured rows."""
+    rng = np.random.default_rng(11)
+    x = _rna(rng, n=20, g=8)
+    x[:5, :6] = np.nan  # five profiles measure only genes 6 and 7 ...
+    x[5:, 6:] = np.nan  # ... which nobody else measures (coverage 25 % < 50 %)
+    t = RnaTransform(top_variance_genes=None, pca=None).fit(x)
+    np.testing.assert_array_equal(t.genes_, np.arange(6))
+    logged = np.log1p(x[5:, :6])
+    np.testing.assert_allclose(t.mean_, logged.mean(0))
+    np.testing.assert_allclose(t.scale_, logged.std(0))
+    alone = RnaTransform(top_variance_genes=None, pca=None).fit(x[5:])
+    for k in ("median_", "genes_", "mean_", "scale_"):
+        np.testing.assert_array_equal(getattr(t, k), getattr(alone, k), err_msg=k)
+    np.testing.assert_array_equal(t.measured_rows(x), np.arange(20) >= 5)

@@ -110,6 +110,10 @@ def _coords(raw: Any, x: np.ndarray, src: Any, pid: str) -> np.ndarray:
     return np.ascontiguousarray(c, dtype=np.int64)
 
 
+#: packing reads and writes rows in batches of about this many bytes (memory bound)
+PACK_BATCH_BYTES = 64 << 20
+
+
 class StoreWriter(StoreFiles):
     """The writing side of :class:`~modalsurv.io.store.FeatureStore`."""
 
@@ -244,7 +248,7 @@ class StoreWriter(StoreFiles):
             dtype=h5py.string_dtype(),
         )
         # pass 2: rows in batches of ~64 MiB, every byte written (padding included)
-        step = max(1, (64 << 20) // (int(np.prod(row_shape)) * np.dtype(dtype).itemsize))
+        step = max(1, PACK_BATCH_BYTES // (int(np.prod(row_shape)) * np.dtype(dtype).itemsize))
         buf = np.empty((min(step, n), *row_shape), dtype=dtype)
         cbuf = None if coords is None else np.empty((len(buf), kmax, 2), dtype=np.int64)
         for s0 in range(0, n, step):
