@@ -90,10 +90,13 @@ class UnitFolder:
         atomic_write_text(self.spec_path, json.dumps(spec, indent=1))
 
 
-def remove_stale_temporaries(folder: Path) -> list[Path]:
+def remove_stale_temporaries(folder: Path, of: str = "*", recursive: bool = True) -> list[Path]:
     """Delete the ``.NAME.*.tmp`` files a killed writer left (utils.atomic_path); only to be
-    called while holding the folder's lock, so no live writer owns them."""
-    stale = [p for p in Path(folder).rglob(".*.tmp") if p.is_file()]
+    called while holding the lock that covers them, so no live writer owns them. ``of``:
+    only the temporaries of files named so (a lock that covers one file); ``recursive``:
+    subfolders too."""
+    found = Path(folder).rglob(f".{of}.*.tmp") if recursive else Path(folder).glob(f".{of}.*.tmp")
+    stale = [p for p in found if p.is_file()]
     for p in stale:
         p.unlink(missing_ok=True)
     return stale

@@ -132,6 +132,14 @@ def test_manifest_to_cohort_via_store_matches_direct(cohort_dir):
     np.testing.assert_array_equal(again.features["wsi"], via.features["wsi"])
 
 
+def _read_rows(tmp_path, rows):
+    """(path, manifest, cohort) of a manifest CSV made of ``rows`` (header first)."""
+    path = tmp_path / "m.csv"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    m = read_manifest(path)
+    return path, m, manifest_to_cohort(m)
+
+
 def test_messy_cells_of_a_numeric_column_are_missing_not_categories(tmp_path):
     """One messy cell ('5 cm', '1,200', inf, 'n/a') no longer turns a numeric column into
     one category per value: it is missing, with a warning naming row, patient and column;
@@ -141,10 +149,7 @@ def test_messy_cells_of_a_numeric_column_are_missing_not_categories(tmp_path):
         age = {3: "NA", 7: "n/a"}.get(i, str(50 + i))
         psa = {4: '"1,200"', 5: "inf"}.get(i, str(10 + i))
         rows.append(f"P{i},{5 + i},{i % 2},{age},{psa},{['low', 'high'][i % 2]},free text {i}")
-    path = tmp_path / "m.csv"
-    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    m = read_manifest(path)
-    cohort = manifest_to_cohort(m)
+    path, m, cohort = _read_rows(tmp_path, rows)
     names = cohort.feature_names["clinical"]
     assert names[:2] == ["age", "psa"] and {"grade=high", "grade=low"} <= set(names)
     x = cohort.features["clinical"]
@@ -163,10 +168,7 @@ def test_levels_differing_only_in_case_are_one_level_spelled_as_most_cells(tmp_p
     grades = ["low", "Low", "low", "HIGH", "high", "High", "high"]
     for i, g in enumerate(grades):
         rows.append(f"P{i},{5 + i},{i % 2},{g},{['a', 'b'][i % 2]}")
-    path = tmp_path / "m.csv"
-    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    m = read_manifest(path)
-    cohort = manifest_to_cohort(m)
+    _, m, cohort = _read_rows(tmp_path, rows)
     names = cohort.feature_names["clinical"]
     assert [n for n in names if n.startswith("grade=")] == ["grade=high", "grade=low"]
     x = cohort.features["clinical"]

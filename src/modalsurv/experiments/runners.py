@@ -191,7 +191,9 @@ class RayRunner:
     ``address``: ``None`` uses ``RAY_ADDRESS`` when it is set, else starts a local Ray with
     ``num_cpus`` CPUs (shut down afterwards); an address (``"auto"``, ``"HOST:6379"``,
     ``"ray://host:10001"``) joins an existing cluster, whose workers must have modalsurv
-    installed. Each task takes ``cpus_per_trial`` CPUs; tasks are spread over the nodes.
+    installed; an address nothing answers at is refused when the runner is made
+    (:func:`check_reachable`). Each task takes ``cpus_per_trial`` CPUs; tasks are spread
+    over the nodes.
     A Ray that is already initialised in this process is used as it is.
 
     ``torch_threads`` / ``blas_threads``: threads inside each task. Float reductions
@@ -206,6 +208,8 @@ class RayRunner:
                  cpus_per_trial: float = 1.0, torch_threads: int | None = None,
                  blas_threads: int | None = None, same_threads: bool = True) -> None:  # fmt: skip
         self.address = address or os.environ.get("RAY_ADDRESS") or None
+        if self.address is not None:
+            check_reachable(self.address)  # here, before a command reads its data
         self.num_cpus = num_cpus
         self.cpus_per_trial = cpus_per_trial
         self.torch_threads = torch_threads
@@ -221,7 +225,6 @@ class RayRunner:
         if self.address is None:
             ray.init(num_cpus=self.num_cpus, include_dashboard=False, **kw)
         else:
-            check_reachable(self.address)
             ray.init(address=self.address, **kw)
         return True
 
@@ -352,16 +355,13 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
 
 def get_runner(runner: str | Runner, address: str | None = None) -> Runner:
     """``"local"``, ``"ray"`` (``address``: a Ray cluster to join, see RayRunner) or a
-    Runner instance. A Ray address is checked here, before any data is read."""
+    Runner instance."""
     if not isinstance(runner, str):
         return runner
     if runner == "local":
         return LocalRunner()
     if runner == "ray":
-        ray_runner = RayRunner(address=address)
-        if ray_runner.address is not None:
-            check_reachable(ray_runner.address)
-        return ray_runner
+        return RayRunner(address=address)
     raise ConfigError(f"unknown runner {runner!r}; expected 'local' or 'ray'")
 
 

@@ -32,6 +32,7 @@ from modalsurv.io.store_format import (
     _read_group,
     _settings_text,
 )
+from modalsurv.resume import remove_stale_temporaries
 from modalsurv.utils import atomic_path
 
 
@@ -129,8 +130,7 @@ class StoreWriter(StoreFiles):
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / f".{modality}.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            for stale in self.root.glob(f".{self.path(modality).name}.*.tmp"):
-                stale.unlink(missing_ok=True)
+            remove_stale_temporaries(self.root, of=self.path(modality).name, recursive=False)
             try:
                 yield
             finally:
