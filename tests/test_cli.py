@@ -361,3 +361,26 @@ def test_an_output_file_that_is_a_folder_is_refused_before_any_work(run_dir, tmp
                   "--out", str(folder)]):  # fmt: skip
         res = runner.invoke(app, args)
         assert res.exit_code == 2 and "is a folder; give the file to write" in res.output, res.output
+
+
+def test_paths_and_names_with_markup_or_emoji_codes_print_as_written(run_dir, tmp_path, monkeypatch):
+    """A folder named 'q[/bold]' or a file 'a:b:c' is the user's, not Rich markup: before the
+    fix the closing tag raised a MarkupError after the outputs were written (exit 3)."""
+    import io
+
+    from rich.console import Console
+
+    from modalsurv import cli
+
+    ext = tmp_path / "external.yaml"
+    ext.write_text(yaml.safe_dump({"data": {"source": "synthetic",
+                                            "params": {**TINY, "n": 20, "seed": 5, "external": True}}}))
+    out = tmp_path / "q[" / "bold]" / "p:b:x.csv"  # the path's text holds 'q[/bold]'
+    out.parent.mkdir(parents=True)
+    res = runner.invoke(app, ["predict", str(run_dir), "--data", str(ext), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert out.exists() and "q[/bold]" in res.output and "p:b:x.csv" in res.output
+    buf = io.StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=buf, width=120, color_system=None, emoji=False))
+    cli._print_table(pd.DataFrame({"model [/red]": ["m[/]", "n:b:"], "c": [0.5, 0.6]}), "t")
+    assert "m[/]" in buf.getvalue() and "n:b:" in buf.getvalue() and "model [/red]" in buf.getvalue()

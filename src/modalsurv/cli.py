@@ -35,8 +35,10 @@ from modalsurv.utils import atomic_write_csv, atomic_write_text
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Multimodal deep survival analysis (ModalSurv).")
-console = Console()
-err_console = Console(stderr=True, soft_wrap=True)  # errors and warnings: one line each
+# emoji=False: a path or name holding ':b:' prints as written, not as an emoji; every
+# interpolated path or name goes through escape() so '[...]' in it is not read as markup
+console = Console(emoji=False)
+err_console = Console(stderr=True, soft_wrap=True, emoji=False)  # errors and warnings: one line each
 _STATE = {"debug": False}
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -136,7 +138,8 @@ class RichProgress:
 
     def _folds(self, info: dict[str, Any], total: float | None = None) -> Any:
         trial = info.get("trial")
-        label = "outer folds" if trial is None else f"{self.labels.get(trial, trial)}: folds"
+        label = ("outer folds" if trial is None
+                 else f"{escape(str(self.labels.get(trial, trial)))}: folds")
         return self.task_name(("folds", trial), label, total)
 
     def __call__(self, event: str, **info: Any) -> None:
@@ -193,10 +196,10 @@ class RichProgress:
             self.p.update(self.task_name("patients", "patients", None),
                           description=f"patients ({info['tiles_per_s']:.0f} tiles/s)")
         elif event == "baseline_failed":
-            self.p.console.print(f"[yellow]baseline {info.get('model')} failed on fold "
+            self.p.console.print(f"[yellow]baseline {escape(str(info.get('model')))} failed on fold "
                                  f"{info.get('fold')}: {escape(str(info.get('reason')))}[/]")
         elif event == "stage":
-            self.p.console.print(f"[bold cyan]>> {info.get('message')}[/]")
+            self.p.console.print(f"[bold cyan]>> {escape(str(info.get('message')))}[/]")
 
 
 def _progress() -> Progress:
@@ -205,7 +208,7 @@ def _progress() -> Progress:
 
 
 def _cell(v: object) -> str:
-    return f"{v:.3f}" if isinstance(v, float) else str(v)
+    return f"{v:.3f}" if isinstance(v, float) else escape(str(v))
 
 
 def _print_table(df: pd.DataFrame, title: str) -> None:
@@ -214,14 +217,14 @@ def _print_table(df: pd.DataFrame, title: str) -> None:
     columns that differ get the width; long model names fold instead of being cut off."""
     same = [c for c in df.columns
             if len(df) > 1 and df[c].map(_cell).nunique() == 1 and _cell(df[c].iloc[0])]  # fmt: skip
-    caption = ("in every row: " + " · ".join(f"{c} {_cell(df[c].iloc[0])}" for c in same)
+    caption = ("in every row: " + " · ".join(f"{escape(str(c))} {_cell(df[c].iloc[0])}" for c in same)
                if same else None)  # fmt: skip
     table = Table(title=title, caption=caption)
     shown = [c for c in df.columns if c not in same]
     for col in shown:
         # numbers right, text left (pandas 3 gives text columns a str dtype, not object)
         numeric = pd.api.types.is_numeric_dtype(df[col]) and not pd.api.types.is_bool_dtype(df[col])
-        table.add_column(str(col), justify="right" if numeric else "left", overflow="fold")
+        table.add_column(escape(str(col)), justify="right" if numeric else "left", overflow="fold")
     for _, row in df[shown].iterrows():
         table.add_row(*[_cell(v) for v in row])
     console.print(table)
@@ -263,8 +266,8 @@ def demo(
         _fail(err)
     _print_table(result.table, "modalsurv demo: C-index (mean ± std over outer folds)")
     for line in result.notes:
-        console.print(line)
-    console.print(f"run folder: [bold]{out}[/]  (wall time {time.perf_counter() - start:.0f} s)")
+        console.print(escape(line))
+    console.print(f"run folder: [bold]{escape(str(out))}[/]  (wall time {time.perf_counter() - start:.0f} s)")
 
 
 def _data_config(spec: Any, features: Path | None) -> Any:
@@ -387,7 +390,7 @@ def train(
     timing = timing_table(result.timings(), time.perf_counter() - started)
     if timing is not None:
         _print_table(timing, "Where the time went (seconds, summed over folds)")
-    console.print(f"run folder: [bold]{out}[/]")
+    console.print(f"run folder: [bold]{escape(str(out))}[/]")
 
 
 @app.command()
@@ -447,9 +450,9 @@ def predict(
             df = predict_run(run, loaded.cohort, out, grid)
     except ValueError as err:  # DataError and ConfigError are ValueErrors too
         _fail(err)
-    console.print(f"wrote {len(df)} predictions to [bold]{out}[/] (risk and survival with the"
+    console.print(f"wrote {len(df)} predictions to [bold]{escape(str(out))}[/] (risk and survival with the"
                   f" 5th–95th percentile over the ensemble's {int(df['n_members'].iloc[0])}"
-                  " member models)" if len(df) else f"wrote 0 predictions to [bold]{out}[/]")
+                  " member models)" if len(df) else f"wrote 0 predictions to [bold]{escape(str(out))}[/]")
 
 
 @app.command()
@@ -498,8 +501,8 @@ def experiment(
         _fail(err)
     cols = [c for c in ["label", "model", "status", "harrell_c_mean", "harrell_c_std", "ibs_mean"]
             if c in results.columns]
-    _print_table(results[cols], f"grid {g.name}: C-index per trial")
-    console.print(f"results: [bold]{out / 'results.csv'}[/]")
+    _print_table(results[cols], f"grid {escape(g.name)}: C-index per trial")
+    console.print(f"results: [bold]{escape(str(out / 'results.csv'))}[/]")
     if not (results["status"] == "ok").any():
         (out / "paired.csv").unlink(missing_ok=True)  # an earlier grid's, not this one's
         _grid_report(out)
@@ -520,7 +523,7 @@ def experiment(
     refs = paired["reference"].unique()
     what = refs[0] if len(refs) == 1 else f"per {by}: " + "; ".join(refs)
     _print_table(shown[cols], f"Harrell C minus the reference ({what}), paired on folds")
-    console.print(f"paired comparisons: [bold]{out / 'paired.csv'}[/]")
+    console.print(f"paired comparisons: [bold]{escape(str(out / 'paired.csv'))}[/]")
     _grid_report(out)
 
 
@@ -528,7 +531,7 @@ def _grid_report(out: Path) -> None:
     """The grid's report.html (``experiments.grid_report``, the code `report` runs)."""
     from modalsurv.experiments.grid_report import build_grid_report
 
-    console.print(f"report: [bold]{build_grid_report(out)}[/]")
+    console.print(f"report: [bold]{escape(str(build_grid_report(out)))}[/]")
 
 
 @app.command()
@@ -556,7 +559,8 @@ def report(
         raise ConfigError(f"{folder} is not a folder: give a run folder or a grid folder")
     _file_out(out)
     page = build_report(folder, out, title, _parse_times(times) or None)
-    console.print(f"report: [bold]{page}[/]  (figure data: {page.parent / 'report_data'})")
+    console.print(f"report: [bold]{escape(str(page))}[/]  (figure data:"
+                  f" {escape(str(page.parent / 'report_data'))})")
 
 
 def _parse_times(text: str) -> list[float]:
@@ -717,7 +721,7 @@ def extract(
             report = run_extract(layout, root, out, progress=RichProgress(p), **kwargs)
     except (DataError, ConfigError) as err:
         _fail(err)
-    console.print(f"store: [bold]{out}[/]  done {len(report.done)}, skipped "
+    console.print(f"store: [bold]{escape(str(out))}[/]  done {len(report.done)}, skipped "
                   f"{len(report.skipped)}, no images {len(report.no_images)}, failed"
                   f" {len(report.failures)}"
                   + (f", images cached {len(report.cached)}" if report.cached else ""))
@@ -788,7 +792,7 @@ def challenge(
                     console.print(f"  read as a risk (C on the prediction itself):"
                                   f" {res.c_index_as_risk:.4f}")
             if out is not None:
-                console.print(f"predictions: [bold]{out}[/]")
+                console.print(f"predictions: [bold]{escape(str(out))}[/]")
             return
         result, path = answer_case(t, predictor, input, output, weights, dev, direction)  # type: ignore[arg-type]
     except (DataError, ConfigError) as err:
@@ -796,8 +800,8 @@ def challenge(
     for prob in result.problems:
         console.print(f"[yellow]{escape(str(prob))}[/]")
     stages = ", ".join(f"{k} {v:.2f} s" for k, v in result.seconds.items())
-    console.print(f"{path}: {result.value!r} (risk {result.risk:.4f}; modalities"
-                  f" {'+'.join(result.modalities)}; {stages})")
+    console.print(f"{escape(str(path))}: {escape(repr(result.value))} (risk"
+                  f" {result.risk:.4f}; modalities {'+'.join(result.modalities)}; {stages})")
 
 
 @app.command("init-config")
@@ -821,7 +825,7 @@ def init_config(
     if out.exists():
         raise ConfigError(f"{out} exists; choose another --out")
     atomic_write_text(out, text)
-    console.print(f"wrote [bold]{out}[/] (from the shipped {name!r})")
+    console.print(f"wrote [bold]{escape(str(out))}[/] (from the shipped {escape(repr(name))})")
 
 
 @app.command("case-input")
@@ -843,7 +847,7 @@ def case_input(
         path = case_to_input(root, task, case, out, replace=replace)
     except (DataError, ConfigError) as err:
         _fail(err)
-    console.print(f"/input for case {case}: [bold]{path}[/]")
+    console.print(f"/input for case {escape(str(case))}: [bold]{escape(str(path))}[/]")
 
 
 @app.command("export-model")
@@ -863,7 +867,7 @@ def export_model_cmd(
         path = export_model(run, out, task, weights)
     except (DataError, ConfigError) as err:
         _fail(err)
-    console.print(f"model for /opt/ml/model: [bold]{path}[/]")
+    console.print(f"model for /opt/ml/model: [bold]{escape(str(path))}[/]")
 
 
 def _one_line_summaries(typer_app: typer.Typer) -> None:
