@@ -280,12 +280,14 @@ def _data_config(spec: Any, features: Path | None) -> Any:
     return data
 
 
-def _load_data(spec: Any, features: Path | None, strict: bool, seed: int = 0) -> Any:
+def _load_data(spec: Any, features: Path | None, strict: bool, seed: int = 0,
+               labels: bool = True) -> Any:  # fmt: skip
     """Load a cohort (spec string or DataConfig), print what was read and every problem
-    (one screen), and with ``strict`` refuse any problem."""
+    (one screen), and with ``strict`` refuse any problem. ``labels=False``: a CHIMERA
+    case without a label is kept (prediction)."""
     from modalsurv.data.sources import load_data
 
-    loaded = load_data(_data_config(spec, features), seed=seed)
+    loaded = load_data(_data_config(spec, features), seed=seed, labels=labels)
     _print_data_summary(loaded)
     if strict:
         loaded.check_strict()
@@ -445,7 +447,7 @@ def predict(
         _file_out(out)
         grid = _parse_times(times)
         check_trained(run)  # before the cohort is read
-        loaded = _load_data(data, features, strict)
+        loaded = _load_data(data, features, strict, labels=False)  # labels are not needed
         with _bind_images(data, features, images):
             df = predict_run(run, loaded.cohort, out, grid)
     except ValueError as err:  # DataError and ConfigError are ValueErrors too

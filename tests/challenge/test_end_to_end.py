@@ -198,3 +198,31 @@ def test_one_bad_optional_input_costs_only_that_input(task1, tmp_path, damage):
     assert said in " ".join(text.split()), text
     value = json.loads((tmp_path / "out" / OUTPUTS["task1"]).read_text())
     assert isinstance(value, float) and np.isfinite(value) and value > 0
+
+
+def test_predict_reads_a_chimera_folder_without_labels(task1, tmp_path, kit):
+    """The cases a lab predicts on have no follow-up yet: `predict` keeps them (it used to
+    drop every case as 'patient without label' and write nothing), with the same numbers
+    as for the same cases read with their labels; `evaluate` still needs labels."""
+    held = tmp_path / "held"
+    shutil.copytree(task1["held"], held)
+    for f in (held / "clinical_data").glob("*.json"):
+        rec = json.loads(f.read_text())
+        rec.pop("time_to_follow-up/BCR"), rec.pop("BCR")
+        f.write_text(json.dumps(rec))
+    store = tmp_path / "store"
+    kit.run(["extract", str(held), "--layout", "chimera-task1", "--out", str(store),
+             *kit.EXTRACT, "--volume-encoder", "medicalnet_resnet10"])
+    out = _run(["predict", str(task1["run"]), "--data", f"chimera-task1:{held}", "--features",
+                str(store), "--out", str(tmp_path / "p.csv"), "--times", "12"])
+    assert "6 without a label" in " ".join(out.split())
+    unlabelled = pd.read_csv(tmp_path / "p.csv", dtype={"patient": str})
+    assert len(unlabelled) == 6 and unlabelled["risk"].notna().all()
+    # the labelled copy of the same cases, read from the same store
+    _run(["predict", str(task1["run"]), "--data", f"chimera-task1:{task1['held']}",
+          "--features", str(store), "--out", str(tmp_path / "l.csv"), "--times", "12"])
+    labelled = pd.read_csv(tmp_path / "l.csv", dtype={"patient": str})
+    pd.testing.assert_frame_equal(unlabelled, labelled)
+    res = runner.invoke(app, ["evaluate", str(task1["run"]), "--data",
+                              f"chimera-task1:{held}", "--features", str(store)])
+    assert res.exit_code != 0 and "without label" in res.output

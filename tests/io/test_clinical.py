@@ -160,3 +160,22 @@ def test_generic_csv_with_yaml_schema_and_time_unit(tmp_path):
     (tmp_path / "bad.yaml").write_text("columns:\n  g: {kind: ordinal}\n")
     with pytest.raises(ConfigError, match="order"):
         load_schema(tmp_path / "bad.yaml")
+
+
+def test_labels_not_required_keeps_unlabelled_patients():
+    """Prediction reads cases without follow-up: kept with time NaN (no problem recorded);
+    a label that is there but unreadable is a warning, not a dropped case."""
+    from modalsurv.io.clinical import coerce_records
+
+    no_label = {k: v for k, v in REC.items() if k not in ("BCR", "time_to_follow-up/BCR")}
+    records = {"a": REC, "b": no_label, "c": {**REC, "time_to_follow-up/BCR": "soon"}}
+    problems = []
+    df = coerce_records(records, TASK1, problems, collect_errors=True, require_labels=False)
+    assert list(df.index) == ["a", "b", "c"]
+    assert df.loc["a", "time"] == 14.5 and bool(df.loc["a", "event"])
+    assert np.isnan(df.loc["b", "time"]) and np.isnan(df.loc["c", "time"])
+    assert [(p.severity, p.patient, p.field) for p in problems] == [
+        ("warning", "c", "time_to_follow-up/BCR")]
+    problems = []
+    df = coerce_records(records, TASK1, problems, collect_errors=True)  # labels required
+    assert list(df.index) == ["a"] and {p.severity for p in problems} == {"error"}

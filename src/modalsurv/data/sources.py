@@ -86,7 +86,7 @@ def parse_data_spec(spec: str) -> DataConfig:
 _LOADERS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "synthetic": ("modalsurv.data.synthetic", "make_cohort", ()),
     "public": ("modalsurv.data.public", "load", ("name",)),
-    "chimera": ("modalsurv.io.chimera", "read_chimera", ("root", "task", "features")),
+    "chimera": ("modalsurv.io.chimera", "read_chimera", ("root", "task", "features", "labels")),
     "manifest": ("modalsurv.io.manifest", "manifest_to_cohort", ("manifest",)),
     "store": ("modalsurv.io.store_read", "labelled_store_cohort", ("root",)),
 }
@@ -154,8 +154,11 @@ def describe(data: DataConfig) -> str:
     return what + (f" + features {data.features}" if data.features else "")
 
 
-def load_data(data: DataConfig | str, seed: int = 0) -> LoadedData:
-    """Load the cohort a DataConfig (or spec string) describes, with its problems."""
+def load_data(data: DataConfig | str, seed: int = 0, labels: bool = True) -> LoadedData:
+    """Load the cohort a DataConfig (or spec string) describes, with its problems.
+
+    ``labels=False`` (prediction): a CHIMERA case without follow-up and event is kept with
+    a placeholder label and ``meta['labelled']`` False; other sources need labels."""
     if isinstance(data, str):
         data = parse_data_spec(data)
     check_data_params(data)
@@ -185,7 +188,8 @@ def load_data(data: DataConfig | str, seed: int = 0) -> LoadedData:
         task = (data.name or "task1").replace("task", "")
         if task not in ("1", "3"):
             raise ConfigError(f"data.name: a CHIMERA task is 'task1' or 'task3'; found {data.name!r}")
-        read = read_chimera(data.path, task=int(task), features=data.features, **params)
+        read = read_chimera(data.path, task=int(task), features=data.features, labels=labels,
+                            **params)  # fmt: skip
         return LoadedData(read.cohort, list(read.problems), read.extraction, source)
     if data.source == "manifest":
         from modalsurv.io.manifest import manifest_to_cohort, read_manifest

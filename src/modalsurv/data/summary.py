@@ -37,6 +37,8 @@ def data_summary(loaded: LoadedData) -> dict[str, Any]:
         "source": loaded.source,
         "patients": len(c),
         "events": c.n_events,
+        # cases read for prediction without a label (their placeholder is not an event)
+        "unlabelled": int((~c.meta["labelled"].astype(bool)).sum()) if "labelled" in c.meta else 0,
         "modalities": mods,
         "random_weights": list(extraction.get("random_weights") or []),
         "n_errors": sum(p.severity == "error" for p in loaded.problems),
@@ -65,7 +67,10 @@ def problem_table(summary: dict[str, Any]) -> pd.DataFrame:
 def headline(summary: dict[str, Any]) -> str:
     """One line: who and what was read, and how many problems."""
     mods = ", ".join(f"{m} {v['coverage']:.0%}" for m, v in summary["modalities"].items())
-    out = (f"{summary['patients']} patients, {summary['events']} events; modalities (coverage):"
+    unlabelled = summary.get("unlabelled", 0)
+    events = (f"{summary['events']} events" if not unlabelled else
+              f"{unlabelled} without a label (predicted, not scored)")  # fmt: skip
+    out = (f"{summary['patients']} patients, {events}; modalities (coverage):"
            f" {mods or 'none'}; {summary['n_errors']} error(s), {summary['n_warnings']}"
            " warning(s)")  # fmt: skip
     if summary["random_weights"]:

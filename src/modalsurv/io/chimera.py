@@ -395,6 +395,7 @@ def read_chimera(
     strict: bool = False,
     layout: Layout | None = None,
     features: str | Path | None = None,
+    labels: bool = True,
 ) -> ChimeraCohort:
     """Read a CHIMERA task folder into a Cohort: ``clinical`` (the JSON files, typed by the
     task's schema), ``rna`` (when any patient has an RNA file) and the image modalities.
@@ -411,10 +412,13 @@ def read_chimera(
     cannot be used, store patients without a clinical record and patients whose slides or
     MRI were not extracted. ``strict=True`` raises one DataError listing every problem
     (warnings included). ``event`` selects task 3's endpoint (``progression`` or
-    ``HG_recur``).
+    ``HG_recur``). ``labels=False`` reads a folder to predict on: a case without
+    follow-up and event is kept, with a placeholder label (time 1, no event) and
+    ``meta['labelled']`` False.
     """
     problems: list[Problem] = []
-    out = read_chimera_into(root, task, problems, slide_policy, max_tiles, seed, event, layout, features)
+    out = read_chimera_into(root, task, problems, slide_policy, max_tiles, seed, event, layout,
+                            features, labels)  # fmt: skip
     if strict and problems:
         raise_problems(problems, root)
     if out is None:
@@ -434,6 +438,7 @@ def read_chimera_into(
     event: str | None = None,
     layout: Layout | None = None,
     features: str | Path | None = None,
+    labels: bool = True,
 ) -> ChimeraCohort | None:
     """read_chimera's body, for callers that want every problem even when nothing is
     usable (``io.scan``): fills ``problems``; None when no patient is usable."""
@@ -444,7 +449,8 @@ def read_chimera_into(
     schema = clin.TASK1 if layout.task == 1 else clin.task3_schema(event or "progression")
     files = {str(c): Path(p) for c, p in zip(paths.index, paths["clinical"])}
     records = clin.json_records(files, problems, collect=True)
-    table = clin.coerce_records(records, schema, problems, files, collect_errors=True)
+    table = clin.coerce_records(records, schema, problems, files, collect_errors=True,
+                                require_labels=labels)  # fmt: skip
     keep = [str(c) for c in paths.index if str(c) in table.index]
     paths, table = paths.loc[keep], table.loc[keep]
     if not keep:
@@ -469,9 +475,13 @@ def read_chimera_into(
     if rna is not None:
         feats["rna"], present["rna"], fnames["rna"] = rna
     meta = pd.DataFrame(index=pd.Index(keep, name="patient"))
+    time, event = table["time"].to_numpy(dtype=float), table["event"].to_numpy(dtype=bool)
+    if not labels:  # prediction: a placeholder where the case has no label, said in meta
+        meta["labelled"] = np.isfinite(time)
+        time, event = np.where(np.isfinite(time), time, 1.0), np.where(np.isfinite(time), event, False)
     if layout.task == 3:
         meta["site"] = [(_SITE.match(c).group(1) if _SITE.match(c) else "unknown") for c in keep]
-    cohort = Cohort(keep, table["time"].to_numpy(), table["event"].to_numpy(), features=feats,
+    cohort = Cohort(keep, time, event, features=feats,
                     present=present, meta=meta, bag_mask=masks, feature_names=fnames)  # fmt: skip
     record = read_extraction_record(features) if features is not None else None
     return ChimeraCohort(cohort, paths, problems, table, record)

@@ -350,7 +350,9 @@ def coerce_records(
     and ``event`` (bool) when the schema declares labels. A value that cannot be typed
     raises SchemaError naming file, patient, field, expected and found
     (``collect_errors=True`` records it in ``problems`` instead and leaves NaN); a
-    missing label raises LabelError (or is collected, and that patient is dropped).
+    missing label raises LabelError (or is collected, and that patient is dropped);
+    ``require_labels=False`` (prediction) keeps such a patient with time NaN, and an
+    unreadable label is a warning.
     Unknown categories, leak columns and columns outside the schema are warnings.
     """
     ctx = _Ctx(problems, collect_errors, {k: str(v) for k, v in (paths or {}).items()})
@@ -401,8 +403,13 @@ def coerce_records(
                     raise LabelError(f"expected 0/1; found {e_raw!r}", path=path,
                                      patient=pid, field=schema.event) from None  # fmt: skip
             except LabelError as exc:
-                ctx.error(exc)
-                continue
+                if require_labels:
+                    ctx.error(exc)
+                    continue
+                if not (_is_missing(t_raw, missing) and _is_missing(e_raw, missing)):
+                    ctx.warn(f"{exc.reason}; the label is ignored (not needed here)", pid,
+                             exc.field or schema.time)  # fmt: skip
+                t, ev = math.nan, False
             row["time"], row["event"] = t, ev
         rows[pid] = row
     return _frame(rows, schema, has_labels)
