@@ -27,6 +27,7 @@ from rich.table import Table
 from modalsurv.errors import (
     ConfigError,
     DataError,
+    DivergedError,
     LockedError,
     MissingDependencyError,
     UnreachableError,
@@ -57,6 +58,7 @@ _USER_ERRORS: list[tuple[type[BaseException], int, str]] = [
     (ConfigError, 2, "fix the option or config key named above (`modalsurv COMMAND --help`)"),
     (DataError, 1, "fix the file, patient or field named above; `modalsurv scan` lists every"
                    " problem of a cohort at once"),
+    (DivergedError, 1, "lower train.lr (e.g. by 10x) or set train.grad_clip"),
     (UnreachableError, 1, "check the address named above (--ray-address / RAY_ADDRESS)"),
     (OSError, 1, "check the path named above and its permissions"),
 ]

@@ -83,6 +83,11 @@ class Problem:
         return f"[{self.severity}] {self.to_error()}"
 
 
+class DivergedError(ArithmeticError):
+    """Training produced non-finite weights (a learning rate far too large, usually): the
+    model cannot predict, so the run stops naming the epoch and the settings to change."""
+
+
 class LockedError(RuntimeError):
     """Another process holds the lock on a run folder or feature store."""
 

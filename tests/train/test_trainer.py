@@ -172,3 +172,26 @@ def test_risk_from_logits_rmst_is_minus_the_restricted_mean():
     np.testing.assert_allclose(
         trainer.risk_from_logits(logits, "deephit", cuts, 2.0), curves.risk_at(pmf, cuts, 2.0)
     )
+
+
+@pytest.mark.parametrize("head", ["deephit", "cox"])
+def test_a_diverging_network_stops_with_a_clear_error(make_cohort, make_config, head):
+    """lr=1e10: the outputs overflow, every loss is NaN and every step was skipped; the
+    NaN/inf network used to be kept and prediction failed later as an internal error."""
+    from modalsurv.errors import DivergedError
+    from modalsurv.train.estimator import ModalSurv
+
+    cfg = make_config(train__lr=1e10, train__epochs=3, model__head=head)
+    with pytest.raises(DivergedError, match=r"training diverged.*train\.lr 1e\+10"):
+        ModalSurv(cfg).fit(make_cohort(n=60, seed=3))
+
+
+def test_non_finite_weights_are_caught_at_the_end_of_the_epoch():
+    net = torch.nn.Linear(2, 1)
+    trainer._check_finite(net, 0, 1e-3)  # finite: nothing
+    with torch.no_grad():
+        net.bias.fill_(float("nan"))
+    from modalsurv.errors import DivergedError
+
+    with pytest.raises(DivergedError, match="'bias' is not finite after epoch 4"):
+        trainer._check_finite(net, 3, 1e-3)

@@ -33,7 +33,7 @@ import numpy as np
 
 from modalsurv.cohort import Cohort
 from modalsurv.config import RunConfig, with_values
-from modalsurv.errors import DataWarning, LabelError
+from modalsurv.errors import DataWarning, DivergedError, LabelError
 from modalsurv.survival.metrics import UndefinedMetricError, concordance_index
 from modalsurv.train.estimator import ModalSurv
 from modalsurv.utils import Progress, require
@@ -42,8 +42,9 @@ from modalsurv.utils import Progress, require
 PARAMS = {"train.lr": "lr", "train.weight_decay": "weight_decay", "model.dropout": "dropout",
           "model.latent_dim": "latent_dim", "train.epochs": "epochs"}
 KEYS = tuple(PARAMS)
-#: what makes a trial unscorable rather than a bug: an inner part without events
-UNSCORABLE = (LabelError, UndefinedMetricError)
+#: what makes a trial unscorable rather than a bug: an inner part without events, or a
+#: sampled learning rate at which the network diverges
+UNSCORABLE = (LabelError, UndefinedMetricError, DivergedError)
 
 
 @dataclass

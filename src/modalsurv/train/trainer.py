@@ -25,6 +25,7 @@ import torch
 from modalsurv.cohort import Cohort
 from modalsurv.config import RunConfig
 from modalsurv.devices import resolve_device
+from modalsurv.errors import DivergedError
 from modalsurv.survival import metrics
 from modalsurv.survival.family import get_family
 from modalsurv.train.fused import FusedStep
@@ -211,6 +212,17 @@ class FitResult:
     val_risks: list[np.ndarray] = field(default_factory=list)
 
 
+def _check_finite(net: torch.nn.Module, epoch: int, lr: float) -> None:
+    """Stop a diverged network at the epoch it diverged (its NaN weights used to be kept
+    silently, batches with a NaN loss being skipped, and prediction failed much later
+    inside the survival curves)."""
+    for name, p in net.named_parameters():
+        if not bool(torch.isfinite(p).all()):
+            raise DivergedError(
+                f"training diverged: parameter {name!r} is not finite after epoch {epoch + 1}"
+                f" (train.lr {lr:g})")  # fmt: skip
+
+
 def _evaluate(
     net: torch.nn.Module,
     data: Tensors,
@@ -344,6 +356,9 @@ def fit_network(
                 out = forward(net, batch)
             loss = batch_loss(out["logits"].float(), batch, config)
             if not torch.isfinite(loss):
+                if not bool(torch.isfinite(out["logits"]).all()):
+                    raise DivergedError(f"training diverged: the network's outputs are not"
+                                        f" finite in epoch {epoch + 1} (train.lr {tc.lr:g})")  # fmt: skip
                 continue  # e.g. a Cox batch without events: nothing to learn from it
             opt.zero_grad()
             loss.backward()
@@ -353,6 +368,7 @@ def fit_network(
             total += float(loss.detach()) * len(idx)
             count += len(idx)
         train_loss = total / count if count else float("nan")
+        _check_finite(net, epoch, tc.lr)
         record: dict[str, float] = {"epoch": float(epoch), "train_loss": train_loss}
         if val_d is not None:
             val_loss, val_c, val_risk = _evaluate(net, val_d, config, cuts, t_ref, tc.batch_size)
