@@ -193,3 +193,29 @@ def test_replace_empties_only_a_case_input_folder_and_only_once_the_case_is_read
         case_to_input(broken, "task1", "1001", dest, replace=True)
     assert sorted(p.relative_to(dest) for p in dest.rglob("*")) == before  # kept whole
     assert not list(tmp_path.glob(".in.partial-*"))
+
+
+@pytest.mark.parametrize("listed", [True, False])
+def test_an_empty_optional_json_file_costs_only_that_input(folder, tmp_path, listed):
+    """An empty RNA file used to abort the whole case ('corrupt JSON'), even when
+    inputs.json carried the RNA values inline: now the inline value is used, or the case
+    is predicted without RNA; only the required clinical socket stops a case."""
+    inp = case_to_input(folder, "task1", "1000", tmp_path / "in", inputs_json=listed)
+    (rna_file,) = inp.glob("*rna*.json")
+    whole = read_case(inp, "task1").rna
+    rna_file.write_text("")
+    case = read_case(inp, "task1")
+    said = [p for p in case.problems if "corrupt JSON" in p.reason]
+    assert len(said) == 1 and said[0].path == str(rna_file)
+    if listed:  # case_to_input writes each JSON socket's value inline in inputs.json too
+        assert case.rna == whole and "inputs.json" in said[0].reason
+    else:
+        assert case.rna is None and "ignored" in said[0].reason
+    (clinical,) = inp.glob("chimera-clinical-data*.json")
+    record = read_case(inp, "task1").clinical
+    clinical.write_text("")
+    if listed:
+        assert read_case(inp, "task1").clinical == record
+    else:
+        with pytest.raises(ChallengeInputError, match="corrupt JSON"):
+            read_case(inp, "task1")

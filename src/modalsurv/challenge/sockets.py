@@ -191,15 +191,26 @@ def _locate(root: Path, sock: Socket, listed: dict[str, dict[str, Any]]
     return sock.slugs[0], None, None
 
 
-def _json_value(slug: str, path: Path | None, entry: dict[str, Any] | None) -> Any:
+def _json_value(slug: str, path: Path | None, entry: dict[str, Any] | None, required: bool,
+                problems: list[Problem]) -> tuple[Any, str | None]:  # fmt: skip
+    """(value, where it came from) of a JSON socket: its file, else its inputs.json value.
+
+    A file that is not JSON (empty, cut short) costs only that file: the inputs.json value
+    is used when there is one, an optional socket is otherwise absent (a warning); only a
+    required socket with nothing usable stops the case."""
+    inline = entry.get("value") if entry is not None else None
     if path is not None and path.is_file():
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            return json.loads(path.read_text(encoding="utf-8")), str(path)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise ChallengeInputError(f"corrupt JSON: {exc}", path=path, field=slug) from None
-    if entry is not None and entry.get("value") is not None:
-        return entry["value"]
-    return None
+            if inline is None and required:
+                raise ChallengeInputError(f"corrupt JSON: {exc}", path=path, field=slug) from None
+            use = "using its value in inputs.json" if inline is not None else "ignored"
+            problems.append(Problem("warning", f"corrupt JSON ({exc}); {use}", str(path), None,
+                                    slug))  # fmt: skip
+    if inline is not None:
+        return inline, "inputs.json"
+    return None, None
 
 
 def read_case(input_dir: str | Path, task: str) -> CaseInputs:
@@ -226,7 +237,7 @@ def read_case(input_dir: str | Path, task: str) -> CaseInputs:
     for sock in SOCKETS[t]:
         slug, path, entry = _locate(root, sock, listed)
         if sock.kind == "json":
-            value = _json_value(slug, path, entry)
+            value, source = _json_value(slug, path, entry, sock.required, problems)
             if value is None:
                 where = root / sock.paths[0]
                 if sock.required:
@@ -239,7 +250,7 @@ def read_case(input_dir: str | Path, task: str) -> CaseInputs:
                                             None, slug))  # fmt: skip
                 continue
             values[sock.role] = value
-            sources[slug] = json_paths[sock.role] = str(path) if path is not None else "inputs.json"
+            sources[slug] = json_paths[sock.role] = str(source)
             continue
         files = _image_files(path) if path is not None else []
         if path is not None and not files:
