@@ -152,6 +152,10 @@ def test_stack_weights_and_timing_tables():
     assert list(table["fold"]) == ["0/0", "0/1", "mean"]
     assert table["modalsurv"].tolist() == [0.25, 0.0, 0.125]
     assert table["dropped"].tolist() == ["–", "modalsurv", ""]
+    assert "weights from" not in table  # no fold fell back: no column
+    summary["stack"][1]["fallback"] = "equal weights (scale 0.1 fitted on their mean score): ..."
+    assert stack_weights_table(summary)["weights from"].tolist() == [
+        "inner out-of-fold risks", "equal (too few inner events)", ""]
     assert stack_weights_table({"models": {}}) is None
     times = pd.DataFrame({"repeat": [0, 0], "fold": [0, 1], "modalsurv": [10.0, 12.0],
                           "modalsurv/coxph_clinical": [0.1, 0.2], "modalsurv/new_thing": [1, 1],

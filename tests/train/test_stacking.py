@@ -8,7 +8,7 @@ import pytest
 
 from modalsurv.cohort import Cohort
 from modalsurv.config import parse_config
-from modalsurv.errors import ConfigError
+from modalsurv.errors import ConfigError, DataWarning
 from modalsurv.survival.metrics import concordance_index
 from modalsurv.train import stacking
 from modalsurv.train.cv import PLAIN, cross_validate
@@ -417,3 +417,36 @@ def test_one_inner_split_still_gives_a_baseline_over_every_training_event(make_c
     assert float(model.fitted_["breslow/time"][0]) == pytest.approx(first)
     surv = model.predict_survival(cohort, [first])
     assert (surv[:, 0] < 1.0).all()
+
+
+def test_too_few_inner_events_fall_back_to_equal_weights_with_a_fitted_scale(make_cohort,
+                                                                           make_config):  # fmt: skip
+    """train.n_init 1 on a small cohort: under MIN_EVENTS events among the rows with
+    every out-of-fold score. The fallback is said (a warning, metrics.json) and its equal
+    coefficients carry a fitted scale."""
+    cohort = make_cohort(n=30, seed=4)
+    cfg = stack_config(make_config)
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"n_init": 1})})
+    with pytest.warns(DataWarning, match="stacked default: equal weights"):
+        model = StackedSurv(cfg).fit(cohort)
+    # the fallback's equal coefficients carry a fitted scale (0.15 here), not MIN_SCALE:
+    # the curves differ between patients (survival at the median time spreads over 0.08;
+    # 0.003 with MIN_SCALE)
+    info = model.stack_info_
+    assert info["fallback"].startswith("equal weights (scale") and "fitted" in info["fallback"]
+    assert len(set(np.round(list(info["weights"].values()), 12))) == 1
+    assert info["scale"] > 10 * stacking.MIN_SCALE
+    mid = model.predict_survival(cohort, [float(np.median(cohort.time))])[:, 0]
+    assert mid.max() - mid.min() > 0.01
+
+
+def test_equal_weights_fallback_fits_one_common_scale():
+    x, time, event = _simulated(60, 1)
+    z = np.column_stack([x, x + np.random.default_rng(0).normal(size=len(x))])
+    z = (z - z.mean(0)) / z.std(0)
+    beta, how = stacking.equal_weights(z, time, event)
+    (alone,), _ = stacking.nonnegative_cox(z.mean(axis=1, keepdims=True), time, event)
+    assert beta == pytest.approx(np.full(z.shape[1], alone / z.shape[1])) and alone > 0.05
+    assert "fitted" in how
+    beta, how = stacking.equal_weights(z, time, np.zeros_like(event))
+    assert beta.sum() == pytest.approx(stacking.MIN_SCALE) and "no event" in how

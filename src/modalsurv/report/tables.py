@@ -108,7 +108,11 @@ def stack_weights_table(summary: dict[str, Any]) -> pd.DataFrame | None:
              "dropped": ", ".join(f.get("dropped", [])) or "–"} for f in folds]  # fmt: skip
     table = pd.DataFrame(rows)
     mean = {"fold": "mean", **{n: float(table[n].mean()) for n in names}, "dropped": ""}
-    return pd.concat([table, pd.DataFrame([mean])], ignore_index=True)
+    table = pd.concat([table, pd.DataFrame([mean])], ignore_index=True)
+    if any(f.get("fallback") for f in folds):  # equal weights: said where the weights are
+        table["weights from"] = [("equal (too few inner events)" if f.get("fallback")
+                                  else "inner out-of-fold risks") for f in folds] + [""]  # fmt: skip
+    return table
 
 
 def timing_table(timings: pd.DataFrame, wall: float | None = None) -> pd.DataFrame | None:

@@ -48,7 +48,11 @@ seen by anything here):
    Reported weights are the coefficients divided by their sum (non-negative, summing to
    1). On the tuning cohorts (docs/benchmarks.md) this beat backward elimination by
    likelihood ratio (-0.005 C on average, -0.03 on one small cohort), equal weights
-   (-0.008) and picking the best candidate by its out-of-fold C (-0.012).
+   (-0.008) and picking the best candidate by its out-of-fold C (-0.012). Under
+   ``MIN_EVENTS`` events among the rows with every out-of-fold score (``train.n_init``
+   below the inner folds on a small cohort) nothing can be weighed: the candidates get
+   equal coefficients with one common scale fitted on those rows (``equal_weights``),
+   said in a warning, ``metrics.json`` (``fallback``) and the weights table.
 5. Curves: the stacked score ``eta = sum_k beta_k z_k`` is a Cox log-risk; a Breslow
    baseline hazard is fitted on the training rows' out-of-fold ``eta``, so
    ``S(t | x) = exp(-H0(t) exp(eta(x)))``: monotone in t, decreasing in the risk, and the
@@ -65,6 +69,7 @@ are free.
 from __future__ import annotations
 
 import time
+import warnings
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -75,7 +80,7 @@ from sklearn.base import BaseEstimator
 
 from modalsurv.cohort import Cohort
 from modalsurv.config import RunConfig
-from modalsurv.errors import ConfigError, DataError, LabelError
+from modalsurv.errors import ConfigError, DataError, DataWarning, LabelError
 from modalsurv.survival import curves
 from modalsurv.survival.bins import TimeBins
 from modalsurv.survival.cox import breslow
@@ -541,6 +546,20 @@ def fit_weights(z: np.ndarray, time: np.ndarray, event: np.ndarray,
     return beta, {"log_pl": ll, "dropped": dropped, "screen": tests}
 
 
+def equal_weights(z: np.ndarray, time: np.ndarray, event: np.ndarray) -> tuple[np.ndarray, str]:
+    """The fallback when too few out-of-fold events weigh the candidates: equal
+    coefficients whose common scale is a one-coefficient Cox model on the mean
+    standardised score over the rows given (with the RIDGE prior, which a handful of
+    events barely moves off zero), at least ``MIN_SCALE``. A bare ``MIN_SCALE`` gave every
+    patient nearly the same survival curve."""
+    k = z.shape[1]
+    if k == 0 or not event.any():
+        return np.full(k, MIN_SCALE / max(k, 1)), f"scale {MIN_SCALE:g}: no event to fit it on"
+    g, _ = nonnegative_cox(z.mean(axis=1, keepdims=True), time, event)
+    scale = max(float(g[0]), MIN_SCALE)
+    return np.full(k, scale / k), f"scale {scale:.3g} fitted on their mean score"
+
+
 # ---------------------------------------------------------------------- the estimator
 class StackedSurv(FittedCheck, BaseEstimator):
     """The stacked default (module docstring): ``fit`` / ``predict_*`` / ``save`` / ``load``,
@@ -625,10 +644,13 @@ class StackedSurv(FittedCheck, BaseEstimator):
         if cohort.event[rows].sum() >= MIN_EVENTS:
             beta, record = fit_weights(zoof[rows], cohort.time[rows], cohort.event[rows])
         else:  # e.g. train.n_init: 1, one inner split: too few rows to weigh anything on
-            fallback = (f"equal weights: only {len(rows)} training rows with"
+            beta, how = equal_weights(zoof[rows], cohort.time[rows], cohort.event[rows])
+            fallback = (f"equal weights ({how}): only {len(rows)} training rows with"
                         f" {int(cohort.event[rows].sum())} events had every candidate's"
-                        " out-of-fold risk (train.n_init below the inner folds?)")
-            beta, record = np.full(len(names), MIN_SCALE), {"log_pl": float("nan"), "dropped": []}
+                        f" out-of-fold risk, {MIN_EVENTS} events are needed to weigh the"
+                        " candidates (train.n_init below the inner folds?)")  # fmt: skip
+            warnings.warn(f"stacked default: {fallback}", DataWarning, stacklevel=2)
+            record = {"log_pl": float("nan"), "dropped": []}
         self.beta_ = {n: float(b) for n, b in zip(names, beta)}
         self.bins_ = TimeBins(n_bins=cfg.model.n_bins, scheme=cfg.model.bin_scheme).fit(
             cohort.time, cohort.event)
