@@ -566,6 +566,24 @@ def set_values(config: RunConfig, assignments: list[str], source: str = "--set")
     return with_values(config, values, source)
 
 
+def absolute_data_paths(config: RunConfig) -> RunConfig:
+    """A copy whose ``data.path`` and ``data.features`` are absolute and normalised
+    (relative ones are read against the working directory, as when the data is loaded).
+
+    Why: a run folder records where its data came from and a resume compares that record;
+    ``chimera``, ``./chimera/`` and ``/home/me/chimera`` are one folder and must not make a
+    resume refuse, nor leave config.yaml pointing elsewhere when read from another
+    directory."""
+    import os
+
+    data = config.data
+    fixed = {k: os.path.abspath(os.path.expanduser(v))
+             for k in ("path", "features") if (v := getattr(data, k)) is not None}  # fmt: skip
+    if all(getattr(data, k) == v for k, v in fixed.items()):
+        return config
+    return config.model_copy(update={"data": data.model_copy(update=fixed)})
+
+
 def dump_config(config: RunConfig) -> str:
     """The resolved config as YAML (every default written out)."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -12,6 +12,7 @@ as it was, whatever is being resumed. Temporary files a killed writer left
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,9 +68,12 @@ class UnitFolder:
     def read_marker(self, unit: Path) -> dict[str, Any]:
         return dict(json.loads((unit / self.marker).read_text(encoding="utf-8")))
 
-    def check_spec(self, spec: dict[str, Any], what: str, hint: str) -> None:
+    def check_spec(self, spec: dict[str, Any], what: str, hint: str,
+                   normalise: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+                   ) -> None:  # fmt: skip
         """Refuse (ConfigError naming the differences) to add to finished units of another
-        run. Reads only: a refused resume leaves the folder exactly as it was."""
+        run. Reads only: a refused resume leaves the folder exactly as it was.
+        ``normalise``: applied to the recorded spec first (an older spelling of a value)."""
         if not self.any_finished() or not self.spec_path.is_file():
             if self.any_finished():
                 raise ConfigError(f"{what} {self.root} holds finished work but not its"
@@ -80,7 +84,7 @@ class UnitFolder:
         except (OSError, ValueError) as err:
             raise ConfigError(f"{what} {self.root}: cannot read its run description {self.spec_path}:"
                               f" {err}") from None  # fmt: skip
-        diff = spec_differences(old, spec)
+        diff = spec_differences(normalise(old) if normalise is not None else old, spec)
         if diff:
             more = "; ..." if len(diff) > 5 else ""
             raise ConfigError(f"{what} {self.root} holds a different run ({'; '.join(diff[:5])}"

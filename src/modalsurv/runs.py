@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from modalsurv.cohort import Cohort
-from modalsurv.config import RunConfig, dump_config
+from modalsurv.config import RunConfig, absolute_data_paths, dump_config, load_config
 from modalsurv.data.sources import LoadedData, load_data
 from modalsurv.errors import ConfigError, DataError, LabelError
 from modalsurv.folders import RUN, refuse_other_kind
@@ -65,6 +65,7 @@ def train_run(
 
     out = Path(out)
     refuse_other_kind(out, RUN)  # a grid, a feature store, an exported model: not ours
+    config = absolute_data_paths(config)  # recorded and compared as one absolute path
     checkpoints = out / "checkpoints"
     if data is None and cohort is None:
         data = load_data(config.data, seed=config.seed)
@@ -85,7 +86,7 @@ def train_run(
                 )
             check_resume(checkpoints, plan.assignment, config, plan.baselines)
             saved = out / "config.yaml"
-            if finished and saved.is_file() and saved.read_text("utf-8") != dump_config(config):
+            if finished and saved.is_file() and _saved_config(saved) != dump_config(config):
                 raise ConfigError(f"run folder {out} holds a finished run with another config"
                                   f" ({saved}); resume with that config or use a new --out")
         remove_stale_temporaries(out)
@@ -101,6 +102,15 @@ def train_run(
             refresh_diagnostics(out)
         build_run_report(out, title=title)
     return result
+
+
+def _saved_config(path: Path) -> str:
+    """A run folder's config.yaml as train_run would write it now (an older run recorded
+    a relative data.path as given)."""
+    try:
+        return dump_config(absolute_data_paths(load_config(path)))
+    except (ConfigError, OSError):
+        return path.read_text("utf-8")  # compared as written: any difference refuses
 
 
 def refresh_diagnostics(run: Path) -> dict[str, Any]:

@@ -72,3 +72,63 @@ def test_a_finished_run_without_checkpoints_is_not_overwritten(rel, finished_run
     with pytest.raises(ConfigError, match="another config"):
         train_run(other, run, resume=True)
     assert "seed: 1" in (run / "config.yaml").read_text()
+
+
+def test_resume_takes_one_data_folder_however_its_path_is_spelled(rel, tmp_path, monkeypatch):
+    """'data/manifest.csv', './data//manifest.csv' and its absolute path are one file: a
+    resume used to refuse ('data.path: ... there, ... here'); the run records the absolute
+    path, and a run recorded with a relative one (older runs) still resumes."""
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    manifest = rel.write_manifest(tmp_path / "data")
+    out = tmp_path / "run"
+    cfg = lambda path: parse_config(rel.manifest_config(path, cv={"folds": 3}))  # noqa: E731
+    with monkeypatch.context() as m:
+        _fail_on(m, 2)
+        with pytest.raises(RuntimeError, match="simulated"):
+            train_run(cfg("data/manifest.csv"), out)
+    spec = out / "checkpoints" / "cv_spec.json"
+    recorded = json.loads(spec.read_text())["config"]["data"]["path"]
+    assert recorded == str(manifest)  # absolute
+    # an older run folder: the spec as given on the command line
+    old = json.loads(spec.read_text())
+    old["config"]["data"]["path"] = "data/manifest.csv"
+    spec.write_text(json.dumps(old))
+    train_run(cfg("./data//manifest.csv"), out, resume=True)
+    assert f"path: {manifest}" in (out / "config.yaml").read_text()
+    train_run(cfg(str(manifest)), out, resume=True)  # finished: the same run, nothing to do
+    other = rel.write_manifest(tmp_path / "other")
+    with pytest.raises(ConfigError, match="data.path"):
+        train_run(cfg(str(other)), out, resume=True)
+
+
+def test_resuming_with_another_thread_count_says_the_last_digits_may_differ(rel, tmp_path,
+                                                                           monkeypatch):  # fmt: skip
+    """Each finished fold records the torch threads it trained with; a resume in a process
+    with another count warns (sums in another order: the member spread and gate weights
+    written at the end moved by about 1e-9, silently)."""
+    import json
+    import warnings
+
+    import torch
+
+    from modalsurv.errors import DataWarning
+
+    config = parse_config(rel.tiny_config(cv={"folds": 3}))
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        _fail_on(m, 2)
+        with pytest.raises(RuntimeError, match="simulated"):
+            train_run(config, out)
+    marker = out / "checkpoints" / "repeat_0" / "fold_0" / "done.json"
+    assert json.loads(marker.read_text())["torch_threads"] == torch.get_num_threads()
+    with monkeypatch.context() as m:
+        _fail_on(m, 2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DataWarning)  # the same count: no warning
+            with pytest.raises(RuntimeError, match="simulated"):
+                train_run(config, out, resume=True)
+    marker.write_text(json.dumps({"complete": True, "torch_threads": 97}))
+    with pytest.warns(DataWarning, match="trained with 97 torch thread"):
+        train_run(config, out, resume=True)

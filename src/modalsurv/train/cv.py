@@ -52,7 +52,7 @@ from sklearn.model_selection import KFold, LeaveOneGroupOut, StratifiedKFold
 from modalsurv.cohort import Cohort
 from modalsurv.config import RunConfig, dump_config
 from modalsurv.devices import resolve_device
-from modalsurv.errors import ConfigError, DataError, LabelError
+from modalsurv.errors import ConfigError, DataError, DataWarning, LabelError
 from modalsurv.resume import UnitFolder
 from modalsurv.survival import metrics as sm
 from modalsurv.train.baselines import make_baseline
@@ -509,14 +509,18 @@ class FoldOutcome:
     metrics: pd.DataFrame
     baseline_predictions: pd.DataFrame
     node: str | None = None
+    torch_threads: int | None = None  # the process's intra-op threads where it trained
 
 
 def run_fold(cohort: Cohort, config: RunConfig, baselines: list[str], job: FoldJob,
              progress: Progress | None = None) -> FoldOutcome:  # fmt: skip
     """Fit and score ModalSurv and the baselines on one outer fold: deterministic given
     the job (its seed), wherever it runs."""
+    import torch
+
     return FoldOutcome(*_run_fold(cohort, job.train_idx, job.test_idx, config, baselines,
-                                  job.repeat, job.fold, job.seed, progress))  # fmt: skip
+                                  job.repeat, job.fold, job.seed, progress),
+                       torch_threads=torch.get_num_threads())  # fmt: skip
 
 
 FoldDone = Callable[[FoldJob, FoldOutcome], None]
@@ -564,7 +568,7 @@ def _save_fold(d: Path, out: FoldOutcome) -> None:
     atomic_write_csv(d / "predictions.csv", preds)
     atomic_write_csv(d / "baseline_predictions.csv", bpreds)
     atomic_write_csv(d / "metrics.csv", rows)
-    _units(d.parent.parent).finish(d, {"complete": True})
+    _units(d.parent.parent).finish(d, {"complete": True, "torch_threads": out.torch_threads})
 
 
 def _load_fold(d: Path) -> FoldOutcome:
@@ -575,7 +579,27 @@ def _load_fold(d: Path) -> FoldOutcome:
     rows = pd.read_csv(d / "metrics.csv", keep_default_na=False, na_values=[""], **exact)
     rows["note"] = rows["note"].fillna("").astype(str)
     bpreds = pd.read_csv(d / "baseline_predictions.csv", **ids, **exact)
-    return FoldOutcome(model, preds, rows, bpreds)
+    threads = _units(d.parent.parent).read_marker(d).get("torch_threads")
+    return FoldOutcome(model, preds, rows, bpreds, torch_threads=threads)
+
+
+def warn_other_threads(done: dict[tuple[int, int], FoldOutcome]) -> None:
+    """Say when the finished folds of a resumed run trained with another number of torch
+    threads than this process has: sums run in another order, so the folds still to run
+    and the files computed at the end (member spread, gate weights) may differ from an
+    uninterrupted run in their last digits (about 1e-9), though not in any figure."""
+    import warnings
+
+    import torch
+
+    now = torch.get_num_threads()
+    other = sorted({o.torch_threads for o in done.values()
+                    if o.torch_threads is not None and o.torch_threads != now})  # fmt: skip
+    if other:
+        warnings.warn(f"resume: the finished folds trained with {', '.join(map(str, other))}"
+                      f" torch thread(s), this process has {now}: numbers may differ from an"
+                      " uninterrupted run in their last digits; for identical ones resume"
+                      f" with OMP_NUM_THREADS={other[0]}", DataWarning, stacklevel=3)  # fmt: skip
 
 
 def has_finished_folds(root: Path) -> bool:
@@ -589,7 +613,8 @@ def check_resume(root: Path, folds: pd.DataFrame, config: RunConfig, baselines: 
     another config or baselines (the spec), or another fold assignment (the cohort
     changed). Reads only: a refused resume leaves the folder exactly as it was."""
     units = _units(root)
-    units.check_spec(_spec(config, baselines), "resume directory", RESUME_HINT)
+    units.check_spec(_spec(config, baselines), "resume directory", RESUME_HINT,
+                     normalise=_absolute_spec_paths)  # fmt: skip
     if not units.any_finished():
         return
     try:
@@ -605,6 +630,19 @@ def check_resume(root: Path, folds: pd.DataFrame, config: RunConfig, baselines: 
 
 def _spec(config: RunConfig, baselines: list[str]) -> dict[str, Any]:
     return {"config": config.model_dump(mode="json"), "baselines": baselines}
+
+
+def _absolute_spec_paths(spec: dict[str, Any]) -> dict[str, Any]:
+    """An older run's spec with its data paths made absolute (``absolute_data_paths``), so
+    it compares with this run's, which train_run made absolute."""
+    import os
+
+    data = (spec.get("config") or {}).get("data")
+    if isinstance(data, dict):
+        for key in ("path", "features"):
+            if isinstance(data.get(key), str):
+                data[key] = os.path.abspath(os.path.expanduser(data[key]))
+    return spec
 
 
 def _start_resume(root: Path, folds: pd.DataFrame, config: RunConfig, baselines: list[str]
@@ -719,6 +757,7 @@ def cross_validate(
                                         config.cv.train_fraction, fold_seed)  # fmt: skip
             jobs.append(FoldJob(r, f, fold_seed, train_idx, np.flatnonzero(fold_of == f),
                                 folds, repeats))  # fmt: skip
+    warn_other_threads(done)
 
     def on_done(job: FoldJob, out: FoldOutcome) -> None:
         """Checkpoint a fold as soon as it arrives (from wherever it ran)."""
