@@ -75,3 +75,24 @@ def test_require_names_the_extra():
     assert require("json", "reading").dumps([1]) == "[1]"
     with pytest.raises(MissingDependencyError, match=r"pip install 'modalsurv\[features\]'"):
         require("timm.not_a_module_xyz", "the UNI tile encoder")
+
+
+def test_staged_folder_removes_a_killed_builds_leftovers_but_not_a_live_ones(tmp_path):
+    """A SIGKILLed export-model / case-input left '.NAME.partial-PID' for ever; the next
+    build beside the same name removes it, and never a live process's."""
+    import os
+    import subprocess
+    import sys
+
+    from modalsurv.utils import staged_folder
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    killed = tmp_path / f".model.partial-{dead}"
+    live = tmp_path / f".model.partial-{os.getppid()}"
+    other = tmp_path / f".other.partial-{dead}"
+    for d in (killed, live, other):
+        (d / "x").mkdir(parents=True)
+    with staged_folder(tmp_path / "model") as staging:
+        assert staging.is_dir() and not killed.exists()
+    assert live.is_dir() and other.is_dir() and not staging.exists()

@@ -565,6 +565,20 @@ def report(
     page = build_report(folder, out, title, _parse_times(times) or None)
     console.print(f"report: [bold]{escape(str(page))}[/]  (figure data:"
                   f" {escape(str(page.parent / 'report_data'))})")
+    _say_unfinished(folder)
+
+
+def _say_unfinished(folder: Path) -> None:
+    """A grid stopped half-way: said on the terminal too, not only on the page."""
+    from modalsurv.experiments.grid_report import is_grid_folder, load_results, missing_trials
+
+    if is_grid_folder(folder):
+        missing = missing_trials(folder, load_results(folder))
+        if missing:
+            err_console.print(f"[yellow]warning:[/] {len(missing)} trial(s) of the grid have not"
+                              f" run: {escape('; '.join(missing[:5]))}"
+                              f"{' ...' if len(missing) > 5 else ''}; run `modalsurv"
+                              " experiment` again to finish them")  # fmt: skip
 
 
 def _parse_times(text: str) -> list[float]:

@@ -58,12 +58,28 @@ def staged_folder(beside: str | Path) -> Iterator[Path]:
     success or failure, is removed, so a failed build leaves ``beside`` as it was."""
     beside = Path(beside)
     staging = beside.with_name(f".{beside.name}.partial-{os.getpid()}")
+    for stale in beside.parent.glob(f".{beside.name}.partial-*"):
+        if not _alive(stale.name.rsplit("-", 1)[-1]):  # a killed build's: nobody's now
+            shutil.rmtree(stale, ignore_errors=True)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
         yield staging
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _alive(pid: str) -> bool:
+    """Whether the process ``pid`` (text, from a staging folder's name) still runs here."""
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 _UMASK: list[int] = []

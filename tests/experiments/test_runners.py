@@ -177,6 +177,13 @@ def test_an_interrupted_fresh_run_leaves_no_old_trial_for_a_resume(tmp_path, coh
     clean = run_grid(grid, other, tmp_path / "clean")
     pd.testing.assert_frame_equal(resumed.drop(columns="seconds", errors="ignore"),
                                   clean.drop(columns="seconds", errors="ignore"))  # fmt: skip
+    # every trial's files are the same bytes (the wall time, in timing.json, aside)
+    summaries = sorted((tmp_path / "clean").rglob("summary.json"))
+    assert len(summaries) == 2
+    for path in summaries:
+        rel = path.relative_to(tmp_path / "clean")
+        assert (tmp_path / "g" / rel).read_bytes() == path.read_bytes(), rel
+        assert json.loads((path.parent / "timing.json").read_text())["seconds"] > 0
 
 
 def test_unknown_runner_and_missing_modality_fail_before_training(tmp_path, cohort):

@@ -198,6 +198,8 @@ def test_a_half_finished_grid_names_the_trials_that_have_not_run(grid_dir, tmp_p
     assert f"{len(missing)} trial(s) of the grid have not run" in text
     for label in missing:
         assert label in text
+    res = invoke("report", str(copy))  # and the terminal says so, not only the page
+    assert res.exit_code == 0 and f"{len(missing)} trial(s) of the grid have not run" in res.output
     # the finished grid has nothing missing
     assert G.missing_trials(grid_dir, G.load_results(grid_dir)) == []
 

@@ -45,3 +45,30 @@ def test_without_a_path_nothing_is_written(tmp_path, monkeypatch):
 def test_slug():
     assert slug("Kaplan–Meier by risk (ModalSurv)") == "kaplan-meier-by-risk-modalsurv"
     assert slug("—") == "section"
+
+
+def test_a_report_stopped_while_drawing_leaves_the_last_reports_files(tmp_path, monkeypatch):
+    """Figure data is written once every figure is encoded: a build killed half-way used to
+    leave report_data/ mixing this build's CSVs with the last one's."""
+    import pytest
+
+    from modalsurv.report import html as H
+
+    page = tmp_path / "page.html"
+    render_report("old", [("A", _chart("a")), ("B", _chart("b"))], page)
+    before = {p.name: p.read_bytes() for p in (tmp_path / DATA_DIR).iterdir()}
+    new = pd.DataFrame({"x": [5.0], "y": [6.0]})
+    fig, _ = plt.subplots()
+    real, calls = H.figure_to_data_uri, []
+
+    def dies_on_the_second(figure):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(figure)
+
+    monkeypatch.setattr(H, "figure_to_data_uri", dies_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        render_report("new", [("A", Chart(fig, new, "a")), ("B", Chart(fig, new, "b"))], page)
+    assert {p.name: p.read_bytes() for p in (tmp_path / DATA_DIR).iterdir()} == before
+    assert "<title>old</title>" in page.read_text("utf-8")

@@ -404,10 +404,13 @@ def _check_cohort(out: Path, cohort: Cohort, resume: bool) -> None:
 
 
 def _record(out: Path, trial: Trial, outcome: TrialOutcome) -> None:
-    """Write a trial's files; summary.json last, since it marks the trial finished."""
+    """Write a trial's files; summary.json last, since it marks the trial finished. The
+    trial's wall time goes to ``timing.json``, apart: summary.json holds only what the
+    config and seed decide, so a resumed grid writes it byte for byte as an uninterrupted
+    one."""
     d = _trial_dir(out, trial)
-    head = {"trial": trial.id, "label": trial.label, "settings": trial.settings,
-            "seconds": outcome.seconds}  # fmt: skip
+    head = {"trial": trial.id, "label": trial.label, "settings": trial.settings}
+    atomic_write_text(d / "timing.json", json.dumps({"seconds": outcome.seconds}))
     if outcome.error is not None:
         (d / "summary.json").unlink(missing_ok=True)
         atomic_write_text(d / "error.json", json.dumps(

@@ -86,6 +86,7 @@ def render_report(
     ]
     used: set[str] = set()
     data_dir = None if path is None else Path(path).parent / DATA_DIR
+    tables: dict[str, pd.DataFrame] = {}  # written together at the end, see below
     for heading, body in sections:
         anchor = slug(heading)
         base, k = anchor, 2
@@ -103,7 +104,7 @@ def render_report(
             if body.caption:
                 parts.append(f"<p>{html.escape(body.caption)}</p>")
             if data_dir is not None:
-                atomic_write_csv(data_dir / f"{name}.csv", body.data)
+                tables[name] = body.data
                 parts.append(f"<p class='data'>data: <a href='{DATA_DIR}/{name}.csv'>"
                              f"{DATA_DIR}/{name}.csv</a></p>")  # fmt: skip
         elif isinstance(body, Figure):
@@ -115,5 +116,10 @@ def render_report(
     parts.append("</body></html>")
     text = "\n".join(parts)
     if path is not None:
+        # the figures' CSVs once every figure is drawn (seconds of work), then the page:
+        # a report killed while drawing leaves the last report's files as they were, not
+        # a mix of this report's figure data and the last one's
+        for name, data in tables.items():
+            atomic_write_csv(data_dir / f"{name}.csv", data)
         atomic_write_text(path, text)
     return text
