@@ -97,3 +97,38 @@ def test_ridge_cox_recovers_from_overflowing_steps_without_a_warning():
         ours = fit_ridge_cox(x, y)
     np.testing.assert_array_equal(ours.coef_, ref.coef_)
     assert np.all(np.isfinite(ours.coef_))
+
+
+def test_coxnet_penalty_choice_survives_an_inner_part_without_a_comparable_pair():
+    """The two events have the two longest times and stratification puts them in two
+    inner parts: each has an event but no comparable pair, so its C-index is undefined. It
+    used to fail the whole fold; now such a part does not vote (here none can: the
+    strongest penalty, the first, is kept)."""
+    from sksurv.util import Surv
+
+    from modalsurv.train.baselines import select_coxnet
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 3))
+    time = np.arange(1.0, 31.0)
+    event = np.zeros(30, dtype=bool)
+    event[-2:] = True
+    path, alpha = select_coxnet(x, Surv.from_arrays(event, time), seed=0, baseline=False)
+    assert alpha == float(path.alphas_[0])
+
+
+def test_a_forest_on_one_follow_up_time_says_so(make_cohort, make_config):
+    """Every training time equal: scikit-survival's forest failed in prediction with a bare
+    IndexError (a crash in the stack, which catches only ValueError from its peers)."""
+    from modalsurv.cohort import Cohort
+    from modalsurv.train.forest import grow_forest
+
+    c = make_cohort(n=30, seed=1)
+    same = Cohort(c.ids, np.full(len(c), 5.0), c.event, features=c.features, present=c.present,
+                  bag_mask=c.bag_mask)  # fmt: skip
+    with pytest.raises(ValueError, match="two distinct follow-up times; every training patient"
+                                         " has time 5"):  # fmt: skip
+        make_baseline("rsf", make_config(), 0).fit(same)
+    with pytest.raises(ValueError, match="two distinct follow-up times"):
+        grow_forest(np.zeros((30, 2)), same.survival_array(), n_estimators=2,
+                    min_samples_leaf=3, seed=0)  # fmt: skip

@@ -30,8 +30,9 @@ from sklearn.model_selection import StratifiedKFold
 from modalsurv.cohort import Cohort
 from modalsurv.config import RunConfig
 from modalsurv.survival.curves import step_at
-from modalsurv.survival.metrics import concordance_index
+from modalsurv.survival.metrics import UndefinedMetricError, concordance_index
 from modalsurv.train.estimator import ModalSurv
+from modalsurv.train.forest import check_distinct_times
 from modalsurv.train.preprocess import Preprocessor
 
 COXPH_ALPHA = 0.1
@@ -213,14 +214,18 @@ def select_coxnet(x: np.ndarray, y: np.ndarray, seed: int, baseline: bool = True
     scores = np.full((COXNET_INNER_FOLDS, len(alphas)), np.nan)
     skf = StratifiedKFold(COXNET_INNER_FOLDS, shuffle=True, random_state=seed)
     for i, (tr, va) in enumerate(skf.split(x, event)):
-        if not event[va].any():
+        if not event[va].any() or not event[tr].any():
             continue
         try:
             inner = _coxnet(alphas=alphas).fit(x[tr], y[tr])
         except ArithmeticError:
             continue  # a failed inner fit leaves its row NaN
         for j, a in enumerate(inner.alphas_):
-            scores[i, j] = concordance_index(time[va], event[va], inner.predict(x[va], alpha=a))
+            try:
+                scores[i, j] = concordance_index(time[va], event[va],
+                                                 inner.predict(x[va], alpha=a))  # fmt: skip
+            except UndefinedMetricError:  # no comparable pair in this part: it cannot vote
+                break
     mean = np.nanmean(np.where(np.isnan(scores).all(axis=0), -np.inf, scores), axis=0)
     return path, float(alphas[int(np.argmax(mean))])
 
@@ -251,6 +256,7 @@ class RSF(_SksurvOnFeatures):
         """Trees are grown in parallel (deterministic given the seed); predictions then sum
         the trees in one thread, because threads finishing in another order change the
         sum in its last bit, and the same seed must give byte-identical numbers."""
+        check_distinct_times(cohort.time)
         super().fit(cohort)
         self.model.n_jobs = 1
         return self

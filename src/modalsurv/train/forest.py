@@ -92,10 +92,20 @@ class FlatForest:
         return out
 
 
+def check_distinct_times(time: np.ndarray) -> None:
+    """A survival forest needs two distinct follow-up times: with one, scikit-survival's
+    trees fail in prediction with a bare IndexError."""
+    if np.unique(np.asarray(time)).size < 2:
+        raise ValueError("a random survival forest needs at least two distinct follow-up"
+                         f" times; every training patient has time {float(time[0]):g}")  # fmt: skip
+
+
 def grow_forest(x: np.ndarray, y: np.ndarray, *, n_estimators: int, min_samples_leaf: int,
                 seed: int, n_jobs: int = 1) -> FlatForest:  # fmt: skip
     """Grow a scikit-survival random survival forest (risk scores only) and flatten it."""
     from sksurv.ensemble import RandomSurvivalForest
+
+    check_distinct_times(y["time"])
 
     forest = RandomSurvivalForest(n_estimators=n_estimators, min_samples_leaf=min_samples_leaf,
                                   n_jobs=n_jobs, random_state=seed, low_memory=True)  # fmt: skip
