@@ -102,8 +102,12 @@ def test_failures_exit_nonzero_and_leave_output_untouched(task1, tmp_path, damag
         entries = json.loads((inp / "inputs.json").read_text())
         (inp / "inputs.json").write_text(json.dumps([e for e in entries if "clinical" not in
                                                      e["interface"]["slug"]]))  # fmt: skip
-    elif damage == "corrupt_clinical":
+    elif damage == "corrupt_clinical":  # and no inline value in inputs.json to fall back on
         clinical.write_text("{broken")
+        entries = json.loads((inp / "inputs.json").read_text())
+        for e in entries:
+            e.pop("value") if "clinical" in e["interface"]["slug"] else None
+        (inp / "inputs.json").write_text(json.dumps(entries))
     else:
         model = tmp_path / "not_a_run"
         model.mkdir()

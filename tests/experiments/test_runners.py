@@ -98,8 +98,8 @@ def test_resume_skips_finished_trials_and_extends_the_grid(tmp_path, cohort):
     stamp = summary.stat().st_mtime_ns
     for t in first["trial"]:
         d = tmp_path / "trials" / t
-        assert {p.name for p in d.iterdir()} == {"config.yaml", "metrics.csv",
-                                                 "predictions.csv", "summary.json"}  # fmt: skip
+        assert {p.name for p in d.iterdir()} == {"config.yaml", "metrics.csv", "predictions.csv",
+                                                 "summary.json", "timing.json"}  # fmt: skip
         assert json.loads((d / "summary.json").read_text())["status"] == "ok"
     on_disk = pd.read_csv(tmp_path / "results.csv")
     assert len(on_disk) == 2 and list(on_disk["trial"]) == list(first["trial"])

@@ -450,3 +450,11 @@ def test_equal_weights_fallback_fits_one_common_scale():
     assert "fitted" in how
     beta, how = stacking.equal_weights(z, time, np.zeros_like(event))
     assert beta.sum() == pytest.approx(stacking.MIN_SCALE) and "no event" in how
+
+
+def test_too_small_a_training_part_names_it_and_what_to_change(make_cohort, make_config):
+    from modalsurv.errors import DataError
+
+    with pytest.raises(DataError, match=r"needs at least 10 patients to train on \(5 inner"
+                                        r" folds\); this training part has 8 .*lower cv.folds"):  # fmt: skip
+        StackedSurv(stack_config(make_config)).fit(make_cohort(n=8, seed=0))

@@ -106,9 +106,12 @@ def check_cv_cohort(cohort: Cohort, folds: int) -> None:
         raise LabelError(f"all {_patients(n)} are censored (no event): nothing to learn"
                          " from and no C-index to compute", field="event")  # fmt: skip
     if events < folds:
-        raise LabelError(f"the cohort has {events} events for {folds} folds: every outer fold"
-                         f" needs an event to be scored; set cv.folds to at most {events}",
-                         field="event")  # fmt: skip
+        advice = (f"set cv.folds to at most {events}" if events >= 2 else
+                  "cross-validation needs at least 2 (cv.folds is at least 2): add patients"
+                  " with an event")  # fmt: skip
+        raise LabelError(f"the cohort has {events} event{'s' if events != 1 else ''} for"
+                         f" {folds} folds: every outer fold needs an event to be scored;"
+                         f" {advice}", field="event")  # fmt: skip
 
 
 def group_labels(cohort: Cohort, column: str) -> np.ndarray:

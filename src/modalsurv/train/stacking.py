@@ -602,8 +602,10 @@ class StackedSurv(FittedCheck, BaseEstimator):
         cfg = self.config
         if len(cohort) < 2 * n_inner_folds(cfg):
             raise DataError(f"the stacked default needs at least {2 * n_inner_folds(cfg)}"
-                            f" patients ({n_inner_folds(cfg)} inner folds); the cohort has"
-                            f" {len(cohort)}; set model.stack: none", field="cohort")  # fmt: skip
+                            f" patients to train on ({n_inner_folds(cfg)} inner folds); this"
+                            f" training part has {len(cohort)} (in cross-validation, the"
+                            " cohort less its outer test fold); add patients, lower cv.folds"
+                            " or set model.stack: none", field="cohort")  # fmt: skip
         if cohort.n_events == 0:
             raise LabelError(f"the training cohort ({len(cohort)} patients) has no event, all"
                              " are censored: nothing to learn from", field="event")  # fmt: skip
