@@ -384,3 +384,24 @@ def test_paths_and_names_with_markup_or_emoji_codes_print_as_written(run_dir, tm
     monkeypatch.setattr(cli, "console", Console(file=buf, width=120, color_system=None, emoji=False))
     cli._print_table(pd.DataFrame({"model [/red]": ["m[/]", "n:b:"], "c": [0.5, 0.6]}), "t")
     assert "m[/]" in buf.getvalue() and "n:b:" in buf.getvalue() and "model [/red]" in buf.getvalue()
+
+
+def test_the_data_line_lists_errors_before_warnings(monkeypatch):
+    """Thirteen repaired values must not push the one dropped patient off the screen."""
+    import io
+
+    from rich.console import Console
+
+    from modalsurv import cli
+    from modalsurv.data.sources import LoadedData
+    from modalsurv.data.synthetic import make_cohort
+    from modalsurv.errors import Problem
+
+    buf = io.StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=buf, width=200, color_system=None))
+    problems = [Problem("warning", f"value {i} imputed", "f.json", f"P{i}", "age") for i in range(13)]
+    problems.append(Problem("error", "patient without label", "g.json", "Q", "time"))
+    cohort, _ = make_cohort(n=20, **{k: v for k, v in TINY.items() if k != "n"})
+    cli._print_data_summary(LoadedData(cohort, problems, source="s"))
+    lines = [line for line in buf.getvalue().splitlines() if line.startswith("  ")]
+    assert "patient without label" in lines[0] and "... and 2 more" in lines[-1]

@@ -318,7 +318,9 @@ def _print_data_summary(loaded: Any, limit: int = 12) -> None:
 
     summary = data_summary(loaded)
     console.print(f"[bold]data[/] {escape(loaded.source)}: {escape(headline(summary))}")
-    for p in loaded.problems[:limit]:
+    # errors first (a dropped patient matters more than a repaired value); stable within each
+    shown = sorted(loaded.problems, key=lambda p: p.severity != "error")
+    for p in shown[:limit]:
         colour = "red" if p.severity == "error" else "yellow"
         console.print(f"  [{colour}]{escape(str(p))}[/]")
     if len(loaded.problems) > limit:
