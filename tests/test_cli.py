@@ -405,3 +405,21 @@ def test_the_data_line_lists_errors_before_warnings(monkeypatch):
     cli._print_data_summary(LoadedData(cohort, problems, source="s"))
     lines = [line for line in buf.getvalue().splitlines() if line.startswith("  ")]
     assert "patient without label" in lines[0] and "... and 2 more" in lines[-1]
+
+
+@pytest.mark.parametrize(("option", "value", "words"), [
+    ("--max-tiles", "0", "--max-tiles: expected an integer >= 1; found 0"),
+    ("--mpp", "-1", "--mpp: expected a number > 0"),
+    ("--mpp", "nan", "--mpp: expected a number > 0"),
+    ("--min-tissue", "1.5", "--min-tissue: expected a fraction in [0, 1]; found 1.5"),
+    ("--batch-size", "0", "--batch-size: expected an integer >= 1"),
+    ("--tile-size", "8", "--tile-size: expected an integer >= 16"),
+    ("--limit", "0", "--limit: expected an integer >= 1"),
+])  # fmt: skip
+def test_impossible_extraction_numbers_are_usage_errors_before_any_slide(tmp_path, option,
+                                                                         value, words):  # fmt: skip
+    """They used to fail every patient one by one (exit 1, a store of failures)."""
+    res = runner.invoke(app, ["extract", str(tmp_path), "--layout", "chimera-task1", "--out",
+                              str(tmp_path / "s"), option, value])  # fmt: skip
+    assert res.exit_code == 2, res.output
+    assert words in " ".join(res.output.split()) and not (tmp_path / "s").exists()

@@ -647,6 +647,24 @@ def scan(
         raise typer.Exit(code=1)
 
 
+def _check_extract_numbers(mpp: float, tile_size: int, max_tiles: int, min_tissue: float,
+                           batch_size: int, workers: int, limit: int | None) -> None:  # fmt: skip
+    """Refuse impossible extraction numbers before any slide is opened (ConfigError, exit 2):
+    they used to fail patient by patient, each counted as a failed patient."""
+    import math
+
+    checks = [("--mpp", mpp, math.isfinite(mpp) and mpp > 0, "a number > 0 (µm per pixel)"),
+              ("--tile-size", tile_size, tile_size >= 16, "an integer >= 16 (pixels)"),
+              ("--max-tiles", max_tiles, max_tiles >= 1, "an integer >= 1"),
+              ("--min-tissue", min_tissue, 0.0 <= min_tissue <= 1.0, "a fraction in [0, 1]"),
+              ("--batch-size", batch_size, batch_size >= 1, "an integer >= 1"),
+              ("--workers", workers, workers >= 0, "an integer >= 0"),
+              ("--limit", limit, limit is None or limit >= 1, "an integer >= 1")]  # fmt: skip
+    for option, value, ok, want in checks:
+        if not ok:
+            raise ConfigError(f"{option}: expected {want}; found {value!r}")
+
+
 @app.command()
 @_user_errors
 def extract(
@@ -711,6 +729,9 @@ def extract(
     if slide_weights is not None:
         kwargs["slide_weights"] = slide_weights
     try:
+        _check_extract_numbers(mpp=mpp, tile_size=tile_size, max_tiles=max_tiles,
+                               min_tissue=min_tissue, batch_size=batch_size, workers=workers,
+                               limit=limit)  # fmt: skip
         if device != "auto":  # a device torch does not know is a usage error, named
             from modalsurv.devices import resolve_device
 
