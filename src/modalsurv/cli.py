@@ -762,15 +762,19 @@ def extract(
             report = run_extract(layout, root, out, progress=RichProgress(p), **kwargs)
     except (DataError, ConfigError) as err:
         _fail(err)
+    partial = report.unusable_inputs
     console.print(f"store: [bold]{escape(str(out))}[/]  done {len(report.done)}, skipped "
                   f"{len(report.skipped)}, no images {len(report.no_images)}, failed"
-                  f" {len(report.failures)}"
-                  + (f", images cached {len(report.cached)}" if report.cached else ""))
+                  f" {len(report.failed_patients)}"
+                  + (f", images cached {len(report.cached)}" if report.cached else "")
+                  + (f"; {len(partial)} unusable input(s) of patients otherwise extracted"
+                     if partial else ""))  # fmt: skip
     for prob in report.problems:  # discovery and extraction warnings (no tissue, resolution)
         colour = "red" if prob.severity == "error" else "yellow"
         console.print(f"[{colour}]{escape(str(prob))}[/]", soft_wrap=True)
     for f in report.failures:
-        console.print(f"[red]failed[/] {escape(str(f))}", soft_wrap=True)
+        what = "unusable input" if f in partial else "failed"
+        console.print(f"[red]{what}[/] {escape(str(f))}", soft_wrap=True)
     if report.failures:
         raise typer.Exit(code=1)
 

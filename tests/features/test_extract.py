@@ -84,6 +84,29 @@ def test_corrupt_slide_is_reported_and_the_rest_finish(chimera: Path, tmp_path: 
     assert len(rep.failures) == 1 and rep.failures[0].patient == "1001"
     assert rep.failures[0].path == str(bad) and "cannot open slide" in rep.failures[0].reason
     assert failed and failed[0]["path"] == str(bad)
+    assert rep.failed_patients == ["1001"] and rep.unusable_inputs == []
+
+
+def test_a_bad_rna_file_is_an_unusable_input_not_a_failed_patient(chimera: Path,
+                                                                  tmp_path: Path) -> None:  # fmt: skip
+    """The slides of a patient whose RNA file is corrupt are extracted: the command counted
+    that patient as failed ('done 3, failed 1'); now it says one unusable input."""
+    from typer.testing import CliRunner
+
+    from modalsurv.cli import app
+
+    root = tmp_path / "c"
+    shutil.copytree(chimera, root)
+    (root / "rna" / "1001_RNA.json").write_text("{cut sho")
+    args = ["extract", str(root), "--layout", "chimera-task1", "--out", str(tmp_path / "s"),
+            "--tile-encoder", "timm:resnet10t", "--tile-size", "64", "--max-tiles", "6",
+            "--batch-size", "4", "--random-weights"]  # fmt: skip
+    res = CliRunner().invoke(app, args)
+    text = " ".join(res.output.split())
+    assert res.exit_code == 1  # an input could not be used: a script must still notice
+    assert "done 3" in text and "failed 0" in text
+    assert "1 unusable input(s) of patients otherwise extracted" in text
+    assert "unusable input patient '1001'" in text or "unusable input file" in text
 
 
 def test_an_rna_profile_in_another_gene_vocabulary_is_noted_and_kept(chimera: Path,

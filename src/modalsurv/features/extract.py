@@ -126,6 +126,22 @@ class ExtractReport:
     def ok(self) -> bool:
         return not self.failures
 
+    def _kept(self) -> set[str]:
+        return {*self.done, *self.skipped, *self.cached, *self.no_images}
+
+    @property
+    def failed_patients(self) -> list[str]:
+        """Patients that got nothing from this run because of a failure (a failure of one
+        input of a patient whose other inputs were extracted is not one of them)."""
+        kept = self._kept()
+        return sorted({f.patient for f in self.failures if f.patient not in kept and f.patient != "*"})
+
+    @property
+    def unusable_inputs(self) -> list[Failure]:
+        """Failures of one input (an RNA file, a slide) of a patient extracted otherwise."""
+        kept = self._kept()
+        return [f for f in self.failures if f.patient in kept or f.patient == "*"]
+
 
 # ---------------------------------------------------------------------------- discovery
 def _opt(p: Any) -> Path | None:
