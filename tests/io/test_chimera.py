@@ -81,10 +81,14 @@ def test_bad_files_reported_not_skipped(tmp_path):
     if pt:
         torch.save(torch.zeros(2, 3, 4), pt[0])
     (tmp_path / "pathology/images/9999").mkdir(parents=True)  # images, no clinical file
+    (tmp_path / "rna" / "8888_RNA.json").write_text("{}")  # RNA only, no clinical file
+    (tmp_path / "radiology/mpMRI/7777").mkdir(parents=True)  # MRI only, no clinical file
+    (tmp_path / "radiology/mpMRI/7777/7777_0001_t2w.mha").write_bytes(b"")
     out = read_chimera(tmp_path)
     reasons = {(p.patient, p.severity): p.reason for p in out.problems}
     assert "corrupt JSON" in reasons[(ids[0], "error")]
-    assert "clinical file missing" in reasons[("9999", "error")]
+    for case in ("9999", "8888", "7777"):  # the last two used to be dropped silently
+        assert "clinical file missing" in reasons[(case, "error")], case
     assert ids[0] not in out.cohort.ids and "9999" not in out.cohort.ids
     if pt:
         assert any(p.patient == ids[1] and "shape" in p.reason for p in out.problems)

@@ -129,6 +129,20 @@ class ChimeraCohort:
 
 
 # ---------------------------------------------------------------------------- discovery
+def _cases_of(root: Path, pattern: str) -> set[str]:
+    """The case ids of the files matching a layout pattern (``{case}`` a path part of its
+    own or inside a file name, ``{seq}`` any MRI sequence)."""
+    rx = re.escape(pattern).replace(r"\{seq\}", "[^/]+")
+    rx = rx.replace(r"\{case\}", "(?P<case>[^/]+?)", 1).replace(r"\{case\}", "(?P=case)")
+    matcher = re.compile(rx + "$")
+    found = set()
+    for p in root.glob(pattern.replace("{case}", "*").replace("{seq}", "*")):
+        m = matcher.match(p.relative_to(root).as_posix())
+        if m is not None and p.is_file():
+            found.add(m.group("case"))
+    return found
+
+
 def discover(root: str | Path, layout: Layout, problems: list[Problem]) -> pd.DataFrame:
     """Find every case's files. Cases come from clinical files *and* slide folders, so a
     case with images but no clinical file is reported, not lost."""
@@ -147,9 +161,13 @@ def discover(root: str | Path, layout: Layout, problems: list[Problem]) -> pd.Da
             continue
         found[case] = p
     dup = {c for c, p in found.items() if p == Path("")}
-    # the slide glob's first directory level below the case placeholder names the cases
+    # the slide glob's first directory level below the case placeholder names the cases;
+    # RNA and MRI files name theirs too, so no file of a case without a clinical record
+    # goes unmentioned
     slide_root = layout.slides.split("{case}")[0]
     image_cases = {d.name for d in (root / slide_root).glob("*") if d.is_dir()}
+    for pattern in (*layout.rna, *layout.mri, *layout.mri_mask):
+        image_cases |= _cases_of(root, pattern)
     rows = []
     for case in sorted(set(found) | image_cases, key=_natural):
         if case in dup:
