@@ -179,3 +179,16 @@ def test_labels_not_required_keeps_unlabelled_patients():
     problems = []
     df = coerce_records(records, TASK1, problems, collect_errors=True)  # labels required
     assert list(df.index) == ["a"] and {p.severity for p in problems} == {"error"}
+
+
+def test_json_written_with_a_byte_order_mark_is_read(tmp_path):
+    """Windows editors save UTF-8 with a BOM; it used to be 'corrupt JSON'."""
+    from modalsurv.io.clinical import read_json_file
+    from modalsurv.io.rnaseq import read_rna_json
+
+    clin = tmp_path / "1001.json"
+    clin.write_bytes(b"\xef\xbb\xbf" + json.dumps(REC).encode())
+    assert read_json_file(clin) == REC
+    rna = tmp_path / "1001_RNA.json"
+    rna.write_bytes(b"\xef\xbb\xbf" + json.dumps({"TP53": 3.5, "KLK3": 10.0}).encode())
+    assert read_rna_json(rna, "1001").to_dict() == {"TP53": 3.5, "KLK3": 10.0}

@@ -141,7 +141,7 @@ def _inputs_json(root: Path) -> dict[str, dict[str, Any]]:
     if not path.is_file():
         return {}
     try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
+        entries = json.loads(path.read_text(encoding="utf-8-sig"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise ChallengeInputError(f"corrupt inputs.json: {exc}", path=path,
                                   field="inputs.json") from None  # fmt: skip
@@ -201,7 +201,7 @@ def _json_value(slug: str, path: Path | None, entry: dict[str, Any] | None, requ
     inline = entry.get("value") if entry is not None else None
     if path is not None and path.is_file():
         try:
-            return json.loads(path.read_text(encoding="utf-8")), str(path)
+            return json.loads(path.read_text(encoding="utf-8-sig")), str(path)
         except (ValueError, UnicodeDecodeError) as exc:
             if inline is None and required:
                 raise ChallengeInputError(f"corrupt JSON: {exc}", path=path, field=slug) from None

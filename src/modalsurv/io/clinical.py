@@ -437,7 +437,7 @@ def read_json_file(path: str | Path, patient: str | None = None) -> Any:
     """json.load with a DataError naming the file on absence or corruption."""
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise DataError("file not found", path=path, patient=patient) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

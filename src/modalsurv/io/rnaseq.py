@@ -74,7 +74,7 @@ def read_rna_json(path: str | Path, patient: str | None = None) -> pd.Series:
     path = Path(path)
     pid = patient if patient is not None else patient_from_path(path)
     try:
-        pairs = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=lambda kv: kv)
+        pairs = json.loads(path.read_text(encoding="utf-8-sig"), object_pairs_hook=lambda kv: kv)
     except FileNotFoundError:
         raise DataError("RNA file not found", path=path, patient=pid) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
