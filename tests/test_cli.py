@@ -423,3 +423,27 @@ def test_impossible_extraction_numbers_are_usage_errors_before_any_slide(tmp_pat
                               str(tmp_path / "s"), option, value])  # fmt: skip
     assert res.exit_code == 2, res.output
     assert words in " ".join(res.output.split()) and not (tmp_path / "s").exists()
+
+
+def test_another_time_unit_and_times_past_follow_up_are_said(run_dir, tmp_path):
+    """An external cohort in days against a model trained in months scores the same C but
+    wrong curves: evaluate warns and records it; predict warns for times past the longest
+    training follow-up (the last estimate is carried forward)."""
+    import shutil
+
+    from modalsurv.cohort import Cohort
+    from modalsurv.data.synthetic import make_cohort
+    from modalsurv.errors import DataWarning
+    from modalsurv.runs import evaluate_run, predict_run, time_scale_note
+
+    run = shutil.copytree(run_dir, tmp_path / "run")
+    c, _ = make_cohort(**{**TINY, "n": 40, "seed": 5, "external": True})
+    days = Cohort(c.ids, c.time * 30.4, c.event, features=c.features, present=c.present,
+                  bag_mask=c.bag_mask)  # fmt: skip
+    with pytest.warns(DataWarning, match="another time unit"):
+        scores = evaluate_run(run, days, n_boot=5, name="days")
+    assert "median follow-up" in scores["time_scale_warning"]
+    assert time_scale_note(c.time, c.time * 2) is None  # a longer follow-up is not a unit
+    longest = pd.read_csv(run / "predictions.csv")["time"].max()
+    with pytest.warns(DataWarning, match="past the longest training follow-up"):
+        predict_run(run, c, tmp_path / "p.csv", [1.0, float(longest) * 2])

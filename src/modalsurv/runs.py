@@ -16,6 +16,7 @@ temporary name and renamed; the folder is locked while a process works in it.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ import pandas as pd
 from modalsurv.cohort import Cohort
 from modalsurv.config import RunConfig, absolute_data_paths, dump_config, load_config
 from modalsurv.data.sources import LoadedData, load_data
-from modalsurv.errors import ConfigError, DataError, LabelError
+from modalsurv.errors import ConfigError, DataError, DataWarning, LabelError
 from modalsurv.folders import RUN, refuse_other_kind
 from modalsurv.report.run_files import EVALUATION, EVALUATION_PREDICTIONS
 from modalsurv.resume import remove_stale_temporaries
@@ -205,6 +206,10 @@ def evaluate_run(
         "modality_coverage": coverage,
         "absent_modalities": [m for m, v in coverage.items() if v == 0.0],
     }
+    note = time_scale_note(tr_time, cohort.time)
+    if note is not None:
+        out["time_scale_warning"] = note
+        warnings.warn(f"evaluate {name}: {note}", DataWarning, stacklevel=2)
     tau = float(min(tr_time.max(), np.quantile(cohort.time, 0.9)))
     try:
         out["uno_c"] = M.uno_concordance(tr_time, tr_event, cohort.time, cohort.event, risk, tau=tau)
@@ -238,6 +243,34 @@ def predict_run(
     5th–95th percentiles over members), and ``n_members``."""
     from modalsurv.train.members import prediction_table
 
+    if times:
+        followed = pd.read_csv(Path(run) / "predictions.csv", usecols=["time"])["time"]
+        late = [t for t in times if t > float(followed.max())]
+        if late:
+            warnings.warn(f"--times {', '.join(f'{t:g}' for t in late)}: past the longest"
+                          f" training follow-up ({float(followed.max()):g}); the model has"
+                          " seen no one that long, so survival there is the last estimate"
+                          " carried forward, not a prediction", DataWarning, stacklevel=2)  # fmt: skip
     df = prediction_table(load_ensemble(run), cohort, times)
     atomic_write_csv(out, df)
     return df
+
+
+#: a median follow-up this many times the training cohort's (or its inverse) reads as
+#: another time unit (days against months is about 30, months against years 12)
+TIME_SCALE_RATIO = 8.0
+
+
+def time_scale_note(train_time: np.ndarray, new_time: np.ndarray) -> str | None:
+    """A warning when a cohort's median follow-up is ``TIME_SCALE_RATIO`` times the
+    training cohort's or less than its inverse: most likely another time unit, under which
+    the C-index is unchanged but the survival curves and Brier scores are wrong."""
+    a, b = float(np.median(train_time)), float(np.median(new_time))
+    if a <= 0 or b <= 0:
+        return None
+    ratio = b / a
+    if 1 / TIME_SCALE_RATIO <= ratio <= TIME_SCALE_RATIO:
+        return None
+    return (f"median follow-up {b:g} against {a:g} in training ({ratio:.3g} times): another"
+            " time unit? The C-index does not depend on it; survival curves, IBS and"
+            " calibration do (convert the times to the training unit)")
