@@ -192,3 +192,22 @@ def test_json_written_with_a_byte_order_mark_is_read(tmp_path):
     rna = tmp_path / "1001_RNA.json"
     rna.write_bytes(b"\xef\xbb\xbf" + json.dumps({"TP53": 3.5, "KLK3": 10.0}).encode())
     assert read_rna_json(rna, "1001").to_dict() == {"TP53": 3.5, "KLK3": 10.0}
+
+
+def test_a_field_absent_from_records_is_one_warning_naming_it():
+    """A key missing from a JSON record was imputed without a word; now one warning per
+    field says how many records lack it. A field the schema marks optional (tertiary
+    Gleason) is not warned about."""
+    from modalsurv.io.clinical import coerce_records, schema_from_dict
+
+    no_psa = {k: v for k, v in REC.items() if k not in ("pre_operative_PSA", "tertiary_gleason")}
+    records = {"a": REC, "b": no_psa, "c": no_psa}
+    problems = []
+    df = coerce_records(records, TASK1, problems, collect_errors=True)
+    assert [(p.severity, p.field) for p in problems] == [("warning", "pre_operative_PSA")]
+    assert "absent from 2 of 3 record(s) (e.g. b, c)" in problems[0].reason
+    assert np.isnan(df.loc["b", "pre_operative_PSA"])
+    schema = schema_from_dict({"columns": {"x": "numeric", "y": {"kind": "numeric", "optional": True}}})
+    problems = []
+    coerce_records({"a": {"x": 1.0}}, schema, problems, collect_errors=True)
+    assert problems == []

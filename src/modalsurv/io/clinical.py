@@ -80,6 +80,7 @@ class Column:
     true: tuple[str, ...] = ("1", "yes", "true", "positive")  # binary tokens
     false: tuple[str, ...] = ("0", "no", "false", "negative")
     missing: tuple[str, ...] = ()  # extra missing tokens for this column (e.g. "-1")
+    optional: bool = False  # may be absent from a record without a warning (e.g. tertiary Gleason)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -145,7 +146,7 @@ TASK1 = Schema(
         Column("age_at_prostatectomy", "numeric"),
         Column("primary_gleason", "ordinal", order=_GLEASON),
         Column("secondary_gleason", "ordinal", order=_GLEASON),
-        Column("tertiary_gleason", "ordinal", order=_GLEASON),
+        Column("tertiary_gleason", "ordinal", order=_GLEASON, optional=True),  # often absent
         Column("ISUP", "ordinal", order=_GLEASON),
         Column("pre_operative_PSA", "numeric"),
         Column("pT_stage", "ordinal", order=("2", "2a", "2b", "2c", "3", "3a", "3b", "4")),
@@ -182,7 +183,7 @@ TASK3 = Schema(
         Column("smoking", "numeric", missing=("-1",)),
         Column("tumor", "categorical", categories=("Primary", "Recurrent")),
         Column("stage", "ordinal", order=("TaHG", "T1HG")),
-        Column("substage", "categorical", categories=("T1m", "T1e")),
+        Column("substage", "categorical", categories=("T1m", "T1e"), optional=True),  # T1 only
         Column("grade", "ordinal", order=("G1", "G2", "G3")),
         Column("reTUR", "binary", missing=("-1",)),
         Column("LVI", "binary", missing=("-1",)),
@@ -221,13 +222,16 @@ def schema_from_dict(d: Mapping[str, Any]) -> Schema:
         # YAML 1.1 reads the keys true/false as booleans
         spec = {({True: "true", False: "false"}.get(k, k) if isinstance(k, bool) else k): v
                 for k, v in spec.items()}  # fmt: skip
-        unknown = set(spec) - {"kind", "order", "categories", "true", "false", "missing"}
+        unknown = set(spec) - {"kind", "order", "categories", "true", "false", "missing",
+                               "optional"}  # fmt: skip
         if unknown:
             raise ConfigError(f"schema: columns.{name}: unknown keys {sorted(unknown)}")
         kw: dict[str, Any] = {"kind": spec.get("kind", "numeric")}
         for k in ("order", "categories", "true", "false", "missing"):
             if k in spec:
                 kw[k] = tuple(str(v) for v in spec[k])
+        if "optional" in spec:
+            kw["optional"] = bool(spec["optional"])
         cols.append(Column(str(name), **kw))
     time, unit = d.get("time"), d.get("time_unit", "months")
     if isinstance(time, Mapping):
@@ -263,6 +267,7 @@ def load_schema(path: str | Path) -> Schema:
       er: {kind: binary, true: [positive], false: [negative]}
       grade: {kind: ordinal, order: [1, 2, 3]}
       histology: {kind: categorical, categories: [ductal, lobular]}
+      her2_low: {kind: binary, optional: true}  # may be absent from a record: no warning
     """
     path = Path(path)
     raw = read_yaml_mapping(path, "schema file")
@@ -361,11 +366,14 @@ def coerce_records(
     has_labels = schema.time is not None and schema.event is not None
     factor = time_factor(schema.time_unit, schema.output_unit)
     rows: dict[str, dict[str, Any]] = {}
+    absent: dict[str, list[str]] = {}  # column -> patients whose record lacks the key
     for pid, rec in records.items():
         pid = str(pid)
         path = ctx.paths.get(pid)
         row: dict[str, Any] = {}
         for col in schema.columns:
+            if col.name not in rec and not col.optional:
+                absent.setdefault(col.name, []).append(pid)
             raw = rec.get(col.name)
             try:
                 value, ok = _coerce(col, raw, missing)
@@ -412,6 +420,10 @@ def coerce_records(
                 t, ev = math.nan, False
             row["time"], row["event"] = t, ev
         rows[pid] = row
+    for name, pids in absent.items():  # one line a field, not one a patient
+        ctx.warn(f"field absent from {len(pids)} of {len(records)} record(s) (e.g."
+                 f" {', '.join(pids[:3])}): treated as missing, imputed on each training part",
+                 None, name)  # fmt: skip
     return _frame(rows, schema, has_labels)
 
 
