@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 
+from modalsurv.errors import DataError
 from modalsurv.survival.bins import TimeBins
 from modalsurv.survival.cox import breslow, breslow_survival
 from modalsurv.train.estimator import ModalSurv, inner_split, member_splits
@@ -328,5 +329,5 @@ def test_scikit_learn_clone_params_and_grid_search(cohort, make_config):
     assert search.best_params_["config__train__lr"] in (1e-3, 3e-3)
     assert np.isfinite(search.cv_results_["mean_test_score"]).all()
     assert concordance_scorer(search.best_estimator_, cohort) > 0.5
-    with pytest.raises(Exception, match="own labels"):
+    with pytest.raises(DataError, match="own labels"):
         ModalSurv(make_config()).fit(cohort, cohort.survival_array()[::-1].copy())

@@ -393,3 +393,19 @@ def test_rna_rows_measuring_no_covered_gene_are_not_fitted_on():
     for k in ("median_", "genes_", "mean_", "scale_"):
         np.testing.assert_array_equal(getattr(t, k), getattr(alone, k), err_msg=k)
     np.testing.assert_array_equal(t.measured_rows(x), np.arange(20) >= 5)
+
+
+def test_rank_gauss_keeps_a_tied_training_minimum_off_the_extreme_unlike_scikit_learn():
+    """The documented difference: 4 of 12 values at a floor of 0 get the middle of their
+    levels (-1.097), where scikit-learn sends them to the bound (-5.199)."""
+    from sklearn.preprocessing import QuantileTransformer
+
+    from modalsurv.train.transforms import rank_gauss, rank_gauss_quantiles
+
+    x = np.array([0, 0, 0, 0, 1, 2, 3, 4, 5, 5, 5, 6.0])
+    ours = rank_gauss(x, rank_gauss_quantiles(x, 12))
+    ref = QuantileTransformer(n_quantiles=12, output_distribution="normal").fit(x[:, None])
+    theirs = ref.transform(x[:, None])[:, 0]
+    np.testing.assert_allclose(ours[:4], -1.0968, atol=1e-3)
+    np.testing.assert_allclose(theirs[:4], -5.1993, atol=1e-3)
+    np.testing.assert_allclose(ours[4:], theirs[4:], atol=1e-9)  # elsewhere the same

@@ -252,11 +252,15 @@ def rank_gauss_quantiles(x: np.ndarray, n_quantiles: int) -> np.ndarray:
 
 def rank_gauss(x: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
     """Rank-Gauss: a value's training quantile level, mapped through the standard normal
-    quantile function (scikit-learn's ``QuantileTransformer(output_distribution="normal")``:
-    tied quantiles take the mean of the forward and backward interpolation; levels are
-    clipped to [1e-7, 1 - 1e-7], so new values beyond the training range map to about
-    ±5.2). Monotone, so ranks are kept; heavy tails and outliers stop dominating a
-    standardised column. NaN stays NaN."""
+    quantile function, as scikit-learn's ``QuantileTransformer(output_distribution=
+    "normal")`` does: tied quantiles take the mean of the forward and backward
+    interpolation; levels are clipped to [1e-7, 1 - 1e-7], so new values beyond the
+    training range map to about ±5.2. One deliberate difference: scikit-learn sends a
+    value equal to the training minimum (maximum) to the extreme level even when several
+    patients share it (a lab value's detection limit: 4 of 12 at 0 become -5.2), while
+    here such a tie gets the middle of its levels like any other tie (-1.1), so a common
+    floor value is not made an outlier. Monotone, so ranks are kept; heavy tails and
+    outliers stop dominating a standardised column. NaN stays NaN."""
     from scipy.special import ndtri
 
     refs = np.linspace(0.0, 1.0, len(quantiles))
