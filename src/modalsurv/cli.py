@@ -39,7 +39,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 # emoji=False: a path or name holding ':b:' prints as written, not as an emoji; every
 # interpolated path or name goes through escape() so '[...]' in it is not read as markup
 console = Console(emoji=False)
-err_console = Console(stderr=True, soft_wrap=True, emoji=False)  # errors and warnings: one line each
+# errors and warnings: one line each
+err_console = Console(stderr=True, soft_wrap=True, emoji=False)
 _STATE = {"debug": False}
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -198,8 +199,9 @@ class RichProgress:
             self.p.update(self.task_name("patients", "patients", None),
                           description=f"patients ({info['tiles_per_s']:.0f} tiles/s)")
         elif event == "baseline_failed":
-            self.p.console.print(f"[yellow]baseline {escape(str(info.get('model')))} failed on fold "
-                                 f"{info.get('fold')}: {escape(str(info.get('reason')))}[/]")
+            self.p.console.print(f"[yellow]baseline {escape(str(info.get('model')))} failed on"
+                                 f" fold {info.get('fold')}:"
+                                 f" {escape(str(info.get('reason')))}[/]")  # fmt: skip
         elif event == "stage":
             self.p.console.print(f"[bold cyan]>> {escape(str(info.get('message')))}[/]")
 
@@ -219,7 +221,8 @@ def _print_table(df: pd.DataFrame, title: str) -> None:
     columns that differ get the width; long model names fold instead of being cut off."""
     same = [c for c in df.columns
             if len(df) > 1 and df[c].map(_cell).nunique() == 1 and _cell(df[c].iloc[0])]  # fmt: skip
-    caption = ("in every row: " + " · ".join(f"{escape(str(c))} {_cell(df[c].iloc[0])}" for c in same)
+    caption = ("in every row: "
+               + " · ".join(f"{escape(str(c))} {_cell(df[c].iloc[0])}" for c in same)
                if same else None)  # fmt: skip
     table = Table(title=title, caption=caption)
     shown = [c for c in df.columns if c not in same]
@@ -269,7 +272,8 @@ def demo(
     _print_table(result.table, "modalsurv demo: C-index (mean ± std over outer folds)")
     for line in result.notes:
         console.print(escape(line))
-    console.print(f"run folder: [bold]{escape(str(out))}[/]  (wall time {time.perf_counter() - start:.0f} s)")
+    console.print(f"run folder: [bold]{escape(str(out))}[/]  (wall time"
+                  f" {time.perf_counter() - start:.0f} s)")
 
 
 def _data_config(spec: Any, features: Path | None) -> Any:
@@ -456,9 +460,10 @@ def predict(
             df = predict_run(run, loaded.cohort, out, grid)
     except ValueError as err:  # DataError and ConfigError are ValueErrors too
         _fail(err)
-    console.print(f"wrote {len(df)} predictions to [bold]{escape(str(out))}[/] (risk and survival with the"
+    where = escape(str(out))
+    console.print(f"wrote {len(df)} predictions to [bold]{where}[/] (risk and survival with the"
                   f" 5th–95th percentile over the ensemble's {int(df['n_members'].iloc[0])}"
-                  " member models)" if len(df) else f"wrote 0 predictions to [bold]{escape(str(out))}[/]")
+                  " member models)" if len(df) else f"wrote 0 predictions to [bold]{where}[/]")
 
 
 @app.command()

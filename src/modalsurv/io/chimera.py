@@ -144,8 +144,8 @@ def _cases_of(root: Path, pattern: str) -> set[str]:
 
 
 def discover(root: str | Path, layout: Layout, problems: list[Problem]) -> pd.DataFrame:
-    """Find every case's files. Cases come from clinical files *and* slide folders, so a
-    case with images but no clinical file is reported, not lost."""
+    """Find every case's files. Cases come from clinical files *and* slide folders, RNA
+    files and MRI files, so a case with data but no clinical file is reported, not lost."""
     root = Path(root)
     if not root.is_dir():
         raise DataError("CHIMERA root folder does not exist", path=root)

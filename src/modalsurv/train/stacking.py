@@ -549,8 +549,8 @@ def fit_weights(z: np.ndarray, time: np.ndarray, event: np.ndarray,
 def equal_weights(z: np.ndarray, time: np.ndarray, event: np.ndarray) -> tuple[np.ndarray, str]:
     """The fallback when too few out-of-fold events weigh the candidates: equal
     coefficients whose common scale is a one-coefficient Cox model on the mean
-    standardised score over the rows given (with the RIDGE prior, which a handful of
-    events barely moves off zero), at least ``MIN_SCALE``. A bare ``MIN_SCALE`` gave every
+    standardised score over the rows given (with the RIDGE prior, which shrinks it
+    towards zero when the events are few), at least ``MIN_SCALE``. A bare ``MIN_SCALE`` gave every
     patient nearly the same survival curve."""
     k = z.shape[1]
     if k == 0 or not event.any():
