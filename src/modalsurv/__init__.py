@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["Cohort", "FoldEnsemble", "ModalSurv", "RunConfig", "cross_validate"]
+__all__ = ["Cohort", "FoldEnsemble", "ModalSurv", "RunConfig", "StackedSurv", "cross_validate",
+           "load_model"]
 
 
 def __getattr__(name: str) -> Any:
@@ -17,6 +18,10 @@ def __getattr__(name: str) -> Any:
         from modalsurv import train
 
         return getattr(train, name)
+    if name in {"StackedSurv", "load_model"}:
+        from modalsurv.train import stacking
+
+        return getattr(stacking, name)
     if name == "Cohort":
         from modalsurv.cohort import Cohort
 

@@ -60,7 +60,9 @@ def test_registry_matches_config_names():
     with pytest.raises(ValueError):
         RunConfig(baselines=["nope"])
     assert set(BASELINES) == {"coxph_clinical", "coxnet", "rsf", "modalsurv_clinical"}
-    with pytest.raises(ValueError, match="unknown baseline"):
+    from modalsurv.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="baselines: unknown baseline 'nope'"):
         make_baseline("nope", RunConfig(), 0)
 
 

@@ -331,3 +331,60 @@ def test_scikit_learn_clone_params_and_grid_search(cohort, make_config):
     assert concordance_scorer(search.best_estimator_, cohort) > 0.5
     with pytest.raises(DataError, match="own labels"):
         ModalSurv(make_config()).fit(cohort, cohort.survival_array()[::-1].copy())
+
+
+def test_wrong_input_is_refused_by_name(fitted, cohort):
+    """Not a Cohort, an empty one, or a modality in another shape than at fit time: each is
+    an error naming the call or the modality (was: AttributeError, a torch.cat error, a
+    bare KeyError, a DataError naming an internal 'vector' field)."""
+    from modalsurv.cohort import Cohort
+    from modalsurv.errors import FeatureError
+
+    model = fitted[0]
+    with pytest.raises(TypeError, match="ModalSurv.fit takes a modalsurv.Cohort"):
+        ModalSurv(model.config).fit(np.zeros((10, 3)))
+    with pytest.raises(TypeError, match="ModalSurv.predict takes a modalsurv.Cohort"):
+        model.predict_risk(np.zeros((10, 3)))
+    empty = cohort.subset(np.arange(0))
+    for call in (model.predict_risk, lambda c: model.predict_survival(c, [1.0])):
+        with pytest.raises(DataError, match="the cohort has no patient"):
+            call(empty)
+    with pytest.raises(DataError, match="no modality"):
+        ModalSurv(model.config).fit(Cohort(cohort.ids, cohort.time, cohort.event, features={}))
+
+    def reshaped(name, x, masks):
+        feats = {**cohort.features, name: x}
+        return Cohort(cohort.ids, cohort.time, cohort.event, features=feats,
+                      present=cohort.present, bag_mask=masks)  # fmt: skip
+
+    bag_as_vector = reshaped("wsi", cohort.features["wsi"].mean(1), {})
+    with pytest.raises(FeatureError, match="'wsi' was fitted as tile bags.*as vectors"):
+        model.predict_risk(bag_as_vector)
+    slide_bags = np.repeat(cohort.features["slide"][:, None, :], 3, axis=1)
+    vector_as_bag = reshaped("slide", slide_bags, {**cohort.bag_mask,
+                                                   "slide": np.ones((len(cohort), 3), bool)})
+    with pytest.raises(FeatureError, match="'slide' was fitted as one vector.*as tile bags"):
+        model.predict_risk(vector_as_bag)
+
+
+def test_modality_absent_for_every_training_patient_is_named(cohort, make_config):
+    from modalsurv.cohort import Cohort
+
+    present = {**cohort.present, "rna": np.zeros(len(cohort), bool)}
+    part = Cohort(cohort.ids, cohort.time, cohort.event, features=cohort.features,
+                  present=present, bag_mask=cohort.bag_mask)  # fmt: skip
+    with pytest.raises(DataError, match="field 'rna'.*absent for every one of the"):
+        ModalSurv(make_config()).fit(part)
+
+
+def test_cox_curves_refuse_bad_times_and_concat_has_no_gate_weights(cohort, make_config):
+    from modalsurv.errors import ConfigError
+
+    model = ModalSurv(make_config(model__head="cox", model__fusion="concat")).fit(cohort)
+    for bad in ([np.nan, 1.0], [-1.0], [np.inf]):
+        with pytest.raises(ValueError, match="times must be finite and >= 0"):
+            model.predict_survival(cohort, bad)
+        with pytest.raises(ValueError, match="times must be finite and >= 0"):
+            model.predict_member_survival(cohort, bad)
+    with pytest.raises(ConfigError, match="'concat' produces no modality weights"):
+        model.gate_weights(cohort)

@@ -8,7 +8,7 @@ import pytest
 
 from modalsurv.cohort import Cohort
 from modalsurv.config import parse_config
-from modalsurv.errors import ConfigError, DataWarning
+from modalsurv.errors import ConfigError, DataError, DataWarning
 from modalsurv.survival.metrics import concordance_index
 from modalsurv.train import stacking
 from modalsurv.train.cv import PLAIN, cross_validate
@@ -458,3 +458,61 @@ def test_too_small_a_training_part_names_it_and_what_to_change(make_cohort, make
     with pytest.raises(DataError, match=r"needs at least 10 patients to train on \(5 inner"
                                         r" folds\); this training part has 8 .*lower cv.folds"):  # fmt: skip
         StackedSurv(stack_config(make_config)).fit(make_cohort(n=8, seed=0))
+
+
+def test_a_constant_candidate_kept_alone_is_recorded_and_said(make_cohort, make_config,
+                                                               monkeypatch):  # fmt: skip
+    """When nothing passes the screen, a constant score (C = 0.5 by ties) can be the best
+    by C-index; fit_weights records that it was kept alone and constant, and the fit says
+    so (was: the stack quietly predicted one curve for every patient)."""
+    x, time, event = _simulated(80, 2)
+    z = np.column_stack([np.zeros_like(x), -x])  # constant; reversed (C < 0.5)
+    beta, record = fit_weights(z, time, event, threshold=1e9)
+    assert beta[0] > 0 and beta[1] == 0
+    assert record["kept_alone"] == {"column": 0, "cindex": 0.5, "constant": True}
+    _, record = fit_weights(np.column_stack([z, x]), time, event)  # x passes the screen
+    assert record["kept_alone"] is None
+    import functools
+
+    monkeypatch.setattr(stacking, "fit_weights",
+                        functools.partial(fit_weights, threshold=1e9))  # fmt: skip
+    cohort = make_cohort(n=60, seed=2)
+    cfg = stack_config(make_config, stack=["modalsurv", "coxph_clinical"])
+    real_standardise = stacking.standardise
+
+    def flat_peer(oof, n, how="model"):  # the peer's out-of-fold risks made constant
+        if flat_peer.calls == 1:
+            oof = [(rows, np.zeros_like(r)) for rows, r in oof]
+        flat_peer.calls += 1
+        return real_standardise(oof, n, how)
+
+    flat_peer.calls = 0
+    monkeypatch.setattr(stacking, "standardise", flat_peer)
+    with pytest.warns(DataWarning, match="kept 'coxph_clinical' alone .*whose risk is"
+                                         " constant: every patient gets the same"):  # fmt: skip
+        model = StackedSurv(cfg).fit(cohort)
+    assert model.stack_info_["kept_alone"] == "coxph_clinical"
+
+
+def test_stack_api_errors_name_the_stack(fitted, tmp_path):
+    """set_params, a plain config, an empty cohort and ModalSurv.load of a stacked folder:
+    each message names what to do (was: 'ModalSurv.set_params', 'names no candidate', a
+    torch error, a StackedSurv returned from ModalSurv.load)."""
+    import modalsurv
+
+    model, _, test = fitted
+    with pytest.raises(ConfigError, match="StackedSurv has no parameter 'lr'"):
+        StackedSurv(model.config).set_params(lr=1.0)
+    with pytest.raises(ConfigError, match="StackedSurv.set_params"):
+        StackedSurv(model.config).set_params(config__train__lrr=1.0)
+    plain = model.config.model_copy(update={"model": model.config.model.model_copy(
+        update={"stack": "none"})})  # fmt: skip
+    with pytest.raises(ConfigError, match="model.stack is 'none'.*fit ModalSurv"):
+        StackedSurv(plain).fit(test)
+    with pytest.raises(DataError, match="StackedSurv.predict: the cohort has no patient"):
+        model.predict_risk(test.subset(np.arange(0)))
+    model.save(tmp_path / "s")
+    with pytest.raises(ConfigError, match="holds the stacked default.*load_model"):
+        ModalSurv.load(tmp_path / "s")
+    back = modalsurv.load_model(tmp_path / "s")
+    assert isinstance(back, modalsurv.StackedSurv)

@@ -51,7 +51,7 @@ def step_at(grid: Any, values: Any, times: Any, before: float) -> np.ndarray:
     evaluator for Breslow baselines and scikit-survival's curves."""
     g = np.asarray(grid, dtype=np.float64)
     v = np.asarray(values, dtype=np.float64)
-    pos = np.searchsorted(g, np.asarray(times, dtype=np.float64), side="right") - 1
+    pos = np.searchsorted(g, check_times(times), side="right") - 1
     if not len(g):
         return np.full((*v.shape[:-1], len(pos)), float(before))
     out = v[..., np.clip(pos, 0, None)]
@@ -100,7 +100,9 @@ def _as_cuts(cuts: Any, k1: int) -> np.ndarray:
     return c
 
 
-def _as_times(name: str, times: Any) -> np.ndarray:
+def check_times(times: Any, name: str = "times") -> np.ndarray:
+    """``times`` as a 1-d float array; NaN, inf or a negative time is refused by index
+    (every prediction at user-given times goes through here, whatever the head)."""
     t = np.atleast_1d(np.asarray(times, dtype=np.float64))
     if t.ndim != 1:
         raise ValueError(f"{name}: expected a scalar or 1-d array, got shape {t.shape}")
@@ -115,7 +117,7 @@ def survival_at(pmf: Any, cuts: Any, times: Any, interpolation: str = "linear") 
     """S(t) for each patient and each of ``times``: N x T."""
     p = _as_pmf(pmf)
     c = _as_cuts(cuts, p.shape[1])
-    t = _as_times("times", times)
+    t = check_times(times)
     s = survival_from_pmf(p)
     last = c.size - 1
     k = np.clip(np.searchsorted(c, t, side="right") - 1, 0, last)
@@ -167,7 +169,7 @@ def rmst(pmf: Any, cuts: Any, tau: float) -> np.ndarray:
     """
     p = _as_pmf(pmf)
     c = _as_cuts(cuts, p.shape[1])
-    tau = float(_as_times("tau", tau)[0])
+    tau = float(check_times(tau, "tau")[0])
     s = survival_from_pmf(p)
     width = np.diff(c)
     seg = np.clip(tau - c[:-1], 0.0, width)  # portion of each bin below tau

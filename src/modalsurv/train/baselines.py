@@ -29,6 +29,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from modalsurv.cohort import Cohort
 from modalsurv.config import RunConfig
+from modalsurv.errors import ConfigError
 from modalsurv.survival.curves import step_at
 from modalsurv.survival.metrics import UndefinedMetricError, concordance_index
 from modalsurv.train.estimator import ModalSurv
@@ -296,5 +297,5 @@ BASELINES: dict[str, type] = {
 def make_baseline(name: str, config: RunConfig, seed: int) -> SurvivalModel:
     """A fresh, unfitted baseline from the registry."""
     if name not in BASELINES:
-        raise ValueError(f"unknown baseline {name!r}; known: {sorted(BASELINES)}")
+        raise ConfigError(f"baselines: unknown baseline {name!r}; known: {sorted(BASELINES)}")
     return BASELINES[name](config, seed)

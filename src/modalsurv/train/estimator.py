@@ -149,6 +149,17 @@ def check_labels(cohort: Cohort, y: Any) -> None:
                         field="y")  # fmt: skip
 
 
+def check_cohort(cohort: Any, what: str) -> None:
+    """What fit and predict take is a non-empty :class:`Cohort`; anything else is refused
+    here with a message naming the call, never a bare AttributeError or torch error."""
+    if not isinstance(cohort, Cohort):
+        raise TypeError(f"{what} takes a modalsurv.Cohort (ids, time, event and features per"
+                        f" modality), not {type(cohort).__module__}.{type(cohort).__name__};"
+                        " build one with Cohort(...) or modalsurv.io")  # fmt: skip
+    if len(cohort) == 0:
+        raise DataError(f"{what}: the cohort has no patient", field="cohort")
+
+
 def member_seed(seed: int, k: int) -> int:
     """Seed of ensemble member ``k``: member 0 uses ``seed`` itself (``n_init=1`` unchanged);
     the large odd stride keeps members clear of the neighbouring folds' seeds."""
@@ -191,7 +202,7 @@ class FittedCheck:
     def predict_member_survival(self, cohort: Cohort, times: np.ndarray) -> np.ndarray:
         """``S x N x T``: each member's survival at ``times``; Cox members share the
         model's Breslow baseline, each on its own centred log-risk."""
-        times = np.asarray(times, dtype=np.float64).reshape(-1)
+        times = curves.check_times(times)
         outs = list(self.predict_member_outputs(cohort))  # type: ignore[attr-defined]
         return np.stack([self.family.survival(o, self.cuts, times, f)  # type: ignore[attr-defined]
                          for o, f in zip(outs, self.members_fitted(len(outs)), strict=True)])
@@ -238,10 +249,11 @@ class ModalSurv(FittedCheck, BaseEstimator):
         values = {}
         for key, value in params.items():
             if not key.startswith("config__"):
-                raise ConfigError(f"ModalSurv has no parameter {key!r}: set config or"
-                                  " config__<section>__<field>")  # fmt: skip
+                raise ConfigError(f"{type(self).__name__} has no parameter {key!r}: set config"
+                                  " or config__<section>__<field>")  # fmt: skip
             values[key[len("config__"):].replace("__", ".")] = value
-        self.config = with_values(config, values, "ModalSurv.set_params") if values else config
+        where = f"{type(self).__name__}.set_params"
+        self.config = with_values(config, values, where) if values else config
         return self
 
     def __sklearn_is_fitted__(self) -> bool:
@@ -272,6 +284,7 @@ class ModalSurv(FittedCheck, BaseEstimator):
         With ``val_cohort`` given (e.g. the ``outer_fold`` replication protocol), every
         row of ``cohort`` is used for training and fitting the preprocessors and bins.
         """
+        check_cohort(cohort, "ModalSurv.fit")
         check_labels(cohort, y)
         cfg = self.config
         self.fit_result_, self.fit_results_, self.training_meta_ = None, [], None
@@ -280,6 +293,9 @@ class ModalSurv(FittedCheck, BaseEstimator):
                             f" validation split); the cohort has {len(cohort)} patient(s)",
                             field="cohort")  # fmt: skip
         mods = list(cfg.model.modalities or cohort.modalities)
+        if not mods:
+            raise DataError("ModalSurv.fit: the cohort has no modality (no features)",
+                            field="modalities")  # fmt: skip
         cohort = cohort.select(mods)
         rotate = val_cohort is None and cfg.train.member_splits == "rotate" and cfg.train.n_init > 1
         if rotate:  # every member its own validation fold; fitting sees the whole cohort
@@ -359,6 +375,7 @@ class ModalSurv(FittedCheck, BaseEstimator):
         """Network outputs ``keys`` (name → the dim its batches join on) for every patient,
         from one pass over the cohort."""
         self._check_fitted()
+        check_cohort(cohort, f"{type(self).__name__}.predict")
         data = self._tensors(self.preprocessor_.transform(cohort))
         device = resolve_device(self.config.train.device, fallback=True)
         self.net_.to(device).eval()
@@ -372,8 +389,10 @@ class ModalSurv(FittedCheck, BaseEstimator):
                     if val is None and key == "weights":
                         val = out.get("gates")
                     if val is None and key == "weights":
-                        raise ValueError(
-                            f"fusion {self.config.model.fusion!r} produces no modality weights"
+                        raise ConfigError(
+                            f"model.fusion {self.config.model.fusion!r} produces no modality"
+                            " weights: gate weights come from a fusion that weighs the"
+                            " modalities (e.g. 'cross_attention_gated', 'gated')"
                         )
                     if val is None:
                         raise ValueError(f"the network produces no output {key!r}")
@@ -428,7 +447,7 @@ class ModalSurv(FittedCheck, BaseEstimator):
 
     def predict_survival(self, cohort: Cohort, times: np.ndarray) -> np.ndarray:
         """``N x T`` survival probabilities at ``times`` (linear between cuts; Cox: step)."""
-        times = np.asarray(times, dtype=np.float64).reshape(-1)
+        times = curves.check_times(times)
         return self.family.survival(self.predict_outputs(cohort), self.cuts, times, self.fitted_)
 
     def predict_expected_time(self, cohort: Cohort) -> np.ndarray:
@@ -542,8 +561,15 @@ class ModalSurv(FittedCheck, BaseEstimator):
 
     @classmethod
     def load(cls, directory: str | Path) -> ModalSurv:
-        """Rebuild a saved ModalSurv; never unpickles (safetensors + JSON + plain npz)."""
-        return rebuild(Path(directory), "model", "state")
+        """Rebuild a saved ModalSurv; never unpickles (safetensors + JSON + plain npz). A
+        folder holding the stacked default is refused: ``modalsurv.load_model`` reads
+        either kind."""
+        out = rebuild(Path(directory), "model", "state")
+        if not isinstance(out, ModalSurv):
+            raise ConfigError(f"{directory} holds the stacked default (StackedSurv), not a"
+                              " plain ModalSurv: load it with modalsurv.load_model (either"
+                              " kind) or StackedSurv.load")  # fmt: skip
+        return out
 
 
 def rebuild(directory: Path, model_stem: str, state_stem: str) -> Any:

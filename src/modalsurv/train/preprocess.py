@@ -25,7 +25,7 @@ import numpy as np
 
 from modalsurv.cohort import Cohort
 from modalsurv.config import PreprocessConfig
-from modalsurv.errors import DataWarning, FeatureError
+from modalsurv.errors import DataError, DataWarning, FeatureError
 from modalsurv.train.align import align_columns
 from modalsurv.train.transforms import ClinicalEncoder, RnaTransform, VectorScaler, fit_pca
 
@@ -191,6 +191,18 @@ def _fit_step(kind: str, cfg: PreprocessConfig, x: np.ndarray, present: np.ndarr
     return step, width
 
 
+def _check_kind(modality: str, kind: str, x: np.ndarray) -> None:
+    """A modality given in another shape than it was fitted on (tile bags as one vector a
+    patient, or the reverse) is refused by name before any transform reads it."""
+    want, have = (3, "tile bags (patients x tiles x features)") if kind == "bag" else (
+        2, "one vector a patient (patients x features)")
+    if x.ndim != want:
+        got = "tile bags" if x.ndim == 3 else "vectors" if x.ndim == 2 else f"{x.ndim}-d"
+        raise FeatureError(f"modality {modality!r} was fitted as {have}; this cohort gives"
+                           f" it as {got} of shape {x.shape}: extract it as at training"
+                           " time", field=modality)  # fmt: skip
+
+
 class Preprocessor:
     """Fits one transformer per modality on a training cohort and applies them."""
 
@@ -225,7 +237,9 @@ class Preprocessor:
             kind = self.kind_of(cohort, m)
             x, p = cohort.features[m], cohort.present[m]
             if not p.any():
-                raise ValueError(f"modality {m!r} is absent for every training patient")
+                raise DataError(f"modality {m!r} is absent for every one of the"
+                                f" {len(cohort)} training patients: nothing to fit it on;"
+                                " leave it out of model.modalities", field=m)  # fmt: skip
             step, self.dims[m] = _fit_step(kind, self.config, x, p, cohort.bag_mask.get(m),
                                            cohort.feature_names.get(m))  # fmt: skip
             self.kinds[m], self.steps[m] = kind, step
@@ -256,6 +270,7 @@ class Preprocessor:
             if m not in cohort.features:
                 continue
             x, p = cohort.features[m], cohort.present[m]
+            _check_kind(m, self.kinds[m], x)
             if self.kinds[m] != "bag":  # by name: reordered, or refused naming the columns
                 x = align_columns(x, cohort.feature_names.get(m), step.feature_names_in_, m,
                                   cohort.ids, p, used=_used_columns(step))  # fmt: skip

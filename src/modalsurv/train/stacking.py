@@ -98,6 +98,7 @@ from modalsurv.train.estimator import (
     FORMAT_VERSION,
     FittedCheck,
     ModalSurv,
+    check_cohort,
     check_labels,
     inner_split,
     library_versions,
@@ -534,16 +535,20 @@ def fit_weights(z: np.ndarray, time: np.ndarray, event: np.ndarray,
     if active:
         beta_a, ll = nonnegative_cox(z[:, active], time, event, shrink)
         beta[active] = beta_a
+    kept_alone = None
     if not (beta > 0).any():
+        # a constant score (ties everywhere: C = 0.5) only wins when nothing ranks better
         c = [concordance_index(time, event, z[:, j]) for j in range(k)]
         best = int(np.argmax(c))
         b, _ = nonnegative_cox(z[:, [best]], time, event)
         beta[:] = 0.0
         beta[best] = max(float(b[0]), MIN_SCALE)
+        kept_alone = {"column": best, "cindex": float(c[best]),
+                      "constant": bool(np.ptp(z[:, best]) <= 1e-12)}  # fmt: skip
     elif beta.sum() < MIN_SCALE:
         beta *= MIN_SCALE / beta.sum()
     dropped = [{"column": t["column"], "lr": t["lr"]} for t in tests if not beta[t["column"]] > 0]
-    return beta, {"log_pl": ll, "dropped": dropped, "screen": tests}
+    return beta, {"log_pl": ll, "dropped": dropped, "screen": tests, "kept_alone": kept_alone}
 
 
 def equal_weights(z: np.ndarray, time: np.ndarray, event: np.ndarray) -> tuple[np.ndarray, str]:
@@ -594,6 +599,7 @@ class StackedSurv(FittedCheck, BaseEstimator):
             progress: Progress | None = None, oof: str = "cross",
             standardise_by: str = "model") -> StackedSurv:  # fmt: skip
         """Fit every candidate on ``cohort`` and weigh them on out-of-fold risks."""
+        check_cohort(cohort, "StackedSurv.fit")
         check_labels(cohort, y)
         if val_cohort is not None:
             raise ConfigError("the stacked default (model.stack) chooses its weights on inner"
@@ -611,7 +617,11 @@ class StackedSurv(FittedCheck, BaseEstimator):
                              " are censored: nothing to learn from", field="event")  # fmt: skip
         configs = candidate_configs(cfg, cohort)
         if not configs:
-            raise ConfigError("model.stack names no candidate this cohort can use")
+            if not stack_names(cfg):
+                raise ConfigError("model.stack is 'none': that is the plain ModalSurv; fit"
+                                  " ModalSurv(config), or name candidates in model.stack")
+            raise ConfigError(f"model.stack names no candidate this cohort can use"
+                              f" ({stack_names(cfg)}; its modalities: {cohort.modalities})")
         splits = member_splits(cohort.event, cfg.train.val_fraction, cfg.seed, n_inner_folds(cfg))
         features = None
         if any(c is None for c in configs.values()):
@@ -653,6 +663,13 @@ class StackedSurv(FittedCheck, BaseEstimator):
                         " candidates (train.n_init below the inner folds?)")  # fmt: skip
             warnings.warn(f"stacked default: {fallback}", DataWarning, stacklevel=2)
             record = {"log_pl": float("nan"), "dropped": []}
+        alone = record.get("kept_alone")
+        if alone is not None and alone["constant"]:  # nothing else ranked even as well
+            warnings.warn(f"stacked default: no candidate's out-of-fold risk passed the screen"
+                          f" (likelihood ratio >= {LR_THRESHOLD:g}); kept"
+                          f" {names[alone['column']]!r} alone (best out-of-fold C-index,"
+                          f" {alone['cindex']:.3f}), whose risk is constant: every patient"
+                          " gets the same prediction", DataWarning, stacklevel=2)  # fmt: skip
         self.beta_ = {n: float(b) for n, b in zip(names, beta)}
         self.bins_ = TimeBins(n_bins=cfg.model.n_bins, scheme=cfg.model.bin_scheme).fit(
             cohort.time, cohort.event)
@@ -684,6 +701,8 @@ class StackedSurv(FittedCheck, BaseEstimator):
                                         zoof[rows] @ beta),
             "oof_rows": len(rows),
             "fallback": fallback,
+            # no candidate passed the screen: the one kept alone by out-of-fold C-index
+            "kept_alone": None if alone is None else names[alone["column"]],
             "failed": failed,
             "oof": oof,
             "standardise": standardise_by,
@@ -720,6 +739,7 @@ class StackedSurv(FittedCheck, BaseEstimator):
         """Each candidate's standardised score (the mean of its inner models'). The last
         cohort's scores are remembered (a run asks for risk, curves and PMF in a row)."""
         self._check_fitted()
+        check_cohort(cohort, "StackedSurv.predict")
         memo = getattr(self, "_memo", None)
         if memo is not None and memo[0]() is cohort:
             return memo[1]
@@ -748,7 +768,7 @@ class StackedSurv(FittedCheck, BaseEstimator):
 
     def predict_survival(self, cohort: Cohort, times: np.ndarray) -> np.ndarray:
         """``N x T``: ``exp(-H0(t) exp(eta))`` with the Breslow baseline (a step function)."""
-        times = np.asarray(times, dtype=np.float64).reshape(-1)
+        times = curves.check_times(times)
         return self.family.survival(self.predict_outputs(cohort), self.cuts, times, self.fitted_)
 
     def predict_pmf(self, cohort: Cohort) -> np.ndarray:
@@ -766,6 +786,7 @@ class StackedSurv(FittedCheck, BaseEstimator):
         is :meth:`predict_outputs` exactly, so their spread is the stack's per-patient
         uncertainty on its own scale (``train.members``)."""
         self._check_fitted()
+        check_cohort(cohort, "StackedSurv.predict")
         per = {}
         for name, cand in self.candidates_.items():
             if self.beta_[name] <= 0:
