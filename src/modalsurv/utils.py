@@ -113,6 +113,23 @@ def atomic_write_csv(path: str | Path, df: Any) -> None:
         df.to_csv(tmp, index=False, float_format="%.17g")
 
 
+@contextlib.contextmanager
+def global_rng_kept() -> Iterator[None]:
+    """Python's, NumPy's and torch's global random states as they were before the block:
+    a library call that seeds them for its own reproducibility (``set_seed``) must not
+    leave the caller's later draws fixed (scikit-learn's estimators never touch them)."""
+    import torch
+
+    py, npy = random.getstate(), np.random.get_state()  # noqa: NPY002 - saved, then restored
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        random.setstate(py)
+        np.random.set_state(npy)  # noqa: NPY002
+
+
 def set_seed(seed: int) -> np.random.Generator:
     """Seed Python, NumPy and torch; return a NumPy Generator derived from the same seed."""
     random.seed(seed)

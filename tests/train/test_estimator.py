@@ -388,3 +388,20 @@ def test_cox_curves_refuse_bad_times_and_concat_has_no_gate_weights(cohort, make
             model.predict_member_survival(cohort, bad)
     with pytest.raises(ConfigError, match="'concat' produces no modality weights"):
         model.gate_weights(cohort)
+
+
+def test_fit_leaves_the_callers_global_random_state_alone(cohort, make_config):
+    """fit seeds its members (utils.set_seed) for reproducibility; the caller's next draws
+    from random, NumPy's and torch's global generators are what they would have been."""
+    import random
+
+    import torch
+
+    def draws():
+        return random.random(), np.random.random(), float(torch.rand(1))  # noqa: NPY002
+
+    random.seed(7), np.random.seed(7), torch.manual_seed(7)  # noqa: NPY002
+    expected = draws()
+    random.seed(7), np.random.seed(7), torch.manual_seed(7)  # noqa: NPY002
+    ModalSurv(make_config()).fit(cohort)
+    assert draws() == expected

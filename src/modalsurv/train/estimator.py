@@ -59,7 +59,7 @@ from modalsurv.train.trainer import (
     forward,
     to_tensors,
 )
-from modalsurv.utils import Progress, atomic_path, atomic_write_text, set_seed
+from modalsurv.utils import Progress, atomic_path, atomic_write_text, global_rng_kept, set_seed
 
 FORMAT_VERSION = 1
 
@@ -329,7 +329,8 @@ class ModalSurv(FittedCheck, BaseEstimator):
         if rotate:
             splits = member_splits(train.event, cfg.train.val_fraction, cfg.seed, cfg.train.n_init)
         nets, self.fit_results_ = [], []
-        with torch_threads(resolved_threads(cfg, shape)):  # train.defaults
+        # the members' seeding must not fix the caller's later random draws
+        with torch_threads(resolved_threads(cfg, shape)), global_rng_kept():
             for k in range(cfg.train.n_init):
                 seed_k = member_seed(cfg.seed, k)
                 set_seed(seed_k)
