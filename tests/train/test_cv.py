@@ -322,3 +322,17 @@ def test_an_executor_that_loses_a_fold_is_an_error(cohort, make_config):
 
     with pytest.raises(RuntimeError, match=r"without \(repeat, fold\) \[\(0, 0\), \(0, 1\)\]"):
         cross_validate(cohort, make_config(), folds=2, executor=Lossy())
+
+
+def test_a_constant_risk_is_noted_where_its_c_of_one_half_is_reported(cohort):
+    """A model that ranks no one scores C = 0.5 by ties; the fold's note says so, so a
+    reader does not take it for a chance-level ranking (was: no note)."""
+    from modalsurv.train.cv import score_fold
+
+    train, test = cohort.subset(np.arange(50)), cohort.subset(np.arange(50, 80))
+    scores, notes = score_fold(train, test, np.full(len(test), 0.3), None, np.empty(0))
+    assert scores["harrell_c"] == 0.5
+    assert any("constant risk on the test fold" in n for n in notes)
+    rng = np.random.default_rng(0)
+    _, notes = score_fold(train, test, rng.normal(size=len(test)), None, np.empty(0))
+    assert not any("constant risk" in n for n in notes)

@@ -240,6 +240,11 @@ def score_fold(
         )
     elif surv is not None:
         notes.append("ibs: test fold follow-up too short for a time grid")
+    r = np.asarray(risk, dtype=np.float64)
+    if test.event.any() and len(r) and np.ptp(r) <= 1e-12 * max(1.0, float(np.abs(r).max())):
+        # a model that ranks no one (e.g. a forest of one leaf): 0.5 by ties, not by chance
+        notes.append("constant risk on the test fold: every pair is tied, the C-index of"
+                     " 0.5 is no ranking at all")  # fmt: skip
     if not test.event.any():
         notes.append("no event in the test fold: concordance undefined")
         calls.pop("harrell_c")
