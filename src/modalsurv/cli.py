@@ -552,8 +552,9 @@ def report(
                                   " (modalsurv experiment)"),
     out: Path | None = typer.Option(None, help="the page to write (default: FOLDER/report.html);"
                                     " each figure's data goes to report_data/ beside it"),
-    times: str = typer.Option("", help="run folders: calibration times, comma-separated"
-                              " (default: the quartiles of the event times)"),
+    times: str = typer.Option("", help="run folders only: calibration times, comma-separated"
+                              " (default, also on a later rebuild without --times: the"
+                              " quartiles of the event times)"),
     title: str | None = typer.Option(None, help="the page's title"),
 ) -> None:
     """(Re)build the HTML report of a run or grid folder from its files, without retraining.

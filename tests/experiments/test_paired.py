@@ -194,3 +194,18 @@ def test_grouped_folds_take_the_larger_test_train_ratio_of_the_two_settings(tmp_
     expect = _by_hand(np.array(mine_c) - np.array(ref_c), ratio_half)
     assert (row.mean_difference, row.ci_low, row.ci_high, row.p_value) == pytest.approx(expect)
     assert row.n_pairs == 3
+
+
+def test_a_numeric_reference_matches_by_value_and_the_error_lists_the_values():
+    """`--reference data_fraction=1` is the grid's 1.0 (the command line gives text)."""
+    from modalsurv.experiments.paired import check_comparison
+
+    rows = [{"modalities": m, "encoder": "default", "fusion": "concat", "data_fraction": f,
+             "seed": 0} for m in ("clinical", "clinical+rna") for f in (0.5, 1.0)]  # fmt: skip
+    check_comparison(rows, {"modalities": "clinical", "data_fraction": "1"})
+    check_comparison(rows, {"modalities": "clinical", "data_fraction": "0.50"})
+    check_comparison(rows, {"modalities": "clinical", "data_fraction": "1"}, by=["fusion"])
+    with pytest.raises(ConfigError, match=r"data_fraction=0\.5\|1\.0.*numbers match by value"):
+        check_comparison(rows, {"modalities": "clinical", "data_fraction": "0.7"})
+    with pytest.raises(ConfigError, match=r"modalities=clinical\|clinical\+rna"):
+        check_comparison(rows, {"modalities": "rna"})

@@ -207,13 +207,10 @@ def test_a_half_finished_grid_names_the_trials_that_have_not_run(grid_dir, tmp_p
 def test_a_stacked_scaling_grid_draws_the_stack_weight_by_training_size(grid_dir):
     text = (grid_dir / "report.html").read_text("utf-8")
     assert "Stack weight by training size (when does fusion pay?)" in text
-    data = pd.read_csv(grid_dir / "report_data" / "stack-weights-by-size.csv")
-    # the largest modality set only, both training fractions, weights of a simplex per fold
-    assert set(data["modalities"]) == {"clinical+rna"}
-    assert set(data["data_fraction"]) == {0.5, 1.0}
-    sums = data.groupby(["trial", "repeat", "fold"])["weight"].sum()
-    assert np.allclose(sums, 1.0) and (data["weight"] >= 0).all()
-    assert {"modalsurv", "modalsurv_clinical"} <= set(data["candidate"])
+    # the tiny grid (train.n_init: 1) weighs no fold on data: every fold of the largest
+    # modality set fell back to equal weights, said instead of drawn
+    assert "no weights to draw: all 8 folds fell back to equal weights" in text
+    assert not (grid_dir / "report_data" / "stack-weights-by-size.csv").exists()
 
 
 def _grouped_folds(grouped: bool) -> pd.DataFrame:
@@ -248,3 +245,113 @@ def test_grouped_folds_use_their_own_test_train_ratio():
     plain = G.scaling_table(_grouped_folds(False), ["modalities"]).set_index("line")
     _, lo, hi, _ = corrected_resampled_ttest(c, 0.5)
     assert (plain.loc["clinical", "low"], plain.loc["clinical", "high"]) == pytest.approx((lo, hi))
+
+
+def _stacked_trial(out, trial: str, fraction: float, fallback: set[int]) -> None:
+    """A finished trial's summary.json with the stack's weights on two folds; the folds in
+    ``fallback`` took the equal-weights fallback."""
+    d = out / "trials" / trial
+    d.mkdir(parents=True)
+    stack = [{"repeat": 0, "fold": f,
+              "weights": {"modalsurv": 0.5, "modalsurv_clinical": 0.5} if f in fallback
+              else {"modalsurv": 0.9, "modalsurv_clinical": 0.1},
+              "fallback": "equal weights (too few events)" if f in fallback else None}
+             for f in (0, 1)]  # fmt: skip
+    folds = [{"model": "modalsurv", "repeat": 0, "fold": f, "n_train": int(100 * fraction)}
+             for f in (0, 1)]  # fmt: skip
+    summary = {"trial": trial, "settings": {"modalities": ["clinical", "rna"],
+                                            "encoder": "default", "fusion": "concat",
+                                            "data_fraction": fraction, "seed": 0},
+               "cv": {"stack": stack, "folds": folds}}  # fmt: skip
+    (d / "summary.json").write_text(json.dumps(summary))
+
+
+def test_stack_weights_leave_out_and_say_the_folds_that_fell_back_to_equal_weights(tmp_path):
+    """Equal weights were not weighed on data: the figure and means use learned folds only,
+    the CSV marks the others and the caption says how many."""
+    from modalsurv.experiments.runners import stack_weight_curve
+    from modalsurv.report.html import Chart, Note
+
+    _stacked_trial(tmp_path, "small", 0.5, fallback={0})
+    _stacked_trial(tmp_path, "large", 1.0, fallback=set())
+    w = stack_weight_curve(tmp_path)
+    assert w.groupby("trial")["fallback"].sum().to_dict() == {"large": 0, "small": 2}
+    ((_, chart),) = G._stack_weight_sections(tmp_path)
+    assert isinstance(chart, Chart) and chart.data["fallback"].sum() == 2
+    assert "1 of 4 folds fell back to equal weights" in chart.caption
+    assert "modalsurv 0.90" in chart.caption  # the mean of the learned folds only
+    line = chart.figure.axes[0].get_lines()[0]  # modalsurv: 0.9 at both sizes, not 0.7
+    assert np.allclose(line.get_ydata(), [0.9, 0.9])
+    # every fold fell back: nothing to draw, and the page says why
+    _stacked_trial(tmp_path / "all", "t", 1.0, fallback={0, 1})
+    ((_, note),) = G._stack_weight_sections(tmp_path / "all")
+    assert isinstance(note, Note) and "all 2 folds fell back to equal weights" in note.text
+
+
+def test_only_multimodal_settings_are_compared_with_clinical_only():
+    """A single modality other than clinical (rna alone) has no fusion: it is not a row of
+    "Multimodal minus clinical-only"; two or more modalities (or 'all') are."""
+    rng = np.random.default_rng(3)
+    rows = [{"modalities": mods, "encoder": "default", "fusion": "concat", "data_fraction": 1.0,
+             "seed": 0, "trial": mods, "model": "modalsurv", "repeat": 0, "fold": fold,
+             "harrell_c": 0.6 + rng.normal(0, 0.03), "n_train": 40, "n_test": 20,
+             "grouped": False}
+            for mods in ("clinical", "rna", "clinical+rna", "all") for fold in range(3)]  # fmt: skip
+    comp = G.fusion_vs_clinical(pd.DataFrame(rows), ["modalities"])
+    assert comp["line"].tolist() == ["all", "clinical+rna"]
+    only_single = pd.DataFrame([r for r in rows if r["modalities"] in ("clinical", "rna")])
+    assert G.fusion_vs_clinical(only_single, ["modalities"]).empty
+    (_, note), = G._clinical_sections(G.fusion_vs_clinical(only_single, ["modalities"]))
+    assert "no multimodal setting" in note.text
+
+
+def test_with_by_the_forest_plots_are_drawn_per_group(grid_dir, tmp_path):
+    """`experiment --by data_fraction`: one reference per training fraction, so one forest
+    per fraction (they used to vanish without a word)."""
+    import shutil
+
+    copy = shutil.copytree(grid_dir, tmp_path / "by", ignore=shutil.ignore_patterns("report*"))
+    paired = paired_table(copy, reference={"modalities": "clinical", "fusion": "concat"},
+                          by=["data_fraction"])  # fmt: skip
+    paired.to_csv(copy / "paired.csv", index=False)
+    text = G.build_grid_report(copy).read_text("utf-8")
+    heads = re.findall(r"<h2 id='[^']*'>([^<]*)</h2>", text)
+    for fraction in ("50%", "100%"):
+        for title in ("Modality ablation: ΔC to clinical", "Fusion comparison: ΔC to concat"):
+            assert f"{title} (reference clinical | concat | {fraction})" in heads
+        data = pd.read_csv(copy / "report_data" / f"forest-fusion-clinical-concat-{fraction[:-1]}.csv")
+        assert data["label"].tolist() == ["cross_attention_gated"]
+
+
+def test_times_on_a_grid_folder_is_an_error_not_ignored(grid_dir, tmp_path):
+    from modalsurv.cli import app
+
+    from .conftest import RUNNER
+
+    res = RUNNER.invoke(app, ["report", str(grid_dir), "--out", str(tmp_path / "g.html"),
+                              "--times", "4,9"])  # fmt: skip
+    assert res.exit_code == 2 and "grid folder" in res.output and "--times" in res.output
+    assert not (tmp_path / "g.html").exists()
+
+
+def test_failed_trials_say_which_sections_they_take_off_the_page(grid_dir, tmp_path):
+    """Every cross_attention_gated trial failed: the fusion comparison cannot be drawn, and
+    the page says so and why; counts print as integers, not 0.000."""
+    import shutil
+
+    copy = shutil.copytree(grid_dir, tmp_path / "f", ignore=shutil.ignore_patterns("report*"))
+    results = pd.read_csv(copy / "results.csv")
+    bad = results["fusion"] == "cross_attention_gated"
+    failed = results[bad].drop_duplicates("trial").assign(
+        model="modalsurv", status="failed", error="DivergedError: boom", n_failed_folds=np.nan)
+    pd.concat([results[~bad], failed]).to_csv(copy / "results.csv", index=False)
+    text = G.build_grid_report(copy).read_text("utf-8")
+    assert "4 trial(s) failed" in text
+    assert "only one value of the axis has a finished trial: Fusion comparison (fusion)" in text
+    for label in failed["label"]:
+        assert label in text.split("trial(s) failed", 1)[1].split("</p>", 1)[0]
+    assert "Fusion comparison" not in re.findall(r"<h2 id='[^']*'>([^<]*)</h2>", text)
+    shown = G._results_section(G.load_results(copy))
+    assert set(shown["n_failed_folds"]) == {"0", "–"}
+    trials = text.split('id="t-trials"', 1)[1].split("</table>", 1)[0]
+    assert "0.000" not in trials

@@ -14,6 +14,7 @@ import pytest
 
 from modalsurv.config import load_config
 from modalsurv.data.sources import load_data
+from modalsurv.report import analysis as A
 from modalsurv.report.run_files import RunFolder, is_run_folder
 from modalsurv.report.run_report import build_run_report, diagnostics_of
 from modalsurv.train.cv import ibs_grid
@@ -107,7 +108,24 @@ def test_rebuilding_keeps_the_title_and_takes_calibration_times(run_dir, tmp_pat
     assert "<title>modalsurv run</title>" in text  # train's title, kept in report.json
     assert "Calibration at t = 4, 9" in text
     assert pd.read_csv(copy / "report_data" / "calibration.csv")["t"].unique().tolist() == [4, 9]
-    assert json.loads((copy / "report.json").read_text())["times"] == [4.0, 9.0]
+
+
+def test_calibration_times_are_not_kept_for_later_pages_and_duplicates_are_dropped(run_dir,
+                                                                                   tmp_path):
+    """--times is for the page asked for: a later rebuild without it uses the default (the
+    quartiles of the event times), as the help says; a time given twice is drawn once."""
+    copy = Path(shutil.copytree(run_dir, tmp_path / "run", ignore=shutil.ignore_patterns(
+        "checkpoints")))  # fmt: skip
+    invoke("report", copy, "--times", "4,9,4")
+    assert "Calibration at t = 4, 9</h2>" in (copy / "report.html").read_text("utf-8")
+    assert pd.read_csv(copy / "report_data" / "calibration.csv")["t"].unique().tolist() == [4, 9]
+    assert "times" not in json.loads((copy / "report.json").read_text())
+    invoke("report", copy)
+    data = RunFolder.load(copy).first
+    quartiles = A.reference_times(data["time"].to_numpy(float), data["event"].to_numpy(bool))
+    shown = [t for t in quartiles if 0 < t < data["time"].max()]
+    text = (copy / "report.html").read_text("utf-8")
+    assert f"Calibration at t = {', '.join(f'{t:g}' for t in shown)}</h2>" in text
 
 
 def test_a_run_trained_before_diagnostics_still_gets_its_checks(run_dir, tmp_path):
@@ -159,3 +177,24 @@ def test_cox_curves_come_from_each_fold_models_breslow_baseline(tmp_path):
     heads = _headings(tmp_path / "cox" / "report.html")
     assert "Brier score over time" in heads and "D-calibration" in heads
     assert not any(h.startswith("Gating weights") for h in heads)  # concat: no gates
+
+
+def test_with_repeats_each_heading_says_whether_it_is_repeat_0_or_every_repeat(run_dir,
+                                                                               tmp_path):
+    """cv.repeats > 1: the out-of-fold figures are repeat 0's, the scores every repeat's;
+    the page used to mix them without a word."""
+    copy = Path(shutil.copytree(run_dir, tmp_path / "run", ignore=shutil.ignore_patterns(
+        "checkpoints")))  # fmt: skip
+    for name in ("predictions.csv", "metrics.csv"):  # a second repeat, as cv.repeats: 2 writes
+        table = pd.read_csv(copy / name, dtype={"patient": str})
+        pd.concat([table, table.assign(repeat=1)]).to_csv(copy / name, index=False)
+    heads = _headings(build_run_report(copy, tmp_path / "page.html"))
+    for head in ("Mean ± std over outer folds", "Per-fold scores", "ModalSurv minus each"):
+        assert any(h.startswith(head) and h.endswith("(all 2 repeats)") for h in heads), head
+    for head in ("Out-of-fold risk groups", "Time-dependent AUC", "Brier score over time",
+                 "Calibration at t =", "D-calibration", "Gating weights"):
+        assert any(h.startswith(head) and h.endswith("(repeat 0 of 2)") for h in heads), head
+    text = (tmp_path / "page.html").read_text("utf-8")
+    assert "cv.repeats = 2" in text
+    # one repeat: the headings are as they were
+    assert "Per-fold scores" in _headings(build_run_report(run_dir, tmp_path / "one.html"))

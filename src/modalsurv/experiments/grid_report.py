@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from modalsurv.errors import ConfigError
-from modalsurv.experiments.paired import SETTINGS, paired_table, trial_grouped
+from modalsurv.experiments.paired import SETTINGS, describe_setting, paired_table, trial_grouped
 from modalsurv.experiments.runners import SETTINGS as TRIAL_SETTINGS
 from modalsurv.experiments.runners import stack_weight_curve
 from modalsurv.report import plots as P
@@ -59,7 +59,10 @@ def _stack_weight_sections(out: Path) -> list[Section]:
     """The stacked default's weight on the multimodal network against ModalSurv on clinical
     data, by training size: the operational answer to "when does fusion pay?". Trials of the
     largest modality set only (a clinical-only trial has no fusion to weigh); none for
-    grids run with ``model.stack: none``."""
+    grids run with ``model.stack: none``. Folds whose weights are the equal-weights
+    fallback were not weighed on data: left out of the figure and the means (kept, marked
+    ``fallback``, in the CSV), and said in the caption."""
+    title = "Stack weight by training size (when does fusion pay?)"
     weights = stack_weight_curve(out)
     if weights.empty or weights["n_train"].isna().all():
         return []
@@ -68,12 +71,23 @@ def _stack_weight_sections(out: Path) -> list[Section]:
         weights = weights[size == size.max()]
     shown = ", ".join(sorted(set(weights["modalities"].dropna().astype(str)))) \
         if "modalities" in weights else ""
-    means = weights.groupby("candidate")["weight"].mean()
+    fold_keys = ["trial", "repeat", "fold"]
+    folds = weights.drop_duplicates(fold_keys)
+    n_fallback = int(folds["fallback"].sum())
+    learned = weights[~weights["fallback"]]
+    fell_back = (f"{n_fallback} of {len(folds)} folds fell back to equal weights (too few"
+                 " inner events): not weighed on data, so left out of the figure and the"
+                 " means (marked in the data's fallback column)")  # fmt: skip
+    if learned.empty:
+        return [(title, Note(f"no weights to draw: all {len(folds)} folds fell back to equal"
+                             " weights (too few inner events), none was weighed on data"))]
+    means = learned.groupby("candidate")["weight"].mean()
     caption = ("stack weights per outer fold (mean ± 1 sd over folds and seeds per training"
                f" size){'; modality set ' + shown if shown else ''}; mean weight over all: "
-               + ", ".join(f"{k} {v:.2f}" for k, v in means.items()))
-    return [("Stack weight by training size (when does fusion pay?)",
-             Chart(P.stack_weights_by_size(weights), weights, "stack-weights-by-size", caption))]
+               + ", ".join(f"{k} {v:.2f}" for k, v in means.items())
+               + (f"; {fell_back}" if n_fallback else ""))  # fmt: skip
+    return [(title, Chart(P.stack_weights_by_size(learned), weights, "stack-weights-by-size",
+                          caption))]
 
 
 # ---------------------------------------------------------------------- reading
@@ -216,8 +230,15 @@ def _is_clinical_only(modalities: Any) -> bool:
     return str(modalities) == "clinical"
 
 
+def _is_multimodal(modalities: Any) -> bool:
+    """Two or more modalities ('+'-joined, or 'all'): a single modality other than clinical
+    has no fusion, so its difference to clinical-only says nothing about fusion."""
+    return str(modalities) == "all" or "+" in str(modalities)
+
+
 def fusion_vs_clinical(folds: pd.DataFrame, line_axes: list[str]) -> pd.DataFrame:
-    """Per training fraction and multimodal ModalSurv line: its Harrell C minus the
+    """Per training fraction and multimodal ModalSurv line (two or more modalities; a
+    single other modality is no fusion and is left out): its Harrell C minus the
     clinical-only one on the same folds (seeds pooled): the ModalSurv setting on
     ``clinical`` alone with the same other settings when the grid has it, else the
     trial's own clinical baseline (``modalsurv_clinical``, then ``coxph_clinical``).
@@ -228,7 +249,8 @@ def fusion_vs_clinical(folds: pd.DataFrame, line_axes: list[str]) -> pd.DataFram
     rows = []
     others = [a for a in SETTINGS if a != "modalities"]
     clinical_only = main["modalities"].map(_is_clinical_only)
-    for _, g in main[~clinical_only].groupby([*others, "modalities"], sort=False):
+    multimodal = main["modalities"].map(_is_multimodal)
+    for _, g in main[multimodal].groupby([*others, "modalities"], sort=False):
         first = g.iloc[0]
         clin = main[clinical_only]
         for a in others:
@@ -306,12 +328,47 @@ def _results_section(results: pd.DataFrame) -> pd.DataFrame:
         shown[m] = [("–" if not math.isfinite(a) else f"{a:.3f} ± {b:.3f}")
                     for a, b in zip(shown[f"{m}_mean"].astype(float),
                                     shown[f"{m}_std"].astype(float))]  # fmt: skip
+    if "n_failed_folds" in shown:  # a count: NaN on a failed trial's row made it 0.000
+        shown["n_failed_folds"] = ["–" if pd.isna(v) else str(int(v))
+                                   for v in shown["n_failed_folds"]]  # fmt: skip
     cols = ["label", "model", "status", "harrell_c", "ibs", "n_failed_folds", "error"]
     return shown[[c for c in cols if c in shown.columns]]
 
 
+SECTION_OF_AXIS = {"modalities": "Modality ablation", "fusion": "Fusion comparison",
+                   "encoder": "Frozen / fine-tuned encoders",
+                   "data_fraction": "Data scaling and fusion against clinical-only by training"
+                                    " size"}  # fmt: skip
+
+
+def _failed_note(results: pd.DataFrame) -> list[Section]:
+    """Failed trials, and what they take off the page: the settings with no finished trial
+    (left out of every comparison) and the sections of an axis that no longer varies among
+    the finished trials, so a missing section is explained, not silently absent."""
+    failed = results[results["status"] != "ok"]
+    if failed.empty:
+        return []
+    text = f"{failed['trial'].nunique()} trial(s) failed: see the table and trials/<id>/error.json"
+    ok = results[results["status"] == "ok"]
+    done = {tuple(str(v) for v in r) for r in ok[list(SETTINGS)].itertuples(index=False)}
+    lost = [label for r, label in zip(failed[list(SETTINGS)].itertuples(index=False),
+                                      failed["label"].astype(str), strict=True)
+            if tuple(str(v) for v in r) not in done]  # fmt: skip
+    if lost:
+        text += ("; settings with no finished trial, left out of the paired table, forest"
+                 f" plots, scaling curve and fusion against clinical-only: {'; '.join(lost)}")
+    every = [a for a in SETTINGS if results[a].astype(str).nunique() > 1]
+    gone = [a for a in every if a in SECTION_OF_AXIS and a not in _varying(results)]
+    if gone:
+        text += ("; not shown, as only one value of the axis has a finished trial: "
+                 + "; ".join(f"{SECTION_OF_AXIS[a]} ({a})" for a in gone))
+    return [("", Note(text))]
+
+
 def _forest_sections(paired: pd.DataFrame, reference: dict[str, Any] | None,
-                     varying: list[str]) -> list[Section]:  # fmt: skip
+                     varying: list[str], group: str = "") -> list[Section]:  # fmt: skip
+    """A forest plot per varying axis of ``paired``'s rows against ``reference``; ``group``
+    (``experiment --by``: one reference per group) keeps each group's data file apart."""
     if paired.empty or reference is None:
         return []
     out: list[Section] = []
@@ -324,6 +381,8 @@ def _forest_sections(paired: pd.DataFrame, reference: dict[str, Any] | None,
             continue
         rows = axis_rows(paired, reference, axis)
         title, key = names[axis]
+        if group:  # the heading names the reference already: the file needs it too
+            key = f"{key}_{group}"
         if rows.empty:
             out.append((title, Note(f"no setting differs from the reference ({ref}) in"
                                     f" {axis} alone", "ok")))
@@ -336,6 +395,25 @@ def _forest_sections(paired: pd.DataFrame, reference: dict[str, Any] | None,
     return out
 
 
+def _group_forest_sections(results: pd.DataFrame, paired: pd.DataFrame,
+                           varying: list[str]) -> list[Section]:  # fmt: skip
+    """``experiment --by``: each group's rows against its own reference (``paired``'s
+    ``reference`` column), so the forest plots are drawn per group, not dropped."""
+    ok = results[(results["status"] == "ok") & (results["model"] == MAIN)]
+    settings = {describe_setting(tuple(r)): dict(zip(SETTINGS, r, strict=True))
+                for r in ok[list(SETTINGS)].drop_duplicates().itertuples(index=False)}
+    out: list[Section] = []
+    for name in dict.fromkeys(paired["reference"]):
+        reference = settings.get(name)
+        if reference is None:
+            out.append(("", Note(f"forest plots against {name}: that reference setting has no"
+                                 " finished trial, none drawn")))
+            continue
+        out += _forest_sections(paired[paired["reference"] == name], reference, varying,
+                                group=name)
+    return out
+
+
 def _line_axes(varying: list[str]) -> list[str]:
     return [a for a in ("modalities", "encoder", "fusion") if a in varying] or ["modalities"]
 
@@ -345,8 +423,9 @@ def _clinical_sections(comp: pd.DataFrame) -> list[Section]:
     and a flag for each one whose whole interval lies below 0."""
     if comp.empty:
         return [("Fusion against clinical-only", Note(
-            "the grid has no clinical-only reference (a ModalSurv setting on clinical alone"
-            f" or a baseline among {list(CLINICAL_REFERENCES)}): nothing to compare", "ok"))]
+            "the grid has no multimodal setting (two or more modalities) with a clinical-only"
+            " reference (a ModalSurv setting on clinical alone or a baseline among"
+            f" {list(CLINICAL_REFERENCES)}): nothing to compare", "ok"))]
     out: list[Section] = []
     for _, r in comp[comp["worse"]].iterrows():
         out.append(("", Note(f"⚠ worse_than_clinical: {r['line']} at {r['data_fraction']:.0%}"
@@ -437,10 +516,7 @@ def build_grid_report(out: str | Path, page: str | Path | None = None,
                                   f" was stopped, or grew since): {shown}. Run `modalsurv"
                                   " experiment` again to finish them; finished trials are"
                                   " kept.")))
-    failed = results[results["status"] != "ok"]
-    if len(failed):
-        sections.append(("", Note(f"{failed['trial'].nunique()} trial(s) failed: see the table"
-                                  " and trials/<id>/error.json")))
+    sections += _failed_note(results)
     sections.append(("Trials", _results_section(results)))
     if ok.empty or not (ok["model"] == MAIN).any():
         sections.append(("", Note("no finished trial: nothing else to show")))
@@ -471,7 +547,10 @@ def build_grid_report(out: str | Path, page: str | Path | None = None,
                    if len(refs) == 1 else "Every setting minus its group's reference, paired"
                    " on folds")  # fmt: skip
         sections.append((heading, shown[cols]))
-    sections += _forest_sections(paired, reference, varying)
+    if len(refs) > 1:
+        sections += _group_forest_sections(results, paired, varying)
+    else:
+        sections += _forest_sections(paired, reference, varying)
     folds = fold_table(out, results)
     comp = fusion_vs_clinical(folds, _line_axes(varying))
     sections += _scaling_sections(folds, varying, comp)
@@ -484,9 +563,14 @@ def build_grid_report(out: str | Path, page: str | Path | None = None,
 
 def build_report(folder: str | Path, page: str | Path | None = None, title: str | None = None,
                  times: list[float] | None = None) -> Path:  # fmt: skip
-    """The report of a run folder or a grid folder, whichever ``folder`` is."""
+    """The report of a run folder or a grid folder, whichever ``folder`` is. ``times``
+    (calibration times) are for a run's page: a grid's page has no calibration, so they
+    are a ConfigError there rather than silently ignored."""
     from modalsurv.report.run_report import build_run_report
 
     if is_grid_folder(folder):
+        if times:
+            raise ConfigError(f"--times: {folder} is a grid folder, whose page has no"
+                              " calibration; leave --times out (it is for run folders)")
         return build_grid_report(folder, page, title)
     return build_run_report(folder, page, title, times)

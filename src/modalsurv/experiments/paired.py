@@ -39,7 +39,9 @@ def _setting(row: pd.Series) -> tuple[Any, ...]:
     return tuple(row[s] for s in SETTINGS)
 
 
-def _describe(setting: tuple[Any, ...]) -> str:
+def describe_setting(setting: tuple[Any, ...]) -> str:
+    """A setting as ``paired.csv``'s ``reference`` column names it (the grid report finds
+    each group's reference setting back from it)."""
     s = dict(zip(SETTINGS, setting, strict=True))
     enc = "" if s["encoder"] == "default" else f" | {s['encoder']}"
     return f"{s['modalities']}{enc} | {s['fusion']} | {float(s['data_fraction']):.0%}"
@@ -55,17 +57,31 @@ def _pick_reference(settings: list[tuple[Any, ...]], reference: dict[str, Any] |
 
     def matches(s: tuple[Any, ...]) -> bool:
         d = dict(zip(SETTINGS, s, strict=True))
-        return all(str(d[k]) == str(v) for k, v in reference.items())
+        return all(_same_value(d[k], v) for k, v in reference.items())
 
     hits = [s for s in settings if matches(s)]
     if len(hits) != 1:
-        known = [_describe(s) for s in settings]
+        known = [describe_setting(s) for s in settings]
         what = "no" if not hits else f"{len(hits)}"
+        values = {k: dict.fromkeys(str(s[i]) for s in settings) for i, k in enumerate(SETTINGS)}
+        spellings = "; ".join(f"{k}={'|'.join(v)}" for k, v in values.items())
         raise ConfigError(
             f"reference {reference} matches {what} grid settings (it must match exactly one);"
-            f" the settings are {known}"
+            f" the settings are {known}; accepted values: {spellings} (numbers match by value,"
+            " e.g. data_fraction=1 or 1.0)"
         )
     return hits[0]
+
+
+def _same_value(setting: Any, asked: Any) -> bool:
+    """Whether a setting's value is the one asked for: numbers by value (``--reference
+    data_fraction=1`` is the grid's 1.0), anything else by its text."""
+    if str(setting) == str(asked):
+        return True
+    try:
+        return math.isclose(float(setting), float(asked))
+    except (TypeError, ValueError):
+        return False
 
 
 def _groups(settings: list[tuple[Any, ...]], reference: dict[str, Any] | None,
@@ -162,7 +178,7 @@ def paired_table(
         mean, lo, hi, p = corrected_resampled_ttest(d, ratio, level)
         rows.append({
             **dict(zip(SETTINGS, setting, strict=True)),
-            "reference": _describe(ref),
+            "reference": describe_setting(ref),
             "metric": metric,
             "mean_difference": mean,
             "ci_low": lo,

@@ -581,9 +581,10 @@ def stack_weight_curve(out: str | Path) -> pd.DataFrame:
     Why: over a data-scaling grid (``data_fraction``), the weight the stack puts on the
     multimodal network against ModalSurv on clinical data only, as a function of the
     training size, answers when fusion pays (``report.plots.stack_weights_by_size`` draws
-    it). Trials run with ``model.stack: none`` have no weights and are left out, and so are
-    trial folders of an earlier grid in the same folder that its ``results.csv`` does not
-    list."""
+    it). ``fallback`` marks folds whose weights are the equal-weights fallback (too few
+    inner events), not learned: they say nothing about when fusion pays. Trials run with
+    ``model.stack: none`` have no weights and are left out, and so are trial folders of an
+    earlier grid in the same folder that its ``results.csv`` does not list."""
     rows = []
     listed = _listed_trials(Path(out))
     for path in sorted(Path(out).glob("trials/*/summary.json")):
@@ -601,5 +602,6 @@ def stack_weight_curve(out: str | Path) -> pd.DataFrame:
             for name, weight in rec["weights"].items():
                 rows.append({"trial": info.get("trial"), **{k: settings.get(k) for k in SETTINGS},
                              "repeat": key[0], "fold": key[1], "n_train": n_train.get(key),
-                             "candidate": name, "weight": float(weight)})  # fmt: skip
+                             "candidate": name, "weight": float(weight),
+                             "fallback": bool(rec.get("fallback"))})  # fmt: skip
     return pd.DataFrame(rows)

@@ -39,7 +39,7 @@ from modalsurv.train.diagnostics import bundle, table_checks, with_external
 from modalsurv.train.members import interval_names
 from modalsurv.utils import atomic_write_text
 
-SETTINGS = "report.json"  # the title and times of the last page built in the run folder
+SETTINGS = "report.json"  # the title of the last page built in the run folder
 Section = tuple[str, Any]
 
 
@@ -223,26 +223,34 @@ def _external(run: RunFolder) -> list[Section]:
 
 
 # ---------------------------------------------------------------------- the page
+def _of_repeats(sections: list[Section], label: str) -> list[Section]:
+    """``sections`` with ``label`` after each heading (none when ``label`` is empty): with
+    cv.repeats > 1 some figures show repeat 0 (one out-of-fold prediction per patient, its
+    fold models) and others every repeat, and the page must say which is which."""
+    return [(f"{h} ({label})" if h and label else h, body) for h, body in sections]
+
+
 def build_run_report(run: str | Path, out: str | Path | None = None, title: str | None = None,
                      times: list[float] | None = None) -> Path:  # fmt: skip
     """(Re)build a run folder's HTML report from its files; returns the page's path.
 
     ``out``: the page (default ``RUN/report.html``; the charts' CSVs go to
-    ``report_data/`` beside it). ``title`` and ``times`` (calibration reference times;
-    default: the quartiles of the event times) default to those of the last page built
-    in the run folder (``report.json``)."""
+    ``report_data/`` beside it). ``title`` defaults to that of the last page built in the
+    run folder (``report.json``); ``times`` (calibration reference times, duplicates
+    dropped) to the quartiles of the event times, each time: a page built without times
+    is the documented default, not whatever an earlier rebuild was asked for."""
     run_path = Path(run)
     rf = RunFolder.load(run_path)
     settings_path = run_path / SETTINGS
     saved = json.loads(settings_path.read_text("utf-8")) if settings_path.is_file() else {}
     title = title or saved.get("title") or f"modalsurv run: {run_path.resolve().name}"
+    times = list(dict.fromkeys(float(t) for t in times)) if times else None
     if times:  # asked for now: each must lie inside the follow-up, or nothing is built
         follow = float(rf.first["time"].max())
         outside = [t for t in times if not 0 < t < follow]
         if outside:
             raise ConfigError(f"--times {', '.join(f'{t:g}' for t in outside)}: calibration"
                               f" times must lie inside the follow-up, 0 < t < {follow:g}")  # fmt: skip
-    times = times or saved.get("times") or None
     page = Path(out) if out is not None else run_path / "report.html"
 
     diag = diagnostics_of(rf)
@@ -264,21 +272,29 @@ def build_run_report(run: str | Path, out: str | Path | None = None, title: str 
             else "the plain ModalSurv network (model.stack: none)")  # fmt: skip
     sections.append(("Model", f"modalsurv is {kind}"))
     sections.append(("Failure-signature checks", checks_table(diag)))
-    sections.append(("Mean ± std over outer folds", summary_table(rf.summary)))
-    sections.append(("Per-fold scores", Chart(P.fold_scores(rf.metrics), rf.metrics,
-                                              "fold_scores")))  # fmt: skip
+    repeats = int(rf.predictions["repeat"].nunique())
+    pooled, repeat0 = ((f"all {repeats} repeats", f"repeat 0 of {repeats}") if repeats > 1
+                         else ("", ""))  # fmt: skip
+    if repeats > 1:
+        sections.append(("", Note(f"cv.repeats = {repeats}: the scores and per-fold figures"
+                                  " pool every repeat; the out-of-fold figures (risk groups,"
+                                  " AUC(t), Brier, calibration, gating weights) show repeat 0,"
+                                  " one prediction per patient from its fold models; each"
+                                  " heading says which", "ok")))  # fmt: skip
+    sections += _of_repeats([("Mean ± std over outer folds", summary_table(rf.summary)),
+                             ("Per-fold scores", Chart(P.fold_scores(rf.metrics), rf.metrics,
+                                                       "fold_scores"))], pooled)  # fmt: skip
     paired = paired_display(compare_all(rf.metrics, MAIN,
                                         test_train_ratio=rf.test_train_ratio), rf.summary)
     if paired is not None:
-        sections.append(("ModalSurv minus each baseline, paired on the same folds (corrected "
-                         "resampled t-test, Nadeau & Bengio 2003)", paired))
+        sections += _of_repeats([("ModalSurv minus each baseline, paired on the same folds"
+                                  " (corrected resampled t-test, Nadeau & Bengio 2003)",
+                                  paired)], pooled)  # fmt: skip
     weights = stack_weights_table(rf.summary)
     if weights is not None:
         sections.append(("Stack weights per outer fold (non-negative, sum to 1; fitted on the"
                          " training part's inner out-of-fold risks)", weights))
-    sections += _discrimination(rf)
-    sections += _curves(rf, times)
-    sections += _gates(rf)
+    sections += _of_repeats(_discrimination(rf) + _curves(rf, times) + _gates(rf), repeat0)
     sections += _uncertainty(rf)
     sections += _external(rf)
     alignment = next((c for c in diag["checks"] if c["check"] == "embedding_alignment"), None)
@@ -288,7 +304,7 @@ def build_run_report(run: str | Path, out: str | Path | None = None, title: str 
             P.alignment(pairs), pairs, "embedding_alignment", alignment["message"])))  # fmt: skip
     render_report(title, sections, page)
     if out is None:
-        atomic_write_text(settings_path, json.dumps({"title": title, "times": times}, indent=1))
+        atomic_write_text(settings_path, json.dumps({"title": title}, indent=1))
     return page
 
 
