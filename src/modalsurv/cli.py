@@ -65,14 +65,17 @@ _USER_ERRORS: list[tuple[type[BaseException], int, str]] = [
 ]
 
 
-def _report(err: BaseException) -> None:
+def _report(err: BaseException, data_hint: str | None = None) -> None:
     """Print one error line plus a hint and exit: 2 for usage/config errors, 1 for data
-    errors, 3 for anything else (a bug). ``--debug`` re-raises for the traceback."""
+    errors, 3 for anything else (a bug). ``--debug`` re-raises for the traceback.
+    ``data_hint``: a command's own hint for a DataError (the default names `scan`)."""
     if _STATE["debug"]:
         raise err
     match = [(code, hint) for cls, code, hint in _USER_ERRORS if isinstance(err, cls)]
     if match:
         (code, hint), message = match[0], str(err)
+        if data_hint is not None and isinstance(err, DataError):
+            hint = data_hint
     else:
         code, hint = 3, "this is a bug in modalsurv; please report it with the traceback"
         message = f"internal error: {type(err).__name__}: {err}"
@@ -242,10 +245,10 @@ def _file_out(path: Path | None, option: str = "--out") -> None:
         raise ConfigError(f"{option} {path} is a folder; give the file to write")
 
 
-def _fail(err: Exception) -> None:
+def _fail(err: Exception, data_hint: str | None = None) -> None:
     """The commands' older ``except ...: _fail(err)`` blocks, kept so their bodies stay as
     they were: the same report as ``@_user_errors`` (which alone would do)."""
-    _report(err)
+    _report(err, data_hint)
 
 
 @app.command()
@@ -417,7 +420,9 @@ def evaluate(
                                        " that fine-tuned an encoder (default:"
                                        " FEATURES/image_cache when it exists)"),
 ) -> None:
-    """Score the run's fold ensemble on another cohort."""
+    """Score the run's fold ensemble on another cohort (a CHIMERA folder is read with the
+    run's loader settings, and its image features must be made as the run's were)."""
+    from modalsurv.run_inputs import check_loaded, with_run_params
     from modalsurv.runs import check_trained, evaluate_run
 
     try:
@@ -425,7 +430,9 @@ def evaluate(
             raise ConfigError(f"--name {name!r}: a plain name for evaluation_<name>.json, without"
                               " path separators")  # fmt: skip
         check_trained(run, scored=True)  # before the cohort is read
-        loaded = _load_data(data, features, strict)
+        spec = with_run_params(run, _data_config(data, features))  # read as at training
+        loaded = _load_data(spec, None, strict)
+        check_loaded(run, loaded)  # image features made as the run's were
         with _bind_images(data, features, images):
             res = evaluate_run(run, loaded.cohort, n_boot=n_boot, name=name)
     except (DataError, ConfigError) as err:
@@ -448,14 +455,18 @@ def predict(
 ) -> None:
     """Per-patient risk, expected time and survival at chosen times, each with the spread
     over the ensemble's member models (folds × seeds; a stack's inner models): risk_sd,
-    *_p05 and *_p95."""
+    *_p05 and *_p95. A CHIMERA folder is read with the run's loader settings, and its
+    image features must be made as the run's were."""
+    from modalsurv.run_inputs import check_loaded, with_run_params
     from modalsurv.runs import check_trained, predict_run
 
     try:
         _file_out(out)
         grid = _parse_times(times)
         check_trained(run)  # before the cohort is read
-        loaded = _load_data(data, features, strict, labels=False)  # labels are not needed
+        spec = with_run_params(run, _data_config(data, features))  # read as at training
+        loaded = _load_data(spec, None, strict, labels=False)  # labels are not needed
+        check_loaded(run, loaded)  # image features made as the run's were
         with _bind_images(data, features, images):
             df = predict_run(run, loaded.cohort, out, grid)
     except ValueError as err:  # DataError and ConfigError are ValueErrors too
@@ -823,6 +834,11 @@ def challenge(
         if direction not in ("risk", "time"):
             raise ConfigError(f"--direction must be 'risk' or 'time'; found {direction!r}")
         _file_out(out)
+        if out is not None and batch is None:
+            raise ConfigError("--out is the CSV of --batch; one case's answer goes to --output")
+        if batch is None and output.exists() and not output.is_dir():
+            raise ConfigError(f"--output {output} is a file; give the folder the answer JSON"
+                              " goes to")  # fmt: skip
         dev = str(resolve_device(device, what="--device"))  # an unknown or absent device: usage
         predictor = ChallengeModel.load(model, t, weights)
         if batch is not None:
@@ -831,14 +847,19 @@ def challenge(
                                    progress=RichProgress(p))  # fmt: skip
             for prob in res.problems[:20]:
                 console.print(f"[yellow]{escape(str(prob))}[/]")
-            _print_table(res.table.drop(columns=["modalities"]).head(20),
+            _print_table(res.table.drop(columns=["modalities", "error"]).head(20),
                          f"{t}: predictions (first 20 of {len(res.table)})")
+            answered = int(res.table["prediction"].notna().sum())
+            console.print(f"{answered} of {len(res.table)} cases answered, {res.n_skipped} skipped"
+                          + (" (no prediction; the reason in the CSV's 'error' column)"
+                             if res.n_skipped else ""))  # fmt: skip
+            scored = int((res.table["prediction"].notna() & res.table["time"].notna()
+                          & res.table["event"].notna()).sum())  # fmt: skip
             if res.c_index is None:
                 console.print("no labelled case with an event: no C-index")
             else:
                 console.print(f"challenge metric (organisers' formula, C on minus the prediction):"
-                              f" [bold]{res.c_index:.4f}[/] over {int(res.table['time'].notna().sum())}"
-                              " cases")  # fmt: skip
+                              f" [bold]{res.c_index:.4f}[/] over {scored} cases")  # fmt: skip
                 if t == "task3" and direction == "risk":
                     console.print(f"  read as a risk (C on the prediction itself):"
                                   f" {res.c_index_as_risk:.4f}")
@@ -847,7 +868,8 @@ def challenge(
             return
         result, path = answer_case(t, predictor, input, output, weights, dev, direction)  # type: ignore[arg-type]
     except (DataError, ConfigError) as err:
-        _fail(err)
+        _fail(err, None if batch is not None else
+              "fix the input file or field named above; nothing was written to --output")
     for prob in result.problems:
         console.print(f"[yellow]{escape(str(prob))}[/]")
     stages = ", ".join(f"{k} {v:.2f} s" for k, v in result.seconds.items())

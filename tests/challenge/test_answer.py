@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from modalsurv.challenge.answer import folder_cases, labels_of
@@ -47,3 +49,85 @@ def test_a_clinical_file_that_is_not_an_object_is_a_problem_naming_it(task3, tmp
     assert case not in labels.index and len(cases) == len(labels) == 5
     hit = [p for p in problems if p.patient == case]
     assert hit and "JSON object" in hit[0].reason and Path(hit[0].path) == bad
+
+
+def _fake_model():
+    """What score_folder reads of a model when predict_case is replaced."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(config=SimpleNamespace(data=SimpleNamespace(params={})))
+
+
+def _fake_predict(fail: str | None = None):
+    """predict_case answering every case by its number, raising on case ``fail``."""
+    from modalsurv.challenge.model import CaseResult
+    from modalsurv.errors import DataError
+
+    def predict(model, case, *args, **kwargs):
+        if case.case == fail:
+            raise DataError("features contain +/-inf", patient=case.case, field="clinical")
+        value = float(len(case.case) + sum(map(ord, case.case)) % 7)
+        return CaseResult(value, -value, ["clinical"])
+
+    return predict
+
+
+def test_a_case_failing_in_a_batch_gets_a_row_and_the_others_are_answered(task3, tmp_path,
+                                                                          monkeypatch):  # fmt: skip
+    """One case's DataError (a clinical number out of float32 range) aborted the whole
+    batch with no CSV; now its row says why and has no prediction."""
+    from modalsurv.challenge import answer
+
+    cases, _ = folder_cases(task3, "task3", [])
+    bad = cases[2].case
+    monkeypatch.setattr(answer, "predict_case", _fake_predict(bad))
+    res = answer.score_folder("task3", _fake_model(), task3, tmp_path / "p.csv")
+    table = res.table.set_index("case")
+    assert len(table) == 6 and res.n_skipped == 1
+    assert np.isnan(table.loc[bad, "prediction"]) and "+/-inf" in table.loc[bad, "error"]
+    assert table.drop(index=bad)["prediction"].notna().all()
+    assert any(p.patient == bad and p.severity == "error" for p in res.problems)
+    metrics = json.loads((tmp_path / "p_metrics.json").read_text())["aggregates"]
+    assert metrics["n_skipped"] == 1 and metrics["n_cases"] == 5
+
+
+def test_a_corrupt_clinical_file_in_a_batch_is_a_counted_row(task3, tmp_path, monkeypatch):
+    """The case used to vanish from the CSV, the metrics and the progress total."""
+    import shutil
+
+    from modalsurv.challenge import answer
+
+    root = shutil.copytree(task3, tmp_path / "copy")
+    bad = sorted(root.rglob("*_CD.json"))[1]
+    case = bad.name.removesuffix("_CD.json")
+    bad.write_text("")
+    events = []
+    monkeypatch.setattr(answer, "predict_case", _fake_predict())
+    res = answer.score_folder("task3", _fake_model(), root, tmp_path / "p.csv",
+                              progress=lambda e, **info: events.append((e, info)))  # fmt: skip
+    assert events[0] == ("start", {"total": 6, "skipped": 1})
+    assert sum(e == "done" for e, _ in events) == 5
+    csv = pd.read_csv(tmp_path / "p.csv", dtype={"case": str}).set_index("case")
+    assert len(csv) == 6 and np.isnan(csv.loc[case, "prediction"])
+    assert "corrupt JSON" in csv.loc[case, "error"] and str(bad) in csv.loc[case, "error"]
+    assert res.n_skipped == 1
+    assert json.loads((tmp_path / "p_metrics.json").read_text())["aggregates"]["n_skipped"] == 1
+
+
+def test_the_batch_summary_line_counts_the_skipped_cases(task3, tmp_path, monkeypatch):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from modalsurv.challenge import answer
+    from modalsurv.challenge.model import ChallengeModel
+    from modalsurv.cli import app
+
+    root = shutil.copytree(task3, tmp_path / "copy")
+    sorted(root.rglob("*_CD.json"))[0].write_text("{cut")
+    monkeypatch.setattr(answer, "predict_case", _fake_predict())
+    monkeypatch.setattr(ChallengeModel, "load", classmethod(lambda cls, *a, **k: _fake_model()))
+    res = CliRunner().invoke(app, ["challenge", "task3", "--model", str(tmp_path), "--batch",
+                                   str(root), "--out", str(tmp_path / "p.csv")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "5 of 6 cases answered, 1 skipped" in " ".join(res.output.split())

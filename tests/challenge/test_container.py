@@ -43,7 +43,11 @@ def test_dockerfile_pins_the_same_torch_as_the_project(dockerfile):
         if "torch" in line:
             assert _pins(line) == project, line
     assert "python:3.11" in text  # the project's Python (requires-python >=3.11,<3.12)
-    assert "[features]" in text and "HF_HUB_OFFLINE=1" in text
+    assert "HF_HUB_OFFLINE=1" in text
+    # every encoder an exported model may name can be rebuilt in the container: CONCH
+    # (open_clip), a LoRA adapter (peft), TITAN (transformers, a dependency of peft)
+    extras = re.search(r'"/opt/app\[([^\]]*)\]"', text)
+    assert extras and {"features", "clip", "finetune"} <= set(extras.group(1).split(",")), text
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)

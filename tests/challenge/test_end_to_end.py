@@ -230,3 +230,54 @@ def test_predict_reads_a_chimera_folder_without_labels(task1, tmp_path, kit):
     res = runner.invoke(app, ["evaluate", str(task1["run"]), "--data",
                               f"chimera-task1:{held}", "--features", str(store)])
     assert res.exit_code != 0 and "without label" in res.output
+
+
+def test_a_case_with_odd_clinical_and_rna_values_answers_and_names_them(task1, tmp_path):
+    """A clinical number beyond float32 (1e40) stopped the answer ('features contain
+    +/-inf'); problems of the clinical record named 'file clinical socket' instead of the
+    file; the RNA warning showed 'np.float64(-0.5)'."""
+    from modalsurv.challenge.answer import answer_case
+    from modalsurv.challenge.model import ChallengeModel
+
+    cases = sorted(p.stem for p in (task1["held"] / "clinical_data").glob("*.json"))
+    case = next(c for c in cases if (task1["held"] / "rna" / f"{c}_RNA.json").is_file())
+    inp = case_to_input(task1["held"], "task1", case, tmp_path / "input", inputs_json=False)
+    clinical = inp / "chimera-clinical-data-of-prostate-cancer-patients.json"
+    record = json.loads(clinical.read_text())
+    clinical.write_text(json.dumps({**record, "age_at_prostatectomy": 1e40, "ISUP": "bogus"}))
+    rna = inp / "bulk-rna-seq-prostate-cancer.json"
+    values = json.loads(rna.read_text())
+    values[next(iter(values))] = -0.5
+    rna.write_text(json.dumps(values))
+    (tmp_path / "out").mkdir()
+    model = ChallengeModel.load(task1["run"], "task1")
+    result, path = answer_case("task1", model, inp, tmp_path / "out")
+    assert np.isfinite(json.loads(path.read_text()))
+    by_field = {p.field: p for p in result.problems}
+    age = by_field["age_at_prostatectomy"]
+    assert age.severity == "warning" and "float32" in age.reason and age.path == str(clinical)
+    assert by_field["ISUP"].path == str(clinical)
+    (neg,) = [p for p in result.problems if "negative expression" in p.reason]
+    assert "value -0.5 " in neg.reason and "np." not in neg.reason and neg.path == str(rna)
+
+
+def test_misused_challenge_options_are_refused_before_any_work(task1, tmp_path):
+    """--out without --batch was silently ignored; an --output that is a file failed only
+    after the whole case was processed, with a raw 'File exists'; a bad single-case input
+    pointed to `modalsurv scan`, which does not read /input folders."""
+    inp = case_to_input(task1["held"], "task1", "1000", tmp_path / "input")
+    base = ["challenge", "task1", "--model", str(task1["run"]), "--input", str(inp)]
+    res = runner.invoke(app, [*base, "--output", str(tmp_path / "o"), "--out",
+                              str(tmp_path / "p.csv")])  # fmt: skip
+    assert res.exit_code == 2 and "--out is the CSV of --batch" in res.output, res.output
+    as_file = tmp_path / "answer"
+    as_file.write_text("keep")
+    res = runner.invoke(app, [*base, "--output", str(as_file)])
+    assert res.exit_code == 2 and "is a file" in res.output, res.output
+    assert as_file.read_text() == "keep"
+    (inp / "chimera-clinical-data-of-prostate-cancer-patients.json").write_text("[1, 2]")
+    (inp / "inputs.json").unlink(missing_ok=True)
+    res = runner.invoke(app, [*base, "--output", str(tmp_path / "o2")])
+    text = " ".join(res.output.split())
+    assert res.exit_code == 1 and "modalsurv scan" not in text, text
+    assert "nothing was written to --output" in text

@@ -219,3 +219,63 @@ def test_an_empty_optional_json_file_costs_only_that_input(folder, tmp_path, lis
     else:
         with pytest.raises(ChallengeInputError, match="corrupt JSON"):
             read_case(inp, "task1")
+
+
+def test_hidden_files_are_not_inputs_and_do_not_name_the_case(folder, tmp_path):
+    """A macOS ``._1000_0.tif`` sorted first: it was taken as the main slide, the case was
+    named '' and its tile sample seeded from that; dotfiles in MRI folders were volumes."""
+    inp = case_to_input(folder, "task1", "1000", tmp_path / "in", inputs_json=False)
+    real = read_case(inp, "task1")
+    wsi = inp / "images" / "prostatectomy-wsi"
+    t2 = inp / "images" / "axial-t2-prostate-mri"
+    (wsi / f"._{real.slides[0].name}").write_bytes(b"\0\5\26\7")
+    (t2 / f"._{real.mri['t2w'].name}").write_bytes(b"\0\5\26\7")
+    (t2 / ".DS_Store").write_bytes(b"\0")
+    case = read_case(inp, "task1")
+    assert case.slides == real.slides and case.mri == real.mri
+    assert case.case == real.case == real.slides[0].name.split(".")[0] != ""
+    assert case.sample_key == real.sample_key
+    hidden = [p for p in case.problems if "hidden file" in p.reason]
+    assert sorted(Path(p.path).name for p in hidden) == sorted(
+        [".DS_Store", f"._{real.slides[0].name}", f"._{real.mri['t2w'].name}"])
+
+
+def test_a_second_file_in_an_mri_socket_is_named_with_the_one_used(folder, tmp_path):
+    inp = case_to_input(folder, "task1", "1000", tmp_path / "in", inputs_json=False)
+    t2 = inp / "images" / "axial-t2-prostate-mri"
+    (used,) = t2.iterdir()
+    (t2 / "zz_other.mha").write_bytes(used.read_bytes())
+    case = read_case(inp, "task1")
+    assert case.mri["t2w"] == used
+    said = [p for p in case.problems if p.field == "axial-t2-prostate-mri"]
+    assert len(said) == 1 and said[0].severity == "warning"
+    assert f"using {used.name}" in said[0].reason and "ignoring zz_other.mha" in said[0].reason
+
+
+@pytest.mark.parametrize("listed", [True, False])
+def test_sources_name_the_file_each_role_came_from(folder, tmp_path, listed):
+    """The clinical record's problems said 'file clinical socket': the sources were kept by
+    slug and looked up by role."""
+    inp = case_to_input(folder, "task1", "1000", tmp_path / "in", inputs_json=listed)
+    clinical = inp / "chimera-clinical-data-of-prostate-cancer-patients.json"
+    case = read_case(inp, "task1")
+    assert case.sources["clinical"] == str(clinical)
+    assert case.sources["rna"] == str(inp / "bulk-rna-seq-prostate-cancer.json")
+    assert case.sources["t2w"] == str(case.mri["t2w"])
+    if listed:  # the value inline in inputs.json: that file is named
+        clinical.unlink()
+        assert read_case(inp, "task1").sources["clinical"] == str(inp / "inputs.json")
+
+
+def test_an_unknown_task_is_a_usage_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from modalsurv.challenge.sockets import task_name
+    from modalsurv.cli import app
+    from modalsurv.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="task1 or task3; found 'task2'"):
+        task_name("task2")
+    res = CliRunner().invoke(app, ["challenge", "task2", "--model", str(tmp_path), "--input",
+                                   str(tmp_path), "--output", str(tmp_path)])  # fmt: skip
+    assert res.exit_code == 2 and "task1 or task3" in res.output

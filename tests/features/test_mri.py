@@ -103,6 +103,19 @@ def test_nifti_and_dicom_series_are_read(tmp_path: Path, case: dict[str, Path]) 
         mri.read_image(tmp_path)  # a folder without DICOM
 
 
+@pytest.mark.parametrize("name", ["T2W.MHA", "T2W.NII.GZ", "T2W.MHD"])
+def test_an_uppercase_suffix_is_read(tmp_path: Path, case: dict[str, Path], name: str) -> None:
+    """The socket scan takes '.MHA' but ITK picks its reader by the case-sensitive suffix:
+    the MRI of such a case was silently unusable."""
+    t2 = sitk.ReadImage(str(case["t2w"]))
+    lower = tmp_path / name.lower()
+    sitk.WriteImage(t2, str(lower))
+    for f in tmp_path.iterdir():  # a .mhd's data file keeps the name its header gives
+        if f.name == lower.name:
+            f.rename(tmp_path / name)
+    assert mri.read_image(tmp_path / name).GetSize() == t2.GetSize()
+
+
 def test_unreadable_and_missing_sequences_name_the_file(tmp_path: Path, case: dict[str, Path]) -> None:
     bad = tmp_path / "bad.mha"
     bad.write_text("not an image")

@@ -235,3 +235,12 @@ def test_test_patients_rna_files_do_not_shape_the_training_columns(tmp_path):
         kept = dict(list(full.items())[:3]) if i % 2 else {f"ENSG{j:011d}": 1.0 for j in range(9)}
         f.write_text(json.dumps(kept))
     np.testing.assert_array_equal(training_rna(), before)
+
+
+def test_the_patient_id_a_slide_name_carries():
+    """What seeds a capped bag's tile subset in the challenge path (the store's key)."""
+    from modalsurv.io.chimera import case_of_slide
+
+    assert case_of_slide(1, "1000_0.tif") == case_of_slide(1, "1000_11.TIF") == "1000"
+    assert case_of_slide(3, "3A_000_HE.tif") == "3A_000"
+    assert case_of_slide(1, "9f2c1d.tif") is None  # renamed by the platform: no id

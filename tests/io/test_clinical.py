@@ -211,3 +211,41 @@ def test_a_field_absent_from_records_is_one_warning_naming_it():
     problems = []
     coerce_records({"a": {"x": 1.0}}, schema, problems, collect_errors=True)
     assert problems == []
+
+
+@pytest.mark.parametrize("value", [1e40, -1e39, "1e40"])
+def test_a_number_beyond_float32_is_missing_with_a_warning(value):
+    """1e40 is finite in float64 but inf in the float32 feature matrix, where it stopped
+    every prediction ("features contain +/-inf"): it is missing, warned naming the field."""
+    from modalsurv.io.clinical import coerce_records
+
+    problems = []
+    df = coerce_records({"a": {**REC, "pre_operative_PSA": value}}, TASK1, problems,
+                        collect_errors=True)  # fmt: skip
+    assert [(p.severity, p.patient, p.field) for p in problems] == [
+        ("warning", "a", "pre_operative_PSA")]
+    assert "float32" in problems[0].reason and np.isnan(df.loc["a", "pre_operative_PSA"])
+    x, _ = clinical_to_matrix(df, TASK1)
+    assert not np.isinf(x).any()
+    problems = []  # a raw table (no coercion first) is warned about the same way, never inf
+    x, names = clinical_to_matrix(pd.DataFrame({"pre_operative_PSA": [value]}), TASK1, problems)
+    assert np.isnan(x[0, names.index("pre_operative_PSA")])
+    assert any(p.field == "pre_operative_PSA" and "float32" in p.reason for p in problems)
+
+
+def test_a_record_of_nulls_is_warned_about_like_an_empty_one():
+    """``{}`` gave one warning per field; the same record with every value null was
+    imputed without a word."""
+    from modalsurv.io.clinical import coerce_records
+
+    nulls = {k: None for k in REC if k not in ("BCR", "time_to_follow-up/BCR")}
+    warned = {}
+    for name, rec in {"empty": {}, "nulls": nulls}.items():
+        problems = []
+        coerce_records({"a": rec}, TASK1, problems, collect_errors=True, require_labels=False)
+        warned[name] = sorted(p.field for p in problems if p.severity == "warning")
+    assert warned["nulls"] == warned["empty"] and "pre_operative_PSA" in warned["nulls"]
+    problems = []  # one null among values stays a plain missing value
+    coerce_records({"a": {**REC, "pre_operative_PSA": None}}, TASK1, problems,
+                   collect_errors=True)  # fmt: skip
+    assert problems == []

@@ -71,23 +71,37 @@ def answer_case(task: str, model: ChallengeModel, input_dir: str | Path, output_
 class BatchResult:
     """A CHIMERA folder scored case by case."""
 
-    table: pd.DataFrame  # case, prediction, risk, time, event, modalities, problems
+    table: pd.DataFrame  # case, prediction, risk, modalities, n_problems, n_tiles, time,
+    # event, error: one row per case of the folder, answered or not (the reason in error)
     c_index: float | None  # organisers' formula: C(event, time, -prediction)
     c_index_as_risk: float | None  # the prediction read as a risk: C(event, time, prediction)
     problems: list[Problem] = field(default_factory=list)
+    n_skipped: int = 0  # cases with a row but no prediction (the reason in ``error``)
 
 
 def folder_cases(root: str | Path, task: str, problems: list[Problem],
                  event: str | None = None) -> tuple[list[CaseInputs], pd.DataFrame]:  # fmt: skip
     """Every case of a CHIMERA task folder as the challenge would present it, and the
     labels found in the clinical files (index case: time, event; NaN when absent), for
-    task 3 of the endpoint ``event`` (the model's ``data.params.event``; progression)."""
+    task 3 of the endpoint ``event`` (the model's ``data.params.event``; progression).
+    A case whose clinical file is unreadable is left out (a problem names it)."""
+    found = [(c, lab) for _, c, _, lab in _folder_entries(root, task, problems, event)
+             if c is not None]  # fmt: skip
+    return [c for c, _ in found], pd.DataFrame(
+        [lab for _, lab in found], index=pd.Index([c.case for c, _ in found], name="case"),
+        columns=["time", "event"])  # fmt: skip
+
+
+def _folder_entries(root: str | Path, task: str, problems: list[Problem], event: str | None
+                    ) -> list[tuple[str, CaseInputs | None, str, tuple[float, float]]]:  # fmt: skip
+    """(case id, its inputs or None when unreadable, why not, (time, event)) for every case
+    of the folder, in its order: a batch gives each one a row, answered or not."""
     from modalsurv.io import clinical as clin
     from modalsurv.io.chimera import LAYOUTS, MRI_SEQUENCES, discover
 
     layout = LAYOUTS[1 if task == "task1" else 3]
     paths = discover(root, layout, problems)
-    cases, labels = [], []
+    out: list[tuple[str, CaseInputs | None, str, tuple[float, float]]] = []
     for pid, row in paths.iterrows():
         try:
             record = clin.read_json_file(row["clinical"], str(pid))
@@ -97,6 +111,7 @@ def folder_cases(root: str | Path, task: str, problems: list[Problem],
         except DataError as exc:
             problems.append(Problem("error", f"{exc.reason}; case skipped", exc.path, str(pid),
                                     "clinical"))  # fmt: skip
+            out.append((str(pid), None, f"unreadable clinical file: {exc}", (math.nan, math.nan)))
             continue
         rna = None
         if row.get("rna"):
@@ -113,10 +128,8 @@ def folder_cases(root: str | Path, task: str, problems: list[Problem],
             case.mri = {q: (None if row.get(f"mri_{q}") is None else Path(row[f"mri_{q}"]))
                         for q in MRI_SEQUENCES}  # fmt: skip
             case.mri_mask = None if row.get("mri_mask") is None else Path(row["mri_mask"])
-        cases.append(case)
-        labels.append(labels_of(record, task, event))
-    return cases, pd.DataFrame(labels, index=pd.Index([c.case for c in cases], name="case"),
-                               columns=["time", "event"])  # fmt: skip
+        out.append((str(pid), case, "", labels_of(record, task, event)))
+    return out
 
 
 def labels_of(record: dict[str, Any], task: str, event: str | None = None
@@ -146,23 +159,40 @@ def score_folder(task: str, model: ChallengeModel, root: str | Path, out: str | 
                  weights: Sequence[str | Path] = (), device: str = "cpu",
                  direction: Direction = "risk", progress: Progress | None = None) -> BatchResult:  # fmt: skip
     """Predict every case of a CHIMERA folder as the challenge would; write one CSV row per
-    case (and ``metrics.json`` beside it, as the organisers' evaluation writes it)."""
+    case (and ``metrics.json`` beside it, as the organisers' evaluation writes it).
+
+    A case that cannot be answered (unreadable clinical file, a DataError on the way)
+    costs only itself: its row has no prediction and says why in ``error``; the metric
+    is over the answered cases and ``_metrics.json`` counts the others as ``n_skipped``."""
     emit = progress or (lambda *a, **k: None)
     problems: list[Problem] = []
-    cases, labels = folder_cases(root, task, problems, model.config.data.params.get("event"))
-    if not cases:
+    entries = _folder_entries(root, task, problems, model.config.data.params.get("event"))
+    if not entries:
         raise DataError("no case found", path=root)
     rows = []
-    emit("start", total=len(cases), skipped=0)
-    for case in cases:
-        res = predict_case(model, case, weights, device, direction)
-        problems.extend(p for p in res.problems if p not in problems)
-        rows.append({"case": case.case, "prediction": res.value, "risk": res.risk,
-                     "modalities": "+".join(res.modalities), "n_problems": len(res.problems),
-                     "n_tiles": res.n_tiles})  # fmt: skip
-        emit("done", patient=case.case)
-    table = pd.DataFrame(rows).set_index("case").join(labels).reset_index()
-    ok = table["time"].notna() & table["event"].notna()
+    unreadable = sum(case is None for _, case, _, _ in entries)
+    emit("start", total=len(entries), skipped=unreadable)
+    for pid, case, why, (t_, e_) in entries:
+        row = {"case": pid, "prediction": math.nan, "risk": math.nan, "modalities": "",
+               "n_problems": 0, "n_tiles": 0, "time": t_, "event": e_, "error": why}  # fmt: skip
+        if case is not None:
+            try:
+                res = predict_case(model, case, weights, device, direction)
+            except DataError as exc:  # this case alone: the others are still answered
+                problems.append(Problem("error", f"{exc.reason}; case not answered",
+                                        exc.path, exc.patient or pid, exc.field))  # fmt: skip
+                row["error"] = str(exc)
+                emit("failed", patient=pid, path=exc.path, reason=exc.reason)
+            else:
+                problems.extend(p for p in res.problems if p not in problems)
+                row.update(prediction=res.value, risk=res.risk,
+                           modalities="+".join(res.modalities), n_problems=len(res.problems),
+                           n_tiles=res.n_tiles)  # fmt: skip
+                emit("done", patient=pid)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    skipped = int(table["prediction"].isna().sum())
+    ok = table["time"].notna() & table["event"].notna() & table["prediction"].notna()
     c = c_risk = None
     if ok.any() and table.loc[ok, "event"].astype(bool).any():
         ev, t, pred = table.loc[ok, "event"].astype(bool), table.loc[ok, "time"], table.loc[ok, "prediction"]
@@ -171,6 +201,6 @@ def score_folder(task: str, model: ChallengeModel, root: str | Path, out: str | 
     if out is not None:
         atomic_write_csv(out, table)
         atomic_write_text(Path(out).with_name(Path(out).stem + "_metrics.json"),
-                          json.dumps({"aggregates": {"c_index": c, "n_cases": int(ok.sum())}},
-                                     indent=1))  # fmt: skip
-    return BatchResult(table, c, c_risk, problems)
+                          json.dumps({"aggregates": {"c_index": c, "n_cases": int(ok.sum()),
+                                                     "n_skipped": skipped}}, indent=1))  # fmt: skip
+    return BatchResult(table, c, c_risk, problems, skipped)

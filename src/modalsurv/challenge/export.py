@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from modalsurv.challenge.model import ChallengeModel
+from modalsurv.challenge.sockets import task_name
 from modalsurv.config import load_config
 from modalsurv.errors import ConfigError, WeightsError
 from modalsurv.features.encoders import find_weights, sha256_file
@@ -36,6 +37,7 @@ def export_model(run: str | Path, out: str | Path, task: str | None = None,
         if config is None or config.data.source != "chimera":
             raise ConfigError("--task is needed: the run was not trained on a CHIMERA folder")
         task = config.data.name or "task1"
+    task = task_name(task)  # the spellings `modalsurv challenge` takes (1, task1, TASK-1)
     source = ChallengeModel.load(run, task, weight_folders)  # refuses a run that cannot answer
     tarball = out.name.endswith(".tar.gz")
     if out.exists() and (tarball or not out.is_dir() or any(out.iterdir())):

@@ -198,7 +198,8 @@ class ChallengeModel:
         self.images.clear()
         items: dict[str, np.ndarray | None] = {}
         schema = _schema(case.task, self.config.data.params.get("event"))
-        src = {case.case: case.sources.get("clinical", "clinical socket")}
+        path = case.sources.get("clinical")  # the file read (by role: see CaseInputs)
+        src = {case.case: path} if path else {}
         table = clin.coerce_records({case.case: case.clinical}, schema, problems, src,
                                     collect_errors=True)  # fmt: skip
         x_clin, _ = clin.clinical_to_matrix(table, schema, problems)
@@ -237,7 +238,7 @@ class ChallengeModel:
         step = self.ensemble.members[0].preprocessor_.steps["rna"]
         negative = np.flatnonzero(values < 0)  # NaN compares False
         if getattr(step, "log1p", False) and len(negative):
-            problems.append(Problem("warning", f"negative expression value {values[negative[0]]!r}"
+            problems.append(Problem("warning", f"negative expression value {values[negative[0]]:g}"
                                     " (the model reads raw counts / TPM through log1p);"
                                     " predicting without RNA", case.sources.get("rna"),
                                     case.case, str(genes[negative[0]])))  # fmt: skip

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from modalsurv.errors import DataError, Problem
+from modalsurv.errors import ConfigError, DataError, Problem
 from modalsurv.utils import staged_folder
 
 Kind = Literal["json", "image"]
@@ -117,21 +117,28 @@ class CaseInputs:
     mri: dict[str, Path | None] = field(default_factory=dict)
     mri_mask: Path | None = None
     problems: list[Problem] = field(default_factory=list)
-    sources: dict[str, str] = field(default_factory=dict)  # socket slug → file read
+    sources: dict[str, str] = field(default_factory=dict)  # role (clinical, rna, t2w, ...) → file
 
     @property
     def sample_key(self) -> str:
-        """What seeds the subset of tiles kept when the bag is over the cap: the main
-        slide's file name, the same whether the case comes from /input or a folder."""
-        return self.slides[0].name.split(".")[0] if self.slides else self.case
+        """What seeds the subset of tiles kept when the bag is over the cap: the patient id
+        the main slide's name carries under CHIMERA's naming (what ``modalsurv extract``'s
+        store, and so training and ``predict``, seed it with), else that slide's stem;
+        the same whether the case comes from /input or a folder."""
+        from modalsurv.io.chimera import case_of_slide
+
+        if not self.slides:
+            return self.case
+        name = self.slides[0].name
+        return case_of_slide(int(self.task[-1]), name) or name.split(".")[0]
 
 
 def task_name(task: str) -> str:
     """"task1" | "task3" from the spellings a user types (task1, 1, task_1, TASK-1)."""
     t = task.lower().replace("-", "").replace("_", "")
     t = {"1": "task1", "3": "task3"}.get(t, t)
-    if t not in SOCKETS:
-        raise DataError(f"challenge task must be task1 or task3; found {task!r}", field="task")
+    if t not in SOCKETS:  # a usage error (exit 2), not bad data
+        raise ConfigError(f"challenge task must be task1 or task3; found {task!r}")
     return t
 
 
@@ -162,12 +169,19 @@ def _inputs_json(root: Path) -> dict[str, dict[str, Any]]:
 
 
 def _image_files(folder: Path) -> list[Path]:
+    """The image files of a socket folder in name order; hidden files (macOS ``._x.tif``
+    resource forks, editors' dotfiles) are not images, and sorting first they would name
+    the case and seed its tile sample."""
     if folder.is_file():
         return [folder]
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))  # fmt: skip
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+                  and p.name.lower().endswith(IMAGE_SUFFIXES))  # fmt: skip
+
+
+def _hidden_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.name.startswith(".")) if folder.is_dir() else []
 
 
 def _locate(root: Path, sock: Socket, listed: dict[str, dict[str, Any]]
@@ -250,15 +264,20 @@ def read_case(input_dir: str | Path, task: str) -> CaseInputs:
                                             None, slug))  # fmt: skip
                 continue
             values[sock.role] = value
-            sources[slug] = json_paths[sock.role] = str(source)
+            source = str(root / "inputs.json") if source == "inputs.json" else source
+            sources[sock.role] = json_paths[sock.role] = str(source)
             continue
         files = _image_files(path) if path is not None else []
         if path is not None and not files:
             problems.append(Problem("warning", f"socket {slug!r}: no image file in the folder",
                                     str(path), None, slug))  # fmt: skip
+        for f in _hidden_files(path) if path is not None else []:
+            problems.append(Problem("warning", "hidden file ignored (not an image)", str(f), None,
+                                    slug))  # fmt: skip
         if files:
             images[(sock.role, sock.index)] = files
-            sources[slug] = ", ".join(str(f) for f in files)
+            role = sock.role if sock.index == 0 else f"{sock.role}_{sock.index}"
+            sources[role] = ", ".join(str(f) for f in files)
     clinical = values.get("clinical")
     if isinstance(clinical, list) and len(clinical) == 1:
         clinical = clinical[0]
@@ -272,8 +291,8 @@ def read_case(input_dir: str | Path, task: str) -> CaseInputs:
                                 " value; predicting without RNA", None, None, "rna"))  # fmt: skip
         rna = None
     slides, masks = _pair_slides(images, problems)
-    mri = {q: (images.get((q, 0)) or [None])[0] for q in ("t2w", "adc", "hbv")}
-    mri_mask = (images.get(("mri_mask", 0)) or [None])[0]
+    mri = {q: _one_volume(images, q, t, problems) for q in ("t2w", "adc", "hbv")}
+    mri_mask = _one_volume(images, "mri_mask", t, problems)
     if t == "task1":
         have = [q for q, p in mri.items() if p is not None]
         if have and len(have) < 3:
@@ -290,6 +309,18 @@ def read_case(input_dir: str | Path, task: str) -> CaseInputs:
     case = slides[0].name.split(".")[0] if slides else "case"
     return CaseInputs(t, case, dict(clinical), rna, slides, masks,
                       mri if t == "task1" else {}, mri_mask, problems, sources)  # fmt: skip
+
+
+def _one_volume(images: dict[tuple[str, int], list[Path]], role: str, task: str,
+                problems: list[Problem]) -> Path | None:  # fmt: skip
+    """The first file (by name) of an MRI socket; more than one is a warning naming the file
+    used and those ignored, since a sequence is one volume."""
+    files = images.get((role, 0)) or []
+    if len(files) > 1:
+        problems.append(Problem("warning", f"{len(files)} files in the socket folder; using"
+                                f" {files[0].name}, ignoring {', '.join(f.name for f in files[1:])}",
+                                str(files[0].parent), None, slug_of(role, task)))  # fmt: skip
+    return files[0] if files else None
 
 
 def _mask_owners(slides: list[Path], masks: list[Path]) -> dict[Path, Path | None]:

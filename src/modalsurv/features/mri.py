@@ -25,6 +25,17 @@ Norm = Literal["zscore", "percentile"]
 Combine = Literal["concat", "mean"]
 
 
+_IMAGE_IO = {".mha": "MetaImageIO", ".mhd": "MetaImageIO", ".nii": "NiftiImageIO",
+             ".nii.gz": "NiftiImageIO", ".nrrd": "NrrdImageIO", ".nhdr": "NrrdImageIO",
+             ".tif": "TIFFImageIO", ".tiff": "TIFFImageIO"}  # fmt: skip
+
+
+def _image_io(path: Path) -> str | None:
+    """The SimpleITK reader for a file by its lower-cased suffix (None: let ITK choose)."""
+    name = path.name.lower()
+    return next((io for suffix, io in _IMAGE_IO.items() if name.endswith(suffix)), None)
+
+
 def read_image(path: str | Path, patient: str | None = None) -> Any:
     """A SimpleITK image from a file, or from the DICOM series in a folder."""
     import SimpleITK as sitk
@@ -40,7 +51,12 @@ def read_image(path: str | Path, patient: str | None = None) -> Any:
             reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path), ids[0]))
             img = reader.Execute()
         elif path.is_file():
-            img = sitk.ReadImage(str(path))
+            reader = sitk.ImageFileReader()
+            io = _image_io(path)
+            if io:  # ITK picks a reader by the case-sensitive suffix: '.MHA' found none
+                reader.SetImageIO(io)
+            reader.SetFileName(str(path))
+            img = reader.Execute()
         else:
             raise DataError("MRI file not found", path=path, patient=patient, field="mri")
     except DataError:

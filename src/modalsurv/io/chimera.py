@@ -97,6 +97,18 @@ TASK3_LAYOUT = Layout(
     rna=("data/{case}/{case}_RNA.json",),
 )
 LAYOUTS = {1: TASK1_LAYOUT, 3: TASK3_LAYOUT}
+
+
+def case_of_slide(task: int, name: str) -> str | None:
+    """The patient id a slide file's name carries under the task's naming (``1000_0.tif``
+    → ``1000``, ``3A_000_HE.tif`` → ``3A_000``), None when the name does not follow it.
+    Why: a bag over the tile cap keeps a subset seeded by the patient id (the feature
+    store's key), and a case read from ``/input`` knows its id only from its file names."""
+    pattern = LAYOUTS[task].slides.rsplit("/", 1)[-1]
+    regex = "".join("(?P<case>.+)" if part == "{case}" else ".*" if part == "*" else re.escape(part)
+                    for part in re.split(r"(\{case\}|\*)", pattern) if part)  # fmt: skip
+    hit = re.fullmatch(regex, name, flags=re.IGNORECASE)
+    return hit.group("case") if hit else None
 _SITE = re.compile(r"^(\d[A-Z])_")
 
 

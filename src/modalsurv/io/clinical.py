@@ -309,10 +309,29 @@ def _is_missing(value: Any, tokens: set[str]) -> bool:
     return _key(value) in tokens
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+class _OutOfRange(ValueError):
+    """A finite number that float32 features cannot hold (|x| > 3.4e38): it would become
+    inf in the feature matrix and stop every prediction, so it is treated as missing."""
+
+
+def _out_of_range(col: str, value: Any) -> str:
+    return (f"value {value!r} is beyond the float32 range (|x| > {_FLOAT32_MAX:.3g}) that"
+            f" features are stored in; {col} treated as missing")
+
+
+def _blank(col: Column, value: Any, missing: set[str]) -> bool:
+    """Whether ``value`` is a missing-value token (null, NaN, the schema's or column's)."""
+    return _is_missing(value, missing | {_key(t) for t in col.missing})
+
+
 def _coerce(col: Column, value: Any, missing: set[str]) -> tuple[Any, bool]:
-    """(typed value | None, known): raises ValueError when the value cannot be typed;
-    ``known=False`` marks a well-formed but unknown category (a warning, not an error)."""
-    if _is_missing(value, missing | {_key(t) for t in col.missing}):
+    """(typed value | None, known): raises ValueError when the value cannot be typed
+    (``_OutOfRange`` when it is a number too large for float32); ``known=False`` marks a
+    well-formed but unknown category (a warning, not an error)."""
+    if _blank(col, value, missing):
         return None, True
     if col.kind == "numeric":
         if isinstance(value, bool | np.bool_):
@@ -320,6 +339,8 @@ def _coerce(col: Column, value: Any, missing: set[str]) -> tuple[Any, bool]:
         out = float(str(value).strip()) if isinstance(value, str) else float(value)
         if math.isinf(out):
             raise ValueError
+        if abs(out) > _FLOAT32_MAX:
+            raise _OutOfRange
         return out, True
     key = _key(value)
     if col.kind == "binary":
@@ -367,6 +388,7 @@ def coerce_records(
     factor = time_factor(schema.time_unit, schema.output_unit)
     rows: dict[str, dict[str, Any]] = {}
     absent: dict[str, list[str]] = {}  # column -> patients whose record lacks the key
+    null_records: set[str] = set()  # patients whose record has no value for any column
     for pid, rec in records.items():
         pid = str(pid)
         path = ctx.paths.get(pid)
@@ -377,6 +399,9 @@ def coerce_records(
             raw = rec.get(col.name)
             try:
                 value, ok = _coerce(col, raw, missing)
+            except _OutOfRange:
+                ctx.warn(_out_of_range(col.name, raw), pid, col.name)
+                value, ok = None, True
             except (TypeError, ValueError):
                 ctx.error(SchemaError(f"expected {col.expected()}; found {raw!r}",
                                       path=path, patient=pid, field=col.name))  # fmt: skip
@@ -385,6 +410,13 @@ def coerce_records(
                 ctx.warn(f"unknown category {raw!r} (expected {col.expected()}); treated as"
                          " missing", pid, col.name)  # fmt: skip
             row[col.name] = value
+        required = [c for c in schema.columns if not c.optional]
+        if rec and required and all(_blank(c, rec.get(c.name), missing) for c in required):
+            # a record of nulls says no more than ``{}``: warned about the same way
+            null_records.add(pid)
+            for c in required:
+                if c.name in rec:
+                    absent.setdefault(c.name, []).append(pid)
         for name in rec:
             if name in schema.leak:
                 ctx.warn("label leak column ignored", pid, name)
@@ -421,7 +453,8 @@ def coerce_records(
             row["time"], row["event"] = t, ev
         rows[pid] = row
     for name, pids in absent.items():  # one line a field, not one a patient
-        ctx.warn(f"field absent from {len(pids)} of {len(records)} record(s) (e.g."
+        how = "absent or null in" if null_records.intersection(pids) else "absent from"
+        ctx.warn(f"field {how} {len(pids)} of {len(records)} record(s) (e.g."
                  f" {', '.join(pids[:3])}): treated as missing, imputed on each training part",
                  None, name)  # fmt: skip
     return _frame(rows, schema, has_labels)
@@ -594,6 +627,9 @@ def clinical_to_matrix(
         for i, v in enumerate(values):
             try:
                 value, ok = _coerce(col, v, missing)
+            except _OutOfRange:
+                ctx.warn(_out_of_range(col.name, v), ids[i], col.name)
+                continue
             except (TypeError, ValueError):
                 raise SchemaError(f"expected {col.expected()}; found {v!r}", patient=ids[i],
                                   field=col.name) from None  # fmt: skip

@@ -1,0 +1,34 @@
+"""`predict` / `evaluate` on a CHIMERA folder read it as the run was trained (its loader
+settings) and refuse image features made otherwise than the run's (run_inputs)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from typer.testing import CliRunner
+
+from modalsurv.cli import app
+
+
+def test_predict_on_a_chimera_folder_matches_the_challenge_answers(task1, tmp_path, kit):
+    """The run was trained with data.params.max_tiles=6 and the held-out patients have up
+    to 8 tiles: predict used to read them with the default cap (500) and give other risks
+    than the challenge path; without --features it silently read the folder's own tile
+    features in place of the extracted ones the model was trained on."""
+    store = tmp_path / "store"
+    kit.run(["extract", str(task1["held"]), "--layout", "chimera-task1", "--out", str(store),
+             *kit.EXTRACT, "--volume-encoder", "medicalnet_resnet10"])
+    spec = f"chimera-task1:{task1['held']}"
+    kit.run(["predict", str(task1["run"]), "--data", spec, "--features", str(store),
+             "--out", str(tmp_path / "p.csv")])
+    kit.run(["challenge", "task1", "--model", str(task1["run"]), "--batch", str(task1["held"]),
+             "--out", str(tmp_path / "b.csv")])
+    pred = pd.read_csv(tmp_path / "p.csv", dtype={"patient": str}).set_index("patient")
+    batch = pd.read_csv(tmp_path / "b.csv", dtype={"case": str}).set_index("case")
+    assert sorted(pred.index) == sorted(batch.index)
+    np.testing.assert_allclose(pred.loc[batch.index, "risk"], batch["risk"], rtol=1e-6)
+    res = CliRunner().invoke(app, ["predict", str(task1["run"]), "--data", spec,
+                                   "--out", str(tmp_path / "own.csv")])  # fmt: skip
+    text = " ".join(res.output.split())
+    assert res.exit_code == 1 and "modality 'wsi'" in text and "from elsewhere" in text, text
+    assert "--features" in text and not (tmp_path / "own.csv").exists()
