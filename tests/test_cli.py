@@ -447,3 +447,23 @@ def test_another_time_unit_and_times_past_follow_up_are_said(run_dir, tmp_path):
     longest = pd.read_csv(run / "predictions.csv")["time"].max()
     with pytest.warns(DataWarning, match="past the longest training follow-up"):
         predict_run(run, c, tmp_path / "p.csv", [1.0, float(longest) * 2])
+
+
+def test_evaluating_on_the_training_patients_says_it_is_in_sample(run_dir, tmp_path):
+    """Was: the in-sample C of the run's own patients reported as 'external' silently."""
+    import shutil
+
+    from modalsurv.data.synthetic import make_cohort
+    from modalsurv.errors import DataWarning
+    from modalsurv.runs import evaluate_run
+
+    run = shutil.copytree(run_dir, tmp_path / "run")
+    own, _ = make_cohort(**{**TINY, "seed": 0})  # the run's cohort (ids 1000..1059)
+    with pytest.warns(DataWarning, match=r"60 of 60 patients .* are in the run's training"
+                                         r" cohort.*in-sample"):  # fmt: skip
+        scores = evaluate_run(run, own, n_boot=5, name="own")
+    assert scores["training_patients"] == 60
+    other, _ = make_cohort(**{**TINY, "n": 40, "seed": 5, "external": True})
+    assert not set(other.ids) & set(own.ids)  # an external cohort is other patients
+    scores = evaluate_run(run, other, n_boot=5, name="other")
+    assert "training_patients" not in scores

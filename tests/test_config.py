@@ -105,3 +105,27 @@ def test_data_params_of_the_wrong_type_are_refused_when_read():
             set_values(RunConfig(), [f"data.params.n={value}"])
     cfg = set_values(RunConfig(), ["data.params.n=100", "data.params.noise=1"])  # int as float
     assert cfg.data.params == {"n": 100, "noise": 1}
+
+
+def test_data_params_values_are_checked_when_read():
+    """A loader's choice, the tile cap and the CHIMERA endpoint: these failed inside the
+    loader (internal errors, a data error blaming the first patient) or, for ``event`` on
+    task 1, were silently ignored."""
+    from modalsurv.config import parse_config
+    from modalsurv.errors import ConfigError
+
+    def chimera(task, **params):
+        return {"data": {"source": "chimera", "name": task, "path": "/x", "params": params}}
+
+    for params, words in (({"layout": "foo"}, r"unknown key\(s\) \['layout'\]"),
+                          ({"max_tiles": 0}, r"data.params.max_tiles: 0; a bag keeps at least 1"),
+                          ({"max_tiles": -3}, "data.params.max_tiles: -3"),
+                          ({"slide_policy": "bogus"}, r"slide_policy: 'bogus' is not one of"),
+                          ({"event": "progression"}, "task 1 has one endpoint, BCR")):  # fmt: skip
+        with pytest.raises(ConfigError, match=words):
+            parse_config(chimera("task1", **params))
+    with pytest.raises(ConfigError, match=r"task 3's endpoints are \['progression', 'HG_recur'\]"):
+        parse_config(chimera("task3", event="HG_recurr"))
+    ok = parse_config(chimera("task3", event="HG_recur", max_tiles=None, slide_policy="mean"))
+    assert ok.data.params["event"] == "HG_recur"
+    assert parse_config(chimera("task1", event="BCR", max_tiles=1)).data.params["max_tiles"] == 1

@@ -96,3 +96,17 @@ def test_staged_folder_removes_a_killed_builds_leftovers_but_not_a_live_ones(tmp
     with staged_folder(tmp_path / "model") as staging:
         assert staging.is_dir() and not killed.exists()
     assert live.is_dir() and other.is_dir() and not staging.exists()
+
+
+def test_a_yaml_file_not_in_utf8_is_a_config_error_naming_it(tmp_path):
+    """Was: an internal error (UnicodeDecodeError, exit 3). A byte-order mark is fine."""
+    from modalsurv.errors import ConfigError
+    from modalsurv.utils import read_yaml_mapping
+
+    latin = tmp_path / "cfg.yaml"
+    latin.write_bytes("train:\n  note: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"cfg.yaml is not UTF-8 text .*save it as UTF-8"):
+        read_yaml_mapping(latin)
+    bom = tmp_path / "bom.yaml"
+    bom.write_bytes("\ufefftrain:\n  epochs: 3\n".encode())
+    assert read_yaml_mapping(bom) == {"train": {"epochs": 3}}

@@ -416,7 +416,7 @@ def check_data_params(data: DataConfig, source: str = "<dict>", key: str = "data
 
     Not a pydantic validator on purpose: a saved model's config is validated again on
     load, and loading a model must not depend on a data loader's signature."""
-    from modalsurv.data.sources import loader_parameters, loader_scalar_types
+    from modalsurv.data.sources import loader_parameters, loader_scalar_types, param_value_problems
 
     accepted = loader_parameters(data.source)
     unknown = [] if accepted is None else sorted(set(data.params) - accepted)
@@ -435,6 +435,10 @@ def check_data_params(data: DataConfig, source: str = "<dict>", key: str = "data
             raise ConfigError(f"invalid config {source}:\n  {key}.params.{name}: expected"
                               f" {want.__name__}, got {value!r} ({type(value).__name__};"
                               " YAML reads 1e3 as text: write 1000)")  # fmt: skip
+    bad = param_value_problems(data)
+    if bad:
+        raise ConfigError(f"invalid config {source}:\n" + "\n".join(f"  {key}.params.{b}"
+                                                                   for b in bad))
 
 
 class RunConfig(Strict):

@@ -76,6 +76,10 @@ def train_run(
     if not cohort.modalities:  # before anything is written
         raise DataError("the cohort has no modality to train on (no feature file column,"
                         " store modality or clinical column was read)", field="modalities")  # fmt: skip
+    unknown = [m for m in config.model.modalities or [] if m not in cohort.modalities]
+    if unknown:  # a typo: before the folds start, as the usage error it is
+        raise ConfigError(f"model.modalities: {unknown} not among this cohort's modalities"
+                          f" {cohort.modalities}")  # fmt: skip
     plan = plan_cv(cohort, config)
     with exclusive_lock(out, "run folder"):
         finished = (out / "metrics.json").is_file()
@@ -182,8 +186,9 @@ def evaluate_run(
                          " and two patients (`modalsurv predict` gives risks without"
                          " labels)", field="event")  # fmt: skip
     ens = load_ensemble(run)
-    train = pd.read_csv(run / "predictions.csv")
+    train = pd.read_csv(run / "predictions.csv", dtype={"patient": str})
     train = train[train["repeat"] == 0]
+    seen = sorted(set(cohort.ids) & set(train["patient"]))
     tr_time, tr_event = train["time"].to_numpy(float), train["event"].to_numpy(bool)
     from modalsurv.report.run_report import build_run_report
     from modalsurv.train.members import prediction_table
@@ -206,6 +211,13 @@ def evaluate_run(
         "modality_coverage": coverage,
         "absent_modalities": [m for m, v in coverage.items() if v == 0.0],
     }
+    if seen:  # the fold ensemble was fitted on them: their C is not an external one
+        out["training_patients"] = len(seen)
+        warnings.warn(f"evaluate {name}: {len(seen)} of {len(cohort)} patients (e.g."
+                      f" {', '.join(map(repr, seen[:3]))}) are in the run's training cohort;"
+                      " the fold ensemble was fitted on them, so the C-index is in-sample,"
+                      " not external (the run's cross-validated scores are the honest"
+                      " ones)", DataWarning, stacklevel=2)  # fmt: skip
     note = time_scale_note(tr_time, cohort.time)
     if note is not None:
         out["time_scale_warning"] = note

@@ -167,9 +167,12 @@ def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict[str, 
     """
     path = Path(path)
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+        data = yaml.load(path.read_text(encoding="utf-8-sig"), Loader=_UniqueKeyLoader)
     except FileNotFoundError:
         raise ConfigError(f"{what} {path} does not exist") from None
+    except UnicodeDecodeError as err:  # e.g. saved as Latin-1 by an editor
+        raise ConfigError(f"{what} {path} is not UTF-8 text (byte {err.start}:"
+                          f" {err.object[err.start:err.start + 1]!r}); save it as UTF-8") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{what} {path} is not valid YAML: {err}") from None
     if data is None:

@@ -132,3 +132,12 @@ def test_resuming_with_another_thread_count_says_the_last_digits_may_differ(rel,
     marker.write_text(json.dumps({"complete": True, "torch_threads": 97}))
     with pytest.warns(DataWarning, match="trained with 97 torch thread"):
         train_run(config, out, resume=True)
+
+
+def test_a_mistyped_model_modality_is_refused_before_anything_is_written(rel, tmp_path):
+    """Was: a data error naming field 'modalities', raised inside the first fold."""
+    config = parse_config(rel.tiny_config(model={"modalities": ["clinical", "wsii"]}))
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match=r"model.modalities: \['wsii'\] not among this"):
+        train_run(config, out)
+    assert not out.exists() or not any(out.iterdir())

@@ -86,7 +86,8 @@ def parse_data_spec(spec: str) -> DataConfig:
 _LOADERS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "synthetic": ("modalsurv.data.synthetic", "make_cohort", ()),
     "public": ("modalsurv.data.public", "load", ("name",)),
-    "chimera": ("modalsurv.io.chimera", "read_chimera", ("root", "task", "features", "labels")),
+    "chimera": ("modalsurv.io.chimera", "read_chimera", ("root", "task", "features", "labels",
+                                                          "layout")),
     "manifest": ("modalsurv.io.manifest", "manifest_to_cohort", ("manifest",)),
     "store": ("modalsurv.io.store_read", "labelled_store_cohort", ("root",)),
 }
@@ -110,6 +111,55 @@ def loader_parameters(source: str) -> set[str] | None:
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return None
     return {p.name for p in params if p.name not in fixed and p.kind is not p.VAR_POSITIONAL}
+
+
+def loader_choices(source: str) -> dict[str, tuple[Any, ...]]:
+    """The ``data.params`` a source's loader types as a ``Literal`` (e.g. CHIMERA's
+    ``slide_policy``), with the values it takes."""
+    import importlib
+    import typing
+
+    if source not in _LOADERS:
+        return {}
+    module, name, _ = _LOADERS[source]
+    fn: Any = importlib.import_module(module)
+    for part in name.split("."):
+        fn = getattr(fn, part)
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # an annotation that cannot be resolved: nothing to check
+        return {}
+    out = {}
+    for key, hint in hints.items():
+        lits = [h for h in (hint, *typing.get_args(hint)) if typing.get_origin(h) is typing.Literal]
+        if lits:
+            out[key] = typing.get_args(lits[0])
+    return out
+
+
+def param_value_problems(data: DataConfig) -> list[str]:
+    """What is wrong with the values of ``data.params`` beyond their type: a choice the
+    loader does not know, a tile cap below 1, a CHIMERA endpoint the task does not have.
+    Why: these failed inside the loader (an internal error, or a data error blaming the
+    first patient) or were silently ignored (``event`` on task 1)."""
+    out = []
+    params = data.params
+    for key, values in loader_choices(data.source).items():
+        if key in params and params[key] is not None and params[key] not in values:
+            out.append(f"{key}: {params[key]!r} is not one of {list(values)}")
+    cap = params.get("max_tiles")
+    if isinstance(cap, int) and not isinstance(cap, bool) and cap < 1:
+        out.append(f"max_tiles: {cap}; a bag keeps at least 1 tile (null keeps every tile)")
+    if data.source == "chimera" and params.get("event") is not None:
+        from modalsurv.io.clinical import TASK3_LABELS
+
+        task = (data.name or "task1").replace("task", "")
+        if task == "1" and params["event"] != "BCR":
+            out.append(f"event: {params['event']!r}; task 1 has one endpoint, BCR")
+        elif task == "3" and params["event"] not in TASK3_LABELS:
+            out.append(f"event: {params['event']!r}; task 3's endpoints are"
+                       f" {list(TASK3_LABELS)}")  # fmt: skip
+    return out
 
 
 def loader_scalar_types(source: str) -> dict[str, type]:

@@ -209,8 +209,8 @@ def make_cohort(
     ``mri_interaction`` and ``wsi_threshold`` for the non-linear terms);
     ``missing``: modality → fraction of patients without it; ``censoring``: target
     censored fraction; times are in months, administrative censoring at ``follow_up``.
-    ``task=3`` gives bladder (CHIMERA task 3) clinical fields and ids ``3A_###``
-    (``3B_###`` when external).
+    Task 1 ids are ``1000, 1001, ...`` (``5000, ...`` when external); ``task=3`` gives
+    bladder (CHIMERA task 3) clinical fields and ids ``3A_###`` (``3B_###`` when external).
     """
     if task not in (1, 3):
         raise DataError(f"task must be 1 or 3; found {task!r}", field="task")
@@ -283,8 +283,8 @@ def make_cohort(
     time = np.maximum(np.minimum(t_event, cens), 0.1)
     event = t_event <= cens
 
-    if task == 1:
-        ids = [str(1000 + i) for i in range(n)]
+    if task == 1:  # an external cohort is other patients: other ids (evaluate checks)
+        ids = [str((5000 if external else 1000) + i) for i in range(n)]
         site = np.full(n, "external" if external else "internal", dtype=object)
     else:
         prefix = "3B" if external else "3A"
