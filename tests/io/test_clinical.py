@@ -249,3 +249,29 @@ def test_a_record_of_nulls_is_warned_about_like_an_empty_one():
     coerce_records({"a": {**REC, "pre_operative_PSA": None}}, TASK1, problems,
                    collect_errors=True)  # fmt: skip
     assert problems == []
+
+
+def test_an_untypeable_value_of_a_kept_patient_is_a_warning_not_an_error(tmp_path):
+    """Reading a folder (collect mode) keeps the patient and imputes the value: it used to
+    be listed as an [error] while the patient was trained on all the same."""
+    from modalsurv.data.synthetic import make_cohort, write_chimera
+    from modalsurv.io.chimera import read_chimera
+
+    cohort = make_cohort(8, 1, task=1, max_tiles=4, tile_dim=8, slide_dim=8, mri_dim=8,
+                         n_genes=20)[0]  # fmt: skip
+    write_chimera(cohort, tmp_path, images=False)
+    path = tmp_path / "clinical_data" / f"{cohort.ids[2]}.json"
+    rec = json.loads(path.read_text())
+    rec["ISUP"] = "abc"
+    path.write_text(json.dumps(rec))
+    out = read_chimera(tmp_path)
+    mine = [p for p in out.problems if p.patient == cohort.ids[2] and p.field == "ISUP"]
+    assert [p.severity for p in mine] == ["warning"]
+    assert "found 'abc'; treated as missing" in mine[0].reason and mine[0].path == str(path)
+    assert cohort.ids[2] in out.cohort.ids
+    # one record read on its own (not collected) still refuses the value, naming it
+    from modalsurv.errors import SchemaError
+    from modalsurv.io.clinical import TASK1, coerce_records
+
+    with pytest.raises(SchemaError, match="ISUP"):
+        coerce_records({"1": rec}, TASK1)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from modalsurv.errors import DataWarning, LayoutError
+from modalsurv.errors import DataWarning, FeatureError, LayoutError
 from modalsurv.io.manifest import manifest_to_cohort, read_manifest, scan_manifest
 from modalsurv.io.store import FeatureStore
 
@@ -217,3 +217,43 @@ def test_scan_reads_the_files_a_run_would_read(tmp_path):
     (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
     errors = [p for p in scan_manifest(tmp_path / "m.csv") if p.severity == "error"]
     assert len(errors) == 1 and errors[0].patient == "P2" and errors[0].path.endswith("P2.npy")
+
+
+def test_an_all_nan_file_is_refused_and_an_odd_width_is_named_against_the_majority(tmp_path):
+    """An all-NaN vector passed for data (imputed, 100 % coverage, 'no problems found');
+    a wrong-width first file made every good file after it the one blamed."""
+    rng = np.random.default_rng(0)
+    (tmp_path / "f").mkdir()
+    rows = ["patient,time,event,slide_path"]
+    for i in range(5):
+        np.save(tmp_path / f"f/p{i}.npy", rng.normal(size=9 if i == 0 else 8))
+        rows.append(f"p{i},{i + 1},1,f/p{i}.npy")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(FeatureError, match=r"patient 'p0'.*shape \(9,\) does not match the"
+                                           r" other files \(4 of 5 are a vector of dim 8\)"):  # fmt: skip
+        manifest_to_cohort(read_manifest(tmp_path / "m.csv"))
+    np.save(tmp_path / "f/p0.npy", np.full(8, np.nan))
+    problems = scan_manifest(tmp_path / "m.csv")
+    assert any(p.severity == "error" and p.patient == "p0" and "every value is NaN" in p.reason
+               for p in problems), problems  # fmt: skip
+
+
+def test_a_path_column_named_in_data_params_modalities_is_read_as_one(tmp_path):
+    """The docstring's 'named explicitly with modalities=[...]': a column without the
+    ``_path`` suffix was read as a clinical text column, then refused as 'no path column'."""
+    from modalsurv.config import DataConfig
+    from modalsurv.data.sources import load_data
+
+    rng = np.random.default_rng(1)
+    (tmp_path / "f").mkdir()
+    rows = ["patient,time,event,age,slide"]
+    for i in range(6):
+        np.save(tmp_path / f"f/p{i}.npy", rng.normal(size=4))
+        rows.append(f"p{i},{i + 1},{i % 2},{60 + i},f/p{i}.npy")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    data = DataConfig(source="manifest", path=str(tmp_path / "m.csv"),
+                      params={"modalities": ["slide"]})  # fmt: skip
+    cohort = load_data(data).cohort
+    assert set(cohort.modalities) == {"slide", "clinical"}
+    assert cohort.features["slide"].shape == (6, 4) and cohort.present["slide"].all()
+    assert cohort.feature_names["clinical"] == ["age"]

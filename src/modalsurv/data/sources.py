@@ -244,7 +244,7 @@ def load_data(data: DataConfig | str, seed: int = 0, labels: bool = True) -> Loa
     if data.source == "manifest":
         from modalsurv.io.manifest import manifest_to_cohort, read_manifest
 
-        manifest = read_manifest(data.path)
+        manifest = read_manifest(data.path, params.get("modalities"))  # named path columns
         return LoadedData(manifest_to_cohort(manifest, **params), list(manifest.problems),
                           source=source)  # fmt: skip
     from modalsurv.io.store import read_extraction_record

@@ -403,8 +403,12 @@ def coerce_records(
                 ctx.warn(_out_of_range(col.name, raw), pid, col.name)
                 value, ok = None, True
             except (TypeError, ValueError):
-                ctx.error(SchemaError(f"expected {col.expected()}; found {raw!r}",
-                                      path=path, patient=pid, field=col.name))  # fmt: skip
+                if ctx.collect_errors:  # kept, the value imputed: a warning, as for a category
+                    ctx.warn(f"expected {col.expected()}; found {raw!r}; treated as missing",
+                             pid, col.name)  # fmt: skip
+                else:
+                    ctx.error(SchemaError(f"expected {col.expected()}; found {raw!r}",
+                                          path=path, patient=pid, field=col.name))  # fmt: skip
                 value, ok = None, True
             if not ok:
                 ctx.warn(f"unknown category {raw!r} (expected {col.expected()}); treated as"

@@ -119,6 +119,12 @@ def load_feature_file(
     except Exception as exc:  # unreadable / corrupt file: say which one
         raise FeatureError(f"cannot read feature file: {exc}", path=path, patient=patient) from exc
     x = _squeeze_leading(np.asarray(x), path, patient, "features")
+    if x.size and np.issubdtype(x.dtype, np.floating) and np.isnan(x).all():
+        # a failed extraction written anyway: imputing it would pass it off as data
+        raise FeatureError(f"every value is NaN ({x.shape}): no features in this file (a"
+                           " failed extraction?); re-extract it, or leave the cell empty for"
+                           " a patient without this modality", path=path, patient=patient,
+                           field="features")  # fmt: skip
     if coords is not None:
         coords = np.asarray(coords)
         if coords.ndim == 3 and coords.shape[0] == 1:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -346,25 +347,31 @@ def _load_direct(
     max_tiles: int | None,
     seed: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Load per-patient files into dense arrays without a store."""
-    loaded: list[np.ndarray | None] = []
-    kind, dim, first = None, None, None
+    """Load per-patient files into dense arrays without a store. The files must agree in
+    kind (vector or bag) and width; one that does not is named against the majority, so
+    an odd first file is not taken for the reference and a good one blamed."""
+    read: list[tuple[str, Path, np.ndarray] | None] = []
     for pid, f in zip(ids, files):
-        if f is None:
+        read.append(None if f is None else (pid, f, load_feature_file(f, pid)[0]))
+    shape_of = {id(r): ("vector" if r[2].ndim == 1 else "bag", r[2].shape[-1])
+                for r in read if r is not None}  # fmt: skip
+    counts = Counter(shape_of.values())
+    kind, dim = counts.most_common(1)[0][0] if counts else ("vector", 0)
+    loaded: list[np.ndarray | None] = []
+    for r in read:
+        if r is None:
             loaded.append(None)
             continue
-        x, _ = load_feature_file(f, pid)
-        this = "vector" if x.ndim == 1 else "bag"
-        if kind is None:
-            kind, dim, first = this, x.shape[-1], f
-        if this != kind or x.shape[-1] != dim:
+        pid, f, x = r
+        if shape_of[id(r)] != (kind, dim):
             raise FeatureError(
-                f"shape {x.shape} does not match {first} (a {kind} of dim {dim})",
+                f"shape {x.shape} does not match the other files ({counts[(kind, dim)]} of"
+                f" {len(shape_of)} are a {kind} of dim {dim})",
                 path=f,
                 patient=pid,
                 field=modality,
             )
-        if this == "bag" and max_tiles is not None and x.shape[0] > max_tiles:
+        if kind == "bag" and max_tiles is not None and x.shape[0] > max_tiles:
             x = x[tile_subset(pid, x.shape[0], max_tiles, seed)]
         loaded.append(x)
     return stack_patients(loaded, int(dim or 0), bag=kind == "bag")
