@@ -467,3 +467,36 @@ def test_evaluating_on_the_training_patients_says_it_is_in_sample(run_dir, tmp_p
     assert not set(other.ids) & set(own.ids)  # an external cohort is other patients
     scores = evaluate_run(run, other, n_boot=5, name="other")
     assert "training_patients" not in scores
+
+
+def test_the_extraction_bar_counts_each_patient_once():
+    """Was: 19/16 (skipped patients added to a total that left them out, a patient with two
+    failing image groups advanced twice, and a failed one then 'done' once more)."""
+    from io import StringIO
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from modalsurv.cli import RichProgress
+
+    p = Progress(console=Console(file=StringIO(), width=200))
+    rp = RichProgress(p)
+
+    def bar():
+        task = next(t for t in p.tasks if t.id == rp.tasks["patients"])
+        return task.completed, task.total
+
+    rp("start", total=3, skipped=2)
+    assert bar() == (2, 5)
+    rp("patient", patient="a", index=1, total=3)
+    rp("failed", patient="a", path="a.tif", reason="slides: truncated")
+    rp("failed", patient="a", path="a.mha", reason="mri: unreadable")
+    rp("patient", patient="b", index=2, total=3)
+    assert bar() == (3, 5)
+    rp("failed", patient="b", path="b.mha", reason="mri: unreadable")
+    rp("done", patient="b", done=1, total=3)  # its slides were fine
+    assert bar() == (4, 5)
+    rp("patient", patient="c", index=3, total=3)
+    rp("failed", patient="c", path="c.tif", reason="slides: truncated")
+    rp("finish", report=None)
+    assert bar() == (5, 5)

@@ -190,14 +190,27 @@ class RichProgress:
             self.p.update(t, completed=info.get("epoch", 0) + 1, total=info.get("epochs"),
                           description=desc + ")")
         elif event == "start":  # extraction: run_extract's callback events
-            t = self.task_name("patients", "patients", info.get("total"))
-            self.p.update(t, completed=info.get("skipped", 0))
+            # the bar counts every patient: those already complete, then each one to do
+            # once it ends (done, failed, or both for a patient with two image groups)
+            self.skipped = int(info.get("skipped", 0))
+            t = self.task_name("patients", "patients", info.get("total", 0) + self.skipped)
+            self.p.update(t, completed=self.skipped)
+        elif event == "patient":  # the one before it has ended, whichever way
+            self.index = int(info.get("index", 1))
+            self.p.update(self.task_name("patients", "patients", None),
+                          completed=getattr(self, "skipped", 0) + self.index - 1)
         elif event in {"done", "failed"}:
-            self.p.advance(self.task_name("patients", "patients", None))
+            if event == "done":
+                self.p.update(self.task_name("patients", "patients", None),
+                              completed=getattr(self, "skipped", 0) + getattr(self, "index", 1))
             if event == "failed":
                 self.p.console.print(f"[red]failed[/] {escape(str(info.get('patient')))} "
                                      f"{escape(str(info.get('path')))}: "
                                      f"{escape(str(info.get('reason')))}")
+        elif event == "finish":
+            t = self.tasks.get("patients")
+            if t is not None:
+                self.p.update(t, completed=self.p.tasks[t].total)
         elif event == "slide" and info.get("tiles_per_s"):
             self.p.update(self.task_name("patients", "patients", None),
                           description=f"patients ({info['tiles_per_s']:.0f} tiles/s)")
