@@ -24,3 +24,10 @@ def test_export_model_refuses_an_unknown_task_as_a_usage_error(task1, tmp_path):
     text = " ".join(res.output.split())
     assert res.exit_code == 2 and "task1 or task3" in text, res.output
     assert not (tmp_path / "m").exists()
+
+
+def test_export_model_refuses_an_out_inside_the_run_folder(task1):
+    inside = task1["run"] / "exported"
+    res = CliRunner().invoke(app, ["export-model", str(task1["run"]), "--out", str(inside)])
+    assert res.exit_code == 2 and "inside the run folder" in res.output, res.output
+    assert not inside.exists()

@@ -32,6 +32,9 @@ def export_model(run: str | Path, out: str | Path, task: str | None = None,
                  weight_folders: Sequence[str | Path] = ()) -> Path:  # fmt: skip
     """Write the model folder (or, for ``out`` ending in ``.tar.gz``, a tarball of it)."""
     run, out = Path(run), Path(out)
+    if out.resolve().is_relative_to(run.resolve()):  # a model inside what it was made from
+        raise ConfigError(f"--out {out} lies inside the run folder {run}; export it beside"
+                          " the run (e.g. a sibling folder), not into it")  # fmt: skip
     config = load_config(run / "config.yaml") if (run / "config.yaml").is_file() else None
     if task is None:
         if config is None or config.data.source != "chimera":
