@@ -259,6 +259,9 @@ def test_shipped_configs_are_valid_and_init_config_copies_them(tmp_path):
     assert res.exit_code == 2 and "exists" in res.output
     res = runner.invoke(app, ["init-config", "nope"])
     assert res.exit_code == 2 and "no shipped config" in res.output
+    res = runner.invoke(app, ["init-config", "--list", "--out", str(tmp_path / "l.yaml")])
+    assert res.exit_code == 2 and "give one" in res.output  # was: --out silently ignored
+    assert not (tmp_path / "l.yaml").exists()
 
 
 def test_rich_progress_follows_parallel_trials_and_folds():

@@ -901,6 +901,8 @@ def init_config(
     from modalsurv import configs
 
     if list_:
+        if out is not None:
+            raise ConfigError("--list prints the names; --out writes one config: give one")
         for n in configs.available():
             typer.echo(n)
         return
