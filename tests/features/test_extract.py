@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from modalsurv.data.synthetic import make_cohort, write_chimera
-from modalsurv.errors import FeatureError
+from modalsurv.errors import ConfigError
 from modalsurv.features.extract import run_extract
 from modalsurv.features.mri import MriConfig
 from modalsurv.io.store import FeatureStore
@@ -66,7 +66,7 @@ def test_extract_writes_every_modality_with_provenance(chimera: Path, tmp_path: 
 def test_mixing_encoders_in_one_store_is_refused(chimera: Path, tmp_path: Path) -> None:
     run_extract("chimera-task1", chimera, tmp_path / "s", **FAST, limit=1)
     other = {**FAST, "tile_encoder": "timm:resnet14t"}
-    with pytest.raises(FeatureError, match="refusing to mix"):
+    with pytest.raises(ConfigError, match="^--tile-encoder.*refusing to mix"):  # exit 2
         run_extract("chimera-task1", chimera, tmp_path / "s", **other)
     assert FeatureStore(tmp_path / "s").patients("wsi") == ["1000"]
 
@@ -181,8 +181,9 @@ def test_resume_after_sigkill(chimera: Path, tmp_path: Path) -> None:
 
 
 def test_limit_titan_check_and_manifest_layout(chimera: Path, tmp_path: Path) -> None:
-    with pytest.raises(FeatureError, match="CONCH v1.5"):
+    with pytest.raises(ConfigError, match="^--slide-encoder: .*CONCH v1.5"):
         run_extract("chimera-task1", chimera, tmp_path / "t", **FAST, slide_encoder="titan")
+    assert not (tmp_path / "t").exists()  # refused before anything was written
     slides = sorted(p for p in (chimera / "pathology/images").rglob("*.tif")
                     if not p.name.endswith("_tissue.tif"))  # fmt: skip
     lines = ["patient,wsi_path,wsi_mask_path"]
@@ -230,7 +231,7 @@ def test_nan_features_fail_their_patient_and_the_batch_is_written(chimera: Path,
 
 
 def test_a_dicom_series_folder_has_a_fingerprint(tmp_path: Path) -> None:
-    from modalsurv.features.extract import file_fingerprint
+    from modalsurv.io.fingerprint import file_fingerprint
 
     series = tmp_path / "t2w"
     series.mkdir()
@@ -262,21 +263,25 @@ def test_extraction_record_and_settings_are_kept(chimera: Path, tmp_path: Path) 
     store = FeatureStore(out)
     assert store.meta("wsi")["settings"]["tile_size"] == 64
     assert store.meta("mri")["settings"]["size"] == [8, 16, 16]
+    # slides only this time: the MRI features stored before are still random-init ones
+    run_extract("chimera-task1", chimera, out, **FAST, limit=2)
+    rec = read_extraction_record(out)
+    assert rec["volume_encoder"]["spec"] == "medicalnet_resnet10"
+    assert set(rec["random_weights"]) == {"timm:resnet10t", "medicalnet_resnet10"}
 
 
 def test_same_encoder_other_tile_geometry_is_refused(chimera: Path, tmp_path: Path) -> None:
     out = tmp_path / "s"
     run_extract("chimera-task1", chimera, out, **FAST, limit=1)
-    for change in ({"mpp": 1.0}, {"tile_size": 96}, {"max_tiles": 3},
-                   {"tile_encoder_kwargs": {"input_size": 32}}):  # fmt: skip
-        with pytest.raises(FeatureError, match="other extraction settings"):
+    for change, option in (({"mpp": 1.0}, "--mpp"), ({"tile_size": 96}, "--tile-size"),
+                           ({"max_tiles": 3}, "--max-tiles"),
+                           ({"tile_encoder_kwargs": {"input_size": 32}}, "--timm-kwargs")):  # fmt: skip
+        with pytest.raises(ConfigError, match=f"^{option}: .*other extraction settings"):
             run_extract("chimera-task1", chimera, out, **{**FAST, **change})
     assert FeatureStore(out).patients("wsi") == ["1000"]
 
 
 def test_random_weights_need_the_flag(chimera: Path, tmp_path: Path) -> None:
-    from modalsurv.errors import ConfigError
-
     with pytest.raises(ConfigError, match="--random-weights"):
         run_extract("chimera-task1", chimera, tmp_path / "s", **{**FAST, "allow_random_weights": False})
     assert not (tmp_path / "s" / "wsi.h5").exists()
@@ -317,3 +322,41 @@ def test_no_patient_is_an_error_and_a_second_process_is_locked_out(tmp_path: Pat
     with exclusive_lock(tmp_path / "s2", "feature store"):
         with pytest.raises(LockedError, match="feature store"):
             run_extract("chimera-task1", tmp_path / "empty", tmp_path / "s2", **FAST)
+
+
+def test_a_manifest_with_a_duplicated_patient_id_is_refused(tmp_path: Path) -> None:
+    """Two rows of one id would be extracted one over the other: refused, naming the rows."""
+    from modalsurv.errors import LayoutError
+    from modalsurv.features.extract import discover_patients
+
+    man = tmp_path / "manifest.csv"
+    man.write_text("patient,wsi_path\n1000,a.tif\n1001,b.tif\n1000,c.tif\n")
+    with pytest.raises(LayoutError, match=r"duplicate patient id on rows \[2, 4\]") as err:
+        discover_patients("manifest", man)
+    assert err.value.patient == "1000" and err.value.path == str(man)
+    man.write_text("patient,wsi_path\n1000,a.tif\n,b.tif\n")
+    with pytest.raises(LayoutError, match="empty patient id"):
+        discover_patients("manifest", man)
+
+
+def test_option_errors_are_usage_errors_and_leave_no_folder(chimera: Path, tmp_path: Path) -> None:
+    """What the command line got wrong is a ConfigError (exit 2) naming the option, found
+    before work starts; the --out folder it would have made is not left behind."""
+    from modalsurv.errors import DataError
+
+    cases = [({"tile_encoder": "nope"}, "^--tile-encoder: unknown tile encoder 'nope'"),
+             ({"volume_encoder": "nope"}, "^--volume-encoder: unknown volume encoder 'nope'"),
+             ({"tile_encoder_kwargs": {"bogus_kw": 1}}, "^--timm-kwargs.*'bogus_kw'")]  # fmt: skip
+    for i, (change, message) in enumerate(cases):
+        with pytest.raises(ConfigError, match=message):
+            run_extract("chimera-task1", chimera, tmp_path / f"s{i}", **{**FAST, **change}, limit=1)
+        assert not (tmp_path / f"s{i}").exists(), change
+    with pytest.raises(ConfigError, match="--layout"):
+        run_extract("chimera-task2", chimera, tmp_path / "l", **FAST)
+    with pytest.raises(DataError, match="does not exist"):
+        run_extract("chimera-task1", tmp_path / "nowhere", tmp_path / "r", **FAST)
+    assert not (tmp_path / "l").exists() and not (tmp_path / "r").exists()
+    (tmp_path / "mine").mkdir()  # a folder the user made stays
+    with pytest.raises(DataError, match="does not exist"):
+        run_extract("chimera-task1", tmp_path / "nowhere", tmp_path / "mine", **FAST)
+    assert (tmp_path / "mine").is_dir()

@@ -124,8 +124,11 @@ def test_unreadable_and_missing_sequences_name_the_file(tmp_path: Path, case: di
     assert exc.value.path == str(bad) and exc.value.patient == "p1"
     truncated = tmp_path / "t2w.mha"  # a real volume cut short: not reported as missing
     truncated.write_bytes(case["t2w"].read_bytes()[:200])
-    with pytest.raises(DataError, match=r"\(200 bytes\) exists but is not a readable image"):
+    with pytest.raises(DataError, match=r"\(200 bytes\) exists but is not a readable image") as exc:
         mri.read_image(truncated, "p1")
+    # ITK's own words, not its errno text ("Reason: Success") nor its source location
+    assert "SimpleITK: File cannot be read" in exc.value.reason
+    assert not any(w in exc.value.reason for w in ("Reason", "Success", ".cxx", "0x"))
     with pytest.raises(DataError, match="hbv"):
         mri.prepare_mri({"t2w": case["t2w"], "adc": case["adc"]}, None, patient="p1")
 
@@ -196,3 +199,15 @@ def test_the_extract_option_none_keeps_the_files_own_order(tmp_path: Path, case:
     assert mri_config(mri_settings(raw)).orientation is None
     assert mri_config({k: v for k, v in mri_settings(mri.MriConfig()).items()
                        if k != "orientation"}).orientation is None  # an older record
+
+
+def test_the_first_meaningful_line_of_an_itk_error_is_kept() -> None:
+    """ITK appends the C errno text, which is whatever an earlier call left behind."""
+    raw = ("Exception thrown in SimpleITK ImageFileReader_Execute: /b/ITK/itkNiftiImageIO.cxx:9:\n"
+           "ITK ERROR: NiftiImageIO(0x55f5116f81a0): could not read the header\n"
+           "Reason: Resource temporarily unavailable")  # fmt: skip
+    assert mri.itk_reason(RuntimeError(raw)) == "could not read the header"
+    assert mri.itk_reason(RuntimeError("Exception thrown in SimpleITK X: /b/sitkX.cxx:97:\n"
+                                       'sitk::ERROR: The file "a.mha" does not exist.')
+                          ) == 'The file "a.mha" does not exist.'  # fmt: skip
+    assert mri.itk_reason(RuntimeError("")) == "RuntimeError"

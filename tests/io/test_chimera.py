@@ -244,3 +244,62 @@ def test_the_patient_id_a_slide_name_carries():
     assert case_of_slide(1, "1000_0.tif") == case_of_slide(1, "1000_11.TIF") == "1000"
     assert case_of_slide(3, "3A_000_HE.tif") == "3A_000"
     assert case_of_slide(1, "9f2c1d.tif") is None  # renamed by the platform: no id
+
+
+def _fingerprinted_store(root, store_root, modalities=("wsi", "slide", "mri")):
+    """A store whose patients carry the fingerprint of ``root``'s files, as extract writes."""
+    from modalsurv.features.extract import discover_patients, patient_fingerprint
+    from modalsurv.io.store import FeatureStore
+
+    store = FeatureStore(store_root)
+    pfs = discover_patients("chimera-task1", root)
+    for m in modalities:
+        group = "mri" if m == "mri" else "slides"
+        have = [pf for pf in pfs if (pf.slides if group == "slides" else any(pf.mri.values()))]
+        store.write_many(m, {pf.patient: np.ones((2, 4) if m == "wsi" else 4, np.float32)
+                             for pf in have}, encoder="enc", checksum="c",
+                         fingerprints={pf.patient: patient_fingerprint(pf, group) for pf in have})  # fmt: skip
+    return store
+
+
+def test_a_store_of_another_cohort_with_the_same_ids_is_not_joined(tmp_path):
+    """Features extracted from other files than the folder's (another cohort whose ids
+    coincide) are an error naming the patient and the store, and never reach the cohort;
+    the store made from this very folder joins without a word."""
+    missing = {m: 0.0 for m in ("wsi", "rna", "mri")}
+    cohort = make_cohort(4, 3, task=1, max_tiles=4, tile_dim=8, slide_dim=8, mri_dim=8,
+                         n_genes=10, missing=missing)[0]  # fmt: skip
+    root = write_chimera(cohort, tmp_path / "c", task=1, slide_px=256, mri_shape=(4, 8, 8),
+                         max_slides=1)  # fmt: skip
+    other = write_chimera(cohort, tmp_path / "o", task=1, slide_px=256, mri_shape=(4, 8, 8),
+                          max_slides=1, seed=7)  # same ids, other images  # fmt: skip
+    own = _fingerprinted_store(root, tmp_path / "own")
+    out = read_chimera(root, task=1, features=own.root)
+    assert out.errors == [] and not [p for p in out.problems if "source files" in p.reason]
+    assert out.cohort.present["wsi"].all() and out.cohort.present["mri"].all()
+
+    foreign = _fingerprinted_store(other, tmp_path / "foreign")
+    out = read_chimera(root, task=1, features=foreign.root)
+    errors = [p for p in out.errors if "other source files" in p.reason]
+    ids = [str(i) for i in cohort.ids]
+    assert sorted({p.patient for p in errors}) == ids
+    assert all(p.path == str(foreign.root) for p in errors)
+    assert {p.field for p in errors} == {"wsi", "mri"}  # one per patient and source group
+    assert "wsi/slide" in next(p.reason for p in errors if p.field == "wsi")
+    for m in ("wsi", "slide", "mri"):
+        assert not out.cohort.present[m].any(), m
+        assert not out.cohort.features[m].any(), m
+    assert not out.cohort.bag_mask["wsi"].any()
+
+
+def test_a_store_without_fingerprints_is_joined_with_a_warning(tmp_path):
+    """Stores written before fingerprints existed cannot be checked: joined, said once."""
+    cohort = make_cohort(3, 3, task=1, max_tiles=4, tile_dim=8, slide_dim=8, mri_dim=8,
+                         n_genes=10, missing={m: 0.0 for m in ("wsi", "rna", "mri")})[0]  # fmt: skip
+    root = write_chimera(cohort, tmp_path / "c", task=1, slide_px=256, mri_shape=(4, 8, 8),
+                         max_slides=1)  # fmt: skip
+    store, _ = _store_for(root, [str(i) for i in cohort.ids], tmp_path)
+    out = read_chimera(root, task=1, features=store.root)
+    assert out.errors == [] and out.cohort.present["wsi"].all()
+    unchecked = [p for p in out.problems if "no record of their source files" in p.reason]
+    assert sorted(p.field for p in unchecked) == ["mri", "slide", "wsi"]

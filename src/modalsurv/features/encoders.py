@@ -26,7 +26,9 @@ Registries (one line to add an encoder):
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from modalsurv.errors import DataError, FeatureError, WeightsError
+from modalsurv.errors import ConfigError, DataError, FeatureError, WeightsError
 from modalsurv.utils import require
 
 RANDOM_INIT = "random-init"
@@ -445,12 +447,28 @@ def get_tile_encoder(spec: str, weights: str | Path | None = None, device: str =
     if family == "timm":
         if not arg:
             raise DataError("timm encoders are named 'timm:<model_name>'", field="tile_encoder")
-        return _seeded_init(lambda: timm_encoder(arg, weights=weights, device=device, **kwargs),
-                            weights)  # fmt: skip
+        with _keywords(spec, kwargs):
+            return _seeded_init(lambda: timm_encoder(arg, weights=weights, device=device,
+                                                     **kwargs), weights)  # fmt: skip
     if family == "conch" and arg:
         kwargs.setdefault("arch", arg)
-    return _seeded_init(lambda: ENCODERS[family](weights=weights, device=device, **kwargs),
-                        weights)  # fmt: skip
+    with _keywords(spec, kwargs):
+        return _seeded_init(lambda: ENCODERS[family](weights=weights, device=device, **kwargs),
+                            weights)  # fmt: skip
+
+
+@contextmanager
+def _keywords(spec: str, kwargs: dict[str, Any]) -> Iterator[None]:
+    """A keyword the encoder (or the timm model under it) does not take is a usage error
+    naming the option and the key, not an internal TypeError."""
+    try:
+        yield
+    except TypeError as exc:
+        hit = re.search(r"unexpected keyword argument '([^']+)'", str(exc))
+        if hit is None or hit.group(1) not in kwargs:
+            raise
+        raise ConfigError(f"--timm-kwargs (the tile encoder's keywords): {spec!r} does not take"
+                          f" the keyword {hit.group(1)!r} (given: {sorted(kwargs)})") from exc
 
 
 # ---------------------------------------------------------------------------- slides

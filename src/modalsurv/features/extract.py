@@ -56,7 +56,7 @@ import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,13 +65,21 @@ import numpy as np
 import pandas as pd
 
 from modalsurv.devices import resolve_device
-from modalsurv.errors import ConfigError, DataError, LayoutError, Problem
+from modalsurv.errors import (
+    ConfigError,
+    DataError,
+    FeatureError,
+    LayoutError,
+    Problem,
+    WeightsError,
+)
 from modalsurv.features import encoders as enc
 from modalsurv.features import wsi
 from modalsurv.features.mri import MriConfig, embed_mri, mri_dim, prepare_mri
 from modalsurv.features.tile_cache import DEFAULT_FOLDER, ImageCache
 from modalsurv.folders import STORE, refuse_other_kind
 from modalsurv.io.chimera import MRI_SEQUENCES
+from modalsurv.io.fingerprint import mri_sources, slide_sources, sources_fingerprint
 from modalsurv.io.layouts import check_layout, chimera_task
 from modalsurv.io.store import EXTRACTION_RECORD, FeatureStore, read_extraction_record
 from modalsurv.utils import Progress, atomic_write_text, exclusive_lock
@@ -186,6 +194,19 @@ def _manifest_patients(path: Path) -> list[PatientFiles]:
         p = Path(cell).expanduser()
         return p if p.is_absolute() else path.parent / p
 
+    # one id on two rows would be extracted twice, the second silently replacing the first
+    lines: dict[str, list[int]] = {}
+    for i, pid in enumerate(df["patient"]):
+        lines.setdefault(str(pid).strip(), []).append(i + 2)  # 1-based, after the header
+    if "" in lines:
+        raise LayoutError(f"empty patient id on row(s) {lines['']}", path=path, field="patient")
+    dup = {pid: rows for pid, rows in lines.items() if len(rows) > 1}
+    if dup:
+        pid, rows = next(iter(dup.items()))
+        more = f" ({len(dup) - 1} more duplicated id(s))" if len(dup) > 1 else ""
+        raise LayoutError(f"duplicate patient id on rows {rows}{more}: each patient must be"
+                          " one row (list its slides ';'-separated)", path=path, patient=pid,
+                          field="patient")  # fmt: skip
     out = []
     for _, row in df.iterrows():
 
@@ -288,43 +309,20 @@ class _Buffer:
 
 
 # ---------------------------------------------------------------------------- sources
-def file_fingerprint(path: Path | None, chunk: int = 1 << 20) -> str:
-    """``name:size:hash`` of a source file, the hash over its first and last MiB: cheap on
-    gigapixel slides, unchanged when a cohort folder is moved or copied, different for a
-    different file that happens to carry the same patient id."""
-    if path is None:
-        return "-"
-    if path.is_dir():  # a DICOM series: its files' names and sizes
-        sizes = {f.relative_to(path): f.stat().st_size
-                 for f in sorted(path.rglob("*")) if f.is_file()}  # fmt: skip
-        listing = "\n".join(f"{name}:{size}" for name, size in sizes.items())
-        digest = hashlib.sha256(listing.encode()).hexdigest()[:16]
-        return f"{path.name}/:{sum(sizes.values())}:{digest}"
-    size = path.stat().st_size
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        h.update(fh.read(chunk))
-        if size > 2 * chunk:
-            fh.seek(size - chunk)
-            h.update(fh.read(chunk))
-        elif size > chunk:
-            h.update(fh.read())
-    return f"{path.name}:{size}:{h.hexdigest()[:16]}"
-
-
 # modalities extracted together from one group of source files
 GROUPS: dict[str, tuple[str, ...]] = {"slides": ("wsi", "slide"), "mri": ("mri",)}
 
 
 def _group_sources(pf: PatientFiles, group: str) -> list[Path | None]:
     if group == "slides":
-        return [*pf.slides, *(pf.masks or [])]
-    return [pf.mri.get(q) for q in sorted(pf.mri)] + [pf.mri_mask]
+        return slide_sources(pf.slides, pf.masks or [])
+    return mri_sources(pf.mri, pf.mri_mask)
 
 
 def patient_fingerprint(pf: PatientFiles, group: str) -> str:
-    """What a patient's modalities of ``group`` are computed from, as one string."""
-    return "|".join(file_fingerprint(p) for p in _group_sources(pf, group))
+    """What a patient's modalities of ``group`` are computed from, as one string (the same
+    string ``io.chimera`` compares when a CHIMERA folder is read with this store)."""
+    return sources_fingerprint(_group_sources(pf, group))
 
 
 # ---------------------------------------------------------------------------- record
@@ -346,6 +344,11 @@ def _merge_record(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, 
             out[k] = {**out.get(k, {}), **v}
         elif v is not None or k not in out:
             out[k] = v
+    # the random-init encoders are those of the merged record: an MRI encoder kept from an
+    # earlier run is still random when this run extracted slides only
+    kept = [e["name"] for e in (out.get("tile_encoder"), out.get("volume_encoder"))
+            if isinstance(e, dict) and enc.is_random_init(str(e.get("checksum", "")))]  # fmt: skip
+    out["random_weights"] = list(dict.fromkeys([*new.get("random_weights", []), *kept]))
     return out
 
 
@@ -411,11 +414,77 @@ def run_extract(
     cache (``cache_dir``, default ``out/image_cache``; see the module docstring).
     """
     arguments = dict(locals())
+    check_layout(layout)  # before the store folder is made
     refuse_other_kind(out, STORE)  # a run or grid folder, an exported model: not a store
     caching = cache_dir is not None and (tile_cache or volume_cache)
-    with (exclusive_lock(out, "feature store"),
-          exclusive_lock(cache_dir, "image cache") if caching else contextlib.nullcontext()):  # fmt: skip
-        return _run_extract(**arguments)
+    made = [Path(p) for p in (out, cache_dir if caching else None)
+            if p is not None and not Path(p).exists()]  # fmt: skip
+    try:
+        with (exclusive_lock(out, "feature store"),
+              exclusive_lock(cache_dir, "image cache") if caching else contextlib.nullcontext()):  # fmt: skip
+            return _run_extract(**arguments)
+    except (DataError, ConfigError):
+        # a refused command leaves no folder behind that holds nothing but its lock
+        for folder in made:
+            _remove_if_only_lock(folder)
+        raise
+
+
+def _remove_if_only_lock(folder: Path) -> None:
+    """Remove a folder this command made when it holds nothing but the lock file."""
+    lock = folder / ".modalsurv.lock"
+    with contextlib.suppress(OSError):
+        if {p.name for p in folder.iterdir()} <= {lock.name}:
+            lock.unlink(missing_ok=True)
+            folder.rmdir()
+
+
+# the option behind each encoder error field (features.encoders, features.presets)
+_OPTION_FIELDS = {"tile_encoder": "--tile-encoder", "tile_encoder_kwargs": "--timm-kwargs",
+                  "slide_encoder": "--slide-encoder", "volume_encoder": "--volume-encoder"}  # fmt: skip
+# the option behind each extraction setting a store records
+_SETTING_OPTIONS = {"mpp": "--mpp", "tile_size": "--tile-size", "max_tiles_per_slide": "--max-tiles",
+                    "min_tissue": "--min-tissue", "encoder_kwargs": "--timm-kwargs",
+                    "slide_encoder": "--slide-encoder", "size": "--mri-size",
+                    "orientation": "--mri-orientation"}  # fmt: skip
+_ENCODER_OPTIONS = {"wsi": "--tile-encoder/--tile-weights/--timm-kwargs",
+                    "slide": "--slide-encoder/--slide-weights",
+                    "mri": "--volume-encoder/--volume-weights"}  # fmt: skip
+
+
+@contextlib.contextmanager
+def _option_errors() -> Iterator[None]:
+    """An unknown encoder, or TITAN on tiles it was not trained on, is what the command
+    line asked for: a usage error naming the option (exit 2), not a data error. A weights
+    file that does not load stays a data error."""
+    try:
+        yield
+    except WeightsError:
+        raise
+    except DataError as exc:
+        option = _OPTION_FIELDS.get(exc.field or "")
+        if option is None:
+            raise
+        where = f" ({exc.path})" if exc.path else ""
+        raise ConfigError(f"{option}: {exc.reason}{where}") from exc
+
+
+@contextlib.contextmanager
+def _store_options(store: FeatureStore, modality: str, settings: dict[str, Any]) -> Iterator[None]:
+    """A store that holds features made with another encoder or other settings refuses this
+    run's: the options asked for it, so a usage error naming them."""
+    try:
+        yield
+    except FeatureError as exc:
+        if exc.field == "settings":
+            have = store.meta(modality).get("settings") or {}
+            diff = sorted(k for k in {*have, *settings} if have.get(k) != settings.get(k))
+            names = [_SETTING_OPTIONS.get(k, k) for k in diff] if have else ["--out"]
+        elif exc.field in ("encoder", "checksum", "dim"):
+            names = [_ENCODER_OPTIONS[modality]]
+        else:
+            raise
+        raise ConfigError(f"{', '.join(dict.fromkeys(names))}: {exc}") from exc
 
 
 def _run_extract(
@@ -461,37 +530,38 @@ def _run_extract(
     record: dict[str, Any] = {"format": 1, "layout": str(layout), "modalities": {},
                               "tiles": None, "tile_encoder": None, "slide_encoder": None,
                               "volume_encoder": None, "mri": None}  # fmt: skip
-    if any(pf.slides for pf in todo):
-        tile = enc.get_tile_encoder(tile_encoder, tile_weights, device=device,
-                                    **dict(tile_encoder_kwargs or {}))  # fmt: skip
-        if slide_encoder == "titan":
-            enc.validate_titan_inputs(tile.dim, tile_size, mpp, tile.name)
-        want_px, want_mpp = getattr(tile, "tile_size", None), getattr(tile, "mpp", None)
-        if want_px and want_mpp and (tile_size != want_px or abs(mpp - want_mpp) > 0.1 * want_mpp):
-            report.problems.append(Problem(
-                "warning", f"{tile.name} expects {want_px}-px tiles at {want_mpp} µm/px (its"
-                f" model card); extracting {tile_size}-px tiles at {mpp} µm/px",
-                field="tile_size"))  # fmt: skip
-        slide_enc = enc.get_slide_encoder(slide_encoder, tile.dim, slide_weights, device)
-        prov["wsi"] = (tile.name, tile.checksum)
-        slide_sum = (tile.checksum if slide_encoder == "mean"
-                     else f"{slide_enc.checksum}+{tile.checksum}")  # fmt: skip
-        prov["slide"] = (f"{slide_enc.name}[{tile.name}]", slide_sum)
-        record["tiles"] = tile_settings
-        record["tile_encoder"] = _encoder_entry(tile_encoder, tile, tile_weights,
-                                                tile_encoder_kwargs)  # fmt: skip
-        record["slide_encoder"] = {"spec": slide_encoder, "name": slide_enc.name,
-                                   "dim": int(slide_enc.dim), "checksum": slide_enc.checksum,
-                                   "weights": None if slide_weights is None
-                                   else str(Path(slide_weights).resolve()),
-                                   "weights_name": None if slide_weights is None
-                                   else Path(slide_weights).name}  # fmt: skip
-    if volume_encoder is not None and any(any(pf.mri.values()) for pf in todo):
-        vol = enc.get_volume_encoder(volume_encoder, volume_weights, device=device)
-        name = f"{vol.name}[{'+'.join(mri_cfg.sequences)},{mri_cfg.combine}]"
-        prov["mri"] = (name, vol.checksum)
-        record["mri"] = mri_settings(mri_cfg)
-        record["volume_encoder"] = _encoder_entry(volume_encoder, vol, volume_weights)
+    with _option_errors():  # what the command line asked for: exit 2, the option named
+        if any(pf.slides for pf in todo):
+            tile = enc.get_tile_encoder(tile_encoder, tile_weights, device=device,
+                                        **dict(tile_encoder_kwargs or {}))  # fmt: skip
+            if slide_encoder == "titan":
+                enc.validate_titan_inputs(tile.dim, tile_size, mpp, tile.name)
+            want_px, want_mpp = getattr(tile, "tile_size", None), getattr(tile, "mpp", None)
+            if want_px and want_mpp and (tile_size != want_px or abs(mpp - want_mpp) > 0.1 * want_mpp):
+                report.problems.append(Problem(
+                    "warning", f"{tile.name} expects {want_px}-px tiles at {want_mpp} µm/px (its"
+                    f" model card); extracting {tile_size}-px tiles at {mpp} µm/px",
+                    field="tile_size"))  # fmt: skip
+            slide_enc = enc.get_slide_encoder(slide_encoder, tile.dim, slide_weights, device)
+            prov["wsi"] = (tile.name, tile.checksum)
+            slide_sum = (tile.checksum if slide_encoder == "mean"
+                         else f"{slide_enc.checksum}+{tile.checksum}")  # fmt: skip
+            prov["slide"] = (f"{slide_enc.name}[{tile.name}]", slide_sum)
+            record["tiles"] = tile_settings
+            record["tile_encoder"] = _encoder_entry(tile_encoder, tile, tile_weights,
+                                                    tile_encoder_kwargs)  # fmt: skip
+            record["slide_encoder"] = {"spec": slide_encoder, "name": slide_enc.name,
+                                       "dim": int(slide_enc.dim), "checksum": slide_enc.checksum,
+                                       "weights": None if slide_weights is None
+                                       else str(Path(slide_weights).resolve()),
+                                       "weights_name": None if slide_weights is None
+                                       else Path(slide_weights).name}  # fmt: skip
+        if volume_encoder is not None and any(any(pf.mri.values()) for pf in todo):
+            vol = enc.get_volume_encoder(volume_encoder, volume_weights, device=device)
+            name = f"{vol.name}[{'+'.join(mri_cfg.sequences)},{mri_cfg.combine}]"
+            prov["mri"] = (name, vol.checksum)
+            record["mri"] = mri_settings(mri_cfg)
+            record["volume_encoder"] = _encoder_entry(volume_encoder, vol, volume_weights)
     random = [e.name for e in (tile, vol) if e is not None and enc.is_random_init(e.checksum)]
     if random and not allow_random_weights:
         raise ConfigError(
@@ -501,13 +571,18 @@ def _run_extract(
             " then recorded in the store, the run folder and the report)")
     record["random_weights"] = random
     if tile is not None and slide_enc is not None:
-        store.set_meta("wsi", tile.name, tile.checksum, tile.dim, "float32", settings=tile_settings)
-        store.set_meta("slide", prov["slide"][0], slide_sum, slide_enc.dim, "float32",
-                       settings={**tile_settings, "slide_encoder": slide_encoder})  # fmt: skip
+        with _store_options(store, "wsi", tile_settings):
+            store.set_meta("wsi", tile.name, tile.checksum, tile.dim, "float32",
+                           settings=tile_settings)  # fmt: skip
+        slide_settings = {**tile_settings, "slide_encoder": slide_encoder}
+        with _store_options(store, "slide", slide_settings):
+            store.set_meta("slide", prov["slide"][0], slide_sum, slide_enc.dim, "float32",
+                           settings=slide_settings)  # fmt: skip
         record["modalities"].update({"wsi": prov["wsi"][0], "slide": prov["slide"][0]})
     if vol is not None:
-        store.set_meta("mri", prov["mri"][0], vol.checksum, mri_dim(vol.dim, mri_cfg), "float32",
-                       settings=record["mri"])  # fmt: skip
+        with _store_options(store, "mri", record["mri"]):
+            store.set_meta("mri", prov["mri"][0], vol.checksum, mri_dim(vol.dim, mri_cfg),
+                           "float32", settings=record["mri"])  # fmt: skip
         record["modalities"]["mri"] = prov["mri"][0]
     if rna and any(pf.rna is not None for pf in todo):
         record["modalities"]["rna"] = "raw:genes"

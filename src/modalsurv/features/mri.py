@@ -11,6 +11,7 @@ so a 3-D CNN sees the same geometry for every patient. Each sequence is embedded
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,23 @@ def _image_io(path: Path) -> str | None:
     """The SimpleITK reader for a file by its lower-cased suffix (None: let ITK choose)."""
     name = path.name.lower()
     return next((io for suffix, io in _IMAGE_IO.items() if name.endswith(suffix)), None)
+
+
+# lines of an ITK exception that say nothing about the file: where in ITK's source it was
+# thrown, and the C errno text ITK appends ("Reason: Success" after a parse error, or
+# whatever an earlier call left, e.g. "Resource temporarily unavailable")
+_ITK_NOISE = re.compile(r"^(Exception thrown in SimpleITK|Reason:|\S+\.(cxx|hxx|h|txx):\d+:?$)")
+_ITK_PREFIX = re.compile(r"^(ITK ERROR: \w+\(0x[0-9a-fA-F]+\):|sitk::ERROR:)\s*")
+
+
+def itk_reason(exc: BaseException) -> str:
+    """The first meaningful line of a SimpleITK exception, without ITK's source location,
+    object address or errno text (which reads "Reason: Success" for a corrupt file)."""
+    for line in str(exc).splitlines():
+        line = line.strip()
+        if line and not _ITK_NOISE.match(line):
+            return _ITK_PREFIX.sub("", line) or type(exc).__name__
+    return type(exc).__name__
 
 
 def read_image(path: str | Path, patient: str | None = None) -> Any:
@@ -62,7 +80,7 @@ def read_image(path: str | Path, patient: str | None = None) -> Any:
     except DataError:
         raise
     except Exception as exc:  # SimpleITK raises RuntimeError with a long ITK trace
-        last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        last = itk_reason(exc)
         # ITK's last line often says "No such file" for a file that exists but is truncated
         what = (f"the file ({path.stat().st_size} bytes) exists but is not a readable image"
                 " (truncated, or another format?)" if path.is_file() else "cannot read image")

@@ -36,6 +36,7 @@ from modalsurv.cohort import Cohort, stack_patients
 from modalsurv.errors import DataError, FeatureError, Problem
 from modalsurv.io import clinical as clin
 from modalsurv.io.feature_files import load_feature_file, tile_subset
+from modalsurv.io.fingerprint import has_files, mri_sources, slide_sources, sources_fingerprint
 from modalsurv.io.rnaseq import read_rna_json, shared_genes, to_features
 from modalsurv.io.store import FeatureStore, read_extraction_record
 from modalsurv.io.store_read import stored_modalities
@@ -366,6 +367,76 @@ def _has_source(paths: pd.DataFrame, modality: str) -> np.ndarray:
                      for v in paths[col]], dtype=bool)  # fmt: skip
 
 
+# the source-file group each stored modality is computed from (as extract fingerprints it)
+_GROUP = {"wsi": "slides", "slide": "slides", "mri": "mri"}
+
+
+def _folder_fingerprint(row: pd.Series, group: str) -> str | None:
+    """What the folder's files of a patient's ``group`` fingerprint to (as ``extract``
+    computes it), or None when the folder has no such file to compare with."""
+    if group == "slides":
+        files = slide_sources(row["slides"], row["masks"])
+    elif "mri_mask" in row.index:
+        files = mri_sources({q: row[f"mri_{q}"] for q in MRI_SEQUENCES}, row["mri_mask"])
+    else:
+        return None
+    now = sources_fingerprint(files)
+    return now if has_files(now) else None
+
+
+def _foreign_sources(store: FeatureStore, paths: pd.DataFrame, present: dict[str, np.ndarray],
+                     problems: list[Problem]) -> dict[str, list[int]]:  # fmt: skip
+    """Rows (per modality) whose stored features were made from other files than the
+    folder's: a store of another cohort whose ids coincide, or files changed since. Each
+    is an error problem (the modality is then absent for that patient), since training on
+    them would pair one cohort's labels with another's images. A patient stored without a
+    fingerprint (an older store, an import) cannot be checked: one warning per modality."""
+    ids = [str(i) for i in paths.index]
+    folder: dict[tuple[str, int], str | None] = {}
+    bad: dict[str, list[int]] = {}
+    unchecked: dict[str, int] = {}
+    mismatch: dict[tuple[str, int], tuple[list[str], str, str]] = {}
+    for m, has in present.items():
+        group = _GROUP.get(m)
+        if group is None or not has.any():
+            continue
+        stored = store.fingerprints(m)
+        for i in np.flatnonzero(has):
+            if (group, i) not in folder:
+                try:
+                    folder[group, i] = _folder_fingerprint(paths.iloc[i], group)
+                except OSError as exc:
+                    problems.append(Problem("warning", "cannot read this source file to check"
+                                            f" the store's {m!r} features were made from it"
+                                            f" ({exc.strerror or exc}); not checked",
+                                            getattr(exc, "filename", None), ids[i], m))  # fmt: skip
+                    folder[group, i] = None
+            now, was = folder[group, i], stored.get(ids[i])
+            if now is None:
+                continue
+            if was is None:
+                unchecked[m] = unchecked.get(m, 0) + 1
+            elif was != now:
+                bad.setdefault(m, []).append(int(i))
+                mismatch.setdefault((group, int(i)), ([], was, now))[0].append(m)
+    for (_, i), (mods, was, now) in sorted(mismatch.items(), key=lambda kv: kv[0][1]):
+        mods = sorted(mods, key=list(_GROUP).index)  # wsi/slide, as extract names the group
+        old, new = next(((a, b) for a, b in zip(was.split("|"), now.split("|")) if a != b),
+                        (was, now))  # fmt: skip
+        problems.append(Problem(
+            "error", f"the feature store's {'/'.join(mods)} features of this patient were made"
+            f" from other source files than the folder's (stored {old}; the folder has {new}):"
+            " a store of another cohort with the same ids, or files changed since extraction;"
+            f" {'/'.join(mods)} absent (extract this folder into a new store, or re-extract"
+            f" with --reextract-changed)", str(store.root), ids[i], mods[0]))  # fmt: skip
+    for m, n in unchecked.items():
+        problems.append(Problem("warning", f"{n} patient(s)' {m!r} features carry no record of"
+                                " their source files (a store written by an older version, or"
+                                " imported): not checked against the folder's files",
+                                str(store.path(m)), None, m))  # fmt: skip
+    return bad
+
+
 def store_features(
     store: FeatureStore,
     paths: pd.DataFrame,
@@ -377,7 +448,9 @@ def store_features(
     folder's own files) for the patients of ``paths``, joined by patient id.
 
     Listed in ``problems``: store patients the folder has no (usable) clinical record for,
-    and patients whose slides or MRI are in the folder but not in the store. A store none
+    patients whose slides or MRI are in the folder but not in the store, and (errors; the
+    modality absent) patients whose stored features were made from other files than the
+    folder's (the fingerprint ``extract`` kept: ``io.fingerprint``). A store none
     of whose ids matches the folder is an error showing examples of both, since that is
     almost always a naming mismatch ("001000" against "1000"), not a real cohort.
     """
@@ -403,9 +476,16 @@ def store_features(
                                     " extract)", str(store.root), None, m))  # fmt: skip
     out: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
     loaded = stored_modalities(store, ids, mods, "CHIMERA folder", max_tiles, seed)
+    foreign = _foreign_sources(store, paths, {m: lm.present for m, lm in loaded.items()},
+                               problems)  # fmt: skip
     for m, lm in loaded.items():
         x = lm.x if lm.x.flags.writeable else np.array(lm.x)
-        out[m] = (x, lm.present, lm.mask)
+        present, mask = lm.present.copy(), None if lm.mask is None else lm.mask.copy()
+        for i in foreign.get(m, []):  # another cohort's features: never joined
+            x[i], present[i] = 0, False
+            if mask is not None:
+                mask[i] = False
+        out[m] = (x, present, mask)
         for i in np.flatnonzero(_has_source(paths, m) & ~lm.present):
             what = "MRI" if m == "mri" else "slides"
             problems.append(Problem("warning", f"{what} in the folder but no {m!r} features in"
