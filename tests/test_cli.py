@@ -503,3 +503,32 @@ def test_the_extraction_bar_counts_each_patient_once():
     rp("failed", patient="c", path="c.tif", reason="slides: truncated")
     rp("finish", report=None)
     assert bar() == (5, 5)
+
+
+def test_experiment_records_the_data_it_ran_on_and_fails_when_no_trial_finished(tmp_path,
+                                                                                monkeypatch):  # fmt: skip
+    """--data used to run the trials on one cohort while their config.yaml recorded the
+    grid's base data (a rerun of a trial's config trained on another cohort); a grid whose
+    every trial failed exited 0."""
+    base = yaml.safe_load(_config(tmp_path).read_text())
+    base.update(baselines=[])
+    base["train"]["epochs"] = 1
+    base.setdefault("model", {})["stack"] = "none"
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({"name": "g", "base": base, "fusion": ["concat"]}))
+    out = tmp_path / "g"
+    res = runner.invoke(app, ["experiment", str(grid), "--out", str(out), "--data",
+                              "synthetic:40:3"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    (trial,) = (out / "trials").glob("*/config.yaml")
+    recorded = yaml.safe_load(trial.read_text())["data"]
+    assert recorded["source"] == "synthetic" and recorded["params"]["n"] == 40
+    assert recorded["params"]["seed"] == 3
+    import modalsurv.train.cv as cv_module
+
+    def failing(cohort, config, **kw):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(cv_module, "cross_validate", failing)
+    res = runner.invoke(app, ["experiment", str(grid), "--out", str(tmp_path / "t")])
+    assert res.exit_code == 1 and "every one of the" in " ".join(res.output.split()), res.output

@@ -129,3 +129,19 @@ def test_data_params_values_are_checked_when_read():
     ok = parse_config(chimera("task3", event="HG_recur", max_tiles=None, slide_policy="mean"))
     assert ok.data.params["event"] == "HG_recur"
     assert parse_config(chimera("task1", event="BCR", max_tiles=1)).data.params["max_tiles"] == 1
+
+
+def test_a_boolean_is_refused_where_a_number_is_meant_and_the_seed_leaves_room():
+    """``bag_pca: true`` became 1 component (pydantic reads True as 1), and a seed near
+    2**32 crashed the folds whose seeds are derived from it (seed + offsets)."""
+    from modalsurv.config import RunConfig, parse_config, set_values
+    from modalsurv.errors import ConfigError
+
+    for value in ("preprocess.bag_pca=true", "train.threads=true", "train.epochs=false",
+                  "preprocess.rna_top_variance_genes=yes", "model.stack=off"):  # fmt: skip
+        with pytest.raises(ConfigError, match="is a boolean, which this key does not take"):
+            set_values(RunConfig(), [value])
+    assert set_values(RunConfig(), ["preprocess.rna_log1p=true"]).preprocess.rna_log1p is True
+    with pytest.raises(ConfigError, match="seed"):
+        parse_config({"seed": 2**31})
+    assert parse_config({"seed": 2**31 - 1}).seed == 2**31 - 1

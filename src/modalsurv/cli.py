@@ -513,6 +513,7 @@ def experiment(
     Then every setting is compared with the reference on the same outer folds (paired,
     corrected resampled t-test): the table says which differences the folds support.
     """
+    from modalsurv.config import absolute_data_paths
     from modalsurv.data.sources import load_cohort
     from modalsurv.experiments.grid import load_grid
     from modalsurv.experiments.paired import check_comparison, paired_table
@@ -524,6 +525,9 @@ def experiment(
         ref = _parse_reference(reference)
         run_with = get_runner(runner, ray_address)
         g = load_grid(grid)
+        if data:  # the cohort the trials run on is the one their configs record
+            base = g.base.model_copy(update={"data": _data_config(data, None)})
+            g = g.model_copy(update={"base": absolute_data_paths(base)})
         groups = [b.strip() for b in by.split(",") if b.strip()]
         check_comparison([t.row() for t in g.expand()], ref, groups)  # before any trial
         refuse_other_kind(out, GRID)  # before the cohort is read
@@ -541,13 +545,18 @@ def experiment(
     if not (results["status"] == "ok").any():
         (out / "paired.csv").unlink(missing_ok=True)  # an earlier grid's, not this one's
         _grid_report(out)
-        return  # nothing finished: nothing to compare
+        err_console.print(f"[bold red]error:[/] every one of the {len(results)} trial result(s)"
+                          " failed (the reasons: results.csv, trials/<id>/error.json)")
+        raise typer.Exit(code=1)  # nothing finished: a script must not read it as done
     try:
         paired = paired_table(out, reference=ref, by=groups)
     except ValueError as err:
         _fail(err)
     if paired.empty:
         (out / "paired.csv").unlink(missing_ok=True)  # an earlier grid's, not this one's
+        if results.drop_duplicates("label")["status"].ne("ok").any():
+            console.print("no paired comparison: fewer than two settings finished, or the"
+                          " reference setting failed (results.csv says which)")  # fmt: skip
         _grid_report(out)
         return  # one setting: nothing to compare
     atomic_write_csv(out / "paired.csv", paired)

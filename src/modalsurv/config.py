@@ -26,9 +26,30 @@ from modalsurv.errors import ConfigError
 from modalsurv.utils import read_yaml_mapping
 
 
+def _admits_bool(annotation: Any) -> bool:
+    """Whether a field's type takes True/False itself (not as the number 1/0)."""
+    import typing
+
+    if annotation is bool:
+        return True
+    return any(_admits_bool(a) for a in typing.get_args(annotation))
+
+
 class Strict(BaseModel):
     # no inf or NaN in any float: JSON (config.yaml, trial ids) would turn them into null
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, value: Any, info: Any) -> Any:
+        """``preprocess.bag_pca: true`` was read as 1 component (pydantic takes a bool for
+        an int): a boolean is refused wherever the field does not take one."""
+        if isinstance(value, bool) and info.field_name in cls.model_fields:
+            if not _admits_bool(cls.model_fields[info.field_name].annotation):
+                raise ValueError(f"{value!r} is a boolean, which this key does not take"
+                                 " (YAML also reads yes/no/on/off as booleans: quote a word"
+                                 " meant as text)")  # fmt: skip
+        return value
 
 
 class PreprocessConfig(Strict):
@@ -444,8 +465,9 @@ def check_data_params(data: DataConfig, source: str = "<dict>", key: str = "data
 class RunConfig(Strict):
     """Everything a `modalsurv train` run needs; saved resolved in the run folder."""
 
-    seed: int = Field(0, ge=0, lt=2**32, description="the one seed (NumPy and scikit-learn"
-                      " take 0 <= seed < 2**32)")
+    seed: int = Field(0, ge=0, lt=2**31, description="the one seed, 0 <= seed < 2**31: the"
+                      " fold, member and search seeds derived from it (seed + offsets) stay"
+                      " below 2**32, the most NumPy and scikit-learn take")
     data: DataConfig = Field(default_factory=DataConfig)
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)

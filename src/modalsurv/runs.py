@@ -80,6 +80,12 @@ def train_run(
     if unknown:  # a typo: before the folds start, as the usage error it is
         raise ConfigError(f"model.modalities: {unknown} not among this cohort's modalities"
                           f" {cohort.modalities}")  # fmt: skip
+    ft = config.finetune
+    used = config.model.modalities or cohort.modalities
+    if ft.active and ft.encoder not in used:  # was: trained frozen, recorded as fine-tuned
+        raise ConfigError(f"finetune.encoder {ft.encoder!r} is not among the modalities the"
+                          f" model uses ({used}): nothing would be fine-tuned; add it to"
+                          " model.modalities or set finetune.mode: frozen")  # fmt: skip
     plan = plan_cv(cohort, config)
     with exclusive_lock(out, "run folder"):
         finished = (out / "metrics.json").is_file()

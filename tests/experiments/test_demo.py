@@ -15,6 +15,7 @@ def test_quick_demo_goes_from_files_to_answers(tmp_path):
     res = run_demo(tmp_path, quick=True,
                    progress=lambda e, **kw: stages.append(kw["message"]) if e == "stage" else None)  # fmt: skip
     assert [s[:3] for s in stages] == ["1/4", "2/4", "3/4", "4/4"]
+    assert "3-fold CV" in stages[2]  # the quick demo's folds, not the full one's 5
     assert set(res.table["model"]) == {"modalsurv", "modalsurv_plain", "coxph_clinical", "coxnet",
                                        "rsf"}
     data = json.loads((tmp_path / "run" / "data.json").read_text())
@@ -27,3 +28,22 @@ def test_quick_demo_goes_from_files_to_answers(tmp_path):
         assert isinstance(json.loads(out.read_text()), float)
     assert "held-out C (challenge)" in res.table.columns
     assert set(res.seconds) == {"write + scan", "extract", "train", "challenge"}
+
+
+def test_the_demo_refuses_another_commands_folder_and_a_bad_seed_writes_nothing(tmp_path):
+    """Was: the demo added chimera/, store/, run/ and challenge/ into a train run folder;
+    a bad --seed was reported as '<dict>: seed' after the folder was made."""
+    import pytest
+
+    from modalsurv.errors import ConfigError
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("seed: 0\n")
+    (run / "metrics.json").write_text("{}")
+    with pytest.raises(ConfigError, match="written by `modalsurv train`"):
+        run_demo(run, quick=True)
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "metrics.json"]
+    with pytest.raises(ConfigError, match="--seed"):
+        run_demo(tmp_path / "new", quick=True, seed=-1)
+    assert not (tmp_path / "new").exists()

@@ -189,3 +189,18 @@ def test_the_shipped_fine_tuning_grid_crosses_encoders_with_data_fractions():
     assert len(trials) == 3 * 3 and g.base.train.n_init == 1
     assert {t.config.finetune.mode for t in trials} == {"frozen", "last_k", "lora"}
     assert {t.config.cv.train_fraction for t in trials} == {0.25, 0.5, 1.0}
+
+
+@pytest.mark.parametrize("over, needle", [
+    ({"seed": [0, -1]}, "seed=-1"),
+    ({"seed": [2**31]}, "seed=2147483648"),
+    ({"base": {"model": {"latent_dim": 30, "n_heads": 4, "fusion": "concat"}, "cv": {"folds": 2}},
+      "fusion": ["concat", "cross_attention"]}, "fusion=cross_attention"),
+])  # fmt: skip
+def test_an_axis_value_the_trial_config_refuses_is_a_config_error_naming_the_trial(over,
+                                                                                   needle):  # fmt: skip
+    """Was: a raw pydantic ValidationError (an internal error, exit 3) from expand()."""
+    g = parse_grid(grid_dict(**{"modalities": None, "encoder": None, "encoders": {},
+                                "data_fraction": None, **over}), source="g.yaml")  # fmt: skip
+    with pytest.raises(ConfigError, match=rf"invalid experiment grid 't' trial .*{needle}"):
+        g.expand()

@@ -141,3 +141,14 @@ def test_a_mistyped_model_modality_is_refused_before_anything_is_written(rel, tm
     with pytest.raises(ConfigError, match=r"model.modalities: \['wsii'\] not among this"):
         train_run(config, out)
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_fine_tuning_an_encoder_the_model_does_not_use_is_refused(rel, tmp_path):
+    """Was: trained frozen without a word, config.yaml recording finetune.mode: last_k."""
+    config = parse_config(rel.tiny_config(model={"modalities": ["clinical", "rna"],
+                                                 "stack": "none"},
+                                          finetune={"encoder": "wsi", "mode": "last_k"}))  # fmt: skip
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match=r"finetune.encoder 'wsi' is not among the"):
+        train_run(config, out)
+    assert not out.exists() or not any(out.iterdir())

@@ -33,6 +33,8 @@ import numpy as np
 import pandas as pd
 
 from modalsurv.config import RunConfig, parse_config
+from modalsurv.errors import ConfigError
+from modalsurv.folders import WRITER, folder_kind
 from modalsurv.report.tables import format_difference
 from modalsurv.train.cv import PLAIN
 from modalsurv.utils import Progress, atomic_write_csv, atomic_write_text
@@ -55,7 +57,8 @@ def demo_config(seed: int, quick: bool) -> RunConfig:
                       "n_init": 2 if quick else 5},
             "cv": {"folds": 3 if quick else 5},
             "baselines": ["coxph_clinical", "coxnet", "rsf"],
-        }
+        },
+        "the demo's --seed",
     )  # fmt: skip
 
 
@@ -90,9 +93,13 @@ def run_demo(
 ) -> DemoResult:
     """Run the demo stages; write everything under ``out``; return the summary table."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    kind = folder_kind(out)
+    if kind is not None:  # the demo fills its folder with a cohort, a store, a run, ...
+        raise ConfigError(f"--out {out} holds {kind} output (written by `{WRITER[kind]}`);"
+                          " the demo writes a folder of its own: choose another --out")  # fmt: skip
     say = progress or (lambda *a, **k: None)
-    cfg = demo_config(seed, quick)
+    cfg = demo_config(seed, quick)  # a bad --seed is refused before anything is written
+    out.mkdir(parents=True, exist_ok=True)
     res = DemoResult(pd.DataFrame())
     rows: list[dict[str, Any]] = []
     clock = time.perf_counter()
@@ -109,7 +116,8 @@ def run_demo(
     store = out / "store"
     _extract(files["train"], store, quick, progress, res.notes)
     lap("extract")
-    say("stage", message="3/4 train: ModalSurv on every modality vs baselines, 5-fold CV")
+    say("stage", message="3/4 train: ModalSurv on every modality vs baselines,"
+                         f" {cfg.cv.folds}-fold CV")  # fmt: skip
     run, result, oracle = _train(files, store, cfg, out, progress)
     lap("train")
     say("stage", message="4/4 challenge: held-out cases from /input to the answer JSON")

@@ -246,7 +246,12 @@ class ExperimentGrid(BaseModel):
         data["model"]["fusion"] = s["fusion"]
         data["cv"]["train_fraction"] = s["data_fraction"]
         data["seed"] = s["seed"]
-        return RunConfig.model_validate(data)
+        try:
+            return RunConfig.model_validate(data)
+        except ValidationError as err:  # a combination of axes the config cannot take
+            shown = ", ".join(f"{k}={v}" for k, v in s.items())
+            raise ConfigError(format_validation_error(
+                err, f"experiment grid {self.name!r}", f"trial {shown}")) from None
 
     def check_cohort(self, modalities: list[str]) -> None:
         """Fail before any training when a trial asks for a modality the cohort lacks."""
