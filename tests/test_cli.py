@@ -353,6 +353,12 @@ def test_an_unknown_device_is_a_usage_error_naming_the_option(tmp_path):
         res = runner.invoke(app, args)
         assert res.exit_code == 2, res.output
         assert "--device 'gpu' is not a device" in res.output and "internal error" not in res.output
+    # a device torch knows but this code does not run on: was an internal error (exit 3)
+    from modalsurv.devices import resolve_device
+    from modalsurv.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"train.device 'mps': modalsurv runs on 'cpu'"):
+        resolve_device("mps")
 
 
 def test_an_output_file_that_is_a_folder_is_refused_before_any_work(run_dir, tmp_path):

@@ -27,6 +27,9 @@ def resolve_device(name: str, fallback: bool = False, what: str = "train.device"
         device = torch.device(name)
     except RuntimeError as err:
         raise ConfigError(f"{what} {name!r} is not a device: {err}") from None
+    if device.type not in ("cpu", "cuda"):  # e.g. 'mps', 'xpu': not what this code runs on
+        raise ConfigError(f"{what} {name!r}: modalsurv runs on 'cpu' or 'cuda[:N]' ('auto'"
+                          " picks)")  # fmt: skip
     if device.type == "cuda" and not torch.cuda.is_available():
         if fallback:
             warnings.warn(f"{what} {name!r}: no CUDA device here; predicting on the CPU",

@@ -396,7 +396,7 @@ def _check_cohort(out: Path, cohort: Cohort, resume: bool) -> None:
             "modalities": cohort.modalities}  # fmt: skip
     if resume and units.spec_path.exists():
         units.check_spec(info, "grid folder", "its trials were run on a different cohort: use a new"
-                         " folder, or resume=False")  # fmt: skip
+                         " --out, or --no-resume to start this folder afresh")  # fmt: skip
         return
     if not resume:  # before the new description: an interrupted fresh run leaves no old trial
         units.unfinish_all()  # that a later resume would count as done on this cohort
