@@ -67,6 +67,8 @@ def test_no_outer_test_row_reaches_the_search(make_cohort, make_config, monkeypa
         fits = seen[f * 5:(f + 1) * 5]
         assert all(not (ids & test) for ids in fits)
     assert [r["fold"] for r in res.summary["search"]] == [0, 1]
+    assert all(r["n_trials"] == 2 and r["n_failed"] == 0 and 0 <= r["best_cindex"] <= 1
+               for r in res.summary["search"])  # how each fold's search went  # fmt: skip
     chosen = res.models[0][0].config
     assert chosen.train.epochs in (2, 3) and chosen.model.latent_dim in (8, 16)
     assert "modalsurv/search" in res.timings().columns
@@ -126,3 +128,6 @@ def test_a_training_part_too_few_events_to_score_keeps_the_configured_values(mak
         res = cross_validate(rare, make_config(search={**SEARCH, "trials": 1, "inner_folds": 3}),
                              folds=3, repeats=1, seed=0, baselines=[])  # fmt: skip
     assert len(res.predictions) == 60
+    # metrics.json says which folds' searches could score nothing (configured values kept)
+    assert any(r["best_cindex"] is None and r["n_failed"] == r["n_trials"] == 1
+               for r in res.summary["search"]), res.summary["search"]  # fmt: skip

@@ -39,6 +39,7 @@ so the numbers do not depend on where or in which order the folds ran.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -348,6 +349,11 @@ def summarize(metrics: pd.DataFrame, optimistic: bool, stratify: str) -> dict[st
         stats["optimistic"] = bool(df["optimistic"].iloc[0])
         out["models"][str(model)] = stats
     return out
+
+
+def _finite_or_none(value: Any) -> Any:
+    """A NaN (no search trial scored) as JSON's null, not the non-standard ``NaN``."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def stack_record(models: list[list[Any]]) -> list[dict[str, Any]]:
@@ -812,7 +818,11 @@ def cross_validate(
     if config.search.trials > 0:  # the values each outer fold's search chose
         summary["search"] = [{"repeat": r, "fold": f,
                               **{k: m.config.model_dump()[k.split(".")[0]][k.split(".")[1]]
-                                 for k in SEARCHED}}
+                                 for k in SEARCHED},
+                              # how the search went: a fold none of whose trials could be
+                              # scored kept the configured values (best_cindex None)
+                              **{k: _finite_or_none((getattr(m, "search_", None) or {}).get(k))
+                                 for k in ("best_cindex", "n_trials", "n_failed")}}
                              for r, ms in enumerate(models) for f, m in enumerate(ms)]  # fmt: skip
     if summary["model_kind"] == "stack":
         summary["stack"] = stack_record(models)
