@@ -131,3 +131,11 @@ def test_a_training_part_too_few_events_to_score_keeps_the_configured_values(mak
     # metrics.json says which folds' searches could score nothing (configured values kept)
     assert any(r["best_cindex"] is None and r["n_failed"] == r["n_trials"] == 1
                for r in res.summary["search"]), res.summary["search"]  # fmt: skip
+
+
+def test_too_many_inner_folds_names_the_search_key(make_cohort):
+    """Was: a data error naming 'cv.folds', which the user had not set."""
+    from modalsurv.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="search.inner_folds 30: more inner folds than the 20"):
+        search_module.inner_folds(make_cohort(n=20, seed=0), 30, 0)

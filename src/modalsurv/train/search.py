@@ -33,7 +33,7 @@ import numpy as np
 
 from modalsurv.cohort import Cohort
 from modalsurv.config import RunConfig, with_values
-from modalsurv.errors import DataWarning, DivergedError, LabelError
+from modalsurv.errors import ConfigError, DataWarning, DivergedError, LabelError
 from modalsurv.survival.metrics import UndefinedMetricError, concordance_index
 from modalsurv.train.estimator import ModalSurv
 from modalsurv.utils import Progress, require
@@ -69,6 +69,9 @@ def inner_folds(cohort: Cohort, k: int, seed: int) -> list[tuple[np.ndarray, np.
     folds' scheme, ``cv.make_folds``), seeded."""
     from modalsurv.train.cv import make_folds  # cv calls this module: import on use
 
+    if k > len(cohort):  # the key to change is the search's, not cv.folds
+        raise ConfigError(f"search.inner_folds {k}: more inner folds than the {len(cohort)}"
+                          " patients of this outer training part; lower search.inner_folds")
     fold = make_folds(cohort, k, 1, seed)["fold"].to_numpy()
     return [(np.flatnonzero(fold != f), np.flatnonzero(fold == f)) for f in range(k)]
 
