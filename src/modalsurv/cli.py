@@ -132,6 +132,7 @@ class RichProgress:
         self.tasks: dict[Any, Any] = {}
         self.labels: dict[str, str] = {}
         self.last_line = ""
+        self.skipped = self.index = 0  # extraction: patients already complete; the current one
 
     def task_name(self, key: Any, label: str, total: float | None) -> Any:
         if key not in self.tasks:
@@ -198,11 +199,11 @@ class RichProgress:
         elif event == "patient":  # the one before it has ended, whichever way
             self.index = int(info.get("index", 1))
             self.p.update(self.task_name("patients", "patients", None),
-                          completed=getattr(self, "skipped", 0) + self.index - 1)
+                          completed=self.skipped + self.index - 1)
         elif event in {"done", "failed"}:
             if event == "done":
                 self.p.update(self.task_name("patients", "patients", None),
-                              completed=getattr(self, "skipped", 0) + getattr(self, "index", 1))
+                              completed=self.skipped + self.index)
             if event == "failed":
                 self.p.console.print(f"[red]failed[/] {escape(str(info.get('patient')))} "
                                      f"{escape(str(info.get('path')))}: "

@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from modalsurv.config import DataConfig, load_config
+from modalsurv.config import DataConfig, RunConfig, load_config
 from modalsurv.errors import ConfigError, FeatureError
 from modalsurv.io.store import EXTRACTION_RECORD, read_extraction_record
 
@@ -33,10 +33,11 @@ RECORD_PARTS = {"wsi": ("tile_encoder",), "slide": ("tile_encoder", "slide_encod
                 "mri": ("volume_encoder", "mri")}  # fmt: skip
 
 
-def run_data_config(run: str | Path) -> DataConfig | None:
-    """The ``data`` section of the run's ``config.yaml`` (None when it cannot be read)."""
+def run_config(run: str | Path) -> RunConfig | None:
+    """The run's ``config.yaml`` (None when it cannot be read: nothing to inherit or
+    narrow then)."""
     try:
-        return load_config(Path(run) / "config.yaml").data
+        return load_config(Path(run) / "config.yaml")
     except (ConfigError, OSError):
         return None
 
@@ -44,7 +45,8 @@ def run_data_config(run: str | Path) -> DataConfig | None:
 def with_run_params(run: str | Path, data: DataConfig) -> DataConfig:
     """``data`` with the run's CHIMERA loader settings for each key it leaves unset, when
     both read a CHIMERA folder of the same task (a spec string carries no settings)."""
-    trained = run_data_config(run)
+    config = run_config(run)
+    trained = None if config is None else config.data
     if trained is None or data.source != "chimera" or trained.source != "chimera":
         return data
     if (trained.name or "task1") != (data.name or "task1"):
@@ -114,10 +116,8 @@ def check_same_extraction(run: str | Path, cohort_record: dict[str, Any] | None,
 def check_loaded(run: str | Path, loaded: Any) -> None:
     """:func:`check_same_extraction` for a cohort ``load_data`` read (``LoadedData``): the
     modalities the model uses are the run's ``model.modalities`` (all when unset)."""
-    try:
-        chosen = load_config(Path(run) / "config.yaml").model.modalities
-    except (ConfigError, OSError):
-        chosen = None
+    config = run_config(run)
+    chosen = None if config is None else config.model.modalities
     cohort = loaded.cohort
     present = {m for m in cohort.modalities if cohort.present[m].any()}
     check_same_extraction(run, loaded.extraction, list(chosen or cohort.modalities), present)

@@ -93,20 +93,43 @@ _LOADERS: dict[str, tuple[str, str, tuple[str, ...]]] = {
 }
 
 
+def _loader(source: str) -> Any:
+    """The loader function of ``source`` (None for a source without one), imported on use."""
+    import importlib
+
+    if source not in _LOADERS:
+        return None
+    module, name, _ = _LOADERS[source]
+    fn: Any = importlib.import_module(module)
+    for part in name.split("."):
+        fn = getattr(fn, part)
+    return fn
+
+
+def _loader_hints(source: str) -> dict[str, Any]:
+    """The loader's resolved type hints by parameter ({} when there is none to read)."""
+    import typing
+
+    fn = _loader(source)
+    if fn is None:
+        return {}
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:  # an annotation that cannot be resolved: nothing to check
+        return {}
+
+
 def loader_parameters(source: str) -> set[str] | None:
     """The ``data.params`` keys a source's loader accepts (None: any, it takes **kwargs).
 
     Why: an unknown key used to surface only at fit time as a TypeError; the config checks
     it when it is read (``config.DataConfig``)."""
-    import importlib
     import inspect
 
-    if source not in _LOADERS:
+    fn = _loader(source)
+    if fn is None:
         return None
-    module, name, fixed = _LOADERS[source]
-    fn: Any = importlib.import_module(module)
-    for part in name.split("."):
-        fn = getattr(fn, part)
+    fixed = _LOADERS[source][2]
     params = inspect.signature(fn).parameters.values()
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return None
@@ -116,21 +139,10 @@ def loader_parameters(source: str) -> set[str] | None:
 def loader_choices(source: str) -> dict[str, tuple[Any, ...]]:
     """The ``data.params`` a source's loader types as a ``Literal`` (e.g. CHIMERA's
     ``slide_policy``), with the values it takes."""
-    import importlib
     import typing
 
-    if source not in _LOADERS:
-        return {}
-    module, name, _ = _LOADERS[source]
-    fn: Any = importlib.import_module(module)
-    for part in name.split("."):
-        fn = getattr(fn, part)
-    try:
-        hints = typing.get_type_hints(fn)
-    except Exception:  # an annotation that cannot be resolved: nothing to check
-        return {}
     out = {}
-    for key, hint in hints.items():
+    for key, hint in _loader_hints(source).items():
         lits = [h for h in (hint, *typing.get_args(hint)) if typing.get_origin(h) is typing.Literal]
         if lits:
             out[key] = typing.get_args(lits[0])
@@ -166,21 +178,10 @@ def loader_scalar_types(source: str) -> dict[str, type]:
     """The ``data.params`` a source's loader types as a plain ``int``, ``float``, ``bool``
     or ``str`` (with or without ``None``), by name: what ``config.check_data_params``
     checks a value against when the config is read."""
-    import importlib
     import typing
 
-    if source not in _LOADERS:
-        return {}
-    module, name, _ = _LOADERS[source]
-    fn: Any = importlib.import_module(module)
-    for part in name.split("."):
-        fn = getattr(fn, part)
-    try:
-        hints = typing.get_type_hints(fn)
-    except Exception:  # an annotation that cannot be resolved: nothing to check
-        return {}
     out = {}
-    for key, hint in hints.items():
+    for key, hint in _loader_hints(source).items():
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         plain = hint if hint in (int, float, bool, str) else (args[0] if len(args) == 1 else None)
         if plain in (int, float, bool, str):

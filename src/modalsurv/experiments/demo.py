@@ -33,8 +33,7 @@ import numpy as np
 import pandas as pd
 
 from modalsurv.config import RunConfig, parse_config
-from modalsurv.errors import ConfigError
-from modalsurv.folders import WRITER, folder_kind
+from modalsurv.folders import refuse_other_kind
 from modalsurv.report.tables import format_difference
 from modalsurv.train.cv import PLAIN
 from modalsurv.utils import Progress, atomic_write_csv, atomic_write_text
@@ -93,10 +92,7 @@ def run_demo(
 ) -> DemoResult:
     """Run the demo stages; write everything under ``out``; return the summary table."""
     out = Path(out)
-    kind = folder_kind(out)
-    if kind is not None:  # the demo fills its folder with a cohort, a store, a run, ...
-        raise ConfigError(f"--out {out} holds {kind} output (written by `{WRITER[kind]}`);"
-                          " the demo writes a folder of its own: choose another --out")  # fmt: skip
+    refuse_other_kind(out, "demo folder")  # it fills its folder with a store, a run, ...
     say = progress or (lambda *a, **k: None)
     cfg = demo_config(seed, quick)  # a bad --seed is refused before anything is written
     out.mkdir(parents=True, exist_ok=True)

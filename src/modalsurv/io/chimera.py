@@ -110,6 +110,8 @@ def case_of_slide(task: int, name: str) -> str | None:
                     for part in re.split(r"(\{case\}|\*)", pattern) if part)  # fmt: skip
     hit = re.fullmatch(regex, name, flags=re.IGNORECASE)
     return hit.group("case") if hit else None
+
+
 _SITE = re.compile(r"^(\d[A-Z])_")
 
 
