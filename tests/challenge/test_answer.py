@@ -105,8 +105,11 @@ def test_a_corrupt_clinical_file_in_a_batch_is_a_counted_row(task3, tmp_path, mo
     monkeypatch.setattr(answer, "predict_case", _fake_predict())
     res = answer.score_folder("task3", _fake_model(), root, tmp_path / "p.csv",
                               progress=lambda e, **info: events.append((e, info)))  # fmt: skip
-    assert events[0] == ("start", {"total": 6, "skipped": 1})
-    assert sum(e == "done" for e, _ in events) == 5
+    # extraction's events (what the command's bar reads): total = cases to answer,
+    # skipped = cases settled before the start, one "patient" event per case answered
+    assert events[0] == ("start", {"total": 5, "skipped": 1})
+    assert [info["index"] for e, info in events if e == "patient"] == [1, 2, 3, 4, 5]
+    assert sum(e == "done" for e, _ in events) == 5 and events[-1][0] == "finish"
     csv = pd.read_csv(tmp_path / "p.csv", dtype={"case": str}).set_index("case")
     assert len(csv) == 6 and np.isnan(csv.loc[case, "prediction"])
     assert "corrupt JSON" in csv.loc[case, "error"] and str(bad) in csv.loc[case, "error"]

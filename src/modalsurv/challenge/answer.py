@@ -170,12 +170,16 @@ def score_folder(task: str, model: ChallengeModel, root: str | Path, out: str | 
     if not entries:
         raise DataError("no case found", path=root)
     rows = []
-    unreadable = sum(case is None for _, case, _, _ in entries)
-    emit("start", total=len(entries), skipped=unreadable)
+    # the progress events of extraction: unreadable cases are settled before the start
+    readable = sum(case is not None for _, case, _, _ in entries)
+    emit("start", total=readable, skipped=len(entries) - readable)
+    index = 0
     for pid, case, why, (t_, e_) in entries:
         row = {"case": pid, "prediction": math.nan, "risk": math.nan, "modalities": "",
                "n_problems": 0, "n_tiles": 0, "time": t_, "event": e_, "error": why}  # fmt: skip
         if case is not None:
+            index += 1
+            emit("patient", patient=pid, index=index, total=readable)
             try:
                 res = predict_case(model, case, weights, device, direction)
             except DataError as exc:  # this case alone: the others are still answered
@@ -190,6 +194,7 @@ def score_folder(task: str, model: ChallengeModel, root: str | Path, out: str | 
                            n_tiles=res.n_tiles)  # fmt: skip
                 emit("done", patient=pid)
         rows.append(row)
+    emit("finish", report=None)
     table = pd.DataFrame(rows)
     skipped = int(table["prediction"].isna().sum())
     ok = table["time"].notna() & table["event"].notna() & table["prediction"].notna()
