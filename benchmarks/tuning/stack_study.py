@@ -27,7 +27,8 @@ from modalsurv.config import RunConfig, set_values
 from modalsurv.survival.metrics import concordance_index
 from modalsurv.train.baselines import make_baseline
 from modalsurv.train.cv import make_folds
-from modalsurv.train.stacking import StackedSurv, standardise
+from modalsurv.train.stack_weights import standardise
+from modalsurv.train.stacking import StackedSurv
 
 try:  # run as a script from the repository root or from this folder
     from variants import load

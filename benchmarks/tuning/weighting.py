@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from modalsurv.survival.metrics import concordance_index
-from modalsurv.train.stacking import LR_THRESHOLD, fit_weights, nonnegative_cox
+from modalsurv.train.stack_weights import LR_THRESHOLD, fit_weights, nonnegative_cox
 
 SUBSETS = {"all": None,
            "no_coxph": ["modalsurv", "modalsurv_cox", "modalsurv_clinical", "coxnet", "rsf"]}  # fmt: skip

@@ -91,3 +91,18 @@ def make_cohort():
 @pytest.fixture(scope="session")
 def make_config():
     return tiny_config
+
+
+def cox_times(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A one-covariate proportional-hazards sample: (x, observed time, event), hazard
+    ``exp(x)``, independent exponential censoring (mean 2)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    t_event = rng.exponential(np.exp(-x))
+    t_cens = rng.exponential(2.0, size=n)
+    return x, np.minimum(t_event, t_cens), t_event <= t_cens
+
+
+@pytest.fixture(scope="session")
+def simulate():
+    return cox_times

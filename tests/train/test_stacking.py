@@ -10,11 +10,11 @@ from modalsurv.cohort import Cohort
 from modalsurv.config import parse_config
 from modalsurv.errors import ConfigError, DataError, DataWarning
 from modalsurv.survival.metrics import concordance_index
-from modalsurv.train import stacking
+from modalsurv.train import stack_candidates, stack_weights, stacking
 from modalsurv.train.cv import PLAIN, cross_validate
 from modalsurv.train.ensemble import FoldEnsemble
 from modalsurv.train.estimator import ModalSurv
-from modalsurv.train.stacking import StackedSurv, fit_weights, standardise
+from modalsurv.train.stacking import StackedSurv, fit_weights
 
 # Fold figures of the plain network with the train tests' tiny config (3 folds, seed 0),
 # computed with the code as it was before the stack existed (commit 28347be). The plain
@@ -131,8 +131,8 @@ def test_no_outer_test_row_reaches_any_fit(make_cohort, make_config, monkeypatch
         seen_weights.append(np.asarray(time).copy())
         return original_weights(z, time, event, *a, **k)
 
-    for cls in (stacking.NeuralCandidate, stacking.CoxnetCandidate, stacking.ForestCandidate,
-                stacking.ClinicalCoxCandidate):
+    for cls in (stack_candidates.NeuralCandidate, stack_candidates.CoxnetCandidate, stack_candidates.ForestCandidate,
+                stack_candidates.ClinicalCoxCandidate):
         fit = cls.fit
 
         def spy_candidate(self, train, *a, _fit=fit, **k):
@@ -161,172 +161,14 @@ def test_no_outer_test_row_reaches_any_fit(make_cohort, make_config, monkeypatch
     assert "modalsurv/rsf" in res.timings().columns  # seconds: not saved, in memory
 
 
-def _simulated(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=n)
-    t_event = rng.exponential(np.exp(-x))
-    t_cens = rng.exponential(2.0, size=n)
-    return x, np.minimum(t_event, t_cens), t_event <= t_cens
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_pure_noise_candidates_get_no_weight(seed):
-    rng = np.random.default_rng(100 + seed)
-    x, time, event = _simulated(600, seed)
-    signal = x + 0.5 * rng.normal(size=len(x))  # a good candidate
-    weaker = x + 1.5 * rng.normal(size=len(x))  # a weaker, informative one
-    noise = rng.normal(size=(len(x), 3))  # three candidates that know nothing
-    z = np.column_stack([signal, weaker, noise])
-    z = (z - z.mean(0)) / z.std(0)
-    beta, record = fit_weights(z, time, event)
-    assert (beta >= 0).all() and beta[0] > 0 and beta[1] > 0
-    assert (beta[2:] == 0).all(), beta
-    assert [t["kept"] for t in record["screen"]] == [True, True, False, False, False]
-    # without the screen the shrinkage towards equal weights would give noise a weight
-    unscreened = stacking.nonnegative_cox(z, time, event, stacking.SHRINK)[0]
-    assert (unscreened[2:] > 0).any()
-
-
-def test_standardise_per_inner_model():
-    oof = [(np.array([0, 1, 2]), np.array([1.0, 2.0, 3.0])),
-           (np.array([3, 4]), np.array([10.0, 30.0]))]  # fmt: skip
-    z, mu, sd = standardise(oof, 6)
-    np.testing.assert_allclose(sd, [np.std([1.0, 2.0, 3.0]), 10.0])
-    np.testing.assert_allclose(mu, [2.0, 20.0])
-    np.testing.assert_allclose(z[:5], [-1.2247449, 0.0, 1.2247449, -1.0, 1.0], rtol=1e-6)
-    assert np.isnan(z[5])
-    zp, _, _ = standardise(oof, 6, "pooled")
-    assert np.argsort(zp[:5]).tolist() == [0, 1, 2, 3, 4]
-
-
-def test_pooled_standardisation_uses_one_mean_and_scale_over_all_risks():
-    """``how="pooled"``: every inner model is centred and scaled by the mean and the
-    (ddof 0) standard deviation of all out-of-fold risks together, by hand here."""
-    oof = [(np.array([0, 1, 2]), np.array([1.0, 2.0, 3.0])),
-           (np.array([3, 4]), np.array([10.0, 30.0]))]  # fmt: skip
-    allr = np.array([1.0, 2.0, 3.0, 10.0, 30.0])
-    m, s = allr.sum() / 5, np.sqrt(((allr - allr.sum() / 5) ** 2).sum() / 5)
-    z, mu, sd = standardise(oof, 6, "pooled")
-    np.testing.assert_allclose(mu, [m, m])
-    np.testing.assert_allclose(sd, [s, s])
-    np.testing.assert_allclose(z[:5], (allr - m) / s)
-    assert np.isnan(z[5])
-
-
-def test_a_row_scored_by_several_inner_models_gets_the_mean_of_their_scores():
-    """Rows 1 and 2 are out-of-fold for both inner models (fewer inner splits than
-    members): their score is the average of the two standardised risks, not the sum."""
-    oof = [(np.array([0, 1, 2]), np.array([1.0, 2.0, 4.0])),
-           (np.array([1, 2, 3]), np.array([5.0, 1.0, 3.0]))]  # fmt: skip
-    z, _, _ = standardise(oof, 5)
-    a = (np.array([1.0, 2.0, 4.0]) - 7 / 3) / np.std([1.0, 2.0, 4.0])
-    b = (np.array([5.0, 1.0, 3.0]) - 3.0) / np.std([5.0, 1.0, 3.0])
-    np.testing.assert_allclose(z[:4], [a[0], (a[1] + b[0]) / 2, (a[2] + b[1]) / 2, b[2]])
-    assert np.isnan(z[4])
-    zp, mu, sd = standardise(oof, 5, "pooled")  # the same rule with one pooled scale
-    both = np.array([[2.0, 5.0], [4.0, 1.0]])
-    np.testing.assert_allclose(zp[1:3], ((both - mu[0]) / sd[0]).mean(1))
-
-
-def _weak_cohort(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    x, time, event = _simulated(n, seed)
-    assert len(np.unique(time)) == n  # no tied times: Breslow = Efron = lifelines
-    return x, time, event
-
-
-def test_screen_statistic_is_the_likelihood_ratio_of_a_cox_fit(monkeypatch):
-    """Without the ridge, the screen's statistic of a column is the likelihood-ratio test
-    of a one-covariate Cox model against none (lifelines, 2 (loglik - null loglik)); a
-    column associated the wrong way has coefficient 0 (non-negative) and statistic 0."""
-    import pandas as pd
-    from lifelines import CoxPHFitter
-
-    monkeypatch.setattr(stacking, "RIDGE", 0.0)
-    rng = np.random.default_rng(111)
-    x, time, event = _weak_cohort(80, 11)
-    z = np.column_stack([x, 0.5 * x + rng.normal(size=len(x)), -x])
-    tests = stacking.screen(z, time, event)
-    for j in (0, 1):
-        df = pd.DataFrame({"z": z[:, j], "T": time, "E": event})
-        ref = CoxPHFitter().fit(df, "T", "E").log_likelihood_ratio_test().test_statistic
-        assert tests[j]["lr"] == pytest.approx(ref, rel=1e-5)
-        assert tests[j]["kept"] == (ref >= stacking.LR_THRESHOLD)
-    assert tests[2]["lr"] == pytest.approx(0.0, abs=1e-8) and not tests[2]["kept"]
-
-
-def test_penalised_objective_gradient_matches_finite_differences():
-    """The analytic gradient L-BFGS-B is given must be the gradient of the loss it is
-    given, shrinkage term included (beta with a nonzero mean, so the pull towards the
-    mean differs from a pull towards 0)."""
-    from scipy.optimize import approx_fprime
-
-    rng = np.random.default_rng(104)
-    x, time, event = _weak_cohort(60, 4)
-    z = np.column_stack([x, x + rng.normal(size=60), rng.normal(size=60)])
-    beta = np.array([0.3, 0.8, 0.1])
-    for shrink in (0.0, 20.0):
-        f = stacking._neg_log_pl(z, time, event, shrink=shrink)
-        numeric = approx_fprime(beta, lambda b, f=f: f(b)[0], 1e-7)
-        np.testing.assert_allclose(f(beta)[1], numeric, rtol=1e-4, atol=1e-4)
-    # the loss itself: the ridge and the shrinkage terms on top of the partial likelihood
-    loglik = -stacking._neg_log_pl(z, time, event)(np.zeros(3))[0]
-    order = np.argsort(time)
-    eta = z @ beta
-    lp = sum(eta[i] - np.log(np.exp(eta[time >= time[i]]).sum()) for i in order if event[i])
-    assert loglik == pytest.approx(
-        sum(-np.log((time >= time[i]).sum()) for i in order if event[i]))
-    dev = beta - beta.mean()
-    expect = -lp + 0.5 * stacking.RIDGE * beta @ beta + 0.5 * 20.0 * dev @ dev
-    assert stacking._neg_log_pl(z, time, event, shrink=20.0)(beta)[0] == pytest.approx(expect)
-
-
-def test_when_no_candidate_passes_the_screen_the_best_c_index_alone_is_kept():
-    """No column reaches the threshold: the weight goes to the column with the highest
-    out-of-fold C-index (lifelines' concordance, an independent count), at least
-    ``MIN_SCALE``; every other column gets 0."""
-    from lifelines.utils import concordance_index as lifelines_c
-
-    rng = np.random.default_rng(105)
-    x, time, event = _weak_cohort(120, 5)
-    z = np.column_stack([rng.normal(size=120), -x, x + 0.5 * rng.normal(size=120),
-                         0.3 * x + rng.normal(size=120)])  # fmt: skip
-    c = [lifelines_c(time, -z[:, j], event) for j in range(z.shape[1])]
-    best = int(np.argmax(c))
-    assert best == 2 and c[1] < 0.5  # the reversed column has the lowest C
-    beta, record = fit_weights(z, time, event, threshold=1e9)
-    assert not any(t["kept"] for t in record["screen"])
-    assert beta[best] >= stacking.MIN_SCALE
-    assert (np.delete(beta, best) == 0).all()
-    alone, _ = stacking.nonnegative_cox(z[:, [best]], time, event)
-    assert beta[best] == pytest.approx(max(alone[0], stacking.MIN_SCALE))
-    # a lone column with the wrong sign (its Cox coefficient clips to 0) gets MIN_SCALE
-    beta, _ = fit_weights(z[:, [1]], time, event, threshold=1e9)
-    assert beta.tolist() == [stacking.MIN_SCALE]
-
-
-def test_kept_candidates_with_a_tiny_total_weight_are_rescaled_to_min_scale():
-    """Candidates that pass the screen but whose coefficients sum below ``MIN_SCALE``
-    (a tiny-scale signal, let through by a threshold below 0) are scaled up together so
-    the coefficients sum to ``MIN_SCALE``, keeping their ratios."""
-    rng = np.random.default_rng(106)
-    x, time, event = _weak_cohort(100, 6)
-    z = 1e-6 * np.column_stack([x, x + rng.normal(size=100), rng.normal(size=100)])
-    raw, _ = stacking.nonnegative_cox(z, time, event, stacking.SHRINK)
-    assert 0 < raw.sum() < stacking.MIN_SCALE / 5  # the unscaled fit: far below MIN_SCALE
-    beta, record = fit_weights(z, time, event, threshold=-1.0)
-    assert all(t["kept"] for t in record["screen"])
-    assert beta.sum() == pytest.approx(stacking.MIN_SCALE, rel=1e-9)
-    np.testing.assert_allclose(beta, raw * stacking.MIN_SCALE / raw.sum(), rtol=1e-9)
-
-
-def test_curves_are_calibrated_on_synthetic_data():
+def test_curves_are_calibrated_on_synthetic_data(simulate):
     """A stack whose candidate knows the true risk gives survival curves that match the
     Kaplan-Meier estimate of held-out patients (mean predicted S(t) within 0.03)."""
     from sksurv.nonparametric import kaplan_meier_estimator
 
     from modalsurv.survival.cox import breslow
 
-    x, time, event = _simulated(4000, 7)
+    x, time, event = simulate(4000, 7)
     tr, te = np.arange(2000), np.arange(2000, 4000)
     z = ((x - x[tr].mean()) / x[tr].std())[:, None]
     beta, _ = fit_weights(z[tr], time[tr], event[tr])
@@ -362,7 +204,7 @@ def test_candidates_follow_the_cohort(make_config):
                            rng.random(20) < 0.5, features={"clinical": rng.normal(size=(20, 3))})
     cfg = stack_config(make_config, stack=["modalsurv", "modalsurv_clinical", "modalsurv_cox",
                                            "rsf"], head="cox")  # fmt: skip
-    names = stacking.candidate_configs(cfg, only_clinical)
+    names = stack_candidates.candidate_configs(cfg, only_clinical)
     assert list(names) == ["modalsurv", "rsf"]  # clinical-only repeats it; cox is the head
 
 
@@ -373,11 +215,11 @@ def test_candidates_follow_model_modalities(make_cohort, make_config):
     cfg = stack_config(make_config, stack=["modalsurv", "modalsurv_clinical",
                                            "coxph_clinical", "coxnet"],
                        modalities=["rna", "slide"])  # fmt: skip
-    names = stacking.candidate_configs(cfg, cohort)
+    names = stack_candidates.candidate_configs(cfg, cohort)
     assert list(names) == ["modalsurv", "coxnet"]
     with_clinical = stack_config(make_config, modalities=["clinical", "rna"])
-    assert "coxph_clinical" in stacking.candidate_configs(with_clinical, cohort)
-    assert stacking.clinical_modalities(with_clinical, cohort) == ["clinical"]
+    assert "coxph_clinical" in stack_candidates.candidate_configs(with_clinical, cohort)
+    assert stack_candidates.clinical_modalities(with_clinical, cohort) == ["clinical"]
 
     train, test = cohort.subset(np.arange(70)), cohort.subset(np.arange(70, 90))
     model = StackedSurv(cfg).fit(train)
@@ -435,21 +277,9 @@ def test_too_few_inner_events_fall_back_to_equal_weights_with_a_fitted_scale(mak
     info = model.stack_info_
     assert info["fallback"].startswith("equal weights (scale") and "fitted" in info["fallback"]
     assert len(set(np.round(list(info["weights"].values()), 12))) == 1
-    assert info["scale"] > 10 * stacking.MIN_SCALE
+    assert info["scale"] > 10 * stack_weights.MIN_SCALE
     mid = model.predict_survival(cohort, [float(np.median(cohort.time))])[:, 0]
     assert mid.max() - mid.min() > 0.01
-
-
-def test_equal_weights_fallback_fits_one_common_scale():
-    x, time, event = _simulated(60, 1)
-    z = np.column_stack([x, x + np.random.default_rng(0).normal(size=len(x))])
-    z = (z - z.mean(0)) / z.std(0)
-    beta, how = stacking.equal_weights(z, time, event)
-    (alone,), _ = stacking.nonnegative_cox(z.mean(axis=1, keepdims=True), time, event)
-    assert beta == pytest.approx(np.full(z.shape[1], alone / z.shape[1])) and alone > 0.05
-    assert "fitted" in how
-    beta, how = stacking.equal_weights(z, time, np.zeros_like(event))
-    assert beta.sum() == pytest.approx(stacking.MIN_SCALE) and "no event" in how
 
 
 def test_too_small_a_training_part_names_it_and_what_to_change(make_cohort, make_config):
@@ -461,11 +291,11 @@ def test_too_small_a_training_part_names_it_and_what_to_change(make_cohort, make
 
 
 def test_a_constant_candidate_kept_alone_is_recorded_and_said(make_cohort, make_config,
-                                                               monkeypatch):  # fmt: skip
+                                                               monkeypatch, simulate):  # fmt: skip
     """When nothing passes the screen, a constant score (C = 0.5 by ties) can be the best
     by C-index; fit_weights records that it was kept alone and constant, and the fit says
     so (was: the stack quietly predicted one curve for every patient)."""
-    x, time, event = _simulated(80, 2)
+    x, time, event = simulate(80, 2)
     z = np.column_stack([np.zeros_like(x), -x])  # constant; reversed (C < 0.5)
     beta, record = fit_weights(z, time, event, threshold=1e9)
     assert beta[0] > 0 and beta[1] == 0

@@ -159,7 +159,8 @@ def score_folder(task: str, model: ChallengeModel, root: str | Path, out: str | 
                  weights: Sequence[str | Path] = (), device: str = "cpu",
                  direction: Direction = "risk", progress: Progress | None = None) -> BatchResult:  # fmt: skip
     """Predict every case of a CHIMERA folder as the challenge would; write one CSV row per
-    case (and ``metrics.json`` beside it, as the organisers' evaluation writes it).
+    case (and ``<out stem>_metrics.json`` beside it, shaped as the organisers' evaluation
+    writes its ``metrics.json``).
 
     A case that cannot be answered (unreadable clinical file, a DataError on the way)
     costs only itself: its row has no prediction and says why in ``error``; the metric

@@ -64,6 +64,11 @@ seen by anything here):
 The cost over a plain ModalSurv: two more seed ensembles (the Cox head; clinical only,
 cheaper) and ``F`` fits of each classical peer; the network candidates' out-of-fold risks
 are free.
+
+Where each part lives: the candidates and their out-of-fold risks (steps 1-2) in
+``train.stack_candidates``; the standardisation, screen and weights (steps 3-4, with
+``LR_THRESHOLD``, ``RIDGE``, ``SHRINK`` and ``MIN_SCALE``) in ``train.stack_weights``;
+here the estimator that runs the protocol, the curves (step 5), saving and loading.
 """
 
 from __future__ import annotations
@@ -71,7 +76,6 @@ from __future__ import annotations
 import time
 import warnings
 import weakref
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -85,53 +89,36 @@ from modalsurv.survival import curves
 from modalsurv.survival.bins import TimeBins
 from modalsurv.survival.cox import breslow
 from modalsurv.survival.family import SurvivalFamily, get_family
-from modalsurv.survival.metrics import concordance_index, cox_partial_likelihood
-from modalsurv.train.baselines import (
-    RSF_LEAF,
-    RSF_TREES,
-    FeatureMatrix,
-    fit_ridge_cox,
-    linear_predictor,
-    select_coxnet,
-)
+from modalsurv.survival.metrics import concordance_index
+from modalsurv.train.baselines import FeatureMatrix
 from modalsurv.train.estimator import (
     FORMAT_VERSION,
     FittedCheck,
     ModalSurv,
     check_cohort,
     check_labels,
-    inner_split,
     library_versions,
     member_splits,
     rebuild,
     write_state,
 )
-from modalsurv.train.forest import ARRAYS as FOREST_ARRAYS
-from modalsurv.train.forest import FlatForest, grow_forest
 from modalsurv.train.preprocess import join_arrays, split_arrays
+from modalsurv.train.stack_candidates import (
+    Candidate,
+    ClinicalCoxCandidate,
+    CoxnetCandidate,
+    ForestCandidate,
+    NeuralCandidate,
+    candidate_configs,
+    make_candidate,
+    n_inner_folds,
+    stack_names,
+)
+from modalsurv.train.stack_weights import LR_THRESHOLD, equal_weights, fit_weights, standardise
 from modalsurv.utils import Progress
 
-#: every name ``model.stack`` may list
-CANDIDATES = ("modalsurv", "modalsurv_clinical", "modalsurv_cox", "coxph_clinical", "coxnet",
-              "rsf")
-#: the default stack
-DEFAULT_STACK = ("modalsurv", "modalsurv_cox", "modalsurv_clinical", "coxph_clinical", "coxnet",
-                 "rsf")
-#: twice the log partial likelihood a candidate's out-of-fold score must reach on its own
-#: to enter the stack (the 95 % point of chi-square with one degree of freedom)
-LR_THRESHOLD = 3.84
-#: the pull of the stack's coefficients towards equal coefficients (log partial
-#: likelihood units): small against the hundreds of events of a large cohort, it keeps a
-#: 30-event training part near the equal-weight average, the low-variance choice
-SHRINK = 20.0
-#: smallest coefficient of the stacked score (keeps the ranking when nothing is significant)
-MIN_SCALE = 1e-3
 #: fewest events among the rows with every out-of-fold risk to fit the weights on
 MIN_EVENTS = 5
-#: L2 penalty on the stack's coefficients (a N(0, 1) prior on the log hazard ratio per
-#: standard deviation of a candidate's score): negligible against dozens of events, it
-#: keeps the weights finite when a few rows are perfectly separated
-RIDGE = 1.0
 
 
 def _cindex(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float:
@@ -139,430 +126,6 @@ def _cindex(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float:
         return float(concordance_index(time, event, risk))
     except (ValueError, ZeroDivisionError):
         return float("nan")
-
-
-def n_inner_folds(config: RunConfig) -> int:
-    """The inner folds of the stack: ``round(1 / train.val_fraction)`` (5 by default)."""
-    return int(max(2, round(1.0 / config.train.val_fraction)))
-
-
-def stack_names(config: RunConfig) -> list[str]:
-    """The candidates ``model.stack`` asks for ([] for ``none``)."""
-    stack = config.model.stack
-    return [] if stack in (None, "none") else list(stack)
-
-
-# ---------------------------------------------------------------------- candidates
-class _Candidate:
-    """One model of the stack: fitted on the training part, with out-of-fold risks."""
-
-    name: str
-    kind: str
-
-    def fit(self, train: Cohort, features: FeatureMatrix | None,
-            splits: list[tuple[np.ndarray, np.ndarray]], seed: int,
-            progress: Progress | None) -> None:  # fmt: skip
-        raise NotImplementedError
-
-    def oof(self, mode: str) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per inner model: (training rows it did not train on, its risks there)."""
-        raise NotImplementedError
-
-    def model_risks(self, cohort: Cohort) -> np.ndarray:
-        """``J x N``: every inner model's risk on ``cohort``."""
-        raise NotImplementedError
-
-    def export(self) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, np.ndarray]]:
-        raise NotImplementedError
-
-
-class NeuralCandidate(_Candidate):
-    """A ModalSurv seed ensemble (the run's config, restricted or with another head)."""
-
-    kind = "neural"
-
-    def __init__(self, name: str, config: RunConfig,
-                 model: ModalSurv | None = None) -> None:  # fmt: skip
-        self.name, self.config, self.model = name, config, model
-        self.val_rows: list[np.ndarray] = []
-
-    def fit(self, train: Cohort, features: FeatureMatrix | None,
-            splits: list[tuple[np.ndarray, np.ndarray]], seed: int,
-            progress: Progress | None) -> None:  # fmt: skip
-        cfg = self.config.model_copy(deep=True)
-        cfg.seed = seed
-        self.config = cfg
-        self.model = ModalSurv(cfg).fit(train, progress=progress)
-        tc = cfg.train
-        if tc.member_splits == "rotate" and tc.n_init > 1:
-            parts = member_splits(train.event, tc.val_fraction, seed, tc.n_init)
-            self.val_rows = [va for _, va in parts]
-        else:  # every member validates on the one inner split
-            va = inner_split(train.event, tc.val_fraction, seed)[1]
-            self.val_rows = [va] * tc.n_init
-
-    def oof(self, mode: str) -> list[tuple[np.ndarray, np.ndarray]]:
-        assert self.model is not None and self.model.fit_results_, "fit the candidate first"
-        results = self.model.fit_results_
-        best = [r.best_epoch for r in results]
-        out = []
-        for k, (rows, res) in enumerate(zip(self.val_rows, results)):
-            if not res.val_risks:
-                raise DataError(f"stack candidate {self.name}: member {k} kept no validation"
-                                " risks", field="model.stack")  # fmt: skip
-            epoch = best[k]
-            if mode == "cross" and len(best) > 1:
-                epoch = round(float(np.median([b for j, b in enumerate(best) if j != k])))
-            epoch = min(max(epoch, 0), len(res.val_risks) - 1)
-            out.append((rows, np.asarray(res.val_risks[epoch], dtype=np.float64)))
-        return out
-
-    def model_risks(self, cohort: Cohort) -> np.ndarray:
-        assert self.model is not None
-        return self.model.member_risks(cohort)
-
-    def export(self) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, np.ndarray]]:
-        assert self.model is not None
-        weights, meta, arrays = self.model.export_state()
-        return weights, {"model": meta}, arrays
-
-    @classmethod
-    def restore(cls, name: str, weights: dict[str, torch.Tensor], meta: dict[str, Any],
-                arrays: dict[str, np.ndarray]) -> NeuralCandidate:  # fmt: skip
-        model = ModalSurv.from_state(weights, meta["model"], arrays)
-        return cls(name, model.config, model)
-
-
-class _PerFoldCandidate(_Candidate):
-    """A classical peer refitted on each inner fold's training rows: one model per inner
-    fold, its risks on the fold's held-out rows kept at fit time (the out-of-fold risks)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self._oof: list[tuple[np.ndarray, np.ndarray]] = []
-        self.features: FeatureMatrix | None = None
-
-    def _matrix(self, train: Cohort, features: FeatureMatrix | None) -> FeatureMatrix:
-        """The fitted feature matrix this candidate reads: the stack's shared one."""
-        assert features is not None
-        return features
-
-    def _fit_fold(self, x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray,
-                  seed: int) -> tuple[Any, np.ndarray]:  # fmt: skip
-        """One inner fold: (the fitted model, its risks on the held-out rows)."""
-        raise NotImplementedError
-
-    def _keep(self, models: list[Any]) -> None:
-        """Store the inner models in the form :meth:`_predict` and ``export`` read."""
-        raise NotImplementedError
-
-    def _predict(self, x: np.ndarray) -> np.ndarray:
-        """``J x N``: every inner model's risk on the feature rows ``x``."""
-        raise NotImplementedError
-
-    def fit(self, train: Cohort, features: FeatureMatrix | None,
-            splits: list[tuple[np.ndarray, np.ndarray]], seed: int,
-            progress: Progress | None) -> None:  # fmt: skip
-        self.features = self._matrix(train, features)
-        x, y = self.features.transform(train), train.survival_array()
-        models, self._oof = [], []
-        for j, (tr, va) in enumerate(splits):
-            model, risk = self._fit_fold(x[tr], y[tr], x[va], seed + j)
-            models.append(model)
-            self._oof.append((va, risk))
-        self._keep(models)
-
-    def oof(self, mode: str) -> list[tuple[np.ndarray, np.ndarray]]:
-        return self._oof
-
-    def model_risks(self, cohort: Cohort) -> np.ndarray:
-        assert self.features is not None
-        return self._predict(self.features.transform(cohort))
-
-
-class CoxnetCandidate(_PerFoldCandidate):
-    """Elastic-net Cox (the ``coxnet`` baseline's path and inner-CV penalty) per inner fold."""
-
-    kind = "coxnet"
-
-    def __init__(self, name: str = "coxnet") -> None:
-        super().__init__(name)
-        self.coef = np.zeros((0, 0))
-        self.offset = np.zeros(0)
-
-    def _fit_fold(self, x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray,
-                  seed: int) -> tuple[Any, np.ndarray]:  # fmt: skip
-        path, alpha = select_coxnet(x_tr, y_tr, seed, baseline=False)
-        coef, off = linear_predictor(path, alpha, x_tr.shape[1])
-        return (coef, off), x_va @ coef - off
-
-    def _keep(self, models: list[Any]) -> None:
-        self.coef = np.asarray([c for c, _ in models])
-        self.offset = np.asarray([o for _, o in models])
-
-    def _predict(self, x: np.ndarray) -> np.ndarray:
-        return (x @ self.coef.T - self.offset).T
-
-    def export(self) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, np.ndarray]]:
-        return {}, {}, {"coef": self.coef, "offset": self.offset}
-
-    @classmethod
-    def restore(cls, name: str, arrays: dict[str, np.ndarray],
-                features: FeatureMatrix | None) -> CoxnetCandidate:  # fmt: skip
-        out = cls(name)
-        out.coef, out.offset = np.asarray(arrays["coef"]), np.asarray(arrays["offset"])
-        out.features = features
-        return out
-
-
-class ForestCandidate(_PerFoldCandidate):
-    """A random survival forest (the ``rsf`` baseline's settings) per inner fold, kept as
-    plain arrays (``train.forest``)."""
-
-    kind = "rsf"
-
-    def __init__(self, name: str = "rsf", n_jobs: int = 2) -> None:
-        super().__init__(name)
-        self.n_jobs = n_jobs
-        self.forests: list[FlatForest] = []
-
-    def _fit_fold(self, x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray,
-                  seed: int) -> tuple[Any, np.ndarray]:  # fmt: skip
-        forest = grow_forest(x_tr, y_tr, n_estimators=RSF_TREES, min_samples_leaf=RSF_LEAF,
-                             seed=seed, n_jobs=self.n_jobs)  # fmt: skip
-        return forest, forest.predict(x_va)
-
-    def _keep(self, models: list[Any]) -> None:
-        self.forests = list(models)
-
-    def _predict(self, x: np.ndarray) -> np.ndarray:
-        return np.stack([f.predict(x) for f in self.forests])
-
-    def export(self) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, np.ndarray]]:
-        arrays = {f"{j}/{k}": v for j, f in enumerate(self.forests) for k, v in f.arrays().items()}
-        meta = {"n_forests": len(self.forests),
-                "n_features": self.forests[0].n_features if self.forests else 0}  # fmt: skip
-        return {}, meta, arrays
-
-    @classmethod
-    def restore(cls, name: str, meta: dict[str, Any], arrays: dict[str, np.ndarray],
-                features: FeatureMatrix | None) -> ForestCandidate:  # fmt: skip
-        out = cls(name)
-        out.forests = [FlatForest({k: arrays[f"{j}/{k}"] for k in FOREST_ARRAYS},
-                                  int(meta["n_features"]))
-                       for j in range(int(meta["n_forests"]))]  # fmt: skip
-        out.features = features
-        return out
-
-
-class ClinicalCoxCandidate(_PerFoldCandidate):
-    """Ridge-penalised Cox on the clinical modality (the ``coxph_clinical`` baseline's
-    model and encoding) per inner fold: the classical clinical score, kept as its
-    coefficients over its own clinical feature matrix."""
-
-    kind = "coxph"
-
-    def __init__(self, name: str = "coxph_clinical") -> None:
-        super().__init__(name)
-        self.coef = np.zeros((0, 0))
-
-    def _matrix(self, train: Cohort, features: FeatureMatrix | None) -> FeatureMatrix:
-        """Its own matrix over the clinical modalities only, fitted on ``train``."""
-        assert features is not None
-        return FeatureMatrix(features.config, clinical_modalities(features.config, train)).fit(train)
-
-    def _fit_fold(self, x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray,
-                  seed: int) -> tuple[Any, np.ndarray]:  # fmt: skip
-        coef = np.asarray(fit_ridge_cox(x_tr, y_tr).coef_, dtype=np.float64)
-        return coef, x_va @ coef
-
-    def _keep(self, models: list[Any]) -> None:
-        self.coef = np.asarray(models)
-
-    def _predict(self, x: np.ndarray) -> np.ndarray:
-        return (x @ self.coef.T).T
-
-    def export(self) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, np.ndarray]]:
-        assert self.features is not None
-        fmeta, farrays = self.features.get_state()
-        return {}, {"features": fmeta}, {"coef": self.coef,
-                                         **{f"features/{k}": v for k, v in farrays.items()}}
-
-    @classmethod
-    def restore(cls, name: str, config: RunConfig, meta: dict[str, Any],
-                arrays: dict[str, np.ndarray]) -> ClinicalCoxCandidate:  # fmt: skip
-        out = cls(name)
-        out.coef = np.asarray(arrays["coef"])
-        sub = {k[len("features/"):]: v for k, v in arrays.items() if k.startswith("features/")}
-        out.features = FeatureMatrix.from_state(config, meta["features"], sub)
-        return out
-
-
-def clinical_modalities(config: RunConfig, cohort: Cohort) -> list[str]:
-    """The clinical modalities a run may use: in the cohort and in ``model.modalities``."""
-    allowed = config.model.modalities or cohort.modalities
-    return [m for m in config.preprocess.clinical_modalities
-            if m in cohort.features and m in allowed]  # fmt: skip
-
-
-def candidate_configs(config: RunConfig, cohort: Cohort) -> dict[str, RunConfig | None]:
-    """Which candidates of ``model.stack`` this cohort can use, and each network's config
-    (None for a classical peer). Every candidate sees only ``model.modalities``: the
-    clinical ones (``modalsurv_clinical``, ``coxph_clinical``) are left out when the run
-    excludes the clinical modality (a modality ablation must not get it back through the
-    stack), ``modalsurv_clinical`` also when clinical is all there is (it would repeat
-    ``modalsurv``), ``modalsurv_cox`` when the run's head is already Cox."""
-    out: dict[str, RunConfig | None] = {}
-    mods = list(config.model.modalities or cohort.modalities)
-    clinical = clinical_modalities(config, cohort)
-    for name in stack_names(config):
-        cfg = config.model_copy(deep=True)
-        if name == "modalsurv":
-            out[name] = cfg
-        elif name == "modalsurv_clinical":
-            if clinical and sorted(clinical) != sorted(mods):
-                cfg.model = cfg.model.model_copy(update={"modalities": clinical})
-                out[name] = cfg
-        elif name == "modalsurv_cox":
-            if config.model.head != "cox":
-                cfg.model = cfg.model.model_copy(update={"head": "cox"})
-                out[name] = cfg
-        elif name == "coxph_clinical":
-            if clinical:
-                out[name] = None
-        else:
-            out[name] = None
-    return out
-
-
-def make_candidate(name: str, config: RunConfig | None) -> _Candidate:
-    if name == "coxnet":
-        return CoxnetCandidate(name)
-    if name == "rsf":
-        return ForestCandidate(name)
-    if name == "coxph_clinical":
-        return ClinicalCoxCandidate(name)
-    assert config is not None
-    return NeuralCandidate(name, config)
-
-
-# ---------------------------------------------------------------------- weights
-def standardise(oof: Sequence[tuple[np.ndarray, np.ndarray]], n: int, how: str = "model"
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
-    """(out-of-fold score per row, NaN where none; per-model means; per-model scales).
-
-    ``how="model"``: each inner model's risks centred and scaled by its own out-of-fold
-    rows; ``"pooled"``: one mean and scale over all out-of-fold risks. A row predicted by
-    several inner models gets the mean of their scores."""
-    if how not in ("model", "pooled"):
-        raise ValueError(f"standardise must be 'model' or 'pooled'; found {how!r}")
-    if how == "pooled":
-        allr = np.concatenate([r for _, r in oof])
-        mu = np.full(len(oof), allr.mean())
-        sd = np.full(len(oof), allr.std())
-    else:
-        mu = np.array([r.mean() for _, r in oof])
-        sd = np.array([r.std() for _, r in oof])
-    sd = np.where(sd > 1e-12, sd, 1.0)
-    total, count = np.zeros(n), np.zeros(n)
-    for (rows, r), m, s in zip(oof, mu, sd):
-        np.add.at(total, rows, (r - m) / s)
-        np.add.at(count, rows, 1.0)
-    with np.errstate(invalid="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan), mu, sd
-
-
-def _neg_log_pl(z: np.ndarray, time: np.ndarray, event: np.ndarray, shrink: float = 0.0):
-    """Minus the penalised log partial likelihood (Breslow ties; ``RIDGE / 2 * |beta|^2``
-    plus ``shrink / 2 * sum_k (beta_k - mean(beta))^2``) and its gradient
-    (``metrics.cox_partial_likelihood`` plus the penalties)."""
-    parts = cox_partial_likelihood(time, event, z, information=False)
-
-    def f(beta: np.ndarray) -> tuple[float, np.ndarray]:
-        loglik, grad, _ = parts(beta)
-        dev = beta - beta.mean() if len(beta) else beta
-        loss = -loglik + 0.5 * RIDGE * beta @ beta + 0.5 * shrink * dev @ dev
-        return float(loss), -grad + RIDGE * beta + shrink * dev
-
-    return f
-
-
-def nonnegative_cox(z: np.ndarray, time: np.ndarray, event: np.ndarray, shrink: float = 0.0
-                    ) -> tuple[np.ndarray, float]:  # fmt: skip
-    """(coefficients >= 0, penalised log partial likelihood) of a Cox model on ``z``'s
-    columns (``shrink``: the pull towards equal coefficients, :func:`_neg_log_pl`)."""
-    from scipy.optimize import minimize
-
-    k = z.shape[1]
-    if k == 0:
-        return np.zeros(0), -_neg_log_pl(np.zeros((len(time), 1)), time, event)(np.zeros(1))[0]
-    f = _neg_log_pl(z, time, event, shrink)
-    res = minimize(f, np.full(k, 0.1), jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * k,
-                   options={"maxiter": 500, "ftol": 1e-12, "gtol": 1e-9})  # fmt: skip
-    beta = np.clip(res.x, 0.0, None)
-    return beta, -f(beta)[0]
-
-
-def screen(z: np.ndarray, time: np.ndarray, event: np.ndarray, threshold: float = LR_THRESHOLD
-           ) -> list[dict[str, float]]:  # fmt: skip
-    """Per column: the likelihood-ratio statistic of a Cox model on that column alone
-    (coefficient >= 0) against none, and whether it reaches ``threshold``."""
-    _, null = nonnegative_cox(z[:, :0], time, event)
-    out = []
-    for j in range(z.shape[1]):
-        _, ll = nonnegative_cox(z[:, [j]], time, event)
-        lr = float(2.0 * (ll - null))
-        out.append({"column": j, "lr": lr, "kept": lr >= threshold})
-    return out
-
-
-def fit_weights(z: np.ndarray, time: np.ndarray, event: np.ndarray,
-                threshold: float = LR_THRESHOLD, shrink: float = SHRINK
-                ) -> tuple[np.ndarray, dict[str, Any]]:  # fmt: skip
-    """The stack's coefficients (module docstring): each candidate is screened on its own
-    (kept when its out-of-fold score alone is associated with the outcome, a likelihood
-    ratio of at least ``threshold``); the kept ones get a non-negative Cox model pulled
-    towards equal coefficients by ``shrink``.
-
-    Returns (beta over all columns, zero for screened-out ones; a record: the screening
-    and the log partial likelihood). When no candidate passes the screen, the one with the
-    best out-of-fold C-index is kept with coefficient ``MIN_SCALE`` or more."""
-    k = z.shape[1]
-    tests = screen(z, time, event, threshold)
-    active = [t["column"] for t in tests if t["kept"]]
-    beta = np.zeros(k)
-    ll = float("nan")
-    if active:
-        beta_a, ll = nonnegative_cox(z[:, active], time, event, shrink)
-        beta[active] = beta_a
-    kept_alone = None
-    if not (beta > 0).any():
-        # a constant score (ties everywhere: C = 0.5) only wins when nothing ranks better
-        c = [concordance_index(time, event, z[:, j]) for j in range(k)]
-        best = int(np.argmax(c))
-        b, _ = nonnegative_cox(z[:, [best]], time, event)
-        beta[:] = 0.0
-        beta[best] = max(float(b[0]), MIN_SCALE)
-        kept_alone = {"column": best, "cindex": float(c[best]),
-                      "constant": bool(np.ptp(z[:, best]) <= 1e-12)}  # fmt: skip
-    elif beta.sum() < MIN_SCALE:
-        beta *= MIN_SCALE / beta.sum()
-    dropped = [{"column": t["column"], "lr": t["lr"]} for t in tests if not beta[t["column"]] > 0]
-    return beta, {"log_pl": ll, "dropped": dropped, "screen": tests, "kept_alone": kept_alone}
-
-
-def equal_weights(z: np.ndarray, time: np.ndarray, event: np.ndarray) -> tuple[np.ndarray, str]:
-    """The fallback when too few out-of-fold events weigh the candidates: equal
-    coefficients whose common scale is a one-coefficient Cox model on the mean
-    standardised score over the rows given (with the RIDGE prior, which shrinks it
-    towards zero when the events are few), at least ``MIN_SCALE``. A bare ``MIN_SCALE`` gave every
-    patient nearly the same survival curve."""
-    k = z.shape[1]
-    if k == 0 or not event.any():
-        return np.full(k, MIN_SCALE / max(k, 1)), f"scale {MIN_SCALE:g}: no event to fit it on"
-    g, _ = nonnegative_cox(z.mean(axis=1, keepdims=True), time, event)
-    scale = max(float(g[0]), MIN_SCALE)
-    return np.full(k, scale / k), f"scale {scale:.3g} fitted on their mean score"
 
 
 # ---------------------------------------------------------------------- the estimator
@@ -626,7 +189,7 @@ class StackedSurv(FittedCheck, BaseEstimator):
         features = None
         if any(c is None for c in configs.values()):
             features = FeatureMatrix(cfg).fit(cohort)
-        self.candidates_: dict[str, _Candidate] = {}
+        self.candidates_: dict[str, Candidate] = {}
         seconds: dict[str, float] = {}
         failed: dict[str, str] = {}
         for name, ccfg in configs.items():
@@ -880,7 +443,7 @@ class StackedSurv(FittedCheck, BaseEstimator):
             sub = {k[len(pre):]: v for k, v in arrays.items() if k.startswith(pre)}
             if kind == "neural":
                 w = {k[len(pre):]: v for k, v in weights.items() if k.startswith(pre)}
-                cand: _Candidate = NeuralCandidate.restore(name, w, entry["meta"], sub)
+                cand: Candidate = NeuralCandidate.restore(name, w, entry["meta"], sub)
             elif kind == "coxnet":
                 cand = CoxnetCandidate.restore(name, sub, features)
             elif kind == "rsf":
