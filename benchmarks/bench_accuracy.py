@@ -17,7 +17,7 @@ cohorts also get the oracle, the observable oracle and the measurement oracle
 Each cohort's results go to ``--out/<cohort>/`` (scores.csv, stack.json, info.json,
 written last): a rerun skips finished cohorts, so a long benchmark can be resumed.
 
-Targets (issue 16): on every cohort the default's mean within 0.005 of the best peer's;
+Targets: on every cohort the default's mean within 0.005 of the best peer's;
 on cohorts over 1,000 patients ahead of RSF and pycox DeepHit (the paired CI above 0 on
 at least one); pooled over the real cohorts >= 0 with the lower bound above -0.01;
 synthetic >= 0.98 x the measurement ceiling; on the non-linear synthetic cohort ahead of

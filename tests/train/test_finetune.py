@@ -1,4 +1,4 @@
-"""Fine-tuning the tile / volume encoder inside ModalSurv (issue 14 §2).
+"""Fine-tuning the tile / volume encoder inside ModalSurv.
 
 One small synthetic CHIMERA folder with real slides and MRI, extracted once with a tiny
 ViT (timm vit_tiny_patch16_224 at 32 px, 2 blocks) and a MedicalNet ResNet-10 on

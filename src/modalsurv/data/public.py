@@ -19,8 +19,8 @@ known only for patients who died, i.e. a label leak. Its times and those of ``ai
 
 Times: ``breast_cancer`` is converted from days to months; SurvSet times are kept in the
 package's units (see ``available()``). Times must be > 0: ``dataOvarian1`` has two
-patients with time 0, which are *shifted* to half the smallest positive time (kept, not
-dropped; the count is in ``available()``).
+patients with time 0 and ``flchain`` three, which are *shifted* to half the smallest
+positive time (kept, not dropped; the count is in ``available()``).
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ experiment runner and the benchmarks all load data the same way.
 
 Spec strings (for ``--data`` on the command line):
   ``synthetic[:N[:SEED]]``, ``synthetic-external[:N[:SEED]]``, ``public:NAME``,
-  ``chimera-task1:ROOT``, ``chimera-task3:ROOT``, ``manifest:CSV``, or a YAML file holding a
+  ``chimera-task1:ROOT``, ``chimera-task3:ROOT``, ``manifest:CSV``, ``store:STORE`` (a
+  labelled feature store), or a YAML file holding a
   ``data:`` section (or a bare DataConfig mapping).
 """
 
@@ -77,8 +78,9 @@ def parse_data_spec(spec: str) -> DataConfig:
     if kind in {"manifest", "store"}:
         return DataConfig(source=kind, path=rest)
     raise ConfigError(
-        f"unknown data spec {spec!r}; expected synthetic[:N[:SEED]], synthetic-external, "
-        "public:NAME, chimera-task1:ROOT, chimera-task3:ROOT, manifest:CSV or a YAML file"
+        f"unknown data spec {spec!r}; expected synthetic[:N[:SEED]],"
+        " synthetic-external[:N[:SEED]], public:NAME, chimera-task1:ROOT, chimera-task3:ROOT,"
+        " manifest:CSV, store:STORE or a YAML file"
     )
 
 

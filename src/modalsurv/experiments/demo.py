@@ -10,8 +10,10 @@
    seeded random initialisation, allowed with ``--random-weights`` and flagged in the
    run folder and the report).
 3. ``train``: the folder and the store are joined into clinical + ``wsi`` tile bags +
-   ``slide`` + ``mri`` + ``rna``; ModalSurv (cross_attention_gated, DeepHit, 30 bins) is
-   cross-validated next to the baselines on the same 5 folds.
+   ``slide`` + ``mri`` + ``rna``; the stacked default (``model.stack``: ModalSurv with
+   cross_attention_gated fusion and a DeepHit head over 30 bins among its candidates, and
+   that network alone scored beside it) is cross-validated next to the baselines on the
+   same 5 folds.
 4. ``challenge``: each held-out case is laid out as the grand challenge presents it
    (``/input`` sockets), answered by the trained run (features extracted as recorded,
    fold ensemble), one JSON per case; then the challenge metric (Harrell's C on minus the
