@@ -97,3 +97,6 @@ def test_bad_input():
         TimeBins().transform([1.0], [1])
     with pytest.raises(ValueError, match="cuts"):
         TimeBins.from_dict({"n_bins": 2, "scheme": "equidistant", "cuts": [0.0, 2.0, 1.0]})
+    for cuts in ([0.0, float("nan"), 2.0], [0.0, 1.0, float("inf")]):  # NaN passed diff > 0
+        with pytest.raises(ValueError, match="finite"):
+            TimeBins.from_dict({"n_bins": 2, "scheme": "equidistant", "cuts": cuts})

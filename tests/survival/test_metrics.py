@@ -187,6 +187,48 @@ def test_censoring_all_events_in_train_gives_unit_weights():
 
 
 # ----------------------------------------------------------------------------- bad input
+def test_censoring_lookup_error_names_the_patients_index():
+    """An event past the training follow-up is named by its index in ``time``, not by its
+    place among the events (the subset the censoring curve is looked up on)."""
+    tt, te = np.array([1.0, 2.0, 3.0]), np.array([1, 0, 1], dtype=bool)
+    time = np.array([1.0, 2.0, 2.5, 9.0])
+    event = np.array([0, 1, 0, 1], dtype=bool)
+    risk = np.array([1.0, 2.0, 3.0, 4.0])
+    with pytest.raises(M.UndefinedMetricError, match=r"^time\[3\] = 9.0 is beyond"):
+        M.uno_concordance(tt, te, time, event, risk)
+    with pytest.raises(M.UndefinedMetricError, match=r"^time\[3\] = 9.0 is beyond"):
+        M.time_dependent_auc(tt, te, time, event, risk, [1.5])
+
+
+@pytest.mark.parametrize("bad", [np.nan, -1e-3, np.inf, "x"])
+def test_tied_tol_must_be_a_finite_non_negative_number(bad):
+    """A NaN tolerance used to tie every pair silently (Harrell's C = 0.5)."""
+    time = np.array([1.0, 2.0, 3.0, 4.0])
+    event = np.array([True, True, False, True])
+    risk = np.array([4.0, 3.0, 2.0, 1.0])
+    tt, te = np.array([1.0, 2.0, 3.0, 5.0]), np.array([1, 0, 1, 0], dtype=bool)
+    with pytest.raises(ValueError, match="tied_tol"):
+        M.concordance_index(time, event, risk, tied_tol=bad)
+    with pytest.raises(ValueError, match="tied_tol"):
+        M.uno_concordance(tt, te, time, event, risk, tied_tol=bad)
+    with pytest.raises(ValueError, match="tied_tol"):
+        M.time_dependent_auc(tt, te, time, event, risk, [2.5], tied_tol=bad)
+    assert M.concordance_index(time, event, risk, tied_tol=0) == 1.0
+
+
+def test_uno_tau_nan_is_named():
+    """tau = NaN truncated every pair away and read as "no comparable pair"."""
+    time = np.array([1.0, 2.0, 3.0, 4.0])
+    event = np.array([True, True, False, True])
+    tt, te = np.array([1.0, 2.0, 3.0, 5.0]), np.array([1, 0, 1, 0], dtype=bool)
+    risk = np.array([4.0, 3.0, 2.0, 1.0])
+    with pytest.raises(ValueError, match=r"tau = nan"):
+        M.uno_concordance(tt, te, time, event, risk, tau=float("nan"))
+    with pytest.raises(ValueError, match=r"tau = 'late'"):
+        M.uno_concordance(tt, te, time, event, risk, tau="late")
+    assert M.uno_concordance(tt, te, time, event, risk, tau=np.inf) == 1.0
+
+
 @pytest.mark.parametrize(
     ("time", "event", "risk", "match"),
     [

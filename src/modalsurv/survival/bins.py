@@ -125,8 +125,11 @@ class TimeBins:
         out = cls(n_bins=int(d["n_bins"]), scheme=str(d["scheme"]))
         if d.get("cuts") is not None:
             cuts = np.asarray(d["cuts"], dtype=np.float64).reshape(-1)
-            if cuts.size != out.n_bins + 1 or cuts[0] != 0 or (np.diff(cuts) <= 0).any():
-                raise ValueError("cuts: expected n_bins + 1 strictly increasing values from 0")
+            # NaN compares False both ways, so the increase check alone would let it through
+            if (cuts.size != out.n_bins + 1 or not np.isfinite(cuts).all() or cuts[0] != 0
+                    or (np.diff(cuts) <= 0).any()):
+                raise ValueError("cuts: expected n_bins + 1 finite, strictly increasing values "
+                                 "from 0")
             out.cuts = cuts
         return out
 

@@ -129,6 +129,17 @@ def _as_grid(name: str, x: Any) -> np.ndarray:
     return arr
 
 
+def _as_tol(tied_tol: Any) -> float:
+    """``tied_tol`` as a finite float >= 0: a NaN would silently tie every pair (C = 0.5)."""
+    try:
+        tol = float(tied_tol)
+    except (TypeError, ValueError):
+        raise ValueError(f"tied_tol = {tied_tol!r}: expected one number") from None
+    if not np.isfinite(tol) or tol < 0:
+        raise ValueError(f"tied_tol = {tol!r}: must be finite and >= 0")
+    return tol
+
+
 def _labels(prefix: str, time: Any, event: Any) -> tuple[np.ndarray, np.ndarray]:
     t = _as_time(f"{prefix}time", time)
     e = _as_event(f"{prefix}event", event)
@@ -283,7 +294,7 @@ def concordance_index(time: Any, event: Any, risk: Any, tied_tol: float = TIED_T
     """Harrell's C: higher ``risk`` = earlier event. Equals
     ``sksurv.metrics.concordance_index_censored(event, time, risk)[0]``, ties included."""
     t, e, r = _test_inputs(time, event, risk)
-    return _concordance(t, e, r, None, tied_tol)
+    return _concordance(t, e, r, None, _as_tol(tied_tol))
 
 
 # --------------------------------------------------------------------- Kaplan–Meier / IPCW
@@ -309,15 +320,18 @@ class _KaplanMeier:
         if self.all_events:  # no censoring seen: G == 1 (sksurv does the same)
             self.prob = np.ones(uniq.size)
 
-    def __call__(self, t: np.ndarray, name: str) -> np.ndarray:
+    def __call__(self, t: np.ndarray, name: str, index: np.ndarray | None = None) -> np.ndarray:
         """S(t) (right-continuous). Beyond the last time: 0 if the curve reached 0, else an
-        error (the estimate is undefined there)."""
+        error (the estimate is undefined there) naming ``name[index[i]]``: ``index`` maps a
+        subset ``t`` back to positions in the caller's array, so the message points at the
+        patient, not at a place in the subset."""
         t = np.asarray(t, dtype=np.float64)
         beyond = t > self.times[-1]
         if beyond.any() and self.prob[-1] > 0:
             i = _first_bad(beyond)
+            where = i if index is None else int(index[i])
             raise UndefinedMetricError(
-                f"{name}[{i}] = {float(t.reshape(-1)[i])!r} is beyond the largest training "
+                f"{name}[{where}] = {float(t.reshape(-1)[i])!r} is beyond the largest training "
                 f"time {float(self.times[-1])!r}; the censoring distribution is unknown there")
         idx = np.searchsorted(self.times, t, side="right") - 1
         out = np.where(idx >= 0, self.prob[np.clip(idx, 0, None)], 1.0)
@@ -331,7 +345,7 @@ def _ipcw_events(train_time: Any, train_event: Any, time: np.ndarray, event: np.
     tt, te = _labels("train_", train_time, train_event)
     cens = _KaplanMeier(tt, te, reverse=True)
     sel = event & use
-    g = cens(time[sel], "time (events)")
+    g = cens(time[sel], "time", np.flatnonzero(sel))
     if (g == 0).any():
         raise UndefinedMetricError("the censoring survival function is zero at an event time "
                                    f"({float(time[sel][g == 0][0])!r}); IPCW weights are undefined")
@@ -348,9 +362,19 @@ def uno_concordance(train_time: Any, train_event: Any, time: Any, event: Any, ri
     weighted (later patients still serve as the longer-lived member of a pair).
     """
     t, e, r = _test_inputs(time, event, risk)
-    use = np.ones(t.size, dtype=bool) if tau is None else t < float(tau)
+    tol = _as_tol(tied_tol)
+    if tau is None:
+        use = np.ones(t.size, dtype=bool)
+    else:
+        try:
+            cut = float(tau)
+        except (TypeError, ValueError):
+            raise ValueError(f"tau = {tau!r}: expected one number or None") from None
+        if np.isnan(cut):  # t < nan is all False: it would read as "no comparable pair"
+            raise ValueError("tau = nan: expected a number (or None for no truncation)")
+        use = t < cut
     w = _ipcw_events(train_time, train_event, t, e, use)
-    return _concordance(t, e, r, np.square(w), tied_tol)
+    return _concordance(t, e, r, np.square(w), tol)
 
 
 # --------------------------------------------------------------- time-dependent metrics
@@ -372,6 +396,7 @@ def time_dependent_auc(train_time: Any, train_event: Any, time: Any, event: Any,
     the mean weights AUC(t) by the test Kaplan–Meier drop between time points.
     """
     t, e = _labels("", time, event)
+    tol = _as_tol(tied_tol)
     r = np.asarray(risk, dtype=np.float64)
     r = _as_float("risk", r, ndim=r.ndim if r.ndim in (1, 2) else 1)
     _same_length(time=t, event=e, risk=r)
@@ -393,7 +418,7 @@ def time_dependent_auc(train_time: Any, train_event: Any, time: Any, event: Any,
         if tp[-1] == 0:
             raise UndefinedMetricError(f"no event at or before times[{k}] = {float(tk)!r}; AUC undefined")
         keep = np.ones(est.size, dtype=bool)  # keep the last of each run of tied scores
-        keep[:-1] = np.abs(np.diff(est_o)) > tied_tol
+        keep[:-1] = np.abs(np.diff(est_o)) > tol
         tpr = np.concatenate(([0.0], tp[keep] / tp[-1]))
         fpr = np.concatenate(([0.0], fp[keep] / fp[-1]))
         scores[k] = np.trapezoid(tpr, fpr)
@@ -434,7 +459,7 @@ def brier_score(train_time: Any, train_event: Any, time: Any, event: Any, surv: 
     g_t = cens(grid, "times")
     weighted = e & (t <= grid[-1])  # the only rows whose own G(T_i) enters a term
     g_y = np.ones_like(t)
-    g_y[weighted] = cens(t[weighted], "time (events up to the last time point)")
+    g_y[weighted] = cens(t[weighted], "time", np.flatnonzero(weighted))
     g_t[g_t == 0] = np.inf  # sksurv: zero censoring survival -> weight 0
     g_y[g_y == 0] = np.inf
     case = (t[:, None] <= grid[None, :]) & e[:, None]
