@@ -18,10 +18,11 @@ training time. Conventions (chosen so the DeepHit loss equals pycox's on these i
 
 Schemes: ``"equidistant"`` spaces cuts evenly on ``[0, max training time]`` (pycox);
 ``"quantile"`` places interior cuts at Kaplan–Meier quantiles of the event time, so each bin
-carries about the same estimated event probability (pycox ``cuts_quantiles``). Quantiles
-that coincide (few distinct event times) are deduplicated, and the widest bins are split at
-their midpoint until there are again ``n_bins`` distinct bins, so the network's output size
-never depends on the data.
+carries about the same estimated event probability (pycox's ``cuts_quantiles`` idea; a cut
+is the first time the Kaplan–Meier curve reaches its level, which can be one step later
+than pycox's cut). Quantiles that coincide (few distinct event times) are deduplicated,
+and the widest bins are split at their midpoint until there are again ``n_bins`` distinct
+bins, so the network's output size never depends on the data.
 """
 
 from __future__ import annotations
