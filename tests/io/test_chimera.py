@@ -303,3 +303,25 @@ def test_a_store_without_fingerprints_is_joined_with_a_warning(tmp_path):
     assert out.errors == [] and out.cohort.present["wsi"].all()
     unchecked = [p for p in out.problems if "no record of their source files" in p.reason]
     assert sorted(p.field for p in unchecked) == ["mri", "slide", "wsi"]
+
+
+def test_hidden_files_and_folders_are_ignored_with_a_warning(tmp_path):
+    """An editor's ``clinical_data/.ipynb_checkpoints/{case}-checkpoint.json`` was read as
+    one more patient with that case's labels (a silent duplicate across folds); a macOS
+    ``._{case}.json`` and a hidden folder among the cases were errors of a fake case."""
+    import shutil
+
+    cohort = _small(n=4)
+    write_chimera(cohort, tmp_path, images=False)
+    case = cohort.ids[0]
+    checkpoints = tmp_path / "clinical_data" / ".ipynb_checkpoints"
+    checkpoints.mkdir()
+    shutil.copy(tmp_path / "clinical_data" / f"{case}.json",
+                checkpoints / f"{case}-checkpoint.json")  # fmt: skip
+    (tmp_path / "clinical_data" / f"._{case}.json").write_bytes(b"\0\x05\x16\x07Mac OS X")
+    (tmp_path / "pathology" / "images" / ".cache").mkdir(parents=True)
+    out = read_chimera(tmp_path)
+    assert list(out.cohort.ids) == list(cohort.ids) and out.errors == []
+    hidden = sorted(p.path for p in out.problems if "hidden" in p.reason)
+    assert hidden == sorted(str(p) for p in (checkpoints, checkpoints.parent / f"._{case}.json",
+                                             tmp_path / "pathology/images/.cache"))  # fmt: skip

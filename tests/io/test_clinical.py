@@ -275,3 +275,63 @@ def test_an_untypeable_value_of_a_kept_patient_is_a_warning_not_an_error(tmp_pat
 
     with pytest.raises(SchemaError, match="ISUP"):
         coerce_records({"1": rec}, TASK1)
+
+
+def test_a_key_written_twice_with_different_values_is_an_error(tmp_path):
+    """json.load kept the last of two ``BCR`` keys without a word (the patient's event
+    flipped); now the record is refused naming the key. The same value twice is harmless."""
+    d = tmp_path / "clinical_data"
+    d.mkdir()
+    body = json.dumps(REC)[:-1]
+    (d / "1001.json").write_text(body + ', "BCR": "0.0"}')
+    with pytest.raises(DataError, match="twice") as exc:
+        read_task1(tmp_path)
+    assert (exc.value.patient, exc.value.field) == ("1001", "BCR")
+    assert exc.value.path == str(d / "1001.json")
+    (d / "1001.json").write_text(body + ', "BCR": "1.0"}')
+    assert bool(read_task1(tmp_path).loc["1001", "event"])
+    # a generic JSON object id -> record: the same id twice kept the last record
+    (tmp_path / "s.yaml").write_text("time: t\nevent: e\ncolumns:\n  age: numeric\n")
+    (tmp_path / "c.json").write_text('{"a": {"age": 1, "t": 5, "e": 1},'
+                                     ' "a": {"age": 2, "t": 9, "e": 0}}')
+    with pytest.raises(DataError, match="twice"):
+        read_generic(tmp_path / "c.json", tmp_path / "s.yaml")
+
+
+@pytest.mark.parametrize(("field", "value"), [("time_to_follow-up/BCR", True), ("BCR", [1]),
+                                              ("BCR", []), ("time_to_follow-up/BCR", 10**400)],
+                         ids=["time-true", "event-list", "event-empty-list", "time-huge"])
+def test_a_label_that_is_not_one_number_is_refused(field, value):
+    """``true`` as a follow-up time was read as 1 month, ``[1]`` as an event as 1, ``[]``
+    raised an IndexError and a 400-digit integer an OverflowError: each is a LabelError
+    naming patient and field."""
+    from modalsurv.io.clinical import coerce_records
+
+    with pytest.raises(LabelError) as exc:
+        coerce_records({"a": {**REC, field: value}}, TASK1)
+    assert (exc.value.patient, exc.value.field) == ("a", field)
+
+
+def test_an_integer_beyond_any_float_is_a_missing_value_not_an_overflow():
+    """JSON allows an integer of any length; float() of it raised a raw OverflowError."""
+    from modalsurv.io.clinical import coerce_records
+
+    problems = []
+    df = coerce_records({"a": {**REC, "pre_operative_PSA": 10**400}}, TASK1, problems,
+                        collect_errors=True)  # fmt: skip
+    assert [(p.severity, p.field) for p in problems] == [("warning", "pre_operative_PSA")]
+    assert np.isnan(df.loc["a", "pre_operative_PSA"])
+
+
+def test_a_clinical_path_that_is_a_folder_is_listed_not_a_traceback(tmp_path):
+    """``clinical_data/9999.json/`` (a folder) raised a raw IsADirectoryError out of the
+    whole read; now the case is an error naming the file, and the others are read."""
+    from modalsurv.io.chimera import read_chimera_into
+
+    _write(tmp_path, "1001", REC)
+    (tmp_path / "clinical_data" / "9999.json").mkdir()
+    problems = []
+    out = read_chimera_into(tmp_path, 1, problems)
+    assert list(out.cohort.ids) == ["1001"]
+    bad = [p for p in problems if p.patient == "9999"]
+    assert [p.severity for p in bad] == ["error"] and "cannot read" in bad[0].reason

@@ -257,3 +257,17 @@ def test_a_path_column_named_in_data_params_modalities_is_read_as_one(tmp_path):
     assert set(cohort.modalities) == {"slide", "clinical"}
     assert cohort.features["slide"].shape == (6, 4) and cohort.present["slide"].all()
     assert cohort.feature_names["clinical"] == ["age"]
+
+
+@pytest.mark.parametrize("bad", [torch.zeros(0, 4), torch.tensor([[1.0, float("inf"), 0, 0]])],
+                         ids=["no-tile", "inf"])
+def test_a_bag_the_cohort_would_refuse_is_refused_naming_its_file(tmp_path, bad):
+    """A bag of no tile or with inf was refused by the Cohort, naming the patient but not
+    the file (the scan pointed at the manifest)."""
+    (tmp_path / "f").mkdir()
+    torch.save(bad, tmp_path / "f/a.pt")
+    torch.save(torch.ones(2, 4), tmp_path / "f/b.pt")
+    (tmp_path / "m.csv").write_text("patient,time,event,wsi_path\na,10,1,f/a.pt\nb,5,0,f/b.pt\n")
+    errors = [p for p in scan_manifest(tmp_path / "m.csv") if p.severity == "error"]
+    assert [(p.patient, p.field, p.path) for p in errors] == [
+        ("a", "wsi", str(tmp_path / "f/a.pt"))]

@@ -162,3 +162,41 @@ def test_shared_genes_keep_what_most_patients_have_and_note_each_file():
         shared_genes([pd.Series([1.0], index=["A"], name="a"),
                       pd.Series([1.0], index=["B"], name="b"),
                       pd.Series([1.0], index=["C"], name="c")])  # fmt: skip
+
+
+def test_an_integer_beyond_any_float_names_file_patient_gene(tmp_path):
+    """A 400-digit integer (valid JSON) raised a raw OverflowError."""
+    p = _write(tmp_path / "p9_RNA.json", '{"TP53": 1, "KRAS": 1' + "0" * 400 + "}")
+    with pytest.raises(DataError, match="infinite") as e:
+        read_rna_json(p)
+    assert (e.value.patient, e.value.field, e.value.path) == ("p9", "KRAS", str(p))
+
+
+def test_read_matrix_header_names_are_read_as_written(tmp_path):
+    """pandas renames a repeated header name ("p1" → "p1.1"): one patient was read as two,
+    a repeated gene as a gene "A.1"; a trailing separator gave a patient "Unnamed: 3"."""
+    p = tmp_path / "m.tsv"
+    p.write_text("gene\tp1\tp1\nA\t1\t2\nB\t3\t4\nC\t5\t6\n")
+    with pytest.raises(DataError, match="duplicated patient") as e:
+        read_matrix(p)
+    assert e.value.patient == "p1" and e.value.path == str(p)
+    p.write_text("patient\tA\tA\tB\np1\t1\t2\t3\np2\t4\t5\t6\n")  # a gene twice: kept twice
+    assert list(read_matrix(p).index) == ["A", "A", "B"]
+    p.write_text("gene\tp1\tp2\t\nA\t1\t2\t\nB\t3\t4\t\nC\t5\t6\t\n")
+    with pytest.raises(DataError, match="no name in the header"):
+        read_matrix(p)
+    p.write_text("gene\tp1\tp2\n\t1\t2\nB\t3\t4\nC\t5\t6\n")
+    with pytest.raises(DataError, match="no label"):
+        read_matrix(p)
+    p.write_text("p1\tp2\nA\t1\t2\nB\t3\t4\nC\t5\t6\n")  # R's write.table: no corner cell
+    assert list(read_matrix(p).columns) == ["p1", "p2"]
+
+
+def test_read_matrix_unreadable_file_is_a_data_error(tmp_path):
+    """A damaged .gz raised a raw EOFError, a folder an IsADirectoryError."""
+    gz = tmp_path / "m.tsv.gz"
+    gz.write_bytes(b"\x1f\x8b\x08garbage")
+    for path in (gz, tmp_path):
+        with pytest.raises(DataError, match="cannot read matrix") as e:
+            read_matrix(path)
+        assert e.value.path == str(path)

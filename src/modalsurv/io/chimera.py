@@ -144,14 +144,29 @@ class ChimeraCohort:
 
 
 # ---------------------------------------------------------------------------- discovery
-def _cases_of(root: Path, pattern: str) -> set[str]:
+def _hidden(root: Path, path: Path, hidden: set[Path]) -> bool:
+    """Whether ``path`` is or lies in a hidden file or folder below ``root`` (``.DS_Store``,
+    macOS ``._*`` copies, ``.ipynb_checkpoints``); the outermost such one goes into
+    ``hidden``, to be listed. Why: ``.ipynb_checkpoints/1000-checkpoint.json`` would
+    otherwise be read as a second patient with 1000's labels."""
+    parts = path.relative_to(root).parts
+    for i, part in enumerate(parts):
+        if part.startswith("."):
+            hidden.add(root.joinpath(*parts[: i + 1]))
+            return True
+    return False
+
+
+def _cases_of(root: Path, pattern: str, hidden: set[Path]) -> set[str]:
     """The case ids of the files matching a layout pattern (``{case}`` a path part of its
-    own or inside a file name, ``{seq}`` any MRI sequence)."""
+    own or inside a file name, ``{seq}`` any MRI sequence); hidden ones only in ``hidden``."""
     rx = re.escape(pattern).replace(r"\{seq\}", "[^/]+")
     rx = rx.replace(r"\{case\}", "(?P<case>[^/]+?)", 1).replace(r"\{case\}", "(?P=case)")
     matcher = re.compile(rx + "$")
     found = set()
     for p in root.glob(pattern.replace("{case}", "*").replace("{seq}", "*")):
+        if _hidden(root, p, hidden):
+            continue
         m = matcher.match(p.relative_to(root).as_posix())
         if m is not None and p.is_file():
             found.add(m.group("case"))
@@ -165,8 +180,9 @@ def discover(root: str | Path, layout: Layout, problems: list[Problem]) -> pd.Da
     if not root.is_dir():
         raise DataError("CHIMERA root folder does not exist", path=root)
     found: dict[str, Path] = {}
+    hidden: set[Path] = set()
     for p in sorted(root.glob(layout.clinical_glob)):
-        if p.name.endswith("_RNA.json"):
+        if p.name.endswith("_RNA.json") or _hidden(root, p, hidden):
             continue
         case = p.name[: -len(layout.clinical_suffix)]
         if case in found:
@@ -180,9 +196,13 @@ def discover(root: str | Path, layout: Layout, problems: list[Problem]) -> pd.Da
     # RNA and MRI files name theirs too, so no file of a case without a clinical record
     # goes unmentioned
     slide_root = layout.slides.split("{case}")[0]
-    image_cases = {d.name for d in (root / slide_root).glob("*") if d.is_dir()}
+    image_cases = {d.name for d in (root / slide_root).glob("*")
+                   if d.is_dir() and not _hidden(root, d, hidden)}  # fmt: skip
     for pattern in (*layout.rna, *layout.mri, *layout.mri_mask):
-        image_cases |= _cases_of(root, pattern)
+        image_cases |= _cases_of(root, pattern, hidden)
+    problems.extend(Problem("warning", "hidden file or folder (an OS or editor copy such as"
+                            " .ipynb_checkpoints or ._*); ignored", str(h), None, None)
+                    for h in sorted(hidden))  # fmt: skip
     rows = []
     for case in sorted(set(found) | image_cases, key=_natural):
         if case in dup:

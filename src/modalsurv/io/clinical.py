@@ -336,7 +336,10 @@ def _coerce(col: Column, value: Any, missing: set[str]) -> tuple[Any, bool]:
     if col.kind == "numeric":
         if isinstance(value, bool | np.bool_):
             raise ValueError
-        out = float(str(value).strip()) if isinstance(value, str) else float(value)
+        try:
+            out = float(str(value).strip()) if isinstance(value, str) else float(value)
+        except OverflowError:  # an integer beyond any float (JSON integers have no limit)
+            raise _OutOfRange from None
         if math.isinf(out):
             raise ValueError
         if abs(out) > _FLOAT32_MAX:
@@ -434,7 +437,11 @@ def coerce_records(
                     raise LabelError("patient without label", path=path, patient=pid,
                                      field=which)  # fmt: skip
                 try:
+                    if isinstance(t_raw, bool | np.bool_):  # true is not a duration
+                        raise TypeError
                     t = float(t_raw) * factor
+                except OverflowError:  # a huge integer: refused as infinite just below
+                    t = math.inf
                 except (TypeError, ValueError):
                     raise LabelError(f"expected a number; found {t_raw!r}", path=path,
                                      patient=pid, field=schema.time) from None  # fmt: skip
@@ -442,6 +449,8 @@ def coerce_records(
                     raise LabelError(f"follow-up time must be finite and > 0; found {t_raw!r}",
                                      path=path, patient=pid, field=schema.time)  # fmt: skip
                 try:
+                    if isinstance(e_raw, list | tuple | np.ndarray):  # [1] is not an event
+                        raise LabelError("not a single value")
                     ev = bool(coerce_events([e_raw])[0])
                 except LabelError:
                     raise LabelError(f"expected 0/1; found {e_raw!r}", path=path,
@@ -482,15 +491,45 @@ def _frame(rows: dict[str, dict[str, Any]], schema: Schema, labels: bool) -> pd.
 
 
 # ---------------------------------------------------------------------------- readers
-def read_json_file(path: str | Path, patient: str | None = None) -> Any:
-    """json.load with a DataError naming the file on absence or corruption."""
+def read_json_file(path: str | Path, patient: str | None = None, unique_keys: bool = False
+                   ) -> Any:  # fmt: skip
+    """json.load with a DataError naming the file on absence or corruption.
+
+    ``unique_keys``: a key written twice in one object with different values is an error
+    naming it (``json.load`` would keep the last one silently, e.g. a second ``BCR``)."""
     path = Path(path)
+    hook = _unique_pairs(path, patient) if unique_keys else None
     try:
-        return json.loads(path.read_text(encoding="utf-8-sig"))
+        return json.loads(path.read_text(encoding="utf-8-sig"), object_pairs_hook=hook)
     except FileNotFoundError:
         raise DataError("file not found", path=path, patient=patient) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except DataError:  # a repeated key (the hook's): already names file and field
+        raise
+    except OSError as exc:  # a folder named *.json, no permission
+        raise DataError(f"cannot read the file: {exc.strerror or exc}", path=path,
+                        patient=patient) from None  # fmt: skip
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, ...
         raise DataError(f"corrupt JSON: {exc}", path=path, patient=patient) from None
+
+
+def _unique_pairs(path: Path, patient: str | None) -> Any:
+    """An ``object_pairs_hook`` refusing a key repeated with another value."""
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in pairs:
+            if k in out and out[k] != v and not (_is_nan(out[k]) and _is_nan(v)):
+                raise DataError(f"key written twice with different values ({out[k]!r} and"
+                                f" {v!r}); which one is meant?", path=path, patient=patient,
+                                field=k)  # fmt: skip
+            out[k] = v
+        return out
+
+    return hook
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
 
 
 def json_records(
@@ -501,7 +540,7 @@ def json_records(
     out: dict[str, dict[str, Any]] = {}
     for pid, path in files.items():
         try:
-            rec = read_json_file(path, pid)
+            rec = read_json_file(path, pid, unique_keys=True)
             if not isinstance(rec, Mapping):
                 raise DataError("expected a JSON object of field → value", path=path,
                                 patient=pid)  # fmt: skip
@@ -570,7 +609,7 @@ def read_generic(
         raise DataError("clinical file not found", path=path)
     records: dict[str, dict[str, Any]] = {}
     if path.suffix.lower() == ".json":
-        raw = read_json_file(path)
+        raw = read_json_file(path, unique_keys=True)  # an id twice: not the last silently
         if isinstance(raw, Mapping):
             items = [(str(k), v) for k, v in raw.items()]
         elif isinstance(raw, list):

@@ -30,16 +30,19 @@ def tile_subset(patient: str, n: int, max_tiles: int, seed: int) -> np.ndarray:
 
 
 def _as_array(value: Any, path: str | Path | None, patient: str | None, what: str) -> np.ndarray:
-    """A numpy view of a tensor / array / nested list; FeatureError for anything else."""
+    """A numpy view of a tensor / array / nested list of real numbers (bool, int, float);
+    FeatureError for anything else: text, objects, or complex values, whose imaginary part
+    the float32 cast would drop without a word."""
     if isinstance(value, torch.Tensor):
         t = value.detach().cpu()
         if t.dtype == torch.bfloat16:
             t = t.float()
-        return t.numpy()
-    arr = np.asarray(value)
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        arr = t.numpy()
+    else:
+        arr = np.asarray(value)
+    if arr.dtype.kind not in "biuf":
         raise FeatureError(
-            f"{what} must be a numeric tensor or array; found {type(value).__name__}"
+            f"{what} must be a tensor or array of real numbers; found {type(value).__name__}"
             f" of dtype {arr.dtype}",
             path=path,
             patient=patient,
@@ -61,6 +64,9 @@ def _squeeze_leading(
             patient=patient,
             field=what,
         )
+    if x.shape[-1] == 0:  # a width of 0 would pass as a modality with no columns
+        raise FeatureError(f"no feature values: shape {x.shape} has D = 0", path=path,
+                           patient=patient, field=what)  # fmt: skip
     return x
 
 
@@ -77,6 +83,9 @@ def load_feature_file(
     path = Path(path)
     if not path.is_file():
         raise FeatureError("feature file not found", path=path, patient=patient)
+    if path.stat().st_size == 0:  # the loaders' own message for it is empty or cryptic
+        raise FeatureError("empty file (0 bytes): an interrupted copy or extraction?",
+                           path=path, patient=patient)  # fmt: skip
     suffix = path.suffix.lower()
     coords = None
     try:
@@ -89,8 +98,9 @@ def load_feature_file(
                         patient=patient,
                         field="features",
                     )
-                x = f["features"][()]
-                coords = f["coords"][()] if "coords" in f else None
+                x = _as_array(f["features"][()], path, patient, "features")
+                if "coords" in f:
+                    coords = _as_array(f["coords"][()], path, patient, "coords")
         elif suffix in (".pt", ".pth"):
             obj = torch.load(path, map_location="cpu", weights_only=True)
             if isinstance(obj, dict):

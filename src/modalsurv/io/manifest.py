@@ -371,6 +371,15 @@ def _load_direct(
                 patient=pid,
                 field=modality,
             )
+        # what the Cohort would refuse, refused here where the file can be named
+        if kind == "bag" and x.shape[0] == 0:
+            raise FeatureError(f"a bag with no tile (shape {x.shape}): leave the cell empty for a"
+                               " patient without this modality", path=f, patient=pid,
+                               field=modality)  # fmt: skip
+        with np.errstate(over="ignore"):
+            if np.isinf(x.astype(np.float32)).any():
+                raise FeatureError("features contain +/-inf (or values beyond float32)", path=f,
+                                   patient=pid, field=modality)  # fmt: skip
         if kind == "bag" and max_tiles is not None and x.shape[0] > max_tiles:
             x = x[tile_subset(pid, x.shape[0], max_tiles, seed)]
         loaded.append(x)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +46,10 @@ def _number(value: Any, path: Path | None, patient: str, gene: str) -> float:
     if isinstance(value, bool):  # bool is an int subclass: true/false is not an expression
         raise DataError(f"non-numeric value {value!r}", path=path, patient=patient, field=gene)
     if isinstance(value, int | float):
-        out = float(value)
+        try:
+            out = float(value)
+        except OverflowError:  # an integer beyond any float (JSON integers have no limit)
+            out = math.inf
     elif isinstance(value, str):
         try:
             out = float(value.strip())
@@ -118,12 +122,27 @@ def read_matrix(
         sep = "," if ".csv" in suffixes else "\t"
     try:
         raw = pd.read_csv(path, sep=sep, index_col=0, dtype=str, keep_default_na=False)
+        # the header as written: pandas renames a repeated name ("P1" → "P1.1"), which
+        # would read one patient twice as two
+        header = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str,
+                             keep_default_na=False).iloc[0].tolist()  # fmt: skip
     except FileNotFoundError:
         raise DataError("matrix file not found", path=path) from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot parse matrix: {exc}", path=path) from None
+    except (OSError, EOFError, zlib.error) as exc:  # a folder, a damaged .gz
+        raise DataError(f"cannot read matrix: {exc}", path=path) from None
     if raw.shape[0] == 0 or raw.shape[1] == 0:
         raise DataError(f"empty matrix (shape {raw.shape})", path=path)
+    names = [str(c).strip() for c in header[len(header) - raw.shape[1]:]]  # R: no corner cell
+    blank = [i for i, c in enumerate(names) if not c]
+    if blank:
+        raise DataError(f"column {blank[0] + 2} has no name in the header (a trailing"
+                        " separator?)", path=path, field="header")  # fmt: skip
+    raw.columns = pd.Index(names)
+    if any(not str(g).strip() for g in raw.index):
+        raise DataError("a row has no label (empty first cell)", path=path,
+                        field=str(raw.index.name or "row label"))  # fmt: skip
     head = str(raw.index.name or "").strip().lower()
     if orientation == "auto":
         if head in _GENE_HEADERS:
@@ -143,6 +162,9 @@ def read_matrix(
     frame = raw if orientation == "genes_rows" else raw.T
     frame.index = pd.Index([str(g).strip() for g in frame.index], name="gene")
     frame.columns = pd.Index([str(p).strip() for p in frame.columns], name="patient")
+    dup = frame.columns[frame.columns.duplicated()]
+    if len(dup):  # a repeated gene stays repeated (merged by align_genes, as in JSON)
+        raise DataError("duplicated patient column", path=path, patient=dup[0])
     text = frame.apply(lambda col: col.str.strip())
     num = text.apply(pd.to_numeric, errors="coerce")
     missing = text.isin(["", "NA", "NaN", "nan", "NULL", "null", "None"])
@@ -156,9 +178,6 @@ def read_matrix(
             patient=frame.columns[c],
             field=frame.index[r],
         )
-    dup = frame.columns[frame.columns.duplicated()]
-    if len(dup):
-        raise DataError("duplicated patient column", path=path, patient=dup[0])
     return num.astype(np.float64)
 
 
