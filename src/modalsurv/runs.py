@@ -86,6 +86,10 @@ def train_run(
         raise ConfigError(f"finetune.encoder {ft.encoder!r} is not among the modalities the"
                           f" model uses ({used}): nothing would be fine-tuned; add it to"
                           " model.modalities or set finetune.mode: frozen")  # fmt: skip
+    if ft.active:  # no image cache to fine-tune on: refused before the folder is touched
+        from modalsurv.train.finetune import checked_cache
+
+        checked_cache(config)
     plan = plan_cv(cohort, config)
     with exclusive_lock(out, "run folder"):
         finished = (out / "metrics.json").is_file()

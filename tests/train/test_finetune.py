@@ -375,6 +375,19 @@ def test_a_loaded_model_finds_its_encoder_weights_by_name_and_checks_them(tmp_pa
             plan.build_encoder()
 
 
+def test_a_run_without_the_image_cache_is_refused_before_its_folder_is_written(
+        folder, cohort, tmp_path) -> None:  # fmt: skip
+    """Was: config.yaml (and a lock) were written into the new run folder, then the
+    first fold's fit refused the config; now nothing of the folder exists."""
+    from modalsurv.runs import train_run
+
+    out = tmp_path / "run"
+    cfg = config(folder, **{"finetune.cache": str(tmp_path / "nowhere")})
+    with pytest.raises(ConfigError, match="--tile-cache"):
+        train_run(cfg, out, cohort=cohort)
+    assert not out.exists()
+
+
 def test_the_cli_binds_the_cohorts_image_cache(folder) -> None:
     from modalsurv.cli import _bind_images
 

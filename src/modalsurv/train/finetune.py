@@ -110,6 +110,26 @@ def current_source(config: RunConfig) -> Any:
     return ImageCache(folder) if folder is not None and folder.is_dir() else None
 
 
+def checked_cache(config: RunConfig) -> tuple[Any, dict[str, Any]]:
+    """(the image cache a fine-tuning config reads, its entry for ``finetune.encoder``);
+    a ConfigError saying how to write it when there is none or it lacks that encoder's
+    images. Why separate: a run checks this before it writes anything to its folder."""
+    ft = config.finetune
+    m = ft.encoder
+    source = current_source(config)
+    if not isinstance(source, ImageCache):
+        where = cache_folder(config)
+        raise ConfigError(
+            f"finetune.mode {ft.mode!r} needs the image cache of the {m} features"
+            f" ({'no cache folder: set finetune.cache or data.features' if where is None else f'{where} does not exist'});"
+            " write it with modalsurv extract --tile-cache / --volume-cache")  # fmt: skip
+    got = source.entry(m)
+    if got is None:
+        raise ConfigError(f"the image cache {source.root} holds no {m} images; extract with"
+                          f" {'--tile-cache' if m == 'wsi' else '--volume-cache'}")  # fmt: skip
+    return source, got
+
+
 # ---------------------------------------------------------------------------- feed
 class Feed:
     """Row numbers (``x[ROWS]``) → patients → images of a source.
@@ -225,17 +245,7 @@ class Finetune:
         if preprocessor.kinds[m] != want:
             raise ConfigError(f"finetune.encoder {m!r}: the cohort's {m} is a"
                               f" {preprocessor.kinds[m]}, not a {want}")  # fmt: skip
-        source = current_source(config)
-        if not isinstance(source, ImageCache):
-            where = cache_folder(config)
-            raise ConfigError(
-                f"finetune.mode {ft.mode!r} needs the image cache of the {m} features"
-                f" ({'no cache folder: set finetune.cache or data.features' if where is None else f'{where} does not exist'});"
-                " write it with modalsurv extract --tile-cache / --volume-cache")  # fmt: skip
-        got = source.entry(m)
-        if got is None:
-            raise ConfigError(f"the image cache {source.root} holds no {m} images; extract with"
-                              f" {'--tile-cache' if m == 'wsi' else '--volume-cache'}")  # fmt: skip
+        source, got = checked_cache(config)
         out = cls(config, got["encoder"], got["settings"], preprocessor)
         have = preprocessor.in_dims[m]
         if out.raw_dim != have:
