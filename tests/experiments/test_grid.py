@@ -120,6 +120,22 @@ def test_validation_errors_name_the_key(over, needle):
     assert needle in str(err.value)
 
 
+def test_the_base_data_params_are_checked_when_the_grid_is_read():
+    """Was: found only when the first trial loaded its data, as "invalid config <dict>"."""
+    base = {"data": {"source": "chimera", "name": "task1", "path": "/x",
+                     "params": {"max_tiles": 0}}}  # fmt: skip
+    with pytest.raises(ConfigError) as err:
+        parse_grid(grid_dict(base=base), source="g.yaml")
+    assert "experiment grid g.yaml" in str(err.value)
+    assert "base.data.params.max_tiles: 0" in str(err.value)
+    from modalsurv.config import DataConfig
+    from modalsurv.data.sources import load_data
+
+    with pytest.raises(ConfigError) as err:  # a DataConfig built in code: named by source
+        load_data(DataConfig(**base["data"]))
+    assert "<dict>" not in str(err.value) and "chimera task1 /x" in str(err.value)
+
+
 def test_load_grid_with_base_path_and_cohort_check(tmp_path):
     (tmp_path / "base.yaml").write_text("seed: 3\ncv: {folds: 4}\n")
     (tmp_path / "g.yaml").write_text(

@@ -214,7 +214,7 @@ def load_data(data: DataConfig | str, seed: int = 0, labels: bool = True) -> Loa
     a placeholder label and ``meta['labelled']`` False; other sources need labels."""
     if isinstance(data, str):
         data = parse_data_spec(data)
-    check_data_params(data)
+    check_data_params(data, f"of the data source ({describe(data)})")
     params = dict(data.params)
     if data.features is not None and data.source != "chimera":
         raise ConfigError("data.features: a feature store joins a CHIMERA folder"

@@ -40,7 +40,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from modalsurv.config import RunConfig, format_validation_error
+from modalsurv.config import RunConfig, check_data_params, format_validation_error
 from modalsurv.errors import ConfigError
 from modalsurv.utils import read_yaml_mapping
 
@@ -310,9 +310,13 @@ def parse_grid(data: dict[str, Any], source: str = "<dict>", root: Path | None =
         path = path if path.is_absolute() or root is None else root / path
         data["base"] = read_yaml_mapping(path, f"experiment grid {source}: base: file")
     try:
-        return ExperimentGrid.model_validate(data)
+        grid = ExperimentGrid.model_validate(data)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, "experiment grid", source)) from None
+    # the base's data.params, as a run's config file gets them checked (was: found only
+    # when the first trial loaded its data, naming "<dict>")
+    check_data_params(grid.base.data, f"experiment grid {source}", key="base.data")
+    return grid
 
 
 def load_grid(path: str | Path) -> ExperimentGrid:
