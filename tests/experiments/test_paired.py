@@ -171,6 +171,44 @@ def test_repeats_are_paired_repeat_by_repeat_not_across(tmp_path):
     assert (row.mean_difference, row.ci_low, row.ci_high, row.p_value) == pytest.approx(expect)
 
 
+def test_a_split_two_seeds_share_counts_once(tmp_path):
+    """Repeat r of seed s draws its folds with random_state s + r: with 2 repeats, seed 0's
+    repeat 1 is seed 1's repeat 0. Was: 12 pairs as if 4 independent splits; now the
+    shared split's differences are averaged: 3 splits x 3 folds = 9 pairs."""
+    from modalsurv.data.synthetic import make_cohort as synthetic
+    from modalsurv.train.cv import make_folds
+
+    cohort, _ = synthetic(n=30, seed=3, max_tiles=2, tile_dim=4, slide_dim=4, mri_dim=4,
+                          n_genes=8)  # fmt: skip
+    keys = [(r, f) for r in range(2) for f in range(3)]
+    rng = np.random.default_rng(0)
+    trials, folds_of = {}, {}
+    for seed in (0, 1):
+        folds_of[seed] = make_folds(cohort, 3, 2, seed)
+        for name, mods in (("a", "clinical+rna"), ("b", "clinical")):
+            c = rng.uniform(0.5, 0.8, size=6)
+            rows = [{"repeat": r, "fold": f, "n_test": 10, "n_train": 20, "harrell_c": v}
+                    for (r, f), v in zip(keys, c, strict=True)]  # fmt: skip
+            trials[f"{name}{seed}"] = (mods, 1.0, seed, rows)
+    _write_grid(tmp_path, trials, {"folds": 3, "repeats": 2})
+    for seed in (0, 1):
+        for name in "ab":
+            folds_of[seed].to_csv(tmp_path / "trials" / f"{name}{seed}" / "folds.csv", index=False)
+    same = folds_of[0][folds_of[0].repeat == 1].drop(columns="repeat").reset_index(drop=True)
+    other = folds_of[1][folds_of[1].repeat == 0].drop(columns="repeat").reset_index(drop=True)
+    pd.testing.assert_frame_equal(same, other)  # the premise: one split under two seeds
+    (row,) = paired_table(tmp_path).itertuples()
+    assert row.n_pairs == 9 and row.n_seeds == 2
+    d = {}
+    for seed in (0, 1):
+        mine, ref = trials[f"b{seed}"][3], trials[f"a{seed}"][3]
+        for m, r in zip(mine, ref, strict=True):
+            split = "shared" if (seed, m["repeat"]) in ((0, 1), (1, 0)) else (seed, m["repeat"])
+            d.setdefault((split, m["fold"]), []).append(m["harrell_c"] - r["harrell_c"])
+    expect = _by_hand([np.mean(v) for v in d.values()], 1 / 2)
+    assert (row.mean_difference, row.ci_low, row.ci_high, row.p_value) == pytest.approx(expect)
+
+
 def test_grouped_folds_take_the_larger_test_train_ratio_of_the_two_settings(tmp_path):
     """Leave-one-group-out with unequal groups: the half-data setting trains on half the
     rows, so its folds' mean n_test / n_train is twice the reference's; the variance

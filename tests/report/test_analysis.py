@@ -27,6 +27,15 @@ def test_risk_groups_are_equal_size_by_rank():
     assert A.group_name(1, 3) == "group 2"
 
 
+def test_risk_groups_refuse_a_non_finite_risk():
+    """A NaN risk has no rank: it was put in group -9223372036854775808 and shifted the
+    other groups' boundaries; now it is refused, naming the patient's index."""
+    with pytest.raises(ValueError, match=r"risk\[1\] = nan is not finite \(1 of 6"):
+        A.risk_groups([5.0, np.nan, 3.0, 3.5, 9.0, 0.0], 3)
+    with pytest.raises(ValueError, match=r"risk\[0\] = inf"):
+        A.risk_groups([np.inf, 1.0, 2.0], 3)
+
+
 def test_logrank_matches_lifelines():
     stats = pytest.importorskip("lifelines.statistics")
     time, event, risk = _data()

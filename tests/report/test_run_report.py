@@ -100,6 +100,21 @@ def test_report_rebuilds_a_copied_folder_without_models_or_checkpoints(run_dir, 
     assert not (copy / "report.html").exists()  # --out: the folder is left as it was
 
 
+def test_a_patient_without_a_finite_risk_is_left_out_of_the_risk_groups_with_a_note(
+        run_dir, tmp_path):  # fmt: skip
+    """risk_groups refuses a NaN risk (it used to make a garbage group of it): the page
+    still builds, without that patient in the groups and AUC(t), and says so."""
+    copy = Path(shutil.copytree(run_dir, tmp_path / "nan", ignore=shutil.ignore_patterns(
+        "checkpoints", "models", "report*")))  # fmt: skip
+    pred = pd.read_csv(copy / "predictions.csv", dtype={"patient": str})
+    pred.loc[pred.index[0], "risk"] = np.nan
+    pred.to_csv(copy / "predictions.csv", index=False)
+    invoke("report", copy)
+    text = (copy / "report.html").read_text("utf-8")
+    assert "Out-of-fold risk groups" in text
+    assert "1 of " in text and "no finite out-of-fold risk" in text
+
+
 def test_rebuilding_keeps_the_title_and_takes_calibration_times(run_dir, tmp_path):
     copy = Path(shutil.copytree(run_dir, tmp_path / "run", ignore=shutil.ignore_patterns(
         "checkpoints")))  # fmt: skip

@@ -74,6 +74,21 @@ def test_compare_models_pairs_by_repeat_and_fold_and_uses_k_minus_one():
     assert flipped.p_value == pytest.approx(out.p_value)
 
 
+def test_a_small_p_is_never_shown_as_zero():
+    """p = 0.003 was printed "p = 0.00" (a p of zero); now "< 0.01", and an undefined p "–"."""
+    from modalsurv.report.tables import format_p, paired_display
+
+    rng = np.random.default_rng(2)
+    a = rng.normal(0.75, 0.01, 25)
+    out = compare_models(_table(a, a - 0.03, folds=5), "net", "cox")
+    assert out.p_value < 0.005
+    assert "p < 0.01 (corrected" in describe_comparison(out)
+    assert (format_p(0.2345, "= "), format_p(0.0), format_p(math.nan)) == ("= 0.23", "< 0.01", "–")
+    paired = pd.DataFrame([{"reference": "cox", "mean_difference": 0.03, "ci_low": 0.02,
+                            "ci_high": 0.04, "p_value": 0.004, "n_pairs": 25}])  # fmt: skip
+    assert paired_display(paired, {"models": {}})["p"].tolist() == ["< 0.01"]
+
+
 def test_compare_models_names_what_is_wrong():
     table = _table(np.array([0.7, 0.6]), np.array([0.6, 0.6]), folds=2)
     with pytest.raises(ValueError, match="'rsf' is not in the metrics table"):

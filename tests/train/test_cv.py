@@ -33,6 +33,44 @@ def test_stratification_falls_back_when_strata_are_small():
     assert how == "event"
 
 
+def test_fewer_censored_than_folds_still_gives_every_fold_an_event():
+    """12 patients, 7 events, 5 censored, 6 folds: enough events for every fold, but the
+    censored stratum is smaller than the folds. Shuffled K-fold (the old fallback) left a
+    fold without an event (C-index NaN) in most seeds; stratifying on the event gives
+    every fold one or two, in folds of two patients."""
+    time = np.arange(1, 13, dtype=float)
+    event = np.isin(np.arange(12), [0, 2, 3, 5, 7, 8, 10])
+    label, how = stratification_labels(time, event, 6)
+    assert how == "event (fewer censored patients than folds)"
+    np.testing.assert_array_equal(label, event.astype(int))
+    cohort = Cohort([f"p{i}" for i in range(12)], time, event)
+    for seed in range(20):
+        f = make_folds(cohort, 6, 2, seed=seed)
+        for r in range(2):
+            fold = f[f["repeat"] == r]["fold"].to_numpy()
+            assert (np.bincount(fold, minlength=6) == 2).all()
+            assert (np.bincount(fold[event], minlength=6) >= 1).all(), (seed, r, fold)
+    every_event = np.ones(12, dtype=bool)  # nothing censored: every fold has events anyway
+    assert stratification_labels(time, every_event, 6)[1].startswith("event")
+
+
+def test_summary_table_says_when_a_mean_is_over_fewer_folds():
+    """A metric undefined on a fold (NaN) is left out of its mean ± std (ddof = 1): the
+    table says over how many folds, so means over different folds are not read as alike."""
+    from modalsurv.report.tables import summary_table
+    from modalsurv.train.cv import summarize
+
+    rows = [{"model": "modalsurv", "repeat": 0, "fold": f, "harrell_c": c, "uno_c": c,
+             "ibs": b, "failed": False, "optimistic": False, "note": ""}
+            for f, (c, b) in enumerate([(0.6, 0.2), (0.7, np.nan), (0.8, 0.1)])]  # fmt: skip
+    summary = summarize(pd.DataFrame(rows), False, "event")
+    summary["n_folds"], summary["n_repeats"] = 3, 1
+    assert summary["models"]["modalsurv"]["harrell_c"]["std"] == pytest.approx(0.1)  # ddof 1
+    table = summary_table(summary)
+    assert table.loc[0, "harrell_c"] == "0.700 ± 0.100"
+    assert table.loc[0, "ibs"] == "0.150 ± 0.071 (2 of 3 folds)"
+
+
 def _tercile_cohort(events_at: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """30 patients with times 1..30 (tercile by hand: 1-10, 11-20, 21-30) and events at
     the given times."""

@@ -10,6 +10,7 @@ fold and the differences tested with the corrected resampled t-test
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,34 @@ def check_comparison(rows: list[dict[str, Any]], reference: dict[str, Any] | Non
     _groups(settings, reference, by)
 
 
+def split_keys(trial: Path, seed: int) -> dict[int, str]:
+    """Repeat → a fingerprint of that repeat's outer folds (``folds.csv``: which patient is
+    in which test fold); {} when the trial has no folds.csv.
+
+    Why: repeat ``r`` of seed ``s`` draws its folds with ``random_state = s + r``, so with
+    ``cv.repeats > 1`` seed 0's repeat 1 is seed 1's repeat 0: the same split, which must
+    not count twice as independent in the corrected t-test (:func:`_one_per_split`)."""
+    path = trial / "folds.csv"
+    if not path.is_file():
+        return {}
+    folds = pd.read_csv(path, dtype={"patient": str})
+    out = {}
+    for r, g in folds.groupby("repeat"):
+        pairs = sorted(zip(g["patient"].astype(str), g["fold"].astype(int), strict=True))
+        out[int(r)] = hashlib.sha256(repr(pairs).encode()).hexdigest()[:16]
+    return out
+
+
+def _one_per_split(diffs: list[pd.DataFrame]) -> np.ndarray:
+    """The paired differences, one per distinct (split, fold): a split met under two grid
+    seeds (their models trained from other initial weights) is one split, its differences
+    averaged, not two independent resamples that would narrow the CI."""
+    if not diffs:
+        return np.empty(0)
+    d = pd.concat(diffs, ignore_index=True)
+    return d.groupby(["split", "fold"], sort=False)["d"].mean().to_numpy(dtype=float)
+
+
 def paired_table(
     out: str | Path,
     reference: dict[str, Any] | None = None,
@@ -121,7 +150,9 @@ def paired_table(
 ) -> pd.DataFrame:
     """One row per setting of the finished grid in ``out`` other than ``reference``:
     ``setting - reference`` on ``metric`` over the folds both were scored on, with the
-    mean difference, its CI, p, and how many folds and seeds were paired.
+    mean difference, its CI, p, and how many folds and seeds were paired. A split (the
+    outer folds of one repeat) that two seeds share counts once (:func:`split_keys`):
+    ``n_pairs`` counts distinct (split, fold) pairs.
 
     ``reference``: some of ``modalities`` (joined by '+', or 'all'), ``encoder``,
     ``fusion``, ``data_fraction``, matching exactly one setting; default: the grid's first
@@ -145,17 +176,21 @@ def paired_table(
     settings = list(dict.fromkeys(_setting(r) for _, r in ok.iterrows()))
     group, refs = _groups(settings, reference, by)
 
-    def folds_of(trial: str) -> pd.DataFrame:
+    def folds_of(trial: str, seed: int) -> pd.DataFrame:
         m = pd.read_csv(out / "trials" / trial / "metrics.csv")
         if metric not in m.columns:
             raise ValueError(f"{out / 'trials' / trial / 'metrics.csv'}: no column {metric!r}")
         m = m[m["model"] == model]
-        return m[["repeat", "fold", metric]].assign(ratio=m["n_test"] / m["n_train"])
+        keys = split_keys(out / "trials" / trial, seed)
+        return m[["repeat", "fold", metric]].assign(
+            ratio=m["n_test"] / m["n_train"],
+            split=[keys.get(int(r), f"seed {seed} repeat {int(r)}") for r in m["repeat"]])
 
     grouped = trial_grouped(out / "trials" / str(ok["trial"].iloc[0]))
     by_setting: dict[tuple[Any, ...], dict[int, pd.DataFrame]] = {}
     for _, row in ok.iterrows():
-        by_setting.setdefault(_setting(row), {})[int(row["seed"])] = folds_of(row["trial"])
+        seed = int(row["seed"])
+        by_setting.setdefault(_setting(row), {})[seed] = folds_of(row["trial"], seed)
 
     rows = []
     for setting in settings:
@@ -168,11 +203,12 @@ def paired_table(
             if theirs is None:
                 continue
             both = mine.merge(theirs, on=["repeat", "fold"], suffixes=("", "_ref"))
-            diffs.append((both[metric] - both[f"{metric}_ref"]).to_numpy(dtype=float))
+            diffs.append(pd.DataFrame({"split": both["split"], "fold": both["fold"],
+                                       "d": both[metric] - both[f"{metric}_ref"]}))  # fmt: skip
             ratios += [both["ratio"].mean(), both["ratio_ref"].mean()]
             seeds += 1
             k = max(k, int(mine.groupby("repeat")["fold"].nunique().max()))
-        d = np.concatenate(diffs) if diffs else np.empty(0)
+        d = _one_per_split(diffs)
         fraction = min(float(setting[3]), float(ref[3]))
         ratio = float(np.nanmax(ratios)) if grouped and diffs else 1.0 / ((k - 1) * fraction)
         mean, lo, hi, p = corrected_resampled_ttest(d, ratio, level)

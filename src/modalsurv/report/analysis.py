@@ -28,8 +28,16 @@ def _arrays(time: Any, event: Any) -> tuple[np.ndarray, np.ndarray]:
 
 # ---------------------------------------------------------------------- risk groups
 def risk_groups(risk: Any, groups: int = 3) -> np.ndarray:
-    """Group 0 (lowest risk) .. ``groups - 1`` (highest): equal-size groups by rank."""
-    r = np.asarray(risk, dtype=np.float64)
+    """Group 0 (lowest risk) .. ``groups - 1`` (highest): equal-size groups by rank.
+
+    A non-finite risk is refused (ValueError naming it), as the metrics refuse it: it has
+    no rank, and left in it became a garbage group and shifted every group's boundaries."""
+    r = np.asarray(risk, dtype=np.float64).reshape(-1)
+    bad = np.flatnonzero(~np.isfinite(r))
+    if bad.size:
+        raise ValueError(f"risk[{bad[0]}] = {r[bad[0]]} is not finite ({bad.size} of"
+                         f" {r.size} risks): risk groups need a ranked risk for every"
+                         " patient")  # fmt: skip
     rank = pd.Series(r).rank(method="first").to_numpy() - 1
     return np.minimum((rank * groups // len(r)).astype(int), groups - 1)
 

@@ -77,6 +77,12 @@ def _discrimination(run: RunFolder) -> list[Section]:
     time, event, risk = (first["time"].to_numpy(float), first["event"].to_numpy(bool),
                          first["risk"].to_numpy(float))  # fmt: skip
     out: list[Section] = []
+    finite = np.isfinite(risk)
+    if not finite.all():  # risk_groups and AUC(t) refuse them: leave them out, say so
+        out.append(("", Note(f"{int((~finite).sum())} of {len(risk)} patients have no finite"
+                             " out-of-fold risk; the risk groups and AUC(t) leave them out",
+                             "warn")))  # fmt: skip
+        time, event, risk = time[finite], event[finite], risk[finite]
     groups = 3
     labels = A.risk_groups(risk, groups)
     km = A.km_by_group(time, event, labels, groups)

@@ -26,12 +26,23 @@ def describe_comparison(p: PairedComparison) -> str:
     if not math.isfinite(p.mean_difference):
         return f"{p.model} - {p.reference}: n/a ({p.n_pairs} paired folds)"
     return (f"{p.model} - {p.reference}: {format_difference(p.mean_difference, p.ci_low, p.ci_high)}"
-            f" ({p.level:.0%} CI), p = {p.p_value:.2f} (corrected resampled t, {p.n_pairs} folds)")
+            f" ({p.level:.0%} CI), p {format_p(p.p_value, '= ')} (corrected resampled t,"
+            f" {p.n_pairs} folds)")
+
+
+def format_p(p: float, equals: str = "") -> str:
+    """A p-value to two decimals, ``< 0.01`` below that (never ``0.00``: no test gives
+    p = 0), ``–`` when undefined; ``equals`` goes before a number (``p = 0.23``)."""
+    if p != p:
+        return "–"
+    return "< 0.01" if p < 0.01 else f"{equals}{p:.2f}"
 
 
 def cv_table(result: CVResult) -> pd.DataFrame:
-    """One row per model: mean ± std of each metric, the ``optimistic`` flag, and for a
-    model that failed the reason (never a bare NaN)."""
+    """One row per model: mean ± std of each metric (the sample std, ddof = 1, over the
+    folds of every repeat: the spread of fold scores, not a standard error; "(n of N
+    folds)" when a metric is undefined on some), the ``optimistic`` flag, and for a model
+    that failed the reason (never a bare NaN)."""
     return summary_table(result.summary)
 
 
@@ -39,12 +50,15 @@ def summary_table(summary: dict[str, Any]) -> pd.DataFrame:
     """:func:`cv_table` from a run's summary (``metrics.json``)."""
     rows = []
     models = summary["models"]
+    runs = summary.get("n_folds", 0) * summary.get("n_repeats", 1)  # folds scored per model
     for model, stats in models.items():
         row: dict[str, Any] = {"model": model}
         all_failed = stats["n_failed_folds"] and not any(stats[m]["n"] for m in METRICS)
         for m in METRICS:
             row[m] = ("failed" if all_failed
                       else f"{_num(stats[m]['mean'])} ± {_num(stats[m]['std'])}")  # fmt: skip
+            if not all_failed and stats[m]["n"] < runs:  # a mean over fewer folds: said
+                row[m] += f" ({stats[m]['n']} of {runs} folds)"
         row["n_failed_folds"] = stats["n_failed_folds"]
         row["optimistic"] = stats["optimistic"]
         if any(s.get("failure") for s in models.values()):
@@ -78,7 +92,7 @@ def paired_display(paired: pd.DataFrame, summary: dict[str, Any]) -> pd.DataFram
     return pd.DataFrame({
         "ModalSurv minus": paired["reference"],
         "ΔC (95% CI)": [cell(r) for _, r in paired.iterrows()],
-        "p": ["–" if v != v else f"{v:.2f}" for v in paired["p_value"]],
+        "p": [format_p(v) for v in paired["p_value"]],
         "folds": paired["n_pairs"],
     })  # fmt: skip
 

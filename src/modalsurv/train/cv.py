@@ -8,10 +8,11 @@ numbers are optimistic, and are labelled so in :class:`CVResult` (``optimistic=T
 in every per-fold row and in ``metrics.json``.
 
 Folds are stratified on event × follow-up-time tercile (falling back to halves, then to
-the event alone, then to plain shuffled K-fold when a stratum is smaller than the number
-of folds). ``cv.groups`` (e.g. ``site``) makes the outer folds leave-one-group-out instead:
-one fold per value of that ``meta`` column, each group held out once. The baselines are
-fitted and scored on exactly the same folds.
+the event alone, then to plain shuffled K-fold when there are fewer events than folds;
+the event alone also when fewer patients are censored than there are folds, so that every
+fold still gets an event). ``cv.groups`` (e.g. ``site``) makes the outer folds
+leave-one-group-out instead: one fold per value of that ``meta`` column, each group held
+out once. The baselines are fitted and scored on exactly the same folds.
 
 Per fold: Harrell's C, Uno's C (censoring distribution from the training part) and the
 integrated Brier score on 50 times between the 10th and 90th percentile of the test
@@ -41,6 +42,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,15 +79,22 @@ SEARCHED = ("train.lr", "train.weight_decay", "model.dropout", "model.latent_dim
 def stratification_labels(
     time: np.ndarray, event: np.ndarray, folds: int
 ) -> tuple[np.ndarray | None, str]:
-    """Labels for StratifiedKFold: event × time quantile group, coarsened until it fits."""
+    """Labels for StratifiedKFold: event × time quantile group, coarsened until it fits.
+
+    With fewer censored patients than folds but at least ``folds`` events the labels are
+    still the event: StratifiedKFold then gives every fold its share of the events (at
+    least one), where shuffled K-fold could leave a fold without one (C-index NaN)."""
     event = np.asarray(event, dtype=int)
     for q in (3, 2):
         group = pd.qcut(pd.Series(time).rank(method="first"), q, labels=False).to_numpy()
         label = event * q + group
         if np.bincount(label).min() >= folds and len(np.unique(label)) == 2 * q:
             return label, f"event x time-{q}-quantile"
-    if np.bincount(event, minlength=2).min() >= folds:
+    counts = np.bincount(event, minlength=2)
+    if counts.min() >= folds:
         return event, "event"
+    if counts[1] >= folds:
+        return event, "event (fewer censored patients than folds)"
     return None, "none (too few events to stratify)"
 
 
@@ -180,9 +189,10 @@ def make_folds(cohort: Cohort, folds: int, repeats: int, seed: int, groups: str 
         fold = np.empty(n, dtype=np.int64)
         rs = seed + r
         if labels is not None:
-            splits = StratifiedKFold(folds, shuffle=True, random_state=rs).split(
-                np.zeros(n), labels
-            )
+            with warnings.catch_warnings():  # a class (censored) smaller than folds: meant
+                warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+                splits = list(StratifiedKFold(folds, shuffle=True, random_state=rs).split(
+                    np.zeros(n), labels))  # fmt: skip
         else:
             splits = KFold(folds, shuffle=True, random_state=rs).split(np.zeros(n))
         for f, (_, test) in enumerate(splits):
@@ -324,7 +334,9 @@ class CVResult:
 
 
 def summarize(metrics: pd.DataFrame, optimistic: bool, stratify: str) -> dict[str, Any]:
-    """Mean ± std (over folds and repeats) per model; JSON-friendly."""
+    """Mean ± std (over folds and repeats) per model; JSON-friendly. ``std`` is the sample
+    std (ddof = 1) of the fold scores, ``n`` the folds with a finite score: a fold where
+    a metric is undefined (NaN) is left out of both."""
     out: dict[str, Any] = {
         "optimistic": optimistic,
         "selection": "outer_fold" if optimistic else "inner",
@@ -602,8 +614,6 @@ def warn_other_threads(done: dict[tuple[int, int], FoldOutcome]) -> None:
     threads than this process has: sums run in another order, so the folds still to run
     and the files computed at the end (member spread, gate weights) may differ from an
     uninterrupted run in their last digits (about 1e-9), though not in any figure."""
-    import warnings
-
     import torch
 
     now = torch.get_num_threads()
