@@ -27,6 +27,15 @@ def test_risk_groups_are_equal_size_by_rank():
     assert A.group_name(1, 3) == "group 2"
 
 
+def test_tied_risks_fall_in_one_group():
+    """Was ranked by order of appearance: the two patients with risk 2.0 straddled the
+    low/middle boundary, one called low risk and the other not."""
+    labels = A.risk_groups([1.0, 2.0, 2.0, 3.0, 4.0, 5.0], 3)
+    assert labels[1] == labels[2]
+    assert labels.tolist() == [0, 0, 0, 1, 2, 2]
+    assert set(A.risk_groups([0.3] * 7, 3)) == {1}  # a constant risk: one group
+
+
 def test_risk_groups_refuse_a_non_finite_risk():
     """A NaN risk has no rank: it was put in group -9223372036854775808 and shifted the
     other groups' boundaries; now it is refused, naming the patient's index."""

@@ -28,7 +28,8 @@ def _arrays(time: Any, event: Any) -> tuple[np.ndarray, np.ndarray]:
 
 # ---------------------------------------------------------------------- risk groups
 def risk_groups(risk: Any, groups: int = 3) -> np.ndarray:
-    """Group 0 (lowest risk) .. ``groups - 1`` (highest): equal-size groups by rank.
+    """Group 0 (lowest risk) .. ``groups - 1`` (highest): equal-size groups by rank (tied
+    risks in one group, so sizes can differ by the ties).
 
     A non-finite risk is refused (ValueError naming it), as the metrics refuse it: it has
     no rank, and left in it became a garbage group and shifted every group's boundaries."""
@@ -38,7 +39,9 @@ def risk_groups(risk: Any, groups: int = 3) -> np.ndarray:
         raise ValueError(f"risk[{bad[0]}] = {r[bad[0]]} is not finite ({bad.size} of"
                          f" {r.size} risks): risk groups need a ranked risk for every"
                          " patient")  # fmt: skip
-    rank = pd.Series(r).rank(method="first").to_numpy() - 1
+    # tied risks share their mean rank, so equal predictions fall in one group (by order
+    # of appearance, two patients with the same risk could be called low and high risk)
+    rank = pd.Series(r).rank(method="average").to_numpy() - 1
     return np.minimum((rank * groups // len(r)).astype(int), groups - 1)
 
 
