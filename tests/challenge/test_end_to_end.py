@@ -281,3 +281,25 @@ def test_misused_challenge_options_are_refused_before_any_work(task1, tmp_path):
     text = " ".join(res.output.split())
     assert res.exit_code == 1 and "modalsurv scan" not in text, text
     assert "nothing was written to --output" in text
+
+
+def test_a_gene_written_twice_is_read_as_training_reads_it(task1, tmp_path):
+    """Training merges a repeated gene by the mean of its values (io.rnaseq.align_genes);
+    the challenge read the socket into a dict, which kept only the last value."""
+    from modalsurv.challenge.model import ChallengeModel
+    from modalsurv.challenge.sockets import read_case
+
+    cases = sorted(p.stem for p in (task1["held"] / "clinical_data").glob("*.json"))
+    case = next(c for c in cases if (task1["held"] / "rna" / f"{c}_RNA.json").is_file())
+    inp = case_to_input(task1["held"], "task1", case, tmp_path / "input", inputs_json=False)
+    rna = inp / "bulk-rna-seq-prostate-cancer.json"
+    values = json.loads(rna.read_text())
+    model = ChallengeModel.load(task1["run"], "task1")
+    genes = list(model.ensemble.members[0].preprocessor_.steps["rna"].feature_names_in_)
+    gene = next(g for g in genes if g in values)
+    first = float(values[gene])
+    body = json.dumps(values)[:-1] + f', "{gene}": {first + 4.0}}}'  # the gene again, +4
+    rna.write_text(body)
+    got = model._rna(read_case(inp, "task1"), [])
+    assert got is not None
+    assert got[genes.index(gene)] == pytest.approx(first + 2.0, rel=1e-6)  # mean, not last

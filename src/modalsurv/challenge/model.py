@@ -42,7 +42,7 @@ from modalsurv.features.tile_cache import MemoryImages
 from modalsurv.io import clinical as clin
 from modalsurv.io.chimera import DEFAULT_MAX_TILES
 from modalsurv.io.feature_files import tile_subset
-from modalsurv.io.rnaseq import rna_from_pairs
+from modalsurv.io.rnaseq import read_rna_json, rna_from_pairs
 from modalsurv.io.store import read_extraction_record
 from modalsurv.train.ensemble import FoldEnsemble
 from modalsurv.train.finetune import weight_folders
@@ -221,14 +221,20 @@ class ChallengeModel:
         if case.rna is None:
             return None
         genes = list(self.ensemble.members[0].preprocessor_.steps["rna"].feature_names_in_)
+        source = case.sources.get("rna")
         try:
-            series = rna_from_pairs(list(case.rna.items()), case.case,
-                                    case.sources.get("rna"))  # fmt: skip
+            if source is not None and Path(source).is_file():
+                # the file again, as training reads it: a gene written twice keeps both
+                # values (the socket's dict kept only the last)
+                series = read_rna_json(source, case.case)
+            else:  # the value in inputs.json: a dict, one value per gene
+                series = rna_from_pairs(list(case.rna.items()), case.case, source)
         except DataError as exc:
             problems.append(Problem("warning", f"{exc.reason}; predicting without RNA", exc.path,
                                     case.case, exc.field or "rna"))  # fmt: skip
             return None
-        series = series[~series.index.duplicated()]
+        # a repeated gene: the mean of its values, as training merges them (align_genes)
+        series = series.groupby(level=0, sort=False).mean()
         values = series.reindex(pd.Index(genes)).to_numpy(np.float64)
         missing = int(np.isnan(values).sum())
         if missing == len(genes):
