@@ -26,7 +26,10 @@ def test_predict_on_a_chimera_folder_matches_the_challenge_answers(task1, tmp_pa
     pred = pd.read_csv(tmp_path / "p.csv", dtype={"patient": str}).set_index("patient")
     batch = pd.read_csv(tmp_path / "b.csv", dtype={"case": str}).set_index("case")
     assert sorted(pred.index) == sorted(batch.index)
-    np.testing.assert_allclose(pred.loc[batch.index, "risk"], batch["risk"], rtol=1e-6)
+    # float32 networks: predict scores the patients in one batch, the challenge one case at
+    # a time, and the kernels sum in another order (measured: up to 2.5e-6 relative); a
+    # patient read otherwise (another tile cap or bag seed) moves its risk by 1e-2 or more
+    np.testing.assert_allclose(pred.loc[batch.index, "risk"], batch["risk"], rtol=2e-5)
     res = CliRunner().invoke(app, ["predict", str(task1["run"]), "--data", spec,
                                    "--out", str(tmp_path / "own.csv")])  # fmt: skip
     text = " ".join(res.output.split())

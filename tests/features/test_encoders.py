@@ -223,3 +223,39 @@ def test_find_weights_takes_the_file_with_the_recorded_checksum(tmp_path):
     assert find_weights(entry, [tmp_path / "w"]) == right / "pytorch_model.bin"
     # no checksum match: the first found, whose loading then names the mismatch
     assert find_weights({**entry, "checksum": "0" * 64}, [tmp_path / "w"]) == other / "pytorch_model.bin"
+
+
+def test_a_checkpoint_needing_pickle_is_refused_with_the_reason(tmp_path: Path) -> None:
+    """torch's own message advised re-running with weights_only=False (arbitrary code)."""
+    import argparse
+
+    p = tmp_path / "ckpt.pth"
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "args": argparse.Namespace(lr=0.1)}, p)
+    with pytest.raises(WeightsError, match=r"holds a Python object \(argparse\.Namespace\)") as exc:
+        enc.load_state_dict(p)
+    assert exc.value.path == str(p) and exc.value.field == "weights"
+    assert "weights_only=False" not in str(exc.value) and "\x1b" not in str(exc.value)
+    (tmp_path / "notes.pth").write_text("not a checkpoint")
+    with pytest.raises(WeightsError, match="not a torch.save or safetensors file"):
+        enc.load_state_dict(tmp_path / "notes.pth")
+
+
+def test_a_checkpoint_with_nan_weights_is_refused() -> None:
+    """Every patient's features were NaN, each reported as a NaN in its source image."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "nan.pth"
+        torch.save({"a": torch.zeros(3), "b": torch.tensor([1.0, float("nan")])}, p)
+        with pytest.raises(WeightsError, match=r"NaN values in 1 tensor\(s\): b") as exc:
+            enc.load_state_dict(p)
+    assert exc.value.path == str(p)
+
+
+@pytest.mark.parametrize("key", ["pretrained", "checkpoint_path"])
+def test_encoder_keywords_that_load_weights_are_refused(key: str) -> None:
+    """pretrained=True was a raw TypeError; checkpoint_path loaded a file outside the strict
+    check and the checksum (recorded as a random initialisation)."""
+    with pytest.raises(DataError, match=f"may not load weights \\({key}\\)") as exc:
+        enc.get_tile_encoder("timm:resnet10t", **{key: "/w.pth" if key == "checkpoint_path" else True})
+    assert exc.value.field == "tile_encoder_kwargs"

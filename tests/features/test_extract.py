@@ -360,3 +360,30 @@ def test_option_errors_are_usage_errors_and_leave_no_folder(chimera: Path, tmp_p
     with pytest.raises(DataError, match="does not exist"):
         run_extract("chimera-task1", tmp_path / "nowhere", tmp_path / "mine", **FAST)
     assert (tmp_path / "mine").is_dir()
+
+
+def test_a_killed_runs_cache_temporaries_are_removed(chimera: Path, tmp_path: Path) -> None:
+    """An image-cache file being written when the run was killed stayed beside the cache
+    forever (a patient's tiles: up to hundreds of MB); the entry itself never counted."""
+    out = tmp_path / "s"
+    stale = out / "image_cache" / "wsi" / ".1000.tiles.npy.k1ll3d.tmp"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"\0" * 64)
+    rep = run_extract("chimera-task1", chimera, out, **FAST, rna=False, limit=1, tile_cache=True)
+    assert rep.done == ["1000"] and not stale.exists()
+    assert (out / "image_cache" / "wsi" / "1000.tiles.npy").is_file()
+
+
+def test_a_slide_smaller_than_one_tile_is_named_as_such(tmp_path: Path) -> None:
+    """It was reported as 'no tile with ≥ 50% tissue', which sends one looking at the mask."""
+    import tifffile
+
+    img = np.full((100, 100, 3), 120, np.uint8)
+    tifffile.imwrite(tmp_path / "small.tif", img, photometric="rgb", resolution=(4e4, 4e4),
+                     resolutionunit="CENTIMETER")  # 0.25 µm/px  # fmt: skip
+    man = tmp_path / "manifest.csv"
+    man.write_text(f"patient,wsi_path\np1,{tmp_path / 'small.tif'}\n")
+    rep = run_extract("manifest", man, tmp_path / "s", **FAST, rna=False)
+    assert [(f.patient, f.path) for f in rep.failures] == [("p1", str(tmp_path / "small.tif"))]
+    assert ("the slide (100 × 100 px at 0.25 µm/px) is smaller than one 64-px tile at 0.5 µm/px"
+            " (128 px at its resolution)") == rep.failures[0].reason  # fmt: skip

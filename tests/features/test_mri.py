@@ -211,3 +211,43 @@ def test_the_first_meaningful_line_of_an_itk_error_is_kept() -> None:
                                        'sitk::ERROR: The file "a.mha" does not exist.')
                           ) == 'The file "a.mha" does not exist.'  # fmt: skip
     assert mri.itk_reason(RuntimeError("")) == "RuntimeError"
+
+
+def test_a_multi_component_volume_is_refused_not_cut_to_its_first(tmp_path: Path,
+                                                                  case: dict[str, Path]) -> None:  # fmt: skip
+    """Several b-values in one file (a vector image): the first component was taken silently
+    (for an HBV, the b=0 volume)."""
+    vec = sitk.GetImageFromArray(np.ones((*SHAPE, 3), np.float32), isVector=True)
+    sitk.WriteImage(vec, str(tmp_path / "hbv.mha"))
+    with pytest.raises(DataError, match="found 3 components") as exc:
+        mri.prepare_mri({**case, "hbv": tmp_path / "hbv.mha"}, case["mask"], patient="p7")
+    assert (exc.value.path, exc.value.patient) == (str(tmp_path / "hbv.mha"), "p7")
+
+
+def test_nan_voxels_name_their_own_sequence_file(tmp_path: Path, case: dict[str, Path]) -> None:
+    """A NaN voxel made every prepared voxel NaN, found later as the patient's NaN features
+    blamed on the T2W file whatever sequence held it."""
+    img = sitk.ReadImage(str(case["hbv"]))
+    arr = sitk.GetArrayFromImage(img)
+    arr[6, 20, 20] = np.nan
+    bad = sitk.GetImageFromArray(arr)
+    bad.CopyInformation(img)
+    sitk.WriteImage(bad, str(tmp_path / "hbv.mha"))
+    with pytest.raises(DataError, match="NaN or inf voxels in the hbv volume") as exc:
+        mri.prepare_mri({**case, "hbv": tmp_path / "hbv.mha"}, case["mask"], patient="p7")
+    assert (exc.value.path, exc.value.patient) == (str(tmp_path / "hbv.mha"), "p7")
+
+
+def test_a_sequence_or_mask_elsewhere_in_space_is_refused(tmp_path: Path, case: dict[str, Path]) -> None:
+    """An ADC whose origin puts it outside the T2W volume was resampled to all zeros and
+    embedded as such; a mask elsewhere was reported as empty."""
+    for q in ("adc", "mask"):
+        img = sitk.ReadImage(str(case[q]))
+        img.SetOrigin((900.0, 0.0, 0.0))
+        sitk.WriteImage(img, str(tmp_path / f"far_{q}.mha"))
+    with pytest.raises(DataError, match="adc volume does not overlap the t2w volume") as exc:
+        mri.prepare_mri({**case, "adc": tmp_path / "far_adc.mha"}, case["mask"], patient="p7")
+    assert exc.value.path == str(tmp_path / "far_adc.mha") and exc.value.patient == "p7"
+    with pytest.raises(DataError, match="mask does not overlap the t2w volume") as exc:
+        mri.prepare_mri(case, tmp_path / "far_mask.mha", patient="p7")
+    assert exc.value.path == str(tmp_path / "far_mask.mha") and exc.value.field == "mri_mask"

@@ -194,3 +194,31 @@ def test_reading_between_levels_resizes_to_tile_size(slide_path: Path) -> None:
         tiles = np.concatenate([b for b, _ in wsi.iter_tile_batches(s, plan, batch_size=2)])
     assert plan.level == 1 and plan.read_size == 48 and plan.tile_size_lv0 == 96
     assert tiles.shape == (2, 32, 32, 3)
+
+
+def test_a_16_bit_slide_is_refused_naming_the_file(tmp_path: Path) -> None:
+    """A 16-bit RGB slide opened, then every tile read raised PIL's raw TypeError."""
+    p = tmp_path / "s16.tif"
+    tifffile.imwrite(p, slide_image().astype(np.uint16) * 257, tile=(256, 256), photometric="rgb",
+                     resolution=(4e4, 4e4), resolutionunit="CENTIMETER")  # fmt: skip
+    with pytest.raises(DataError, match="uint16, not 8-bit") as exc:
+        wsi.Slide(p)
+    assert exc.value.path == str(p) and exc.value.field == "slide"
+
+
+def test_a_mask_of_another_shape_than_its_slide_is_refused(slide_path: Path, tmp_path: Path) -> None:
+    """A mask is mapped onto the slide by its size ratio: one with another aspect (another
+    slide's mask, a crop) put the tissue elsewhere, silently."""
+    tifffile.imwrite(tmp_path / "wide.tif", np.ones((32, 128), np.uint8))
+    with wsi.Slide(slide_path) as s:
+        with pytest.raises(DataError, match=r"128 × 32 px\) does not have the shape of its slide"
+                           r" s\.tif \(1024 × 1024 px\)") as exc:  # fmt: skip
+            wsi.tissue_mask(s, tmp_path / "wide.tif")
+        assert exc.value.path == str(tmp_path / "wide.tif") and exc.value.field == "mask"
+        # a downsampled level whose sides were rounded is the slide's own shape
+        tifffile.imwrite(tmp_path / "rounded.tif", np.ones((65, 64), np.uint8))
+        assert wsi.tissue_mask(s, tmp_path / "rounded.tif").source == "file"
+        # a level padded to whole tiles (about 5 % here) is not refused either
+        tifffile.imwrite(tmp_path / "padded.tif", np.ones((128, 134), np.uint8))
+        assert wsi.tissue_mask(s, tmp_path / "padded.tif").source == "file"
+

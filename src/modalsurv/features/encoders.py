@@ -26,6 +26,7 @@ Registries (one line to add an encoder):
 from __future__ import annotations
 
 import hashlib
+import pickle
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -42,6 +43,8 @@ from modalsurv.utils import require
 
 RANDOM_INIT = "random-init"
 RANDOM_INIT_SEED = 0
+# timm.create_model keywords that fetch or load weights behind load_strict and the checksum
+WEIGHT_KEYWORDS = ("pretrained", "checkpoint_path")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -78,8 +81,23 @@ def load_state_dict(path: str | Path, strip_prefixes: tuple[str, ...] = ("module
             sd: Any = load_file(str(path), device="cpu")
         else:
             sd = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        hit = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if hit is None:  # not a checkpoint at all (text, another format)
+            what = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(exc))
+            raise WeightsError(f"cannot read checkpoint: not a torch.save or safetensors file,"
+                               f" or a truncated one (UnpicklingError"
+                               f"{': ' + what.group(1) if what else ''})", path=path,
+                               field="weights") from exc  # fmt: skip
+        raise WeightsError(
+            f"the checkpoint holds a Python object ({hit.group(1)}) besides tensors, which only"
+            " a full unpickling could build, and unpickling can run arbitrary code: checkpoints"
+            " are read as weights only. Save its tensors alone where you trust the file"
+            " (torch.save(ckpt['state_dict'], path), or a .safetensors file) and pass that",
+            path=path, field="weights") from exc  # fmt: skip
     except Exception as exc:
-        raise WeightsError(f"cannot read checkpoint: {type(exc).__name__}: {exc}", path=path,
+        raise WeightsError(f"cannot read checkpoint: not a torch.save or safetensors file, or a"
+                           f" truncated one ({_first_line(exc)})", path=path,
                            field="weights") from exc  # fmt: skip
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(sd, Mapping) and key in sd and isinstance(sd[key], Mapping):
@@ -94,7 +112,19 @@ def load_state_dict(path: str | Path, strip_prefixes: tuple[str, ...] = ("module
             if k.startswith(p):
                 k = k[len(p):]
         out[k] = v
+    # a NaN weight makes every feature NaN: found here, not as each patient's failure
+    nan = [k for k, v in out.items() if v.is_floating_point() and bool(torch.isnan(v).any())]
+    if nan:
+        raise WeightsError(f"the checkpoint holds NaN values in {len(nan)} tensor(s):"
+                           f" {_fmt_list(nan)} (a diverged or damaged save)", path=path,
+                           field="weights")  # fmt: skip
     return out
+
+
+def _first_line(exc: BaseException) -> str:
+    """``Type: first line`` of an exception (torch's unpickling errors run to a page)."""
+    line = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 
 def _fmt_list(items: list[str], limit: int = 20) -> str:
@@ -444,6 +474,11 @@ def get_tile_encoder(spec: str, weights: str | Path | None = None, device: str =
     if family not in ENCODERS or (arg and family in TILE_PRESETS):
         raise DataError(f"unknown tile encoder {spec!r}; known: {sorted(ENCODERS)} (timm as"
                         " 'timm:<model_name>')", field="tile_encoder")  # fmt: skip
+    loading = sorted(k for k in kwargs if k in WEIGHT_KEYWORDS)
+    if loading:  # timm would download, or load a file outside the checksum and strict check
+        raise DataError(f"the encoder's keywords may not load weights ({', '.join(loading)}):"
+                        " give a local weight file as the tile weights instead (nothing is"
+                        " downloaded)", field="tile_encoder_kwargs")  # fmt: skip
     if family == "timm":
         if not arg:
             raise DataError("timm encoders are named 'timm:<model_name>'", field="tile_encoder")

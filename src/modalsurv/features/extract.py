@@ -82,6 +82,7 @@ from modalsurv.io.chimera import MRI_SEQUENCES
 from modalsurv.io.fingerprint import mri_sources, slide_sources, sources_fingerprint
 from modalsurv.io.layouts import check_layout, chimera_task
 from modalsurv.io.store import EXTRACTION_RECORD, FeatureStore, read_extraction_record
+from modalsurv.resume import remove_stale_temporaries
 from modalsurv.utils import Progress, atomic_write_text, exclusive_lock
 
 
@@ -725,6 +726,7 @@ def _encode_slides(pf: PatientFiles, tile: enc.TileEncoder, slide_enc: Any,
     slide vectors) of one patient; a slide without tissue at this grid adds nothing.
     ``keep_tiles`` collects the uint8 tiles in the same order (the image cache)."""
     bags, crds, slide_vecs = [], [], []
+    skipped: list[str] = []  # why each slide without tiles gave none
     current: Path | None = None
     for sp, mp in zip(pf.slides, pf.masks or [None] * len(pf.slides)):
         current = sp
@@ -742,9 +744,14 @@ def _encode_slides(pf: PatientFiles, tile: enc.TileEncoder, slide_enc: Any,
                             field="wsi") from exc  # fmt: skip
         dt = time.perf_counter() - ts
         if len(f) == 0:
-            report.problems.append(Problem(
-                "warning", f"no tile with ≥ {settings.min_tissue:.0%} tissue at {settings.mpp}"
-                " µm/px; slide skipped", str(sp), pf.patient, "wsi"))  # fmt: skip
+            w, h = plan.slide_size
+            why = (f"no tile with ≥ {settings.min_tissue:.0%} tissue at {settings.mpp} µm/px"
+                   if plan.fits else f"the slide ({w} × {h} px at {plan.slide_mpp:g} µm/px) is"
+                   f" smaller than one {plan.tile_size}-px tile at {plan.mpp:g} µm/px"
+                   f" ({plan.tile_size_lv0} px at its resolution)")  # fmt: skip
+            report.problems.append(Problem("warning", f"{why}; slide skipped", str(sp),
+                                           pf.patient, "wsi"))  # fmt: skip
+            skipped.append(why)
             continue
         report.n_tiles += len(f)
         report.tile_seconds += dt
@@ -754,9 +761,9 @@ def _encode_slides(pf: PatientFiles, tile: enc.TileEncoder, slide_enc: Any,
         crds.append(c)
         slide_vecs.append(slide_enc.encode(f, c, plan.tile_size_lv0))
     if not bags:
-        raise DataError(f"no slide has a tile with ≥ {settings.min_tissue:.0%} tissue at"
-                        f" {settings.mpp} µm/px", path=current, patient=pf.patient,
-                        field="wsi")  # fmt: skip
+        why = skipped[0] if len(set(skipped)) == 1 else (
+            f"no slide has a tile with ≥ {settings.min_tissue:.0%} tissue at {settings.mpp} µm/px")
+        raise DataError(why, path=current, patient=pf.patient, field="wsi")
     return {"wsi": (np.concatenate(bags), np.concatenate(crds)),
             "slide": (np.mean(slide_vecs, axis=0).astype(np.float32), None)}
 
@@ -772,6 +779,9 @@ def _open_cache(out: str | Path, cache_dir: str | Path | None, tiles: bool, volu
     if not (tiles or volumes):
         return None, []
     cache = ImageCache(Path(cache_dir) if cache_dir is not None else Path(out) / DEFAULT_FOLDER)
+    # the cache's temporaries a killed run left (a patient's tiles can be hundreds of MB):
+    # this run holds the lock on the cache's folder, so no live writer owns them
+    remove_stale_temporaries(cache.root)
     kinds = []
     if tiles:
         cache.begin("wsi", record["tile_encoder"], record["tiles"])

@@ -89,8 +89,10 @@ def read_image(path: str | Path, patient: str | None = None) -> Any:
     if img.GetDimension() != 3:
         raise DataError(f"expected a 3-D volume; found {img.GetDimension()}-D", path=path,
                         patient=patient, field="mri")  # fmt: skip
-    if img.GetNumberOfComponentsPerPixel() != 1:
-        img = sitk.VectorIndexSelectionCast(img, 0)
+    if img.GetNumberOfComponentsPerPixel() != 1:  # e.g. several b-values in one file
+        raise DataError(f"expected one value per voxel; found {img.GetNumberOfComponentsPerPixel()}"
+                        " components (a multi-volume or colour image: give one sequence per"
+                        " file)", path=path, patient=patient, field="mri")  # fmt: skip
     return sitk.Cast(img, sitk.sitkFloat32)
 
 
@@ -213,22 +215,45 @@ def prepare_mri(paths: Mapping[str, str | Path], mask: str | Path | None = None,
         first = sitk.DICOMOrient(first, cfg.orientation)
     ref = reference_grid(first, cfg.spacing)
     arrays = {q: sitk.GetArrayFromImage(resample_like(img, ref)) for q, img in images.items()}
+    for q, img in images.items():
+        if q != cfg.sequences[0] and not _covers(img, ref):
+            # resampled, it would be all zeros: a volume of another study (or a wrong origin)
+            raise DataError(f"the {q} volume does not overlap the {cfg.sequences[0]} volume in"
+                            " space (origin / direction of another study?)", path=paths[q],
+                            patient=patient, field="mri")  # fmt: skip
     region = None
     crop: tuple[slice, ...] = (slice(None),) * 3
     if mask is not None:
-        m = resample_like(read_image(mask, patient), ref, label=True)
-        region = sitk.GetArrayFromImage(m) > 0
+        own = read_image(mask, patient)
+        region = sitk.GetArrayFromImage(resample_like(own, ref, label=True)) > 0
         try:
             crop = mask_bbox(region, ref.GetSpacing()[::-1], cfg.margin_mm)
         except DataError as exc:
-            raise DataError(exc.reason, path=mask, patient=patient, field="mri_mask") from exc
+            reason = exc.reason
+            if (sitk.GetArrayViewFromImage(own) > 0).any():  # not empty: elsewhere in space
+                reason = (f"the prostate mask does not overlap the {cfg.sequences[0]} volume in"
+                          " space (origin / direction of another study?)")  # fmt: skip
+            raise DataError(reason, path=mask, patient=patient, field="mri_mask") from exc
         region = region[crop]
     out = {}
     for q, arr in arrays.items():
         a = arr[crop]
+        if not np.isfinite(a).all():  # a NaN spreads through the statistics to every voxel
+            raise DataError(f"NaN or inf voxels in the {q} volume ({int((~np.isfinite(a)).sum())}"
+                            " inside the crop)", path=paths[q], patient=patient,
+                            field="mri")  # fmt: skip
         reg = region if region is not None else body_region(a)
         out[q] = resize_volume(normalize(a, reg, cfg.norm), cfg.size)
     return out
+
+
+def _covers(image: Any, reference: Any) -> bool:
+    """Whether ``image`` covers any voxel of ``reference``'s grid."""
+    import SimpleITK as sitk
+
+    ones = sitk.Image(image.GetSize(), sitk.sitkUInt8) + 1
+    ones.CopyInformation(image)
+    return bool(sitk.GetArrayFromImage(resample_like(ones, reference, label=True)).any())
 
 
 def embed_mri(volumes: Mapping[str, np.ndarray], encoder: Any, combine: Combine = "concat"

@@ -34,6 +34,9 @@ MPP_TOLERANCE = 0.1  # a level within 10 % of the target resolution is read as i
 # coarser than this (µm per pixel) is no scanner's level 0: a resolution tag left at the
 # TIFF writer's 72-dpi default reads as 352.8 µm/px and would give one-pixel tiles
 MAX_SLIDE_MPP = 10.0
+# a tissue mask's aspect may differ from its slide's by rounding and by levels padded to whole
+# tiles (plus this much); another slide's mask or a crop differs by more
+MASK_ASPECT_TOLERANCE = 0.1
 
 
 # ---------------------------------------------------------------------------- slide
@@ -92,7 +95,28 @@ class Slide:
         self._local.handle = handle
         self._handles = [handle]
         self._lock = threading.Lock()
-        self.mpp = self._resolve_mpp(props, mpp_override)
+        try:
+            self.mpp = self._resolve_mpp(props, mpp_override)
+            self._check_pixels(handle)
+        except BaseException:
+            self.close()
+            raise
+
+    def _check_pixels(self, handle: Any) -> None:
+        """Refuse a slide whose pixels are not 8-bit (16-bit, float): tile encoders take 8-bit
+        RGB, and the region reader cannot even decode them (a raw TypeError per tile)."""
+        if self.backend != "tiffslide":  # OpenSlide always gives 8-bit RGBA
+            return
+        lv = len(self.level_dimensions) - 1
+        try:
+            dtype = np.asarray(handle.read_region((0, 0), lv, (1, 1), as_array=True)).dtype
+        except Exception as exc:
+            raise DataError(f"cannot read slide pixels: {type(exc).__name__}: {exc}",
+                            path=self.path, field="slide") from exc  # fmt: skip
+        if dtype != np.uint8:
+            raise DataError(f"the slide's pixels are {dtype}, not 8-bit: tile encoders take 8-bit"
+                            " RGB (brightfield) slides; convert it to 8 bits per channel",
+                            path=self.path, field="slide")  # fmt: skip
 
     def _resolve_mpp(self, props: dict[str, Any], override: float | None) -> float:
         own = self._metadata_mpp(props)
@@ -257,6 +281,20 @@ def otsu_tissue(rgb: np.ndarray, min_object_frac: float = 1e-3) -> np.ndarray:
     return remove_small_holes(mask, max_size=area)
 
 
+def _check_mask_aspect(mask_hw: tuple[int, ...], slide_hw: tuple[int, int], path: Path,
+                       slide_path: Path) -> None:  # fmt: skip
+    """A mask is mapped onto the slide by its size ratio, so one whose aspect differs from the
+    slide's (beyond the rounding of a downsampled level) is another slide's, or a crop: its
+    tissue would land elsewhere. Refused, naming both sizes."""
+    (mh, mw), (h0, w0) = mask_hw[:2], slide_hw
+    sx, sy = w0 / mw, h0 / mh
+    if abs(sx / sy - 1) > MASK_ASPECT_TOLERANCE + 1 / mw + 1 / mh:
+        raise DataError(f"the tissue mask ({mw} × {mh} px) does not have the shape of its slide"
+                        f" {slide_path.name} ({w0} × {h0} px): scaled by {sx:.3g} across and"
+                        f" {sy:.3g} down (another slide's mask, or a crop?)", path=path,
+                        field="mask")  # fmt: skip
+
+
 def tissue_mask(slide: Slide, mask_path: str | Path | None = None,
                 thumb_px: int = 1024) -> TissueMask:  # fmt: skip
     """The provided mask (any level or scale; mapped onto level 0 by the size ratio) when
@@ -265,6 +303,7 @@ def tissue_mask(slide: Slide, mask_path: str | Path | None = None,
     if mask_path is not None:
         m = _read_mask_file(Path(mask_path), thumb_px)
         source = "file"
+        _check_mask_aspect(m.shape, (h0, w0), Path(mask_path), slide.path)
     else:
         m = otsu_tissue(slide.thumbnail(thumb_px))
         source = "otsu"
@@ -285,6 +324,12 @@ class TilePlan:
     mpp: float  # target µm per pixel
     slide_mpp: float  # level-0 µm per pixel
     n_candidates: int  # tiles with enough tissue before sampling
+    slide_size: tuple[int, int] = (0, 0)  # level-0 (width, height)
+
+    @property
+    def fits(self) -> bool:
+        """Whether one tile fits in the slide at all (else the grid is empty, tissue or not)."""
+        return min(self.slide_size) >= self.tile_size_lv0
 
 
 def sample_indices(n: int, k: int, sampling: Sampling = "uniform", seed: int = 0) -> np.ndarray:
@@ -349,7 +394,7 @@ def plan_tiles(
         xs, ys = xs[idx], ys[idx]
     coords = np.stack([xs, ys], axis=1).astype(np.int64) if len(xs) else np.zeros((0, 2), np.int64)
     return TilePlan(slide.path, coords, level, read_size, tile_size, side0, float(mpp),
-                    slide.mpp, n)  # fmt: skip
+                    slide.mpp, n, (int(w0), int(h0)))  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- reading
