@@ -52,6 +52,30 @@ def test_level_selection_from_metadata(slide_path: Path) -> None:
         assert s.best_level(4.0) == 2  # coarser than any level: the coarsest
 
 
+def test_a_slide_without_a_pyramid_gets_its_thumbnail_in_bands(tmp_path: Path,
+                                                                monkeypatch) -> None:  # fmt: skip
+    """One level only: the thumbnail decoded the whole level at once (30 GB of RGB for a
+    100,000-px slide). Above THUMB_READ_BYTES it is read in bands of rows: no read is
+    larger than that, and the image is the whole-level thumbnail's up to band seams."""
+    path = write_pyramid(tmp_path / "flat.tif", slide_image(), mpp=0.25, levels=1)
+    with wsi.Slide(path) as s:
+        whole = s.thumbnail(200)
+        budget = 1024 * 3 * 40  # about eight output rows a band
+        monkeypatch.setattr(wsi, "THUMB_READ_BYTES", budget)
+        reads: list[tuple[int, int]] = []
+        original = s.read_region
+
+        def spy(x, y, level, size):
+            reads.append(size)
+            return original(x, y, level, size)
+
+        monkeypatch.setattr(s, "read_region", spy)
+        banded = s.thumbnail(200)
+    assert banded.shape == whole.shape == (200, 200, 3)
+    assert len(reads) > 10 and max(w * h * 3 for w, h in reads) <= budget
+    assert np.abs(banded.astype(int) - whole.astype(int)).mean() < 2.0
+
+
 def test_missing_mpp_names_the_file_and_override_fixes_it(tmp_path: Path) -> None:
     p = write_pyramid(tmp_path / "nompp.tif", slide_image(), mpp=None, levels=2)
     with pytest.raises(DataError, match="mpp_override") as exc:

@@ -37,6 +37,8 @@ MAX_SLIDE_MPP = 10.0
 # a tissue mask's aspect may differ from its slide's by rounding and by levels padded to whole
 # tiles (plus this much); another slide's mask or a crop differs by more
 MASK_ASPECT_TOLERANCE = 0.1
+# a thumbnail's level larger than this (RGB bytes) is read in bands of rows
+THUMB_READ_BYTES = 256 * 2**20
 
 
 # ---------------------------------------------------------------------------- slide
@@ -199,8 +201,10 @@ class Slide:
             if max(w, h) >= max_px:
                 lv = i
         w, h = self.level_dimensions[lv]
-        img = self.read_region(0, 0, lv, (w, h))
         scale = max(w, h) / max_px
+        if scale > 1 and w * h * 3 > THUMB_READ_BYTES:
+            return self._banded_thumbnail(lv, scale)
+        img = self.read_region(0, 0, lv, (w, h))
         if scale > 1:
             from skimage.transform import resize
 
@@ -208,6 +212,26 @@ class Slide:
             img = (resize(img, shape, anti_aliasing=True, preserve_range=True)
                    .round().astype(np.uint8))  # fmt: skip
         return img
+
+    def _banded_thumbnail(self, lv: int, scale: float) -> np.ndarray:
+        """The thumbnail of a level too large to decode whole (a slide without a pyramid:
+        one 100,000-px level is 30 GB of RGB), read in bands of rows, each shrunk on its
+        own: memory stays about ``THUMB_READ_BYTES``."""
+        from skimage.transform import resize
+
+        w, h = self.level_dimensions[lv]
+        out_h, out_w = max(1, round(h / scale)), max(1, round(w / scale))
+        down = self.level_dimensions[0][1] / h  # level rows → level-0 rows
+        per_band = max(1, int(THUMB_READ_BYTES // (3 * w * scale)))  # output rows a band
+        bands = []
+        for r0 in range(0, out_h, per_band):
+            r1 = min(out_h, r0 + per_band)
+            y0, y1 = round(r0 * h / out_h), max(round(r0 * h / out_h) + 1, round(r1 * h / out_h))
+            y1 = min(y1, h)
+            img = self.read_region(0, round(y0 * down), lv, (w, y1 - y0))
+            bands.append(resize(img, (r1 - r0, out_w), anti_aliasing=True, preserve_range=True)
+                         .round().astype(np.uint8))  # fmt: skip
+        return np.concatenate(bands, axis=0)
 
     def close(self) -> None:
         with self._lock:
