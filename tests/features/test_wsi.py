@@ -76,6 +76,23 @@ def test_a_slide_without_a_pyramid_gets_its_thumbnail_in_bands(tmp_path: Path,
     assert np.abs(banded.astype(int) - whole.astype(int)).mean() < 2.0
 
 
+def test_a_mask_without_a_pyramid_is_read_strided_not_whole(tmp_path: Path,
+                                                            monkeypatch) -> None:  # fmt: skip
+    """A one-level mask larger than THUMB_READ_BYTES was decoded whole; now every k-th
+    pixel is read chunk by chunk: the same mask as the whole level sampled the same way."""
+    rng = np.random.default_rng(0)
+    mask = (rng.random((900, 700)) > 0.6).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "flat_mask.tif", mask, tile=(64, 64), compression="zlib")
+    whole = wsi._read_mask_file(tmp_path / "flat_mask.tif", 100)
+    assert whole.shape == (900, 700)  # under the budget: the level itself
+    monkeypatch.setattr(wsi, "THUMB_READ_BYTES", 100_000)
+    import tifffile as tf
+
+    monkeypatch.setattr(tf.TiffPageSeries, "asarray", lambda *a, **k: pytest.fail("read whole"))
+    strided = wsi._read_mask_file(tmp_path / "flat_mask.tif", 100)
+    np.testing.assert_array_equal(strided, mask[::9, ::9] > 0)  # k = ceil(900 / 100)
+
+
 def test_missing_mpp_names_the_file_and_override_fixes_it(tmp_path: Path) -> None:
     p = write_pyramid(tmp_path / "nompp.tif", slide_image(), mpp=None, levels=2)
     with pytest.raises(DataError, match="mpp_override") as exc:
