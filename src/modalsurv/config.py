@@ -262,7 +262,8 @@ class TrainConfig(Strict):
         "auto",
         description="CPU threads while training: a number, or 'auto' (one thread when a step's"
         " widest matmul is small, as for tabular cohorts and tiles reduced by bag_pca; else"
-        " torch's setting): train.defaults",
+        " torch's setting): train.defaults. Another count sums in another order, so the"
+        " same seed gives numbers that differ in their last digits (1e-8 seen, no figure)",
     )
 
     @field_validator("batch_size")

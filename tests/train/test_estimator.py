@@ -59,9 +59,51 @@ def test_member_splits_rotate_through_stratified_folds(cohort):
 
 def test_member_splits_without_enough_events_for_stratification():
     event = np.zeros(12, dtype=bool)
-    event[:2] = True  # fewer events than folds: plain k-fold
+    event[:2] = True  # fewer events than folds: the folds still cover every row
     splits = member_splits(event, 0.25, seed=0, n_members=4)
     np.testing.assert_array_equal(np.sort(np.concatenate([v for _, v in splits])), np.arange(12))
+
+
+def test_member_splits_train_every_member_on_an_event():
+    """Two events, five folds: too few to stratify the old way, and a plain k-fold put
+    both in one validation fold for about one seed in seven, so that member trained on no
+    event at all. They now lie in different folds; the folds still cover every row."""
+    for seed in range(40):
+        event = np.zeros(12, dtype=bool)
+        event[np.random.default_rng(seed).choice(12, 2, replace=False)] = True
+        splits = member_splits(event, 0.2, seed=seed, n_members=5)
+        assert all(event[tr].any() for tr, _ in splits), seed
+        np.testing.assert_array_equal(np.sort(np.concatenate([v for _, v in splits])),
+                                      np.arange(12))  # fmt: skip
+
+
+def test_inner_split_trains_on_a_lone_event():
+    """One event, too few to stratify: drawn for validation, it left the training part
+    eventless and the fit was refused as if the cohort had none; it now trains, and the
+    split keeps its sizes."""
+    for seed in range(30):
+        event = np.zeros(10, dtype=bool)
+        event[seed % 10] = True
+        tr, va = inner_split(event, 0.2, seed)
+        assert event[tr].any() and len(va) == 2 and len(np.union1d(tr, va)) == 10
+
+
+def test_a_rotating_cox_member_without_an_event_is_refused(make_cohort, make_config):
+    """A lone event lies in one member's rotating validation fold: every batch of that Cox
+    member had no event (partial likelihood 0, zero gradient), so it stayed its initial
+    draw and was averaged into the ensemble silently; now a LabelError names the member
+    and the remedy."""
+    from modalsurv.cohort import Cohort
+    from modalsurv.errors import LabelError
+
+    c = make_cohort(n=12, seed=1)
+    event = np.zeros(12, dtype=bool)
+    event[3] = True
+    one = Cohort(c.ids, c.time, event, features=c.features, present=c.present,
+                 bag_mask=c.bag_mask)  # fmt: skip
+    cfg = make_config(model__head="cox", train__n_init=5, train__member_splits="rotate")
+    with pytest.raises(LabelError, match=r"seed member \d.*train\.member_splits: shared"):
+        ModalSurv(cfg).fit(one)
 
 
 def test_rotating_members_validate_on_their_own_fold(cohort, make_config, monkeypatch):
@@ -101,6 +143,23 @@ def test_save_load_identical_and_pickle_free(tmp_path, cohort, fitted):
     back = ModalSurv.load(tmp_path)
     np.testing.assert_array_equal(back.predict_pmf(cohort), model.predict_pmf(cohort))
     np.testing.assert_array_equal(back.predict_risk(cohort), model.predict_risk(cohort))
+
+
+def test_fitted_model_predicts_bit_for_bit_as_saved_and_loaded(tmp_path, cohort, make_config):
+    """The model a run keeps in memory and the same model saved and loaded (a resumed
+    run's finished folds, ``predict``) give the same member outputs to the last bit: the
+    trained parameters own their storage (not views at odd offsets of the optimiser's flat
+    buffer, where a matrix-vector product rounded differently), as a loaded network's do."""
+    model = ModalSurv(make_config(model__head="cox", model__latent_dim=128,
+                                  model__hidden_dim=128)).fit(cohort)  # fmt: skip
+    params = list(model.net_.parameters())
+    assert all(p.storage_offset() == 0 for p in params)
+    assert len({p.untyped_storage().data_ptr() for p in params}) == len(params)
+    model.save(tmp_path)
+    back = ModalSurv.load(tmp_path)
+    for part in (cohort, cohort[np.arange(27)]):  # 27 rows: a batch where the bits differed
+        np.testing.assert_array_equal(back.predict_member_outputs(part),
+                                      model.predict_member_outputs(part))  # fmt: skip
 
 
 def test_gate_weights_per_patient(fitted, cohort):

@@ -220,3 +220,37 @@ def test_the_same_arrays_with_another_present_mask_are_fitted_again():
     np.testing.assert_allclose(a.mean_, x64.mean(0))
     np.testing.assert_allclose(b.mean_, x64[10:].mean(0))
     np.testing.assert_allclose(b.scale_, x64[10:].std(0))
+
+
+def test_a_step_error_names_the_modality_not_its_kind():
+    """Two vector modalities, one measured for a single training patient: the PCA step's
+    error used to say field 'vector', not which modality."""
+    from modalsurv.errors import DataError
+
+    rng = np.random.default_rng(0)
+    present = np.zeros(6, dtype=bool)
+    present[0] = True
+    c = Cohort([f"P{i}" for i in range(6)], np.arange(1.0, 7.0), np.arange(6) % 2 == 0,
+               features={"slide": rng.normal(size=(6, 300)), "mri": rng.normal(size=(6, 300))},
+               present={"mri": present})  # fmt: skip
+    with pytest.raises(DataError, match="at least 2 present training rows") as err:
+        Preprocessor(PreprocessConfig()).fit(c)
+    assert err.value.field == "mri"
+
+
+def test_negative_rna_at_prediction_names_patient_gene_and_modality():
+    """Fitted on raw counts (log1p), given log-scaled RNA: the error named a row number and
+    field 'x4', and advised a setting a fitted model cannot change."""
+    from modalsurv.errors import DataError
+
+    counts = np.random.default_rng(1).gamma(2.0, 50.0, size=(10, 20))
+    train = Cohort([f"T{i}" for i in range(10)], np.arange(1.0, 11.0), np.arange(10) % 2 == 0,
+                   features={"rna": counts})  # fmt: skip
+    pp = Preprocessor(PreprocessConfig(rna_pca=4, rna_top_variance_genes=10)).fit(train)
+    logged = np.log2(counts[:3] + 1) - 5.0  # centred log values: some negative
+    test = Cohort(["A", "B", "C"], np.ones(3), np.ones(3, dtype=bool), features={"rna": logged})
+    said = r"of gene 'x\d+': .*give this cohort's RNA on that scale"
+    with pytest.raises(DataError, match=said) as err:
+        pp.transform(test)
+    row = int(np.flatnonzero((logged < 0).any(axis=1))[0])
+    assert err.value.field == "rna" and err.value.patient == ["A", "B", "C"][row]

@@ -153,6 +153,19 @@ def test_rna_rejects_negative_values_with_log1p():
         t.transform(x)
 
 
+def test_rna_negative_value_in_fit_names_its_own_row():
+    """The row of a negative training value is the caller's numbering, not its position
+    among the present rows (row 1 was reported for row 2 when row 0 was absent)."""
+    x = np.abs(_rna(np.random.default_rng(4), n=5, g=4))
+    x[2, 1] = -0.5
+    present = np.array([False, True, True, True, True])
+    with pytest.raises(DataError, match=r"-0.5 of gene 'x1' at row 2:"):
+        RnaTransform(pca=None).fit(x, present=present)
+    x[0, 0] = -7.0  # an absent row's values are ignored
+    with pytest.raises(DataError, match="at row 2:"):
+        RnaTransform(pca=None).fit(x, present=present)
+
+
 def test_vector_scaler_imputes_and_standardises():
     rng = np.random.default_rng(5)
     x = rng.normal(3.0, 2.0, size=(50, 6))

@@ -31,6 +31,7 @@ Risk score (used for every C-index in this package):
 from __future__ import annotations
 
 import json
+import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,12 @@ def inner_split(event: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarr
     counts = np.bincount(event.astype(int), minlength=2)
     stratify = event if counts.min() >= 2 and n_val >= 2 else None
     tr, va = train_test_split(idx, test_size=n_val, random_state=seed, stratify=stratify)
+    if event[va].any() and not event[tr].any():
+        # a lone event drawn for validation (too few to stratify): it trains instead, one
+        # training row validates in its place (the fit refused this cohort as eventless)
+        j = int(np.flatnonzero(event[va])[0])
+        tr, va = tr.copy(), va.copy()
+        tr[0], va[j] = va[j], tr[0]
     return np.sort(tr), np.sort(va)
 
 
@@ -85,7 +92,11 @@ def member_splits(
     split with ``F = round(1 / fraction)``; members past ``F`` use a reshuffled split.
     Every row trains ``F - 1`` of every ``F`` members, instead of no member at all when
     the validation rows are shared: on a small cohort a fifth of the data is too much to
-    give up for early stopping alone.
+    give up for early stopping alone. With fewer events (or censored rows) than folds the
+    split is still stratified as long as the other class fills every fold: the events then
+    lie in different folds, so with two or more every member trains on one (a plain k-fold
+    put both of two events in one fold about one time in seven, and that member learnt
+    from no event at all: a Cox member nothing, its gradient being zero throughout).
     """
     n = len(event)
     folds = int(min(max(2, round(1.0 / fraction)), n))
@@ -96,6 +107,11 @@ def member_splits(
         if counts.min() >= folds:
             splitter = StratifiedKFold(folds, shuffle=True, random_state=rs)
             parts = splitter.split(np.zeros(n), event)
+        elif counts.min() >= 1 and counts.max() >= folds:
+            with warnings.catch_warnings():  # "the least populated class has only k members"
+                warnings.simplefilter("ignore", UserWarning)
+                parts = list(StratifiedKFold(folds, shuffle=True, random_state=rs).split(
+                    np.zeros(n), event))  # fmt: skip
         else:
             parts = KFold(folds, shuffle=True, random_state=rs).split(np.zeros(n))
         out.extend((np.sort(tr), np.sort(va)) for tr, va in parts)
@@ -328,6 +344,13 @@ class ModalSurv(FittedCheck, BaseEstimator):
         splits = []
         if rotate:
             splits = member_splits(train.event, cfg.train.val_fraction, cfg.seed, cfg.train.n_init)
+            lost = [k for k, (tr, _) in enumerate(splits) if not train.event[tr].any()]
+            if lost and self.family.loss_needs_events:  # a lone event validates some member
+                raise LabelError(f"seed member {lost[0]} would train on none of the cohort's"
+                                 f" {train.n_events} event(s), which all lie in its rotating"
+                                 f" validation fold, and a {cfg.model.head} loss needs one:"
+                                 " set train.member_splits: shared (or n_init: 1), or add"
+                                 " events", field="event")  # fmt: skip
         nets, self.fit_results_ = [], []
         # the members' seeding must not fix the caller's later random draws
         with torch_threads(resolved_threads(cfg, shape)), global_rng_kept():

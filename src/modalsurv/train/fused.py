@@ -46,6 +46,17 @@ class FlatParameters:
         """Zero the gradients in place (never ``None``: the views must stay)."""
         self.grad.zero_()
 
+    def release(self) -> None:
+        """Give every parameter its own storage again (a copy of its view) and drop the
+        gradient views. Why: the views sit at arbitrary offsets of the flat buffer, and CPU
+        kernels round differently on memory aligned otherwise (a matrix-vector product's
+        last bit), so a trained network kept in memory would predict a last bit away from
+        the same weights loaded into a fresh network: a resumed run's folds, ``predict``."""
+        with torch.no_grad():
+            for p in self.params:
+                p.grad = None
+                p.data = p.detach().clone(memory_format=torch.contiguous_format)
+
     def detached(self) -> bool:
         """Whether autograd replaced a gradient view instead of accumulating into it (then
         the flat gradient is stale and :meth:`FusedStep.step` refuses to run)."""
@@ -70,6 +81,10 @@ class FusedStep:
 
     def clip(self, max_norm: float) -> None:
         torch.nn.utils.clip_grad_norm_([self.flat.flat], max_norm)
+
+    def release(self) -> None:
+        """After training: the parameters own their storage, as in a fresh network."""
+        self.flat.release()
 
     def step(self) -> None:
         if self.flat.detached():

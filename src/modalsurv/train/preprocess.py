@@ -191,6 +191,14 @@ def _fit_step(kind: str, cfg: PreprocessConfig, x: np.ndarray, present: np.ndarr
     return step, width
 
 
+def _naming(err: DataError, modality: str) -> DataError:
+    """A step's error as one about ``modality``: a step names its kind ('vector', 'pca') or
+    a column, and a cohort may hold several modalities of one kind (slide, mri)."""
+    if err.field == modality:
+        return err
+    return type(err)(err.reason, path=err.path, patient=err.patient, field=modality)
+
+
 def _check_kind(modality: str, kind: str, x: np.ndarray) -> None:
     """A modality given in another shape than it was fitted on (tile bags as one vector a
     patient, or the reverse) is refused by name before any transform reads it."""
@@ -240,8 +248,11 @@ class Preprocessor:
                 raise DataError(f"modality {m!r} is absent for every one of the"
                                 f" {len(cohort)} training patients: nothing to fit it on;"
                                 " leave it out of model.modalities", field=m)  # fmt: skip
-            step, self.dims[m] = _fit_step(kind, self.config, x, p, cohort.bag_mask.get(m),
-                                           cohort.feature_names.get(m))  # fmt: skip
+            try:
+                step, self.dims[m] = _fit_step(kind, self.config, x, p, cohort.bag_mask.get(m),
+                                               cohort.feature_names.get(m))  # fmt: skip
+            except DataError as err:
+                raise _naming(err, m) from None
             self.kinds[m], self.steps[m] = kind, step
             self.in_dims[m] = int(x.shape[-1])
         return self
@@ -279,14 +290,18 @@ class Preprocessor:
                     f"modality {m!r} has {x.shape[-1]} features; the preprocessor was "
                     f"fitted on {self.in_dims[m]}", field=m,
                 )
-            if self.kinds[m] == "rna":  # a profile none of whose genes training kept
-                p = step.measured_rows(x, present=p)
-            if self.kinds[m] == "bag":
-                feats[m] = step.transform(x, cohort.bag_mask[m], p)
-                masks[m] = cohort.bag_mask[m]
-            else:
-                out = np.asarray(step.transform(x, present=p), dtype=np.float32)
-                feats[m] = np.nan_to_num(out, nan=0.0)
+            try:
+                if self.kinds[m] == "rna":  # a profile none of whose genes training kept
+                    p = step.measured_rows(x, present=p)
+                if self.kinds[m] == "bag":
+                    feats[m] = step.transform(x, cohort.bag_mask[m], p)
+                    masks[m] = cohort.bag_mask[m]
+                else:
+                    named = {"ids": cohort.ids} if self.kinds[m] == "rna" else {}
+                    out = np.asarray(step.transform(x, present=p, **named), dtype=np.float32)
+                    feats[m] = np.nan_to_num(out, nan=0.0)
+            except DataError as err:
+                raise _naming(err, m) from None
             present[m] = p
         return Cohort(
             cohort.ids,

@@ -300,6 +300,9 @@ class GroupedStep:
     def step(self) -> None:
         self.opt.step()
 
+    def release(self) -> None:
+        """Nothing to undo: the parameters kept their own storage."""
+
 
 def make_step(net: torch.nn.Module, opt_cls: type[torch.optim.Optimizer], lr: float,
               weight_decay: float) -> FusedStep | GroupedStep:  # fmt: skip
@@ -395,6 +398,7 @@ def fit_network(
     if best_epoch < 0:  # nothing finite was ever seen: keep the last weights
         best_epoch = len(history) - 1
         best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+    opt.release()  # the weights laid out as a loaded model's: the same predictions to the bit
     net.load_state_dict(best_state)
     if progress is not None:
         progress("fit_end", best_epoch=best_epoch, best_score=best_score, monitor=monitor)

@@ -453,17 +453,26 @@ class RnaTransform(_Stateful):
         self.standardize = standardize
         self.min_coverage = min_coverage
 
-    def _log(self, A: np.ndarray, p: np.ndarray) -> np.ndarray:
+    def _log(self, A: np.ndarray, p: np.ndarray, ids: Sequence[str] | None = None,
+             fitting: bool = False) -> np.ndarray:  # fmt: skip
+        """log1p of ``A``; a negative value in a present row is refused, naming the patient
+        (``ids``, else the row) and the gene. At prediction the fitted log1p cannot be
+        switched off: the cohort's RNA is on another scale than the training data's."""
         if not self.log1p:
             return A
         neg = (A < 0) & p[:, None]
         if neg.any():
             r, c = np.argwhere(neg)[0]
             gene = self.feature_names_in_[c] if hasattr(self, "feature_names_in_") else c
+            fix = ("set log1p=False (preprocess.rna_log1p: false) for data that are already"
+                   " log-scaled" if fitting else "the model was fitted on raw values and"
+                   " applies log1p: give this cohort's RNA on that scale, not log-scaled or"
+                   " centred")  # fmt: skip
             raise DataError(
-                f"negative expression value {A[r, c]!r} at row {r}: log1p needs raw"
-                " non-negative values (counts/TPM); set log1p=False for data that are"
-                " already log-scaled",
+                f"negative expression value {float(A[r, c]):g} of gene {str(gene)!r}"
+                f"{'' if ids is not None else f' at row {r}'}: log1p needs raw non-negative"
+                f" values (counts/TPM); {fix}",
+                patient=None if ids is None else str(ids[r]),
                 field=str(gene),
             )
         return np.log1p(A)
@@ -475,8 +484,9 @@ class RnaTransform(_Stateful):
         present: Any = None,
         feature_names: Sequence[str] | None = None,
     ) -> RnaTransform:
-        _, p, Xt = self._start_fit(X, present, feature_names, "rna", need=2 if self.pca else 1)
-        Xt = self._log(Xt, p[p])
+        A, p, Xt = self._start_fit(X, present, feature_names, "rna", need=2 if self.pca else 1)
+        if self.log1p:  # rows numbered as given, absent ones ignored
+            Xt = self._log(np.where(p[:, None], A, 0.0), p, fitting=True)[p]
         covered = (~np.isnan(Xt)).mean(axis=0) >= self.min_coverage
         if not covered.any():
             raise DataError(f"no gene is measured in at least {self.min_coverage:.0%} of the"
@@ -512,10 +522,12 @@ class RnaTransform(_Stateful):
         A, p = self._start_transform(X, present, "rna")
         return p & (~np.isnan(A[:, self.genes_])).any(axis=1)
 
-    def transform(self, X: Any, present: Any = None) -> np.ndarray:
+    def transform(self, X: Any, present: Any = None, ids: Sequence[str] | None = None
+                  ) -> np.ndarray:  # fmt: skip
+        """``ids``: the rows' patients, named by an error (else the row number)."""
         A, p = self._start_transform(X, present, "rna")
         A = np.where(p[:, None], A, 0.0)  # absent rows: ignore whatever they hold
-        Z = _fill(self._log(A, p), self.median_)[:, self.genes_]
+        Z = _fill(self._log(A, p, ids), self.median_)[:, self.genes_]
         Z = (Z - self.mean_) / self.scale_
         if self.components_.shape[0]:
             Z = (Z - self.pca_mean_) @ self.components_.T
