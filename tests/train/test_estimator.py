@@ -464,3 +464,22 @@ def test_fit_leaves_the_callers_global_random_state_alone(cohort, make_config):
     random.seed(7), np.random.seed(7), torch.manual_seed(7)  # noqa: NPY002
     ModalSurv(make_config()).fit(cohort)
     assert draws() == expected
+
+
+def test_a_fit_where_no_epoch_scored_saves_strict_json(tmp_path, cohort, make_config):
+    """best_score is -inf when every epoch's score was NaN: it was written as -Infinity,
+    which Python reads back but no strict JSON parser does; now null."""
+    import json
+
+    model = ModalSurv(make_config()).fit(cohort)
+    model.fit_result_.best_score = float("-inf")
+    model.save(tmp_path)
+
+    def refuse(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    for f in tmp_path.glob("*.json"):
+        meta = json.loads(f.read_text(), parse_constant=refuse)
+        if "training" in meta:
+            assert meta["training"]["best_score"] is None
+    ModalSurv.load(tmp_path)  # still loads

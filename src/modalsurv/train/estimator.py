@@ -528,7 +528,9 @@ class ModalSurv(FittedCheck, BaseEstimator):
             meta["training"] = {
                 "best_epoch": self.fit_result_.best_epoch,
                 "monitor": self.fit_result_.monitor,
-                "best_score": self.fit_result_.best_score,
+                # -inf when no epoch scored (every score NaN): null, as strict JSON has it
+                "best_score": (self.fit_result_.best_score
+                               if np.isfinite(self.fit_result_.best_score) else None),
                 "epochs_run": len(self.fit_result_.history),
                 "member_best_epochs": [r.best_epoch for r in self.fit_results_],
             }
