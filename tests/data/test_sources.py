@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from modalsurv.data.sources import load_data
+from modalsurv.data.sources import load_data, parse_data_spec
+from modalsurv.data.synthetic import make_cohort, write_chimera
+from modalsurv.errors import ConfigError, DataError
 from modalsurv.io.store import FeatureStore
 
 
@@ -16,3 +19,43 @@ def test_a_labelled_patient_without_stored_features_is_a_problem(tmp_path):
     assert list(loaded.cohort.ids) == ["001", "002", "003"]
     assert [(p.patient, p.severity) for p in loaded.problems] == [("003", "warning")]
     assert "no features for this patient" in loaded.problems[0].reason
+
+
+@pytest.mark.parametrize("spec", ["synthetic:abc", "synthetic:300:1:5", "synthetic::3",
+                                  "synthetic-external:1e3"])  # fmt: skip
+def test_a_malformed_synthetic_spec_is_refused(spec):
+    with pytest.raises(ConfigError, match="N and SEED must be integers"):
+        parse_data_spec(spec)
+
+
+def test_synthetic_spec_numbers():
+    assert parse_data_spec("synthetic:300:").params == {"external": False, "n": 300}
+    assert parse_data_spec("synthetic-external:50:2").params == {"external": True, "n": 50,
+                                                                 "seed": 2}  # fmt: skip
+
+
+@pytest.mark.parametrize("spec", ["public:", "public: ", "chimera-task1:", "chimera-task3: ",
+                                  "manifest:", "store:"])  # fmt: skip
+def test_a_spec_without_its_name_or_path_is_refused(spec):
+    # an empty path used to read the working directory
+    with pytest.raises(ConfigError, match="needs a"):
+        parse_data_spec(spec)
+
+
+def test_a_missing_chimera_root_names_it(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_data(f"chimera-task1:{tmp_path / 'nope'}")
+
+
+def test_cases_of_the_other_chimera_layout_are_a_problem_when_loading(tmp_path):
+    cohort = make_cohort(6, 1, max_tiles=4, tile_dim=8, slide_dim=4, mri_dim=4, n_genes=10)[0]
+    root = write_chimera(cohort, tmp_path / "t1", images=False)
+    (root / "data" / "3A_000").mkdir(parents=True)
+    (root / "data" / "3A_000" / "3A_000_CD.json").write_text("{}")
+    loaded = load_data(f"chimera-task1:{root}")  # a warning: the task-1 cohort is read
+    assert len(loaded.cohort) == 6
+    layout = [p for p in loaded.problems if p.field == "layout"]
+    assert [p.severity for p in layout] == ["warning"] and "3A_000" in layout[0].reason
+    # the wrong layout: refused (no patient), and the message says which layout it holds
+    with pytest.raises(DataError, match="6 case\\(s\\) in the chimera-task1 layout"):
+        load_data(f"chimera-task3:{root}")

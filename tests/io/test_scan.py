@@ -84,3 +84,20 @@ def test_a_damaged_store_is_listed_with_the_folders_own_problems(root, tmp_path_
     assert any(p.path == str(h5) and p.severity == "error" for p in problems), problems
     assert any(p.patient == ids[3] and p.path == str(pt) for p in problems), problems
     assert sum(p.patient == ids[0] and "corrupt JSON" in p.reason for p in problems) == 1
+
+
+def test_cases_of_the_other_task_layout_are_named(root):
+    path, ids = root
+    # the whole folder scanned with the wrong layout: not just "no patient found"
+    problems = scan(path, "chimera-task3")
+    assert [p.severity for p in problems] == ["error", "warning"], problems
+    assert problems[1].field == "layout" and problems[1].path == str(path)
+    assert f"{len(ids)} case(s) in the chimera-task1 layout" in problems[1].reason
+    assert ids[0] in problems[1].reason
+    # a task-3 folder inside a task-1 root: its cases are not read, and that is said
+    (path / "data" / "3A_000").mkdir(parents=True)
+    (path / "data" / "3A_000" / "3A_000_CD.json").write_text("{}")
+    layout = [p for p in scan(path, "chimera-task1") if p.field == "layout"]
+    assert len(layout) == 1 and layout[0].severity == "warning"
+    assert "1 case(s) in the chimera-task3 layout" in layout[0].reason
+    assert "3A_000" in layout[0].reason

@@ -60,8 +60,11 @@ def parse_data_spec(spec: str) -> DataConfig:
     kind, _, rest = spec.partition(":")
     if kind in {"synthetic", "synthetic-external"}:
         params: dict[str, Any] = {"external": kind == "synthetic-external"}
-        parts = [p for p in rest.split(":") if p]
-        if not all(p.strip().lstrip("-").isdigit() for p in parts[:2]):
+        parts = rest.split(":") if rest else []
+        while parts and not parts[-1]:  # a trailing colon ("synthetic:300:") is harmless
+            parts.pop()
+        # "synthetic::3" used to read 3 as N, and "synthetic:300:1:5" dropped the 5
+        if len(parts) > 2 or not all(p.strip().lstrip("-").isdigit() for p in parts):
             raise ConfigError(f"data spec {spec!r}: N and SEED must be integers, e.g."
                               f" {kind}:300:1")  # fmt: skip
         if parts:
@@ -70,9 +73,13 @@ def parse_data_spec(spec: str) -> DataConfig:
             params["seed"] = int(parts[1])
         return DataConfig(source="synthetic", params=params)
     if kind == "public":
-        if not rest:
+        if not rest.strip():
             raise ConfigError("data spec 'public:NAME' needs a cohort name")
-        return DataConfig(source="public", name=rest)
+        return DataConfig(source="public", name=rest.strip())
+    if (chimera_task(kind) is not None or kind in {"manifest", "store"}) and not rest.strip():
+        # an empty path used to read the working directory ("file : no patient found")
+        what = {"manifest": "CSV", "store": "STORE"}.get(kind, "ROOT")
+        raise ConfigError(f"data spec {spec!r} needs a path: {kind}:{what}")
     if chimera_task(kind) is not None:
         return DataConfig(source="chimera", name=f"task{chimera_task(kind)}", path=rest)
     if kind in {"manifest", "store"}:
@@ -241,9 +248,19 @@ def load_data(data: DataConfig | str, seed: int = 0, labels: bool = True) -> Loa
         task = (data.name or "task1").replace("task", "")
         if task not in ("1", "3"):
             raise ConfigError(f"data.name: a CHIMERA task is 'task1' or 'task3'; found {data.name!r}")
-        read = read_chimera(data.path, task=int(task), features=data.features, labels=labels,
-                            **params)  # fmt: skip
-        return LoadedData(read.cohort, list(read.problems), read.extraction, source)
+        from modalsurv.io.scan import other_layout_problems
+
+        # cases of the other task's layout are not read: said here as in `modalsurv scan`
+        other = other_layout_problems(data.path, int(task))
+        try:
+            read = read_chimera(data.path, task=int(task), features=data.features,
+                                labels=labels, **params)  # fmt: skip
+        except DataError as exc:
+            if not other:
+                raise
+            lines = "\n".join(f"  {p}" for p in other)
+            raise type(exc)(f"{exc.reason}\n{lines}", exc.path, exc.patient, exc.field) from exc
+        return LoadedData(read.cohort, [*read.problems, *other], read.extraction, source)
     if data.source == "manifest":
         from modalsurv.io.manifest import manifest_to_cohort, read_manifest
 

@@ -68,8 +68,10 @@ def headline(summary: dict[str, Any]) -> str:
     """One line: who and what was read, and how many problems."""
     mods = ", ".join(f"{m} {v['coverage']:.0%}" for m, v in summary["modalities"].items())
     unlabelled = summary.get("unlabelled", 0)
+    # a partly labelled folder (predict) keeps its events count beside the unlabelled one
     events = (f"{summary['events']} events" if not unlabelled else
-              f"{unlabelled} without a label (predicted, not scored)")  # fmt: skip
+              f"{summary['events']} events among {summary['patients'] - unlabelled} labelled,"
+              f" {unlabelled} without a label (predicted, not scored)")  # fmt: skip
     out = (f"{summary['patients']} patients, {events}; modalities (coverage):"
            f" {mods or 'none'}; {summary['n_errors']} error(s), {summary['n_warnings']}"
            " warning(s)")  # fmt: skip

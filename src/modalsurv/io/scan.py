@@ -37,6 +37,7 @@ def scan(
             # own problems are still listed, from a read without it
             out, problems, _ = _read(root, task, event, None)
             problems.append(stopped)
+        problems.extend(other_layout_problems(root, task))
         if out is None and not any(p.severity == "error" for p in problems):
             problems.append(Problem("error", "no patient found", str(root)))
     else:  # the manifest
@@ -59,3 +60,28 @@ def _read(root: str | Path, task: int, event: str | None, features: str | Path |
         stop = Problem("error", exc.reason, exc.path, exc.patient, exc.field)
         return None, [*problems, stop], stop
     return out, problems, None
+
+
+def other_layout_problems(root: str | Path, task: int) -> list[Problem]:
+    """A warning per other CHIMERA layout whose clinical files lie under ``root``: a read
+    with task ``task``'s layout does not see those cases (a task-3 ``data/`` folder
+    inside a task-1 root, or a whole folder read with the wrong ``--layout``).
+
+    Why: they were skipped without a word (a wrong layout said only "no patient found")."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    out = []
+    for other, lay in chimera.LAYOUTS.items():
+        if other == task:
+            continue
+        cases = sorted(p.name[: -len(lay.clinical_suffix)] for p in root.glob(lay.clinical_glob)
+                       if p.is_file() and not p.name.endswith("_RNA.json")
+                       and not any(part.startswith(".") for part in p.relative_to(root).parts))  # fmt: skip
+        if cases:
+            shown = ", ".join(cases[:5]) + (", ..." if len(cases) > 5 else "")
+            out.append(Problem("warning", f"{len(cases)} case(s) in the chimera-task{other}"
+                               f" layout ({lay.clinical}: {shown}) are not read with"
+                               f" --layout chimera-task{task}", str(root),
+                               None, "layout"))  # fmt: skip
+    return out
