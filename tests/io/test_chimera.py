@@ -325,3 +325,23 @@ def test_hidden_files_and_folders_are_ignored_with_a_warning(tmp_path):
     hidden = sorted(p.path for p in out.problems if "hidden" in p.reason)
     assert hidden == sorted(str(p) for p in (checkpoints, checkpoints.parent / f"._{case}.json",
                                              tmp_path / "pathology/images/.cache"))  # fmt: skip
+
+
+def test_a_slides_features_under_both_folders_are_read_once(tmp_path):
+    """The organisers' tiles may sit in features/embeddings/ or features/features/; a copy
+    in both went into the bag twice, silently. Now the first is read and the second named."""
+    import shutil
+
+    cohort = _small()
+    write_chimera(cohort, tmp_path, images=False)
+    once = read_chimera(tmp_path).cohort
+    emb = tmp_path / "pathology/features/embeddings"
+    pt = sorted(emb.glob("*.pt"))[0]
+    case = pt.stem.rsplit("_", 1)[0]
+    (tmp_path / "pathology/features/features").mkdir()
+    shutil.copy(pt, tmp_path / "pathology/features/features" / pt.name)
+    res = read_chimera(tmp_path)
+    i = list(res.cohort.ids).index(case)
+    assert res.cohort.bag_mask["wsi"][i].sum() == once.bag_mask["wsi"][i].sum()
+    (p,) = [p for p in res.problems if "second feature file" in p.reason]
+    assert p.patient == case and p.path.endswith(f"features/features/{pt.name}")

@@ -230,15 +230,24 @@ def discover(root: str | Path, layout: Layout, problems: list[Problem]) -> pd.Da
             feats.append(None if f is None else str(f))
             c = _existing(root, layout.coords, case=case, slide=s.stem)
             coords.append(None if c is None else str(c))
-        # feature files without an image (organisers may ship features only)
+        # feature files without an image (organisers may ship features only); a slide's
+        # features found under a second pattern too are the same slide: read once, said
+        taken = {Path(f).stem: f for f in feats if f is not None}
         for pat in layout.features:
             for f in sorted(root.glob(pat.format(case=case, slide=f"{case}_*"))):
-                if str(f) not in feats:
-                    slides.append(Path(""))
-                    masks.append(None)
-                    feats.append(str(f))
-                    c = _existing(root, layout.coords, case=case, slide=f.stem)
-                    coords.append(None if c is None else str(c))
+                if str(f) in feats:
+                    continue
+                if f.stem in taken:
+                    problems.append(Problem("warning", f"a second feature file for slide"
+                                            f" {f.stem}; ignored, its tiles are read from"
+                                            f" {taken[f.stem]}", str(f), case, "wsi"))  # fmt: skip
+                    continue
+                taken[f.stem] = str(f)
+                slides.append(Path(""))
+                masks.append(None)
+                feats.append(str(f))
+                c = _existing(root, layout.coords, case=case, slide=f.stem)
+                coords.append(None if c is None else str(c))
         for s, f in zip(slides, feats):
             if s != Path("") and f is None:
                 problems.append(Problem("warning", "no feature file for slide (extract"
