@@ -298,6 +298,9 @@ def test_load_labelled_cohort_reads_labels_csv(store):
     store.write_many("slide", {"001": np.ones(4), "002": np.zeros(4)})
     with pytest.raises(DataError, match="labels CSV not found"):
         labelled_store_cohort(store.root)
+    with pytest.raises(DataError, match="feature store folder not found") as err:
+        labelled_store_cohort(store.root / "nope")  # was "labels CSV not found" inside it
+    assert err.value.path == str(store.root / "nope")
     (store.root / "labels.csv").write_text("patient,time,event,site\n001,5,1,a\n003,2,0,b\n")
     co = labelled_store_cohort(store.root)
     assert list(co.ids) == ["001", "003"]  # ids stay strings: leading zeros kept

@@ -377,6 +377,9 @@ def labelled_store_cohort(root: str | Path, labels: str | Path | pd.DataFrame | 
     stored modalities (default: all) by :func:`cohort_from_store`."""
     from modalsurv.io.store import FeatureStore
 
+    if not Path(root).is_dir():  # not "labels CSV not found" inside a folder that is not there
+        raise DataError("feature store folder not found (what modalsurv extract --out wrote)",
+                        path=root)  # fmt: skip
     store = FeatureStore(root)
     path = None
     if not isinstance(labels, pd.DataFrame):
