@@ -538,3 +538,67 @@ def test_experiment_records_the_data_it_ran_on_and_fails_when_no_trial_finished(
     monkeypatch.setattr(cv_module, "cross_validate", failing)
     res = runner.invoke(app, ["experiment", str(grid), "--out", str(tmp_path / "t")])
     assert res.exit_code == 1 and "every one of the" in " ".join(res.output.split()), res.output
+
+
+def test_an_output_inside_what_the_command_reads_is_refused_before_any_work(run_dir, tmp_path):
+    """predict --out RUN/predictions.csv used to overwrite the run's out-of-fold predictions
+    (and RUN/metrics.json, RUN/models/...), report --out RUN/metrics.csv wrote the page over
+    the metrics, and predict --out over its own manifest replaced the input."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("patient,time,event,age\na,1,1,3\n")
+    for args, what in (
+        (["predict", str(run), "--data", "synthetic:20", "--out", str(run / "predictions.csv")],
+         "is inside the run folder"),
+        (["predict", str(run), "--data", "synthetic:20", "--out", str(run / "models" / "p.csv")],
+         "is inside the run folder"),
+        (["report", str(run), "--out", str(run / "metrics.csv")], "is inside the folder"),
+        (["predict", str(run), "--data", f"manifest:{manifest}", "--out", str(manifest)],
+         "is the data"),
+    ):  # fmt: skip
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2 and what in res.output, res.output
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    assert manifest.read_text().startswith("patient,time")
+    res = runner.invoke(app, ["report", str(run), "--out", str(run / "again.html")])
+    assert res.exit_code == 0, res.output  # a page may still go into the folder
+
+
+def test_a_file_as_train_out_is_refused_before_the_data_are_read(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    res = runner.invoke(app, ["train", "--data", "synthetic:30", "--out", str(tmp_path / "notes.txt")])
+    assert res.exit_code == 2 and "is a file, not a folder" in res.output, res.output
+    assert "data synthetic" not in res.output  # refused before the cohort is read
+
+
+def test_export_model_names_a_missing_run_folder(tmp_path):
+    """It used to answer '--task is needed: the run was not trained on a CHIMERA folder'."""
+    res = runner.invoke(app, ["export-model", str(tmp_path / "nosuch"), "--out", str(tmp_path / "m")])
+    assert res.exit_code == 2 and "is not a folder: give a finished run folder" in res.output
+    assert not (tmp_path / "m").exists()
+
+
+def test_ctrl_c_during_train_says_what_is_kept_and_resume_continues(tmp_path, monkeypatch):
+    """Ctrl-C after the first fold's checkpoint used to stop without a word; now it names
+    the kept folds and --resume, exits 130, and the same command with --resume finishes."""
+    from modalsurv import cli
+
+    class CtrlC(cli.RichProgress):
+        def __call__(self, event, **info):
+            super().__call__(event, **info)
+            if event == "fold_end":
+                raise KeyboardInterrupt
+
+    cfg, out = _config(tmp_path), tmp_path / "run"
+    monkeypatch.setattr(cli, "RichProgress", CtrlC)
+    res = runner.invoke(app, ["train", str(cfg), "--out", str(out)])
+    assert res.exit_code == 130, res.output
+    assert "1 finished fold(s) kept in" in res.output and "--resume" in res.output
+    monkeypatch.undo()
+    res = runner.invoke(app, ["train", str(cfg), "--out", str(out), "--resume"])
+    assert res.exit_code == 0, res.output
+    assert (out / "metrics.json").is_file()

@@ -77,3 +77,11 @@ def test_refuse_other_kind_names_both_kinds_and_the_writer(tmp_path: Path) -> No
         refuse_other_kind(grid, RUN)
     with pytest.raises(ConfigError, match="--model"):
         refuse_other_kind(grid, STORE, option="--model")
+
+
+def test_refuse_other_kind_refuses_a_file_where_a_folder_is_written(tmp_path: Path) -> None:
+    """A file given as a run folder failed only at the first write, after the data were
+    read, with an OSError ('[Errno 17] File exists', exit 1)."""
+    (tmp_path / "notes.txt").write_text("x", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"--out .*notes.txt is a file, not a folder"):
+        refuse_other_kind(tmp_path / "notes.txt", RUN)

@@ -259,6 +259,20 @@ def _file_out(path: Path | None, option: str = "--out") -> None:
         raise ConfigError(f"{option} {path} is a folder; give the file to write")
 
 
+def _not_inside(out: Path, folder: Path | str | None, what: str, option: str = "--out",
+                also: str = "") -> None:  # fmt: skip
+    """Refuse, before any work, an output file inside a folder the command reads (or that
+    file itself): the write would replace that folder's own files (a run's predictions.csv,
+    metrics.json, its models) or the input file."""
+    if folder is None:
+        return
+    o, f = out.resolve(), Path(folder).resolve()
+    if o == f or o.is_relative_to(f):
+        where = "is" if o == f else "is inside"
+        raise ConfigError(f"{option} {out} {where} {what} {folder}: writing there would"
+                          f" overwrite its files; choose a path outside it{also}")  # fmt: skip
+
+
 def _fail(err: Exception, data_hint: str | None = None) -> None:
     """The commands' older ``except ...: _fail(err)`` blocks, kept so their bodies stay as
     they were: the same report as ``@_user_errors`` (which alone would do)."""
@@ -403,6 +417,8 @@ def train(
                                cohort=loaded.cohort, data=loaded, executor=executor)  # fmt: skip
     except (DataError, ConfigError) as err:
         _fail(err)
+    except KeyboardInterrupt:
+        _train_interrupted(out)
     title = "C-index and IBS over outer folds"
     if result.optimistic:
         title += " (OPTIMISTIC: selection on the reported fold)"
@@ -418,6 +434,21 @@ def train(
     if timing is not None:
         _print_table(timing, "Where the time went (seconds, summed over folds)")
     console.print(f"run folder: [bold]{escape(str(out))}[/]")
+
+
+def _train_interrupted(out: Path) -> None:
+    """Ctrl-C during `train`: say what the folder keeps and how to go on (exit 130, the
+    shell's code for SIGINT), instead of stopping without a word."""
+    from modalsurv.train.cv import CV_UNITS
+
+    checkpoints = out / "checkpoints"
+    n = len(list(checkpoints.rglob(CV_UNITS["marker"]))) if checkpoints.is_dir() else 0
+    where = escape(str(checkpoints))
+    err_console.print("[bold red]interrupted:[/] " + (
+        f"{n} finished fold(s) kept in {where}; run the same command with --resume to"
+        " continue from them" if n else
+        f"no fold had finished, nothing kept in {where}; run the same command again"))
+    raise typer.Exit(code=130)
 
 
 @app.command()
@@ -478,7 +509,10 @@ def predict(
         _file_out(out)
         grid = _parse_times(times)
         check_trained(run)  # before the cohort is read
+        _not_inside(out, run, "the run folder")  # its predictions.csv, metrics, models
         spec = with_run_params(run, _data_config(data, features))  # read as at training
+        _not_inside(out, spec.path, "the data")  # the manifest CSV, the CHIMERA folder
+        _not_inside(out, spec.features, "the feature store")
         loaded = _load_data(spec, None, strict, labels=False)  # labels are not needed
         check_loaded(run, loaded)  # image features made as the run's were
         with _bind_images(data, features, images):
@@ -604,6 +638,9 @@ def report(
     if not folder.is_dir():
         raise ConfigError(f"{folder} is not a folder: give a run folder or a grid folder")
     _file_out(out)
+    if out is not None and out.suffix.lower() not in (".html", ".htm"):
+        _not_inside(out, folder, "the folder the page is built from", also=" (or end it in"
+                    " .html)")  # fmt: skip
     page = build_report(folder, out, title, _parse_times(times) or None)
     console.print(f"report: [bold]{escape(str(page))}[/]  (figure data:"
                   f" {escape(str(page.parent / 'report_data'))})")
@@ -960,8 +997,10 @@ def export_model_cmd(
     """Package a run as the challenge container's /opt/ml/model: the fold ensemble, its
     config and extraction record, and the encoder weights (checksums verified)."""
     from modalsurv.challenge.export import export_model
+    from modalsurv.runs import check_trained
 
     try:
+        check_trained(run)  # a mistyped run folder, named before the --task question
         path = export_model(run, out, task, weights)
     except (DataError, ConfigError) as err:
         _fail(err)

@@ -76,7 +76,11 @@ def _a(kind: str) -> str:
 
 def refuse_other_kind(path: str | Path, expected: str, option: str = "--out") -> None:
     """A ConfigError when ``path`` holds modalsurv output of a kind other than ``expected``
-    (a command may add to its own kind: resume a run, extend a store)."""
+    (a command may add to its own kind: resume a run, extend a store), or a file (the
+    command would fail only when it first writes there, after reading the data)."""
+    if Path(path).exists() and not Path(path).is_dir():
+        raise ConfigError(f"{option} {path} is a file, not a folder: give the folder to write"
+                          f" ({_a(expected)}, new or of that kind)")  # fmt: skip
     kind = folder_kind(path)
     if kind is not None and kind != expected:
         raise ConfigError(f"{option} {path} holds {_a(kind)} (written by `{WRITER[kind]}`), not"
