@@ -345,3 +345,13 @@ def test_a_slides_features_under_both_folders_are_read_once(tmp_path):
     assert res.cohort.bag_mask["wsi"][i].sum() == once.bag_mask["wsi"][i].sum()
     (p,) = [p for p in res.problems if "second feature file" in p.reason]
     assert p.patient == case and p.path.endswith(f"features/features/{pt.name}")
+
+
+def test_a_file_given_as_the_root_is_named_as_a_file(tmp_path):
+    """Was 'CHIMERA root folder does not exist' for a file that exists."""
+    f = tmp_path / "notes.txt"
+    f.write_text("x")
+    with pytest.raises(DataError, match="is a file, not a folder"):
+        read_chimera(f)
+    with pytest.raises(DataError, match="does not exist"):
+        read_chimera(tmp_path / "nowhere")

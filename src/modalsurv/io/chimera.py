@@ -178,7 +178,8 @@ def discover(root: str | Path, layout: Layout, problems: list[Problem]) -> pd.Da
     files and MRI files, so a case with data but no clinical file is reported, not lost."""
     root = Path(root)
     if not root.is_dir():
-        raise DataError("CHIMERA root folder does not exist", path=root)
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise DataError(f"CHIMERA root folder {what}", path=root)
     found: dict[str, Path] = {}
     hidden: set[Path] = set()
     for p in sorted(root.glob(layout.clinical_glob)):
