@@ -145,3 +145,14 @@ def test_a_boolean_is_refused_where_a_number_is_meant_and_the_seed_leaves_room()
     with pytest.raises(ConfigError, match="seed"):
         parse_config({"seed": 2**31})
     assert parse_config({"seed": 2**31 - 1}).seed == 2**31 - 1
+
+
+def test_a_malformed_set_value_is_one_line_naming_the_key():
+    """Was PyYAML's five-line message with carets and '<unicode string>' positions."""
+    from modalsurv.config import RunConfig, set_values
+
+    with pytest.raises(ConfigError) as err:
+        set_values(RunConfig(), ["train.epochs=[3"])
+    text = str(err.value)
+    assert "\n" not in text and "train.epochs" in text and "'[3'" in text
+    assert "<unicode string>" not in text

@@ -589,7 +589,9 @@ def set_values(config: RunConfig, assignments: list[str], source: str = "--set")
         try:
             values[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as err:
-            raise ConfigError(f"{source} {key}: {raw!r} is not a valid value: {err}") from None
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ConfigError(f"{source} {key}: {raw!r} is not a valid YAML value ({problem});"
+                              " quote text, write lists as [a, b]") from None  # fmt: skip
     return with_values(config, values, source)
 
 
