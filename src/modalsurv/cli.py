@@ -697,6 +697,9 @@ def scan(
                                          " (patients missing on either side)"),
     as_json: bool = typer.Option(False, "--json", help="print the problems as a JSON list of"
                                  " {severity, reason, path, patient, field}"),
+    unlabelled: bool = typer.Option(False, "--unlabelled", help="a CHIMERA folder to predict on,"
+                                    " read as `predict` reads it: cases need no follow-up or"
+                                    " event"),
 ) -> None:
     """List every problem in a cohort (missing files, bad labels, leaks) in one report."""
     from modalsurv.io.scan import scan as scan_cohort
@@ -707,7 +710,7 @@ def scan(
                           " feature files itself")  # fmt: skip
     try:
         problems = scan_cohort(root, layout=layout, strict=strict and not as_json,
-                               features=features)  # fmt: skip
+                               features=features, labels=not unlabelled)  # fmt: skip
     except DataError as err:
         _fail(err)
     failed = any(p.severity == "error" for p in problems) or (strict and bool(problems))

@@ -101,3 +101,25 @@ def test_cases_of_the_other_task_layout_are_named(root):
     assert len(layout) == 1 and layout[0].severity == "warning"
     assert "1 case(s) in the chimera-task3 layout" in layout[0].reason
     assert "3A_000" in layout[0].reason
+
+
+def test_a_folder_to_predict_on_is_scanned_without_labels(root):
+    root = root[0]
+    """Cases without follow-up and event are what `predict` reads; a scan of such a folder
+    listed an error per case. `scan --unlabelled` reads it as predict does."""
+    from typer.testing import CliRunner
+
+    from modalsurv.cli import app
+    from modalsurv.errors import ConfigError
+
+    for f in (root / "clinical_data").glob("*.json"):
+        record = json.loads(f.read_text())
+        record.pop("time_to_follow-up/BCR", None)
+        record.pop("BCR", None)
+        f.write_text(json.dumps(record))
+    assert any("without label" in p.reason for p in scan(root))
+    assert not [p for p in scan(root, labels=False) if p.severity == "error"]
+    res = CliRunner().invoke(app, ["scan", str(root), "--unlabelled"])
+    assert res.exit_code == 0, res.output
+    with pytest.raises(ConfigError, match="manifest always holds labels"):
+        scan(root / "m.csv", layout="manifest", labels=False)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from modalsurv.errors import DataError, Problem
+from modalsurv.errors import ConfigError, DataError, Problem
 from modalsurv.io import chimera
 from modalsurv.io.layouts import check_layout, chimera_task
 
@@ -23,25 +23,32 @@ def scan(
     strict: bool = False,
     event: str | None = None,
     features: str | Path | None = None,
+    labels: bool = True,
 ) -> list[Problem]:
     """All problems of the cohort at ``root`` (a CHIMERA folder or a manifest CSV); with
     ``features``, also those of joining that feature store to the CHIMERA folder.
+    ``labels=False``: a CHIMERA folder to predict on, read as ``predict`` reads it (a case
+    without follow-up and event is no problem).
 
     Returns errors first, then warnings. ``strict=True`` raises a DataError listing every
     problem when there is any (warnings included)."""
     task = chimera_task(check_layout(layout))
     if task is not None:
-        out, problems, stopped = _read(root, task, event, features)
+        out, problems, stopped = _read(root, task, event, features, labels)
         if stopped and features is not None:
             # the store stopped the read (a damaged file, no image modality): the folder's
             # own problems are still listed, from a read without it
-            out, problems, _ = _read(root, task, event, None)
+            out, problems, _ = _read(root, task, event, None, labels)
             problems.append(stopped)
         problems.extend(other_layout_problems(root, task))
         if out is None and not any(p.severity == "error" for p in problems):
             problems.append(Problem("error", "no patient found", str(root)))
     else:  # the manifest
         from modalsurv.io.manifest import scan_manifest
+
+        if not labels:
+            raise ConfigError("a manifest always holds labels (time, event): reading one"
+                              " without them is for CHIMERA folders only")  # fmt: skip
 
         problems = list(scan_manifest(root))
     problems.sort(key=lambda p: p.severity != "error")
@@ -50,12 +57,13 @@ def scan(
     return problems
 
 
-def _read(root: str | Path, task: int, event: str | None, features: str | Path | None
-          ) -> tuple[object, list[Problem], Problem | None]:  # fmt: skip
+def _read(root: str | Path, task: int, event: str | None, features: str | Path | None,
+          labels: bool = True) -> tuple[object, list[Problem], Problem | None]:  # fmt: skip
     """(the cohort or None, the problems, the problem that stopped the read or None)."""
     problems: list[Problem] = []
     try:
-        out = chimera.read_chimera_into(root, task, problems, event=event, features=features)
+        out = chimera.read_chimera_into(root, task, problems, event=event, features=features,
+                                        labels=labels)  # fmt: skip
     except DataError as exc:  # e.g. the root folder itself is missing
         stop = Problem("error", exc.reason, exc.path, exc.patient, exc.field)
         return None, [*problems, stop], stop
