@@ -355,3 +355,23 @@ def test_a_file_given_as_the_root_is_named_as_a_file(tmp_path):
         read_chimera(f)
     with pytest.raises(DataError, match="does not exist"):
         read_chimera(tmp_path / "nowhere")
+
+
+def test_an_mri_volume_under_both_radiology_folders_is_named(tmp_path):
+    """radiology/mpMRI/ and radiology/images/ are both read; a volume in both took the
+    first without a word. Now the second copy is named in a warning."""
+    import shutil
+
+    cohort = _small()
+    write_chimera(cohort, tmp_path, task=1, slide_px=256, mri_shape=(4, 8, 8))
+    vols = sorted((tmp_path / "radiology/mpMRI").rglob("*_t2w.mha"))
+    assert vols
+    v = vols[0]
+    case = v.parent.name
+    second = tmp_path / "radiology/images" / case / v.name
+    second.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(v, second)
+    res = read_chimera(tmp_path)
+    (p,) = [p for p in res.problems if p.reason.startswith("also found here")]
+    assert p.patient == case and p.field == "mri_t2w" and p.path == str(second)
+    assert str(v) in p.reason

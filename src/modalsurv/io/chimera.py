@@ -128,6 +128,19 @@ def _existing(root: Path, patterns: Sequence[str], **kw: str) -> Path | None:
     return None
 
 
+def _existing_once(root: Path, patterns: Sequence[str], problems: list[Problem],
+                   patient: str, field: str, **kw: str) -> Path | None:  # fmt: skip
+    """:func:`_existing`, with a warning for each file another pattern also finds (the
+    same volume under ``radiology/mpMRI`` and ``radiology/images``): the first is read,
+    the other was ignored without a word."""
+    found = [root / p.format(**kw) for p in patterns]
+    found = [f for f in found if f.is_file()]
+    for other in found[1:]:
+        problems.append(Problem("warning", f"also found here; ignored, {found[0]} is read",
+                                str(other), patient, field))  # fmt: skip
+    return found[0] if found else None
+
+
 @dataclass
 class ChimeraCohort:
     """What reading a CHIMERA folder gives: the Cohort, the raw files, the problems."""
@@ -265,7 +278,8 @@ def discover(root: str | Path, layout: Layout, problems: list[Problem]) -> pd.Da
         rna = _existing(root, layout.rna, case=case)
         row["rna"] = None if rna is None else str(rna)
         if layout.mri:
-            seqs = {q: _existing(root, layout.mri, case=case, seq=q) for q in MRI_SEQUENCES}
+            seqs = {q: _existing_once(root, layout.mri, problems, case, f"mri_{q}", case=case,
+                                      seq=q) for q in MRI_SEQUENCES}  # fmt: skip
             have = [q for q, p in seqs.items() if p is not None]
             if have and len(have) < len(MRI_SEQUENCES):
                 for q in MRI_SEQUENCES:
@@ -276,7 +290,7 @@ def discover(root: str | Path, layout: Layout, problems: list[Problem]) -> pd.Da
                                                 case, f"mri_{q}"))  # fmt: skip
             for q, p in seqs.items():
                 row[f"mri_{q}"] = None if p is None else str(p)
-            m = _existing(root, layout.mri_mask, case=case)
+            m = _existing_once(root, layout.mri_mask, problems, case, "mri_mask", case=case)
             if have and m is None:
                 problems.append(Problem("warning", "prostate mask missing",
                                         str(root / layout.mri_mask[0].format(case=case)),
