@@ -355,3 +355,19 @@ def test_failed_trials_say_which_sections_they_take_off_the_page(grid_dir, tmp_p
     assert set(shown["n_failed_folds"]) == {"0", "–"}
     trials = text.split('id="t-trials"', 1)[1].split("</table>", 1)[0]
     assert "0.000" not in trials
+
+
+def test_training_patients_in_the_clinical_table_print_as_counts():
+    """The table's training patients are a count: 21, not 21.000 under the page's
+    3-decimal float format."""
+    from modalsurv.report.html import render_report
+
+    comp = pd.DataFrame({"line": ["clinical+wsi"], "reference": ["ModalSurv on clinical"],
+                         "data_fraction": [0.5], "x": [20.75], "mean": [0.05], "low": [-0.3],
+                         "high": [0.4], "p_value": [0.66], "n_pairs": [4], "beats": [False],
+                         "worse": [False]})  # fmt: skip
+    ((_, table),) = G._clinical_sections(comp)
+    assert table["training patients"].tolist() == ["21"]
+    text = render_report("t", [("Multimodal minus clinical-only", table)])
+    row = text.split("clinical+wsi", 1)[1].split("</tr>", 1)[0]
+    assert "21.000" not in row and "<td>21</td>" in row

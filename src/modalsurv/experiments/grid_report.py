@@ -434,7 +434,9 @@ def _clinical_sections(comp: pd.DataFrame) -> list[Section]:
                              " 95% CI below 0")))  # fmt: skip
     shown = comp.assign(**{"ΔC (95% CI)": [format_difference(a, b, c) for a, b, c in
                                            zip(comp["mean"], comp["low"], comp["high"])],
-                           "training patients": comp["x"].round(0)})  # fmt: skip
+                           # a count of patients: not 21.000 under the tables' 3 decimals
+                           "training patients": ["–" if pd.isna(v) else f"{v:.0f}"
+                                                 for v in comp["x"]]})  # fmt: skip
     cols = ["line", "reference", "data_fraction", "training patients", "ΔC (95% CI)",
             "p_value", "n_pairs", "beats", "worse"]
     out.append(("Multimodal minus clinical-only, paired on folds (seeds pooled)", shown[cols]))
