@@ -371,3 +371,16 @@ def test_training_patients_in_the_clinical_table_print_as_counts():
     text = render_report("t", [("Multimodal minus clinical-only", table)])
     row = text.split("clinical+wsi", 1)[1].split("</tr>", 1)[0]
     assert "21.000" not in row and "<td>21</td>" in row
+
+
+def test_a_trial_with_one_finite_fold_shows_its_mean_without_a_nan_spread(grid_dir, tmp_path):
+    """A std over one finite fold is NaN: the table said "0.600 ± nan"."""
+    import shutil
+
+    copy = shutil.copytree(grid_dir, tmp_path / "one", ignore=shutil.ignore_patterns("report*"))
+    results = pd.read_csv(copy / "results.csv")
+    results.loc[0, "harrell_c_mean"], results.loc[0, "harrell_c_std"] = 0.6, np.nan
+    results.to_csv(copy / "results.csv", index=False)
+    shown = G._results_section(G.load_results(copy))
+    assert shown["harrell_c"].iloc[0] == "0.600"
+    assert not any("nan" in str(v) for v in shown["harrell_c"])

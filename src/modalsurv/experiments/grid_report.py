@@ -325,7 +325,9 @@ def _varying(results: pd.DataFrame) -> list[str]:
 def _results_section(results: pd.DataFrame) -> pd.DataFrame:
     shown = results.copy()
     for m in ("harrell_c", "ibs"):
-        shown[m] = [("–" if not math.isfinite(a) else f"{a:.3f} ± {b:.3f}")
+        # one finite fold has no spread: its mean alone, not "± nan"
+        shown[m] = [("–" if not math.isfinite(a) else f"{a:.3f}" if not math.isfinite(b)
+                     else f"{a:.3f} ± {b:.3f}")
                     for a, b in zip(shown[f"{m}_mean"].astype(float),
                                     shown[f"{m}_std"].astype(float))]  # fmt: skip
     if "n_failed_folds" in shown:  # a count: NaN on a failed trial's row made it 0.000

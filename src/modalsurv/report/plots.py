@@ -185,7 +185,7 @@ def scaling(table: pd.DataFrame, mark: float | None = None, xlabel: str = "train
     ax.axhline(0.5, color="grey", lw=0.8, ls="--")
     ax.set_ylim(max(0.0, ax.get_ylim()[0]), min(1.0, ax.get_ylim()[1]))
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("Harrell C (mean over folds, 95% CI)")
+    ax.set_ylabel("Harrell C (mean over folds and seeds, 95% CI)")
     ax.set_title("Data scaling", fontsize=10)
     ax.legend(fontsize=7)
     fig.tight_layout()
