@@ -48,6 +48,12 @@ from modalsurv.train.ensemble import FoldEnsemble
 from modalsurv.train.finetune import weight_folders
 
 IMAGE_MODALITIES = ("wsi", "slide", "mri")
+_TILES = {"tile_encoder": ("spec",), "tiles": ("mpp", "tile_size", "max_tiles_per_slide",
+                                               "min_tissue", "sampling", "seed")}  # fmt: skip
+# what ``ChallengeModel.encoders`` reads of the extraction record, per image modality
+RECORD_KEYS = {"wsi": _TILES, "slide": _TILES,
+               "mri": {"volume_encoder": ("spec",),
+                       "mri": ("size", "margin_mm", "norm", "combine", "sequences")}}  # fmt: skip
 
 
 class ModelMismatchError(DataError):
@@ -154,6 +160,15 @@ class ChallengeModel:
                 " for them (extraction.json: trained on precomputed features?); the challenge"
                 " command can only extract features the way 'modalsurv extract' records",
                 path=self.run, field="extraction")  # fmt: skip
+        # a damaged record is named here, not met as a KeyError while answering
+        absent = sorted({f"{sec}.{key}" for m in images for sec, keys in RECORD_KEYS[m].items()
+                         for key in keys
+                         if not isinstance(rec.get(sec), dict) or key not in rec[sec]})  # fmt: skip
+        if absent:
+            raise ModelMismatchError(
+                f"the extraction record lacks {absent}: the model folder's extraction.json is"
+                " damaged or was edited",
+                path=self.run / "extraction.json", field="extraction")  # fmt: skip
         unknown = [m for m in self.modalities if m not in (*IMAGE_MODALITIES, "clinical", "rna")]
         if unknown:
             raise ModelMismatchError(f"the model uses modalities {unknown} that challenge inputs"
