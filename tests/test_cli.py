@@ -388,7 +388,8 @@ def test_paths_and_names_with_markup_or_emoji_codes_print_as_written(run_dir, tm
     out.parent.mkdir(parents=True)
     res = runner.invoke(app, ["predict", str(run_dir), "--data", str(ext), "--out", str(out)])
     assert res.exit_code == 0, res.output
-    assert out.exists() and "q[/bold]" in res.output and "p:b:x.csv" in res.output
+    said = "".join(res.output.split())  # the console wraps long paths at any character
+    assert out.exists() and "q[/bold]" in said and "p:b:x.csv" in said
     buf = io.StringIO()
     monkeypatch.setattr(cli, "console", Console(file=buf, width=120, color_system=None, emoji=False))
     cli._print_table(pd.DataFrame({"model [/red]": ["m[/]", "n:b:"], "c": [0.5, 0.6]}), "t")
