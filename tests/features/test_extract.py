@@ -387,3 +387,20 @@ def test_a_slide_smaller_than_one_tile_is_named_as_such(tmp_path: Path) -> None:
     assert [(f.patient, f.path) for f in rep.failures] == [("p1", str(tmp_path / "small.tif"))]
     assert ("the slide (100 × 100 px at 0.25 µm/px) is smaller than one 64-px tile at 0.5 µm/px"
             " (128 px at its resolution)") == rep.failures[0].reason  # fmt: skip
+
+
+def test_an_empty_tissue_mask_is_named_not_the_slide(tmp_path: Path) -> None:
+    """A provided mask that marks nothing was reported as 'no tile with ≥ 50 % tissue'
+    against the slide; now the warning names the mask and says it is empty."""
+    import tifffile
+
+    img = np.full((512, 512, 3), 120, np.uint8)
+    tifffile.imwrite(tmp_path / "s.tif", img, photometric="rgb", resolution=(4e4, 4e4),
+                     resolutionunit="CENTIMETER")  # 0.25 µm/px  # fmt: skip
+    tifffile.imwrite(tmp_path / "s_tissue.tif", np.zeros((64, 64), np.uint8))
+    man = tmp_path / "manifest.csv"
+    man.write_text(f"patient,wsi_path,wsi_mask_path\np1,{tmp_path / 's.tif'},"
+                   f"{tmp_path / 's_tissue.tif'}\n")  # fmt: skip
+    rep = run_extract("manifest", man, tmp_path / "st", **FAST, rna=False)
+    said = [p for p in rep.problems if "marks no tissue" in p.reason]
+    assert said and said[0].path == str(tmp_path / "s_tissue.tif") and said[0].patient == "p1"

@@ -749,7 +749,11 @@ def _encode_slides(pf: PatientFiles, tile: enc.TileEncoder, slide_enc: Any,
                    if plan.fits else f"the slide ({w} × {h} px at {plan.slide_mpp:g} µm/px) is"
                    f" smaller than one {plan.tile_size}-px tile at {plan.mpp:g} µm/px"
                    f" ({plan.tile_size_lv0} px at its resolution)")  # fmt: skip
-            report.problems.append(Problem("warning", f"{why}; slide skipped", str(sp),
+            where = str(sp)
+            if plan.fits and mp is not None and not wsi.mask_has_tissue(mp):
+                # the provided mask marks nothing: say so, naming it (not the slide)
+                why, where = f"the tissue mask of {Path(sp).name} marks no tissue", str(mp)
+            report.problems.append(Problem("warning", f"{why}; slide skipped", where,
                                            pf.patient, "wsi"))  # fmt: skip
             skipped.append(why)
             continue

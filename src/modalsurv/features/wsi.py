@@ -260,6 +260,11 @@ class TissueMask:
     source: str  # "file" | "otsu"
 
 
+def mask_has_tissue(path: str | Path, max_px: int = 1024) -> bool:
+    """Whether a tissue mask file marks any tissue (read as :func:`tissue_mask` reads it)."""
+    return bool(_read_mask_file(Path(path), max_px).any())
+
+
 def _read_mask_file(path: Path, max_px: int) -> np.ndarray:
     """The smallest pyramid level of a mask TIFF with a side ≥ ``max_px`` (or the largest
     one available); non-zero = tissue."""
