@@ -170,6 +170,16 @@ def _hidden(root: Path, path: Path, hidden: set[Path]) -> bool:
     return False
 
 
+def clinical_files(root: Path, layout: Layout, hidden: set[Path] | None = None
+                   ) -> list[tuple[str, Path]]:  # fmt: skip
+    """(case id, clinical file) of every clinical file of ``layout`` below ``root``, sorted
+    by path; RNA JSONs and hidden files are left out (the hidden ones go into ``hidden``)."""
+    seen: set[Path] = set() if hidden is None else hidden
+    return [(p.name[: -len(layout.clinical_suffix)], p)
+            for p in sorted(root.glob(layout.clinical_glob))
+            if not p.name.endswith("_RNA.json") and not _hidden(root, p, seen)]  # fmt: skip
+
+
 def _cases_of(root: Path, pattern: str, hidden: set[Path]) -> set[str]:
     """The case ids of the files matching a layout pattern (``{case}`` a path part of its
     own or inside a file name, ``{seq}`` any MRI sequence); hidden ones only in ``hidden``."""
@@ -195,10 +205,7 @@ def discover(root: str | Path, layout: Layout, problems: list[Problem]) -> pd.Da
         raise DataError(f"CHIMERA root folder {what}", path=root)
     found: dict[str, Path] = {}
     hidden: set[Path] = set()
-    for p in sorted(root.glob(layout.clinical_glob)):
-        if p.name.endswith("_RNA.json") or _hidden(root, p, hidden):
-            continue
-        case = p.name[: -len(layout.clinical_suffix)]
+    for case, p in clinical_files(root, layout, hidden):
         if case in found:
             problems.append(Problem("error", f"duplicate case id (also {found[case]}); case"
                                     " dropped", str(p), case, "id"))  # fmt: skip

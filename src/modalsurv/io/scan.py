@@ -83,9 +83,7 @@ def other_layout_problems(root: str | Path, task: int) -> list[Problem]:
     for other, lay in chimera.LAYOUTS.items():
         if other == task:
             continue
-        cases = sorted(p.name[: -len(lay.clinical_suffix)] for p in root.glob(lay.clinical_glob)
-                       if p.is_file() and not p.name.endswith("_RNA.json")
-                       and not any(part.startswith(".") for part in p.relative_to(root).parts))  # fmt: skip
+        cases = sorted(case for case, p in chimera.clinical_files(root, lay) if p.is_file())
         if cases:
             shown = ", ".join(cases[:5]) + (", ..." if len(cases) > 5 else "")
             out.append(Problem("warning", f"{len(cases)} case(s) in the chimera-task{other}"

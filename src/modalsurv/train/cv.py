@@ -50,7 +50,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import KFold, LeaveOneGroupOut, StratifiedKFold
+from sklearn.model_selection import KFold, LeaveOneGroupOut
 
 from modalsurv.cohort import Cohort
 from modalsurv.config import RunConfig, dump_config
@@ -62,7 +62,7 @@ from modalsurv.train.baselines import make_baseline
 from modalsurv.train.compare import MAIN, compare_all, fold_overlap_ratio
 from modalsurv.train.diagnostics import cv_diagnostics
 from modalsurv.train.ensemble import FoldEnsemble
-from modalsurv.train.estimator import ModalSurv
+from modalsurv.train.estimator import ModalSurv, stratified_folds
 from modalsurv.train.stacking import StackedSurv, load_model, make_model
 from modalsurv.utils import Progress, atomic_write_csv, atomic_write_text
 
@@ -188,11 +188,8 @@ def make_folds(cohort: Cohort, folds: int, repeats: int, seed: int, groups: str 
     for r in range(repeats):
         fold = np.empty(n, dtype=np.int64)
         rs = seed + r
-        if labels is not None:
-            with warnings.catch_warnings():  # a class (censored) smaller than folds: meant
-                warnings.filterwarnings("ignore", "The least populated class", UserWarning)
-                splits = list(StratifiedKFold(folds, shuffle=True, random_state=rs).split(
-                    np.zeros(n), labels))  # fmt: skip
+        if labels is not None:  # censored rows may be fewer than folds: meant
+            splits = stratified_folds(labels, folds, rs)
         else:
             splits = KFold(folds, shuffle=True, random_state=rs).split(np.zeros(n))
         for f, (_, test) in enumerate(splits):

@@ -83,6 +83,17 @@ def inner_split(event: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarr
     return np.sort(tr), np.sort(va)
 
 
+def stratified_folds(labels: np.ndarray, folds: int, seed: int
+                     ) -> list[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+    """StratifiedKFold's (train, test) splits of ``labels``, shuffled with ``seed``. Its
+    warning that a class has fewer members than folds is silenced: callers pass such labels
+    on purpose (a few events or censored rows still spread over different folds)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+        return list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(
+            np.zeros(len(labels)), labels))  # fmt: skip
+
+
 def member_splits(
     event: np.ndarray, fraction: float, seed: int, n_members: int
 ) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -104,14 +115,8 @@ def member_splits(
     out: list[tuple[np.ndarray, np.ndarray]] = []
     for rnd in range((n_members + folds - 1) // folds):
         rs = int(seed) + 7919 * rnd
-        if counts.min() >= folds:
-            splitter = StratifiedKFold(folds, shuffle=True, random_state=rs)
-            parts = splitter.split(np.zeros(n), event)
-        elif counts.min() >= 1 and counts.max() >= folds:
-            with warnings.catch_warnings():  # "the least populated class has only k members"
-                warnings.simplefilter("ignore", UserWarning)
-                parts = list(StratifiedKFold(folds, shuffle=True, random_state=rs).split(
-                    np.zeros(n), event))  # fmt: skip
+        if counts.min() >= 1 and counts.max() >= folds:
+            parts = stratified_folds(event, folds, rs)
         else:
             parts = KFold(folds, shuffle=True, random_state=rs).split(np.zeros(n))
         out.extend((np.sort(tr), np.sort(va)) for tr, va in parts)
