@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from modalsurv.errors import DataError
 from modalsurv.survival.bins import TimeBins
@@ -483,3 +484,21 @@ def test_a_fit_where_no_epoch_scored_saves_strict_json(tmp_path, cohort, make_co
         if "training" in meta:
             assert meta["training"]["best_score"] is None
     ModalSurv.load(tmp_path)  # still loads
+
+
+def test_events_past_the_last_training_cut_are_censored_for_the_discrete_loss(fitted, cohort):
+    """A validation patient followed past the last training cut is censored there (as
+    ``TimeBins.transform`` defines), not an event in the last bin: the discrete losses
+    read ``bin_event``; the C-index and Cox keep the observed event."""
+    from modalsurv.cohort import Cohort
+
+    model, _ = fitted
+    late = Cohort(cohort.ids, cohort.time + model.bins_.cuts[-1], cohort.event,
+                  features=cohort.features, present=cohort.present,
+                  bag_mask=cohort.bag_mask)  # fmt: skip
+    data = model._tensors(model.preprocessor_.transform(late), with_bins=True)
+    assert data.event.any() and not data.bin_event.any()
+    assert (data.bin_index == model.bins_.n_bins - 1).all()
+    kept = model._tensors(model.preprocessor_.transform(cohort), with_bins=True)
+    inside = torch.from_numpy(cohort.time <= model.bins_.cuts[-1])
+    assert torch.equal(kept.bin_event[inside], kept.event[inside])

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from modalsurv.survival.family import get_family
 from modalsurv.train import trainer
 from modalsurv.train.trainer import (
     Tensors,
@@ -195,3 +196,26 @@ def test_non_finite_weights_are_caught_at_the_end_of_the_epoch():
 
     with pytest.raises(DivergedError, match="'bias' is not finite after epoch 4"):
         trainer._check_finite(net, 3, 1e-3)
+
+
+@pytest.mark.parametrize("head", ["deephit", "logistic_hazard", "cox"])
+def test_batch_loss_reads_the_binned_event_for_discrete_heads_only(make_config, head):
+    gen = torch.Generator().manual_seed(0)
+    n, k = 12, 8
+    event = torch.ones(n, dtype=torch.bool)
+    binned = event.clone()
+    binned[:4] = False  # followed past the last cut: censored for the bins
+    batch = Tensors(x={}, present={}, mask={}, time=torch.linspace(1.0, 5.0, n), event=event,
+                    bin_index=torch.randint(0, k, (n,), generator=gen), bin_event=binned)  # fmt: skip
+    width = get_family(head).n_outputs(k)
+    logits = torch.randn(n, width, generator=gen)
+    cfg = make_config(model__head=head, model__n_bins=k)
+    got = trainer.batch_loss(logits, batch, cfg)
+    want_event = event if head == "cox" else binned
+    other_event = binned if head == "cox" else event
+    as_want = Tensors(x={}, present={}, mask={}, time=batch.time, event=want_event,
+                      bin_index=batch.bin_index)  # fmt: skip
+    as_other = Tensors(x={}, present={}, mask={}, time=batch.time, event=other_event,
+                       bin_index=batch.bin_index)  # fmt: skip
+    assert float(got) == pytest.approx(float(trainer.batch_loss(logits, as_want, cfg)))
+    assert float(got) != pytest.approx(float(trainer.batch_loss(logits, as_other, cfg)))

@@ -386,10 +386,10 @@ class ModalSurv(FittedCheck, BaseEstimator):
     # -------------------------------------------------------------- internals
     def _tensors(self, processed: Cohort, with_bins: bool = False) -> Tensors:
         pp = self.preprocessor_
-        bin_index = None
+        bin_index = bin_event = None
         if with_bins:
-            bin_index, _ = self.bins_.transform(processed.time, processed.event)
-        out = to_tensors(processed, pp.modalities, pp.dims, pp.bag, bin_index)
+            bin_index, bin_event = self.bins_.transform(processed.time, processed.event)
+        out = to_tensors(processed, pp.modalities, pp.dims, pp.bag, bin_index, bin_event)
         if getattr(self, "finetune_", None) is not None:
             from modalsurv.nn.encoder_adapter import ROWS
 

@@ -42,6 +42,10 @@ class Tensors:
     time: torch.Tensor
     event: torch.Tensor
     bin_index: torch.Tensor | None = None
+    #: the event as the time bins see it (censored past the last training cut, as
+    #: ``TimeBins.transform`` defines): the label of the discrete losses. ``event`` stays
+    #: the observed one, for the C-index and the Cox loss
+    bin_event: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.time.shape[0])
@@ -62,6 +66,7 @@ class Tensors:
             time=rows(self.time),
             event=rows(self.event),
             bin_index=None if self.bin_index is None else rows(self.bin_index),
+            bin_event=None if self.bin_event is None else rows(self.bin_event),
         )
 
     def to(self, device: torch.device) -> Tensors:
@@ -72,6 +77,7 @@ class Tensors:
             time=self.time.to(device),
             event=self.event.to(device),
             bin_index=None if self.bin_index is None else self.bin_index.to(device),
+            bin_event=None if self.bin_event is None else self.bin_event.to(device),
         )
 
 
@@ -81,8 +87,10 @@ def to_tensors(
     dims: dict[str, int],
     bag: dict[str, bool],
     bin_index: np.ndarray | None = None,
+    bin_event: np.ndarray | None = None,
 ) -> Tensors:
-    """Tensors for ``modalities``; a modality the cohort lacks is absent for everyone."""
+    """Tensors for ``modalities``; a modality the cohort lacks is absent for everyone.
+    ``bin_index`` / ``bin_event``: the labels ``TimeBins.transform`` gives (discrete losses)."""
     n = len(cohort)
     x: dict[str, torch.Tensor] = {}
     present: dict[str, torch.Tensor] = {}
@@ -106,6 +114,7 @@ def to_tensors(
         time=torch.from_numpy(cohort.time.astype(np.float32)),
         event=torch.from_numpy(cohort.event.copy()),
         bin_index=None if bin_index is None else torch.from_numpy(bin_index.astype(np.int64)),
+        bin_event=None if bin_event is None else torch.from_numpy(bin_event.astype(bool)),
     )
 
 
@@ -114,11 +123,16 @@ def forward(net: torch.nn.Module, batch: Tensors) -> dict[str, Any]:
 
 
 def batch_loss(logits: torch.Tensor, batch: Tensors, config: RunConfig) -> torch.Tensor:
-    """The survival family's loss (``model.head``) with the run's loss settings."""
+    """The survival family's loss (``model.head``) with the run's loss settings. A discrete
+    family reads the binned event (a validation patient followed past the last training cut
+    is censored there, not an event in the last bin); Cox reads the observed one."""
     lc = config.loss
-    return get_family(config.model.head).loss(
-        logits, batch.time, batch.event, batch.bin_index, alpha=lc.alpha, sigma=lc.sigma,
-        ties=lc.cox_ties)
+    family = get_family(config.model.head)
+    event = batch.event
+    if family.discrete and batch.bin_event is not None:
+        event = batch.bin_event
+    return family.loss(logits, batch.time, event, batch.bin_index, alpha=lc.alpha,
+                       sigma=lc.sigma, ties=lc.cox_ties)
 
 
 def risk_from_logits(
