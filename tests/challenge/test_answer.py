@@ -134,3 +134,43 @@ def test_the_batch_summary_line_counts_the_skipped_cases(task3, tmp_path, monkey
                                    str(root), "--out", str(tmp_path / "p.csv")])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "5 of 6 cases answered, 1 skipped" in " ".join(res.output.split())
+
+
+def test_a_batch_without_comparable_pairs_still_writes_its_table(task3, tmp_path, monkeypatch):
+    """One event after every censoring leaves no pair to compare: scikit-survival raises
+    NoComparablePairException, which aborted the batch after every case was predicted and
+    wrote no CSV; the C-index is now undefined (None, a problem says why)."""
+    import shutil
+
+    from modalsurv.challenge import answer
+
+    root = shutil.copytree(task3, tmp_path / "copy")
+    files = sorted(root.rglob("*_CD.json"))
+    for k, f in enumerate(files):  # the last case: the only event, and the latest time
+        rec = json.loads(f.read_text())
+        rec.update(progression=int(k == len(files) - 1), Time_to_prog_or_FUend=10.0 + k)
+        f.write_text(json.dumps(rec))
+    monkeypatch.setattr(answer, "predict_case", _fake_predict())
+    res = answer.score_folder("task3", _fake_model(), root, tmp_path / "p.csv")
+    assert res.c_index is None and res.c_index_as_risk is None
+    assert any("comparable" in p.reason for p in res.problems)
+    csv = pd.read_csv(tmp_path / "p.csv", dtype={"case": str})
+    assert len(csv) == 6 and csv["prediction"].notna().all()
+    metrics = json.loads((tmp_path / "p_metrics.json").read_text())["aggregates"]
+    assert metrics["c_index"] is None and metrics["n_cases"] == 6
+
+
+def test_an_rna_file_that_is_not_an_object_is_a_problem_naming_it(task3, tmp_path):
+    """The batch dropped such an RNA profile without a word (one case answered without
+    RNA, nothing said); the one-case form warns."""
+    import shutil
+
+    root = shutil.copytree(task3, tmp_path / "copy")
+    bad = sorted(root.rglob("*_RNA.json"))[0]
+    case = bad.name.removesuffix("_RNA.json")
+    bad.write_text(json.dumps(list(json.loads(bad.read_text()).values())))
+    problems: list = []
+    cases, _ = folder_cases(root, "task3", problems)
+    assert len(cases) == 6 and next(c for c in cases if c.case == case).rna is None
+    hit = [p for p in problems if p.patient == case and p.field == "rna"]
+    assert hit and "without RNA" in hit[0].reason and Path(hit[0].path) == bad

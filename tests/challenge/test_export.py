@@ -31,3 +31,30 @@ def test_export_model_refuses_an_out_inside_the_run_folder(task1):
     res = CliRunner().invoke(app, ["export-model", str(task1["run"]), "--out", str(inside)])
     assert res.exit_code == 2 and "inside the run folder" in res.output, res.output
     assert not inside.exists()
+
+
+def test_two_encoders_with_one_weight_file_name_both_keep_their_weights(tmp_path):
+    """Presets share file names (``pytorch_model.bin``): the volume encoder's file was
+    copied onto the tile encoder's in weights/. The export's own check still passed (it
+    found the tile weights at their recorded path, outside the model folder); in the
+    container, without that path, the model could not answer."""
+    from modalsurv.challenge.export import _fill
+    from modalsurv.features.encoders import find_weights, sha256_file
+
+    run = tmp_path / "run"
+    (run / "models" / "repeat_0").mkdir(parents=True)
+    record = {}
+    for key, body in (("tile_encoder", b"tile weights"), ("volume_encoder", b"mri weights")):
+        src = tmp_path / key / "pytorch_model.bin"
+        src.parent.mkdir()
+        src.write_bytes(body)
+        record[key] = {"name": key, "weights": str(src), "weights_name": src.name,
+                       "checksum": sha256_file(src)}  # fmt: skip
+    out = tmp_path / "model"
+    out.mkdir()
+    _fill(out, run, record, [])
+    for key in ("tile_encoder", "volume_encoder"):
+        moved = {**record[key], "weights": None}  # as in the container: the run is elsewhere
+        found = find_weights(moved, [out / "weights"])
+        assert found is not None and found.is_relative_to(out / "weights")
+        assert sha256_file(found) == record[key]["checksum"], key

@@ -120,7 +120,11 @@ def _folder_entries(root: str | Path, task: str, problems: list[Problem], event:
             except DataError as exc:
                 problems.append(Problem("warning", f"{exc.reason}; predicting without RNA",
                                         exc.path, str(pid), "rna"))  # fmt: skip
-        case = CaseInputs(task, str(pid), dict(record), rna if isinstance(rna, dict) else None,
+        if rna is not None and not isinstance(rna, dict):  # as read_case says of the socket
+            problems.append(Problem("warning", "not a JSON object of gene → value; predicting"
+                                    " without RNA", str(row["rna"]), str(pid), "rna"))  # fmt: skip
+            rna = None
+        case = CaseInputs(task, str(pid), dict(record), rna,
                           [Path(s) for s in row["slides"]],
                           [None if m is None else Path(m) for m in row["masks"]],
                           sources={"clinical": str(row["clinical"]), "rna": str(row.get("rna"))})  # fmt: skip
@@ -201,9 +205,17 @@ def score_folder(task: str, model: ChallengeModel, root: str | Path, out: str | 
     ok = table["time"].notna() & table["event"].notna() & table["prediction"].notna()
     c = c_risk = None
     if ok.any() and table.loc[ok, "event"].astype(bool).any():
+        from sksurv.exceptions import NoComparablePairException
+
         ev, t, pred = table.loc[ok, "event"].astype(bool), table.loc[ok, "time"], table.loc[ok, "prediction"]
-        c = organiser_c_index(ev, t, pred)
-        c_risk = organiser_c_index(ev, t, -pred)
+        try:
+            c = organiser_c_index(ev, t, pred)
+            c_risk = organiser_c_index(ev, t, -pred)
+        except NoComparablePairException:  # no event with another case still at risk:
+            # C is undefined, and the predictions made must still be written
+            problems.insert(0, Problem("warning", "no comparable pair of labelled cases (no"
+                                       " event with another case still at risk): no C-index",
+                                       str(root), None, "c_index"))  # fmt: skip
     if out is not None:
         atomic_write_csv(out, table)
         atomic_write_text(Path(out).with_name(Path(out).stem + "_metrics.json"),

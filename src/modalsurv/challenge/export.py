@@ -82,6 +82,12 @@ def _fill(folder: Path, run: Path, record: dict, weight_folders: list[Path]) -> 
             raise WeightsError(f"weights of {entry.get('name')!r} do not match the extraction"
                                " record's checksum", path=path, field="weights")  # fmt: skip
         dest = folder / "weights" / path.name
+        if dest.exists():
+            if path.is_file() and dest.is_file() and sha256_file(dest) == sha256_file(path):
+                continue  # one file serving two encoders
+            # presets share file names (pytorch_model.bin): each keeps its own file, and
+            # find_weights picks among same-named files by the recorded checksum
+            dest = folder / "weights" / key / path.name
         dest.parent.mkdir(parents=True, exist_ok=True)
         if path.is_dir():
             shutil.copytree(path, dest)

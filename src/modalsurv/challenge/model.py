@@ -190,6 +190,8 @@ class ChallengeModel:
             se = rec.get("slide_encoder") or {"spec": "mean"}
             spath = find_weights(se, folders) if se.get("weights_name") else None
             out.slide = enc.get_slide_encoder(se["spec"], out.tile.dim, spath, device)
+            if spath is not None:  # another snapshot of the slide model: other slide vectors
+                _checked(out.slide, se, spath)
             t = rec["tiles"]
             out.slide_settings = SlideSettings(
                 mpp=t["mpp"], tile_size=t["tile_size"], max_tiles=t["max_tiles_per_slide"],
@@ -238,7 +240,7 @@ class ChallengeModel:
         genes = list(self.ensemble.members[0].preprocessor_.steps["rna"].feature_names_in_)
         source = case.sources.get("rna")
         try:
-            if source is not None and Path(source).is_file():
+            if source is not None and "rna" not in case.inline and Path(source).is_file():
                 # the file again, as training reads it: a gene written twice keeps both
                 # values (the socket's dict kept only the last)
                 series = read_rna_json(source, case.case)
@@ -336,7 +338,9 @@ class ChallengeModel:
 
     def _mri(self, case: CaseInputs, encoders: Encoders, problems: list[Problem]
              ) -> np.ndarray | None:  # fmt: skip
-        if not case.mri or any(p is None for p in case.mri.values()):
+        # the sequences the model's MRI features were extracted from (the record's), not
+        # all three: a case lacking one the model never used still has its MRI
+        if not case.mri or any(case.mri.get(q) is None for q in encoders.mri.sequences):
             return None
         try:
             try:

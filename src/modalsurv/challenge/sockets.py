@@ -118,6 +118,9 @@ class CaseInputs:
     mri_mask: Path | None = None
     problems: list[Problem] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)  # role (clinical, rna, t2w, ...) → file
+    # roles whose value is the inline one of inputs.json (their file missing or corrupt):
+    # ``sources`` then names inputs.json, which must not be re-read as that role's file
+    inline: set[str] = field(default_factory=set)
 
     @property
     def sample_key(self) -> str:
@@ -247,6 +250,7 @@ def read_case(input_dir: str | Path, task: str) -> CaseInputs:
                                 None, slug))  # fmt: skip
     values: dict[str, Any] = {}
     json_paths: dict[str, str] = {}
+    inline: set[str] = set()
     images: dict[tuple[str, int], list[Path]] = {}
     for sock in SOCKETS[t]:
         slug, path, entry = _locate(root, sock, listed)
@@ -264,7 +268,9 @@ def read_case(input_dir: str | Path, task: str) -> CaseInputs:
                                             None, slug))  # fmt: skip
                 continue
             values[sock.role] = value
-            source = str(root / "inputs.json") if source == "inputs.json" else source
+            if source == "inputs.json":
+                inline.add(sock.role)
+                source = str(root / "inputs.json")
             sources[sock.role] = json_paths[sock.role] = str(source)
             continue
         files = _image_files(path) if path is not None else []
@@ -308,7 +314,7 @@ def read_case(input_dir: str | Path, task: str) -> CaseInputs:
                                 "wsi"))  # fmt: skip
     case = slides[0].name.split(".")[0] if slides else "case"
     return CaseInputs(t, case, dict(clinical), rna, slides, masks,
-                      mri if t == "task1" else {}, mri_mask, problems, sources)  # fmt: skip
+                      mri if t == "task1" else {}, mri_mask, problems, sources, inline)  # fmt: skip
 
 
 def _one_volume(images: dict[tuple[str, int], list[Path]], role: str, task: str,
