@@ -919,7 +919,10 @@ def challenge(
             scored = int((res.table["prediction"].notna() & res.table["time"].notna()
                           & res.table["event"].notna()).sum())  # fmt: skip
             if res.c_index is None:
-                console.print("no labelled case with an event: no C-index")
+                labelled = res.table.loc[res.table["prediction"].notna(), "event"]
+                console.print("no comparable pair of labelled cases: no C-index"
+                              if labelled.fillna(False).astype(bool).any()
+                              else "no labelled case with an event: no C-index")  # fmt: skip
             else:
                 console.print(f"challenge metric (organisers' formula, C on minus the prediction):"
                               f" [bold]{res.c_index:.4f}[/] over {scored} cases")  # fmt: skip

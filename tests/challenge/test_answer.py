@@ -174,3 +174,29 @@ def test_an_rna_file_that_is_not_an_object_is_a_problem_naming_it(task3, tmp_pat
     assert len(cases) == 6 and next(c for c in cases if c.case == case).rna is None
     hit = [p for p in problems if p.patient == case and p.field == "rna"]
     assert hit and "without RNA" in hit[0].reason and Path(hit[0].path) == bad
+
+
+def test_the_batch_summary_says_why_there_is_no_c_index(task3, tmp_path, monkeypatch):
+    """Events but no comparable pair: the line said "no labelled case with an event"."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from modalsurv.challenge import answer
+    from modalsurv.challenge.model import ChallengeModel
+    from modalsurv.cli import app
+
+    root = shutil.copytree(task3, tmp_path / "copy")
+    files = sorted(root.rglob("*_CD.json"))
+    for k, f in enumerate(files):  # the only event is the latest time
+        rec = json.loads(f.read_text())
+        rec.update(progression=int(k == len(files) - 1), Time_to_prog_or_FUend=10.0 + k)
+        f.write_text(json.dumps(rec))
+    monkeypatch.setattr(answer, "predict_case", _fake_predict())
+    monkeypatch.setattr(ChallengeModel, "load", classmethod(lambda cls, *a, **k: _fake_model()))
+    res = CliRunner().invoke(app, ["challenge", "task3", "--model", str(tmp_path), "--batch",
+                                   str(root), "--out", str(tmp_path / "p.csv")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    said = " ".join(res.output.split())
+    assert "no comparable pair of labelled cases: no C-index" in said
+    assert "no labelled case with an event" not in said
