@@ -414,3 +414,59 @@ def test_training_finds_an_image_cache_written_with_cache_dir(tmp_path) -> None:
     (store / "image_cache").mkdir()
     assert ft.data_cache_folder(data) == store / "image_cache"
     assert ft.data_cache_folder(DataConfig()) is None  # no store
+
+
+def test_a_cache_older_than_the_re_extracted_features_is_refused(folder, tmp_path) -> None:
+    """Was: a slide replaced and re-extracted (--reextract-changed) without the cache left
+    the old slide's tiles cached under the patient's id; with as many tiles as the new bag,
+    fine-tuning re-encoded the old slide's tiles in place of the new one's, silently. The
+    sidecar's source fingerprint is now compared with the store's."""
+    import shutil
+
+    root, store = tmp_path / "c", tmp_path / "store"
+    shutil.copytree(folder["root"], root)
+    shutil.copytree(folder["store"], store)
+    images = root / "pathology" / "images"
+    for suffix in ("", "_tissue"):  # patient 1000's slide is now another one
+        shutil.copyfile(images / "1001" / f"1001_0{suffix}.tif",
+                        images / "1000" / f"1000_0{suffix}.tif")  # fmt: skip
+    rep = run_extract("chimera-task1", root, store, **EXTRACT, reextract_changed=True)
+    assert "1000" in rep.done
+    cache = ImageCache(store / "image_cache")
+    new_feats = FeatureStore(store).read("wsi", "1000")[0]
+    assert cache.n_tiles("1000") == len(new_feats)  # the tile count gives no hint
+    tile = enc.get_tile_encoder(VIT["tile_encoder"], None, **VIT["tile_encoder_kwargs"])
+    assert not np.allclose(tile.encode(cache.tiles("1000")), new_feats, atol=1e-3)  # stale
+    cfg = config(folder, **{"data.path": str(root), "data.features": str(store)})
+    fresh = load_data(cfg.data).cohort.select(["clinical", "wsi"])
+    pp = Preprocessor(cfg.preprocess).fit(fresh)
+    with pytest.raises(FeatureError, match="other source files.*1000"):
+        ft.Finetune.plan(cfg, pp, fresh)
+    others = fresh[[i for i, p in enumerate(fresh.ids) if str(p) != "1000"]]
+    plan = ft.Finetune.plan(cfg, Preprocessor(cfg.preprocess).fit(others), others)
+    with pytest.raises(FeatureError, match="other source files"):  # predicting it: refused
+        plan.rows(fresh)
+    again = run_extract("chimera-task1", root, store, **EXTRACT, tile_cache=True)  # the fix
+    assert again.cached == ["1000"]
+    assert ft.Finetune.plan(cfg, pp, fresh) is not None
+
+
+def test_a_cache_of_other_tile_settings_is_refused(folder, cohort, tmp_path) -> None:
+    """Was: only the encoder checksum was compared, so ``finetune.cache`` naming the cache
+    of a store tiled at another size (same encoder, same slides, as many tiles) trained on
+    48-px tiles in place of the 32-px ones the features were made from, silently."""
+    other = tmp_path / "other"
+    rep = run_extract("chimera-task1", folder["root"], other, **{**EXTRACT, "tile_size": 48},
+                      tile_cache=True)  # fmt: skip
+    assert rep.ok
+    cache = ImageCache(other / "image_cache")
+    ids = [str(p) for p in cohort.ids]
+    assert cache.tiles(ids[0]).shape[1] == 48
+    assert all(cache.n_tiles(p) >= int(k) for p, k in
+               zip(ids, cohort.bag_mask["wsi"].sum(1)))  # the tile counts give no hint  # fmt: skip
+    cfg = config(folder, **{"finetune.cache": str(other / "image_cache")})
+    data = cohort.select(["clinical", "wsi"])
+    pp = Preprocessor(cfg.preprocess).fit(data)
+    with pytest.raises(FeatureError, match="other settings.*tile_size"):
+        ft.Finetune.plan(cfg, pp, data)
+    assert ft.Finetune.plan(config(folder), pp, data) is not None  # its own cache: accepted

@@ -234,10 +234,13 @@ class ImageCache:
     def _write_entry(self, modality: str, patient: str, arrays: dict[str, np.ndarray],
                      meta: dict[str, Any]) -> None:  # fmt: skip
         """The entry's arrays (``<key><suffix>``), each atomically, then its sidecar: an
-        entry interrupted before the sidecar does not count as cached."""
+        entry interrupted before the sidecar does not count as cached. Rewriting an entry
+        removes its old sidecar first: interrupted, the old one would vouch (patient, n,
+        fingerprint) for the new arrays."""
         folder = self.root / modality
         folder.mkdir(parents=True, exist_ok=True)
         key = patient_key(patient)
+        (folder / f"{key}.json").unlink(missing_ok=True)
         for suffix, arr in arrays.items():
             _save(folder / f"{key}{suffix}", arr)
         atomic_write_text(folder / f"{key}.json",

@@ -310,9 +310,12 @@ class TileAdapter(_EncoderAdapter):
             parts, bis, kis = [], [], []
             for b in have:
                 idx = np.flatnonzero(valid[b])
-                tiles = self.feed.tiles([int(rows_np[b])], [idx])[0]
+                # read chunk by chunk too: a bag of several 500-tile slides at 448 px is
+                # most of a GiB of uint8 tiles at once
                 for s in range(0, len(idx), self.encode_batch):
-                    parts.append(self.encode(tiles[s : s + self.encode_batch], feats.device))
+                    chunk = idx[s : s + self.encode_batch]
+                    tiles = self.feed.tiles([int(rows_np[b])], [chunk])[0]
+                    parts.append(self.encode(tiles, feats.device))
                 bis.append(np.full(len(idx), b))
                 kis.append(idx)
             new, bi, ki = torch.cat(parts), np.concatenate(bis), np.concatenate(kis)

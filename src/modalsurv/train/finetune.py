@@ -8,7 +8,9 @@ other than ``frozen`` and the modality in the model); if so, the plan
    encoder the cached modality was extracted with (the cache's record: preset or timm
    spec, architecture keywords, weights and checksum);
 2. checks that the cache covers every training patient of the modality and that the
-   cohort's features were made by that encoder (same width);
+   cohort's features were made by that encoder (same width), with the cache's tile / MRI
+   settings, from the same source files (the sidecars' fingerprints against the store's;
+   predicted cohorts are checked the same way unless their images are bound);
 3. builds, for every network (seed member), a fresh encoder from the preset and weights
    (checksum checked), wraps it in an ``nn.encoder_adapter`` adapter whose fixed map is
    the modality's train-fitted preprocessing, and attaches it to the network;
@@ -149,11 +151,16 @@ class Feed:
         self.tile_map: dict[str, np.ndarray | None] = {}  # bag position → cache tile
         self.source: Any = None
 
-    def register(self, cohort: Cohort, source: Any) -> np.ndarray:
+    def register(self, cohort: Cohort, source: Any,
+                 stored: dict[str, str | None] | None = None) -> np.ndarray:  # fmt: skip
+        """Rows of ``cohort``'s patients. ``stored`` (the feature store's source
+        fingerprints of the modality): a patient whose cached images were made from other
+        source files than its features (a slide re-extracted without the cache) is
+        refused, as its images would silently be another slide's."""
         m = self.modality
         self.source = source
         present = cohort.present[m] if m in cohort.present else np.zeros(len(cohort), bool)
-        lacking = []
+        lacking, stale = [], []
         for i, pid in enumerate(cohort.ids):
             pid = str(pid)
             if pid not in self.rows:
@@ -164,6 +171,11 @@ class Feed:
             if source is None or not source.has(m, pid):
                 lacking.append(pid)
                 continue
+            if stored and stored.get(pid) is not None:
+                made = source.fingerprint(m, pid) if hasattr(source, "fingerprint") else None
+                if made is not None and made != stored[pid]:
+                    stale.append(pid)
+                    continue
             if m in cohort.bag_mask:
                 mk = cohort.bag_mask[m][i]
                 k = int(mk.sum())
@@ -184,6 +196,14 @@ class Feed:
                 f"{' ...' if len(lacking) > 5 else ''}): extract with --tile-cache /"
                 " --volume-cache, set finetune.cache, or bind the images"
                 " (train.finetune.images)", field="finetune")  # fmt: skip
+        if stale:
+            raise FeatureError(
+                f"the image cache {source.root} holds {m} images of {len(stale)} patients"
+                f" made from other source files than their stored features"
+                f" ({', '.join(stale[:5])}{' ...' if len(stale) > 5 else ''}): features"
+                " re-extracted without the cache, or an interrupted extraction; run"
+                " modalsurv extract again with --tile-cache / --volume-cache"
+                " (--reextract-changed for changed files)", field="finetune")  # fmt: skip
         return np.asarray([self.rows[str(p)] for p in cohort.ids], dtype=np.int64)
 
     def _positions(self, pid: str, positions: np.ndarray) -> np.ndarray:
@@ -263,8 +283,30 @@ class Finetune:
             raise FeatureError(f"the image cache was written with encoder checksum"
                                f" {out.entry.get('checksum')}; the store beside it says {stored}",
                                path=source.root, field=m)  # fmt: skip
-        out.feed.register(train, source)  # every training patient has its images
+        # same encoder, other tiles (size, resolution, tissue threshold) or MRI
+        # preprocessing: the cached images are not what the features were made from
+        made, cached = record.get("tiles" if m == "wsi" else "mri"), got.get("settings")
+        if isinstance(made, dict) and isinstance(cached, dict):
+            # a key one side lacks is unset there (encoder_kwargs is kept only when set)
+            differ = sorted(k for k in made.keys() | cached.keys()
+                            if made.get(k) != cached.get(k))  # fmt: skip
+            if differ:
+                raise FeatureError(f"the image cache's {m} images were made with other"
+                                   f" settings than the store's features ({', '.join(differ)}:"
+                                   f" {[cached.get(k) for k in differ]}, the store"
+                                   f" {[made.get(k) for k in differ]})", path=source.root,
+                                   field=m)  # fmt: skip
+        # every training patient has its images, made from its features' source files
+        out.feed.register(train, source, out._stored(store))
         return out
+
+    def _stored(self, store: Path | None) -> dict[str, str | None]:
+        """The store's source fingerprints of the modality ({} without a store)."""
+        if store is None:
+            return {}
+        from modalsurv.io.store import FeatureStore
+
+        return FeatureStore(store).fingerprints(self.modality)
 
     @classmethod
     def restore(cls, record: dict[str, Any] | None, config: RunConfig, preprocessor: Any
@@ -335,7 +377,9 @@ class Finetune:
     def rows(self, cohort: Cohort) -> torch.Tensor:
         """Row numbers of ``cohort``'s patients for ``x[ROWS]`` (their images must be in
         the current source: the bound one, else the config's cache)."""
-        return torch.from_numpy(self.feed.register(cohort, current_source(self.config)))
+        bound = _IMAGES.get() is not None  # another cohort's images: not this store's
+        stored = {} if bound else self._stored(store_folder(self.config.data))
+        return torch.from_numpy(self.feed.register(cohort, current_source(self.config), stored))
 
     # -------------------------------------------------------------- reporting
     def estimate(self, net: Any, batch: int | None = None) -> dict[str, float]:

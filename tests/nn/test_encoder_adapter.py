@@ -1,0 +1,57 @@
+"""Tile / volume encoders inside the network (nn.encoder_adapter), on a tiny randomly
+initialised ViT and an in-memory feed: no weights are downloaded."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+import torch
+
+from modalsurv.config import FinetuneConfig
+from modalsurv.features import encoders as enc
+from modalsurv.nn.encoder_adapter import AffineMap, TileAdapter
+
+pytest.importorskip("timm")
+
+
+class _Feed:
+    """Random uint8 tiles per row; remembers how many tiles each call asked for."""
+
+    def __init__(self, n_rows: int, k: int, size: int) -> None:
+        rng = np.random.default_rng(0)
+        self.bags = [rng.integers(0, 256, (k, size, size, 3), dtype=np.uint8)
+                     for _ in range(n_rows)]  # fmt: skip
+        self.asked: list[int] = []
+
+    def tiles(self, rows: Sequence[int], positions: Sequence[np.ndarray]) -> list[np.ndarray]:
+        self.asked.extend(len(p) for p in positions)
+        return [self.bags[r][np.asarray(p)] for r, p in zip(rows, positions)]
+
+    def volumes(self, rows: Sequence[int]) -> np.ndarray:
+        raise AssertionError("no volumes here")
+
+
+def test_evaluation_reads_a_bag_in_encode_batch_chunks() -> None:
+    """Was: evaluation read a patient's whole bag of uint8 tiles at once before encoding
+    it in ``encode_batch`` chunks (several 500-tile slides at 448 px: most of a GiB);
+    now it reads chunk by chunk, with the same features."""
+    tile = enc.get_tile_encoder("timm:vit_tiny_patch16_224", None, img_size=32, depth=2)
+    d = tile.dim
+    affine = AffineMap(np.zeros(d), np.ones(d))
+    cfg = FinetuneConfig(encoder="wsi", mode="last_k", last_k=1, encode_batch=4)
+    adapter = TileAdapter(tile, affine, cfg, seed=0).eval()
+    feed = _Feed(n_rows=2, k=10, size=32)
+    adapter.feed = feed
+    mask = torch.zeros(2, 12, dtype=torch.bool)
+    mask[0, :10], mask[1, :7] = True, True
+    feats = torch.zeros(2, 12, d)
+    with torch.no_grad():
+        out = adapter(feats, mask, torch.tensor([0, 1]))
+    assert feed.asked and max(feed.asked) <= cfg.encode_batch
+    assert sum(feed.asked) == int(mask.sum())  # every valid tile, once
+    for b, k in ((0, 10), (1, 7)):
+        np.testing.assert_allclose(out[b, :k].numpy(), tile.encode(feed.bags[b][:k]),
+                                   rtol=1e-4, atol=1e-5)  # the frozen encoder's features  # fmt: skip
+    assert not out[~mask].any()  # padding untouched
