@@ -139,3 +139,32 @@ def test_cv_interval_and_ranking():
 
     r = A.ranked(pd.DataFrame({"risk": [0.3, 0.1, 0.2], "id": ["a", "b", "c"]}))
     assert r["id"].tolist() == ["b", "c", "a"] and r["rank"].tolist() == [1, 2, 3]
+
+
+def test_calibration_groups_and_risk_group_curves_match_lifelines_kaplan_meier():
+    """The observed S(t) of each calibration group is the group's Kaplan–Meier (censoring
+    handled, not dropped) with lifelines' default log(-log) 95% interval; the risk-group
+    curves are lifelines' Kaplan–Meier, tied times included."""
+    lifelines = pytest.importorskip("lifelines")
+    time, event, risk = _data(200, seed=3)
+    time = np.ceil(time)  # ties between events and censorings
+    ref = A.reference_times(time, event)
+    surv_t = np.exp(-np.outer(np.exp(risk), ref) / 10)
+    groups, _, notes = A.calibration_at(time, event, surv_t, surv_t, ref, groups=5)
+    assert not notes and groups["t"].nunique() == len(ref)
+    for j, t in enumerate(ref):
+        order = np.argsort(-surv_t[:, j], kind="stable")  # group 1: highest predicted S(t)
+        for g, idx in enumerate(np.array_split(order, 5), start=1):
+            kmf = lifelines.KaplanMeierFitter().fit(time[idx], event[idx])
+            ci = kmf.confidence_interval_survival_function_
+            row = groups[(groups["t"] == t) & (groups["group"] == g)].iloc[0]
+            assert row["observed"] == pytest.approx(kmf.survival_function_at_times(t).iloc[0])
+            assert (row["lower"], row["upper"]) == pytest.approx(tuple(ci[ci.index <= t].iloc[-1]))
+            assert row["predicted"] == pytest.approx(surv_t[idx, j].mean())
+    labels = A.risk_groups(risk, 3)
+    km = A.km_by_group(time, event, labels, 3)
+    for g in range(3):
+        curve = km[km["group"] == g]
+        kmf = lifelines.KaplanMeierFitter().fit(time[labels == g], event[labels == g])
+        np.testing.assert_allclose(curve["survival"],
+                                   kmf.survival_function_at_times(curve["time"]).to_numpy())

@@ -29,10 +29,26 @@ def test_page_embeds_images_and_writes_chart_data_beside_it(tmp_path):
     assert "id='t-scores'" in text or 'id="t-scores"' in text
     assert "<p class='warn'>careful &amp; watch</p>" in text
     links = re.findall(r"href='([^']+\.csv)'", text)
-    assert links == [f"{DATA_DIR}/my-curve.csv"] * 2
+    assert links == [f"{DATA_DIR}/my-curve.csv", f"{DATA_DIR}/my-curve-2.csv"]  # one file each
     back = pd.read_csv(page.parent / links[0])
     assert back.to_dict("list") == {"x": [0.0, 1.0], "y": [0.0, 1.0]}
     assert "<h2 id='curve'>" in text and "<h2 id='again'>" in text
+
+
+def test_charts_whose_names_slug_alike_keep_their_own_data_files(tmp_path):
+    """Cohorts "site_b" and "site-b" (or one named "out_of_fold") give chart names with one
+    slug: the second chart's CSV used to overwrite the first's, both links showing it."""
+    page = tmp_path / "page.html"
+    charts = [(f"Chart {i}", _chart(name)) for i, name in
+              enumerate(["uncertainty_out_of_fold", "uncertainty_site_b", "uncertainty_site-b",
+                         "uncertainty_out-of-fold"])]  # fmt: skip
+    for i, (_, chart) in enumerate(charts):
+        chart.data = pd.DataFrame({"x": [float(i)]})
+    text = render_report("t", charts, page)
+    links = re.findall(r"href='([^']+\.csv)'", text)
+    assert len(set(links)) == 4
+    for i, link in enumerate(links):  # each link holds its own chart's numbers
+        assert pd.read_csv(tmp_path / link)["x"].tolist() == [float(i)], link
 
 
 def test_without_a_path_nothing_is_written(tmp_path, monkeypatch):

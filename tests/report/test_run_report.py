@@ -213,3 +213,120 @@ def test_with_repeats_each_heading_says_whether_it_is_repeat_0_or_every_repeat(r
     assert "cv.repeats = 2" in text
     # one repeat: the headings are as they were
     assert "Per-fold scores" in _headings(build_run_report(run_dir, tmp_path / "one.html"))
+
+
+def test_patient_ids_like_na_are_kept_in_every_table_the_report_reads(run_dir, tmp_path):
+    """"NA", "nan", "null" are patient ids: predictions.csv kept them, but the folds, gate
+    weights, uncertainty and external predictions were read with pandas' default and made
+    them NaN, so the uncertainty figure's data lost those patients' ids."""
+    copy = Path(shutil.copytree(run_dir, tmp_path / "ids", ignore=shutil.ignore_patterns(
+        "checkpoints", "models", "report*")))  # fmt: skip
+    names = ["NA", "nan", "null"]
+    for name in ("predictions.csv", "folds.csv", "gate_weights.csv", "uncertainty.csv",
+                 "evaluation_site_b_predictions.csv"):  # fmt: skip
+        table = pd.read_csv(copy / name, dtype={"patient": str})
+        ids = dict(zip(sorted(set(table["patient"]))[:3], names))
+        table.assign(patient=table["patient"].replace(ids)).to_csv(copy / name, index=False)
+    rf = RunFolder.load(copy)
+    for table in (rf.first, rf.folds, rf.uncertainty, rf.evaluation_predictions["site_b"],
+                  rf.gate_weights.reset_index()):  # fmt: skip
+        assert set(names) <= set(table["patient"]), table.columns.tolist()
+    assert rf.uncertainty.select_dtypes("number").columns.size >= 5  # numbers still numbers
+    build_run_report(copy)
+    shown = pd.read_csv(copy / "report_data" / "uncertainty-out-of-fold.csv",
+                        dtype={"patient": str}, keep_default_na=False)  # fmt: skip
+    assert set(names) <= set(shown["patient"])
+
+
+def test_a_build_that_fails_half_way_leaves_no_figure_open(run_dir, tmp_path, monkeypatch):
+    """The page closes each figure as it embeds it; a build that raised after drawing some
+    (a damaged evaluation file, an interrupt) left them all open in pyplot, piling up over
+    the reports of a long session."""
+    import matplotlib.pyplot as plt
+
+    from modalsurv.report import run_report as R
+
+    copy = Path(shutil.copytree(run_dir, tmp_path / "run", ignore=shutil.ignore_patterns(
+        "checkpoints", "models", "report*")))  # fmt: skip
+    before = set(plt.get_fignums())
+    drawn = []
+
+    def fails(run):
+        drawn.extend(set(plt.get_fignums()) - before)  # the figures drawn by then
+        raise RuntimeError("evaluation file damaged")
+
+    monkeypatch.setattr(R, "_external", fails)
+    with pytest.raises(RuntimeError, match="damaged"):
+        build_run_report(copy)
+    assert len(drawn) >= 2
+    assert set(plt.get_fignums()) == before
+    assert not (copy / "report.html").exists()
+    caller = plt.figure()  # a figure of the caller's, drawn before, is left alone
+    kept = set(plt.get_fignums())
+    with pytest.raises(RuntimeError):
+        build_run_report(copy)
+    assert set(plt.get_fignums()) == kept
+    plt.close(caller)
+
+
+def test_a_modality_no_patient_has_is_named_so_in_the_gating_caption(run_dir, tmp_path):
+    """A modality absent for every patient has no gate weight (NaN by construction): the
+    caption printed its mean weight as "nan"."""
+    copy = Path(shutil.copytree(run_dir, tmp_path / "run", ignore=shutil.ignore_patterns(
+        "checkpoints", "models", "report*")))  # fmt: skip
+    gates = pd.read_csv(copy / "gate_weights.csv", dtype={"patient": str})
+    absent = gates.columns[-1]
+    gates.assign(**{absent: np.nan}).to_csv(copy / "gate_weights.csv", index=False)
+    text = build_run_report(copy).read_text("utf-8")
+    caption = re.search(r"<p>mean weight: ([^<]*)</p>", text).group(1)
+    assert f"{absent} – (no patient has it)" in caption and "nan" not in caption
+    shown = pd.read_csv(copy / "report_data" / "gate-weights.csv")
+    assert shown[absent].isna().all() and shown.drop(columns=[absent, "patient"]).notna().any().all()
+
+
+@pytest.mark.parametrize("content", ['{"title": "cut sho', '["a list"]', '{"title": 3}'])
+def test_a_damaged_report_json_is_a_data_error_naming_it_not_an_internal_error(
+        run_dir, tmp_path, content):  # fmt: skip
+    """report.json only keeps the page's title; a damaged one (cut short, edited) stopped
+    `modalsurv report` with "internal error: JSONDecodeError ... this is a bug"."""
+    copy = Path(shutil.copytree(run_dir, tmp_path / "run", ignore=shutil.ignore_patterns(
+        "checkpoints", "models", "report*")))  # fmt: skip
+    (copy / "report.json").write_text(content)
+    res = RUNNER.invoke(__import__("modalsurv.cli").cli.app, ["report", str(copy)])
+    said = " ".join(res.output.split())
+    assert res.exit_code == 1 and "report.json" in said and "--title" in said, said
+    assert "internal error" not in said and not (copy / "report.html").exists()
+    invoke("report", copy, "--title", "Kept")  # the way out it names
+    assert "<title>Kept</title>" in (copy / "report.html").read_text("utf-8")
+    assert json.loads((copy / "report.json").read_text()) == {"title": "Kept"}
+
+
+def test_a_patient_without_a_finite_prediction_is_left_out_of_brier_and_calibration(
+        run_dir, tmp_path):  # fmt: skip
+    """With the fold models at hand, one patient without a finite prediction voided the
+    Brier score, the calibration at every time and D-calibration (a note each), though
+    the risk groups leave such a patient out: the curves now leave it out too, and say so."""
+    copy = Path(shutil.copytree(run_dir, tmp_path / "nan", ignore=shutil.ignore_patterns(
+        "checkpoints", "report*")))  # fmt: skip
+    pred = pd.read_csv(copy / "predictions.csv", dtype={"patient": str})
+    lost = [c for c in pred.columns if c.startswith("pmf_")] + ["risk"]
+    pred.loc[pred.index[0], lost] = np.nan
+    pred.to_csv(copy / "predictions.csv", index=False)
+    heads = " / ".join(_headings(build_run_report(copy)))
+    for head in ("Brier score over time", "Calibration at t =", "D-calibration"):
+        assert head in heads, head
+    text = (copy / "report.html").read_text("utf-8")
+    assert "the Brier score, calibration and D-calibration leave them out" in text
+    assert "is not finite" not in text
+    rf = RunFolder.load(copy)
+    keep = rf.first["risk"].notna().to_numpy()
+    assert (~keep).sum() == 1
+    calib = pd.read_csv(copy / "report_data" / "calibration.csv")
+    assert (calib.groupby("t")["n"].sum() == keep.sum()).all()
+    shown = pd.read_csv(copy / "report_data" / "brier-score.csv")
+    time, event = rf.first["time"].to_numpy(float), rf.first["event"].to_numpy(bool)
+    surv = rf.out_of_fold_survival(shown["time"].to_numpy())
+    expect, _, _ = A.brier_table(time[keep], event[keep], surv[keep], shown["time"])
+    np.testing.assert_allclose(shown["brier"], expect["brier"], rtol=1e-12)
+    d_cal = pd.read_csv(copy / "report_data" / "d-calibration.csv")
+    assert d_cal["observed"].sum() == pytest.approx(keep.sum())

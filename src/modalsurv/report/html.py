@@ -85,6 +85,7 @@ def render_report(
         f"<h1>{html.escape(title)}</h1>",
     ]
     used: set[str] = set()
+    files: set[str] = set()  # the charts' CSV names, unique like the anchors
     data_dir = None if path is None else Path(path).parent / DATA_DIR
     tables: dict[str, pd.DataFrame] = {}  # written together at the end, see below
     for heading, body in sections:
@@ -98,7 +99,14 @@ def render_report(
         if isinstance(body, pd.DataFrame):
             parts.append(_table(body, anchor))
         elif isinstance(body, Chart):
-            name = slug(body.name)
+            # one file per chart, as for the anchors: two names with one slug (cohorts
+            # "site_b" and "site-b", or "out_of_fold") used to share a CSV, the last
+            # chart's data overwriting the first's under both links
+            name = base = slug(body.name)
+            k = 2
+            while name in files:
+                name, k = f"{base}-{k}", k + 1
+            files.add(name)
             parts.append(f"<img alt='{html.escape(heading or body.name)}'"
                          f" src='{figure_to_data_uri(body.figure)}'>")  # fmt: skip
             if body.caption:

@@ -3,6 +3,9 @@ written beside the page as CSV) and returns a matplotlib Figure (no I/O)."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -10,6 +13,20 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+
+
+@contextlib.contextmanager
+def figures_closed_on_error() -> Iterator[None]:
+    """Close the figures drawn inside the block when it raises: a report's figures are
+    closed as the page embeds them, so a build that failed half-way left every figure it
+    had drawn open in pyplot, piling up over the reports of a long session."""
+    before = set(plt.get_fignums())
+    try:
+        yield
+    except BaseException:
+        for num in set(plt.get_fignums()) - before:
+            plt.close(num)
+        raise
 
 
 def _p(p: float) -> str:

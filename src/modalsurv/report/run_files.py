@@ -36,6 +36,11 @@ def is_run_folder(path: str | Path) -> bool:
     return all((Path(path) / name).is_file() for name in REQUIRED)
 
 
+#: how every table with patients is read: "NA", "nan", "null" ... are patient ids (pandas'
+#: default would make them NaN, losing those patients' rows in the report's data); the
+#: run's writers (``utils.atomic_write_csv``, ``DataFrame.to_csv``) write a missing value as ""
+IDS: dict[str, Any] = {"dtype": {"patient": str}, "keep_default_na": False, "na_values": [""]}
+
 #: columns the report cannot do without, per required table
 COLUMNS = {"metrics.csv": ("model", "fold"),
            "predictions.csv": ("repeat", "fold", "risk", "time", "event")}  # fmt: skip
@@ -104,23 +109,22 @@ class RunFolder:
                               " written by `modalsurv experiment`)")  # fmt: skip
         summary = _json(path / "metrics.json")
         metrics = _csv(path / "metrics.csv", keep_default_na=False, na_values=[""])
-        preds = _csv(path / "predictions.csv", dtype={"patient": str}, keep_default_na=False,
-                     na_values=[""])  # "NA" is a patient id
+        preds = _csv(path / "predictions.csv", **IDS)
         assert metrics is not None and preds is not None  # REQUIRED: checked above
         config = load_config(path / "config.yaml") if (path / "config.yaml").is_file() else None
         data = _json(path / "data.json") if (path / "data.json").is_file() else None
-        gates = _csv(path / "gate_weights.csv", index_col="patient", dtype={"patient": str})
+        gates = _csv(path / "gate_weights.csv", index_col="patient", **IDS)
         evaluations, eval_preds = {}, {}
         for p in sorted(path.glob(EVALUATION.format("*"))):
             name = p.name[len("evaluation_"):-len(".json")]
             evaluations[name] = _json(p)
-            table = _csv(path / EVALUATION_PREDICTIONS.format(name), dtype={"patient": str})
+            table = _csv(path / EVALUATION_PREDICTIONS.format(name), **IDS)
             if table is not None:
                 eval_preds[name] = table
         return cls(path=path, summary=summary, metrics=metrics, predictions=preds,
-                   folds=_csv(path / "folds.csv", dtype={"patient": str}), config=config,
+                   folds=_csv(path / "folds.csv", **IDS), config=config,
                    data=data, gate_weights=gates,
-                   uncertainty=_csv(path / "uncertainty.csv", dtype={"patient": str}),
+                   uncertainty=_csv(path / "uncertainty.csv", **IDS),
                    evaluations=evaluations, evaluation_predictions=eval_preds)  # fmt: skip
 
     # ------------------------------------------------------------------ derived

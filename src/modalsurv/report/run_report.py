@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from modalsurv.cohort import Cohort
-from modalsurv.errors import ConfigError
+from modalsurv.errors import ConfigError, DataError
 from modalsurv.report import analysis as A
 from modalsurv.report import plots as P
 from modalsurv.report.html import Chart, Note, render_report
@@ -116,10 +116,17 @@ def _curves(run: RunFolder, times: list[float] | None) -> list[Section]:
                                                      " curves, Brier score and calibration"
                                                      " need the fold models' time bins"))]
     out: list[Section] = []
+    # a patient without a finite prediction is left out, as from the risk groups: one such
+    # patient used to void the Brier score, every calibration time and D-calibration
+    ok = np.isfinite(first["risk"].to_numpy(float))
+    if not ok.all():
+        out.append(("", Note(f"{int((~ok).sum())} of {len(ok)} patients have no finite"
+                             " out-of-fold risk; the Brier score, calibration and"
+                             " D-calibration leave them out", "warn")))  # fmt: skip
     grid = ibs_grid(time, time)
     if len(grid) >= 2:
         surv = run.out_of_fold_survival(grid)
-        table, ibs, notes = A.brier_table(time, event, surv, grid)
+        table, ibs, notes = A.brier_table(time[ok], event[ok], surv[ok], grid)
         if len(table):
             fold_ibs = run.summary.get("models", {}).get(MAIN, {}).get("ibs", {})
             caption = (f"pooled out-of-fold IBS {ibs['ibs']:.3f} (Kaplan–Meier curve for"
@@ -135,7 +142,7 @@ def _curves(run: RunFolder, times: list[float] | None) -> list[Section]:
     if ref:
         surv_t = run.out_of_fold_survival(ref)
         follow = np.column_stack([run.survival_at_own(np.minimum(time, t)) for t in ref])
-        groups, stats, notes = A.calibration_at(time, event, surv_t, follow, ref)
+        groups, stats, notes = A.calibration_at(time[ok], event[ok], surv_t[ok], follow[ok], ref)
         if len(groups):
             out.append((f"Calibration at t = {', '.join(f'{t:g}' for t in ref)}", Chart(
                 P.calibration(groups), groups, "calibration",
@@ -145,7 +152,7 @@ def _curves(run: RunFolder, times: list[float] | None) -> list[Section]:
         out += [("", Note(n)) for n in notes]
     own = run.survival_at_own(time)
     try:
-        table, stat, p = A.d_calibration_table(event, own)
+        table, stat, p = A.d_calibration_table(event[ok], own[ok])
         out.append(("D-calibration", Chart(
             P.d_calibration(table, p), table, "d_calibration",
             f"χ² = {stat:.2f} on {len(table) - 1} df, {P._p(p)}: a small p rejects"
@@ -162,7 +169,9 @@ def _gates(run: RunFolder) -> list[Section]:
     data = w.reset_index()
     return [("Gating weights (out-of-fold; absent modalities left out)", Chart(
         P.gate_weights(w), data, "gate_weights",
-        "mean weight: " + ", ".join(f"{m} {w[m].mean():.2f}" for m in w.columns)))]  # fmt: skip
+        "mean weight: " + ", ".join(f"{m} {w[m].mean():.2f}" if w[m].notna().any()
+                                    else f"{m} – (no patient has it)"  # was "nan"
+                                    for m in w.columns)))]  # fmt: skip
 
 
 def _uncertainty(run: RunFolder) -> list[Section]:
@@ -236,6 +245,23 @@ def _of_repeats(sections: list[Section], label: str) -> list[Section]:
     return [(f"{h} ({label})" if h and label else h, body) for h, body in sections]
 
 
+def _saved_title(path: Path) -> str | None:
+    """The title kept in ``report.json`` (None without one). A damaged file is a DataError
+    naming it and the way out, where it was an "internal error" (a JSON traceback)."""
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        saved = f"{type(err).__name__}: {err}"
+    title = saved.get("title") if isinstance(saved, dict) else None
+    if isinstance(saved, dict) and (title is None or isinstance(title, str)):
+        return title
+    raise DataError(f"is not the report's settings ({str(saved)[:80]}; expected"
+                    ' {"title": "..."}): delete it, or give the title (--title), and the'
+                    " page is rebuilt with it", path=path)  # fmt: skip
+
+
 def build_run_report(run: str | Path, out: str | Path | None = None, title: str | None = None,
                      times: list[float] | None = None) -> Path:  # fmt: skip
     """(Re)build a run folder's HTML report from its files; returns the page's path.
@@ -245,11 +271,17 @@ def build_run_report(run: str | Path, out: str | Path | None = None, title: str 
     run folder (``report.json``); ``times`` (calibration reference times, duplicates
     dropped) to the quartiles of the event times, each time: a page built without times
     is the documented default, not whatever an earlier rebuild was asked for."""
+    with P.figures_closed_on_error():
+        return _build_run_report(run, out, title, times)
+
+
+def _build_run_report(run: str | Path, out: str | Path | None, title: str | None,
+                      times: list[float] | None) -> Path:  # fmt: skip
+    """:func:`build_run_report`'s work (the caller closes its figures if it fails)."""
     run_path = Path(run)
     rf = RunFolder.load(run_path)
     settings_path = run_path / SETTINGS
-    saved = json.loads(settings_path.read_text("utf-8")) if settings_path.is_file() else {}
-    title = title or saved.get("title") or f"modalsurv run: {run_path.resolve().name}"
+    title = title or _saved_title(settings_path) or f"modalsurv run: {run_path.resolve().name}"
     times = list(dict.fromkeys(float(t) for t in times)) if times else None
     if times:  # asked for now: each must lie inside the follow-up, or nothing is built
         follow = float(rf.first["time"].max())

@@ -121,7 +121,11 @@ def stack_weights_table(summary: dict[str, Any]) -> pd.DataFrame | None:
              **{n: f["weights"].get(n, float("nan")) for n in names},
              "dropped": ", ".join(f.get("dropped", [])) or "–"} for f in folds]  # fmt: skip
     table = pd.DataFrame(rows)
-    mean = {"fold": "mean", **{n: float(table[n].mean()) for n in names}, "dropped": ""}
+    # a candidate missing from a fold's stack (a peer that failed there, or a modality
+    # the training part lacked) had weight 0 in it: the mean counts that 0, so the mean
+    # row sums to 1 like each fold's, where skipping the fold overstated the candidate
+    mean = {"fold": "mean", **{n: float(table[n].fillna(0.0).mean()) for n in names},
+            "dropped": ""}  # fmt: skip
     table = pd.concat([table, pd.DataFrame([mean])], ignore_index=True)
     if any(f.get("fallback") for f in folds):  # equal weights: said where the weights are
         table["weights from"] = [("equal (too few inner events)" if f.get("fallback")
