@@ -603,3 +603,27 @@ def test_ctrl_c_during_train_says_what_is_kept_and_resume_continues(tmp_path, mo
     res = runner.invoke(app, ["train", str(cfg), "--out", str(out), "--resume"])
     assert res.exit_code == 0, res.output
     assert (out / "metrics.json").is_file()
+
+
+def test_a_training_patient_named_na_is_recognised_in_an_evaluated_cohort(run_dir, tmp_path):
+    """predictions.csv was read with pandas' NA handling: patient "NA" became NaN and was
+    not counted among the training patients the evaluated cohort repeats."""
+    import shutil
+
+    from modalsurv.cohort import Cohort
+    from modalsurv.data.synthetic import make_cohort
+    from modalsurv.errors import DataWarning
+    from modalsurv.runs import evaluate_run
+
+    run = shutil.copytree(run_dir, tmp_path / "run")
+    preds = pd.read_csv(run / "predictions.csv", dtype={"patient": str})
+    first = preds["patient"].iloc[0]
+    preds.loc[preds["patient"] == first, "patient"] = "NA"
+    preds.to_csv(run / "predictions.csv", index=False)
+    own, _ = make_cohort(**{**TINY, "seed": 0})
+    ids = ["NA" if i == first else i for i in own.ids]
+    renamed = Cohort(ids, own.time, own.event, features=own.features, present=own.present,
+                     bag_mask=own.bag_mask)  # fmt: skip
+    with pytest.warns(DataWarning, match="in the run's training"):
+        scores = evaluate_run(run, renamed, n_boot=5, name="own")
+    assert scores["training_patients"] == len(own)

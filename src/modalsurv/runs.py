@@ -196,7 +196,9 @@ def evaluate_run(
                          " and two patients (`modalsurv predict` gives risks without"
                          " labels)", field="event")  # fmt: skip
     ens = load_ensemble(run)
-    train = pd.read_csv(run / "predictions.csv", dtype={"patient": str})
+    # "NA" / "null" are patient IDs here, not missing values (as the report reads them)
+    train = pd.read_csv(run / "predictions.csv", dtype={"patient": str}, keep_default_na=False,
+                        na_values=[""])  # fmt: skip
     train = train[train["repeat"] == 0]
     seen = sorted(set(cohort.ids) & set(train["patient"]))
     tr_time, tr_event = train["time"].to_numpy(float), train["event"].to_numpy(bool)
