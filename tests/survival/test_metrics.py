@@ -673,3 +673,23 @@ def test_calibration_functions_bad_input(big_cohort):
         M.calibration_table(time, event, s, 4.0, groups=0)
     with pytest.raises(ValueError, match="more than the 3 patients"):
         M.calibration_table(time[:3], event[:3], s[:3], 4.0, groups=4)
+
+
+def test_calibration_table_keeps_equal_predictions_in_one_group():
+    """Split by input order, two patients with the same predicted S(t) could fall in two
+    groups, so the observed survival of each depended on how the rows were sorted."""
+    rng = np.random.default_rng(3)
+    n = 60
+    s = np.repeat([0.9, 0.7, 0.5, 0.3], [20, 13, 17, 10]).astype(float)  # a clinical-only model
+    time = rng.exponential(5.0, n) + 0.1
+    event = rng.random(n) < 0.7
+    tab = M.calibration_table(time, event, s, 2.0, groups=3)
+    assert tab["n"].sum() == n
+    # cuts at 20 and 40; the 0.5 block spans 33..49, 10 of it after the cut: moved whole
+    assert tab["n"].tolist() == [20, 13, 17 + 10]
+    np.testing.assert_allclose(tab["predicted"], [0.9, 0.7, (17 * 0.5 + 10 * 0.3) / 27])
+    perm = rng.permutation(n)
+    again = M.calibration_table(time[perm], event[perm], s[perm], 2.0, groups=3)
+    np.testing.assert_allclose(tab.to_numpy(float), again.to_numpy(float), rtol=1e-12)
+    one = M.calibration_table(time, event, np.full(n, 0.5), 2.0, groups=4)  # all tied
+    assert one["n"].tolist() == [n] and one["group"].tolist() == [1]

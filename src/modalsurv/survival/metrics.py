@@ -840,10 +840,31 @@ def _km_greenwood(time: np.ndarray, event: np.ndarray, t: float) -> tuple[float,
     return surv, var, int((time > t).sum())
 
 
+def _tie_kept_groups(s: np.ndarray, groups: int) -> list[np.ndarray]:
+    """Patients by descending ``s`` in ``groups`` equal-size groups (``np.array_split``),
+    except that a block of equal predictions is never split: it goes whole to the side of
+    the boundary holding more of it (the earlier on a draw), and a group left empty is
+    dropped. Why: split by input order, patients with the same prediction landed in two
+    groups, whose observed survival then depended on how the rows were sorted. Without
+    ties the groups are exactly ``np.array_split``'s."""
+    order = np.argsort(-s, kind="stable")
+    v = s[order]
+    cuts = np.cumsum([len(p) for p in np.array_split(order, groups)])[:-1]
+    moved = []
+    for b in cuts:
+        if 0 < b < v.size and v[b - 1] == v[b]:
+            lo = int(np.searchsorted(-v, -v[b], side="left"))
+            hi = int(np.searchsorted(-v, -v[b], side="right"))
+            b = lo if hi - b > b - lo else hi
+        moved.append(max(int(b), moved[-1] if moved else 0))
+    return [p for p in np.split(order, moved) if p.size]
+
+
 def calibration_table(time: Any, event: Any, surv_at_t: Any, t: float, groups: int = 10,
                       level: float = 0.95) -> pd.DataFrame:
     """Calibration-plot data at ``t``: patients in ``groups`` equal-size groups of predicted
-    risk (group 1 = highest predicted S(t)), each with its mean predicted S(t) and the
+    risk (group 1 = highest predicted S(t); equal predictions kept in one group, so sizes
+    can differ and fewer groups come back when ties fill one), each with its mean predicted S(t) and the
     Kaplan–Meier S(t) of the group with a ``level`` confidence interval.
 
     Why: the classic grouped calibration plot; each group's observed survival handles
@@ -867,7 +888,7 @@ def calibration_table(time: Any, event: Any, surv_at_t: Any, t: float, groups: i
         raise ValueError(f"level = {level}: must be in (0, 1)")
     z = float(stats.norm.ppf(0.5 + level / 2))
     rows = []
-    for g, idx in enumerate(np.array_split(np.argsort(-s, kind="stable"), groups), start=1):
+    for g, idx in enumerate(_tie_kept_groups(s, groups), start=1):
         tg, eg = tm[idx], e[idx]
         obs, var, at_risk = _km_greenwood(tg, eg, horizon)
         if tg.max() < horizon and obs > 0:
