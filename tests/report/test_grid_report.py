@@ -384,3 +384,17 @@ def test_a_trial_with_one_finite_fold_shows_its_mean_without_a_nan_spread(grid_d
     shown = G._results_section(G.load_results(copy))
     assert shown["harrell_c"].iloc[0] == "0.600"
     assert not any("nan" in str(v) for v in shown["harrell_c"])
+
+
+def test_a_grid_report_that_fails_half_way_leaves_no_figure_open(grid_dir, tmp_path,
+                                                                  monkeypatch):  # fmt: skip
+    import matplotlib.pyplot as plt
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("diagnostics broke")
+
+    monkeypatch.setattr(G, "_diagnostic_sections", broken)  # after every figure is drawn
+    plt.close("all")
+    with pytest.raises(RuntimeError, match="diagnostics broke"):
+        G.build_grid_report(grid_dir, tmp_path / "r.html")
+    assert plt.get_fignums() == []

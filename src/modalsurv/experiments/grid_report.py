@@ -505,7 +505,13 @@ def _diagnostic_sections(results: pd.DataFrame, diagnostics: dict[str, dict[str,
 def build_grid_report(out: str | Path, page: str | Path | None = None,
                       title: str | None = None) -> Path:  # fmt: skip
     """(Re)build a grid folder's report from its files; returns the page's path
-    (default ``OUT/report.html``; the figures' CSVs go to ``report_data/`` beside it)."""
+    (default ``OUT/report.html``; the figures' CSVs go to ``report_data/`` beside it).
+    A build that fails half way closes the figures it drew."""
+    with P.figures_closed_on_error():
+        return _build_grid_report(out, page, title)
+
+
+def _build_grid_report(out: str | Path, page: str | Path | None, title: str | None) -> Path:
     out = Path(out)
     results = load_results(out)
     page = Path(page) if page is not None else out / "report.html"
