@@ -20,3 +20,11 @@ def test_stack_weights_mean_counts_a_candidate_missing_from_a_fold_as_weight_zer
     assert table.loc["mean", "modalsurv"] == pytest.approx((0.4 + 3.0) / 4)
     assert table.loc["mean", ["modalsurv", "coxnet"]].sum() == pytest.approx(1.0)
     assert table["coxnet"].isna().sum() == 3  # the folds still show it absent ("–" on the page)
+
+
+def test_a_difference_without_an_interval_reads_as_such_not_as_nan():
+    from modalsurv.report.tables import format_difference
+
+    assert format_difference(0.0123, -0.031, 0.055) == "+0.012 [-0.031, +0.055]"
+    assert format_difference(0.0123, float("nan"), float("nan")) == "+0.012 (no CI: one pair)"
+    assert format_difference(float("nan"), float("nan"), float("nan")) == "–"

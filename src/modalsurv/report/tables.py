@@ -17,7 +17,13 @@ from modalsurv.train.cv import METRICS, CVResult
 
 
 def format_difference(mean: float, low: float, high: float) -> str:
-    """``+0.012 [-0.031, +0.055]``: a paired difference and its interval, signed, for tables."""
+    """``+0.012 [-0.031, +0.055]``: a paired difference and its interval, signed, for tables;
+    ``+0.012 (no CI: one pair)`` when the interval is undefined (one paired fold), ``–``
+    when the difference is (no pair): never ``[+nan, +nan]``."""
+    if not math.isfinite(mean):
+        return "–"
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return f"{mean:+.3f} (no CI: one pair)"
     return f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]"
 
 
