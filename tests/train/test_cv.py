@@ -374,3 +374,38 @@ def test_a_constant_risk_is_noted_where_its_c_of_one_half_is_reported(cohort):
     rng = np.random.default_rng(0)
     _, notes = score_fold(train, test, rng.normal(size=len(test)), None, np.empty(0))
     assert not any("constant risk" in n for n in notes)
+
+
+def test_no_outer_test_row_reaches_the_stack_or_a_baseline(cohort, make_config, monkeypatch):
+    """Every modality of the fold-0 test rows rewritten (values, which patients have it,
+    which tiles are valid): the stack (its peers' shared feature matrix included) and
+    every baseline fitted on that fold predict its training rows exactly as before, and
+    each test patient's risk does not depend on which other patients are predicted."""
+    import modalsurv.train.cv as cv
+
+    cfg = make_config(train__epochs=1, model__stack=["modalsurv", "coxph_clinical", "coxnet",
+                                                     "rsf"])  # fmt: skip
+    names = ["coxph_clinical", "coxnet", "rsf"]
+    fold = make_folds(cohort, 3, 1, seed=0)["fold"].to_numpy()
+    tr, te = np.flatnonzero(fold != 0), np.flatnonzero(fold == 0)
+    rng = np.random.default_rng(5)
+    feats = {m: x.copy() for m, x in cohort.features.items()}
+    present = {m: p.copy() for m, p in cohort.present.items()}
+    for m, x in feats.items():
+        x[te] = np.abs(rng.normal(size=x[te].shape)) * 50
+        if m != "clinical":
+            present[m][te] = ~present[m][te]
+    masks = {"wsi": cohort.bag_mask["wsi"].copy()}
+    masks["wsi"][te] = True
+    other = Cohort(cohort.ids, cohort.time, cohort.event, feats, present, bag_mask=masks)
+    fitted: list = []
+    make = cv.make_baseline
+    monkeypatch.setattr(cv, "make_baseline", lambda *a: fitted.append(make(*a)) or fitted[-1])
+    runs = [cv._run_fold(c, tr, te, cfg, names, 0, 0, 7, None)[0] for c in (cohort, other)]
+    train = cohort.subset(tr)
+    for a, b in zip([runs[0], *fitted[:3]], [runs[1], *fitted[3:]]):
+        np.testing.assert_array_equal(a.predict_risk(train), b.predict_risk(train))
+    test = other.subset(te)
+    for model in (runs[1], *fitted[3:]):
+        alone = np.concatenate([model.predict_risk(test[i : i + 1]) for i in range(len(te))])
+        np.testing.assert_allclose(alone, model.predict_risk(test), rtol=1e-5, atol=1e-6)

@@ -105,3 +105,17 @@ def test_read_chimera_puts_each_centre_in_site(two_sites, tmp_path):
     read = read_chimera(tmp_path, task=3).cohort
     assert read.meta["site"].value_counts().to_dict() == {"3A": 50, "3B": 34}
     assert make_folds(read, 5, 1, 0, groups="site")["fold"].nunique() == 2
+
+
+def test_a_grouped_resume_with_another_seed_is_another_run(two_sites, make_config, tmp_path):
+    """Leave-one-group-out folds do not depend on the seed, so the fold check could not
+    tell a resume with ``seed=`` another value from the run it resumes: the finished
+    site's fold (trained with seed 0) was mixed silently with folds trained with seed 7.
+    The seed the folds train with is now part of the resume spec."""
+    cfg = grouped(make_config, train__epochs=1)
+    full = cross_validate(two_sites, cfg, baselines=[], resume_dir=tmp_path)
+    (tmp_path / "repeat_0" / "fold_1" / "done.json").unlink()  # interrupted on the 2nd site
+    with pytest.raises(ConfigError, match="different run.*seed"):
+        cross_validate(two_sites, cfg, seed=7, baselines=[], resume_dir=tmp_path)
+    again = cross_validate(two_sites, cfg, seed=0, baselines=[], resume_dir=tmp_path)
+    pd.testing.assert_frame_equal(again.predictions, full.predictions)

@@ -254,3 +254,66 @@ def test_negative_rna_at_prediction_names_patient_gene_and_modality():
         pp.transform(test)
     row = int(np.flatnonzero((logged < 0).any(axis=1))[0])
     assert err.value.field == "rna" and err.value.patient == ["A", "B", "C"][row]
+
+
+def test_a_slide_unit_dead_on_the_training_rows_does_not_move_a_test_risk(make_cohort,
+                                                                          make_config):  # fmt: skip
+    """A slide-embedding unit 0 on every training patient (and an RNA gene never
+    expressed there) took another value on a test patient: the narrow vector is not
+    PCA-reduced, so the value reached the network unscaled and moved that patient's risk
+    through weights no training row trained (by a third of the risks' spread). Constant
+    training columns are now 0 for every row, as clinical ones already were."""
+    from modalsurv.train.estimator import ModalSurv
+
+    base = make_cohort(n=60, seed=1, missing=0.0)
+    slide, rna = base.features["slide"].copy(), base.features["rna"].copy()
+    slide[:40, 3], rna[:40, 5] = 0.0, 0.0
+
+    def with_values(v: float) -> Cohort:
+        s, r = slide.copy(), rna.copy()
+        s[40:, 3], r[40:, 5] = v, 50 * v
+        return Cohort(base.ids, base.time, base.event, dict(base.features, slide=s, rna=r),
+                      base.present, bag_mask=base.bag_mask)  # fmt: skip
+
+    cfg = make_config(train__epochs=2, preprocess__rna_pca=None,
+                      preprocess__rna_top_variance_genes=None)  # fmt: skip
+    train = with_values(0.0).subset(np.arange(40))
+    model = ModalSurv(cfg).fit(train)
+    a, b = with_values(1.0).subset(np.arange(40, 60)), with_values(3.0).subset(np.arange(40, 60))
+    pa, pb = model.preprocessor_.transform(a), model.preprocessor_.transform(b)
+    for m in ("slide", "rna"):
+        np.testing.assert_array_equal(pa.features[m], pb.features[m], err_msg=m)
+    np.testing.assert_array_equal(model.predict_risk(a), model.predict_risk(b))
+
+
+@pytest.mark.parametrize("pca", [None, 3])
+def test_a_tile_dimension_constant_on_the_training_tiles_is_zero_in_every_tile(pca):
+    """A tile dimension that holds one value on every valid training tile (a unit that
+    never fired there) or is all NaN there was passed on unscaled when it took another
+    value in a test tile (without bag PCA straight into the attention pooling, through
+    weights no training tile moved). It is now 0 in every tile, before any PCA."""
+    rng = np.random.default_rng(6)
+    x, mask = _bags(rng)
+    x[:30, :, 4], x[:30, :, 7] = 0.0, np.nan  # the training patients: the first 30
+    present = np.arange(len(x)) < 30
+    sc = BagScaler(pca=pca).fit(x, mask, present)
+    test = ~present
+    a, b = x.copy(), x.copy()
+    a[30:, :, [4, 7]], b[30:, :, [4, 7]] = 2.0, -6.0
+    np.testing.assert_array_equal(sc.transform(a, mask, test), sc.transform(b, mask, test))
+    np.testing.assert_array_equal(sc.constant_, [4, 7])
+    if pca is None:
+        assert np.all(sc.transform(a, mask, test)[..., [4, 7]] == 0)
+    ref = BagScaler(pca=pca, zero_constant=False).fit(x, mask, present)
+    keep = [j for j in range(x.shape[-1]) if j not in (4, 7)]
+    if pca is None:  # the other dimensions exactly as before
+        np.testing.assert_array_equal(sc.transform(a, mask, test)[..., keep],
+                                      ref.transform(a, mask, test)[..., keep])  # fmt: skip
+    # saved and read back; a bag scaler saved before zeroes nothing
+    arrays: dict[str, np.ndarray] = {}
+    meta = split_arrays(sc.get_state(), arrays, prefix="wsi/")
+    back = BagScaler.from_state(join_arrays(json.loads(json.dumps(meta)), arrays))
+    np.testing.assert_array_equal(back.transform(a, mask, test), sc.transform(a, mask, test))
+    old = {k: v for k, v in ref.get_state().items() if k != "constant"}
+    np.testing.assert_array_equal(BagScaler.from_state(old).transform(a, mask, test),
+                                  ref.transform(a, mask, test))  # fmt: skip

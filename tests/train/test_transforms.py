@@ -422,3 +422,41 @@ def test_rank_gauss_keeps_a_tied_training_minimum_off_the_extreme_unlike_scikit_
     np.testing.assert_allclose(ours[:4], -1.0968, atol=1e-3)
     np.testing.assert_allclose(theirs[:4], -5.1993, atol=1e-3)
     np.testing.assert_allclose(ours[4:], theirs[4:], atol=1e-9)  # elsewhere the same
+
+
+@pytest.mark.parametrize(
+    "make", [lambda **kw: VectorScaler(**kw),
+             lambda **kw: RnaTransform(log1p=False, top_variance_genes=None, pca=None, **kw)],
+)  # fmt: skip
+def test_a_column_constant_on_the_training_rows_reaches_no_untrained_weight(make):
+    """A vector or RNA column that holds one value on every training row (an encoder unit
+    that never fired, a gene at 0 counts, a column all NaN there) carries nothing to learn
+    from: its other value in a test row came out unscaled (scale 1) and moved that
+    patient's risk through a weight no training row moved (ModalSurv's risk by a third of
+    its spread). Now it is 0 for every row, as ClinicalEncoder does; the rest unchanged."""
+    rng = np.random.default_rng(3)
+    x = np.abs(rng.normal(size=(40, 6)))
+    x[:30, 2] = 0.0  # constant on the training rows
+    x[:30, 4] = np.nan  # never measured on them
+    x[30:, 2] = rng.uniform(1.0, 9.0, size=10)
+    x[30:, 4] = rng.uniform(1.0, 9.0, size=10)
+    t = make().fit(x[:30])
+    cols = list(getattr(t, "genes_", range(6)))  # RNA keeps only the genes measured
+    dead = [cols.index(j) for j in (2, 4) if j in cols]
+    assert cols.index(2) in dead
+    np.testing.assert_array_equal(t.transform(x[30:])[:, dead], 0.0)
+    np.testing.assert_array_equal(t.transform(x[:30])[:, dead], 0.0)
+    other = x[30:].copy()
+    other[:, [2, 4]] = 0.5
+    np.testing.assert_array_equal(t.transform(other), t.transform(x[30:]))
+    kept = [cols.index(j) for j in (0, 1, 3, 5)]
+    off = make(zero_constant=False).fit(x[:30])
+    np.testing.assert_array_equal(t.transform(x[30:])[:, kept], off.transform(x[30:])[:, kept])
+    # saved and read back without pickle; a state saved before the option zeroes nothing
+    state = t.get_state()
+    np.testing.assert_array_equal(type(t).from_state(state).transform(x[30:]), t.transform(x[30:]))
+    old = {k: v for k, v in off.get_state().items() if k != "constant_"}
+    params = json.loads(old["params"])
+    del params["zero_constant"]
+    old["params"] = json.dumps(params)
+    np.testing.assert_array_equal(type(t).from_state(old).transform(x[30:]), off.transform(x[30:]))

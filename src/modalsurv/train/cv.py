@@ -750,8 +750,10 @@ def cross_validate(
     folds, repeats, seed, baselines = plan.folds, plan.repeats, plan.seed, plan.baselines
     assignment = plan.assignment
     root = None if resume_dir is None else Path(resume_dir)
-    if root is not None:
-        _start_resume(root, assignment, config, baselines)
+    if root is not None:  # with the seed the folds train with (``seed`` may override
+        # config.seed): a resume with another is another run, even where the folds are the
+        # same (leave-one-group-out folds do not depend on the seed)
+        _start_resume(root, assignment, config.model_copy(update={"seed": seed}), baselines)
 
     done: dict[tuple[int, int], FoldOutcome] = {}
 

@@ -41,14 +41,22 @@ class BagScaler:
     them, a seeded random subset: the covariance of 10^5 tiles is already exact to a few
     parts per thousand), by :func:`~modalsurv.train.transforms.fit_pca` on their D×D
     covariance, so fitting is deterministic and costs one D×D eigendecomposition.
+
+    ``zero_constant`` (default): a tile dimension constant (or all NaN) over those
+    training tiles is 0 in every tile before the PCA (``constant_``), as in
+    ``ClinicalEncoder``: without a PCA another value of it in a test tile would reach the
+    model unscaled, through weights no training tile moved.
     """
 
-    def __init__(self, pca: int | str | None = None, max_fit_tiles: int = 100_000) -> None:
+    def __init__(self, pca: int | str | None = None, max_fit_tiles: int = 100_000,
+                 zero_constant: bool = True) -> None:  # fmt: skip
         self.pca = pca
         self.max_fit_tiles = max_fit_tiles
+        self.zero_constant = zero_constant
         self.mean_: np.ndarray | None = None
         self.scale_: np.ndarray | None = None
         self.components_: np.ndarray | None = None  # k×D, or 0×D without PCA
+        self.constant_: np.ndarray = np.zeros(0, dtype=np.int64)
 
     def fit(self, x: np.ndarray, mask: np.ndarray, present: np.ndarray) -> BagScaler:
         valid = mask & present[:, None]
@@ -60,9 +68,13 @@ class BagScaler:
             keep = np.sort(np.random.default_rng(0).choice(n_valid, self.max_fit_tiles, False))
             rows, cols = rows[keep], cols[keep]
         tiles = x[rows, cols].astype(np.float64)
-        self.mean_ = np.nan_to_num(np.nanmean(tiles, axis=0))
-        std = np.nanstd(tiles, axis=0)
+        with warnings.catch_warnings():  # an all-NaN dimension: NaN (mean 0, scale 1), constant
+            warnings.simplefilter("ignore", RuntimeWarning)
+            self.mean_ = np.nan_to_num(np.nanmean(tiles, axis=0))
+            std = np.nanstd(tiles, axis=0)
+            varies = np.nanmax(tiles, axis=0) > np.nanmin(tiles, axis=0)
         self.scale_ = np.where(std > 1e-8, std, 1.0)
+        self.constant_ = np.flatnonzero(~varies & self.zero_constant).astype(np.int64)
         d = tiles.shape[1]
         self.components_ = np.zeros((0, d))
         if self.pca == "auto" or (self.pca is not None and self.pca < d):
@@ -80,6 +92,7 @@ class BagScaler:
         assert self.components_ is not None
         out = ((x - self.mean_) / self.scale_).astype(np.float32)
         out = np.nan_to_num(out, nan=0.0)
+        out[..., self.constant_] = 0.0  # nothing learnt from them: no value reaches the model
         if self.components_.shape[0]:
             # tiles were centred by the standardisation, so the projection needs no shift
             out = out @ self.components_.T.astype(np.float32)
@@ -87,7 +100,8 @@ class BagScaler:
         return np.ascontiguousarray(out)
 
     def get_state(self) -> dict[str, Any]:
-        return {"mean": self.mean_, "scale": self.scale_, "components": self.components_}
+        return {"mean": self.mean_, "scale": self.scale_, "components": self.components_,
+                "constant": self.constant_}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> BagScaler:
@@ -99,6 +113,8 @@ class BagScaler:
             np.zeros((0, out.mean_.shape[0])) if comps is None else np.asarray(comps, np.float64)
         )
         out.pca = int(out.components_.shape[0]) or None
+        # absent in bundles saved before it existed: nothing zeroed
+        out.constant_ = np.asarray(state.get("constant", np.zeros(0)), dtype=np.int64)
         return out
 
 

@@ -89,6 +89,23 @@ def _scale(Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, std
 
 
+def constant_columns(Z: np.ndarray, on: bool = True) -> np.ndarray:
+    """Indices of the columns of ``Z`` (training rows, no NaN) that hold one value, or none
+    when ``on`` is False: what ``zero_constant`` zeroes at transform time."""
+    constant = Z.max(axis=0, initial=-np.inf) <= Z.min(axis=0, initial=np.inf)
+    return np.flatnonzero(constant & on).astype(np.int64)
+
+
+def _with_constant(state: State, obj: Any) -> State:
+    state["constant_"] = np.ascontiguousarray(obj.constant_)
+    return state
+
+
+def _read_constant(obj: Any, state: dict[str, Any]) -> None:
+    """``constant_`` from a state; absent from states saved before it existed: none."""
+    obj.constant_ = np.asarray(state.get("constant_", np.zeros(0)), dtype=np.int64)
+
+
 def marchenko_pastur_median(beta: float) -> float:
     """Median of the Marchenko–Pastur law (unit variance, aspect ratio ``beta`` in (0, 1]):
     where the eigenvalues of a pure-noise sample covariance sit, half below, half above."""
@@ -375,8 +392,7 @@ class ClinicalEncoder(_Stateful):
             self.mean_, self.scale_ = _scale(Z)
         else:
             self.mean_, self.scale_ = np.zeros(Z.shape[1]), np.ones(Z.shape[1])
-        constant = Z.max(axis=0, initial=-np.inf) <= Z.min(axis=0, initial=np.inf)
-        self.constant_ = np.flatnonzero(constant & self.zero_constant).astype(np.int64)
+        self.constant_ = constant_columns(Z, self.zero_constant)
         return self
 
     @classmethod
@@ -434,7 +450,10 @@ class RnaTransform(_Stateful):
     genes has no RNA (:meth:`measured_rows`). ``top_variance_genes`` / ``pca`` may be None
     (off). PCA components are capped at min(n_train - 1, genes kept). ``log1p`` rejects
     negative values: they mean the data are already log-scaled or centred (set
-    ``log1p=False`` then).
+    ``log1p=False`` then). ``zero_constant`` (default): a kept gene constant on the
+    training rows is 0 for every row before the PCA (``constant_``), as in
+    :class:`ClinicalEncoder`: a test profile's other value of it would otherwise reach
+    the model through weights no training row moved.
     """
 
     _arrays = ("median_", "genes_", "mean_", "scale_", "pca_mean_", "components_")
@@ -446,12 +465,14 @@ class RnaTransform(_Stateful):
         pca: int | None = 64,
         standardize: bool = True,
         min_coverage: float = 0.5,
+        zero_constant: bool = True,
     ) -> None:
         self.log1p = log1p
         self.top_variance_genes = top_variance_genes
         self.pca = pca
         self.standardize = standardize
         self.min_coverage = min_coverage
+        self.zero_constant = zero_constant
 
     def _log(self, A: np.ndarray, p: np.ndarray, ids: Sequence[str] | None = None,
              fitting: bool = False) -> np.ndarray:  # fmt: skip
@@ -505,6 +526,7 @@ class RnaTransform(_Stateful):
             genes = np.sort(order[:k])
         self.genes_ = genes.astype(np.int64)
         Z = Xt[:, self.genes_]
+        self.constant_ = constant_columns(Z, self.zero_constant)
         if self.standardize:
             self.mean_, self.scale_ = _scale(Z)
         else:
@@ -529,9 +551,20 @@ class RnaTransform(_Stateful):
         A = np.where(p[:, None], A, 0.0)  # absent rows: ignore whatever they hold
         Z = _fill(self._log(A, p, ids), self.median_)[:, self.genes_]
         Z = (Z - self.mean_) / self.scale_
+        Z[:, self.constant_] = 0.0  # nothing learnt from them: no value reaches the model
         if self.components_.shape[0]:
             Z = (Z - self.pca_mean_) @ self.components_.T
         return _output(Z, p)
+
+    def get_state(self) -> State:
+        return _with_constant(super().get_state(), self)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> RnaTransform:
+        obj = super().from_state(state)
+        assert isinstance(obj, RnaTransform)
+        _read_constant(obj, state)
+        return obj
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         check_is_fitted(self)
@@ -542,13 +575,22 @@ class RnaTransform(_Stateful):
 
 # ---------------------------------------------------------------------------- vectors
 class VectorScaler(_Stateful):
-    """Embedding vectors: mean imputation of NaN, standardisation, optional PCA."""
+    """Embedding vectors: mean imputation of NaN, standardisation, optional PCA.
+
+    ``zero_constant`` (default): a column constant on the training rows (a unit of the
+    encoder that never fired on them, a column all NaN there) is 0 for every row before
+    the PCA (``constant_``), as in :class:`ClinicalEncoder`. Why: without a PCA its
+    test-time value would reach the model unscaled, through weights that no training row
+    ever moved, and shift that patient's risk by chance.
+    """
 
     _arrays = ("fill_", "mean_", "scale_", "pca_mean_", "components_")
 
-    def __init__(self, pca: int | str | None = None, standardize: bool = True) -> None:
+    def __init__(self, pca: int | str | None = None, standardize: bool = True,
+                 zero_constant: bool = True) -> None:  # fmt: skip
         self.pca = pca  # components, "auto" (those above the noise: signal_rank) or None
         self.standardize = standardize
+        self.zero_constant = zero_constant
 
     def fit(
         self,
@@ -563,6 +605,7 @@ class VectorScaler(_Stateful):
             fill = np.nanmean(Xt, axis=0)
         self.fill_ = np.where(np.isnan(fill), 0.0, fill)
         Z = _fill(Xt, self.fill_)
+        self.constant_ = constant_columns(Z, self.zero_constant)
         if self.standardize:
             self.mean_, self.scale_ = _scale(Z)
         else:
@@ -577,9 +620,20 @@ class VectorScaler(_Stateful):
     def transform(self, X: Any, present: Any = None) -> np.ndarray:
         A, p = self._start_transform(X, present, "vector")
         Z = (_fill(A, self.fill_) - self.mean_) / self.scale_
+        Z[:, self.constant_] = 0.0  # nothing learnt from them: no value reaches the model
         if self.components_.shape[0]:
             Z = (Z - self.pca_mean_) @ self.components_.T
         return _output(Z, p)
+
+    def get_state(self) -> State:
+        return _with_constant(super().get_state(), self)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> VectorScaler:
+        obj = super().from_state(state)
+        assert isinstance(obj, VectorScaler)
+        _read_constant(obj, state)
+        return obj
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         check_is_fitted(self)
