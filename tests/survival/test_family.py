@@ -135,3 +135,19 @@ def test_cox_centring_changes_no_curve_and_removes_member_offsets():
     old = {"breslow/time": t, "breslow/cumhaz": h}
     np.testing.assert_array_equal(fam.risk(mix, None, 3.0, "survival", old), mix[:, 0])
     assert fam.member_fitted(old, 1) is old
+
+
+def test_breslow_survival_of_an_overflowing_risk_is_a_curve_not_nan():
+    """exp(eta) = inf times H0 = 0 (before the first event) was NaN: one patient with a
+    far-out value (a unit error) stopped the whole run with "pmf contains NaN"."""
+    from modalsurv.survival.cox import breslow, breslow_survival
+
+    base_t, base_h = breslow(np.array([1.0, 2.0, 3.0]), np.array([True, False, True]),
+                             np.zeros(3))  # fmt: skip
+    times = np.array([0.0, 0.5, 1.0, 2.5, 3.0])
+    s = breslow_survival(base_t, base_h, np.array([0.0, 800.0]), times)
+    assert np.isfinite(s).all()
+    np.testing.assert_array_equal(s[1], [1.0, 1.0, 0.0, 0.0, 0.0])
+    assert base_t.tolist() == [1.0, 3.0]  # event times; H0 is a step function
+    h = base_h
+    np.testing.assert_allclose(s[0], np.exp(-np.array([0.0, 0.0, h[0], h[0], h[1]])))

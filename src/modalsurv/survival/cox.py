@@ -39,9 +39,15 @@ def breslow(time: np.ndarray, event: np.ndarray, log_risk: np.ndarray
 
 def breslow_survival(base_time: np.ndarray, base_cumhaz: np.ndarray, log_risk: np.ndarray,
                      times: np.ndarray) -> np.ndarray:  # fmt: skip
-    """``S(t | x) = exp(-H0(t) exp(eta))`` as an ``N x T`` array (step function in t)."""
+    """``S(t | x) = exp(-H0(t) exp(eta))`` as an ``N x T`` array (step function in t).
+    Where ``H0(t) = 0`` (before the first event) S is 1 for every patient, also one whose
+    ``exp(eta)`` overflows (there ``inf * 0`` was NaN, and one patient with a far-out
+    value, e.g. a unit error, stopped the whole run with "pmf contains NaN")."""
     h0 = step_at(base_time, base_cumhaz, times, before=0.0)
-    return np.exp(-np.outer(np.exp(np.asarray(log_risk, dtype=np.float64)), h0))
+    with np.errstate(over="ignore", invalid="ignore"):
+        cum = np.outer(np.exp(np.asarray(log_risk, dtype=np.float64)), h0)
+    cum[:, h0 == 0] = 0.0
+    return np.exp(-cum)
 
 
 def baseline_at(fitted: Fitted, t: float) -> float:
