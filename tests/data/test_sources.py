@@ -59,3 +59,34 @@ def test_cases_of_the_other_chimera_layout_are_a_problem_when_loading(tmp_path):
     # the wrong layout: refused (no patient), and the message says which layout it holds
     with pytest.raises(DataError, match="6 case\\(s\\) in the chimera-task1 layout"):
         load_data(f"chimera-task3:{root}")
+
+
+@pytest.mark.parametrize("body, needle", [
+    ("data:\n  source: manifest\n", "data.path: required for source 'manifest'"),
+    ("data:\n  source: public\n", "data.name: a public cohort name is required"),
+    ("data:\n  source: chimera\n  path: x\n  name: task2\n", "data.name: a CHIMERA task is"),
+    ("data:\n  source: manifest\n  path: m.csv\n  features: s\n", "data.features: a feature"),
+])  # fmt: skip
+def test_a_data_config_file_missing_a_field_names_the_file(tmp_path, body, needle):
+    """The field was named only when the data were loaded, without the file it came from."""
+    path = tmp_path / "cohort.yaml"
+    path.write_text(body)
+    with pytest.raises(ConfigError, match="invalid data config") as err:
+        parse_data_spec(str(path))
+    assert str(path) in str(err.value) and needle in str(err.value)
+    with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):  # in code: as it was
+        load_data(_config(body))
+
+
+def _config(body):
+    import yaml
+
+    from modalsurv.config import DataConfig
+
+    return DataConfig.model_validate(yaml.safe_load(body)["data"])
+
+
+def test_a_data_config_file_with_an_upper_case_suffix_is_read(tmp_path):
+    path = tmp_path / "cohort.YML"
+    path.write_text("data:\n  source: synthetic\n  params: {n: 12}\n")
+    assert parse_data_spec(str(path)).params == {"n": 12}

@@ -199,3 +199,13 @@ def test_extracted_image_features_recover_the_latents(tmp_path: Path):
     mri = np.stack([store.read("mri", p)[0] for p in ids])
     assert _pc1_spearman(wsi, cohort.meta["latent:wsi"].to_numpy(float)) > 0.6
     assert _pc1_spearman(mri, cohort.meta["latent:mri"].to_numpy(float)) > 0.6
+
+
+@pytest.mark.parametrize("kw, field", [({"seed": -1}, "seed"), ({"world_seed": -2}, "world_seed")])
+def test_a_negative_seed_is_refused_by_name(kw, field):
+    """Was NumPy's bare 'expected non-negative integer', e.g. for --data synthetic:300:-1."""
+    from modalsurv.errors import DataError
+
+    with pytest.raises(DataError, match=f"{field} must be >= 0") as err:
+        make_cohort(n=10, max_tiles=2, tile_dim=4, slide_dim=4, mri_dim=4, n_genes=5, **kw)
+    assert err.value.field == field

@@ -47,3 +47,36 @@ def test_the_demo_refuses_another_commands_folder_and_a_bad_seed_writes_nothing(
     with pytest.raises(ConfigError, match="--seed"):
         run_demo(tmp_path / "new", quick=True, seed=-1)
     assert not (tmp_path / "new").exists()
+
+
+def test_a_demo_folder_is_reused_only_with_its_own_seed_and_size(tmp_path, monkeypatch):
+    """Was: a rerun with another --seed (or --quick) reused the folder's files, features
+    and run, and scored the oracle with its own seed's risks against the files' patients."""
+    import pytest
+
+    from modalsurv.data.synthetic import make_cohort, oracle_cindex
+    from modalsurv.errors import ConfigError
+    from modalsurv.experiments import demo
+
+    class Stop(Exception):
+        pass
+
+    def stop(*a, **k):
+        raise Stop
+
+    monkeypatch.setattr(demo, "_write_folders", stop)
+    with pytest.raises(Stop):
+        run_demo(tmp_path, quick=True, seed=0)
+    assert json.loads((tmp_path / "demo.json").read_text()) == {"seed": 0, "quick": True}
+    with pytest.raises(Stop):  # the same settings: the folder is resumed
+        run_demo(tmp_path, quick=True, seed=0)
+    for kw in ({"quick": True, "seed": 1}, {"quick": False, "seed": 0}):
+        with pytest.raises(ConfigError, match="was made with .*use another --out"):
+            run_demo(tmp_path, **kw)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.json"]
+    # what the reuse scored: another seed's risks on these patients are no oracle
+    files, _ = make_cohort(n=40, seed=0, max_tiles=2, tile_dim=4, slide_dim=4, mri_dim=4,
+                           n_genes=10)  # fmt: skip
+    _, other_risk = make_cohort(n=40, seed=1, max_tiles=2, tile_dim=4, slide_dim=4, mri_dim=4,
+                                n_genes=10)  # fmt: skip
+    assert abs(oracle_cindex(files, other_risk) - 0.5) < 0.15

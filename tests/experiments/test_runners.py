@@ -428,3 +428,111 @@ def test_stack_weights_over_a_data_scaling_grid(tmp_path, cohort):
     now = run_grid(grid2, cohort, tmp_path, resume=False)
     assert set(stack_weight_curve(tmp_path)["trial"]) == set(now["trial"])
     assert len(list(tmp_path.glob("trials/*/config.yaml"))) == 3
+
+
+def _refeatured(cohort):
+    """The same patients and labels with other features (e.g. re-extracted slides)."""
+    from modalsurv.cohort import Cohort
+
+    feats = {m: cohort.features[m].copy() for m in cohort.modalities}
+    feats["clinical"] = feats["clinical"][::-1].copy()
+    return Cohort(cohort.ids, cohort.time, cohort.event, features=feats, present=cohort.present,
+                  meta=cohort.meta, bag_mask=cohort.bag_mask,
+                  feature_names=cohort.feature_names)  # fmt: skip
+
+
+def test_a_folder_whose_first_run_finished_no_trial_records_the_resumed_cohort(tmp_path, cohort):
+    """cohort.json was kept from a run that finished nothing: the resume on cohort B was
+    then refused on B, and one on the first cohort took B's trials as its own."""
+    grid = tiny_grid(modalities=[["clinical"]])
+    other = _refeatured(cohort)
+
+    class Interrupted(LocalRunner):
+        def run(self, cohort, trials, out, on_done, progress):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(grid, cohort, tmp_path, runner=Interrupted())
+    first = run_grid(grid, other, tmp_path)
+    events = Events()
+    pd.testing.assert_frame_equal(run_grid(grid, other, tmp_path, progress=events), first)
+    assert events.trials("trial_skipped") == list(first["trial"])
+    with pytest.raises(ValueError, match="different cohort"):
+        run_grid(grid, cohort, tmp_path)
+
+
+def test_the_fold_checkpoints_of_an_interrupted_trial_are_not_resumed_on_another_cohort(
+        tmp_path, cohort, monkeypatch):  # fmt: skip
+    """Same ids and labels, other features: the fold finished on the first cohort was
+    taken into the trial on the second (the fold assignment is the same)."""
+    grid = tiny_grid(modalities=[["clinical"]])
+    other = _refeatured(cohort)
+    real = cv_module._save_fold
+
+    def save_then_stop(d, outcome):
+        real(d, outcome)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cv_module, "_save_fold", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(grid, cohort, tmp_path / "g")
+    monkeypatch.setattr(cv_module, "_save_fold", real)
+    assert list((tmp_path / "g").rglob("done.json"))  # one fold finished on the first cohort
+    with pytest.raises(ValueError, match="different cohort"):
+        run_grid(grid, other, tmp_path / "g")
+    fresh = run_grid(grid, other, tmp_path / "g", resume=False)
+    pd.testing.assert_frame_equal(fresh, run_grid(grid, other, tmp_path / "clean"))
+
+
+def test_finished_trials_without_their_cohort_record_are_not_resumed(tmp_path, cohort):
+    grid = tiny_grid(modalities=[["clinical"]])
+    run_grid(grid, cohort, tmp_path)
+    (tmp_path / "cohort.json").unlink()
+    with pytest.raises(ValueError, match="not its cohort.json"):
+        run_grid(grid, _refeatured(cohort), tmp_path)
+
+
+def test_a_resume_with_other_groups_for_leave_one_group_out_folds_is_refused(tmp_path, cohort):
+    """cv.groups folds follow meta[groups], which the cohort fingerprint leaves out: a
+    relabelled site used to resume the finished trials made on the old folds."""
+    from modalsurv.cohort import Cohort
+
+    def with_sites(sites):
+        meta = cohort.meta.copy()
+        meta["site"] = sites
+        return Cohort(cohort.ids, cohort.time, cohort.event, features=cohort.features,
+                      present=cohort.present, meta=meta, bag_mask=cohort.bag_mask)  # fmt: skip
+
+    sites = np.array(["a", "b", "c"] * 16, dtype=object)
+    grid = parse_grid({"name": "g", "base": {**TINY_BASE, "cv": {"groups": "site"}},
+                       "fusion": ["concat", "mean"]})  # fmt: skip
+    first = run_grid(grid, with_sites(sites), tmp_path)
+    assert (first["status"] == "ok").all()
+    pd.testing.assert_frame_equal(run_grid(grid, with_sites(sites.copy()), tmp_path), first)
+    moved = sites.copy()
+    moved[:6] = "c"
+    with pytest.raises(ValueError, match="different cohort") as err:
+        run_grid(grid, with_sites(moved), tmp_path)
+    assert "groups.fingerprint" in str(err.value)
+    # a folder recorded before the groups were (no 'groups' key) resumes as it did
+    record = json.loads((tmp_path / "cohort.json").read_text())
+    del record["groups"]
+    (tmp_path / "cohort.json").write_text(json.dumps(record))
+    pd.testing.assert_frame_equal(run_grid(grid, with_sites(sites), tmp_path), first)
+
+
+def test_a_fresh_run_interrupted_before_its_first_trial_leaves_no_old_table(tmp_path, cohort):
+    """resume=False unmarked the old trials but kept their results.csv, which a report
+    then read as this run's results."""
+    from modalsurv.experiments.grid_report import is_grid_folder
+
+    grid = tiny_grid(modalities=[["clinical"]])
+    run_grid(grid, cohort, tmp_path)
+
+    class Interrupted(LocalRunner):
+        def run(self, cohort, trials, out, on_done, progress):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(grid, _refeatured(cohort), tmp_path, runner=Interrupted(), resume=False)
+    assert not (tmp_path / "results.csv").exists() and not is_grid_folder(tmp_path)

@@ -46,7 +46,7 @@ class LoadedData:
 def parse_data_spec(spec: str) -> DataConfig:
     """Parse a ``--data`` spec string (see module docstring) into a DataConfig."""
     path = Path(spec)
-    if path.suffix in {".yaml", ".yml"}:
+    if path.suffix.lower() in {".yaml", ".yml"}:  # "cohort.YAML" was an unknown spec
         raw = read_yaml_mapping(path, "data config")
         if not raw.get("data", raw):  # an empty file would silently mean the defaults
             raise ConfigError(f"data config {path}: empty; give at least data.source (e.g."
@@ -56,6 +56,9 @@ def parse_data_spec(spec: str) -> DataConfig:
         except ValidationError as err:
             raise ConfigError(format_validation_error(err, "data config", str(path))) from None
         check_data_params(data, str(path))
+        missing = field_problem(data)
+        if missing:  # said when the file is read, naming it (was: load_data, without the file)
+            raise ConfigError(f"invalid data config {path}:\n  {missing}")
         return data
     kind, _, rest = spec.partition(":")
     if kind in {"synthetic", "synthetic-external"}:
@@ -198,6 +201,22 @@ def loader_scalar_types(source: str) -> dict[str, type]:
     return out
 
 
+def field_problem(data: DataConfig) -> str | None:
+    """The first field a source needs that ``data`` lacks or gets wrong (``data.path`` of a
+    folder or file source, a public cohort's name, a CHIMERA task), as ``data.KEY: why``;
+    None when there is none. One rule for a data config file and for ``load_data``."""
+    if data.features is not None and data.source != "chimera":
+        return ("data.features: a feature store joins a CHIMERA folder (source 'chimera');"
+                f" this source is {data.source!r}")  # fmt: skip
+    if data.source == "public":
+        return None if data.name else "data.name: a public cohort name is required"
+    if data.source != "synthetic" and data.path is None:
+        return f"data.path: required for source {data.source!r}"
+    if data.source == "chimera" and (data.name or "task1").replace("task", "") not in ("1", "3"):
+        return f"data.name: a CHIMERA task is 'task1' or 'task3'; found {data.name!r}"
+    return None
+
+
 def load_cohort(data: DataConfig | str, seed: int = 0) -> Cohort:
     """Load the cohort a DataConfig (or spec string) describes (see :func:`load_data` for
     the problems found on the way)."""
@@ -223,9 +242,9 @@ def load_data(data: DataConfig | str, seed: int = 0, labels: bool = True) -> Loa
         data = parse_data_spec(data)
     check_data_params(data, f"of the data source ({describe(data)})")
     params = dict(data.params)
-    if data.features is not None and data.source != "chimera":
-        raise ConfigError("data.features: a feature store joins a CHIMERA folder"
-                          f" (source 'chimera'); this source is {data.source!r}")  # fmt: skip
+    missing = field_problem(data)
+    if missing:
+        raise ConfigError(missing)
     source = describe(data)
     if data.source == "synthetic":
         from modalsurv.data.synthetic import make_cohort
@@ -237,17 +256,13 @@ def load_data(data: DataConfig | str, seed: int = 0, labels: bool = True) -> Loa
     if data.source == "public":
         from modalsurv.data.public import load
 
-        if not data.name:
-            raise ConfigError("data.name: a public cohort name is required")
+        assert data.name  # field_problem
         return LoadedData(load(data.name, **params), source=source)
-    if data.path is None:
-        raise ConfigError(f"data.path: required for source {data.source!r}")
+    assert data.path is not None  # field_problem
     if data.source == "chimera":
         from modalsurv.io.chimera import read_chimera
 
         task = (data.name or "task1").replace("task", "")
-        if task not in ("1", "3"):
-            raise ConfigError(f"data.name: a CHIMERA task is 'task1' or 'task3'; found {data.name!r}")
         from modalsurv.io.scan import other_layout_problems
 
         # cases of the other task's layout are not read: said here as in `modalsurv scan`

@@ -218,6 +218,9 @@ def make_cohort(
         raise DataError("need n >= 2 patients and max_tiles >= 1", field="n")
     if signal not in SIGNALS:
         raise DataError(f"signal must be one of {SIGNALS}; found {signal!r}", field="signal")
+    for key, value in (("seed", seed), ("world_seed", world_seed)):  # was NumPy's unnamed
+        if value < 0:  # "expected non-negative integer" (e.g. --data synthetic:300:-1)
+            raise DataError(f"{key} must be >= 0; found {value}", field=key)
     w = {**(NONLINEAR_WEIGHTS if signal == "nonlinear" else DEFAULT_WEIGHTS), **(weights or {})}
     miss = {**DEFAULT_MISSING, **(missing or {})}
     rng = np.random.default_rng([seed, 1 if external else 0, task])

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from modalsurv.config import RunConfig, parse_config
+from modalsurv.errors import ConfigError
 from modalsurv.folders import refuse_other_kind
 from modalsurv.report.tables import format_difference
 from modalsurv.train.cv import PLAIN
@@ -97,7 +98,7 @@ def run_demo(
     refuse_other_kind(out, "demo folder")  # it fills its folder with a store, a run, ...
     say = progress or (lambda *a, **k: None)
     cfg = demo_config(seed, quick)  # a bad --seed is refused before anything is written
-    out.mkdir(parents=True, exist_ok=True)
+    _check_settings(out, {"seed": seed, "quick": quick})
     res = DemoResult(pd.DataFrame())
     rows: list[dict[str, Any]] = []
     clock = time.perf_counter()
@@ -136,6 +137,31 @@ def run_demo(
     res.notes.append(f"report: {run}/report.html; answers: {out}/challenge/; stage seconds: "
                      + ", ".join(f"{k} {v:.0f}" for k, v in res.seconds.items()))  # fmt: skip
     return res
+
+
+DEMO_RECORD = "demo.json"  # the settings a demo folder was made with
+
+
+def _check_settings(out: Path, settings: dict[str, Any]) -> None:
+    """Refuse a demo folder made with another ``--seed`` or ``--quick``; record them in a
+    new one. Why: a rerun reuses the folder's files, features and run, but took the oracle
+    C-indices from the cohorts of its own settings: another seed's risks scored against
+    the files' patients (an oracle near 0.5), and with other sizes the training run
+    resumed on the old folder."""
+    record = out / DEMO_RECORD
+    if record.is_file():
+        try:
+            made = json.loads(record.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            made = None
+        if made != settings:
+            raise ConfigError(f"demo folder {out} was made with {made}; this demo asks"
+                              f" {settings}: its files, features and run belong to the"
+                              " other settings; use another --out")  # fmt: skip
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / "chimera").exists():  # an older demo folder's settings are not known
+        atomic_write_text(record, json.dumps(settings))
 
 
 # ---------------------------------------------------------------------------- stages

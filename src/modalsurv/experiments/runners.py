@@ -3,7 +3,8 @@
 ``out/`` layout::
 
     grid.yaml            the grid as run (base resolved)
-    cohort.json          a fingerprint of the cohort; resuming onto another cohort is refused
+    cohort.json          a fingerprint of the cohort (and of its cv.groups column); resuming
+                         finished trials or folds onto another cohort is refused
     results.csv          one row per trial × model (rewritten after every finished trial)
     trials/<id>/         config.yaml, metrics.csv (per fold), predictions.csv (out-of-fold),
                          summary.json (written last: marks the trial finished) or error.json
@@ -47,7 +48,15 @@ from modalsurv.errors import ConfigError, UnreachableError
 from modalsurv.experiments.grid import ExperimentGrid, Trial, dump_grid
 from modalsurv.folders import GRID, refuse_other_kind
 from modalsurv.resume import UnitFolder
-from modalsurv.train.cv import METRICS, FoldDone, FoldJob, FoldOutcome, SequentialFolds, run_fold
+from modalsurv.train.cv import (
+    CV_UNITS,
+    METRICS,
+    FoldDone,
+    FoldJob,
+    FoldOutcome,
+    SequentialFolds,
+    run_fold,
+)
 from modalsurv.utils import Progress, atomic_write_csv, atomic_write_text, exclusive_lock
 
 SETTINGS = ("modalities", "encoder", "fusion", "data_fraction", "seed")
@@ -390,16 +399,47 @@ def cohort_fingerprint(cohort: Cohort) -> str:
     return h.hexdigest()[:16]
 
 
-def _check_cohort(out: Path, cohort: Cohort, resume: bool) -> None:
+def _fold_units(out: Path) -> UnitFolder:
+    """The finished outer folds of interrupted trials (``trials/<id>/checkpoints``), held to
+    the grid's ``cohort.json`` like the trials: a resume takes them up."""
+    return UnitFolder(out, marker=CV_UNITS["marker"], spec_name="cohort.json")
+
+
+def _groups_record(cohort: Cohort, column: str) -> dict[str, Any]:
+    """What leave-one-group-out folds (``cv.groups``) are made from: the column's values,
+    hashed (None: the cohort has no such column; each trial then fails, saying so)."""
+    if column not in cohort.meta.columns:
+        return {"column": column, "fingerprint": None}
+    text = "\0".join(cohort.meta[column].astype(str))
+    return {"column": column, "fingerprint": hashlib.sha256(text.encode()).hexdigest()[:16]}
+
+
+def _check_cohort(out: Path, cohort: Cohort, resume: bool, groups: str | None = None) -> None:
+    """Refuse to resume finished work (trials, or folds of an interrupted trial) of another
+    cohort; otherwise record this cohort. Why both checks and the rewrite: a folder whose
+    first run stopped before any trial finished kept the old cohort's description, so the
+    next resume on that old cohort took the new cohort's trials as its own (and one on the
+    new cohort was refused), and an interrupted trial's fold checkpoints of the old cohort
+    were mixed into the new cohort's trial when only its features differed."""
     units = _units(out)
     info = {"fingerprint": cohort_fingerprint(cohort), "n": len(cohort),
             "modalities": cohort.modalities}  # fmt: skip
-    if resume and units.spec_path.exists():
-        units.check_spec(info, "grid folder", "its trials were run on a different cohort: use a new"
-                         " --out, or --no-resume to start this folder afresh")  # fmt: skip
-        return
-    if not resume:  # before the new description: an interrupted fresh run leaves no old trial
-        units.unfinish_all()  # that a later resume would count as done on this cohort
+    if groups is not None:  # the folds follow meta[groups], which the fingerprint leaves out
+        info["groups"] = _groups_record(cohort, groups)
+
+    def normalise(old: dict[str, Any]) -> dict[str, Any]:
+        """A folder recorded before the groups were: its groups are not known, as before."""
+        return old if "groups" in old or "groups" not in info else {**old, "groups": info["groups"]}
+
+    if resume:
+        hint = ("its trials were run on a different cohort: use a new --out, or --no-resume to"
+                " start this folder afresh")  # fmt: skip
+        units.check_spec(info, "grid folder", hint, normalise)  # reads only
+        if units.spec_path.is_file():  # folds checkpointed by hand (no grid run): taken up
+            _fold_units(out).check_spec(info, "grid folder", hint, normalise)
+    else:  # before the new description: an interrupted fresh run leaves no old trial (nor
+        units.unfinish_all()  # fold) that a later resume would count as done on this cohort
+        _fold_units(out).unfinish_all()
     units.write_spec(info)
 
 
@@ -476,7 +516,9 @@ def _run_grid(grid: ExperimentGrid, cohort: Cohort, out: Path, runner: str | Run
               resume: bool, progress: Progress | None) -> pd.DataFrame:  # fmt: skip
     trials = grid.expand()
     out.mkdir(parents=True, exist_ok=True)
-    _check_cohort(out, cohort, resume)
+    _check_cohort(out, cohort, resume, grid.base.cv.groups)
+    if not resume:  # the earlier run's table: read as this run's until its first trial landed
+        (out / "results.csv").unlink(missing_ok=True)
     atomic_write_text(out / "grid.yaml", dump_grid(grid))
     say = progress or (lambda *a, **k: None)
 
