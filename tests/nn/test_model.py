@@ -2,6 +2,8 @@ import itertools
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from modalsurv.config import ModelConfig
 from modalsurv.nn import fusion as fusion_mod
@@ -296,3 +298,93 @@ def test_seed_ensemble_keeps_each_members_outputs():
         torch.testing.assert_close(out["member_logits"][k], outs[k]["logits"])
         torch.testing.assert_close(out["member_embeddings"][k], outs[k]["embeddings"])
     torch.testing.assert_close(out["embeddings"], out["member_embeddings"].mean(0))
+
+
+@pytest.mark.parametrize("shape", [(1, K_TILES), (K_TILES,)])
+def test_bag_mask_of_another_shape_is_refused_not_broadcast(shape):
+    # a 1×K or K mask used to broadcast through `& present` to every patient and pass the
+    # bag check: one patient's tile mask silently stood for the whole batch
+    net = _net().eval()
+    x, present, mask = _batch()
+    with pytest.raises(ValueError, match=r"'wsi': tile mask has shape"):
+        net(x, present, {"wsi": mask["wsi"][0].reshape(shape)})
+
+
+def test_modalities_with_different_batch_sizes_raise_a_value_error_naming_them():
+    net = _net("mean").eval()
+    x, present, mask = _batch()
+    with pytest.raises(ValueError, match=r"modality 'rna' has 1 patients, modality 'clinical' 10"):
+        net(x | {"rna": x["rna"][:1]}, present | {"rna": present["rna"][:1]}, mask)
+
+
+_PAD = st.sampled_from([float("nan"), float("inf"), -float("inf"), 1e30])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    name=st.sampled_from(ALL), head=st.sampled_from(["deephit", "cox", "logistic_hazard"]),
+    narrow=st.booleans(), train=st.booleans(), bf16=st.booleans(), data=st.data(),
+)  # fmt: skip
+def test_missing_modality_invariants_hold_for_every_fusion_head_and_precision(
+    name, head, narrow, train, bf16, data
+):
+    """Per patient, outputs ignore padding values and other patients (batch of one, any
+    order), masks stay exact under bf16 autocast, and gradients are finite and exactly zero
+    for a modality no patient has. ``narrow`` tiles take the pool's folded path."""
+    dw = 2 if narrow else 6  # attention_pool_dim is 4
+    torch.manual_seed(0)
+    net = ModalSurvNet(DIMS | {"wsi": dw}, BAG, _cfg(fusion=name, head=head, dropout=0.0))
+    net.train(train)
+    b, k = data.draw(st.integers(1, 5)), data.draw(st.integers(1, 6))
+    g = torch.Generator().manual_seed(data.draw(st.integers(0, 2**16)))
+    x = {"clinical": torch.randn(b, 5, generator=g), "wsi": torch.randn(b, k, dw, generator=g),
+         "rna": torch.randn(b, 4, generator=g)}  # fmt: skip
+    bools = st.lists(st.booleans(), min_size=b, max_size=b)
+    present = {m: torch.tensor(data.draw(bools)) for m in DIMS}
+    # mostly valid tiles: the folded pool has a dense branch for bags at least 3/4 full
+    tile = st.sampled_from([True, True, True, False])
+    mask = {"wsi": torch.tensor([data.draw(st.lists(tile, min_size=k, max_size=k))
+                                 for _ in range(b)])}  # fmt: skip
+    valid = mask["wsi"] & present["wsi"][:, None]
+    padded = {m: v.clone() for m, v in x.items()}
+    for m in ("clinical", "rna"):
+        padded[m][~present[m]] = data.draw(_PAD)
+    padded["wsi"][~valid] = data.draw(_PAD)
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+    keys = ["logits", "fused", "weights", "attention", "embeddings"]
+    with ctx:
+        ref, out = net(x, present, mask), net(padded, present, mask)
+    eff = out["present"]
+    assert torch.equal(eff[:, 1], valid.any(1))
+    for key in keys:
+        if ref[key] is not None:
+            assert torch.isfinite(out[key]).all(), key
+            assert torch.equal(out[key], ref[key]), key
+    tiles = out["tile_attention"]["wsi"]
+    assert torch.equal(tiles, ref["tile_attention"]["wsi"])
+    assert (tiles[~valid] == 0).all()
+    if out["weights"] is not None:
+        assert (out["weights"][~eff] == 0).all()
+    if out["attention"] is not None:
+        assert (out["attention"][~(eff[:, :, None] & eff[:, None, :])] == 0).all()
+    tol = 3e-2 if bf16 else 1e-5
+    order = torch.randperm(b, generator=g)
+    for rows in [order] + [torch.tensor([i]) for i in range(b)]:
+        with ctx:
+            part = net(*({m: v[rows] for m, v in d.items()} for d in (padded, present, mask)))
+        for key in [*keys, "tile_attention"]:
+            got, want = part[key], out[key]
+            if key == "tile_attention":
+                got, want = got["wsi"], want["wsi"]
+            if want is not None:
+                torch.testing.assert_close(got.float(), want[rows].float(), atol=tol, rtol=tol)
+    net.zero_grad()
+    with ctx:
+        again = net(padded, present, mask)
+    (again["logits"].float().pow(2).sum() + again["fused"].float().sum()).backward()
+    for pname, p in net.named_parameters():
+        assert p.grad is None or torch.isfinite(p.grad).all(), pname
+    for j, m in enumerate(DIMS):
+        if not eff[:, j].any():
+            for pname, p in net.projections[m].named_parameters():
+                assert p.grad is None or not p.grad.any(), (m, pname)

@@ -117,6 +117,13 @@ class ModalSurvNet(nn.Module):
             return self.projections[m](xm), pm, None, skip
         if m not in mask:
             raise ValueError(f"bag modality {m!r}: no tile mask given")
+        # checked here, not only in BagProjection: `& pm` below would broadcast a K or 1×K
+        # mask to every patient, and one patient's mask would silently stand for all
+        if mask[m].shape != xm.shape[:2]:
+            raise ValueError(
+                f"bag modality {m!r}: tile mask has shape {tuple(mask[m].shape)}, expected "
+                f"B×K {tuple(xm.shape[:2])}"
+            )
         mk = mask[m].bool() & pm.unsqueeze(-1)
         pm = pm & mk.any(dim=-1)
         if m in self.encoders:
@@ -136,6 +143,11 @@ class ModalSurvNet(nn.Module):
         shift: Tensor | None = None
         for m in self.modalities:
             zm, pm, att, skip = self._project(m, x, present, mask)
+            if zs and zm.shape[0] != zs[0].shape[0]:
+                raise ValueError(
+                    f"modality {m!r} has {zm.shape[0]} patients, modality "
+                    f"{self.modalities[0]!r} {zs[0].shape[0]}: one batch, one patient per row"
+                )
             zs.append(zm)
             ps.append(pm)
             if att is not None:
