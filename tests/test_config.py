@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from modalsurv.config import RunConfig, dump_config, load_config, parse_config
@@ -156,3 +158,71 @@ def test_a_malformed_set_value_is_one_line_naming_the_key():
     text = str(err.value)
     assert "\n" not in text and "train.epochs" in text and "'[3'" in text
     assert "<unicode string>" not in text
+
+
+def test_an_unknown_key_says_which_known_key_was_meant(tmp_path):
+    """A typo was named but not corrected: ``train.dropout`` (a model key), ``model.lr``
+    (a train key) or ``cv.fold`` left the user to find the spelling in the docs."""
+    p = tmp_path / "run.yaml"
+    p.write_text("cv:\n  fold: 3\ntrain:\n  dropout: 0.1\nepochs: 3\nmodle: {}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    msg = str(err.value)
+    assert str(p) in msg
+    assert "cv.fold: unknown key (did you mean cv.folds?)" in msg
+    assert "train.dropout: unknown key (did you mean model.dropout" in msg
+    assert "epochs: unknown key (did you mean train.epochs" in msg
+    assert "modle: unknown key (did you mean model?)" in msg
+    with pytest.raises(ConfigError, match=r"train.learning_rate: unknown key$"):
+        parse_config({"train": {"learning_rate": 0.1}})  # nothing close: no guess
+
+
+def test_a_yaml_boolean_in_a_list_of_names_says_why(tmp_path):
+    """``modalities: [clinical, no]`` said only 'Input should be a valid string (got
+    False)'; a single value already named YAML's yes/no/on/off."""
+    p = tmp_path / "run.yaml"
+    p.write_text("model:\n  modalities: [clinical, no]\nbaselines: [rsf, off]\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    for key in ("model.modalities.1", "baselines.1"):
+        assert re.search(rf"{re.escape(key)}: .*YAML reads yes/no/on/off as booleans", str(err.value))
+    p.write_text("model:\n  modalities: [clinical, 'no']\n")  # quoted: a name
+    assert load_config(p).model.modalities == ["clinical", "no"]
+
+
+def test_a_set_value_cut_short_by_a_yaml_comment_is_refused():
+    """``--set data.path='/data/run #2/cohort.csv'`` (the shell drops the quotes) read
+    '/data/run' silently: YAML starts a comment at ' #'. A '#' YAML keeps is fine."""
+    from modalsurv.config import set_values
+
+    for item, read in (("data.path=/data/run #2/cohort.csv", "'/data/run'"),
+                       ("data.path=#2.csv", "None")):  # fmt: skip
+        with pytest.raises(ConfigError, match=rf"reads as {read}, YAML taking '#'.*quote"):
+            set_values(RunConfig(), ["data.source=manifest", item])
+    for item, path in (("data.path=/data/run#2.csv", "/data/run#2.csv"),
+                       ("data.path='/data/run #2.csv'", "/data/run #2.csv")):  # fmt: skip
+        assert set_values(RunConfig(), ["data.source=manifest", item]).data.path == path
+
+
+def test_a_set_list_written_as_a_word_says_how_to_write_a_list():
+    from modalsurv.config import set_values
+
+    with pytest.raises(ConfigError, match=r"baselines: .*\(a list is written \[a, b\]\)"):
+        set_values(RunConfig(), ["baselines=rsf"])
+    assert set_values(RunConfig(), ["baselines=[rsf]"]).baselines == ["rsf"]
+
+
+def test_an_integer_in_exponent_notation_says_yaml_read_it_as_text(tmp_path):
+    """``epochs: 1e2`` is text to PyYAML: 'unable to parse string as an integer' left the
+    user staring at a number."""
+    p = tmp_path / "run.yaml"
+    p.write_text("train:\n  epochs: 1e2\npreprocess:\n  rna_pca: 6.4E1\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    for key in ("train.epochs", "preprocess.rna_pca"):
+        assert re.search(rf"{key}: .*YAML reads 1e3 as text: write the digits", str(err.value))
+    with pytest.raises(ConfigError) as err:
+        parse_config({"train": {"epochs": "ten"}})
+    assert "YAML reads" not in str(err.value)
+    p.write_text("train:\n  lr: 1e-3\n")  # a float key reads the text as the number
+    assert load_config(p).train.lr == 0.001

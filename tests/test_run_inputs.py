@@ -82,3 +82,18 @@ def test_a_run_trained_on_precomputed_features_is_not_checked(tmp_path):
     run = _run(tmp_path, {"source": "synthetic"}, record=None)
     check_same_extraction(run, None, ["wsi"], {"wsi"})
     check_same_extraction(run, RECORD, ["wsi"], {"wsi"})
+
+
+def test_the_runs_settings_are_inherited_though_a_later_loader_renamed_a_param(tmp_path):
+    """config.yaml with a data.params key the loader no longer takes (renamed since the
+    run) was read as no config at all: its max_tiles silently not inherited, so the new
+    cohort's bags were capped otherwise than those the model was trained on."""
+    import yaml
+
+    run = _run(tmp_path, {"source": "chimera", "name": "task1", "path": "/data/train",
+                          "params": {"max_tiles": 6}})  # fmt: skip
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    saved["data"]["params"]["tile_cap_v0"] = 6  # what an older version called a setting
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    got = with_run_params(run, parse_data_spec("chimera-task1:/data/held"))
+    assert got.params == {"max_tiles": 6}  # only the shaping keys, each checked on load

@@ -110,3 +110,81 @@ def test_a_yaml_file_not_in_utf8_is_a_config_error_naming_it(tmp_path):
     bom = tmp_path / "bom.yaml"
     bom.write_bytes("\ufefftrain:\n  epochs: 3\n".encode())
     assert read_yaml_mapping(bom) == {"train": {"epochs": 3}}
+
+
+def test_yaml_merge_keys_are_read_as_yaml_defines_them(tmp_path):
+    """``<<: *defaults`` was refused ('could not determine a constructor for the tag
+    merge') by the loader that refuses a key given twice; a key given twice still is."""
+    from modalsurv.errors import ConfigError
+    from modalsurv.utils import read_yaml_mapping
+
+    merged = tmp_path / "grid.yaml"
+    merged.write_text("short: &short {epochs: 3, patience: 2}\n"
+                      "train:\n  <<: *short\n  epochs: 5\n"
+                      "model:\n  <<: [{fusion: concat}, {n_bins: 10}]\n")  # fmt: skip
+    assert read_yaml_mapping(merged) == {"short": {"epochs": 3, "patience": 2},
+                                         "train": {"epochs": 5, "patience": 2},
+                                         "model": {"fusion": "concat", "n_bins": 10}}  # fmt: skip
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("short: &short {epochs: 3}\ntrain:\n  <<: *short\n  lr: 0.1\n  lr: 0.2\n")
+    with pytest.raises(ConfigError, match="'lr' given twice"):
+        read_yaml_mapping(twice)
+
+
+def test_the_lock_file_takes_the_umask_as_every_other_file(tmp_path):
+    """It was created 0644 whatever the umask: in a folder a group shares (umask 002, the
+    run's files 0664) a colleague could not open it to resume the run."""
+    import os
+    import stat
+
+    from modalsurv.utils import exclusive_lock
+
+    old = os.umask(0o002)
+    try:
+        with exclusive_lock(tmp_path) as lock:
+            mode = stat.S_IMODE(lock.stat().st_mode)
+    finally:
+        os.umask(old)
+    assert mode == 0o664
+
+
+def test_a_lock_file_this_user_may_not_write_still_locks(tmp_path, monkeypatch):
+    """Another user's 0644 lock file (kept from before the fix above) gave a bare
+    PermissionError; flock needs no write access, so the folder is locked all the same."""
+    import os
+
+    from modalsurv.errors import LockedError
+    from modalsurv.utils import exclusive_lock
+
+    (tmp_path / ".modalsurv.lock").write_text("")
+    real_open = os.open
+
+    def no_write(path, flags, *args, **kwargs):  # root's tests cannot chmod a file away
+        if str(path).endswith(".modalsurv.lock") and flags & (os.O_RDWR | os.O_WRONLY):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", no_write)
+    with exclusive_lock(tmp_path, "run folder"):
+        with pytest.raises(LockedError, match="in use by another modalsurv process"):
+            with exclusive_lock(tmp_path, "run folder"):
+                pass
+    with exclusive_lock(tmp_path):  # released on exit
+        pass
+
+
+def test_a_yaml_syntax_error_points_into_the_file_and_names_a_tab(tmp_path):
+    """The position read 'in "<unicode string>", line 2'; a tab (an editor's indent) got no
+    word on what to change."""
+    from modalsurv.errors import ConfigError
+    from modalsurv.utils import read_yaml_mapping
+
+    tabbed = tmp_path / "run.yaml"
+    tabbed.write_text("train:\n\tepochs: 3\n")
+    with pytest.raises(ConfigError) as err:
+        read_yaml_mapping(tabbed)
+    msg = str(err.value)
+    assert f'in "{tabbed}", line 2, column 1' in msg and "<unicode string>" not in msg
+    assert "a tab character, which YAML refuses there: use spaces" in msg
+    tabbed.write_text("train:\n  epochs: 3\nnote: 'a\ttab inside quotes is text'\n")
+    assert read_yaml_mapping(tabbed)["note"] == "a\ttab inside quotes is text"

@@ -7,6 +7,8 @@ every run folder, which together with ``seed`` makes a run reproducible.
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -526,16 +528,65 @@ class RunConfig(Strict):
         return v
 
 
-def format_validation_error(err: ValidationError, what: str, source: str) -> str:
-    """One line per offending key path (``model.fusoin: unknown key``)."""
+def _section(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model class of the section at ``loc`` (``("model",)`` -> ModelConfig), or None
+    where the path leaves the models (a list item, ``data.params``)."""
+    import typing
+
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return None
+        inner = [a for a in (field.annotation, *typing.get_args(field.annotation))
+                 if isinstance(a, type) and issubclass(a, BaseModel)]  # fmt: skip
+        if not inner:
+            return None
+        model = inner[0]
+    return model
+
+
+def _did_you_mean(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    """`` (did you mean model.fusion?)`` for an unknown key: a close name in its own
+    section, else the sections of ``model`` that have that very key (``train.dropout``:
+    model.dropout); empty when nothing is close."""
+    import difflib
+
+    here, key = _section(model, loc[:-1]), str(loc[-1])
+    if here is None:
+        return ""
+    prefix = "".join(f"{p}." for p in loc[:-1])
+    close = difflib.get_close_matches(key, list(here.model_fields), n=1, cutoff=0.75)
+    if close:
+        return f" (did you mean {prefix}{close[0]}?)"
+    top = [name for name in model.model_fields if key in getattr(_section(model, (name,)),
+                                                                 "model_fields", {})]  # fmt: skip
+    return f" (did you mean {' or '.join(f'{t}.{key}' for t in top)}?)" if top else ""
+
+
+#: a number in exponent notation, which YAML 1.1 (PyYAML) reads as text unless it has a
+#: dot and a signed exponent (1.0e+3)
+_EXPONENT = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+\s*")
+
+
+def format_validation_error(err: ValidationError, what: str, source: str,
+                            model: type[BaseModel] | None = None) -> str:  # fmt: skip
+    """One line per offending key path (``model.fusoin: unknown key (did you mean
+    model.fusion?)``, the suggestion where ``model``, the class validated, is given)."""
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "<root>"
         if e["type"] == "extra_forbidden":
-            lines.append(f"{key}: unknown key")
+            hint = "" if model is None else _did_you_mean(model, tuple(e["loc"]))
+            lines.append(f"{key}: unknown key{hint}")
         else:
             msg = str(e["msg"]).removeprefix("Value error, ")
             got = e.get("input")
+            if e["type"] == "string_type" and isinstance(got, bool):  # [clinical, no]
+                msg += " (YAML reads yes/no/on/off as booleans: quote a word meant as text)"
+            elif e["type"] == "list_type" and isinstance(got, str):  # --set baselines=rsf
+                msg += " (a list is written [a, b])"
+            elif e["type"] == "int_parsing" and isinstance(got, str) and _EXPONENT.fullmatch(got):
+                msg += " (YAML reads 1e3 as text: write the digits, 1000)"  # epochs: 1e2
             lines.append(f"{key}: {msg}" + ("" if isinstance(got, dict) else f" (got {got!r})"))
     return f"invalid {what} {source}:\n  " + "\n  ".join(lines)
 
@@ -545,7 +596,7 @@ def parse_config(data: dict[str, Any] | None, source: str = "<dict>") -> RunConf
     try:
         config = RunConfig.model_validate(data or {})
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, "config", source)) from None
+        raise ConfigError(format_validation_error(err, "config", source, RunConfig)) from None
     check_data_params(config.data, source)
     return config
 
@@ -587,11 +638,16 @@ def set_values(config: RunConfig, assignments: list[str], source: str = "--set")
         if not sep or not key.strip(". "):
             raise ConfigError(f"{source}: {item!r} is not key=value (e.g. train.epochs=3)")
         try:
-            values[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+            value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as err:
             problem = getattr(err, "problem", None) or str(err).splitlines()[0]
             raise ConfigError(f"{source} {key}: {raw!r} is not a valid YAML value ({problem});"
                               " quote text, write lists as [a, b]") from None  # fmt: skip
+        if raw.count("#") > json.dumps(value, default=str).count("#"):  # "run #2": a comment
+            raise ConfigError(f"{source} {key}: {raw!r} reads as {value!r}, YAML taking"
+                              " '#' after a space (or first) as the start of a comment; quote"
+                              f""" the value ({key}="'...'")""")  # fmt: skip
+        values[key.strip()] = value
     return with_values(config, values, source)
 
 

@@ -48,11 +48,19 @@ class UnitFolder:
         return self.root.joinpath(*parts)
 
     def finished(self, unit: Path) -> bool:
-        return (unit / self.marker).is_file()
+        """Whether ``unit`` holds its marker, readable: a marker an OS crash left empty
+        (renamed into place before its bytes reached the disk) marks nothing, so the unit
+        is redone instead of failing the resume on reading it (JSONDecodeError)."""
+        try:
+            self.read_marker(unit)
+        except (OSError, ValueError, TypeError):
+            return False
+        return True
 
     def any_finished(self) -> bool:
         """Whether any unit is finished (then the folder holds work worth protecting)."""
-        return self.root.is_dir() and any(self.root.rglob(self.marker))
+        return self.root.is_dir() and any(self.finished(m.parent)
+                                          for m in self.root.rglob(self.marker))  # fmt: skip
 
     def unfinish_all(self) -> None:
         """Delete every unit's marker: a run started afresh in this folder must not later

@@ -20,9 +20,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from modalsurv.config import DataConfig, RunConfig, load_config
+from pydantic import ValidationError
+
+from modalsurv.config import DataConfig, RunConfig
 from modalsurv.errors import ConfigError, FeatureError
 from modalsurv.io.store import EXTRACTION_RECORD, read_extraction_record
+from modalsurv.utils import read_yaml_mapping
 
 #: CHIMERA loader settings that shape the features a model reads
 SHAPING_PARAMS = ("max_tiles", "slide_policy", "seed", "event")
@@ -35,10 +38,16 @@ RECORD_PARTS = {"wsi": ("tile_encoder",), "slide": ("tile_encoder", "slide_encod
 
 def run_config(run: str | Path) -> RunConfig | None:
     """The run's ``config.yaml`` (None when it cannot be read: nothing to inherit or
-    narrow then)."""
+    narrow then).
+
+    Validated as a saved model's config is, without ``config.check_data_params``: a run
+    whose ``data.params`` a later loader no longer takes as they are (a key renamed) was
+    read as None, so its ``max_tiles`` or endpoint were silently not inherited, though
+    its model loads; the params inherited are checked when the new cohort is loaded."""
+    path = Path(run) / "config.yaml"
     try:
-        return load_config(Path(run) / "config.yaml")
-    except (ConfigError, OSError):
+        return RunConfig.model_validate(read_yaml_mapping(path, "config file"))
+    except (ConfigError, ValidationError, OSError):
         return None
 
 

@@ -150,6 +150,10 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            # a merge key (``<<: *defaults``) is no key of its own: its entries may be
+            # overridden by the mapping's (YAML's rule), which flatten_mapping applies
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
@@ -167,14 +171,21 @@ def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict[str, 
     """
     path = Path(path)
     try:
-        data = yaml.load(path.read_text(encoding="utf-8-sig"), Loader=_UniqueKeyLoader)
+        loader = _UniqueKeyLoader(path.read_text(encoding="utf-8-sig"))
+        loader.name = str(path)  # an error's position names the file, not "<unicode string>"
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
     except FileNotFoundError:
         raise ConfigError(f"{what} {path} does not exist") from None
     except UnicodeDecodeError as err:  # e.g. saved as Latin-1 by an editor
         raise ConfigError(f"{what} {path} is not UTF-8 text (byte {err.start}:"
                           f" {err.object[err.start:err.start + 1]!r}); save it as UTF-8") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{what} {path} is not valid YAML: {err}") from None
+        tab = ("\n(a tab character, which YAML refuses there: use spaces)"
+               if "'\\t'" in str(err) else "")  # fmt: skip
+        raise ConfigError(f"{what} {path} is not valid YAML: {err}{tab}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -196,7 +207,17 @@ def exclusive_lock(folder: str | Path, what: str = "folder") -> Iterator[Path]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / ".modalsurv.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    # 0666 less the umask, as every other file here (atomic_path): 0644 kept a group
+    # sharing the folder (umask 002) from resuming a colleague's run (PermissionError)
+    writable = True
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:
+        if not path.is_file():  # a folder we may not write in: nothing else could be either
+            raise
+        # another user's lock file: flock needs no write access, only the note of who
+        # holds it is not written
+        fd, writable = os.open(path, os.O_RDONLY), False
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -209,12 +230,14 @@ def exclusive_lock(folder: str | Path, what: str = "folder") -> Iterator[Path]:
         info = {"pid": os.getpid(), "host": socket.gethostname(),
                 "since": time.strftime("%Y-%m-%d %H:%M:%S"),
                 "command": " ".join(sys.argv)[:300]}  # fmt: skip
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
+        if writable:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode(), 0)
         try:
             yield path
         finally:
-            os.ftruncate(fd, 0)
+            if writable:
+                os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)

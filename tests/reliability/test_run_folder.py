@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -152,3 +153,24 @@ def test_fine_tuning_an_encoder_the_model_does_not_use_is_refused(rel, tmp_path)
     with pytest.raises(ConfigError, match=r"finetune.encoder 'wsi' is not among the"):
         train_run(config, out)
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_fold_marker_an_os_crash_left_empty_redoes_the_fold(rel, tmp_path, monkeypatch):
+    """A marker renamed into place before its bytes reached the disk (power loss, a node
+    going down) is an empty done.json: the resume failed reading it (JSONDecodeError, an
+    internal error) instead of redoing that fold as a fold without a marker."""
+    config = parse_config(rel.tiny_config(cv={"folds": 3}, baselines=["coxph_clinical"]))
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    train_run(config, whole)
+    with monkeypatch.context() as m:
+        _fail_on(m, 2)
+        with pytest.raises(RuntimeError, match="simulated"):
+            train_run(config, resumed)
+    markers = sorted((resumed / "checkpoints").rglob(cv.CV_UNITS["marker"]))
+    assert len(markers) == 2
+    markers[1].write_text("")
+    assert cv.has_finished_folds(resumed / "checkpoints")  # the first fold still counts
+    train_run(config, resumed, resume=True)
+    for name in OUTPUTS:
+        assert (resumed / name).read_bytes() == (whole / name).read_bytes(), name
+    assert json.loads(markers[1].read_text())["complete"] is True
