@@ -409,6 +409,13 @@ def train(
                 update={"features": str(features)})})
         if set_:
             cfg = set_values(cfg, list(set_))
+        if config is not None and data is None:  # a field the config file lacks: name it
+            from modalsurv.data.sources import field_problem
+
+            problem = field_problem(cfg.data)
+            if problem is not None:
+                raise ConfigError(f"{config}: {problem} (in the config file, or give"
+                                  " --data / --set)")  # fmt: skip
         refuse_other_kind(out, RUN)  # before the cohort is read
         resolve_device(cfg.train.device)  # an unknown or absent device, before the data too
         loaded = _load_data(cfg.data, None, strict, seed=cfg.seed)

@@ -255,6 +255,8 @@ CASES = [
          ("latent_dim", "n_heads")),
     Case("unknown_data_param", _config(data={"source": "synthetic", "params": {"nn": 40}}), 2,
          ("data.params", "'nn'", "max_tiles")),
+    Case("config_without_data_path", _config(data={"source": "manifest"}), 2,
+         ("config.yaml: data.path: required for source 'manifest'", "--data")),
     # unreadable inputs name the file and the patient
     Case("npy_of_strings", _npy_of_strings, 1, ("M001_mri.npy", "M001")),
     Case("truncated_weights", _corrupt_member("truncate"), 1, ("model_0.safetensors",)),
