@@ -866,12 +866,18 @@ def extract(
         raise typer.Exit(code=1)
 
 
+_MODEL_HINT = ("check --model: a finished run folder (modalsurv train) or the folder"
+               " `modalsurv export-model` wrote, for this task (and --weights for its"
+               " encoders); nothing was written")
+
+
 @app.command()
 @_user_errors
 def challenge(
     task: str = typer.Argument(..., help="task1 (prostate BCR) | task3 (bladder recurrence)"),
     model: Path = typer.Option(Path("/opt/ml/model"), help="a finished run folder (modalsurv"
-                               " train on the task's CHIMERA data)"),
+                               " train on the task's CHIMERA data) or the folder `modalsurv"
+                               " export-model` wrote"),
     input: Path = typer.Option(Path("/input"), "--input", help="one case in the grand-challenge"
                                " layout (sockets under images/, JSON files, inputs.json)"),
     output: Path = typer.Option(Path("/output"), help="where the answer JSON is written"),
@@ -910,7 +916,10 @@ def challenge(
             raise ConfigError(f"--output {output} is a file; give the folder the answer JSON"
                               " goes to")  # fmt: skip
         dev = str(resolve_device(device, what="--device"))  # an unknown or absent device: usage
-        predictor = ChallengeModel.load(model, t, weights)
+        try:
+            predictor = ChallengeModel.load(model, t, weights)
+        except DataError as err:  # the model folder or its weights are at fault, not the
+            _fail(err, _MODEL_HINT)  # case or folder (the hints said: fix the input / scan)
         if batch is not None:
             with _progress() as p:
                 res = score_folder(t, predictor, batch, out, weights, dev, direction,  # type: ignore[arg-type]

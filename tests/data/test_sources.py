@@ -78,6 +78,16 @@ def test_a_data_config_file_missing_a_field_names_the_file(tmp_path, body, needl
         load_data(_config(body))
 
 
+def test_a_typo_in_a_data_config_file_says_which_key_was_meant(tmp_path):
+    """`--data cohort.yaml` said only "featurs: unknown key", where a run config's typo
+    says which key was meant."""
+    path = tmp_path / "cohort.yaml"
+    path.write_text("data:\n  source: chimera\n  name: task1\n  path: x\n  featurs: s\n")
+    with pytest.raises(ConfigError, match="invalid data config") as err:
+        parse_data_spec(str(path))
+    assert "featurs: unknown key (did you mean features?)" in str(err.value)
+
+
 def _config(body):
     import yaml
 

@@ -120,6 +120,20 @@ def test_validation_errors_name_the_key(over, needle):
     assert needle in str(err.value)
 
 
+@pytest.mark.parametrize("over, needle", [
+    ({"seeds": [0, 1]}, "seeds: unknown key (did you mean seed?)"),
+    ({"base": {"model": {"fusoin": "concat"}}},
+     "base.model.fusoin: unknown key (did you mean base.model.fusion?)"),
+    ({"base": {"train": {"epoch": 3}}}, "base.train.epoch: unknown key (did you mean"
+                                        " base.train.epochs?)"),
+])  # fmt: skip
+def test_a_typo_in_a_grid_says_which_key_was_meant(over, needle):
+    """A grid's unknown key was named without the suggestion a run config's typo gets."""
+    with pytest.raises(ConfigError) as err:
+        parse_grid(grid_dict(**over), source="g.yaml")
+    assert needle in str(err.value)
+
+
 def test_the_base_data_params_are_checked_when_the_grid_is_read():
     """Was: found only when the first trial loaded its data, as "invalid config <dict>"."""
     base = {"data": {"source": "chimera", "name": "task1", "path": "/x",

@@ -312,6 +312,17 @@ def test_overlapping_ids_from_another_cohort_are_not_reused(chimera: Path, tmp_p
         "1000", "1001"]
 
 
+def test_no_patient_in_a_parent_folder_names_the_task_folders_below(tmp_path: Path) -> None:
+    """`extract runs/demo/chimera` (the folder above train/) said only "no patient found"."""
+    from modalsurv.errors import LayoutError
+
+    (tmp_path / "cohort" / "train" / "clinical_data").mkdir(parents=True)
+    (tmp_path / "cohort" / "train" / "clinical_data" / "1000.json").write_text("{}")
+    with pytest.raises(LayoutError, match="looked for clinical_data/{case}.json") as err:
+        run_extract("chimera-task1", tmp_path / "cohort", tmp_path / "s", **FAST)
+    assert f"one level down: {tmp_path / 'cohort' / 'train'}" in str(err.value)
+
+
 def test_no_patient_is_an_error_and_a_second_process_is_locked_out(tmp_path: Path) -> None:
     from modalsurv.errors import LayoutError, LockedError
     from modalsurv.utils import exclusive_lock

@@ -22,6 +22,15 @@ def _small(task=1, n=12, seed=3):
     )[0]
 
 
+def test_a_task3_parent_folder_names_what_was_looked_for_and_the_folders_below(tmp_path):
+    """`--data chimera-task3:PARENT` said only "no patient found"."""
+    (tmp_path / "site" / "data" / "3A_000").mkdir(parents=True)
+    (tmp_path / "site" / "data" / "3A_000" / "3A_000_CD.json").write_text("{}")
+    with pytest.raises(DataError, match="looked for data/{case}/{case}_CD.json") as err:
+        read_chimera(tmp_path, task=3)
+    assert f"one level down: {tmp_path / 'site'})" in str(err.value)
+
+
 def _same(a, b):
     assert list(a.ids) == list(b.ids)
     np.testing.assert_array_equal(a.time, b.time)

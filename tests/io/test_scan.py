@@ -86,6 +86,21 @@ def test_a_damaged_store_is_listed_with_the_folders_own_problems(root, tmp_path_
     assert sum(p.patient == ids[0] and "corrupt JSON" in p.reason for p in problems) == 1
 
 
+def test_a_folder_one_level_too_high_names_the_task_folders_below(tmp_path):
+    """A folder of train/ and held/ (as the demo writes) said only "no patient found"."""
+    for name in ("train", "held"):
+        (tmp_path / name / "clinical_data").mkdir(parents=True)
+        (tmp_path / name / "clinical_data" / "1000.json").write_text("{}")
+    problems = scan(tmp_path, "chimera-task1")
+    assert [p.severity for p in problems] == ["error"], problems
+    reason = problems[0].reason
+    assert "no patient found (looked for clinical_data/{case}.json under it" in reason
+    assert f"one level down: {tmp_path / 'held'}, {tmp_path / 'train'}" in reason
+    # the clinical_data folder itself: what was looked for, and no folder to suggest
+    reason = scan(tmp_path / "train" / "clinical_data", "chimera-task1")[0].reason
+    assert reason == "no patient found (looked for clinical_data/{case}.json under it)"
+
+
 def test_cases_of_the_other_task_layout_are_named(root):
     path, ids = root
     # the whole folder scanned with the wrong layout: not just "no patient found"

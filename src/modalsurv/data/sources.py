@@ -54,7 +54,8 @@ def parse_data_spec(spec: str) -> DataConfig:
         try:
             data = DataConfig.model_validate(raw.get("data", raw))
         except ValidationError as err:
-            raise ConfigError(format_validation_error(err, "data config", str(path))) from None
+            raise ConfigError(format_validation_error(err, "data config", str(path),
+                                                      DataConfig)) from None  # did you mean
         check_data_params(data, str(path))
         missing = field_problem(data)
         if missing:  # said when the file is read, naming it (was: load_data, without the file)

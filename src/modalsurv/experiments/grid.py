@@ -312,7 +312,9 @@ def parse_grid(data: dict[str, Any], source: str = "<dict>", root: Path | None =
     try:
         grid = ExperimentGrid.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, "experiment grid", source)) from None
+        # ExperimentGrid: an unknown key says which was meant, as a run config's does
+        raise ConfigError(format_validation_error(err, "experiment grid", source,
+                                                  ExperimentGrid)) from None
     # the base's data.params, as a run's config file gets them checked (was: found only
     # when the first trial loaded its data, naming "<dict>")
     check_data_params(grid.base.data, f"experiment grid {source}", key="base.data")

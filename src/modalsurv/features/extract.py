@@ -78,7 +78,7 @@ from modalsurv.features import wsi
 from modalsurv.features.mri import MriConfig, embed_mri, mri_dim, prepare_mri
 from modalsurv.features.tile_cache import DEFAULT_FOLDER, ImageCache
 from modalsurv.folders import STORE, refuse_other_kind
-from modalsurv.io.chimera import MRI_SEQUENCES
+from modalsurv.io.chimera import LAYOUTS, MRI_SEQUENCES, no_patient_found
 from modalsurv.io.fingerprint import mri_sources, slide_sources, sources_fingerprint
 from modalsurv.io.layouts import check_layout, chimera_task
 from modalsurv.io.store import EXTRACTION_RECORD, FeatureStore, read_extraction_record
@@ -508,8 +508,10 @@ def _run_extract(
                                                                         report.problems)  # fmt: skip
     if not todo:
         errors = "; ".join(str(p) for p in report.problems if p.severity == "error")
-        raise LayoutError(f"no patient found for layout {layout!r}" +
-                          (f" ({errors})" if errors else ""), path=root)  # fmt: skip
+        task = chimera_task(check_layout(layout))  # a CHIMERA layout: say what was looked for
+        what = (f"no patient found for layout {layout!r}" if task is None else
+                f"layout {layout!r}: {no_patient_found(root, LAYOUTS[task])}")  # fmt: skip
+        raise LayoutError(what + (f" ({errors})" if errors else ""), path=root)
     if limit is not None:
         todo = todo[: max(int(limit), 0)]
     mri_cfg = mri or MriConfig()

@@ -180,6 +180,24 @@ def clinical_files(root: Path, layout: Layout, hidden: set[Path] | None = None
             if not p.name.endswith("_RNA.json") and not _hidden(root, p, seen)]  # fmt: skip
 
 
+def no_patient_found(root: str | Path, layout: Layout) -> str:
+    """"no patient found" with the clinical file pattern ``layout`` looks for and, when
+    sub-folders of ``root`` hold its cases (``root`` one level too high, e.g. a folder of
+    train/ and held/), their paths.
+
+    Why: the parent folder, or the clinical_data folder itself, said only "no patient
+    found", which does not say what was looked for or where the cases are."""
+    root = Path(root)
+    text = f"no patient found (looked for {layout.clinical} under it"
+    if root.is_dir():
+        subs = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")
+                and any(p.is_file() for _, p in clinical_files(d, layout))]  # fmt: skip
+        if subs:
+            text += ("; task folders one level down: " + ", ".join(str(d) for d in subs[:5])
+                     + (", ..." if len(subs) > 5 else ""))  # fmt: skip
+    return text + ")"
+
+
 def _cases_of(root: Path, pattern: str, hidden: set[Path]) -> set[str]:
     """The case ids of the files matching a layout pattern (``{case}`` a path part of its
     own or inside a file name, ``{seq}`` any MRI sequence); hidden ones only in ``hidden``."""
@@ -587,7 +605,7 @@ def read_chimera(
     if out is None:
         if problems:
             raise_problems(problems, root)
-        raise DataError("no patient found", path=root)
+        raise DataError(no_patient_found(root, layout or LAYOUTS[task]), path=root)
     return out
 
 

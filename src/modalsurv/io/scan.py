@@ -42,7 +42,8 @@ def scan(
             problems.append(stopped)
         problems.extend(other_layout_problems(root, task))
         if out is None and not any(p.severity == "error" for p in problems):
-            problems.append(Problem("error", "no patient found", str(root)))
+            problems.append(Problem("error", chimera.no_patient_found(root, chimera.LAYOUTS[task]),
+                                    str(root)))  # fmt: skip
     else:  # the manifest
         from modalsurv.io.manifest import scan_manifest
 
