@@ -49,7 +49,8 @@ def test_a_failed_start_can_be_resumed_with_a_fixed_config(rel, tmp_path, monkey
     assert "seed: 4" in (out / "config.yaml").read_text()
 
 
-def test_resume_is_byte_identical_to_an_uninterrupted_run(rel, tmp_path, monkeypatch):
+def _interrupted_beside_whole(rel, tmp_path, monkeypatch):
+    """(config, a finished run, the same run stopped in its third fold)."""
     config = parse_config(rel.tiny_config(cv={"folds": 3}, baselines=["coxph_clinical"]))
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     train_run(config, whole)
@@ -57,6 +58,11 @@ def test_resume_is_byte_identical_to_an_uninterrupted_run(rel, tmp_path, monkeyp
         _fail_on(m, 2)
         with pytest.raises(RuntimeError, match="simulated"):
             train_run(config, resumed)
+    return config, whole, resumed
+
+
+def test_resume_is_byte_identical_to_an_uninterrupted_run(rel, tmp_path, monkeypatch):
+    config, whole, resumed = _interrupted_beside_whole(rel, tmp_path, monkeypatch)
     (resumed / "checkpoints" / ".predictions.csv.stale.tmp").write_text("half")
     train_run(config, resumed, resume=True)
     for name in OUTPUTS:
@@ -159,13 +165,7 @@ def test_a_fold_marker_an_os_crash_left_empty_redoes_the_fold(rel, tmp_path, mon
     """A marker renamed into place before its bytes reached the disk (power loss, a node
     going down) is an empty done.json: the resume failed reading it (JSONDecodeError, an
     internal error) instead of redoing that fold as a fold without a marker."""
-    config = parse_config(rel.tiny_config(cv={"folds": 3}, baselines=["coxph_clinical"]))
-    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
-    train_run(config, whole)
-    with monkeypatch.context() as m:
-        _fail_on(m, 2)
-        with pytest.raises(RuntimeError, match="simulated"):
-            train_run(config, resumed)
+    config, whole, resumed = _interrupted_beside_whole(rel, tmp_path, monkeypatch)
     markers = sorted((resumed / "checkpoints").rglob(cv.CV_UNITS["marker"]))
     assert len(markers) == 2
     markers[1].write_text("")
