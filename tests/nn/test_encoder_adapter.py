@@ -55,3 +55,21 @@ def test_evaluation_reads_a_bag_in_encode_batch_chunks() -> None:
         np.testing.assert_allclose(out[b, :k].numpy(), tile.encode(feed.bags[b][:k]),
                                    rtol=1e-4, atol=1e-5)  # the frozen encoder's features  # fmt: skip
     assert not out[~mask].any()  # padding untouched
+
+
+@pytest.mark.parametrize("pca", [None, 3])
+def test_the_affine_map_zeroes_what_the_scaler_zeroes(pca) -> None:
+    """A column constant on the training rows is 0 after the frozen scaler; the fine-tuning
+    map repeated the scaler without that, so a re-encoded feature's other value of it
+    reached the network through weights no training row moved."""
+    from modalsurv.train.finetune import _affine
+    from modalsurv.train.transforms import VectorScaler
+
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(30, 6))
+    train[:, 2] = 0.5  # a unit that never fired on the training rows
+    scaler = VectorScaler(pca=pca).fit(train)
+    assert scaler.constant_.tolist() == [2]
+    test = rng.normal(size=(5, 6))  # column 2 varies here
+    got = _affine(scaler)(torch.from_numpy(test)).numpy()
+    np.testing.assert_allclose(got, scaler.transform(test), rtol=1e-5, atol=1e-5)

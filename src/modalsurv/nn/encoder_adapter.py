@@ -66,12 +66,16 @@ class Feed(Protocol):
 # ---------------------------------------------------------------------------- pieces
 class AffineMap(nn.Module):
     """A fitted ``VectorScaler`` / ``BagScaler`` as a fixed map: ``(x - mean) / scale``,
-    then ``(z - pca_mean) @ components.T`` when it has PCA components. Buffers are not
-    saved (the preprocessor is, and rebuilds them)."""
+    the columns constant on the training rows (``constant``, the scalers' ``constant_``)
+    set to 0, then ``(z - pca_mean) @ components.T`` when it has PCA components. Buffers
+    are not saved (the preprocessor is, and rebuilds them)."""
 
     def __init__(self, mean: np.ndarray, scale: np.ndarray, components: np.ndarray | None = None,
-                 pca_mean: np.ndarray | None = None) -> None:  # fmt: skip
+                 pca_mean: np.ndarray | None = None, constant: np.ndarray | None = None
+                 ) -> None:  # fmt: skip
         super().__init__()
+        idx = np.zeros(0, np.int64) if constant is None else np.asarray(constant, np.int64)
+        self.register_buffer("constant", torch.from_numpy(idx.copy()), persistent=False)
         d = len(mean)
         comps = np.zeros((0, d)) if components is None else np.asarray(components)
         pm = np.zeros(d) if pca_mean is None or not len(pca_mean) else pca_mean
@@ -86,6 +90,8 @@ class AffineMap(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         z = (x.float() - self.mean) / self.scale
+        if self.constant.numel():  # as the scaler: no value of them reaches the network
+            z = z.index_fill(-1, self.constant, 0.0)
         if self.components.shape[0]:
             z = (z - self.pca_mean) @ self.components.T
         return z

@@ -235,7 +235,8 @@ def _affine(step: Any) -> Any:
                           f" it has {type(step).__name__} (is it listed in"
                           " preprocess.clinical_modalities / rna_modalities?)")  # fmt: skip
     return AffineMap(np.asarray(step.mean_, np.float64), np.asarray(step.scale_, np.float64),
-                     step.components_, getattr(step, "pca_mean_", None))  # fmt: skip
+                     step.components_, getattr(step, "pca_mean_", None),
+                     getattr(step, "constant_", None))  # fmt: skip
 
 
 class Finetune:
