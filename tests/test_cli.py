@@ -2,6 +2,7 @@
 evaluate -> predict; plus scan and config errors. Small on purpose (CI has 2 cores)."""
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -130,6 +131,10 @@ def test_scan_reports_problems(tmp_path):
     res = runner.invoke(app, ["scan", str(root), "--layout", "chimera-task1"])
     assert res.exit_code == 1
     assert cohort.ids[0] in res.output
+    # the problems end in one count (the listing alone left the reader counting lines)
+    last = res.output.strip().splitlines()[-1]
+    assert re.fullmatch(r"(\d+) problem\(s\): 1 error\(s\), (\d+) warning\(s\), concerning"
+                        r" \d+ patient\(s\)", last), last  # fmt: skip
 
 
 def test_experiment_grid_runs_and_resumes(tmp_path):

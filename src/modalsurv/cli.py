@@ -730,6 +730,12 @@ def scan(
     for p in problems:
         colour = "red" if p.severity == "error" else "yellow"
         console.print(f"[{colour}]{escape(str(p))}[/]", soft_wrap=True)  # keeps [error] visible
+    errors = sum(p.severity == "error" for p in problems)
+    patients = len({p.patient for p in problems if p.patient is not None})
+    console.print(f"{len(problems)} problem(s): {errors} error(s), {len(problems) - errors}"
+                  f" warning(s), concerning {patients} patient(s)"
+                  + ("; --strict counts the warnings as errors" if strict and len(problems) > errors
+                     else ""))  # fmt: skip
     if failed:
         raise typer.Exit(code=1)
 
