@@ -96,16 +96,6 @@ def constant_columns(Z: np.ndarray, on: bool = True) -> np.ndarray:
     return np.flatnonzero(constant & on).astype(np.int64)
 
 
-def _with_constant(state: State, obj: Any) -> State:
-    state["constant_"] = np.ascontiguousarray(obj.constant_)
-    return state
-
-
-def _read_constant(obj: Any, state: dict[str, Any]) -> None:
-    """``constant_`` from a state; absent from states saved before it existed: none."""
-    obj.constant_ = np.asarray(state.get("constant_", np.zeros(0)), dtype=np.int64)
-
-
 def marchenko_pastur_median(beta: float) -> float:
     """Median of the Marchenko–Pastur law (unit variance, aspect ratio ``beta`` in (0, 1]):
     where the eigenvalues of a pure-noise sample covariance sit, half below, half above."""
@@ -182,6 +172,8 @@ class _Stateful(TransformerMixin, BaseEstimator):
 
     _arrays: ClassVar[tuple[str, ...]] = ()
     _lists: ClassVar[tuple[str, ...]] = ("feature_names_in_",)
+    #: arrays added after states were first saved: name -> its value when a state lacks it
+    _optional: ClassVar[dict[str, np.ndarray]] = {}
 
     def get_state(self) -> State:
         check_is_fitted(self)
@@ -194,6 +186,8 @@ class _Stateful(TransformerMixin, BaseEstimator):
             state[a] = np.ascontiguousarray(getattr(self, a))
         for a in self._lists:
             state[a] = [str(v) for v in getattr(self, a)]
+        for a in self._optional:
+            state[a] = np.ascontiguousarray(getattr(self, a))
         return state
 
     @classmethod
@@ -206,6 +200,8 @@ class _Stateful(TransformerMixin, BaseEstimator):
             setattr(obj, a, np.asarray(state[a]))
         for a in cls._lists:
             setattr(obj, a, [str(v) for v in state[a]])
+        for a, empty in cls._optional.items():  # absent from states saved before it existed
+            setattr(obj, a, np.asarray(state[a]) if a in state else empty.copy())
         return obj
 
     def _start_fit(
@@ -340,8 +336,10 @@ class ClinicalEncoder(_Stateful):
     """
 
     _arrays = ("median_", "indicator_", "mean_", "scale_")
-    _optional = ("rank_columns_", "rank_quantiles_", "level_columns_", "level_values_",
-                 "constant_")
+    _optional: ClassVar[dict[str, np.ndarray]] = {
+        "rank_columns_": np.zeros(0, np.int64), "rank_quantiles_": np.zeros((0, 2)),
+        "level_columns_": np.zeros(0, np.int64), "level_values_": np.zeros(0),
+        "constant_": np.zeros(0, np.int64)}  # fmt: skip
 
     def __init__(self, add_indicator: bool = True, standardize: bool = True,
                  numeric: str = "standard", integer_levels: int | None = None,
@@ -399,20 +397,8 @@ class ClinicalEncoder(_Stateful):
     def from_state(cls, state: dict[str, Any]) -> ClinicalEncoder:
         obj = super().from_state(state)
         assert isinstance(obj, ClinicalEncoder)
-        n = len(obj.median_)
-        empty = {"rank_columns_": np.zeros(0, np.int64), "rank_quantiles_": np.zeros((0, 2)),
-                 "level_columns_": np.zeros(0, np.int64), "level_values_": np.zeros(0),
-                 "constant_": np.zeros(0, np.int64)}  # fmt: skip
-        for a in cls._optional:  # absent from states saved before these options existed
-            setattr(obj, a, np.asarray(state[a]) if a in state else empty[a])
-        assert obj.rank_columns_.max(initial=-1) < n
+        assert obj.rank_columns_.max(initial=-1) < len(obj.median_)
         return obj
-
-    def get_state(self) -> State:
-        state = super().get_state()
-        for a in self._optional:
-            state[a] = np.ascontiguousarray(getattr(self, a))
-        return state
 
     def _encode(self, A: np.ndarray) -> np.ndarray:
         ind = np.isnan(A[:, self.indicator_]).astype(np.float64)
@@ -457,6 +443,7 @@ class RnaTransform(_Stateful):
     """
 
     _arrays = ("median_", "genes_", "mean_", "scale_", "pca_mean_", "components_")
+    _optional: ClassVar[dict[str, np.ndarray]] = {"constant_": np.zeros(0, np.int64)}
 
     def __init__(
         self,
@@ -556,16 +543,6 @@ class RnaTransform(_Stateful):
             Z = (Z - self.pca_mean_) @ self.components_.T
         return _output(Z, p)
 
-    def get_state(self) -> State:
-        return _with_constant(super().get_state(), self)
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> RnaTransform:
-        obj = super().from_state(state)
-        assert isinstance(obj, RnaTransform)
-        _read_constant(obj, state)
-        return obj
-
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         check_is_fitted(self)
         if self.components_.shape[0]:
@@ -585,6 +562,7 @@ class VectorScaler(_Stateful):
     """
 
     _arrays = ("fill_", "mean_", "scale_", "pca_mean_", "components_")
+    _optional: ClassVar[dict[str, np.ndarray]] = {"constant_": np.zeros(0, np.int64)}
 
     def __init__(self, pca: int | str | None = None, standardize: bool = True,
                  zero_constant: bool = True) -> None:  # fmt: skip
@@ -624,16 +602,6 @@ class VectorScaler(_Stateful):
         if self.components_.shape[0]:
             Z = (Z - self.pca_mean_) @ self.components_.T
         return _output(Z, p)
-
-    def get_state(self) -> State:
-        return _with_constant(super().get_state(), self)
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> VectorScaler:
-        obj = super().from_state(state)
-        assert isinstance(obj, VectorScaler)
-        _read_constant(obj, state)
-        return obj
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         check_is_fitted(self)
