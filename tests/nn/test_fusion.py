@@ -379,3 +379,24 @@ def test_uncertainty_fusion_learns_per_patient_reliability():
         w = fusion(z, present).weights
     assert w[~bad, 1].mean() > 0.7  # clean: the precise modality dominates
     assert w[bad, 1].mean() < 0.15  # corrupted: down-weighted for those patients only
+
+
+def test_gated_fusion_is_normalised_sigmoid_gates_and_survives_underflow():
+    """The gates are sigmoid(l_m) / sum_j sigmoid(l_j) over present modalities; with every
+    logit below fp32 sigmoid's underflow (~ -104) the weights are still a distribution
+    (their ratio is exp of the logit difference) instead of all zeros."""
+    fusion = _fusion("gated")
+    z, p = _z(), _present()
+    logits = torch.einsum("bmh,mh->bm", z, fusion.gate_weight) + fusion.gate_bias
+    gates = torch.sigmoid(logits).masked_fill(~p, 0.0)
+    expected = gates / gates.sum(-1, keepdim=True).clamp_min(1e-30)
+    out = fusion(z, p)
+    torch.testing.assert_close(out.weights, expected)
+    with torch.no_grad():
+        fusion.gate_bias.fill_(-200.0)
+    out = fusion(z, p)
+    both = p.sum(-1) > 0
+    torch.testing.assert_close(out.weights[both].sum(-1), torch.ones(int(both.sum())))
+    torch.testing.assert_close(out.weights, torch.softmax(logits.masked_fill(~p, -torch.inf), -1)
+                               .nan_to_num(0.0))
+    assert out.fused[both].abs().sum(-1).gt(0).all()

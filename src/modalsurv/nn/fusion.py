@@ -122,7 +122,11 @@ class ModalityWeightFusion(Fusion):
 
 class GatedFusion(Fusion):
     """Sample-specific sigmoid gate per modality from its own embedding (modality-specific
-    parameters); the gated sum is normalised by the total gate over present modalities."""
+    parameters); the gated sum is normalised by the total gate over present modalities.
+
+    The normalised gates ``sigmoid(l_m) / sum sigmoid(l_j)`` are computed as a masked softmax
+    of ``logsigmoid(l)``, the same number, because fp32 ``sigmoid`` underflows to 0 below
+    about -104 and every gate of a sample at 0 would drop the sample's fused vector."""
 
     def __init__(self, n_modalities: int, dim: int, cfg: ModelConfig) -> None:
         super().__init__(n_modalities, dim, cfg)
@@ -131,8 +135,8 @@ class GatedFusion(Fusion):
         self.gate_bias = nn.Parameter(torch.zeros(n_modalities))
 
     def _fuse(self, z: Tensor, present: Tensor) -> FusionOutput:
-        gates = torch.sigmoid(torch.einsum("bmh,mh->bm", z, self.gate_weight) + self.gate_bias)
-        weights = normalise_over(gates, present)
+        logits = torch.einsum("bmh,mh->bm", z, self.gate_weight) + self.gate_bias
+        weights = masked_softmax(F.logsigmoid(logits), present)
         return FusionOutput(fused=weighted_sum(z, weights), weights=weights)
 
 
