@@ -536,3 +536,26 @@ def test_a_fresh_run_interrupted_before_its_first_trial_leaves_no_old_table(tmp_
     with pytest.raises(KeyboardInterrupt):
         run_grid(grid, _refeatured(cohort), tmp_path, runner=Interrupted(), resume=False)
     assert not (tmp_path / "results.csv").exists() and not is_grid_folder(tmp_path)
+
+
+def test_cohort_fingerprint_sees_the_tile_mask(cohort):
+    """A real all-zero tile and a padding slot hold the same numbers: only the tile mask
+    tells them apart, so a resume onto a cohort that differs there must be caught."""
+    from modalsurv.cohort import Cohort
+    from modalsurv.experiments.runners import cohort_fingerprint
+
+    bag = next(m for m in cohort.bag_mask)
+    mask = cohort.bag_mask[bag].copy()
+    row, col = np.argwhere(cohort.present[bag][:, None] & ~mask)[0]  # a padding slot
+    mask[row, col] = True
+
+    def rebuilt(bag_mask):
+        return Cohort(cohort.ids, cohort.time, cohort.event, features=cohort.features,
+                      present=cohort.present, meta=cohort.meta,
+                      bag_mask=dict(cohort.bag_mask) | {bag: bag_mask})  # fmt: skip
+
+    same = rebuilt(cohort.bag_mask[bag])
+    assert cohort_fingerprint(same) == cohort_fingerprint(cohort)
+    other = rebuilt(mask)
+    assert np.array_equal(other.features[bag], cohort.features[bag])
+    assert cohort_fingerprint(other) != cohort_fingerprint(cohort)

@@ -386,7 +386,8 @@ def _trial_dir(out: Path, trial: Trial) -> Path:
 
 
 def cohort_fingerprint(cohort: Cohort) -> str:
-    """A hash of ids, labels and every feature array, so a resume onto other data is caught."""
+    """A hash of ids, labels, every feature array and tile mask, so a resume onto other data
+    is caught."""
     h = hashlib.sha256()
     h.update("\0".join(map(str, cohort.ids)).encode())
     h.update(np.ascontiguousarray(cohort.time, dtype=np.float64).tobytes())
@@ -396,6 +397,8 @@ def cohort_fingerprint(cohort: Cohort) -> str:
         h.update(str(cohort.features[m].shape).encode())
         h.update(np.ascontiguousarray(cohort.features[m]).tobytes())
         h.update(np.ascontiguousarray(cohort.present[m]).tobytes())
+        if m in cohort.bag_mask:  # which tiles are real: zero-valued tiles read like padding
+            h.update(np.ascontiguousarray(cohort.bag_mask[m], dtype=bool).tobytes())
     return h.hexdigest()[:16]
 
 
