@@ -226,3 +226,24 @@ def test_an_integer_in_exponent_notation_says_yaml_read_it_as_text(tmp_path):
     assert "YAML reads" not in str(err.value)
     p.write_text("train:\n  lr: 1e-3\n")  # a float key reads the text as the number
     assert load_config(p).train.lr == 0.001
+
+
+def test_yaml_octal_and_base_60_numbers_are_refused_with_the_reading(tmp_path):
+    """YAML 1.1 reads ``seed: 010`` as 8 and ``epochs: 1:30`` as 90: a run then used a seed
+    or length its author never wrote. Both are refused (file and --set), saying what YAML
+    read; quoted, ``0`` and ``1_000`` are as before."""
+    from modalsurv.config import set_values
+
+    p = tmp_path / "cfg.yaml"
+    for text, reading in (("seed: 010\n", "octal number 8"),
+                          ("train:\n  epochs: 1:30\n", "base-60 .*number 90"),
+                          ("train:\n  lr: 1:30.5\n", "base-60 .*number 90.5")):  # fmt: skip
+        p.write_text(text)
+        with pytest.raises(ConfigError, match=rf"cfg.yaml .*reads as the {reading} in YAML 1.1"):
+            load_config(p)
+    with pytest.raises(ConfigError, match=r"seed: '010' .*octal number 8 .*leading zeros"):
+        set_values(RunConfig(), ["seed=010"])
+    p.write_text("seed: 0\ntrain:\n  epochs: 1_000\n")
+    cfg = load_config(p)
+    assert (cfg.seed, cfg.train.epochs) == (0, 1000)
+    assert set_values(RunConfig(), ["seed=10"]).seed == 10

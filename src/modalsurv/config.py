@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from modalsurv.errors import ConfigError
-from modalsurv.utils import read_yaml_mapping
+from modalsurv.utils import read_yaml_mapping, yaml_value
 
 
 def _admits_bool(annotation: Any) -> bool:
@@ -638,7 +638,7 @@ def set_values(config: RunConfig, assignments: list[str], source: str = "--set")
         if not sep or not key.strip(". "):
             raise ConfigError(f"{source}: {item!r} is not key=value (e.g. train.epochs=3)")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = yaml_value(raw) if raw.strip() else None
         except yaml.YAMLError as err:
             problem = getattr(err, "problem", None) or str(err).splitlines()[0]
             raise ConfigError(f"{source} {key}: {raw!r} is not a valid YAML value ({problem});"

@@ -161,6 +161,43 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
+    def construct_yaml_int(self, node: Any) -> int:
+        """YAML 1.1 (PyYAML) reads ``010`` as the octal 8 and ``1:30`` as the base-60 90;
+        nobody writing a config means either (``seed: 010``, ``time: 1:30``), so say so."""
+        text = str(node.value).replace("_", "")
+        digits = text.lstrip("+-")
+        if ":" in digits or (len(digits) > 1 and digits[0] == "0" and digits.isdigit()):
+            kind = "base-60 (sexagesimal)" if ":" in digits else "octal"
+            value = super().construct_yaml_int(node)
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{node.value!r} reads as the {kind} number {value} in YAML 1.1;"
+                f" write the number without {'the colon' if ':' in digits else 'leading zeros'}"
+                " or quote it for text", node.start_mark)  # fmt: skip
+        return super().construct_yaml_int(node)
+
+    def construct_yaml_float(self, node: Any) -> float:
+        """``1:30.5`` is a base-60 float in YAML 1.1 (90.5): refused as for integers."""
+        if ":" in str(node.value):
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{node.value!r} reads as the base-60 (sexagesimal) number"
+                f" {super().construct_yaml_float(node)} in YAML 1.1; quote it for text",
+                node.start_mark)  # fmt: skip
+        return super().construct_yaml_float(node)
+
+
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _UniqueKeyLoader.construct_yaml_int)
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:float",
+                                 _UniqueKeyLoader.construct_yaml_float)
+
+
+def yaml_value(text: str) -> Any:
+    """One YAML value (a ``--set`` right-hand side) read with the same rules as the files."""
+    loader = _UniqueKeyLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
 
 def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict[str, Any]:
     """Read a YAML file whose top level is a mapping (empty file -> {}).
