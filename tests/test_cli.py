@@ -368,17 +368,26 @@ def test_an_unknown_device_is_a_usage_error_naming_the_option(tmp_path):
 
 def test_a_wrong_challenge_model_folder_gets_a_hint_about_the_model(tmp_path):
     """A --model that is not a model folder was told to "fix the input file" (one case) or
-    that `modalsurv scan` lists the cohort's problems (--batch): neither is at fault."""
+    that `modalsurv scan` lists the cohort's problems (--batch): neither is at fault. Exit 2,
+    an option error, as `evaluate` and `export-model` give for a run folder that is not one
+    (was 1)."""
     inp = tmp_path / "input"
     inp.mkdir()
     for args in (["--input", str(inp), "--output", str(tmp_path / "o")],
                  ["--batch", str(inp)]):  # fmt: skip
         res = runner.invoke(app, ["challenge", "task1", "--model", str(tmp_path / "nope"), *args])
-        assert res.exit_code == 1, res.output
+        assert res.exit_code == 2, res.output
         assert "not a finished modalsurv run folder" in res.output
         assert "check --model" in res.output and "export-model" in res.output, res.output
         assert "fix the input" not in res.output and "modalsurv scan" not in res.output
     assert not (tmp_path / "o").exists()
+    (tmp_path / "nope").mkdir()  # a folder, but no run: the same for every command
+    for args in (["challenge", "task1", "--model", str(tmp_path / "nope"), "--input", str(inp),
+                  "--output", str(tmp_path / "o")],
+                 ["evaluate", str(tmp_path / "nope"), "--data", "synthetic:n=10"],
+                 ["export-model", str(tmp_path / "nope"), "--out", str(tmp_path / "m")]):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2 and "not a finished" in res.output, (args, res.output)
 
 
 def test_an_output_file_that_is_a_folder_is_refused_before_any_work(run_dir, tmp_path):
