@@ -91,6 +91,12 @@ def test_modality_set_generators():
     assert one.modalities == [["clinical", "wsi"], ["clinical", "rna"]]  # a name, not letters
     with pytest.raises(ValueError, match="unknown generator"):
         modality_sets(mods, ["triples"])
+    # one modality besides `always`: leaving it out is the `always` arm (was: no set at all)
+    assert modality_sets(["clinical", "wsi"], ["leave_one_out"], always="clinical") == [
+        ["clinical"]]  # fmt: skip
+    assert modality_sets(["wsi"], ["leave_one_out"]) == []
+    assert modality_sets(["clinical", "wsi"], ["all", "leave_one_out"], always="clinical") == [
+        ["clinical", "wsi"], ["clinical"]]  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -76,7 +76,9 @@ def modality_sets(
         elif g == "single":
             sets = [[m] for m in rest]
         elif g == "leave_one_out":
-            sets = [[m for m in rest if m != drop] for drop in rest] if len(rest) > 1 else []
+            # with ``always``, leaving out the only other modality is ``always`` alone (the
+            # clinical-only arm); without it, the empty set is skipped below
+            sets = [[m for m in rest if m != drop] for drop in rest]
         else:
             sets = [list(p) for p in itertools.combinations(rest, 2)]
         for s in sets:
