@@ -409,3 +409,30 @@ def test_no_outer_test_row_reaches_the_stack_or_a_baseline(cohort, make_config, 
     for model in (runs[1], *fitted[3:]):
         alone = np.concatenate([model.predict_risk(test[i : i + 1]) for i in range(len(te))])
         np.testing.assert_allclose(alone, model.predict_risk(test), rtol=1e-5, atol=1e-6)
+
+
+def test_a_data_fraction_is_scored_against_the_whole_training_part(cohort, make_config):
+    """Under ``cv.train_fraction`` the model fits on a subset, but Uno's censoring estimate
+    and the IBS grid come from the whole outer training part's labels (never a test row),
+    so each fraction is scored by one yardstick on the same test folds. Was: the subset's
+    own estimate, which moved with the fraction."""
+    from modalsurv.survival import metrics as sm
+
+    cfg = make_config(cv__train_fraction=0.5)
+    res = cross_validate(cohort, cfg, folds=3, baselines=["coxph_clinical"])
+    fold_of = res.folds.loc[res.folds["repeat"] == 0, "fold"].to_numpy()
+    preds = res.baseline_predictions
+    checked = 0
+    for f in range(3):
+        whole = np.flatnonzero(fold_of != f)
+        test = np.flatnonzero(fold_of == f)
+        row = res.metrics[(res.metrics["model"] == "coxph_clinical") & (res.metrics["fold"] == f)]
+        assert int(row["n_train"].iloc[0]) < len(whole)  # fitted on the fraction
+        p = preds[(preds["model"] == "coxph_clinical") & (preds["fold"] == f)]
+        p = p.set_index("patient").loc[cohort.ids[test].astype(str)]
+        expected = sm.uno_concordance(cohort.time[whole], cohort.event[whole], cohort.time[test],
+                                      cohort.event[test], p["risk"].to_numpy())  # fmt: skip
+        if np.isfinite(expected):
+            assert row["uno_c"].iloc[0] == pytest.approx(expected, abs=1e-12)
+            checked += 1
+    assert checked >= 2

@@ -394,11 +394,19 @@ def _run_fold(
     fold: int,
     fold_seed: int,
     progress: Progress | None,
+    reference_idx: np.ndarray | None = None,
 ) -> tuple[ModalSurv | StackedSurv, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Fit and score ModalSurv (or the stacked default) and the baselines on one outer fold."""
+    """Fit and score ModalSurv (or the stacked default) and the baselines on one outer fold.
+
+    ``reference_idx``: the whole outer training part when ``train_idx`` is a data fraction
+    of it. Its labels (never a test row's) give Uno's censoring estimate and the IBS grid,
+    so every fraction is scored by the same metric on the same test fold and only the
+    predictions differ (the shrunk part's own estimate moved the yardstick with the
+    fraction)."""
     train, test = cohort.subset(train_idx), cohort.subset(test_idx)
+    reference = train if reference_idx is None else cohort.subset(reference_idx)
     outer = config.cv.selection == "outer_fold"
-    grid = ibs_grid(train.time, test.time)
+    grid = ibs_grid(reference.time, test.time)
     cb = None
     if progress is not None:
 
@@ -435,7 +443,7 @@ def _run_fold(
         [preds, pd.DataFrame(pmf, columns=[f"pmf_{k}" for k in range(pmf.shape[1])])], axis=1
     )
     surv = model.predict_survival(test, grid) if len(grid) else None
-    scores, notes = score_fold(train, test, risk, surv, grid)
+    scores, notes = score_fold(reference, test, risk, surv, grid)
     base = {
         "repeat": repeat,
         "fold": fold,
@@ -456,7 +464,7 @@ def _run_fold(
     plain = model.candidate_model(MAIN) if isinstance(model, StackedSurv) else None
     if plain is not None:
         psurv = plain.predict_survival(test, grid) if len(grid) else None
-        pscores, pnotes = score_fold(train, test, plain.predict_risk(test), psurv, grid)
+        pscores, pnotes = score_fold(reference, test, plain.predict_risk(test), psurv, grid)
         rows.append({"model": PLAIN, **base, **pscores, "failed": False, "optimistic": outer,
                      "note": "; ".join(pnotes)})  # fmt: skip
     bpreds = []
@@ -470,7 +478,7 @@ def _run_fold(
                 est.fit(train)
             brisk = np.asarray(est.predict_risk(test), dtype=np.float64)
             bsurv = est.predict_survival(test, grid) if len(grid) else None
-            bscores, bnotes = score_fold(train, test, brisk, bsurv, grid)
+            bscores, bnotes = score_fold(reference, test, brisk, bsurv, grid)
             failed = False
         except Exception as err:  # recorded per fold, never silent, never fatal
             brisk = np.full(len(test), np.nan)
@@ -521,6 +529,7 @@ class FoldJob:
     test_idx: np.ndarray
     n_folds: int
     n_repeats: int
+    reference_idx: np.ndarray | None = None  # the whole training part under a data fraction
 
 
 @dataclass
@@ -542,7 +551,7 @@ def run_fold(cohort: Cohort, config: RunConfig, baselines: list[str], job: FoldJ
     import torch
 
     return FoldOutcome(*_run_fold(cohort, job.train_idx, job.test_idx, config, baselines,
-                                  job.repeat, job.fold, job.seed, progress),
+                                  job.repeat, job.fold, job.seed, progress, job.reference_idx),
                        torch_threads=torch.get_num_threads())  # fmt: skip
 
 
@@ -776,10 +785,11 @@ def cross_validate(
                 fold_end(r, f, done[(r, f)].metrics)
                 continue
             fold_seed = seed + 1000 * r + f
-            train_idx = subsample_train(np.flatnonzero(fold_of != f), cohort.event,
-                                        config.cv.train_fraction, fold_seed)  # fmt: skip
+            whole = np.flatnonzero(fold_of != f)
+            train_idx = subsample_train(whole, cohort.event, config.cv.train_fraction, fold_seed)
             jobs.append(FoldJob(r, f, fold_seed, train_idx, np.flatnonzero(fold_of == f),
-                                folds, repeats))  # fmt: skip
+                                folds, repeats,
+                                None if len(train_idx) == len(whole) else whole))  # fmt: skip
     warn_other_threads(done)
 
     def on_done(job: FoldJob, out: FoldOutcome) -> None:
