@@ -11,7 +11,7 @@ import torch
 
 from modalsurv.config import FinetuneConfig
 from modalsurv.features import encoders as enc
-from modalsurv.nn.encoder_adapter import AffineMap, TileAdapter
+from modalsurv.nn.encoder_adapter import AffineMap, TileAdapter, VolumeAdapter
 
 pytest.importorskip("timm")
 
@@ -55,6 +55,45 @@ def test_evaluation_reads_a_bag_in_encode_batch_chunks() -> None:
         np.testing.assert_allclose(out[b, :k].numpy(), tile.encode(feed.bags[b][:k]),
                                    rtol=1e-4, atol=1e-5)  # the frozen encoder's features  # fmt: skip
     assert not out[~mask].any()  # padding untouched
+
+
+class _Volumes:
+    """Random (S, z, y, x) volumes per row; remembers how many patients each read took."""
+
+    def __init__(self, n_rows: int, s: int = 2, shape: tuple[int, ...] = (8, 16, 16)) -> None:
+        rng = np.random.default_rng(0)
+        self.vols = rng.normal(size=(n_rows, s, *shape)).astype(np.float32)
+        self.asked: list[int] = []
+
+    def volumes(self, rows: Sequence[int]) -> np.ndarray:
+        self.asked.append(len(rows))
+        return self.vols[np.asarray(rows, dtype=np.int64)]
+
+
+@pytest.mark.parametrize("combine", ["concat", "mean"])
+def test_evaluation_reads_volumes_in_encode_batch_chunks(combine: str) -> None:
+    """Was: evaluation read every present patient's volumes of the batch at once (up to a
+    prediction batch of 256, ~384 MB at the default size) before encoding them in
+    ``encode_batch`` chunks; now it reads ``encode_batch`` patients at a time, with the
+    very same features as encoding them all at once."""
+    vol = enc.get_volume_encoder("medicalnet_resnet10")
+    s = 2
+    d = vol.dim * (s if combine == "concat" else 1)
+    rng = np.random.default_rng(1)
+    affine = AffineMap(rng.normal(size=d), rng.uniform(0.5, 2, size=d))
+    cfg = FinetuneConfig(encoder="mri", mode="last_stage", encode_batch=2)
+    adapter = VolumeAdapter(vol, affine, cfg, combine).eval()
+    feed = _Volumes(n_rows=7, s=s)
+    adapter.feed = feed
+    present = torch.tensor([True, True, False, True, True, True, False])
+    rows = torch.tensor([6, 5, 4, 3, 2, 1, 0])
+    feats = torch.full((7, d), 7.0)
+    with torch.no_grad():
+        out = adapter(feats, present, rows)
+        whole = adapter.encode(feed.vols[[6, 5, 3, 2, 1]], torch.device("cpu"))  # all at once
+    assert feed.asked == [2, 2, 1]  # encode_batch patients a read, never more
+    assert torch.equal(out[present], whole)
+    assert torch.equal(out[~present], feats[~present])  # absent rows untouched
 
 
 @pytest.mark.parametrize("pca", [None, 3])

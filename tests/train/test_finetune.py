@@ -416,11 +416,9 @@ def test_training_finds_an_image_cache_written_with_cache_dir(tmp_path) -> None:
     assert ft.data_cache_folder(DataConfig()) is None  # no store
 
 
-def test_a_cache_older_than_the_re_extracted_features_is_refused(folder, tmp_path) -> None:
-    """Was: a slide replaced and re-extracted (--reextract-changed) without the cache left
-    the old slide's tiles cached under the patient's id; with as many tiles as the new bag,
-    fine-tuning re-encoded the old slide's tiles in place of the new one's, silently. The
-    sidecar's source fingerprint is now compared with the store's."""
+def _stale_copy(folder: dict[str, Path], tmp_path: Path) -> tuple[Path, Path]:
+    """(cohort folder, store): copies whose patient 1000 has another slide, re-extracted
+    (--reextract-changed) without the image cache, which keeps the old slide's tiles."""
     import shutil
 
     root, store = tmp_path / "c", tmp_path / "store"
@@ -432,6 +430,15 @@ def test_a_cache_older_than_the_re_extracted_features_is_refused(folder, tmp_pat
                         images / "1000" / f"1000_0{suffix}.tif")  # fmt: skip
     rep = run_extract("chimera-task1", root, store, **EXTRACT, reextract_changed=True)
     assert "1000" in rep.done
+    return root, store
+
+
+def test_a_cache_older_than_the_re_extracted_features_is_refused(folder, tmp_path) -> None:
+    """Was: a slide replaced and re-extracted (--reextract-changed) without the cache left
+    the old slide's tiles cached under the patient's id; with as many tiles as the new bag,
+    fine-tuning re-encoded the old slide's tiles in place of the new one's, silently. The
+    sidecar's source fingerprint is now compared with the store's."""
+    root, store = _stale_copy(folder, tmp_path)
     cache = ImageCache(store / "image_cache")
     new_feats = FeatureStore(store).read("wsi", "1000")[0]
     assert cache.n_tiles("1000") == len(new_feats)  # the tile count gives no hint
@@ -470,3 +477,72 @@ def test_a_cache_of_other_tile_settings_is_refused(folder, cohort, tmp_path) -> 
     with pytest.raises(FeatureError, match="other settings.*tile_size"):
         ft.Finetune.plan(cfg, pp, data)
     assert ft.Finetune.plan(config(folder), pp, data) is not None  # its own cache: accepted
+
+
+def test_the_cli_refuses_a_stale_cache_before_the_run_folder_is_written(folder, tmp_path
+                                                                         ) -> None:  # fmt: skip
+    """Was: the cache's fingerprints were first compared inside the first fold's fit, after
+    ``modalsurv train`` had made the run folder and written config.yaml into it: a stale
+    cache left an error and a half-made run folder. Now refused before anything is written."""
+    from typer.testing import CliRunner
+
+    from modalsurv.cli import app
+
+    root, store = _stale_copy(folder, tmp_path)
+    cfg = config(folder, **{"data.path": str(root), "data.features": str(store),
+                            "train.epochs": 1, "cv.folds": 2})  # fmt: skip
+    path = tmp_path / "ft.yaml"
+    path.write_text(dump_config(cfg))
+    out = tmp_path / "runs" / "ft"
+    res = CliRunner().invoke(app, ["train", str(path), "--out", str(out)])
+    said = " ".join(res.output.split())
+    assert res.exit_code != 0 and "other source files" in said and "1000" in said, res.output
+    assert not out.exists() and not (tmp_path / "runs").exists()
+
+
+def test_a_cache_of_other_settings_is_refused_before_the_run_folder_is_written(
+        folder, tmp_path) -> None:  # fmt: skip
+    """Was: ``train_run`` checked only that the cache existed; its tile settings were
+    compared in the first fold's fit, after config.yaml was written into the run folder."""
+    import shutil
+
+    from modalsurv.runs import train_run
+
+    other = tmp_path / "cache"
+    shutil.copytree(folder["store"] / "image_cache", other)
+    rec = json.loads((other / "cache.json").read_text())
+    rec["modalities"]["wsi"]["settings"]["tile_size"] = 48
+    (other / "cache.json").write_text(json.dumps(rec))
+    cfg = config(folder, **{"finetune.cache": str(other), "cv.folds": 2})
+    cohort = load_data(cfg.data).cohort
+    out = tmp_path / "run"
+    with pytest.raises(FeatureError, match="other settings.*tile_size"):
+        train_run(cfg, out, cohort=cohort)
+    assert not out.exists()
+    with pytest.raises(FeatureError, match="other settings.*tile_size"):
+        ft.check_images(cfg, cohort)
+    ft.check_images(config(folder), cohort)  # its own cache: accepted
+
+
+def test_mri_evaluation_reads_the_cache_in_encode_batch_chunks(folder, cohort, monkeypatch
+                                                                ) -> None:  # fmt: skip
+    """Was: evaluating the MRI adapter read every present patient's volumes of the batch at
+    once (a prediction batch of 256: ~384 MB); now ``encode_batch`` patients a read, with
+    the very features of encoding the batch at once."""
+    cfg = config(folder, "mri", "last_stage", **{"finetune.encode_batch": 2})
+    data = cohort.select(["clinical", "mri"])
+    pp = Preprocessor(cfg.preprocess).fit(data)
+    plan = ft.Finetune.plan(cfg, pp, data)
+    adapter = plan.adapter(0).eval()
+    processed = pp.transform(data)
+    rows = plan.rows(processed)
+    x = torch.from_numpy(processed.features["mri"])
+    present = torch.from_numpy(processed.present["mri"])
+    reads: list[int] = []
+    real = ft.Feed.volumes
+    monkeypatch.setattr(ft.Feed, "volumes", lambda self, r: reads.append(len(r)) or real(self, r))
+    with torch.no_grad():
+        out = adapter(x, present, rows)
+        whole = adapter.encode(real(plan.feed, rows[present].tolist()), torch.device("cpu"))
+    assert len(reads) > 1 and max(reads) <= 2 and sum(reads) == int(present.sum())
+    assert torch.equal(out[present], whole.to(out.dtype))

@@ -17,7 +17,8 @@ trainable parameters form their own optimiser group (``finetune.lr``).
   LoRA adapters on ``lora_targets``), ``all``.
 - :class:`VolumeAdapter` (``mri`` vectors): every present patient's cached (S, z, y, x)
   volumes go through the 3-D ResNet, per sequence, then are concatenated or averaged as at
-  extraction. Modes: ``last_stage`` (``layer4``), ``all``.
+  extraction; in evaluation they are read ``encode_batch`` patients at a time. Modes:
+  ``last_stage`` (``layer4``), ``all``.
 
 The encoder always stays in eval mode (BatchNorm statistics and dropout as pretrained;
 trained parameters still get gradients), so an adapter whose weights have not moved
@@ -373,6 +374,11 @@ class VolumeAdapter(_EncoderAdapter):
 
     def encode(self, volumes: np.ndarray, device: torch.device) -> Tensor:
         """(B, S, z, y, x) → (B, D') float32."""
+        return self._combined(self._sequences(volumes, device))
+
+    def _sequences(self, volumes: np.ndarray, device: torch.device) -> Tensor:
+        """(B, S, z, y, x) → (B, S, D): every sequence through the encoder, in evaluation
+        ``encode_batch`` sequences a call."""
         b, s = volumes.shape[:2]
         x = torch.from_numpy(np.ascontiguousarray(volumes, dtype=np.float32)).to(device)
         x = x.reshape(b * s, 1, *volumes.shape[2:])
@@ -381,8 +387,11 @@ class VolumeAdapter(_EncoderAdapter):
         for i in range(0, len(x), step):
             with self._autocast(device):
                 outs.append(self.model(x[i : i + step]).float())
-        f = torch.cat(outs).reshape(b, s, -1)
-        f = f.reshape(b, -1) if self.combine == "concat" else f.mean(dim=1)
+        return torch.cat(outs).reshape(b, s, -1)
+
+    def _combined(self, f: Tensor) -> Tensor:
+        """(B, S, D) → (B, D'): the sequences combined as at extraction, then the map."""
+        f = f.reshape(len(f), -1) if self.combine == "concat" else f.mean(dim=1)
         return self.affine(f)
 
     def forward(self, feats: Tensor, present: Tensor, rows: Tensor | None) -> Tensor:
@@ -391,8 +400,16 @@ class VolumeAdapter(_EncoderAdapter):
         have = np.flatnonzero(present.detach().cpu().numpy().astype(bool))
         if not len(have):
             return feats
-        vols = self.feed.volumes([int(rows_np[b]) for b in have])
-        new = self.encode(vols, feats.device)
+        picked = [int(rows_np[b]) for b in have]
+        if self.training:
+            new = self.encode(self.feed.volumes(picked), feats.device)
+        else:  # read encode_batch patients at a time: a whole prediction batch of volumes
+            # at once was hundreds of MB. Each read is a whole number of the encoder's
+            # encode_batch-sequence calls, the same calls as encoding the batch at once
+            step = self.encode_batch
+            parts = [self._sequences(self.feed.volumes(picked[s : s + step]), feats.device)
+                     for s in range(0, len(picked), step)]  # fmt: skip
+            new = self._combined(torch.cat(parts))
         index = torch.from_numpy(have).to(feats.device)
         return feats.index_put((index,), new.to(feats.dtype))
 

@@ -115,7 +115,9 @@ def current_source(config: RunConfig) -> Any:
 def checked_cache(config: RunConfig) -> tuple[Any, dict[str, Any]]:
     """(the image cache a fine-tuning config reads, its entry for ``finetune.encoder``);
     a ConfigError saying how to write it when there is none or it lacks that encoder's
-    images. Why separate: a run checks this before it writes anything to its folder."""
+    images, a FeatureError when it was made with another encoder or other tile / MRI
+    settings than the store's features. Why separate: a run checks this before it writes
+    anything to its folder."""
     ft = config.finetune
     m = ft.encoder
     source = current_source(config)
@@ -129,7 +131,82 @@ def checked_cache(config: RunConfig) -> tuple[Any, dict[str, Any]]:
     if got is None:
         raise ConfigError(f"the image cache {source.root} holds no {m} images; extract with"
                           f" {'--tile-cache' if m == 'wsi' else '--volume-cache'}")  # fmt: skip
+    _check_record(m, source, got, read_extraction_record(feature_store(config, source)) or {})
     return source, got
+
+
+def feature_store(config: RunConfig, source: Any) -> Path:
+    """The store whose features the cohort holds (a cache written with --cache-dir lies
+    elsewhere); a bound or configured cache without one: the folder around it."""
+    return store_folder(config.data) or source.root.parent
+
+
+def _check_record(m: str, source: Any, got: dict[str, Any], record: dict[str, Any]) -> None:
+    """The cache's encoder checksum and tile / MRI settings against the store's extraction
+    ``record``: same encoder, other tiles (size, resolution, tissue threshold) or MRI
+    preprocessing means the cached images are not what the features were made from."""
+    key = "tile_encoder" if m == "wsi" else "volume_encoder"
+    stored, checksum = (record.get(key) or {}).get("checksum"), got["encoder"].get("checksum")
+    if stored is not None and stored != checksum:
+        raise FeatureError(f"the image cache was written with encoder checksum {checksum};"
+                           f" the store beside it says {stored}", path=source.root,
+                           field=m)  # fmt: skip
+    made, cached = record.get("tiles" if m == "wsi" else "mri"), got.get("settings")
+    if isinstance(made, dict) and isinstance(cached, dict):
+        # a key one side lacks is unset there (encoder_kwargs is kept only when set)
+        differ = sorted(k for k in made.keys() | cached.keys() if made.get(k) != cached.get(k))
+        if differ:
+            raise FeatureError(f"the image cache's {m} images were made with other"
+                               f" settings than the store's features ({', '.join(differ)}:"
+                               f" {[cached.get(k) for k in differ]}, the store"
+                               f" {[made.get(k) for k in differ]})", path=source.root,
+                               field=m)  # fmt: skip
+
+
+def _check_width(m: str, entry: dict[str, Any], settings: dict[str, Any], have: int,
+                 source: Any) -> None:  # fmt: skip
+    """The cached encoder's feature width against the cohort's (``have``)."""
+    dim = cached_dim(m, entry, settings)
+    if dim != have:
+        raise FeatureError(f"the image cache's {m} encoder {entry.get('name')} gives {dim}-d"
+                           f" features; the cohort's are {have}-d: the cache does not belong"
+                           " to these features", path=source.root, field=m)  # fmt: skip
+
+
+def cached_dim(modality: str, entry: dict[str, Any], settings: dict[str, Any]) -> int:
+    """The width of the features the cached encoder makes (MRI ``concat``: per sequence)."""
+    d = int(entry["dim"])
+    if modality == "mri" and settings.get("combine", "concat") == "concat":
+        return d * len(settings.get("sequences") or (1,))
+    return d
+
+
+def stored_fingerprints(store: Path | None, modality: str) -> dict[str, str | None]:
+    """The store's source fingerprints of ``modality`` ({} without a store)."""
+    if store is None:
+        return {}
+    from modalsurv.io.store import FeatureStore
+
+    return FeatureStore(store).fingerprints(modality)
+
+
+def check_images(config: RunConfig, cohort: Cohort) -> None:
+    """Every check a fine-tuning fit makes of the image cache, for the whole ``cohort``
+    at once: the cache and its encoder (:func:`checked_cache`), the feature width, and
+    every patient's images present and made from its features' source files. Why: the
+    fit checks its own patients only once the run folder is written; a run calls this
+    first, so a stale cache leaves no half-made folder. Nothing when the run does not
+    fine-tune (or does not use the modality: the run refuses that itself)."""
+    ft = config.finetune
+    m = ft.encoder
+    used = config.model.modalities or cohort.modalities
+    if not ft.active or m not in used or m not in cohort.features:
+        return
+    source, got = checked_cache(config)
+    _check_width(m, got["encoder"], got.get("settings") or {},
+                 int(cohort.features[m].shape[-1]), source)  # fmt: skip
+    stored = stored_fingerprints(feature_store(config, source), m)
+    Feed(m, int(config.data.params.get("seed", 0))).register(cohort, source, stored)
 
 
 # ---------------------------------------------------------------------------- feed
@@ -266,48 +343,16 @@ class Finetune:
         if preprocessor.kinds[m] != want:
             raise ConfigError(f"finetune.encoder {m!r}: the cohort's {m} is a"
                               f" {preprocessor.kinds[m]}, not a {want}")  # fmt: skip
-        source, got = checked_cache(config)
+        source, got = checked_cache(config)  # its encoder and settings: the store's
         out = cls(config, got["encoder"], got["settings"], preprocessor)
-        have = preprocessor.in_dims[m]
-        if out.raw_dim != have:
-            raise FeatureError(f"the image cache's {m} encoder {out.entry.get('name')} gives"
-                               f" {out.raw_dim}-d features; the cohort's are {have}-d: the"
-                               " cache does not belong to these features", path=source.root,
-                               field=m)  # fmt: skip
-        # the store whose features the cohort holds (a cache written with --cache-dir lies
-        # elsewhere); a bound or configured cache without one: the folder around it
-        store = store_folder(config.data) or source.root.parent
-        record = read_extraction_record(store) or {}
-        key = "tile_encoder" if m == "wsi" else "volume_encoder"
-        stored = (record.get(key) or {}).get("checksum")
-        if stored is not None and stored != out.entry.get("checksum"):
-            raise FeatureError(f"the image cache was written with encoder checksum"
-                               f" {out.entry.get('checksum')}; the store beside it says {stored}",
-                               path=source.root, field=m)  # fmt: skip
-        # same encoder, other tiles (size, resolution, tissue threshold) or MRI
-        # preprocessing: the cached images are not what the features were made from
-        made, cached = record.get("tiles" if m == "wsi" else "mri"), got.get("settings")
-        if isinstance(made, dict) and isinstance(cached, dict):
-            # a key one side lacks is unset there (encoder_kwargs is kept only when set)
-            differ = sorted(k for k in made.keys() | cached.keys()
-                            if made.get(k) != cached.get(k))  # fmt: skip
-            if differ:
-                raise FeatureError(f"the image cache's {m} images were made with other"
-                                   f" settings than the store's features ({', '.join(differ)}:"
-                                   f" {[cached.get(k) for k in differ]}, the store"
-                                   f" {[made.get(k) for k in differ]})", path=source.root,
-                                   field=m)  # fmt: skip
+        _check_width(m, out.entry, out.settings, preprocessor.in_dims[m], source)
         # every training patient has its images, made from its features' source files
-        out.feed.register(train, source, out._stored(store))
+        out.feed.register(train, source, out._stored(feature_store(config, source)))
         return out
 
     def _stored(self, store: Path | None) -> dict[str, str | None]:
         """The store's source fingerprints of the modality ({} without a store)."""
-        if store is None:
-            return {}
-        from modalsurv.io.store import FeatureStore
-
-        return FeatureStore(store).fingerprints(self.modality)
+        return stored_fingerprints(store, self.modality)
 
     @classmethod
     def restore(cls, record: dict[str, Any] | None, config: RunConfig, preprocessor: Any
@@ -325,10 +370,7 @@ class Finetune:
 
     @property
     def raw_dim(self) -> int:
-        d = int(self.entry["dim"])
-        if self.modality == "mri" and self.settings.get("combine", "concat") == "concat":
-            return d * len(self.settings.get("sequences") or (1,))
-        return d
+        return cached_dim(self.modality, self.entry, self.settings)
 
     # -------------------------------------------------------------- encoders
     def _weights(self) -> Path | None:
