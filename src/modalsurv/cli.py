@@ -925,15 +925,12 @@ def challenge(
             raise ConfigError(f"--output {output} is a file; give the folder the answer JSON"
                               " goes to")  # fmt: skip
         dev = str(resolve_device(device, what="--device"))  # an unknown or absent device: usage
-        if not ((model / "config.yaml").is_file()
-                and (model / "models" / "repeat_0" / "bundle.json").is_file()):
-            # a mistyped --model is an option error (exit 2), as for evaluate / export-model
-            raise ConfigError(f"--model {model} is not a finished modalsurv run folder (needs"
-                              f" config.yaml and models/repeat_0/bundle.json); {_MODEL_HINT}")
         try:
             predictor = ChallengeModel.load(model, t, weights)
         except DataError as err:  # the model folder or its weights are at fault, not the
             _fail(err, _MODEL_HINT)  # case or folder (the hints said: fix the input / scan)
+        except ConfigError as err:  # no run folder (or its config): an option error, exit 2
+            raise ConfigError(f"--model: {err}; {_MODEL_HINT}") from None
         if batch is not None:
             with _progress() as p:
                 res = score_folder(t, predictor, batch, out, weights, dev, direction,  # type: ignore[arg-type]

@@ -32,7 +32,7 @@ import pandas as pd
 from modalsurv.challenge.sockets import CaseInputs
 from modalsurv.cohort import Cohort
 from modalsurv.config import RunConfig, load_config
-from modalsurv.errors import DataError, Problem, WeightsError
+from modalsurv.errors import ConfigError, DataError, Problem, WeightsError
 from modalsurv.features import encoders as enc
 from modalsurv.features import wsi
 from modalsurv.features.encoders import find_weights
@@ -128,8 +128,9 @@ class ChallengeModel:
         run = Path(run)
         bundle = run / "models" / "repeat_0"
         if not (bundle / "bundle.json").is_file() or not (run / "config.yaml").is_file():
-            raise ModelMismatchError("not a finished modalsurv run folder (needs config.yaml and"
-                                     " models/repeat_0/bundle.json)", path=run, field="model")  # fmt: skip
+            # a mistyped folder: a ConfigError (exit 2), as evaluate / export-model give
+            raise ConfigError(f"{run} is not a finished modalsurv run folder (needs config.yaml"
+                              " and models/repeat_0/bundle.json)")  # fmt: skip
         config = load_config(run / "config.yaml")
         data = config.data
         if data.source == "chimera" and (data.name or "task1") != task:
