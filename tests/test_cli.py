@@ -137,6 +137,63 @@ def test_scan_reports_problems(tmp_path):
                         r" \d+ patient\(s\)", last), last  # fmt: skip
 
 
+def _chimera_with_leak_everywhere(tmp_path):
+    """A task-1 folder whose every record holds BCR_PSA, as every real CHIMERA record does."""
+    from modalsurv.data.synthetic import make_cohort, write_chimera
+
+    cohort, _ = make_cohort(n=6, seed=0, **{k: v for k, v in TINY.items() if k != "n"},
+                            missing={"wsi": 0.0, "rna": 0.0, "mri": 0.0})  # fmt: skip
+    root = write_chimera(cohort, tmp_path / "c", task=1, images=False)
+    for pid in cohort.ids:
+        rec = root / "clinical_data" / f"{pid}.json"
+        rec.write_text(json.dumps({**json.loads(rec.read_text()), "BCR_PSA": 0.3}))
+    return root, len(cohort)
+
+
+def test_scan_strict_passes_a_declared_leak_column_with_one_note(tmp_path):
+    """It was a warning per patient ("6 problem(s): 0 error(s), 6 warning(s)"), so --strict
+    refused every real CHIMERA folder; an undeclared column still fails --strict."""
+    root, n = _chimera_with_leak_everywhere(tmp_path)
+    res = runner.invoke(app, ["scan", str(root), "--layout", "chimera-task1", "--strict"])
+    assert res.exit_code == 0, res.output
+    note = (f"declared label-leak column, present in {n} of {n} record(s), never used as a"
+            " feature")  # fmt: skip
+    assert res.output.count(note) == 1 and "[note]" in res.output and "BCR_PSA" in res.output
+    assert res.output.strip().splitlines()[-1] == "no problems found"
+    res = runner.invoke(app, ["scan", str(root), "--layout", "chimera-task1", "--json"])
+    assert res.exit_code == 0, res.output
+    listed = json.loads(res.output)
+    assert [(p["severity"], p["field"]) for p in listed] == [("note", "BCR_PSA")]
+    assert note == listed[0]["reason"]
+    rec = root / "clinical_data" / sorted(p.name for p in (root / "clinical_data").iterdir())[0]
+    rec.write_text(json.dumps({**json.loads(rec.read_text()), "surgeon": "A"}))
+    res = runner.invoke(app, ["scan", str(root), "--layout", "chimera-task1", "--strict"])
+    assert res.exit_code == 1 and "column not in the schema" in res.output
+    res = runner.invoke(app, ["scan", str(root), "--layout", "chimera-task1", "--json",
+                              "--strict"])  # fmt: skip
+    listed = json.loads(res.output)
+    assert res.exit_code == 1
+    assert [p["severity"] for p in listed] == ["warning", "note"]
+
+
+def test_strict_loading_passes_a_declared_leak_column_with_one_note(tmp_path, capsys):
+    """train/evaluate/predict --strict read data through _load_data: the same note, no
+    refusal."""
+    from modalsurv.cli import _load_data
+
+    root, n = _chimera_with_leak_everywhere(tmp_path)
+    loaded = _load_data(f"chimera-task1:{root}", None, strict=True)
+    assert len(loaded.cohort) == n and loaded.problems == []
+    out = capsys.readouterr().out
+    assert out.count(f"declared label-leak column, present in {n} of {n} record(s)") == 1
+    assert "BCR_PSA" in out
+    from modalsurv.data.summary import data_summary
+
+    assert [p.field for p in loaded.notes] == ["BCR_PSA"]  # kept: a run's data.json says it
+    summary = data_summary(loaded)
+    assert [p["field"] for p in summary["notes"]] == ["BCR_PSA"] and summary["n_warnings"] == 0
+
+
 def test_experiment_grid_runs_and_resumes(tmp_path):
     base = yaml.safe_load(_config(tmp_path).read_text())
     base["baselines"] = []

@@ -319,13 +319,16 @@ def _data_config(spec: Any, features: Path | None) -> Any:
 
 def _load_data(spec: Any, features: Path | None, strict: bool, seed: int = 0,
                labels: bool = True) -> Any:  # fmt: skip
-    """Load a cohort (spec string or DataConfig), print what was read and every problem
-    (one screen), and with ``strict`` refuse any problem. ``labels=False``: a CHIMERA
-    case without a label is kept (prediction)."""
+    """Load a cohort (spec string or DataConfig), print what was read, every problem (one
+    screen) and the notes (a declared label-leak column), and with ``strict`` refuse any
+    problem (notes are none). ``labels=False``: a CHIMERA case without a label is kept
+    (prediction)."""
     from modalsurv.data.sources import load_data
 
     loaded = load_data(_data_config(spec, features), seed=seed, labels=labels)
     _print_data_summary(loaded)
+    for note in loaded.notes:  # e.g. a declared label-leak column: no problem, said once
+        console.print(f"  [cyan]{escape(str(note))}[/]", soft_wrap=True)
     if strict:
         loaded.check_strict()
     return loaded
@@ -706,27 +709,33 @@ def scan(
     features: Path | None = typer.Option(None, help="feature store to check against the folder"
                                          " (patients missing on either side)"),
     as_json: bool = typer.Option(False, "--json", help="print the problems as a JSON list of"
-                                 " {severity, reason, path, patient, field}"),
+                                 " {severity, reason, path, patient, field}; severity 'note'"
+                                 " entries (a declared label-leak column) are no problem"),
     unlabelled: bool = typer.Option(False, "--unlabelled", help="a CHIMERA folder to predict on,"
                                     " read as `predict` reads it: cases need no follow-up or"
                                     " event"),
 ) -> None:
-    """List every problem in a cohort (missing files, bad labels, leaks) in one report."""
+    """List every problem in a cohort (missing files, bad labels, unknown columns) in one
+    report; a label-leak column the schema declares is one note, not a problem."""
+    from modalsurv.errors import Problem
     from modalsurv.io.scan import scan as scan_cohort
 
     if features is not None and layout == "manifest":  # it would be silently ignored
         raise ConfigError("--features joins a feature store with a CHIMERA folder"
                           " (--layout chimera-task1 | chimera-task3); a manifest names its"
                           " feature files itself")  # fmt: skip
+    notes: list[Problem] = []
     try:
         problems = scan_cohort(root, layout=layout, strict=strict and not as_json,
-                               features=features, labels=not unlabelled)  # fmt: skip
+                               features=features, labels=not unlabelled, notes=notes)  # fmt: skip
     except DataError as err:
         _fail(err)
     failed = any(p.severity == "error" for p in problems) or (strict and bool(problems))
-    if as_json:  # machine-readable: plain JSON on stdout, nothing else
-        typer.echo(json.dumps([dataclasses.asdict(p) for p in problems], indent=1))
+    if as_json:  # machine-readable: plain JSON on stdout, nothing else; notes last
+        typer.echo(json.dumps([dataclasses.asdict(p) for p in [*problems, *notes]], indent=1))
         raise typer.Exit(code=1 if failed else 0)
+    for n in notes:  # once per scan, before the problems and their count
+        console.print(f"[cyan]{escape(str(n))}[/]", soft_wrap=True)
     if not problems:
         console.print("[green]no problems found[/]")
         return

@@ -68,9 +68,13 @@ class UnreachableError(ConnectionError):
 
 @dataclass(frozen=True)
 class Problem:
-    """One finding of a cohort scan: nothing is skipped silently, everything is listed."""
+    """One finding of a cohort scan: nothing is skipped silently, everything is listed.
 
-    severity: str  # "error" | "warning"
+    Severity ``note`` is information, not a problem (a column the schema itself declares a
+    label leak, e.g. ``BCR_PSA``): notes are kept apart from the problem lists, so no
+    count or ``--strict`` sees them."""
+
+    severity: str  # "error" | "warning" | "note"
     reason: str
     path: str | None = None
     patient: str | None = None

@@ -53,7 +53,10 @@ def test_write_read_round_trip(tmp_path, task):
     out = read_chimera(tmp_path, task=task)
     _same(cohort, out.cohort)
     assert out.errors == []
-    assert {p.reason for p in out.problems} <= {"label leak column ignored"}
+    assert out.problems == []  # the declared leak column (BCR_PSA) is a note, not a problem
+    if task == 1:
+        assert [(n.severity, n.field) for n in out.notes] == [("note", "BCR_PSA")]
+        assert f"present in {int(cohort.event.sum())} of {len(cohort)} record(s)" in out.notes[0].reason
     row = out.paths.iloc[int(np.flatnonzero(cohort.present["wsi"])[0])]
     assert row["slides"] and len(row["masks"]) == len(row["slides"])
     slide = tiffslide.TiffSlide(row["slides"][0])

@@ -8,10 +8,12 @@ from modalsurv.errors import ConfigError, DataError, LabelError, SchemaError
 from modalsurv.io.clinical import (
     TASK1,
     clinical_to_matrix,
+    leak_notes,
     load_schema,
     read_generic,
     read_task1,
     read_task3,
+    task3_schema,
 )
 
 REC = {
@@ -93,15 +95,26 @@ def test_corrupt_json_and_missing_label(tmp_path):
         read_task1(tmp_path)
 
 
-def test_leak_column_warned_never_a_feature(tmp_path):
+def test_leak_column_noted_never_a_feature(tmp_path):
+    """A leak column the schema declares is in every real record: no problem per patient
+    (that made --strict refuse all real data), one note with the count."""
     _write(tmp_path, "1001", {**REC, "BCR_PSA": 0.4})
+    _write(tmp_path, "1002", {**REC, "BCR_PSA": 0.9, "not_declared": 1})
+    _write(tmp_path, "1003", REC)
     problems = []
     df = read_task1(tmp_path, problems)
-    assert [(p.severity, p.reason, p.field) for p in problems] == [
-        ("warning", "label leak column ignored", "BCR_PSA")
-    ]
+    assert [(p.severity, p.reason, p.patient, p.field) for p in problems] == [
+        ("warning", "column not in the schema; ignored", "1002", "not_declared")
+    ]  # an undeclared column is still a warning
     assert "BCR_PSA" not in df.columns
     assert not any("BCR" in n for n in clinical_to_matrix(df, TASK1)[1])
+    records = {pid: json.loads((tmp_path / "clinical_data" / f"{pid}.json").read_text())
+               for pid in ("1001", "1002", "1003")}  # fmt: skip
+    notes = leak_notes(records, TASK1, tmp_path)
+    assert [(n.severity, n.field, n.path) for n in notes] == [("note", "BCR_PSA", str(tmp_path))]
+    assert notes[0].reason == ("declared label-leak column, present in 2 of 3 record(s),"
+                               " never used as a feature")  # fmt: skip
+    assert leak_notes({"1003": REC}, TASK1) == []  # absent: nothing to say
 
 
 def test_task3_labels_configurable_and_minus_one_missing(tmp_path):
@@ -131,7 +144,9 @@ def test_task3_labels_configurable_and_minus_one_missing(tmp_path):
     df = read_task3(tmp_path, problems)
     assert df.loc["3A_001", "time"] == 30.0 and not df.loc["3A_001", "event"]
     assert np.isnan(df.loc["3A_001", "LVI"]) and np.isnan(df.loc["3A_001", "no_instillations"])
-    assert {p.field for p in problems} == {"HG_recur", "Time_to_HG_recur_or_FUend"}
+    assert problems == []  # the other endpoint's columns: declared leaks, so no problem
+    notes = leak_notes({"3A_001": rec}, task3_schema("progression"))
+    assert {n.field for n in notes} == {"HG_recur", "Time_to_HG_recur_or_FUend"}
     hg = read_task3(tmp_path, [], event="HG_recur")
     assert hg.loc["3A_001", "time"] == 12.0 and hg.loc["3A_001", "event"]
 

@@ -44,9 +44,7 @@ def test_scan_lists_every_problem(root):
     assert "duplicate case id" in by[(ids[2], "id")].reason
     assert "shape" in by[(ids[3], "wsi")].reason and by[(ids[3], "wsi")].path == str(pt)
     assert "clinical file missing" in by[("7777", "clinical")].reason
-    assert any(
-        p.reason == "label leak column ignored" and p.severity == "warning" for p in problems
-    )
+    assert not any(p.field == "BCR_PSA" for p in problems)  # a declared leak: a note only
     sev = [p.severity for p in problems]
     assert sev == sorted(sev)  # errors first
     with pytest.raises(DataError) as exc:
@@ -55,11 +53,28 @@ def test_scan_lists_every_problem(root):
 
 
 def test_strict_turns_warnings_into_errors(root):
-    path, _ = root
+    path, ids = root
+    rec = path / "clinical_data" / f"{ids[0]}.json"
+    rec.write_text(json.dumps({**json.loads(rec.read_text()), "surgeon": "A"}))
     problems = scan(path, "chimera-task1")
-    assert problems and all(p.severity == "warning" for p in problems)  # BCR_PSA leaks
-    with pytest.raises(DataError, match="label leak"):
+    assert [(p.severity, p.field) for p in problems] == [("warning", "surgeon")]
+    with pytest.raises(DataError, match="column not in the schema"):
         scan(path, "chimera-task1", strict=True)
+
+
+def test_a_declared_leak_column_is_one_note_not_a_problem(root):
+    """Every real CHIMERA record holds BCR_PSA: a warning per patient made --strict refuse
+    all real data. It is one note with the count; strict and the problems ignore it."""
+    path, ids = root
+    for pid in ids:
+        rec = path / "clinical_data" / f"{pid}.json"
+        rec.write_text(json.dumps({**json.loads(rec.read_text()), "BCR_PSA": 0.3}))
+    notes = []
+    assert scan(path, "chimera-task1", strict=True, notes=notes) == []
+    assert [(n.severity, n.field, n.path) for n in notes] == [("note", "BCR_PSA", str(path))]
+    assert notes[0].reason == (f"declared label-leak column, present in {len(ids)} of"
+                               f" {len(ids)} record(s), never used as a feature")  # fmt: skip
+    assert str(notes[0]).startswith("[note] file ")
 
 
 def test_scan_missing_root_and_manifest(tmp_path):

@@ -34,6 +34,8 @@ class LoadedData:
     problems: list[Problem] = field(default_factory=list)
     extraction: dict[str, Any] | None = None
     source: str = ""
+    # said once and no problem (``--strict`` ignores them): a declared label-leak column
+    notes: list[Problem] = field(default_factory=list)
 
     def check_strict(self) -> None:
         """``--strict``: any problem, warnings included, is one DataError listing all."""
@@ -276,7 +278,8 @@ def load_data(data: DataConfig | str, seed: int = 0, labels: bool = True) -> Loa
                 raise
             lines = "\n".join(f"  {p}" for p in other)
             raise type(exc)(f"{exc.reason}\n{lines}", exc.path, exc.patient, exc.field) from exc
-        return LoadedData(read.cohort, [*read.problems, *other], read.extraction, source)
+        return LoadedData(read.cohort, [*read.problems, *other], read.extraction, source,
+                          list(read.notes))  # fmt: skip
     if data.source == "manifest":
         from modalsurv.io.manifest import manifest_to_cohort, read_manifest
 

@@ -44,6 +44,7 @@ def data_summary(loaded: LoadedData) -> dict[str, Any]:
         "n_errors": sum(p.severity == "error" for p in loaded.problems),
         "n_warnings": sum(p.severity != "error" for p in loaded.problems),
         "problems": [asdict(p) for p in loaded.problems],
+        "notes": [asdict(p) for p in loaded.notes],
     }
 
 

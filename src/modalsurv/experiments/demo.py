@@ -190,7 +190,8 @@ def _write_folders(root: Path, quick: bool, seed: int, notes: list[str]) -> dict
     notes.append(f"files: {n_train} training + {n_held} held-out patients as CHIMERA task-1"
                  f" files in {root}; scan: {len(problems)} problem(s),"
                  f" {sum(p.severity == 'error' for p in problems)} error(s) (the label-leaking"
-                 " BCR_PSA column, written as in the real data, is reported and never used)")  # fmt: skip
+                 " BCR_PSA column, written as in the real data, is one note, not a problem, and"
+                 " never used)")  # fmt: skip
     out["risk"] = {"train": (train, train_risk), "held": (held, held_risk)}
     return out
 

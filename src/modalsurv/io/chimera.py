@@ -150,6 +150,7 @@ class ChimeraCohort:
     problems: list[Problem] = field(default_factory=list)
     clinical: pd.DataFrame | None = None  # typed clinical table (io.clinical)
     extraction: dict | None = None  # the feature store's extraction record, when one was used
+    notes: list[Problem] = field(default_factory=list)  # "note"s, e.g. a declared leak column
 
     @property
     def errors(self) -> list[Problem]:
@@ -592,7 +593,8 @@ def read_chimera(
     JSON or a duplicated id are dropped and listed in ``.problems``, as are files that
     cannot be used, store patients without a clinical record and patients whose slides or
     MRI were not extracted. ``strict=True`` raises one DataError listing every problem
-    (warnings included). ``event`` selects task 3's endpoint (``progression`` or
+    (warnings included); a column the schema declares a label leak is no problem, said
+    once in ``.notes``. ``event`` selects task 3's endpoint (``progression`` or
     ``HG_recur``). ``labels=False`` reads a folder to predict on: a case without
     follow-up and event is kept, with a placeholder label (time 1, no event) and
     ``meta['labelled']`` False.
@@ -665,7 +667,8 @@ def read_chimera_into(
     cohort = Cohort(keep, time, event, features=feats,
                     present=present, meta=meta, bag_mask=masks, feature_names=fnames)  # fmt: skip
     record = read_extraction_record(features) if features is not None else None
-    return ChimeraCohort(cohort, paths, problems, table, record)
+    return ChimeraCohort(cohort, paths, problems, table, record,
+                         clin.leak_notes(records, schema, root))  # fmt: skip
 
 
 def raise_problems(problems: Sequence[Problem], root: str | Path | None = None) -> None:

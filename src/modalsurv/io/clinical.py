@@ -382,7 +382,8 @@ def coerce_records(
     missing label raises LabelError (or is collected, and that patient is dropped);
     ``require_labels=False`` (prediction) keeps such a patient with time NaN, and an
     unreadable label is a warning.
-    Unknown categories, leak columns and columns outside the schema are warnings.
+    Unknown categories and columns outside the schema are warnings; the schema's own leak
+    columns are expected, so they are skipped without one (:func:`leak_notes` says so once).
     """
     ctx = _Ctx(problems, collect_errors, {k: str(v) for k, v in (paths or {}).items()})
     missing = {_key(t) for t in schema.missing}
@@ -425,9 +426,7 @@ def coerce_records(
                 if c.name in rec:
                     absent.setdefault(c.name, []).append(pid)
         for name in rec:
-            if name in schema.leak:
-                ctx.warn("label leak column ignored", pid, name)
-            elif name not in known:
+            if name not in known and name not in schema.leak:
                 ctx.warn("column not in the schema; ignored", pid, name)
         if has_labels:
             t_raw, e_raw = rec.get(schema.time), rec.get(schema.event)
@@ -471,6 +470,23 @@ def coerce_records(
                  f" {', '.join(pids[:3])}): treated as missing, imputed on each training part",
                  None, name)  # fmt: skip
     return _frame(rows, schema, has_labels)
+
+
+def leak_notes(records: Mapping[str, Mapping[str, Any]], schema: Schema,
+               path: str | Path | None = None) -> list[Problem]:  # fmt: skip
+    """One ``note`` per leak column of ``schema`` that some record holds, with how many.
+
+    Why: the label-leak columns a schema declares are in every real record (CHIMERA's
+    ``BCR_PSA``), so a warning per patient made ``--strict`` refuse all real data; the
+    user is still told, once, that the column is there and never used."""
+    out = []
+    for name in schema.leak:
+        n = sum(name in rec for rec in records.values())
+        if n:
+            out.append(Problem("note", f"declared label-leak column, present in {n} of"
+                               f" {len(records)} record(s), never used as a feature",
+                               None if path is None else str(path), None, name))  # fmt: skip
+    return out
 
 
 def _frame(rows: dict[str, dict[str, Any]], schema: Schema, labels: bool) -> pd.DataFrame:

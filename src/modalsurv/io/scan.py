@@ -3,9 +3,10 @@
 A scan reads everything a run would read (clinical JSON, labels, every ``.pt`` tile
 feature file, RNA profiles, the manifest's paths) and reports, each with path, patient
 and field: missing files, corrupt JSON, wrong-shape features, duplicate case ids,
-patients without labels, label-leak columns, unknown categories. Nothing is skipped
-silently. ``strict=True`` turns warnings into errors: any problem raises one DataError
-that lists them all.
+patients without labels, unknown categories. Nothing is skipped silently. ``strict=True``
+turns warnings into errors: any problem raises one DataError that lists them all. A
+column the schema itself declares a label leak (``BCR_PSA``) is expected, not a problem:
+it is one ``note`` (how many records hold it), which no count or ``strict`` sees.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ def scan(
     event: str | None = None,
     features: str | Path | None = None,
     labels: bool = True,
+    notes: list[Problem] | None = None,
 ) -> list[Problem]:
     """All problems of the cohort at ``root`` (a CHIMERA folder or a manifest CSV); with
     ``features``, also those of joining that feature store to the CHIMERA folder.
     ``labels=False``: a CHIMERA folder to predict on, read as ``predict`` reads it (a case
-    without follow-up and event is no problem).
+    without follow-up and event is no problem). ``notes``, when given, receives the
+    informational notes (severity ``note``: a declared label-leak column), never problems.
 
     Returns errors first, then warnings. ``strict=True`` raises a DataError listing every
     problem when there is any (warnings included)."""
@@ -40,6 +43,8 @@ def scan(
             # own problems are still listed, from a read without it
             out, problems, _ = _read(root, task, event, None, labels)
             problems.append(stopped)
+        if notes is not None and out is not None:
+            notes.extend(out.notes)
         problems.extend(other_layout_problems(root, task))
         if out is None and not any(p.severity == "error" for p in problems):
             problems.append(Problem("error", chimera.no_patient_found(root, chimera.LAYOUTS[task]),
@@ -59,7 +64,8 @@ def scan(
 
 
 def _read(root: str | Path, task: int, event: str | None, features: str | Path | None,
-          labels: bool = True) -> tuple[object, list[Problem], Problem | None]:  # fmt: skip
+          labels: bool = True) -> tuple[chimera.ChimeraCohort | None, list[Problem],
+                                        Problem | None]:  # fmt: skip
     """(the cohort or None, the problems, the problem that stopped the read or None)."""
     problems: list[Problem] = []
     try:
