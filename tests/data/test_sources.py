@@ -100,3 +100,25 @@ def test_a_data_config_file_with_an_upper_case_suffix_is_read(tmp_path):
     path = tmp_path / "cohort.YML"
     path.write_text("data:\n  source: synthetic\n  params: {n: 12}\n")
     assert parse_data_spec(str(path)).params == {"n": 12}
+
+
+def test_a_chimera_read_without_a_store_notes_the_images_it_leaves_out(tmp_path):
+    """``--data chimera-task1:ROOT`` without ``--features`` trained on clinical + RNA (+ the
+    organisers' tile features) and only the coverage table showed that the folder's MRI
+    was never read; now one note per image kind says so (no problem: --strict passes)."""
+    from modalsurv.data.synthetic import make_cohort, write_chimera
+
+    cohort = make_cohort(6, 1, max_tiles=4, tile_dim=8, slide_dim=4, mri_dim=4, n_genes=10,
+                         missing={"wsi": 0.0, "rna": 0.0, "mri": 0.0})[0]  # fmt: skip
+    root = write_chimera(cohort, tmp_path / "t1", slide_px=256, mri_shape=(4, 16, 16),
+                         max_slides=1)  # fmt: skip
+    loaded = load_data(f"chimera-task1:{root}")
+    notes = {p.field: p.reason for p in loaded.notes if p.field != "BCR_PSA"}
+    assert list(notes) == ["mri"]  # the .pt tile features gave wsi: the slides are used
+    assert notes["mri"].startswith("6 patient(s) have MRI in the folder, not used")
+    assert "--features" in notes["mri"] and "modalsurv extract" in notes["mri"]
+    loaded.check_strict()
+    for f in (root / "pathology/features").rglob("*.pt"):
+        f.unlink()
+    notes = {p.field for p in load_data(f"chimera-task1:{root}").notes}
+    assert {"mri", "wsi"} <= notes

@@ -263,7 +263,7 @@ def load_data(data: DataConfig | str, seed: int = 0, labels: bool = True) -> Loa
         return LoadedData(load(data.name, **params), source=source)
     assert data.path is not None  # field_problem
     if data.source == "chimera":
-        from modalsurv.io.chimera import read_chimera
+        from modalsurv.io.chimera import read_chimera, unextracted_notes
 
         task = (data.name or "task1").replace("task", "")
         from modalsurv.io.scan import other_layout_problems
@@ -278,8 +278,11 @@ def load_data(data: DataConfig | str, seed: int = 0, labels: bool = True) -> Loa
                 raise
             lines = "\n".join(f"  {p}" for p in other)
             raise type(exc)(f"{exc.reason}\n{lines}", exc.path, exc.patient, exc.field) from exc
+        notes = list(read.notes)
+        if data.features is None:  # the folder's MRI (and slides) are not read: said once
+            notes += unextracted_notes(read, data.path)
         return LoadedData(read.cohort, [*read.problems, *other], read.extraction, source,
-                          list(read.notes))  # fmt: skip
+                          notes)  # fmt: skip
     if data.source == "manifest":
         from modalsurv.io.manifest import manifest_to_cohort, read_manifest
 

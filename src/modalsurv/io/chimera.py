@@ -439,6 +439,24 @@ def _has_source(paths: pd.DataFrame, modality: str) -> np.ndarray:
                      for v in paths[col]], dtype=bool)  # fmt: skip
 
 
+def unextracted_notes(read: ChimeraCohort, root: str | Path) -> list[Problem]:
+    """A ``note`` per image kind the folder holds that a read without a feature store
+    leaves out (MRI; slides unless the organisers' tile features gave ``wsi``).
+
+    Why: ``--data chimera-task1:ROOT`` without ``--features`` trains on clinical + RNA
+    (+ the ``.pt`` tile features) and the coverage table alone did not show that the
+    folder's MRI was never looked at."""
+    out = []
+    kinds = [("mri", "MRI")] + ([] if "wsi" in read.cohort.modalities else [("wsi", "slides")])
+    for modality, what in kinds:
+        n = int(_has_source(read.paths, modality).sum())
+        if n:
+            out.append(Problem("note", f"{n} patient(s) have {what} in the folder, not used:"
+                               " no feature store was given (--features); `modalsurv extract`"
+                               " makes their features", str(root), None, modality))  # fmt: skip
+    return out
+
+
 # the source-file group each stored modality is computed from (as extract fingerprints it)
 _GROUP = {"wsi": "slides", "slide": "slides", "mri": "mri"}
 
