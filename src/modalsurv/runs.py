@@ -185,6 +185,13 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Score the run's fold ensemble on another cohort (Harrell C, Uno C, IBS, 95% CIs).
 
+    Uno's C and the IBS weight by this cohort's own Kaplan–Meier censoring estimate (as
+    Uno et al. and Graf et al. do, and as the report's Brier and AUC(t) do): an external
+    cohort is followed up otherwise than the training one, and the training censoring
+    estimate there misweighs every patient (IBS of the true curves about doubled for
+    twice the follow-up, understated for a shorter one). The time grid and Uno's tau stay
+    inside the training follow-up, where the model's curves end.
+
     Writes ``evaluation_<name>.json`` (the scores) and ``evaluation_<name>_predictions.csv``
     (each patient's risk with the spread over the ensemble's members), adds the CV →
     external drop to ``metrics.json``'s diagnostics and rebuilds ``report.html``."""
@@ -201,7 +208,7 @@ def evaluate_run(
                         na_values=[""])  # fmt: skip
     train = train[train["repeat"] == 0]
     seen = sorted(set(cohort.ids) & set(train["patient"]))
-    tr_time, tr_event = train["time"].to_numpy(float), train["event"].to_numpy(bool)
+    tr_time = train["time"].to_numpy(float)
     from modalsurv.report.run_report import build_run_report
     from modalsurv.train.members import prediction_table
 
@@ -222,6 +229,7 @@ def evaluate_run(
         "harrell_c_ci95": [lo, hi],
         "modality_coverage": coverage,
         "absent_modalities": [m for m, v in coverage.items() if v == 0.0],
+        "censoring_reference": "cohort",  # Uno C and IBS: this cohort's censoring estimate
     }
     if seen:  # the fold ensemble was fitted on them: their C is not an external one
         out["training_patients"] = len(seen)
@@ -236,14 +244,16 @@ def evaluate_run(
         warnings.warn(f"evaluate {name}: {note}", DataWarning, stacklevel=2)
     tau = float(min(tr_time.max(), np.quantile(cohort.time, 0.9)))
     try:
-        out["uno_c"] = M.uno_concordance(tr_time, tr_event, cohort.time, cohort.event, risk, tau=tau)
+        out["uno_c"] = M.uno_concordance(cohort.time, cohort.event, cohort.time, cohort.event,
+                                         risk, tau=tau)  # fmt: skip
     except ValueError as err:
         out["uno_c"] = float("nan")
         out["uno_c_error"] = str(err)
     grid = ibs_grid(tr_time, cohort.time)  # the grid cross-validation scores on
     try:
         surv = ens.predict_survival(cohort, grid)
-        out["ibs"] = M.integrated_brier_score(tr_time, tr_event, cohort.time, cohort.event, surv, grid)
+        out["ibs"] = M.integrated_brier_score(cohort.time, cohort.event, cohort.time,
+                                              cohort.event, surv, grid)  # fmt: skip
     except ValueError as err:
         out["ibs"] = float("nan")
         out["ibs_error"] = str(err)

@@ -102,3 +102,12 @@ def test_risk_score_kinds():
     assert risk_score(early, cuts, 3.0, "rmst")[0] > risk_score(late, cuts, 3.0, "rmst")[0]
     with pytest.raises(ValueError, match="risk score"):
         risk_score(pmf, cuts, 3.0, "median")
+
+
+def test_survival_never_exceeds_one_when_the_mass_rounds_above_it():
+    """A softmax's mass sums to 1 only up to rounding: S(0) must still not exceed 1."""
+    pmf = C.pmf_from_logits(np.random.default_rng(0).normal(size=(2000, 8)) * 2)
+    assert (pmf.sum(1) > 1).any()  # the case this guards against occurs here
+    s = C.survival_from_pmf(pmf)
+    assert s.max() <= 1.0 and np.all(np.diff(s, axis=1) <= 0)
+    assert C.survival_at(pmf, np.arange(9.0), [0.0, 0.5, 3.0]).max() <= 1.0

@@ -90,3 +90,23 @@ def test_rmst_risk_is_the_mixture_restricted_mean(cohort, make_config):
     # one member, twice: the ensemble is that member
     solo = FoldEnsemble([members[0], members[0]])
     np.testing.assert_allclose(solo.predict_risk(cohort), members[0].predict_risk(cohort))
+
+
+@pytest.mark.parametrize("score", ["survival", "rmst"])
+def test_expected_time_is_the_area_under_the_ensemble_curve(cohort, make_config, score):
+    """Folds with different last cuts (one held out the longest follow-up): the expected
+    time is the mixture's RMST at one horizon, not a mean of differently restricted means."""
+    short = np.flatnonzero(cohort.time < np.quantile(cohort.time, 0.6))
+    cfg = make_config(train__risk_score=score)
+    members = [ModalSurv(cfg).fit(cohort), ModalSurv(cfg).fit(cohort.subset(short))]
+    ens = FoldEnsemble(members)
+    assert members[1].cuts[-1] < 0.8 * members[0].cuts[-1]
+    tau = float(ens.cuts[-1])
+    grid = np.linspace(0.0, tau, 8001)
+    area = np.trapezoid(ens.predict_survival(cohort, grid), grid, axis=1)
+    np.testing.assert_allclose(ens.predict_expected_time(cohort), area, rtol=1e-5)
+    if score == "rmst":
+        np.testing.assert_allclose(ens.predict_expected_time(cohort), -ens.predict_risk(cohort))
+    solo = FoldEnsemble([members[0]])  # one member: its own expected time
+    np.testing.assert_allclose(solo.predict_expected_time(cohort),
+                               members[0].predict_expected_time(cohort))

@@ -136,3 +136,19 @@ def test_an_ensemble_like_object_is_enough(cohort):
     table = prediction_table(ens, cohort)
     assert (table["risk_sd"] == 0.5).all()
     np.testing.assert_allclose(table["risk_p95"], 0.95)
+
+
+def test_times_alike_to_six_digits_get_their_own_columns(cohort):
+    """``--times 1234.567,1234.568``: two columns, not the second written over the first."""
+    times = [2.0, 1234.567, 1234.568]
+    ens = SimpleNamespace(
+        predict_member_risk=lambda c: np.zeros((2, len(c))),
+        predict_risk=lambda c: np.zeros(len(c)),
+        predict_expected_time=lambda c: np.full(len(c), 3.0),
+        predict_survival=lambda c, t: np.tile([0.9, 0.5, 0.4], (len(c), 1)),
+        predict_member_survival=lambda c, t: np.tile([0.9, 0.5, 0.4], (2, len(c), 1)))
+    table = prediction_table(ens, cohort, times)
+    assert [c for c in table.columns if c.startswith("survival_at_") and "_p" not in c[12:]] == [
+        "survival_at_2", "survival_at_1234.567", "survival_at_1234.568"]
+    assert (table["survival_at_1234.567"] == 0.5).all()
+    assert (table["survival_at_1234.568_p95"] == 0.4).all()

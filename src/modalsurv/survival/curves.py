@@ -72,12 +72,14 @@ def survival_from_pmf(pmf: Any) -> Any:
     """S at cuts[0..K]: ``S[:, 0] = 1``, ``S[:, k] = 1 - sum(pmf[:, :k])`` (N x (K+1)).
 
     Computed as a reverse cumulative sum of the mass still to come, so it is exactly
-    non-increasing, never negative and ``S[:, K]`` is the mass beyond the last cut.
+    non-increasing, never negative and ``S[:, K]`` is the mass beyond the last cut. The
+    numpy result is capped at 1: a softmax's mass sums to 1 only up to rounding, and a
+    survival probability of 1.0000000000000004 at t = 0 reached the written predictions.
     """
     if isinstance(pmf, torch.Tensor):
         return pmf.flip(1).cumsum(1).flip(1)
     p = _as_pmf(pmf)
-    return np.cumsum(p[:, ::-1], axis=1)[:, ::-1]
+    return np.minimum(np.cumsum(p[:, ::-1], axis=1)[:, ::-1], 1.0)
 
 
 def _as_pmf(pmf: Any) -> np.ndarray:

@@ -11,9 +11,12 @@ element-wise mean of the members' cuts, derived from the averaged survival curve
   reference times, or (``train.risk_score="rmst"``) minus the mixture's restricted mean
   survival time up to the mean last cut (the mean of the members' RMSTs at that time,
   exact for a mixture); for Cox the mean log-risk.
-* expected time: the mean of the members' expected times, each restricted at its own last
-  cut (the mixture's expected time when the members share that cut; otherwise the mean
-  of differently restricted means).
+* expected time: the mixture's restricted mean survival time up to the mean last cut
+  (:attr:`FoldEnsemble.cuts`), i.e. the mean of the members' RMSTs at that one horizon:
+  the area under :meth:`FoldEnsemble.predict_survival`, and minus the ``rmst`` risk. (The
+  mean of the members' expected times, each restricted at its own last cut, is the
+  expected time of no curve when the folds' last cuts differ, as they do when one fold
+  held out the longest follow-up.)
 * per-member predictions (:meth:`FoldEnsemble.predict_member_risk` / ``_survival``): every
   network of every fold (folds × ``train.n_init`` seeds), on the scale of the ensemble's
   own risk (``family.member_risks``); their spread is a per-patient uncertainty
@@ -38,7 +41,7 @@ import pandas as pd
 
 from modalsurv.cohort import Cohort
 from modalsurv.errors import FeatureError
-from modalsurv.survival.curves import pmf_from_survival
+from modalsurv.survival.curves import pmf_from_survival, rmst
 from modalsurv.survival.family import SurvivalFamily
 from modalsurv.train.estimator import ModalSurv, library_versions, rebuild, write_state
 from modalsurv.utils import atomic_write_text
@@ -93,7 +96,10 @@ class FoldEnsemble:
                                          self.config.train.risk_score)  # fmt: skip
 
     def predict_expected_time(self, cohort: Cohort) -> np.ndarray:
-        return np.mean([m.predict_expected_time(cohort) for m in self.members], axis=0)
+        """The mixture's RMST up to the mean last cut (module docstring): one horizon for
+        every member, so it is the area under :meth:`predict_survival`."""
+        tau = float(self.cuts[-1])
+        return np.mean([rmst(m.predict_pmf(cohort), m.cuts, tau) for m in self.members], axis=0)
 
     @property
     def n_members(self) -> int:

@@ -56,6 +56,14 @@ def spread_columns(prefix: str, values: Any, level: float = LEVEL) -> dict[str, 
     return {f"{prefix}_sd": v.std(axis=0), lo_name: lo, hi_name: hi}
 
 
+def time_label(t: float) -> str:
+    """``t`` in a column name: ``f"{t:g}"`` where that reads back as ``t``, else the
+    shortest exact form (``1234.567`` and ``1234.568`` are both ``1234.57`` under ``g``:
+    one time's column silently overwrote the other's)."""
+    short = f"{t:g}"
+    return short if float(short) == t else repr(float(t))
+
+
 def prediction_table(ensemble: Any, cohort: Cohort, times: Any = None, level: float = LEVEL
                      ) -> pd.DataFrame:  # fmt: skip
     """One row per patient: the ensemble's ``risk`` with the members' spread
@@ -72,7 +80,7 @@ def prediction_table(ensemble: Any, cohort: Cohort, times: Any = None, level: fl
         surv = ensemble.predict_survival(cohort, grid)
         member_surv = ensemble.predict_member_survival(cohort, grid)
         for j, t in enumerate(grid):
-            name = f"survival_at_{t:g}"
+            name = f"survival_at_{time_label(t)}"
             df[name] = surv[:, j]
             lo, hi = member_interval(member_surv[:, :, j], level)
             lo_name, hi_name = interval_names(name, level)
