@@ -415,3 +415,20 @@ def test_an_empty_tissue_mask_is_named_not_the_slide(tmp_path: Path) -> None:
     rep = run_extract("manifest", man, tmp_path / "st", **FAST, rna=False)
     said = [p for p in rep.problems if "marks no tissue" in p.reason]
     assert said and said[0].path == str(tmp_path / "s_tissue.tif") and said[0].patient == "p1"
+
+
+def test_a_slide_beyond_the_mask_list_is_extracted_not_dropped(chimera: Path,
+                                                               tmp_path: Path) -> None:  # fmt: skip
+    """PatientFiles with two slides and one mask: the slides were zipped with the masks, so
+    the second slide was silently left out of the patient's bag."""
+    from modalsurv.features.extract import discover_patients
+
+    pf = discover_patients("chimera-task1", chimera)[0]
+    assert len(pf.slides) == 1 and pf.masks[0] is not None
+    second = tmp_path / f"{pf.slides[0].stem}_b.tif"
+    shutil.copy(pf.slides[0], second)
+    pf.slides.append(second)  # no mask for it: Otsu
+    rep = run_extract("chimera-task1", chimera, tmp_path / "s", **FAST, patients=[pf], rna=False)
+    assert rep.ok and rep.done == [pf.patient]
+    x, _ = FeatureStore(tmp_path / "s").read("wsi", pf.patient)
+    assert len(x) == rep.n_tiles > 6  # both slides (at most 6 tiles each)

@@ -196,11 +196,30 @@ def test_tile_limit_and_sampling(slide_path: Path) -> None:
     np.testing.assert_array_equal(uni.coords, uni2.coords)
     np.testing.assert_array_equal(r1.coords, r1b.coords)
     assert not np.array_equal(r1.coords, r2.coords)
-    # every sampled tile is a grid tile; uniform spans the grid (first and last rows)
+    # every sampled tile is a grid tile; uniform spans the grid (most of its rows and
+    # columns: 10 tiles spread in 2-D, each standing for a patch of about 5 × 5 tiles)
     grid = {tuple(c) for c in full.coords}
     assert all(tuple(c) in grid for c in np.vstack([uni.coords, r1.coords]))
-    assert uni.coords[:, 1].min() - full.coords[:, 1].min() < 64
-    assert full.coords[:, 1].max() - uni.coords[:, 1].max() < 64
+    assert np.all(np.ptp(uni.coords, axis=0) >= 0.6 * np.ptp(full.coords, axis=0))
+
+
+def test_uniform_sampling_covers_the_tissue_not_one_column(tmp_path: Path) -> None:
+    """Every (n/k)-th tile of the row-major grid fell on one column whenever a row held a
+    multiple of n/k tiles: 20 of a 20 × 20 tissue grid were a single vertical stripe."""
+    p = write_pyramid(tmp_path / "full.tif", np.full((640, 640, 3), 200, np.uint8), mpp=0.5,
+                      levels=1)  # fmt: skip
+    tm = wsi.TissueMask(np.ones((64, 64), bool), 10.0, 10.0, "file")
+    with wsi.Slide(p) as s:
+        plan = wsi.plan_tiles(s, tm, mpp=0.5, tile_size=32, max_tiles=20)
+        again = wsi.plan_tiles(s, tm, mpp=0.5, tile_size=32, max_tiles=20)
+    assert plan.n_candidates == 400 and len(plan.coords) == 20
+    np.testing.assert_array_equal(plan.coords, again.coords)  # a rerun: the same tiles
+    x, y = plan.coords[:, 0], plan.coords[:, 1]
+    assert len(np.unique(x)) >= 8 and len(np.unique(y)) >= 8
+    quadrants = np.bincount((x >= 320).astype(int) * 2 + (y >= 320).astype(int), minlength=4)
+    assert quadrants.min() >= 3, quadrants  # 5 each when perfectly even
+    # still row-major (the store's bag order) and on the grid
+    assert np.all(np.diff(y * 640 + x) > 0) and np.all(plan.coords % 32 == 0)
 
 
 def test_sample_indices_uniform_is_spread_and_sorted() -> None:
@@ -263,3 +282,35 @@ def test_a_mask_of_another_shape_than_its_slide_is_refused(slide_path: Path, tmp
         tifffile.imwrite(tmp_path / "padded.tif", np.ones((128, 134), np.uint8))
         assert wsi.tissue_mask(s, tmp_path / "padded.tif").source == "file"
 
+
+
+def test_an_infinite_or_nanometre_mpp_override_is_refused(slide_path: Path) -> None:
+    """An infinite override (or one in nm, 250 for 0.25) was taken: tiles of one pixel."""
+    for bad in (float("inf"), 250.0):
+        with pytest.raises(DataError, match="mpp_override must be") as exc:
+            wsi.Slide(slide_path, mpp_override=bad)
+        assert exc.value.path == str(slide_path) and exc.value.field == "mpp_override"
+
+
+def test_greyscale_slides_with_alpha_or_min_is_white_read_as_brightfield(tmp_path: Path) -> None:
+    """A grey + alpha slide failed with skimage's raw ValueError; a MinIsWhite one read
+    inverted (glass black), so Otsu took the glass for tissue."""
+    grey = slide_image().mean(axis=2).astype(np.uint8)
+    res = {"tile": (256, 256), "resolution": (4e4, 4e4), "resolutionunit": "CENTIMETER"}
+    tifffile.imwrite(tmp_path / "grey.tif", grey, photometric="minisblack", **res)
+    alpha = np.stack([grey, np.full_like(grey, 255)], axis=2)
+    alpha[:64, :64, 1] = 0  # transparent corner: white
+    tifffile.imwrite(tmp_path / "la.tif", alpha, photometric="minisblack",
+                     extrasamples=["unassalpha"], **res)  # fmt: skip
+    tifffile.imwrite(tmp_path / "white0.tif", 255 - grey, photometric="miniswhite", **res)
+    with wsi.Slide(tmp_path / "grey.tif") as s:
+        want, want_mask = s.read_region(0, 0, 0, (1024, 1024)), wsi.tissue_mask(s).mask
+    assert want.shape == (1024, 1024, 3) and want[0, 0, 0] == 245
+    for name in ("la.tif", "white0.tif"):
+        with wsi.Slide(tmp_path / name) as s:
+            got = s.read_region(0, 0, 0, (1024, 1024))
+            if name == "la.tif":
+                assert np.all(got[:64, :64] == 255)
+                got[:64, :64] = want[:64, :64]
+            np.testing.assert_array_equal(got, want)
+            np.testing.assert_array_equal(wsi.tissue_mask(s).mask, want_mask)

@@ -720,6 +720,13 @@ def _check_finite(got: dict[str, tuple[np.ndarray, np.ndarray | None]], patient:
                             " source image?)", path=path, patient=patient, field=m)  # fmt: skip
 
 
+def _slides_and_masks(pf: PatientFiles) -> list[tuple[Path, Path | None]]:
+    """Each slide with its mask: a mask list shorter than the slides (``PatientFiles`` built
+    by a caller) means no mask for the rest; zipped as is, those slides were dropped."""
+    masks = list(pf.masks)[: len(pf.slides)]
+    return list(zip(pf.slides, masks + [None] * (len(pf.slides) - len(masks)), strict=True))
+
+
 def _encode_slides(pf: PatientFiles, tile: enc.TileEncoder, slide_enc: Any,
                    settings: SlideSettings, report: ExtractReport, emit: Progress,
                    keep_tiles: list[np.ndarray] | None = None,
@@ -730,7 +737,7 @@ def _encode_slides(pf: PatientFiles, tile: enc.TileEncoder, slide_enc: Any,
     bags, crds, slide_vecs = [], [], []
     skipped: list[str] = []  # why each slide without tiles gave none
     current: Path | None = None
-    for sp, mp in zip(pf.slides, pf.masks or [None] * len(pf.slides)):
+    for sp, mp in _slides_and_masks(pf):
         current = sp
         ts = time.perf_counter()
         try:
@@ -808,7 +815,7 @@ def _cache_only(pf: PatientFiles, group: str, cache: ImageCache, store: FeatureS
         return
     kept: list[np.ndarray] = []
     coords = []
-    for sp, mp in zip(pf.slides, pf.masks or [None] * len(pf.slides)):
+    for sp, mp in _slides_and_masks(pf):
         _, c, _ = encode_slide(sp, mp, None, settings, keep_tiles=kept)
         coords.append(c)
     c = np.concatenate(coords) if coords else np.zeros((0, 2), np.int64)

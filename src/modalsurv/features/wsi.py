@@ -65,6 +65,18 @@ def _open_handle(path: Path, backend: str) -> Any:
     return tiffslide.TiffSlide(str(path))
 
 
+def _min_is_white(handle: Any) -> bool:
+    """Whether a tiffslide slide is a MinIsWhite greyscale TIFF, which tiffslide decodes
+    as stored: glass would read black and be taken for tissue."""
+    try:
+        photometric = handle.ts_tifffile.series[0].keyframe.photometric
+    except (AttributeError, IndexError):
+        return False
+    import tifffile
+
+    return bool(photometric == tifffile.PHOTOMETRIC.MINISWHITE)
+
+
 class Slide:
     """A pyramidal slide: level geometry, level-0 µm/px, and region reads as uint8 RGB.
 
@@ -100,6 +112,7 @@ class Slide:
         try:
             self.mpp = self._resolve_mpp(props, mpp_override)
             self._check_pixels(handle)
+            self._invert = _min_is_white(handle) if self.backend == "tiffslide" else False
         except BaseException:
             self.close()
             raise
@@ -123,8 +136,10 @@ class Slide:
     def _resolve_mpp(self, props: dict[str, Any], override: float | None) -> float:
         own = self._metadata_mpp(props)
         if override is not None:
-            if not override > 0:
-                raise DataError(f"mpp_override must be > 0; found {override}", path=self.path,
+            if not (math.isfinite(override) and 0 < override <= MAX_SLIDE_MPP):
+                # infinite (or coarser than any scanner, e.g. nm given for µm): 1-px tiles
+                raise DataError(f"mpp_override must be a resolution in µm per pixel, > 0 and"
+                                f" <= {MAX_SLIDE_MPP:g}; found {override}", path=self.path,
                                 field="mpp_override")  # fmt: skip
             if own is not None and own[0] <= MAX_SLIDE_MPP and not math.isclose(
                     own[0], override, rel_tol=0.05):  # fmt: skip
@@ -186,11 +201,15 @@ class Slide:
         """(h, w, 3) uint8 RGB; ``x, y`` in level-0 pixels, ``size`` = (w, h) at ``level``."""
         region = self._handle().read_region((int(x), int(y)), int(level), size)
         arr = np.asarray(region)
-        if arr.ndim == 3 and arr.shape[2] == 4:  # RGBA (OpenSlide): white where transparent
-            alpha = arr[..., 3:4].astype(np.float32) / 255.0
-            arr = (arr[..., :3] * alpha + 255.0 * (1 - alpha)).astype(np.uint8)
-        elif arr.ndim == 2:
-            arr = np.repeat(arr[..., None], 3, axis=2)
+        if arr.ndim == 2:
+            arr = arr[..., None]
+        if self._invert:  # a MinIsWhite greyscale TIFF: 0 is white (the decoder keeps it)
+            arr = np.concatenate([255 - arr[..., :1], arr[..., 1:]], axis=2)
+        if arr.shape[2] in (2, 4):  # grey or RGB + alpha (OpenSlide: RGBA): white where clear
+            alpha = arr[..., -1:].astype(np.float32) / 255.0
+            arr = (arr[..., :-1] * alpha + 255.0 * (1 - alpha)).astype(np.uint8)
+        if arr.shape[2] == 1:
+            arr = np.repeat(arr, 3, axis=2)
         return np.ascontiguousarray(arr[..., :3], dtype=np.uint8)
 
     def thumbnail(self, max_px: int = 1024) -> np.ndarray:
@@ -404,6 +423,23 @@ def tissue_fractions(tm: TissueMask, xs: np.ndarray, ys: np.ndarray, side: int) 
     return total / ((x1 - x0) * (y1 - y0))
 
 
+def _hilbert_order(gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
+    """Indices ordering grid cells (column ``gx``, row ``gy``) along a Hilbert curve, whose
+    consecutive cells are neighbours: any run of it is a compact patch."""
+    x, y = gx.astype(np.int64), gy.astype(np.int64)
+    side = 1 << int(max(int(x.max()), int(y.max()), 1)).bit_length()
+    d = np.zeros(len(x), np.int64)
+    s = side // 2
+    while s > 0:
+        rx, ry = (x & s) > 0, (y & s) > 0
+        d += s * s * ((3 * rx) ^ ry)
+        flip = rx & ~ry  # rotate the quadrant so the sub-curve joins its neighbours
+        x, y = np.where(flip, side - 1 - x, x), np.where(flip, side - 1 - y, y)
+        x, y = np.where(ry, x, y), np.where(ry, y, x)
+        s //= 2
+    return np.argsort(d, kind="stable")
+
+
 def plan_tiles(
     slide: Slide,
     mask: TissueMask,
@@ -415,7 +451,8 @@ def plan_tiles(
     seed: int = 0,
 ) -> TilePlan:
     """A non-overlapping grid at ``mpp`` µm/px with ``tile_size``-px tiles; tiles with at
-    least ``min_tissue`` tissue kept, then at most ``max_tiles`` of them sampled."""
+    least ``min_tissue`` tissue kept, then at most ``max_tiles`` of them sampled ("uniform":
+    evenly along a Hilbert curve through the kept tiles, so they cover the tissue in 2-D)."""
     if tile_size < 16:
         raise DataError(f"tile_size must be >= 16 px; found {tile_size}", field="tile_size")
     if not 0.0 <= min_tissue <= 1.0:
@@ -431,7 +468,12 @@ def plan_tiles(
     xs, ys = xs[keep], ys[keep]
     n = len(xs)
     if max_tiles is not None and n:
+        # every (n/k)-th tile of the row-major order fell on one column whenever a row held
+        # a multiple of n/k tiles: a stripe, not the tissue; along a Hilbert curve each
+        # stride is a compact patch
+        order = _hilbert_order(xs // side0, ys // side0) if sampling == "uniform" else None
         idx = sample_indices(n, max_tiles, sampling, seed)
+        idx = idx if order is None else np.sort(order[idx])
         xs, ys = xs[idx], ys[idx]
     coords = np.stack([xs, ys], axis=1).astype(np.int64) if len(xs) else np.zeros((0, 2), np.int64)
     return TilePlan(slide.path, coords, level, read_size, tile_size, side0, float(mpp),
