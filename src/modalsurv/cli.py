@@ -422,9 +422,6 @@ def train(
         refuse_other_kind(out, RUN)  # before the cohort is read
         resolve_device(cfg.train.device)  # an unknown or absent device, before the data too
         loaded = _load_data(cfg.data, None, strict, seed=cfg.seed)
-        from modalsurv.train.finetune import check_images
-
-        check_images(cfg, loaded.cohort)  # a stale image cache: before the run folder exists
         with _progress() as p:
             result = train_run(cfg, out, resume=resume, progress=RichProgress(p),
                                cohort=loaded.cohort, data=loaded, executor=executor)  # fmt: skip

@@ -86,10 +86,10 @@ def train_run(
         raise ConfigError(f"finetune.encoder {ft.encoder!r} is not among the modalities the"
                           f" model uses ({used}): nothing would be fine-tuned; add it to"
                           " model.modalities or set finetune.mode: frozen")  # fmt: skip
-    if ft.active:  # no image cache to fine-tune on: refused before the folder is touched
-        from modalsurv.train.finetune import checked_cache
+    if ft.active:  # no image cache, or a stale one: refused before the folder is touched
+        from modalsurv.train.finetune import check_images
 
-        checked_cache(config)
+        check_images(config, cohort)
     plan = plan_cv(cohort, config)
     with exclusive_lock(out, "run folder"):
         finished = (out / "metrics.json").is_file()

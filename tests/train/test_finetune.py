@@ -498,6 +498,11 @@ def test_the_cli_refuses_a_stale_cache_before_the_run_folder_is_written(folder, 
     said = " ".join(res.output.split())
     assert res.exit_code != 0 and "other source files" in said and "1000" in said, res.output
     assert not out.exists() and not (tmp_path / "runs").exists()
+    from modalsurv.runs import train_run  # the Python API: the same, before the folder
+
+    with pytest.raises(FeatureError, match="other source files"):
+        train_run(cfg, out)
+    assert not out.exists() and not (tmp_path / "runs").exists()
 
 
 def test_a_cache_of_other_settings_is_refused_before_the_run_folder_is_written(
