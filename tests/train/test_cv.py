@@ -436,3 +436,32 @@ def test_a_data_fraction_is_scored_against_the_whole_training_part(cohort, make_
             assert row["uno_c"].iloc[0] == pytest.approx(expected, abs=1e-12)
             checked += 1
     assert checked >= 2
+
+
+def test_a_test_event_past_the_last_censored_training_time_leaves_uno_c_defined():
+    """The training part's latest patient is censored, so its censoring estimate is 0
+    there; a test event after it had weight 1/0 and the fold's Uno C was NaN. Uno's C now
+    weighs the test events before the last training time (as ``evaluate`` does), the
+    value scikit-survival gives with that tau."""
+    from sksurv.metrics import concordance_index_ipcw
+    from sksurv.util import Surv
+
+    from modalsurv.cohort import Cohort
+    from modalsurv.train.cv import score_fold
+
+    rng = np.random.default_rng(3)
+    t_tr = rng.uniform(1, 10, 40)
+    e_tr = rng.random(40) < 0.6
+    e_tr[np.argmax(t_tr)] = False  # the last training time: censored
+    t_te = np.append(rng.uniform(1, 9, 19), t_tr.max() + 1.0)
+    e_te = np.append(rng.random(19) < 0.6, True)  # an event after it
+    x = {"clinical": np.zeros((40, 1), np.float32)}
+    train = Cohort([f"a{i}" for i in range(40)], t_tr, e_tr, features=x)
+    test = Cohort([f"b{i}" for i in range(20)], t_te, e_te,
+                  features={"clinical": np.zeros((20, 1), np.float32)})  # fmt: skip
+    risk = rng.normal(size=20)
+    scores, notes = score_fold(train, test, risk, None, np.empty(0))
+    expected = concordance_index_ipcw(Surv.from_arrays(e_tr, t_tr), Surv.from_arrays(e_te, t_te),
+                                      risk, tau=t_tr.max())[0]  # fmt: skip
+    assert np.isfinite(scores["uno_c"]), notes
+    assert scores["uno_c"] == pytest.approx(expected, abs=1e-12)

@@ -235,12 +235,18 @@ def ibs_grid(train_time: np.ndarray, test_time: np.ndarray, n: int = 50) -> np.n
 def score_fold(
     train: Cohort, test: Cohort, risk: np.ndarray, surv: np.ndarray | None, grid: np.ndarray
 ) -> tuple[dict[str, float], list[str]]:
-    """Harrell C, Uno C and IBS for one fold; NaN plus a reason for what cannot be computed."""
+    """Harrell C, Uno C and IBS for one fold; NaN plus a reason for what cannot be computed.
+
+    Uno's C weighs the test events before the last training time (``tau``, as
+    ``evaluate`` does): the censoring estimate ends there, and a test event past a last
+    censored training time had weight 1/0, which made the fold's Uno C NaN."""
     out = dict.fromkeys(METRICS, float("nan"))
     notes: list[str] = []
+    tau = float(np.max(train.time)) if len(train) else None
     calls: dict[str, Callable[[], float]] = {
         "harrell_c": lambda: sm.concordance_index(test.time, test.event, risk),
-        "uno_c": lambda: sm.uno_concordance(train.time, train.event, test.time, test.event, risk),
+        "uno_c": lambda: sm.uno_concordance(train.time, train.event, test.time, test.event,
+                                            risk, tau=tau),
     }
     if surv is not None and len(grid) >= 2:
         calls["ibs"] = lambda: sm.integrated_brier_score(
