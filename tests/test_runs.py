@@ -53,3 +53,16 @@ def test_external_scores_weigh_by_the_cohorts_own_censoring(run, tmp_path):
     tau = min(train_time.max(), np.quantile(c.time, 0.9))
     assert first["uno_c"] == M.uno_concordance(c.time, c.event, c.time, c.event,
                                                table["risk"].to_numpy(float), tau=tau)
+
+
+def test_predict_takes_its_times_as_any_sequence(run, tmp_path):
+    """``times=np.array([...])`` raised "truth value of an array is ambiguous"; a list, a
+    tuple and an array now give the same table."""
+    from modalsurv.runs import predict_run
+
+    cohort, _ = make_cohort(**TINY, n=12, seed=5)
+    tables = [predict_run(run, cohort, tmp_path / f"p{i}.csv", times)
+              for i, times in enumerate(([2.0, 5.0], (2.0, 5.0), np.array([2.0, 5.0])))]  # fmt: skip
+    assert {"survival_at_2", "survival_at_5"} <= set(tables[0].columns)
+    for t in tables[1:]:
+        pd.testing.assert_frame_equal(t, tables[0])

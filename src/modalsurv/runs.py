@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -269,7 +270,7 @@ def evaluate_run(
 
 
 def predict_run(
-    run: str | Path, cohort: Cohort, out: str | Path, times: list[float] | None = None
+    run: str | Path, cohort: Cohort, out: str | Path, times: Sequence[float] | None = None
 ) -> pd.DataFrame:
     """Write per-patient risk, expected time and survival at chosen times to a CSV, each
     with the spread over the ensemble's members (folds × seeds, ``train.members``):
@@ -277,7 +278,8 @@ def predict_run(
     5th–95th percentiles over members), and ``n_members``."""
     from modalsurv.train.members import prediction_table
 
-    if times:
+    times = None if times is None else [float(t) for t in np.asarray(times).ravel()]
+    if times:  # a numpy array of times was "ambiguous" here
         followed = pd.read_csv(Path(run) / "predictions.csv", usecols=["time"])["time"]
         late = [t for t in times if t > float(followed.max())]
         if late:
