@@ -10,7 +10,8 @@ Reported per cohort: Harrell's C mean ± std over folds, the default minus the b
 (Nadeau & Bengio 2003), the default minus RSF and minus pycox for cohorts over 1,000
 patients, and the stack's mean weights. Over the real cohorts, the per-cohort differences
 (default minus best peer) are pooled by a random-effects meta-analysis
-(``train.compare.random_effects``: DerSimonian-Laird, Hartung-Knapp interval). Synthetic
+(``train.compare.random_effects``: DerSimonian-Laird, Hartung-Knapp interval with its
+scale floored at 1). Synthetic
 cohorts also get the oracle, the observable oracle and the measurement oracle
 (``data.synthetic``); ``synthetic_nonlinear`` is the ``signal="nonlinear"`` generator.
 

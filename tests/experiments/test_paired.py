@@ -247,3 +247,60 @@ def test_a_numeric_reference_matches_by_value_and_the_error_lists_the_values():
         check_comparison(rows, {"modalities": "clinical", "data_fraction": "0.7"})
     with pytest.raises(ConfigError, match=r"modalities=clinical\|clinical\+rna"):
         check_comparison(rows, {"modalities": "rna"})
+
+
+def test_a_finished_grid_trial_has_fold_fingerprints(grid_dir):
+    """A grid trial keeps no folds.csv (it lived in its checkpoints, removed at the end), so
+    split_keys found nothing in a real grid and a split shared by two seeds counted twice;
+    now the fingerprints come from predictions.csv, equal for same-seed trials."""
+    from modalsurv.experiments.paired import split_keys
+
+    out, res = grid_dir
+    ok = res[res.model == "modalsurv"]
+    for seed in (0, 1):
+        keys = [split_keys(out / "trials" / t, seed) for t in ok[ok.seed == seed]["trial"]]
+        assert keys[0] and all(k == keys[0] for k in keys)
+
+
+def _split_grid(tmp_path, assign_b):
+    """Trials a (reference) and b of seed 0 and 1, 3 folds x 2 repeats; predictions.csv (no
+    folds.csv, as a grid leaves them) from make_folds, b's seed-0 folds via ``assign_b``."""
+    from modalsurv.data.synthetic import make_cohort as synthetic
+    from modalsurv.train.cv import make_folds
+
+    cohort, _ = synthetic(n=30, seed=3, max_tiles=2, tile_dim=4, slide_dim=4, mri_dim=4,
+                          n_genes=8)  # fmt: skip
+    rng = np.random.default_rng(0)
+    trials, folds_of = {}, {s: make_folds(cohort, 3, 2, s) for s in (0, 1)}
+    for seed in (0, 1):
+        for name, mods in (("a", "clinical+rna"), ("b", "clinical")):
+            c = rng.uniform(0.5, 0.8, size=6)
+            rows = [{"repeat": i // 3, "fold": i % 3, "n_test": 10, "n_train": 20,
+                     "harrell_c": v} for i, v in enumerate(c)]  # fmt: skip
+            trials[f"{name}{seed}"] = (mods, 1.0, seed, rows)
+    _write_grid(tmp_path, trials, {"folds": 3, "repeats": 2})
+    for name, seed in [(n, s) for n in "ab" for s in (0, 1)]:
+        folds = folds_of[seed] if (name, seed) != ("b", 0) else assign_b(folds_of[0])
+        folds.assign(risk=0.0).to_csv(tmp_path / "trials" / f"{name}{seed}" / "predictions.csv",
+                                      index=False)  # fmt: skip
+    return trials
+
+
+def test_a_shared_split_counts_once_from_the_predictions(tmp_path):
+    """As test_a_split_two_seeds_share_counts_once, with predictions.csv only: 9 pairs, not
+    12 (the old code found no fingerprint and took 4 independent splits)."""
+    _split_grid(tmp_path, lambda f: f)
+    (row,) = paired_table(tmp_path).itertuples()
+    assert row.n_pairs == 9 and row.n_seeds == 2
+
+
+def test_trials_on_different_folds_are_not_paired(tmp_path):
+    """Same seed, same fold numbers, other patients in them: pairing fold f with fold f
+    would compare different test sets; it is refused, naming the settings."""
+
+    def shuffled(f):
+        return f.assign(fold=(f["fold"] + f.index.to_numpy() % 2) % 3)
+
+    _split_grid(tmp_path, shuffled)
+    with pytest.raises(ValueError, match="seed 0: clinical .* different outer folds"):
+        paired_table(tmp_path)

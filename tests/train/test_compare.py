@@ -192,3 +192,19 @@ def test_fold_overlap_ratio_follows_the_groups_of_leave_one_group_out_folds():
     assert fold_overlap_ratio(metrics, 3, 0.5) == fold_ratio(3, 0.5) == 1.0
     # groups: each fold's own n_test / n_train of the main model, averaged
     assert fold_overlap_ratio(metrics, 3, grouped=True) == (0.2 + 1.0 + 0.5) / 3
+
+
+def test_random_effects_interval_is_never_narrower_than_the_pooled_standard_error():
+    """Cohorts that agree exactly gave Hartung-Knapp's zero-width interval and p = 0 (three
+    cohorts each 0.01 +- 0.02, z = 0.5 apiece, "pooled" p = 0); nearly agreeing ones gave
+    p = 0.003. The scale factor is now floored at 1 (Knapp & Hartung 2003): by hand."""
+    from modalsurv.train.compare import random_effects
+
+    s = np.array([0.005, 0.01, 0.02])
+    out = random_effects([0.01, 0.01, 0.01], s)
+    se = 1 / np.sqrt((1 / s**2).sum())  # tau^2 = 0: the fixed-effect standard error
+    half = stats.t.ppf(0.975, 2) * se
+    assert (out.ci_low, out.ci_high) == pytest.approx((0.01 - half, 0.01 + half))
+    assert out.p_value == pytest.approx(2 * stats.t.sf(0.01 / se, 2)) and out.p_value > 0.1
+    near = random_effects([0.010, 0.011, 0.009], [0.02, 0.02, 0.02])
+    assert near.ci_low < 0 < near.ci_high and near.p_value > 0.4

@@ -113,16 +113,21 @@ def check_comparison(rows: list[dict[str, Any]], reference: dict[str, Any] | Non
 
 
 def split_keys(trial: Path, seed: int) -> dict[int, str]:
-    """Repeat → a fingerprint of that repeat's outer folds (``folds.csv``: which patient is
-    in which test fold); {} when the trial has no folds.csv.
+    """Repeat → a fingerprint of that repeat's outer folds (which patient is in which test
+    fold: ``folds.csv``, else the main model's ``predictions.csv``, which holds every
+    patient once per repeat); {} when the trial has neither.
 
     Why: repeat ``r`` of seed ``s`` draws its folds with ``random_state = s + r``, so with
     ``cv.repeats > 1`` seed 0's repeat 1 is seed 1's repeat 0: the same split, which must
-    not count twice as independent in the corrected t-test (:func:`_one_per_split`)."""
-    path = trial / "folds.csv"
-    if not path.is_file():
+    not count twice as independent in the corrected t-test (:func:`_one_per_split`). A
+    grid trial keeps no folds.csv (it lives in its checkpoints, removed when it finishes),
+    hence the predictions."""
+    cols = ["patient", "repeat", "fold"]
+    path = next((p for p in (trial / "folds.csv", trial / "predictions.csv") if p.is_file()),
+                None)  # fmt: skip
+    if path is None:
         return {}
-    folds = pd.read_csv(path, dtype={"patient": str})
+    folds = pd.read_csv(path, usecols=cols, dtype={"patient": str}, keep_default_na=False)
     out = {}
     for r, g in folds.groupby("repeat"):
         pairs = sorted(zip(g["patient"].astype(str), g["fold"].astype(int), strict=True))
@@ -138,6 +143,19 @@ def _one_per_split(diffs: list[pd.DataFrame]) -> np.ndarray:
         return np.empty(0)
     d = pd.concat(diffs, ignore_index=True)
     return d.groupby(["split", "fold"], sort=False)["d"].mean().to_numpy(dtype=float)
+
+
+def _check_same_folds(both: pd.DataFrame, setting: tuple[Any, ...], ref: tuple[Any, ...],
+                      seed: int) -> None:  # fmt: skip
+    """Refuse to pair a fold with the reference's fold of the same number when the two
+    trials' folds (their :func:`split_keys`) hold other patients: that is no pairing."""
+    known = both["prints"].ne("") & both["prints_ref"].ne("")
+    bad = both[known & (both["prints"] != both["prints_ref"])]
+    if not bad.empty:
+        raise ValueError(
+            f"seed {seed}: {describe_setting(setting)} and the reference"
+            f" {describe_setting(ref)} were run on different outer folds (repeat"
+            f" {int(bad['repeat'].iloc[0])}); their fold scores cannot be paired")  # fmt: skip
 
 
 def paired_table(
@@ -182,9 +200,11 @@ def paired_table(
             raise ValueError(f"{out / 'trials' / trial / 'metrics.csv'}: no column {metric!r}")
         m = m[m["model"] == model]
         keys = split_keys(out / "trials" / trial, seed)
+        prints = [keys.get(int(r), "") for r in m["repeat"]]  # "": the folds are not known
         return m[["repeat", "fold", metric]].assign(
-            ratio=m["n_test"] / m["n_train"],
-            split=[keys.get(int(r), f"seed {seed} repeat {int(r)}") for r in m["repeat"]])
+            ratio=m["n_test"] / m["n_train"], prints=prints,
+            split=[k or f"seed {seed} repeat {int(r)}" for k, r in zip(prints, m["repeat"],
+                                                                          strict=True)])  # fmt: skip
 
     grouped = trial_grouped(out / "trials" / str(ok["trial"].iloc[0]))
     by_setting: dict[tuple[Any, ...], dict[int, pd.DataFrame]] = {}
@@ -203,6 +223,7 @@ def paired_table(
             if theirs is None:
                 continue
             both = mine.merge(theirs, on=["repeat", "fold"], suffixes=("", "_ref"))
+            _check_same_folds(both, setting, ref, seed)
             diffs.append(pd.DataFrame({"split": both["split"], "fold": both["fold"],
                                        "d": both[metric] - both[f"{metric}_ref"]}))  # fmt: skip
             ratios += [both["ratio"].mean(), both["ratio_ref"].mean()]

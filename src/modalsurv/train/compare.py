@@ -173,7 +173,11 @@ def random_effects(effects: np.ndarray | list[float], standard_errors: np.ndarra
     interval is Hartung & Knapp's (2001; Sidik & Jonkman 2002): the weighted residual
     variance with a t distribution on k - 1 degrees of freedom, which keeps its coverage
     with the handful of cohorts a benchmark has, where the normal interval is too
-    narrow. Cohorts without a finite effect and standard error are left out.
+    narrow. Its scale factor is floored at 1 (Knapp & Hartung's 2003 ad hoc correction;
+    Röver et al. 2015), so the interval is never narrower than the DerSimonian-Laird
+    standard error allows: cohorts that agree by chance (or exactly) must not give a
+    zero-width interval and p = 0. Cohorts without a finite effect and standard error are
+    left out.
     """
     y = np.asarray(effects, dtype=np.float64).reshape(-1)
     s = np.asarray(standard_errors, dtype=np.float64).reshape(-1)
@@ -192,11 +196,9 @@ def random_effects(effects: np.ndarray | list[float], standard_errors: np.ndarra
     tau2 = max(0.0, (q - (k - 1)) / c) if c > 0 else 0.0
     wr = 1.0 / (s**2 + tau2)
     mean = float((wr * y).sum() / wr.sum())
-    var = float((wr * (y - mean) ** 2).sum() / ((k - 1) * wr.sum()))
-    se = math.sqrt(var)
+    scale = float((wr * (y - mean) ** 2).sum() / (k - 1))  # Hartung-Knapp's q
+    se = math.sqrt(max(scale, 1.0) / float(wr.sum()))  # > 0: every s > 0
     i2 = max(0.0, (q - (k - 1)) / q) if q > 0 else 0.0
-    if se == 0.0:
-        return MetaAnalysis(mean, mean, mean, 1.0 if mean == 0.0 else 0.0, tau2, i2, k, level)
     half = float(stats.t.ppf(0.5 + level / 2.0, df=k - 1)) * se
     p = float(2.0 * stats.t.sf(abs(mean / se), df=k - 1))
     return MetaAnalysis(mean, mean - half, mean + half, p, tau2, i2, k, level)
