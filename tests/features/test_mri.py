@@ -251,3 +251,104 @@ def test_a_sequence_or_mask_elsewhere_in_space_is_refused(tmp_path: Path, case: 
     with pytest.raises(DataError, match="mask does not overlap the t2w volume") as exc:
         mri.prepare_mri(case, tmp_path / "far_mask.mha", patient="p7")
     assert exc.value.path == str(tmp_path / "far_mask.mha") and exc.value.field == "mri_mask"
+
+
+def test_a_constant_region_normalises_to_zero_not_to_rounding_noise() -> None:
+    """The float32 mean of a constant 1234.5678 is one ulp off: its "std" (1e-4) scaled the
+    volume to all 1.0 (3000.3: all -1.0); an ADC in m^2/s (std ~1e-10) was left unscaled."""
+    for value in (1234.5678, 3000.3, 100000.3):
+        z = mri.normalize(np.full((24, 120, 120), value, np.float32), None, "zscore")
+        assert np.abs(z).max() == 0.0, value
+    adc = np.random.default_rng(2).normal(1.2e-9, 3e-10, (6, 8, 8)).astype(np.float32)
+    assert mri.normalize(adc, None, "zscore").std() == pytest.approx(1.0, abs=1e-4)
+
+
+def test_a_soft_mask_bounds_the_same_region_as_a_binary_one(tmp_path: Path,
+                                                            case: dict[str, Path]) -> None:  # fmt: skip
+    """A mask of 0.7s (a probability map, or a linearly resampled label) was cast to UInt8
+    while resampled: all 0, refused as a mask lying elsewhere in space."""
+    img = sitk.ReadImage(str(case["mask"]))
+    soft = sitk.Cast(img, sitk.sitkFloat32) * 0.7
+    sitk.WriteImage(soft, str(tmp_path / "soft.mha"))
+    cfg = mri.MriConfig(size=(8, 16, 16))
+    a = mri.prepare_mri(case, case["mask"], cfg, patient="p")
+    b = mri.prepare_mri(case, tmp_path / "soft.mha", cfg, patient="p")
+    for q in a:
+        np.testing.assert_array_equal(b[q], a[q])
+
+
+def _write_dicom(img: sitk.Image, folder: Path, uid: str, prefix: str) -> None:
+    w = sitk.ImageFileWriter()
+    w.KeepOriginalImageUIDOn()
+    for k in range(img.GetDepth()):
+        sl = img[:, :, k]
+        sl.SetMetaData("0020|000e", uid)
+        sl.SetMetaData("0020|0032", "\\".join(map(str, img.TransformIndexToPhysicalPoint((0, 0, k)))))
+        sl.SetMetaData("0020|0013", str(k))
+        w.SetFileName(str(folder / f"{prefix}{k:03d}.dcm"))
+        w.Execute(sl)
+
+
+def test_a_folder_of_two_dicom_series_is_refused(tmp_path: Path, case: dict[str, Path]) -> None:
+    """GDCM's first series was read silently: a localiser or a rescan in the folder could
+    stand in for the T2W."""
+    t2 = sitk.Cast(sitk.RescaleIntensity(sitk.ReadImage(str(case["t2w"])), 0, 1000), sitk.sitkInt16)
+    _write_dicom(t2, tmp_path, "1.2.826.0.1.3680043.2.1125.1", "a")
+    _write_dicom(t2[:, :, :4], tmp_path, "1.2.826.0.1.3680043.2.1125.2", "b")
+    with pytest.raises(DataError, match="2 DICOM series in one folder") as exc:
+        mri.read_image(tmp_path, "p3")
+    assert (exc.value.path, exc.value.patient) == (str(tmp_path), "p3")
+
+
+def test_one_slice_is_refused_and_a_singleton_fourth_axis_dropped(tmp_path: Path) -> None:
+    """A one-slice .mha was embedded as that slice repeated (its .nii twin reads as 2-D and
+    was refused); a 4-D .mha of one volume was refused (its .nii twin was read)."""
+    one = sitk.GetImageFromArray(np.ones((1, 20, 20), np.float32))
+    sitk.WriteImage(one, str(tmp_path / "one.mha"))
+    with pytest.raises(DataError, match=r"found one slice \(20x20x1"):
+        mri.read_image(tmp_path / "one.mha", "p1")
+    vol = sitk.GetImageFromArray(np.ones((8, 10, 12), np.float32))
+    vol.SetSpacing((0.5, 0.5, 3.0))
+    sitk.WriteImage(sitk.JoinSeries([vol]), str(tmp_path / "t1.mha"))
+    got = mri.read_image(tmp_path / "t1.mha", "p1")
+    assert got.GetSize() == (12, 10, 8) and got.GetSpacing() == (0.5, 0.5, 3.0)
+
+
+def test_a_bad_mask_file_is_named_as_the_mask(tmp_path: Path, case: dict[str, Path]) -> None:
+    """A truncated mask was reported as field 'mri', like a sequence."""
+    bad = tmp_path / "mask.mha"
+    bad.write_bytes(case["mask"].read_bytes()[:100])
+    with pytest.raises(DataError, match="not a readable image") as exc:
+        mri.prepare_mri(case, bad, patient="p2")
+    assert (exc.value.path, exc.value.patient, exc.value.field) == (str(bad), "p2", "mri_mask")
+
+
+def _short_adc(tmp_path: Path, case: dict[str, Path], slices: slice) -> Path:
+    """An ADC on the T2W grid, bright in the mask, covering only ``slices`` (z)."""
+    ref = sitk.ReadImage(str(case["t2w"]))
+    arr = np.random.default_rng(3).normal(300.0, 20.0, SHAPE).astype(np.float32)
+    arr[ellipsoid()] += 900.0
+    img = sitk.GetImageFromArray(arr)
+    img.CopyInformation(ref)
+    sub = img[:, :, slices]  # SimpleITK keeps the origin of the first slice kept
+    sitk.WriteImage(sub, str(tmp_path / "adc.mha"))
+    return tmp_path / "adc.mha"
+
+
+def test_an_adc_short_of_the_mask_is_normalised_on_what_it_covers(tmp_path: Path,
+                                                                  case: dict[str, Path]) -> None:  # fmt: skip
+    """The zeros past a shorter ADC's edge entered the in-mask statistics: the covered
+    prostate z-scored to ~+1 instead of ~0; an ADC beside the prostate was embedded."""
+    inside = ellipsoid()
+    box = mri.mask_bbox(inside, (3.0, 0.5, 0.5), margin_mm=0.0)
+    size = tuple(s.stop - s.start for s in box)
+    cfg = mri.MriConfig(size=size, margin_mm=0.0)  # type: ignore[arg-type]  # no resize
+    paths = {**case, "adc": _short_adc(tmp_path, case, slice(0, 6))}  # half the prostate
+    out = mri.prepare_mri(paths, case["mask"], cfg, patient="p4")["adc"]
+    seen = inside[box].copy()
+    seen[6 - box[0].start:] = False
+    assert abs(float(out[seen].mean())) < 0.05 and float(out[seen].std()) == pytest.approx(1, abs=0.05)
+    paths = {**case, "adc": _short_adc(tmp_path, case, slice(0, 2))}  # above the prostate
+    with pytest.raises(DataError, match="adc volume does not cover the prostate mask") as exc:
+        mri.prepare_mri(paths, case["mask"], cfg, patient="p4")
+    assert (exc.value.path, exc.value.patient) == (str(tmp_path / "adc.mha"), "p4")

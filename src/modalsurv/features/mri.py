@@ -54,8 +54,9 @@ def itk_reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def read_image(path: str | Path, patient: str | None = None) -> Any:
-    """A SimpleITK image from a file, or from the DICOM series in a folder."""
+def read_image(path: str | Path, patient: str | None = None, field: str = "mri") -> Any:
+    """A SimpleITK image from a file, or from the DICOM series in a folder (``field`` names
+    what it is in errors: ``mri`` for a sequence, ``mri_mask`` for the mask)."""
     import SimpleITK as sitk
 
     path = Path(path)
@@ -65,7 +66,11 @@ def read_image(path: str | Path, patient: str | None = None) -> Any:
             ids = reader.GetGDCMSeriesIDs(str(path))
             if not ids:
                 raise DataError("no DICOM series in folder", path=path, patient=patient,
-                                field="mri")  # fmt: skip
+                                field=field)  # fmt: skip
+            if len(ids) > 1:  # GDCM's order is no choice (a localiser, a rescan, another b)
+                raise DataError(f"{len(ids)} DICOM series in one folder ({', '.join(ids)}):"
+                                " give the series' own folder", path=path, patient=patient,
+                                field=field)  # fmt: skip
             reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path), ids[0]))
             img = reader.Execute()
         elif path.is_file():
@@ -76,7 +81,7 @@ def read_image(path: str | Path, patient: str | None = None) -> Any:
             reader.SetFileName(str(path))
             img = reader.Execute()
         else:
-            raise DataError("MRI file not found", path=path, patient=patient, field="mri")
+            raise DataError("MRI file not found", path=path, patient=patient, field=field)
     except DataError:
         raise
     except Exception as exc:  # SimpleITK raises RuntimeError with a long ITK trace
@@ -85,14 +90,19 @@ def read_image(path: str | Path, patient: str | None = None) -> Any:
         what = (f"the file ({path.stat().st_size} bytes) exists but is not a readable image"
                 " (truncated, or another format?)" if path.is_file() else "cannot read image")
         raise DataError(f"{what}; SimpleITK: {last}", path=path, patient=patient,
-                        field="mri") from exc  # fmt: skip
+                        field=field) from exc  # fmt: skip
+    if img.GetDimension() == 4 and img.GetSize()[3] == 1:  # NIfTI drops this axis, MHA not
+        img = img[:, :, :, 0]
     if img.GetDimension() != 3:
         raise DataError(f"expected a 3-D volume; found {img.GetDimension()}-D", path=path,
-                        patient=patient, field="mri")  # fmt: skip
+                        patient=patient, field=field)  # fmt: skip
+    if 1 in img.GetSize():  # a NIfTI of one slice reads as 2-D and is refused above
+        raise DataError(f"expected a 3-D volume; found one slice ({'x'.join(map(str, img.GetSize()))}"
+                        " voxels, x y z)", path=path, patient=patient, field=field)  # fmt: skip
     if img.GetNumberOfComponentsPerPixel() != 1:  # e.g. several b-values in one file
         raise DataError(f"expected one value per voxel; found {img.GetNumberOfComponentsPerPixel()}"
                         " components (a multi-volume or colour image: give one sequence per"
-                        " file)", path=path, patient=patient, field="mri")  # fmt: skip
+                        " file)", path=path, patient=patient, field=field)  # fmt: skip
     return sitk.Cast(img, sitk.sitkFloat32)
 
 
@@ -121,12 +131,14 @@ def reference_grid(image: Any, spacing: Sequence[float] | None = None) -> Any:
 
 
 def resample_like(image: Any, reference: Any, label: bool = False) -> Any:
-    """``image`` on ``reference``'s grid (linear; nearest neighbour for label masks)."""
+    """``image`` on ``reference``'s grid (linear; nearest neighbour for label masks).
+
+    Float32 for masks too: a UInt8 output truncated a soft mask's 0.7 to 0 (an empty mask,
+    reported as lying elsewhere in space), while ``> 0`` on the file found it."""
     import SimpleITK as sitk
 
     interp = sitk.sitkNearestNeighbor if label else sitk.sitkLinear
-    return sitk.Resample(image, reference, sitk.Transform(), interp, 0.0,
-                         sitk.sitkUInt8 if label else sitk.sitkFloat32)  # fmt: skip
+    return sitk.Resample(image, reference, sitk.Transform(), interp, 0.0, sitk.sitkFloat32)
 
 
 def mask_bbox(mask: np.ndarray, spacing_zyx: Sequence[float], margin_mm: float
@@ -152,8 +164,12 @@ def normalize(arr: np.ndarray, region: np.ndarray | None = None, method: Norm = 
     """
     vals = arr[region] if region is not None and region.any() else arr.ravel()
     if method == "zscore":
+        # float64: a float32 mean of a constant 1234.5678 is off by one ulp, whose "std"
+        # then scaled the volume to +-1 (or amplified any variation outside the region by
+        # ~1e4); relative: an ADC in m^2/s (std ~1e-10) is not constant
+        vals = vals.astype(np.float64)
         mu, sd = float(vals.mean()), float(vals.std())
-        return ((arr - mu) / (sd if sd > 1e-6 else 1.0)).astype(np.float32)
+        return ((arr - mu) / (sd if sd > 1e-7 * abs(mu) and sd > 0 else 1.0)).astype(np.float32)
     if method == "percentile":
         lo, hi = np.percentile(vals, percentiles)
         return ((np.clip(arr, lo, hi) - lo) / (hi - lo if hi > lo else 1.0)).astype(np.float32)
@@ -215,8 +231,9 @@ def prepare_mri(paths: Mapping[str, str | Path], mask: str | Path | None = None,
         first = sitk.DICOMOrient(first, cfg.orientation)
     ref = reference_grid(first, cfg.spacing)
     arrays = {q: sitk.GetArrayFromImage(resample_like(img, ref)) for q, img in images.items()}
-    for q, img in images.items():
-        if q != cfg.sequences[0] and not _covers(img, ref):
+    covered = {q: _coverage(img, ref) for q, img in images.items()}
+    for q in images:
+        if q != cfg.sequences[0] and not covered[q].any():
             # resampled, it would be all zeros: a volume of another study (or a wrong origin)
             raise DataError(f"the {q} volume does not overlap the {cfg.sequences[0]} volume in"
                             " space (origin / direction of another study?)", path=paths[q],
@@ -224,7 +241,7 @@ def prepare_mri(paths: Mapping[str, str | Path], mask: str | Path | None = None,
     region = None
     crop: tuple[slice, ...] = (slice(None),) * 3
     if mask is not None:
-        own = read_image(mask, patient)
+        own = read_image(mask, patient, "mri_mask")
         region = sitk.GetArrayFromImage(resample_like(own, ref, label=True)) > 0
         try:
             crop = mask_bbox(region, ref.GetSpacing()[::-1], cfg.margin_mm)
@@ -243,17 +260,21 @@ def prepare_mri(paths: Mapping[str, str | Path], mask: str | Path | None = None,
                             " inside the crop)", path=paths[q], patient=patient,
                             field="mri")  # fmt: skip
         reg = region if region is not None else body_region(a)
-        out[q] = resize_volume(normalize(a, reg, cfg.norm), cfg.size)
+        seen = reg & covered[q][crop]  # an ADC of a shorter extent is 0 past its edge:
+        if region is not None and not seen.any():  # not in the statistics
+            raise DataError(f"the {q} volume does not cover the prostate mask", path=paths[q],
+                            patient=patient, field="mri")  # fmt: skip
+        out[q] = resize_volume(normalize(a, seen if seen.any() else reg, cfg.norm), cfg.size)
     return out
 
 
-def _covers(image: Any, reference: Any) -> bool:
-    """Whether ``image`` covers any voxel of ``reference``'s grid."""
+def _coverage(image: Any, reference: Any) -> np.ndarray:
+    """The voxels of ``reference``'s grid (z, y, x) that ``image`` covers."""
     import SimpleITK as sitk
 
     ones = sitk.Image(image.GetSize(), sitk.sitkUInt8) + 1
     ones.CopyInformation(image)
-    return bool(sitk.GetArrayFromImage(resample_like(ones, reference, label=True)).any())
+    return sitk.GetArrayFromImage(resample_like(ones, reference, label=True)) > 0
 
 
 def embed_mri(volumes: Mapping[str, np.ndarray], encoder: Any, combine: Combine = "concat"
