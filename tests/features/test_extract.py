@@ -432,3 +432,125 @@ def test_a_slide_beyond_the_mask_list_is_extracted_not_dropped(chimera: Path,
     assert rep.ok and rep.done == [pf.patient]
     x, _ = FeatureStore(tmp_path / "s").read("wsi", pf.patient)
     assert len(x) == rep.n_tiles > 6  # both slides (at most 6 tiles each)
+
+
+def test_an_mri_without_a_mask_among_masked_patients_is_warned(chimera: Path,
+                                                               tmp_path: Path) -> None:  # fmt: skip
+    """A patient without a prostate mask was embedded silently from the whole field of view
+    (another crop and normalisation region than the masked patients of the same cohort)."""
+    from modalsurv.features.extract import discover_patients
+
+    def mri_only(drop_mask: str | None) -> list:
+        pfs = discover_patients("chimera-task1", chimera)
+        for pf in pfs:
+            pf.slides, pf.masks = [], []
+            assert pf.mri_mask is not None
+            if pf.patient == drop_mask:
+                pf.mri_mask = None
+        return pfs
+
+    opts = {**FAST, "rna": False, "volume_encoder": "medicalnet_resnet10"}
+    pfs = mri_only("1001")
+    rep = run_extract("chimera-task1", chimera, tmp_path / "a", patients=pfs, **opts)
+    assert rep.ok and sorted(rep.done) == ["1000", "1001", "1002"]
+    said = [p for p in rep.problems if p.field == "mri_mask"]
+    assert [(p.severity, p.patient, p.path) for p in said] == [
+        ("warning", "1001", str(next(pf for pf in pfs if pf.patient == "1001").mri["t2w"]))]
+    assert "no prostate mask" in said[0].reason and "2 patient(s)" in said[0].reason
+    # the masked patients' features are those of a run without the unmasked one
+    alone = [pf for pf in mri_only(None) if pf.patient != "1001"]
+    ref = run_extract("chimera-task1", chimera, tmp_path / "b", patients=alone, **opts)
+    assert not [p for p in ref.problems if p.field == "mri_mask"]
+    a, b = FeatureStore(tmp_path / "a"), FeatureStore(tmp_path / "b")
+    for pid in ("1000", "1002"):
+        assert np.array_equal(a.read("mri", pid)[0], b.read("mri", pid)[0])
+    # nobody has a mask: all alike, nothing to warn about
+    none = [pf for pf in mri_only("1001") if pf.patient == "1001"]
+    rep = run_extract("chimera-task1", chimera, tmp_path / "c", patients=none, **opts)
+    assert rep.ok and not [p for p in rep.problems if p.field == "mri_mask"]
+
+
+def _two_slide_manifest(chimera: Path, folder: Path) -> tuple[Path, Path, Path]:
+    """A manifest of one patient with two copies of a CHIMERA slide (Otsu tissue), the
+    second cut to its first quarter (a truncated upload): (manifest, good, bad)."""
+    from modalsurv.features.extract import discover_patients
+
+    src = discover_patients("chimera-task1", chimera)[0].slides[0]
+    folder.mkdir()
+    good, bad = folder / "p1_a.tif", folder / "p1_b.tif"
+    shutil.copy(src, good)
+    bad.write_bytes(src.read_bytes()[: src.stat().st_size // 4])
+    man = folder / "manifest.csv"
+    man.write_text(f"patient,wsi_path\np1,{good};{bad}\np2,{good}\n")
+    return man, good, bad
+
+
+def test_one_unreadable_slide_costs_only_that_slide(chimera: Path, tmp_path: Path) -> None:
+    """A patient with a good and a truncated slide lost both (no wsi, no slide vector);
+    now the good slide is stored as if extracted alone, the bad one is an unusable input
+    naming its file, and the record keeps the patient so a rerun retries the slide: once
+    the file is fixed, both slides are stored."""
+    import json
+
+    man, good, bad = _two_slide_manifest(chimera, tmp_path / "c")
+    out = tmp_path / "s"
+    rep = run_extract("manifest", man, out, **FAST, rna=False, tile_cache=True)
+    assert sorted(rep.done) == ["p1", "p2"] and rep.failed_patients == []
+    assert [(f.patient, f.path) for f in rep.unusable_inputs] == [("p1", str(bad))]
+    assert "left out" in rep.failures[0].reason
+    store = FeatureStore(out)
+    for m in ("wsi", "slide"):  # p2 is the good slide alone
+        assert np.array_equal(store.read(m, "p1")[0], store.read(m, "p2")[0]), m
+    assert np.array_equal(store.read("wsi", "p1")[1], store.read("wsi", "p2")[1])
+    cached = {p: np.load(out / "image_cache" / "wsi" / f"{p}.tiles.npy") for p in ("p1", "p2")}
+    assert np.array_equal(cached["p1"], cached["p2"])  # no tile read before the slide broke
+    record = json.loads((out / "extraction.json").read_text())
+    assert list(record["unusable_slides"]) == ["p1"]
+    # unchanged: not taken for finished work, tried (and reported) again
+    again = run_extract("manifest", man, out, **FAST, rna=False)
+    assert again.done == ["p1"] and again.skipped == ["p2"]
+    assert [(f.patient, f.path) for f in again.unusable_inputs] == [("p1", str(bad))]
+    # fixed: a plain rerun extracts both slides and forgets the mark
+    shutil.copy(good, bad)
+    fixed = run_extract("manifest", man, out, **FAST, rna=False)
+    assert fixed.ok and fixed.done == ["p1"] and fixed.skipped == ["p2"]
+    x, _ = store.read("wsi", "p1")
+    one = store.read("wsi", "p2")[0]
+    assert np.array_equal(x, np.concatenate([one, one]))
+    assert not json.loads((out / "extraction.json").read_text()).get("unusable_slides")
+    assert sorted(run_extract("manifest", man, out, **FAST, rna=False).skipped) == ["p1", "p2"]
+
+
+def test_a_patient_whose_every_slide_is_unreadable_still_fails(chimera: Path,
+                                                               tmp_path: Path) -> None:  # fmt: skip
+    man, good, bad = _two_slide_manifest(chimera, tmp_path / "c")
+    man.write_text(f"patient,wsi_path\np1,{bad};{bad}\np2,{good}\n")
+    rep = run_extract("manifest", man, tmp_path / "s", **FAST, rna=False)
+    assert rep.done == ["p2"] and rep.failed_patients == ["p1"]
+    assert [(f.patient, f.path) for f in rep.failures] == [("p1", str(bad))]
+    assert not FeatureStore(tmp_path / "s").has("wsi", "p1")
+
+
+def test_a_slide_that_breaks_half_way_leaves_none_of_its_tiles_cached(
+        chimera: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """The image cache holds the store's bag: tiles a left-out slide yielded before it
+    failed must not be cached with the patient's good slides."""
+    from modalsurv.features import extract
+
+    man, good, bad = _two_slide_manifest(chimera, tmp_path / "c")
+    shutil.copy(good, bad)  # readable; made to fail after its first batch
+    real = extract.wsi.iter_tile_batches
+
+    def breaking(slide, plan, *args, **kwargs):  # type: ignore[no-untyped-def]
+        for i, batch in enumerate(real(slide, plan, *args, **kwargs)):
+            if i == 1 and slide.path == bad:
+                raise OSError("read error half way")
+            yield batch
+
+    monkeypatch.setattr(extract.wsi, "iter_tile_batches", breaking)
+    out = tmp_path / "s"
+    rep = run_extract("manifest", man, out, **FAST, rna=False, tile_cache=True)
+    assert [(f.patient, f.path) for f in rep.unusable_inputs] == [("p1", str(bad))]
+    cached = {p: np.load(out / "image_cache" / "wsi" / f"{p}.tiles.npy") for p in ("p1", "p2")}
+    assert np.array_equal(cached["p1"], cached["p2"])
+    assert len(FeatureStore(out).read("wsi", "p1")[0]) == len(cached["p1"])

@@ -352,3 +352,36 @@ def test_an_adc_short_of_the_mask_is_normalised_on_what_it_covers(tmp_path: Path
     with pytest.raises(DataError, match="adc volume does not cover the prostate mask") as exc:
         mri.prepare_mri(paths, case["mask"], cfg, patient="p4")
     assert (exc.value.path, exc.value.patient) == (str(tmp_path / "adc.mha"), "p4")
+
+
+def _adc_crop(adc: Path, case: dict[str, Path], box: tuple[slice, ...]) -> np.ndarray:
+    """The ADC resampled onto the (LPS-oriented) T2W grid, cropped: what is normalised."""
+    ref = sitk.DICOMOrient(mri.read_image(case["t2w"]), "LPS")
+    return sitk.GetArrayFromImage(mri.resample_like(mri.read_image(adc), ref))[box]
+
+
+@pytest.mark.parametrize("norm", ["zscore", "percentile"])
+def test_voxels_a_short_adc_does_not_cover_are_neutral(tmp_path: Path, case: dict[str, Path],
+                                                       norm: str) -> None:  # fmt: skip
+    """The zeros past a shorter ADC's edge z-scored to a strongly negative value that read
+    as very low ADC; now they are the normalised region's centre (0 for zscore, its median
+    for percentile), and the covered voxels are what they were."""
+    inside = ellipsoid()
+    box = mri.mask_bbox(inside, (3.0, 0.5, 0.5), margin_mm=0.0)
+    size = tuple(s.stop - s.start for s in box)
+    cfg = mri.MriConfig(size=size, margin_mm=0.0, norm=norm)  # type: ignore[arg-type]
+    adc = _short_adc(tmp_path, case, slice(0, 6))  # covers z < 6: half the crop
+    out = mri.prepare_mri({**case, "adc": adc}, case["mask"], cfg, patient="p4")["adc"]
+    covered = np.zeros(SHAPE, bool)
+    covered[:6] = True
+    covered = covered[box]
+    seen = inside[box] & covered
+    before = mri.normalize(_adc_crop(adc, case, box), seen, norm)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(out[covered], before[covered])
+    neutral = 0.0 if norm == "zscore" else float(np.median(before[seen]))
+    assert (~covered).any() and (out[~covered] == np.float32(neutral)).all()
+    # a fully covered ADC is normalised exactly as before: nothing set
+    full = _short_adc(tmp_path, case, slice(0, SHAPE[0]))
+    whole = mri.prepare_mri({**case, "adc": full}, case["mask"], cfg, patient="p4")["adc"]
+    np.testing.assert_array_equal(whole, mri.normalize(_adc_crop(full, case, box), inside[box],
+                                                       norm))  # type: ignore[arg-type]  # fmt: skip

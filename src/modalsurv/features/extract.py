@@ -26,7 +26,10 @@ together, each patient with the fingerprint of its source files, and only patien
 complete in the store count as done, so a killed run resumes where it stopped and a
 second cohort whose ids overlap is never mistaken for finished work; one patient's failure
 (corrupt slide, unreadable volume) is recorded in the report with its file and reason and
-the rest continue. Writes are batched
+the rest continue. One unreadable slide of a patient whose other slides give tiles costs
+only that slide: the rest are stored, the slide is an unusable input of the patient, and
+the record keeps the patient (``unusable_slides``), so every later run tries that slide
+again (fixed or not) instead of taking the partial bag for finished work. Writes are batched
 (``flush_every`` patients per store write) because each store write copies the file. At
 the end each modality is packed (``FeatureStore.pack``: one memory-mappable dataset, so
 loading all patients is one contiguous read).
@@ -288,24 +291,33 @@ class _Buffer:
         self.coords: dict[str, dict[str, np.ndarray]] = {}
         self.sources: dict[str, dict[str, str]] = {}
         self.patients: list[str] = []
+        self.partial: dict[str, dict[str, Any] | None] = {}  # slides written: left-out ones
 
     def add(self, patient: str, results: dict[str, tuple[np.ndarray, np.ndarray | None]],
-            fingerprints: dict[str, str]) -> None:  # fmt: skip
+            fingerprints: dict[str, str], partial: dict[str, Any] | None = None) -> None:  # fmt: skip
         for m, (x, c) in results.items():
             self.feats.setdefault(m, {})[patient] = x
             if c is not None:
                 self.coords.setdefault(m, {})[patient] = c
             self.sources.setdefault(m, {})[patient] = fingerprints[m]
+        if "wsi" in results:
+            self.partial[patient] = partial
         self.patients.append(patient)
 
     def flush(self) -> list[str]:
+        # a patient stored without some slides is marked before its features are written
+        # (a crash in between never leaves a partial bag unmarked), cleared after
+        root = self.store.root
+        _update_unusable(root, {p: e for p, e in self.partial.items() if e is not None})
         for m, feats in self.feats.items():
             encoder, checksum = self.prov[m]
             self.store.write_many(m, feats, self.coords.get(m), encoder=encoder,
                                   checksum=checksum, dtype="float32",
                                   fingerprints=self.sources.get(m))  # fmt: skip
+        _update_unusable(root, {p: None for p, e in self.partial.items() if e is None})
         written = self.patients
         self.feats, self.coords, self.sources, self.patients = {}, {}, {}, []
+        self.partial = {}
         return written
 
 
@@ -324,6 +336,58 @@ def patient_fingerprint(pf: PatientFiles, group: str) -> str:
     """What a patient's modalities of ``group`` are computed from, as one string (the same
     string ``io.chimera`` compares when a CHIMERA folder is read with this store)."""
     return sources_fingerprint(_group_sources(pf, group))
+
+
+# the extraction record's patients stored without some of their slides (unreadable ones):
+# patient → {"fingerprint": of all its slide sources then, "others": the same with the
+# left-out slides and their masks blanked, "left_out": [[slide, mask], ...]}
+UNUSABLE = "unusable_slides"
+
+
+def _others_fingerprint(pf: PatientFiles, left_out: Sequence[Sequence[Any]]) -> str:
+    """The slide sources' fingerprint with the left-out slides (and masks) blanked: the
+    files that must be unchanged for a later run to retry them as the same patient's."""
+    gone = {str(p) for pair in left_out for p in pair if p is not None}
+    return sources_fingerprint([None if p is None or str(p) in gone else p
+                                for p in _group_sources(pf, "slides")])  # fmt: skip
+
+
+def _unusable_entry(pf: PatientFiles, fingerprint: str,
+                    left_out: list[tuple[Path, Path | None]]) -> dict[str, Any] | None:  # fmt: skip
+    """The record of a patient whose slides were stored without ``left_out`` (None: all
+    its slides are stored)."""
+    if not left_out:
+        return None
+    pairs = [[str(s), None if m is None else str(m)] for s, m in left_out]
+    return {"fingerprint": fingerprint, "others": _others_fingerprint(pf, pairs),
+            "left_out": pairs}  # fmt: skip
+
+
+def _retry_unusable(entry: dict[str, Any] | None, have: list[str | None],
+                    pf: PatientFiles) -> bool:  # fmt: skip
+    """Whether a patient stored without some unreadable slides is extracted again: the
+    store holds exactly that extraction and only the left-out slides (or their masks) may
+    have changed since. A plain rerun so retries them, fixed or not; a change to any other
+    file is a changed patient (``reextract_changed``), as for everyone."""
+    if not entry or any(h != entry.get("fingerprint") for h in have):
+        return False
+    try:
+        return _others_fingerprint(pf, entry.get("left_out") or []) == entry.get("others")
+    except OSError:
+        return False
+
+
+def _update_unusable(out: Path, entries: dict[str, dict[str, Any] | None]) -> None:
+    """Mark (an entry) or clear (None) patients in the record's :data:`UNUSABLE`; the
+    record is rewritten only when that changes."""
+    if not entries:
+        return
+    record = read_extraction_record(out) or {}
+    had = dict(record.get(UNUSABLE) or {})
+    now = {p: e for p, e in {**had, **entries}.items() if e is not None}
+    if now != had:
+        record[UNUSABLE] = now
+        atomic_write_text(Path(out) / EXTRACTION_RECORD, json.dumps(record, indent=1))
 
 
 # ---------------------------------------------------------------------------- record
@@ -409,7 +473,8 @@ def run_extract(
     skipped when the store holds it complete *and* made from the same source files
     (:func:`patient_fingerprint`). A patient already stored from other files (another
     cohort with overlapping ids, or files that changed) is a failure naming both, unless
-    ``reextract_changed`` re-extracts it.
+    ``reextract_changed`` re-extracts it. A patient stored without an unreadable slide is
+    extracted again on every run while only that slide (or its mask) differs, or nothing.
 
     ``tile_cache`` / ``volume_cache`` also write the images the encoders saw to an image
     cache (``cache_dir``, default ``out/image_cache``; see the module docstring).
@@ -603,6 +668,7 @@ def _run_extract(
 
     # resume: which source groups each patient still needs (see run_extract)
     stored = {m: store.fingerprints(m) for m in ("wsi", "slide", "mri")}
+    unusable = (read_extraction_record(out) or {}).get(UNUSABLE) or {}
     pending: list[tuple[PatientFiles, list[str], dict[str, str], list[str]]] = []
     for pf in todo:
         groups, prints, images = [], {}, []
@@ -618,6 +684,9 @@ def _run_extract(
                                                f" file ({exc.strerror or exc})"))  # fmt: skip
                 continue
             have = [stored[m].get(pf.patient, "absent") for m in GROUPS[g]]
+            if g == "slides" and _retry_unusable(unusable.get(pf.patient), have, pf):
+                groups.append(g)  # stored without an unreadable slide: try it again
+                continue
             if all(h == prints[g] for h in have) or all(h is None for h in have):
                 # done (None: written by an older version, without a record); only the
                 # images may still be missing from the cache
@@ -644,11 +713,13 @@ def _run_extract(
     emit("start", total=len(pending), skipped=len(report.skipped))
 
     buf = _Buffer(store, prov)
+    masked = sum(pf.mri_mask is not None for pf in todo if any(pf.mri.values()))
     for i, (pf, groups, prints, images) in enumerate(pending, 1):
         emit("patient", patient=pf.patient, index=i, total=len(pending))
         t0 = time.perf_counter()
         results: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
         fingerprints: dict[str, str] = {}
+        partial: dict[str, Any] | None = None  # slides left out of the stored ones
         for g in [*groups, *images]:
             current: Path | None = None
             keep = cache is not None and CACHED[g] in cached
@@ -661,13 +732,16 @@ def _run_extract(
                 elif g == "slides" and tile is not None and slide_enc is not None:
                     current = pf.slides[0]
                     kept: list[np.ndarray] | None = [] if keep else None
-                    got = _encode_slides(pf, tile, slide_enc, settings, report, emit, kept)
+                    left: list[tuple[Path, Path | None]] = []
+                    got = _encode_slides(pf, tile, slide_enc, settings, report, emit, kept,
+                                         left)  # fmt: skip
                     _check_finite(got, pf.patient, current)
                     if cache is not None and kept is not None:
                         cache.write_tiles(pf.patient, np.concatenate(kept), got["wsi"][1],
                                           prints[g])  # fmt: skip
                     results.update(got)
                     fingerprints.update(dict.fromkeys(GROUPS[g], prints[g]))
+                    partial = _unusable_entry(pf, prints[g], left)
                 elif g == "mri" and vol is not None:
                     current = pf.mri.get(mri_cfg.sequences[0]) or pf.mri_mask
                     vols = prepare_mri(pf.mri, pf.mri_mask, mri_cfg, pf.patient)
@@ -677,6 +751,8 @@ def _run_extract(
                     _check_finite(got, pf.patient, current)
                     results.update(got)
                     fingerprints["mri"] = prints[g]
+                    if pf.mri_mask is None and masked:
+                        report.problems.append(_unmasked_mri(pf, masked, mri_cfg))
             except Exception as exc:  # one patient's failure never stops the batch
                 path = getattr(exc, "path", None) or (None if current is None else str(current))
                 reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
@@ -689,7 +765,7 @@ def _run_extract(
                 emit("done", patient=pf.patient, done=len(report.done) + len(buf.patients),
                      total=len(pending), seconds=time.perf_counter() - t0)  # fmt: skip
             continue
-        buf.add(pf.patient, results, fingerprints)
+        buf.add(pf.patient, results, fingerprints, partial)
         if len(buf.patients) >= max(flush_every, 1):
             report.done.extend(buf.flush())
         emit("done", patient=pf.patient, done=len(report.done) + len(buf.patients),
@@ -730,27 +806,39 @@ def _slides_and_masks(pf: PatientFiles) -> list[tuple[Path, Path | None]]:
 def _encode_slides(pf: PatientFiles, tile: enc.TileEncoder, slide_enc: Any,
                    settings: SlideSettings, report: ExtractReport, emit: Progress,
                    keep_tiles: list[np.ndarray] | None = None,
+                   left_out: list[tuple[Path, Path | None]] | None = None,
                    ) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:  # fmt: skip
     """``wsi`` (every slide's tiles, slide order) and ``slide`` (the mean of the per-slide
     slide vectors) of one patient; a slide without tissue at this grid adds nothing.
-    ``keep_tiles`` collects the uint8 tiles in the same order (the image cache)."""
+    ``keep_tiles`` collects the uint8 tiles in the same order (the image cache).
+
+    A slide that cannot be read is left out when another slide of the patient gives
+    tiles (a corrupt file must not cost the patient its good slides): it is a failure of
+    that input in ``report`` (an unusable input of an extracted patient) and its (slide,
+    mask) is added to ``left_out``. When no slide gives tiles, the first error raises."""
     bags, crds, slide_vecs = [], [], []
     skipped: list[str] = []  # why each slide without tiles gave none
+    errors: list[tuple[Path, Path | None, DataError]] = []  # slides that could not be read
     current: Path | None = None
     for sp, mp in _slides_and_masks(pf):
         current = sp
         ts = time.perf_counter()
+        kept_before = None if keep_tiles is None else len(keep_tiles)
         try:
             f, c, plan = encode_slide(
                 sp, mp, tile, settings,
                 lambda done, tot, sp=sp, pid=pf.patient: emit("batch", patient=pid, path=str(sp),
                                                               tiles_done=done, tiles_total=tot),
                 keep_tiles)  # fmt: skip
-        except DataError:
-            raise
         except Exception as exc:
-            raise DataError(f"{type(exc).__name__}: {exc}", path=sp, patient=pf.patient,
-                            field="wsi") from exc  # fmt: skip
+            err = exc if isinstance(exc, DataError) else DataError(
+                f"{type(exc).__name__}: {exc}", path=sp, patient=pf.patient, field="wsi")
+            if err is not exc:
+                err.__cause__ = exc
+            if keep_tiles is not None:  # tiles of a slide that broke half way: not cached
+                del keep_tiles[kept_before:]
+            errors.append((sp, mp, err))
+            continue
         dt = time.perf_counter() - ts
         if len(f) == 0:
             w, h = plan.slide_size
@@ -774,11 +862,28 @@ def _encode_slides(pf: PatientFiles, tile: enc.TileEncoder, slide_enc: Any,
         crds.append(c)
         slide_vecs.append(slide_enc.encode(f, c, plan.tile_size_lv0))
     if not bags:
+        if errors:  # nothing to keep: the patient fails on its first unreadable slide
+            raise errors[0][2]
         why = skipped[0] if len(set(skipped)) == 1 else (
             f"no slide has a tile with ≥ {settings.min_tissue:.0%} tissue at {settings.mpp} µm/px")
         raise DataError(why, path=current, patient=pf.patient, field="wsi")
+    for sp, mp, err in errors:
+        _left_out_slide(pf, sp, err, report, emit)
+        if left_out is not None:
+            left_out.append((sp, mp))
     return {"wsi": (np.concatenate(bags), np.concatenate(crds)),
             "slide": (np.mean(slide_vecs, axis=0).astype(np.float32), None)}
+
+
+def _left_out_slide(pf: PatientFiles, slide: Path, err: DataError, report: ExtractReport,
+                    emit: Progress) -> None:  # fmt: skip
+    """Report one unreadable slide of a patient whose other slides were extracted: a
+    failure naming the file (``report.unusable_inputs``: the command exits 1)."""
+    path = err.path or str(slide)
+    reason = (f"{err.field or 'wsi'}: {err.reason}; this slide is left out of the patient's"
+              " wsi/slide features (its other slides are extracted; a rerun tries it again)")
+    report.failures.append(Failure(pf.patient, path, reason))
+    emit("failed", patient=pf.patient, path=path, reason=reason)
 
 
 # ---------------------------------------------------------------------------- image cache
@@ -830,6 +935,16 @@ def _cache_only(pf: PatientFiles, group: str, cache: ImageCache, store: FeatureS
         raise DataError("no slide has a tile at the stored settings", patient=pf.patient,
                         field="wsi")  # fmt: skip
     cache.write_tiles(pf.patient, np.concatenate(kept), c, fingerprint)
+
+
+def _unmasked_mri(pf: PatientFiles, masked: int, cfg: MriConfig) -> Problem:
+    """The warning for a patient embedded without a prostate mask in a run whose other
+    patients have one: its crop and normalisation region (the whole field of view, the
+    body by Otsu) differ from theirs, so its features are not comparable with theirs."""
+    return Problem("warning", f"no prostate mask: the MRI is embedded from the whole field of"
+                   f" view (body region), not the mask's crop like the {masked} patient(s) of"
+                   " this run with a mask; its features are not comparable with theirs",
+                   str(pf.mri.get(cfg.sequences[0])), pf.patient, "mri_mask")  # fmt: skip
 
 
 def mri_settings(cfg: MriConfig) -> dict[str, Any]:

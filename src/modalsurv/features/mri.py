@@ -264,8 +264,28 @@ def prepare_mri(paths: Mapping[str, str | Path], mask: str | Path | None = None,
         if region is not None and not seen.any():  # not in the statistics
             raise DataError(f"the {q} volume does not cover the prostate mask", path=paths[q],
                             patient=patient, field="mri")  # fmt: skip
-        out[q] = resize_volume(normalize(a, seen if seen.any() else reg, cfg.norm), cfg.size)
+        stats = seen if seen.any() else reg
+        normed = neutral_outside(normalize(a, stats, cfg.norm), ~covered[q][crop], stats, cfg.norm)
+        out[q] = resize_volume(normed, cfg.size)
     return out
+
+
+def neutral_outside(normed: np.ndarray, uncovered: np.ndarray, stats: np.ndarray,
+                    method: Norm) -> np.ndarray:  # fmt: skip
+    """``normed`` with the voxels a sequence does not cover set to a neutral value.
+
+    Past a shorter ADC's edge the resampled voxels are 0, which z-scores to a strongly
+    negative value that reads as very low ADC; neutral, they carry no signal. Neutral is
+    the normalised statistics region's centre: 0 (its mean) for ``zscore``, its median
+    for ``percentile`` (the [0, 1] scale has no natural centre; the median is robust to
+    the clipped tails). A fully covered sequence is returned unchanged (byte-identical)."""
+    if not uncovered.any():
+        return normed
+    vals = normed[stats] if stats.any() else normed.ravel()
+    centre = 0.0 if method == "zscore" else float(np.median(vals))
+    normed = normed.copy()
+    normed[uncovered] = centre
+    return normed
 
 
 def _coverage(image: Any, reference: Any) -> np.ndarray:
