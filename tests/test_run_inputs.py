@@ -97,3 +97,18 @@ def test_the_runs_settings_are_inherited_though_a_later_loader_renamed_a_param(t
     (run / "config.yaml").write_text(yaml.safe_dump(saved))
     got = with_run_params(run, parse_data_spec("chimera-task1:/data/held"))
     assert got.params == {"max_tiles": 6}  # only the shaping keys, each checked on load
+
+
+def test_features_of_another_extraction_revision_are_refused(tmp_path):
+    """The same settings made by another revision of the extraction code (tile choice,
+    MRI preparation) are other features: a run's record without a revision is revision 1."""
+    run = _run(tmp_path, {"source": "synthetic"})
+    images = ["clinical", "wsi", "slide", "rna", "mri"]
+    newer = copy.deepcopy(RECORD)
+    newer["tiles"]["revision"] = 2
+    with pytest.raises(FeatureError, match=r"'wsi'.*tiles.revision: 2 here, None in the run"):
+        check_same_extraction(run, newer, images, set(images))
+    newer = copy.deepcopy(RECORD)
+    newer["mri"]["revision"] = 2
+    with pytest.raises(FeatureError, match=r"'mri'.*mri.revision: 2 here, None in the run"):
+        check_same_extraction(run, newer, images, set(images))

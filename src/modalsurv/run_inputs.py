@@ -31,7 +31,8 @@ from modalsurv.utils import read_yaml_mapping
 SHAPING_PARAMS = ("max_tiles", "slide_policy", "seed", "event")
 #: per image modality: the parts of an extraction record that shape its features
 #: (the tile seed only picks which tiles; a cohort's own seed is its business)
-TILE_KEYS = ("mpp", "tile_size", "max_tiles_per_slide", "min_tissue", "sampling", "mpp_override")
+TILE_KEYS = ("mpp", "tile_size", "max_tiles_per_slide", "min_tissue", "sampling", "mpp_override",
+             "revision")
 RECORD_PARTS = {"wsi": ("tile_encoder",), "slide": ("tile_encoder", "slide_encoder"),
                 "mri": ("volume_encoder", "mri")}  # fmt: skip
 

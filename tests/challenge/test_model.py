@@ -87,3 +87,25 @@ def test_a_sequence_the_model_never_used_is_not_needed(task1, tmp_path):
     problems: list = []
     without_hbv = model._mri(read_case(inp, "task1"), encoders, problems)
     assert without_hbv is not None and np.array_equal(without_hbv, two), problems
+
+
+@pytest.mark.parametrize(("section", "field"), [("tiles", "tiles.revision"),
+                                                ("mri", "mri.revision")])
+def test_a_model_of_another_extraction_revision_is_refused(task1, tmp_path, section, field):
+    """A case's features are made by this code; a model trained on features of an earlier
+    tile / MRI revision (a record without one: revision 1) would read other features."""
+    import shutil
+
+    from modalsurv.challenge.model import ChallengeModel, ModelMismatchError
+    from modalsurv.features.extract import MRI_REVISION, TILE_REVISION
+
+    run = shutil.copytree(task1["run"], tmp_path / "run")
+    record = json.loads((run / "extraction.json").read_text())
+    assert (record["tiles"]["revision"], record["mri"]["revision"]) == (TILE_REVISION,
+                                                                        MRI_REVISION)  # fmt: skip
+    ChallengeModel.load(run, "task1")  # its own revision: answered
+    del record[section]["revision"]
+    (run / "extraction.json").write_text(json.dumps(record))
+    with pytest.raises(ModelMismatchError, match=r"made by revision 1 .* a new store") as err:
+        ChallengeModel.load(run, "task1")
+    assert err.value.field == field

@@ -554,3 +554,17 @@ def test_a_slide_that_breaks_half_way_leaves_none_of_its_tiles_cached(
     cached = {p: np.load(out / "image_cache" / "wsi" / f"{p}.tiles.npy") for p in ("p1", "p2")}
     assert np.array_equal(cached["p1"], cached["p2"])
     assert len(FeatureStore(out).read("wsi", "p1")[0]) == len(cached["p1"])
+
+
+def test_a_store_of_an_earlier_extraction_revision_is_not_mixed(chimera: Path, tmp_path: Path,
+                                                               monkeypatch) -> None:  # fmt: skip
+    """Tiles chosen (or volumes prepared) by earlier code under the same settings are other
+    features: a store they are in refuses this code's, naming --out and the revision."""
+    import modalsurv.features.extract as ex
+
+    monkeypatch.setattr(ex, "TILE_REVISION", 1)
+    run_extract("chimera-task1", chimera, tmp_path / "s", **FAST, limit=1)
+    monkeypatch.undo()
+    with pytest.raises(ConfigError, match=r"^--out: .*revision: stored 1, now 2.*refusing to mix"):
+        run_extract("chimera-task1", chimera, tmp_path / "s", **FAST)
+    assert FeatureStore(tmp_path / "s").patients("wsi") == ["1000"]

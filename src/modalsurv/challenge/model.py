@@ -36,7 +36,7 @@ from modalsurv.errors import ConfigError, DataError, Problem, WeightsError
 from modalsurv.features import encoders as enc
 from modalsurv.features import wsi
 from modalsurv.features.encoders import find_weights
-from modalsurv.features.extract import SlideSettings, mri_config
+from modalsurv.features.extract import MRI_REVISION, TILE_REVISION, SlideSettings, mri_config
 from modalsurv.features.mri import embed_mri, prepare_mri
 from modalsurv.features.tile_cache import MemoryImages
 from modalsurv.io import clinical as clin
@@ -142,6 +142,22 @@ class ChallengeModel:
         model._check_task(task)
         return model
 
+    def _check_revisions(self, images: list[str], rec: dict[str, Any]) -> None:
+        """A case's features are made by this code: a model trained on features of another
+        tile / MRI revision (``features.extract.TILE_REVISION``) would read features unlike
+        its training ones, silently."""
+        parts = {"wsi": ("tiles", TILE_REVISION), "slide": ("tiles", TILE_REVISION),
+                 "mri": ("mri", MRI_REVISION)}  # fmt: skip
+        for sec, now in dict(parts[m] for m in images).items():
+            made = rec[sec].get("revision", 1)
+            if made != now:
+                raise ModelMismatchError(
+                    f"the model's {sec} features were made by revision {made} of modalsurv's"
+                    f" extraction; this version makes revision {now}, so a case's features"
+                    " would not be made as its training ones were: extract the training"
+                    " folder into a new store and train again", path=self.run / "extraction.json",
+                    field=f"{sec}.revision")  # fmt: skip
+
     def _check_task(self, task: str) -> None:
         step = self.ensemble.members[0].preprocessor_.steps.get("clinical")
         if step is not None:
@@ -170,6 +186,7 @@ class ChallengeModel:
                 f"the extraction record lacks {absent}: the model folder's extraction.json is"
                 " damaged or was edited",
                 path=self.run / "extraction.json", field="extraction")  # fmt: skip
+        self._check_revisions(images, rec)
         unknown = [m for m in self.modalities if m not in (*IMAGE_MODALITIES, "clinical", "rna")]
         if unknown:
             raise ModelMismatchError(f"the model uses modalities {unknown} that challenge inputs"

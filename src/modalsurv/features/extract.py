@@ -338,6 +338,15 @@ def patient_fingerprint(pf: PatientFiles, group: str) -> str:
     return sources_fingerprint(_group_sources(pf, group))
 
 
+#: what this code makes of the same tile / MRI settings, recorded with them: bumped when
+#: tiles are chosen or volumes prepared otherwise, so that a store, an image cache, a run
+#: or a model made before is never mixed with features made now (2: the tile cap spreads
+#: along a Hilbert curve; z-scores in float64 over the voxels a sequence covers, voxels it
+#: does not cover neutral). A record without one was made by revision 1.
+TILE_REVISION = 2
+MRI_REVISION = 2
+
+
 # the extraction record's patients stored without some of their slides (unreadable ones):
 # patient → {"fingerprint": of all its slide sources then, "others": the same with the
 # left-out slides and their masks blanked, "left_out": [[slide, mask], ...]}
@@ -512,7 +521,9 @@ _OPTION_FIELDS = {"tile_encoder": "--tile-encoder", "tile_encoder_kwargs": "--ti
 _SETTING_OPTIONS = {"mpp": "--mpp", "tile_size": "--tile-size", "max_tiles_per_slide": "--max-tiles",
                     "min_tissue": "--min-tissue", "encoder_kwargs": "--timm-kwargs",
                     "slide_encoder": "--slide-encoder", "size": "--mri-size",
-                    "orientation": "--mri-orientation"}  # fmt: skip
+                    "orientation": "--mri-orientation",
+                    # made by an earlier extraction revision: only a new store helps
+                    "revision": "--out"}  # fmt: skip
 _ENCODER_OPTIONS = {"wsi": "--tile-encoder/--tile-weights/--timm-kwargs",
                     "slide": "--slide-encoder/--slide-weights",
                     "mri": "--volume-encoder/--volume-weights"}  # fmt: skip
@@ -589,7 +600,7 @@ def _run_extract(
     kwargs = json.loads(json.dumps(dict(tile_encoder_kwargs or {})))
     tile_settings = {"mpp": mpp, "tile_size": tile_size, "max_tiles_per_slide": max_tiles,
                      "min_tissue": min_tissue, "sampling": sampling, "seed": seed,
-                     "mpp_override": mpp_override,
+                     "mpp_override": mpp_override, "revision": TILE_REVISION,
                      **({"encoder_kwargs": kwargs} if kwargs else {})}  # fmt: skip
 
     # encoders and provenance: all configuration errors surface here, before any work
@@ -951,7 +962,8 @@ def mri_settings(cfg: MriConfig) -> dict[str, Any]:
     """MRI preprocessing as JSON (what the store and the extraction record keep)."""
     return {"size": list(cfg.size), "spacing": None if cfg.spacing is None else list(cfg.spacing),
             "margin_mm": cfg.margin_mm, "norm": cfg.norm, "combine": cfg.combine,
-            "sequences": list(cfg.sequences), "orientation": cfg.orientation}  # fmt: skip
+            "sequences": list(cfg.sequences), "orientation": cfg.orientation,
+            "revision": MRI_REVISION}  # fmt: skip
 
 
 def mri_config(settings: dict[str, Any]) -> MriConfig:
