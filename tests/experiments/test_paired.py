@@ -250,9 +250,10 @@ def test_a_numeric_reference_matches_by_value_and_the_error_lists_the_values():
 
 
 def test_a_finished_grid_trial_has_fold_fingerprints(grid_dir):
-    """A grid trial keeps no folds.csv (it lived in its checkpoints, removed at the end), so
+    """A grid trial kept no folds.csv (it lived in its checkpoints, removed at the end), so
     split_keys found nothing in a real grid and a split shared by two seeds counted twice;
-    now the fingerprints come from predictions.csv, equal for same-seed trials."""
+    now a finished trial keeps folds.csv (and predictions.csv stands in for older ones):
+    fingerprints equal for same-seed trials."""
     from modalsurv.experiments.paired import split_keys
 
     out, res = grid_dir

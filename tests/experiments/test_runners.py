@@ -99,7 +99,8 @@ def test_resume_skips_finished_trials_and_extends_the_grid(tmp_path, cohort):
     for t in first["trial"]:
         d = tmp_path / "trials" / t
         assert {p.name for p in d.iterdir()} == {"config.yaml", "metrics.csv", "predictions.csv",
-                                                 "summary.json", "timing.json"}  # fmt: skip
+                                                 "folds.csv", "summary.json",
+                                                 "timing.json"}  # fmt: skip
         assert json.loads((d / "summary.json").read_text())["status"] == "ok"
     on_disk = pd.read_csv(tmp_path / "results.csv")
     assert len(on_disk) == 2 and list(on_disk["trial"]) == list(first["trial"])
@@ -145,6 +146,26 @@ def test_failing_trial_is_recorded_and_retried_on_resume(tmp_path, cohort, monke
     assert events.trials("trial_skipped") == [good["trial"]]
     assert (fixed["status"] == "ok").all()
     assert not (tmp_path / "trials" / bad["trial"] / "error.json").exists()
+
+
+def test_a_finished_trial_keeps_its_fold_assignment(tmp_path, cohort):
+    """folds.csv lived only in the trial's checkpoints, removed when the trial finished: a
+    finished trial kept no record of its folds. Now folds.csv stays, the run's assignment
+    (every patient, the training fraction aside), and a resume leaves it as it was."""
+    from modalsurv.train.cv import plan_cv
+
+    grid = tiny_grid(modalities=[["clinical"]], data_fraction=[0.5])
+    (trial,) = grid.expand()
+    run_grid(grid, cohort, tmp_path)
+    d = tmp_path / "trials" / trial.id
+    assert not (d / "checkpoints").exists()
+    written = (d / "folds.csv").read_bytes()
+    got = pd.read_csv(d / "folds.csv", dtype={"patient": str}, keep_default_na=False)
+    want = plan_cv(cohort, trial.config).assignment
+    assert len(want) == len(cohort)
+    pd.testing.assert_frame_equal(got, want.reset_index(drop=True))
+    run_grid(grid, cohort, tmp_path)  # resumed: the finished trial is skipped
+    assert (d / "folds.csv").read_bytes() == written
 
 
 def test_resume_onto_another_cohort_is_refused(tmp_path, cohort):
@@ -315,7 +336,7 @@ def test_local_and_ray_give_identical_results(tmp_path, cohort, cluster, monkeyp
     assert (local["status"] == "ok").all()
     pd.testing.assert_frame_equal(ray_res, local)
     for t in local["trial"]:
-        for name in ("metrics.csv", "predictions.csv"):
+        for name in ("metrics.csv", "predictions.csv", "folds.csv"):
             a = (tmp_path / "ray" / "trials" / t / name).read_text()
             assert a == (tmp_path / "local" / "trials" / t / name).read_text()
     # the workers' events reached the driver, tagged with their trial; both nodes worked

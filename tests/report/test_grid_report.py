@@ -87,6 +87,38 @@ def test_fusion_against_clinical_only_is_the_paired_comparison(grid_dir):
     assert set(only["reference"]) == {"coxph_clinical"} and len(only) == 4
 
 
+def test_a_split_two_seeds_share_counts_once_against_clinical_only(tmp_path):
+    """2 seeds x 2 repeats: repeat 1 of seed 0 is repeat 0 of seed 1 (random_state seed +
+    repeat), one split. paired_table counted it once, fusion_vs_clinical twice (8 pairs of
+    2 folds where there are 3 splits x 2 folds = 6): a narrower CI for the same
+    comparison. Now both count distinct (split, fold) pairs, and agree."""
+    from modalsurv.data.synthetic import make_cohort
+    from modalsurv.experiments.grid import parse_grid
+    from modalsurv.experiments.paired import split_keys
+    from modalsurv.experiments.runners import LocalRunner, run_grid
+
+    cohort, _ = make_cohort(n=40, seed=0, max_tiles=2, tile_dim=4, slide_dim=4, mri_dim=4,
+                            n_genes=20)  # fmt: skip
+    base = {"preprocess": {"rna_top_variance_genes": 10, "rna_pca": 3},
+            "model": {"latent_dim": 8, "hidden_dim": 8, "attention_pool_dim": 8, "n_heads": 2,
+                      "n_bins": 5, "stack": "none"},
+            "train": {"epochs": 1, "patience": 1, "batch_size": 16, "device": "cpu",
+                      "n_init": 1},
+            "cv": {"folds": 2, "repeats": 2}, "baselines": []}  # fmt: skip
+    grid = parse_grid({"name": "shared", "base": base, "seed": [0, 1],
+                       "modalities": [["clinical"], ["clinical", "rna"]]})  # fmt: skip
+    res = run_grid(grid, cohort, tmp_path, runner=LocalRunner())
+    assert (res["status"] == "ok").all()
+    keys = [split_keys(tmp_path / "trials" / t, s) for t, s in zip(res.trial, res.seed)]
+    assert len({k for per in keys for k in per.values()}) == 3  # the premise: 4 repeats, 3 splits
+    folds = G.fold_table(tmp_path, res)
+    (got,) = G.fusion_vs_clinical(folds, ["modalities"]).itertuples()
+    (want,) = paired_table(tmp_path, reference={"modalities": "clinical"}).itertuples()
+    assert got.n_pairs == want.n_pairs == 6
+    assert (got.mean, got.low, got.high, got.p_value) == pytest.approx(
+        (want.mean_difference, want.ci_low, want.ci_high, want.p_value))
+
+
 def test_the_smallest_winning_training_size_or_none():
     comp = pd.DataFrame({"line": ["a", "a", "b"], "x": [20.0, 40.0, 30.0],
                          "data_fraction": [0.5, 1.0, 0.75], "beats": [False, True, True]})

@@ -208,3 +208,15 @@ def test_random_effects_interval_is_never_narrower_than_the_pooled_standard_erro
     assert out.p_value == pytest.approx(2 * stats.t.sf(0.01 / se, 2)) and out.p_value > 0.1
     near = random_effects([0.010, 0.011, 0.009], [0.02, 0.02, 0.02])
     assert near.ci_low < 0 < near.ci_high and near.p_value > 0.4
+
+
+@pytest.mark.parametrize("level", [0.0, 1.0, 95, -0.5])
+def test_random_effects_refuses_a_level_outside_0_1(level):
+    """A level of 95 (a percentage) or 1 gave NaN bounds (t.ppf beyond 1), reported as a
+    result; now refused, as corrected_resampled_ttest does."""
+    from modalsurv.train.compare import random_effects
+
+    with pytest.raises(ValueError, match=r"level must be in \(0, 1\)"):
+        random_effects([0.01, 0.02, 0.03], [0.01, 0.01, 0.01], level=level)
+    with pytest.raises(ValueError, match=r"level must be in \(0, 1\)"):
+        random_effects([0.01], [0.01], level=level)  # one cohort: refused all the same

@@ -23,7 +23,15 @@ import numpy as np
 import pandas as pd
 
 from modalsurv.errors import ConfigError
-from modalsurv.experiments.paired import SETTINGS, describe_setting, paired_table, trial_grouped
+from modalsurv.experiments.paired import (
+    SETTINGS,
+    describe_setting,
+    one_per_split,
+    paired_table,
+    split_keys,
+    split_label,
+    trial_grouped,
+)
 from modalsurv.experiments.runners import SETTINGS as TRIAL_SETTINGS
 from modalsurv.experiments.runners import stack_weight_curve
 from modalsurv.report import plots as P
@@ -113,8 +121,10 @@ def load_results(out: Path) -> pd.DataFrame:
 
 def fold_table(out: Path, results: pd.DataFrame) -> pd.DataFrame:
     """Every finished trial's fold scores, long: the settings, ``trial``, ``model``,
-    ``repeat``, ``fold``, ``harrell_c``, ``n_train``, ``n_test`` and ``grouped`` (the
-    trial's folds are leave-one-group-out, ``cv.groups``: their sizes follow the groups)."""
+    ``repeat``, ``fold``, ``harrell_c``, ``n_train``, ``n_test``, ``grouped`` (the
+    trial's folds are leave-one-group-out, ``cv.groups``: their sizes follow the groups)
+    and ``split`` (which outer split the repeat is, ``paired.split_label``: two seeds may
+    share one)."""
     ok = results[results["status"] == "ok"].drop_duplicates("trial")
     frames = []
     for _, row in ok.iterrows():
@@ -125,9 +135,11 @@ def fold_table(out: Path, results: pd.DataFrame) -> pd.DataFrame:
             m[s] = row[s]
         m["trial"] = row["trial"]
         m["grouped"] = trial_grouped(d)
+        keys = split_keys(d, int(row["seed"]))
+        m["split"] = [split_label(keys, int(row["seed"]), int(r)) for r in m["repeat"]]
         frames.append(m)
     cols = [*TRIAL_SETTINGS, "trial", "model", "repeat", "fold", "harrell_c", "n_train", "n_test",
-            "grouped"]
+            "grouped", "split"]
     if not frames:
         return pd.DataFrame(columns=cols)
     return pd.concat(frames, ignore_index=True)[cols]
@@ -236,6 +248,15 @@ def _is_multimodal(modalities: Any) -> bool:
     return str(modalities) == "all" or "+" in str(modalities)
 
 
+def _with_splits(folds: pd.DataFrame) -> pd.DataFrame:
+    """``folds`` with a ``split`` column: a fold table without one (its folds not known)
+    takes each seed's repeats as its own splits, as ``paired_table`` does then."""
+    if "split" in folds.columns:
+        return folds
+    return folds.assign(split=[split_label({}, int(s), int(r))
+                               for s, r in zip(folds["seed"], folds["repeat"], strict=True)])
+
+
 def fusion_vs_clinical(folds: pd.DataFrame, line_axes: list[str]) -> pd.DataFrame:
     """Per training fraction and multimodal ModalSurv line (two or more modalities; a
     single other modality is no fusion and is left out): its Harrell C minus the
@@ -243,9 +264,11 @@ def fusion_vs_clinical(folds: pd.DataFrame, line_axes: list[str]) -> pd.DataFram
     ``clinical`` alone with the same other settings when the grid has it, else the
     trial's own clinical baseline (``modalsurv_clinical``, then ``coxph_clinical``).
     Columns ``line, reference, data_fraction, x, mean, low, high, p_value, n_pairs,
-    beats`` (the whole CI above 0), ``worse`` (the whole CI below 0)."""
+    beats`` (the whole CI above 0), ``worse`` (the whole CI below 0). A split two seeds
+    share (``folds``' ``split``, from :func:`fold_table`) counts once, as in
+    ``paired_table``: ``n_pairs`` counts distinct (split, fold) pairs."""
     keys = ["seed", "repeat", "fold"]
-    main = folds[folds["model"] == MAIN]
+    main = _with_splits(folds[folds["model"] == MAIN])
     rows = []
     others = [a for a in SETTINGS if a != "modalities"]
     clinical_only = main["modalities"].map(_is_clinical_only)
@@ -264,7 +287,8 @@ def fusion_vs_clinical(folds: pd.DataFrame, line_axes: list[str]) -> pd.DataFram
                 continue
             clin, ref_name = pool[pool["model"] == name].drop_duplicates(keys), name
         both = g.merge(clin[[*keys, "harrell_c"]], on=keys, suffixes=("", "_ref"))
-        d = (both["harrell_c"] - both["harrell_c_ref"]).to_numpy(float)
+        d = one_per_split([pd.DataFrame({"split": both["split"], "fold": both["fold"],
+                                         "d": both["harrell_c"] - both["harrell_c_ref"]})])
         k = int(g.groupby(["seed", "repeat"])["fold"].nunique().max())
         fraction = float(first["data_fraction"])  # grouped: the larger of the two settings'
         ratio = max(_ratio(g, k, fraction), _ratio(clin, k, fraction))

@@ -119,9 +119,8 @@ def split_keys(trial: Path, seed: int) -> dict[int, str]:
 
     Why: repeat ``r`` of seed ``s`` draws its folds with ``random_state = s + r``, so with
     ``cv.repeats > 1`` seed 0's repeat 1 is seed 1's repeat 0: the same split, which must
-    not count twice as independent in the corrected t-test (:func:`_one_per_split`). A
-    grid trial keeps no folds.csv (it lives in its checkpoints, removed when it finishes),
-    hence the predictions."""
+    not count twice as independent in the corrected t-test (:func:`one_per_split`). Grid
+    trials finished before they kept a folds.csv have only their predictions."""
     cols = ["patient", "repeat", "fold"]
     path = next((p for p in (trial / "folds.csv", trial / "predictions.csv") if p.is_file()),
                 None)  # fmt: skip
@@ -135,10 +134,17 @@ def split_keys(trial: Path, seed: int) -> dict[int, str]:
     return out
 
 
-def _one_per_split(diffs: list[pd.DataFrame]) -> np.ndarray:
-    """The paired differences, one per distinct (split, fold): a split met under two grid
-    seeds (their models trained from other initial weights) is one split, its differences
-    averaged, not two independent resamples that would narrow the CI."""
+def split_label(keys: dict[int, str], seed: int, repeat: int) -> str:
+    """The split of ``repeat`` of a trial of ``seed`` (``keys``: its :func:`split_keys`):
+    the fingerprint, else (its folds not known) that seed's own repeat."""
+    return keys.get(repeat) or f"seed {seed} repeat {repeat}"
+
+
+def one_per_split(diffs: list[pd.DataFrame]) -> np.ndarray:
+    """The paired differences (frames ``split, fold, d``), one per distinct (split, fold):
+    a split met under two grid seeds (their models trained from other initial weights) is
+    one split, its differences averaged, not two independent resamples that would narrow
+    the CI. The grid report's fusion against clinical-only counts the same way."""
     if not diffs:
         return np.empty(0)
     d = pd.concat(diffs, ignore_index=True)
@@ -203,8 +209,7 @@ def paired_table(
         prints = [keys.get(int(r), "") for r in m["repeat"]]  # "": the folds are not known
         return m[["repeat", "fold", metric]].assign(
             ratio=m["n_test"] / m["n_train"], prints=prints,
-            split=[k or f"seed {seed} repeat {int(r)}" for k, r in zip(prints, m["repeat"],
-                                                                          strict=True)])  # fmt: skip
+            split=[split_label(keys, seed, int(r)) for r in m["repeat"]])
 
     grouped = trial_grouped(out / "trials" / str(ok["trial"].iloc[0]))
     by_setting: dict[tuple[Any, ...], dict[int, pd.DataFrame]] = {}
@@ -229,7 +234,7 @@ def paired_table(
             ratios += [both["ratio"].mean(), both["ratio_ref"].mean()]
             seeds += 1
             k = max(k, int(mine.groupby("repeat")["fold"].nunique().max()))
-        d = _one_per_split(diffs)
+        d = one_per_split(diffs)
         fraction = min(float(setting[3]), float(ref[3]))
         ratio = float(np.nanmax(ratios)) if grouped and diffs else 1.0 / ((k - 1) * fraction)
         mean, lo, hi, p = corrected_resampled_ttest(d, ratio, level)

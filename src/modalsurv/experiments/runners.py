@@ -7,6 +7,7 @@
                          finished trials or folds onto another cohort is refused
     results.csv          one row per trial × model (rewritten after every finished trial)
     trials/<id>/         config.yaml, metrics.csv (per fold), predictions.csv (out-of-fold),
+                         folds.csv (the outer folds' patients, as a run folder's),
                          summary.json (written last: marks the trial finished) or error.json
 
 A finished trial is skipped on resume (its row is rebuilt from summary.json, so the table
@@ -69,6 +70,7 @@ class TrialOutcome:
 
     metrics: pd.DataFrame | None = None
     predictions: pd.DataFrame | None = None
+    folds: pd.DataFrame | None = None  # the outer fold assignment (CVResult.folds)
     summary: dict[str, Any] | None = None
     error: str | None = None
     traceback: str | None = None
@@ -92,8 +94,8 @@ def execute_trial(
         return TrialOutcome(error=f"{type(err).__name__}: {err}",
                             traceback=traceback.format_exc(),
                             seconds=time.perf_counter() - start)  # fmt: skip
-    return TrialOutcome(metrics=res.metrics, predictions=res.predictions, summary=res.summary,
-                        seconds=time.perf_counter() - start)  # fmt: skip
+    return TrialOutcome(metrics=res.metrics, predictions=res.predictions, folds=res.folds,
+                        summary=res.summary, seconds=time.perf_counter() - start)  # fmt: skip
 
 
 OnDone = Callable[[Trial, TrialOutcome], None]
@@ -450,7 +452,9 @@ def _record(out: Path, trial: Trial, outcome: TrialOutcome) -> None:
     """Write a trial's files; summary.json last, since it marks the trial finished. The
     trial's wall time goes to ``timing.json``, apart: summary.json holds only what the
     config and seed decide, so a resumed grid writes it byte for byte as an uninterrupted
-    one."""
+    one. ``folds.csv`` is kept beside them (the copy in ``checkpoints/`` goes with it):
+    which patients each outer fold tested, so the paired comparisons can tell a split that
+    two seeds share (``paired.split_keys``)."""
     d = _trial_dir(out, trial)
     head = {"trial": trial.id, "label": trial.label, "settings": trial.settings}
     atomic_write_text(d / "timing.json", json.dumps({"seconds": outcome.seconds}))
@@ -462,6 +466,8 @@ def _record(out: Path, trial: Trial, outcome: TrialOutcome) -> None:
         return
     atomic_write_csv(d / "metrics.csv", outcome.metrics)
     atomic_write_csv(d / "predictions.csv", outcome.predictions)
+    if outcome.folds is not None:
+        atomic_write_csv(d / "folds.csv", outcome.folds)
     (d / "error.json").unlink(missing_ok=True)
     _units(out).finish(d, {**head, "status": "ok", "cv": outcome.summary})
     shutil.rmtree(d / "checkpoints", ignore_errors=True)  # fold models: not needed any more

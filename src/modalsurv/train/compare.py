@@ -179,6 +179,8 @@ def random_effects(effects: np.ndarray | list[float], standard_errors: np.ndarra
     zero-width interval and p = 0. Cohorts without a finite effect and standard error are
     left out.
     """
+    if not 0.0 < level < 1.0:  # else a NaN or inverted interval, reported as if valid
+        raise ValueError(f"level must be in (0, 1), got {level}")
     y = np.asarray(effects, dtype=np.float64).reshape(-1)
     s = np.asarray(standard_errors, dtype=np.float64).reshape(-1)
     if y.shape != s.shape:
