@@ -271,3 +271,35 @@ def test_a_bag_the_cohort_would_refuse_is_refused_naming_its_file(tmp_path, bad)
     errors = [p for p in scan_manifest(tmp_path / "m.csv") if p.severity == "error"]
     assert [(p.patient, p.field, p.path) for p in errors] == [
         ("a", "wsi", str(tmp_path / "f/a.pt"))]
+
+
+def test_a_semicolon_csv_is_read_like_a_comma_one(tmp_path):
+    """Spreadsheets in a decimal-comma locale save CSV with ';': read as one column it gave
+    three 'missing required column' errors naming columns that are there."""
+    np.save(tmp_path / "a.npy", np.ones(4, np.float32))
+    (tmp_path / "m.csv").write_text("\ufeffpatient;time;event;wsi_path;stage\n"
+                                    "a;12;1;a.npy;II\nb;7,5;0;;I\n")  # fmt: skip
+    problems = scan_manifest(tmp_path / "m.csv")
+    assert [(p.patient, p.field) for p in problems if p.severity == "error"] == [("b", "time")]
+    assert "found '7,5'" in str(problems[0])  # a decimal comma is named, not guessed
+
+
+def test_rows_are_numbered_by_line_despite_blank_lines_and_empty_rows(tmp_path):
+    np.save(tmp_path / "a.npy", np.ones(4, np.float32))
+    (tmp_path / "m.csv").write_text("patient,time,event,wsi_path,age\n"
+                                    "a,12,1,a.npy,50\n\n"
+                                    "b,-1,0,a.npy,x\n"
+                                    "c,3,1,a.npy,60\nd,3,1,a.npy,61\ne,3,1,a.npy,62\n"
+                                    ",,,,\n")  # fmt: skip
+    problems = scan_manifest(tmp_path / "m.csv")
+    assert [(p.severity, p.patient, p.reason[:6]) for p in problems] == [
+        ("error", "b", "row 4:"), ("warning", "b", "row 4:")]  # fmt: skip
+    (tmp_path / "m.csv").write_text("patient,time,event,wsi_path\na,12,1,a.npy\n,,,\n\n")
+    assert read_manifest(tmp_path / "m.csv").patients == ["a"]  # a spreadsheet's ,,, tail
+
+
+def test_a_csv_that_is_not_utf8_says_so_not_that_a_comma_needs_quoting(tmp_path):
+    (tmp_path / "m.csv").write_bytes("patient,time,event,site\na,1,1,Zürich\n".encode("latin-1"))
+    [problem] = scan_manifest(tmp_path / "m.csv")
+    assert "not UTF-8" in problem.reason and "comma" not in problem.reason
+    assert problem.path == str(tmp_path / "m.csv")

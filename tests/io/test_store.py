@@ -572,3 +572,49 @@ def test_a_store_from_before_settings_were_recorded_takes_no_features_made_with_
     with pytest.raises(FeatureError, match="before extraction settings were recorded"):
         store.set_meta("wsi", encoder="e", dim=4, settings={"mpp": 1.0})
     assert store.meta("wsi").get("settings") is None  # not relabelled
+
+
+def _damaged_pack(store, edit):
+    """A packed bag store of a, b, c with ``edit(file)`` applied by hand."""
+    rng = np.random.default_rng(21)
+    store.write_many("wsi", {p: _bag(rng, k) for p, k in (("a", 2), ("b", 4), ("c", 3))})
+    store.pack("wsi")
+    with h5py.File(store.path("wsi"), "r+") as f:
+        edit(f)
+
+
+def _point_b_past_the_pack(f):
+    f["patients/b"].attrs["packed_row"] = 7
+    del f["packed"].attrs["exact"]
+
+
+def _list_one_more_patient(f):  # an exact pack whose patient list outruns its rows
+    del f["packed/patients"]
+    f["packed"].create_dataset("patients", data=np.array(["a", "b", "c", "d"], dtype=object),
+                               dtype=h5py.string_dtype())  # fmt: skip
+
+
+def _lengthen_bag_b(f):  # a bag length beyond the pack's width
+    lengths = f["packed/lengths"][()]
+    lengths[1] = 99
+    f["packed/lengths"][...] = lengths
+
+
+@pytest.mark.parametrize(("edit", "who"), [(_point_b_past_the_pack, "b"),
+                                            (_list_one_more_patient, "d"),
+                                            (_lengthen_bag_b, "b")])  # fmt: skip
+def test_a_packed_index_disagreeing_with_the_file_is_named_not_read_past(store, edit, who):
+    """Reading past /packed/features reads whatever bytes follow it: an IndexError naming
+    nothing, or worse another patient's features handed out silently."""
+    _damaged_pack(store, edit)
+    with pytest.raises(FeatureError) as err:
+        store.load("wsi", ["a", "b", "c", "d"])
+    assert err.value.path == str(store.path("wsi"))
+    assert err.value.patient == who and err.value.field == "wsi"
+
+
+def test_packing_a_file_whose_patient_points_past_the_pack_names_it(store):
+    _damaged_pack(store, _point_b_past_the_pack)
+    with pytest.raises(FeatureError, match="outside the pack") as err:
+        store.pack("wsi")
+    assert err.value.path == str(store.path("wsi")) and err.value.patient == "b"

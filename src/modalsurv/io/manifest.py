@@ -64,12 +64,25 @@ class Manifest:
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
-    """Every cell as text. A row with more fields than the header is a parse error, not a
+    """Every cell as text, indexed by line number (what a message names: pandas would skip
+    blank lines and shift every later number); rows of empty cells (a spreadsheet's
+    ``,,,`` tail) dropped. A row with more fields than the header is a parse error, not a
     silently shifted row (pandas would take the extra first field as an index)."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", pd.errors.ParserWarning)
-        return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True,
-                           index_col=False)  # fmt: skip
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True,
+                         index_col=False, skip_blank_lines=False, sep=_delimiter(path),
+                         encoding="utf-8-sig")  # fmt: skip
+    df.index = df.index + 2  # 1-based, after the header
+    return df[(df.apply(lambda c: c.str.strip()) != "").any(axis=1)]
+
+
+def _delimiter(path: Path) -> str:
+    """``;`` when the header has semicolons and no comma (a spreadsheet saving CSV in a
+    locale whose decimal mark is a comma), else ``,``."""
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
+        first = fh.readline()
+    return ";" if ";" in first and "," not in first else ","
 
 
 def _path_columns(columns: Sequence[str], modalities: Sequence[str] | None) -> dict[str, str]:
@@ -124,8 +137,11 @@ def _scan(path: Path, modalities: Sequence[str] | None) -> Scanned:
         return problems, None, {}, {}
     try:
         df = _read_csv(path)
+    except UnicodeDecodeError as exc:
+        err(f"cannot read the CSV: not UTF-8 text ({exc}); save it as UTF-8")
+        return problems, None, {}, {}
     except (pd.errors.ParserError, pd.errors.ParserWarning, pd.errors.EmptyDataError,
-            UnicodeDecodeError, ValueError) as exc:  # fmt: skip
+            ValueError) as exc:  # fmt: skip
         err(f"cannot parse the CSV (a value with a comma must be quoted): {exc}")
         return problems, None, {}, {}
     df.columns = [str(c).strip() for c in df.columns]
@@ -156,7 +172,7 @@ def _scan(path: Path, modalities: Sequence[str] | None) -> Scanned:
     base = path.parent
     seen: dict[str, int] = {}
     for i, row in df.iterrows():
-        line = int(i) + 2  # 1-based, after the header
+        line = int(i)  # _read_csv indexes rows by line number
         pid = str(row["patient"]).strip()
         if not pid:
             err(f"row {line}: empty patient id", fld="patient")
@@ -213,7 +229,7 @@ def _header(path: Path) -> list[str]:
     import csv
 
     with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
-        return [c.strip() for c in next(csv.reader(fh), [])]
+        return [c.strip() for c in next(csv.reader(fh, delimiter=_delimiter(path)), [])]
 
 
 #: cells that mean "not recorded" in an extra (clinical) column, compared case-insensitively
@@ -243,7 +259,7 @@ def _clean_clinical(df: pd.DataFrame, columns: Sequence[str], path: Path,
         if numeric:
             for i in np.flatnonzero(given & num.isna()):
                 problems.append(Problem(
-                    "warning", f"row {i + 2}: {col.iloc[i]!r} is not a finite number in the"
+                    "warning", f"row {df.index[i]}: {col.iloc[i]!r} is not a finite number in the"
                     f" numeric column {c!r}; treated as missing", str(path),
                     None if ids is None else ids.iloc[i], c))  # fmt: skip
             out[c] = num.astype(object).where(num.notna(), np.nan)

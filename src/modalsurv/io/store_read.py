@@ -132,6 +132,33 @@ class _Located:
         return arr
 
 
+def _check_rows(pack: _Pack, rows: np.ndarray, ids: list[str], path: Path, modality: str
+                ) -> None:  # fmt: skip
+    """Refuse a pack that disagrees with the rows pointed at (a damaged or hand-edited
+    file): a row past the pack, or a bag length beyond its width, would otherwise be read
+    from whatever bytes follow the dataset (another patient's features, or garbage)."""
+    n = pack.x.shape[0]
+    if len(pack.lengths) != n:
+        raise _disagrees(f"/packed/lengths has {len(pack.lengths)} rows, /packed/features"
+                         f" {n}", path, None, modality)  # fmt: skip
+    past = np.flatnonzero(rows >= n)
+    if past.size:
+        raise _disagrees(f"packed row {int(rows[past[0]])} is outside the pack ({n} rows)",
+                         path, ids[int(past[0])], modality)  # fmt: skip
+    if pack.x.ndim == 3:
+        at = np.flatnonzero(rows >= 0)
+        k = pack.lengths[rows[at]]
+        odd = at[(k < 0) | (k > pack.x.shape[1])]
+        if odd.size:
+            raise _disagrees(f"packed bag length {int(pack.lengths[rows[odd[0]]])} is outside"
+                             f" 0..{pack.x.shape[1]}", path, ids[int(odd[0])], modality)  # fmt: skip
+
+
+def _disagrees(why: str, path: Path, patient: str | None, modality: str) -> FeatureError:
+    return FeatureError(f"{why}: the packed index disagrees with the file (damaged file?"
+                        " repack or re-extract)", path=path, patient=patient, field=modality)  # fmt: skip
+
+
 def _locate(f: h5py.File, ids: list[str], path: Path, modality: str) -> _Located:
     kind, dim = _attr(f.attrs.get("kind", "bag")), f.attrs.get("dim")
     stored = np.dtype(_attr(f.attrs["dtype"])) if "dtype" in f.attrs else None
@@ -158,6 +185,7 @@ def _locate(f: h5py.File, ids: list[str], path: Path, modality: str) -> _Located
         # copy-on-write map (torch wraps only writable arrays; the file is never written);
         # what is handed out uncopied is a read-only view of it
         pack = _Pack.open(f, writable=True)
+        _check_rows(pack, rows, ids, path, modality)
     packed = rows >= 0
     present = packed | np.array([d is not None for d in dsets], dtype=bool)
     return _Located(ids, kind, int(dim) if dim is not None else 0, stored, objs, rows, dsets,
