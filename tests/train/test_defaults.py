@@ -51,3 +51,17 @@ def test_one_thread_for_small_steps_and_restored_after():
     assert torch.get_num_threads() == before
     with defaults.torch_threads(None):
         assert torch.get_num_threads() == before
+
+
+def test_edge_sizes_resolve_to_valid_configs():
+    """Tiny, huge, eventless, one-feature and very wide cohorts: the resolved config parses
+    (batch size >= 2, at most 256) and the thread policy answers."""
+    cfg = parse_config({"train": {"device": "cpu"}})
+    for n, events, features in [(0, 0, 0), (1, 0, 1), (10, 0, 1), (10, 3, 5000),
+                                (1599, 0, 1), (1600, 10, 10), (100_000, 0, 1),
+                                (100_000, 5000, 20_000)]:  # fmt: skip
+        s = CohortShape(n=n, events=events, features=features, tiles=0, tile_dim=0)
+        out = defaults.resolve(cfg, s)
+        assert 2 <= out.train.batch_size <= 256
+        assert parse_config(out.model_dump(mode="json")).train.batch_size == out.train.batch_size
+        assert defaults.resolved_threads(out, s) in (1, None)

@@ -139,3 +139,31 @@ def test_too_many_inner_folds_names_the_search_key(make_cohort):
 
     with pytest.raises(ConfigError, match="search.inner_folds 30: more inner folds than the 20"):
         search_module.inner_folds(make_cohort(n=20, seed=0), 30, 0)
+
+
+def test_a_trial_that_scored_every_inner_fold_is_never_pruned(make_cohort, make_config,
+                                                              monkeypatch):
+    """Was: the median pruner also ran after the last inner fold, so a trial that had
+    already paid for every fold lost its score and was counted as pruned (seen on this
+    cohort: trial 3 of 4, two inner folds)."""
+    fits = [0]
+    fit = ModalSurv.fit
+
+    def spy(self, *a, **k):
+        fits[0] += 1
+        return fit(self, *a, **k)
+
+    monkeypatch.setattr(ModalSurv, "fit", spy)
+    per_trial: list[tuple[str, int]] = []
+
+    def progress(event, **info):
+        per_trial.append((info["state"], fits[0] - sum(n for _, n in per_trial)))
+
+    cfg = searched_config(make_config, trials=4, inner_folds=2)
+    res = search_module.search(make_cohort(n=60, seed=1), cfg, progress)
+    assert [state for state, _ in per_trial] == [t["state"] for t in res.trials]
+    for (state, n_fits), t in zip(per_trial, res.trials):
+        if n_fits == 2:  # every inner fold was fitted and scored
+            assert state == "COMPLETE" and t["value"] is not None, per_trial
+        else:
+            assert state == "PRUNED" and n_fits == 1, per_trial

@@ -6,8 +6,9 @@ the ranges in ``config.search``, and scores them by an inner ``search.inner_fold
 cross-validation of a plain ModalSurv (``search.n_init`` seed members; Harrell's C of the
 inner test folds). After each inner fold the trial reports its mean C so far and, with
 ``search.prune``, Optuna's median pruner stops a trial that falls below the median of
-the earlier trials at that fold. The search is seeded by ``config.seed`` (sampler and
-inner folds: the same seed and trial count give the same trials), budgeted by a trial count
+the earlier trials at that fold (not after the last one: a finished trial keeps its
+score). The search is seeded by ``config.seed`` (sampler and inner folds: the same seed
+and trial count give the same trials), budgeted by a trial count
 and optionally a time limit (checked between trials; how many trials fit in it depends on
 the machine and its load, so a search the time limit stopped is not reproducible: it says
 so in a warning), and it never receives the outer
@@ -121,7 +122,9 @@ def search(train: Cohort, config: RunConfig, progress: Progress | None = None) -
                 trial.set_user_attr("error", f"inner fold {k}: {exc}")
                 raise
             trial.report(float(np.mean(scores)), k)
-            if s.prune and trial.should_prune():
+            # after the last inner fold the score is complete: keep it (pruning it would
+            # discard a finished trial's value and count it as pruned)
+            if s.prune and k < len(splits) - 1 and trial.should_prune():
                 raise optuna.TrialPruned()
         return float(np.mean(scores))
 
