@@ -167,3 +167,15 @@ def test_a_trial_that_scored_every_inner_fold_is_never_pruned(make_cohort, make_
             assert state == "COMPLETE" and t["value"] is not None, per_trial
         else:
             assert state == "PRUNED" and n_fits == 1, per_trial
+
+
+def test_a_resumed_fold_reports_its_search_as_it_went(make_cohort, make_config, tmp_path):
+    """The fold's search record was not saved: a resume read it as None, which
+    ``metrics.json`` means as "no trial could be scored"; it is kept with the fold."""
+    cohort = make_cohort(n=60, seed=1)
+    cfg = searched_config(make_config, trials=2)
+    first = cross_validate(cohort, cfg, folds=2, repeats=1, resume_dir=tmp_path / "ck")
+    assert all(s["n_trials"] == 2 and s["best_cindex"] is not None
+               for s in first.summary["search"])  # fmt: skip
+    again = cross_validate(cohort, cfg, folds=2, repeats=1, resume_dir=tmp_path / "ck")
+    assert again.summary["search"] == first.summary["search"]

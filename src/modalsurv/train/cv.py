@@ -606,7 +606,9 @@ def _save_fold(d: Path, out: FoldOutcome) -> None:
     atomic_write_csv(d / "predictions.csv", preds)
     atomic_write_csv(d / "baseline_predictions.csv", bpreds)
     atomic_write_csv(d / "metrics.csv", rows)
-    _units(d.parent.parent).finish(d, {"complete": True, "torch_threads": out.torch_threads})
+    marker = {"complete": True, "torch_threads": out.torch_threads}
+    search = getattr(model, "search_", None)  # how the fold's inner search went
+    _units(d.parent.parent).finish(d, marker | ({"search": search} if search else {}))
 
 
 def _load_fold(d: Path) -> FoldOutcome:
@@ -617,8 +619,10 @@ def _load_fold(d: Path) -> FoldOutcome:
     rows = pd.read_csv(d / "metrics.csv", keep_default_na=False, na_values=[""], **exact)
     rows["note"] = rows["note"].fillna("").astype(str)
     bpreds = pd.read_csv(d / "baseline_predictions.csv", **ids, **exact)
-    threads = _units(d.parent.parent).read_marker(d).get("torch_threads")
-    return FoldOutcome(model, preds, rows, bpreds, torch_threads=threads)
+    marker = _units(d.parent.parent).read_marker(d)
+    if marker.get("search"):  # a resumed fold reports its search as it went, not as failed
+        model.search_ = marker["search"]
+    return FoldOutcome(model, preds, rows, bpreds, torch_threads=marker.get("torch_threads"))
 
 
 def warn_other_threads(done: dict[tuple[int, int], FoldOutcome]) -> None:
