@@ -618,3 +618,18 @@ def test_packing_a_file_whose_patient_points_past_the_pack_names_it(store):
     with pytest.raises(FeatureError, match="outside the pack") as err:
         store.pack("wsi")
     assert err.value.path == str(store.path("wsi")) and err.value.patient == "b"
+
+
+@pytest.mark.parametrize("row", [7, -1])
+def test_reading_one_patient_whose_packed_row_is_outside_the_pack_names_it(store, row):
+    """``read`` (one patient) went straight to the pack row: past the pack an IndexError
+    naming nothing, a negative row another patient's features, silently."""
+
+    def point_b(f):
+        f["patients/b"].attrs["packed_row"] = row
+
+    _damaged_pack(store, point_b)
+    with pytest.raises(FeatureError, match="outside the pack") as err:
+        store.read("wsi", "b")
+    assert err.value.path == str(store.path("wsi")) and err.value.patient == "b"
+    assert store.read("wsi", "a")[0].shape[0] == 2  # the others still read

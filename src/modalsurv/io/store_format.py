@@ -164,7 +164,16 @@ def _read_group(
         return g["features"][()], (g["coords"][()] if "coords" in g else None)
     if "packed_row" not in g.attrs or pack is None:
         raise _no_data(path, patient)
-    return pack.row(int(g.attrs["packed_row"]))
+    r = int(g.attrs["packed_row"])
+    n = min(len(pack.lengths), pack.x.shape[0])
+    width = pack.x.shape[1] if pack.x.ndim == 3 else None
+    # a negative row read another patient's features; one past the pack an IndexError
+    if not 0 <= r < n or (width is not None and not 0 <= int(pack.lengths[r]) <= width):
+        raise FeatureError(f"packed row {r} is outside the pack ({n} rows, bags of at most"
+                           f" {width} tiles): the packed index disagrees with the file (damaged"
+                           " file? repack or re-extract)", path=path, patient=patient,
+                           field="features")  # fmt: skip
+    return pack.row(r)
 
 
 def _own_features(gid: h5py.h5g.GroupID, path: Path, patient: str) -> h5py.h5d.DatasetID:
