@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -87,16 +88,16 @@ def test_fusion_against_clinical_only_is_the_paired_comparison(grid_dir):
     assert set(only["reference"]) == {"coxph_clinical"} and len(only) == 4
 
 
-def test_a_split_two_seeds_share_counts_once_against_clinical_only(tmp_path):
-    """2 seeds x 2 repeats: repeat 1 of seed 0 is repeat 0 of seed 1 (random_state seed +
-    repeat), one split. paired_table counted it once, fusion_vs_clinical twice (8 pairs of
-    2 folds where there are 3 splits x 2 folds = 6): a narrower CI for the same
-    comparison. Now both count distinct (split, fold) pairs, and agree."""
+@pytest.fixture(scope="module")
+def shared_split_grid(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
+    """A finished grid of 2 seeds x 2 repeats (2 folds), clinical and clinical+rna, with
+    the coxph_clinical baseline: repeat 1 of seed 0 is repeat 0 of seed 1 (random_state
+    seed + repeat), one split. (folder, results)."""
     from modalsurv.data.synthetic import make_cohort
     from modalsurv.experiments.grid import parse_grid
-    from modalsurv.experiments.paired import split_keys
     from modalsurv.experiments.runners import LocalRunner, run_grid
 
+    out = tmp_path_factory.mktemp("shared_split_grid")
     cohort, _ = make_cohort(n=40, seed=0, max_tiles=2, tile_dim=4, slide_dim=4, mri_dim=4,
                             n_genes=20)  # fmt: skip
     base = {"preprocess": {"rna_top_variance_genes": 10, "rna_pca": 3},
@@ -104,11 +105,22 @@ def test_a_split_two_seeds_share_counts_once_against_clinical_only(tmp_path):
                       "n_bins": 5, "stack": "none"},
             "train": {"epochs": 1, "patience": 1, "batch_size": 16, "device": "cpu",
                       "n_init": 1},
-            "cv": {"folds": 2, "repeats": 2}, "baselines": []}  # fmt: skip
+            "cv": {"folds": 2, "repeats": 2}, "baselines": ["coxph_clinical"]}  # fmt: skip
     grid = parse_grid({"name": "shared", "base": base, "seed": [0, 1],
                        "modalities": [["clinical"], ["clinical", "rna"]]})  # fmt: skip
-    res = run_grid(grid, cohort, tmp_path, runner=LocalRunner())
+    res = run_grid(grid, cohort, out, runner=LocalRunner())
     assert (res["status"] == "ok").all()
+    return out, res
+
+
+def test_a_split_two_seeds_share_counts_once_against_clinical_only(shared_split_grid):
+    """2 seeds x 2 repeats: repeat 1 of seed 0 is repeat 0 of seed 1 (random_state seed +
+    repeat), one split. paired_table counted it once, fusion_vs_clinical twice (8 pairs of
+    2 folds where there are 3 splits x 2 folds = 6): a narrower CI for the same
+    comparison. Now both count distinct (split, fold) pairs, and agree."""
+    from modalsurv.experiments.paired import split_keys
+
+    tmp_path, res = shared_split_grid
     keys = [split_keys(tmp_path / "trials" / t, s) for t, s in zip(res.trial, res.seed)]
     assert len({k for per in keys for k in per.values()}) == 3  # the premise: 4 repeats, 3 splits
     folds = G.fold_table(tmp_path, res)
@@ -117,6 +129,76 @@ def test_a_split_two_seeds_share_counts_once_against_clinical_only(tmp_path):
     assert got.n_pairs == want.n_pairs == 6
     assert (got.mean, got.low, got.high, got.p_value) == pytest.approx(
         (want.mean_difference, want.ci_low, want.ci_high, want.p_value))
+
+
+def _by_split_by_hand(out, res, model: str, modalities: str | None) -> dict:
+    """(split fingerprint, fold) -> the Harrell C of ``model`` there, one per seed that
+    met the split, read from the trials' own files (a baseline: one trial per seed)."""
+    from modalsurv.experiments.paired import split_keys
+
+    rows = res[res.model == "modalsurv"]
+    if modalities is not None:
+        rows = rows[rows.modalities == modalities]
+    scores: dict = {}
+    for trial, seed in rows.drop_duplicates("seed")[["trial", "seed"]].itertuples(index=False):
+        keys = split_keys(out / "trials" / trial, int(seed))
+        m = pd.read_csv(out / "trials" / trial / "metrics.csv")
+        for r in m[m.model == model].itertuples():
+            scores.setdefault((keys[int(r.repeat)], int(r.fold)), []).append(r.harrell_c)
+    return scores
+
+
+def test_a_split_two_seeds_share_counts_once_in_the_scaling_curve(shared_split_grid):
+    """The data-scaling curve pooled the fold scores of every seed: the split seeds 0 and
+    1 share entered twice as independent (8 scores where there are 3 splits x 2 folds =
+    6), the deterministic baseline's twice the same. Now one score per (split, fold), the
+    seeds' mean, as the corrected t-test of fusion against clinical-only counts them."""
+    out, res = shared_split_grid
+    table = G.scaling_table(G.fold_table(out, res), ["modalities"]).set_index("line")
+    base = _by_split_by_hand(out, res, "coxph_clinical", None)
+    shared = [v for v in base.values() if len(v) == 2]
+    assert len(base) == 6 and len(shared) == 2  # the premise: 3 splits, one met twice
+    assert all(a == pytest.approx(b) for a, b in shared)  # the baseline: the same scores
+    for line, model, mods in (("clinical+rna", "modalsurv", "clinical+rna"),
+                              ("clinical", "modalsurv", "clinical"),
+                              ("coxph_clinical", "coxph_clinical", None)):  # fmt: skip
+        scores = _by_split_by_hand(out, res, model, mods)
+        assert len(scores) == 6 and sum(map(len, scores.values())) == 8, line
+        once = [float(np.mean(v)) for v in scores.values()]
+        mean, lo, hi, _ = corrected_resampled_ttest(once, 1 / (2 - 1))  # 2 folds, 100 %
+        row = table.loc[line]
+        assert row["n"] == 6, line
+        assert (row["mean"], row["low"], row["high"]) == pytest.approx((mean, lo, hi)), line
+
+
+def _scaling_as_before(folds: pd.DataFrame, line_axes: list[str]) -> pd.DataFrame:
+    """The scaling table as it was computed before shared splits counted once: every
+    seed's fold scores pooled as independent."""
+    f = folds.copy()
+    f["line"] = [G._line(r, line_axes) for _, r in f.iterrows()]
+    f = f.drop_duplicates(["line", "data_fraction", "seed", "repeat", "fold"])
+    rows = []
+    for (line, fraction), g in f.groupby(["line", "data_fraction"], sort=False):
+        k = int(g.groupby(["seed", "repeat"])["fold"].nunique().max())
+        c = g["harrell_c"].to_numpy(float)
+        mean, lo, hi, _ = corrected_resampled_ttest(c, G._ratio(g, k, float(fraction)))
+        rows.append({"line": line, "data_fraction": float(fraction),
+                     "x": float(g["n_train"].mean()), "mean": mean, "low": lo, "high": hi,
+                     "n": int(np.isfinite(c).sum())})  # fmt: skip
+    return pd.DataFrame(rows, columns=["line", "data_fraction", "x", "mean", "low", "high", "n"])
+
+
+def test_without_a_shared_split_the_scaling_curve_is_unchanged(shared_split_grid):
+    """One seed, or one repeat per seed (cv.repeats = 1), or folds not known (no split
+    column): no split is met twice, and the table is exactly what it was."""
+    out, res = shared_split_grid
+    folds = G.fold_table(out, res)
+    for part in (folds[folds.seed == 0], folds[folds.repeat == 0],
+                 folds.drop(columns="split"), _grouped_folds(True)):  # fmt: skip
+        want = _scaling_as_before(part, ["modalities"])
+        assert want["n"].gt(1).all()
+        pd.testing.assert_frame_equal(G.scaling_table(part, ["modalities"]), want,
+                                      check_exact=True)
 
 
 def test_the_smallest_winning_training_size_or_none():

@@ -219,22 +219,34 @@ def _line(row: pd.Series, axes: list[str]) -> str:
     return setting or MAIN
 
 
+def _per_split(g: pd.DataFrame, values: pd.Series) -> np.ndarray:
+    """``values`` of ``g``'s folds, one per distinct (split, fold): the mean over the seeds
+    that share a split (``paired.one_per_split``), so a shared split is one resample."""
+    return one_per_split([pd.DataFrame({"split": g["split"], "fold": g["fold"], "d": values})])
+
+
 def scaling_table(folds: pd.DataFrame, line_axes: list[str]) -> pd.DataFrame:
     """Per line (ModalSurv per ``line_axes`` setting; each baseline once) and training
     fraction: ``x`` (mean training patients), the mean Harrell C over folds and seeds and
-    its corrected resampled 95 % interval, ``n`` scores."""
+    its corrected resampled 95 % interval, ``n`` scores. A split two seeds share
+    (``folds``' ``split``, from :func:`fold_table`) counts once, its scores averaged over
+    those seeds, as in ``fusion_vs_clinical``: ``n`` counts distinct (split, fold) pairs,
+    and a leave-one-group-out n_test / n_train is theirs."""
     rows = []
-    f = folds.copy()
+    f = _with_splits(folds).copy()
     f["line"] = [_line(r, line_axes) for _, r in f.iterrows()]
     # a baseline is the same in every trial of one seed and fraction: count it once
     f = f.drop_duplicates(["line", "data_fraction", "seed", "repeat", "fold"])
     for (line, fraction), g in f.groupby(["line", "data_fraction"], sort=False):
         k = int(g.groupby(["seed", "repeat"])["fold"].nunique().max())
-        mean, lo, hi, _ = corrected_resampled_ttest(g["harrell_c"].to_numpy(float),
-                                                    _ratio(g, k, float(fraction)))
+        scores = _per_split(g, g["harrell_c"])
+        ratio = fold_ratio(k, float(fraction))
+        if "grouped" in g and g["grouped"].astype(bool).any():
+            ratio = float(_per_split(g, g["n_test"] / g["n_train"]).mean())
+        mean, lo, hi, _ = corrected_resampled_ttest(scores, ratio)
         rows.append({"line": line, "data_fraction": float(fraction),
                      "x": float(g["n_train"].mean()), "mean": mean, "low": lo, "high": hi,
-                     "n": int(np.isfinite(g["harrell_c"].to_numpy(float)).sum())})  # fmt: skip
+                     "n": int(np.isfinite(scores).sum())})  # fmt: skip
     return pd.DataFrame(rows, columns=["line", "data_fraction", "x", "mean", "low", "high", "n"])
 
 
