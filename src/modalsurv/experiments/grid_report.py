@@ -491,7 +491,8 @@ def _scaling_sections(folds: pd.DataFrame, varying: list[str], comp: pd.DataFram
     win = smallest_winning_size(comp) if len(comp) else None
     out: list[Section] = [("Data scaling", Chart(
         P.scaling(table, None if win is None else win["x"]), table, "data_scaling",
-        "Harrell C (mean over outer folds and seeds) against the training patients per fold;"
+        "Harrell C (mean over outer folds; a split two seeds share counted once) against the"
+        " training patients per fold;"
         " bands: corrected resampled 95% CI"))]  # fmt: skip
     if comp.empty:
         return out
