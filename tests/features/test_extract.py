@@ -556,6 +556,29 @@ def test_a_slide_that_breaks_half_way_leaves_none_of_its_tiles_cached(
     assert len(FeatureStore(out).read("wsi", "p1")[0]) == len(cached["p1"])
 
 
+def test_caching_a_stored_patient_leaves_out_its_recorded_unreadable_slide(
+        chimera: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Caching the images of a patient stored without an unreadable slide tiled every slide
+    again, so that slide failed the whole patient's cache; now the slides its
+    ``unusable_slides`` entry lists are left out: the cached tiles are the stored bag's."""
+    from modalsurv.features import extract
+
+    man, _, bad = _two_slide_manifest(chimera, tmp_path / "c")
+    out = tmp_path / "s"
+    first = run_extract("manifest", man, out, **FAST, rna=False)
+    assert [(f.patient, f.path) for f in first.unusable_inputs] == [("p1", str(bad))]
+    # a stored patient whose retry is not due: only its images are cached
+    monkeypatch.setattr(extract, "_retry_unusable", lambda *args: False)
+    rep = run_extract("manifest", man, out, **FAST, rna=False, tile_cache=True)
+    assert rep.failures == [] and sorted(rep.cached) == ["p1", "p2"] and rep.done == []
+    x, coords = FeatureStore(out).read("wsi", "p1")
+    folder = out / "image_cache" / "wsi"
+    assert len(np.load(folder / "p1.tiles.npy")) == len(x) > 0
+    np.testing.assert_array_equal(np.load(folder / "p1.coords.npy"), coords)
+    np.testing.assert_array_equal(np.load(folder / "p1.tiles.npy"),
+                                  np.load(folder / "p2.tiles.npy"))  # fmt: skip
+
+
 def test_a_store_of_an_earlier_extraction_revision_is_not_mixed(chimera: Path, tmp_path: Path,
                                                                monkeypatch) -> None:  # fmt: skip
     """Tiles chosen (or volumes prepared) by earlier code under the same settings are other

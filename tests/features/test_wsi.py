@@ -284,6 +284,35 @@ def test_a_mask_of_another_shape_than_its_slide_is_refused(slide_path: Path, tmp
 
 
 
+def test_non_square_pixels_are_refused_unless_overridden(tmp_path: Path) -> None:
+    """Only mpp-x sized the tiles: a y resolution twice as coarse (a line scanner, a mis-set
+    YResolution tag) was ignored and tiles were not square in µm."""
+    from modalsurv.errors import DataWarning
+
+    p = tmp_path / "nonsquare.tif"
+    tifffile.imwrite(p, slide_image(), tile=(256, 256), photometric="rgb",
+                     resolution=(1e4 / 0.25, 1e4 / 0.5), resolutionunit="CENTIMETER")  # fmt: skip
+    with pytest.raises(DataError, match=r"not square: 0\.25 .* 0\.5 .*mpp_override") as exc:
+        wsi.Slide(p)
+    assert exc.value.path == str(p) and exc.value.field == "mpp"
+    with pytest.warns(DataWarning, match="replaces the slide's own"):
+        with wsi.Slide(p, mpp_override=0.5) as s:
+            assert s.mpp == 0.5
+
+
+def test_nearly_square_pixels_or_no_y_resolution_read_as_before(tmp_path: Path) -> None:
+    """Within 5 % (rounding in the tags) or without a y value, mpp-x is taken as before."""
+    near = tmp_path / "near.tif"
+    tifffile.imwrite(near, slide_image(), tile=(256, 256), photometric="rgb",
+                     resolution=(1e4 / 0.25, 1e4 / 0.26), resolutionunit="CENTIMETER")  # fmt: skip
+    with wsi.Slide(near) as s:
+        assert s.mpp == pytest.approx(0.25)
+    no_y = {"tiffslide.mpp-x": 0.25, "tiffslide.mpp-y": None}
+    with wsi.Slide(near) as s:
+        assert s._resolve_mpp(no_y, None) == 0.25
+        assert s._resolve_mpp({"aperio.MPP": "0.5", "tiffslide.mpp-y": 1.0}, None) == 0.5
+
+
 def test_an_infinite_or_nanometre_mpp_override_is_refused(slide_path: Path) -> None:
     """An infinite override (or one in nm, 250 for 0.25) was taken: tiles of one pixel."""
     for bad in (float("inf"), 250.0):

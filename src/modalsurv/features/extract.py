@@ -737,7 +737,8 @@ def _run_extract(
             try:
                 if g in images and cache is not None:  # stored already: only the images
                     current = pf.slides[0] if g == "slides" else pf.mri.get(mri_cfg.sequences[0])
-                    _cache_only(pf, g, cache, store, settings, mri_cfg, prints[g])
+                    _cache_only(pf, g, cache, store, settings, mri_cfg, prints[g],
+                                unusable.get(pf.patient))  # fmt: skip
                     if pf.patient not in report.cached:
                         report.cached.append(pf.patient)
                 elif g == "slides" and tile is not None and slide_enc is not None:
@@ -922,16 +923,22 @@ def _open_cache(out: str | Path, cache_dir: str | Path | None, tiles: bool, volu
 
 
 def _cache_only(pf: PatientFiles, group: str, cache: ImageCache, store: FeatureStore,
-                settings: SlideSettings, mri_cfg: MriConfig, fingerprint: str) -> None:
+                settings: SlideSettings, mri_cfg: MriConfig, fingerprint: str,
+                unusable: dict[str, Any] | None = None) -> None:  # fmt: skip
     """Cache the images of a patient the store already holds: tile the slides again (no
-    encoding) and check the tiles land on the stored coordinates, or prepare the MRI."""
+    encoding) and check the tiles land on the stored coordinates, or prepare the MRI.
+    ``unusable`` is the patient's :data:`UNUSABLE` entry: the slides it left out of the
+    stored bag are left out of the cached one too (the cache holds the store's bag)."""
     if group == "mri":
         vols = prepare_mri(pf.mri, pf.mri_mask, mri_cfg, pf.patient)
         cache.write_volumes(pf.patient, np.stack(list(vols.values())), fingerprint)
         return
     kept: list[np.ndarray] = []
     coords = []
+    gone = _stored_without(unusable, fingerprint)
     for sp, mp in _slides_and_masks(pf):
+        if str(sp) in gone:
+            continue
         _, c, _ = encode_slide(sp, mp, None, settings, keep_tiles=kept)
         coords.append(c)
     c = np.concatenate(coords) if coords else np.zeros((0, 2), np.int64)
@@ -946,6 +953,14 @@ def _cache_only(pf: PatientFiles, group: str, cache: ImageCache, store: FeatureS
         raise DataError("no slide has a tile at the stored settings", patient=pf.patient,
                         field="wsi")  # fmt: skip
     cache.write_tiles(pf.patient, np.concatenate(kept), c, fingerprint)
+
+
+def _stored_without(entry: dict[str, Any] | None, fingerprint: str) -> set[str]:
+    """The slides a patient's stored bag was extracted without: those its :data:`UNUSABLE`
+    entry lists, when the entry is of the stored extraction (the same source files)."""
+    if not entry or entry.get("fingerprint") != fingerprint:
+        return set()
+    return {str(pair[0]) for pair in entry.get("left_out") or [] if pair}
 
 
 def _unmasked_mri(pf: PatientFiles, masked: int, cfg: MriConfig) -> Problem:

@@ -34,6 +34,9 @@ MPP_TOLERANCE = 0.1  # a level within 10 % of the target resolution is read as i
 # coarser than this (µm per pixel) is no scanner's level 0: a resolution tag left at the
 # TIFF writer's 72-dpi default reads as 352.8 µm/px and would give one-pixel tiles
 MAX_SLIDE_MPP = 10.0
+# x and y resolutions further apart than this are non-square pixels (a line scanner, a mis-set
+# YResolution tag): tiles cut square in pixels would not be square in µm
+MPP_XY_TOLERANCE = 0.05
 # a tissue mask's aspect may differ from its slide's by rounding and by levels padded to whole
 # tiles (plus this much); another slide's mask or a crop differs by more
 MASK_ASPECT_TOLERANCE = 0.1
@@ -157,7 +160,25 @@ class Slide:
                             " not a scanned slide's resolution (a 72-dpi default?); give"
                             " the real one with mpp_override (e.g. 0.25 for 40x, 0.5 for"
                             " 20x)", path=self.path, field="mpp")  # fmt: skip
+        self._check_square_pixels(props, mpp, key)
         return mpp
+
+    def _check_square_pixels(self, props: dict[str, Any], mpp_x: float, key: str) -> None:
+        """Refuse non-square pixels: only mpp-x sizes the tiles, so a y resolution more
+        than MPP_XY_TOLERANCE away would give tiles that are not square in µm."""
+        if not key.endswith(".mpp-x"):  # aperio.MPP: one value, no y to compare
+            return
+        y_key = key[: -len("x")] + "y"
+        try:
+            mpp_y = float(props[y_key]) if props.get(y_key) is not None else math.nan
+        except (TypeError, ValueError):
+            return
+        if not mpp_y > 0 or math.isclose(mpp_x, mpp_y, rel_tol=MPP_XY_TOLERANCE):
+            return  # no y (or an unusable one): as before, x alone
+        raise DataError(f"the slide's pixels are not square: {mpp_x:g} µm per pixel in x"
+                        f" ({key}) but {mpp_y:g} in y ({y_key}); tiles would not be square"
+                        " in µm. If one value is wrong, give the real resolution with"
+                        " mpp_override", path=self.path, field="mpp")  # fmt: skip
 
     @staticmethod
     def _metadata_mpp(props: dict[str, Any]) -> tuple[float, str] | None:
