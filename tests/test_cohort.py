@@ -199,3 +199,9 @@ def test_concat_cohorts_pads_bags_and_keeps_meta():
         concat_cohorts([a, narrow])
     with pytest.raises(DataError, match="no cohort"):
         concat_cohorts([])
+
+
+@pytest.mark.parametrize("events", [[1, 2], ["1", "2"], [1.0, 2.0]])
+def test_events_coded_1_2_point_to_rs_survival_convention(events):
+    with pytest.raises(LabelError, match=r"patient 'b'.*1 = censored, 2 = event.*status == 2"):
+        Cohort(["a", "b"], [1.0, 2.0], events)

@@ -37,8 +37,12 @@ def coerce_events(event: Sequence | np.ndarray, ids: Sequence[str] | None = None
             out[i] = bool(v)
             continue
         who = None if ids is None or i >= len(ids) else str(ids[i])
+        hint = ""
+        if str(v).strip() in ("2", "2.0"):  # R's Surv(time, status) codes 1/2
+            hint = " (R's survival convention: 1 = censored, 2 = event; convert it with"
+            hint += " event = status == 2)"
         raise LabelError(
-            f"event must be 0/1, a bool or one of '0', '1', '0.0', '1.0'; found {v!r}",
+            f"event must be 0/1, a bool or one of '0', '1', '0.0', '1.0'; found {v!r}{hint}",
             patient=who,
             field="event",
         )

@@ -303,3 +303,12 @@ def test_a_csv_that_is_not_utf8_says_so_not_that_a_comma_needs_quoting(tmp_path)
     [problem] = scan_manifest(tmp_path / "m.csv")
     assert "not UTF-8" in problem.reason and "comma" not in problem.reason
     assert problem.path == str(tmp_path / "m.csv")
+
+
+def test_a_manifest_with_a_header_and_no_rows_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text("patient,time,event,wsi_path\n\n", encoding="utf-8")
+    with pytest.raises(LayoutError, match="no patient rows") as e:
+        read_manifest(path)
+    assert e.value.path == str(path.resolve())
+    assert any("no patient rows" in p.reason for p in scan_manifest(path))

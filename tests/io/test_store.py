@@ -633,3 +633,59 @@ def test_reading_one_patient_whose_packed_row_is_outside_the_pack_names_it(store
         store.read("wsi", "b")
     assert err.value.path == str(store.path("wsi")) and err.value.patient == "b"
     assert store.read("wsi", "a")[0].shape[0] == 2  # the others still read
+
+
+def _nan_vector(store):
+    store.write_many("rna", {"p1": np.array([1.0, np.nan], np.float32)})
+
+
+def _dim_mismatch(store):
+    store.write_many("rna", {"p1": np.ones(2, np.float32), "p2": np.ones(3, np.float32)})
+
+
+def _empty_bag(store):
+    store.write_many("rna", {"p1": np.ones((0, 2), np.float32)})
+
+
+def _bag_among_vectors(store):
+    store.write_many("rna", {"p1": np.ones(2, np.float32), "p2": np.ones((3, 2), np.float32)})
+
+
+def _coords_without_features(store):
+    store.write_many("rna", {"p1": np.ones((3, 2), np.float32)}, {"p9": np.ones((3, 2), int)})
+
+
+@pytest.mark.parametrize(
+    "bad", [_nan_vector, _dim_mismatch, _empty_bag, _bag_among_vectors, _coords_without_features]
+)
+def test_write_many_errors_without_sources_name_the_store_file_and_modality(store, bad):
+    with pytest.raises(FeatureError) as e:
+        bad(store)
+    assert e.value.path == str(store.path("rna"))
+    assert e.value.field == "rna"
+    assert e.value.patient in ("p1", "p2", "p9")
+
+
+def test_write_many_with_sources_still_names_the_source_file(store, tmp_path):
+    src = tmp_path / "p1.npy"
+    with pytest.raises(FeatureError) as e:
+        store.write_many("rna", {"p1": np.array([np.inf])}, sources={"p1": src})
+    assert e.value.path == str(src)
+
+
+def test_write_many_refuses_ids_equal_as_text(store):
+    with pytest.raises(FeatureError, match="'1'.*more than once") as e:
+        store.write_many("rna", {1: np.ones(2, np.float32), "1": np.zeros(2, np.float32)})
+    assert e.value.path == str(store.path("rna"))
+    assert e.value.patient == "1"
+    assert not store.exists("rna")
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_loading_an_empty_patient_id_names_the_store_file(store, packed):
+    store.write("rna", "p1", np.ones(2, np.float32))
+    if packed:
+        store.pack("rna")
+    with pytest.raises(DataError, match="empty patient id") as e:
+        store.load("rna", ["p1", ""])
+    assert e.value.path == str(store.path("rna"))

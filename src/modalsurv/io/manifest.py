@@ -160,6 +160,9 @@ def _scan(path: Path, modalities: Sequence[str] | None) -> Scanned:
     cols = {m: c for m, c in cols.items() if c in df.columns}
     if "patient" not in df.columns:
         return problems, None, cols, {}
+    if df.empty:  # a header alone would read as a cohort of no one
+        err("no patient rows: the manifest has a header but no data")
+        return problems, None, cols, {}
     if not cols:
         problems.append(
             Problem(

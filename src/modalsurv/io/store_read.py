@@ -279,6 +279,9 @@ class StoreReader(StoreFiles):
         if max_tiles is not None and max_tiles < 1:
             raise DataError("max_tiles must be >= 1", field="max_tiles")
         ids = [str(p) for p in patients]
+        if "" in ids:  # a packed file would report it absent; unpacked, name nothing
+            raise DataError(f"an empty patient id was asked for (position {ids.index('')})",
+                            path=self.path(modality), field="patient")  # fmt: skip
         with self._open(modality) as f:
             at = _locate(f, ids, self.path(modality), modality)
             if at.pf is not None:

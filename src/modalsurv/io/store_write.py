@@ -111,6 +111,18 @@ def _coords(raw: Any, x: np.ndarray, src: Any, pid: str) -> np.ndarray:
     return np.ascontiguousarray(c, dtype=np.int64)
 
 
+def _refuse_ids_equal_as_text(features: Mapping[Any, Any], path: Path, modality: str) -> None:
+    """Ids are stored as text, so ``1`` and ``"1"`` are one patient: writing both would
+    let the second silently replace the first."""
+    seen: set[str] = set()
+    for pid in features:
+        if str(pid) in seen:
+            raise FeatureError(f"patient id {str(pid)!r} given more than once (ids are compared"
+                               " as text, e.g. 1 and '1')", path=path, patient=str(pid),
+                               field=modality)  # fmt: skip
+        seen.add(str(pid))
+
+
 #: packing reads and writes rows in batches of about this many bytes (memory bound)
 PACK_BATCH_BYTES = 64 << 20
 
@@ -406,15 +418,17 @@ class StoreWriter(StoreFiles):
             raise FeatureError(
                 f"dtype must be one of {sorted(_DTYPES)}; found {dtype!r}", field="dtype"
             )
+        store_file = self.path(modality)
         unknown = set(coords) - set(features)
         if unknown:
-            raise FeatureError(
-                "coords given for patients without features", patient=sorted(unknown)[0]
-            )
+            raise FeatureError("coords given for patients without features", path=store_file,
+                               patient=sorted(map(str, unknown))[0], field=modality)  # fmt: skip
+        _refuse_ids_equal_as_text(features, store_file, modality)
         # validate everything in memory before touching the disk
         batch = _Batch(cur.get("kind"), cur.get("dim"), cur.get("dtype") or dtype, missing)
         for pid, raw in features.items():
-            batch.add(str(pid), raw, coords.get(pid), sources.get(pid), modality)
+            src = sources.get(pid, store_file)  # no source file: name the store's
+            batch.add(str(pid), raw, coords.get(pid), src, modality)
         if not batch.rows and encoder is None:
             return
         with self._locked_copy(modality) as f:
@@ -428,7 +442,7 @@ class StoreWriter(StoreFiles):
             )  # fmt: skip
             if have.get("kind") not in (None, batch.kind):
                 raise FeatureError(f"modality holds {have['kind']}s, not {batch.kind}s",
-                                   field=modality)  # fmt: skip
+                                   path=store_file, field=modality)  # fmt: skip
             for k, v in (("encoder", encoder), ("checksum", checksum)):
                 if v is not None:
                     f.attrs[k] = str(v)
