@@ -278,7 +278,7 @@ def test_a_semicolon_csv_is_read_like_a_comma_one(tmp_path):
     three 'missing required column' errors naming columns that are there."""
     np.save(tmp_path / "a.npy", np.ones(4, np.float32))
     (tmp_path / "m.csv").write_text("\ufeffpatient;time;event;wsi_path;stage\n"
-                                    "a;12;1;a.npy;II\nb;7,5;0;;I\n")  # fmt: skip
+                                    "a;12;1;a.npy;II\nb;7,5;0;;I\n", encoding="utf-8")  # fmt: skip
     problems = scan_manifest(tmp_path / "m.csv")
     assert [(p.patient, p.field) for p in problems if p.severity == "error"] == [("b", "time")]
     assert "found '7,5'" in str(problems[0])  # a decimal comma is named, not guessed
