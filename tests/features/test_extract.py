@@ -591,3 +591,18 @@ def test_a_store_of_an_earlier_extraction_revision_is_not_mixed(chimera: Path, t
     with pytest.raises(ConfigError, match=r"^--out: .*revision: stored 1, now 2.*refusing to mix"):
         run_extract("chimera-task1", chimera, tmp_path / "s", **FAST)
     assert FeatureStore(tmp_path / "s").patients("wsi") == ["1000"]
+
+
+def test_a_slide_the_cache_only_pass_cannot_read_is_the_one_named(chimera: Path, tmp_path: Path,
+                                                                 monkeypatch) -> None:  # fmt: skip
+    """A decoder's own error (not a DataError) in the cache-only pass named the patient's
+    first slide, not the unreadable one."""
+    from modalsurv.features import extract
+
+    man, _, bad = _two_slide_manifest(chimera, tmp_path / "c")
+    out = tmp_path / "s"
+    run_extract("manifest", man, out, **FAST, rna=False)
+    monkeypatch.setattr(extract, "_retry_unusable", lambda *args: False)
+    monkeypatch.setattr(extract, "_stored_without", lambda *args: set())  # try every slide
+    rep = run_extract("manifest", man, out, **FAST, rna=False, tile_cache=True)
+    assert [(f.patient, f.path) for f in rep.failures] == [("p1", str(bad))]

@@ -939,7 +939,13 @@ def _cache_only(pf: PatientFiles, group: str, cache: ImageCache, store: FeatureS
     for sp, mp in _slides_and_masks(pf):
         if str(sp) in gone:
             continue
-        _, c, _ = encode_slide(sp, mp, None, settings, keep_tiles=kept)
+        try:
+            _, c, _ = encode_slide(sp, mp, None, settings, keep_tiles=kept)
+        except DataError:
+            raise
+        except Exception as exc:  # a decoder's own error names no file: this slide's
+            raise DataError(f"{type(exc).__name__}: {exc}", path=sp, patient=pf.patient,
+                            field="wsi") from exc  # fmt: skip
         coords.append(c)
     c = np.concatenate(coords) if coords else np.zeros((0, 2), np.int64)
     _, stored = store.read("wsi", pf.patient)
