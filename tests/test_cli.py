@@ -713,3 +713,31 @@ def test_a_training_patient_named_na_is_recognised_in_an_evaluated_cohort(run_di
     with pytest.warns(DataWarning, match="in the run's training"):
         scores = evaluate_run(run, renamed, n_boot=5, name="own")
     assert scores["training_patients"] == len(own)
+
+
+def test_extract_takes_the_slides_resolution_from_slide_mpp(tmp_path):
+    """A slide without µm/px in its metadata was refused with "give it with mpp_override",
+    an option the command line did not have: `--slide-mpp` now gives it, is recorded with
+    the store's settings, and must be a resolution."""
+    import numpy as np
+    import tifffile
+
+    img = np.full((512, 512, 3), 240, np.uint8)
+    img[128:384, 128:384] = (170, 90, 150)  # a stained square on glass
+    tifffile.imwrite(tmp_path / "p1.tif", img, tile=(256, 256), photometric="rgb")
+    (tmp_path / "m.csv").write_text(f"patient,wsi_path\np1,{tmp_path / 'p1.tif'}\n")
+    base = ["extract", str(tmp_path / "m.csv"), "--layout", "manifest", "--tile-encoder",
+            "timm:resnet10t", "--tile-size", "64", "--max-tiles", "4", "--min-tissue", "0.25",
+            "--random-weights"]  # fmt: skip
+    res = runner.invoke(app, [*base, "--out", str(tmp_path / "s0")])
+    assert res.exit_code == 1 and "--slide-mpp" in " ".join(res.output.split()), res.output
+    res = runner.invoke(app, [*base, "--out", str(tmp_path / "s1"), "--slide-mpp", "0.5"])
+    assert res.exit_code == 0, res.output
+    from modalsurv.io.store import FeatureStore
+
+    store = FeatureStore(tmp_path / "s1")
+    assert store.patients("wsi") == ["p1"]
+    assert store.meta("wsi")["settings"]["mpp_override"] == 0.5
+    for bad in ("0", "nan", "250"):
+        res = runner.invoke(app, [*base, "--out", str(tmp_path / "s2"), "--slide-mpp", bad])
+        assert res.exit_code == 2 and "--slide-mpp" in res.output, res.output

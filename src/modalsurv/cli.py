@@ -750,7 +750,8 @@ def scan(
 
 
 def _check_extract_numbers(mpp: float, tile_size: int, max_tiles: int, min_tissue: float,
-                           batch_size: int, workers: int, limit: int | None) -> None:  # fmt: skip
+                           batch_size: int, workers: int, limit: int | None,
+                           slide_mpp: float | None = None) -> None:  # fmt: skip
     """Refuse impossible extraction numbers before any slide is opened (ConfigError, exit 2):
     they used to fail patient by patient, each counted as a failed patient."""
     import math
@@ -761,7 +762,10 @@ def _check_extract_numbers(mpp: float, tile_size: int, max_tiles: int, min_tissu
               ("--min-tissue", min_tissue, 0.0 <= min_tissue <= 1.0, "a fraction in [0, 1]"),
               ("--batch-size", batch_size, batch_size >= 1, "an integer >= 1"),
               ("--workers", workers, workers >= 0, "an integer >= 0"),
-              ("--limit", limit, limit is None or limit >= 1, "an integer >= 1")]  # fmt: skip
+              ("--limit", limit, limit is None or limit >= 1, "an integer >= 1"),
+              ("--slide-mpp", slide_mpp, slide_mpp is None or (math.isfinite(slide_mpp)
+                                                               and 0 < slide_mpp <= 10),
+               "a number in (0, 10] (µm per pixel of the slides' level 0)")]  # fmt: skip
     for option, value, ok, want in checks:
         if not ok:
             raise ConfigError(f"{option}: expected {want}; found {value!r}")
@@ -784,6 +788,10 @@ def extract(
     volume_encoder: str | None = typer.Option(None, help="e.g. medicalnet_resnet10"),
     volume_weights: Path | None = typer.Option(None, help="local MedicalNet .pth"),
     mpp: float = typer.Option(0.5, help="target resolution in µm per pixel"),
+    slide_mpp: float | None = typer.Option(None, help="every slide's level-0 resolution in µm"
+                                           " per pixel, replacing its metadata (a slide"
+                                           " without one, a 72-dpi default, non-square"
+                                           " pixels); recorded with the store's settings"),
     tile_size: int = typer.Option(224, help="tile size in pixels at the target resolution"),
     max_tiles: int = typer.Option(500, help="at most this many tiles per slide"),
     min_tissue: float = typer.Option(0.5, help="least tissue fraction of a kept tile"),
@@ -826,14 +834,14 @@ def extract(
         tile_size=tile_size, max_tiles=max_tiles, batch_size=batch_size, workers=workers,
         limit=limit, device=device, allow_random_weights=random_weights,
         reextract_changed=reextract_changed, min_tissue=min_tissue, tile_cache=tile_cache,
-        volume_cache=volume_cache, cache_dir=cache_dir,
+        volume_cache=volume_cache, cache_dir=cache_dir, mpp_override=slide_mpp,
     )
     if slide_weights is not None:
         kwargs["slide_weights"] = slide_weights
     try:
         _check_extract_numbers(mpp=mpp, tile_size=tile_size, max_tiles=max_tiles,
                                min_tissue=min_tissue, batch_size=batch_size, workers=workers,
-                               limit=limit)  # fmt: skip
+                               limit=limit, slide_mpp=slide_mpp)  # fmt: skip
         if device != "auto":  # a device torch does not know is a usage error, named
             from modalsurv.devices import resolve_device
 

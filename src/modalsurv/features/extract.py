@@ -518,7 +518,7 @@ def _remove_if_only_lock(folder: Path) -> None:
 _OPTION_FIELDS = {"tile_encoder": "--tile-encoder", "tile_encoder_kwargs": "--timm-kwargs",
                   "slide_encoder": "--slide-encoder", "volume_encoder": "--volume-encoder"}  # fmt: skip
 # the option behind each extraction setting a store records
-_SETTING_OPTIONS = {"mpp": "--mpp", "tile_size": "--tile-size", "max_tiles_per_slide": "--max-tiles",
+_SETTING_OPTIONS = {"mpp": "--mpp", "mpp_override": "--slide-mpp", "tile_size": "--tile-size", "max_tiles_per_slide": "--max-tiles",
                     "min_tissue": "--min-tissue", "encoder_kwargs": "--timm-kwargs",
                     "slide_encoder": "--slide-encoder", "size": "--mri-size",
                     "orientation": "--mri-orientation",

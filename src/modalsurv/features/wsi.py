@@ -152,14 +152,15 @@ class Slide:
             return float(override)
         if own is None:
             raise DataError("the slide has no resolution (µm per pixel) in its metadata; give"
-                            " it with mpp_override (e.g. 0.25 for 40x, 0.5 for 20x)",
+                            " it with mpp_override (`modalsurv extract --slide-mpp`; e.g. 0.25 for 40x,"
+                            " 0.5 for 20x)",
                             path=self.path, field="mpp")  # fmt: skip
         mpp, key = own
         if mpp > MAX_SLIDE_MPP:
             raise DataError(f"the slide's metadata gives {mpp:g} µm per pixel ({key}),"
                             " not a scanned slide's resolution (a 72-dpi default?); give"
-                            " the real one with mpp_override (e.g. 0.25 for 40x, 0.5 for"
-                            " 20x)", path=self.path, field="mpp")  # fmt: skip
+                            " the real one with mpp_override (`modalsurv extract --slide-mpp`; e.g."
+                            " 0.25 for 40x, 0.5 for 20x)", path=self.path, field="mpp")  # fmt: skip
         self._check_square_pixels(props, mpp, key)
         return mpp
 
@@ -178,7 +179,7 @@ class Slide:
         raise DataError(f"the slide's pixels are not square: {mpp_x:g} µm per pixel in x"
                         f" ({key}) but {mpp_y:g} in y ({y_key}); tiles would not be square"
                         " in µm. If one value is wrong, give the real resolution with"
-                        " mpp_override", path=self.path, field="mpp")  # fmt: skip
+                        " mpp_override (`modalsurv extract --slide-mpp`)", path=self.path, field="mpp")  # fmt: skip
 
     @staticmethod
     def _metadata_mpp(props: dict[str, Any]) -> tuple[float, str] | None:
