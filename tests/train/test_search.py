@@ -179,3 +179,19 @@ def test_a_resumed_fold_reports_its_search_as_it_went(make_cohort, make_config, 
                for s in first.summary["search"])  # fmt: skip
     again = cross_validate(cohort, cfg, folds=2, repeats=1, resume_dir=tmp_path / "ck")
     assert again.summary["search"] == first.summary["search"]
+
+
+def test_the_search_puts_the_callers_optuna_logging_back_and_reports_pruned_trials(
+        make_cohort, make_config):  # fmt: skip
+    """The search set Optuna's logging to ERROR for the whole process (a user's own Optuna
+    studies then logged nothing); the fold summary now also says how many were pruned."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    try:
+        res = cross_validate(make_cohort(n=60, seed=1), searched_config(make_config, trials=2),
+                             folds=2, repeats=1)  # fmt: skip
+        assert optuna.logging.get_verbosity() == optuna.logging.INFO
+    finally:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    assert all(s["n_pruned"] == 0 for s in res.summary["search"])  # 2 trials: none pruned

@@ -851,7 +851,7 @@ def cross_validate(
                               # how the search went: a fold none of whose trials could be
                               # scored kept the configured values (best_cindex None)
                               **{k: _finite_or_none((getattr(m, "search_", None) or {}).get(k))
-                                 for k in ("best_cindex", "n_trials", "n_failed")}}
+                                 for k in ("best_cindex", "n_trials", "n_pruned", "n_failed")}}
                              for r, ms in enumerate(models) for f, m in enumerate(ms)]  # fmt: skip
     if summary["model_kind"] == "stack":
         summary["stack"] = stack_record(models)

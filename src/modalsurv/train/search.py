@@ -102,7 +102,6 @@ def search(train: Cohort, config: RunConfig, progress: Progress | None = None) -
     s = config.search
     if s.trials < 1:
         raise ValueError("search.trials is 0: nothing to search")
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials: our own warning
     splits = inner_folds(train, s.inner_folds, config.seed)
     started = time.perf_counter()
 
@@ -140,7 +139,13 @@ def search(train: Cohort, config: RunConfig, progress: Progress | None = None) -
         if s.timeout is not None and time.perf_counter() - started >= s.timeout:
             study.stop()
 
-    study.optimize(objective, n_trials=s.trials, callbacks=[stop_on_time], catch=UNSCORABLE)
+    # failed trials get our own warning; the caller's Optuna logging is put back after
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        study.optimize(objective, n_trials=s.trials, callbacks=[stop_on_time], catch=UNSCORABLE)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     if len(study.trials) < s.trials:
         warnings.warn(f"search: search.timeout ({s.timeout:g} s) stopped the search after"
                       f" {len(study.trials)} of {s.trials} trials; how many fit depends on this"
