@@ -299,8 +299,7 @@ def fusion_vs_clinical(folds: pd.DataFrame, line_axes: list[str]) -> pd.DataFram
                 continue
             clin, ref_name = pool[pool["model"] == name].drop_duplicates(keys), name
         both = g.merge(clin[[*keys, "harrell_c"]], on=keys, suffixes=("", "_ref"))
-        d = one_per_split([pd.DataFrame({"split": both["split"], "fold": both["fold"],
-                                         "d": both["harrell_c"] - both["harrell_c_ref"]})])
+        d = _per_split(both, both["harrell_c"] - both["harrell_c_ref"])
         k = int(g.groupby(["seed", "repeat"])["fold"].nunique().max())
         fraction = float(first["data_fraction"])  # grouped: the larger of the two settings'
         ratio = max(_ratio(g, k, fraction), _ratio(clin, k, fraction))

@@ -132,12 +132,46 @@ class _Pack:
         )
         return cls(_map(p["features"], writable), lengths, coords, has)
 
+    def unreadable(self, rows: np.ndarray, unpacked: bool = True) -> tuple[int, str] | None:
+        """(position in ``rows``, why) of the first row this pack cannot serve: outside
+        it, or a bag length beyond its width; None when every row can be read. A damaged or
+        hand-edited file would otherwise be read from whatever bytes follow the dataset
+        (another patient's features, or garbage). ``unpacked``: a negative row means "not
+        packed" and is skipped (else it is outside the pack)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        n = min(len(self.lengths), self.x.shape[0])
+        outside = np.flatnonzero((rows >= n) | (~unpacked & (rows < 0)))
+        if outside.size:
+            first = int(outside[0])
+            return first, f"packed row {int(rows[first])} is outside the pack ({n} rows)"
+        if self.x.ndim == 3:
+            at = np.flatnonzero(rows >= 0)
+            k = self.lengths[rows[at]]
+            odd = at[(k < 0) | (k > self.x.shape[1])]
+            if odd.size:
+                return int(odd[0]), (f"packed bag length {int(self.lengths[rows[odd[0]]])} is"
+                                     f" outside 0..{self.x.shape[1]}")  # fmt: skip
+        return None
+
+    def checked_row(self, r: int, path: Path, patient: str, field: str) -> int:
+        """``r``, or the FeatureError :meth:`unreadable` gives for it."""
+        bad = self.unreadable(np.array([r]), unpacked=False)
+        if bad is not None:
+            raise disagrees(bad[1], path, patient, field)
+        return r
+
     def row(self, r: int) -> tuple[np.ndarray, np.ndarray | None]:
         """One patient's features (sliced to its length) and coords, as copies."""
         k = int(self.lengths[r])
         x = np.array(self.x[r, :k] if self.x.ndim == 3 else self.x[r])
         c = np.array(self.coords[r, :k]) if self.coords is not None and self.has_coords[r] else None
         return x, c
+
+
+def disagrees(why: str, path: Path, patient: str | None, field: str) -> FeatureError:
+    """The error for a packed index that disagrees with its file."""
+    return FeatureError(f"{why}: the packed index disagrees with the file (damaged file?"
+                        " repack or re-extract)", path=path, patient=patient, field=field)  # fmt: skip
 
 
 def _read_only(arr: np.ndarray) -> np.ndarray:
@@ -164,16 +198,8 @@ def _read_group(
         return g["features"][()], (g["coords"][()] if "coords" in g else None)
     if "packed_row" not in g.attrs or pack is None:
         raise _no_data(path, patient)
-    r = int(g.attrs["packed_row"])
-    n = min(len(pack.lengths), pack.x.shape[0])
-    width = pack.x.shape[1] if pack.x.ndim == 3 else None
     # a negative row read another patient's features; one past the pack an IndexError
-    if not 0 <= r < n or (width is not None and not 0 <= int(pack.lengths[r]) <= width):
-        raise FeatureError(f"packed row {r} is outside the pack ({n} rows, bags of at most"
-                           f" {width} tiles): the packed index disagrees with the file (damaged"
-                           " file? repack or re-extract)", path=path, patient=patient,
-                           field="features")  # fmt: skip
-    return pack.row(r)
+    return pack.row(pack.checked_row(int(g.attrs["packed_row"]), path, patient, "features"))
 
 
 def _own_features(gid: h5py.h5g.GroupID, path: Path, patient: str) -> h5py.h5d.DatasetID:

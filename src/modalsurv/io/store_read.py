@@ -26,6 +26,7 @@ from modalsurv.io.store_format import (
     _Pack,
     _packed_row,
     _read_only,
+    disagrees,
 )
 
 
@@ -134,29 +135,14 @@ class _Located:
 
 def _check_rows(pack: _Pack, rows: np.ndarray, ids: list[str], path: Path, modality: str
                 ) -> None:  # fmt: skip
-    """Refuse a pack that disagrees with the rows pointed at (a damaged or hand-edited
-    file): a row past the pack, or a bag length beyond its width, would otherwise be read
-    from whatever bytes follow the dataset (another patient's features, or garbage)."""
+    """Refuse a pack that disagrees with the rows pointed at (``_Pack.unreadable``)."""
     n = pack.x.shape[0]
     if len(pack.lengths) != n:
-        raise _disagrees(f"/packed/lengths has {len(pack.lengths)} rows, /packed/features"
-                         f" {n}", path, None, modality)  # fmt: skip
-    past = np.flatnonzero(rows >= n)
-    if past.size:
-        raise _disagrees(f"packed row {int(rows[past[0]])} is outside the pack ({n} rows)",
-                         path, ids[int(past[0])], modality)  # fmt: skip
-    if pack.x.ndim == 3:
-        at = np.flatnonzero(rows >= 0)
-        k = pack.lengths[rows[at]]
-        odd = at[(k < 0) | (k > pack.x.shape[1])]
-        if odd.size:
-            raise _disagrees(f"packed bag length {int(pack.lengths[rows[odd[0]]])} is outside"
-                             f" 0..{pack.x.shape[1]}", path, ids[int(odd[0])], modality)  # fmt: skip
-
-
-def _disagrees(why: str, path: Path, patient: str | None, modality: str) -> FeatureError:
-    return FeatureError(f"{why}: the packed index disagrees with the file (damaged file?"
-                        " repack or re-extract)", path=path, patient=patient, field=modality)  # fmt: skip
+        raise disagrees(f"/packed/lengths has {len(pack.lengths)} rows, /packed/features {n}",
+                        path, None, modality)  # fmt: skip
+    bad = pack.unreadable(rows)
+    if bad is not None:
+        raise disagrees(bad[1], path, ids[bad[0]], modality)
 
 
 def _locate(f: h5py.File, ids: list[str], path: Path, modality: str) -> _Located:

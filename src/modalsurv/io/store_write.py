@@ -242,11 +242,8 @@ class StoreWriter(StoreFiles):
             else:
                 if old is None or "packed_row" not in g.attrs:
                     raise _no_data(path, _patient(key))
-                r = int(g.attrs["packed_row"])
-                if not 0 <= r < min(len(old.lengths), old.x.shape[0]):
-                    raise FeatureError(f"packed row {r} is outside the pack ({old.x.shape[0]}"
-                                       " rows; damaged file? re-extract)", path=path,
-                                       patient=_patient(key), field="packed_row")  # fmt: skip
+                r = old.checked_row(int(g.attrs["packed_row"]), path, _patient(key),
+                                    "packed_row")  # fmt: skip
                 lengths[i], has[i] = old.lengths[r], old.has_coords[r]
         n, kmax = len(keys), int(lengths.max())
         row_shape = (kmax, dim) if bag else (dim,)
