@@ -460,3 +460,35 @@ def test_a_column_constant_on_the_training_rows_reaches_no_untrained_weight(make
     del params["zero_constant"]
     old["params"] = json.dumps(params)
     np.testing.assert_array_equal(type(t).from_state(old).transform(x[30:]), off.transform(x[30:]))
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: ClinicalEncoder(zero_constant=False), lambda: VectorScaler(zero_constant=False)],
+)  # fmt: skip
+def test_a_constant_column_off_zero_is_not_divided_by_its_rounding_error(make):
+    """The mean of 30 copies of 37.3 is one ulp off, so the column's std is 7e-15, not 0:
+    scikit-learn's StandardScaler counts it constant (scale 1). It was the divisor here,
+    so the training rows got +/-1 and a test value of 37.4 became 1e13."""
+    rng = np.random.default_rng(12)
+    x = np.c_[rng.normal(size=40), np.full(40, 37.3)]
+    x[30:, 1] = 37.4
+    ref = make_pipeline(SimpleImputer(strategy="mean"), StandardScaler()).fit(x[:30])
+    assert ref[1].scale_[1] == 1.0
+    t = make().fit(x[:30])
+    np.testing.assert_allclose(t.transform(x), ref.transform(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: ClinicalEncoder(), lambda: RnaTransform(top_variance_genes=3, pca=2),
+             lambda: VectorScaler(pca=2)],
+)  # fmt: skip
+def test_fit_transform_applies_the_present_mask_as_fit_then_transform(make):
+    """scikit-learn's fit_transform passed ``present`` to fit only: absent rows came out
+    as transformed placeholders (and an absent RNA row's -1 was refused as negative)."""
+    rng = np.random.default_rng(13)
+    x = np.abs(_rna(rng, n=12, g=6))
+    present = np.arange(12) % 4 != 0
+    x[~present] = -1.0  # an absent patient's placeholder
+    out = make().fit_transform(x, present=present)
+    np.testing.assert_array_equal(out, make().fit(x, present=present).transform(x, present))
+    assert not out[~present].any() and out[present].any()

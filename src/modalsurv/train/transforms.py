@@ -81,12 +81,17 @@ def _fill(X: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 def _scale(Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std (ddof=0); a (near-)constant column gets scale 1, never a 0 divisor
-    (the same rule as scikit-learn's StandardScaler)."""
+    """Mean and std (ddof=0); a (near-)constant column gets scale 1, never a 0 divisor:
+    a std below 10 eps, or (scikit-learn's StandardScaler rule, ``_is_constant_feature``)
+    a variance within the rounding error of the mean. Why the second: the mean of 30
+    copies of 37.3 is one ulp off, so that column's std is 7e-15, not 0; as the divisor it
+    sent the training rows to +/-1 and a test value of 37.4 to 1e13."""
     mean = Z.mean(axis=0)
-    std = Z.std(axis=0)
-    std = np.where(std < 10 * np.finfo(np.float64).eps, 1.0, std)
-    return mean, std
+    var = Z.var(axis=0)
+    n, eps = Z.shape[0], np.finfo(np.float64).eps
+    std = np.sqrt(var)
+    constant = (std < 10 * eps) | (var <= n * eps * var + (n * mean * eps) ** 2)
+    return mean, np.where(constant, 1.0, std)
 
 
 def constant_columns(Z: np.ndarray, on: bool = True) -> np.ndarray:
@@ -203,6 +208,14 @@ class _Stateful(TransformerMixin, BaseEstimator):
         for a, empty in cls._optional.items():  # absent from states saved before it existed
             setattr(obj, a, np.asarray(state[a]) if a in state else empty.copy())
         return obj
+
+    def fit_transform(self, X: Any, y: Any = None, present: Any = None,
+                      feature_names: Sequence[str] | None = None) -> np.ndarray:  # fmt: skip
+        """``fit`` then ``transform`` with the same ``present`` mask. Why: scikit-learn's
+        own ``fit_transform`` passes it to ``fit`` only, so absent rows came out nonzero
+        (and an absent RNA row's placeholder was refused as a negative value)."""
+        fitted = self.fit(X, y, present=present, feature_names=feature_names)  # type: ignore[attr-defined]
+        return fitted.transform(X, present=present)
 
     def _start_fit(
         self, X: Any, present: Any, feature_names: Sequence[str] | None, what: str, need: int = 1
