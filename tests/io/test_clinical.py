@@ -350,3 +350,64 @@ def test_a_clinical_path_that_is_a_folder_is_listed_not_a_traceback(tmp_path):
     assert list(out.cohort.ids) == ["1001"]
     bad = [p for p in problems if p.patient == "9999"]
     assert [p.severity for p in bad] == ["error"] and "cannot read" in bad[0].reason
+
+
+def test_binary_coded_one_two_reads_json_numbers_as_csv_text():
+    """``true: [2], false: [1]`` (R's coding): a JSON 1 was read as true (every patient 1),
+    while the text "1" of a CSV was false; the typed table keeps its 0/1 in the matrix."""
+    from modalsurv.io.clinical import coerce_records, schema_from_dict
+
+    schema = schema_from_dict({"columns": {"smoker": {"kind": "binary", "true": [2],
+                                                      "false": [1]}}})  # fmt: skip
+    records = {"a": {"smoker": 1}, "b": {"smoker": 2}, "c": {"smoker": "1"},
+               "d": {"smoker": True}, "e": {"smoker": None}}  # fmt: skip
+    df = coerce_records(records, schema)
+    np.testing.assert_array_equal(df["smoker"].to_numpy()[:4], [0.0, 1.0, 0.0, 1.0])
+    x, _ = clinical_to_matrix(df, schema)
+    np.testing.assert_array_equal(x[:4, 0], [0.0, 1.0, 0.0, 1.0])
+    assert np.isnan(x[4, 0])
+    raw = pd.DataFrame({"smoker": [1, 2, 1]}, index=["a", "b", "c"])  # raw codes
+    np.testing.assert_array_equal(clinical_to_matrix(raw, schema)[0][:, 0], [0.0, 1.0, 0.0])
+
+
+def test_generic_csv_with_a_space_after_each_separator(tmp_path):
+    """A header "pid, age, t, e": " t" matched no schema column (every patient "without
+    label") and the id "002 " no patient of a manifest."""
+    from modalsurv.io.clinical import schema_from_dict
+
+    schema = schema_from_dict({"id": "pid", "time": "t", "event": "e",
+                               "columns": {"age": "numeric"}})  # fmt: skip
+    (tmp_path / "c.csv").write_text("pid, age, t, e\n001, 50, 5, 1\n002 ,60,3,0\n")
+    df = read_generic(tmp_path / "c.csv", schema)
+    assert list(df.index) == ["001", "002"] and df["age"].tolist() == [50.0, 60.0]
+    assert df["time"].tolist() == [5.0, 3.0]
+    (tmp_path / "d.csv").write_text("pid,age, age,t,e\n001,50,51,5,1\n")
+    with pytest.raises(DataError, match="named twice") as e:
+        read_generic(tmp_path / "d.csv", schema)
+    assert e.value.field == "age"
+
+
+def test_an_event_coded_two_says_r_coding():
+    """An event 2 (R's Surv: 1 = censored, 2 = event) said only "expected 0/1", though
+    every 1 of such a column is then read as an event."""
+    from modalsurv.io.clinical import coerce_records
+
+    with pytest.raises(LabelError, match="R's coding 1 = censored, 2 = event") as exc:
+        coerce_records({"a": {**REC, "BCR": "2"}}, TASK1)
+    assert (exc.value.patient, exc.value.field) == ("a", "BCR")
+
+
+def test_schema_lists_yaml_booleans_and_single_words(tmp_path):
+    """YAML reads an unquoted ``yes`` as true: ``categories: [yes, no]`` became "True" and
+    "False", so every "yes" was an unknown category; ``categories: ductal`` (no brackets)
+    was read letter by letter."""
+    (tmp_path / "s.yaml").write_text("columns:\n  smoker: {kind: categorical,"
+                                     " categories: [yes, no, unknown]}\n")  # fmt: skip
+    with pytest.raises(ConfigError, match=r"columns\.smoker\.categories.*quote"):
+        load_schema(tmp_path / "s.yaml")
+    (tmp_path / "s.yaml").write_text("leak: relapse_psa\ncolumns:\n  hist: {kind: categorical,"
+                                     " categories: ductal}\n  er: {kind: binary, true: 'yes',"
+                                     " false: ['no']}\n")  # fmt: skip
+    schema = load_schema(tmp_path / "s.yaml")
+    assert schema.column("hist").categories == ("ductal",) and schema.leak == ("relapse_psa",)
+    assert schema.column("er").true == ("yes",)

@@ -200,3 +200,37 @@ def test_read_matrix_unreadable_file_is_a_data_error(tmp_path):
         with pytest.raises(DataError, match="cannot read matrix") as e:
             read_matrix(path)
         assert e.value.path == str(path)
+
+
+def test_read_matrix_keeps_patient_ids_as_text(tmp_path):
+    """Patients as rows under a named header: "001" was read as the number 1, so the
+    profile matched no patient of the manifest (its RNA silently absent)."""
+    p = tmp_path / "m.csv"
+    p.write_text("patient_id,TP53,EGFR\n001,1,2\n0002,3,4\n")
+    m = read_matrix(p)
+    assert list(m.columns) == ["001", "0002"] and m.loc["EGFR", "0002"] == 4.0
+
+
+def test_na_in_rna_json_is_missing_as_in_a_matrix(tmp_path):
+    """R's jsonlite writes a missing number as "NA": a matrix cell "NA" was missing but the
+    same value in a JSON profile stopped the read."""
+    p = _write(tmp_path / "p1_RNA.json", {"TP53": "NA", "EGFR": " NULL ", "KRAS": 2})
+    s = read_rna_json(p)
+    assert np.isnan(s["TP53"]) and np.isnan(s["EGFR"]) and s["KRAS"] == 2.0
+
+
+def test_summed_duplicate_gene_missing_everywhere_stays_missing():
+    """duplicates="sum" turned a gene missing in all its entries into 0 (a measured zero)."""
+    s = pd.Series([np.nan, np.nan, 1.0, 2.0], index=["A", "A", "B", "B"], name="p")
+    frame, _ = align_genes([s], duplicates="sum")
+    assert np.isnan(frame.loc["A", "p"]) and frame.loc["B", "p"] == 3.0
+
+
+def test_read_matrix_with_another_separator_says_so(tmp_path):
+    """A semicolon CSV read at "," was reported as an "empty matrix"."""
+    p = tmp_path / "m.csv"
+    p.write_text("gene;p1;p2\nA;1;2\nB;3;4\nC;5;6\n")
+    with pytest.raises(DataError, match="another character") as e:
+        read_matrix(p)
+    assert e.value.path == str(p)
+    assert read_matrix(p, sep=";").loc["B", "p2"] == 4.0

@@ -188,3 +188,26 @@ def test_transformers_match_dataframe_columns_by_name():
     np.testing.assert_array_equal(enc.transform(df[["psa", "age"]]), enc.transform(df))
     with pytest.raises(FeatureError, match=r"missing \('age'\).*\('weight'\)"):
         enc.transform(df.rename(columns={"age": "weight"}))
+
+
+def test_align_numbers_match_categories_at_the_cohort_precision():
+    """A float32 cohort (as manifests give) read 0.1 as 0.100000001: never equal to the
+    fitted category "0.1", so every such patient was imputed with a warning."""
+    x = np.array([[0.1], [0.2], [0.1], [np.nan]], dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = align_columns(x, ["dose"], ["dose=0.1", "dose=0.2", "dose=x"], "clinical",
+                            IDS, ALL)  # fmt: skip
+    np.testing.assert_array_equal(out[:3], [[1, 0, 0], [0, 1, 0], [1, 0, 0]])
+    assert np.isnan(out[3]).all()
+
+
+def test_align_a_category_written_as_another_number_is_that_category():
+    """Text categories "2.0" (an export's floats) against a model fitted on "2": the same
+    grade was taken for an unknown one, every such patient imputed."""
+    x = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [np.nan] * 3])
+    with pytest.warns(DataWarning, match=r"patient 'c', field 'grade': value 'x'"):
+        cohort, fitted = ["grade=1.0", "grade=2.0", "grade=x"], ["grade=1", "grade=2", "grade=u"]
+        out = align_columns(x, cohort, fitted, "clinical", IDS, ALL)
+    np.testing.assert_array_equal(out[:2], [[1, 0, 0], [0, 1, 0]])
+    assert np.isnan(out[2:]).all()

@@ -209,6 +209,20 @@ def task3_schema(event: str = "progression", time: str | None = None) -> Schema:
 
 
 # ---------------------------------------------------------------------------- schema I/O
+def _texts(value: Any, where: str) -> tuple[str, ...]:
+    """A schema list as text. A scalar is a list of one (``categories: ductal`` was read
+    letter by letter); YAML reads an unquoted yes/no/on/off as a boolean, which became the
+    token "True" that no value "yes" matched: refused, as the word meant cannot be known."""
+    if value is None:  # ``missing:`` left empty
+        return ()
+    items = list(value) if isinstance(value, list | tuple) else [value]
+    for v in items:
+        if isinstance(v, bool):
+            raise ConfigError(f"schema: {where}: {v} is how YAML reads an unquoted yes, no, on,"
+                              " off, true or false; quote the word (\"yes\")")  # fmt: skip
+    return tuple(str(v) for v in items)
+
+
 def schema_from_dict(d: Mapping[str, Any]) -> Schema:
     """Build a Schema from a mapping (the YAML form; see ``load_schema``)."""
     if "columns" not in d or not isinstance(d["columns"], Mapping):
@@ -229,7 +243,7 @@ def schema_from_dict(d: Mapping[str, Any]) -> Schema:
         kw: dict[str, Any] = {"kind": spec.get("kind", "numeric")}
         for k in ("order", "categories", "true", "false", "missing"):
             if k in spec:
-                kw[k] = tuple(str(v) for v in spec[k])
+                kw[k] = _texts(spec[k], f"columns.{name}.{k}")
         if "optional" in spec:
             kw["optional"] = bool(spec["optional"])
         cols.append(Column(str(name), **kw))
@@ -243,9 +257,9 @@ def schema_from_dict(d: Mapping[str, Any]) -> Schema:
         event=d.get("event"),
         time_unit=str(unit),
         output_unit=str(d.get("output_unit", "months")),
-        missing=tuple(str(v) for v in d.get("missing", DEFAULT_MISSING)),
-        leak=tuple(d.get("leak", ())),
-        ignore=tuple(d.get("ignore", ())),
+        missing=_texts(d.get("missing", DEFAULT_MISSING), "missing"),
+        leak=_texts(d.get("leak", ()), "leak"),
+        ignore=_texts(d.get("ignore", ()), "ignore"),
         id=d.get("id"),
     )
     time_factor(schema.time_unit, schema.output_unit)  # validates both units
@@ -347,12 +361,16 @@ def _coerce(col: Column, value: Any, missing: set[str]) -> tuple[Any, bool]:
         return out, True
     key = _key(value)
     if col.kind == "binary":
-        if not isinstance(value, str) and key in ("0", "1"):  # typed 0/1 (or bool)
-            return float(key), True
+        if isinstance(value, bool | np.bool_):
+            return float(value), True
+        # the declared tokens first: with ``true: [2], false: [1]`` (R's coding) a JSON 1 is
+        # false, as the text "1" of a CSV is; it was read as true, so every patient was 1
         if key in {_key(t) for t in col.true}:
             return 1.0, True
         if key in {_key(t) for t in col.false}:
             return 0.0, True
+        if not isinstance(value, str) and key in ("0", "1"):  # typed 0/1
+            return float(key), True
         raise ValueError
     levels = col.order if col.kind == "ordinal" else col.categories
     for lv in levels:
@@ -452,7 +470,11 @@ def coerce_records(
                         raise LabelError("not a single value")
                     ev = bool(coerce_events([e_raw])[0])
                 except LabelError:
-                    raise LabelError(f"expected 0/1; found {e_raw!r}", path=path,
+                    # R's Surv() codes 1 = censored, 2 = event: said, as every 1 of such a
+                    # column is read as an event (the hint ``coerce_events`` gives was lost)
+                    hint = (" (R's coding 1 = censored, 2 = event? then its 1s are not events:"
+                            " recode the column 0/1)") if _key(e_raw) == "2" else ""  # fmt: skip
+                    raise LabelError(f"expected 0/1; found {e_raw!r}{hint}", path=path,
                                      patient=pid, field=schema.event) from None  # fmt: skip
             except LabelError as exc:
                 if require_labels:
@@ -644,10 +666,17 @@ def read_generic(
                              encoding="utf-8-sig")  # a BOM would stick to the first header
         except Exception as exc:
             raise DataError(f"cannot read CSV: {exc}", path=path) from None
+        # "pid, age, t" (a space after each comma): the header " age" matched no schema
+        # column, and an id "002 " no patient of the manifest
+        df.columns = [str(c).strip() for c in df.columns]
+        twice = sorted({c for c in df.columns if list(df.columns).count(c) > 1})
+        if twice:
+            raise DataError(f"column named twice in the header: {twice}", path=path,
+                            field=twice[0])  # fmt: skip
         idf = schema.id or df.columns[0]
         if idf not in df.columns:
             raise DataError(f"no id column {idf!r}; columns: {list(df.columns)}", path=path)
-        items = [(str(r[idf]), {k: v for k, v in r.items() if k != idf})
+        items = [(str(r[idf]).strip(), {k: v for k, v in r.items() if k != idf})
                  for r in df.to_dict("records")]  # fmt: skip
     for pid, rec in items:
         if pid in records:
@@ -660,6 +689,11 @@ def read_generic(
 
 
 # ---------------------------------------------------------------------------- numbers
+def _typed_binary(values: pd.Series) -> bool:
+    """A float column of 0/1/NaN only: a binary column as ``coerce_records`` types it."""
+    return values.dtype.kind == "f" and bool(values.dropna().isin([0.0, 1.0]).all())
+
+
 def clinical_to_matrix(
     df: pd.DataFrame, schema: Schema, problems: list[Problem] | None = None
 ) -> tuple[np.ndarray, list[str]]:
@@ -680,6 +714,12 @@ def clinical_to_matrix(
         block = np.full((n, width), np.nan, dtype=np.float64)
         if col.name not in df.columns:
             ctx.warn("column missing from the table; all values NaN", None, col.name)
+            blocks.append(block)
+            continue
+        if col.kind == "binary" and _typed_binary(df[col.name]):
+            # ``coerce_records``' 0/1: already typed, not to be read again through tokens
+            # (with ``false: [1]`` its 1.0, true, would turn into 0)
+            block[:, 0] = df[col.name].to_numpy(dtype=np.float64)
             blocks.append(block)
             continue
         values = df[col.name].tolist()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ _GENE_HEADERS = {"gene", "genes", "gene_id", "gene_name", "gene_symbol", "symbol
 _PATIENT_HEADERS = {"patient", "patient_id", "pid", "sample", "sample_id", "case", "case_id",
                     "id", "barcode"}  # fmt: skip
 _DUPLICATE_RULES = ("mean", "first", "sum", "error")
+# text read as a missing value (R writes NA, also in JSON: jsonlite's default for numbers)
+_MISSING_TEXT = ("NA", "NaN", "nan", "NULL", "null", "None")
 
 
 def patient_from_path(path: str | Path) -> str:
@@ -40,7 +43,7 @@ def patient_from_path(path: str | Path) -> str:
 
 
 def _number(value: Any, path: Path | None, patient: str, gene: str) -> float:
-    """A gene value as float: numbers, numeric strings, null/"NaN" → NaN; else DataError."""
+    """A gene value as float: numbers, numeric strings, null/"NA"/"NaN" → NaN; else DataError."""
     if value is None:
         return math.nan
     if isinstance(value, bool):  # bool is an int subclass: true/false is not an expression
@@ -51,6 +54,8 @@ def _number(value: Any, path: Path | None, patient: str, gene: str) -> float:
         except OverflowError:  # an integer beyond any float (JSON integers have no limit)
             out = math.inf
     elif isinstance(value, str):
+        if value.strip() in _MISSING_TEXT:
+            return math.nan
         try:
             out = float(value.strip())
         except ValueError:
@@ -121,7 +126,11 @@ def read_matrix(
         suffixes = [s.lower() for s in path.suffixes]
         sep = "," if ".csv" in suffixes else "\t"
     try:
-        raw = pd.read_csv(path, sep=sep, index_col=0, dtype=str, keep_default_na=False)
+        with warnings.catch_warnings():  # "converter and dtype both given": meant
+            warnings.simplefilter("ignore", pd.errors.ParserWarning)
+            # dtype=str does not reach a named index column: patient "001" became 1
+            raw = pd.read_csv(path, sep=sep, index_col=0, dtype=str, converters={0: str},
+                              keep_default_na=False)  # fmt: skip
         # the header as written: pandas renames a repeated name ("P1" → "P1.1"), which
         # would read one patient twice as two
         header = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str,
@@ -132,6 +141,9 @@ def read_matrix(
         raise DataError(f"cannot parse matrix: {exc}", path=path) from None
     except (OSError, EOFError, zlib.error) as exc:  # a folder, a damaged .gz
         raise DataError(f"cannot read matrix: {exc}", path=path) from None
+    if raw.shape[1] == 0 and raw.shape[0]:
+        raise DataError(f"one column only when split at {sep!r}: is the file separated by"
+                        " another character? pass sep", path=path)  # fmt: skip
     if raw.shape[0] == 0 or raw.shape[1] == 0:
         raise DataError(f"empty matrix (shape {raw.shape})", path=path)
     names = [str(c).strip() for c in header[len(header) - raw.shape[1]:]]  # R: no corner cell
@@ -167,7 +179,7 @@ def read_matrix(
         raise DataError("duplicated patient column", path=path, patient=dup[0])
     text = frame.apply(lambda col: col.str.strip())
     num = text.apply(pd.to_numeric, errors="coerce")
-    missing = text.isin(["", "NA", "NaN", "nan", "NULL", "null", "None"])
+    missing = text.isin(["", *_MISSING_TEXT])
     bad = num.isna().to_numpy() & ~missing.to_numpy()
     bad |= np.isinf(num.to_numpy(dtype=np.float64))
     if bad.any():
@@ -258,7 +270,10 @@ def align_genes(
                 gene = s.index[s.index.duplicated()][0]
                 raise DataError("duplicated gene", patient=pid, field=gene)
             grouped = s.groupby(level=0, sort=False)
-            s = {"mean": grouped.mean, "first": grouped.first, "sum": grouped.sum}[duplicates]()
+            if duplicates == "sum":  # min_count: a gene missing in every entry is NaN, not 0
+                s = grouped.sum(min_count=1)
+            else:
+                s = {"mean": grouped.mean, "first": grouped.first}[duplicates]()
         merged.append(s.rename(pid))
     gene_sets = [set(s.index) for s in merged]
     union = set().union(*gene_sets)

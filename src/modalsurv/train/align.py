@@ -13,7 +13,8 @@ the reference; :func:`align_columns` applies these rules:
 * a category the model never saw makes that patient's field unknown (all its one-hot
   columns NaN, imputed from training), with a DataWarning naming patient, field, value;
 * a field read as numbers in one cohort and as text categories in the other is
-  converted by value (``grade=2`` ↔ ``grade`` 2.0), unknown values as above;
+  converted by value (``grade=2`` ↔ ``grade`` 2.0), unknown values as above; so is a
+  category written as another number (``grade=2.0`` is the fitted ``grade=2``);
 * a fitted column the model uses and the cohort lacks: FeatureError listing the missing
   and the unexpected names (a rename shows up as one of each);
 * cohort columns the model was not fitted on are ignored, with one warning.
@@ -175,9 +176,18 @@ class _Ctx:
         for j, c in zip(slots, self.fit_fields[field]):
             if c not in self.col:
                 self.out[:, j] = np.where(known, 0.0, np.nan)
+        by_value = {}  # fitted category's number → its slot ("grade=2" for "grade=2.0")
+        for j, cat in zip(slots, cats):
+            if _number(cat) is not None:
+                by_value.setdefault(_number(cat), j)
         for n in self.new_fields[field]:
             if n not in self.pos:
-                rows = (self.x[:, self.col[n]] == 1) & self.present
+                is_one = self.x[:, self.col[n]] == 1
+                slot = by_value.get(_number(n.partition("=")[2]))
+                if slot is not None:  # the same number written otherwise: its category
+                    self.out[is_one, slot] = 1.0
+                    continue
+                rows = is_one & self.present
                 self.out[np.ix_(rows, slots)] = np.nan
                 _warn_unknown(self.ids, rows, field, n.partition("=")[2], cats)
 
@@ -188,6 +198,8 @@ class _Ctx:
         matched = np.zeros(len(v), dtype=bool)
         for j, cat in zip(slots, cats):
             c = _number(cat)
+            if c is not None and self.x.dtype.kind == "f":  # float32 0.1 is not float64 0.1
+                c = float(self.x.dtype.type(c))
             hit = v == c if c is not None else np.zeros(len(v), dtype=bool)
             self.out[:, j] = hit
             matched |= hit
