@@ -27,6 +27,25 @@ def test_timm_random_init_shapes_and_provenance() -> None:
     assert e.mean.flatten().tolist() == pytest.approx(list(enc.IMAGENET_MEAN))
 
 
+def test_timm_dim_is_the_pooled_output_width_of_models_with_a_head_mlp() -> None:
+    """Was: ``dim`` was timm's ``num_features`` (576 for MobileNetV3-Small), while the
+    pooled output passes the 1024-wide conv head; extraction allocates ``dim`` columns
+    and every slide failed on the broadcast."""
+    e = enc.get_tile_encoder("timm:mobilenetv3_small_100")
+    out = e.encode(tiles(2))
+    assert out.shape == (2, e.dim) and e.dim == 1024
+
+
+def test_tiles_other_than_uint8_are_refused_not_rescaled_again() -> None:
+    """Was: only the shape was checked, so float tiles in [0, 1] (torchvision, skimage)
+    were divided by 255 once more and encoded as near-black images without an error."""
+    e = enc.get_tile_encoder("timm:resnet10t")
+    x = tiles(2)
+    with pytest.raises(FeatureError, match="uint8; found float32"):
+        e.encode(x.astype(np.float32) / 255)
+    assert e.encode(x).shape == (2, e.dim)
+
+
 def test_random_init_is_seeded_reproducible_and_leaves_the_rng_alone() -> None:
     """Features extracted with a random-init encoder can be extracted again at inference:
     the same weights (and the same checksum naming them) every time, whatever the global
@@ -66,6 +85,20 @@ def test_timm_local_checkpoint_loads_and_is_checksummed(tmp_path: Path) -> None:
     torch.save({"state_dict": {f"module.{k}": v for k, v in src.state_dict().items()}}, p2)
     np.testing.assert_allclose(enc.get_tile_encoder("timm:resnet10t", weights=p2).encode(x),
                                e.encode(x), rtol=1e-6)  # fmt: skip
+
+
+def test_a_weights_folder_for_a_timm_model_is_named_as_a_folder(tmp_path: Path) -> None:
+    """Was: a snapshot folder given as timm weights was reported "weight file not found"
+    though it exists; the error now says it is a folder and lists its weight files."""
+    import timm
+
+    snap = tmp_path / "snap"
+    snap.mkdir()
+    save_file(timm.create_model("resnet10t", num_classes=0).state_dict(),
+              str(snap / "model.safetensors"))  # fmt: skip
+    with pytest.raises(WeightsError, match="a folder, not a weight file") as exc:
+        enc.get_tile_encoder("timm:resnet10t", weights=snap)
+    assert "model.safetensors" in str(exc.value) and str(snap) in str(exc.value)
 
 
 def test_a_distilled_vit_loads_its_own_checkpoint_with_both_heads(tmp_path: Path) -> None:
@@ -155,6 +188,46 @@ def test_conch_via_open_clip_with_a_tiny_local_checkpoint(tmp_path: Path) -> Non
     # CONCH v1 itself needs MahmoodLab's package or at least a local checkpoint
     with pytest.raises(WeightsError, match="local checkpoint"):
         enc.get_tile_encoder("conch")
+
+
+def test_conch_encoders_resize_bicubic_like_their_own_transforms(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Was: both ``conch`` paths resized tiles bilinearly, while open_clip's eval
+    transform and CONCH's ``image_transform`` resize bicubic (the ``conch_v1`` preset
+    already did): other inputs than the model's own for every tile not at its size."""
+    import sys
+    import types
+
+    import open_clip
+    from PIL import Image
+
+    cfg = {"embed_dim": 16,
+           "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16,
+                          "head_width": 16},
+           "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2,
+                        "layers": 1}}  # fmt: skip
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "tiny-conch-bicubic.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(tmp_path / "cfg")
+    torch.manual_seed(0)
+    p = tmp_path / "w.bin"
+    torch.save(open_clip.create_model("tiny-conch-bicubic").state_dict(), p)
+    e = enc.get_tile_encoder("conch:tiny-conch-bicubic", weights=p)
+    _, _, own = open_clip.create_model_and_transforms("tiny-conch-bicubic")
+    x = tiles(2, 48)
+    ref = torch.stack([own(Image.fromarray(t)) for t in x])
+    assert e.interpolation == "bicubic"
+    assert float((e.preprocess(x) - ref).abs().mean()) < 0.02  # bilinear: 0.11
+    # with MahmoodLab's package (stood in for here): CONCH's Resize(448, BICUBIC)
+    model = torch.nn.Module()
+    model.visual = types.SimpleNamespace(image_size=(448, 448))
+    model.encode_image = lambda im, proj_contrast, normalize: im.mean(dim=(2, 3))
+    pkg = types.ModuleType("conch.open_clip_custom")
+    pkg.create_model_from_pretrained = lambda arch, path, device: (model, None)
+    monkeypatch.setitem(sys.modules, "conch", types.ModuleType("conch"))
+    monkeypatch.setitem(sys.modules, "conch.open_clip_custom", pkg)
+    e = enc.get_tile_encoder("conch", weights=p)
+    assert (e.interpolation, e.input_size, e.dim) == ("bicubic", 448, 3)
 
 
 # ---------------------------------------------------------------------------- slides
@@ -259,3 +332,18 @@ def test_encoder_keywords_that_load_weights_are_refused(key: str) -> None:
     with pytest.raises(DataError, match=f"may not load weights \\({key}\\)") as exc:
         enc.get_tile_encoder("timm:resnet10t", **{key: "/w.pth" if key == "checkpoint_path" else True})
     assert exc.value.field == "tile_encoder_kwargs"
+
+
+def test_a_weights_folders_checksum_ignores_hidden_download_metadata(tmp_path: Path) -> None:
+    """The same weights downloaded twice with ``--local-dir`` differ only in the download
+    times under ``.cache/``: one checksum, so a model is not refused its own encoder. A
+    change to a weight file still changes it."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    for root, stamp in ((a, "t=1"), (b, "t=2")):
+        (root / ".cache" / "huggingface").mkdir(parents=True)
+        (root / "model.safetensors").write_bytes(b"weights")
+        (root / "config.json").write_text("{}")
+        (root / ".cache" / "huggingface" / "model.safetensors.metadata").write_text(stamp)
+    assert enc.sha256_file(a) == enc.sha256_file(b)
+    (b / "model.safetensors").write_bytes(b"other weights")
+    assert enc.sha256_file(a) != enc.sha256_file(b)

@@ -53,10 +53,18 @@ OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 # ---------------------------------------------------------------------------- weights
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file (or of a folder's files, sorted by relative path)."""
+    """Hex sha256 of a file (or of a folder's files, sorted by relative path). Hidden files
+    and folders are not weights: a Hugging Face ``--local-dir`` download keeps
+    ``.cache/huggingface/*.metadata`` with download times, so the same weights fetched twice
+    had two checksums and a model was refused its own encoder."""
     path = Path(path)
     h = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+
+    def hidden(p: Path) -> bool:
+        return any(part.startswith(".") for part in p.relative_to(path).parts)
+
+    files = (sorted(p for p in path.rglob("*") if p.is_file() and not hidden(p))
+             if path.is_dir() else [path])  # fmt: skip
     for f in files:
         if path.is_dir():
             h.update(str(f.relative_to(path)).encode())
@@ -72,6 +80,12 @@ def load_state_dict(path: str | Path, strip_prefixes: tuple[str, ...] = ("module
     ``torch.load(weights_only=True)``; a wrapping ``state_dict`` / ``model`` dict is
     unwrapped and ``strip_prefixes`` (DataParallel's ``module.``) removed."""
     path = Path(path)
+    if path.is_dir():  # e.g. a Hugging Face snapshot given to timm:<model>
+        have = sorted(str(p.relative_to(path)) for p in path.rglob("*")
+                      if p.is_file() and p.suffix in (".safetensors", ".bin", ".pth", ".pt"))  # fmt: skip
+        raise WeightsError(f"a folder, not a weight file: pass the checkpoint file itself"
+                           f" (weight files in the folder: {_fmt_list(have, 10) or 'none'})",
+                           path=path, field="weights")  # fmt: skip
     if not path.is_file():
         raise WeightsError("weight file not found", path=path, field="weights")
     try:
@@ -208,10 +222,12 @@ class TileEncoder:
                                 self.interpolation)  # fmt: skip
 
     def encode(self, tiles: np.ndarray) -> np.ndarray:
-        """(B, H, W, 3) uint8 → (B, dim) float32."""
-        if tiles.ndim != 4 or tiles.shape[-1] != 3:
-            raise FeatureError(f"tiles must be (B, H, W, 3) uint8; found {tiles.shape}",
-                               field="tiles")  # fmt: skip
+        """(B, H, W, 3) uint8 → (B, dim) float32. Other dtypes are refused: float tiles in
+        [0, 1] would be divided by 255 again and give wrong features without an error."""
+        tiles = np.asarray(tiles)
+        if tiles.ndim != 4 or tiles.shape[-1] != 3 or tiles.dtype != np.uint8:
+            raise FeatureError(f"tiles must be (B, H, W, 3) uint8; found {tiles.dtype}"
+                               f" {tiles.shape}", field="tiles")  # fmt: skip
         with torch.inference_mode():
             out = self._forward(self.preprocess(tiles))
         return out.float().reshape(len(tiles), -1).cpu().numpy()
@@ -275,8 +291,10 @@ def timm_encoder(model_name: str, weights: str | Path | None = None, device: str
     if size is None and model.pretrained_cfg.get("fixed_input_size"):
         # e.g. a ViT without dynamic_img_size: its own img_size (a shrunken one included)
         size = int(model_kwargs.get("img_size") or cfg["input_size"][-1])
-    return TileEncoder(f"timm:{model_name}", model, model.num_features, m, s, size, checksum,
-                       device)  # fmt: skip
+    # the pooled output's width: models with a head MLP after the last stage (MobileNetV3/V4,
+    # GhostNet, LCNet, ...) return head_hidden_size features, not num_features
+    dim = int(getattr(model, "head_hidden_size", None) or model.num_features)
+    return TileEncoder(f"timm:{model_name}", model, dim, m, s, size, checksum, device)
 
 
 def efficientnet_lite0_weights() -> Path:
@@ -359,8 +377,9 @@ def conch_encoder(weights: str | Path | None = None, device: str = "cpu",
 
         with torch.inference_mode():
             dim = int(fwd(torch.zeros(1, 3, size, size, device=device)).shape[-1])
+        # conch.open_clip_custom.transform.image_transform: Resize(size, BICUBIC) + CenterCrop
         return TileEncoder("conch", model, dim, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, size,
-                           checksum, device, forward=fwd)  # fmt: skip
+                           checksum, device, forward=fwd, interpolation="bicubic")  # fmt: skip
     open_clip = require("open_clip", "open_clip tile encoders (conch)")
 
     if arch not in open_clip.list_models():
@@ -379,9 +398,12 @@ def conch_encoder(weights: str | Path | None = None, device: str = "cpu",
         return model.encode_image(x, normalize=False)
 
     dim = int(model.visual.output_dim)
+    # open_clip's eval transform resizes bicubic unless the model's config says otherwise
+    interp = pcfg.get("interpolation", "bicubic")
     return TileEncoder(f"conch:{arch}", model, dim, tuple(pcfg.get("mean", OPENAI_CLIP_MEAN)),
                        tuple(pcfg.get("std", OPENAI_CLIP_STD)), size, checksum, device,
-                       forward=fwd_clip)  # fmt: skip
+                       forward=fwd_clip,
+                       interpolation=interp if interp in ("bilinear", "bicubic") else "bicubic")  # fmt: skip
 
 
 def _preset_builder(name: str) -> Callable[..., TileEncoder]:

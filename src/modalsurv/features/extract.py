@@ -342,8 +342,10 @@ def patient_fingerprint(pf: PatientFiles, group: str) -> str:
 #: tiles are chosen or volumes prepared otherwise, so that a store, an image cache, a run
 #: or a model made before is never mixed with features made now (2: the tile cap spreads
 #: along a Hilbert curve; z-scores in float64 over the voxels a sequence covers, voxels it
-#: does not cover neutral). A record without one was made by revision 1.
-TILE_REVISION = 2
+#: does not cover neutral; tiles 3: CONCH's tiles resized bicubic, as CONCH's own
+#: transform, not bilinear; other tile encoders unchanged). A record without one was made
+#: by revision 1.
+TILE_REVISION = 3
 MRI_REVISION = 2
 
 
