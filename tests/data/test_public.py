@@ -71,3 +71,36 @@ def test_any_survset_table_and_its_refusals():
         load("survset:not_a_table")
     with pytest.raises(ConfigError, match="time-varying"):
         load("survset:heart")
+
+
+def test_survset_bool_categorical_is_encoded():
+    """nwtco's in_subcohort holds bools: True was read as "1" against the level "True", so
+    both of its columns were NaN for every patient."""
+    pytest.importorskip("SurvSet")
+    c = load("survset:nwtco")
+    names = c.feature_names["clinical"]
+    x = c.features["clinical"][:, [names.index("in_subcohort=False"),
+                                   names.index("in_subcohort=True")]]  # fmt: skip
+    assert not np.isnan(x).any() and (x.sum(axis=1) == 1).all() and 0 < x[:, 1].sum() < len(c)
+
+
+@pytest.mark.parametrize(("name", "leaks"), [("flchain", ("chapter",)),
+                                             ("support2", ("sfdm2",)),
+                                             ("mgus", ("pctime", "pcdx"))])  # fmt: skip
+def test_survset_outcome_columns_are_dropped(name, leaks):
+    """survset:flchain kept the cause-of-death chapter (missing exactly for the censored),
+    survset:support2 the 2-month status whose level "<2 mo. follow-up" is exactly the
+    deaths before day 60, survset:mgus the time and type of a later progression in a
+    cohort whose outcome is death."""
+    pytest.importorskip("SurvSet")
+    names = load(f"survset:{name}").feature_names["clinical"]
+    assert not [f for f in names if f.split("=")[0] in leaks]
+    assert "age" in names
+
+
+def test_survset_tables_a_cohort_cannot_hold_are_refused_by_name():
+    pytest.importorskip("SurvSet")
+    with pytest.raises(ConfigError, match=r"'follic' codes its event as \[0, 1, 2\]"):
+        load("survset:follic")
+    with pytest.raises(ConfigError, match=r"'retinopathy' has 394 rows for 197 patients"):
+        load("survset:retinopathy")

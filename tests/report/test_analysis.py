@@ -168,3 +168,16 @@ def test_calibration_groups_and_risk_group_curves_match_lifelines_kaplan_meier()
         kmf = lifelines.KaplanMeierFitter().fit(time[labels == g], event[labels == g])
         np.testing.assert_allclose(curve["survival"],
                                    kmf.survival_function_at_times(curve["time"]).to_numpy())
+
+
+def test_calibration_never_draws_more_groups_than_asked_for():
+    """Asked for 3 or 4 groups, the fallback tried 5 first and drew 5 groups; now the
+    groups asked for come first, fewer only when they fail."""
+    time, event, risk = _data(200)
+    ref = A.reference_times(time, event)[:1]
+    surv_t = np.exp(-np.outer(np.exp(risk), ref) / 10)
+    for asked in (3, 4):
+        groups, _, notes = A.calibration_at(time, event, surv_t, surv_t, ref, groups=asked)
+        assert not notes and groups["group"].max() == asked and groups["n"].sum() == 200
+        expect = M.calibration_table(time, event, surv_t[:, 0], ref[0], groups=asked)
+        np.testing.assert_allclose(groups["observed"], expect["observed"])

@@ -15,7 +15,10 @@ numeric, all clinical): this project tunes its large-cohort defaults on some of 
 
 ``flchain`` drops the column ``chapter``: it is the ICD chapter of the cause of *death*,
 known only for patients who died, i.e. a label leak. Its times and those of ``aids``,
-``gbsg2`` and ``whas500`` stay in days.
+``gbsg2`` and ``whas500`` stay in days. SurvSet's own copies of such columns go too
+(``survset:flchain``'s chapter, ``survset:support2``'s ``sfdm2``, ``survset:mgus``'s
+progression ``pctime`` and ``pcdx``); a SurvSet table with more than one row per patient
+or an event coded other than 0/1 (competing risks) is refused, naming it.
 
 Times: ``breast_cancer`` is converted from days to months; SurvSet times are kept in the
 package's units (see ``available()``). Times must be > 0: ``dataOvarian1`` has two
@@ -56,6 +59,17 @@ _SURVSET = {
     "dataOvarian1": _SurvSetSpec((), "rna", site="fac_group", unit="days"),
     "wpbc": _SurvSetSpec(("num_tsize", "num_pnodes"), "image", unit="months"),
 }
+# SurvSet columns that carry the outcome, dropped wherever the table is loaded (a named
+# cohort or ``survset:<name>``): flchain's cause-of-death chapter (known only for the
+# dead), support2's functional status at two months (its level "<2 mo. follow-up" is
+# exactly the deaths before day 60), mgus's progression to a plasma cell malignancy (its
+# time and type: a later event, in a cohort whose outcome is death)
+_SURVSET_LEAKS = {
+    "flchain": ("fac_chapter",),
+    "support2": ("fac_sfdm2",),
+    "mgus": ("num_pctime", "fac_pcdx"),
+}
+
 
 @dataclass(frozen=True)
 class _SksurvSpec:
@@ -120,7 +134,10 @@ def _categorical_schema(df: pd.DataFrame, cat: Sequence[str], num: Sequence[str]
 def _clinical(df: pd.DataFrame, cat: Sequence[str], num: Sequence[str]
               ) -> tuple[np.ndarray, list[str]]:  # fmt: skip
     schema = _categorical_schema(df, cat, num)
-    table = pd.DataFrame({_strip(c): df[c].astype(object) for c in [*num, *cat]})
+    table = pd.DataFrame({_strip(c): df[c].astype(object) for c in num})
+    for c in cat:  # as the text the levels were read from: a bool True was read as "1"
+        # against the level "True", so a bool column (nwtco's in_subcohort) was all NaN
+        table[_strip(c)] = [v if pd.isna(v) else str(v) for v in df[c]]
     return clinical_to_matrix(table, schema, problems=[])
 
 
@@ -194,7 +211,19 @@ def _survset_table(name: str) -> pd.DataFrame:
     if bool(loader.df_ds.set_index("ds").loc[name, "is_td"]):
         raise ConfigError(f"SurvSet table {name!r} has time-varying covariates (one row per"
                           " interval), which a Cohort (one row per patient) cannot hold")
-    return loader.load_dataset(ds_name=name)["df"]
+    df = loader.load_dataset(ds_name=name)["df"]
+    codes = sorted(pd.unique(df["event"]).tolist())
+    if not set(codes) <= {0, 1}:
+        raise ConfigError(f"SurvSet table {name!r} codes its event as {codes}, not 0/1 (e.g."
+                          " competing risks, one code per kind of event); a Cohort holds one"
+                          " event")  # fmt: skip
+    if not df["pid"].is_unique:
+        dup = df.loc[df["pid"].duplicated(), "pid"].iloc[0]
+        raise ConfigError(f"SurvSet table {name!r} has {len(df)} rows for"
+                          f" {df['pid'].nunique()} patients (patient '{dup}' has"
+                          f" {int((df['pid'] == dup).sum())}, e.g. one per eye), which a"
+                          " Cohort (one row per patient) cannot hold")  # fmt: skip
+    return df.drop(columns=[c for c in _SURVSET_LEAKS.get(name, ()) if c in df.columns])
 
 
 def _survset_any(name: str) -> tuple[Cohort, dict]:

@@ -160,7 +160,10 @@ def calibration_at(time: Any, event: Any, surv_t: np.ndarray, surv_follow: np.nd
     for j, tt in enumerate(times):
         s = np.clip(surv_t[:, j], 0.0, 1.0)
         table, last = None, ""
-        for g in sorted({min(groups, len(t)), 5, 3}, reverse=True):
+        # the groups asked for, then whichever of 5 and 3 is fewer (asked for 3 or 4, it
+        # once tried 5 first and drew 5 groups)
+        tries = {min(groups, len(t)), *(g for g in (5, 3) if g < groups)}
+        for g in sorted(tries, reverse=True):
             try:
                 table = M.calibration_table(t, e, s, tt, groups=g)
                 break
