@@ -110,3 +110,28 @@ def test_expected_time_is_the_area_under_the_ensemble_curve(cohort, make_config,
     solo = FoldEnsemble([members[0]])  # one member: its own expected time
     np.testing.assert_allclose(solo.predict_expected_time(cohort),
                                members[0].predict_expected_time(cohort))
+
+
+def test_fold_models_of_other_settings_are_refused_by_name(tmp_path, members, cohort, make_config):
+    """Another bin count crashed in numpy ("inhomogeneous shape") at the first prediction;
+    another risk score was silently read with member 0's; a bundle holding such members
+    (saved before hashes were recorded) loaded as one ensemble."""
+    from modalsurv.errors import FeatureError
+
+    idx = np.arange(len(cohort))
+    sub = cohort.subset(idx[idx % 3 != 2])
+    bins = ModalSurv(make_config(seed=2, model__n_bins=5)).fit(sub)
+    with pytest.raises(ValueError, match=r"member 1 .*time bins \(model.n_bins\): 5, not 8"):
+        FoldEnsemble([members[0], bins])
+    rmst = ModalSurv(make_config(seed=2, train__risk_score="rmst")).fit(sub)
+    with pytest.raises(ValueError, match=r"member 2 .*train.risk_score: 'rmst', not 'survival'"):
+        FoldEnsemble([*members, rmst])
+    FoldEnsemble(members).save(tmp_path / "a")
+    FoldEnsemble([rmst]).save(tmp_path / "b")
+    for name in ("model_1.safetensors", "state_1.json", "state_1.npz"):  # member 1 swapped
+        (tmp_path / "a" / name).write_bytes((tmp_path / "b" / name.replace("1", "0")).read_bytes())
+    bundle = json.loads((tmp_path / "a" / "bundle.json").read_text())
+    del bundle["sha256"]  # a bundle saved before hashes existed
+    (tmp_path / "a" / "bundle.json").write_text(json.dumps(bundle))
+    with pytest.raises(FeatureError, match=r"bundle\.json.*risk_score|risk_score.*bundle\.json"):
+        FoldEnsemble.load(tmp_path / "a")

@@ -152,3 +152,31 @@ def test_times_alike_to_six_digits_get_their_own_columns(cohort):
         "survival_at_2", "survival_at_1234.567", "survival_at_1234.568"]
     assert (table["survival_at_1234.567"] == 0.5).all()
     assert (table["survival_at_1234.568_p95"] == 0.4).all()
+
+
+def test_folds_with_unequal_member_counts_weigh_alike_in_the_spread(cohort):
+    """The ensemble mixes its folds with equal weights; pooled as they were, the fold with
+    three members (a stack keeping more inner models) outweighed the fold with one: the
+    members' mean was 0.75 beside an ensemble risk of 0.5 and the sd 0.433, not 0.5."""
+    n = len(cohort)
+    folds = [SimpleNamespace(n_members=1), SimpleNamespace(n_members=3)]
+    ens = SimpleNamespace(
+        members=folds,
+        predict_member_risk=lambda c: np.stack([np.zeros(n), *[np.ones(n)] * 3]),
+        predict_risk=lambda c: np.full(n, 0.5),
+        predict_expected_time=lambda c: np.full(n, 3.0),
+        predict_survival=lambda c, t: np.full((n, 1), 0.5),
+        predict_member_survival=lambda c, t: np.stack([np.ones((n, 1)), *[np.zeros((n, 1))] * 3]))
+    table = prediction_table(ens, cohort, [2.0])
+    np.testing.assert_allclose(table["risk_sd"], 0.5)
+    np.testing.assert_allclose(table["risk_p05"], 0.0)
+    np.testing.assert_allclose(table["survival_at_2_p95"], 1.0)
+    assert (table["n_members"] == 4).all()  # still the networks counted
+    # out of fold: repeat 0's fold model has one member, repeat 1's two
+    ids = [str(p) for p in cohort.ids]
+    assign = pd.DataFrame({"patient": ids * 2, "repeat": [0] * n + [1] * n, "fold": 0})
+    long = out_of_fold_member_risks(assign, [[_Fixed(0, 1)], [_Fixed(10, 2)]], cohort)
+    row = summarise_members(long).set_index("patient").loc["P000"]
+    assert row["n_members"] == 3
+    assert row["risk_mean"] == pytest.approx((0 + 10.5) / 2)
+    assert row["risk_sd"] == pytest.approx(np.std([0, 0, 10, 11]))

@@ -61,8 +61,7 @@ def summary_table(summary: dict[str, Any]) -> pd.DataFrame:
         row: dict[str, Any] = {"model": model}
         all_failed = stats["n_failed_folds"] and not any(stats[m]["n"] for m in METRICS)
         for m in METRICS:
-            row[m] = ("failed" if all_failed
-                      else f"{_num(stats[m]['mean'])} ± {_num(stats[m]['std'])}")  # fmt: skip
+            row[m] = "failed" if all_failed else _mean_std(stats[m]["mean"], stats[m]["std"])
             if not all_failed and stats[m]["n"] < runs:  # a mean over fewer folds: said
                 row[m] += f" ({stats[m]['n']} of {runs} folds)"
         row["n_failed_folds"] = stats["n_failed_folds"]
@@ -73,8 +72,13 @@ def summary_table(summary: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _num(v: Any) -> str:
-    return "nan" if v is None else f"{float(v):.3f}"
+def _mean_std(mean: Any, std: Any) -> str:
+    """``0.712 ± 0.031``; the mean alone when the std is undefined (one finite fold), ``–``
+    when the mean is (no finite fold): never ``± nan`` (the grid report's rule)."""
+    mean, std = (math.nan if v is None else float(v) for v in (mean, std))
+    if not math.isfinite(mean):
+        return "–"
+    return f"{mean:.3f}" if not math.isfinite(std) else f"{mean:.3f} ± {std:.3f}"
 
 
 def paired_summary(result: CVResult) -> pd.DataFrame | None:

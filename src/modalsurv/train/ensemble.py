@@ -35,6 +35,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -56,6 +57,7 @@ class FoldEnsemble:
         heads = {m.head for m in members}
         if len(heads) != 1:
             raise ValueError(f"ensemble members must share one head; found {sorted(heads)}")
+        _check_alike(members)
         self.members = list(members)
         # the resolved config ("auto" values settled) in both cases: a freshly fitted member
         # keeps the requested one beside it, a loaded member only has the resolved one, so a
@@ -156,7 +158,34 @@ class FoldEnsemble:
     def load(cls, directory: str | Path) -> FoldEnsemble:
         directory = Path(directory)
         n = _check_bundle(directory)
-        return cls([rebuild(directory, f"model_{k}", f"state_{k}") for k in range(n)])
+        members = [rebuild(directory, f"model_{k}", f"state_{k}") for k in range(n)]
+        try:
+            return cls(members)
+        except ValueError as err:  # members of other runs (a bundle saved without hashes)
+            raise FeatureError(str(err), path=directory / "bundle.json") from None
+
+
+def _settings(model: ModalSurv) -> dict[str, Any]:
+    """What fold models must share to be averaged: the kind of model, the number of time
+    bins (:attr:`FoldEnsemble.cuts` averages the members' cuts element-wise), the risk
+    score (the ensemble reads every member with the first one's) and the modalities."""
+    config = getattr(model, "fitted_config_", None) or model.config
+    return {"kind": type(model).__name__, "time bins (model.n_bins)": len(model.cuts) - 1,
+            "train.risk_score": config.train.risk_score,
+            "modalities": getattr(model, "modalities_", None)}  # fmt: skip
+
+
+def _check_alike(members: Sequence[ModalSurv]) -> None:
+    """Refuse, naming the member and the setting, fold models that cannot be averaged:
+    models of another kind or settings gave an unrelated numpy error (another bin count)
+    or a silently wrong ensemble (another risk score was read with the first's)."""
+    first = _settings(members[0])
+    for k, member in enumerate(members[1:], start=1):
+        for what, value in _settings(member).items():
+            if value != first[what]:
+                raise ValueError(f"ensemble member {k} differs from member 0 in its {what}:"
+                                 f" {value!r}, not {first[what]!r}; a FoldEnsemble averages"
+                                 " the fold models of one run")  # fmt: skip
 
 
 def member_files(k: int) -> tuple[str, str, str]:

@@ -16,6 +16,8 @@ true risk: members share the training data, so the spread understates that.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -56,6 +58,32 @@ def spread_columns(prefix: str, values: Any, level: float = LEVEL) -> dict[str, 
     return {f"{prefix}_sd": v.std(axis=0), lo_name: lo, hi_name: hi}
 
 
+def fold_weighted(values: Any, counts: Sequence[int]) -> np.ndarray:
+    """``values`` (members on axis 0, fold by fold: ``counts[k]`` rows of fold ``k``) with
+    each fold's rows repeated up to the least common multiple of the counts, so every fold
+    weighs alike in the spread, as in the ensemble's equal-weight mixture of its folds.
+
+    Why: pooled as they are, a fold with more members (a stack whose kept candidates have
+    more inner models than ``train.n_init``) outweighed the others, and the members' mean
+    was no longer the ensemble's prediction. Equal counts are returned unchanged."""
+    v = np.asarray(values, dtype=np.float64)
+    counts = [int(c) for c in counts]
+    if sum(counts) != v.shape[0] or min(counts, default=0) < 1:
+        raise ValueError(f"member counts {counts} do not add up to the {v.shape[0]} members")
+    if len(set(counts)) == 1:
+        return v
+    lcm = math.lcm(*counts)
+    return np.repeat(v, [lcm // c for c in counts for _ in range(c)], axis=0)
+
+
+def _fold_counts(ensemble: Any, n: int) -> list[int]:
+    """Members per fold model of a ``FoldEnsemble`` (``FoldEnsemble.n_members``'s terms);
+    one fold of ``n`` for anything else, or when the terms do not add up to ``n``."""
+    counts = [int(m.n_members if hasattr(m, "n_members") else m.config.train.n_init)
+              for m in getattr(ensemble, "members", [])]  # fmt: skip
+    return counts if counts and sum(counts) == n else [n]
+
+
 def time_label(t: float) -> str:
     """``t`` in a column name: ``f"{t:g}"`` where that reads back as ``t``, else the
     shortest exact form (``1234.567`` and ``1234.568`` are both ``1234.57`` under ``g``:
@@ -70,10 +98,12 @@ def prediction_table(ensemble: Any, cohort: Cohort, times: Any = None, level: fl
     (``risk_sd``, ``risk_p05``, ``risk_p95``), ``expected_time``, and per time t the
     ensemble's ``survival_at_t`` with the members' interval (``survival_at_t_p05`` /
     ``_p95``), and ``n_members``. ``ensemble``: a ``FoldEnsemble`` (or anything with its
-    ``predict_*`` and ``predict_member_*`` methods)."""
+    ``predict_*`` and ``predict_member_*`` methods); its fold models weigh alike in the
+    spread (:func:`fold_weighted`), ``n_members`` counts the networks."""
     members = ensemble.predict_member_risk(cohort)
+    counts = _fold_counts(ensemble, members.shape[0])
     df = pd.DataFrame({"patient": cohort.ids, "risk": ensemble.predict_risk(cohort),
-                       **spread_columns("risk", members, level),
+                       **spread_columns("risk", fold_weighted(members, counts), level),
                        "expected_time": ensemble.predict_expected_time(cohort)})  # fmt: skip
     if times is not None and len(times):
         grid = np.asarray(times, dtype=np.float64).reshape(-1)
@@ -82,7 +112,7 @@ def prediction_table(ensemble: Any, cohort: Cohort, times: Any = None, level: fl
         for j, t in enumerate(grid):
             name = f"survival_at_{time_label(t)}"
             df[name] = surv[:, j]
-            lo, hi = member_interval(member_surv[:, :, j], level)
+            lo, hi = member_interval(fold_weighted(member_surv[:, :, j], counts), level)
             lo_name, hi_name = interval_names(name, level)
             df[lo_name], df[hi_name] = lo, hi
     df["n_members"] = members.shape[0]
@@ -113,15 +143,19 @@ def out_of_fold_member_risks(folds: pd.DataFrame, models: list[list[Any]], cohor
 def summarise_members(long: pd.DataFrame, order: Any = None, level: float = LEVEL
                       ) -> pd.DataFrame:  # fmt: skip
     """Per patient (in ``order`` when given): ``risk_mean`` over all its members, their
-    spread (:func:`spread_columns`) and ``n_members``."""
+    spread (:func:`spread_columns`) and ``n_members``; each repeat's fold model weighs
+    alike (:func:`fold_weighted`) when the table has a ``repeat`` column."""
     lo_name, hi_name = interval_names("risk", level)
     rows = []
     for patient, g in long.groupby("patient", sort=False):
-        v = g["risk"].to_numpy(float)
+        v, n = g["risk"].to_numpy(float), len(g)
+        if "repeat" in g:  # rows by repeat: one block of members per repeat
+            g = g.sort_values("repeat", kind="stable")
+            v = fold_weighted(g["risk"].to_numpy(float), g.groupby("repeat").size().to_list())
         cols = spread_columns("risk", v[:, None], level)
         rows.append({"patient": str(patient), "risk_mean": float(v.mean()),
                      "risk_sd": float(cols["risk_sd"][0]), lo_name: float(cols[lo_name][0]),
-                     hi_name: float(cols[hi_name][0]), "n_members": len(v)})  # fmt: skip
+                     hi_name: float(cols[hi_name][0]), "n_members": n})  # fmt: skip
     out = pd.DataFrame(rows, columns=["patient", "risk_mean", "risk_sd", lo_name, hi_name,
                                       "n_members"])  # fmt: skip
     if order is not None:
