@@ -13,7 +13,9 @@ element-wise mean of the members' cuts, derived from the averaged survival curve
   exact for a mixture); for Cox the mean log-risk.
 * expected time: the mixture's restricted mean survival time up to the mean last cut
   (:attr:`FoldEnsemble.cuts`), i.e. the mean of the members' RMSTs at that one horizon:
-  the area under :meth:`FoldEnsemble.predict_survival`, and minus the ``rmst`` risk. (The
+  the area under :meth:`FoldEnsemble.predict_survival` for the discrete heads (DeepHit,
+  logistic hazard; a Cox curve is a step function inside each bin, which the RMST reads
+  as linear: ~2 % longer), and minus the ``rmst`` risk. (The
   mean of the members' expected times, each restricted at its own last cut, is the
   expected time of no curve when the folds' last cuts differ, as they do when one fold
   held out the longest follow-up.)
@@ -99,7 +101,8 @@ class FoldEnsemble:
 
     def predict_expected_time(self, cohort: Cohort) -> np.ndarray:
         """The mixture's RMST up to the mean last cut (module docstring): one horizon for
-        every member, so it is the area under :meth:`predict_survival`."""
+        every member, so it is the area under :meth:`predict_survival` (discrete heads;
+        Cox: see the module docstring)."""
         tau = float(self.cuts[-1])
         return np.mean([rmst(m.predict_pmf(cohort), m.cuts, tau) for m in self.members], axis=0)
 
