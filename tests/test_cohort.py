@@ -205,3 +205,29 @@ def test_concat_cohorts_pads_bags_and_keeps_meta():
 def test_events_coded_1_2_point_to_rs_survival_convention(events):
     with pytest.raises(LabelError, match=r"patient 'b'.*1 = censored, 2 = event.*status == 2"):
         Cohort(["a", "b"], [1.0, 2.0], events)
+
+
+def test_indexing_empty_selection_and_a_mask_of_another_length():
+    c = _cohort()
+    for empty in ([], np.array([], dtype=np.int64), np.zeros(6, dtype=bool)):
+        e = c[empty]
+        assert len(e) == 0 and e.features["wsi"].shape == (0, 4, 5) and len(e.meta) == 0
+    assert len(c.subset([])) == 0  # an empty list is float64 to NumPy: was an IndexError
+    # a mask of another cohort's length used to select silently (flatnonzero of it)
+    with pytest.raises(IndexError, match="6 patients"):
+        c[np.array([True, False, True])]
+    with pytest.raises(IndexError, match="6 patients"):
+        c.subset(np.ones(8, dtype=bool))
+    last = c[-1]
+    assert list(last.ids) == ["p5"] and list(last.meta["site"]) == ["c"]
+
+
+def test_with_modality_of_another_width_drops_the_old_feature_names():
+    c = _cohort()
+    same = c.with_modality("clinical", c.features["clinical"] + 1.0)
+    assert same.feature_names["clinical"] == ["age", "psa", "isup"]  # same columns: kept
+    wider = c.with_modality("clinical", np.zeros((6, 5)))
+    # the 3 old names used to stay on 5 columns
+    assert "clinical" not in wider.feature_names
+    named = c.with_modality("clinical", np.zeros((6, 2)), feature_names=["a", "b"])
+    assert named.feature_names["clinical"] == ["a", "b"]

@@ -262,6 +262,8 @@ class Cohort:
         idx = np.asarray(key)
         if idx.ndim == 0:
             idx = idx.reshape(1)
+        if idx.size == 0:  # ``cohort[[]]``: an empty list is float64 to NumPy
+            idx = idx.astype(np.int64)
         if not (idx.dtype == bool or np.issubdtype(idx.dtype, np.integer)):
             raise TypeError(f"a Cohort is indexed by integer positions or a mask; found {idx.dtype}")
         return self.subset(idx)
@@ -294,7 +296,13 @@ class Cohort:
         """Rows ``idx`` (integer positions or a boolean mask) as a new cohort."""
         idx = np.asarray(idx)
         if idx.dtype == bool:
+            # a mask of another length (another cohort's) used to select silently
+            if idx.shape != (len(self),):
+                raise IndexError(f"boolean mask of shape {idx.shape} for a cohort of"
+                                 f" {len(self)} patients")  # fmt: skip
             idx = np.flatnonzero(idx)
+        elif idx.size == 0:  # ``subset([])``: an empty list is float64 to NumPy
+            idx = idx.astype(np.int64)
         return Cohort(
             self.ids[idx],
             self.time[idx],
@@ -340,6 +348,9 @@ class Cohort:
         out._add(name, x, present, bag_mask, feature_names)
         if bag_mask is None and x.ndim == 2:
             out.bag_mask.pop(name, None)
+        old = out.feature_names.get(name)
+        if feature_names is None and old is not None and len(old) != out.dim(name):
+            del out.feature_names[name]  # another width: the old names name other columns
         return out
 
     def missingness(self) -> dict[str, float]:

@@ -15,6 +15,7 @@ from modalsurv.data.synthetic import (
     oracle_cindex,
     write_chimera,
 )
+from modalsurv.errors import DataError
 from modalsurv.io.chimera import TASK1_LAYOUT
 
 SMALL = {"max_tiles": 16, "tile_dim": 32, "slide_dim": 32, "mri_dim": 32, "n_genes": 200}
@@ -97,8 +98,9 @@ def test_observable_oracle_drops_the_risk_of_missing_modalities():
     holey, risk = make_cohort(n=300, seed=5, missing=lots, max_tiles=4, n_genes=50)
     np.testing.assert_array_equal(holey.time, full.time)  # same patients, same truth
     assert observable_oracle_cindex(holey, seed=5) < oracle_cindex(holey, risk) - 0.02
-    # a wrong seed regenerates other latents: the bound collapses towards chance
-    assert abs(observable_oracle_cindex(holey, seed=6) - 0.5) < 0.1
+    # a wrong seed regenerates other latents: refused (was a bound near chance, silently)
+    with pytest.raises(DataError, match="seed=6"):
+        observable_oracle_cindex(holey, seed=6)
 
 
 def test_measurement_oracle_sits_below_the_observable_one_and_needs_the_true_world():
@@ -110,6 +112,33 @@ def test_measurement_oracle_sits_below_the_observable_one_and_needs_the_true_wor
     # another world (prototype, directions, loadings) leaves only the clinical term
     clinical_only = measurement_oracle_cindex(cohort, seed=3, world_seed=1)
     assert clinical_only < measured - 0.03
+
+
+def test_oracles_refuse_a_cohort_they_cannot_regenerate():
+    cohort, risk = make_cohort(120, 2, **SMALL)
+    fold = cohort[np.arange(90)]  # a test fold: the truth of make_cohort(90, 2) is others'
+    with pytest.raises(DataError, match="subset"):
+        observable_oracle_cindex(fold, seed=2)
+    with pytest.raises(DataError, match="subset"):
+        measurement_oracle_cindex(fold, seed=2, rna_rank=8)
+    external, _ = make_cohort(120, 2, external=True, **SMALL)
+    with pytest.raises(DataError):  # the measurement oracle regenerates internal cohorts
+        measurement_oracle_cindex(external, seed=2)
+    assert observable_oracle_cindex(external, seed=2, external=True) > 0.6
+    no_latents = cohort[np.arange(120)]  # ids checked even without the latent meta columns
+    no_latents.meta = no_latents.meta.drop(columns=["latent:wsi", "latent:mri"])
+    assert observable_oracle_cindex(no_latents, seed=2) == observable_oracle_cindex(cohort, seed=2)
+    assert oracle_cindex(fold, risk[:90]) > 0.7  # the plain oracle takes the rows' risk
+
+
+def test_measurement_oracle_calibrates_on_the_patients_with_the_modality():
+    # the absent patients' zeroed RNA is a far-off factor score: fitted with the present
+    # ones it bent the calibration, and the ceiling fell ~0.03 below the observable one
+    w = {"clinical": 0.3, "wsi": 0, "slide": 0, "mri": 0, "rna": 1.0, "interaction": 0}
+    small = {**SMALL, "n_genes": 200}
+    cohort, _ = make_cohort(400, 1, weights=w, missing={"rna": 0.5}, **small)
+    observable = observable_oracle_cindex(cohort, seed=1, weights=w)
+    assert measurement_oracle_cindex(cohort, seed=1, weights=w) > observable - 0.01
 
 
 def test_image_latents_are_kept_in_meta_and_are_the_generator_truth():

@@ -286,13 +286,11 @@ def make_cohort(
     time = np.maximum(np.minimum(t_event, cens), 0.1)
     event = t_event <= cens
 
-    if task == 1:  # an external cohort is other patients: other ids (evaluate checks)
-        ids = [str((5000 if external else 1000) + i) for i in range(n)]
+    ids = _ids(n, external, task)
+    if task == 1:
         site = np.full(n, "external" if external else "internal", dtype=object)
     else:
-        prefix = "3B" if external else "3A"
-        ids = [f"{prefix}_{i:03d}" for i in range(n)]
-        site = np.full(n, prefix, dtype=object)
+        site = np.full(n, "3B" if external else "3A", dtype=object)
     meta = pd.DataFrame({"site": site}, index=pd.Index(ids, name="patient"))
     for col in raw.columns:
         meta[RAW_PREFIX + col] = [None if _absent(v) else _plain(v) for v in raw[col]]
@@ -301,6 +299,34 @@ def make_cohort(
     cohort = Cohort(ids, time, event, features=feats, present=present, meta=meta,
                     bag_mask=masks, feature_names=names)  # fmt: skip
     return cohort, log_risk
+
+
+def _ids(n: int, external: bool, task: int) -> list[str]:
+    """The patient ids of ``make_cohort``: an external cohort is other patients, so other
+    ids (evaluate checks)."""
+    if task == 1:
+        return [str((5000 if external else 1000) + i) for i in range(n)]
+    return [f"{'3B' if external else '3A'}_{i:03d}" for i in range(n)]
+
+
+def _check_generated(cohort: Cohort, lat: Mapping[str, np.ndarray], seed: int,
+                     external: bool, task: int, what: str) -> None:  # fmt: skip
+    """Refuse a cohort that is not ``make_cohort(len(cohort), seed, external=..,
+    task=..)`` itself: the oracles regenerate the truth from those arguments, so a subset
+    (a test fold), an external cohort or another seed silently got the C-index of other
+    patients' risk (near chance) instead of an error."""
+    n = len(cohort)
+    same = [str(p) for p in cohort.ids] == _ids(n, external, task)
+    for m in IMAGE_LATENTS:  # the generator truth make_cohort keeps in meta, where kept
+        col = LATENT_PREFIX + m
+        if same and col in cohort.meta.columns:
+            kept = pd.to_numeric(cohort.meta[col], errors="coerce").to_numpy(np.float64)
+            same = bool(np.allclose(kept, lat[m], rtol=1e-6, atol=1e-9))
+    if not same:
+        raise DataError(f"{what}: this cohort is not make_cohort({n}, seed={seed},"
+                        f" external={external}, task={task}) (a subset, another seed or"
+                        " another cohort?); the truth is regenerated from those arguments,"
+                        " so pass the whole cohort make_cohort returned", field="cohort")  # fmt: skip
 
 
 def _hot_fraction(latent: np.ndarray | float) -> np.ndarray:
@@ -380,6 +406,7 @@ def observable_oracle_cindex(
     n = len(cohort)
     rng = np.random.default_rng([seed, 1 if external else 0, task])
     lat, _, sig = _latents(rng, n, external, task)
+    _check_generated(cohort, lat, seed, external, task, "observable_oracle_cindex")
     if signal == "nonlinear":
         lat["mri2"] = _second_mri_factor(seed, external, task, n)
     seen = {m: (cohort.present[m] if m in cohort.present else np.zeros(n, dtype=bool))
@@ -414,13 +441,15 @@ def measurement_oracle_cindex(
     posterior mean of the latent factor (WSI: exact Bayes over a grid from the count of
     tiles projecting above half the prototype shift; slide, MRI, RNA: least-squares
     factor scores, calibrated to the latent by a one-parameter regression on this
-    cohort; clinical: the exact signal, whose fields are all recorded), then combines
-    them with the true weights over each patient's present modalities. It is a practical
-    ceiling for learned models, still optimistic (its calibrations see the truth).
+    cohort's patients with the modality; clinical: the exact signal, whose fields are all
+    recorded), then combines them with the true weights over each patient's present
+    modalities. It is a practical ceiling for learned models, still optimistic (its
+    calibrations see the truth).
     """
     n = len(cohort)
     w = {**(NONLINEAR_WEIGHTS if signal == "nonlinear" else DEFAULT_WEIGHTS), **(weights or {})}
     lat, _, sig = _latents(np.random.default_rng([seed, 0, task]), n, False, task)
+    _check_generated(cohort, lat, seed, False, task, "measurement_oracle_cindex")
     if signal == "nonlinear":
         lat["mri2"] = _second_mri_factor(seed, False, task, n)
     dims = {m: cohort.features[m].shape[-1] for m in ("wsi", "slide", "mri", "rna")
@@ -430,9 +459,13 @@ def measurement_oracle_cindex(
         rna_rank, dims.get("rna", 2000),
     )  # fmt: skip
 
-    def calibrated(latent: np.ndarray, score: np.ndarray) -> np.ndarray:
+    def calibrated(latent: np.ndarray, score: np.ndarray, m: str) -> np.ndarray:
+        """Fitted on the patients with ``m``: an absent one's zeroed features give a
+        far-off score (RNA: ``log(0.5) - base``) that bent the fit and mis-weighted the
+        modality against the others."""
         design = np.column_stack([np.ones(n), score])
-        return design @ np.linalg.lstsq(design, latent, rcond=None)[0]
+        have = cohort.present[m]
+        return design @ np.linalg.lstsq(design[have], latent[have], rcond=None)[0]
 
     est = {"clinical": sig["clinical"]}
     step = None
@@ -448,19 +481,19 @@ def measurement_oracle_cindex(
         est["wsi"] = (post @ grid) / post.sum(axis=1)
         step = (post @ (grid > WSI_THRESHOLD)) / post.sum(axis=1)
     if "slide" in cohort.features:
-        est["slide"] = calibrated(lat["slide"], cohort.features["slide"] @ v_slide)
+        est["slide"] = calibrated(lat["slide"], cohort.features["slide"] @ v_slide, "slide")
     if "mri" in cohort.features:
         if "mri2" in lat:
             v2 = _second_mri_direction(world_seed, dims.get("mri", 2048))
             scores = cohort.features["mri"] @ np.linalg.pinv(np.column_stack([v_mri, v2])).T
-            est["mri"] = calibrated(lat["mri"], scores[:, 0])
-            est["mri2"] = calibrated(lat["mri2"], scores[:, 1])
+            est["mri"] = calibrated(lat["mri"], scores[:, 0], "mri")
+            est["mri2"] = calibrated(lat["mri2"], scores[:, 1], "mri")
         else:
-            est["mri"] = calibrated(lat["mri"], cohort.features["mri"] @ v_mri)
+            est["mri"] = calibrated(lat["mri"], cohort.features["mri"] @ v_mri, "mri")
     if "rna" in cohort.features:
         resid = np.log(cohort.features["rna"] + 0.5) - base
         factors = np.linalg.lstsq(loadings.T, resid.T, rcond=None)[0].T
-        est["rna"] = calibrated(lat["rna"], factors[:, 0])
+        est["rna"] = calibrated(lat["rna"], factors[:, 0], "rna")
     seen = {m: cohort.present[m] if m in est else np.zeros(n, dtype=bool) for m in sig}
     est = {m: est.get(m, np.zeros(n)) for m in [*sig, *(["mri2"] if "mri2" in lat else [])]}
     return oracle_cindex(cohort, _log_risk(est, est, w, seen,
