@@ -231,3 +231,17 @@ def test_with_modality_of_another_width_drops_the_old_feature_names():
     assert "clinical" not in wider.feature_names
     named = c.with_modality("clinical", np.zeros((6, 2)), feature_names=["a", "b"])
     assert named.feature_names["clinical"] == ["a", "b"]
+
+
+def test_meta_indexed_by_patient_in_another_order_is_joined_by_id() -> None:
+    """A meta frame indexed by patient id is matched by id, not taken row by row: in
+    another order each patient used to get another patient's site."""
+    meta = pd.DataFrame({"site": ["b", "a", "c"]}, index=["p2", "p1", "p3"])
+    c = Cohort(["p1", "p2", "p3"], [1.0, 2.0, 3.0], [1, 0, 1], meta=meta)
+    assert c.meta["site"].tolist() == ["a", "b", "c"]
+    assert c.meta.index.tolist() == ["p1", "p2", "p3"]
+    # a plain positional frame keeps its order
+    c = Cohort(["p1", "p2", "p3"], [1.0, 2.0, 3.0], [1, 0, 1],
+               meta=pd.DataFrame({"site": ["x", "y", "z"]}))  # fmt: skip
+    assert c.meta["site"].tolist() == ["x", "y", "z"]
+    assert c[[2, 0]].meta["site"].tolist() == ["z", "x"]

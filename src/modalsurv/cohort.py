@@ -169,6 +169,15 @@ class Cohort:
             meta = meta.copy()
             if len(meta) != n:
                 raise DataError(f"meta has {len(meta)} rows for {n} patients", field="meta")
+            keys = meta.index.astype(str)
+            if (not isinstance(meta.index, pd.RangeIndex) and list(keys) != list(self.ids)
+                    and set(keys) == set(self.ids)):
+                # indexed by patient: joined by id (another order used to be taken by
+                # position, so every row's site or group went to another patient)
+                if not keys.is_unique:
+                    raise DataError("meta names a patient twice", field="meta",
+                                    patient=str(keys[keys.duplicated()][0]))  # fmt: skip
+                meta = meta.set_axis(keys).loc[list(self.ids)]
             meta.index = pd.Index(self.ids, name="patient")
         self.meta = meta
 
