@@ -400,3 +400,17 @@ def test_gated_fusion_is_normalised_sigmoid_gates_and_survives_underflow():
     torch.testing.assert_close(out.weights, torch.softmax(logits.masked_fill(~p, -torch.inf), -1)
                                .nan_to_num(0.0))
     assert out.fused[both].abs().sum(-1).gt(0).all()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_batch_prediction_equals_one_patient_at_a_time(name):
+    """In eval mode a patient's fused vector and weights do not depend on who else is in
+    the batch: the batch equals the patients fused one by one (to float rounding)."""
+    fusion = _fusion(name)
+    z, p = _z(), _present()
+    batch = fusion(z, p)
+    for i in range(len(z)):
+        one = fusion(z[i : i + 1], p[i : i + 1])
+        torch.testing.assert_close(one.fused, batch.fused[i : i + 1], rtol=0, atol=1e-6)
+        if batch.weights is not None:
+            torch.testing.assert_close(one.weights, batch.weights[i : i + 1], rtol=0, atol=1e-6)

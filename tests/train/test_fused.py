@@ -65,3 +65,28 @@ def test_release_gives_each_parameter_its_own_storage():
     assert len({p.untyped_storage().data_ptr() for p in params}) == len(params)
     for k, v in net.state_dict().items():
         assert torch.equal(v, before[k])
+
+
+@pytest.mark.parametrize("opt_cls", [torch.optim.AdamW, torch.optim.Adam])
+def test_update_rule_equals_torch_over_many_steps_with_identical_gradients(opt_cls):
+    """Fed the same gradients, the flat step follows torch's per-tensor optimiser (weight
+    decay on every parameter, as make_optimizer does) and clip_grad_norm_ over 200 steps;
+    forward-pass rounding is taken out, so only the update rule is compared."""
+    net, ref = _net(), _net()
+    step = FusedStep(net, opt_cls, 3e-3, 1e-2)
+    opt = opt_cls(ref.parameters(), lr=3e-3, weight_decay=1e-2)
+    gen = torch.Generator().manual_seed(5)
+    for i in range(200):
+        step.zero_grad()
+        opt.zero_grad()
+        scale = 1e-3 if i % 3 == 0 else 0.1  # the clip binds on some steps only
+        for a, b in zip(net.parameters(), ref.parameters()):
+            g = torch.randn(a.shape, generator=gen) * scale
+            a.grad.copy_(g)
+            b.grad = g.clone()
+        step.clip(0.5)
+        torch.nn.utils.clip_grad_norm_(ref.parameters(), 0.5)
+        step.step()
+        opt.step()
+    for a, b in zip(net.parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
