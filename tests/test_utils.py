@@ -188,3 +188,34 @@ def test_a_yaml_syntax_error_points_into_the_file_and_names_a_tab(tmp_path):
     assert "a tab character, which YAML refuses there: use spaces" in msg
     tabbed.write_text("train:\n  epochs: 3\nnote: 'a\ttab inside quotes is text'\n")
     assert read_yaml_mapping(tabbed)["note"] == "a\ttab inside quotes is text"
+
+
+def test_require_tells_an_installed_package_that_fails_to_import_from_a_missing_one(
+        tmp_path, monkeypatch):  # fmt: skip
+    """A package installed but broken (a version that does not fit torch, a dependency of
+    its own missing) was reported 'not installed', so reinstalling the extra changed
+    nothing; the message now says it is installed and why its import failed."""
+    from modalsurv.errors import MissingDependencyError
+    from modalsurv.utils import require
+
+    pkg = tmp_path / "brokenpkg_xyz"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("import not_a_dependency_xyz\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(MissingDependencyError, match="installed but cannot be imported") as e:
+        require("brokenpkg_xyz", "the test encoder")
+    assert "not_a_dependency_xyz" in str(e.value) and "not installed" not in str(e.value)
+    with pytest.raises(MissingDependencyError, match="which is not installed"):
+        require("absentpkg_xyz", "the test encoder")
+
+
+def test_a_list_as_a_yaml_key_is_a_config_error(tmp_path):
+    """The duplicate-key check hashed every key, so a list written as a key raised a bare
+    TypeError (an 'internal error') instead of the ConfigError naming the file."""
+    from modalsurv.errors import ConfigError
+    from modalsurv.utils import read_yaml_mapping
+
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  [wsi, rna]: 1\n")
+    with pytest.raises(ConfigError, match=r"(?s)c\.yaml.*unhashable key"):
+        read_yaml_mapping(path)

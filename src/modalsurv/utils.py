@@ -13,7 +13,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -155,6 +155,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):  # a list as a key: SafeLoader's own error
+                continue
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"key {key!r} given twice in one mapping", key_node.start_mark)
@@ -316,6 +318,13 @@ def require(module: str, purpose: str) -> ModuleType:
         top = module.split(".")[0]
         extra = EXTRAS.get(top)
         how = (f"pip install 'modalsurv[{extra}]'" if extra else f"pip install {top}")
+        if isinstance(exc, ModuleNotFoundError) and exc.name == top:
+            raise MissingDependencyError(
+                f"{purpose} needs the optional package {top!r}, which is not installed: {how}"
+            ) from exc
+        # installed, but its import fails (a dependency of it missing, a version that does
+        # not fit the installed torch): "not installed" sent users to reinstall in vain
         raise MissingDependencyError(
-            f"{purpose} needs the optional package {top!r}, which is not installed: {how}"
+            f"{purpose} needs the optional package {top!r}, which is installed but cannot be"
+            f" imported ({type(exc).__name__}: {exc}); install a version that fits: {how}"
         ) from exc

@@ -153,3 +153,14 @@ def test_a_folder_to_predict_on_is_scanned_without_labels(root):
     assert res.exit_code == 0, res.output
     with pytest.raises(ConfigError, match="manifest always holds labels"):
         scan(root / "m.csv", layout="manifest", labels=False)
+
+
+def test_a_missing_root_is_listed_once_with_a_feature_store(tmp_path):
+    """With --features the read was redone without the store when it stopped, and a stop
+    of the folder's own (its root missing) was then listed twice: '2 error(s)'."""
+    from modalsurv.io.store import FeatureStore
+
+    store = FeatureStore(tmp_path / "store")
+    store.write_many("mri", {"a": [0.0, 1.0]}, encoder="test")
+    problems = scan(tmp_path / "nope", "chimera-task1", features=store.root)
+    assert len(problems) == 1 and problems[0].severity == "error", problems

@@ -42,7 +42,8 @@ def scan(
             # the store stopped the read (a damaged file, no image modality): the folder's
             # own problems are still listed, from a read without it
             out, problems, _ = _read(root, task, event, None, labels)
-            problems.append(stopped)
+            if stopped not in problems:  # not the folder's own stop (a missing root) twice
+                problems.append(stopped)
         if notes is not None and out is not None:
             notes.extend(out.notes)
         problems.extend(other_layout_problems(root, task))
