@@ -243,6 +243,23 @@ def test_a_dicom_series_folder_has_a_fingerprint(tmp_path: Path) -> None:
     assert file_fingerprint(series) != first
 
 
+def test_a_dicom_series_fingerprint_ignores_hidden_files(tmp_path: Path) -> None:
+    """Finder's .DS_Store / ._* files, added after extraction, are no slices: the store's
+    MRI features still match the folder; a clean folder's fingerprint is unchanged."""
+    from modalsurv.io.fingerprint import file_fingerprint
+
+    series = tmp_path / "t2w"
+    series.mkdir()
+    for i in range(3):
+        (series / f"{i:03d}.dcm").write_bytes(bytes([i]) * (10 + i))
+    first = file_fingerprint(series)
+    (series / ".DS_Store").write_bytes(b"finder" * 100)
+    (series / "._000.dcm").write_bytes(b"resource fork")
+    (series / ".cache").mkdir()
+    (series / ".cache" / "x").write_bytes(b"y")
+    assert file_fingerprint(series) == first
+
+
 def test_extraction_record_and_settings_are_kept(chimera: Path, tmp_path: Path) -> None:
     import json
 

@@ -22,8 +22,12 @@ def file_fingerprint(path: Path | None, chunk: int = 1 << 20) -> str:
     if path is None:
         return NO_FILE
     if path.is_dir():  # a DICOM series: its files' names and sizes
+        # hidden files are no slices: a .DS_Store or ._* that Finder adds after extraction
+        # turned the store's MRI features into a mismatch (clean folders: unchanged)
         sizes = {f.relative_to(path): f.stat().st_size
-                 for f in sorted(path.rglob("*")) if f.is_file()}  # fmt: skip
+                 for f in sorted(path.rglob("*"))
+                 if f.is_file() and not any(part.startswith(".")
+                                            for part in f.relative_to(path).parts)}  # fmt: skip
         listing = "\n".join(f"{name}:{size}" for name, size in sizes.items())
         digest = hashlib.sha256(listing.encode()).hexdigest()[:16]
         return f"{path.name}/:{sum(sizes.values())}:{digest}"
