@@ -156,6 +156,8 @@ def time_modalsurv(
                 "batch_size": batch,
                 "device": device,
                 "n_init": 1,  # one network: epochs of different members would interleave
+                # pycox's count (--threads): "auto" would drop to one thread on small steps
+                "threads": torch.get_num_threads(),
                 "tile_dropout": tile_dropout,
                 "mixed_precision": amp,
             },
