@@ -346,3 +346,28 @@ def test_stack_api_errors_name_the_stack(fitted, tmp_path):
         ModalSurv.load(tmp_path / "s")
     back = modalsurv.load_model(tmp_path / "s")
     assert isinstance(back, modalsurv.StackedSurv)
+
+
+@pytest.mark.parametrize("head", ["cox", "deephit"])
+def test_network_candidate_scores_new_rows_as_its_out_of_fold_rows(make_cohort, make_config,
+                                                                  head):  # fmt: skip
+    """A network member's test-time risk on its own validation rows is the risk recorded
+    there at its best epoch (``oof("best")``), so the stack's standardised scores and its
+    Breslow baseline (fitted on out-of-fold scores) read new patients on the same scale.
+    Cox members were centred on their training mean at test time only: a constant shift
+    of every new patient's stacked score (miscalibrated curves)."""
+    from modalsurv.train.estimator import member_splits
+
+    cohort = make_cohort(n=60, seed=7)
+    cfg = stack_config(make_config, head=head)
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"n_init": 3})})
+    cand = stack_candidates.NeuralCandidate("modalsurv", cfg)
+    cand.fit(cohort, None, [], 0, None)
+    risks = cand.model_risks(cohort)
+    oof = cand.oof("best")
+    assert len(oof) == 3
+    splits = member_splits(cohort.event, cfg.train.val_fraction, 0, 3)
+    for k, (rows, r) in enumerate(oof):
+        np.testing.assert_array_equal(rows, splits[k][1])  # member k never trained on them
+        assert not np.isin(rows, splits[k][0]).any()
+        np.testing.assert_allclose(risks[k, rows], r, rtol=1e-6, atol=1e-6)

@@ -119,8 +119,16 @@ class NeuralCandidate(Candidate):
         return out
 
     def model_risks(self, cohort: Cohort) -> np.ndarray:
-        assert self.model is not None
-        return self.model.member_risks(cohort)
+        """``J x N``: each member's risk scored as the trainer scored its validation rows
+        (the out-of-fold risks): ``family.risk`` with nothing fitted after training. Not
+        ``ModalSurv.member_risks``: it centres a Cox member on its training mean, an offset
+        the out-of-fold risks lack, which shifted every new patient's stacked score away
+        from the scores the Breslow baseline was fitted on (miscalibrated curves)."""
+        m = self.model
+        assert m is not None
+        score = m.config.train.risk_score
+        return np.stack([m.family.risk(out, m.cuts, m.t_ref_, score, {})
+                         for out in m.predict_member_outputs(cohort)])  # fmt: skip
 
     def export(self) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, np.ndarray]]:
         assert self.model is not None
