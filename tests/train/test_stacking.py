@@ -371,3 +371,17 @@ def test_network_candidate_scores_new_rows_as_its_out_of_fold_rows(make_cohort, 
         np.testing.assert_array_equal(rows, splits[k][1])  # member k never trained on them
         assert not np.isin(rows, splits[k][0]).any()
         np.testing.assert_allclose(risks[k, rows], r, rtol=1e-6, atol=1e-6)
+
+
+def test_a_stack_whose_every_candidate_failed_says_which_and_why(make_cohort, make_config,
+                                                                 monkeypatch):  # fmt: skip
+    """``model.stack: [rsf]`` with a forest that fails: a DataError naming the candidate
+    and its error, not numpy's "need at least one array to concatenate"."""
+
+    def broken(self, *args, **kwargs):
+        raise ValueError("forest exploded")
+
+    monkeypatch.setattr(stack_candidates.ForestCandidate, "fit", broken)
+    cfg = stack_config(make_config, stack=["rsf"])
+    with pytest.raises(DataError, match=r"every candidate failed.*rsf: ValueError: forest exploded"):
+        StackedSurv(cfg).fit(make_cohort(n=60, seed=1))

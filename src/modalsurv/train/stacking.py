@@ -206,6 +206,11 @@ class StackedSurv(FittedCheck, BaseEstimator):
                 continue
             self.candidates_[name] = cand
             seconds[name] = time.perf_counter() - t0
+        if not self.candidates_:  # every candidate a classical peer, and each one failed
+            raise DataError("stacked default: every candidate failed on this training part ("
+                            + "; ".join(f"{n}: {why}" for n, why in failed.items())
+                            + "); add a ModalSurv candidate to model.stack or use"
+                            " model.stack: none", field="model.stack")  # fmt: skip
         t0 = time.perf_counter()
         names = list(self.candidates_)
         cols, self.means_, self.scales_ = [], {}, {}
