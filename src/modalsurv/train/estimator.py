@@ -446,21 +446,6 @@ class ModalSurv(FittedCheck, BaseEstimator):
         """The network's raw output (``N x n_outputs``: what the family's functions take)."""
         return self._outputs(cohort, "logits")
 
-    def member_risks(self, cohort: Cohort) -> np.ndarray:
-        """``M x N``: each seed-ensemble member's own risk score (one row with ``n_init=1``).
-
-        With rotating member splits, member ``k``'s row is an out-of-fold risk on its own
-        validation rows (``member_splits``): what the stacked default (``train.stacking``)
-        weighs the network against other models with. Each member is scored by
-        ``family.risk``, as the trainer scores its validation rows, so out-of-fold and
-        test-time scores are made alike; :meth:`predict_member_risk` puts the members on the
-        ensemble's scale instead (for the uncertainty spread)."""
-        outs = list(self.predict_member_outputs(cohort))
-        return np.stack([
-            self.family.risk(out, self.cuts, self.t_ref_, self.config.train.risk_score, f)
-            for out, f in zip(outs, self.members_fitted(len(outs)), strict=True)
-        ])  # fmt: skip
-
     # -------------------------------------------------------------- predictions
     def predict_pmf(self, cohort: Cohort) -> np.ndarray:
         """``N x (K+1)`` probabilities: K bins plus the mass beyond the last cut (Cox: from

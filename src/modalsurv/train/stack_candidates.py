@@ -121,9 +121,10 @@ class NeuralCandidate(Candidate):
     def model_risks(self, cohort: Cohort) -> np.ndarray:
         """``J x N``: each member's risk scored as the trainer scored its validation rows
         (the out-of-fold risks): ``family.risk`` with nothing fitted after training. Not
-        ``ModalSurv.member_risks``: it centres a Cox member on its training mean, an offset
-        the out-of-fold risks lack, which shifted every new patient's stacked score away
-        from the scores the Breslow baseline was fitted on (miscalibrated curves)."""
+        with the members' fitted offsets (``ModalSurv.members_fitted``): they centre a Cox
+        member on its training mean, an offset the out-of-fold risks lack, which shifted
+        every new patient's stacked score away from the scores the Breslow baseline was
+        fitted on (miscalibrated curves)."""
         m = self.model
         assert m is not None
         score = m.config.train.risk_score
