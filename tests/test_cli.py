@@ -72,6 +72,8 @@ def test_evaluate_and_predict(run_dir, tmp_path):
                                             "params": {**TINY, "n": 40, "seed": 5, "external": True}}}))
     res = runner.invoke(app, ["evaluate", str(run_dir), "--data", str(ext), "--n-boot", "20"])
     assert res.exit_code == 0, res.output
+    # where the scores went was said nowhere (only the JSON was printed)
+    assert str(run_dir / "evaluation_external.json") in "".join(res.output.split()), res.output
     scores = json.loads((run_dir / "evaluation_external.json").read_text())
     assert 0.0 <= scores["harrell_c"] <= 1.0 and scores["n"] == 40
     lo, hi = scores["harrell_c_ci95"]
@@ -741,3 +743,127 @@ def test_extract_takes_the_slides_resolution_from_slide_mpp(tmp_path):
     for bad in ("0", "nan", "250"):
         res = runner.invoke(app, [*base, "--out", str(tmp_path / "s2"), "--slide-mpp", bad])
         assert res.exit_code == 2 and "--slide-mpp" in res.output, res.output
+
+
+def test_flags_show_no_value_type_in_the_help():
+    """typer >= 0.29 showed `--debug <bool>` and `--help <bool>` as if a flag took a value,
+    and `--set <list[str]>` for a repeatable KEY=VALUE."""
+    for args in (["--help"], ["train", "--help"], ["challenge", "--help"], ["scan", "--help"]):
+        res = runner.invoke(app, args, env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
+        assert res.exit_code == 0, res.output
+        assert "<bool>" not in res.output and "list[" not in res.output, res.output
+    res = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
+    assert "KEY=VALUE" in res.output and "--no-resume" in res.output
+
+
+def test_the_error_hint_says_where_debug_goes():
+    """The hint said '--debug shows the traceback'; `modalsurv train X --debug`, the obvious
+    reading, is 'No such option: --debug'. It belongs before the command."""
+    res = runner.invoke(app, ["train", "nosuch.yaml"])
+    assert res.exit_code == 2 and "modalsurv --debug COMMAND" in res.output, res.output
+
+
+def test_a_folder_or_the_other_kind_of_yaml_is_named_as_such(tmp_path):
+    """A run folder given as `train`'s config (or a grid folder as `experiment`'s grid) was
+    '[Errno 21] Is a directory' with exit 1; a grid given to `train`, or a run config to
+    `experiment`, listed every key as unknown without saying which command reads it."""
+    from modalsurv import configs
+
+    (tmp_path / "grid.yaml").write_text(configs.text("experiments/ablation"), encoding="utf-8")
+    (tmp_path / "run.yaml").write_text(configs.text("synthetic"), encoding="utf-8")
+    for args, want in (
+        (["train", str(tmp_path)], "is a folder; give a run config"),
+        (["experiment", str(tmp_path)], "is a folder; give an experiment grid"),
+        (["train", str(tmp_path / "grid.yaml")], "run it with `modalsurv experiment"),
+        (["experiment", str(tmp_path / "run.yaml")], "run it with `modalsurv train"),
+    ):  # fmt: skip
+        res = runner.invoke(app, [*args, "--out", str(tmp_path / "out")])
+        assert res.exit_code == 2 and want in " ".join(res.output.split()), (args, res.output)
+    assert not (tmp_path / "out").exists()
+
+
+def test_challenge_batch_out_inside_the_model_or_the_folder_is_refused(tmp_path):
+    """`challenge --batch --out RUN/predictions.csv` replaced the run's out-of-fold
+    predictions (and the report built from them) with the held-out cases' answers; predict
+    refused the same path, challenge did not."""
+    run, held = tmp_path / "run", tmp_path / "held"
+    run.mkdir()
+    held.mkdir()
+    (run / "predictions.csv").write_text("patient,risk\na,1\n")
+    for out, what in ((run / "predictions.csv", "is inside the --model folder"),
+                      (held / "answers.csv", "is inside the --batch folder")):  # fmt: skip
+        res = runner.invoke(app, ["challenge", "task1", "--model", str(run), "--batch", str(held),
+                                  "--out", str(out)])  # fmt: skip
+        assert res.exit_code == 2 and what in " ".join(res.output.split()), res.output
+    assert (run / "predictions.csv").read_text() == "patient,risk\na,1\n"
+    assert not (held / "answers.csv").exists()
+
+
+def test_case_input_into_a_used_folder_names_replace(tmp_path):
+    """A non-empty --out said 'replace one that case-input wrote' and hinted at `modalsurv
+    scan`; the option that does it, --replace, was named nowhere."""
+    from modalsurv.data.synthetic import make_cohort, write_chimera
+
+    cohort, _ = make_cohort(n=3, seed=0, **{k: v for k, v in TINY.items() if k != "n"})
+    root = write_chimera(cohort, tmp_path / "c", task=1, images=False)
+    out = tmp_path / "input"
+    args = ["case-input", "task1", str(root), str(cohort.ids[0]), "--out", str(out)]
+    assert runner.invoke(app, args).exit_code == 0
+    res = runner.invoke(app, args)
+    assert res.exit_code == 1 and "--replace" in res.output, res.output
+    assert runner.invoke(app, [*args, "--replace"]).exit_code == 0
+
+
+def test_resume_into_a_folder_without_folds_says_it_starts_over(tmp_path):
+    """`train --resume` with a mistyped --out trained from scratch without a word."""
+    res = runner.invoke(app, ["train", "--data", f"manifest:{tmp_path / 'none.csv'}", "--out",
+                              str(tmp_path / "rnu"), "--resume"])  # fmt: skip
+    assert res.exit_code == 1, res.output  # the missing manifest, after the warning
+    assert "holds no finished fold; training from the start" in " ".join(res.output.split())
+
+
+def test_challenge_batch_names_both_files_it_writes(tmp_path, monkeypatch):
+    """--batch --out P.csv also writes P_metrics.json (the organisers' aggregate); the
+    terminal named only the CSV."""
+    from modalsurv.challenge import answer
+    from modalsurv.challenge.model import ChallengeModel
+
+    table = pd.DataFrame({"case": ["1", "2"], "prediction": [3.0, 5.0], "risk": [0.2, 0.1],
+                          "modalities": ["clinical"] * 2, "n_problems": [0, 0], "time": [4.0, 9.0],
+                          "event": [1, 0], "error": [None, None]})  # fmt: skip
+    monkeypatch.setattr(ChallengeModel, "load", classmethod(lambda cls, *a, **k: object()))
+    monkeypatch.setattr(answer, "score_folder",
+                        lambda *a, **k: answer.BatchResult(table, 1.0, 0.0))
+    out = tmp_path / "held.csv"
+    res = runner.invoke(app, ["challenge", "task1", "--model", str(tmp_path / "m"), "--batch",
+                              str(tmp_path / "held"), "--out", str(out)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert str(tmp_path / "held_metrics.json") in "".join(res.output.split()), res.output
+
+
+def test_a_ray_address_without_the_ray_runner_is_refused(tmp_path, monkeypatch):
+    """`train --ray-address auto` (no --runner ray) trained locally without a word; the
+    same address from RAY_ADDRESS is the environment's, not a mistake."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    for command in (["train", "--data", f"manifest:{tmp_path / 'none.csv'}"],
+                    ["experiment", str(tmp_path / "grid.yaml")]):
+        res = runner.invoke(app, [*command, "--out", str(tmp_path / "o"), "--ray-address", "auto"])
+        assert res.exit_code == 2 and "add --runner ray" in res.output, res.output
+    assert not (tmp_path / "o").exists()
+    res = runner.invoke(app, ["train", "--data", f"manifest:{tmp_path / 'none.csv'}", "--out",
+                              str(tmp_path / "o")], env={"RAY_ADDRESS": "auto"})  # fmt: skip
+    assert res.exit_code == 1 and "manifest file not found" in res.output, res.output
+
+
+def test_a_weights_folder_that_is_missing_or_a_file_is_refused(tmp_path):
+    """Weights are found by file name in each --weights folder: a mistyped folder, or the
+    checkpoint file itself, was skipped without a word."""
+    (tmp_path / "uni.bin").write_bytes(b"x")
+    for weights, want in ((tmp_path / "nosuch", "no such folder"),
+                          (tmp_path / "uni.bin", "is a file; give the folder")):  # fmt: skip
+        for args in (["challenge", "task1", "--model", str(tmp_path / "m"), "--input",
+                      str(tmp_path), "--output", str(tmp_path / "o")],
+                     ["export-model", str(tmp_path / "m"), "--out", str(tmp_path / "x")]):
+            res = runner.invoke(app, [*args, "--weights", str(weights)])
+            assert res.exit_code == 2 and want in " ".join(res.output.split()), res.output
+    assert not (tmp_path / "o").exists() and not (tmp_path / "x").exists()

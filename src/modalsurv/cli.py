@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.core import TyperCommand, TyperGroup
 
 from modalsurv.errors import (
     ConfigError,
@@ -34,7 +35,31 @@ from modalsurv.errors import (
 )
 from modalsurv.utils import atomic_write_csv, atomic_write_text
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+
+def _no_flag_metavar(params: list[Any]) -> list[Any]:
+    """A flag takes no value: typer >= 0.29 shows its type (`--debug <bool>`, `--help
+    <bool>`) in the help as if it took one; an empty metavar shows none."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class _Command(TyperCommand):
+    """Every command's class (set in ``_one_line_summaries``): flags shown without a type."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _no_flag_metavar(super().get_params(ctx))
+
+
+class _Group(TyperGroup):
+    """The app's class: ``--debug`` and ``--help`` shown without a type."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _no_flag_metavar(super().get_params(ctx))
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, cls=_Group,
                   help="Multimodal deep survival analysis (ModalSurv).")
 # emoji=False: a path or name holding ':b:' prints as written, not as an emoji; every
 # interpolated path or name goes through escape() so '[...]' in it is not read as markup
@@ -80,7 +105,9 @@ def _report(err: BaseException, data_hint: str | None = None) -> None:
         code, hint = 3, "this is a bug in modalsurv; please report it with the traceback"
         message = f"internal error: {type(err).__name__}: {err}"
     err_console.print(f"[bold red]error:[/] {escape(message)}")
-    err_console.print(f"[dim]hint: {escape(hint)} (--debug shows the traceback)[/]")
+    # --debug belongs before the command (`modalsurv train X --debug` is a usage error)
+    err_console.print(f"[dim]hint: {escape(hint)} (--debug shows the traceback: modalsurv"
+                      " --debug COMMAND ...)[/]")
     raise typer.Exit(code=code) from None
 
 
@@ -259,6 +286,33 @@ def _file_out(path: Path | None, option: str = "--out") -> None:
         raise ConfigError(f"{option} {path} is a folder; give the file to write")
 
 
+def _read_yaml_as(path: Path, load: Callable[[Path], Any], grid: bool) -> Any:
+    """``load(path)``: a run config, or an experiment grid when ``grid``. A folder is refused
+    as a usage error (exit 2; it was '[Errno 21] Is a directory', exit 1); a grid given to
+    `train`, or a run config to `experiment`, names the command that reads it instead of
+    listing each of its keys as unknown."""
+    from modalsurv.utils import read_yaml_mapping
+
+    what = "an experiment grid" if grid else "a run config"
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; give {what} (a YAML file"
+                          + (")" if grid else "; a run folder's own is RUN/config.yaml)"))
+    try:
+        return load(path)
+    except ConfigError as err:
+        try:
+            top = read_yaml_mapping(path)
+        except ConfigError:
+            raise err from None
+        if not grid and "base" in top:
+            raise ConfigError(f"{path} is an experiment grid (it has base:), not a run config:"
+                              f" run it with `modalsurv experiment {path}`") from None
+        if grid and "base" not in top and {"data", "model", "train"} & top.keys():
+            raise ConfigError(f"{path} is a run config, not an experiment grid (which has"
+                              f" base:): run it with `modalsurv train {path}`") from None
+        raise
+
+
 def _not_inside(out: Path, folder: Path | str | None, what: str, option: str = "--out",
                 also: str = "") -> None:  # fmt: skip
     """Refuse, before any work, an output file inside a folder the command reads (or that
@@ -377,8 +431,9 @@ def train(
                                     " chimera-task1:ROOT, synthetic:300, public:breast_cancer"),
     features: Path | None = typer.Option(None, help="feature store (modalsurv extract) joined"
                                          " with a CHIMERA folder's clinical and RNA data"),
-    set_: list[str] = typer.Option([], "--set", help="override a config value, e.g. --set"
-                                   " train.epochs=20 --set model.fusion=concat (repeatable)"),
+    set_: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="override a config"
+                                   " value, e.g. --set train.epochs=20 --set"
+                                   " model.fusion=concat (repeatable)"),
     strict: bool = typer.Option(False, help="refuse to train when reading the data found any"
                                 " problem (warnings included)"),
     runner: str = typer.Option("local", help="local | ray: ray runs the outer folds as Ray"
@@ -403,8 +458,8 @@ def train(
 
     started = time.perf_counter()
     try:
-        executor = get_runner(runner, ray_address)
-        cfg = load_config(config) if config is not None else RunConfig()
+        executor = get_runner(runner, _ray_address(runner, ray_address))
+        cfg = _read_yaml_as(config, load_config, grid=False) if config is not None else RunConfig()
         if data is not None:
             cfg = cfg.model_copy(update={"data": parse_data_spec(data)})
         if features is not None:
@@ -420,6 +475,9 @@ def train(
                 raise ConfigError(f"{config}: {problem} (in the config file, or give"
                                   " --data / --set)")  # fmt: skip
         refuse_other_kind(out, RUN)  # before the cohort is read
+        if resume and not _finished_folds(out):  # e.g. a mistyped --out: said, not silent
+            err_console.print(f"[yellow]warning:[/] --resume: {escape(str(out))} holds no"
+                              " finished fold; training from the start")  # fmt: skip
         resolve_device(cfg.train.device)  # an unknown or absent device, before the data too
         loaded = _load_data(cfg.data, None, strict, seed=cfg.seed)
         with _progress() as p:
@@ -446,13 +504,30 @@ def train(
     console.print(f"run folder: [bold]{escape(str(out))}[/]")
 
 
-def _train_interrupted(out: Path) -> None:
-    """Ctrl-C during `train`: say what the folder keeps and how to go on (exit 130, the
-    shell's code for SIGINT), instead of stopping without a word."""
+def _ray_address(runner: str, address: str | None) -> str | None:
+    """``--ray-address`` without ``--runner ray`` ran everything locally without a word (a
+    run meant for the cluster): refused. RAY_ADDRESS from the environment fills the option
+    too, and is not a mistake with the local runner."""
+    import os
+
+    if runner == "local" and address is not None and address != os.environ.get("RAY_ADDRESS"):
+        raise ConfigError(f"--ray-address {address}: the cluster is used by --runner ray only;"
+                          " add --runner ray, or leave --ray-address out to run here")
+    return address
+
+
+def _finished_folds(out: Path) -> int:
+    """How many outer folds the run folder ``out`` keeps checkpointed (what --resume uses)."""
     from modalsurv.train.cv import CV_UNITS
 
     checkpoints = out / "checkpoints"
-    n = len(list(checkpoints.rglob(CV_UNITS["marker"]))) if checkpoints.is_dir() else 0
+    return len(list(checkpoints.rglob(CV_UNITS["marker"]))) if checkpoints.is_dir() else 0
+
+
+def _train_interrupted(out: Path) -> None:
+    """Ctrl-C during `train`: say what the folder keeps and how to go on (exit 130, the
+    shell's code for SIGINT), instead of stopping without a word."""
+    checkpoints, n = out / "checkpoints", _finished_folds(out)
     where = escape(str(checkpoints))
     err_console.print("[bold red]interrupted:[/] " + (
         f"{n} finished fold(s) kept in {where}; run the same command with --resume to"
@@ -493,6 +568,9 @@ def evaluate(
     except (DataError, ConfigError) as err:
         _fail(err)
     console.print_json(json.dumps(res))
+    written = escape(str(run / f"evaluation_{name}.json"))  # said nowhere before
+    console.print(f"wrote [bold]{written}[/] and evaluation_{escape(name)}_predictions.csv"
+                  " beside it; the run's report.html now shows this cohort")
 
 
 @app.command()
@@ -568,8 +646,8 @@ def experiment(
 
     try:
         ref = _parse_reference(reference)
-        run_with = get_runner(runner, ray_address)
-        g = load_grid(grid)
+        run_with = get_runner(runner, _ray_address(runner, ray_address))
+        g = _read_yaml_as(grid, load_grid, grid=True)
         if data:  # the cohort the trials run on is the one their configs record
             base = g.base.model_copy(update={"data": _data_config(data, None)})
             g = g.model_copy(update={"base": absolute_data_paths(base)})
@@ -800,7 +878,7 @@ def extract(
     mri_orientation: str = typer.Option(
         "LPS", help="anatomical axes the T2W grid is reoriented to before resampling (e.g."
         " LPS, RAS); none: the file's own index order (stores extracted before this option)"),
-    batch_size: int = typer.Option(32),
+    batch_size: int = typer.Option(32, help="tiles read and encoded per batch"),
     workers: int = typer.Option(2, help="parallel tile-reading workers"),
     limit: int | None = typer.Option(None, help="only the first N patients (dry run)"),
     device: str = typer.Option("auto", help="cpu | cuda | auto"),
@@ -889,6 +967,18 @@ def extract(
         raise typer.Exit(code=1)
 
 
+def _check_weight_folders(weights: list[Path]) -> None:
+    """Each ``--weights`` must be a folder: weights are looked up there by file name, so a
+    mistyped folder or the checkpoint file itself was skipped without a word (and the
+    encoder then loaded from elsewhere, or failed naming only the weights it missed)."""
+    for folder in weights:
+        if folder.is_file():
+            raise ConfigError(f"--weights {folder} is a file; give the folder holding it"
+                              f" ({folder.parent})")  # fmt: skip
+        if not folder.is_dir():
+            raise ConfigError(f"--weights {folder}: no such folder")
+
+
 _MODEL_HINT = ("check --model: a finished run folder (modalsurv train) or the folder"
                " `modalsurv export-model` wrote, for this task (and --weights for its"
                " encoders); nothing was written")
@@ -904,8 +994,9 @@ def challenge(
     input: Path = typer.Option(Path("/input"), "--input", help="one case in the grand-challenge"
                                " layout (sockets under images/, JSON files, inputs.json)"),
     output: Path = typer.Option(Path("/output"), help="where the answer JSON is written"),
-    weights: list[Path] = typer.Option([], help="folder(s) holding the encoder weights named in"
-                                       " the model's extraction record (default: RUN/weights)"),
+    weights: list[Path] = typer.Option([], metavar="DIR", help="folder(s) holding the encoder"
+                                       " weights named in the model's extraction record"
+                                       " (default: RUN/weights; repeatable)"),
     direction: str = typer.Option("risk", help="task 3 only: 'risk' writes a likelihood rising"
                                   " with risk; 'time' a time like task 1 (the organisers'"
                                   " published task-3 evaluation reads the value as a time)"),
@@ -935,10 +1026,15 @@ def challenge(
         _file_out(out)
         if out is not None and batch is None:
             raise ConfigError("--out is the CSV of --batch; one case's answer goes to --output")
+        if out is not None:
+            if out.is_file():  # e.g. RUN/predictions.csv, the run's out-of-fold predictions
+                _not_inside(out, model, "the --model folder")
+            _not_inside(out, batch, "the --batch folder")  # a CSV among the cases
         if batch is None and output.exists() and not output.is_dir():
             raise ConfigError(f"--output {output} is a file; give the folder the answer JSON"
                               " goes to")  # fmt: skip
         dev = str(resolve_device(device, what="--device"))  # an unknown or absent device: usage
+        _check_weight_folders(weights)
         try:
             predictor = ChallengeModel.load(model, t, weights)
         except DataError as err:  # the model folder or its weights are at fault, not the
@@ -970,8 +1066,10 @@ def challenge(
                 if t == "task3" and direction == "risk":
                     console.print(f"  read as a risk (C on the prediction itself):"
                                   f" {res.c_index_as_risk:.4f}")
-            if out is not None:
-                console.print(f"predictions: [bold]{escape(str(out))}[/]")
+            if out is not None:  # score_folder writes both
+                metrics = out.with_name(out.stem + "_metrics.json")
+                console.print(f"predictions: [bold]{escape(str(out))}[/]; challenge metric:"
+                              f" [bold]{escape(str(metrics))}[/]")
             return
         result, path = answer_case(t, predictor, input, output, weights, dev, direction)  # type: ignore[arg-type]
     except (DataError, ConfigError) as err:
@@ -1027,8 +1125,9 @@ def case_input(
 
     try:
         path = case_to_input(root, task, case, out, replace=replace)
-    except (DataError, ConfigError) as err:
-        _fail(err)
+    except (DataError, ConfigError) as err:  # the hint names --replace, which the error cannot
+        _fail(err, "fix the folder or case named above; --out must be new or empty, or a folder"
+                   " case-input wrote before, which --replace empties")
     console.print(f"/input for case {escape(str(case))}: [bold]{escape(str(path))}[/]")
 
 
@@ -1038,8 +1137,8 @@ def export_model_cmd(
     run: Path = typer.Argument(..., help="a finished run folder"),
     out: Path = typer.Option(..., help="model folder to write (or a .tar.gz to upload)"),
     task: str | None = typer.Option(None, help="task1 | task3 (default: the run's CHIMERA task)"),
-    weights: list[Path] = typer.Option([], help="folder(s) holding the encoder weights the"
-                                       " extraction record names"),
+    weights: list[Path] = typer.Option([], metavar="DIR", help="folder(s) holding the encoder"
+                                       " weights the extraction record names (repeatable)"),
 ) -> None:
     """Package a run as the challenge container's /opt/ml/model: the fold ensemble, its
     config and extraction record, and the encoder weights (checksums verified)."""
@@ -1047,6 +1146,7 @@ def export_model_cmd(
     from modalsurv.runs import check_trained
 
     try:
+        _check_weight_folders(weights)
         check_trained(run)  # a mistyped run folder, named before the --task question
         path = export_model(run, out, task, weights)
     except (DataError, ConfigError) as err:
@@ -1057,8 +1157,11 @@ def export_model_cmd(
 def _one_line_summaries(typer_app: typer.Typer) -> None:
     """Give every command its docstring's first paragraph as one line for the command list
     of ``modalsurv --help``: typer's rich mode keeps the docstring's line breaks there, which
-    cut each summary at the source's wrap instead of the terminal's."""
+    cut each summary at the source's wrap instead of the terminal's. Each command also gets
+    the class that shows its flags without a type (``_Command``)."""
     for info in typer_app.registered_commands:
+        if info.cls in (None, TyperCommand):  # flags without a type in the help
+            info.cls = _Command
         doc = inspect.getdoc(info.callback) if info.callback else None
         if info.short_help is None and doc:
             info.short_help = " ".join(doc.split("\n\n")[0].split())
