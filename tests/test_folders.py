@@ -85,3 +85,21 @@ def test_refuse_other_kind_refuses_a_file_where_a_folder_is_written(tmp_path: Pa
     (tmp_path / "notes.txt").write_text("x", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"--out .*notes.txt is a file, not a folder"):
         refuse_other_kind(tmp_path / "notes.txt", RUN)
+
+
+def test_unit_folder_takes_only_markers_where_its_units_lie(tmp_path: Path) -> None:
+    """With its units' layout given, a UnitFolder neither counts nor deletes (unfinish_all,
+    a grid's --no-resume) a file of its marker's name among a user's files below its root;
+    without it, any depth as before."""
+    from modalsurv.resume import UnitFolder
+
+    _files(tmp_path, "trials/a/summary.json", "notes/summary.json", "trials/a/x/summary.json")
+    units = UnitFolder(tmp_path, "summary.json", "cohort.json", units="trials/*")
+    assert units.markers() == [tmp_path / "trials" / "a" / "summary.json"]
+    assert units.any_finished()
+    units.unfinish_all()
+    assert not units.any_finished()
+    assert (tmp_path / "notes" / "summary.json").is_file()
+    assert (tmp_path / "trials" / "a" / "x" / "summary.json").is_file()
+    anywhere = UnitFolder(tmp_path, "summary.json", "cohort.json")
+    assert len(anywhere.markers()) == 2 and anywhere.any_finished()

@@ -4,6 +4,7 @@ weighed by. End-to-end through the CLI in tests/test_cli.py."""
 from __future__ import annotations
 
 import shutil
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -66,3 +67,98 @@ def test_predict_takes_its_times_as_any_sequence(run, tmp_path):
     assert {"survival_at_2", "survival_at_5"} <= set(tables[0].columns)
     for t in tables[1:]:
         pd.testing.assert_frame_equal(t, tables[0])
+
+
+def _interrupted_copy(run, dest):
+    """The run as a process killed while training its last fold leaves it."""
+    copy = shutil.copytree(run, dest)
+    (copy / "checkpoints" / "repeat_0" / "fold_1" / "done.json").unlink()
+    return copy
+
+
+def test_resume_refuses_data_changed_since_its_finished_folds(run, tmp_path):
+    """Was: a resume checked the config and the fold assignment only, so a data file edited
+    between the interruption and the resume (times in another unit, re-extracted features)
+    was accepted and its folds mixed with ones trained on the old data. Refused now, naming
+    what changed, and the folder left as it was."""
+    from modalsurv.cohort import Cohort
+    from modalsurv.config import load_config
+    from modalsurv.errors import ConfigError
+
+    cfg = load_config(run / "config.yaml")
+    c, _ = make_cohort(**TINY, n=60, seed=0)
+    longer = Cohort(c.ids, c.time * 1.5, c.event, c.features, c.present, c.meta, c.bag_mask,
+                    c.feature_names)  # fmt: skip
+    m = sorted(c.modalities)[0]
+    other = Cohort(c.ids, c.time, c.event, {**c.features, m: c.features[m] + 1.0}, c.present,
+                   c.meta, c.bag_mask, c.feature_names)  # fmt: skip
+    folder = _interrupted_copy(run, tmp_path / "run")
+    before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
+    with pytest.raises(ConfigError, match=r"trained on other data: this cohort's time differ"):
+        train_run(cfg, folder, resume=True, cohort=longer)
+    with pytest.raises(ConfigError, match=rf"this cohort's features\.{m} differ"):
+        train_run(cfg, folder, resume=True, cohort=other)
+    assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
+
+
+def test_train_cleans_only_its_own_temporaries(run, tmp_path):
+    """Was: train removed every ``.NAME.*.tmp`` file anywhere below --out, so a folder of
+    the user's (or one holding another process's output in progress) lost such files."""
+    from modalsurv.config import load_config
+
+    folder = shutil.copytree(run, tmp_path / "run")
+    theirs = folder / "notes" / ".table.csv.k3j2.tmp"  # not train's: kept
+    theirs.parent.mkdir()
+    theirs.write_text("someone else's", encoding="utf-8")
+    stale = [folder / ".metrics.json.a1b2.tmp", folder / "checkpoints" / ".x.csv.c3d4.tmp"]
+    for p in stale:
+        p.write_text("left by a killed train", encoding="utf-8")
+    cohort, _ = make_cohort(**TINY, n=60, seed=0)
+    train_run(load_config(run / "config.yaml"), folder, resume=True, cohort=cohort)
+    assert theirs.is_file()
+    assert not any(p.exists() for p in stale)
+
+
+def test_predict_with_times_from_a_folder_without_oof_predictions(run, tmp_path):
+    """An exported model (config.yaml and models/, no predictions.csv) predicts, but with
+    times it failed with FileNotFoundError: the follow-up check read predictions.csv."""
+    from modalsurv.runs import predict_run
+
+    model = tmp_path / "model"
+    shutil.copytree(run / "models", model / "models")
+    shutil.copy2(run / "config.yaml", model / "config.yaml")
+    cohort, _ = make_cohort(**TINY, n=12, seed=5)
+    table = predict_run(model, cohort, tmp_path / "p.csv", [2.0, 5.0])
+    expected = predict_run(run, cohort, tmp_path / "q.csv", [2.0, 5.0])
+    pd.testing.assert_frame_equal(table, expected)
+
+
+def test_resume_of_a_finished_run_names_the_config_change(run, tmp_path):
+    """A finished run without its checkpoints (removed to save space) resumed with another
+    config was refused without saying what differs; the changed keys are named now."""
+    from modalsurv.config import load_config
+    from modalsurv.errors import ConfigError
+
+    folder = shutil.copytree(run, tmp_path / "run")
+    shutil.rmtree(folder / "checkpoints")
+    cfg = load_config(run / "config.yaml")
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 3})})
+    cohort, _ = make_cohort(**TINY, n=60, seed=0)
+    with pytest.raises(ConfigError, match=r"another config .*train\.epochs: 2 there, 3 here"):
+        train_run(cfg, folder, resume=True, cohort=cohort)
+
+
+def test_predict_flags_patients_of_the_training_cohort(run, tmp_path):
+    """evaluate said when patients were in the training cohort; predict gave their
+    in-sample risks without a word, as if they were new patients."""
+    from modalsurv.errors import DataWarning
+    from modalsurv.runs import predict_run
+
+    trained, _ = make_cohort(**TINY, n=60, seed=0)
+    some = trained.subset(np.arange(5))
+    with pytest.warns(DataWarning, match=r"predict: 5 of 5 patients .* training cohort"):
+        predict_run(run, some, tmp_path / "p.csv")
+    new, _ = make_cohort(**TINY, n=5, seed=5, external=True)  # ids of their own
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", "predict: .* training cohort", DataWarning)
+        predict_run(run, new, tmp_path / "q.csv")

@@ -10,6 +10,7 @@ unrecorded clinical variable) that a preprocessing step fitted on training data 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -360,6 +361,32 @@ class Cohort:
         old = out.feature_names.get(name)
         if feature_names is None and old is not None and len(old) != out.dim(name):
             del out.feature_names[name]  # another width: the old names name other columns
+        return out
+
+    def digests(self) -> dict[str, str]:
+        """A short sha256 of each part a model fitted on this cohort depends on: patients,
+        times, events, and per modality its features with their names, presence and tile
+        mask (zero-valued tiles read like padding without it). What resumes compare, so
+        one edited data file between an interrupted run and its resume is caught and named
+        (``runs.check_same_cohort``, the grid's ``cohort.json``)."""
+
+        def digest(*parts: np.ndarray) -> str:
+            h = hashlib.sha256()
+            for part in parts:
+                a = np.ascontiguousarray(part)
+                h.update(f"{a.dtype.str}{a.shape}".encode())
+                h.update(a.tobytes())
+            return h.hexdigest()[:16]
+
+        out = {"patients": hashlib.sha256("\0".join(map(str, self.ids)).encode()).hexdigest()[:16],
+               "time": digest(np.asarray(self.time, dtype=np.float64)),
+               "event": digest(np.asarray(self.event, dtype=bool))}  # fmt: skip
+        for m in sorted(self.modalities):
+            names = "\0".join(map(str, self.feature_names.get(m) or []))
+            parts = [self.features[m], self.present[m], np.frombuffer(names.encode(), np.uint8)]
+            if m in self.bag_mask:
+                parts.append(np.asarray(self.bag_mask[m], dtype=bool))
+            out[f"features.{m}"] = digest(*parts)
         return out
 
     def missingness(self) -> dict[str, float]:

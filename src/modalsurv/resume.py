@@ -39,10 +39,21 @@ class UnitFolder:
     """Work units under ``root``, each a folder finished when it holds ``marker``; the run
     they belong to is described by ``root/spec_name``."""
 
-    def __init__(self, root: str | Path, marker: str, spec_name: str) -> None:
+    def __init__(self, root: str | Path, marker: str, spec_name: str, units: str = "**") -> None:
+        """``units``: the glob, relative to ``root``, of the unit folders (e.g. ``trials/*``).
+        Only markers there are the units': with the default (any depth) a file of the
+        marker's name among a user's files below ``root`` is taken for a finished unit, and
+        :meth:`unfinish_all` deletes it."""
         self.root = Path(root)
         self.marker = marker
         self.spec_path = self.root / spec_name
+        self.units = units
+
+    def markers(self) -> list[Path]:
+        """The marker files of the units (finished or not, readable or not)."""
+        if not self.root.is_dir():
+            return []
+        return [p for p in self.root.glob(f"{self.units}/{self.marker}") if p.is_file()]
 
     def unit(self, *parts: str) -> Path:
         return self.root.joinpath(*parts)
@@ -59,15 +70,13 @@ class UnitFolder:
 
     def any_finished(self) -> bool:
         """Whether any unit is finished (then the folder holds work worth protecting)."""
-        return self.root.is_dir() and any(self.finished(m.parent)
-                                          for m in self.root.rglob(self.marker))  # fmt: skip
+        return any(self.finished(m.parent) for m in self.markers())
 
     def unfinish_all(self) -> None:
         """Delete every unit's marker: a run started afresh in this folder must not later
         take an earlier run's units as its own (a resume would skip them)."""
-        if self.root.is_dir():
-            for marker in self.root.rglob(self.marker):
-                marker.unlink(missing_ok=True)
+        for marker in self.markers():
+            marker.unlink(missing_ok=True)
 
     def finish(self, unit: Path, content: dict[str, Any]) -> None:
         """Mark ``unit`` finished: call after every other file of the unit is written."""

@@ -4,7 +4,8 @@ One ``train`` run is one folder with everything needed to trust and reuse it:
 ``config.yaml`` (resolved), ``data.json`` (what was read, every problem),
 ``extraction.json`` (how image features were made), ``folds.csv``, ``predictions.csv``
 (out-of-fold), ``metrics.csv`` / ``metrics.json``, ``models/`` (the fold ensemble),
-``checkpoints/`` (per-fold state for ``--resume``, ``resume.UnitFolder``),
+``checkpoints/`` (per-fold state for ``--resume``, ``resume.UnitFolder``, and
+``cohort.json``: digests of the data the folds were trained on),
 ``gate_weights.csv`` and ``uncertainty.csv`` (out-of-fold modality weights and member
 spread) and ``report.html`` (``report.run_report``, rebuilt from these files alone by
 ``modalsurv report``). ``evaluate`` adds ``evaluation_<cohort>.json`` and
@@ -92,21 +93,32 @@ def train_run(
 
         check_images(config, cohort)
     plan = plan_cv(cohort, config)
+    record = cohort_record(cohort)
     with exclusive_lock(out, "run folder"):
         finished = (out / "metrics.json").is_file()
-        if has_finished_folds(checkpoints) or finished:
+        has_folds = has_finished_folds(checkpoints)
+        if has_folds or finished:
             if not resume:
                 raise ConfigError(
                     f"run folder {out} already holds fold checkpoints: pass --resume to "
                     "continue it, or choose another --out"
                 )
             check_resume(checkpoints, plan.assignment, config, plan.baselines)
+            check_same_cohort(checkpoints, record)
             saved = out / "config.yaml"
             if finished and saved.is_file() and _saved_config(saved) != dump_config(config):
                 raise ConfigError(f"run folder {out} holds a finished run with another config"
-                                  f" ({saved}); resume with that config or use a new --out")
-        remove_stale_temporaries(out)
+                                  f" ({saved}{_config_differences(saved, config)}); resume"
+                                  " with that config or use a new --out")  # fmt: skip
+        # only the temporaries of what train writes: ``out`` may be a folder of the user's
+        # (or hold another process's live output) below its top level
+        remove_stale_temporaries(out, recursive=False)
+        for sub in RUN_SUBFOLDERS:
+            if (out / sub).is_dir():
+                remove_stale_temporaries(out / sub)
         atomic_write_text(out / "config.yaml", dump_config(config))
+        if not has_folds or not (checkpoints / COHORT_RECORD).is_file():
+            atomic_write_text(checkpoints / COHORT_RECORD, json.dumps(record, indent=1))
         result = cross_validate(cohort, config, progress=progress, resume_dir=checkpoints,
                                 executor=executor)  # fmt: skip
         result.save(out)
@@ -120,6 +132,39 @@ def train_run(
     return result
 
 
+#: the subfolders ``train`` writes in a run folder (its temporaries are cleaned there only)
+RUN_SUBFOLDERS = ("checkpoints", "models", "report_data")
+#: beside the fold checkpoints: digests of the cohort their folds were trained on
+COHORT_RECORD = "cohort.json"
+
+
+def cohort_record(cohort: Cohort) -> dict[str, str]:
+    """What ``checkpoints/cohort.json`` keeps: ``Cohort.digests``. Why: the fold assignment
+    alone misses a data file edited between an interrupted run and its resume (a corrected
+    time, re-extracted features), whose finished folds were then mixed with folds trained
+    on the new data."""
+    return cohort.digests()
+
+
+def check_same_cohort(checkpoints: Path, record: dict[str, str]) -> None:
+    """Refuse (ConfigError naming the parts that differ) to resume finished folds trained on
+    another cohort; a run folder written before the record was kept is not checked."""
+    path = checkpoints / COHORT_RECORD
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"resume directory {checkpoints}: cannot read {path} ({err}); remove"
+                          " it to resume without checking the data") from None  # fmt: skip
+    changed = [k for k in sorted(set(old) | set(record)) if old.get(k) != record.get(k)]
+    if changed:
+        raise ConfigError(f"resume directory {checkpoints} holds folds trained on other data:"
+                          f" this cohort's {', '.join(changed)} differ from theirs (a data file"
+                          " changed since?); resume on the same data, or use a new --out"
+                          " for the new data")  # fmt: skip
+
+
 def _saved_config(path: Path) -> str:
     """A run folder's config.yaml as train_run would write it now (an older run recorded
     a relative data.path as given)."""
@@ -127,6 +172,19 @@ def _saved_config(path: Path) -> str:
         return dump_config(absolute_data_paths(load_config(path)))
     except (ConfigError, OSError):
         return path.read_text("utf-8")  # compared as written: any difference refuses
+
+
+def _config_differences(saved: Path, config: RunConfig) -> str:
+    """``: key: old there, new here; ...`` for a saved config that differs from ``config``
+    (empty when the saved one cannot be read as a config: it is named as a whole then)."""
+    from modalsurv.resume import spec_differences
+
+    try:
+        old = absolute_data_paths(load_config(saved)).model_dump(mode="json")
+    except (ConfigError, OSError):
+        return ""
+    diff = spec_differences(old, config.model_dump(mode="json"))
+    return f": {'; '.join(diff[:5])}{'; ...' if len(diff) > 5 else ''}" if diff else ""
 
 
 def refresh_diagnostics(run: Path) -> dict[str, Any]:
@@ -279,14 +337,25 @@ def predict_run(
     from modalsurv.train.members import prediction_table
 
     times = None if times is None else [float(t) for t in np.asarray(times).ravel()]
-    if times:  # a numpy array of times was "ambiguous" here
-        followed = pd.read_csv(Path(run) / "predictions.csv", usecols=["time"])["time"]
+    oof = Path(run) / "predictions.csv"  # absent from an exported model: nothing to compare
+    if times and oof.is_file():  # a numpy array of times was "ambiguous" here
+        followed = pd.read_csv(oof, usecols=["time"])["time"]
         late = [t for t in times if t > float(followed.max())]
         if late:
             warnings.warn(f"--times {', '.join(f'{t:g}' for t in late)}: past the longest"
                           f" training follow-up ({float(followed.max()):g}); the model has"
                           " seen no one that long, so survival there is the last estimate"
                           " carried forward, not a prediction", DataWarning, stacklevel=2)  # fmt: skip
+    if oof.is_file():  # the fold ensemble was fitted on them: their risks are in-sample
+        trained = pd.read_csv(oof, usecols=["patient"], dtype={"patient": str},
+                              keep_default_na=False, na_values=[""])["patient"]  # fmt: skip
+        seen = sorted(set(cohort.ids) & set(trained))
+        if seen:
+            warnings.warn(f"predict: {len(seen)} of {len(cohort)} patients (e.g."
+                          f" {', '.join(map(repr, seen[:3]))}) are in the run's training"
+                          " cohort; the fold ensemble was fitted on them, so their risks are"
+                          " in-sample, not those of new patients (the run's out-of-fold"
+                          " predictions.csv has honest ones)", DataWarning, stacklevel=2)  # fmt: skip
     df = prediction_table(load_ensemble(run), cohort, times)
     atomic_write_csv(out, df)
     return df

@@ -573,6 +573,7 @@ def test_cohort_fingerprint_sees_the_tile_mask(cohort):
     def rebuilt(bag_mask):
         return Cohort(cohort.ids, cohort.time, cohort.event, features=cohort.features,
                       present=cohort.present, meta=cohort.meta,
+                      feature_names=cohort.feature_names,
                       bag_mask=dict(cohort.bag_mask) | {bag: bag_mask})  # fmt: skip
 
     same = rebuilt(cohort.bag_mask[bag])
@@ -580,3 +581,22 @@ def test_cohort_fingerprint_sees_the_tile_mask(cohort):
     other = rebuilt(mask)
     assert np.array_equal(other.features[bag], cohort.features[bag])
     assert cohort_fingerprint(other) != cohort_fingerprint(cohort)
+
+
+def test_a_fresh_grid_unfinishes_only_its_own_units(tmp_path):
+    """``experiment --no-resume`` on a folder holding a user's files deletes only the grid's
+    own markers (trials/<id>/summary.json, their fold checkpoints' done.json): a user's
+    notes/summary.json or data/done.json used to go too."""
+    from modalsurv.experiments.runners import _fold_units, _units
+
+    mine = [tmp_path / "notes" / "summary.json", tmp_path / "data" / "x" / "done.json",
+            tmp_path / "summary.json"]  # fmt: skip
+    grid = [tmp_path / "trials" / "t1" / "summary.json",
+            tmp_path / "trials" / "t1" / "checkpoints" / "repeat_0" / "fold_2" / "done.json"]  # fmt: skip
+    for f in mine + grid:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text("{}")
+    _units(tmp_path).unfinish_all()
+    _fold_units(tmp_path).unfinish_all()
+    assert all(f.is_file() for f in mine)
+    assert not any(f.exists() for f in grid)

@@ -380,7 +380,7 @@ def get_runner(runner: str | Runner, address: str | None = None) -> Runner:
 def _units(out: Path) -> UnitFolder:
     """Trials are work units (``resume.UnitFolder``): ``trials/<id>/summary.json`` written
     last marks one finished; ``cohort.json`` says which cohort they were run on."""
-    return UnitFolder(out, marker="summary.json", spec_name="cohort.json")
+    return UnitFolder(out, marker="summary.json", spec_name="cohort.json", units="trials/*")
 
 
 def _trial_dir(out: Path, trial: Trial) -> Path:
@@ -388,26 +388,17 @@ def _trial_dir(out: Path, trial: Trial) -> Path:
 
 
 def cohort_fingerprint(cohort: Cohort) -> str:
-    """A hash of ids, labels, every feature array and tile mask, so a resume onto other data
-    is caught."""
-    h = hashlib.sha256()
-    h.update("\0".join(map(str, cohort.ids)).encode())
-    h.update(np.ascontiguousarray(cohort.time, dtype=np.float64).tobytes())
-    h.update(np.ascontiguousarray(cohort.event, dtype=bool).tobytes())
-    for m in sorted(cohort.modalities):
-        h.update(m.encode())
-        h.update(str(cohort.features[m].shape).encode())
-        h.update(np.ascontiguousarray(cohort.features[m]).tobytes())
-        h.update(np.ascontiguousarray(cohort.present[m]).tobytes())
-        if m in cohort.bag_mask:  # which tiles are real: zero-valued tiles read like padding
-            h.update(np.ascontiguousarray(cohort.bag_mask[m], dtype=bool).tobytes())
-    return h.hexdigest()[:16]
+    """One hash of ``Cohort.digests`` (ids, labels, every feature array with its names,
+    presence and tile mask), so a resume onto other data is caught."""
+    text = json.dumps(cohort.digests(), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _fold_units(out: Path) -> UnitFolder:
     """The finished outer folds of interrupted trials (``trials/<id>/checkpoints``), held to
     the grid's ``cohort.json`` like the trials: a resume takes them up."""
-    return UnitFolder(out, marker=CV_UNITS["marker"], spec_name="cohort.json")
+    return UnitFolder(out, marker=CV_UNITS["marker"], spec_name="cohort.json",
+                      units=f"trials/*/checkpoints/{CV_UNITS['units']}")  # fmt: skip
 
 
 def _groups_record(cohort: Cohort, column: str) -> dict[str, Any]:

@@ -587,7 +587,9 @@ class SequentialFolds:
 
 
 # ---------------------------------------------------------------------- resume
-CV_UNITS = {"marker": "done.json", "spec_name": "cv_spec.json"}
+#: fold checkpoints: ``repeat_<r>/fold_<f>/done.json`` under the resume folder (markers
+#: elsewhere, e.g. among a user's files, are not folds and are never deleted)
+CV_UNITS = {"marker": "done.json", "spec_name": "cv_spec.json", "units": "repeat_*/fold_*"}
 RESUME_HINT = "resume with the config saved in the run folder, or use a new --out"
 
 
