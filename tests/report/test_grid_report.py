@@ -512,3 +512,26 @@ def test_a_grid_report_that_fails_half_way_leaves_no_figure_open(grid_dir, tmp_p
     with pytest.raises(RuntimeError, match="diagnostics broke"):
         G.build_grid_report(grid_dir, tmp_path / "r.html")
     assert plt.get_fignums() == []
+
+
+def test_fusion_against_clinical_only_pairs_only_folds_that_hold_the_same_patients():
+    """fusion_vs_clinical paired fold k of the multimodal trial with fold k of the
+    clinical-only one by number alone: trials run on other outer folds (their split
+    fingerprints differ) were "paired" on folds holding other patients, where
+    ``paired_table`` refuses such a pairing. Now only folds of one split are paired."""
+    rng = np.random.default_rng(5)
+    rows = [{"modalities": mods, "encoder": "default", "fusion": "concat", "data_fraction": 1.0,
+             "seed": 0, "trial": mods, "model": "modalsurv", "repeat": 0, "fold": fold,
+             "harrell_c": 0.6 + rng.normal(0, 0.03), "n_train": 40, "n_test": 20,
+             "grouped": False, "split": split}
+            for mods, split in (("clinical", "aaaa"), ("clinical+rna", "bbbb"))
+            for fold in range(3)]  # fmt: skip
+    folds = pd.DataFrame(rows)
+    (got,) = G.fusion_vs_clinical(folds, ["modalities"]).itertuples()
+    assert got.n_pairs == 0 and not np.isfinite(got.mean)
+    same = G.fusion_vs_clinical(folds.assign(split="aaaa"), ["modalities"]).iloc[0]
+    assert same["n_pairs"] == 3 and np.isfinite(same["mean"])
+    # folds not known on one side (a trial without folds.csv): paired, as paired_table does
+    unknown = folds.assign(split=np.where(folds.modalities == "clinical", "seed 0 repeat 0",
+                                          folds.split))  # fmt: skip
+    assert G.fusion_vs_clinical(unknown, ["modalities"]).iloc[0]["n_pairs"] == 3

@@ -330,3 +330,43 @@ def test_a_patient_without_a_finite_prediction_is_left_out_of_brier_and_calibrat
     np.testing.assert_allclose(shown["brier"], expect["brier"], rtol=1e-12)
     d_cal = pd.read_csv(copy / "report_data" / "d-calibration.csv")
     assert d_cal["observed"].sum() == pytest.approx(keep.sum())
+
+
+def test_the_brier_grid_lies_inside_the_follow_up_of_the_patients_it_scores(run_dir, tmp_path):
+    """The Brier grid was built from every patient's times, then scored on those with a
+    finite prediction: with the shortest follow-ups among those left out, its first
+    times lay before the rest's follow-up and the whole Brier figure was dropped
+    ("times must lie within the test follow-up")."""
+    from modalsurv.train.cv import ibs_grid
+
+    copy = Path(shutil.copytree(run_dir, tmp_path / "short", ignore=shutil.ignore_patterns(
+        "checkpoints", "report*")))  # fmt: skip
+    pred = pd.read_csv(copy / "predictions.csv", dtype={"patient": str})
+    first = pred.index[pred["repeat"] == 0]
+    shortest = pred.loc[first, "time"].sort_values(kind="stable").index[:10]
+    lost = [c for c in pred.columns if c.startswith("pmf_")] + ["risk"]
+    pred.loc[shortest, lost] = np.nan
+    pred.to_csv(copy / "predictions.csv", index=False)
+    text = build_run_report(copy).read_text("utf-8")
+    assert "Brier score over time" in " / ".join(_headings(copy / "report.html"))
+    assert "times must lie within" not in text
+    rf = RunFolder.load(copy)
+    keep = np.isfinite(rf.first["risk"].to_numpy(float))
+    time = rf.first["time"].to_numpy(float)[keep]
+    shown = pd.read_csv(copy / "report_data" / "brier-score.csv")
+    assert shown["time"].min() >= time.min() and shown["time"].max() < time.max()
+    np.testing.assert_allclose(shown["time"], ibs_grid(time, time))
+
+
+def test_with_repeats_the_brier_caption_says_its_mean_ibs_pools_every_repeat(run_dir, tmp_path):
+    """The Brier figure (headed "repeat 0 of 2") quoted the summary's mean IBS over folds,
+    which pools every repeat, as if it were repeat 0's: the caption now says so."""
+    copy = Path(shutil.copytree(run_dir, tmp_path / "run", ignore=shutil.ignore_patterns(
+        "checkpoints", "report*")))  # fmt: skip
+    for name in ("predictions.csv", "metrics.csv"):  # a second repeat, as cv.repeats: 2 writes
+        table = pd.read_csv(copy / name, dtype={"patient": str})
+        pd.concat([table, table.assign(repeat=1)]).to_csv(copy / name, index=False)
+    text = build_run_report(copy, tmp_path / "page.html").read_text("utf-8")
+    assert "mean IBS over folds of all 2 repeats" in text
+    one = build_run_report(run_dir, tmp_path / "one.html").read_text("utf-8")
+    assert "mean IBS over folds 0." in one  # one repeat: as it was

@@ -269,6 +269,15 @@ def _with_splits(folds: pd.DataFrame) -> pd.DataFrame:
                                for s, r in zip(folds["seed"], folds["repeat"], strict=True)])
 
 
+def _same_split(both: pd.DataFrame) -> np.ndarray:
+    """Per merged row: its two sides' ``split`` are one split, or one side's folds are not
+    known (``split_label``'s fallback), as ``paired``'s check of the same folds."""
+    unknown = [split_label({}, int(s), int(r)) for s, r in zip(both["seed"], both["repeat"],
+                                                                   strict=True)]  # fmt: skip
+    a, b = both["split"].astype(str).to_numpy(), both["split_ref"].astype(str).to_numpy()
+    return (a == b) | (a == np.asarray(unknown, dtype=str)) | (b == np.asarray(unknown, dtype=str))
+
+
 def fusion_vs_clinical(folds: pd.DataFrame, line_axes: list[str]) -> pd.DataFrame:
     """Per training fraction and multimodal ModalSurv line (two or more modalities; a
     single other modality is no fusion and is left out): its Harrell C minus the
@@ -293,12 +302,16 @@ def fusion_vs_clinical(folds: pd.DataFrame, line_axes: list[str]) -> pd.DataFram
         ref_name = "ModalSurv on clinical"
         if clin.empty:
             trials = set(g["trial"])
-            pool = folds[folds["trial"].isin(trials)]
+            pool = _with_splits(folds[folds["trial"].isin(trials)])
             name = next((r for r in CLINICAL_REFERENCES if (pool["model"] == r).any()), None)
             if name is None:
                 continue
             clin, ref_name = pool[pool["model"] == name].drop_duplicates(keys), name
-        both = g.merge(clin[[*keys, "harrell_c"]], on=keys, suffixes=("", "_ref"))
+        both = g.merge(clin[[*keys, "split", "harrell_c"]], on=keys, suffixes=("", "_ref"))
+        # fold k of each side is one pairing only when both hold the same patients (one
+        # split): trials run on other outer folds were paired by fold number alone, where
+        # paired_table refuses them; folds not known on a side are paired, as there
+        both = both[_same_split(both)]
         d = _per_split(both, both["harrell_c"] - both["harrell_c_ref"])
         k = int(g.groupby(["seed", "repeat"])["fold"].nunique().max())
         fraction = float(first["data_fraction"])  # grouped: the larger of the two settings'

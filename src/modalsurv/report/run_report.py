@@ -123,15 +123,20 @@ def _curves(run: RunFolder, times: list[float] | None) -> list[Section]:
         out.append(("", Note(f"{int((~ok).sum())} of {len(ok)} patients have no finite"
                              " out-of-fold risk; the Brier score, calibration and"
                              " D-calibration leave them out", "warn")))  # fmt: skip
-    grid = ibs_grid(time, time)
+    # the grid of the patients scored: one built from everyone reached past the follow-up
+    # of those left (the shortest left out), and the whole Brier figure was dropped
+    grid = ibs_grid(time[ok], time[ok]) if ok.any() else np.empty(0)
     if len(grid) >= 2:
         surv = run.out_of_fold_survival(grid)
         table, ibs, notes = A.brier_table(time[ok], event[ok], surv[ok], grid)
         if len(table):
             fold_ibs = run.summary.get("models", {}).get(MAIN, {}).get("ibs", {})
+            # the summary's mean pools every repeat's folds, under a heading of repeat 0
+            repeats = int(run.predictions["repeat"].nunique())
             caption = (f"pooled out-of-fold IBS {ibs['ibs']:.3f} (Kaplan–Meier curve for"
                        f" everyone: {ibs['ibs_km']:.3f}); mean IBS over folds"
-                       f" {fold_ibs.get('mean', math.nan):.3f}")
+                       + (f" of all {repeats} repeats" if repeats > 1 else "")
+                       + f" {fold_ibs.get('mean', math.nan):.3f}")
             out.append(("Brier score over time", Chart(
                 P.over_time(table, {"brier": "ModalSurv", "brier_km": "Kaplan–Meier (no skill)"},
                             "Brier score", "IPCW Brier score (lower is better)"),
