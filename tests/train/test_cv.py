@@ -465,3 +465,49 @@ def test_a_test_event_past_the_last_censored_training_time_leaves_uno_c_defined(
                                       risk, tau=t_tr.max())[0]  # fmt: skip
     assert np.isfinite(scores["uno_c"]), notes
     assert scores["uno_c"] == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("damage", ["empty", "cut_in_a_row", "cut_at_a_row", "baselines_cut"])
+def test_a_finished_folds_damaged_table_is_refused_naming_the_file(tmp_path, cohort, make_config,
+                                                                   damage):  # fmt: skip
+    """A predictions.csv an OS crash left empty (renamed into place before its bytes reached
+    the disk) failed the resume with pandas' bare "No columns to parse from file"; one cut
+    short was read back as fewer rows or a number missing its last digits, silently."""
+    from modalsurv.errors import FeatureError
+
+    cfg = make_config(train__epochs=1)
+    cross_validate(cohort, cfg, folds=2, baselines=["coxph_clinical"], resume_dir=tmp_path)
+    fold = tmp_path / "repeat_0" / "fold_1"
+    name = "baseline_predictions.csv" if damage == "baselines_cut" else "predictions.csv"
+    path = fold / name
+    raw = path.read_bytes()
+    last_row_dropped = raw[: raw.rindex(b"\n", 0, -1) + 1]
+    cut = {"empty": b"", "cut_in_a_row": raw[:-3]}.get(damage, last_row_dropped)
+    path.write_bytes(cut)
+    with pytest.raises(FeatureError, match="redo this fold") as err:
+        cross_validate(cohort, cfg, folds=2, baselines=["coxph_clinical"], resume_dir=tmp_path)
+    assert err.value.path == str(path)
+
+
+def test_a_resume_with_another_train_threads_warns_like_another_omp_num_threads(
+        tmp_path, cohort, make_config):  # fmt: skip
+    """train.threads changes only the order floats are summed in, as OMP_NUM_THREADS does
+    (which warns): it refused the resume as "a different run", where a real change of the
+    run still is."""
+    import warnings
+
+    from modalsurv.errors import DataWarning
+
+    first = cross_validate(cohort, make_config(train__epochs=1, train__threads=2), folds=2,
+                           resume_dir=tmp_path)  # fmt: skip
+    with pytest.warns(DataWarning, match=r"train.threads 2, this run has 1.*train.threads=2"):
+        again = cross_validate(cohort, make_config(train__epochs=1, train__threads=1), folds=2,
+                               resume_dir=tmp_path)  # fmt: skip
+    pd.testing.assert_frame_equal(again.predictions, first.predictions)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)  # the same count: no word
+        cross_validate(cohort, make_config(train__epochs=1, train__threads=2), folds=2,
+                       resume_dir=tmp_path)  # fmt: skip
+    with pytest.raises(ValueError, match="different run"):
+        cross_validate(cohort, make_config(train__epochs=2, train__threads=1), folds=2,
+                       resume_dir=tmp_path)  # fmt: skip

@@ -25,7 +25,10 @@ on a fold is NaN with the exception's message, and the run goes on.
 folds that finished and gives the same final numbers, to the last bit (the fold CSVs are
 read back with round-trip float precision). A folder whose finished folds belong to a
 different run (config, baselines or folds) is refused before anything is written; one
-without a finished fold holds nothing worth keeping and is simply started again.
+without a finished fold holds nothing worth keeping and is simply started again. Another
+``train.threads`` (like another OMP_NUM_THREADS) only warns: it changes the order floats
+are summed in, so numbers may differ in their last digits. A finished fold's table that is
+empty or cut short is refused naming the file, as its unreadable model is.
 
 A cohort cross-validation cannot use (fewer patients than folds, no event, fewer events
 than folds; for grouped folds: no such meta column, one group, a group without an event)
@@ -55,7 +58,7 @@ from sklearn.model_selection import KFold, LeaveOneGroupOut
 from modalsurv.cohort import Cohort
 from modalsurv.config import RunConfig, dump_config
 from modalsurv.devices import resolve_device
-from modalsurv.errors import ConfigError, DataError, DataWarning, LabelError
+from modalsurv.errors import ConfigError, DataError, DataWarning, FeatureError, LabelError
 from modalsurv.resume import UnitFolder
 from modalsurv.survival import metrics as sm
 from modalsurv.train.baselines import make_baseline
@@ -613,14 +616,43 @@ def _save_fold(d: Path, out: FoldOutcome) -> None:
     _units(d.parent.parent).finish(d, marker | ({"search": search} if search else {}))
 
 
+def _read_fold_csv(path: Path, **kwargs: Any) -> pd.DataFrame:
+    """One table of a finished fold, refused naming the file (FeatureError, as an
+    unreadable fold model is) when it is missing, empty or cut short: an OS crash may leave
+    a file renamed into place before its bytes reached the disk, and pandas then said only
+    "No columns to parse from file". ``to_csv`` ends every file with a newline, so a file
+    cut inside its last row (a number losing its last digits) is caught too."""
+    hint = f"remove {path.parent / CV_UNITS['marker']} to redo this fold"
+    try:
+        raw = path.read_bytes()
+        if not raw.endswith(b"\n"):
+            raise ValueError("the file is empty" if not raw else "the file is cut short")
+        return pd.read_csv(path, **kwargs)
+    except (OSError, ValueError) as err:  # EmptyDataError, ParserError, UnicodeDecodeError
+        raise FeatureError(f"cannot read this finished fold's table ({err}); {hint}",
+                           path=path) from None  # fmt: skip
+
+
 def _load_fold(d: Path) -> FoldOutcome:
     model = load_model(d / "model")
     exact = {"float_precision": "round_trip"}  # the written %.17g read back bit for bit
     ids = {"dtype": {"patient": str}, "keep_default_na": False, "na_values": [""]}  # "NA" is an id
-    preds = pd.read_csv(d / "predictions.csv", **ids, **exact)
-    rows = pd.read_csv(d / "metrics.csv", keep_default_na=False, na_values=[""], **exact)
+    preds = _read_fold_csv(d / "predictions.csv", **ids, **exact)
+    rows = _read_fold_csv(d / "metrics.csv", keep_default_na=False, na_values=[""], **exact)
+    bpreds = _read_fold_csv(d / "baseline_predictions.csv", **ids, **exact)
+    # a file cut at a row's end reads as a shorter table: the counts metrics.csv records
+    redo = f"remove {d / CV_UNITS['marker']} to redo this fold"
+    if not {"model", "n_test", "note"} <= set(rows.columns) or MAIN not in set(rows["model"]):
+        raise FeatureError(f"this finished fold's table lacks the {MAIN} row; {redo}",
+                           path=d / "metrics.csv")  # fmt: skip
+    n_test = int(rows["n_test"].iloc[0])
+    n_baselines = int((~rows["model"].isin([MAIN, PLAIN])).sum())
+    for name, table, want in (("predictions.csv", preds, n_test),
+                              ("baseline_predictions.csv", bpreds, n_test * n_baselines)):  # fmt: skip
+        if len(table) != want:
+            raise FeatureError(f"this finished fold's table has {len(table)} rows where"
+                               f" metrics.csv says {want}; {redo}", path=d / name)  # fmt: skip
     rows["note"] = rows["note"].fillna("").astype(str)
-    bpreds = pd.read_csv(d / "baseline_predictions.csv", **ids, **exact)
     marker = _units(d.parent.parent).read_marker(d)
     if marker.get("search"):  # a resumed fold reports its search as it went, not as failed
         model.search_ = marker["search"]
@@ -655,8 +687,24 @@ def check_resume(root: Path, folds: pd.DataFrame, config: RunConfig, baselines: 
     another config or baselines (the spec), or another fold assignment (the cohort
     changed). Reads only: a refused resume leaves the folder exactly as it was."""
     units = _units(root)
+    theirs: list[Any] = []
+
+    def normalise(spec: dict[str, Any]) -> dict[str, Any]:
+        """``train.threads`` changes only the order floats are summed in, as
+        OMP_NUM_THREADS does: warned about below, not refused."""
+        train = (spec.get("config") or {}).get("train") or {}
+        if isinstance(train, dict) and "threads" in train:
+            theirs.append(train["threads"])
+            train["threads"] = config.train.threads
+        return _absolute_spec_paths(spec)
+
     units.check_spec(_spec(config, baselines), "resume directory", RESUME_HINT,
-                     normalise=_absolute_spec_paths)  # fmt: skip
+                     normalise=normalise)  # fmt: skip
+    if theirs and theirs[0] != config.train.threads:
+        warnings.warn(f"resume: the finished folds trained with train.threads {theirs[0]!r},"
+                      f" this run has {config.train.threads!r}: numbers may differ from an"
+                      " uninterrupted run in their last digits; for identical ones resume"
+                      f" with --set train.threads={theirs[0]}", DataWarning, stacklevel=2)  # fmt: skip
     if not units.any_finished():
         return
     try:

@@ -376,7 +376,7 @@ def fit_network(
                 if not bool(torch.isfinite(out["logits"]).all()):
                     raise DivergedError(f"training diverged: the network's outputs are not"
                                         f" finite in epoch {epoch + 1} (train.lr {tc.lr:g})")  # fmt: skip
-                continue  # e.g. a Cox batch without events: nothing to learn from it
+                continue  # nothing to learn from it (a Cox batch without events is a finite 0)
             opt.zero_grad()
             loss.backward()
             if tc.grad_clip is not None:
