@@ -370,3 +370,19 @@ def test_with_repeats_the_brier_caption_says_its_mean_ibs_pools_every_repeat(run
     assert "mean IBS over folds of all 2 repeats" in text
     one = build_run_report(run_dir, tmp_path / "one.html").read_text("utf-8")
     assert "mean IBS over folds 0." in one  # one repeat: as it was
+
+
+def test_models_of_fewer_folds_than_the_predictions_are_a_named_error(run_dir, tmp_path):
+    """A models/ folder left from an earlier run with fewer folds: the report's curves said
+    IndexError (an internal error); now a FeatureError naming models/repeat_0."""
+    from modalsurv.errors import FeatureError
+
+    copy = Path(shutil.copytree(run_dir, tmp_path / "stale", ignore=shutil.ignore_patterns(
+        "checkpoints", "report*")))  # fmt: skip
+    preds = pd.read_csv(copy / "predictions.csv", dtype={"patient": str})
+    preds.loc[preds["fold"] == preds["fold"].max(), "fold"] = 7
+    preds.to_csv(copy / "predictions.csv", index=False)
+    rf = RunFolder.load(copy)
+    with pytest.raises(FeatureError, match=r"fold 7.*fold models.*not this run's") as err:
+        rf.out_of_fold_survival([1.0, 2.0])
+    assert "repeat_0" in str(err.value)

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from modalsurv.config import RunConfig, load_config
-from modalsurv.errors import ConfigError, DataError
+from modalsurv.errors import ConfigError, DataError, FeatureError
 from modalsurv.survival import curves
 from modalsurv.train.compare import MAIN, fold_overlap_ratio
 
@@ -207,6 +207,11 @@ class RunFolder:
         if ens is None:
             return None
         first = self.first
+        if not 0 <= fold < len(ens.members):  # e.g. models/ left from an earlier run
+            raise FeatureError(f"predictions.csv has fold {fold}, but the fold ensemble holds"
+                               f" {len(ens.members)} fold models: models/ is not this run's"
+                               " (retrain, or remove models/ to report without curves)",
+                               path=self.path / "models" / "repeat_0")  # fmt: skip
         model = ens.members[fold]
         if model.family.discrete:
             pmf_cols = [c for c in first.columns if c.startswith("pmf_")][: len(model.cuts)]
