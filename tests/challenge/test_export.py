@@ -58,3 +58,34 @@ def test_two_encoders_with_one_weight_file_name_both_keep_their_weights(tmp_path
         found = find_weights(moved, [out / "weights"])
         assert found is not None and found.is_relative_to(out / "weights")
         assert sha256_file(found) == record[key]["checksum"], key
+
+
+def test_weights_of_an_encoder_the_model_does_not_use_are_neither_needed_nor_copied(task1,
+                                                                                   tmp_path,
+                                                                                   monkeypatch):  # fmt: skip
+    """A store's extraction record names every encoder it extracted with; a model trained
+    on some of its modalities only (``model.modalities=[clinical, rna]``) answers without
+    the others, yet its export looked the tile encoder's weights up (a WeightsError when
+    they were not at hand; gigabytes copied into the container when they were)."""
+    import json
+    import shutil
+
+    from modalsurv.challenge.export import export_model
+    from modalsurv.challenge.model import ChallengeModel
+
+    run = shutil.copytree(task1["run"], tmp_path / "run")
+    record = json.loads((run / "extraction.json").read_text())
+    record["tile_encoder"].update(weights=str(tmp_path / "elsewhere" / "uni.bin"),
+                                  weights_name="uni.bin")  # fmt: skip
+    (run / "extraction.json").write_text(json.dumps(record))
+    load = ChallengeModel.load.__func__  # type: ignore[attr-defined]
+
+    def without_slides(cls, *args, **kwargs):  # a model of clinical, MRI and RNA features
+        model = load(cls, *args, **kwargs)
+        model.modalities = [m for m in model.modalities if m not in ("wsi", "slide")]
+        return model
+
+    monkeypatch.setattr(ChallengeModel, "load", classmethod(without_slides))
+    out = export_model(run, tmp_path / "model", "task1")
+    assert (out / "models" / "repeat_0" / "bundle.json").is_file()
+    assert not any(p.name == "uni.bin" for p in out.rglob("*"))

@@ -49,7 +49,8 @@ def export_model(run: str | Path, out: str | Path, task: str | None = None,
     # built beside ``out`` and renamed into place only once it loads as it will run: a
     # failure (weights missing, checksum wrong) leaves nothing that looks like a model
     with staged_folder(out) as staging:
-        _fill(staging, run, source.record or {}, [*map(Path, weight_folders), run / "weights"])
+        _fill(staging, run, source.record or {}, [*map(Path, weight_folders), run / "weights"],
+              source.modalities)  # fmt: skip
         ChallengeModel.load(staging, task).encoders([staging / "weights"])
         if not tarball:
             staging.replace(out)  # ``out`` is absent or an empty folder
@@ -65,15 +66,26 @@ def export_model(run: str | Path, out: str | Path, task: str | None = None,
         return out
 
 
-def _fill(folder: Path, run: Path, record: dict, weight_folders: list[Path]) -> None:
+# the encoders each image modality needs at inference (``ChallengeModel.encoders``)
+_ENCODERS = {"tile_encoder": ("wsi", "slide"), "slide_encoder": ("wsi", "slide"),
+             "volume_encoder": ("mri",)}  # fmt: skip
+
+
+def _fill(folder: Path, run: Path, record: dict, weight_folders: list[Path],
+          modalities: Sequence[str] | None = None) -> None:  # fmt: skip
     """Copy what answering needs from ``run`` and the weight files ``record`` names (found
-    in ``weight_folders``, checksums verified) into ``folder``."""
+    in ``weight_folders``, checksums verified) into ``folder``: only those of encoders the
+    model's ``modalities`` use (all when None), since a store's record names every encoder
+    it extracted with, and a clinical + RNA model must not need (nor carry) a tile
+    encoder's gigabytes."""
     for name in KEEP:
         if (run / name).is_file():
             shutil.copy2(run / name, folder / name)
     shutil.copytree(run / "models" / "repeat_0", folder / "models" / "repeat_0")
-    for key in ("tile_encoder", "slide_encoder", "volume_encoder"):
+    for key, users in _ENCODERS.items():
         entry = record.get(key) or {}
+        if modalities is not None and not set(users) & set(modalities):
+            continue
         if not entry.get("weights_name"):
             continue
         path = find_weights(entry, weight_folders)
