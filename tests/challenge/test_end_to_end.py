@@ -162,8 +162,8 @@ def test_task3_end_to_end(tmp_path, kit):
     assert res.exit_code != 0 and "task3" in res.output
 
 
-@pytest.mark.parametrize("damage", ["negative_rna", "nan_mri_voxel", "unreadable_tissue_mask",
-                                    "unreadable_prostate_mask"])  # fmt: skip
+@pytest.mark.parametrize("damage", ["negative_rna", "huge_rna", "nan_mri_voxel",
+                                    "unreadable_tissue_mask", "unreadable_prostate_mask"])  # fmt: skip
 def test_one_bad_optional_input_costs_only_that_input(task1, tmp_path, damage):
     """A case answers with what it can: a bad RNA value drops the RNA, a NaN voxel the MRI
     (as extraction does), an unreadable mask only the mask (Otsu / no cropping)."""
@@ -171,7 +171,7 @@ def test_one_bad_optional_input_costs_only_that_input(task1, tmp_path, damage):
 
     cases = sorted(p.stem for p in (task1["held"] / "clinical_data").glob("*.json"))
     with_rna = [c for c in cases if (task1["held"] / "rna" / f"{c}_RNA.json").is_file()]
-    case = with_rna[0] if damage == "negative_rna" else cases[2]
+    case = with_rna[0] if damage.endswith("_rna") else cases[2]
     inp = case_to_input(task1["held"], "task1", case, tmp_path / "input", inputs_json=False)
     if damage == "negative_rna":
         rna = inp / "bulk-rna-seq-prostate-cancer.json"
@@ -179,6 +179,12 @@ def test_one_bad_optional_input_costs_only_that_input(task1, tmp_path, damage):
         values[next(iter(values))] = -0.5
         rna.write_text(json.dumps(values))
         said = "negative expression value"
+    elif damage == "huge_rna":  # beyond float32: was inf in the features, and no answer
+        rna = inp / "bulk-rna-seq-prostate-cancer.json"
+        values = json.loads(rna.read_text())
+        values[next(iter(values))] = 1e40
+        rna.write_text(json.dumps(values))
+        said = "beyond float32"
     elif damage == "nan_mri_voxel":
         (t2,) = (inp / "images" / "axial-t2-prostate-mri").iterdir()
         img = sitk.ReadImage(str(t2))

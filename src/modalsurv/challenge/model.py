@@ -276,6 +276,13 @@ class ChallengeModel:
             problems.append(Problem("warning", "none of the model's genes is in the RNA profile;"
                                     " predicting without RNA", None, case.case, "rna"))  # fmt: skip
             return None
+        huge = np.flatnonzero(np.abs(values) > np.finfo(np.float32).max)  # NaN: False
+        if len(huge):  # read as inf in float32: treated as an infinite value is (no answer
+            # at all before: "features contain +/-inf")
+            problems.append(Problem("warning", f"expression value {values[huge[0]]:g} is beyond"
+                                    " float32; predicting without RNA", case.sources.get("rna"),
+                                    case.case, str(genes[huge[0]])))  # fmt: skip
+            return None
         step = self.ensemble.members[0].preprocessor_.steps["rna"]
         negative = np.flatnonzero(values < 0)  # NaN compares False
         if getattr(step, "log1p", False) and len(negative):
