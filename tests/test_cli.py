@@ -655,6 +655,11 @@ def test_an_output_inside_what_the_command_reads_is_refused_before_any_work(run_
     assert manifest.read_text().startswith("patient,time")
     res = runner.invoke(app, ["report", str(run), "--out", str(run / "again.html")])
     assert res.exit_code == 0, res.output  # a page may still go into the folder
+    config = tmp_path / "cfg.yaml"  # a user's file outside the run, given by mistake
+    config.write_text("seed: 3\n")
+    res = runner.invoke(app, ["report", str(run), "--out", str(config)])
+    assert res.exit_code == 2 and "not an HTML page" in res.output, res.output
+    assert config.read_text() == "seed: 3\n"
 
 
 def test_a_file_as_train_out_is_refused_before_the_data_are_read(tmp_path):

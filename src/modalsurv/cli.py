@@ -729,6 +729,9 @@ def report(
     if out is not None and out.suffix.lower() not in (".html", ".htm"):
         _not_inside(out, folder, "the folder the page is built from", also=" (or end it in"
                     " .html)")  # fmt: skip
+        if out.is_file():  # e.g. `--out cfg.yaml`: a user's file, not a page to replace
+            raise ConfigError(f"--out {out} exists and is not an HTML page: refusing to"
+                              " overwrite it; give a .html file")  # fmt: skip
     page = build_report(folder, out, title, _parse_times(times) or None)
     console.print(f"report: [bold]{escape(str(page))}[/]  (figure data:"
                   f" {escape(str(page.parent / 'report_data'))})")
