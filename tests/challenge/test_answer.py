@@ -200,3 +200,19 @@ def test_the_batch_summary_says_why_there_is_no_c_index(task3, tmp_path, monkeyp
     said = " ".join(res.output.split())
     assert "no comparable pair of labelled cases: no C-index" in said
     assert "no labelled case with an event" not in said
+
+
+def test_a_batch_of_raw_slides_is_not_warned_for_lacking_organiser_features(task1, tmp_path):
+    """The model embeds the raw slides: a folder without the organisers' ``.pt`` tile
+    features warned every slide 'no feature file for slide (extract features first)'."""
+    import shutil
+
+    from modalsurv.challenge.answer import _folder_entries
+    from modalsurv.io.chimera import NO_FEATURE_FILE
+
+    root = tmp_path / "held"
+    shutil.copytree(task1["held"], root)
+    shutil.rmtree(root / "pathology" / "features", ignore_errors=True)
+    problems: list = []
+    entries = _folder_entries(root, "task1", problems, None)
+    assert entries and not [p for p in problems if p.reason.startswith(NO_FEATURE_FILE)]

@@ -624,3 +624,31 @@ def test_a_slide_the_cache_only_pass_cannot_read_is_the_one_named(chimera: Path,
     monkeypatch.setattr(extract, "_stored_without", lambda *args: set())  # try every slide
     rep = run_extract("manifest", man, out, **FAST, rna=False, tile_cache=True)
     assert [(f.patient, f.path) for f in rep.failures] == [("p1", str(bad))]
+
+
+def test_raw_slides_without_organiser_features_are_not_warned(chimera: Path, tmp_path: Path) -> None:
+    """Extraction makes the slides' features: a folder without the organisers' ``.pt``
+    files warned every slide 'no feature file for slide (extract features first)'."""
+    from modalsurv.features.extract import discover_patients
+
+    root = tmp_path / "c"
+    shutil.copytree(chimera, root)
+    shutil.rmtree(root / "pathology" / "features")
+    problems: list = []
+    pfs = discover_patients("chimera-task1", root, problems)
+    assert problems == [] and all(pf.slides for pf in pfs)
+
+
+def test_a_slide_added_since_extraction_is_the_file_named(chimera: Path, tmp_path: Path) -> None:
+    """A slide added to a stored case is a changed patient (refused, never kept silently);
+    the refusal named the case's first slide instead of the slide that was added."""
+    root = tmp_path / "c"
+    shutil.copytree(chimera, root)
+    run_extract("chimera-task1", root, tmp_path / "s", **FAST, rna=False, limit=1)
+    case = root / "pathology/images/1000"
+    shutil.copy(case / "1000_0.tif", case / "1000_1.tif")
+    shutil.copy(case / "1000_0_tissue.tif", case / "1000_1_tissue.tif")
+    rep = run_extract("chimera-task1", root, tmp_path / "s", **FAST, rna=False, limit=1)
+    (fail,) = rep.failures
+    assert rep.done == rep.skipped == [] and fail.patient == "1000"
+    assert fail.path == str(case / "1000_1.tif") and "other source files" in fail.reason

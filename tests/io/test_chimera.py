@@ -387,3 +387,97 @@ def test_an_mri_volume_under_both_radiology_folders_is_named(tmp_path):
     (p,) = [p for p in res.problems if p.reason.startswith("also found here")]
     assert p.patient == case and p.field == "mri_t2w" and p.path == str(second)
     assert str(v) in p.reason
+
+
+def test_upper_case_extensions_are_found(tmp_path):
+    """Slides, masks and MRI saved as ``1000_0.TIF`` / ``.MHA`` (a Windows copy, a scanner's
+    export) were not found: the case was read without its images and nothing was said."""
+    from pathlib import Path
+
+    missing = {m: 0.0 for m in ("wsi", "rna", "mri")}
+    cohort = make_cohort(2, 3, task=1, max_tiles=4, tile_dim=8, slide_dim=8, mri_dim=8,
+                         n_genes=10, missing=missing)[0]  # fmt: skip
+    root = write_chimera(cohort, tmp_path, task=1, slide_px=256, mri_shape=(4, 8, 8),
+                         max_slides=1)  # fmt: skip
+    case = str(cohort.ids[0])
+    before = read_chimera(root).paths.loc[case]
+    renamed = [*(root / "pathology/images" / case).glob("*.tif"),
+               *(root / "radiology/mpMRI" / case).glob("*.mha"),
+               root / "radiology/prostate_mask_t2w" / f"{case}_0001_mask.mha",
+               root / "rna" / f"{case}_RNA.json", root / "clinical_data" / f"{case}.json"]  # fmt: skip
+    for f in renamed:
+        f.rename(f.with_suffix(f.suffix.upper()))
+    out = read_chimera(root)
+    assert out.problems == [] and case in out.cohort.ids
+    row = out.paths.loc[case]
+    upper = lambda p: str(Path(p).with_suffix(Path(p).suffix.upper()))  # noqa: E731
+    assert row["slides"] == [upper(p) for p in before["slides"]]
+    assert row["masks"] == [upper(p) for p in before["masks"]]  # a mask, not a second slide
+    for col in ("mri_t2w", "mri_adc", "mri_hbv", "mri_mask", "rna", "clinical"):
+        assert row[col] == upper(before[col]), col
+
+
+def test_slides_without_organiser_features_are_not_warned_when_a_store_holds_them(tmp_path):
+    """Read with the store `modalsurv extract` wrote, each raw slide without an organiser
+    ``.pt`` was still warned 'no feature file for slide (extract features first); slide not
+    in the wsi bag', though its tiles are in the store's bag."""
+    import shutil
+
+    missing = {m: 0.0 for m in ("wsi", "rna", "mri")}
+    cohort = make_cohort(2, 3, task=1, max_tiles=4, tile_dim=8, slide_dim=8, mri_dim=8,
+                         n_genes=10, missing=missing)[0]  # fmt: skip
+    root = write_chimera(cohort, tmp_path / "c", task=1, slide_px=256, mri_shape=(4, 8, 8),
+                         max_slides=1)  # fmt: skip
+    shutil.rmtree(root / "pathology" / "features")
+    alone = read_chimera(root)  # no store: the slides are indeed left out, said per slide
+    assert len([p for p in alone.problems if p.reason.startswith("no feature file")]) == 2
+    store = _fingerprinted_store(root, tmp_path / "store")
+    out = read_chimera(root, features=store.root)
+    assert out.problems == [] and out.cohort.present["wsi"].all()
+
+
+def test_a_slide_added_since_extraction_is_the_file_named(tmp_path):
+    """Fingerprints were compared position by position: a slide added to a case after
+    extraction was reported as 'stored 1000_0_tissue.tif...; the folder has 1000_1.tif...',
+    as if the mask had become the new slide."""
+    import shutil
+
+    missing = {m: 0.0 for m in ("wsi", "rna", "mri")}
+    cohort = make_cohort(2, 3, task=1, max_tiles=4, tile_dim=8, slide_dim=8, mri_dim=8,
+                         n_genes=10, missing=missing)[0]  # fmt: skip
+    root = write_chimera(cohort, tmp_path / "c", task=1, slide_px=256, mri_shape=(4, 8, 8),
+                         max_slides=1)  # fmt: skip
+    store = _fingerprinted_store(root, tmp_path / "store")
+    case = str(cohort.ids[0])
+    folder = root / "pathology/images" / case
+    shutil.copy(folder / f"{case}_0.tif", folder / f"{case}_1.tif")
+    shutil.copy(folder / f"{case}_0_tissue.tif", folder / f"{case}_1_tissue.tif")
+    out = read_chimera(root, features=store.root)
+    (err,) = out.errors
+    assert err.patient == case and err.field == "wsi"
+    assert f"(the folder has {case}_1.tif:" in err.reason and "_tissue" not in err.reason
+
+
+def test_a_slide_filed_off_the_pattern_is_named_not_dropped(tmp_path):
+    """A slide misfiled under another case's folder, a name off the pattern and an orphan
+    mask were left out without a word; now each is a warning naming the case and file.
+    The case's own slides, their masks and an unrelated notes file give none."""
+    import shutil
+
+    cohort = _small(n=4)
+    write_chimera(cohort, tmp_path, slide_px=256, mri_shape=(4, 8, 8), max_slides=1)
+    out = read_chimera(tmp_path)
+    a, b = (str(i) for i in list(out.cohort.ids)[:2])
+    fa = tmp_path / "pathology/images" / a
+    fa.mkdir(parents=True, exist_ok=True)
+    tif = next((tmp_path / "pathology/images").rglob("*_0.tif"))
+    odd = [fa / f"{b}_1.tif", fa / f"{a}-2.TIF", fa / f"{a}_3_tissue.tif"]
+    for f in odd:
+        shutil.copy(tif, f)
+    (fa / "notes.txt").write_text("scanned twice")
+    before = {p.reason for p in out.problems}
+    res = read_chimera(tmp_path)
+    new = [p for p in res.problems if p.reason not in before]
+    assert sorted(p.path for p in new) == sorted(str(f) for f in odd)
+    assert {(p.severity, p.patient, p.field) for p in new} == {("warning", a, "wsi")}
+    assert "not read" in new[0].reason and f"{a}_*.tif" in new[0].reason

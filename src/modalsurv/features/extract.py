@@ -82,7 +82,12 @@ from modalsurv.features.mri import MriConfig, embed_mri, mri_dim, prepare_mri
 from modalsurv.features.tile_cache import DEFAULT_FOLDER, ImageCache
 from modalsurv.folders import STORE, refuse_other_kind
 from modalsurv.io.chimera import LAYOUTS, MRI_SEQUENCES, no_patient_found
-from modalsurv.io.fingerprint import mri_sources, slide_sources, sources_fingerprint
+from modalsurv.io.fingerprint import (
+    file_fingerprint,
+    mri_sources,
+    slide_sources,
+    sources_fingerprint,
+)
 from modalsurv.io.layouts import check_layout, chimera_task
 from modalsurv.io.store import EXTRACTION_RECORD, FeatureStore, read_extraction_record
 from modalsurv.resume import remove_stale_temporaries
@@ -163,9 +168,9 @@ def _opt(p: Any) -> Path | None:
 
 
 def _chimera_patients(root: Path, task: int, problems: list[Problem]) -> list[PatientFiles]:
-    from modalsurv.io.chimera import LAYOUTS, discover
+    from modalsurv.io.chimera import LAYOUTS, discover_raw
 
-    paths = discover(root, LAYOUTS[task], problems)
+    paths = discover_raw(root, LAYOUTS[task], problems)  # extraction makes the slides' features
     out = []
     for pid, row in paths.iterrows():
         pf = PatientFiles(str(pid), [Path(s) for s in row["slides"]],
@@ -330,6 +335,17 @@ def _group_sources(pf: PatientFiles, group: str) -> list[Path | None]:
     if group == "slides":
         return slide_sources(pf.slides, pf.masks or [])
     return mri_sources(pf.mri, pf.mri_mask)
+
+
+def _changed_file(pf: PatientFiles, group: str, stored: str) -> str | None:
+    """The first of the patient's ``group`` files the stored fingerprint does not hold (a
+    slide added or changed since), else its first file. Why: the refusal named the first
+    slide, or 'None' for an MRI without ADC, whichever file had changed."""
+    files = _group_sources(pf, group)
+    was = set(stored.split("|"))
+    new = [f for f in files if f is not None and file_fingerprint(f) not in was]
+    first = new or [f for f in files if f is not None]
+    return str(first[0]) if first else None
 
 
 def patient_fingerprint(pf: PatientFiles, group: str) -> str:
@@ -711,7 +727,7 @@ def _run_extract(
             changed = [h for h in have if h not in ("absent", prints[g], None)]
             if changed and not reextract_changed:
                 report.failures.append(Failure(
-                    pf.patient, str(_group_sources(pf, g)[0]),
+                    pf.patient, _changed_file(pf, g, changed[0]),
                     f"the store already holds {'/'.join(GROUPS[g])} features for this patient"
                     f" made from other source files (stored {changed[0]}; now {prints[g]});"
                     " another cohort with the same ids, or changed files: use a new store, or"

@@ -23,6 +23,7 @@ or a file ignored (wrong-shape ``.pt``, missing mask) is listed in ``.problems``
 
 from __future__ import annotations
 
+import glob
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,7 +37,13 @@ from modalsurv.cohort import Cohort, stack_patients
 from modalsurv.errors import DataError, FeatureError, Problem
 from modalsurv.io import clinical as clin
 from modalsurv.io.feature_files import load_feature_file, tile_subset
-from modalsurv.io.fingerprint import has_files, mri_sources, slide_sources, sources_fingerprint
+from modalsurv.io.fingerprint import (
+    NO_FILE,
+    has_files,
+    mri_sources,
+    slide_sources,
+    sources_fingerprint,
+)
 from modalsurv.io.rnaseq import read_rna_json, shared_genes, to_features
 from modalsurv.io.store import FeatureStore, read_extraction_record
 from modalsurv.io.store_read import stored_modalities
@@ -44,6 +51,9 @@ from modalsurv.io.store_read import stored_modalities
 SlidePolicy = Literal["first", "mean", "bag"]
 MRI_SEQUENCES: tuple[str, ...] = ("t2w", "adc", "hbv")
 DEFAULT_MAX_TILES = 500  # a patient's tile bag (all slides) is capped here, seeded per patient
+# discovery's warning for a slide without organiser tile features: void where the wsi bags
+# come from elsewhere (a feature store, or the extraction that makes them)
+NO_FEATURE_FILE = "no feature file for slide"
 
 
 @dataclass(frozen=True)
@@ -120,10 +130,35 @@ def _natural(s: str) -> list[int | str]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
 
 
+def _any_case(pattern: str) -> str:
+    """A glob pattern whose file extension matches in any case (``.tif`` also ``.TIF``).
+    Why: slides and volumes saved on Windows or by a scanner as ``1000_0.TIF`` /
+    ``.MHA`` were not found, and the case was read without them without a word."""
+    head, dot, ext = pattern.rpartition(".")
+    if not dot or "/" in ext or not ext.isalnum():
+        return pattern
+    return f"{head}.{''.join(f'[{c.lower()}{c.upper()}]' if c.isalpha() else c for c in ext)}"
+
+
+def _lower_ext(name: str) -> str:
+    """``name`` with its extension lower-cased (what the layout's patterns spell)."""
+    head, dot, ext = name.rpartition(".")
+    return f"{head}.{ext.lower()}" if dot and "/" not in ext else name
+
+
+def _file(root: Path, rel: str) -> Path | None:
+    """The file ``root / rel``, or the one whose name differs only in its extension's case."""
+    path = root / rel
+    if path.is_file():
+        return path
+    hits = sorted(p for p in root.glob(_any_case(glob.escape(rel))) if p.is_file())
+    return hits[0] if hits else None
+
+
 def _existing(root: Path, patterns: Sequence[str], **kw: str) -> Path | None:
     for p in patterns:
-        path = root / p.format(**kw)
-        if path.is_file():
+        path = _file(root, p.format(**kw))
+        if path is not None:
             return path
     return None
 
@@ -133,8 +168,7 @@ def _existing_once(root: Path, patterns: Sequence[str], problems: list[Problem],
     """:func:`_existing`, with a warning for each file another pattern also finds (the
     same volume under ``radiology/mpMRI`` and ``radiology/images``): the first is read,
     the other was ignored without a word."""
-    found = [root / p.format(**kw) for p in patterns]
-    found = [f for f in found if f.is_file()]
+    found = [f for f in (_file(root, p.format(**kw)) for p in patterns) if f is not None]
     for other in found[1:]:
         problems.append(Problem("warning", f"also found here; ignored, {found[0]} is read",
                                 str(other), patient, field))  # fmt: skip
@@ -177,8 +211,18 @@ def clinical_files(root: Path, layout: Layout, hidden: set[Path] | None = None
     by path; RNA JSONs and hidden files are left out (the hidden ones go into ``hidden``)."""
     seen: set[Path] = set() if hidden is None else hidden
     return [(p.name[: -len(layout.clinical_suffix)], p)
-            for p in sorted(root.glob(layout.clinical_glob))
-            if not p.name.endswith("_RNA.json") and not _hidden(root, p, seen)]  # fmt: skip
+            for p in sorted(root.glob(_any_case(layout.clinical_glob)))
+            if not _lower_ext(p.name).endswith("_RNA.json") and not _hidden(root, p, seen)]  # fmt: skip
+
+
+def discover_raw(root: str | Path, layout: Layout, problems: list[Problem]) -> pd.DataFrame:
+    """:func:`discover` for a reader that embeds the raw slides itself (``extract``, the
+    challenge): a slide without organiser tile features is no problem there, so that
+    warning is left out."""
+    found: list[Problem] = []
+    paths = discover(root, layout, found)
+    problems.extend(p for p in found if not p.reason.startswith(NO_FEATURE_FILE))
+    return paths
 
 
 def no_patient_found(root: str | Path, layout: Layout) -> str:
@@ -206,13 +250,37 @@ def _cases_of(root: Path, pattern: str, hidden: set[Path]) -> set[str]:
     rx = rx.replace(r"\{case\}", "(?P<case>[^/]+?)", 1).replace(r"\{case\}", "(?P=case)")
     matcher = re.compile(rx + "$")
     found = set()
-    for p in root.glob(pattern.replace("{case}", "*").replace("{seq}", "*")):
+    for p in root.glob(_any_case(pattern.replace("{case}", "*").replace("{seq}", "*"))):
         if _hidden(root, p, hidden):
             continue
-        m = matcher.match(p.relative_to(root).as_posix())
+        m = matcher.match(_lower_ext(p.relative_to(root).as_posix()))
         if m is not None and p.is_file():
             found.add(m.group("case"))
     return found
+
+
+# slide files by extension (features.wsi.SLIDE_SUFFIXES; not imported: io stays light)
+_SLIDE_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".scn", ".bif")
+
+
+def _unread_images(root: Path, layout: Layout, case: str, slides: Sequence[Path],
+                   masks: Sequence[str | None], problems: list[Problem]) -> None:  # fmt: skip
+    """A warning for each slide-like file in a case's slide folder that is read neither as
+    a slide nor as a slide's mask. Why: a slide filed under another case's folder, or a
+    name off the pattern (``1000-2.tif``, an orphan ``1000_3_tissue.tif``), was left out
+    of the case without a word."""
+    folder = (root / layout.slides.format(case=case)).parent
+    if not folder.is_dir() or folder == root:
+        return
+    used = {str(p) for p in slides} | {m for m in masks if m is not None}
+    name = layout.slides.rsplit("/", 1)[-1].replace("{case}", case)
+    for f in sorted(folder.iterdir()):
+        if (f.suffix.lower() in _SLIDE_SUFFIXES and str(f) not in used
+                and not f.name.startswith(".") and f.is_file()):  # fmt: skip
+            problems.append(Problem("warning", f"slide-like file in the case's folder not read:"
+                                    f" not named {name} (a slide) nor its slide's mask"
+                                    f" ({'/'.join(layout.slide_mask_suffixes)})", str(f), case,
+                                    "wsi"))  # fmt: skip
 
 
 def discover(root: str | Path, layout: Layout, problems: list[Problem]) -> pd.DataFrame:
@@ -254,14 +322,15 @@ def discover(root: str | Path, layout: Layout, problems: list[Problem]) -> pd.Da
                                     case, "clinical"))  # fmt: skip
             continue
         slides = sorted(
-            (p for p in root.glob(layout.slides.format(case=case))
-             if not any(p.name.endswith(s) for s in layout.slide_mask_suffixes)),
+            (p for p in root.glob(_any_case(layout.slides.format(case=case)))
+             if not any(_lower_ext(p.name).endswith(s) for s in layout.slide_mask_suffixes)),
             key=lambda p: _natural(p.stem),
         )  # fmt: skip
         masks, feats, coords = [], [], []
         for s in slides:
-            mask = next((s.with_name(s.stem + suf) for suf in layout.slide_mask_suffixes
-                         if s.with_name(s.stem + suf).is_file()), None)  # fmt: skip
+            mask = next((m for m in (_file(s.parent, s.stem + suf)
+                                     for suf in layout.slide_mask_suffixes) if m is not None),
+                        None)  # fmt: skip
             if mask is None:
                 problems.append(Problem("warning", "tissue mask missing for slide", str(s),
                                         case, "mask"))  # fmt: skip
@@ -274,7 +343,7 @@ def discover(root: str | Path, layout: Layout, problems: list[Problem]) -> pd.Da
         # features found under a second pattern too are the same slide: read once, said
         taken = {Path(f).stem: f for f in feats if f is not None}
         for pat in layout.features:
-            for f in sorted(root.glob(pat.format(case=case, slide=f"{case}_*"))):
+            for f in sorted(root.glob(_any_case(pat.format(case=case, slide=f"{case}_*")))):
                 if str(f) in feats:
                     continue
                 if f.stem in taken:
@@ -288,9 +357,10 @@ def discover(root: str | Path, layout: Layout, problems: list[Problem]) -> pd.Da
                 feats.append(str(f))
                 c = _existing(root, layout.coords, case=case, slide=f.stem)
                 coords.append(None if c is None else str(c))
+        _unread_images(root, layout, case, slides, masks, problems)
         for s, f in zip(slides, feats):
             if s != Path("") and f is None:
-                problems.append(Problem("warning", "no feature file for slide (extract"
+                problems.append(Problem("warning", f"{NO_FEATURE_FILE} (extract"
                                         " features first); slide not in the wsi bag", str(s),
                                         case, "wsi"))  # fmt: skip
         row: dict[str, object] = {
@@ -474,6 +544,21 @@ def _folder_fingerprint(row: pd.Series, group: str) -> str | None:
     return now if has_files(now) else None
 
 
+def _source_difference(was: str, now: str) -> str:
+    """Which files differ between a stored fingerprint and the folder's, as text. Why:
+    compared position by position, a slide added since the extraction was shown against
+    the stored mask of another slide ("stored 1000_0_tissue.tif; the folder has 1000_1.tif")."""
+    a, b = was.split("|"), now.split("|")
+    old = next((x for x in a if x not in b and x != NO_FILE), None)
+    new = next((y for y in b if y not in a and y != NO_FILE), None)
+    parts = ([f"stored {old}, not in the folder"] if old else []) + (
+        [f"the folder has {new}, not stored"] if new else [])  # fmt: skip
+    if not parts:  # the same files, otherwise paired (a mask gone, slides reordered)
+        x, y = next(((x, y) for x, y in zip(a, b) if x != y), (was, now))
+        parts = [f"stored {x}; the folder has {y}"]
+    return "; ".join(parts)
+
+
 def _foreign_sources(store: FeatureStore, paths: pd.DataFrame, present: dict[str, np.ndarray],
                      problems: list[Problem]) -> dict[str, list[int]]:  # fmt: skip
     """Rows (per modality) whose stored features were made from other files than the
@@ -511,11 +596,10 @@ def _foreign_sources(store: FeatureStore, paths: pd.DataFrame, present: dict[str
                 mismatch.setdefault((group, int(i)), ([], was, now))[0].append(m)
     for (_, i), (mods, was, now) in sorted(mismatch.items(), key=lambda kv: kv[0][1]):
         mods = sorted(mods, key=list(_GROUP).index)  # wsi/slide, as extract names the group
-        old, new = next(((a, b) for a, b in zip(was.split("|"), now.split("|")) if a != b),
-                        (was, now))  # fmt: skip
+        diff = _source_difference(was, now)
         problems.append(Problem(
             "error", f"the feature store's {'/'.join(mods)} features of this patient were made"
-            f" from other source files than the folder's (stored {old}; the folder has {new}):"
+            f" from other source files than the folder's ({diff}):"
             " a store of another cohort with the same ids, or files changed since extraction;"
             f" {'/'.join(mods)} absent (extract this folder into a new store, or re-extract"
             f" with --reextract-changed)", str(store.root), ids[i], mods[0]))  # fmt: skip
@@ -646,6 +730,7 @@ def read_chimera_into(
     if task not in LAYOUTS and layout is None:
         raise DataError(f"CHIMERA task must be 1 or 3; found {task!r}", field="task")
     layout = layout or LAYOUTS[task]
+    start = len(problems)
     paths = discover(root, layout, problems)
     schema = clin.TASK1 if layout.task == 1 else clin.task3_schema(event or "progression")
     files = {str(c): Path(p) for c, p in zip(paths.index, paths["clinical"])}
@@ -663,6 +748,8 @@ def read_chimera_into(
     fnames: dict[str, list[str]] = {"clinical": names}
     stored = (store_features(FeatureStore(features), paths, problems, max_tiles, seed)
               if features is not None else {})  # fmt: skip
+    if "wsi" in stored:  # the store's bags hold the slides, organiser features or not
+        problems[start:] = [p for p in problems[start:] if not p.reason.startswith(NO_FEATURE_FILE)]
     if "wsi" not in stored and any(len(f) for f in paths["features"]):
         x, p, m = wsi_features(paths, problems, slide_policy, max_tiles, seed)
         feats["wsi"], present["wsi"] = x, p
