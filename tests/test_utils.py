@@ -219,3 +219,14 @@ def test_a_list_as_a_yaml_key_is_a_config_error(tmp_path):
     path.write_text("train:\n  [wsi, rna]: 1\n")
     with pytest.raises(ConfigError, match=r"(?s)c\.yaml.*unhashable key"):
         read_yaml_mapping(path)
+
+
+def test_a_folder_given_as_a_yaml_file_is_a_config_error_naming_it(tmp_path):
+    """Was: IsADirectoryError, shown as an internal error (e.g. `--data` or a grid's base
+    given a run folder instead of its config.yaml)."""
+    from modalsurv.errors import ConfigError
+    from modalsurv.utils import read_yaml_mapping
+
+    (tmp_path / "run").mkdir()
+    with pytest.raises(ConfigError, match=r"config file .*run is a folder; give the YAML file"):
+        read_yaml_mapping(tmp_path / "run")

@@ -218,6 +218,8 @@ def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict[str, 
             loader.dispose()
     except FileNotFoundError:
         raise ConfigError(f"{what} {path} does not exist") from None
+    except IsADirectoryError:  # e.g. a run folder given for its config.yaml
+        raise ConfigError(f"{what} {path} is a folder; give the YAML file") from None
     except UnicodeDecodeError as err:  # e.g. saved as Latin-1 by an editor
         raise ConfigError(f"{what} {path} is not UTF-8 text (byte {err.start}:"
                           f" {err.object[err.start:err.start + 1]!r}); save it as UTF-8") from None
