@@ -338,18 +338,20 @@ def predict_run(
 
     times = None if times is None else [float(t) for t in np.asarray(times).ravel()]
     oof = Path(run) / "predictions.csv"  # absent from an exported model: nothing to compare
-    if times and oof.is_file():  # a numpy array of times was "ambiguous" here
-        followed = pd.read_csv(oof, usecols=["time"])["time"]
+    trained = None
+    if oof.is_file():  # ids as text ("NA" is an id), as the run wrote them
+        trained = pd.read_csv(oof, usecols=["patient", "time"], dtype={"patient": str},
+                              keep_default_na=False, na_values=[""])  # fmt: skip
+    if times and trained is not None:  # a numpy array of times was "ambiguous" here
+        followed = trained["time"]
         late = [t for t in times if t > float(followed.max())]
         if late:
             warnings.warn(f"--times {', '.join(f'{t:g}' for t in late)}: past the longest"
                           f" training follow-up ({float(followed.max()):g}); the model has"
                           " seen no one that long, so survival there is the last estimate"
                           " carried forward, not a prediction", DataWarning, stacklevel=2)  # fmt: skip
-    if oof.is_file():  # the fold ensemble was fitted on them: their risks are in-sample
-        trained = pd.read_csv(oof, usecols=["patient"], dtype={"patient": str},
-                              keep_default_na=False, na_values=[""])["patient"]  # fmt: skip
-        seen = sorted(set(cohort.ids) & set(trained))
+    if trained is not None:  # the fold ensemble was fitted on them: their risks are in-sample
+        seen = sorted(set(cohort.ids) & set(trained["patient"]))
         if seen:
             warnings.warn(f"predict: {len(seen)} of {len(cohort)} patients (e.g."
                           f" {', '.join(map(repr, seen[:3]))}) are in the run's training"

@@ -28,6 +28,12 @@ from modalsurv.errors import ConfigError, LockedError, MissingDependencyError
 Progress = Callable[..., None]
 
 
+def hidden_below(root: Path, path: Path) -> bool:
+    """Whether ``path`` is or lies in a hidden file or folder below ``root`` (``.DS_Store``,
+    macOS ``._*`` copies, ``.cache/``): no data, whatever a folder's checksum or listing."""
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.

@@ -97,10 +97,10 @@ def _folder_entries(root: str | Path, task: str, problems: list[Problem], event:
     """(case id, its inputs or None when unreadable, why not, (time, event)) for every case
     of the folder, in its order: a batch gives each one a row, answered or not."""
     from modalsurv.io import clinical as clin
-    from modalsurv.io.chimera import LAYOUTS, MRI_SEQUENCES, discover_raw
+    from modalsurv.io.chimera import LAYOUTS, MRI_SEQUENCES, discover
 
     layout = LAYOUTS[1 if task == "task1" else 3]
-    paths = discover_raw(root, layout, problems)  # the model embeds the raw slides
+    paths = discover(root, layout, problems, raw=True)  # the model embeds the raw slides
     out: list[tuple[str, CaseInputs | None, str, tuple[float, float]]] = []
     for pid, row in paths.iterrows():
         try:

@@ -397,11 +397,11 @@ def case_to_input(root: str | Path, task: str, case: str, dest: str | Path,
     read as this case's (every slide of a folder is taken). ``replace`` empties it first."""
     import shutil
 
-    from modalsurv.io.chimera import LAYOUTS, discover_raw
+    from modalsurv.io.chimera import LAYOUTS, discover
 
     t = task_name(task)
     problems: list[Problem] = []
-    paths = discover_raw(root, LAYOUTS[1 if t == "task1" else 3], problems)
+    paths = discover(root, LAYOUTS[1 if t == "task1" else 3], problems, raw=True)
     if case not in paths.index:
         raise DataError("case not found", path=root, patient=case)
     row = paths.loc[case]

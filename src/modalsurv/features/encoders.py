@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from modalsurv.errors import ConfigError, DataError, FeatureError, WeightsError
-from modalsurv.utils import require
+from modalsurv.utils import hidden_below, require
 
 RANDOM_INIT = "random-init"
 RANDOM_INIT_SEED = 0
@@ -59,11 +59,7 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     had two checksums and a model was refused its own encoder."""
     path = Path(path)
     h = hashlib.sha256()
-
-    def hidden(p: Path) -> bool:
-        return any(part.startswith(".") for part in p.relative_to(path).parts)
-
-    files = (sorted(p for p in path.rglob("*") if p.is_file() and not hidden(p))
+    files = (sorted(p for p in path.rglob("*") if p.is_file() and not hidden_below(path, p))
              if path.is_dir() else [path])  # fmt: skip
     for f in files:
         if path.is_dir():

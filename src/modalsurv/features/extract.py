@@ -168,9 +168,9 @@ def _opt(p: Any) -> Path | None:
 
 
 def _chimera_patients(root: Path, task: int, problems: list[Problem]) -> list[PatientFiles]:
-    from modalsurv.io.chimera import LAYOUTS, discover_raw
+    from modalsurv.io.chimera import LAYOUTS, discover
 
-    paths = discover_raw(root, LAYOUTS[task], problems)  # extraction makes the slides' features
+    paths = discover(root, LAYOUTS[task], problems, raw=True)  # extraction embeds the slides
     out = []
     for pid, row in paths.iterrows():
         pf = PatientFiles(str(pid), [Path(s) for s in row["slides"]],

@@ -29,7 +29,6 @@ import numpy as np
 from modalsurv.errors import DataError, DataWarning
 
 Sampling = Literal["uniform", "random"]
-SLIDE_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".scn", ".bif")
 MPP_TOLERANCE = 0.1  # a level within 10 % of the target resolution is read as is
 # coarser than this (µm per pixel) is no scanner's level 0: a resolution tag left at the
 # TIFF writer's 72-dpi default reads as 352.8 µm/px and would give one-pixel tiles

@@ -44,6 +44,7 @@ from modalsurv.io.fingerprint import (
     slide_sources,
     sources_fingerprint,
 )
+from modalsurv.io.layouts import SLIDE_SUFFIXES
 from modalsurv.io.rnaseq import read_rna_json, shared_genes, to_features
 from modalsurv.io.store import FeatureStore, read_extraction_record
 from modalsurv.io.store_read import stored_modalities
@@ -215,16 +216,6 @@ def clinical_files(root: Path, layout: Layout, hidden: set[Path] | None = None
             if not _lower_ext(p.name).endswith("_RNA.json") and not _hidden(root, p, seen)]  # fmt: skip
 
 
-def discover_raw(root: str | Path, layout: Layout, problems: list[Problem]) -> pd.DataFrame:
-    """:func:`discover` for a reader that embeds the raw slides itself (``extract``, the
-    challenge): a slide without organiser tile features is no problem there, so that
-    warning is left out."""
-    found: list[Problem] = []
-    paths = discover(root, layout, found)
-    problems.extend(p for p in found if not p.reason.startswith(NO_FEATURE_FILE))
-    return paths
-
-
 def no_patient_found(root: str | Path, layout: Layout) -> str:
     """"no patient found" with the clinical file pattern ``layout`` looks for and, when
     sub-folders of ``root`` hold its cases (``root`` one level too high, e.g. a folder of
@@ -259,10 +250,6 @@ def _cases_of(root: Path, pattern: str, hidden: set[Path]) -> set[str]:
     return found
 
 
-# slide files by extension (features.wsi.SLIDE_SUFFIXES; not imported: io stays light)
-_SLIDE_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".scn", ".bif")
-
-
 def _unread_images(root: Path, layout: Layout, case: str, slides: Sequence[Path],
                    masks: Sequence[str | None], problems: list[Problem]) -> None:  # fmt: skip
     """A warning for each slide-like file in a case's slide folder that is read neither as
@@ -275,7 +262,7 @@ def _unread_images(root: Path, layout: Layout, case: str, slides: Sequence[Path]
     used = {str(p) for p in slides} | {m for m in masks if m is not None}
     name = layout.slides.rsplit("/", 1)[-1].replace("{case}", case)
     for f in sorted(folder.iterdir()):
-        if (f.suffix.lower() in _SLIDE_SUFFIXES and str(f) not in used
+        if (f.suffix.lower() in SLIDE_SUFFIXES and str(f) not in used
                 and not f.name.startswith(".") and f.is_file()):  # fmt: skip
             problems.append(Problem("warning", f"slide-like file in the case's folder not read:"
                                     f" not named {name} (a slide) nor its slide's mask"
@@ -283,9 +270,12 @@ def _unread_images(root: Path, layout: Layout, case: str, slides: Sequence[Path]
                                     "wsi"))  # fmt: skip
 
 
-def discover(root: str | Path, layout: Layout, problems: list[Problem]) -> pd.DataFrame:
+def discover(root: str | Path, layout: Layout, problems: list[Problem], *, raw: bool = False
+             ) -> pd.DataFrame:  # fmt: skip
     """Find every case's files. Cases come from clinical files *and* slide folders, RNA
-    files and MRI files, so a case with data but no clinical file is reported, not lost."""
+    files and MRI files, so a case with data but no clinical file is reported, not lost.
+    ``raw``: the reader embeds the raw slides itself (``extract``, the challenge), so a
+    slide without organiser tile features is no problem and not warned about."""
     root = Path(root)
     if not root.is_dir():
         what = "is a file, not a folder" if root.exists() else "does not exist"
@@ -359,7 +349,7 @@ def discover(root: str | Path, layout: Layout, problems: list[Problem]) -> pd.Da
                 coords.append(None if c is None else str(c))
         _unread_images(root, layout, case, slides, masks, problems)
         for s, f in zip(slides, feats):
-            if s != Path("") and f is None:
+            if s != Path("") and f is None and not raw:
                 problems.append(Problem("warning", f"{NO_FEATURE_FILE} (extract"
                                         " features first); slide not in the wsi bag", str(s),
                                         case, "wsi"))  # fmt: skip

@@ -12,6 +12,8 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from modalsurv.utils import hidden_below
+
 NO_FILE = "-"
 
 
@@ -26,8 +28,7 @@ def file_fingerprint(path: Path | None, chunk: int = 1 << 20) -> str:
         # turned the store's MRI features into a mismatch (clean folders: unchanged)
         sizes = {f.relative_to(path): f.stat().st_size
                  for f in sorted(path.rglob("*"))
-                 if f.is_file() and not any(part.startswith(".")
-                                            for part in f.relative_to(path).parts)}  # fmt: skip
+                 if f.is_file() and not hidden_below(path, f)}  # fmt: skip
         listing = "\n".join(f"{name}:{size}" for name, size in sizes.items())
         digest = hashlib.sha256(listing.encode()).hexdigest()[:16]
         return f"{path.name}/:{sum(sizes.values())}:{digest}"

@@ -7,6 +7,9 @@ from modalsurv.errors import ConfigError
 
 CHIMERA_LAYOUTS: dict[str, int] = {"chimera-task1": 1, "chimera-task3": 3}  # name → task
 FILE_LAYOUTS: tuple[str, ...] = (*CHIMERA_LAYOUTS, "manifest")  # what scan and extract read
+#: whole-slide image files by extension (what a CHIMERA case folder's unread slides are
+#: recognised by)
+SLIDE_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".scn", ".bif")
 
 
 def check_layout(name: str) -> str:
