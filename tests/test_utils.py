@@ -16,6 +16,43 @@ def test_atomic_write_replaces_only_on_success(tmp_path):
     assert [p.name for p in target.parent.iterdir()] == ["f.txt"]
 
 
+def test_atomic_write_behaves_as_open_for_links_and_modes(tmp_path):
+    """A rewritten file keeps its permissions and a symlink stays a link, written through,
+    as with a plain ``open(path, "w")`` (the rename replaced the link and reset the mode)."""
+    import os
+
+    target = tmp_path / "data" / "predictions.csv"
+    atomic_write_text(target, "old")
+    os.chmod(target, 0o640)
+    link = tmp_path / "latest.csv"
+    link.symlink_to(target)
+    atomic_write_text(link, "new")
+    assert link.is_symlink() and target.read_text() == "new"
+    assert target.stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in target.parent.iterdir()) == ["predictions.csv"]
+
+
+def test_atomic_write_flushes_the_data_before_the_rename(tmp_path, monkeypatch):
+    """Without an fsync before the rename, a power cut can leave the name on an empty file."""
+    import os
+
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append("fsync")
+        return real_fsync(fd)
+
+    def replace(a, b):
+        events.append("replace")
+        return real_replace(a, b)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    atomic_write_text(tmp_path / "f.txt", "x")
+    assert events[:2] == ["fsync", "replace"]
+
+
 def test_set_seed_controls_numpy_and_torch():
     g1 = set_seed(3)
     a = (g1.normal(), np.random.rand(), torch.rand(1).item())  # noqa: NPY002

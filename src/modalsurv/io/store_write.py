@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
 import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -33,7 +32,7 @@ from modalsurv.io.store_format import (
     _settings_text,
 )
 from modalsurv.resume import remove_stale_temporaries
-from modalsurv.utils import atomic_path
+from modalsurv.utils import atomic_path, fsync_path
 
 
 def _contiguous() -> h5py.h5p.PropDCID:
@@ -45,15 +44,6 @@ def _contiguous() -> h5py.h5p.PropDCID:
     dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
     dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
     return dcpl
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file (or, for a directory, its entries) to disk before/after a rename."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class _Batch:
@@ -169,8 +159,8 @@ class StoreWriter(StoreFiles):
                     elif f.attrs.get("format") is not None and _attr(f.attrs["format"]) != FORMAT:
                         raise FeatureError("not a modalsurv feature store file", path=path)
                     yield f
-                _fsync(tmp)
-            _fsync(self.root)
+                fsync_path(tmp)
+            fsync_path(self.root)
 
     # ------------------------------------------------------------------ packing
     def pack(self, modality: str) -> None:
@@ -193,8 +183,8 @@ class StoreWriter(StoreFiles):
                 with atomic_path(path) as tmp:
                     with h5py.File(tmp, "w") as dst:
                         self._write_packed(src, dst, path)
-                    _fsync(tmp)
-            _fsync(self.root)
+                    fsync_path(tmp)
+            fsync_path(self.root)
 
     @staticmethod
     def _is_packed(f: h5py.File) -> bool:
