@@ -535,3 +535,54 @@ def test_fusion_against_clinical_only_pairs_only_folds_that_hold_the_same_patien
     unknown = folds.assign(split=np.where(folds.modalities == "clinical", "seed 0 repeat 0",
                                           folds.split))  # fmt: skip
     assert G.fusion_vs_clinical(unknown, ["modalities"]).iloc[0]["n_pairs"] == 3
+
+
+def test_p_values_print_as_the_run_report_prints_them(grid_dir, tmp_path):
+    """The grid's tables printed p as a raw float under the page's 3 decimals ("0.000",
+    as if a test gave p = 0) where the run report prints "< 0.01" (tables.format_p)."""
+    import html
+    import shutil
+
+    from modalsurv.report.html import render_report
+    from modalsurv.report.tables import format_p
+
+    comp = pd.DataFrame({"line": ["clinical+wsi"], "reference": ["ModalSurv on clinical"],
+                         "data_fraction": [0.5], "x": [20.0], "mean": [0.05], "low": [0.02],
+                         "high": [0.08], "p_value": [1e-5], "n_pairs": [4], "beats": [True],
+                         "worse": [False]})  # fmt: skip
+    ((_, table),) = G._clinical_sections(comp)
+    assert table["p_value"].tolist() == ["< 0.01"]
+    row = render_report("t", [("x", table)]).split("clinical+wsi", 1)[1].split("</tr>", 1)[0]
+    assert "0.000" not in row
+    copy = shutil.copytree(grid_dir, tmp_path / "p", ignore=shutil.ignore_patterns("report*"))
+    paired = pd.read_csv(copy / "paired.csv")
+    paired.assign(p_value=[1e-5, 0.234, np.nan][: len(paired)] + [0.5] * (len(paired) - 3)
+                  ).to_csv(copy / "paired.csv", index=False)  # fmt: skip
+    text = G.build_grid_report(copy).read_text("utf-8")
+    table = text.split("Every setting minus the reference", 1)[1].split("</table>", 1)[0]
+    cells = [html.unescape(c) for c in re.findall(r"<td>([^<]*)</td>", table)]
+    for p in (1e-5, 0.234):
+        assert format_p(p) in cells
+    assert "0.000" not in cells and "0.234" not in cells
+
+
+def test_a_candidate_missing_from_a_folds_stack_counts_as_weight_0(tmp_path):
+    """A peer that failed in a fold has no weight in that fold's stack: it weighed 0
+    there (the run report's mean counts the 0), but the grid's means skipped the fold and
+    doubled the peer's mean weight."""
+    d = tmp_path / "trials" / "t"
+    d.mkdir(parents=True)
+    stack = [{"repeat": 0, "fold": 0, "fallback": None,
+              "weights": {"modalsurv": 0.6, "modalsurv_clinical": 0.2, "coxnet": 0.2}},
+             {"repeat": 0, "fold": 1, "fallback": None,  # coxnet failed here
+              "weights": {"modalsurv": 0.6, "modalsurv_clinical": 0.4}}]  # fmt: skip
+    folds = [{"model": "modalsurv", "repeat": 0, "fold": f, "n_train": 50} for f in (0, 1)]
+    summary = {"trial": "t", "settings": {"modalities": ["clinical", "rna"],
+                                          "encoder": "default", "fusion": "concat",
+                                          "data_fraction": 1.0, "seed": 0},
+               "cv": {"stack": stack, "folds": folds}}  # fmt: skip
+    (d / "summary.json").write_text(json.dumps(summary))
+    ((_, chart),) = G._stack_weight_sections(tmp_path)
+    assert "coxnet 0.10" in chart.caption and "modalsurv_clinical 0.30" in chart.caption
+    assert chart.data.groupby("fold")["weight"].sum().tolist() == pytest.approx([1.0, 1.0])
+    assert len(chart.data) == 6

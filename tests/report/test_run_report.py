@@ -14,6 +14,7 @@ import pytest
 
 from modalsurv.config import load_config
 from modalsurv.data.sources import load_data
+from modalsurv.errors import ConfigError
 from modalsurv.report import analysis as A
 from modalsurv.report.run_files import RunFolder, is_run_folder
 from modalsurv.report.run_report import build_run_report, diagnostics_of
@@ -386,3 +387,31 @@ def test_models_of_fewer_folds_than_the_predictions_are_a_named_error(run_dir, t
     with pytest.raises(FeatureError, match=r"fold 7.*fold models.*not this run's") as err:
         rf.out_of_fold_survival([1.0, 2.0])
     assert "repeat_0" in str(err.value)
+
+
+def test_calibration_times_come_from_the_patients_scored(run_dir, tmp_path):
+    """The default calibration times were the quartiles of every patient's event times,
+    though the calibration scores only those with a finite out-of-fold risk: with the
+    early events left unscored, the times sat where the scored patients have few events
+    (and an asked time past their follow-up passed the check, then vanished)."""
+    copy = Path(shutil.copytree(run_dir, tmp_path / "early", ignore=shutil.ignore_patterns(
+        "checkpoints", "report*")))  # fmt: skip
+    pred = pd.read_csv(copy / "predictions.csv", dtype={"patient": str})
+    first = pred[pred["repeat"] == 0]
+    early = first[first["event"].astype(bool)].sort_values("time", kind="stable").index[:8]
+    longest = first.index[first["time"] == first["time"].max()]  # censored at the end
+    lost = [c for c in pred.columns if c.startswith("pmf_")] + ["risk"]
+    pred.loc[[*early, *longest], lost] = np.nan
+    pred.to_csv(copy / "predictions.csv", index=False)
+    rf = RunFolder.load(copy)
+    time, event = rf.first["time"].to_numpy(float), rf.first["event"].to_numpy(bool)
+    keep = np.isfinite(rf.first["risk"].to_numpy(float))
+    want = A.reference_times(time[keep], event[keep])
+    assert want != A.reference_times(time, event)  # the unscored patients move the times
+    build_run_report(copy)
+    calib = pd.read_csv(copy / "report_data" / "calibration.csv")
+    assert sorted(calib["t"].unique()) == pytest.approx(sorted(want))
+    past = (float(time[keep].max()) + float(time.max())) / 2
+    assert time[keep].max() < past < time.max()  # inside everyone's follow-up, not the scored
+    with pytest.raises(ConfigError, match="patients scored"):
+        build_run_report(copy, tmp_path / "p.html", times=[past])

@@ -36,7 +36,7 @@ from modalsurv.experiments.runners import SETTINGS as TRIAL_SETTINGS
 from modalsurv.experiments.runners import stack_weight_curve
 from modalsurv.report import plots as P
 from modalsurv.report.html import Chart, Note, render_report
-from modalsurv.report.tables import FLAG_TEXT, format_difference
+from modalsurv.report.tables import FLAG_TEXT, format_difference, format_p
 from modalsurv.train.compare import corrected_resampled_ttest, fold_overlap_ratio, fold_ratio
 from modalsurv.train.cv import MAIN, PLAIN
 from modalsurv.train.diagnostics import CLINICAL_REFERENCES, bundle, table_checks
@@ -80,6 +80,7 @@ def _stack_weight_sections(out: Path) -> list[Section]:
     shown = ", ".join(sorted(set(weights["modalities"].dropna().astype(str)))) \
         if "modalities" in weights else ""
     fold_keys = ["trial", "repeat", "fold"]
+    weights = _absent_as_zero(weights, fold_keys)
     folds = weights.drop_duplicates(fold_keys)
     n_fallback = int(folds["fallback"].sum())
     learned = weights[~weights["fallback"]]
@@ -96,6 +97,17 @@ def _stack_weight_sections(out: Path) -> list[Section]:
                + (f"; {fell_back}" if n_fallback else ""))  # fmt: skip
     return [(title, Chart(P.stack_weights_by_size(learned), weights, "stack-weights-by-size",
                           caption))]
+
+
+def _absent_as_zero(weights: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """``weights`` with a row per fold (``keys``) for every candidate: one missing from a
+    fold's stack (a peer that failed there) had weight 0 in it, as the run report's mean
+    counts it; left out, the means over folds overstated it (each fold sums to 1)."""
+    names = pd.DataFrame({"candidate": list(dict.fromkeys(weights["candidate"]))})
+    folds = weights.drop_duplicates(keys).drop(columns=["candidate", "weight"])
+    full = folds.merge(names, how="cross").merge(
+        weights[[*keys, "candidate", "weight"]], on=[*keys, "candidate"], how="left")
+    return full.assign(weight=full["weight"].fillna(0.0))[list(weights.columns)]
 
 
 # ---------------------------------------------------------------------- reading
@@ -486,7 +498,9 @@ def _clinical_sections(comp: pd.DataFrame) -> list[Section]:
                                            zip(comp["mean"], comp["low"], comp["high"])],
                            # a count of patients: not 21.000 under the tables' 3 decimals
                            "training patients": ["–" if pd.isna(v) else f"{v:.0f}"
-                                                 for v in comp["x"]]})  # fmt: skip
+                                                 for v in comp["x"]],
+                           # the run report's rule: "< 0.01", not 0.000 (no test gives 0)
+                           "p_value": [format_p(v) for v in comp["p_value"]]})  # fmt: skip
     cols = ["line", "reference", "data_fraction", "training patients", "ΔC (95% CI)",
             "p_value", "n_pairs", "beats", "worse"]
     out.append(("Multimodal minus clinical-only, paired on folds (seeds pooled)", shown[cols]))
@@ -599,7 +613,8 @@ def _build_grid_report(out: str | Path, page: str | Path | None, title: str | No
         reference = reference_setting(results, paired) if len(paired) else None
     if len(paired):
         shown = paired.assign(**{"ΔC (95% CI)": [format_difference(a, b, c) for a, b, c in zip(
-            paired["mean_difference"], paired["ci_low"], paired["ci_high"])]})  # fmt: skip
+            paired["mean_difference"], paired["ci_low"], paired["ci_high"])],
+            "p_value": [format_p(v) for v in paired["p_value"]]})  # fmt: skip
         cols = [*SETTINGS, *(["reference"] if len(refs) > 1 else []), "ΔC (95% CI)",
                 "p_value", "n_pairs", "n_seeds"]  # fmt: skip
         heading = (f"Every setting minus the reference ({refs[0]}), paired on folds"

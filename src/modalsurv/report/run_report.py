@@ -142,8 +142,10 @@ def _curves(run: RunFolder, times: list[float] | None) -> list[Section]:
                             "Brier score", "IPCW Brier score (lower is better)"),
                 table, "brier_score", caption)))  # fmt: skip
         out += [("", Note(n)) for n in notes]
-    ref = list(times) if times else A.reference_times(time, event)
-    ref = [t for t in ref if 0 < t < time.max()]
+    # the times of the patients scored: the quartiles of everyone's event times moved
+    # with the follow-up of patients the calibration leaves out
+    ref = list(times) if times else A.reference_times(time[ok], event[ok])
+    ref = [t for t in ref if ok.any() and 0 < t < time[ok].max()]
     if ref:
         surv_t = run.out_of_fold_survival(ref)
         follow = np.column_stack([run.survival_at_own(np.minimum(time, t)) for t in ref])
@@ -289,11 +291,14 @@ def _build_run_report(run: str | Path, out: str | Path | None, title: str | None
     title = title or _saved_title(settings_path) or f"modalsurv run: {run_path.resolve().name}"
     times = list(dict.fromkeys(float(t) for t in times)) if times else None
     if times:  # asked for now: each must lie inside the follow-up, or nothing is built
-        follow = float(rf.first["time"].max())
+        # of the patients scored (a finite risk): a time past their follow-up was dropped
+        scored = rf.first[np.isfinite(rf.first["risk"].to_numpy(float))]
+        follow = float(scored["time"].max()) if len(scored) else 0.0
         outside = [t for t in times if not 0 < t < follow]
         if outside:
             raise ConfigError(f"--times {', '.join(f'{t:g}' for t in outside)}: calibration"
-                              f" times must lie inside the follow-up, 0 < t < {follow:g}")  # fmt: skip
+                              " times must lie inside the follow-up of the patients scored"
+                              f" (a finite out-of-fold risk), 0 < t < {follow:g}")  # fmt: skip
     page = Path(out) if out is not None else run_path / "report.html"
 
     diag = diagnostics_of(rf)
