@@ -100,6 +100,19 @@ def test_compare_models_names_what_is_wrong():
         compare_models(dup, "net", "cox")
 
 
+def test_tables_of_runs_with_other_splits_are_not_paired():
+    """Fold labels are only names: two runs' tables pasted together carry the same
+    (repeat, fold) labels on other patients, which the fold sizes and events betray."""
+    table = _table(np.array([0.7, 0.6, 0.65]), np.array([0.6, 0.6, 0.62]), folds=3)
+    table["n_test"], table["n_events_test"] = 40, 12
+    assert compare_models(table, "net", "cox").n_pairs == 3  # one run's table: paired
+    other = table.copy()
+    other.loc[(other.model == "cox") & (other.fold == 1), ["n_test", "n_events_test"]] = [41, 12]
+    with pytest.raises(ValueError, match="'net' and 'cox' were not tested on the same folds:"
+                       " repeat 0, fold 1 has n_test 40, n_events_test 12 for 'net'"):
+        compare_models(other, "net", "cox")
+
+
 def test_on_a_real_cross_validation_table(cohort):
     from modalsurv.config import RunConfig
     from modalsurv.train.cv import cross_validate

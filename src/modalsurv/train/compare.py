@@ -101,6 +101,7 @@ def compare_models(
 
     a, b = scores(model), scores(reference)
     shared = a.index.intersection(b.index)
+    _refuse_other_splits(metrics, model, reference, shared)
     diff = (a.loc[shared] - b.loc[shared]).to_numpy()
     if test_train_ratio is None:
         k = int(metrics.groupby("repeat")["fold"].nunique().max())
@@ -109,6 +110,27 @@ def compare_models(
     n_pairs = int(np.isfinite(diff).sum())
     return PairedComparison(model, reference, metric, *stats4, n_pairs, float(test_train_ratio),
                             level)  # fmt: skip
+
+
+def _refuse_other_splits(metrics: pd.DataFrame, model: str, reference: str,
+                         shared: pd.Index) -> None:  # fmt: skip
+    """Pairing by (repeat, fold) labels assumes both models were tested on the same
+    patients (true inside one run). Tables pasted from runs with other splits carry the
+    same labels on other folds: where the fold's size or event count says so, refuse."""
+    cols = [c for c in ("n_test", "n_events_test") if c in metrics.columns]
+    if not cols or shared.empty:
+        return
+    rows = {name: metrics[metrics["model"] == name].set_index(["repeat", "fold"]).loc[shared, cols]
+            for name in (model, reference)}  # fmt: skip
+    differ = (rows[model] != rows[reference]).any(axis=1)
+    if differ.any():
+        rep, fold = differ[differ].index[0]
+        seen = {name: ", ".join(f"{c} {r.loc[(rep, fold), c]}" for c in cols)
+                for name, r in rows.items()}  # fmt: skip
+        raise ValueError(f"models {model!r} and {reference!r} were not tested on the same"
+                         f" folds: repeat {rep}, fold {fold} has {seen[model]} for {model!r}"
+                         f" and {seen[reference]} for {reference!r} (tables of runs with"
+                         " other splits cannot be paired)")
 
 
 def fold_ratio(n_folds: int, train_fraction: float = 1.0) -> float:
