@@ -872,3 +872,72 @@ def test_a_weights_folder_that_is_missing_or_a_file_is_refused(tmp_path):
             res = runner.invoke(app, [*args, "--weights", str(weights)])
             assert res.exit_code == 2 and want in " ".join(res.output.split()), res.output
     assert not (tmp_path / "o").exists() and not (tmp_path / "x").exists()
+
+
+def test_ctrl_c_during_extract_says_what_the_store_keeps(tmp_path, monkeypatch):
+    """Ctrl-C in extract exited 130 with an empty line: now it names the patients the
+    store keeps and says the same command continues (as train does)."""
+    import numpy as np
+
+    import modalsurv.features.extract as fx
+    from modalsurv.io.store import FeatureStore
+
+    out = tmp_path / "store"
+
+    def two_then_ctrl_c(layout, root, out, **kw):
+        FeatureStore(out).write_many("slide", {"001": np.ones(4), "002": np.zeros(4)})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fx, "run_extract", two_then_ctrl_c)
+    res = runner.invoke(app, ["extract", str(tmp_path), "--out", str(out)])
+    assert res.exit_code == 130, res.output
+    said = " ".join(res.output.split())
+    assert "interrupted: 2 patient(s) stored kept in" in said and "same command again" in said
+
+    def ctrl_c(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fx, "run_extract", ctrl_c)
+    res = runner.invoke(app, ["extract", str(tmp_path), "--out", str(tmp_path / "new")])
+    assert res.exit_code == 130 and "no patient had been written" in res.output, res.output
+
+
+def test_ctrl_c_during_experiment_says_what_the_grid_keeps(tmp_path, monkeypatch):
+    """Ctrl-C in experiment exited 130 with an empty line: now it names the finished
+    trials (and folds) kept and how to go on; --no-resume would start afresh."""
+    import modalsurv.experiments.runners as rn
+
+    out = tmp_path / "grid"
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({"name": "t", "base": {"data": {"source": "synthetic"}}}))
+
+    def one_trial_then_ctrl_c(grid, cohort=None, out=None, **kw):
+        for marker in ("trials/a/summary.json", "trials/b/checkpoints/repeat_0/fold_0/done.json"):
+            (out / marker).parent.mkdir(parents=True, exist_ok=True)
+            (out / marker).write_text("{}")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rn, "run_grid", one_trial_then_ctrl_c)
+    res = runner.invoke(app, ["experiment", str(grid), "--out", str(out), "--no-resume"])
+    assert res.exit_code == 130, res.output
+    said = " ".join(res.output.split())
+    assert "1 finished trial(s) and 1 finished fold(s) of unfinished trials kept in" in said
+    assert "same command again" in said and "without --no-resume" in said
+
+
+def test_challenge_without_output_needs_the_containers_folder(tmp_path, monkeypatch):
+    """Without --output the answer went to /output on any machine: made there (as root)
+    or a bare permission error. Where that folder does not exist, a usage error names
+    --output (before the model is read); where it exists (the container), it is used."""
+    from modalsurv import cli
+
+    absent = tmp_path / "output"
+    monkeypatch.setattr(cli, "CHALLENGE_OUTPUT", absent, raising=False)
+    args = ["challenge", "task1", "--model", str(tmp_path / "nope"), "--input", str(tmp_path)]
+    res = runner.invoke(app, args)
+    said = " ".join(res.output.split())
+    assert res.exit_code == 2 and "--output not given" in said, res.output
+    assert str(absent) in "".join(res.output.split()) and not absent.exists()
+    absent.mkdir()  # as in the container: taken, and the run goes on to read the model
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and "not a finished modalsurv run folder" in res.output, res.output

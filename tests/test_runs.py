@@ -162,3 +162,28 @@ def test_predict_flags_patients_of_the_training_cohort(run, tmp_path):
     with warnings.catch_warnings():
         warnings.filterwarnings("error", "predict: .* training cohort", DataWarning)
         predict_run(run, new, tmp_path / "q.csv")
+
+
+def test_a_finished_run_resumed_with_only_another_train_threads_goes_on(run, tmp_path):
+    """A resume with another train.threads warns (the order floats are summed in), but
+    the same command on a *finished* run was refused by the config.yaml comparison, with
+    its fold checkpoints or without; any other change is still refused."""
+    from modalsurv.config import load_config
+    from modalsurv.errors import ConfigError, DataWarning
+
+    def with_train(**update):
+        cfg = load_config(run / "config.yaml")
+        return cfg.model_copy(update={"train": cfg.train.model_copy(update=update)})
+
+    cohort, _ = make_cohort(**TINY, n=60, seed=0)
+    before = pd.read_csv(run / "predictions.csv")
+    folder = shutil.copytree(run, tmp_path / "run")
+    with pytest.warns(DataWarning, match=r"finished folds trained with train.threads 'auto'"):
+        train_run(with_train(threads=1), folder, resume=True, cohort=cohort)
+    pd.testing.assert_frame_equal(pd.read_csv(folder / "predictions.csv"), before)
+    assert load_config(folder / "config.yaml").train.threads == 1
+    shutil.rmtree(folder / "checkpoints")  # removed to save space: every fold trains again
+    with pytest.raises(ConfigError, match=r"another config .*train\.epochs: 2 there, 3 here"):
+        train_run(with_train(threads=1, epochs=3), folder, resume=True, cohort=cohort)
+    with pytest.warns(DataWarning, match=r"finished run trained with another train.threads"):
+        train_run(with_train(threads=2), folder, resume=True, cohort=cohort)

@@ -661,6 +661,8 @@ def experiment(
                                progress=RichProgress(p))
     except (DataError, ConfigError) as err:
         _fail(err)
+    except KeyboardInterrupt:
+        _experiment_interrupted(out, resume)
     cols = [c for c in ["label", "model", "status", "harrell_c_mean", "harrell_c_std", "ibs_mean"]
             if c in results.columns]
     _print_table(results[cols], f"grid {escape(g.name)}: C-index per trial")
@@ -692,6 +694,23 @@ def experiment(
     _print_table(shown[cols], f"Harrell C minus the reference ({what}), paired on folds")
     console.print(f"paired comparisons: [bold]{escape(str(out / 'paired.csv'))}[/]")
     _grid_report(out)
+
+
+def _experiment_interrupted(out: Path, resume: bool) -> None:
+    """Ctrl-C during `experiment`: say what the grid folder keeps (finished trials, the
+    finished folds of an interrupted trial) and how to go on (exit 130), as `train` does."""
+    trials = len(list(out.glob("trials/*/summary.json")))
+    folds = len(list(out.glob("trials/*/checkpoints/repeat_*/fold_*/done.json")))
+    where = escape(str(out))
+    if not trials and not folds:
+        said = f"no trial or fold had finished, nothing kept in {where}; run the same command again"
+    else:
+        kept = f"{trials} finished trial(s)" + (f" and {folds} finished fold(s) of unfinished"
+                                                 " trials" if folds else "")  # fmt: skip
+        said = (f"{kept} kept in {where}; run the same command again to continue from them"
+                + ("" if resume else " (without --no-resume, which starts the folder afresh)"))
+    err_console.print("[bold red]interrupted:[/] " + said)
+    raise typer.Exit(code=130)
 
 
 def _grid_report(out: Path) -> None:
@@ -953,6 +972,8 @@ def extract(
             report = run_extract(layout, root, out, progress=RichProgress(p), **kwargs)
     except (DataError, ConfigError) as err:
         _fail(err)
+    except KeyboardInterrupt:
+        _extract_interrupted(out)
     partial = report.unusable_inputs
     console.print(f"store: [bold]{escape(str(out))}[/]  done {len(report.done)}, skipped "
                   f"{len(report.skipped)}, no images {len(report.no_images)}, failed"
@@ -970,6 +991,28 @@ def extract(
         raise typer.Exit(code=1)
 
 
+def _extract_interrupted(out: Path) -> None:
+    """Ctrl-C during `extract`: say how many patients the store keeps and how to go on
+    (exit 130), as `train` does. Patients are written in batches: those encoded since the
+    last write are lost, and a rerun skips every complete patient."""
+    where = escape(str(out))
+    try:
+        from modalsurv.io.store import FeatureStore
+
+        store = FeatureStore(out)
+        n: int | None = len({p for m in store.modalities() for p in store.patients(m)})
+    except Exception:  # an unreadable store: said without a count
+        n = None
+    if n == 0:
+        said = f"no patient had been written to {where}; run the same command again"
+    else:
+        kept = "the patients written so far" if n is None else f"{n} patient(s) stored"
+        said = (f"{kept} kept in {where} (any encoded since its last write are redone); run"
+                " the same command again to continue: complete patients are skipped")
+    err_console.print("[bold red]interrupted:[/] " + said)
+    raise typer.Exit(code=130)
+
+
 def _check_weight_folders(weights: list[Path]) -> None:
     """Each ``--weights`` must be a folder: weights are looked up there by file name, so a
     mistyped folder or the checkpoint file itself was skipped without a word (and the
@@ -982,6 +1025,8 @@ def _check_weight_folders(weights: list[Path]) -> None:
             raise ConfigError(f"--weights {folder}: no such folder")
 
 
+#: where `challenge` writes one case's answer without --output: the container's folder
+CHALLENGE_OUTPUT = Path("/output")
 _MODEL_HINT = ("check --model: a finished run folder (modalsurv train) or the folder"
                " `modalsurv export-model` wrote, for this task (and --weights for its"
                " encoders); nothing was written")
@@ -996,7 +1041,9 @@ def challenge(
                                " export-model` wrote"),
     input: Path = typer.Option(Path("/input"), "--input", help="one case in the grand-challenge"
                                " layout (sockets under images/, JSON files, inputs.json)"),
-    output: Path = typer.Option(Path("/output"), help="where the answer JSON is written"),
+    output: Path | None = typer.Option(None, help="the folder the answer JSON is written to"
+                                       " (default: /output, the challenge container's; it"
+                                       " must exist then)"),
     weights: list[Path] = typer.Option([], metavar="DIR", help="folder(s) holding the encoder"
                                        " weights named in the model's extraction record"
                                        " (default: RUN/weights; repeatable)"),
@@ -1033,6 +1080,12 @@ def challenge(
             if out.is_file():  # e.g. RUN/predictions.csv, the run's out-of-fold predictions
                 _not_inside(out, model, "the --model folder")
             _not_inside(out, batch, "the --batch folder")  # a CSV among the cases
+        if output is None:  # the container's folder: made by the platform, never here
+            output = CHALLENGE_OUTPUT
+            if batch is None and not output.is_dir():
+                raise ConfigError(f"--output not given, and {output} (where the challenge"
+                                  " container writes its answer) does not exist here: give"
+                                  " --output FOLDER for the answer JSON")  # fmt: skip
         if batch is None and output.exists() and not output.is_dir():
             raise ConfigError(f"--output {output} is a file; give the folder the answer JSON"
                               " goes to")  # fmt: skip

@@ -107,9 +107,18 @@ def train_run(
             check_same_cohort(checkpoints, record)
             saved = out / "config.yaml"
             if finished and saved.is_file() and _saved_config(saved) != dump_config(config):
-                raise ConfigError(f"run folder {out} holds a finished run with another config"
-                                  f" ({saved}{_config_differences(saved, config)}); resume"
-                                  " with that config or use a new --out")  # fmt: skip
+                # train.threads changes only the order floats are summed in: warned about
+                # (by check_resume, fold by fold), never refused, as a resume does
+                if _saved_config(saved, config.train.threads) != dump_config(config):
+                    raise ConfigError(f"run folder {out} holds a finished run with another"
+                                      f" config ({saved}{_config_differences(saved, config)});"
+                                      " resume with that config or use a new --out")  # fmt: skip
+                if not has_folds:  # every fold trained again: check_resume said nothing
+                    warnings.warn(f"run folder {out}: its finished run trained with another"
+                                  f" train.threads than this run's {config.train.threads!r};"
+                                  " without fold checkpoints every fold is trained again and"
+                                  " the numbers may differ from the finished run's in their"
+                                  " last digits", DataWarning, stacklevel=2)  # fmt: skip
         # only the temporaries of what train writes: ``out`` may be a folder of the user's
         # (or hold another process's live output) below its top level
         remove_stale_temporaries(out, recursive=False)
@@ -165,13 +174,17 @@ def check_same_cohort(checkpoints: Path, record: dict[str, str]) -> None:
                           " for the new data")  # fmt: skip
 
 
-def _saved_config(path: Path) -> str:
+def _saved_config(path: Path, threads: int | str | None = None) -> str:
     """A run folder's config.yaml as train_run would write it now (an older run recorded
-    a relative data.path as given)."""
+    a relative data.path as given); ``threads``: with this ``train.threads`` instead."""
     try:
-        return dump_config(absolute_data_paths(load_config(path)))
+        config = absolute_data_paths(load_config(path))
     except (ConfigError, OSError):
         return path.read_text("utf-8")  # compared as written: any difference refuses
+    if threads is not None:
+        config = config.model_copy(update={"train": config.train.model_copy(
+            update={"threads": threads})})  # fmt: skip
+    return dump_config(config)
 
 
 def _config_differences(saved: Path, config: RunConfig) -> str:

@@ -240,3 +240,35 @@ def test_an_axis_value_the_trial_config_refuses_is_a_config_error_naming_the_tri
                                 "data_fraction": None, **over}), source="g.yaml")  # fmt: skip
     with pytest.raises(ConfigError, match=rf"invalid experiment grid 't' trial .*{needle}"):
         g.expand()
+
+
+def test_a_grid_resumed_with_another_train_threads_skips_its_finished_trials(tmp_path):
+    """train.threads changes only the order floats are summed in (a resumed `train` warns
+    and goes on), but it changed every trial's id: the resumed grid ran every trial again
+    from nothing. Another real change still makes other trials."""
+    from modalsurv.data.synthetic import make_cohort
+    from modalsurv.experiments.runners import run_grid
+
+    def grid(**train):
+        return parse_grid({"name": "t", "base": {
+            "model": {"latent_dim": 8, "hidden_dim": 8, "n_bins": 5, "stack": "none",
+                      "modalities": ["clinical"]},
+            "train": {"epochs": 1, "batch_size": 16, "device": "cpu", **train},
+            "cv": {"folds": 2}, "baselines": []}})  # fmt: skip
+
+    assert grid(threads=2).expand()[0].id == grid(threads=1).expand()[0].id
+    import hashlib
+    import json
+
+    plain = json.dumps(grid().expand()[0].config.model_dump(mode="json"), sort_keys=True,
+                       separators=(",", ":"))  # fmt: skip
+    assert grid().expand()[0].id == hashlib.sha256(plain.encode()).hexdigest()[:12]  # kept
+    assert grid(threads=2, epochs=2).expand()[0].id != grid(threads=2).expand()[0].id
+    cohort, _ = make_cohort(n=40, seed=0, max_tiles=4, tile_dim=8, slide_dim=8, mri_dim=8,
+                            n_genes=20)  # fmt: skip
+    first = run_grid(grid(threads=2), cohort, tmp_path)
+    seen = []
+    again = run_grid(grid(threads=1), cohort, tmp_path, progress=lambda e, **i: seen.append(e))
+    assert "trial_skipped" in seen and "trial_end" not in seen
+    assert [p.name for p in (tmp_path / "trials").iterdir()] == list(first["trial"])
+    assert list(again["trial"]) == list(first["trial"])

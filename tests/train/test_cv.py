@@ -511,3 +511,23 @@ def test_a_resume_with_another_train_threads_warns_like_another_omp_num_threads(
     with pytest.raises(ValueError, match="different run"):
         cross_validate(cohort, make_config(train__epochs=2, train__threads=1), folds=2,
                        resume_dir=tmp_path)  # fmt: skip
+
+
+def test_a_resume_warns_by_each_finished_folds_own_train_threads(tmp_path, cohort, make_config):
+    """Only the first run's train.threads was recorded (the run description): after a
+    resume with another count had trained a fold, a resume with the first count said
+    nothing, though a finished fold was trained with the other."""
+    from modalsurv.errors import DataWarning
+
+    def run(threads):
+        return cross_validate(cohort, make_config(train__epochs=1, train__threads=threads),
+                              folds=2, resume_dir=tmp_path)  # fmt: skip
+
+    first = run(2)
+    (tmp_path / "repeat_0" / "fold_1" / "done.json").unlink()  # interrupted before fold 1
+    with pytest.warns(DataWarning, match=r"1 of the 1 finished folds trained with train.threads 2"):
+        run(1)  # fold 1 trained with 1 thread
+    with pytest.warns(DataWarning, match=r"1 of the 2 finished folds .*threads 1, this run"
+                                         r" has 2.*mix counts"):  # fmt: skip
+        again = run(2)
+    pd.testing.assert_frame_equal(again.folds, first.folds)

@@ -40,7 +40,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from modalsurv.config import RunConfig, check_data_params, format_validation_error
+from modalsurv.config import (
+    RunConfig,
+    TrainConfig,
+    check_data_params,
+    format_validation_error,
+)
 from modalsurv.errors import ConfigError
 from modalsurv.utils import read_yaml_mapping
 
@@ -292,8 +297,16 @@ class Trial:
 
 
 def trial_id(config: RunConfig) -> str:
-    """12 hex digits of the SHA-256 of the resolved config (key order does not matter)."""
-    text = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    """12 hex digits of the SHA-256 of the resolved config (key order does not matter).
+
+    ``train.threads`` is hashed as its default, whatever it is: it changes only the order
+    floats are summed in, so a grid resumed with another count is the same grid (its
+    finished trials skipped, an interrupted trial's folds resumed with a warning, as
+    ``train --resume`` does); it gave every trial another id, and the grid ran again from
+    nothing. Ids of grids with the default count are unchanged."""
+    data = config.model_dump(mode="json")
+    data["train"]["threads"] = TrainConfig.model_fields["threads"].default
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

@@ -551,6 +551,7 @@ class FoldOutcome:
     baseline_predictions: pd.DataFrame
     node: str | None = None
     torch_threads: int | None = None  # the process's intra-op threads where it trained
+    train_threads: int | str | None = None  # the config's train.threads it trained with
 
 
 def run_fold(cohort: Cohort, config: RunConfig, baselines: list[str], job: FoldJob,
@@ -561,7 +562,8 @@ def run_fold(cohort: Cohort, config: RunConfig, baselines: list[str], job: FoldJ
 
     return FoldOutcome(*_run_fold(cohort, job.train_idx, job.test_idx, config, baselines,
                                   job.repeat, job.fold, job.seed, progress, job.reference_idx),
-                       torch_threads=torch.get_num_threads())  # fmt: skip
+                       torch_threads=torch.get_num_threads(),
+                       train_threads=config.train.threads)  # fmt: skip
 
 
 FoldDone = Callable[[FoldJob, FoldOutcome], None]
@@ -612,6 +614,8 @@ def _save_fold(d: Path, out: FoldOutcome) -> None:
     atomic_write_csv(d / "baseline_predictions.csv", bpreds)
     atomic_write_csv(d / "metrics.csv", rows)
     marker = {"complete": True, "torch_threads": out.torch_threads}
+    if out.train_threads is not None:  # per fold: a run resumed with other counts mixes them
+        marker["train_threads"] = out.train_threads
     search = getattr(model, "search_", None)  # how the fold's inner search went
     _units(d.parent.parent).finish(d, marker | ({"search": search} if search else {}))
 
@@ -656,7 +660,8 @@ def _load_fold(d: Path) -> FoldOutcome:
     marker = _units(d.parent.parent).read_marker(d)
     if marker.get("search"):  # a resumed fold reports its search as it went, not as failed
         model.search_ = marker["search"]
-    return FoldOutcome(model, preds, rows, bpreds, torch_threads=marker.get("torch_threads"))
+    return FoldOutcome(model, preds, rows, bpreds, torch_threads=marker.get("torch_threads"),
+                       train_threads=marker.get("train_threads"))  # fmt: skip
 
 
 def warn_other_threads(done: dict[tuple[int, int], FoldOutcome]) -> None:
@@ -700,13 +705,9 @@ def check_resume(root: Path, folds: pd.DataFrame, config: RunConfig, baselines: 
 
     units.check_spec(_spec(config, baselines), "resume directory", RESUME_HINT,
                      normalise=normalise)  # fmt: skip
-    if theirs and theirs[0] != config.train.threads:
-        warnings.warn(f"resume: the finished folds trained with train.threads {theirs[0]!r},"
-                      f" this run has {config.train.threads!r}: numbers may differ from an"
-                      " uninterrupted run in their last digits; for identical ones resume"
-                      f" with --set train.threads={theirs[0]}", DataWarning, stacklevel=2)  # fmt: skip
     if not units.any_finished():
         return
+    warn_other_train_threads(units, theirs[0] if theirs else None, config.train.threads)
     try:
         old_folds = pd.read_csv(root / "folds.csv", dtype={"patient": str, "group": str},
                                 keep_default_na=False)  # fmt: skip
@@ -716,6 +717,31 @@ def check_resume(root: Path, folds: pd.DataFrame, config: RunConfig, baselines: 
     if not old_folds.equals(folds.reset_index(drop=True)):
         raise ConfigError(f"resume directory {root} holds a different run (the fold assignment"
                           f" differs: the cohort changed?); {RESUME_HINT}")  # fmt: skip
+
+
+def warn_other_train_threads(units: UnitFolder, described: Any, now: int | str) -> None:
+    """Warn when finished folds trained with another ``train.threads`` than ``now``. Each
+    fold's own count (its marker; ``described``, the run's first count, for folds written
+    before markers kept it): the run description keeps only the first run's, so after a
+    resume with another count a later resume with the first one said nothing and one with
+    a third named only the first (whose hint then could not give identical numbers)."""
+    counts = []
+    for marker in units.markers():
+        try:
+            counts.append(units.read_marker(marker.parent).get("train_threads", described))
+        except (OSError, ValueError, TypeError, AttributeError):  # not finished: redone
+            continue
+    other = sorted({c for c in counts if c is not None and c != now}, key=str)
+    if not other:
+        return
+    n = sum(c in other for c in counts)
+    mixed = len({c for c in counts if c is not None}) > 1
+    hint = (" (the finished folds mix counts: only a new --out gives numbers of one count)"
+            if mixed else f"; for identical ones resume with --set train.threads={other[0]}")
+    warnings.warn(f"resume: {n} of the {len(counts)} finished folds trained with train.threads"
+                  f" {', '.join(map(repr, other))}, this run has {now!r}: numbers may differ"
+                  f" from an uninterrupted run in their last digits{hint}", DataWarning,
+                  stacklevel=3)  # fmt: skip
 
 
 def _spec(config: RunConfig, baselines: list[str]) -> dict[str, Any]:
